@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Quick start, command 1: installs build dependencies, builds lote and runs
+# the demo job on the embedded default (in-process, local data directory).
+# Extra arguments go to `lote demo` (try --help).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+data_dir="${LOTE_DATA_DIR:-$(mktemp -d -t lote-demo.XXXXXX)}"
+cargo run --release --quiet -- demo --data-dir "$data_dir" "$@"

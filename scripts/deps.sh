@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what building lote needs beyond Rust: libclang for librocksdb-sys.
+# Safe to run again; does nothing when everything is present.
+set -euo pipefail
+
+need=()
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+  need+=(clang libclang-dev)
+fi
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "lote: installing ${need[*]} (needed to build RocksDB)" >&2
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "lote: run as root or install sudo, or install: ${need[*]}" >&2; exit 1; }
+    sudo_cmd=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null 2>&1 || { echo "lote: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }

@@ -1,0 +1,202 @@
+//! The entity actor: a thin shell around one aggregate instance.
+//!
+//! A command is handled as catch up → decide → append → apply → reply. The
+//! mailbox serialises commands to one entity, and `AtomicResponse` keeps the
+//! next command waiting while an append is in flight. The actor stops itself
+//! after [`CoreConfig::idle_passivate`] without messages, and at once when
+//! its entity is finished (a completed task holds no memory).
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::{CoreConfig, CoreError, Outcome};
+use crate::domain::{self, Aggregate, Ctx, Versioned};
+use crate::store::{EventStore, ExpectedVersion, Snapshot, StreamAppend, StreamId};
+
+/// Events read per batch while rebuilding.
+const REBUILD_READ_BATCH: usize = 1024;
+
+/// Runs a command against the entity.
+pub struct Execute<A: Aggregate> {
+    pub command: A::Command,
+    pub ctx: Ctx,
+}
+
+impl<A: Aggregate> Message for Execute<A> {
+    type Result = Result<Outcome<A>, CoreError>;
+}
+
+/// Reads the entity's current state.
+pub struct GetState;
+
+impl Message for GetState {
+    type Result = Result<(u64, Vec<u8>), CoreError>;
+}
+
+/// Rebuilds an aggregate from its snapshot (if usable) and later events.
+pub fn load<A: Aggregate>(store: &EventStore, stream: &StreamId, use_snapshot: bool) -> Result<Versioned<A>, CoreError> {
+    let mut current = Versioned { version: 0, state: A::default() };
+    if use_snapshot {
+        if let Some(snapshot) = store.load_snapshot(stream)? {
+            if snapshot.state_schema == A::STATE_SCHEMA {
+                match crate::codec::decode::<A>(&snapshot.state) {
+                    Ok(state) => current = Versioned { version: snapshot.stream_version, state },
+                    Err(e) => tracing::warn!(%stream, error = %e, "ignoring an undecodable snapshot"),
+                }
+            }
+        }
+    }
+    catch_up(store, stream, &mut current)?;
+    Ok(current)
+}
+
+/// Folds the stream's events after `current.version` into it.
+pub fn catch_up<A: Aggregate>(store: &EventStore, stream: &StreamId, current: &mut Versioned<A>) -> Result<(), CoreError> {
+    loop {
+        let batch = store.read_stream(stream, current.version + 1, REBUILD_READ_BATCH)?;
+        let Some(last) = batch.last() else { return Ok(()) };
+        let last_version = last.stream_version;
+        current.state = domain::fold(std::mem::take(&mut current.state), &batch)?;
+        current.version = last_version;
+        if batch.len() < REBUILD_READ_BATCH {
+            return Ok(());
+        }
+    }
+}
+
+pub struct Entity<A: Aggregate> {
+    stream: StreamId,
+    store: EventStore,
+    current: Versioned<A>,
+    snapshot_version: u64,
+    config: CoreConfig,
+    last_used: Instant,
+    /// Called when the actor stops, to leave the registry.
+    on_stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<A: Aggregate> Entity<A> {
+    pub fn new(
+        stream: StreamId,
+        store: EventStore,
+        current: Versioned<A>,
+        snapshot_version: u64,
+        config: CoreConfig,
+        on_stop: Box<dyn FnOnce() + Send>,
+    ) -> Self {
+        Entity { stream, store, current, snapshot_version, config, last_used: Instant::now(), on_stop: Some(on_stop) }
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let every = self.config.snapshot_every;
+        if every == 0 || self.current.version < self.snapshot_version + every {
+            return;
+        }
+        let state = match crate::codec::encode(&self.current.state) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, error = %e, "cannot encode a snapshot");
+                return;
+            }
+        };
+        let snapshot = Snapshot { stream_version: self.current.version, state_schema: A::STATE_SCHEMA, state };
+        match self.store.save_snapshot(&self.stream, &snapshot) {
+            Ok(()) => self.snapshot_version = self.current.version,
+            Err(e) => tracing::warn!(stream = %self.stream, error = %e, "cannot save a snapshot"),
+        }
+    }
+
+    fn after_change(&mut self, ctx: &mut Context<Self>) {
+        self.maybe_snapshot();
+        if self.current.state.is_finished() {
+            ctx.stop();
+        }
+    }
+}
+
+impl<A: Aggregate> Actor for Entity<A> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let idle = self.config.idle_passivate;
+        let check = (idle / 2).max(Duration::from_millis(50));
+        ctx.run_interval(check, move |act, ctx| {
+            if act.last_used.elapsed() >= idle {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(on_stop) = self.on_stop.take() {
+            on_stop();
+        }
+    }
+}
+
+impl<A: Aggregate> Handler<GetState> for Entity<A> {
+    type Result = Result<(u64, Vec<u8>), CoreError>;
+
+    fn handle(&mut self, _: GetState, ctx: &mut Context<Self>) -> Self::Result {
+        self.last_used = Instant::now();
+        catch_up(&self.store, &self.stream, &mut self.current)?;
+        // Other actors append to this stream too (job counts): snapshot
+        // here as well, or a busy job would never get one.
+        self.after_change(ctx);
+        // Encoded so that the reply type does not depend on `A`.
+        Ok((self.current.version, crate::codec::encode(&self.current.state)?))
+    }
+}
+
+impl<A: Aggregate> Handler<Execute<A>> for Entity<A> {
+    type Result = AtomicResponse<Self, Result<Outcome<A>, CoreError>>;
+
+    fn handle(&mut self, msg: Execute<A>, _: &mut Context<Self>) -> Self::Result {
+        self.last_used = Instant::now();
+        let prepared = (|| {
+            catch_up(&self.store, &self.stream, &mut self.current)?;
+            let events = self.current.state.decide(&msg.command, &msg.ctx)?;
+            let mut after = self.current.state.clone();
+            for event in &events {
+                after.apply(event);
+            }
+            let mut appends = Vec::new();
+            if !events.is_empty() {
+                let expected = match self.current.version {
+                    0 => ExpectedVersion::NoStream,
+                    v => ExpectedVersion::Exact(v),
+                };
+                let encoded = events.iter().map(domain::to_new_event).collect::<Result<Vec<_>, _>>()?;
+                appends.push(StreamAppend { stream: self.stream.clone(), expected, events: encoded });
+                appends.extend(A::linked_appends(&self.current.state, &after)?);
+            }
+            Ok::<_, CoreError>((events, after, appends))
+        })();
+        let (events, after, appends) = match prepared {
+            Ok(p) => p,
+            Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
+        };
+        if appends.is_empty() {
+            let outcome = Outcome { events, version: self.current.version, state: after };
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(outcome))));
+        }
+        let store = self.store.clone();
+        let causation = msg.ctx.causation();
+        AtomicResponse::new(Box::pin(async move { store.append(appends, causation).await }.into_actor(self).map(
+            move |result, act, ctx| {
+                let written = result?;
+                let version = written
+                    .stream_versions
+                    .iter()
+                    .find(|(s, _)| *s == act.stream)
+                    .map(|(_, v)| *v)
+                    // The entity's own stream is always the first append.
+                    .expect("own stream in the append result");
+                act.current = Versioned { version, state: after.clone() };
+                act.after_change(ctx);
+                Ok(Outcome { events, version, state: after })
+            },
+        )))
+    }
+}

@@ -1,0 +1,301 @@
+//! The actor layer: one actix actor per live entity, activated on demand.
+//!
+//! [`Core`] is the front door: it finds (or starts) the actor of an entity
+//! and sends it the command, retrying a bounded number of times when an
+//! optimistic-concurrency conflict says the entity moved underneath.
+
+mod entity;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+
+pub use entity::{catch_up, load, Entity, Execute, GetState};
+
+use crate::clock::Clock;
+use crate::codec::CodecError;
+use crate::domain::account::Account;
+use crate::domain::job::{self, Job};
+use crate::domain::node::Node;
+use crate::domain::pool::Pool;
+use crate::domain::task::{Task, TaskSpec};
+use crate::domain::{self, Aggregate, Ctx, Rejection, RejectionCode, Versioned};
+use crate::store::{EventStore, ExpectedVersion, StoreError, StreamAppend, StreamId};
+use crate::types::{AccountName, JobId};
+
+/// Attempts of one command when appends conflict with concurrent writers.
+pub const APPEND_CONFLICT_RETRIES_MAX: usize = 16;
+
+/// Tunables of the actor layer.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Write a snapshot every this many events of a stream (0: never).
+    pub snapshot_every: u64,
+    /// Stop an actor after this long without messages.
+    pub idle_passivate: Duration,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig { snapshot_every: 100, idle_passivate: Duration::from_secs(60) }
+    }
+}
+
+/// A command's failure: refused by the rules, or the machinery failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0}")]
+    Rejected(#[from] Rejection),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("codec error: {0}")]
+    Codec(String),
+    #[error("actor unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<CodecError> for CoreError {
+    fn from(e: CodecError) -> Self {
+        CoreError::Codec(e.to_string())
+    }
+}
+
+impl CoreError {
+    pub fn rejection_code(&self) -> Option<RejectionCode> {
+        match self {
+            CoreError::Rejected(r) => Some(r.code),
+            _ => None,
+        }
+    }
+}
+
+/// What a successful command did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome<A: Aggregate> {
+    pub events: Vec<A::Event>,
+    /// The stream's version after the command.
+    pub version: u64,
+    pub state: A,
+}
+
+struct Slot<A: Aggregate> {
+    generation: u64,
+    addr: Addr<Entity<A>>,
+}
+
+/// Live actors of one aggregate kind.
+pub struct Registry<A: Aggregate> {
+    slots: Arc<Mutex<HashMap<StreamId, Slot<A>>>>,
+    next_generation: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<A: Aggregate> Default for Registry<A> {
+    fn default() -> Self {
+        Registry { slots: Arc::default(), next_generation: Arc::default() }
+    }
+}
+
+impl<A: Aggregate> Registry<A> {
+    /// Number of live actors.
+    pub fn len(&self) -> usize {
+        self.slots.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get_or_start(&self, stream: &StreamId, store: &EventStore, config: &CoreConfig) -> Result<Addr<Entity<A>>, CoreError> {
+        let mut slots = self.slots.lock().map_err(|_| CoreError::Unavailable("registry lock poisoned".into()))?;
+        if let Some(slot) = slots.get(stream) {
+            if slot.addr.connected() {
+                return Ok(slot.addr.clone());
+            }
+        }
+        let current: Versioned<A> = load(store, stream, true)?;
+        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let registry = self.slots.clone();
+        let key = stream.clone();
+        let on_stop = Box::new(move || {
+            if let Ok(mut slots) = registry.lock() {
+                if slots.get(&key).map(|s| s.generation) == Some(generation) {
+                    slots.remove(&key);
+                }
+            }
+        });
+        let snapshot_version = current.version; // a fresh load counts as snapshotted
+        let addr = Entity::new(stream.clone(), store.clone(), current, snapshot_version, config.clone(), on_stop).start();
+        slots.insert(stream.clone(), Slot { generation, addr: addr.clone() });
+        Ok(addr)
+    }
+}
+
+/// Gives generic code the registry of each aggregate kind.
+pub trait Registered: Aggregate {
+    fn registry(core: &Core) -> &Registry<Self>;
+}
+
+macro_rules! registered {
+    ($($ty:ty => $field:ident),*) => {$(
+        impl Registered for $ty {
+            fn registry(core: &Core) -> &Registry<Self> {
+                &core.inner.$field
+            }
+        }
+    )*};
+}
+
+registered!(Account => accounts, Pool => pools, Node => nodes, Job => jobs, Task => tasks);
+
+struct CoreInner {
+    store: EventStore,
+    clock: Arc<dyn Clock>,
+    config: CoreConfig,
+    accounts: Registry<Account>,
+    pools: Registry<Pool>,
+    nodes: Registry<Node>,
+    jobs: Registry<Job>,
+    tasks: Registry<Task>,
+}
+
+/// The front door to every entity. Cheap to clone. Must be used inside a
+/// running actix system (the actors live on the current arbiter).
+#[derive(Clone)]
+pub struct Core {
+    inner: Arc<CoreInner>,
+}
+
+/// Live actor counts per kind, for the console and passivation tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ActorCounts {
+    pub accounts: usize,
+    pub pools: usize,
+    pub nodes: usize,
+    pub jobs: usize,
+    pub tasks: usize,
+}
+
+impl Core {
+    pub fn new(store: EventStore, clock: Arc<dyn Clock>, config: CoreConfig) -> Self {
+        Core {
+            inner: Arc::new(CoreInner {
+                store,
+                clock,
+                config,
+                accounts: Registry::default(),
+                pools: Registry::default(),
+                nodes: Registry::default(),
+                jobs: Registry::default(),
+                tasks: Registry::default(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.inner.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub fn actor_counts(&self) -> ActorCounts {
+        ActorCounts {
+            accounts: self.inner.accounts.len(),
+            pools: self.inner.pools.len(),
+            nodes: self.inner.nodes.len(),
+            jobs: self.inner.jobs.len(),
+            tasks: self.inner.tasks.len(),
+        }
+    }
+
+    /// Runs a command on the entity of `stream`. Conflicts with concurrent
+    /// writers are retried up to [`APPEND_CONFLICT_RETRIES_MAX`] times, then
+    /// reported as [`RejectionCode::TooBusy`].
+    pub async fn execute<A: Registered>(&self, stream: &StreamId, command: A::Command, ctx: Ctx) -> Result<Outcome<A>, CoreError> {
+        check_kind::<A>(stream)?;
+        for _ in 0..APPEND_CONFLICT_RETRIES_MAX {
+            let addr = A::registry(self).get_or_start(stream, &self.inner.store, &self.inner.config)?;
+            match addr.send(Execute::<A> { command: command.clone(), ctx: ctx.clone() }).await {
+                Ok(Err(CoreError::Store(StoreError::Conflict { .. }))) => continue,
+                Ok(result) => return result,
+                // The actor stopped between lookup and send: start a new one.
+                Err(MailboxError::Closed) => continue,
+                Err(e) => return Err(CoreError::Unavailable(e.to_string())),
+            }
+        }
+        Err(Rejection::new(RejectionCode::TooBusy, format!("{stream} kept changing; send the request again")).into())
+    }
+
+    /// The entity's current state and version.
+    pub async fn state<A: Registered>(&self, stream: &StreamId) -> Result<Versioned<A>, CoreError> {
+        check_kind::<A>(stream)?;
+        for _ in 0..APPEND_CONFLICT_RETRIES_MAX {
+            let addr = A::registry(self).get_or_start(stream, &self.inner.store, &self.inner.config)?;
+            match addr.send(GetState).await {
+                Ok(result) => {
+                    let (version, bytes) = result?;
+                    return Ok(Versioned { version, state: crate::codec::decode(&bytes)? });
+                }
+                Err(MailboxError::Closed) => continue,
+                Err(e) => return Err(CoreError::Unavailable(e.to_string())),
+            }
+        }
+        Err(CoreError::Unavailable(format!("the actor of {stream} kept stopping")))
+    }
+
+    /// Adds a task to a job: the task's creation and the job's count change
+    /// are one atomic append. Decided on the job actor's current state.
+    pub async fn add_task(&self, account: &AccountName, job_id: &JobId, spec: TaskSpec, ctx: Ctx) -> Result<Outcome<Task>, CoreError> {
+        let job_stream = StreamId::job(account, job_id);
+        let task_stream = StreamId::task(account, job_id, &spec.id);
+        for _ in 0..APPEND_CONFLICT_RETRIES_MAX {
+            let job_state: Versioned<Job> = self.state(&job_stream).await?;
+            let task_state: Versioned<Task> = load(&self.inner.store, &task_stream, true)?;
+            let (job_events, task_events) = job::add_task(&job_state.state, &task_state.state, &spec, &ctx)?;
+            let expected = match task_state.version {
+                0 => ExpectedVersion::NoStream,
+                v => ExpectedVersion::Exact(v),
+            };
+            let appends = vec![
+                StreamAppend {
+                    stream: task_stream.clone(),
+                    expected,
+                    events: task_events.iter().map(domain::to_new_event).collect::<Result<_, _>>()?,
+                },
+                // Only the job actor changes a job's lifecycle, and only
+                // lifecycle decides whether tasks may be added, so the count
+                // change needs no expected version (it commutes).
+                StreamAppend {
+                    stream: job_stream.clone(),
+                    expected: ExpectedVersion::Any,
+                    events: job_events.iter().map(domain::to_new_event).collect::<Result<_, _>>()?,
+                },
+            ];
+            match self.inner.store.append(appends, ctx.causation()).await {
+                Ok(written) => {
+                    let mut state = task_state.state;
+                    for e in &task_events {
+                        state.apply(e);
+                    }
+                    return Ok(Outcome { events: task_events, version: written.stream_versions[0].1, state });
+                }
+                Err(StoreError::Conflict { stream, .. }) if stream == task_stream && task_state.version == 0 => {
+                    return Err(Rejection::new(RejectionCode::TaskExists, format!("task {} exists in job {job_id}", spec.id)).into())
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Rejection::new(RejectionCode::TooBusy, format!("{task_stream} kept changing; send the request again")).into())
+    }
+}
+
+fn check_kind<A: Aggregate>(stream: &StreamId) -> Result<(), CoreError> {
+    if stream.kind() != A::KIND {
+        return Err(Rejection::invalid(format!("{stream} is not a {:?} stream", A::KIND)).into());
+    }
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! Job: a collection of tasks on one pool, with a priority and policies.
+//!
+//! A job's task counts change with its tasks. Each task transition appends
+//! `JobTaskCountsChanged` to the job's stream in the same atomic write as the
+//! task's own events (see `ARCHITECTURE.md`, "cross-entity commands"), with
+//! no expected version: count changes commute, so concurrent task updates of
+//! one job never conflict with each other.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::spec::{authorize_account, RETRY_COUNT_MAX};
+use super::task::{Task, TaskBucket, TaskCommand, TaskEvent, TaskSpec};
+use super::{ensure, validate_display_name, Aggregate, Ctx, DomainEvent, Map, Rejection, RejectionCode};
+use crate::store::StreamKind;
+use crate::types::{AccountName, JobId, PoolId, Principal, TaskId, Timestamp};
+
+/// Job priorities range over -1000..=1000, as in Azure Batch; higher first.
+pub const JOB_PRIORITY_MIN: i32 = -1000;
+pub const JOB_PRIORITY_MAX: i32 = 1000;
+
+/// What happens when every task of the job has completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OnAllTasksComplete {
+    /// The job stays active; more tasks may be added.
+    #[default]
+    NoAction,
+    /// The job completes.
+    TerminateJob,
+}
+
+/// What happens when a task fails for good (no retries left).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTaskFailure {
+    #[default]
+    NoAction,
+    TerminateJob,
+}
+
+/// What happens to running tasks when a job is disabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum DisableTasks {
+    /// Kill them and queue them again.
+    Requeue,
+    /// Kill them and fail them.
+    Terminate,
+    /// Let them finish; start no new ones.
+    #[default]
+    Wait,
+}
+
+/// Everything a job is created with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobSpec {
+    pub id: JobId,
+    pub account: AccountName,
+    pub pool: PoolId,
+    pub display_name: String,
+    pub priority: i32,
+    /// Longest the whole job may run before it is terminated.
+    pub max_wall_clock_secs: Option<u64>,
+    /// Default retries for its tasks.
+    pub max_task_retries: u32,
+    pub on_all_tasks_complete: OnAllTasksComplete,
+    pub on_task_failure: OnTaskFailure,
+}
+
+impl JobSpec {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        validate_display_name(&self.display_name)?;
+        ensure((JOB_PRIORITY_MIN..=JOB_PRIORITY_MAX).contains(&self.priority), RejectionCode::InvalidValue, || {
+            format!("priority {} is outside {JOB_PRIORITY_MIN}..={JOB_PRIORITY_MAX}", self.priority)
+        })?;
+        ensure(self.max_task_retries <= RETRY_COUNT_MAX, RejectionCode::InvalidValue, || {
+            format!("max_task_retries is {}; at most {RETRY_COUNT_MAX}", self.max_task_retries)
+        })?;
+        if let Some(secs) = self.max_wall_clock_secs {
+            ensure(secs >= 1, RejectionCode::InvalidValue, || "max_wall_clock_secs must be at least 1".into())?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub enum JobCommand {
+    CreateJob { spec: JobSpec },
+    DisableJob { disable_tasks: DisableTasks },
+    EnableJob,
+    TerminateJob { reason: String },
+    /// Sent by the job supervisor when nothing more can run (all tasks
+    /// done under `terminate_job`, or a terminating job drained).
+    CompleteJob { reason: String },
+    DeleteJob,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub enum JobEvent {
+    JobCreated { spec: JobSpec, at: Timestamp },
+    JobDisabled { disable_tasks: DisableTasks, at: Timestamp },
+    JobEnabled { at: Timestamp },
+    JobTerminating { reason: String, at: Timestamp },
+    JobCompleted { reason: String, at: Timestamp },
+    JobDeleted { at: Timestamp },
+    JobTaskAdded { task: TaskId, at: Timestamp },
+    /// A task moved between count buckets (none: absent or deleted).
+    JobTaskCountsChanged { task: TaskId, from: Option<TaskBucket>, to: Option<TaskBucket> },
+}
+
+impl DomainEvent for JobEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            JobEvent::JobCreated { .. } => "JobCreated",
+            JobEvent::JobDisabled { .. } => "JobDisabled",
+            JobEvent::JobEnabled { .. } => "JobEnabled",
+            JobEvent::JobTerminating { .. } => "JobTerminating",
+            JobEvent::JobCompleted { .. } => "JobCompleted",
+            JobEvent::JobDeleted { .. } => "JobDeleted",
+            JobEvent::JobTaskAdded { .. } => "JobTaskAdded",
+            JobEvent::JobTaskCountsChanged { .. } => "JobTaskCountsChanged",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    #[default]
+    Absent,
+    Active,
+    Disabled,
+    Terminating,
+    Completed,
+    Deleted,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Job {
+    pub status: JobStatus,
+    pub spec: Option<JobSpec>,
+    /// Tasks per bucket; a bucket with no tasks is absent.
+    pub task_counts: Map<TaskBucket, u64>,
+    pub tasks_added: u64,
+    pub disable_tasks: Option<DisableTasks>,
+    pub completion_reason: Option<String>,
+    pub created_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+}
+
+impl Job {
+    pub fn count(&self, bucket: TaskBucket) -> u64 {
+        self.task_counts.get(&bucket).copied().unwrap_or(0)
+    }
+
+    /// Tasks that may still run (queued or on a node).
+    pub fn unfinished(&self) -> u64 {
+        self.count(TaskBucket::Active) + self.count(TaskBucket::Running)
+    }
+
+    fn live(&self, ctx: &Ctx) -> Result<&JobSpec, Rejection> {
+        match (&self.status, &self.spec) {
+            (JobStatus::Absent | JobStatus::Deleted, _) | (_, None) => Err(Rejection::new(RejectionCode::JobNotFound, "no such job")),
+            (_, Some(spec)) => {
+                authorize_account(&ctx.principal, &spec.account, RejectionCode::JobNotFound)?;
+                ensure(!matches!(ctx.principal, Principal::Node { .. }), RejectionCode::PermissionDenied, || {
+                    "an agent may not manage jobs".into()
+                })?;
+                Ok(spec)
+            }
+        }
+    }
+
+    fn refuse_finished(&self, spec: &JobSpec) -> Result<(), Rejection> {
+        match self.status {
+            JobStatus::Completed => Err(Rejection::new(RejectionCode::JobCompleted, format!("job {} has completed", spec.id))),
+            JobStatus::Terminating => {
+                Err(Rejection::new(RejectionCode::JobBeingTerminated, format!("job {} is terminating", spec.id)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the job may complete now, and why.
+    pub fn completion_due(&self) -> Option<String> {
+        let spec = self.spec.as_ref()?;
+        match self.status {
+            JobStatus::Terminating if self.unfinished() == 0 => {
+                Some(self.completion_reason.clone().unwrap_or_else(|| "terminated".into()))
+            }
+            JobStatus::Active
+                if spec.on_all_tasks_complete == OnAllTasksComplete::TerminateJob
+                    && self.tasks_added > 0
+                    && self.unfinished() == 0 =>
+            {
+                Some("all tasks completed".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Aggregate for Job {
+    type Command = JobCommand;
+    type Event = JobEvent;
+    const KIND: StreamKind = StreamKind::Job;
+    const STATE_SCHEMA: u32 = 1;
+
+    fn decide(&self, command: &JobCommand, ctx: &Ctx) -> Result<Vec<JobEvent>, Rejection> {
+        let at = ctx.now;
+        match command {
+            JobCommand::CreateJob { spec } => {
+                authorize_account(&ctx.principal, &spec.account, RejectionCode::PermissionDenied)?;
+                ensure(matches!(self.status, JobStatus::Absent | JobStatus::Deleted), RejectionCode::JobExists, || {
+                    format!("job {} exists in account {}", spec.id, spec.account)
+                })?;
+                spec.validate()?;
+                Ok(vec![JobEvent::JobCreated { spec: spec.clone(), at }])
+            }
+            JobCommand::DisableJob { disable_tasks } => {
+                let spec = self.live(ctx)?;
+                self.refuse_finished(spec)?;
+                ensure(self.status == JobStatus::Active, RejectionCode::JobNotActive, || format!("job {} is already disabled", spec.id))?;
+                Ok(vec![JobEvent::JobDisabled { disable_tasks: *disable_tasks, at }])
+            }
+            JobCommand::EnableJob => {
+                let spec = self.live(ctx)?;
+                self.refuse_finished(spec)?;
+                ensure(self.status == JobStatus::Disabled, RejectionCode::JobNotDisabled, || format!("job {} is not disabled", spec.id))?;
+                Ok(vec![JobEvent::JobEnabled { at }])
+            }
+            JobCommand::TerminateJob { reason } => {
+                let spec = self.live(ctx)?;
+                self.refuse_finished(spec)?;
+                let mut events = vec![JobEvent::JobTerminating { reason: reason.clone(), at }];
+                if self.unfinished() == 0 {
+                    events.push(JobEvent::JobCompleted { reason: reason.clone(), at });
+                }
+                Ok(events)
+            }
+            JobCommand::CompleteJob { reason } => {
+                let spec = self.live(ctx)?;
+                let due = self.completion_due();
+                ensure(due.is_some(), RejectionCode::JobNotActive, || {
+                    format!("job {} is {:?} with {} unfinished tasks; it cannot complete yet", spec.id, self.status, self.unfinished())
+                })?;
+                Ok(vec![JobEvent::JobCompleted { reason: reason.clone(), at }])
+            }
+            JobCommand::DeleteJob => {
+                self.live(ctx)?;
+                Ok(vec![JobEvent::JobDeleted { at }])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &JobEvent) {
+        use JobStatus as S;
+        match (self.status, event) {
+            (S::Absent | S::Deleted, JobEvent::JobCreated { spec, at }) => {
+                *self = Job { status: S::Active, spec: Some(spec.clone()), created_at: Some(*at), ..Job::default() };
+            }
+            (S::Active, JobEvent::JobDisabled { disable_tasks, .. }) => {
+                self.status = S::Disabled;
+                self.disable_tasks = Some(*disable_tasks);
+            }
+            (S::Disabled, JobEvent::JobEnabled { .. }) => {
+                self.status = S::Active;
+                self.disable_tasks = None;
+            }
+            (S::Active | S::Disabled, JobEvent::JobTerminating { reason, .. }) => {
+                self.status = S::Terminating;
+                self.completion_reason = Some(reason.clone());
+            }
+            (S::Active | S::Terminating, JobEvent::JobCompleted { reason, at }) => {
+                self.status = S::Completed;
+                self.completion_reason = Some(reason.clone());
+                self.completed_at = Some(*at);
+            }
+            (s, JobEvent::JobDeleted { .. }) if !matches!(s, S::Absent | S::Deleted) => self.status = S::Deleted,
+            (S::Active | S::Disabled, JobEvent::JobTaskAdded { .. }) => {
+                self.tasks_added += 1;
+                *self.task_counts.entry(TaskBucket::Active).or_insert(0) += 1;
+            }
+            // Tasks finish after their job stopped accepting new ones, and
+            // a deleted job's tasks are deleted after it: counts follow.
+            (s, JobEvent::JobTaskCountsChanged { task, from, to }) if s != S::Absent => {
+                if let Some(from) = from {
+                    let count = self.task_counts.get_mut(from).filter(|c| **c > 0).unwrap_or_else(|| {
+                        panic!("job {:?}: task {task} leaves {from:?}, which counts no task", self.spec.as_ref().map(|s| &s.id))
+                    });
+                    *count -= 1;
+                    if *count == 0 {
+                        self.task_counts.remove(from);
+                    }
+                }
+                if let Some(to) = to {
+                    *self.task_counts.entry(*to).or_insert(0) += 1;
+                }
+            }
+            (status, event) => panic!("job {:?} in state {status:?} cannot apply {event:?}", self.spec.as_ref().map(|s| &s.id)),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.status == JobStatus::Deleted
+    }
+
+    fn sanity_check(&self) -> Result<(), String> {
+        let counted: u64 = self.task_counts.values().sum();
+        if counted > self.tasks_added {
+            return Err(format!("{counted} tasks counted but only {} added", self.tasks_added));
+        }
+        if self.task_counts.values().any(|c| *c == 0) {
+            return Err("a zero count is stored".into());
+        }
+        if self.status != JobStatus::Absent && self.spec.is_none() {
+            return Err(format!("job in {:?} without a spec", self.status));
+        }
+        Ok(())
+    }
+}
+
+/// Decides adding a task to a job: the job's event and the task's events,
+/// to be appended in one atomic write.
+pub fn add_task(job: &Job, task: &Task, spec: &TaskSpec, ctx: &Ctx) -> Result<(Vec<JobEvent>, Vec<TaskEvent>), Rejection> {
+    let job_spec = job.live(ctx)?;
+    job.refuse_finished(job_spec)?;
+    let max_task_retries = spec.constraints.max_task_retries.unwrap_or(job_spec.max_task_retries);
+    let task_events = task.decide(
+        &TaskCommand::AddTask {
+            account: job_spec.account.clone(),
+            job: job_spec.id.clone(),
+            pool: job_spec.pool.clone(),
+            spec: spec.clone(),
+            max_task_retries,
+        },
+        ctx,
+    )?;
+    let job_events = vec![JobEvent::JobTaskAdded { task: spec.id.clone(), at: ctx.now }];
+    Ok((job_events, task_events))
+}
+
+/// The job event that mirrors a task's move between buckets, if it moved.
+pub fn counts_change(task: &TaskId, before: &Task, after: &Task) -> Option<JobEvent> {
+    let (from, to) = (before.bucket(), after.bucket());
+    (from != to).then(|| JobEvent::JobTaskCountsChanged { task: task.clone(), from, to })
+}

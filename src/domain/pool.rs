@@ -1,0 +1,353 @@
+//! Pool: nodes of one size, a scaling policy and a start task.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::spec::{authorize_account, StartTask};
+use super::{ensure, validate_display_name, Aggregate, Ctx, DomainEvent, Rejection, RejectionCode};
+use crate::store::StreamKind;
+use crate::types::{AccountName, PoolId, Secret, Timestamp};
+
+/// Most nodes one pool may have.
+pub const POOL_NODES_MAX: u32 = 10_000;
+/// Most task slots on one node.
+pub const NODE_TASK_SLOTS_MAX: u32 = 1024;
+/// Longest autoscale formula, in bytes.
+pub const FORMULA_BYTES_MAX: usize = 8 * 1024;
+/// Shortest and longest autoscale evaluation intervals.
+pub const AUTOSCALE_INTERVAL_SECS_MIN: u64 = 5;
+pub const AUTOSCALE_INTERVAL_SECS_MAX: u64 = 7 * 24 * 3600;
+/// Most secrets installed on a pool's nodes.
+pub const POOL_SECRETS_MAX: usize = 64;
+
+/// The size of every node of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NodeSize {
+    pub cores: u32,
+    pub memory_mib: u64,
+    /// Tasks that may run at once on one node.
+    pub task_slots: u32,
+}
+
+/// How the pool's node count is decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleSettings {
+    Fixed { target_nodes: u32 },
+    Autoscale { formula: String, evaluation_interval_secs: u64 },
+}
+
+/// Where the pool's nodes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeProvider {
+    /// Agent processes started by the server on its own machine.
+    #[default]
+    Local,
+    /// Agents started by hand on other machines, joining with a token.
+    Remote,
+}
+
+/// Where placement puts tasks among a pool's nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulingPolicy {
+    /// Fill one node before the next (frees whole nodes to scale down).
+    #[default]
+    Pack,
+    /// Spread tasks evenly over nodes.
+    Spread,
+}
+
+/// What happens to a removed node's running tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Deallocation {
+    /// Kill them and queue them again (no retry used).
+    #[default]
+    Requeue,
+    /// Kill them and fail them.
+    Terminate,
+    /// Give the node no new work; remove it when its tasks end.
+    TaskCompletion,
+}
+
+/// A named secret installed on every node of a pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PoolSecret {
+    pub name: String,
+    pub value: Secret,
+}
+
+/// Everything a pool is created with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PoolSpec {
+    pub id: PoolId,
+    pub account: AccountName,
+    pub display_name: String,
+    pub node_size: NodeSize,
+    /// OS or platform label, e.g. `linux-x86_64`.
+    pub os: String,
+    pub scale: ScaleSettings,
+    pub node_count_max: u32,
+    pub inter_node_communication: bool,
+    pub secrets: Vec<PoolSecret>,
+    pub start_task: Option<StartTask>,
+    pub scheduling: SchedulingPolicy,
+    pub provider: NodeProvider,
+}
+
+fn validate_formula(formula: &str, interval_secs: u64) -> Result<(), Rejection> {
+    ensure(!formula.trim().is_empty(), RejectionCode::InvalidValue, || "autoscale formula is empty".into())?;
+    ensure(formula.len() <= FORMULA_BYTES_MAX, RejectionCode::InvalidValue, || {
+        format!("autoscale formula is {} bytes; at most {FORMULA_BYTES_MAX}", formula.len())
+    })?;
+    ensure(
+        (AUTOSCALE_INTERVAL_SECS_MIN..=AUTOSCALE_INTERVAL_SECS_MAX).contains(&interval_secs),
+        RejectionCode::InvalidValue,
+        || format!("autoscale interval {interval_secs}s is outside {AUTOSCALE_INTERVAL_SECS_MIN}..={AUTOSCALE_INTERVAL_SECS_MAX}s"),
+    )
+}
+
+impl PoolSpec {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        validate_display_name(&self.display_name)?;
+        let size = self.node_size;
+        ensure(size.cores >= 1, RejectionCode::InvalidValue, || "node size needs at least 1 core".into())?;
+        ensure(size.memory_mib >= 1, RejectionCode::InvalidValue, || "node size needs memory_mib of at least 1".into())?;
+        ensure((1..=NODE_TASK_SLOTS_MAX).contains(&size.task_slots), RejectionCode::InvalidValue, || {
+            format!("task_slots is {}; it must be 1..={NODE_TASK_SLOTS_MAX}", size.task_slots)
+        })?;
+        ensure(!self.os.is_empty() && self.os.len() <= 64, RejectionCode::InvalidValue, || "os label must be 1..=64 bytes".into())?;
+        ensure((1..=POOL_NODES_MAX).contains(&self.node_count_max), RejectionCode::InvalidValue, || {
+            format!("node_count_max is {}; it must be 1..={POOL_NODES_MAX}", self.node_count_max)
+        })?;
+        match &self.scale {
+            ScaleSettings::Fixed { target_nodes } => ensure(*target_nodes <= self.node_count_max, RejectionCode::InvalidValue, || {
+                format!("target of {target_nodes} nodes exceeds node_count_max {}", self.node_count_max)
+            })?,
+            ScaleSettings::Autoscale { formula, evaluation_interval_secs } => validate_formula(formula, *evaluation_interval_secs)?,
+        }
+        ensure(self.secrets.len() <= POOL_SECRETS_MAX, RejectionCode::InvalidValue, || {
+            format!("at most {POOL_SECRETS_MAX} secrets per pool")
+        })?;
+        let mut names = std::collections::HashSet::new();
+        for s in &self.secrets {
+            ensure(crate::types::validate_id("secret", &s.name).is_ok(), RejectionCode::InvalidValue, || {
+                format!("secret name {:?} must be letters, digits, '-' or '_'", s.name)
+            })?;
+            ensure(names.insert(&s.name), RejectionCode::InvalidValue, || format!("secret {} is named twice", s.name))?;
+        }
+        if let Some(start) = &self.start_task {
+            start.validate()?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub enum PoolCommand {
+    CreatePool { spec: PoolSpec },
+    ResizePool { target_nodes: u32, deallocation: Deallocation },
+    StopResize,
+    /// Sent by the node supervisor when the node count reached the target.
+    CompleteResize,
+    EnableAutoscale { formula: String, evaluation_interval_secs: u64 },
+    DisableAutoscale,
+    DeletePool,
+    /// Sent by the node supervisor once every node has left.
+    FinishDeletion,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub enum PoolEvent {
+    PoolCreated { spec: PoolSpec, at: Timestamp },
+    PoolResized { target_nodes: u32, deallocation: Deallocation, at: Timestamp },
+    PoolResizeStopped { at: Timestamp },
+    PoolResizeCompleted { at: Timestamp },
+    PoolAutoscaleEnabled { formula: String, evaluation_interval_secs: u64, at: Timestamp },
+    PoolAutoscaleDisabled { at: Timestamp },
+    PoolDeleting { at: Timestamp },
+    PoolDeleted { at: Timestamp },
+}
+
+impl DomainEvent for PoolEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            PoolEvent::PoolCreated { .. } => "PoolCreated",
+            PoolEvent::PoolResized { .. } => "PoolResized",
+            PoolEvent::PoolResizeStopped { .. } => "PoolResizeStopped",
+            PoolEvent::PoolResizeCompleted { .. } => "PoolResizeCompleted",
+            PoolEvent::PoolAutoscaleEnabled { .. } => "PoolAutoscaleEnabled",
+            PoolEvent::PoolAutoscaleDisabled { .. } => "PoolAutoscaleDisabled",
+            PoolEvent::PoolDeleting { .. } => "PoolDeleting",
+            PoolEvent::PoolDeleted { .. } => "PoolDeleted",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolStatus {
+    #[default]
+    Absent,
+    Active,
+    Deleting,
+    Deleted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeState {
+    #[default]
+    Steady,
+    Resizing,
+    Stopping,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Pool {
+    pub status: PoolStatus,
+    pub spec: Option<PoolSpec>,
+    /// Node count the pool is heading for (fixed scale or last resize).
+    pub target_nodes: u32,
+    pub resize: ResizeState,
+    pub deallocation: Deallocation,
+    /// Formula and interval while autoscale is on.
+    pub autoscale: Option<(String, u64)>,
+    pub created_at: Option<Timestamp>,
+    pub resized_at: Option<Timestamp>,
+}
+
+impl Pool {
+    fn live(&self, ctx: &Ctx) -> Result<&PoolSpec, Rejection> {
+        let spec = match (&self.status, &self.spec) {
+            (PoolStatus::Active | PoolStatus::Deleting, Some(spec)) => spec,
+            _ => return Err(Rejection::new(RejectionCode::PoolNotFound, "no such pool")),
+        };
+        authorize_account(&ctx.principal, &spec.account, RejectionCode::PoolNotFound)?;
+        ensure(self.status == PoolStatus::Active, RejectionCode::PoolBeingDeleted, || format!("pool {} is being deleted", spec.id))?;
+        Ok(spec)
+    }
+}
+
+impl Aggregate for Pool {
+    type Command = PoolCommand;
+    type Event = PoolEvent;
+    const KIND: StreamKind = StreamKind::Pool;
+    const STATE_SCHEMA: u32 = 1;
+
+    fn decide(&self, command: &PoolCommand, ctx: &Ctx) -> Result<Vec<PoolEvent>, Rejection> {
+        let at = ctx.now;
+        match command {
+            PoolCommand::CreatePool { spec } => {
+                authorize_account(&ctx.principal, &spec.account, RejectionCode::PermissionDenied)?;
+                ensure(self.status == PoolStatus::Absent || self.status == PoolStatus::Deleted, RejectionCode::PoolExists, || {
+                    format!("pool {} exists in account {}", spec.id, spec.account)
+                })?;
+                spec.validate()?;
+                Ok(vec![PoolEvent::PoolCreated { spec: spec.clone(), at }])
+            }
+            PoolCommand::ResizePool { target_nodes, deallocation } => {
+                let spec = self.live(ctx)?;
+                ensure(self.autoscale.is_none(), RejectionCode::PoolAutoscaleEnabled, || {
+                    format!("pool {} scales by formula; disable autoscale to resize by hand", spec.id)
+                })?;
+                ensure(*target_nodes <= spec.node_count_max, RejectionCode::InvalidValue, || {
+                    format!("target of {target_nodes} nodes exceeds the pool's node_count_max {}", spec.node_count_max)
+                })?;
+                Ok(vec![PoolEvent::PoolResized { target_nodes: *target_nodes, deallocation: *deallocation, at }])
+            }
+            PoolCommand::StopResize => {
+                let spec = self.live(ctx)?;
+                ensure(self.resize == ResizeState::Resizing, RejectionCode::PoolNotResizing, || format!("pool {} is not resizing", spec.id))?;
+                Ok(vec![PoolEvent::PoolResizeStopped { at }])
+            }
+            PoolCommand::CompleteResize => {
+                let spec = self.live(ctx)?;
+                ensure(self.resize != ResizeState::Steady, RejectionCode::PoolNotResizing, || format!("pool {} is not resizing", spec.id))?;
+                Ok(vec![PoolEvent::PoolResizeCompleted { at }])
+            }
+            PoolCommand::EnableAutoscale { formula, evaluation_interval_secs } => {
+                self.live(ctx)?;
+                validate_formula(formula, *evaluation_interval_secs)?;
+                Ok(vec![PoolEvent::PoolAutoscaleEnabled { formula: formula.clone(), evaluation_interval_secs: *evaluation_interval_secs, at }])
+            }
+            PoolCommand::DisableAutoscale => {
+                let spec = self.live(ctx)?;
+                ensure(self.autoscale.is_some(), RejectionCode::PoolAutoscaleNotEnabled, || format!("pool {} has no autoscale formula", spec.id))?;
+                Ok(vec![PoolEvent::PoolAutoscaleDisabled { at }])
+            }
+            PoolCommand::DeletePool => {
+                self.live(ctx)?;
+                Ok(vec![PoolEvent::PoolDeleting { at }])
+            }
+            PoolCommand::FinishDeletion => {
+                let spec = match (&self.status, &self.spec) {
+                    (PoolStatus::Deleting, Some(spec)) => spec,
+                    (PoolStatus::Active, Some(spec)) => {
+                        return Err(Rejection::new(RejectionCode::InvalidValue, format!("pool {} is not being deleted", spec.id)))
+                    }
+                    _ => return Err(Rejection::new(RejectionCode::PoolNotFound, "no such pool")),
+                };
+                authorize_account(&ctx.principal, &spec.account, RejectionCode::PoolNotFound)?;
+                Ok(vec![PoolEvent::PoolDeleted { at }])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &PoolEvent) {
+        match (self.status, event) {
+            (PoolStatus::Absent | PoolStatus::Deleted, PoolEvent::PoolCreated { spec, at }) => {
+                *self = Pool { status: PoolStatus::Active, created_at: Some(*at), ..Pool::default() };
+                match &spec.scale {
+                    ScaleSettings::Fixed { target_nodes } => {
+                        self.target_nodes = *target_nodes;
+                        self.resize = if *target_nodes > 0 { ResizeState::Resizing } else { ResizeState::Steady };
+                    }
+                    ScaleSettings::Autoscale { formula, evaluation_interval_secs } => {
+                        self.autoscale = Some((formula.clone(), *evaluation_interval_secs));
+                    }
+                }
+                self.spec = Some(spec.clone());
+            }
+            (PoolStatus::Active, PoolEvent::PoolResized { target_nodes, deallocation, at }) => {
+                self.target_nodes = *target_nodes;
+                self.deallocation = *deallocation;
+                self.resize = ResizeState::Resizing;
+                self.resized_at = Some(*at);
+            }
+            (PoolStatus::Active, PoolEvent::PoolResizeStopped { .. }) => self.resize = ResizeState::Stopping,
+            (PoolStatus::Active, PoolEvent::PoolResizeCompleted { .. }) => self.resize = ResizeState::Steady,
+            (PoolStatus::Active, PoolEvent::PoolAutoscaleEnabled { formula, evaluation_interval_secs, .. }) => {
+                self.autoscale = Some((formula.clone(), *evaluation_interval_secs));
+            }
+            (PoolStatus::Active, PoolEvent::PoolAutoscaleDisabled { .. }) => self.autoscale = None,
+            (PoolStatus::Active, PoolEvent::PoolDeleting { .. }) => {
+                self.status = PoolStatus::Deleting;
+                self.target_nodes = 0;
+                self.resize = ResizeState::Resizing;
+            }
+            (PoolStatus::Deleting, PoolEvent::PoolDeleted { .. }) => {
+                self.status = PoolStatus::Deleted;
+                self.resize = ResizeState::Steady;
+            }
+            (status, event) => panic!("pool {:?} in state {status:?} cannot apply {event:?}", self.spec.as_ref().map(|s| &s.id)),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.status == PoolStatus::Deleted
+    }
+
+    fn sanity_check(&self) -> Result<(), String> {
+        if let Some(spec) = &self.spec {
+            if self.target_nodes > spec.node_count_max {
+                return Err(format!("target {} above max {}", self.target_nodes, spec.node_count_max));
+            }
+        } else if self.status != PoolStatus::Absent {
+            return Err(format!("pool in {:?} without a spec", self.status));
+        }
+        Ok(())
+    }
+}

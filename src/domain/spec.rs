@@ -1,0 +1,147 @@
+//! Specification values shared by several aggregates: command lines, start
+//! tasks, resource and output files. Validation lives beside each type.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{ensure, validate_command_line, validate_env, EnvVar, Rejection, RejectionCode};
+use crate::types::{AccountName, Principal};
+
+/// How a task's command is started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandLine {
+    /// Run through `/bin/sh -c`: pipes, globs and variables work.
+    Shell(String),
+    /// Run directly, no shell: the first item is the program.
+    Argv(Vec<String>),
+}
+
+impl CommandLine {
+    pub fn validate(&self, what: &str) -> Result<(), Rejection> {
+        match self {
+            CommandLine::Shell(line) => validate_command_line(what, line),
+            CommandLine::Argv(args) => {
+                ensure(!args.is_empty() && !args[0].is_empty(), RejectionCode::InvalidValue, || {
+                    format!("{what} argv is empty; the first item must name the program")
+                })?;
+                let bytes: usize = args.iter().map(|a| a.len() + 1).sum();
+                validate_command_line(what, &"x".repeat(bytes.min(super::COMMAND_LINE_BYTES_MAX + 1)))
+            }
+        }
+    }
+}
+
+/// Where a resource file comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceSource {
+    /// One blob of the account's blob store.
+    Blob { container: String, name: String },
+    /// Every blob whose name starts with `prefix`, keeping relative names.
+    BlobPrefix { container: String, prefix: String },
+    /// An http(s) URL.
+    Url { url: String },
+}
+
+/// An input fetched into the working directory before the process starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceFile {
+    pub source: ResourceSource,
+    /// Path relative to the working directory.
+    pub path: String,
+    /// Unix file mode, e.g. 0o755 for a program.
+    pub mode: Option<u32>,
+}
+
+/// When output files are uploaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadCondition {
+    #[default]
+    Success,
+    Failure,
+    Completion,
+}
+
+/// Files uploaded from the working directory after the process exits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OutputFile {
+    /// Glob relative to the working directory, e.g. `out/*.png`.
+    pub pattern: String,
+    pub container: String,
+    pub path_prefix: String,
+    pub upload_condition: UploadCondition,
+}
+
+/// Most resource or output files on one task.
+pub const FILES_PER_TASK_MAX: usize = 1000;
+
+/// Checks a path that must stay inside a working directory.
+pub fn validate_relative_path(what: &str, path: &str) -> Result<(), Rejection> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path.split('/').any(|part| part == "..");
+    ensure(!bad, RejectionCode::InvalidValue, || {
+        format!("{what} path {path:?} must be relative and stay inside the working directory")
+    })
+}
+
+pub fn validate_files(what: &str, resources: &[ResourceFile], outputs: &[OutputFile]) -> Result<(), Rejection> {
+    ensure(resources.len() <= FILES_PER_TASK_MAX && outputs.len() <= FILES_PER_TASK_MAX, RejectionCode::InvalidValue, || {
+        format!("{what} names more than {FILES_PER_TASK_MAX} resource or output files")
+    })?;
+    for r in resources {
+        validate_relative_path(&format!("{what} resource file"), &r.path)?;
+        if let ResourceSource::Url { url } = &r.source {
+            ensure(url.starts_with("http://") || url.starts_with("https://"), RejectionCode::InvalidValue, || {
+                format!("{what} resource URL {url:?} must be http:// or https://")
+            })?;
+        }
+        if let Some(mode) = r.mode {
+            ensure(mode <= 0o7777, RejectionCode::InvalidValue, || format!("{what} file mode {mode:o} is not a mode"))?;
+        }
+    }
+    for o in outputs {
+        validate_relative_path(&format!("{what} output pattern"), &o.pattern)?;
+        ensure(!o.container.is_empty(), RejectionCode::InvalidValue, || format!("{what} output file needs a container"))?;
+    }
+    Ok(())
+}
+
+/// What every node of a pool runs as it joins, before taking tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct StartTask {
+    pub command_line: CommandLine,
+    pub env: Vec<EnvVar>,
+    pub resource_files: Vec<ResourceFile>,
+    /// Give the node no tasks until the start task succeeded.
+    pub wait_for_success: bool,
+    /// Retries after the first failure before the node is startTaskFailed.
+    pub retry_count_max: u32,
+}
+
+/// Most retries of anything a user configures.
+pub const RETRY_COUNT_MAX: u32 = 100;
+
+impl StartTask {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        self.command_line.validate("start task")?;
+        validate_env("start task", &self.env)?;
+        validate_files("start task", &self.resource_files, &[])?;
+        ensure(self.retry_count_max <= RETRY_COUNT_MAX, RejectionCode::InvalidValue, || {
+            format!("start task retry_count_max is {}; at most {RETRY_COUNT_MAX}", self.retry_count_max)
+        })
+    }
+}
+
+/// Refuses a principal that may not act on `account`'s objects. Another
+/// account's object is reported as not found, so existence does not leak.
+pub fn authorize_account(principal: &Principal, account: &AccountName, not_found: RejectionCode) -> Result<(), Rejection> {
+    match principal {
+        Principal::Admin | Principal::System { .. } => Ok(()),
+        Principal::Account { account: a } | Principal::Node { account: a, .. } if a == account => Ok(()),
+        _ => Err(Rejection::new(not_found, "no such object in this account")),
+    }
+}

@@ -1,0 +1,409 @@
+//! Task: one command line of a job, and every attempt to run it.
+//!
+//! ```text
+//!  active → assigned(node, attempt) → running → completed (success | failure)
+//!    ▲            │                      │            │ failure with retries left
+//!    │            └──── requeued ◄───────┘            ▼
+//!    └──────────────── (node lost; not a retry) ◄── retried
+//!  active | assigned | running → terminated (completed, failure)   any → deleted
+//! ```
+//! Reports name the attempt they are about: a report for any attempt but
+//! the current one is refused as stale, so exactly one attempt decides.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::spec::{authorize_account, validate_files, CommandLine, OutputFile, ResourceFile, RETRY_COUNT_MAX};
+use super::{ensure, validate_env, Aggregate, Ctx, DomainEvent, EnvVar, Rejection, RejectionCode};
+use crate::codec::CodecError;
+use crate::store::{ExpectedVersion, StreamAppend, StreamId, StreamKind};
+use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timestamp};
+
+/// Most task slots one task may ask for.
+pub const TASK_SLOTS_MAX: u32 = 1024;
+
+/// Limits on one task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+pub struct TaskConstraints {
+    /// Longest one attempt may run; none means no limit.
+    pub max_wall_clock_secs: Option<u64>,
+    /// Retries after a failed attempt; none means the job's default.
+    pub max_task_retries: Option<u32>,
+    /// How long the node keeps the task's files after it completes.
+    pub retention_secs: Option<u64>,
+}
+
+/// Everything a task is added with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskSpec {
+    pub id: TaskId,
+    pub display_name: String,
+    pub command_line: CommandLine,
+    pub env: Vec<EnvVar>,
+    pub resource_files: Vec<ResourceFile>,
+    pub output_files: Vec<OutputFile>,
+    pub constraints: TaskConstraints,
+    /// Task slots the task occupies on its node.
+    pub required_slots: u32,
+}
+
+impl TaskSpec {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        super::validate_display_name(&self.display_name)?;
+        self.command_line.validate("task")?;
+        validate_env("task", &self.env)?;
+        validate_files("task", &self.resource_files, &self.output_files)?;
+        ensure((1..=TASK_SLOTS_MAX).contains(&self.required_slots), RejectionCode::InvalidValue, || {
+            format!("required_slots is {}; it must be 1..={TASK_SLOTS_MAX}", self.required_slots)
+        })?;
+        if let Some(retries) = self.constraints.max_task_retries {
+            ensure(retries <= RETRY_COUNT_MAX, RejectionCode::InvalidValue, || {
+                format!("max_task_retries is {retries}; at most {RETRY_COUNT_MAX}")
+            })?;
+        }
+        if let Some(secs) = self.constraints.max_wall_clock_secs {
+            ensure(secs >= 1, RejectionCode::InvalidValue, || "max_wall_clock_secs must be at least 1".into())?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCategory {
+    /// The process exited with a non-zero code.
+    NonZeroExit,
+    /// The process was killed by a signal it did not ask for.
+    Signal,
+    /// It ran past its wall-clock limit and was killed.
+    Timeout,
+    /// It could not be started (missing executable, bad working directory).
+    LaunchFailure,
+    /// An input file could not be fetched.
+    ResourceFile,
+    /// An output file could not be uploaded.
+    OutputFile,
+    /// A user or the job terminated it.
+    Terminated,
+}
+
+/// How one attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TaskResult {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+    /// None when the attempt succeeded.
+    pub failure: Option<(FailureCategory, String)>,
+}
+
+impl TaskResult {
+    pub fn succeeded(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Where an attempt runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Placement {
+    pub pool: PoolId,
+    pub node: NodeId,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub enum TaskCommand {
+    /// Added through its job (see `job::add_task`); `max_task_retries` is
+    /// already resolved against the job's default.
+    AddTask { account: AccountName, job: JobId, pool: PoolId, spec: TaskSpec, max_task_retries: u32 },
+    AssignTask { node: NodeId },
+    StartTask { attempt: u32 },
+    CompleteTask { attempt: u32, result: TaskResult },
+    RequeueTask { attempt: u32, reason: String },
+    TerminateTask { reason: String },
+    DeleteTask,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub enum TaskEvent {
+    TaskAdded { account: AccountName, job: JobId, pool: PoolId, spec: TaskSpec, max_task_retries: u32, at: Timestamp },
+    TaskAssigned { placement: Placement, attempt: u32, at: Timestamp },
+    TaskStarted { attempt: u32, at: Timestamp },
+    TaskCompleted { attempt: u32, result: TaskResult, at: Timestamp },
+    /// A failed attempt with retries left: back to the queue.
+    TaskRetried { retry_count: u32, at: Timestamp },
+    /// Its node was lost or removed: back to the queue, no retry used.
+    TaskRequeued { attempt: u32, reason: String, at: Timestamp },
+    TaskTerminated { reason: String, at: Timestamp },
+    TaskDeleted { at: Timestamp },
+}
+
+impl DomainEvent for TaskEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            TaskEvent::TaskAdded { .. } => "TaskAdded",
+            TaskEvent::TaskAssigned { .. } => "TaskAssigned",
+            TaskEvent::TaskStarted { .. } => "TaskStarted",
+            TaskEvent::TaskCompleted { .. } => "TaskCompleted",
+            TaskEvent::TaskRetried { .. } => "TaskRetried",
+            TaskEvent::TaskRequeued { .. } => "TaskRequeued",
+            TaskEvent::TaskTerminated { .. } => "TaskTerminated",
+            TaskEvent::TaskDeleted { .. } => "TaskDeleted",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    #[default]
+    Absent,
+    /// Queued, waiting for a node.
+    Active,
+    /// Placed on a node; the agent has not started the process yet.
+    Assigned,
+    Running,
+    Completed,
+    Deleted,
+}
+
+/// How a task counts in its job's totals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskBucket {
+    Active,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Task {
+    pub status: TaskStatus,
+    pub account: Option<AccountName>,
+    pub job: Option<JobId>,
+    pub pool: Option<PoolId>,
+    pub spec: Option<TaskSpec>,
+    pub max_task_retries: u32,
+    /// Attempts started so far, counting requeued ones; the current one.
+    pub attempt: u32,
+    pub retry_count: u32,
+    pub requeue_count: u32,
+    pub placement: Option<Placement>,
+    pub last_result: Option<TaskResult>,
+    pub added_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+}
+
+impl Task {
+    /// The task's bucket in its job's counts (none if absent or deleted).
+    pub fn bucket(&self) -> Option<TaskBucket> {
+        match self.status {
+            TaskStatus::Absent | TaskStatus::Deleted => None,
+            TaskStatus::Active => Some(TaskBucket::Active),
+            TaskStatus::Assigned | TaskStatus::Running => Some(TaskBucket::Running),
+            TaskStatus::Completed => Some(match &self.last_result {
+                Some(r) if r.succeeded() => TaskBucket::Succeeded,
+                _ => TaskBucket::Failed,
+            }),
+        }
+    }
+
+    fn id(&self) -> &str {
+        self.spec.as_ref().map(|s| s.id.as_str()).unwrap_or("?")
+    }
+
+    fn require_attempt(&self, attempt: u32, ctx: &Ctx) -> Result<(), Rejection> {
+        ensure(attempt == self.attempt && matches!(self.status, TaskStatus::Assigned | TaskStatus::Running), RejectionCode::StaleAttempt, || {
+            format!("task {} is {:?} at attempt {}; the report is for attempt {attempt}", self.id(), self.status, self.attempt)
+        })?;
+        // An agent may report only on attempts placed on its own node.
+        if let Principal::Node { node, .. } = &ctx.principal {
+            let placed = self.placement.as_ref().map(|p| &p.node);
+            ensure(placed == Some(node), RejectionCode::PermissionDenied, || {
+                format!("task {} attempt {attempt} is not placed on node {node}", self.id())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn terminal_rejection(&self) -> Rejection {
+        if self.status == TaskStatus::Completed {
+            Rejection::new(RejectionCode::TaskCompleted, format!("task {} has completed", self.id()))
+        } else {
+            Rejection::new(RejectionCode::TaskNotFound, "no such task")
+        }
+    }
+}
+
+fn forbid_agents(ctx: &Ctx, what: &str) -> Result<(), Rejection> {
+    ensure(!matches!(ctx.principal, Principal::Node { .. }), RejectionCode::PermissionDenied, || format!("an agent may not {what}"))
+}
+
+impl Aggregate for Task {
+    type Command = TaskCommand;
+    type Event = TaskEvent;
+    const KIND: StreamKind = StreamKind::Task;
+    const STATE_SCHEMA: u32 = 1;
+
+    fn decide(&self, command: &TaskCommand, ctx: &Ctx) -> Result<Vec<TaskEvent>, Rejection> {
+        let at = ctx.now;
+        if let TaskCommand::AddTask { account, job, pool, spec, max_task_retries } = command {
+            authorize_account(&ctx.principal, account, RejectionCode::PermissionDenied)?;
+            forbid_agents(ctx, "add tasks")?;
+            ensure(matches!(self.status, TaskStatus::Absent | TaskStatus::Deleted), RejectionCode::TaskExists, || {
+                format!("task {} exists in job {job}", spec.id)
+            })?;
+            spec.validate()?;
+            return Ok(vec![TaskEvent::TaskAdded {
+                account: account.clone(),
+                job: job.clone(),
+                pool: pool.clone(),
+                spec: spec.clone(),
+                max_task_retries: *max_task_retries,
+                at,
+            }]);
+        }
+        let account = match (&self.status, &self.account) {
+            (TaskStatus::Absent | TaskStatus::Deleted, _) | (_, None) => {
+                return Err(Rejection::new(RejectionCode::TaskNotFound, "no such task"))
+            }
+            (_, Some(account)) => account,
+        };
+        authorize_account(&ctx.principal, account, RejectionCode::TaskNotFound)?;
+        match command {
+            TaskCommand::AddTask { .. } => unreachable!("handled above"),
+            TaskCommand::AssignTask { node } => {
+                forbid_agents(ctx, "place tasks")?;
+                ensure(self.status == TaskStatus::Active, RejectionCode::TaskStateConflict, || {
+                    format!("task {} is {:?}; only queued tasks can be placed", self.id(), self.status)
+                })?;
+                let pool = self.pool.clone().expect("a live task has a pool");
+                Ok(vec![TaskEvent::TaskAssigned { placement: Placement { pool, node: node.clone() }, attempt: self.attempt + 1, at }])
+            }
+            TaskCommand::StartTask { attempt } => {
+                self.require_attempt(*attempt, ctx)?;
+                ensure(self.status == TaskStatus::Assigned, RejectionCode::TaskStateConflict, || {
+                    format!("task {} attempt {attempt} has already started", self.id())
+                })?;
+                Ok(vec![TaskEvent::TaskStarted { attempt: *attempt, at }])
+            }
+            TaskCommand::CompleteTask { attempt, result } => {
+                self.require_attempt(*attempt, ctx)?;
+                let mut events = vec![TaskEvent::TaskCompleted { attempt: *attempt, result: result.clone(), at }];
+                if !result.succeeded() && self.retry_count < self.max_task_retries {
+                    events.push(TaskEvent::TaskRetried { retry_count: self.retry_count + 1, at });
+                }
+                Ok(events)
+            }
+            TaskCommand::RequeueTask { attempt, reason } => {
+                forbid_agents(ctx, "requeue tasks")?;
+                self.require_attempt(*attempt, ctx)?;
+                Ok(vec![TaskEvent::TaskRequeued { attempt: *attempt, reason: reason.clone(), at }])
+            }
+            TaskCommand::TerminateTask { reason } => {
+                forbid_agents(ctx, "terminate tasks")?;
+                ensure(matches!(self.status, TaskStatus::Active | TaskStatus::Assigned | TaskStatus::Running), RejectionCode::TaskCompleted, || {
+                    self.terminal_rejection().detail
+                })?;
+                Ok(vec![TaskEvent::TaskTerminated { reason: reason.clone(), at }])
+            }
+            TaskCommand::DeleteTask => {
+                forbid_agents(ctx, "delete tasks")?;
+                Ok(vec![TaskEvent::TaskDeleted { at }])
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &TaskEvent) {
+        use TaskStatus as S;
+        match (self.status, event) {
+            (S::Absent | S::Deleted, TaskEvent::TaskAdded { account, job, pool, spec, max_task_retries, at }) => {
+                *self = Task {
+                    status: S::Active,
+                    account: Some(account.clone()),
+                    job: Some(job.clone()),
+                    pool: Some(pool.clone()),
+                    spec: Some(spec.clone()),
+                    max_task_retries: *max_task_retries,
+                    added_at: Some(*at),
+                    ..Task::default()
+                };
+            }
+            (S::Active, TaskEvent::TaskAssigned { placement, attempt, .. }) if *attempt == self.attempt + 1 => {
+                self.status = S::Assigned;
+                self.attempt = *attempt;
+                self.placement = Some(placement.clone());
+            }
+            (S::Assigned, TaskEvent::TaskStarted { attempt, at }) if *attempt == self.attempt => {
+                self.status = S::Running;
+                self.started_at = Some(*at);
+            }
+            (S::Assigned | S::Running, TaskEvent::TaskCompleted { attempt, result, at }) if *attempt == self.attempt => {
+                self.status = S::Completed;
+                self.last_result = Some(result.clone());
+                self.completed_at = Some(*at);
+            }
+            (S::Completed, TaskEvent::TaskRetried { retry_count, .. }) if *retry_count == self.retry_count + 1 => {
+                self.status = S::Active;
+                self.retry_count = *retry_count;
+                self.placement = None;
+                self.completed_at = None;
+            }
+            (S::Assigned | S::Running, TaskEvent::TaskRequeued { attempt, .. }) if *attempt == self.attempt => {
+                self.status = S::Active;
+                self.requeue_count += 1;
+                self.placement = None;
+            }
+            (S::Active | S::Assigned | S::Running, TaskEvent::TaskTerminated { reason, at }) => {
+                self.status = S::Completed;
+                self.last_result = Some(TaskResult {
+                    exit_code: None,
+                    signal: None,
+                    duration_ms: 0,
+                    failure: Some((FailureCategory::Terminated, reason.clone())),
+                });
+                self.completed_at = Some(*at);
+            }
+            (s, TaskEvent::TaskDeleted { .. }) if s != S::Absent && s != S::Deleted => {
+                self.status = S::Deleted;
+                self.placement = None;
+            }
+            (status, event) => panic!("task {} in state {status:?} (attempt {}) cannot apply {event:?}", self.id(), self.attempt),
+        }
+    }
+
+    fn linked_appends(before: &Self, after: &Self) -> Result<Vec<StreamAppend>, CodecError> {
+        let (Some(account), Some(job), Some(spec)) = (&after.account, &after.job, &after.spec) else {
+            return Ok(Vec::new());
+        };
+        match super::job::counts_change(&spec.id, before, after) {
+            None => Ok(Vec::new()),
+            // Count changes commute, so no expected version (see job.rs).
+            Some(event) => Ok(vec![StreamAppend {
+                stream: StreamId::job(account, job),
+                expected: ExpectedVersion::Any,
+                events: vec![super::to_new_event(&event)?],
+            }]),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        matches!(self.status, TaskStatus::Completed | TaskStatus::Deleted)
+    }
+
+    fn sanity_check(&self) -> Result<(), String> {
+        let placed = matches!(self.status, TaskStatus::Assigned | TaskStatus::Running);
+        if placed != self.placement.is_some() && self.status != TaskStatus::Completed {
+            return Err(format!("task {:?} placement {:?}", self.status, self.placement));
+        }
+        if self.retry_count > self.max_task_retries {
+            return Err(format!("retry_count {} above max {}", self.retry_count, self.max_task_retries));
+        }
+        if self.retry_count + self.requeue_count > self.attempt {
+            return Err(format!("{} retries + {} requeues but {} attempts", self.retry_count, self.requeue_count, self.attempt));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,27 @@
+//! lote: batch computing on machines you own.
+//!
+//! Layout (module → component):
+//! - [`codec`]: the log's binary encoding (bincode, pinned), in one place.
+//! - [`clock`]: the only reader of the wall clock and source of random ids.
+//! - [`types`]: ids, timestamps, secrets, principals.
+//! - [`store`]: the event store on RocksDB: log, stream index, group commit,
+//!   subscriptions, snapshots, format header, tail verification.
+//! - [`domain`]: the aggregates (account, pool, node, job, task): commands,
+//!   events, states, `decide` and `apply`; rejection codes; upcasters.
+//! - [`actors`]: one actix actor per live entity, activated on demand and
+//!   passivated when idle; [`actors::Core`] is the front door.
+//! - [`replay`]: rebuilding from the log, consistency checks, audit trails.
+//! - [`schema`]: JSON Schemas of the log's types (checked into `schemas/`).
+//! - [`golden`]: export and import of logs, for the golden logs in `replay/`.
+//! - [`demo`]: the in-process demo workload behind `lote demo`.
+
+pub mod actors;
+pub mod clock;
+pub mod codec;
+pub mod demo;
+pub mod domain;
+pub mod golden;
+pub mod replay;
+pub mod schema;
+pub mod store;
+pub mod types;

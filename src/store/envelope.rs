@@ -1,0 +1,208 @@
+//! What one record of the log looks like, and how streams are named.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::types::{AccountName, Causation, JobId, NodeId, PoolId, TaskId, Timestamp};
+
+/// The kinds of aggregate that own streams. The kind is the first segment
+/// of a stream id, so one prefix scan finds every stream of a kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    Account,
+    Pool,
+    Node,
+    Job,
+    Task,
+}
+
+impl StreamKind {
+    pub const ALL: [StreamKind; 5] =
+        [StreamKind::Account, StreamKind::Pool, StreamKind::Node, StreamKind::Job, StreamKind::Task];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            StreamKind::Account => "account",
+            StreamKind::Pool => "pool",
+            StreamKind::Node => "node",
+            StreamKind::Job => "job",
+            StreamKind::Task => "task",
+        }
+    }
+
+    /// How many `/`-separated ids follow the prefix.
+    fn id_segments(self) -> usize {
+        match self {
+            StreamKind::Account => 1,
+            StreamKind::Pool | StreamKind::Job => 2,
+            StreamKind::Node | StreamKind::Task => 3,
+        }
+    }
+}
+
+/// One aggregate instance's stream: `account/NAME`, `pool/ACCOUNT/POOL`,
+/// `node/ACCOUNT/POOL/NODE`, `job/ACCOUNT/JOB`, `task/ACCOUNT/JOB/TASK`.
+/// This is also how the CLI names entities (`lote audit job/acme/render`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct StreamId(String);
+
+/// Why a text is not a stream id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{text:?} is not an entity name: expected account/NAME, pool/ACCOUNT/POOL, node/ACCOUNT/POOL/NODE, job/ACCOUNT/JOB or task/ACCOUNT/JOB/TASK ({why})")]
+pub struct StreamIdError {
+    pub text: String,
+    pub why: String,
+}
+
+impl StreamId {
+    pub fn account(account: &AccountName) -> Self {
+        StreamId(format!("account/{account}"))
+    }
+    pub fn pool(account: &AccountName, pool: &PoolId) -> Self {
+        StreamId(format!("pool/{account}/{pool}"))
+    }
+    pub fn node(account: &AccountName, pool: &PoolId, node: &NodeId) -> Self {
+        StreamId(format!("node/{account}/{pool}/{node}"))
+    }
+    pub fn job(account: &AccountName, job: &JobId) -> Self {
+        StreamId(format!("job/{account}/{job}"))
+    }
+    pub fn task(account: &AccountName, job: &JobId, task: &TaskId) -> Self {
+        StreamId(format!("task/{account}/{job}/{task}"))
+    }
+
+    /// Parses and validates a stream id typed by a person.
+    pub fn parse(text: &str) -> Result<Self, StreamIdError> {
+        let err = |why: String| StreamIdError { text: text.to_string(), why };
+        let mut parts = text.split('/');
+        let prefix = parts.next().unwrap_or_default();
+        let kind = StreamKind::ALL
+            .into_iter()
+            .find(|k| k.prefix() == prefix)
+            .ok_or_else(|| err(format!("unknown kind {prefix:?}")))?;
+        let ids: Vec<&str> = parts.collect();
+        if ids.len() != kind.id_segments() {
+            return Err(err(format!("{} takes {} id(s) after the kind", prefix, kind.id_segments())));
+        }
+        for id in &ids {
+            crate::types::validate_id(kind.prefix(), id).map_err(|e| err(e.to_string()))?;
+        }
+        Ok(StreamId(text.to_string()))
+    }
+
+    pub fn kind(&self) -> StreamKind {
+        let prefix = self.0.split('/').next().unwrap_or_default();
+        StreamKind::ALL
+            .into_iter()
+            .find(|k| k.prefix() == prefix)
+            // Every constructor and `parse` checks the prefix.
+            .expect("stream id with a known kind")
+    }
+
+    /// The ids after the kind, in order.
+    pub fn segments(&self) -> Vec<&str> {
+        self.0.split('/').skip(1).collect()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamId({})", self.0)
+    }
+}
+
+/// One recorded event with everything needed to audit it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Envelope {
+    /// Place in the global log; 1 is the first event ever recorded.
+    pub position: u64,
+    pub stream: StreamId,
+    /// Place in its stream; 1 is the stream's first event.
+    pub stream_version: u64,
+    /// When the store recorded it (never goes backwards along positions).
+    pub recorded_at: Timestamp,
+    /// The event's variant name, e.g. `TaskAdded`.
+    pub event_type: String,
+    /// Version of that event type's payload layout; upcasters lift old ones.
+    pub schema_version: u16,
+    pub causation: Causation,
+    /// The event itself, in the log codec.
+    #[schemars(with = "Vec<u8>")]
+    pub payload: Vec<u8>,
+}
+
+/// An event on its way into the log: the store adds position, version and
+/// time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub schema_version: u16,
+    pub payload: Vec<u8>,
+}
+
+/// Bytes of the checksum appended to every stored record.
+const CHECKSUM_BYTES: usize = 4;
+
+/// Encodes a record as stored: codec bytes then a CRC-32 of them, so damage
+/// that RocksDB's own checksums miss (a bad upcaster, a bug in a tool that
+/// edits the directory) is still caught on read.
+pub fn seal<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut bytes = codec::encode(value)?;
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    Ok(bytes)
+}
+
+/// Checks and decodes a sealed record.
+pub fn unseal<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    if bytes.len() < CHECKSUM_BYTES {
+        return Err(format!("record of {} bytes is shorter than its checksum", bytes.len()));
+    }
+    let (body, tail) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
+    let stored = u32::from_le_bytes(tail.try_into().expect("split at 4 bytes"));
+    let actual = crc32fast::hash(body);
+    if stored != actual {
+        return Err(format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})"));
+    }
+    codec::decode(body).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_parse_and_reject() {
+        let s = StreamId::parse("task/acme/render/frame-1").unwrap();
+        assert_eq!(s.kind(), StreamKind::Task);
+        assert_eq!(s.segments(), vec!["acme", "render", "frame-1"]);
+        assert!(StreamId::parse("task/acme/render").is_err());
+        assert!(StreamId::parse("widget/x").is_err());
+        assert!(StreamId::parse("job/acme/a b").is_err());
+        assert!(StreamId::parse("job/acme/").is_err());
+    }
+
+    #[test]
+    fn sealed_records_detect_flipped_bits() {
+        let mut bytes = seal(&("hello".to_string(), 42u32)).unwrap();
+        assert_eq!(unseal::<(String, u32)>(&bytes).unwrap(), ("hello".to_string(), 42));
+        bytes[1] ^= 0x40;
+        assert!(unseal::<(String, u32)>(&bytes).unwrap_err().contains("checksum"));
+        assert!(unseal::<(String, u32)>(&bytes[..2]).is_err());
+    }
+}
