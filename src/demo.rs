@@ -11,7 +11,7 @@ use crate::domain::job::{Job, JobCommand, JobSpec, OnAllTasksComplete, OnTaskFai
 use crate::domain::node::{AgentInfo, Node, NodeCommand};
 use crate::domain::pool::{NodeProvider, NodeSize, Pool, PoolCommand, PoolSpec, ScaleSettings, SchedulingPolicy};
 use crate::domain::spec::CommandLine;
-use crate::domain::task::{FailureCategory, Task, TaskCommand, TaskConstraints, TaskResult, TaskSpec};
+use crate::domain::task::{FailureCategory, Task, TaskCommand, TaskResult, TaskSpec};
 use crate::domain::Ctx;
 use crate::store::{EventStore, StreamId};
 use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
@@ -107,16 +107,8 @@ pub async fn run(store: EventStore, clock: Arc<dyn Clock>, tasks: u32) -> Result
     let mut ids = Vec::new();
     for i in 0..tasks {
         let id = TaskId::new(format!("frame-{i:05}")).expect("valid id");
-        let spec = TaskSpec {
-            id: id.clone(),
-            display_name: format!("frame {i}"),
-            command_line: CommandLine::Argv(vec!["render".into(), "--frame".into(), i.to_string()]),
-            env: vec![],
-            resource_files: vec![],
-            output_files: vec![],
-            constraints: TaskConstraints::default(),
-            required_slots: 1,
-        };
+        let mut spec = TaskSpec::simple(id.clone(), CommandLine::Argv(vec!["render".into(), "--frame".into(), i.to_string()]));
+        spec.display_name = format!("frame {i}");
         core.add_task(&account, &job_id, spec, ctx(c, &user)).await?;
         ids.push(id);
     }

@@ -123,11 +123,16 @@ impl AnyState {
         })
     }
 
-    /// A short word for the entity's status, for counts.
+    /// A short word for the entity's status, for counts (as in its JSON).
     pub fn status_name(&self) -> String {
-        let value = self.to_json();
-        let field = if matches!(self, AnyState::Node(_)) { "state" } else { "status" };
-        value.get(field).and_then(|v| v.as_str()).unwrap_or("?").to_string()
+        let status = match self {
+            AnyState::Account(s) => serde_json::to_value(s.status),
+            AnyState::Pool(s) => serde_json::to_value(s.status),
+            AnyState::Node(s) => serde_json::to_value(s.state),
+            AnyState::Job(s) => serde_json::to_value(s.status),
+            AnyState::Task(s) => serde_json::to_value(s.status),
+        };
+        status.ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "?".into())
     }
 }
 

@@ -48,6 +48,20 @@ pub struct TaskSpec {
 }
 
 impl TaskSpec {
+    /// A task of one slot with no files, environment or limits.
+    pub fn simple(id: TaskId, command_line: CommandLine) -> Self {
+        TaskSpec {
+            id,
+            display_name: String::new(),
+            command_line,
+            env: vec![],
+            resource_files: vec![],
+            output_files: vec![],
+            constraints: TaskConstraints::default(),
+            required_slots: 1,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), Rejection> {
         super::validate_display_name(&self.display_name)?;
         self.command_line.validate("task")?;

@@ -1,6 +1,6 @@
 //! The event store: an append-only log on RocksDB.
 //!
-//! See `src/store/README.md` for the layout and the write path. In short:
+//! `ARCHITECTURE.md` ("The event store") has the decisions. In short:
 //!
 //! ```text
 //!  appenders ──► channel ──► writer thread ──► one WriteBatch per round ──► RocksDB
@@ -254,6 +254,7 @@ fn db_options(recovery: WalRecovery) -> Options {
     opts.set_paranoid_checks(true);
     opts.set_max_background_jobs(2);
     opts.set_write_buffer_size(64 * 1024 * 1024);
+    opts.set_max_write_buffer_number(4);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_keep_log_file_num(4);
     opts
@@ -301,14 +302,10 @@ impl EventStore {
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs_tx, jobs_rx) = mpsc::sync_channel(APPEND_QUEUE_MAX);
         let stats = Arc::new(StoreStats::default());
-        let handle = writer::spawn(writer::Writer::new(
-            db.clone(),
-            head,
-            options.durability,
-            clock,
-            head_tx,
-            stats.clone(),
-        ), jobs_rx)
+        let handle = writer::spawn(
+            writer::Writer { db: db.clone(), head, durability: options.durability, clock, head_tx, stats: stats.clone() },
+            jobs_rx,
+        )
         .map_err(|e| StoreError::Storage(format!("cannot start the log writer thread: {e}")))?;
         Ok(EventStore {
             inner: Arc::new(Inner {

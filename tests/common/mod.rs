@@ -8,7 +8,7 @@ use lote::domain::account::AccountCommand;
 use lote::domain::job::{JobSpec, OnAllTasksComplete, OnTaskFailure};
 use lote::domain::pool::{NodeProvider, NodeSize, PoolSpec, ScaleSettings, SchedulingPolicy};
 use lote::domain::spec::CommandLine;
-use lote::domain::task::{TaskConstraints, TaskSpec};
+use lote::domain::task::TaskSpec;
 use lote::domain::Ctx;
 use lote::store::{EventStore, StoreOptions, StreamId};
 use lote::types::{AccountName, JobId, NodeId, PoolId, Principal, RequestId, TaskId, Timestamp};
@@ -107,16 +107,7 @@ pub fn job_spec() -> JobSpec {
 }
 
 pub fn task_spec(id: &str) -> TaskSpec {
-    TaskSpec {
-        id: TaskId::new(id).unwrap(),
-        display_name: String::new(),
-        command_line: CommandLine::Shell("echo hello".into()),
-        env: vec![],
-        resource_files: vec![],
-        output_files: vec![],
-        constraints: TaskConstraints::default(),
-        required_slots: 1,
-    }
+    TaskSpec::simple(TaskId::new(id).unwrap(), CommandLine::Shell("echo hello".into()))
 }
 
 pub fn account_stream() -> StreamId {
