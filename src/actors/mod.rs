@@ -216,10 +216,10 @@ impl Core {
     /// reported as [`RejectionCode::TooBusy`].
     pub async fn execute<A: Registered>(&self, stream: &StreamId, command: A::Command, ctx: Ctx) -> Result<Outcome<A>, CoreError> {
         check_kind::<A>(stream)?;
-        for _ in 0..APPEND_CONFLICT_RETRIES_MAX {
+        for attempt in 0..APPEND_CONFLICT_RETRIES_MAX {
             let addr = A::registry(self).get_or_start(stream, &self.inner.store, &self.inner.config)?;
             match addr.send(Execute::<A> { command: command.clone(), ctx: ctx.clone() }).await {
-                Ok(Err(CoreError::Store(StoreError::Conflict { .. }))) => continue,
+                Ok(Err(CoreError::Store(StoreError::Conflict { .. }))) => conflict_backoff(attempt).await,
                 Ok(result) => return result,
                 // The actor stopped between lookup and send: start a new one.
                 Err(MailboxError::Closed) => continue,
@@ -251,7 +251,7 @@ impl Core {
     pub async fn add_task(&self, account: &AccountName, job_id: &JobId, spec: TaskSpec, ctx: Ctx) -> Result<Outcome<Task>, CoreError> {
         let job_stream = StreamId::job(account, job_id);
         let task_stream = StreamId::task(account, job_id, &spec.id);
-        for _ in 0..APPEND_CONFLICT_RETRIES_MAX {
+        for attempt in 0..APPEND_CONFLICT_RETRIES_MAX {
             let job_state: Versioned<Job> = self.state(&job_stream).await?;
             let task_state: Versioned<Task> = load(&self.inner.store, &task_stream, true)?;
             let (job_events, task_events) = job::add_task(&job_state.state, &task_state.state, &spec, &ctx)?;
@@ -285,12 +285,18 @@ impl Core {
                 Err(StoreError::Conflict { stream, .. }) if stream == task_stream && task_state.version == 0 => {
                     return Err(Rejection::new(RejectionCode::TaskExists, format!("task {} exists in job {job_id}", spec.id)).into())
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { .. }) => conflict_backoff(attempt).await,
                 Err(e) => return Err(e.into()),
             }
         }
         Err(Rejection::new(RejectionCode::TooBusy, format!("{task_stream} kept changing; send the request again")).into())
     }
+}
+
+/// Waits a little longer after each conflict: the competing append is
+/// usually waiting for its fsync, and becomes readable once it is durable.
+async fn conflict_backoff(attempt: usize) {
+    tokio::time::sleep(Duration::from_micros(100 << attempt.min(6))).await;
 }
 
 fn check_kind<A: Aggregate>(stream: &StreamId) -> Result<(), CoreError> {

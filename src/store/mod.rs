@@ -192,6 +192,8 @@ pub struct StoreStats {
     pub events_appended: AtomicU64,
     pub appends: AtomicU64,
     pub write_batches: AtomicU64,
+    /// WAL fsyncs (sync mode); one covers every round written before it.
+    pub fsyncs: AtomicU64,
     pub conflicts: AtomicU64,
 }
 
@@ -201,6 +203,7 @@ pub struct StatsView {
     pub events_appended: u64,
     pub appends: u64,
     pub write_batches: u64,
+    pub fsyncs: u64,
     pub conflicts: u64,
 }
 
@@ -378,6 +381,7 @@ impl EventStore {
             events_appended: s.events_appended.load(Ordering::Relaxed),
             appends: s.appends.load(Ordering::Relaxed),
             write_batches: s.write_batches.load(Ordering::Relaxed),
+            fsyncs: s.fsyncs.load(Ordering::Relaxed),
             conflicts: s.conflicts.load(Ordering::Relaxed),
         }
     }
@@ -432,12 +436,19 @@ impl EventStore {
         let mut out = Vec::new();
         let mut read = ReadOptions::default();
         read.set_iterate_upper_bound(event_key(stream, u64::MAX).into_iter().chain([0]).collect::<Vec<u8>>());
+        // Rounds written but not yet fsynced are invisible until the head
+        // moves past them (positions grow along a stream).
+        let head = self.head();
         for item in self.inner.db.iterator_cf_opt(cf, read, IteratorMode::From(&start, Direction::Forward)) {
             let (key, value) = item?;
             if !key.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            out.push(self.decode_envelope(&key, &value)?);
+            let envelope = self.decode_envelope(&key, &value)?;
+            if envelope.position > head {
+                break;
+            }
+            out.push(envelope);
         }
         Ok(out)
     }
@@ -453,9 +464,13 @@ impl EventStore {
     pub fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
         let db = &self.inner.db;
         let start = from_position.max(1).to_be_bytes();
+        let head = self.head();
         let mut keys = Vec::new();
         for item in db.iterator_cf(cf(db, CF_LOG), IteratorMode::From(&start, Direction::Forward)) {
-            let (_, value) = item?;
+            let (position, value) = item?;
+            if be_u64(&position).is_none_or(|p| p > head) {
+                break;
+            }
             keys.push(value.to_vec());
             if keys.len() >= limit {
                 break;

@@ -9,8 +9,11 @@
 //!           into one WriteBatch
 //! ```
 //!
-//! While the committer writes (and fsyncs) round N, the stager builds round
-//! N+1 from what queued meanwhile: the busier the log, the more appends
+//! In sync mode a third thread, the syncer, fsyncs the WAL once for every
+//! round written since its last fsync and only then publishes the head and
+//! replies, so encoding, writing and fsyncing all overlap. While the
+//! committer writes round N, the stager builds round N+1 from what queued
+//! meanwhile: the busier the log, the more appends
 //! share an fsync, and encoding overlaps with disk waits. The stager checks
 //! versions against what it staged, assuming earlier rounds commit. If a
 //! write fails (disk full, I/O error), the committer refuses every round
@@ -23,7 +26,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
-use rocksdb::{WriteBatch, WriteOptions, DB};
+use rocksdb::{WriteBatch, DB};
 use tokio::sync::{oneshot, watch};
 
 use super::envelope::EnvelopeRef;
@@ -112,7 +115,8 @@ struct Stager {
 struct Committer {
     db: Arc<DB>,
     shared: Arc<Shared>,
-    durability: Durability,
+    /// Sync mode: where written rounds go to be fsynced.
+    syncer: Option<mpsc::Sender<Done>>,
     head_tx: watch::Sender<u64>,
     stats: Arc<StoreStats>,
 }
@@ -144,16 +148,32 @@ pub(super) fn spawn(writer: Writer, jobs: mpsc::Receiver<Job>) -> std::io::Resul
         rounds_done: AtomicU64::new(0),
     });
     let (staged_tx, staged_rx) = mpsc::sync_channel::<Staged>(ROUNDS_IN_FLIGHT_MAX - 1);
+    let (syncer, syncer_handle) = match writer.durability {
+        Durability::Buffered => (None, None),
+        Durability::Sync => {
+            let (tx, rx) = mpsc::channel::<Done>();
+            let (db, shared, head_tx, stats) = (writer.db.clone(), shared.clone(), writer.head_tx.clone(), writer.stats.clone());
+            let handle = std::thread::Builder::new()
+                .name("lote-log-sync".into())
+                .spawn(move || run_syncer(db, rx, shared, head_tx, stats))?;
+            (Some(tx), Some(handle))
+        }
+    };
     let mut committer = Committer {
         db: writer.db.clone(),
         shared: shared.clone(),
-        durability: writer.durability,
+        syncer,
         head_tx: writer.head_tx,
         stats: writer.stats.clone(),
     };
     let committer_handle = std::thread::Builder::new().name("lote-log-commit".into()).spawn(move || {
         while let Ok(staged) = staged_rx.recv() {
             committer.commit(staged);
+        }
+        // Dropping the committer closes the syncer's channel.
+        drop(committer);
+        if let Some(handle) = syncer_handle {
+            let _ = handle.join();
         }
     })?;
     let mut stager = Stager {
@@ -356,53 +376,116 @@ impl Stager {
     }
 }
 
+/// A written (or refused) round on its way to its appenders.
+struct Done {
+    /// New head, if the round wrote anything.
+    head: Option<u64>,
+    events: u64,
+    accepted: Vec<Accepted>,
+    imports: Vec<(oneshot::Sender<Result<u64, StoreError>>, u64)>,
+    barriers: Vec<oneshot::Sender<()>>,
+    error: Option<StoreError>,
+}
+
+impl Done {
+    /// Replies to everyone in the round.
+    fn reply(self, error: Option<&StoreError>) {
+        let error = error.or(self.error.as_ref());
+        for a in self.accepted {
+            let _ = a.reply.send(match error {
+                None => Ok(a.result),
+                Some(e) => Err(e.clone()),
+            });
+        }
+        for (reply, last) in self.imports {
+            let _ = reply.send(match error {
+                None => Ok(last),
+                Some(e) => Err(e.clone()),
+            });
+        }
+        for reply in self.barriers {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// Publishes written rounds: counts them, moves the visible head, replies.
+fn publish(rounds: Vec<Done>, head_tx: &watch::Sender<u64>, stats: &StoreStats) {
+    let mut head = None;
+    for d in &rounds {
+        if let (Some(h), None) = (d.head, &d.error) {
+            head = Some(h);
+            stats.write_batches.fetch_add(1, Ordering::Relaxed);
+            stats.events_appended.fetch_add(d.events, Ordering::Relaxed);
+            stats.appends.fetch_add(d.accepted.len() as u64, Ordering::Relaxed);
+        }
+    }
+    // Readers and subscriptions see a round only once it is as durable as
+    // promised, and before its appenders hear back.
+    if let Some(head) = head {
+        head_tx.send_replace(head);
+    }
+    for d in rounds {
+        d.reply(None);
+    }
+}
+
 impl Committer {
     fn commit(&mut self, staged: Staged) {
         let Staged { batch, epoch, head, events, accepted, imports, barriers } = staged;
         let previous = self.shared.committed_head.load(Ordering::Acquire);
-        let outcome = if epoch != self.shared.failures.load(Ordering::Acquire) {
-            Err(StoreError::Storage("an earlier write to the log failed; this request was not written, send it again".into()))
-        } else if head == previous {
-            Ok(())
-        } else {
-            let mut opts = WriteOptions::default();
-            opts.set_sync(self.durability == Durability::Sync);
-            self.db.write_opt(batch, &opts).map_err(|e| {
-                let err = StoreError::Storage(e.into_string());
-                tracing::error!(error = %err, "log write failed; the round's appends are refused");
-                self.shared.failures.fetch_add(1, Ordering::AcqRel);
-                err
-            })
-        };
-        match outcome {
-            Ok(()) => {
-                if head != previous {
+        let mut done = Done { head: None, events, accepted, imports, barriers, error: None };
+        if epoch != self.shared.failures.load(Ordering::Acquire) {
+            done.error = Some(StoreError::Storage("an earlier write to the log failed; this request was not written, send it again".into()));
+        } else if head != previous {
+            // The WAL write reaches the OS here; in sync mode the syncer
+            // fsyncs it while this thread writes the next round.
+            match self.db.write(batch) {
+                Ok(()) => {
                     self.shared.committed_head.store(head, Ordering::Release);
-                    self.stats.write_batches.fetch_add(1, Ordering::Relaxed);
-                    self.stats.events_appended.fetch_add(events, Ordering::Relaxed);
-                    self.stats.appends.fetch_add(accepted.len() as u64, Ordering::Relaxed);
-                    self.head_tx.send_replace(head);
+                    done.head = Some(head);
                 }
-                for a in accepted {
-                    let _ = a.reply.send(Ok(a.result));
-                }
-                for (reply, last) in imports {
-                    let _ = reply.send(Ok(last));
+                Err(e) => {
+                    let err = StoreError::Storage(e.into_string());
+                    tracing::error!(error = %err, "log write failed; the round's appends are refused");
+                    self.shared.failures.fetch_add(1, Ordering::AcqRel);
+                    done.error = Some(err);
                 }
             }
-            Err(err) => {
-                for a in accepted {
-                    let _ = a.reply.send(Err(err.clone()));
-                }
-                for (reply, _) in imports {
-                    let _ = reply.send(Err(err.clone()));
-                }
-            }
-        }
-        for reply in barriers {
-            let _ = reply.send(());
         }
         self.shared.rounds_done.fetch_add(1, Ordering::AcqRel);
+        match &self.syncer {
+            Some(syncer) => {
+                if let Err(mpsc::SendError(done)) = syncer.send(done) {
+                    done.reply(Some(&StoreError::Closed));
+                }
+            }
+            None => publish(vec![done], &self.head_tx, &self.stats),
+        }
+    }
+}
+
+/// Sync mode's third stage: one fsync for every round written since the
+/// last one, then the replies.
+fn run_syncer(db: Arc<DB>, rounds: mpsc::Receiver<Done>, shared: Arc<Shared>, head_tx: watch::Sender<u64>, stats: Arc<StoreStats>) {
+    while let Ok(first) = rounds.recv() {
+        let mut group = vec![first];
+        while let Ok(more) = rounds.try_recv() {
+            group.push(more);
+        }
+        if group.iter().any(|d| d.head.is_some() && d.error.is_none()) {
+            if let Err(e) = db.flush_wal(true) {
+                let err = StoreError::Storage(format!("fsync of the log failed: {}", e.into_string()));
+                tracing::error!(error = %err, "log fsync failed; the rounds it covered are refused");
+                shared.failures.fetch_add(1, Ordering::AcqRel);
+                for d in group {
+                    d.reply(Some(&err));
+                }
+                continue;
+            }
+            stats.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        publish(group, &head_tx, &stats);
     }
 }
 
