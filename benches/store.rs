@@ -42,9 +42,15 @@ fn causation() -> Causation {
     Causation { request_id: RequestId(uuid::Uuid::from_u128(1)), principal: Principal::System { component: "bench".into() } }
 }
 
+/// One small, realistic event (a job count change), encoded once.
 fn small_event() -> NewEvent {
-    let event = JobEvent::JobTaskCountsChanged { task: TaskId::new("t").unwrap(), from: Some(TaskBucket::Active), to: Some(TaskBucket::Running) };
-    to_new_event(&event).unwrap()
+    static EVENT: std::sync::OnceLock<NewEvent> = std::sync::OnceLock::new();
+    EVENT
+        .get_or_init(|| {
+            let event = JobEvent::JobTaskCountsChanged { task: TaskId::new("t").unwrap(), from: Some(TaskBucket::Active), to: Some(TaskBucket::Running) };
+            to_new_event(&event).unwrap()
+        })
+        .clone()
 }
 
 fn open(dir: &Path, durability: Durability) -> EventStore {
