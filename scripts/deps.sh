@@ -4,7 +4,13 @@
 set -euo pipefail
 
 need=()
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+# bindgen needs libclang itself (libclang.so), not libclang-cpp, which many
+# images ship alone.
+have_libclang() {
+  dpkg -s libclang-dev >/dev/null 2>&1 && return 0
+  ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1
+}
+if ! have_libclang; then
   need+=(clang libclang-dev)
 fi
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
