@@ -15,8 +15,12 @@ use lote::domain::job::JobEvent;
 use lote::domain::spec::CommandLine;
 use lote::domain::task::{Placement, TaskBucket, TaskEvent, TaskResult, TaskSpec};
 use lote::domain::to_new_event;
-use lote::store::{Durability, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamAppend, StreamId};
-use lote::types::{AccountName, Causation, JobId, NodeId, PoolId, Principal, RequestId, TaskId, Timestamp};
+use lote::store::{
+    Durability, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamAppend, StreamId,
+};
+use lote::types::{
+    AccountName, Causation, JobId, NodeId, PoolId, Principal, RequestId, TaskId, Timestamp,
+};
 
 const APPENDERS: usize = 256;
 /// Appenders in the buffered phase's second run.
@@ -30,16 +34,28 @@ fn smoke() -> bool {
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn wanted(section: &str) -> bool {
-    let picked: Vec<String> = std::env::args().skip(1).filter(|a| ["fsync", "buffered", "replay", "memory"].contains(&a.as_str())).collect();
+    let picked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| ["fsync", "buffered", "replay", "memory"].contains(&a.as_str()))
+        .collect();
     picked.is_empty() || picked.iter().any(|p| p == section)
 }
 
 fn causation() -> Causation {
-    Causation { request_id: RequestId(uuid::Uuid::from_u128(1)), principal: Principal::System { component: "bench".into() } }
+    Causation {
+        request_id: RequestId(uuid::Uuid::from_u128(1)),
+        principal: Principal::System {
+            component: "bench".into(),
+        },
+    }
 }
 
 /// One small, realistic event (a job count change), encoded once.
@@ -47,14 +63,26 @@ fn small_event() -> NewEvent {
     static EVENT: std::sync::OnceLock<NewEvent> = std::sync::OnceLock::new();
     EVENT
         .get_or_init(|| {
-            let event = JobEvent::JobTaskCountsChanged { task: TaskId::new("t").unwrap(), from: Some(TaskBucket::Active), to: Some(TaskBucket::Running) };
+            let event = JobEvent::JobTaskCountsChanged {
+                task: TaskId::new("t").unwrap(),
+                from: Some(TaskBucket::Active),
+                to: Some(TaskBucket::Running),
+            };
             to_new_event(&event).unwrap()
         })
         .clone()
 }
 
 fn open(dir: &Path, durability: Durability) -> EventStore {
-    EventStore::open(dir, StoreOptions { durability, ..StoreOptions::default() }, Arc::new(SystemClock)).unwrap()
+    EventStore::open(
+        dir,
+        StoreOptions {
+            durability,
+            ..StoreOptions::default()
+        },
+        Arc::new(SystemClock),
+    )
+    .unwrap()
 }
 
 /// Sequential one-event appends, each fsynced alone: the disk's fsync rate.
@@ -65,7 +93,16 @@ fn raw_fsync_rate(seconds: u64) -> f64 {
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < Duration::from_secs(seconds) {
-        store.append_blocking(vec![StreamAppend { stream: stream.clone(), expected: ExpectedVersion::Any, events: vec![small_event()] }], causation()).unwrap();
+        store
+            .append_blocking(
+                vec![StreamAppend {
+                    stream: stream.clone(),
+                    expected: ExpectedVersion::Any,
+                    events: vec![small_event()],
+                }],
+                causation(),
+            )
+            .unwrap();
         n += 1;
     }
     let stats = store.stats();
@@ -74,10 +111,19 @@ fn raw_fsync_rate(seconds: u64) -> f64 {
 }
 
 /// APPENDERS concurrent appenders, one event per append.
-fn concurrent(durability: Durability, seconds: u64, appenders: usize, events_per_append: usize) -> (f64, f64, u64) {
+fn concurrent(
+    durability: Durability,
+    seconds: u64,
+    appenders: usize,
+    events_per_append: usize,
+) -> (f64, f64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path(), durability);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     runtime.block_on(async {
@@ -88,9 +134,23 @@ fn concurrent(durability: Durability, seconds: u64, appenders: usize, events_per
                 let stream = StreamId::parse(&format!("job/bench/s{i}")).unwrap();
                 let mut version = 0;
                 while Instant::now() < deadline {
-                    let expected = if version == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(version) };
+                    let expected = if version == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(version)
+                    };
                     let events = (0..events_per_append).map(|_| small_event()).collect();
-                    store.append(vec![StreamAppend { stream: stream.clone(), expected, events }], causation()).await.unwrap();
+                    store
+                        .append(
+                            vec![StreamAppend {
+                                stream: stream.clone(),
+                                expected,
+                                events,
+                            }],
+                            causation(),
+                        )
+                        .await
+                        .unwrap();
                     version += events_per_append as u64;
                 }
             }));
@@ -102,12 +162,23 @@ fn concurrent(durability: Durability, seconds: u64, appenders: usize, events_per
     let elapsed = started.elapsed().as_secs_f64();
     let stats = store.stats();
     // Events per fsync in sync mode, per write batch in buffered mode.
-    let per = if durability == Durability::Sync { stats.fsyncs } else { stats.write_batches };
-    (stats.events_appended as f64 / elapsed, stats.events_appended as f64 / per.max(1) as f64, stats.events_appended)
+    let per = if durability == Durability::Sync {
+        stats.fsyncs
+    } else {
+        stats.write_batches
+    };
+    (
+        stats.events_appended as f64 / elapsed,
+        stats.events_appended as f64 / per.max(1) as f64,
+        stats.events_appended,
+    )
 }
 
 fn task_spec(i: u64) -> TaskSpec {
-    TaskSpec::simple(TaskId::new(format!("t{i:08}")).unwrap(), CommandLine::Argv(vec!["render".into(), "--frame".into(), i.to_string()]))
+    TaskSpec::simple(
+        TaskId::new(format!("t{i:08}")).unwrap(),
+        CommandLine::Argv(vec!["render".into(), "--frame".into(), i.to_string()]),
+    )
 }
 
 /// Writes `tasks` finished tasks (4 task events and 3 job events each),
@@ -119,7 +190,10 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
     let at = Timestamp::parse("2026-11-27T10:00:00Z").unwrap();
     let per_job = 10_000;
     let mut pending = Vec::new();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut jobs_created = std::collections::HashSet::new();
     for i in 0..tasks {
         let job = JobId::new(format!("j{}", i / per_job)).unwrap();
@@ -137,7 +211,11 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
             };
             store
                 .append_blocking(
-                    vec![StreamAppend { stream: StreamId::job(&account, &job), expected: ExpectedVersion::NoStream, events: vec![to_new_event(&JobEvent::JobCreated { spec, at }).unwrap()] }],
+                    vec![StreamAppend {
+                        stream: StreamId::job(&account, &job),
+                        expected: ExpectedVersion::NoStream,
+                        events: vec![to_new_event(&JobEvent::JobCreated { spec, at }).unwrap()],
+                    }],
                     causation(),
                 )
                 .unwrap();
@@ -145,23 +223,67 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
         let spec = task_spec(i);
         let id = spec.id.clone();
         let task_events = [
-            TaskEvent::TaskAdded { account: account.clone(), job: job.clone(), pool: pool.clone(), spec, max_task_retries: 0, at },
-            TaskEvent::TaskAssigned { placement: Placement { pool: pool.clone(), node: NodeId::new("n1").unwrap() }, attempt: 1, at },
+            TaskEvent::TaskAdded {
+                account: account.clone(),
+                job: job.clone(),
+                pool: pool.clone(),
+                spec,
+                max_task_retries: 0,
+                at,
+            },
+            TaskEvent::TaskAssigned {
+                placement: Placement {
+                    pool: pool.clone(),
+                    node: NodeId::new("n1").unwrap(),
+                },
+                attempt: 1,
+                at,
+            },
             TaskEvent::TaskStarted { attempt: 1, at },
-            TaskEvent::TaskCompleted { attempt: 1, result: TaskResult { exit_code: Some(0), signal: None, duration_ms: 1000, failure: None }, at },
+            TaskEvent::TaskCompleted {
+                attempt: 1,
+                result: TaskResult {
+                    exit_code: Some(0),
+                    signal: None,
+                    duration_ms: 1000,
+                    failure: None,
+                },
+                at,
+            },
         ];
         let job_events = [
-            JobEvent::JobTaskAdded { task: id.clone(), at },
-            JobEvent::JobTaskCountsChanged { task: id.clone(), from: Some(TaskBucket::Active), to: Some(TaskBucket::Running) },
-            JobEvent::JobTaskCountsChanged { task: id.clone(), from: Some(TaskBucket::Running), to: Some(TaskBucket::Succeeded) },
+            JobEvent::JobTaskAdded {
+                task: id.clone(),
+                at,
+            },
+            JobEvent::JobTaskCountsChanged {
+                task: id.clone(),
+                from: Some(TaskBucket::Active),
+                to: Some(TaskBucket::Running),
+            },
+            JobEvent::JobTaskCountsChanged {
+                task: id.clone(),
+                from: Some(TaskBucket::Running),
+                to: Some(TaskBucket::Succeeded),
+            },
         ];
         let appends = vec![
             StreamAppend {
                 stream: StreamId::task(&account, &job, &id),
                 expected: ExpectedVersion::NoStream,
-                events: task_events.iter().map(|e| to_new_event(e).unwrap()).collect(),
+                events: task_events
+                    .iter()
+                    .map(|e| to_new_event(e).unwrap())
+                    .collect(),
             },
-            StreamAppend { stream: StreamId::job(&account, &job), expected: ExpectedVersion::Any, events: job_events.iter().map(|e| to_new_event(e).unwrap()).collect() },
+            StreamAppend {
+                stream: StreamId::job(&account, &job),
+                expected: ExpectedVersion::Any,
+                events: job_events
+                    .iter()
+                    .map(|e| to_new_event(e).unwrap())
+                    .collect(),
+            },
         ];
         pending.push(store.append(appends, causation()));
         if pending.len() >= 1024 {
@@ -229,7 +351,8 @@ fn main() {
     }
     if wanted("buffered") {
         for (appenders, per_append) in [(APPENDERS, 1), (APPENDERS_MANY, 1), (APPENDERS, 8)] {
-            let (rate, per_batch, total) = concurrent(Durability::Buffered, seconds, appenders, per_append);
+            let (rate, per_batch, total) =
+                concurrent(Durability::Buffered, seconds, appenders, per_append);
             println!(
                 "buffered, {appenders} appenders, {per_append} event(s) per append: {rate:.0} events/s, {per_batch:.1} events per write batch ({total} events) [goal: >= 300000 events/s]"
             );
@@ -242,12 +365,29 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
         let events = build_finished_tasks_log(dir.path(), tasks);
-        println!("[{section}] built a log of {events} events ({tasks} finished tasks) in {:.1}s", started.elapsed().as_secs_f64());
-        let out = std::process::Command::new(std::env::current_exe().unwrap()).arg("--replay-child").arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        println!(
+            "[{section}] built a log of {events} events ({tasks} finished tasks) in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--replay-child")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let line = String::from_utf8_lossy(&out.stdout);
         let f: Vec<&str> = line.split_whitespace().collect();
-        let (replayed, streams, rate, rss, hwm) = (f[0], f[1], f[2], f[3].parse::<u64>().unwrap(), f[4].parse::<u64>().unwrap());
+        let (replayed, streams, rate, rss, hwm) = (
+            f[0],
+            f[1],
+            f[2],
+            f[3].parse::<u64>().unwrap(),
+            f[4].parse::<u64>().unwrap(),
+        );
         match section {
             "replay" => println!("replay: {replayed} events, {streams} streams, {rate} events/s [goal: >= 500000 events/s]"),
             _ => println!(

@@ -34,7 +34,8 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     // Most records are a few hundred bytes: one allocation instead of a
     // chain of doublings.
     let mut out = Vec::with_capacity(256);
-    bincode::serde::encode_into_std_write(value, &mut out, config()).map_err(|e| CodecError::Encode(e.to_string()))?;
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
     Ok(out)
 }
 
@@ -55,7 +56,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 pub mod bytes {
     use serde::{Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer, T: AsRef<[u8]> + ?Sized>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, T: AsRef<[u8]> + ?Sized>(
+        value: &T,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(value.as_ref())
     }
 
@@ -72,7 +76,10 @@ pub mod bytes {
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
                 Ok(v)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
                 let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
                 while let Some(b) = seq.next_element::<u8>()? {
                     out.push(b);
@@ -95,7 +102,10 @@ mod tests {
         assert_eq!(back, (7, "seven".to_string()));
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(matches!(decode::<(u64, String)>(&longer), Err(CodecError::TrailingBytes(1))));
+        assert!(matches!(
+            decode::<(u64, String)>(&longer),
+            Err(CodecError::TrailingBytes(1))
+        ));
         assert!(decode::<(u64, String)>(&bytes[..bytes.len() - 1]).is_err());
     }
 

@@ -52,18 +52,26 @@ pub fn export(store: &EventStore, path: &Path) -> Result<u64, ExportError> {
 pub fn read_export(path: &Path) -> Result<Vec<Envelope>, ExportError> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)?.read_to_end(&mut bytes)?;
-    let rest = bytes.strip_prefix(EXPORT_MAGIC).ok_or(ExportError::BadMagic)?;
+    let rest = bytes
+        .strip_prefix(EXPORT_MAGIC)
+        .ok_or(ExportError::BadMagic)?;
     let mut envelopes = Vec::new();
     let mut at = 0;
     while at < rest.len() {
         let index = envelopes.len();
         let bad = |why: String| ExportError::BadRecord { index, why };
-        let len_bytes = rest.get(at..at + 4).ok_or_else(|| bad("truncated length".into()))?;
+        let len_bytes = rest
+            .get(at..at + 4)
+            .ok_or_else(|| bad("truncated length".into()))?;
         let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
         if len > EXPORT_RECORD_BYTES_MAX {
-            return Err(bad(format!("length {len} exceeds {EXPORT_RECORD_BYTES_MAX}")));
+            return Err(bad(format!(
+                "length {len} exceeds {EXPORT_RECORD_BYTES_MAX}"
+            )));
         }
-        let record = rest.get(at + 4..at + 4 + len).ok_or_else(|| bad("truncated record".into()))?;
+        let record = rest
+            .get(at + 4..at + 4 + len)
+            .ok_or_else(|| bad("truncated record".into()))?;
         envelopes.push(unseal::<Envelope>(record).map_err(bad)?);
         at += 4 + len;
     }

@@ -19,7 +19,13 @@ use lote::types::Timestamp;
 #[command(name = "lote", version, propagate_version = true)]
 struct Cli {
     /// Log format: human text or one JSON object per line.
-    #[arg(long, global = true, value_enum, default_value = "human", env = "LOTE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "human",
+        env = "LOTE_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -89,8 +95,11 @@ enum Command {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOTE_LOG").unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("LOTE_LOG").unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -111,21 +120,39 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, String> {
     match command {
-        Command::Demo { data_dir, tasks, durability } => {
-            let store = EventStore::open(&data_dir, StoreOptions { durability, ..StoreOptions::default() }, Arc::new(SystemClock))
-                .map_err(|e| e.to_string())?;
+        Command::Demo {
+            data_dir,
+            tasks,
+            durability,
+        } => {
+            let store = EventStore::open(
+                &data_dir,
+                StoreOptions {
+                    durability,
+                    ..StoreOptions::default()
+                },
+                Arc::new(SystemClock),
+            )
+            .map_err(|e| e.to_string())?;
             println!("lote demo: data directory {}", data_dir.display());
             let summary = actix::System::new()
                 .block_on(lote::demo::run(store.clone(), Arc::new(SystemClock), tasks))
                 .map_err(|e| e.to_string())?;
             println!(
                 "job {}: {} tasks, {} succeeded, {} failed, {} attempts retried; job is {}",
-                summary.job, summary.tasks, summary.succeeded, summary.failed, summary.retried, summary.job_status
+                summary.job,
+                summary.tasks,
+                summary.succeeded,
+                summary.failed,
+                summary.retried,
+                summary.job_status
             );
             let stats = store.stats();
             println!(
                 "log: {} events in {} write batches (head position {})",
-                stats.events_appended, stats.write_batches, store.head()
+                stats.events_appended,
+                stats.write_batches,
+                store.head()
             );
             drop(store);
             let store = EventStore::open_read_only(&data_dir).map_err(|e| e.to_string())?;
@@ -134,28 +161,64 @@ fn run(command: Command) -> Result<ExitCode, String> {
             let entity = StreamId::parse(&summary.sample_task).map_err(|e| e.to_string())?;
             let trail = audit(&store, &entity, None).map_err(|e| e.to_string())?;
             print_audit(&trail);
-            println!("\nTry: lote audit --data-dir {} {}", data_dir.display(), summary.job);
-            Ok(if report.mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            println!(
+                "\nTry: lote audit --data-dir {} {}",
+                data_dir.display(),
+                summary.job
+            );
+            Ok(if report.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Replay { data_dir, wal_recovery, json } => {
-            let store = EventStore::open_read_only_with(&data_dir, wal_recovery).map_err(|e| e.to_string())?;
+        Command::Replay {
+            data_dir,
+            wal_recovery,
+            json,
+        } => {
+            let store = EventStore::open_read_only_with(&data_dir, wal_recovery)
+                .map_err(|e| e.to_string())?;
             let report = replay(&store).map_err(|e| e.to_string())?;
             if json {
-                println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).map_err(|e| e.to_string())?
+                );
             } else {
                 print_replay(&report);
             }
-            Ok(if report.mismatches.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Audit { data_dir, wal_recovery, entity, at, json } => {
+        Command::Audit {
+            data_dir,
+            wal_recovery,
+            entity,
+            at,
+            json,
+        } => {
             let stream = StreamId::parse(&entity).map_err(|e| e.to_string())?;
             let at = at
-                .map(|t| Timestamp::parse(&t).map_err(|e| format!("--at {t:?} is not an RFC 3339 time (e.g. 2026-11-27T10:00:00Z): {e}")))
+                .map(|t| {
+                    Timestamp::parse(&t).map_err(|e| {
+                        format!(
+                            "--at {t:?} is not an RFC 3339 time (e.g. 2026-11-27T10:00:00Z): {e}"
+                        )
+                    })
+                })
                 .transpose()?;
-            let store = EventStore::open_read_only_with(&data_dir, wal_recovery).map_err(|e| e.to_string())?;
+            let store = EventStore::open_read_only_with(&data_dir, wal_recovery)
+                .map_err(|e| e.to_string())?;
             let trail = audit(&store, &stream, at).map_err(|e| e.to_string())?;
             if json {
-                println!("{}", serde_json::to_string(&trail).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string(&trail).map_err(|e| e.to_string())?
+                );
             } else {
                 print_audit(&trail);
             }
@@ -189,13 +252,19 @@ fn print_audit(trail: &Audit) {
         None => println!("\n{} (version {}):", trail.entity, trail.version),
     }
     for e in &trail.history {
-        println!("  #{:<3} {}  {:<24} by {} (request {})", e.version, e.recorded_at, e.event_type, e.principal, e.request_id);
+        println!(
+            "  #{:<3} {}  {:<24} by {} (request {})",
+            e.version, e.recorded_at, e.event_type, e.principal, e.request_id
+        );
         for (field, (before, after)) in &e.changed {
             println!("        {field}: {} -> {}", compact(before), compact(after));
         }
     }
     if trail.at.is_some() {
-        println!("  state: {}", serde_json::to_string_pretty(&trail.state).unwrap_or_default());
+        println!(
+            "  state: {}",
+            serde_json::to_string_pretty(&trail.state).unwrap_or_default()
+        );
     }
 }
 

@@ -132,7 +132,10 @@ impl AnyState {
             AnyState::Job(s) => serde_json::to_value(s.status),
             AnyState::Task(s) => serde_json::to_value(s.status),
         };
-        status.ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| "?".into())
+        status
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "?".into())
     }
 }
 
@@ -183,23 +186,34 @@ impl Replayer {
     fn push(&mut self, entity: &StreamId, problem: String) {
         self.mismatches_total += 1;
         if self.report.mismatches.len() < MISMATCHES_REPORTED_MAX {
-            self.report.mismatches.push(Mismatch { entity: entity.to_string(), problem });
+            self.report.mismatches.push(Mismatch {
+                entity: entity.to_string(),
+                problem,
+            });
         }
     }
 
     fn start(&mut self, store: &EventStore, stream: &StreamId) -> Result<StreamReplay, StoreError> {
         let kind = stream.kind();
         let from_snapshot = match store.load_snapshot(stream)? {
-            Some(s) if s.state_schema == AnyState::new(kind).state_schema() => match AnyState::from_snapshot(kind, &s) {
-                Ok(state) => Some((s.stream_version, state)),
-                Err(e) => {
-                    self.push(stream, format!("snapshot does not decode: {e}"));
-                    None
+            Some(s) if s.state_schema == AnyState::new(kind).state_schema() => {
+                match AnyState::from_snapshot(kind, &s) {
+                    Ok(state) => Some((s.stream_version, state)),
+                    Err(e) => {
+                        self.push(stream, format!("snapshot does not decode: {e}"));
+                        None
+                    }
                 }
-            },
+            }
             _ => None,
         };
-        Ok(StreamReplay { stream: stream.clone(), from_log: AnyState::new(kind), from_snapshot, version: 0, failed: false })
+        Ok(StreamReplay {
+            stream: stream.clone(),
+            from_log: AnyState::new(kind),
+            from_snapshot,
+            version: 0,
+            failed: false,
+        })
     }
 
     fn step(&mut self, c: &mut StreamReplay, envelope: &Envelope) {
@@ -208,7 +222,10 @@ impl Replayer {
         }
         if envelope.stream_version != c.version + 1 {
             c.failed = true;
-            self.push(&c.stream, format!("version {} follows {}", envelope.stream_version, c.version));
+            self.push(
+                &c.stream,
+                format!("version {} follows {}", envelope.stream_version, c.version),
+            );
             return;
         }
         if let Err(e) = c.from_log.apply(envelope) {
@@ -219,7 +236,10 @@ impl Replayer {
         if let Some((version, state)) = &mut c.from_snapshot {
             if envelope.stream_version > *version {
                 if let Err(e) = state.apply(envelope) {
-                    self.push(&c.stream, format!("event does not apply on the snapshot: {e}"));
+                    self.push(
+                        &c.stream,
+                        format!("event does not apply on the snapshot: {e}"),
+                    );
                 }
             }
         }
@@ -240,14 +260,28 @@ impl Replayer {
                 }
             }
         }
-        *self.report.entities.entry(kind.prefix().to_string()).or_default().entry(done.from_log.status_name()).or_default() += 1;
+        *self
+            .report
+            .entities
+            .entry(kind.prefix().to_string())
+            .or_default()
+            .entry(done.from_log.status_name())
+            .or_default() += 1;
         match &done.from_log {
             AnyState::Job(job) => {
-                self.job_counts.insert(done.stream.clone(), job.task_counts.clone());
+                self.job_counts
+                    .insert(done.stream.clone(), job.task_counts.clone());
             }
             AnyState::Task(task) => {
-                if let (Some(account), Some(job), Some(bucket)) = (&task.account, &task.job, task.bucket()) {
-                    *self.task_counts.entry(StreamId::job(account, job)).or_default().entry(bucket).or_default() += 1;
+                if let (Some(account), Some(job), Some(bucket)) =
+                    (&task.account, &task.job, task.bucket())
+                {
+                    *self
+                        .task_counts
+                        .entry(StreamId::job(account, job))
+                        .or_default()
+                        .entry(bucket)
+                        .or_default() += 1;
                 }
             }
             _ => {}
@@ -260,14 +294,20 @@ impl Replayer {
 pub fn replay(store: &EventStore) -> Result<ReplayReport, StoreError> {
     let started = Instant::now();
     let mut r = Replayer {
-        report: ReplayReport { log_head: store.head(), ..ReplayReport::default() },
+        report: ReplayReport {
+            log_head: store.head(),
+            ..ReplayReport::default()
+        },
         mismatches_total: 0,
         job_counts: BTreeMap::new(),
         task_counts: BTreeMap::new(),
     };
     if let Err(e) = store.verify_log_index() {
         r.mismatches_total += 1;
-        r.report.mismatches.push(Mismatch { entity: "log".into(), problem: e.to_string() });
+        r.report.mismatches.push(Mismatch {
+            entity: "log".into(),
+            problem: e.to_string(),
+        });
     }
     let mut current: Option<StreamReplay> = None;
     store.scan_streams(None, |envelope| {
@@ -288,19 +328,32 @@ pub fn replay(store: &EventStore) -> Result<ReplayReport, StoreError> {
     for (job, counts) in std::mem::take(&mut r.job_counts) {
         let rebuilt = r.task_counts.remove(&job).unwrap_or_default();
         if counts != rebuilt {
-            r.push(&job, format!("job counts {counts:?} but its tasks add up to {rebuilt:?}"));
+            r.push(
+                &job,
+                format!("job counts {counts:?} but its tasks add up to {rebuilt:?}"),
+            );
         }
     }
     for (job, rebuilt) in std::mem::take(&mut r.task_counts) {
-        r.push(&job, format!("tasks {rebuilt:?} belong to a job with no stream"));
+        r.push(
+            &job,
+            format!("tasks {rebuilt:?} belong to a job with no stream"),
+        );
     }
     let mut report = r.report;
     if r.mismatches_total > report.mismatches.len() {
         let more = r.mismatches_total - report.mismatches.len();
-        report.mismatches.push(Mismatch { entity: "report".into(), problem: format!("{more} more mismatches not listed") });
+        report.mismatches.push(Mismatch {
+            entity: "report".into(),
+            problem: format!("{more} more mismatches not listed"),
+        });
     }
     report.elapsed_secs = started.elapsed().as_secs_f64();
-    report.events_per_sec = if report.elapsed_secs > 0.0 { report.events as f64 / report.elapsed_secs } else { 0.0 };
+    report.events_per_sec = if report.elapsed_secs > 0.0 {
+        report.events as f64 / report.elapsed_secs
+    } else {
+        0.0
+    };
     Ok(report)
 }
 
@@ -356,7 +409,11 @@ fn event_json(kind: StreamKind, envelope: &Envelope) -> serde_json::Value {
 }
 
 /// The entity's history up to `at` (everything if none), and its state then.
-pub fn audit(store: &EventStore, stream: &StreamId, at: Option<Timestamp>) -> Result<Audit, AuditError> {
+pub fn audit(
+    store: &EventStore,
+    stream: &StreamId,
+    at: Option<Timestamp>,
+) -> Result<Audit, AuditError> {
     let kind = stream.kind();
     let mut state = AnyState::new(kind);
     let mut history = Vec::new();
@@ -402,5 +459,11 @@ pub fn audit(store: &EventStore, stream: &StreamId, at: Option<Timestamp>) -> Re
     if history.is_empty() && version == 0 && store.stream_version(stream)? == 0 {
         return Err(AuditError::Unknown(stream.clone()));
     }
-    Ok(Audit { entity: stream.to_string(), at, history, state: state.to_json(), version })
+    Ok(Audit {
+        entity: stream.to_string(),
+        at,
+        history,
+        state: state.to_json(),
+        version,
+    })
 }

@@ -31,8 +31,14 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), IdError> {
     if len > ID_CHARS_MAX {
         return Err(IdError::TooLong { kind, len });
     }
-    if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(IdError::BadChar { kind, id: id.to_string() });
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(IdError::BadChar {
+            kind,
+            id: id.to_string(),
+        });
     }
     Ok(())
 }
@@ -116,16 +122,25 @@ impl Timestamp {
     }
     /// Parses RFC 3339 (`2026-11-27T10:00:00Z`) as written by [`fmt::Display`].
     pub fn parse(text: &str) -> Result<Self, chrono::ParseError> {
-        Ok(Self::from_datetime(chrono::DateTime::parse_from_rfc3339(text)?.to_utc()))
+        Ok(Self::from_datetime(
+            chrono::DateTime::parse_from_rfc3339(text)?.to_utc(),
+        ))
     }
     pub fn plus_secs(self, secs: u64) -> Self {
-        Timestamp(self.0.saturating_add((secs as i64).saturating_mul(1_000_000)))
+        Timestamp(
+            self.0
+                .saturating_add((secs as i64).saturating_mul(1_000_000)),
+        )
     }
 }
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_datetime().to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        f.write_str(
+            &self
+                .to_datetime()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        )
     }
 }
 
@@ -228,7 +243,11 @@ pub enum Principal {
     /// A client authenticated with one of an account's keys.
     Account { account: AccountName },
     /// A node agent, authenticated with its node credential.
-    Node { account: AccountName, pool: PoolId, node: NodeId },
+    Node {
+        account: AccountName,
+        pool: PoolId,
+        node: NodeId,
+    },
     /// lote itself: supervisors, timers, sagas.
     System { component: String },
 }
@@ -238,7 +257,11 @@ impl fmt::Display for Principal {
         match self {
             Principal::Admin => f.write_str("admin"),
             Principal::Account { account } => write!(f, "account:{account}"),
-            Principal::Node { account, pool, node } => write!(f, "node:{account}/{pool}/{node}"),
+            Principal::Node {
+                account,
+                pool,
+                node,
+            } => write!(f, "node:{account}/{pool}/{node}"),
             Principal::System { component } => write!(f, "system:{component}"),
         }
     }
@@ -278,7 +301,10 @@ mod tests {
         assert!(JobId::new("job-1_a").is_ok());
         assert_eq!(JobId::new(""), Err(IdError::Empty { kind: "job" }));
         assert!(matches!(JobId::new("a/b"), Err(IdError::BadChar { .. })));
-        assert!(matches!(JobId::new("x".repeat(65)), Err(IdError::TooLong { len: 65, .. })));
+        assert!(matches!(
+            JobId::new("x".repeat(65)),
+            Err(IdError::TooLong { len: 65, .. })
+        ));
         assert!(JobId::new("x".repeat(64)).is_ok());
     }
 
@@ -293,7 +319,10 @@ mod tests {
         assert_eq!(format!("{secret:?}"), SECRET_REDACTED);
 
         let at = Timestamp::parse("2026-11-27T10:00:00.000001Z").unwrap();
-        assert_eq!(serde_json::to_string(&at).unwrap(), "\"2026-11-27T10:00:00.000001Z\"");
+        assert_eq!(
+            serde_json::to_string(&at).unwrap(),
+            "\"2026-11-27T10:00:00.000001Z\""
+        );
         let back: Timestamp = crate::codec::decode(&crate::codec::encode(&at).unwrap()).unwrap();
         assert_eq!(back, at);
     }

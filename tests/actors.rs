@@ -16,25 +16,79 @@ use lote::store::{EventStore, StoreOptions, StreamId};
 use lote::types::{NodeId, Principal, TaskId};
 
 fn config(idle_ms: u64) -> CoreConfig {
-    CoreConfig { snapshot_every: 10, idle_passivate: Duration::from_millis(idle_ms) }
+    CoreConfig {
+        snapshot_every: 10,
+        idle_passivate: Duration::from_millis(idle_ms),
+    }
 }
 
 async fn setup(core: &Core) {
     let c = core.clock().clone();
-    core.execute::<Account>(&account_stream(), create_account_cmd(), live_ctx(c.as_ref(), Principal::Admin)).await.unwrap();
-    core.execute::<Pool>(&StreamId::pool(&acme(), &pool_id()), PoolCommand::CreatePool { spec: pool_spec(1) }, live_ctx(c.as_ref(), user())).await.unwrap();
-    core.execute::<Job>(&StreamId::job(&acme(), &job_id()), JobCommand::CreateJob { spec: job_spec() }, live_ctx(c.as_ref(), user())).await.unwrap();
+    core.execute::<Account>(
+        &account_stream(),
+        create_account_cmd(),
+        live_ctx(c.as_ref(), Principal::Admin),
+    )
+    .await
+    .unwrap();
+    core.execute::<Pool>(
+        &StreamId::pool(&acme(), &pool_id()),
+        PoolCommand::CreatePool { spec: pool_spec(1) },
+        live_ctx(c.as_ref(), user()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Job>(
+        &StreamId::job(&acme(), &job_id()),
+        JobCommand::CreateJob { spec: job_spec() },
+        live_ctx(c.as_ref(), user()),
+    )
+    .await
+    .unwrap();
 }
 
 async fn run_task_to_completion(core: &Core, i: u32) {
     let c = core.clock().clone();
     let id = TaskId::new(format!("t{i}")).unwrap();
-    core.add_task(&acme(), &job_id(), task_spec(id.as_str()), live_ctx(c.as_ref(), user())).await.unwrap();
+    core.add_task(
+        &acme(),
+        &job_id(),
+        task_spec(id.as_str()),
+        live_ctx(c.as_ref(), user()),
+    )
+    .await
+    .unwrap();
     let stream = StreamId::task(&acme(), &job_id(), &id);
-    core.execute::<Task>(&stream, TaskCommand::AssignTask { node: NodeId::new("n0").unwrap() }, live_ctx(c.as_ref(), system())).await.unwrap();
-    core.execute::<Task>(&stream, TaskCommand::StartTask { attempt: 1 }, live_ctx(c.as_ref(), agent("n0"))).await.unwrap();
-    let result = TaskResult { exit_code: Some(0), signal: None, duration_ms: 1, failure: None };
-    let done = core.execute::<Task>(&stream, TaskCommand::CompleteTask { attempt: 1, result }, live_ctx(c.as_ref(), agent("n0"))).await.unwrap();
+    core.execute::<Task>(
+        &stream,
+        TaskCommand::AssignTask {
+            node: NodeId::new("n0").unwrap(),
+        },
+        live_ctx(c.as_ref(), system()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Task>(
+        &stream,
+        TaskCommand::StartTask { attempt: 1 },
+        live_ctx(c.as_ref(), agent("n0")),
+    )
+    .await
+    .unwrap();
+    let result = TaskResult {
+        exit_code: Some(0),
+        signal: None,
+        duration_ms: 1,
+        failure: None,
+    };
+    let done = core
+        .execute::<Task>(
+            &stream,
+            TaskCommand::CompleteTask { attempt: 1, result },
+            live_ctx(c.as_ref(), agent("n0")),
+        )
+        .await
+        .unwrap();
     assert_eq!(done.state.status, TaskStatus::Completed);
 }
 
@@ -48,39 +102,72 @@ async fn finished_tasks_hold_no_actor_and_idle_actors_stop() {
     }
     // Give the stopped actors' mailboxes a moment to close.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(core.actor_counts().tasks, 0, "completed tasks must be passivated at once");
+    assert_eq!(
+        core.actor_counts().tasks,
+        0,
+        "completed tasks must be passivated at once"
+    );
     assert!(core.actor_counts().jobs >= 1);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let counts = core.actor_counts();
-    assert_eq!((counts.accounts, counts.pools, counts.jobs), (0, 0, 0), "idle actors must stop: {counts:?}");
+    assert_eq!(
+        (counts.accounts, counts.pools, counts.jobs),
+        (0, 0, 0),
+        "idle actors must stop: {counts:?}"
+    );
     // A passivated entity comes back from its snapshot and later events.
-    let job = core.state::<Job>(&StreamId::job(&acme(), &job_id())).await.unwrap();
+    let job = core
+        .state::<Job>(&StreamId::job(&acme(), &job_id()))
+        .await
+        .unwrap();
     assert_eq!(job.state.count(TaskBucket::Succeeded), 50);
-    assert!(core.store().load_snapshot(&StreamId::job(&acme(), &job_id())).unwrap().is_some(), "a busy job gets snapshots");
-    assert_eq!(job, load::<Job>(core.store(), &StreamId::job(&acme(), &job_id()), false).unwrap());
+    assert!(
+        core.store()
+            .load_snapshot(&StreamId::job(&acme(), &job_id()))
+            .unwrap()
+            .is_some(),
+        "a busy job gets snapshots"
+    );
+    assert_eq!(
+        job,
+        load::<Job>(core.store(), &StreamId::job(&acme(), &job_id()), false).unwrap()
+    );
 }
 
 #[test]
 fn state_survives_a_restart_of_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
-        let store = EventStore::open(dir.path(), StoreOptions::default(), Arc::new(clock())).unwrap();
+        let store =
+            EventStore::open(dir.path(), StoreOptions::default(), Arc::new(clock())).unwrap();
         let core = Core::new(store, Arc::new(clock()), config(60_000));
         actix::System::new().block_on(async move {
             setup(&core).await;
             for i in 0..5 {
                 run_task_to_completion(&core, i).await;
             }
-            core.state::<Job>(&StreamId::job(&acme(), &job_id())).await.unwrap()
+            core.state::<Job>(&StreamId::job(&acme(), &job_id()))
+                .await
+                .unwrap()
         })
     };
     let store = EventStore::open(dir.path(), StoreOptions::default(), Arc::new(clock())).unwrap();
     let core = Core::new(store, Arc::new(clock()), config(60_000));
     let after = actix::System::new().block_on(async move {
         // The task ids already exist after the restart.
-        let again = core.add_task(&acme(), &job_id(), task_spec("t0"), live_ctx(&clock(), user())).await.unwrap_err();
+        let again = core
+            .add_task(
+                &acme(),
+                &job_id(),
+                task_spec("t0"),
+                live_ctx(&clock(), user()),
+            )
+            .await
+            .unwrap_err();
         assert_eq!(again.rejection_code(), Some(RejectionCode::TaskExists));
-        core.state::<Job>(&StreamId::job(&acme(), &job_id())).await.unwrap()
+        core.state::<Job>(&StreamId::job(&acme(), &job_id()))
+            .await
+            .unwrap()
     });
     assert_eq!(before, after);
     assert_eq!(after.state.count(TaskBucket::Succeeded), 5);
@@ -94,12 +181,18 @@ async fn concurrent_task_updates_of_one_job_never_conflict() {
     let mut handles = Vec::new();
     for i in 0..40 {
         let core = core.clone();
-        handles.push(actix::spawn(async move { run_task_to_completion(&core, i).await }));
+        handles.push(actix::spawn(async move {
+            run_task_to_completion(&core, i).await
+        }));
     }
     for h in handles {
         h.await.unwrap();
     }
-    let job = core.state::<Job>(&StreamId::job(&acme(), &job_id())).await.unwrap().state;
+    let job = core
+        .state::<Job>(&StreamId::job(&acme(), &job_id()))
+        .await
+        .unwrap()
+        .state;
     assert_eq!(job.count(TaskBucket::Succeeded), 40);
     assert_eq!(job.unfinished(), 0);
     assert_eq!(lote::replay::replay(&store).unwrap().mismatches, vec![]);
@@ -110,11 +203,44 @@ async fn commands_to_the_wrong_kind_or_account_are_refused() {
     let (_dir, store) = temp_store(StoreOptions::default());
     let core = Core::new(store, Arc::new(clock()), config(60_000));
     setup(&core).await;
-    let err = core.execute::<Job>(&account_stream(), JobCommand::EnableJob, live_ctx(&clock(), user())).await.unwrap_err();
+    let err = core
+        .execute::<Job>(
+            &account_stream(),
+            JobCommand::EnableJob,
+            live_ctx(&clock(), user()),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.rejection_code(), Some(RejectionCode::InvalidValue));
-    let other = Principal::Account { account: lote::types::AccountName::new("other").unwrap() };
-    let err = core.execute::<Job>(&StreamId::job(&acme(), &job_id()), JobCommand::DisableJob { disable_tasks: Default::default() }, live_ctx(&clock(), other.clone())).await.unwrap_err();
-    assert_eq!(err.rejection_code(), Some(RejectionCode::JobNotFound), "another account's job must look absent");
-    let err = core.add_task(&acme(), &job_id(), task_spec("x"), live_ctx(&clock(), other)).await.unwrap_err();
-    assert!(matches!(err, CoreError::Rejected(ref r) if r.code == RejectionCode::JobNotFound), "{err}");
+    let other = Principal::Account {
+        account: lote::types::AccountName::new("other").unwrap(),
+    };
+    let err = core
+        .execute::<Job>(
+            &StreamId::job(&acme(), &job_id()),
+            JobCommand::DisableJob {
+                disable_tasks: Default::default(),
+            },
+            live_ctx(&clock(), other.clone()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.rejection_code(),
+        Some(RejectionCode::JobNotFound),
+        "another account's job must look absent"
+    );
+    let err = core
+        .add_task(
+            &acme(),
+            &job_id(),
+            task_spec("x"),
+            live_ctx(&clock(), other),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, CoreError::Rejected(ref r) if r.code == RejectionCode::JobNotFound),
+        "{err}"
+    );
 }

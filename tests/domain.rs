@@ -8,10 +8,14 @@ use std::sync::Mutex;
 
 use common::*;
 use lote::domain::account::{Account, AccountCommand, AccountEvent, AccountStatus, KeyKind};
-use lote::domain::job::{self, DisableTasks, Job, JobCommand, JobEvent, JobStatus, OnAllTasksComplete};
+use lote::domain::job::{
+    self, DisableTasks, Job, JobCommand, JobEvent, JobStatus, OnAllTasksComplete,
+};
 use lote::domain::node::{AgentInfo, Node, NodeCommand, NodeEvent, NodeState};
 use lote::domain::pool::{Deallocation, Pool, PoolCommand, PoolEvent, ResizeState, ScaleSettings};
-use lote::domain::task::{FailureCategory, Task, TaskBucket, TaskCommand, TaskEvent, TaskResult, TaskStatus};
+use lote::domain::task::{
+    FailureCategory, Task, TaskBucket, TaskCommand, TaskEvent, TaskResult, TaskStatus,
+};
 use lote::domain::{Aggregate, Ctx, EnvVar, Rejection, RejectionCode};
 use lote::types::{NodeId, Principal};
 
@@ -29,7 +33,9 @@ fn given<A: Aggregate>(events: &[A::Event]) -> A {
 
 /// Decides and applies; returns the events and the new state.
 fn then_ok<A: Aggregate>(state: &A, command: A::Command, ctx: &Ctx) -> (Vec<A::Event>, A) {
-    let events = state.decide(&command, ctx).unwrap_or_else(|r| panic!("{command:?} refused: {r}"));
+    let events = state
+        .decide(&command, ctx)
+        .unwrap_or_else(|r| panic!("{command:?} refused: {r}"));
     let mut next = state.clone();
     for e in &events {
         next.apply(e);
@@ -38,7 +44,12 @@ fn then_ok<A: Aggregate>(state: &A, command: A::Command, ctx: &Ctx) -> (Vec<A::E
     (events, next)
 }
 
-fn then_rejected<A: Aggregate>(state: &A, command: A::Command, ctx: &Ctx, code: RejectionCode) -> Rejection {
+fn then_rejected<A: Aggregate>(
+    state: &A,
+    command: A::Command,
+    ctx: &Ctx,
+    code: RejectionCode,
+) -> Rejection {
     match state.decide(&command, ctx) {
         Ok(events) => panic!("{command:?} was accepted with {events:?}; expected {code:?}"),
         Err(r) => {
@@ -57,33 +68,92 @@ fn admin() -> Ctx {
 #[test]
 fn account_lifecycle_and_rejections() {
     let a: Account = given(&[]);
-    then_rejected(&a, create_account_cmd(), &ctx(user()), RejectionCode::PermissionDenied);
-    then_rejected(&a, AccountCommand::RegenerateKey { key: KeyKind::Primary }, &admin(), RejectionCode::AccountNotFound);
+    then_rejected(
+        &a,
+        create_account_cmd(),
+        &ctx(user()),
+        RejectionCode::PermissionDenied,
+    );
+    then_rejected(
+        &a,
+        AccountCommand::RegenerateKey {
+            key: KeyKind::Primary,
+        },
+        &admin(),
+        RejectionCode::AccountNotFound,
+    );
 
     let (events, a) = then_ok(&a, create_account_cmd(), &admin());
     assert!(matches!(events[..], [AccountEvent::AccountCreated { .. }]));
     assert_eq!(a.status, AccountStatus::Active);
-    then_rejected(&a, create_account_cmd(), &admin(), RejectionCode::AccountExists);
-    then_rejected(&a, AccountCommand::EnableAccount, &admin(), RejectionCode::AccountNotDisabled);
+    then_rejected(
+        &a,
+        create_account_cmd(),
+        &admin(),
+        RejectionCode::AccountExists,
+    );
+    then_rejected(
+        &a,
+        AccountCommand::EnableAccount,
+        &admin(),
+        RejectionCode::AccountNotDisabled,
+    );
 
     let old_primary = a.primary_key.clone().unwrap();
     let old_secondary = a.secondary_key.clone().unwrap();
-    let (_, a) = then_ok(&a, AccountCommand::RegenerateKey { key: KeyKind::Primary }, &ctx_n(Principal::Admin, 99));
-    assert!(!a.key_matches(old_primary.expose()), "the old primary key must stop working");
-    assert!(a.key_matches(old_secondary.expose()), "the secondary key must keep working");
+    let (_, a) = then_ok(
+        &a,
+        AccountCommand::RegenerateKey {
+            key: KeyKind::Primary,
+        },
+        &ctx_n(Principal::Admin, 99),
+    );
+    assert!(
+        !a.key_matches(old_primary.expose()),
+        "the old primary key must stop working"
+    );
+    assert!(
+        a.key_matches(old_secondary.expose()),
+        "the secondary key must keep working"
+    );
 
     let (_, a) = then_ok(&a, AccountCommand::DisableAccount, &admin());
-    then_rejected(&a, AccountCommand::DisableAccount, &admin(), RejectionCode::AccountDisabled);
+    then_rejected(
+        &a,
+        AccountCommand::DisableAccount,
+        &admin(),
+        RejectionCode::AccountDisabled,
+    );
     let (_, a) = then_ok(&a, AccountCommand::EnableAccount, &admin());
     let (_, a) = then_ok(&a, AccountCommand::DeleteAccount, &admin());
     assert!(a.is_finished());
-    assert!(!a.key_matches(old_secondary.expose()), "a deleted account's keys never authenticate");
-    then_rejected(&a, AccountCommand::DeleteAccount, &admin(), RejectionCode::AccountNotFound);
-    then_rejected(&a, create_account_cmd(), &admin(), RejectionCode::AccountExists);
+    assert!(
+        !a.key_matches(old_secondary.expose()),
+        "a deleted account's keys never authenticate"
+    );
+    then_rejected(
+        &a,
+        AccountCommand::DeleteAccount,
+        &admin(),
+        RejectionCode::AccountNotFound,
+    );
+    then_rejected(
+        &a,
+        create_account_cmd(),
+        &admin(),
+        RejectionCode::AccountExists,
+    );
 }
 
 fn pool_created(target: u32) -> Vec<PoolEvent> {
-    then_ok(&Pool::default(), PoolCommand::CreatePool { spec: pool_spec(target) }, &ctx(user())).0
+    then_ok(
+        &Pool::default(),
+        PoolCommand::CreatePool {
+            spec: pool_spec(target),
+        },
+        &ctx(user()),
+    )
+    .0
 }
 
 #[test]
@@ -91,150 +161,442 @@ fn pool_lifecycle_and_rejections() {
     let p: Pool = given(&[]);
     let mut bad = pool_spec(2);
     bad.node_size.task_slots = 0;
-    let r = then_rejected(&p, PoolCommand::CreatePool { spec: bad }, &ctx(user()), RejectionCode::InvalidValue);
+    let r = then_rejected(
+        &p,
+        PoolCommand::CreatePool { spec: bad },
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
     assert!(r.detail.contains("task_slots"), "{r}");
     let mut bad = pool_spec(9);
     bad.node_count_max = 8;
-    then_rejected(&p, PoolCommand::CreatePool { spec: bad }, &ctx(user()), RejectionCode::InvalidValue);
-    let other = Principal::Account { account: lote::types::AccountName::new("other").unwrap() };
-    then_rejected(&p, PoolCommand::CreatePool { spec: pool_spec(1) }, &ctx(other.clone()), RejectionCode::PermissionDenied);
-    then_rejected(&p, PoolCommand::DeletePool, &ctx(user()), RejectionCode::PoolNotFound);
+    then_rejected(
+        &p,
+        PoolCommand::CreatePool { spec: bad },
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
+    let other = Principal::Account {
+        account: lote::types::AccountName::new("other").unwrap(),
+    };
+    then_rejected(
+        &p,
+        PoolCommand::CreatePool { spec: pool_spec(1) },
+        &ctx(other.clone()),
+        RejectionCode::PermissionDenied,
+    );
+    then_rejected(
+        &p,
+        PoolCommand::DeletePool,
+        &ctx(user()),
+        RejectionCode::PoolNotFound,
+    );
 
     let p: Pool = given(&pool_created(2));
     assert_eq!((p.target_nodes, p.resize), (2, ResizeState::Resizing));
     // Another account's pool is indistinguishable from no pool.
-    then_rejected(&p, PoolCommand::DeletePool, &ctx(other), RejectionCode::PoolNotFound);
-    then_rejected(&p, PoolCommand::CreatePool { spec: pool_spec(1) }, &ctx(user()), RejectionCode::PoolExists);
-    then_rejected(&p, PoolCommand::ResizePool { target_nodes: 99, deallocation: Deallocation::Requeue }, &ctx(user()), RejectionCode::InvalidValue);
+    then_rejected(
+        &p,
+        PoolCommand::DeletePool,
+        &ctx(other),
+        RejectionCode::PoolNotFound,
+    );
+    then_rejected(
+        &p,
+        PoolCommand::CreatePool { spec: pool_spec(1) },
+        &ctx(user()),
+        RejectionCode::PoolExists,
+    );
+    then_rejected(
+        &p,
+        PoolCommand::ResizePool {
+            target_nodes: 99,
+            deallocation: Deallocation::Requeue,
+        },
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
     let (_, p) = then_ok(&p, PoolCommand::StopResize, &ctx(user()));
     assert_eq!(p.resize, ResizeState::Stopping);
     let (_, p) = then_ok(&p, PoolCommand::CompleteResize, &ctx(system()));
-    then_rejected(&p, PoolCommand::StopResize, &ctx(user()), RejectionCode::PoolNotResizing);
-    then_rejected(&p, PoolCommand::DisableAutoscale, &ctx(user()), RejectionCode::PoolAutoscaleNotEnabled);
+    then_rejected(
+        &p,
+        PoolCommand::StopResize,
+        &ctx(user()),
+        RejectionCode::PoolNotResizing,
+    );
+    then_rejected(
+        &p,
+        PoolCommand::DisableAutoscale,
+        &ctx(user()),
+        RejectionCode::PoolAutoscaleNotEnabled,
+    );
     let r = then_rejected(
         &p,
-        PoolCommand::EnableAutoscale { formula: "$TargetDedicatedNodes = 1;".into(), evaluation_interval_secs: 1 },
+        PoolCommand::EnableAutoscale {
+            formula: "$TargetDedicatedNodes = 1;".into(),
+            evaluation_interval_secs: 1,
+        },
         &ctx(user()),
         RejectionCode::InvalidValue,
     );
     assert!(r.detail.contains("interval"), "{r}");
     let (_, p) = then_ok(
         &p,
-        PoolCommand::EnableAutoscale { formula: "$TargetDedicatedNodes = 1;".into(), evaluation_interval_secs: 300 },
+        PoolCommand::EnableAutoscale {
+            formula: "$TargetDedicatedNodes = 1;".into(),
+            evaluation_interval_secs: 300,
+        },
         &ctx(user()),
     );
-    then_rejected(&p, PoolCommand::ResizePool { target_nodes: 3, deallocation: Deallocation::TaskCompletion }, &ctx(user()), RejectionCode::PoolAutoscaleEnabled);
+    then_rejected(
+        &p,
+        PoolCommand::ResizePool {
+            target_nodes: 3,
+            deallocation: Deallocation::TaskCompletion,
+        },
+        &ctx(user()),
+        RejectionCode::PoolAutoscaleEnabled,
+    );
     let (_, p) = then_ok(&p, PoolCommand::DisableAutoscale, &ctx(user()));
-    let (_, p) = then_ok(&p, PoolCommand::ResizePool { target_nodes: 3, deallocation: Deallocation::TaskCompletion }, &ctx(user()));
+    let (_, p) = then_ok(
+        &p,
+        PoolCommand::ResizePool {
+            target_nodes: 3,
+            deallocation: Deallocation::TaskCompletion,
+        },
+        &ctx(user()),
+    );
     assert_eq!(p.target_nodes, 3);
     let (_, p) = then_ok(&p, PoolCommand::DeletePool, &ctx(user()));
-    then_rejected(&p, PoolCommand::ResizePool { target_nodes: 1, deallocation: Deallocation::Requeue }, &ctx(user()), RejectionCode::PoolBeingDeleted);
+    then_rejected(
+        &p,
+        PoolCommand::ResizePool {
+            target_nodes: 1,
+            deallocation: Deallocation::Requeue,
+        },
+        &ctx(user()),
+        RejectionCode::PoolBeingDeleted,
+    );
     let (_, p) = then_ok(&p, PoolCommand::FinishDeletion, &ctx(system()));
     assert!(p.is_finished());
     // The id may be reused after deletion.
-    let (_, p) = then_ok(&p, PoolCommand::CreatePool { spec: pool_spec(0) }, &ctx(user()));
+    let (_, p) = then_ok(
+        &p,
+        PoolCommand::CreatePool { spec: pool_spec(0) },
+        &ctx(user()),
+    );
     assert_eq!(p.resize, ResizeState::Steady);
     let mut auto = pool_spec(0);
-    auto.scale = ScaleSettings::Autoscale { formula: String::new(), evaluation_interval_secs: 60 };
-    then_rejected(&Pool::default(), PoolCommand::CreatePool { spec: auto }, &ctx(user()), RejectionCode::InvalidValue);
+    auto.scale = ScaleSettings::Autoscale {
+        formula: String::new(),
+        evaluation_interval_secs: 60,
+    };
+    then_rejected(
+        &Pool::default(),
+        PoolCommand::CreatePool { spec: auto },
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
 }
 
 fn agent_info() -> AgentInfo {
-    AgentInfo { hostname: "h".into(), address: "127.0.0.1:1".into(), cores: 2, memory_mib: 2048, task_slots: 2, agent_version: "t".into() }
+    AgentInfo {
+        hostname: "h".into(),
+        address: "127.0.0.1:1".into(),
+        cores: 2,
+        memory_mib: 2048,
+        task_slots: 2,
+        agent_version: "t".into(),
+    }
 }
 
 fn node_added(id: &str) -> Vec<NodeEvent> {
-    let cmd = NodeCommand::AddNode { account: acme(), pool: pool_id(), node: NodeId::new(id).unwrap(), name: format!("tvm-{id}") };
+    let cmd = NodeCommand::AddNode {
+        account: acme(),
+        pool: pool_id(),
+        node: NodeId::new(id).unwrap(),
+        name: format!("tvm-{id}"),
+    };
     then_ok(&Node::default(), cmd, &ctx(system())).0
 }
 
 #[test]
 fn node_lifecycle_and_rejections() {
     let n: Node = given(&[]);
-    then_rejected(&n, NodeCommand::Reboot, &ctx(system()), RejectionCode::NodeNotFound);
+    then_rejected(
+        &n,
+        NodeCommand::Reboot,
+        &ctx(system()),
+        RejectionCode::NodeNotFound,
+    );
     let n: Node = given(&node_added("n1"));
     assert_eq!(n.state, NodeState::Creating);
-    let add = NodeCommand::AddNode { account: acme(), pool: pool_id(), node: NodeId::new("n1").unwrap(), name: "x".into() };
+    let add = NodeCommand::AddNode {
+        account: acme(),
+        pool: pool_id(),
+        node: NodeId::new("n1").unwrap(),
+        name: "x".into(),
+    };
     then_rejected(&n, add, &ctx(system()), RejectionCode::NodeExists);
-    then_rejected(&n, NodeCommand::FinishStartTask { success: true, exit_code: Some(0), message: String::new() }, &ctx(agent("n1")), RejectionCode::NodeStateConflict);
+    then_rejected(
+        &n,
+        NodeCommand::FinishStartTask {
+            success: true,
+            exit_code: Some(0),
+            message: String::new(),
+        },
+        &ctx(agent("n1")),
+        RejectionCode::NodeStateConflict,
+    );
     // Another node's agent cannot speak for this node.
-    then_rejected(&n, NodeCommand::RegisterAgent { agent: agent_info(), has_start_task: true }, &ctx(agent("n2")), RejectionCode::PermissionDenied);
+    then_rejected(
+        &n,
+        NodeCommand::RegisterAgent {
+            agent: agent_info(),
+            has_start_task: true,
+        },
+        &ctx(agent("n2")),
+        RejectionCode::PermissionDenied,
+    );
 
-    let (_, n) = then_ok(&n, NodeCommand::RegisterAgent { agent: agent_info(), has_start_task: true }, &ctx(agent("n1")));
+    let (_, n) = then_ok(
+        &n,
+        NodeCommand::RegisterAgent {
+            agent: agent_info(),
+            has_start_task: true,
+        },
+        &ctx(agent("n1")),
+    );
     assert_eq!(n.state, NodeState::Starting);
     let (_, n) = then_ok(&n, NodeCommand::BeginStartTask, &ctx(agent("n1")));
     assert_eq!(n.state, NodeState::WaitingForStartTask);
-    let (_, n) = then_ok(&n, NodeCommand::FinishStartTask { success: false, exit_code: Some(1), message: "exit 1".into() }, &ctx(agent("n1")));
+    let (_, n) = then_ok(
+        &n,
+        NodeCommand::FinishStartTask {
+            success: false,
+            exit_code: Some(1),
+            message: "exit 1".into(),
+        },
+        &ctx(agent("n1")),
+    );
     assert_eq!(n.state, NodeState::StartTaskFailed);
     let (_, n) = then_ok(&n, NodeCommand::BeginStartTask, &ctx(agent("n1")));
-    let (_, n) = then_ok(&n, NodeCommand::FinishStartTask { success: true, exit_code: Some(0), message: String::new() }, &ctx(agent("n1")));
+    let (_, n) = then_ok(
+        &n,
+        NodeCommand::FinishStartTask {
+            success: true,
+            exit_code: Some(0),
+            message: String::new(),
+        },
+        &ctx(agent("n1")),
+    );
     assert_eq!(n.state, NodeState::Idle);
-    let (_, n) = then_ok(&n, NodeCommand::ReportLoad { running_tasks: 2 }, &ctx(system()));
+    let (_, n) = then_ok(
+        &n,
+        NodeCommand::ReportLoad { running_tasks: 2 },
+        &ctx(system()),
+    );
     assert_eq!((n.state, n.running_tasks), (NodeState::Running, 2));
-    let (events, _) = then_ok(&n, NodeCommand::ReportLoad { running_tasks: 2 }, &ctx(system()));
+    let (events, _) = then_ok(
+        &n,
+        NodeCommand::ReportLoad { running_tasks: 2 },
+        &ctx(system()),
+    );
     assert!(events.is_empty(), "an unchanged load records nothing");
     let (_, n) = then_ok(&n, NodeCommand::DisableScheduling, &ctx(user()));
     assert_eq!(n.state, NodeState::Offline);
-    then_rejected(&n, NodeCommand::DisableScheduling, &ctx(user()), RejectionCode::NodeStateConflict);
+    then_rejected(
+        &n,
+        NodeCommand::DisableScheduling,
+        &ctx(user()),
+        RejectionCode::NodeStateConflict,
+    );
     let (_, n) = then_ok(&n, NodeCommand::EnableScheduling, &ctx(user()));
     assert_eq!(n.state, NodeState::Running);
-    let (_, n) = then_ok(&n, NodeCommand::MarkUnusable { reason: "no heartbeat for 5s".into() }, &ctx(system()));
+    let (_, n) = then_ok(
+        &n,
+        NodeCommand::MarkUnusable {
+            reason: "no heartbeat for 5s".into(),
+        },
+        &ctx(system()),
+    );
     assert_eq!((n.state, n.running_tasks), (NodeState::Unusable, 0));
-    let (_, n) = then_ok(&n, NodeCommand::RegisterAgent { agent: agent_info(), has_start_task: false }, &ctx(agent("n1")));
+    let (_, n) = then_ok(
+        &n,
+        NodeCommand::RegisterAgent {
+            agent: agent_info(),
+            has_start_task: false,
+        },
+        &ctx(agent("n1")),
+    );
     assert_eq!(n.state, NodeState::Idle);
     let (_, n) = then_ok(&n, NodeCommand::Reboot, &ctx(user()));
     assert_eq!(n.state, NodeState::Rebooting);
-    let (_, n) = then_ok(&n, NodeCommand::RegisterAgent { agent: agent_info(), has_start_task: false }, &ctx(agent("n1")));
-    let (_, n) = then_ok(&n, NodeCommand::RemoveNode { deallocation: Deallocation::TaskCompletion }, &ctx(user()));
+    let (_, n) = then_ok(
+        &n,
+        NodeCommand::RegisterAgent {
+            agent: agent_info(),
+            has_start_task: false,
+        },
+        &ctx(agent("n1")),
+    );
+    let (_, n) = then_ok(
+        &n,
+        NodeCommand::RemoveNode {
+            deallocation: Deallocation::TaskCompletion,
+        },
+        &ctx(user()),
+    );
     assert_eq!(n.state, NodeState::LeavingPool);
-    then_rejected(&n, NodeCommand::RemoveNode { deallocation: Deallocation::Requeue }, &ctx(user()), RejectionCode::NodeStateConflict);
+    then_rejected(
+        &n,
+        NodeCommand::RemoveNode {
+            deallocation: Deallocation::Requeue,
+        },
+        &ctx(user()),
+        RejectionCode::NodeStateConflict,
+    );
     let (_, n) = then_ok(&n, NodeCommand::FinishRemoval, &ctx(system()));
     assert_eq!(n.state, NodeState::Removed);
-    assert!(n.agent.is_none() && n.name.is_empty(), "a removed node loses its name and address");
-    then_rejected(&n, NodeCommand::Reboot, &ctx(user()), RejectionCode::NodeNotFound);
+    assert!(
+        n.agent.is_none() && n.name.is_empty(),
+        "a removed node loses its name and address"
+    );
+    then_rejected(
+        &n,
+        NodeCommand::Reboot,
+        &ctx(user()),
+        RejectionCode::NodeNotFound,
+    );
 }
 
 fn job_created(on_all: OnAllTasksComplete) -> Vec<JobEvent> {
     let mut spec = job_spec();
     spec.on_all_tasks_complete = on_all;
-    then_ok(&Job::default(), JobCommand::CreateJob { spec }, &ctx(user())).0
+    then_ok(
+        &Job::default(),
+        JobCommand::CreateJob { spec },
+        &ctx(user()),
+    )
+    .0
 }
 
 #[test]
 fn job_lifecycle_and_rejections() {
     let j: Job = given(&[]);
-    then_rejected(&j, JobCommand::EnableJob, &ctx(user()), RejectionCode::JobNotFound);
+    then_rejected(
+        &j,
+        JobCommand::EnableJob,
+        &ctx(user()),
+        RejectionCode::JobNotFound,
+    );
     let mut bad = job_spec();
     bad.priority = 5000;
-    then_rejected(&j, JobCommand::CreateJob { spec: bad }, &ctx(user()), RejectionCode::InvalidValue);
+    then_rejected(
+        &j,
+        JobCommand::CreateJob { spec: bad },
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
 
     let j: Job = given(&job_created(OnAllTasksComplete::NoAction));
-    then_rejected(&j, JobCommand::CreateJob { spec: job_spec() }, &ctx(user()), RejectionCode::JobExists);
-    then_rejected(&j, JobCommand::EnableJob, &ctx(user()), RejectionCode::JobNotDisabled);
-    then_rejected(&j, JobCommand::CompleteJob { reason: "x".into() }, &ctx(system()), RejectionCode::JobNotActive);
-    then_rejected(&j, JobCommand::DisableJob { disable_tasks: DisableTasks::Wait }, &ctx(agent("n1")), RejectionCode::PermissionDenied);
-    let (_, j) = then_ok(&j, JobCommand::DisableJob { disable_tasks: DisableTasks::Requeue }, &ctx(user()));
+    then_rejected(
+        &j,
+        JobCommand::CreateJob { spec: job_spec() },
+        &ctx(user()),
+        RejectionCode::JobExists,
+    );
+    then_rejected(
+        &j,
+        JobCommand::EnableJob,
+        &ctx(user()),
+        RejectionCode::JobNotDisabled,
+    );
+    then_rejected(
+        &j,
+        JobCommand::CompleteJob { reason: "x".into() },
+        &ctx(system()),
+        RejectionCode::JobNotActive,
+    );
+    then_rejected(
+        &j,
+        JobCommand::DisableJob {
+            disable_tasks: DisableTasks::Wait,
+        },
+        &ctx(agent("n1")),
+        RejectionCode::PermissionDenied,
+    );
+    let (_, j) = then_ok(
+        &j,
+        JobCommand::DisableJob {
+            disable_tasks: DisableTasks::Requeue,
+        },
+        &ctx(user()),
+    );
     assert_eq!(j.status, JobStatus::Disabled);
-    then_rejected(&j, JobCommand::DisableJob { disable_tasks: DisableTasks::Wait }, &ctx(user()), RejectionCode::JobNotActive);
+    then_rejected(
+        &j,
+        JobCommand::DisableJob {
+            disable_tasks: DisableTasks::Wait,
+        },
+        &ctx(user()),
+        RejectionCode::JobNotActive,
+    );
     // Tasks may be added to a disabled job; they wait.
-    let (job_events, _) = job::add_task(&j, &Task::default(), &task_spec("t1"), &ctx(user())).unwrap();
+    let (job_events, _) =
+        job::add_task(&j, &Task::default(), &task_spec("t1"), &ctx(user())).unwrap();
     let mut j = j;
     for e in &job_events {
         j.apply(e);
     }
     assert_eq!(j.count(TaskBucket::Active), 1);
     let (_, j) = then_ok(&j, JobCommand::EnableJob, &ctx(user()));
-    let (events, j) = then_ok(&j, JobCommand::TerminateJob { reason: "user".into() }, &ctx(user()));
-    assert_eq!(events.len(), 1, "a job with unfinished tasks terminates, then completes later");
+    let (events, j) = then_ok(
+        &j,
+        JobCommand::TerminateJob {
+            reason: "user".into(),
+        },
+        &ctx(user()),
+    );
+    assert_eq!(
+        events.len(),
+        1,
+        "a job with unfinished tasks terminates, then completes later"
+    );
     assert_eq!(j.status, JobStatus::Terminating);
-    then_rejected(&j, JobCommand::TerminateJob { reason: "again".into() }, &ctx(user()), RejectionCode::JobBeingTerminated);
+    then_rejected(
+        &j,
+        JobCommand::TerminateJob {
+            reason: "again".into(),
+        },
+        &ctx(user()),
+        RejectionCode::JobBeingTerminated,
+    );
     let r = job::add_task(&j, &Task::default(), &task_spec("t2"), &ctx(user())).unwrap_err();
     assert_eq!(r.code, RejectionCode::JobBeingTerminated);
     SEEN.lock().unwrap().push(r.code);
 
-    let (_, j) = then_ok(&given::<Job>(&job_created(OnAllTasksComplete::NoAction)), JobCommand::TerminateJob { reason: "done".into() }, &ctx(user()));
-    assert_eq!(j.status, JobStatus::Completed, "a job with no unfinished task completes at once");
-    then_rejected(&j, JobCommand::DisableJob { disable_tasks: DisableTasks::Wait }, &ctx(user()), RejectionCode::JobCompleted);
+    let (_, j) = then_ok(
+        &given::<Job>(&job_created(OnAllTasksComplete::NoAction)),
+        JobCommand::TerminateJob {
+            reason: "done".into(),
+        },
+        &ctx(user()),
+    );
+    assert_eq!(
+        j.status,
+        JobStatus::Completed,
+        "a job with no unfinished task completes at once"
+    );
+    then_rejected(
+        &j,
+        JobCommand::DisableJob {
+            disable_tasks: DisableTasks::Wait,
+        },
+        &ctx(user()),
+        RejectionCode::JobCompleted,
+    );
     let (_, j) = then_ok(&j, JobCommand::DeleteJob, &ctx(user()));
     assert!(j.is_finished());
 }
@@ -243,33 +605,68 @@ fn job_lifecycle_and_rejections() {
 fn task_lifecycle_retries_requeues_and_rejections() {
     let job: Job = given(&job_created(OnAllTasksComplete::TerminateJob));
     let t: Task = given(&[]);
-    then_rejected(&t, TaskCommand::AssignTask { node: NodeId::new("n1").unwrap() }, &ctx(system()), RejectionCode::TaskNotFound);
+    then_rejected(
+        &t,
+        TaskCommand::AssignTask {
+            node: NodeId::new("n1").unwrap(),
+        },
+        &ctx(system()),
+        RejectionCode::TaskNotFound,
+    );
 
     let mut bad = task_spec("t1");
     bad.required_slots = 0;
     let r = job::add_task(&job, &t, &bad, &ctx(user())).unwrap_err();
     assert_eq!(r.code, RejectionCode::InvalidValue);
     let mut bad = task_spec("t1");
-    bad.env = vec![EnvVar { name: "LOTE_TASK_ID".into(), value: "x".into() }];
-    assert!(job::add_task(&job, &t, &bad, &ctx(user())).unwrap_err().detail.contains("reserved"));
+    bad.env = vec![EnvVar {
+        name: "LOTE_TASK_ID".into(),
+        value: "x".into(),
+    }];
+    assert!(job::add_task(&job, &t, &bad, &ctx(user()))
+        .unwrap_err()
+        .detail
+        .contains("reserved"));
     let mut bad = task_spec("t1");
     bad.resource_files = vec![lote::domain::spec::ResourceFile {
-        source: lote::domain::spec::ResourceSource::Url { url: "https://example.invalid/x".into() },
+        source: lote::domain::spec::ResourceSource::Url {
+            url: "https://example.invalid/x".into(),
+        },
         path: "../escape".into(),
         mode: None,
     }];
-    assert!(job::add_task(&job, &t, &bad, &ctx(user())).unwrap_err().detail.contains("inside the working directory"));
+    assert!(job::add_task(&job, &t, &bad, &ctx(user()))
+        .unwrap_err()
+        .detail
+        .contains("inside the working directory"));
 
-    let (job_events, task_events) = job::add_task(&job, &t, &task_spec("t1"), &ctx(user())).unwrap();
+    let (job_events, task_events) =
+        job::add_task(&job, &t, &task_spec("t1"), &ctx(user())).unwrap();
     let mut job = job;
     job_events.iter().for_each(|e| job.apply(e));
     let t: Task = given(&task_events);
-    assert_eq!((t.status, t.max_task_retries), (TaskStatus::Active, 1), "retries default from the job");
+    assert_eq!(
+        (t.status, t.max_task_retries),
+        (TaskStatus::Active, 1),
+        "retries default from the job"
+    );
     let r = job::add_task(&job, &t, &task_spec("t1"), &ctx(user())).unwrap_err();
     assert_eq!(r.code, RejectionCode::TaskExists);
     SEEN.lock().unwrap().push(r.code);
-    then_rejected(&t, TaskCommand::StartTask { attempt: 1 }, &ctx(agent("n1")), RejectionCode::StaleAttempt);
-    then_rejected(&t, TaskCommand::AssignTask { node: NodeId::new("n1").unwrap() }, &ctx(agent("n1")), RejectionCode::PermissionDenied);
+    then_rejected(
+        &t,
+        TaskCommand::StartTask { attempt: 1 },
+        &ctx(agent("n1")),
+        RejectionCode::StaleAttempt,
+    );
+    then_rejected(
+        &t,
+        TaskCommand::AssignTask {
+            node: NodeId::new("n1").unwrap(),
+        },
+        &ctx(agent("n1")),
+        RejectionCode::PermissionDenied,
+    );
 
     let apply_job = |job: &mut Job, before: &Task, after: &Task| {
         if let Some(e) = job::counts_change(&after.spec.as_ref().unwrap().id, before, after) {
@@ -279,39 +676,141 @@ fn task_lifecycle_retries_requeues_and_rejections() {
     };
 
     // Attempt 1 on n1: the node is lost; requeued without using a retry.
-    let (_, t1) = then_ok(&t, TaskCommand::AssignTask { node: NodeId::new("n1").unwrap() }, &ctx(system()));
+    let (_, t1) = then_ok(
+        &t,
+        TaskCommand::AssignTask {
+            node: NodeId::new("n1").unwrap(),
+        },
+        &ctx(system()),
+    );
     apply_job(&mut job, &t, &t1);
     assert_eq!(job.count(TaskBucket::Running), 1);
-    then_rejected(&t1, TaskCommand::AssignTask { node: NodeId::new("n2").unwrap() }, &ctx(system()), RejectionCode::TaskStateConflict);
-    then_rejected(&t1, TaskCommand::StartTask { attempt: 1 }, &ctx(agent("n2")), RejectionCode::PermissionDenied);
-    let (_, t2) = then_ok(&t1, TaskCommand::StartTask { attempt: 1 }, &ctx(agent("n1")));
-    then_rejected(&t2, TaskCommand::StartTask { attempt: 1 }, &ctx(agent("n1")), RejectionCode::TaskStateConflict);
-    let (_, t3) = then_ok(&t2, TaskCommand::RequeueTask { attempt: 1, reason: "node n1 lost".into() }, &ctx(system()));
+    then_rejected(
+        &t1,
+        TaskCommand::AssignTask {
+            node: NodeId::new("n2").unwrap(),
+        },
+        &ctx(system()),
+        RejectionCode::TaskStateConflict,
+    );
+    then_rejected(
+        &t1,
+        TaskCommand::StartTask { attempt: 1 },
+        &ctx(agent("n2")),
+        RejectionCode::PermissionDenied,
+    );
+    let (_, t2) = then_ok(
+        &t1,
+        TaskCommand::StartTask { attempt: 1 },
+        &ctx(agent("n1")),
+    );
+    then_rejected(
+        &t2,
+        TaskCommand::StartTask { attempt: 1 },
+        &ctx(agent("n1")),
+        RejectionCode::TaskStateConflict,
+    );
+    let (_, t3) = then_ok(
+        &t2,
+        TaskCommand::RequeueTask {
+            attempt: 1,
+            reason: "node n1 lost".into(),
+        },
+        &ctx(system()),
+    );
     apply_job(&mut job, &t2, &t3);
-    assert_eq!((t3.status, t3.requeue_count, t3.retry_count), (TaskStatus::Active, 1, 0));
+    assert_eq!(
+        (t3.status, t3.requeue_count, t3.retry_count),
+        (TaskStatus::Active, 1, 0)
+    );
 
     // The lost node's late report is refused: exactly one attempt decides.
-    let late = TaskResult { exit_code: Some(0), signal: None, duration_ms: 5, failure: None };
-    then_rejected(&t3, TaskCommand::CompleteTask { attempt: 1, result: late }, &ctx(agent("n1")), RejectionCode::StaleAttempt);
+    let late = TaskResult {
+        exit_code: Some(0),
+        signal: None,
+        duration_ms: 5,
+        failure: None,
+    };
+    then_rejected(
+        &t3,
+        TaskCommand::CompleteTask {
+            attempt: 1,
+            result: late,
+        },
+        &ctx(agent("n1")),
+        RejectionCode::StaleAttempt,
+    );
 
     // Attempt 2 on n2 fails: one retry left, so it is retried.
-    let (_, t4) = then_ok(&t3, TaskCommand::AssignTask { node: NodeId::new("n2").unwrap() }, &ctx(system()));
+    let (_, t4) = then_ok(
+        &t3,
+        TaskCommand::AssignTask {
+            node: NodeId::new("n2").unwrap(),
+        },
+        &ctx(system()),
+    );
     assert_eq!(t4.attempt, 2);
-    let failed = TaskResult { exit_code: Some(2), signal: None, duration_ms: 10, failure: Some((FailureCategory::NonZeroExit, "exit 2".into())) };
-    let (events, t5) = then_ok(&t4, TaskCommand::CompleteTask { attempt: 2, result: failed.clone() }, &ctx(agent("n2")));
-    assert!(matches!(events[..], [TaskEvent::TaskCompleted { .. }, TaskEvent::TaskRetried { retry_count: 1, .. }]));
+    let failed = TaskResult {
+        exit_code: Some(2),
+        signal: None,
+        duration_ms: 10,
+        failure: Some((FailureCategory::NonZeroExit, "exit 2".into())),
+    };
+    let (events, t5) = then_ok(
+        &t4,
+        TaskCommand::CompleteTask {
+            attempt: 2,
+            result: failed.clone(),
+        },
+        &ctx(agent("n2")),
+    );
+    assert!(matches!(
+        events[..],
+        [
+            TaskEvent::TaskCompleted { .. },
+            TaskEvent::TaskRetried { retry_count: 1, .. }
+        ]
+    ));
     assert_eq!(t5.status, TaskStatus::Active);
 
     // Attempt 3 fails too: no retries left, the task fails for good.
-    let (_, t6) = then_ok(&t5, TaskCommand::AssignTask { node: NodeId::new("n2").unwrap() }, &ctx(system()));
-    let (events, t7) = then_ok(&t6, TaskCommand::CompleteTask { attempt: 3, result: failed }, &ctx(agent("n2")));
+    let (_, t6) = then_ok(
+        &t5,
+        TaskCommand::AssignTask {
+            node: NodeId::new("n2").unwrap(),
+        },
+        &ctx(system()),
+    );
+    let (events, t7) = then_ok(
+        &t6,
+        TaskCommand::CompleteTask {
+            attempt: 3,
+            result: failed,
+        },
+        &ctx(agent("n2")),
+    );
     assert_eq!(events.len(), 1);
     apply_job(&mut job, &t5, &t7);
-    assert_eq!((t7.status, t7.bucket()), (TaskStatus::Completed, Some(TaskBucket::Failed)));
+    assert_eq!(
+        (t7.status, t7.bucket()),
+        (TaskStatus::Completed, Some(TaskBucket::Failed))
+    );
     assert_eq!(job.count(TaskBucket::Failed), 1);
     assert_eq!(job.completion_due().as_deref(), Some("all tasks completed"));
-    then_rejected(&t7, TaskCommand::TerminateTask { reason: "late".into() }, &ctx(user()), RejectionCode::TaskCompleted);
-    then_rejected(&t7, TaskCommand::DeleteTask, &ctx(agent("n2")), RejectionCode::PermissionDenied);
+    then_rejected(
+        &t7,
+        TaskCommand::TerminateTask {
+            reason: "late".into(),
+        },
+        &ctx(user()),
+        RejectionCode::TaskCompleted,
+    );
+    then_rejected(
+        &t7,
+        TaskCommand::DeleteTask,
+        &ctx(agent("n2")),
+        RejectionCode::PermissionDenied,
+    );
     let (_, t8) = then_ok(&t7, TaskCommand::DeleteTask, &ctx(user()));
     apply_job(&mut job, &t7, &t8);
     assert_eq!(job.unfinished() + job.count(TaskBucket::Failed), 0);
@@ -319,8 +818,17 @@ fn task_lifecycle_retries_requeues_and_rejections() {
     // Terminating a queued task completes it as a failure.
     let (_, fresh) = job::add_task(&job, &Task::default(), &task_spec("t9"), &ctx(user())).unwrap();
     let t9: Task = given(&fresh);
-    let (_, t10) = then_ok(&t9, TaskCommand::TerminateTask { reason: "user asked".into() }, &ctx(user()));
-    assert_eq!(t10.last_result.unwrap().failure.unwrap().0, FailureCategory::Terminated);
+    let (_, t10) = then_ok(
+        &t9,
+        TaskCommand::TerminateTask {
+            reason: "user asked".into(),
+        },
+        &ctx(user()),
+    );
+    assert_eq!(
+        t10.last_result.unwrap().failure.unwrap().0,
+        FailureCategory::Terminated
+    );
 }
 
 #[test]
@@ -334,6 +842,9 @@ fn zz_every_decide_rejection_is_covered() {
     let seen: HashSet<RejectionCode> = SEEN.lock().unwrap().iter().copied().collect();
     // TooBusy comes from the actor layer's bounded conflict retries, not
     // from decide.
-    let missing: Vec<_> = RejectionCode::ALL.iter().filter(|c| !seen.contains(c) && **c != RejectionCode::TooBusy).collect();
+    let missing: Vec<_> = RejectionCode::ALL
+        .iter()
+        .filter(|c| !seen.contains(c) && **c != RejectionCode::TooBusy)
+        .collect();
     assert!(missing.is_empty(), "no test produces {missing:?}");
 }

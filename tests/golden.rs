@@ -32,14 +32,46 @@ fn golden_root() -> PathBuf {
 /// Every event type, per kind: the golden log of the current version must
 /// hold each at least once.
 const EVENT_TYPES: &[&str] = &[
-    "AccountCreated", "AccountKeyRegenerated", "AccountDisabled", "AccountEnabled", "AccountDeleted",
-    "PoolCreated", "PoolResized", "PoolResizeStopped", "PoolResizeCompleted", "PoolAutoscaleEnabled",
-    "PoolAutoscaleDisabled", "PoolDeleting", "PoolDeleted",
-    "NodeCreating", "NodeStarting", "NodeWaitingForStartTask", "NodeStartTaskFailed", "NodeIdle", "NodeRunning",
-    "NodeOffline", "NodeOnline", "NodeUnusable", "NodeRebooting", "NodeLeavingPool", "NodeRemoved",
-    "JobCreated", "JobDisabled", "JobEnabled", "JobTerminating", "JobCompleted", "JobDeleted", "JobTaskAdded",
+    "AccountCreated",
+    "AccountKeyRegenerated",
+    "AccountDisabled",
+    "AccountEnabled",
+    "AccountDeleted",
+    "PoolCreated",
+    "PoolResized",
+    "PoolResizeStopped",
+    "PoolResizeCompleted",
+    "PoolAutoscaleEnabled",
+    "PoolAutoscaleDisabled",
+    "PoolDeleting",
+    "PoolDeleted",
+    "NodeCreating",
+    "NodeStarting",
+    "NodeWaitingForStartTask",
+    "NodeStartTaskFailed",
+    "NodeIdle",
+    "NodeRunning",
+    "NodeOffline",
+    "NodeOnline",
+    "NodeUnusable",
+    "NodeRebooting",
+    "NodeLeavingPool",
+    "NodeRemoved",
+    "JobCreated",
+    "JobDisabled",
+    "JobEnabled",
+    "JobTerminating",
+    "JobCompleted",
+    "JobDeleted",
+    "JobTaskAdded",
     "JobTaskCountsChanged",
-    "TaskAdded", "TaskAssigned", "TaskStarted", "TaskCompleted", "TaskRetried", "TaskRequeued", "TaskTerminated",
+    "TaskAdded",
+    "TaskAssigned",
+    "TaskStarted",
+    "TaskCompleted",
+    "TaskRetried",
+    "TaskRequeued",
+    "TaskTerminated",
     "TaskDeleted",
 ];
 
@@ -48,7 +80,11 @@ fn rebuild_all(store: &EventStore) -> BTreeMap<String, serde_json::Value> {
     let mut states: BTreeMap<String, AnyState> = BTreeMap::new();
     store
         .scan_streams(None, |e| {
-            states.entry(e.stream.to_string()).or_insert_with(|| AnyState::new(e.stream.kind())).apply(&e).unwrap();
+            states
+                .entry(e.stream.to_string())
+                .or_insert_with(|| AnyState::new(e.stream.kind()))
+                .apply(&e)
+                .unwrap();
             Ok(())
         })
         .unwrap();
@@ -61,89 +97,378 @@ async fn record_scenario(core: &Core) {
     let ctx = |p: Principal| live_ctx(c.as_ref(), p);
     let admin = Principal::Admin;
     let acct = account_stream();
-    core.execute::<Account>(&acct, create_account_cmd(), ctx(admin.clone())).await.unwrap();
-    core.execute::<Account>(&acct, AccountCommand::RegenerateKey { key: KeyKind::Secondary }, ctx(admin.clone())).await.unwrap();
-    core.execute::<Account>(&acct, AccountCommand::DisableAccount, ctx(admin.clone())).await.unwrap();
-    core.execute::<Account>(&acct, AccountCommand::EnableAccount, ctx(admin.clone())).await.unwrap();
+    core.execute::<Account>(&acct, create_account_cmd(), ctx(admin.clone()))
+        .await
+        .unwrap();
+    core.execute::<Account>(
+        &acct,
+        AccountCommand::RegenerateKey {
+            key: KeyKind::Secondary,
+        },
+        ctx(admin.clone()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Account>(&acct, AccountCommand::DisableAccount, ctx(admin.clone()))
+        .await
+        .unwrap();
+    core.execute::<Account>(&acct, AccountCommand::EnableAccount, ctx(admin.clone()))
+        .await
+        .unwrap();
     let gone = AccountName::new("gone").unwrap();
-    core.execute::<Account>(&StreamId::account(&gone), AccountCommand::CreateAccount { name: gone.clone() }, ctx(admin.clone())).await.unwrap();
-    core.execute::<Account>(&StreamId::account(&gone), AccountCommand::DeleteAccount, ctx(admin.clone())).await.unwrap();
+    core.execute::<Account>(
+        &StreamId::account(&gone),
+        AccountCommand::CreateAccount { name: gone.clone() },
+        ctx(admin.clone()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Account>(
+        &StreamId::account(&gone),
+        AccountCommand::DeleteAccount,
+        ctx(admin.clone()),
+    )
+    .await
+    .unwrap();
 
     let pool = StreamId::pool(&acme(), &pool_id());
-    core.execute::<Pool>(&pool, PoolCommand::CreatePool { spec: pool_spec(2) }, ctx(user())).await.unwrap();
-    core.execute::<Pool>(&pool, PoolCommand::ResizePool { target_nodes: 3, deallocation: Deallocation::TaskCompletion }, ctx(user())).await.unwrap();
-    core.execute::<Pool>(&pool, PoolCommand::StopResize, ctx(user())).await.unwrap();
-    core.execute::<Pool>(&pool, PoolCommand::CompleteResize, ctx(system())).await.unwrap();
-    core.execute::<Pool>(&pool, PoolCommand::EnableAutoscale { formula: "$TargetDedicatedNodes = 2;".into(), evaluation_interval_secs: 300 }, ctx(user())).await.unwrap();
-    core.execute::<Pool>(&pool, PoolCommand::DisableAutoscale, ctx(user())).await.unwrap();
+    core.execute::<Pool>(
+        &pool,
+        PoolCommand::CreatePool { spec: pool_spec(2) },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Pool>(
+        &pool,
+        PoolCommand::ResizePool {
+            target_nodes: 3,
+            deallocation: Deallocation::TaskCompletion,
+        },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Pool>(&pool, PoolCommand::StopResize, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Pool>(&pool, PoolCommand::CompleteResize, ctx(system()))
+        .await
+        .unwrap();
+    core.execute::<Pool>(
+        &pool,
+        PoolCommand::EnableAutoscale {
+            formula: "$TargetDedicatedNodes = 2;".into(),
+            evaluation_interval_secs: 300,
+        },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Pool>(&pool, PoolCommand::DisableAutoscale, ctx(user()))
+        .await
+        .unwrap();
 
-    let info = AgentInfo { hostname: "h1".into(), address: "127.0.0.1:7101".into(), cores: 2, memory_mib: 2048, task_slots: 2, agent_version: "0.1.0".into() };
+    let info = AgentInfo {
+        hostname: "h1".into(),
+        address: "127.0.0.1:7101".into(),
+        cores: 2,
+        memory_mib: 2048,
+        task_slots: 2,
+        agent_version: "0.1.0".into(),
+    };
     for i in 0..2 {
         let id = NodeId::new(format!("n{i}")).unwrap();
         let s = StreamId::node(&acme(), &pool_id(), &id);
-        core.execute::<Node>(&s, NodeCommand::AddNode { account: acme(), pool: pool_id(), node: id.clone(), name: format!("tvm-{i}") }, ctx(system())).await.unwrap();
+        core.execute::<Node>(
+            &s,
+            NodeCommand::AddNode {
+                account: acme(),
+                pool: pool_id(),
+                node: id.clone(),
+                name: format!("tvm-{i}"),
+            },
+            ctx(system()),
+        )
+        .await
+        .unwrap();
         let me = agent(&format!("n{i}"));
-        core.execute::<Node>(&s, NodeCommand::RegisterAgent { agent: info.clone(), has_start_task: true }, ctx(me.clone())).await.unwrap();
-        core.execute::<Node>(&s, NodeCommand::BeginStartTask, ctx(me.clone())).await.unwrap();
+        core.execute::<Node>(
+            &s,
+            NodeCommand::RegisterAgent {
+                agent: info.clone(),
+                has_start_task: true,
+            },
+            ctx(me.clone()),
+        )
+        .await
+        .unwrap();
+        core.execute::<Node>(&s, NodeCommand::BeginStartTask, ctx(me.clone()))
+            .await
+            .unwrap();
         if i == 1 {
-            core.execute::<Node>(&s, NodeCommand::FinishStartTask { success: false, exit_code: Some(1), message: "exit 1".into() }, ctx(me.clone())).await.unwrap();
-            core.execute::<Node>(&s, NodeCommand::BeginStartTask, ctx(me.clone())).await.unwrap();
+            core.execute::<Node>(
+                &s,
+                NodeCommand::FinishStartTask {
+                    success: false,
+                    exit_code: Some(1),
+                    message: "exit 1".into(),
+                },
+                ctx(me.clone()),
+            )
+            .await
+            .unwrap();
+            core.execute::<Node>(&s, NodeCommand::BeginStartTask, ctx(me.clone()))
+                .await
+                .unwrap();
         }
-        core.execute::<Node>(&s, NodeCommand::FinishStartTask { success: true, exit_code: Some(0), message: String::new() }, ctx(me)).await.unwrap();
+        core.execute::<Node>(
+            &s,
+            NodeCommand::FinishStartTask {
+                success: true,
+                exit_code: Some(0),
+                message: String::new(),
+            },
+            ctx(me),
+        )
+        .await
+        .unwrap();
     }
     let n0 = StreamId::node(&acme(), &pool_id(), &NodeId::new("n0").unwrap());
     let n1 = StreamId::node(&acme(), &pool_id(), &NodeId::new("n1").unwrap());
 
     let job = StreamId::job(&acme(), &job_id());
-    core.execute::<Job>(&job, JobCommand::CreateJob { spec: job_spec() }, ctx(user())).await.unwrap();
+    core.execute::<Job>(
+        &job,
+        JobCommand::CreateJob { spec: job_spec() },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
     for i in 0..5 {
-        core.add_task(&acme(), &job_id(), task_spec(&format!("t{i}")), ctx(user())).await.unwrap();
+        core.add_task(&acme(), &job_id(), task_spec(&format!("t{i}")), ctx(user()))
+            .await
+            .unwrap();
     }
     let task = |i: u32| StreamId::task(&acme(), &job_id(), &TaskId::new(format!("t{i}")).unwrap());
     let node = |i: u32| NodeId::new(format!("n{i}")).unwrap();
-    let ok = TaskResult { exit_code: Some(0), signal: None, duration_ms: 1200, failure: None };
-    let bad = TaskResult { exit_code: Some(1), signal: None, duration_ms: 900, failure: Some((FailureCategory::NonZeroExit, "exit code 1".into())) };
+    let ok = TaskResult {
+        exit_code: Some(0),
+        signal: None,
+        duration_ms: 1200,
+        failure: None,
+    };
+    let bad = TaskResult {
+        exit_code: Some(1),
+        signal: None,
+        duration_ms: 900,
+        failure: Some((FailureCategory::NonZeroExit, "exit code 1".into())),
+    };
     // t0: succeeds. t1: fails, retried, succeeds. t2: requeued after node loss.
     for (i, n) in [(0, 0), (1, 0), (2, 1)] {
-        core.execute::<Task>(&task(i), TaskCommand::AssignTask { node: node(n) }, ctx(system())).await.unwrap();
-        core.execute::<Task>(&task(i), TaskCommand::StartTask { attempt: 1 }, ctx(agent(&format!("n{n}")))).await.unwrap();
+        core.execute::<Task>(
+            &task(i),
+            TaskCommand::AssignTask { node: node(n) },
+            ctx(system()),
+        )
+        .await
+        .unwrap();
+        core.execute::<Task>(
+            &task(i),
+            TaskCommand::StartTask { attempt: 1 },
+            ctx(agent(&format!("n{n}"))),
+        )
+        .await
+        .unwrap();
     }
-    core.execute::<Node>(&n0, NodeCommand::ReportLoad { running_tasks: 2 }, ctx(system())).await.unwrap();
-    core.execute::<Task>(&task(0), TaskCommand::CompleteTask { attempt: 1, result: ok.clone() }, ctx(agent("n0"))).await.unwrap();
-    core.execute::<Task>(&task(1), TaskCommand::CompleteTask { attempt: 1, result: bad }, ctx(agent("n0"))).await.unwrap();
-    core.execute::<Task>(&task(1), TaskCommand::AssignTask { node: node(0) }, ctx(system())).await.unwrap();
-    core.execute::<Task>(&task(1), TaskCommand::CompleteTask { attempt: 2, result: ok.clone() }, ctx(agent("n0"))).await.unwrap();
-    core.execute::<Node>(&n0, NodeCommand::ReportLoad { running_tasks: 0 }, ctx(system())).await.unwrap();
-    core.execute::<Node>(&n1, NodeCommand::MarkUnusable { reason: "no heartbeat for 5s".into() }, ctx(system())).await.unwrap();
-    core.execute::<Task>(&task(2), TaskCommand::RequeueTask { attempt: 1, reason: "node n1 lost".into() }, ctx(system())).await.unwrap();
-    core.execute::<Node>(&n1, NodeCommand::Reboot, ctx(user())).await.unwrap();
-    core.execute::<Node>(&n1, NodeCommand::RegisterAgent { agent: info.clone(), has_start_task: false }, ctx(agent("n1"))).await.unwrap();
-    core.execute::<Node>(&n1, NodeCommand::DisableScheduling, ctx(user())).await.unwrap();
-    core.execute::<Node>(&n1, NodeCommand::EnableScheduling, ctx(user())).await.unwrap();
-    core.execute::<Node>(&n1, NodeCommand::RemoveNode { deallocation: Deallocation::Requeue }, ctx(user())).await.unwrap();
-    core.execute::<Node>(&n1, NodeCommand::FinishRemoval, ctx(system())).await.unwrap();
-    core.execute::<Task>(&task(3), TaskCommand::TerminateTask { reason: "not needed".into() }, ctx(user())).await.unwrap();
-    core.execute::<Task>(&task(4), TaskCommand::DeleteTask, ctx(user())).await.unwrap();
-    core.execute::<Job>(&job, JobCommand::DisableJob { disable_tasks: DisableTasks::Requeue }, ctx(user())).await.unwrap();
-    core.execute::<Job>(&job, JobCommand::EnableJob, ctx(user())).await.unwrap();
-    core.execute::<Task>(&task(2), TaskCommand::AssignTask { node: node(0) }, ctx(system())).await.unwrap();
-    core.execute::<Job>(&job, JobCommand::TerminateJob { reason: "user asked".into() }, ctx(user())).await.unwrap();
-    core.execute::<Task>(&task(2), TaskCommand::CompleteTask { attempt: 2, result: ok }, ctx(agent("n0"))).await.unwrap();
-    core.execute::<Job>(&job, JobCommand::CompleteJob { reason: "user asked".into() }, ctx(system())).await.unwrap();
-    core.execute::<Job>(&job, JobCommand::DeleteJob, ctx(user())).await.unwrap();
-    core.execute::<Pool>(&pool, PoolCommand::DeletePool, ctx(user())).await.unwrap();
-    core.execute::<Pool>(&pool, PoolCommand::FinishDeletion, ctx(system())).await.unwrap();
+    core.execute::<Node>(
+        &n0,
+        NodeCommand::ReportLoad { running_tasks: 2 },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Task>(
+        &task(0),
+        TaskCommand::CompleteTask {
+            attempt: 1,
+            result: ok.clone(),
+        },
+        ctx(agent("n0")),
+    )
+    .await
+    .unwrap();
+    core.execute::<Task>(
+        &task(1),
+        TaskCommand::CompleteTask {
+            attempt: 1,
+            result: bad,
+        },
+        ctx(agent("n0")),
+    )
+    .await
+    .unwrap();
+    core.execute::<Task>(
+        &task(1),
+        TaskCommand::AssignTask { node: node(0) },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Task>(
+        &task(1),
+        TaskCommand::CompleteTask {
+            attempt: 2,
+            result: ok.clone(),
+        },
+        ctx(agent("n0")),
+    )
+    .await
+    .unwrap();
+    core.execute::<Node>(
+        &n0,
+        NodeCommand::ReportLoad { running_tasks: 0 },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Node>(
+        &n1,
+        NodeCommand::MarkUnusable {
+            reason: "no heartbeat for 5s".into(),
+        },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Task>(
+        &task(2),
+        TaskCommand::RequeueTask {
+            attempt: 1,
+            reason: "node n1 lost".into(),
+        },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Node>(&n1, NodeCommand::Reboot, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Node>(
+        &n1,
+        NodeCommand::RegisterAgent {
+            agent: info.clone(),
+            has_start_task: false,
+        },
+        ctx(agent("n1")),
+    )
+    .await
+    .unwrap();
+    core.execute::<Node>(&n1, NodeCommand::DisableScheduling, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Node>(&n1, NodeCommand::EnableScheduling, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Node>(
+        &n1,
+        NodeCommand::RemoveNode {
+            deallocation: Deallocation::Requeue,
+        },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Node>(&n1, NodeCommand::FinishRemoval, ctx(system()))
+        .await
+        .unwrap();
+    core.execute::<Task>(
+        &task(3),
+        TaskCommand::TerminateTask {
+            reason: "not needed".into(),
+        },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Task>(&task(4), TaskCommand::DeleteTask, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Job>(
+        &job,
+        JobCommand::DisableJob {
+            disable_tasks: DisableTasks::Requeue,
+        },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Job>(&job, JobCommand::EnableJob, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Task>(
+        &task(2),
+        TaskCommand::AssignTask { node: node(0) },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Job>(
+        &job,
+        JobCommand::TerminateJob {
+            reason: "user asked".into(),
+        },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Task>(
+        &task(2),
+        TaskCommand::CompleteTask {
+            attempt: 2,
+            result: ok,
+        },
+        ctx(agent("n0")),
+    )
+    .await
+    .unwrap();
+    core.execute::<Job>(
+        &job,
+        JobCommand::CompleteJob {
+            reason: "user asked".into(),
+        },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Job>(&job, JobCommand::DeleteJob, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Pool>(&pool, PoolCommand::DeletePool, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Pool>(&pool, PoolCommand::FinishDeletion, ctx(system()))
+        .await
+        .unwrap();
 }
 
 fn record(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     let data = tempfile::tempdir().unwrap();
     let store = EventStore::open(data.path(), StoreOptions::default(), Arc::new(clock())).unwrap();
-    let core = Core::new(store.clone(), Arc::new(lote::clock::SystemClock), CoreConfig::default());
+    let core = Core::new(
+        store.clone(),
+        Arc::new(lote::clock::SystemClock),
+        CoreConfig::default(),
+    );
     actix::System::new().block_on(async move { record_scenario(&core).await });
     lote::golden::export(&store, &dir.join("log.bin")).unwrap();
     let states = rebuild_all(&store);
-    std::fs::write(dir.join("expected.json"), serde_json::to_string_pretty(&states).unwrap() + "\n").unwrap();
+    std::fs::write(
+        dir.join("expected.json"),
+        serde_json::to_string_pretty(&states).unwrap() + "\n",
+    )
+    .unwrap();
 }
 
 #[test]
@@ -162,27 +487,49 @@ fn golden_logs_replay_to_their_recorded_state() {
         }
         versions += 1;
         let data = tempfile::tempdir().unwrap();
-        let store = EventStore::open(data.path(), StoreOptions::default(), Arc::new(clock())).unwrap();
+        let store =
+            EventStore::open(data.path(), StoreOptions::default(), Arc::new(clock())).unwrap();
         let imported = lote::golden::import(&store, &dir.join("log.bin")).unwrap();
         assert!(imported > 0);
         let report = lote::replay::replay(&store).unwrap();
-        assert!(report.mismatches.is_empty(), "{}: {:?}", dir.display(), report.mismatches);
+        assert!(
+            report.mismatches.is_empty(),
+            "{}: {:?}",
+            dir.display(),
+            report.mismatches
+        );
         let expected: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
         let rebuilt = rebuild_all(&store);
         for (entity, state) in &expected {
-            assert_eq!(rebuilt.get(entity), Some(state), "{}: {entity} rebuilds differently", dir.display());
+            assert_eq!(
+                rebuilt.get(entity),
+                Some(state),
+                "{}: {entity} rebuilds differently",
+                dir.display()
+            );
         }
-        assert_eq!(rebuilt.len(), expected.len(), "{}: entity set differs", dir.display());
+        assert_eq!(
+            rebuilt.len(),
+            expected.len(),
+            "{}: entity set differs",
+            dir.display()
+        );
 
         if dir == current {
             let mut seen = BTreeSet::new();
-            store.scan_streams(None, |e| {
-                seen.insert(e.event_type.clone());
-                Ok(())
-            }).unwrap();
+            store
+                .scan_streams(None, |e| {
+                    seen.insert(e.event_type.clone());
+                    Ok(())
+                })
+                .unwrap();
             let missing: Vec<_> = EVENT_TYPES.iter().filter(|t| !seen.contains(**t)).collect();
-            assert!(missing.is_empty(), "the current golden log lacks {missing:?}");
+            assert!(
+                missing.is_empty(),
+                "the current golden log lacks {missing:?}"
+            );
         }
     }
     assert!(versions >= 1);
@@ -191,7 +538,9 @@ fn golden_logs_replay_to_their_recorded_state() {
 #[test]
 fn a_damaged_export_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let current = golden_root().join(format!("v{CURRENT_EVENT_SCHEMA}")).join("log.bin");
+    let current = golden_root()
+        .join(format!("v{CURRENT_EVENT_SCHEMA}"))
+        .join("log.bin");
     assert!(current.exists(), "no golden log at {}", current.display());
     let mut bytes = std::fs::read(&current).unwrap();
     let middle = bytes.len() / 2;
@@ -201,5 +550,8 @@ fn a_damaged_export_is_refused() {
     let err = lote::golden::read_export(&damaged).unwrap_err();
     assert!(err.to_string().contains("record"), "{err}");
     std::fs::write(&damaged, b"something else").unwrap();
-    assert!(matches!(lote::golden::read_export(&damaged), Err(lote::golden::ExportError::BadMagic)));
+    assert!(matches!(
+        lote::golden::read_export(&damaged),
+        Err(lote::golden::ExportError::BadMagic)
+    ));
 }

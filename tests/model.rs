@@ -77,22 +77,95 @@ async fn run_op(core: &Core, op: &Op) {
     let job = StreamId::job(&acme(), &job_id());
     let node_stream = |i: u8| StreamId::node(&acme(), &pool_id(), &node(i));
     let task_stream = |i: u8| StreamId::task(&acme(), &job_id(), &task(i));
-    let attempt = |i: u8| async move { core.state::<Task>(&task_stream(i)).await.map(|v| v.state.attempt).unwrap_or(0) };
+    let attempt = |i: u8| async move {
+        core.state::<Task>(&task_stream(i))
+            .await
+            .map(|v| v.state.attempt)
+            .unwrap_or(0)
+    };
     match op {
-        Op::Resize(n) => ok_or_rejected(core.execute::<Pool>(&pool, PoolCommand::ResizePool { target_nodes: *n, deallocation: Deallocation::Requeue }, live(user())).await),
+        Op::Resize(n) => ok_or_rejected(
+            core.execute::<Pool>(
+                &pool,
+                PoolCommand::ResizePool {
+                    target_nodes: *n,
+                    deallocation: Deallocation::Requeue,
+                },
+                live(user()),
+            )
+            .await,
+        ),
         Op::AddNode(i) => ok_or_rejected(
-            core.execute::<Node>(&node_stream(*i), NodeCommand::AddNode { account: acme(), pool: pool_id(), node: node(*i), name: format!("tvm{i}") }, live(system())).await,
+            core.execute::<Node>(
+                &node_stream(*i),
+                NodeCommand::AddNode {
+                    account: acme(),
+                    pool: pool_id(),
+                    node: node(*i),
+                    name: format!("tvm{i}"),
+                },
+                live(system()),
+            )
+            .await,
         ),
         Op::RegisterNode(i) => {
-            let agent_info = AgentInfo { hostname: "h".into(), address: "127.0.0.1:9".into(), cores: 2, memory_mib: 1024, task_slots: 2, agent_version: "t".into() };
-            ok_or_rejected(core.execute::<Node>(&node_stream(*i), NodeCommand::RegisterAgent { agent: agent_info, has_start_task: false }, live(agent(&format!("n{i}")))).await)
+            let agent_info = AgentInfo {
+                hostname: "h".into(),
+                address: "127.0.0.1:9".into(),
+                cores: 2,
+                memory_mib: 1024,
+                task_slots: 2,
+                agent_version: "t".into(),
+            };
+            ok_or_rejected(
+                core.execute::<Node>(
+                    &node_stream(*i),
+                    NodeCommand::RegisterAgent {
+                        agent: agent_info,
+                        has_start_task: false,
+                    },
+                    live(agent(&format!("n{i}"))),
+                )
+                .await,
+            )
         }
-        Op::LoseNode(i) => ok_or_rejected(core.execute::<Node>(&node_stream(*i), NodeCommand::MarkUnusable { reason: "lost".into() }, live(system())).await),
-        Op::AddTask(i) => ok_or_rejected(core.add_task(&acme(), &job_id(), task_spec(&format!("t{i}")), live(user())).await),
-        Op::Assign(t, n) => ok_or_rejected(core.execute::<Task>(&task_stream(*t), TaskCommand::AssignTask { node: node(*n) }, live(system())).await),
+        Op::LoseNode(i) => ok_or_rejected(
+            core.execute::<Node>(
+                &node_stream(*i),
+                NodeCommand::MarkUnusable {
+                    reason: "lost".into(),
+                },
+                live(system()),
+            )
+            .await,
+        ),
+        Op::AddTask(i) => ok_or_rejected(
+            core.add_task(
+                &acme(),
+                &job_id(),
+                task_spec(&format!("t{i}")),
+                live(user()),
+            )
+            .await,
+        ),
+        Op::Assign(t, n) => ok_or_rejected(
+            core.execute::<Task>(
+                &task_stream(*t),
+                TaskCommand::AssignTask { node: node(*n) },
+                live(system()),
+            )
+            .await,
+        ),
         Op::Start(t) => {
             let a = attempt(*t).await;
-            ok_or_rejected(core.execute::<Task>(&task_stream(*t), TaskCommand::StartTask { attempt: a }, live(system())).await)
+            ok_or_rejected(
+                core.execute::<Task>(
+                    &task_stream(*t),
+                    TaskCommand::StartTask { attempt: a },
+                    live(system()),
+                )
+                .await,
+            )
         }
         Op::Complete(t, ok) => {
             let a = attempt(*t).await;
@@ -102,28 +175,92 @@ async fn run_op(core: &Core, op: &Op) {
                 duration_ms: 3,
                 failure: (!ok).then(|| (FailureCategory::NonZeroExit, "exit 1".to_string())),
             };
-            ok_or_rejected(core.execute::<Task>(&task_stream(*t), TaskCommand::CompleteTask { attempt: a, result }, live(system())).await)
+            ok_or_rejected(
+                core.execute::<Task>(
+                    &task_stream(*t),
+                    TaskCommand::CompleteTask { attempt: a, result },
+                    live(system()),
+                )
+                .await,
+            )
         }
         Op::Requeue(t) => {
             let a = attempt(*t).await;
-            ok_or_rejected(core.execute::<Task>(&task_stream(*t), TaskCommand::RequeueTask { attempt: a, reason: "node lost".into() }, live(system())).await)
+            ok_or_rejected(
+                core.execute::<Task>(
+                    &task_stream(*t),
+                    TaskCommand::RequeueTask {
+                        attempt: a,
+                        reason: "node lost".into(),
+                    },
+                    live(system()),
+                )
+                .await,
+            )
         }
-        Op::Terminate(t) => ok_or_rejected(core.execute::<Task>(&task_stream(*t), TaskCommand::TerminateTask { reason: "user".into() }, live(user())).await),
-        Op::Delete(t) => ok_or_rejected(core.execute::<Task>(&task_stream(*t), TaskCommand::DeleteTask, live(user())).await),
-        Op::DisableJob => ok_or_rejected(core.execute::<Job>(&job, JobCommand::DisableJob { disable_tasks: DisableTasks::Wait }, live(user())).await),
-        Op::EnableJob => ok_or_rejected(core.execute::<Job>(&job, JobCommand::EnableJob, live(user())).await),
-        Op::TerminateJob => ok_or_rejected(core.execute::<Job>(&job, JobCommand::TerminateJob { reason: "user".into() }, live(user())).await),
-        Op::CompleteJob => ok_or_rejected(core.execute::<Job>(&job, JobCommand::CompleteJob { reason: "drained".into() }, live(system())).await),
+        Op::Terminate(t) => ok_or_rejected(
+            core.execute::<Task>(
+                &task_stream(*t),
+                TaskCommand::TerminateTask {
+                    reason: "user".into(),
+                },
+                live(user()),
+            )
+            .await,
+        ),
+        Op::Delete(t) => ok_or_rejected(
+            core.execute::<Task>(&task_stream(*t), TaskCommand::DeleteTask, live(user()))
+                .await,
+        ),
+        Op::DisableJob => ok_or_rejected(
+            core.execute::<Job>(
+                &job,
+                JobCommand::DisableJob {
+                    disable_tasks: DisableTasks::Wait,
+                },
+                live(user()),
+            )
+            .await,
+        ),
+        Op::EnableJob => ok_or_rejected(
+            core.execute::<Job>(&job, JobCommand::EnableJob, live(user()))
+                .await,
+        ),
+        Op::TerminateJob => ok_or_rejected(
+            core.execute::<Job>(
+                &job,
+                JobCommand::TerminateJob {
+                    reason: "user".into(),
+                },
+                live(user()),
+            )
+            .await,
+        ),
+        Op::CompleteJob => ok_or_rejected(
+            core.execute::<Job>(
+                &job,
+                JobCommand::CompleteJob {
+                    reason: "drained".into(),
+                },
+                live(system()),
+            )
+            .await,
+        ),
     }
 }
 
 async fn check_stream<A: Registered>(core: &Core, stream: &StreamId) {
     let live = core.state::<A>(stream).await.unwrap();
-    live.state.sanity_check().unwrap_or_else(|e| panic!("{stream}: {e}"));
+    live.state
+        .sanity_check()
+        .unwrap_or_else(|e| panic!("{stream}: {e}"));
     let from_log = load::<A>(core.store(), stream, false).unwrap();
     let from_snapshot = load::<A>(core.store(), stream, true).unwrap();
     assert_eq!(live, from_log, "{stream}: live state differs from the log");
-    assert_eq!(from_snapshot, from_log, "{stream}: snapshot-based state differs from the log");
+    assert_eq!(
+        from_snapshot, from_log,
+        "{stream}: snapshot-based state differs from the log"
+    );
 }
 
 proptest! {

@@ -13,15 +13,29 @@ use lote::store::{EventStore, ExpectedVersion, StoreOptions, StreamAppend, Strea
 use lote::types::{Causation, Principal, RequestId, TaskId};
 
 fn lote(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lote")).args(args).env_remove("LOTE_DATA_DIR").output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_lote"))
+        .args(args)
+        .env_remove("LOTE_DATA_DIR")
+        .output()
+        .unwrap()
 }
 
 fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 fn run_demo(dir: &Path, tasks: &str) -> String {
-    let out = lote(&["demo", "--data-dir", dir.to_str().unwrap(), "--tasks", tasks]);
+    let out = lote(&[
+        "demo",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--tasks",
+        tasks,
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     text(&out)
 }
@@ -39,7 +53,10 @@ fn demo_then_replay_and_audit_from_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = run_demo(&data, "60");
-    assert!(out.contains("60 tasks, 60 succeeded, 0 failed, 4 attempts retried; job is completed"), "{out}");
+    assert!(
+        out.contains("60 tasks, 60 succeeded, 0 failed, 4 attempts retried; job is completed"),
+        "{out}"
+    );
     assert!(out.contains("no mismatch"), "{out}");
 
     // Replay on a copy of the directory, as an auditor would.
@@ -53,7 +70,10 @@ fn demo_then_replay_and_audit_from_the_log() {
     assert_eq!(report["entities"]["job"]["completed"], 1);
     assert_eq!(report["entities"]["node"]["idle"], 2);
     assert!(report["events"].as_u64().unwrap() > 60 * 4);
-    assert!(report["snapshots_checked"].as_u64().unwrap() >= 1, "the job stream passed 100 events: {report}");
+    assert!(
+        report["snapshots_checked"].as_u64().unwrap() >= 1,
+        "the job stream passed 100 events: {report}"
+    );
     assert!(report["events_per_sec"].as_f64().unwrap() > 0.0);
 
     // Find the demo's names from its log.
@@ -63,47 +83,104 @@ fn demo_then_replay_and_audit_from_the_log() {
     drop(store);
 
     let task = format!("task/{account}/frames/frame-00000");
-    let out = lote(&["audit", "--data-dir", copy.to_str().unwrap(), &task, "--json"]);
+    let out = lote(&[
+        "audit",
+        "--data-dir",
+        copy.to_str().unwrap(),
+        &task,
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     let trail: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let history = trail["history"].as_array().unwrap();
-    let types: Vec<&str> = history.iter().map(|e| e["event_type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = history
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
     // frame 0 fails once (every 17th frame does) and is retried.
     assert_eq!(
         types,
-        ["TaskAdded", "TaskAssigned", "TaskStarted", "TaskCompleted", "TaskRetried", "TaskAssigned", "TaskStarted", "TaskCompleted"]
+        [
+            "TaskAdded",
+            "TaskAssigned",
+            "TaskStarted",
+            "TaskCompleted",
+            "TaskRetried",
+            "TaskAssigned",
+            "TaskStarted",
+            "TaskCompleted"
+        ]
     );
     assert_eq!(history[0]["principal"], format!("account:{account}"));
-    assert_eq!(history[2]["principal"], format!("node:{account}/render/node-0"));
+    assert_eq!(
+        history[2]["principal"],
+        format!("node:{account}/render/node-0")
+    );
     assert!(history[1]["changed"]["status"].is_array());
     assert_eq!(trail["state"]["status"], "completed");
     assert_eq!(trail["state"]["retry_count"], 1);
 
     // --at: the state as of the first event's time, before any attempt.
     let at = history[0]["recorded_at"].as_str().unwrap();
-    let out = lote(&["audit", "--data-dir", copy.to_str().unwrap(), &task, "--at", at, "--json"]);
+    let out = lote(&[
+        "audit",
+        "--data-dir",
+        copy.to_str().unwrap(),
+        &task,
+        "--at",
+        at,
+        "--json",
+    ]);
     let then: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(then["state"]["status"], "active");
     assert_eq!(then["history"].as_array().unwrap().len(), 1);
 
     // The account's keys never show in audit output.
-    let out = lote(&["audit", "--data-dir", copy.to_str().unwrap(), &format!("account/{account}")]);
+    let out = lote(&[
+        "audit",
+        "--data-dir",
+        copy.to_str().unwrap(),
+        &format!("account/{account}"),
+    ]);
     assert!(out.status.success());
     let shown = text(&out);
-    assert!(shown.contains("<redacted>") && shown.contains("AccountCreated"), "{shown}");
+    assert!(
+        shown.contains("<redacted>") && shown.contains("AccountCreated"),
+        "{shown}"
+    );
 
     // Clear errors for bad input, exit code 2.
     let out = lote(&["audit", "--data-dir", copy.to_str().unwrap(), "widget/x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("not an entity name"), "{}", text(&out));
-    let out = lote(&["audit", "--data-dir", copy.to_str().unwrap(), &format!("job/{account}/nope")]);
+    let out = lote(&[
+        "audit",
+        "--data-dir",
+        copy.to_str().unwrap(),
+        &format!("job/{account}/nope"),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("no such entity"), "{}", text(&out));
-    let out = lote(&["audit", "--data-dir", copy.to_str().unwrap(), &task, "--at", "yesterday"]);
+    let out = lote(&[
+        "audit",
+        "--data-dir",
+        copy.to_str().unwrap(),
+        &task,
+        "--at",
+        "yesterday",
+    ]);
     assert!(text(&out).contains("RFC 3339"), "{}", text(&out));
-    let out = lote(&["replay", "--data-dir", dir.path().join("missing").to_str().unwrap()]);
+    let out = lote(&[
+        "replay",
+        "--data-dir",
+        dir.path().join("missing").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).contains("not a lote data directory"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not a lote data directory"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -118,13 +195,25 @@ fn replay_reports_a_log_that_contradicts_itself() {
     // A count change for a task that never existed: the job's counts no
     // longer add up to its tasks.
     {
-        let store = EventStore::open(&data, StoreOptions::default(), Arc::new(common::clock())).unwrap();
-        let bogus = JobEvent::JobTaskCountsChanged { task: TaskId::new("ghost").unwrap(), from: None, to: Some(TaskBucket::Succeeded) };
+        let store =
+            EventStore::open(&data, StoreOptions::default(), Arc::new(common::clock())).unwrap();
+        let bogus = JobEvent::JobTaskCountsChanged {
+            task: TaskId::new("ghost").unwrap(),
+            from: None,
+            to: Some(TaskBucket::Succeeded),
+        };
         let stream = StreamId::parse(&format!("job/{account}/frames")).unwrap();
         store
             .append_blocking(
-                vec![StreamAppend { stream, expected: ExpectedVersion::Any, events: vec![lote::domain::to_new_event(&bogus).unwrap()] }],
-                Causation { request_id: RequestId(uuid::Uuid::from_u128(9)), principal: Principal::Admin },
+                vec![StreamAppend {
+                    stream,
+                    expected: ExpectedVersion::Any,
+                    events: vec![lote::domain::to_new_event(&bogus).unwrap()],
+                }],
+                Causation {
+                    request_id: RequestId(uuid::Uuid::from_u128(9)),
+                    principal: Principal::Admin,
+                },
             )
             .unwrap();
     }
@@ -141,5 +230,9 @@ fn help_teaches() {
         assert!(help.contains(word), "{help}");
     }
     let out = lote(&["audit", "--help"]);
-    assert!(text(&out).contains("task/ACCOUNT/JOB/TASK"), "{}", text(&out));
+    assert!(
+        text(&out).contains("task/ACCOUNT/JOB/TASK"),
+        "{}",
+        text(&out)
+    );
 }

@@ -28,15 +28,37 @@ fn schemas_are_current() {
     for (name, text) in &all {
         // Every schema is valid JSON with a title.
         let value: serde_json::Value = serde_json::from_str(text).unwrap();
-        assert!(value.get("title").is_some() || value.get("$schema").is_some(), "{name}");
+        assert!(
+            value.get("title").is_some() || value.get("$schema").is_some(),
+            "{name}"
+        );
         check_or_update(root().join("schemas").join(name), text, &mut stale);
     }
     // Each event type of each aggregate appears in its schema.
-    let task = &all.iter().find(|(n, _)| *n == "events/task.json").unwrap().1;
-    for variant in ["TaskAdded", "TaskAssigned", "TaskStarted", "TaskCompleted", "TaskRetried", "TaskRequeued", "TaskTerminated", "TaskDeleted"] {
-        assert!(task.contains(variant), "{variant} missing from the task event schema");
+    let task = &all
+        .iter()
+        .find(|(n, _)| *n == "events/task.json")
+        .unwrap()
+        .1;
+    for variant in [
+        "TaskAdded",
+        "TaskAssigned",
+        "TaskStarted",
+        "TaskCompleted",
+        "TaskRetried",
+        "TaskRequeued",
+        "TaskTerminated",
+        "TaskDeleted",
+    ] {
+        assert!(
+            task.contains(variant),
+            "{variant} missing from the task event schema"
+        );
     }
-    assert!(stale.is_empty(), "stale generated files (run LOTE_UPDATE_SCHEMAS=1 cargo test --test schemas): {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "stale generated files (run LOTE_UPDATE_SCHEMAS=1 cargo test --test schemas): {stale:?}"
+    );
 }
 
 #[test]
@@ -45,5 +67,8 @@ fn rejection_table_is_current() {
     let table = lote::domain::rejection::rejection_table_markdown();
     assert!(table.contains("| 25 | StaleAttempt | no |"), "{table}");
     check_or_update(root().join("docs/rejections.md"), &table, &mut stale);
-    assert!(stale.is_empty(), "stale: {stale:?} (run LOTE_UPDATE_SCHEMAS=1 cargo test --test schemas)");
+    assert!(
+        stale.is_empty(),
+        "stale: {stale:?} (run LOTE_UPDATE_SCHEMAS=1 cargo test --test schemas)"
+    );
 }

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::*;
-use lote::store::{Envelope, EventStore, ExpectedVersion, NewEvent, StoreError, StoreOptions, StreamAppend, StreamId, WalRecovery};
+use lote::store::{
+    Envelope, EventStore, ExpectedVersion, NewEvent, StoreError, StoreOptions, StreamAppend,
+    StreamId, WalRecovery,
+};
 use lote::types::{Causation, Principal, RequestId};
 
 const EVENTS: u64 = 200;
@@ -16,11 +19,27 @@ const EVENTS: u64 = 200;
 /// Writes EVENTS events, one fsynced append each, and returns them.
 fn write_log(dir: &Path) -> Vec<Envelope> {
     let store = EventStore::open(dir, StoreOptions::default(), Arc::new(clock())).unwrap();
-    let causation = Causation { request_id: RequestId(uuid::Uuid::from_u128(1)), principal: Principal::Admin };
+    let causation = Causation {
+        request_id: RequestId(uuid::Uuid::from_u128(1)),
+        principal: Principal::Admin,
+    };
     for n in 0..EVENTS {
         let stream = StreamId::parse(&format!("task/acme/job/t{}", n % 13)).unwrap();
-        let event = NewEvent { event_type: "Test".into(), schema_version: 1, payload: vec![n as u8; 64] };
-        store.append_blocking(vec![StreamAppend { stream, expected: ExpectedVersion::Any, events: vec![event] }], causation.clone()).unwrap();
+        let event = NewEvent {
+            event_type: "Test".into(),
+            schema_version: 1,
+            payload: vec![n as u8; 64],
+        };
+        store
+            .append_blocking(
+                vec![StreamAppend {
+                    stream,
+                    expected: ExpectedVersion::Any,
+                    events: vec![event],
+                }],
+                causation.clone(),
+            )
+            .unwrap();
     }
     store.read_all(1, 10_000).unwrap()
 }
@@ -30,7 +49,9 @@ fn newest_wal(dir: &Path) -> PathBuf {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log") && std::fs::metadata(p).unwrap().len() > 0)
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "log") && std::fs::metadata(p).unwrap().len() > 0
+        })
         .collect();
     logs.sort();
     logs.pop().expect("a non-empty WAL file")
@@ -53,13 +74,33 @@ fn reopen_and_check(dir: &Path, original: &[Envelope]) -> Result<u64, StoreError
         Ok(store) => {
             let recovered = store.read_all(1, 10_000).unwrap();
             assert_eq!(store.head(), recovered.len() as u64);
-            assert_eq!(recovered[..], original[..recovered.len()], "recovered log is not a prefix of the written one");
+            assert_eq!(
+                recovered[..],
+                original[..recovered.len()],
+                "recovered log is not a prefix of the written one"
+            );
             assert_eq!(store.verify_log_index().unwrap(), recovered.len() as u64);
             // Appending continues right after the recovered head.
-            let causation = Causation { request_id: RequestId(uuid::Uuid::from_u128(2)), principal: Principal::Admin };
+            let causation = Causation {
+                request_id: RequestId(uuid::Uuid::from_u128(2)),
+                principal: Principal::Admin,
+            };
             let stream = StreamId::parse("task/acme/job/after").unwrap();
-            let event = NewEvent { event_type: "Test".into(), schema_version: 1, payload: vec![] };
-            let r = store.append_blocking(vec![StreamAppend { stream, expected: ExpectedVersion::Any, events: vec![event] }], causation).unwrap();
+            let event = NewEvent {
+                event_type: "Test".into(),
+                schema_version: 1,
+                payload: vec![],
+            };
+            let r = store
+                .append_blocking(
+                    vec![StreamAppend {
+                        stream,
+                        expected: ExpectedVersion::Any,
+                        events: vec![event],
+                    }],
+                    causation,
+                )
+                .unwrap();
             assert_eq!(r.last_position, recovered.len() as u64 + 1);
             Ok(recovered.len() as u64)
         }
@@ -73,10 +114,22 @@ fn a_torn_tail_recovers_to_the_last_whole_append() {
         let original = write_log(dir.path());
         let wal = newest_wal(dir.path());
         let len = std::fs::metadata(&wal).unwrap().len();
-        std::fs::OpenOptions::new().write(true).open(&wal).unwrap().set_len(len - cut).unwrap();
-        let recovered = reopen_and_check(dir.path(), &original).unwrap_or_else(|e| panic!("cut {cut}: a torn tail must recover, got {e}"));
-        assert!(recovered < EVENTS, "cut {cut}: the torn append must be gone");
-        assert!(recovered >= EVENTS - 3, "cut {cut}: only the torn append may be lost, {recovered} left");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&wal)
+            .unwrap()
+            .set_len(len - cut)
+            .unwrap();
+        let recovered = reopen_and_check(dir.path(), &original)
+            .unwrap_or_else(|e| panic!("cut {cut}: a torn tail must recover, got {e}"));
+        assert!(
+            recovered < EVENTS,
+            "cut {cut}: the torn append must be gone"
+        );
+        assert!(
+            recovered >= EVENTS - 3,
+            "cut {cut}: only the torn append may be lost, {recovered} left"
+        );
     }
 }
 
@@ -85,7 +138,11 @@ fn damage(dir: &Path, fraction: f64) {
     let wal = newest_wal(dir);
     let len = std::fs::metadata(&wal).unwrap().len();
     let offset = ((len as f64) * fraction) as u64;
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(&wal).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&wal)
+        .unwrap();
     file.seek(SeekFrom::Start(offset)).unwrap();
     file.write_all(&[0xA5, 0x5A, 0xFF]).unwrap();
 }
@@ -101,8 +158,14 @@ fn flipped_bytes_refuse_to_open_with_a_clear_error() {
         damage(dir.path(), fraction);
         let err = reopen_and_check(dir.path(), &original).expect_err("damage must be refused");
         assert!(matches!(err, StoreError::Corrupted { .. }), "{err}");
-        assert!(err.to_string().contains("point-in-time"), "the error must say how to salvage: {err}");
-        assert!(matches!(EventStore::open_read_only(dir.path()), Err(StoreError::Corrupted { .. })));
+        assert!(
+            err.to_string().contains("point-in-time"),
+            "the error must say how to salvage: {err}"
+        );
+        assert!(matches!(
+            EventStore::open_read_only(dir.path()),
+            Err(StoreError::Corrupted { .. })
+        ));
     }
 }
 
@@ -111,10 +174,18 @@ fn an_operator_can_salvage_the_prefix_before_the_damage() {
     let dir = tempfile::tempdir().unwrap();
     let original = write_log(dir.path());
     damage(dir.path(), 0.5);
-    let options = StoreOptions { wal_recovery: WalRecovery::PointInTime, ..StoreOptions::default() };
+    let options = StoreOptions {
+        wal_recovery: WalRecovery::PointInTime,
+        ..StoreOptions::default()
+    };
     let store = EventStore::open(dir.path(), options, Arc::new(clock())).unwrap();
     let recovered = store.read_all(1, 10_000).unwrap();
-    assert!(!recovered.is_empty() && recovered.len() < original.len(), "{} of {}", recovered.len(), original.len());
+    assert!(
+        !recovered.is_empty() && recovered.len() < original.len(),
+        "{} of {}",
+        recovered.len(),
+        original.len()
+    );
     assert_eq!(recovered[..], original[..recovered.len()]);
     assert_eq!(store.verify_log_index().unwrap(), recovered.len() as u64);
 }

@@ -35,14 +35,28 @@ impl Message for GetState {
 }
 
 /// Rebuilds an aggregate from its snapshot (if usable) and later events.
-pub fn load<A: Aggregate>(store: &EventStore, stream: &StreamId, use_snapshot: bool) -> Result<Versioned<A>, CoreError> {
-    let mut current = Versioned { version: 0, state: A::default() };
+pub fn load<A: Aggregate>(
+    store: &EventStore,
+    stream: &StreamId,
+    use_snapshot: bool,
+) -> Result<Versioned<A>, CoreError> {
+    let mut current = Versioned {
+        version: 0,
+        state: A::default(),
+    };
     if use_snapshot {
         if let Some(snapshot) = store.load_snapshot(stream)? {
             if snapshot.state_schema == A::STATE_SCHEMA {
                 match crate::codec::decode::<A>(&snapshot.state) {
-                    Ok(state) => current = Versioned { version: snapshot.stream_version, state },
-                    Err(e) => tracing::warn!(%stream, error = %e, "ignoring an undecodable snapshot"),
+                    Ok(state) => {
+                        current = Versioned {
+                            version: snapshot.stream_version,
+                            state,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%stream, error = %e, "ignoring an undecodable snapshot")
+                    }
                 }
             }
         }
@@ -52,10 +66,16 @@ pub fn load<A: Aggregate>(store: &EventStore, stream: &StreamId, use_snapshot: b
 }
 
 /// Folds the stream's events after `current.version` into it.
-pub fn catch_up<A: Aggregate>(store: &EventStore, stream: &StreamId, current: &mut Versioned<A>) -> Result<(), CoreError> {
+pub fn catch_up<A: Aggregate>(
+    store: &EventStore,
+    stream: &StreamId,
+    current: &mut Versioned<A>,
+) -> Result<(), CoreError> {
     loop {
         let batch = store.read_stream(stream, current.version + 1, REBUILD_READ_BATCH)?;
-        let Some(last) = batch.last() else { return Ok(()) };
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
         let last_version = last.stream_version;
         current.state = domain::fold(std::mem::take(&mut current.state), &batch)?;
         current.version = last_version;
@@ -85,7 +105,15 @@ impl<A: Aggregate> Entity<A> {
         config: CoreConfig,
         on_stop: Box<dyn FnOnce() + Send>,
     ) -> Self {
-        Entity { stream, store, current, snapshot_version, config, last_used: Instant::now(), on_stop: Some(on_stop) }
+        Entity {
+            stream,
+            store,
+            current,
+            snapshot_version,
+            config,
+            last_used: Instant::now(),
+            on_stop: Some(on_stop),
+        }
     }
 
     fn maybe_snapshot(&mut self) {
@@ -100,7 +128,11 @@ impl<A: Aggregate> Entity<A> {
                 return;
             }
         };
-        let snapshot = Snapshot { stream_version: self.current.version, state_schema: A::STATE_SCHEMA, state };
+        let snapshot = Snapshot {
+            stream_version: self.current.version,
+            state_schema: A::STATE_SCHEMA,
+            state,
+        };
         match self.store.save_snapshot(&self.stream, &snapshot) {
             Ok(()) => self.snapshot_version = self.current.version,
             Err(e) => tracing::warn!(stream = %self.stream, error = %e, "cannot save a snapshot"),
@@ -145,7 +177,10 @@ impl<A: Aggregate> Handler<GetState> for Entity<A> {
         // here as well, or a busy job would never get one.
         self.after_change(ctx);
         // Encoded so that the reply type does not depend on `A`.
-        Ok((self.current.version, crate::codec::encode(&self.current.state)?))
+        Ok((
+            self.current.version,
+            crate::codec::encode(&self.current.state)?,
+        ))
     }
 }
 
@@ -167,8 +202,15 @@ impl<A: Aggregate> Handler<Execute<A>> for Entity<A> {
                     0 => ExpectedVersion::NoStream,
                     v => ExpectedVersion::Exact(v),
                 };
-                let encoded = events.iter().map(domain::to_new_event).collect::<Result<Vec<_>, _>>()?;
-                appends.push(StreamAppend { stream: self.stream.clone(), expected, events: encoded });
+                let encoded = events
+                    .iter()
+                    .map(domain::to_new_event)
+                    .collect::<Result<Vec<_>, _>>()?;
+                appends.push(StreamAppend {
+                    stream: self.stream.clone(),
+                    expected,
+                    events: encoded,
+                });
                 appends.extend(A::linked_appends(&self.current.state, &after)?);
             }
             Ok::<_, CoreError>((events, after, appends))
@@ -178,25 +220,38 @@ impl<A: Aggregate> Handler<Execute<A>> for Entity<A> {
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
         if appends.is_empty() {
-            let outcome = Outcome { events, version: self.current.version, state: after };
+            let outcome = Outcome {
+                events,
+                version: self.current.version,
+                state: after,
+            };
             return AtomicResponse::new(Box::pin(fut::ready(Ok(outcome))));
         }
         let store = self.store.clone();
         let causation = msg.ctx.causation();
-        AtomicResponse::new(Box::pin(async move { store.append(appends, causation).await }.into_actor(self).map(
-            move |result, act, ctx| {
-                let written = result?;
-                let version = written
-                    .stream_versions
-                    .iter()
-                    .find(|(s, _)| *s == act.stream)
-                    .map(|(_, v)| *v)
-                    // The entity's own stream is always the first append.
-                    .expect("own stream in the append result");
-                act.current = Versioned { version, state: after.clone() };
-                act.after_change(ctx);
-                Ok(Outcome { events, version, state: after })
-            },
-        )))
+        AtomicResponse::new(Box::pin(
+            async move { store.append(appends, causation).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let written = result?;
+                    let version = written
+                        .stream_versions
+                        .iter()
+                        .find(|(s, _)| *s == act.stream)
+                        .map(|(_, v)| *v)
+                        // The entity's own stream is always the first append.
+                        .expect("own stream in the append result");
+                    act.current = Versioned {
+                        version,
+                        state: after.clone(),
+                    };
+                    act.after_change(ctx);
+                    Ok(Outcome {
+                        events,
+                        version,
+                        state: after,
+                    })
+                }),
+        ))
     }
 }

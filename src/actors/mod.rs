@@ -39,7 +39,10 @@ pub struct CoreConfig {
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { snapshot_every: 100, idle_passivate: Duration::from_secs(60) }
+        CoreConfig {
+            snapshot_every: 100,
+            idle_passivate: Duration::from_secs(60),
+        }
     }
 }
 
@@ -93,7 +96,10 @@ pub struct Registry<A: Aggregate> {
 
 impl<A: Aggregate> Default for Registry<A> {
     fn default() -> Self {
-        Registry { slots: Arc::default(), next_generation: Arc::default() }
+        Registry {
+            slots: Arc::default(),
+            next_generation: Arc::default(),
+        }
     }
 }
 
@@ -107,15 +113,25 @@ impl<A: Aggregate> Registry<A> {
         self.len() == 0
     }
 
-    fn get_or_start(&self, stream: &StreamId, store: &EventStore, config: &CoreConfig) -> Result<Addr<Entity<A>>, CoreError> {
-        let mut slots = self.slots.lock().map_err(|_| CoreError::Unavailable("registry lock poisoned".into()))?;
+    fn get_or_start(
+        &self,
+        stream: &StreamId,
+        store: &EventStore,
+        config: &CoreConfig,
+    ) -> Result<Addr<Entity<A>>, CoreError> {
+        let mut slots = self
+            .slots
+            .lock()
+            .map_err(|_| CoreError::Unavailable("registry lock poisoned".into()))?;
         if let Some(slot) = slots.get(stream) {
             if slot.addr.connected() {
                 return Ok(slot.addr.clone());
             }
         }
         let current: Versioned<A> = load(store, stream, true)?;
-        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = self
+            .next_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let registry = self.slots.clone();
         let key = stream.clone();
         let on_stop = Box::new(move || {
@@ -126,8 +142,22 @@ impl<A: Aggregate> Registry<A> {
             }
         });
         let snapshot_version = current.version; // a fresh load counts as snapshotted
-        let addr = Entity::new(stream.clone(), store.clone(), current, snapshot_version, config.clone(), on_stop).start();
-        slots.insert(stream.clone(), Slot { generation, addr: addr.clone() });
+        let addr = Entity::new(
+            stream.clone(),
+            store.clone(),
+            current,
+            snapshot_version,
+            config.clone(),
+            on_stop,
+        )
+        .start();
+        slots.insert(
+            stream.clone(),
+            Slot {
+                generation,
+                addr: addr.clone(),
+            },
+        );
         Ok(addr)
     }
 }
@@ -214,47 +244,78 @@ impl Core {
     /// Runs a command on the entity of `stream`. Conflicts with concurrent
     /// writers are retried up to [`APPEND_CONFLICT_RETRIES_MAX`] times, then
     /// reported as [`RejectionCode::TooBusy`].
-    pub async fn execute<A: Registered>(&self, stream: &StreamId, command: A::Command, ctx: Ctx) -> Result<Outcome<A>, CoreError> {
+    pub async fn execute<A: Registered>(
+        &self,
+        stream: &StreamId,
+        command: A::Command,
+        ctx: Ctx,
+    ) -> Result<Outcome<A>, CoreError> {
         check_kind::<A>(stream)?;
         for attempt in 0..APPEND_CONFLICT_RETRIES_MAX {
-            let addr = A::registry(self).get_or_start(stream, &self.inner.store, &self.inner.config)?;
-            match addr.send(Execute::<A> { command: command.clone(), ctx: ctx.clone() }).await {
-                Ok(Err(CoreError::Store(StoreError::Conflict { .. }))) => conflict_backoff(attempt).await,
+            let addr =
+                A::registry(self).get_or_start(stream, &self.inner.store, &self.inner.config)?;
+            match addr
+                .send(Execute::<A> {
+                    command: command.clone(),
+                    ctx: ctx.clone(),
+                })
+                .await
+            {
+                Ok(Err(CoreError::Store(StoreError::Conflict { .. }))) => {
+                    conflict_backoff(attempt).await
+                }
                 Ok(result) => return result,
                 // The actor stopped between lookup and send: start a new one.
                 Err(MailboxError::Closed) => continue,
                 Err(e) => return Err(CoreError::Unavailable(e.to_string())),
             }
         }
-        Err(Rejection::new(RejectionCode::TooBusy, format!("{stream} kept changing; send the request again")).into())
+        Err(Rejection::new(
+            RejectionCode::TooBusy,
+            format!("{stream} kept changing; send the request again"),
+        )
+        .into())
     }
 
     /// The entity's current state and version.
     pub async fn state<A: Registered>(&self, stream: &StreamId) -> Result<Versioned<A>, CoreError> {
         check_kind::<A>(stream)?;
         for _ in 0..APPEND_CONFLICT_RETRIES_MAX {
-            let addr = A::registry(self).get_or_start(stream, &self.inner.store, &self.inner.config)?;
+            let addr =
+                A::registry(self).get_or_start(stream, &self.inner.store, &self.inner.config)?;
             match addr.send(GetState).await {
                 Ok(result) => {
                     let (version, bytes) = result?;
-                    return Ok(Versioned { version, state: crate::codec::decode(&bytes)? });
+                    return Ok(Versioned {
+                        version,
+                        state: crate::codec::decode(&bytes)?,
+                    });
                 }
                 Err(MailboxError::Closed) => continue,
                 Err(e) => return Err(CoreError::Unavailable(e.to_string())),
             }
         }
-        Err(CoreError::Unavailable(format!("the actor of {stream} kept stopping")))
+        Err(CoreError::Unavailable(format!(
+            "the actor of {stream} kept stopping"
+        )))
     }
 
     /// Adds a task to a job: the task's creation and the job's count change
     /// are one atomic append. Decided on the job actor's current state.
-    pub async fn add_task(&self, account: &AccountName, job_id: &JobId, spec: TaskSpec, ctx: Ctx) -> Result<Outcome<Task>, CoreError> {
+    pub async fn add_task(
+        &self,
+        account: &AccountName,
+        job_id: &JobId,
+        spec: TaskSpec,
+        ctx: Ctx,
+    ) -> Result<Outcome<Task>, CoreError> {
         let job_stream = StreamId::job(account, job_id);
         let task_stream = StreamId::task(account, job_id, &spec.id);
         for attempt in 0..APPEND_CONFLICT_RETRIES_MAX {
             let job_state: Versioned<Job> = self.state(&job_stream).await?;
             let task_state: Versioned<Task> = load(&self.inner.store, &task_stream, true)?;
-            let (job_events, task_events) = job::add_task(&job_state.state, &task_state.state, &spec, &ctx)?;
+            let (job_events, task_events) =
+                job::add_task(&job_state.state, &task_state.state, &spec, &ctx)?;
             let expected = match task_state.version {
                 0 => ExpectedVersion::NoStream,
                 v => ExpectedVersion::Exact(v),
@@ -263,7 +324,10 @@ impl Core {
                 StreamAppend {
                     stream: task_stream.clone(),
                     expected,
-                    events: task_events.iter().map(domain::to_new_event).collect::<Result<_, _>>()?,
+                    events: task_events
+                        .iter()
+                        .map(domain::to_new_event)
+                        .collect::<Result<_, _>>()?,
                 },
                 // Only the job actor changes a job's lifecycle, and only
                 // lifecycle decides whether tasks may be added, so the count
@@ -271,7 +335,10 @@ impl Core {
                 StreamAppend {
                     stream: job_stream.clone(),
                     expected: ExpectedVersion::Any,
-                    events: job_events.iter().map(domain::to_new_event).collect::<Result<_, _>>()?,
+                    events: job_events
+                        .iter()
+                        .map(domain::to_new_event)
+                        .collect::<Result<_, _>>()?,
                 },
             ];
             match self.inner.store.append(appends, ctx.causation()).await {
@@ -280,16 +347,30 @@ impl Core {
                     for e in &task_events {
                         state.apply(e);
                     }
-                    return Ok(Outcome { events: task_events, version: written.stream_versions[0].1, state });
+                    return Ok(Outcome {
+                        events: task_events,
+                        version: written.stream_versions[0].1,
+                        state,
+                    });
                 }
-                Err(StoreError::Conflict { stream, .. }) if stream == task_stream && task_state.version == 0 => {
-                    return Err(Rejection::new(RejectionCode::TaskExists, format!("task {} exists in job {job_id}", spec.id)).into())
+                Err(StoreError::Conflict { stream, .. })
+                    if stream == task_stream && task_state.version == 0 =>
+                {
+                    return Err(Rejection::new(
+                        RejectionCode::TaskExists,
+                        format!("task {} exists in job {job_id}", spec.id),
+                    )
+                    .into())
                 }
                 Err(StoreError::Conflict { .. }) => conflict_backoff(attempt).await,
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(Rejection::new(RejectionCode::TooBusy, format!("{task_stream} kept changing; send the request again")).into())
+        Err(Rejection::new(
+            RejectionCode::TooBusy,
+            format!("{task_stream} kept changing; send the request again"),
+        )
+        .into())
     }
 }
 

@@ -8,7 +8,9 @@ use crate::store::StreamKind;
 use crate::types::{AccountName, Principal, Secret, Timestamp};
 
 /// Which of an account's two keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyKind {
     Primary,
@@ -26,11 +28,26 @@ pub enum AccountCommand {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum AccountEvent {
-    AccountCreated { name: AccountName, primary_key: Secret, secondary_key: Secret, at: Timestamp },
-    AccountKeyRegenerated { key: KeyKind, value: Secret, at: Timestamp },
-    AccountDisabled { at: Timestamp },
-    AccountEnabled { at: Timestamp },
-    AccountDeleted { at: Timestamp },
+    AccountCreated {
+        name: AccountName,
+        primary_key: Secret,
+        secondary_key: Secret,
+        at: Timestamp,
+    },
+    AccountKeyRegenerated {
+        key: KeyKind,
+        value: Secret,
+        at: Timestamp,
+    },
+    AccountDisabled {
+        at: Timestamp,
+    },
+    AccountEnabled {
+        at: Timestamp,
+    },
+    AccountDeleted {
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for AccountEvent {
@@ -69,19 +86,32 @@ pub struct Account {
 impl Account {
     /// Whether `key` is one of this account's current keys.
     pub fn key_matches(&self, key: &str) -> bool {
-        [&self.primary_key, &self.secondary_key].into_iter().flatten().any(|k| k.expose() == key)
+        [&self.primary_key, &self.secondary_key]
+            .into_iter()
+            .flatten()
+            .any(|k| k.expose() == key)
     }
 
     fn require_admin(ctx: &Ctx) -> Result<(), Rejection> {
-        ensure(ctx.principal == Principal::Admin, RejectionCode::PermissionDenied, || {
-            format!("{} may not manage accounts; only the administrator may", ctx.principal)
-        })
+        ensure(
+            ctx.principal == Principal::Admin,
+            RejectionCode::PermissionDenied,
+            || {
+                format!(
+                    "{} may not manage accounts; only the administrator may",
+                    ctx.principal
+                )
+            },
+        )
     }
 
     fn require_exists(&self) -> Result<&AccountName, Rejection> {
         match (&self.status, &self.name) {
             (AccountStatus::Active | AccountStatus::Disabled, Some(name)) => Ok(name),
-            _ => Err(Rejection::new(RejectionCode::AccountNotFound, "no such account")),
+            _ => Err(Rejection::new(
+                RejectionCode::AccountNotFound,
+                "no such account",
+            )),
         }
     }
 }
@@ -97,9 +127,11 @@ impl Aggregate for Account {
         let now = ctx.now;
         match command {
             AccountCommand::CreateAccount { name } => {
-                ensure(self.status == AccountStatus::Absent, RejectionCode::AccountExists, || {
-                    format!("account {name} exists or existed; account names are never reused")
-                })?;
+                ensure(
+                    self.status == AccountStatus::Absent,
+                    RejectionCode::AccountExists,
+                    || format!("account {name} exists or existed; account names are never reused"),
+                )?;
                 Ok(vec![AccountEvent::AccountCreated {
                     name: name.clone(),
                     primary_key: ctx.fresh_key(0),
@@ -109,20 +141,28 @@ impl Aggregate for Account {
             }
             AccountCommand::RegenerateKey { key } => {
                 self.require_exists()?;
-                Ok(vec![AccountEvent::AccountKeyRegenerated { key: *key, value: ctx.fresh_key(0), at: now }])
+                Ok(vec![AccountEvent::AccountKeyRegenerated {
+                    key: *key,
+                    value: ctx.fresh_key(0),
+                    at: now,
+                }])
             }
             AccountCommand::DisableAccount => {
                 let name = self.require_exists()?;
-                ensure(self.status == AccountStatus::Active, RejectionCode::AccountDisabled, || {
-                    format!("account {name} is already disabled")
-                })?;
+                ensure(
+                    self.status == AccountStatus::Active,
+                    RejectionCode::AccountDisabled,
+                    || format!("account {name} is already disabled"),
+                )?;
                 Ok(vec![AccountEvent::AccountDisabled { at: now }])
             }
             AccountCommand::EnableAccount => {
                 let name = self.require_exists()?;
-                ensure(self.status == AccountStatus::Disabled, RejectionCode::AccountNotDisabled, || {
-                    format!("account {name} is active")
-                })?;
+                ensure(
+                    self.status == AccountStatus::Disabled,
+                    RejectionCode::AccountNotDisabled,
+                    || format!("account {name} is active"),
+                )?;
                 Ok(vec![AccountEvent::AccountEnabled { at: now }])
             }
             AccountCommand::DeleteAccount => {
@@ -134,29 +174,50 @@ impl Aggregate for Account {
 
     fn apply(&mut self, event: &AccountEvent) {
         match (self.status, event) {
-            (AccountStatus::Absent, AccountEvent::AccountCreated { name, primary_key, secondary_key, at }) => {
+            (
+                AccountStatus::Absent,
+                AccountEvent::AccountCreated {
+                    name,
+                    primary_key,
+                    secondary_key,
+                    at,
+                },
+            ) => {
                 self.status = AccountStatus::Active;
                 self.name = Some(name.clone());
                 self.primary_key = Some(primary_key.clone());
                 self.secondary_key = Some(secondary_key.clone());
                 self.created_at = Some(*at);
             }
-            (AccountStatus::Active | AccountStatus::Disabled, AccountEvent::AccountKeyRegenerated { key, value, at }) => {
+            (
+                AccountStatus::Active | AccountStatus::Disabled,
+                AccountEvent::AccountKeyRegenerated { key, value, at },
+            ) => {
                 match key {
                     KeyKind::Primary => self.primary_key = Some(value.clone()),
                     KeyKind::Secondary => self.secondary_key = Some(value.clone()),
                 }
                 self.keys_rotated_at = Some(*at);
             }
-            (AccountStatus::Active, AccountEvent::AccountDisabled { .. }) => self.status = AccountStatus::Disabled,
-            (AccountStatus::Disabled, AccountEvent::AccountEnabled { .. }) => self.status = AccountStatus::Active,
-            (AccountStatus::Active | AccountStatus::Disabled, AccountEvent::AccountDeleted { .. }) => {
+            (AccountStatus::Active, AccountEvent::AccountDisabled { .. }) => {
+                self.status = AccountStatus::Disabled
+            }
+            (AccountStatus::Disabled, AccountEvent::AccountEnabled { .. }) => {
+                self.status = AccountStatus::Active
+            }
+            (
+                AccountStatus::Active | AccountStatus::Disabled,
+                AccountEvent::AccountDeleted { .. },
+            ) => {
                 self.status = AccountStatus::Deleted;
                 // Keys of a deleted account must never authenticate again.
                 self.primary_key = None;
                 self.secondary_key = None;
             }
-            (status, event) => panic!("account {:?} in state {status:?} cannot apply {event:?}", self.name),
+            (status, event) => panic!(
+                "account {:?} in state {status:?} cannot apply {event:?}",
+                self.name
+            ),
         }
     }
 
@@ -167,7 +228,11 @@ impl Aggregate for Account {
     fn sanity_check(&self) -> Result<(), String> {
         let live = matches!(self.status, AccountStatus::Active | AccountStatus::Disabled);
         if live != (self.primary_key.is_some() && self.secondary_key.is_some()) {
-            return Err(format!("account in {:?} has keys {}", self.status, self.primary_key.is_some()));
+            return Err(format!(
+                "account in {:?} has keys {}",
+                self.status,
+                self.primary_key.is_some()
+            ));
         }
         if live && self.primary_key == self.secondary_key {
             return Err("primary and secondary keys are equal".into());

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::spec::{authorize_account, RETRY_COUNT_MAX};
 use super::task::{Task, TaskBucket, TaskCommand, TaskEvent, TaskSpec};
-use super::{ensure, validate_display_name, Aggregate, Ctx, DomainEvent, Map, Rejection, RejectionCode};
+use super::{
+    ensure, validate_display_name, Aggregate, Ctx, DomainEvent, Map, Rejection, RejectionCode,
+};
 use crate::store::StreamKind;
 use crate::types::{AccountName, JobId, PoolId, Principal, TaskId, Timestamp};
 
@@ -20,7 +22,9 @@ pub const JOB_PRIORITY_MIN: i32 = -1000;
 pub const JOB_PRIORITY_MAX: i32 = 1000;
 
 /// What happens when every task of the job has completed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnAllTasksComplete {
     /// The job stays active; more tasks may be added.
@@ -31,7 +35,9 @@ pub enum OnAllTasksComplete {
 }
 
 /// What happens when a task fails for good (no retries left).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnTaskFailure {
     #[default]
@@ -40,7 +46,9 @@ pub enum OnTaskFailure {
 }
 
 /// What happens to running tasks when a job is disabled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DisableTasks {
     /// Kill them and queue them again.
@@ -71,14 +79,30 @@ pub struct JobSpec {
 impl JobSpec {
     pub fn validate(&self) -> Result<(), Rejection> {
         validate_display_name(&self.display_name)?;
-        ensure((JOB_PRIORITY_MIN..=JOB_PRIORITY_MAX).contains(&self.priority), RejectionCode::InvalidValue, || {
-            format!("priority {} is outside {JOB_PRIORITY_MIN}..={JOB_PRIORITY_MAX}", self.priority)
-        })?;
-        ensure(self.max_task_retries <= RETRY_COUNT_MAX, RejectionCode::InvalidValue, || {
-            format!("max_task_retries is {}; at most {RETRY_COUNT_MAX}", self.max_task_retries)
-        })?;
+        ensure(
+            (JOB_PRIORITY_MIN..=JOB_PRIORITY_MAX).contains(&self.priority),
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                    "priority {} is outside {JOB_PRIORITY_MIN}..={JOB_PRIORITY_MAX}",
+                    self.priority
+                )
+            },
+        )?;
+        ensure(
+            self.max_task_retries <= RETRY_COUNT_MAX,
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                    "max_task_retries is {}; at most {RETRY_COUNT_MAX}",
+                    self.max_task_retries
+                )
+            },
+        )?;
         if let Some(secs) = self.max_wall_clock_secs {
-            ensure(secs >= 1, RejectionCode::InvalidValue, || "max_wall_clock_secs must be at least 1".into())?;
+            ensure(secs >= 1, RejectionCode::InvalidValue, || {
+                "max_wall_clock_secs must be at least 1".into()
+            })?;
         }
         Ok(())
     }
@@ -86,27 +110,58 @@ impl JobSpec {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum JobCommand {
-    CreateJob { spec: JobSpec },
-    DisableJob { disable_tasks: DisableTasks },
+    CreateJob {
+        spec: JobSpec,
+    },
+    DisableJob {
+        disable_tasks: DisableTasks,
+    },
     EnableJob,
-    TerminateJob { reason: String },
+    TerminateJob {
+        reason: String,
+    },
     /// Sent by the job supervisor when nothing more can run (all tasks
     /// done under `terminate_job`, or a terminating job drained).
-    CompleteJob { reason: String },
+    CompleteJob {
+        reason: String,
+    },
     DeleteJob,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum JobEvent {
-    JobCreated { spec: JobSpec, at: Timestamp },
-    JobDisabled { disable_tasks: DisableTasks, at: Timestamp },
-    JobEnabled { at: Timestamp },
-    JobTerminating { reason: String, at: Timestamp },
-    JobCompleted { reason: String, at: Timestamp },
-    JobDeleted { at: Timestamp },
-    JobTaskAdded { task: TaskId, at: Timestamp },
+    JobCreated {
+        spec: JobSpec,
+        at: Timestamp,
+    },
+    JobDisabled {
+        disable_tasks: DisableTasks,
+        at: Timestamp,
+    },
+    JobEnabled {
+        at: Timestamp,
+    },
+    JobTerminating {
+        reason: String,
+        at: Timestamp,
+    },
+    JobCompleted {
+        reason: String,
+        at: Timestamp,
+    },
+    JobDeleted {
+        at: Timestamp,
+    },
+    JobTaskAdded {
+        task: TaskId,
+        at: Timestamp,
+    },
     /// A task moved between count buckets (none: absent or deleted).
-    JobTaskCountsChanged { task: TaskId, from: Option<TaskBucket>, to: Option<TaskBucket> },
+    JobTaskCountsChanged {
+        task: TaskId,
+        from: Option<TaskBucket>,
+        to: Option<TaskBucket>,
+    },
 }
 
 impl DomainEvent for JobEvent {
@@ -161,12 +216,16 @@ impl Job {
 
     fn live(&self, ctx: &Ctx) -> Result<&JobSpec, Rejection> {
         match (&self.status, &self.spec) {
-            (JobStatus::Absent | JobStatus::Deleted, _) | (_, None) => Err(Rejection::new(RejectionCode::JobNotFound, "no such job")),
+            (JobStatus::Absent | JobStatus::Deleted, _) | (_, None) => {
+                Err(Rejection::new(RejectionCode::JobNotFound, "no such job"))
+            }
             (_, Some(spec)) => {
                 authorize_account(&ctx.principal, &spec.account, RejectionCode::JobNotFound)?;
-                ensure(!matches!(ctx.principal, Principal::Node { .. }), RejectionCode::PermissionDenied, || {
-                    "an agent may not manage jobs".into()
-                })?;
+                ensure(
+                    !matches!(ctx.principal, Principal::Node { .. }),
+                    RejectionCode::PermissionDenied,
+                    || "an agent may not manage jobs".into(),
+                )?;
                 Ok(spec)
             }
         }
@@ -174,10 +233,14 @@ impl Job {
 
     fn refuse_finished(&self, spec: &JobSpec) -> Result<(), Rejection> {
         match self.status {
-            JobStatus::Completed => Err(Rejection::new(RejectionCode::JobCompleted, format!("job {} has completed", spec.id))),
-            JobStatus::Terminating => {
-                Err(Rejection::new(RejectionCode::JobBeingTerminated, format!("job {} is terminating", spec.id)))
-            }
+            JobStatus::Completed => Err(Rejection::new(
+                RejectionCode::JobCompleted,
+                format!("job {} has completed", spec.id),
+            )),
+            JobStatus::Terminating => Err(Rejection::new(
+                RejectionCode::JobBeingTerminated,
+                format!("job {} is terminating", spec.id),
+            )),
             _ => Ok(()),
         }
     }
@@ -186,9 +249,11 @@ impl Job {
     pub fn completion_due(&self) -> Option<String> {
         let spec = self.spec.as_ref()?;
         match self.status {
-            JobStatus::Terminating if self.unfinished() == 0 => {
-                Some(self.completion_reason.clone().unwrap_or_else(|| "terminated".into()))
-            }
+            JobStatus::Terminating if self.unfinished() == 0 => Some(
+                self.completion_reason
+                    .clone()
+                    .unwrap_or_else(|| "terminated".into()),
+            ),
             JobStatus::Active
                 if spec.on_all_tasks_complete == OnAllTasksComplete::TerminateJob
                     && self.tasks_added > 0
@@ -211,31 +276,57 @@ impl Aggregate for Job {
         let at = ctx.now;
         match command {
             JobCommand::CreateJob { spec } => {
-                authorize_account(&ctx.principal, &spec.account, RejectionCode::PermissionDenied)?;
-                ensure(matches!(self.status, JobStatus::Absent | JobStatus::Deleted), RejectionCode::JobExists, || {
-                    format!("job {} exists in account {}", spec.id, spec.account)
-                })?;
+                authorize_account(
+                    &ctx.principal,
+                    &spec.account,
+                    RejectionCode::PermissionDenied,
+                )?;
+                ensure(
+                    matches!(self.status, JobStatus::Absent | JobStatus::Deleted),
+                    RejectionCode::JobExists,
+                    || format!("job {} exists in account {}", spec.id, spec.account),
+                )?;
                 spec.validate()?;
-                Ok(vec![JobEvent::JobCreated { spec: spec.clone(), at }])
+                Ok(vec![JobEvent::JobCreated {
+                    spec: spec.clone(),
+                    at,
+                }])
             }
             JobCommand::DisableJob { disable_tasks } => {
                 let spec = self.live(ctx)?;
                 self.refuse_finished(spec)?;
-                ensure(self.status == JobStatus::Active, RejectionCode::JobNotActive, || format!("job {} is already disabled", spec.id))?;
-                Ok(vec![JobEvent::JobDisabled { disable_tasks: *disable_tasks, at }])
+                ensure(
+                    self.status == JobStatus::Active,
+                    RejectionCode::JobNotActive,
+                    || format!("job {} is already disabled", spec.id),
+                )?;
+                Ok(vec![JobEvent::JobDisabled {
+                    disable_tasks: *disable_tasks,
+                    at,
+                }])
             }
             JobCommand::EnableJob => {
                 let spec = self.live(ctx)?;
                 self.refuse_finished(spec)?;
-                ensure(self.status == JobStatus::Disabled, RejectionCode::JobNotDisabled, || format!("job {} is not disabled", spec.id))?;
+                ensure(
+                    self.status == JobStatus::Disabled,
+                    RejectionCode::JobNotDisabled,
+                    || format!("job {} is not disabled", spec.id),
+                )?;
                 Ok(vec![JobEvent::JobEnabled { at }])
             }
             JobCommand::TerminateJob { reason } => {
                 let spec = self.live(ctx)?;
                 self.refuse_finished(spec)?;
-                let mut events = vec![JobEvent::JobTerminating { reason: reason.clone(), at }];
+                let mut events = vec![JobEvent::JobTerminating {
+                    reason: reason.clone(),
+                    at,
+                }];
                 if self.unfinished() == 0 {
-                    events.push(JobEvent::JobCompleted { reason: reason.clone(), at });
+                    events.push(JobEvent::JobCompleted {
+                        reason: reason.clone(),
+                        at,
+                    });
                 }
                 Ok(events)
             }
@@ -243,9 +334,17 @@ impl Aggregate for Job {
                 let spec = self.live(ctx)?;
                 let due = self.completion_due();
                 ensure(due.is_some(), RejectionCode::JobNotActive, || {
-                    format!("job {} is {:?} with {} unfinished tasks; it cannot complete yet", spec.id, self.status, self.unfinished())
+                    format!(
+                        "job {} is {:?} with {} unfinished tasks; it cannot complete yet",
+                        spec.id,
+                        self.status,
+                        self.unfinished()
+                    )
                 })?;
-                Ok(vec![JobEvent::JobCompleted { reason: reason.clone(), at }])
+                Ok(vec![JobEvent::JobCompleted {
+                    reason: reason.clone(),
+                    at,
+                }])
             }
             JobCommand::DeleteJob => {
                 self.live(ctx)?;
@@ -258,7 +357,12 @@ impl Aggregate for Job {
         use JobStatus as S;
         match (self.status, event) {
             (S::Absent | S::Deleted, JobEvent::JobCreated { spec, at }) => {
-                *self = Job { status: S::Active, spec: Some(spec.clone()), created_at: Some(*at), ..Job::default() };
+                *self = Job {
+                    status: S::Active,
+                    spec: Some(spec.clone()),
+                    created_at: Some(*at),
+                    ..Job::default()
+                };
             }
             (S::Active, JobEvent::JobDisabled { disable_tasks, .. }) => {
                 self.status = S::Disabled;
@@ -277,7 +381,9 @@ impl Aggregate for Job {
                 self.completion_reason = Some(reason.clone());
                 self.completed_at = Some(*at);
             }
-            (s, JobEvent::JobDeleted { .. }) if !matches!(s, S::Absent | S::Deleted) => self.status = S::Deleted,
+            (s, JobEvent::JobDeleted { .. }) if !matches!(s, S::Absent | S::Deleted) => {
+                self.status = S::Deleted
+            }
             (S::Active | S::Disabled, JobEvent::JobTaskAdded { .. }) => {
                 self.tasks_added += 1;
                 *self.task_counts.entry(TaskBucket::Active).or_insert(0) += 1;
@@ -286,9 +392,16 @@ impl Aggregate for Job {
             // a deleted job's tasks are deleted after it: counts follow.
             (s, JobEvent::JobTaskCountsChanged { task, from, to }) if s != S::Absent => {
                 if let Some(from) = from {
-                    let count = self.task_counts.get_mut(from).filter(|c| **c > 0).unwrap_or_else(|| {
-                        panic!("job {:?}: task {task} leaves {from:?}, which counts no task", self.spec.as_ref().map(|s| &s.id))
-                    });
+                    let count = self
+                        .task_counts
+                        .get_mut(from)
+                        .filter(|c| **c > 0)
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "job {:?}: task {task} leaves {from:?}, which counts no task",
+                                self.spec.as_ref().map(|s| &s.id)
+                            )
+                        });
                     *count -= 1;
                     if *count == 0 {
                         self.task_counts.remove(from);
@@ -298,7 +411,10 @@ impl Aggregate for Job {
                     *self.task_counts.entry(*to).or_insert(0) += 1;
                 }
             }
-            (status, event) => panic!("job {:?} in state {status:?} cannot apply {event:?}", self.spec.as_ref().map(|s| &s.id)),
+            (status, event) => panic!(
+                "job {:?} in state {status:?} cannot apply {event:?}",
+                self.spec.as_ref().map(|s| &s.id)
+            ),
         }
     }
 
@@ -309,7 +425,10 @@ impl Aggregate for Job {
     fn sanity_check(&self) -> Result<(), String> {
         let counted: u64 = self.task_counts.values().sum();
         if counted > self.tasks_added {
-            return Err(format!("{counted} tasks counted but only {} added", self.tasks_added));
+            return Err(format!(
+                "{counted} tasks counted but only {} added",
+                self.tasks_added
+            ));
         }
         if self.task_counts.values().any(|c| *c == 0) {
             return Err("a zero count is stored".into());
@@ -323,10 +442,18 @@ impl Aggregate for Job {
 
 /// Decides adding a task to a job: the job's event and the task's events,
 /// to be appended in one atomic write.
-pub fn add_task(job: &Job, task: &Task, spec: &TaskSpec, ctx: &Ctx) -> Result<(Vec<JobEvent>, Vec<TaskEvent>), Rejection> {
+pub fn add_task(
+    job: &Job,
+    task: &Task,
+    spec: &TaskSpec,
+    ctx: &Ctx,
+) -> Result<(Vec<JobEvent>, Vec<TaskEvent>), Rejection> {
     let job_spec = job.live(ctx)?;
     job.refuse_finished(job_spec)?;
-    let max_task_retries = spec.constraints.max_task_retries.unwrap_or(job_spec.max_task_retries);
+    let max_task_retries = spec
+        .constraints
+        .max_task_retries
+        .unwrap_or(job_spec.max_task_retries);
     let task_events = task.decide(
         &TaskCommand::AddTask {
             account: job_spec.account.clone(),
@@ -337,12 +464,19 @@ pub fn add_task(job: &Job, task: &Task, spec: &TaskSpec, ctx: &Ctx) -> Result<(V
         },
         ctx,
     )?;
-    let job_events = vec![JobEvent::JobTaskAdded { task: spec.id.clone(), at: ctx.now }];
+    let job_events = vec![JobEvent::JobTaskAdded {
+        task: spec.id.clone(),
+        at: ctx.now,
+    }];
     Ok((job_events, task_events))
 }
 
 /// The job event that mirrors a task's move between buckets, if it moved.
 pub fn counts_change(task: &TaskId, before: &Task, after: &Task) -> Option<JobEvent> {
     let (from, to) = (before.bucket(), after.bucket());
-    (from != to).then(|| JobEvent::JobTaskCountsChanged { task: task.clone(), from, to })
+    (from != to).then(|| JobEvent::JobTaskCountsChanged {
+        task: task.clone(),
+        from,
+        to,
+    })
 }

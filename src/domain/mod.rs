@@ -10,8 +10,8 @@ pub mod account;
 pub mod job;
 pub mod node;
 pub mod pool;
-pub mod spec;
 pub mod rejection;
+pub mod spec;
 pub mod task;
 pub mod upcast;
 
@@ -45,18 +45,32 @@ impl Ctx {
     }
 
     pub fn causation(&self) -> Causation {
-        Causation { request_id: self.request_id, principal: self.principal.clone() }
+        Causation {
+            request_id: self.request_id,
+            principal: self.principal.clone(),
+        }
     }
 
     /// A context with real time and randomness, for live commands.
-    pub fn live(clock: &dyn crate::clock::Clock, principal: Principal, request_id: RequestId) -> Self {
+    pub fn live(
+        clock: &dyn crate::clock::Clock,
+        principal: Principal,
+        request_id: RequestId,
+    ) -> Self {
         use crate::clock::new_uuid;
-        Ctx { now: clock.now(), principal, request_id, fresh: [new_uuid(), new_uuid(), new_uuid(), new_uuid()] }
+        Ctx {
+            now: clock.now(),
+            principal,
+            request_id,
+            fresh: [new_uuid(), new_uuid(), new_uuid(), new_uuid()],
+        }
     }
 }
 
 /// A past-tense fact about one aggregate.
-pub trait DomainEvent: Serialize + DeserializeOwned + JsonSchema + Clone + Debug + PartialEq + Send + Sync + 'static {
+pub trait DomainEvent:
+    Serialize + DeserializeOwned + JsonSchema + Clone + Debug + PartialEq + Send + Sync + 'static
+{
     /// The variant's name, stored in the envelope.
     fn event_type(&self) -> &'static str;
     /// Layout version of this variant's payload (see [`upcast`]).
@@ -66,7 +80,19 @@ pub trait DomainEvent: Serialize + DeserializeOwned + JsonSchema + Clone + Debug
 }
 
 /// An entity kind's state machine.
-pub trait Aggregate: Default + Clone + Unpin + Debug + PartialEq + Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {
+pub trait Aggregate:
+    Default
+    + Clone
+    + Unpin
+    + Debug
+    + PartialEq
+    + Serialize
+    + DeserializeOwned
+    + JsonSchema
+    + Send
+    + Sync
+    + 'static
+{
     type Command: Debug + Clone + Send + Sync + 'static;
     type Event: DomainEvent;
     /// Which streams hold this aggregate.
@@ -91,7 +117,10 @@ pub trait Aggregate: Default + Clone + Unpin + Debug + PartialEq + Serialize + D
     /// Events for other streams that must be written in the same atomic
     /// append as a change from `before` to `after` (a task's move between
     /// buckets changes its job's counts).
-    fn linked_appends(_before: &Self, _after: &Self) -> Result<Vec<crate::store::StreamAppend>, CodecError> {
+    fn linked_appends(
+        _before: &Self,
+        _after: &Self,
+    ) -> Result<Vec<crate::store::StreamAppend>, CodecError> {
         Ok(Vec::new())
     }
 
@@ -103,13 +132,25 @@ pub trait Aggregate: Default + Clone + Unpin + Debug + PartialEq + Serialize + D
 
 /// Encodes a domain event for the log.
 pub fn to_new_event<E: DomainEvent>(event: &E) -> Result<NewEvent, CodecError> {
-    Ok(NewEvent { event_type: event.event_type().to_string(), schema_version: event.schema_version(), payload: codec::encode(event)? })
+    Ok(NewEvent {
+        event_type: event.event_type().to_string(),
+        schema_version: event.schema_version(),
+        payload: codec::encode(event)?,
+    })
 }
 
 /// Decodes an envelope's payload into the current event layout, through
 /// the upcasters if it was written by an older layout.
-pub fn decode_event<E: DomainEvent>(kind: StreamKind, envelope: &Envelope) -> Result<E, CodecError> {
-    let payload = upcast::upcast(kind, &envelope.event_type, envelope.schema_version, &envelope.payload)?;
+pub fn decode_event<E: DomainEvent>(
+    kind: StreamKind,
+    envelope: &Envelope,
+) -> Result<E, CodecError> {
+    let payload = upcast::upcast(
+        kind,
+        &envelope.event_type,
+        envelope.schema_version,
+        &envelope.payload,
+    )?;
     codec::decode(&payload)
 }
 
@@ -132,7 +173,10 @@ pub fn fold<A: Aggregate>(mut state: A, envelopes: &[Envelope]) -> Result<A, Cod
     for envelope in envelopes {
         let event: A::Event = decode_event(A::KIND, envelope)?;
         apply_checked(&mut state, &event).map_err(|why| {
-            CodecError::Decode(format!("{} v{} ({}) does not apply: {why}", envelope.stream, envelope.stream_version, envelope.event_type))
+            CodecError::Decode(format!(
+                "{} v{} ({}) does not apply: {why}",
+                envelope.stream, envelope.stream_version, envelope.event_type
+            ))
         })?;
     }
     Ok(state)
@@ -146,7 +190,11 @@ pub struct Versioned<A> {
 }
 
 /// Helper for `decide`: a rejection unless `cond` holds.
-pub(crate) fn ensure(cond: bool, code: RejectionCode, detail: impl FnOnce() -> String) -> Result<(), Rejection> {
+pub(crate) fn ensure(
+    cond: bool,
+    code: RejectionCode,
+    detail: impl FnOnce() -> String,
+) -> Result<(), Rejection> {
     if cond {
         Ok(())
     } else {
@@ -169,34 +217,62 @@ pub const ENV_VARS_MAX: usize = 256;
 pub const DISPLAY_NAME_CHARS_MAX: usize = 1024;
 
 pub(crate) fn validate_command_line(what: &str, line: &str) -> Result<(), Rejection> {
-    ensure(!line.trim().is_empty(), RejectionCode::InvalidValue, || format!("{what} command line is empty"))?;
-    ensure(line.len() <= COMMAND_LINE_BYTES_MAX, RejectionCode::InvalidValue, || {
-        format!("{what} command line is {} bytes; at most {COMMAND_LINE_BYTES_MAX}", line.len())
-    })
+    ensure(!line.trim().is_empty(), RejectionCode::InvalidValue, || {
+        format!("{what} command line is empty")
+    })?;
+    ensure(
+        line.len() <= COMMAND_LINE_BYTES_MAX,
+        RejectionCode::InvalidValue,
+        || {
+            format!(
+                "{what} command line is {} bytes; at most {COMMAND_LINE_BYTES_MAX}",
+                line.len()
+            )
+        },
+    )
 }
 
 pub(crate) fn validate_env(what: &str, env: &[EnvVar]) -> Result<(), Rejection> {
-    ensure(env.len() <= ENV_VARS_MAX, RejectionCode::InvalidValue, || {
-        format!("{what} has {} environment variables; at most {ENV_VARS_MAX}", env.len())
-    })?;
+    ensure(
+        env.len() <= ENV_VARS_MAX,
+        RejectionCode::InvalidValue,
+        || {
+            format!(
+                "{what} has {} environment variables; at most {ENV_VARS_MAX}",
+                env.len()
+            )
+        },
+    )?;
     for var in env {
         let ok = !var.name.is_empty()
             && !var.name.starts_with(|c: char| c.is_ascii_digit())
-            && var.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            && var
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
         ensure(ok, RejectionCode::InvalidValue, || {
             format!("{what} environment variable name {:?} must be letters, digits and '_', not starting with a digit", var.name)
         })?;
-        ensure(!var.name.starts_with("LOTE_"), RejectionCode::InvalidValue, || {
-            format!("{what} environment variable {} uses the reserved LOTE_ prefix", var.name)
-        })?;
+        ensure(
+            !var.name.starts_with("LOTE_"),
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                    "{what} environment variable {} uses the reserved LOTE_ prefix",
+                    var.name
+                )
+            },
+        )?;
     }
     Ok(())
 }
 
 pub(crate) fn validate_display_name(name: &str) -> Result<(), Rejection> {
-    ensure(name.chars().count() <= DISPLAY_NAME_CHARS_MAX, RejectionCode::InvalidValue, || {
-        format!("display name is longer than {DISPLAY_NAME_CHARS_MAX} characters")
-    })
+    ensure(
+        name.chars().count() <= DISPLAY_NAME_CHARS_MAX,
+        RejectionCode::InvalidValue,
+        || format!("display name is longer than {DISPLAY_NAME_CHARS_MAX} characters"),
+    )
 }
 
 /// Serde helper so state maps serialize as JSON objects in a stable order.

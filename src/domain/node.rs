@@ -31,36 +31,88 @@ pub struct AgentInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum NodeCommand {
     /// The provider (or a join) asks for a new node.
-    AddNode { account: AccountName, pool: PoolId, node: NodeId, name: String },
+    AddNode {
+        account: AccountName,
+        pool: PoolId,
+        node: NodeId,
+        name: String,
+    },
     /// Its agent connected and registered (also after unusable or reboot).
-    RegisterAgent { agent: AgentInfo, has_start_task: bool },
+    RegisterAgent {
+        agent: AgentInfo,
+        has_start_task: bool,
+    },
     BeginStartTask,
-    FinishStartTask { success: bool, exit_code: Option<i32>, message: String },
+    FinishStartTask {
+        success: bool,
+        exit_code: Option<i32>,
+        message: String,
+    },
     /// Placement reports how many tasks it runs now.
-    ReportLoad { running_tasks: u32 },
+    ReportLoad {
+        running_tasks: u32,
+    },
     DisableScheduling,
     EnableScheduling,
-    MarkUnusable { reason: String },
+    MarkUnusable {
+        reason: String,
+    },
     Reboot,
-    RemoveNode { deallocation: Deallocation },
+    RemoveNode {
+        deallocation: Deallocation,
+    },
     FinishRemoval,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum NodeEvent {
-    NodeCreating { account: AccountName, pool: PoolId, node: NodeId, name: String, at: Timestamp },
-    NodeStarting { agent: AgentInfo, at: Timestamp },
-    NodeWaitingForStartTask { at: Timestamp },
-    NodeStartTaskFailed { exit_code: Option<i32>, message: String, at: Timestamp },
-    NodeIdle { at: Timestamp },
-    NodeRunning { running_tasks: u32, at: Timestamp },
-    NodeOffline { at: Timestamp },
+    NodeCreating {
+        account: AccountName,
+        pool: PoolId,
+        node: NodeId,
+        name: String,
+        at: Timestamp,
+    },
+    NodeStarting {
+        agent: AgentInfo,
+        at: Timestamp,
+    },
+    NodeWaitingForStartTask {
+        at: Timestamp,
+    },
+    NodeStartTaskFailed {
+        exit_code: Option<i32>,
+        message: String,
+        at: Timestamp,
+    },
+    NodeIdle {
+        at: Timestamp,
+    },
+    NodeRunning {
+        running_tasks: u32,
+        at: Timestamp,
+    },
+    NodeOffline {
+        at: Timestamp,
+    },
     /// Scheduling enabled again: idle or running, by its task count.
-    NodeOnline { at: Timestamp },
-    NodeUnusable { reason: String, at: Timestamp },
-    NodeRebooting { at: Timestamp },
-    NodeLeavingPool { deallocation: Deallocation, at: Timestamp },
-    NodeRemoved { at: Timestamp },
+    NodeOnline {
+        at: Timestamp,
+    },
+    NodeUnusable {
+        reason: String,
+        at: Timestamp,
+    },
+    NodeRebooting {
+        at: Timestamp,
+    },
+    NodeLeavingPool {
+        deallocation: Deallocation,
+        at: Timestamp,
+    },
+    NodeRemoved {
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for NodeEvent {
@@ -132,16 +184,27 @@ impl Node {
     fn conflict(&self, what: &str) -> Rejection {
         Rejection::new(
             RejectionCode::NodeStateConflict,
-            format!("node {} is {:?}; cannot {what}", self.id.as_ref().map(|n| n.as_str()).unwrap_or("?"), self.state),
+            format!(
+                "node {} is {:?}; cannot {what}",
+                self.id.as_ref().map(|n| n.as_str()).unwrap_or("?"),
+                self.state
+            ),
         )
     }
 
     fn authorize(&self, ctx: &Ctx) -> Result<(), Rejection> {
-        let account = self.account.as_ref().ok_or_else(|| Rejection::new(RejectionCode::NodeNotFound, "no such node"))?;
+        let account = self
+            .account
+            .as_ref()
+            .ok_or_else(|| Rejection::new(RejectionCode::NodeNotFound, "no such node"))?;
         authorize_account(&ctx.principal, account, RejectionCode::NodeNotFound)?;
         // An agent may speak only for its own node.
         if let Principal::Node { node, .. } = &ctx.principal {
-            ensure(Some(node) == self.id.as_ref(), RejectionCode::PermissionDenied, || "an agent may act only for its own node".into())?;
+            ensure(
+                Some(node) == self.id.as_ref(),
+                RejectionCode::PermissionDenied,
+                || "an agent may act only for its own node".into(),
+            )?;
         }
         Ok(())
     }
@@ -156,88 +219,166 @@ impl Aggregate for Node {
     fn decide(&self, command: &NodeCommand, ctx: &Ctx) -> Result<Vec<NodeEvent>, Rejection> {
         use NodeState as S;
         let at = ctx.now;
-        if let NodeCommand::AddNode { account, pool, node, name } = command {
+        if let NodeCommand::AddNode {
+            account,
+            pool,
+            node,
+            name,
+        } = command
+        {
             authorize_account(&ctx.principal, account, RejectionCode::PermissionDenied)?;
-            ensure(!self.state.is_live(), RejectionCode::NodeExists, || format!("node {node} exists in pool {pool}"))?;
-            ensure(!name.is_empty() && name.len() <= 255, RejectionCode::InvalidValue, || "node name must be 1..=255 bytes".into())?;
-            return Ok(vec![NodeEvent::NodeCreating { account: account.clone(), pool: pool.clone(), node: node.clone(), name: name.clone(), at }]);
+            ensure(!self.state.is_live(), RejectionCode::NodeExists, || {
+                format!("node {node} exists in pool {pool}")
+            })?;
+            ensure(
+                !name.is_empty() && name.len() <= 255,
+                RejectionCode::InvalidValue,
+                || "node name must be 1..=255 bytes".into(),
+            )?;
+            return Ok(vec![NodeEvent::NodeCreating {
+                account: account.clone(),
+                pool: pool.clone(),
+                node: node.clone(),
+                name: name.clone(),
+                at,
+            }]);
         }
-        ensure(self.state.is_live(), RejectionCode::NodeNotFound, || "no such node".into())?;
+        ensure(self.state.is_live(), RejectionCode::NodeNotFound, || {
+            "no such node".into()
+        })?;
         self.authorize(ctx)?;
         match command {
             NodeCommand::AddNode { .. } => unreachable!("handled above"),
-            NodeCommand::RegisterAgent { agent, has_start_task } => {
-                ensure(matches!(self.state, S::Creating | S::Unusable | S::Rebooting), RejectionCode::NodeStateConflict, || {
-                    self.conflict("register an agent").detail
-                })?;
-                ensure(agent.task_slots >= 1 && agent.cores >= 1, RejectionCode::InvalidValue, || {
-                    "an agent needs at least 1 core and 1 task slot".into()
-                })?;
-                let mut events = vec![NodeEvent::NodeStarting { agent: agent.clone(), at }];
+            NodeCommand::RegisterAgent {
+                agent,
+                has_start_task,
+            } => {
+                ensure(
+                    matches!(self.state, S::Creating | S::Unusable | S::Rebooting),
+                    RejectionCode::NodeStateConflict,
+                    || self.conflict("register an agent").detail,
+                )?;
+                ensure(
+                    agent.task_slots >= 1 && agent.cores >= 1,
+                    RejectionCode::InvalidValue,
+                    || "an agent needs at least 1 core and 1 task slot".into(),
+                )?;
+                let mut events = vec![NodeEvent::NodeStarting {
+                    agent: agent.clone(),
+                    at,
+                }];
                 if !has_start_task {
                     events.push(NodeEvent::NodeIdle { at });
                 }
                 Ok(events)
             }
             NodeCommand::BeginStartTask => {
-                ensure(matches!(self.state, S::Starting | S::StartTaskFailed), RejectionCode::NodeStateConflict, || {
-                    self.conflict("begin its start task").detail
-                })?;
+                ensure(
+                    matches!(self.state, S::Starting | S::StartTaskFailed),
+                    RejectionCode::NodeStateConflict,
+                    || self.conflict("begin its start task").detail,
+                )?;
                 Ok(vec![NodeEvent::NodeWaitingForStartTask { at }])
             }
-            NodeCommand::FinishStartTask { success, exit_code, message } => {
-                ensure(self.state == S::WaitingForStartTask, RejectionCode::NodeStateConflict, || {
-                    self.conflict("finish a start task it is not running").detail
-                })?;
+            NodeCommand::FinishStartTask {
+                success,
+                exit_code,
+                message,
+            } => {
+                ensure(
+                    self.state == S::WaitingForStartTask,
+                    RejectionCode::NodeStateConflict,
+                    || {
+                        self.conflict("finish a start task it is not running")
+                            .detail
+                    },
+                )?;
                 Ok(vec![if *success {
                     NodeEvent::NodeIdle { at }
                 } else {
-                    NodeEvent::NodeStartTaskFailed { exit_code: *exit_code, message: message.clone(), at }
+                    NodeEvent::NodeStartTaskFailed {
+                        exit_code: *exit_code,
+                        message: message.clone(),
+                        at,
+                    }
                 }])
             }
             NodeCommand::ReportLoad { running_tasks } => {
-                ensure(matches!(self.state, S::Idle | S::Running | S::Offline | S::LeavingPool), RejectionCode::NodeStateConflict, || {
-                    self.conflict("run tasks").detail
-                })?;
+                ensure(
+                    matches!(
+                        self.state,
+                        S::Idle | S::Running | S::Offline | S::LeavingPool
+                    ),
+                    RejectionCode::NodeStateConflict,
+                    || self.conflict("run tasks").detail,
+                )?;
                 if *running_tasks == self.running_tasks {
                     return Ok(vec![]);
                 }
                 // Offline and leaving nodes keep their state while tasks drain.
                 Ok(vec![match (self.state, *running_tasks) {
                     (S::Idle | S::Running, 0) => NodeEvent::NodeIdle { at },
-                    _ => NodeEvent::NodeRunning { running_tasks: *running_tasks, at },
+                    _ => NodeEvent::NodeRunning {
+                        running_tasks: *running_tasks,
+                        at,
+                    },
                 }])
             }
             NodeCommand::DisableScheduling => {
-                ensure(matches!(self.state, S::Idle | S::Running), RejectionCode::NodeStateConflict, || {
-                    self.conflict("disable scheduling").detail
-                })?;
+                ensure(
+                    matches!(self.state, S::Idle | S::Running),
+                    RejectionCode::NodeStateConflict,
+                    || self.conflict("disable scheduling").detail,
+                )?;
                 Ok(vec![NodeEvent::NodeOffline { at }])
             }
             NodeCommand::EnableScheduling => {
-                ensure(self.state == S::Offline, RejectionCode::NodeStateConflict, || self.conflict("enable scheduling").detail)?;
+                ensure(
+                    self.state == S::Offline,
+                    RejectionCode::NodeStateConflict,
+                    || self.conflict("enable scheduling").detail,
+                )?;
                 Ok(vec![NodeEvent::NodeOnline { at }])
             }
             NodeCommand::MarkUnusable { reason } => {
-                ensure(!matches!(self.state, S::Unusable | S::LeavingPool), RejectionCode::NodeStateConflict, || {
-                    self.conflict("become unusable").detail
-                })?;
-                Ok(vec![NodeEvent::NodeUnusable { reason: reason.clone(), at }])
+                ensure(
+                    !matches!(self.state, S::Unusable | S::LeavingPool),
+                    RejectionCode::NodeStateConflict,
+                    || self.conflict("become unusable").detail,
+                )?;
+                Ok(vec![NodeEvent::NodeUnusable {
+                    reason: reason.clone(),
+                    at,
+                }])
             }
             NodeCommand::Reboot => {
                 ensure(
-                    matches!(self.state, S::Idle | S::Running | S::Offline | S::StartTaskFailed | S::Unusable),
+                    matches!(
+                        self.state,
+                        S::Idle | S::Running | S::Offline | S::StartTaskFailed | S::Unusable
+                    ),
                     RejectionCode::NodeStateConflict,
                     || self.conflict("reboot").detail,
                 )?;
                 Ok(vec![NodeEvent::NodeRebooting { at }])
             }
             NodeCommand::RemoveNode { deallocation } => {
-                ensure(self.state != S::LeavingPool, RejectionCode::NodeStateConflict, || self.conflict("leave the pool twice").detail)?;
-                Ok(vec![NodeEvent::NodeLeavingPool { deallocation: *deallocation, at }])
+                ensure(
+                    self.state != S::LeavingPool,
+                    RejectionCode::NodeStateConflict,
+                    || self.conflict("leave the pool twice").detail,
+                )?;
+                Ok(vec![NodeEvent::NodeLeavingPool {
+                    deallocation: *deallocation,
+                    at,
+                }])
             }
             NodeCommand::FinishRemoval => {
-                ensure(self.state == S::LeavingPool, RejectionCode::NodeStateConflict, || self.conflict("be removed before leaving").detail)?;
+                ensure(
+                    self.state == S::LeavingPool,
+                    RejectionCode::NodeStateConflict,
+                    || self.conflict("be removed before leaving").detail,
+                )?;
                 Ok(vec![NodeEvent::NodeRemoved { at }])
             }
         }
@@ -260,7 +401,16 @@ impl Aggregate for Node {
             | NodeEvent::NodeRemoved { at } => *at,
         };
         let next = match (self.state, event) {
-            (S::Absent | S::Removed, NodeEvent::NodeCreating { account, pool, node, name, at }) => {
+            (
+                S::Absent | S::Removed,
+                NodeEvent::NodeCreating {
+                    account,
+                    pool,
+                    node,
+                    name,
+                    at,
+                },
+            ) => {
                 *self = Node {
                     account: Some(account.clone()),
                     pool: Some(pool.clone()),
@@ -277,17 +427,25 @@ impl Aggregate for Node {
                 self.unusable_reason = None;
                 S::Starting
             }
-            (S::Starting | S::StartTaskFailed, NodeEvent::NodeWaitingForStartTask { .. }) => S::WaitingForStartTask,
+            (S::Starting | S::StartTaskFailed, NodeEvent::NodeWaitingForStartTask { .. }) => {
+                S::WaitingForStartTask
+            }
             (S::WaitingForStartTask, NodeEvent::NodeStartTaskFailed { message, .. }) => {
                 self.start_task_failures += 1;
                 self.last_start_task_message = Some(message.clone());
                 S::StartTaskFailed
             }
-            (S::Starting | S::WaitingForStartTask | S::Running | S::Offline, NodeEvent::NodeIdle { .. }) => {
+            (
+                S::Starting | S::WaitingForStartTask | S::Running | S::Offline,
+                NodeEvent::NodeIdle { .. },
+            ) => {
                 self.running_tasks = 0;
                 S::Idle
             }
-            (S::Idle | S::Running | S::Offline | S::LeavingPool, NodeEvent::NodeRunning { running_tasks, .. }) => {
+            (
+                S::Idle | S::Running | S::Offline | S::LeavingPool,
+                NodeEvent::NodeRunning { running_tasks, .. },
+            ) => {
                 self.running_tasks = *running_tasks;
                 if matches!(self.state, S::Offline | S::LeavingPool) {
                     self.state
@@ -303,16 +461,23 @@ impl Aggregate for Node {
                     S::Running
                 }
             }
-            (s, NodeEvent::NodeUnusable { reason, .. }) if s.is_live() && !matches!(s, S::Unusable | S::LeavingPool) => {
+            (s, NodeEvent::NodeUnusable { reason, .. })
+                if s.is_live() && !matches!(s, S::Unusable | S::LeavingPool) =>
+            {
                 self.unusable_reason = Some(reason.clone());
                 self.running_tasks = 0;
                 S::Unusable
             }
-            (S::Idle | S::Running | S::Offline | S::StartTaskFailed | S::Unusable, NodeEvent::NodeRebooting { .. }) => {
+            (
+                S::Idle | S::Running | S::Offline | S::StartTaskFailed | S::Unusable,
+                NodeEvent::NodeRebooting { .. },
+            ) => {
                 self.running_tasks = 0;
                 S::Rebooting
             }
-            (s, NodeEvent::NodeLeavingPool { deallocation, .. }) if s.is_live() && s != S::LeavingPool => {
+            (s, NodeEvent::NodeLeavingPool { deallocation, .. })
+                if s.is_live() && s != S::LeavingPool =>
+            {
                 self.deallocation = Some(*deallocation);
                 S::LeavingPool
             }
@@ -323,7 +488,10 @@ impl Aggregate for Node {
                 self.running_tasks = 0;
                 S::Removed
             }
-            (state, event) => panic!("node {:?} in state {state:?} cannot apply {event:?}", self.id),
+            (state, event) => panic!(
+                "node {:?} in state {state:?} cannot apply {event:?}",
+                self.id
+            ),
         };
         self.state = next;
         self.state_since = Some(at);
@@ -337,7 +505,11 @@ impl Aggregate for Node {
         if self.state == NodeState::Idle && self.running_tasks != 0 {
             return Err(format!("idle node runs {} tasks", self.running_tasks));
         }
-        if matches!(self.state, NodeState::Idle | NodeState::Running | NodeState::Starting) && self.agent.is_none() {
+        if matches!(
+            self.state,
+            NodeState::Idle | NodeState::Running | NodeState::Starting
+        ) && self.agent.is_none()
+        {
             return Err(format!("node {:?} has no agent", self.state));
         }
         if self.state.is_live() && self.id.is_none() {

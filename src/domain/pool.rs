@@ -33,12 +33,19 @@ pub struct NodeSize {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ScaleSettings {
-    Fixed { target_nodes: u32 },
-    Autoscale { formula: String, evaluation_interval_secs: u64 },
+    Fixed {
+        target_nodes: u32,
+    },
+    Autoscale {
+        formula: String,
+        evaluation_interval_secs: u64,
+    },
 }
 
 /// Where the pool's nodes come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeProvider {
     /// Agent processes started by the server on its own machine.
@@ -49,7 +56,9 @@ pub enum NodeProvider {
 }
 
 /// Where placement puts tasks among a pool's nodes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SchedulingPolicy {
     /// Fill one node before the next (frees whole nodes to scale down).
@@ -60,7 +69,9 @@ pub enum SchedulingPolicy {
 }
 
 /// What happens to a removed node's running tasks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Deallocation {
     /// Kill them and queue them again (no retry used).
@@ -98,14 +109,27 @@ pub struct PoolSpec {
 }
 
 fn validate_formula(formula: &str, interval_secs: u64) -> Result<(), Rejection> {
-    ensure(!formula.trim().is_empty(), RejectionCode::InvalidValue, || "autoscale formula is empty".into())?;
-    ensure(formula.len() <= FORMULA_BYTES_MAX, RejectionCode::InvalidValue, || {
-        format!("autoscale formula is {} bytes; at most {FORMULA_BYTES_MAX}", formula.len())
-    })?;
+    ensure(
+        !formula.trim().is_empty(),
+        RejectionCode::InvalidValue,
+        || "autoscale formula is empty".into(),
+    )?;
+    ensure(
+        formula.len() <= FORMULA_BYTES_MAX,
+        RejectionCode::InvalidValue,
+        || {
+            format!(
+                "autoscale formula is {} bytes; at most {FORMULA_BYTES_MAX}",
+                formula.len()
+            )
+        },
+    )?;
     ensure(
         (AUTOSCALE_INTERVAL_SECS_MIN..=AUTOSCALE_INTERVAL_SECS_MAX).contains(&interval_secs),
         RejectionCode::InvalidValue,
-        || format!("autoscale interval {interval_secs}s is outside {AUTOSCALE_INTERVAL_SECS_MIN}..={AUTOSCALE_INTERVAL_SECS_MAX}s"),
+        || {
+            format!("autoscale interval {interval_secs}s is outside {AUTOSCALE_INTERVAL_SECS_MIN}..={AUTOSCALE_INTERVAL_SECS_MAX}s")
+        },
     )
 }
 
@@ -113,30 +137,73 @@ impl PoolSpec {
     pub fn validate(&self) -> Result<(), Rejection> {
         validate_display_name(&self.display_name)?;
         let size = self.node_size;
-        ensure(size.cores >= 1, RejectionCode::InvalidValue, || "node size needs at least 1 core".into())?;
-        ensure(size.memory_mib >= 1, RejectionCode::InvalidValue, || "node size needs memory_mib of at least 1".into())?;
-        ensure((1..=NODE_TASK_SLOTS_MAX).contains(&size.task_slots), RejectionCode::InvalidValue, || {
-            format!("task_slots is {}; it must be 1..={NODE_TASK_SLOTS_MAX}", size.task_slots)
+        ensure(size.cores >= 1, RejectionCode::InvalidValue, || {
+            "node size needs at least 1 core".into()
         })?;
-        ensure(!self.os.is_empty() && self.os.len() <= 64, RejectionCode::InvalidValue, || "os label must be 1..=64 bytes".into())?;
-        ensure((1..=POOL_NODES_MAX).contains(&self.node_count_max), RejectionCode::InvalidValue, || {
-            format!("node_count_max is {}; it must be 1..={POOL_NODES_MAX}", self.node_count_max)
+        ensure(size.memory_mib >= 1, RejectionCode::InvalidValue, || {
+            "node size needs memory_mib of at least 1".into()
         })?;
+        ensure(
+            (1..=NODE_TASK_SLOTS_MAX).contains(&size.task_slots),
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                    "task_slots is {}; it must be 1..={NODE_TASK_SLOTS_MAX}",
+                    size.task_slots
+                )
+            },
+        )?;
+        ensure(
+            !self.os.is_empty() && self.os.len() <= 64,
+            RejectionCode::InvalidValue,
+            || "os label must be 1..=64 bytes".into(),
+        )?;
+        ensure(
+            (1..=POOL_NODES_MAX).contains(&self.node_count_max),
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                    "node_count_max is {}; it must be 1..={POOL_NODES_MAX}",
+                    self.node_count_max
+                )
+            },
+        )?;
         match &self.scale {
-            ScaleSettings::Fixed { target_nodes } => ensure(*target_nodes <= self.node_count_max, RejectionCode::InvalidValue, || {
-                format!("target of {target_nodes} nodes exceeds node_count_max {}", self.node_count_max)
-            })?,
-            ScaleSettings::Autoscale { formula, evaluation_interval_secs } => validate_formula(formula, *evaluation_interval_secs)?,
+            ScaleSettings::Fixed { target_nodes } => ensure(
+                *target_nodes <= self.node_count_max,
+                RejectionCode::InvalidValue,
+                || {
+                    format!(
+                        "target of {target_nodes} nodes exceeds node_count_max {}",
+                        self.node_count_max
+                    )
+                },
+            )?,
+            ScaleSettings::Autoscale {
+                formula,
+                evaluation_interval_secs,
+            } => validate_formula(formula, *evaluation_interval_secs)?,
         }
-        ensure(self.secrets.len() <= POOL_SECRETS_MAX, RejectionCode::InvalidValue, || {
-            format!("at most {POOL_SECRETS_MAX} secrets per pool")
-        })?;
+        ensure(
+            self.secrets.len() <= POOL_SECRETS_MAX,
+            RejectionCode::InvalidValue,
+            || format!("at most {POOL_SECRETS_MAX} secrets per pool"),
+        )?;
         let mut names = std::collections::HashSet::new();
         for s in &self.secrets {
-            ensure(crate::types::validate_id("secret", &s.name).is_ok(), RejectionCode::InvalidValue, || {
-                format!("secret name {:?} must be letters, digits, '-' or '_'", s.name)
+            ensure(
+                crate::types::validate_id("secret", &s.name).is_ok(),
+                RejectionCode::InvalidValue,
+                || {
+                    format!(
+                        "secret name {:?} must be letters, digits, '-' or '_'",
+                        s.name
+                    )
+                },
+            )?;
+            ensure(names.insert(&s.name), RejectionCode::InvalidValue, || {
+                format!("secret {} is named twice", s.name)
             })?;
-            ensure(names.insert(&s.name), RejectionCode::InvalidValue, || format!("secret {} is named twice", s.name))?;
         }
         if let Some(start) = &self.start_task {
             start.validate()?;
@@ -147,12 +214,20 @@ impl PoolSpec {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum PoolCommand {
-    CreatePool { spec: PoolSpec },
-    ResizePool { target_nodes: u32, deallocation: Deallocation },
+    CreatePool {
+        spec: PoolSpec,
+    },
+    ResizePool {
+        target_nodes: u32,
+        deallocation: Deallocation,
+    },
     StopResize,
     /// Sent by the node supervisor when the node count reached the target.
     CompleteResize,
-    EnableAutoscale { formula: String, evaluation_interval_secs: u64 },
+    EnableAutoscale {
+        formula: String,
+        evaluation_interval_secs: u64,
+    },
     DisableAutoscale,
     DeletePool,
     /// Sent by the node supervisor once every node has left.
@@ -161,14 +236,35 @@ pub enum PoolCommand {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum PoolEvent {
-    PoolCreated { spec: PoolSpec, at: Timestamp },
-    PoolResized { target_nodes: u32, deallocation: Deallocation, at: Timestamp },
-    PoolResizeStopped { at: Timestamp },
-    PoolResizeCompleted { at: Timestamp },
-    PoolAutoscaleEnabled { formula: String, evaluation_interval_secs: u64, at: Timestamp },
-    PoolAutoscaleDisabled { at: Timestamp },
-    PoolDeleting { at: Timestamp },
-    PoolDeleted { at: Timestamp },
+    PoolCreated {
+        spec: PoolSpec,
+        at: Timestamp,
+    },
+    PoolResized {
+        target_nodes: u32,
+        deallocation: Deallocation,
+        at: Timestamp,
+    },
+    PoolResizeStopped {
+        at: Timestamp,
+    },
+    PoolResizeCompleted {
+        at: Timestamp,
+    },
+    PoolAutoscaleEnabled {
+        formula: String,
+        evaluation_interval_secs: u64,
+        at: Timestamp,
+    },
+    PoolAutoscaleDisabled {
+        at: Timestamp,
+    },
+    PoolDeleting {
+        at: Timestamp,
+    },
+    PoolDeleted {
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for PoolEvent {
@@ -226,7 +322,11 @@ impl Pool {
             _ => return Err(Rejection::new(RejectionCode::PoolNotFound, "no such pool")),
         };
         authorize_account(&ctx.principal, &spec.account, RejectionCode::PoolNotFound)?;
-        ensure(self.status == PoolStatus::Active, RejectionCode::PoolBeingDeleted, || format!("pool {} is being deleted", spec.id))?;
+        ensure(
+            self.status == PoolStatus::Active,
+            RejectionCode::PoolBeingDeleted,
+            || format!("pool {} is being deleted", spec.id),
+        )?;
         Ok(spec)
     }
 }
@@ -241,41 +341,90 @@ impl Aggregate for Pool {
         let at = ctx.now;
         match command {
             PoolCommand::CreatePool { spec } => {
-                authorize_account(&ctx.principal, &spec.account, RejectionCode::PermissionDenied)?;
-                ensure(self.status == PoolStatus::Absent || self.status == PoolStatus::Deleted, RejectionCode::PoolExists, || {
-                    format!("pool {} exists in account {}", spec.id, spec.account)
-                })?;
+                authorize_account(
+                    &ctx.principal,
+                    &spec.account,
+                    RejectionCode::PermissionDenied,
+                )?;
+                ensure(
+                    self.status == PoolStatus::Absent || self.status == PoolStatus::Deleted,
+                    RejectionCode::PoolExists,
+                    || format!("pool {} exists in account {}", spec.id, spec.account),
+                )?;
                 spec.validate()?;
-                Ok(vec![PoolEvent::PoolCreated { spec: spec.clone(), at }])
+                Ok(vec![PoolEvent::PoolCreated {
+                    spec: spec.clone(),
+                    at,
+                }])
             }
-            PoolCommand::ResizePool { target_nodes, deallocation } => {
+            PoolCommand::ResizePool {
+                target_nodes,
+                deallocation,
+            } => {
                 let spec = self.live(ctx)?;
-                ensure(self.autoscale.is_none(), RejectionCode::PoolAutoscaleEnabled, || {
-                    format!("pool {} scales by formula; disable autoscale to resize by hand", spec.id)
-                })?;
-                ensure(*target_nodes <= spec.node_count_max, RejectionCode::InvalidValue, || {
-                    format!("target of {target_nodes} nodes exceeds the pool's node_count_max {}", spec.node_count_max)
-                })?;
-                Ok(vec![PoolEvent::PoolResized { target_nodes: *target_nodes, deallocation: *deallocation, at }])
+                ensure(
+                    self.autoscale.is_none(),
+                    RejectionCode::PoolAutoscaleEnabled,
+                    || {
+                        format!(
+                            "pool {} scales by formula; disable autoscale to resize by hand",
+                            spec.id
+                        )
+                    },
+                )?;
+                ensure(
+                    *target_nodes <= spec.node_count_max,
+                    RejectionCode::InvalidValue,
+                    || {
+                        format!(
+                            "target of {target_nodes} nodes exceeds the pool's node_count_max {}",
+                            spec.node_count_max
+                        )
+                    },
+                )?;
+                Ok(vec![PoolEvent::PoolResized {
+                    target_nodes: *target_nodes,
+                    deallocation: *deallocation,
+                    at,
+                }])
             }
             PoolCommand::StopResize => {
                 let spec = self.live(ctx)?;
-                ensure(self.resize == ResizeState::Resizing, RejectionCode::PoolNotResizing, || format!("pool {} is not resizing", spec.id))?;
+                ensure(
+                    self.resize == ResizeState::Resizing,
+                    RejectionCode::PoolNotResizing,
+                    || format!("pool {} is not resizing", spec.id),
+                )?;
                 Ok(vec![PoolEvent::PoolResizeStopped { at }])
             }
             PoolCommand::CompleteResize => {
                 let spec = self.live(ctx)?;
-                ensure(self.resize != ResizeState::Steady, RejectionCode::PoolNotResizing, || format!("pool {} is not resizing", spec.id))?;
+                ensure(
+                    self.resize != ResizeState::Steady,
+                    RejectionCode::PoolNotResizing,
+                    || format!("pool {} is not resizing", spec.id),
+                )?;
                 Ok(vec![PoolEvent::PoolResizeCompleted { at }])
             }
-            PoolCommand::EnableAutoscale { formula, evaluation_interval_secs } => {
+            PoolCommand::EnableAutoscale {
+                formula,
+                evaluation_interval_secs,
+            } => {
                 self.live(ctx)?;
                 validate_formula(formula, *evaluation_interval_secs)?;
-                Ok(vec![PoolEvent::PoolAutoscaleEnabled { formula: formula.clone(), evaluation_interval_secs: *evaluation_interval_secs, at }])
+                Ok(vec![PoolEvent::PoolAutoscaleEnabled {
+                    formula: formula.clone(),
+                    evaluation_interval_secs: *evaluation_interval_secs,
+                    at,
+                }])
             }
             PoolCommand::DisableAutoscale => {
                 let spec = self.live(ctx)?;
-                ensure(self.autoscale.is_some(), RejectionCode::PoolAutoscaleNotEnabled, || format!("pool {} has no autoscale formula", spec.id))?;
+                ensure(
+                    self.autoscale.is_some(),
+                    RejectionCode::PoolAutoscaleNotEnabled,
+                    || format!("pool {} has no autoscale formula", spec.id),
+                )?;
                 Ok(vec![PoolEvent::PoolAutoscaleDisabled { at }])
             }
             PoolCommand::DeletePool => {
@@ -286,7 +435,10 @@ impl Aggregate for Pool {
                 let spec = match (&self.status, &self.spec) {
                     (PoolStatus::Deleting, Some(spec)) => spec,
                     (PoolStatus::Active, Some(spec)) => {
-                        return Err(Rejection::new(RejectionCode::InvalidValue, format!("pool {} is not being deleted", spec.id)))
+                        return Err(Rejection::new(
+                            RejectionCode::InvalidValue,
+                            format!("pool {} is not being deleted", spec.id),
+                        ))
                     }
                     _ => return Err(Rejection::new(RejectionCode::PoolNotFound, "no such pool")),
                 };
@@ -299,27 +451,56 @@ impl Aggregate for Pool {
     fn apply(&mut self, event: &PoolEvent) {
         match (self.status, event) {
             (PoolStatus::Absent | PoolStatus::Deleted, PoolEvent::PoolCreated { spec, at }) => {
-                *self = Pool { status: PoolStatus::Active, created_at: Some(*at), ..Pool::default() };
+                *self = Pool {
+                    status: PoolStatus::Active,
+                    created_at: Some(*at),
+                    ..Pool::default()
+                };
                 match &spec.scale {
                     ScaleSettings::Fixed { target_nodes } => {
                         self.target_nodes = *target_nodes;
-                        self.resize = if *target_nodes > 0 { ResizeState::Resizing } else { ResizeState::Steady };
+                        self.resize = if *target_nodes > 0 {
+                            ResizeState::Resizing
+                        } else {
+                            ResizeState::Steady
+                        };
                     }
-                    ScaleSettings::Autoscale { formula, evaluation_interval_secs } => {
+                    ScaleSettings::Autoscale {
+                        formula,
+                        evaluation_interval_secs,
+                    } => {
                         self.autoscale = Some((formula.clone(), *evaluation_interval_secs));
                     }
                 }
                 self.spec = Some(spec.clone());
             }
-            (PoolStatus::Active, PoolEvent::PoolResized { target_nodes, deallocation, at }) => {
+            (
+                PoolStatus::Active,
+                PoolEvent::PoolResized {
+                    target_nodes,
+                    deallocation,
+                    at,
+                },
+            ) => {
                 self.target_nodes = *target_nodes;
                 self.deallocation = *deallocation;
                 self.resize = ResizeState::Resizing;
                 self.resized_at = Some(*at);
             }
-            (PoolStatus::Active, PoolEvent::PoolResizeStopped { .. }) => self.resize = ResizeState::Stopping,
-            (PoolStatus::Active, PoolEvent::PoolResizeCompleted { .. }) => self.resize = ResizeState::Steady,
-            (PoolStatus::Active, PoolEvent::PoolAutoscaleEnabled { formula, evaluation_interval_secs, .. }) => {
+            (PoolStatus::Active, PoolEvent::PoolResizeStopped { .. }) => {
+                self.resize = ResizeState::Stopping
+            }
+            (PoolStatus::Active, PoolEvent::PoolResizeCompleted { .. }) => {
+                self.resize = ResizeState::Steady
+            }
+            (
+                PoolStatus::Active,
+                PoolEvent::PoolAutoscaleEnabled {
+                    formula,
+                    evaluation_interval_secs,
+                    ..
+                },
+            ) => {
                 self.autoscale = Some((formula.clone(), *evaluation_interval_secs));
             }
             (PoolStatus::Active, PoolEvent::PoolAutoscaleDisabled { .. }) => self.autoscale = None,
@@ -332,7 +513,10 @@ impl Aggregate for Pool {
                 self.status = PoolStatus::Deleted;
                 self.resize = ResizeState::Steady;
             }
-            (status, event) => panic!("pool {:?} in state {status:?} cannot apply {event:?}", self.spec.as_ref().map(|s| &s.id)),
+            (status, event) => panic!(
+                "pool {:?} in state {status:?} cannot apply {event:?}",
+                self.spec.as_ref().map(|s| &s.id)
+            ),
         }
     }
 
@@ -343,7 +527,10 @@ impl Aggregate for Pool {
     fn sanity_check(&self) -> Result<(), String> {
         if let Some(spec) = &self.spec {
             if self.target_nodes > spec.node_count_max {
-                return Err(format!("target {} above max {}", self.target_nodes, spec.node_count_max));
+                return Err(format!(
+                    "target {} above max {}",
+                    self.target_nodes, spec.node_count_max
+                ));
             }
         } else if self.status != PoolStatus::Absent {
             return Err(format!("pool in {:?} without a spec", self.status));

@@ -116,7 +116,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: RejectionCode, detail: impl Into<String>) -> Self {
-        Rejection { code, detail: detail.into() }
+        Rejection {
+            code,
+            detail: detail.into(),
+        }
     }
     pub fn invalid(detail: impl Into<String>) -> Self {
         Rejection::new(RejectionCode::InvalidValue, detail)
@@ -125,7 +128,13 @@ impl Rejection {
 
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.code.name(), self.code.code(), self.detail)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.name(),
+            self.code.code(),
+            self.detail
+        )
     }
 }
 

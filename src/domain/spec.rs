@@ -22,11 +22,16 @@ impl CommandLine {
         match self {
             CommandLine::Shell(line) => validate_command_line(what, line),
             CommandLine::Argv(args) => {
-                ensure(!args.is_empty() && !args[0].is_empty(), RejectionCode::InvalidValue, || {
-                    format!("{what} argv is empty; the first item must name the program")
-                })?;
+                ensure(
+                    !args.is_empty() && !args[0].is_empty(),
+                    RejectionCode::InvalidValue,
+                    || format!("{what} argv is empty; the first item must name the program"),
+                )?;
                 let bytes: usize = args.iter().map(|a| a.len() + 1).sum();
-                validate_command_line(what, &"x".repeat(bytes.min(super::COMMAND_LINE_BYTES_MAX + 1)))
+                validate_command_line(
+                    what,
+                    &"x".repeat(bytes.min(super::COMMAND_LINE_BYTES_MAX + 1)),
+                )
             }
         }
     }
@@ -88,24 +93,36 @@ pub fn validate_relative_path(what: &str, path: &str) -> Result<(), Rejection> {
     })
 }
 
-pub fn validate_files(what: &str, resources: &[ResourceFile], outputs: &[OutputFile]) -> Result<(), Rejection> {
-    ensure(resources.len() <= FILES_PER_TASK_MAX && outputs.len() <= FILES_PER_TASK_MAX, RejectionCode::InvalidValue, || {
-        format!("{what} names more than {FILES_PER_TASK_MAX} resource or output files")
-    })?;
+pub fn validate_files(
+    what: &str,
+    resources: &[ResourceFile],
+    outputs: &[OutputFile],
+) -> Result<(), Rejection> {
+    ensure(
+        resources.len() <= FILES_PER_TASK_MAX && outputs.len() <= FILES_PER_TASK_MAX,
+        RejectionCode::InvalidValue,
+        || format!("{what} names more than {FILES_PER_TASK_MAX} resource or output files"),
+    )?;
     for r in resources {
         validate_relative_path(&format!("{what} resource file"), &r.path)?;
         if let ResourceSource::Url { url } = &r.source {
-            ensure(url.starts_with("http://") || url.starts_with("https://"), RejectionCode::InvalidValue, || {
-                format!("{what} resource URL {url:?} must be http:// or https://")
-            })?;
+            ensure(
+                url.starts_with("http://") || url.starts_with("https://"),
+                RejectionCode::InvalidValue,
+                || format!("{what} resource URL {url:?} must be http:// or https://"),
+            )?;
         }
         if let Some(mode) = r.mode {
-            ensure(mode <= 0o7777, RejectionCode::InvalidValue, || format!("{what} file mode {mode:o} is not a mode"))?;
+            ensure(mode <= 0o7777, RejectionCode::InvalidValue, || {
+                format!("{what} file mode {mode:o} is not a mode")
+            })?;
         }
     }
     for o in outputs {
         validate_relative_path(&format!("{what} output pattern"), &o.pattern)?;
-        ensure(!o.container.is_empty(), RejectionCode::InvalidValue, || format!("{what} output file needs a container"))?;
+        ensure(!o.container.is_empty(), RejectionCode::InvalidValue, || {
+            format!("{what} output file needs a container")
+        })?;
     }
     Ok(())
 }
@@ -130,18 +147,31 @@ impl StartTask {
         self.command_line.validate("start task")?;
         validate_env("start task", &self.env)?;
         validate_files("start task", &self.resource_files, &[])?;
-        ensure(self.retry_count_max <= RETRY_COUNT_MAX, RejectionCode::InvalidValue, || {
-            format!("start task retry_count_max is {}; at most {RETRY_COUNT_MAX}", self.retry_count_max)
-        })
+        ensure(
+            self.retry_count_max <= RETRY_COUNT_MAX,
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                    "start task retry_count_max is {}; at most {RETRY_COUNT_MAX}",
+                    self.retry_count_max
+                )
+            },
+        )
     }
 }
 
 /// Refuses a principal that may not act on `account`'s objects. Another
 /// account's object is reported as not found, so existence does not leak.
-pub fn authorize_account(principal: &Principal, account: &AccountName, not_found: RejectionCode) -> Result<(), Rejection> {
+pub fn authorize_account(
+    principal: &Principal,
+    account: &AccountName,
+    not_found: RejectionCode,
+) -> Result<(), Rejection> {
     match principal {
         Principal::Admin | Principal::System { .. } => Ok(()),
-        Principal::Account { account: a } | Principal::Node { account: a, .. } if a == account => Ok(()),
+        Principal::Account { account: a } | Principal::Node { account: a, .. } if a == account => {
+            Ok(())
+        }
         _ => Err(Rejection::new(not_found, "no such object in this account")),
     }
 }

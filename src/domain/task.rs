@@ -13,7 +13,9 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::spec::{authorize_account, validate_files, CommandLine, OutputFile, ResourceFile, RETRY_COUNT_MAX};
+use super::spec::{
+    authorize_account, validate_files, CommandLine, OutputFile, ResourceFile, RETRY_COUNT_MAX,
+};
 use super::{ensure, validate_env, Aggregate, Ctx, DomainEvent, EnvVar, Rejection, RejectionCode};
 use crate::codec::CodecError;
 use crate::store::{ExpectedVersion, StreamAppend, StreamId, StreamKind};
@@ -67,16 +69,27 @@ impl TaskSpec {
         self.command_line.validate("task")?;
         validate_env("task", &self.env)?;
         validate_files("task", &self.resource_files, &self.output_files)?;
-        ensure((1..=TASK_SLOTS_MAX).contains(&self.required_slots), RejectionCode::InvalidValue, || {
-            format!("required_slots is {}; it must be 1..={TASK_SLOTS_MAX}", self.required_slots)
-        })?;
+        ensure(
+            (1..=TASK_SLOTS_MAX).contains(&self.required_slots),
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                    "required_slots is {}; it must be 1..={TASK_SLOTS_MAX}",
+                    self.required_slots
+                )
+            },
+        )?;
         if let Some(retries) = self.constraints.max_task_retries {
-            ensure(retries <= RETRY_COUNT_MAX, RejectionCode::InvalidValue, || {
-                format!("max_task_retries is {retries}; at most {RETRY_COUNT_MAX}")
-            })?;
+            ensure(
+                retries <= RETRY_COUNT_MAX,
+                RejectionCode::InvalidValue,
+                || format!("max_task_retries is {retries}; at most {RETRY_COUNT_MAX}"),
+            )?;
         }
         if let Some(secs) = self.constraints.max_wall_clock_secs {
-            ensure(secs >= 1, RejectionCode::InvalidValue, || "max_wall_clock_secs must be at least 1".into())?;
+            ensure(secs >= 1, RejectionCode::InvalidValue, || {
+                "max_wall_clock_secs must be at least 1".into()
+            })?;
         }
         Ok(())
     }
@@ -129,27 +142,75 @@ pub struct Placement {
 pub enum TaskCommand {
     /// Added through its job (see `job::add_task`); `max_task_retries` is
     /// already resolved against the job's default.
-    AddTask { account: AccountName, job: JobId, pool: PoolId, spec: TaskSpec, max_task_retries: u32 },
-    AssignTask { node: NodeId },
-    StartTask { attempt: u32 },
-    CompleteTask { attempt: u32, result: TaskResult },
-    RequeueTask { attempt: u32, reason: String },
-    TerminateTask { reason: String },
+    AddTask {
+        account: AccountName,
+        job: JobId,
+        pool: PoolId,
+        spec: TaskSpec,
+        max_task_retries: u32,
+    },
+    AssignTask {
+        node: NodeId,
+    },
+    StartTask {
+        attempt: u32,
+    },
+    CompleteTask {
+        attempt: u32,
+        result: TaskResult,
+    },
+    RequeueTask {
+        attempt: u32,
+        reason: String,
+    },
+    TerminateTask {
+        reason: String,
+    },
     DeleteTask,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum TaskEvent {
-    TaskAdded { account: AccountName, job: JobId, pool: PoolId, spec: TaskSpec, max_task_retries: u32, at: Timestamp },
-    TaskAssigned { placement: Placement, attempt: u32, at: Timestamp },
-    TaskStarted { attempt: u32, at: Timestamp },
-    TaskCompleted { attempt: u32, result: TaskResult, at: Timestamp },
+    TaskAdded {
+        account: AccountName,
+        job: JobId,
+        pool: PoolId,
+        spec: TaskSpec,
+        max_task_retries: u32,
+        at: Timestamp,
+    },
+    TaskAssigned {
+        placement: Placement,
+        attempt: u32,
+        at: Timestamp,
+    },
+    TaskStarted {
+        attempt: u32,
+        at: Timestamp,
+    },
+    TaskCompleted {
+        attempt: u32,
+        result: TaskResult,
+        at: Timestamp,
+    },
     /// A failed attempt with retries left: back to the queue.
-    TaskRetried { retry_count: u32, at: Timestamp },
+    TaskRetried {
+        retry_count: u32,
+        at: Timestamp,
+    },
     /// Its node was lost or removed: back to the queue, no retry used.
-    TaskRequeued { attempt: u32, reason: String, at: Timestamp },
-    TaskTerminated { reason: String, at: Timestamp },
-    TaskDeleted { at: Timestamp },
+    TaskRequeued {
+        attempt: u32,
+        reason: String,
+        at: Timestamp,
+    },
+    TaskTerminated {
+        reason: String,
+        at: Timestamp,
+    },
+    TaskDeleted {
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for TaskEvent {
@@ -182,7 +243,9 @@ pub enum TaskStatus {
 }
 
 /// How a task counts in its job's totals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskBucket {
     Active,
@@ -229,22 +292,42 @@ impl Task {
     }
 
     fn require_attempt(&self, attempt: u32, ctx: &Ctx) -> Result<(), Rejection> {
-        ensure(attempt == self.attempt && matches!(self.status, TaskStatus::Assigned | TaskStatus::Running), RejectionCode::StaleAttempt, || {
-            format!("task {} is {:?} at attempt {}; the report is for attempt {attempt}", self.id(), self.status, self.attempt)
-        })?;
+        ensure(
+            attempt == self.attempt
+                && matches!(self.status, TaskStatus::Assigned | TaskStatus::Running),
+            RejectionCode::StaleAttempt,
+            || {
+                format!(
+                    "task {} is {:?} at attempt {}; the report is for attempt {attempt}",
+                    self.id(),
+                    self.status,
+                    self.attempt
+                )
+            },
+        )?;
         // An agent may report only on attempts placed on its own node.
         if let Principal::Node { node, .. } = &ctx.principal {
             let placed = self.placement.as_ref().map(|p| &p.node);
-            ensure(placed == Some(node), RejectionCode::PermissionDenied, || {
-                format!("task {} attempt {attempt} is not placed on node {node}", self.id())
-            })?;
+            ensure(
+                placed == Some(node),
+                RejectionCode::PermissionDenied,
+                || {
+                    format!(
+                        "task {} attempt {attempt} is not placed on node {node}",
+                        self.id()
+                    )
+                },
+            )?;
         }
         Ok(())
     }
 
     fn terminal_rejection(&self) -> Rejection {
         if self.status == TaskStatus::Completed {
-            Rejection::new(RejectionCode::TaskCompleted, format!("task {} has completed", self.id()))
+            Rejection::new(
+                RejectionCode::TaskCompleted,
+                format!("task {} has completed", self.id()),
+            )
         } else {
             Rejection::new(RejectionCode::TaskNotFound, "no such task")
         }
@@ -252,7 +335,11 @@ impl Task {
 }
 
 fn forbid_agents(ctx: &Ctx, what: &str) -> Result<(), Rejection> {
-    ensure(!matches!(ctx.principal, Principal::Node { .. }), RejectionCode::PermissionDenied, || format!("an agent may not {what}"))
+    ensure(
+        !matches!(ctx.principal, Principal::Node { .. }),
+        RejectionCode::PermissionDenied,
+        || format!("an agent may not {what}"),
+    )
 }
 
 impl Aggregate for Task {
@@ -263,12 +350,21 @@ impl Aggregate for Task {
 
     fn decide(&self, command: &TaskCommand, ctx: &Ctx) -> Result<Vec<TaskEvent>, Rejection> {
         let at = ctx.now;
-        if let TaskCommand::AddTask { account, job, pool, spec, max_task_retries } = command {
+        if let TaskCommand::AddTask {
+            account,
+            job,
+            pool,
+            spec,
+            max_task_retries,
+        } = command
+        {
             authorize_account(&ctx.principal, account, RejectionCode::PermissionDenied)?;
             forbid_agents(ctx, "add tasks")?;
-            ensure(matches!(self.status, TaskStatus::Absent | TaskStatus::Deleted), RejectionCode::TaskExists, || {
-                format!("task {} exists in job {job}", spec.id)
-            })?;
+            ensure(
+                matches!(self.status, TaskStatus::Absent | TaskStatus::Deleted),
+                RejectionCode::TaskExists,
+                || format!("task {} exists in job {job}", spec.id),
+            )?;
             spec.validate()?;
             return Ok(vec![TaskEvent::TaskAdded {
                 account: account.clone(),
@@ -290,38 +386,77 @@ impl Aggregate for Task {
             TaskCommand::AddTask { .. } => unreachable!("handled above"),
             TaskCommand::AssignTask { node } => {
                 forbid_agents(ctx, "place tasks")?;
-                ensure(self.status == TaskStatus::Active, RejectionCode::TaskStateConflict, || {
-                    format!("task {} is {:?}; only queued tasks can be placed", self.id(), self.status)
-                })?;
+                ensure(
+                    self.status == TaskStatus::Active,
+                    RejectionCode::TaskStateConflict,
+                    || {
+                        format!(
+                            "task {} is {:?}; only queued tasks can be placed",
+                            self.id(),
+                            self.status
+                        )
+                    },
+                )?;
                 let pool = self.pool.clone().expect("a live task has a pool");
-                Ok(vec![TaskEvent::TaskAssigned { placement: Placement { pool, node: node.clone() }, attempt: self.attempt + 1, at }])
+                Ok(vec![TaskEvent::TaskAssigned {
+                    placement: Placement {
+                        pool,
+                        node: node.clone(),
+                    },
+                    attempt: self.attempt + 1,
+                    at,
+                }])
             }
             TaskCommand::StartTask { attempt } => {
                 self.require_attempt(*attempt, ctx)?;
-                ensure(self.status == TaskStatus::Assigned, RejectionCode::TaskStateConflict, || {
-                    format!("task {} attempt {attempt} has already started", self.id())
-                })?;
-                Ok(vec![TaskEvent::TaskStarted { attempt: *attempt, at }])
+                ensure(
+                    self.status == TaskStatus::Assigned,
+                    RejectionCode::TaskStateConflict,
+                    || format!("task {} attempt {attempt} has already started", self.id()),
+                )?;
+                Ok(vec![TaskEvent::TaskStarted {
+                    attempt: *attempt,
+                    at,
+                }])
             }
             TaskCommand::CompleteTask { attempt, result } => {
                 self.require_attempt(*attempt, ctx)?;
-                let mut events = vec![TaskEvent::TaskCompleted { attempt: *attempt, result: result.clone(), at }];
+                let mut events = vec![TaskEvent::TaskCompleted {
+                    attempt: *attempt,
+                    result: result.clone(),
+                    at,
+                }];
                 if !result.succeeded() && self.retry_count < self.max_task_retries {
-                    events.push(TaskEvent::TaskRetried { retry_count: self.retry_count + 1, at });
+                    events.push(TaskEvent::TaskRetried {
+                        retry_count: self.retry_count + 1,
+                        at,
+                    });
                 }
                 Ok(events)
             }
             TaskCommand::RequeueTask { attempt, reason } => {
                 forbid_agents(ctx, "requeue tasks")?;
                 self.require_attempt(*attempt, ctx)?;
-                Ok(vec![TaskEvent::TaskRequeued { attempt: *attempt, reason: reason.clone(), at }])
+                Ok(vec![TaskEvent::TaskRequeued {
+                    attempt: *attempt,
+                    reason: reason.clone(),
+                    at,
+                }])
             }
             TaskCommand::TerminateTask { reason } => {
                 forbid_agents(ctx, "terminate tasks")?;
-                ensure(matches!(self.status, TaskStatus::Active | TaskStatus::Assigned | TaskStatus::Running), RejectionCode::TaskCompleted, || {
-                    self.terminal_rejection().detail
-                })?;
-                Ok(vec![TaskEvent::TaskTerminated { reason: reason.clone(), at }])
+                ensure(
+                    matches!(
+                        self.status,
+                        TaskStatus::Active | TaskStatus::Assigned | TaskStatus::Running
+                    ),
+                    RejectionCode::TaskCompleted,
+                    || self.terminal_rejection().detail,
+                )?;
+                Ok(vec![TaskEvent::TaskTerminated {
+                    reason: reason.clone(),
+                    at,
+                }])
             }
             TaskCommand::DeleteTask => {
                 forbid_agents(ctx, "delete tasks")?;
@@ -333,7 +468,17 @@ impl Aggregate for Task {
     fn apply(&mut self, event: &TaskEvent) {
         use TaskStatus as S;
         match (self.status, event) {
-            (S::Absent | S::Deleted, TaskEvent::TaskAdded { account, job, pool, spec, max_task_retries, at }) => {
+            (
+                S::Absent | S::Deleted,
+                TaskEvent::TaskAdded {
+                    account,
+                    job,
+                    pool,
+                    spec,
+                    max_task_retries,
+                    at,
+                },
+            ) => {
                 *self = Task {
                     status: S::Active,
                     account: Some(account.clone()),
@@ -345,7 +490,12 @@ impl Aggregate for Task {
                     ..Task::default()
                 };
             }
-            (S::Active, TaskEvent::TaskAssigned { placement, attempt, .. }) if *attempt == self.attempt + 1 => {
+            (
+                S::Active,
+                TaskEvent::TaskAssigned {
+                    placement, attempt, ..
+                },
+            ) if *attempt == self.attempt + 1 => {
                 self.status = S::Assigned;
                 self.attempt = *attempt;
                 self.placement = Some(placement.clone());
@@ -354,18 +504,29 @@ impl Aggregate for Task {
                 self.status = S::Running;
                 self.started_at = Some(*at);
             }
-            (S::Assigned | S::Running, TaskEvent::TaskCompleted { attempt, result, at }) if *attempt == self.attempt => {
+            (
+                S::Assigned | S::Running,
+                TaskEvent::TaskCompleted {
+                    attempt,
+                    result,
+                    at,
+                },
+            ) if *attempt == self.attempt => {
                 self.status = S::Completed;
                 self.last_result = Some(result.clone());
                 self.completed_at = Some(*at);
             }
-            (S::Completed, TaskEvent::TaskRetried { retry_count, .. }) if *retry_count == self.retry_count + 1 => {
+            (S::Completed, TaskEvent::TaskRetried { retry_count, .. })
+                if *retry_count == self.retry_count + 1 =>
+            {
                 self.status = S::Active;
                 self.retry_count = *retry_count;
                 self.placement = None;
                 self.completed_at = None;
             }
-            (S::Assigned | S::Running, TaskEvent::TaskRequeued { attempt, .. }) if *attempt == self.attempt => {
+            (S::Assigned | S::Running, TaskEvent::TaskRequeued { attempt, .. })
+                if *attempt == self.attempt =>
+            {
                 self.status = S::Active;
                 self.requeue_count += 1;
                 self.placement = None;
@@ -384,12 +545,17 @@ impl Aggregate for Task {
                 self.status = S::Deleted;
                 self.placement = None;
             }
-            (status, event) => panic!("task {} in state {status:?} (attempt {}) cannot apply {event:?}", self.id(), self.attempt),
+            (status, event) => panic!(
+                "task {} in state {status:?} (attempt {}) cannot apply {event:?}",
+                self.id(),
+                self.attempt
+            ),
         }
     }
 
     fn linked_appends(before: &Self, after: &Self) -> Result<Vec<StreamAppend>, CodecError> {
-        let (Some(account), Some(job), Some(spec)) = (&after.account, &after.job, &after.spec) else {
+        let (Some(account), Some(job), Some(spec)) = (&after.account, &after.job, &after.spec)
+        else {
             return Ok(Vec::new());
         };
         match super::job::counts_change(&spec.id, before, after) {
@@ -410,13 +576,22 @@ impl Aggregate for Task {
     fn sanity_check(&self) -> Result<(), String> {
         let placed = matches!(self.status, TaskStatus::Assigned | TaskStatus::Running);
         if placed != self.placement.is_some() && self.status != TaskStatus::Completed {
-            return Err(format!("task {:?} placement {:?}", self.status, self.placement));
+            return Err(format!(
+                "task {:?} placement {:?}",
+                self.status, self.placement
+            ));
         }
         if self.retry_count > self.max_task_retries {
-            return Err(format!("retry_count {} above max {}", self.retry_count, self.max_task_retries));
+            return Err(format!(
+                "retry_count {} above max {}",
+                self.retry_count, self.max_task_retries
+            ));
         }
         if self.retry_count + self.requeue_count > self.attempt {
-            return Err(format!("{} retries + {} requeues but {} attempts", self.retry_count, self.requeue_count, self.attempt));
+            return Err(format!(
+                "{} retries + {} requeues but {} attempts",
+                self.retry_count, self.requeue_count, self.attempt
+            ));
         }
         Ok(())
     }

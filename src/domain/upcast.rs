@@ -44,7 +44,11 @@ pub fn upcast_with(
         let step = steps
             .iter()
             .find(|s| s.kind == kind && s.event_type == event_type && s.from == version)
-            .ok_or_else(|| CodecError::Decode(format!("no upcaster for {event_type} from layout {version}")))?;
+            .ok_or_else(|| {
+                CodecError::Decode(format!(
+                    "no upcaster for {event_type} from layout {version}"
+                ))
+            })?;
         bytes = (step.lift)(&bytes)?;
         version += 1;
     }
@@ -62,7 +66,15 @@ pub fn upcast<'a>(
     if schema_version == CURRENT_EVENT_SCHEMA {
         return Ok(std::borrow::Cow::Borrowed(payload));
     }
-    upcast_with(STEPS, CURRENT_EVENT_SCHEMA, kind, event_type, schema_version, payload).map(std::borrow::Cow::Owned)
+    upcast_with(
+        STEPS,
+        CURRENT_EVENT_SCHEMA,
+        kind,
+        event_type,
+        schema_version,
+        payload,
+    )
+    .map(std::borrow::Cow::Owned)
 }
 
 #[cfg(test)]
@@ -84,18 +96,35 @@ mod tests {
     }
     fn v1_to_v2(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
         let old: V1 = codec::decode(bytes)?;
-        codec::encode(&V2 { id: old.id, priority: 0 })
+        codec::encode(&V2 {
+            id: old.id,
+            priority: 0,
+        })
     }
 
     #[test]
     fn steps_chain_and_missing_steps_are_errors() {
-        let steps = [Step { kind: StreamKind::Job, event_type: "JobCreated", from: 1, lift: v1_to_v2 }];
+        let steps = [Step {
+            kind: StreamKind::Job,
+            event_type: "JobCreated",
+            from: 1,
+            lift: v1_to_v2,
+        }];
         let old = codec::encode(&V1 { id: "j".into() }).unwrap();
         let lifted = upcast_with(&steps, 2, StreamKind::Job, "JobCreated", 1, &old).unwrap();
         let new: V2 = codec::decode(&lifted).unwrap();
-        assert_eq!(new, V2 { id: "j".into(), priority: 0 });
+        assert_eq!(
+            new,
+            V2 {
+                id: "j".into(),
+                priority: 0
+            }
+        );
         assert!(upcast_with(&steps, 2, StreamKind::Job, "JobDeleted", 1, &old).is_err());
         assert!(upcast_with(&steps, 2, StreamKind::Job, "JobCreated", 3, &old).is_err());
-        assert_eq!(upcast_with(&steps, 2, StreamKind::Job, "JobCreated", 2, &old).unwrap(), old);
+        assert_eq!(
+            upcast_with(&steps, 2, StreamKind::Job, "JobCreated", 2, &old).unwrap(),
+            old
+        );
     }
 }

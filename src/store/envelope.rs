@@ -21,8 +21,13 @@ pub enum StreamKind {
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 5] =
-        [StreamKind::Account, StreamKind::Pool, StreamKind::Node, StreamKind::Job, StreamKind::Task];
+    pub const ALL: [StreamKind; 5] = [
+        StreamKind::Account,
+        StreamKind::Pool,
+        StreamKind::Node,
+        StreamKind::Job,
+        StreamKind::Task,
+    ];
 
     pub fn prefix(self) -> &'static str {
         match self {
@@ -78,7 +83,10 @@ impl StreamId {
 
     /// Parses and validates a stream id typed by a person.
     pub fn parse(text: &str) -> Result<Self, StreamIdError> {
-        let err = |why: String| StreamIdError { text: text.to_string(), why };
+        let err = |why: String| StreamIdError {
+            text: text.to_string(),
+            why,
+        };
         let mut parts = text.split('/');
         let prefix = parts.next().unwrap_or_default();
         let kind = StreamKind::ALL
@@ -87,7 +95,11 @@ impl StreamId {
             .ok_or_else(|| err(format!("unknown kind {prefix:?}")))?;
         let ids: Vec<&str> = parts.collect();
         if ids.len() != kind.id_segments() {
-            return Err(err(format!("{} takes {} id(s) after the kind", prefix, kind.id_segments())));
+            return Err(err(format!(
+                "{} takes {} id(s) after the kind",
+                prefix,
+                kind.id_segments()
+            )));
         }
         for id in &ids {
             crate::types::validate_id(kind.prefix(), id).map_err(|e| err(e.to_string()))?;
@@ -202,13 +214,18 @@ pub fn seal<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Checks and decodes a sealed record.
 pub fn unseal<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     if bytes.len() < CHECKSUM_BYTES {
-        return Err(format!("record of {} bytes is shorter than its checksum", bytes.len()));
+        return Err(format!(
+            "record of {} bytes is shorter than its checksum",
+            bytes.len()
+        ));
     }
     let (body, tail) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
     let stored = u32::from_le_bytes(tail.try_into().expect("split at 4 bytes"));
     let actual = crc32fast::hash(body);
     if stored != actual {
-        return Err(format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})"));
+        return Err(format!(
+            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+        ));
     }
     codec::decode(body).map_err(|e| e.to_string())
 }
@@ -237,22 +254,35 @@ mod tests {
             recorded_at: Timestamp::from_micros(123),
             event_type: "JobEnabled".into(),
             schema_version: 1,
-            causation: Causation { request_id: crate::types::RequestId(uuid::Uuid::from_u128(5)), principal: crate::types::Principal::Admin },
+            causation: Causation {
+                request_id: crate::types::RequestId(uuid::Uuid::from_u128(5)),
+                principal: crate::types::Principal::Admin,
+            },
             payload: vec![1, 2, 3, 200],
         };
         assert_eq!(seal(&envelope).unwrap(), seal(&envelope.as_ref()).unwrap());
-        assert_eq!(unseal::<Envelope>(&seal(&envelope.as_ref()).unwrap()).unwrap(), envelope);
+        assert_eq!(
+            unseal::<Envelope>(&seal(&envelope.as_ref()).unwrap()).unwrap(),
+            envelope
+        );
     }
 
     #[test]
     fn sealed_records_detect_flipped_bits() {
         let mut bytes = seal(&("hello".to_string(), 42u32)).unwrap();
-        assert_eq!(unseal::<(String, u32)>(&bytes).unwrap(), ("hello".to_string(), 42));
+        assert_eq!(
+            unseal::<(String, u32)>(&bytes).unwrap(),
+            ("hello".to_string(), 42)
+        );
         bytes[1] ^= 0x40;
-        assert!(unseal::<(String, u32)>(&bytes).unwrap_err().contains("checksum"));
+        assert!(unseal::<(String, u32)>(&bytes)
+            .unwrap_err()
+            .contains("checksum"));
         bytes[1] ^= 0x40;
         bytes[5] ^= 0x01;
-        assert!(unseal::<(String, u32)>(&bytes).unwrap_err().contains("checksum"));
+        assert!(unseal::<(String, u32)>(&bytes)
+            .unwrap_err()
+            .contains("checksum"));
         assert!(unseal::<(String, u32)>(&bytes[..2]).is_err());
     }
 }

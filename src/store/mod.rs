@@ -114,13 +114,21 @@ pub struct AppendResult {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("stream {stream} is at version {actual}, but the append expected {expected:?}")]
-    Conflict { stream: StreamId, expected: ExpectedVersion, actual: u64 },
+    Conflict {
+        stream: StreamId,
+        expected: ExpectedVersion,
+        actual: u64,
+    },
     #[error("the event store was opened read-only")]
     ReadOnly,
     #[error("the data directory {path} is in use by another lote process (RocksDB lock held); stop it or use another --data-dir")]
     Locked { path: PathBuf },
     #[error("the data directory {path} holds a log of format {found_major}.{found_minor}, written by a newer lote; this build reads format {FORMAT_MAJOR}.x. Upgrade lote to open it")]
-    NewerFormat { path: PathBuf, found_major: u32, found_minor: u32 },
+    NewerFormat {
+        path: PathBuf,
+        found_major: u32,
+        found_minor: u32,
+    },
     #[error("{path} is not a lote data directory: {why}")]
     NotALog { path: PathBuf, why: String },
     #[error("the event log in {path} is damaged: {what}. lote will not start on a log it cannot trust; restore the directory from a backup or a replica")]
@@ -236,7 +244,9 @@ pub struct EventStore {
 
 impl std::fmt::Debug for EventStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventStore").field("path", &self.inner.path).finish()
+        f.debug_struct("EventStore")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -291,7 +301,11 @@ fn be_u64(bytes: &[u8]) -> Option<u64> {
 
 impl EventStore {
     /// Opens (creating if needed) a store for writing. Starts the writer.
-    pub fn open(path: &Path, options: StoreOptions, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+    pub fn open(
+        path: &Path,
+        options: StoreOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
         if options.read_only {
             return Self::open_read_only_with(path, options.wal_recovery);
         }
@@ -306,7 +320,14 @@ impl EventStore {
         let (jobs_tx, jobs_rx) = mpsc::sync_channel(APPEND_QUEUE_MAX);
         let stats = Arc::new(StoreStats::default());
         let handle = writer::spawn(
-            writer::Writer { db: db.clone(), head, durability: options.durability, clock, head_tx, stats: stats.clone() },
+            writer::Writer {
+                db: db.clone(),
+                head,
+                durability: options.durability,
+                clock,
+                head_tx,
+                stats: stats.clone(),
+            },
             jobs_rx,
         )
         .map_err(|e| StoreError::Storage(format!("cannot start the log writer thread: {e}")))?;
@@ -338,8 +359,9 @@ impl EventStore {
                 why: "no RocksDB database there (missing CURRENT)".into(),
             });
         }
-        let db = DB::open_cf_descriptors_read_only(&db_options(recovery), path, cf_descriptors(), false)
-            .map_err(|e| open_error(path, e))?;
+        let db =
+            DB::open_cf_descriptors_read_only(&db_options(recovery), path, cf_descriptors(), false)
+                .map_err(|e| open_error(path, e))?;
         let db = Arc::new(db);
         check_or_write_header(&db, path, None)?;
         let head = verify_tail(&db, path)?;
@@ -398,19 +420,31 @@ impl EventStore {
     ) -> Result<oneshot::Receiver<Result<AppendResult, StoreError>>, StoreError> {
         validate_append(&appends)?;
         let (reply, rx) = oneshot::channel();
-        self.submit(writer::Job::Append { appends, causation, reply })?;
+        self.submit(writer::Job::Append {
+            appends,
+            causation,
+            reply,
+        })?;
         Ok(rx)
     }
 
     /// Appends events to one or more streams atomically: all are written or
     /// none. Resolves once the write is as durable as the store's setting.
-    pub async fn append(&self, appends: Vec<StreamAppend>, causation: Causation) -> Result<AppendResult, StoreError> {
+    pub async fn append(
+        &self,
+        appends: Vec<StreamAppend>,
+        causation: Causation,
+    ) -> Result<AppendResult, StoreError> {
         let rx = self.request(appends, causation)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// [`append`](Self::append) for code outside an async runtime.
-    pub fn append_blocking(&self, appends: Vec<StreamAppend>, causation: Causation) -> Result<AppendResult, StoreError> {
+    pub fn append_blocking(
+        &self,
+        appends: Vec<StreamAppend>,
+        causation: Causation,
+    ) -> Result<AppendResult, StoreError> {
         let rx = self.request(appends, causation)?;
         rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
@@ -429,17 +463,31 @@ impl EventStore {
     }
 
     /// Events of one stream with version >= `from_version`, at most `limit`.
-    pub fn read_stream(&self, stream: &StreamId, from_version: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+    pub fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
         let cf = cf(&self.inner.db, CF_EVENTS);
         let prefix = stream_prefix(stream);
         let start = event_key(stream, from_version.max(1));
         let mut out = Vec::new();
         let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(event_key(stream, u64::MAX).into_iter().chain([0]).collect::<Vec<u8>>());
+        read.set_iterate_upper_bound(
+            event_key(stream, u64::MAX)
+                .into_iter()
+                .chain([0])
+                .collect::<Vec<u8>>(),
+        );
         // Rounds written but not yet fsynced are invisible until the head
         // moves past them (positions grow along a stream).
         let head = self.head();
-        for item in self.inner.db.iterator_cf_opt(cf, read, IteratorMode::From(&start, Direction::Forward)) {
+        for item in
+            self.inner
+                .db
+                .iterator_cf_opt(cf, read, IteratorMode::From(&start, Direction::Forward))
+        {
             let (key, value) = item?;
             if !key.starts_with(&prefix) || out.len() >= limit {
                 break;
@@ -456,7 +504,10 @@ impl EventStore {
     fn decode_envelope(&self, key: &[u8], value: &[u8]) -> Result<Envelope, StoreError> {
         unseal::<Envelope>(value).map_err(|what| StoreError::Corrupted {
             path: self.inner.path.clone(),
-            what: format!("event record {}: {what}", String::from_utf8_lossy(key).replace('\0', "@")),
+            what: format!(
+                "event record {}: {what}",
+                String::from_utf8_lossy(key).replace('\0', "@")
+            ),
         })
     }
 
@@ -466,7 +517,10 @@ impl EventStore {
         let start = from_position.max(1).to_be_bytes();
         let head = self.head();
         let mut keys = Vec::new();
-        for item in db.iterator_cf(cf(db, CF_LOG), IteratorMode::From(&start, Direction::Forward)) {
+        for item in db.iterator_cf(
+            cf(db, CF_LOG),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
             let (position, value) = item?;
             if be_u64(&position).is_none_or(|p| p > head) {
                 break;
@@ -482,7 +536,10 @@ impl EventStore {
         for (key, value) in keys.iter().zip(values) {
             let value = value?.ok_or_else(|| StoreError::Corrupted {
                 path: self.inner.path.clone(),
-                what: format!("log entry points at missing event {}", String::from_utf8_lossy(key).replace('\0', "@")),
+                what: format!(
+                    "log entry points at missing event {}",
+                    String::from_utf8_lossy(key).replace('\0', "@")
+                ),
             })?;
             out.push(self.decode_envelope(key, &value)?);
         }
@@ -501,7 +558,11 @@ impl EventStore {
         let start = prefix.unwrap_or("").as_bytes().to_vec();
         let mut read = ReadOptions::default();
         read.fill_cache(false);
-        for item in db.iterator_cf_opt(cf(db, CF_EVENTS), read, IteratorMode::From(&start, Direction::Forward)) {
+        for item in db.iterator_cf_opt(
+            cf(db, CF_EVENTS),
+            read,
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
             let (key, value) = item?;
             if !key.starts_with(&start) {
                 break;
@@ -520,21 +581,30 @@ impl EventStore {
         read.fill_cache(false);
         for item in db.iterator_cf_opt(cf(db, CF_LOG), read, IteratorMode::Start) {
             let (key, _) = item?;
-            let position = be_u64(&key).ok_or_else(|| self.corrupted("log key of wrong length".into()))?;
+            let position =
+                be_u64(&key).ok_or_else(|| self.corrupted("log key of wrong length".into()))?;
             if position != expected {
-                return Err(self.corrupted(format!("log position {expected} is missing (next is {position})")));
+                return Err(self.corrupted(format!(
+                    "log position {expected} is missing (next is {position})"
+                )));
             }
             expected += 1;
         }
         let count = expected - 1;
         if count != self.head() {
-            return Err(self.corrupted(format!("log holds {count} entries but its head says {}", self.head())));
+            return Err(self.corrupted(format!(
+                "log holds {count} entries but its head says {}",
+                self.head()
+            )));
         }
         Ok(count)
     }
 
     fn corrupted(&self, what: String) -> StoreError {
-        StoreError::Corrupted { path: self.inner.path.clone(), what }
+        StoreError::Corrupted {
+            path: self.inner.path.clone(),
+            what,
+        }
     }
 
     /// A live tail of the log from `from_position` (inclusive): every event,
@@ -555,7 +625,11 @@ impl EventStore {
             return Err(StoreError::ReadOnly);
         }
         let db = &self.inner.db;
-        db.put_cf(cf(db, CF_SNAPSHOTS), stream.as_str().as_bytes(), seal(snapshot)?)?;
+        db.put_cf(
+            cf(db, CF_SNAPSHOTS),
+            stream.as_str().as_bytes(),
+            seal(snapshot)?,
+        )?;
         Ok(())
     }
 
@@ -631,15 +705,26 @@ impl EventStore {
 /// Turns RocksDB's open failures into errors that say what to do.
 fn open_error(path: &Path, e: rocksdb::Error) -> StoreError {
     let text = e.into_string();
-    if text.contains("LOCK") || text.contains("lock") || text.contains("Resource temporarily unavailable") {
-        StoreError::Locked { path: path.to_path_buf() }
+    if text.contains("LOCK")
+        || text.contains("lock")
+        || text.contains("Resource temporarily unavailable")
+    {
+        StoreError::Locked {
+            path: path.to_path_buf(),
+        }
     } else if text.contains("Corruption") {
         StoreError::Corrupted {
             path: path.to_path_buf(),
             what: format!("{text} (the write-ahead log holds a damaged record; to keep only what precedes it, losing later appends, open with WAL recovery point-in-time)"),
         }
-    } else if text.contains("Column families not opened") || text.contains("does not exist") || text.contains("Invalid argument") {
-        StoreError::NotALog { path: path.to_path_buf(), why: text }
+    } else if text.contains("Column families not opened")
+        || text.contains("does not exist")
+        || text.contains("Invalid argument")
+    {
+        StoreError::NotALog {
+            path: path.to_path_buf(),
+            why: text,
+        }
     } else {
         StoreError::Storage(text)
     }
@@ -653,10 +738,14 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a rocksdb::ColumnFamily {
 fn validate_append(appends: &[StreamAppend]) -> Result<(), StoreError> {
     let count: usize = appends.iter().map(|a| a.events.len()).sum();
     if count == 0 {
-        return Err(StoreError::TooLarge("an append must carry at least one event".into()));
+        return Err(StoreError::TooLarge(
+            "an append must carry at least one event".into(),
+        ));
     }
     if count > APPEND_EVENTS_MAX {
-        return Err(StoreError::TooLarge(format!("{count} events in one append; at most {APPEND_EVENTS_MAX}")));
+        return Err(StoreError::TooLarge(format!(
+            "{count} events in one append; at most {APPEND_EVENTS_MAX}"
+        )));
     }
     for a in appends {
         for e in &a.events {
@@ -673,7 +762,10 @@ fn validate_append(appends: &[StreamAppend]) -> Result<(), StoreError> {
     let mut seen = std::collections::HashSet::new();
     for a in appends {
         if !seen.insert(&a.stream) {
-            return Err(StoreError::TooLarge(format!("stream {} appears twice in one append", a.stream)));
+            return Err(StoreError::TooLarge(format!(
+                "stream {} appears twice in one append",
+                a.stream
+            )));
         }
     }
     Ok(())
@@ -682,7 +774,10 @@ fn validate_append(appends: &[StreamAppend]) -> Result<(), StoreError> {
 pub(crate) fn stream_version(db: &DB, stream: &StreamId) -> Result<u64, StoreError> {
     let prefix = stream_prefix(stream);
     let last = event_key(stream, u64::MAX);
-    let mut iter = db.iterator_cf(cf(db, CF_EVENTS), IteratorMode::From(&last, Direction::Reverse));
+    let mut iter = db.iterator_cf(
+        cf(db, CF_EVENTS),
+        IteratorMode::From(&last, Direction::Reverse),
+    );
     match iter.next() {
         Some(item) => {
             let (key, _) = item?;
@@ -705,7 +800,10 @@ fn check_or_write_header(db: &DB, path: &Path, now: Option<Timestamp>) -> Result
                 why: format!("unreadable format header: {why}"),
             })?;
             if header.magic != FORMAT_MAGIC {
-                return Err(StoreError::NotALog { path: path.to_path_buf(), why: format!("format magic is {:?}", header.magic) });
+                return Err(StoreError::NotALog {
+                    path: path.to_path_buf(),
+                    why: format!("format magic is {:?}", header.magic),
+                });
             }
             if header.major > FORMAT_MAJOR {
                 return Err(StoreError::NewerFormat {
@@ -717,17 +815,31 @@ fn check_or_write_header(db: &DB, path: &Path, now: Option<Timestamp>) -> Result
             Ok(())
         }
         None => {
-            let has_events = db.iterator_cf(cf(db, CF_LOG), IteratorMode::Start).next().is_some();
+            let has_events = db
+                .iterator_cf(cf(db, CF_LOG), IteratorMode::Start)
+                .next()
+                .is_some();
             match now {
                 Some(now) if !has_events => {
-                    let header = FormatHeader { magic: FORMAT_MAGIC.into(), major: FORMAT_MAJOR, minor: FORMAT_MINOR, created_at: now };
+                    let header = FormatHeader {
+                        magic: FORMAT_MAGIC.into(),
+                        major: FORMAT_MAJOR,
+                        minor: FORMAT_MINOR,
+                        created_at: now,
+                    };
                     let mut opts = rocksdb::WriteOptions::default();
                     opts.set_sync(true);
                     db.put_cf_opt(meta, META_FORMAT, seal(&header)?, &opts)?;
                     Ok(())
                 }
-                Some(_) => Err(StoreError::NotALog { path: path.to_path_buf(), why: "events without a format header".into() }),
-                None => Err(StoreError::NotALog { path: path.to_path_buf(), why: "no format header (empty or foreign database)".into() }),
+                Some(_) => Err(StoreError::NotALog {
+                    path: path.to_path_buf(),
+                    why: "events without a format header".into(),
+                }),
+                None => Err(StoreError::NotALog {
+                    path: path.to_path_buf(),
+                    why: "no format header (empty or foreign database)".into(),
+                }),
             }
         }
     }
@@ -737,7 +849,12 @@ fn check_or_write_header(db: &DB, path: &Path, now: Option<Timestamp>) -> Result
 #[doc(hidden)]
 pub fn write_format_header_for_test(path: &Path, major: u32, minor: u32) -> Result<(), StoreError> {
     let db = DB::open_cf_descriptors(&db_options(WalRecovery::Strict), path, cf_descriptors())?;
-    let header = FormatHeader { magic: FORMAT_MAGIC.into(), major, minor, created_at: Timestamp::EPOCH };
+    let header = FormatHeader {
+        magic: FORMAT_MAGIC.into(),
+        major,
+        minor,
+        created_at: Timestamp::EPOCH,
+    };
     db.put_cf(cf(&db, CF_META), META_FORMAT, seal(&header)?)?;
     Ok(())
 }
@@ -748,9 +865,14 @@ pub fn write_format_header_for_test(path: &Path, major: u32, minor: u32) -> Resu
 /// pass their checksums. Anything else means the directory was damaged
 /// outside RocksDB's atomic batches, and starting would mean wrong state.
 fn verify_tail(db: &DB, path: &Path) -> Result<u64, StoreError> {
-    let corrupted = |what: String| StoreError::Corrupted { path: path.to_path_buf(), what };
+    let corrupted = |what: String| StoreError::Corrupted {
+        path: path.to_path_buf(),
+        what,
+    };
     let meta_head = match db.get_cf(cf(db, CF_META), META_HEAD)? {
-        Some(bytes) => be_u64(&bytes).ok_or_else(|| corrupted("head record of wrong length".into()))?,
+        Some(bytes) => {
+            be_u64(&bytes).ok_or_else(|| corrupted("head record of wrong length".into()))?
+        }
         None => 0,
     };
     let mut iter = db.iterator_cf(cf(db, CF_LOG), IteratorMode::End);
@@ -762,28 +884,40 @@ fn verify_tail(db: &DB, path: &Path) -> Result<u64, StoreError> {
         None => 0,
     };
     if last != meta_head {
-        return Err(corrupted(format!("the head record says {meta_head} but the log ends at {last}")));
+        return Err(corrupted(format!(
+            "the head record says {meta_head} but the log ends at {last}"
+        )));
     }
     let from = meta_head.saturating_sub(TAIL_VERIFY_RECORDS) + 1;
     let mut expected = from;
     let events = cf(db, CF_EVENTS);
-    for item in db.iterator_cf(cf(db, CF_LOG), IteratorMode::From(&from.to_be_bytes(), Direction::Forward)) {
+    for item in db.iterator_cf(
+        cf(db, CF_LOG),
+        IteratorMode::From(&from.to_be_bytes(), Direction::Forward),
+    ) {
         let (key, event_key) = item?;
         let position = be_u64(&key).ok_or_else(|| corrupted("log key of wrong length".into()))?;
         if position != expected {
             return Err(corrupted(format!("log position {expected} is missing")));
         }
-        let bytes = db
-            .get_cf(events, &event_key)?
-            .ok_or_else(|| corrupted(format!("log position {position} points at a missing event")))?;
-        let envelope: Envelope = unseal(&bytes).map_err(|why| corrupted(format!("event at position {position}: {why}")))?;
+        let bytes = db.get_cf(events, &event_key)?.ok_or_else(|| {
+            corrupted(format!("log position {position} points at a missing event"))
+        })?;
+        let envelope: Envelope = unseal(&bytes)
+            .map_err(|why| corrupted(format!("event at position {position}: {why}")))?;
         if envelope.position != position {
-            return Err(corrupted(format!("event at log position {position} says it is at {}", envelope.position)));
+            return Err(corrupted(format!(
+                "event at log position {position} says it is at {}",
+                envelope.position
+            )));
         }
         expected += 1;
     }
     if meta_head > 0 && expected != meta_head + 1 {
-        return Err(corrupted(format!("log ends at {} but the head is {meta_head}", expected - 1)));
+        return Err(corrupted(format!(
+            "log ends at {} but the head is {meta_head}",
+            expected - 1
+        )));
     }
     Ok(meta_head)
 }
@@ -807,9 +941,13 @@ impl Subscription {
             }
             let head = *self.head.borrow_and_update();
             if head >= self.next {
-                self.buffer.extend(self.store.read_all(self.next, SUBSCRIPTION_READ_BATCH)?);
+                self.buffer
+                    .extend(self.store.read_all(self.next, SUBSCRIPTION_READ_BATCH)?);
                 if self.buffer.is_empty() {
-                    return Err(self.store.corrupted(format!("position {} is below the head but not readable", self.next)));
+                    return Err(self.store.corrupted(format!(
+                        "position {} is below the head but not readable",
+                        self.next
+                    )));
                 }
                 continue;
             }

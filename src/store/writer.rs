@@ -31,8 +31,9 @@ use tokio::sync::{oneshot, watch};
 
 use super::envelope::EnvelopeRef;
 use super::{
-    cf, event_key, seal, stream_version, AppendResult, Durability, Envelope, ExpectedVersion, StoreError, StoreStats,
-    StreamAppend, StreamId, CF_EVENTS, CF_LOG, CF_META, GROUP_COMMIT_APPENDS_MAX, META_HEAD,
+    cf, event_key, seal, stream_version, AppendResult, Durability, Envelope, ExpectedVersion,
+    StoreError, StoreStats, StreamAppend, StreamId, CF_EVENTS, CF_LOG, CF_META,
+    GROUP_COMMIT_APPENDS_MAX, META_HEAD,
 };
 use crate::clock::Clock;
 use crate::types::{Causation, Timestamp};
@@ -69,7 +70,11 @@ impl Hasher for Fnv {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -141,7 +146,10 @@ struct Staged {
 
 /// Starts the stager and the committer; returns the stager's handle, which
 /// ends (after the committer) once every job sender is gone.
-pub(super) fn spawn(writer: Writer, jobs: mpsc::Receiver<Job>) -> std::io::Result<std::thread::JoinHandle<()>> {
+pub(super) fn spawn(
+    writer: Writer,
+    jobs: mpsc::Receiver<Job>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
     let shared = Arc::new(Shared {
         failures: AtomicU64::new(0),
         committed_head: AtomicU64::new(writer.head),
@@ -152,7 +160,12 @@ pub(super) fn spawn(writer: Writer, jobs: mpsc::Receiver<Job>) -> std::io::Resul
         Durability::Buffered => (None, None),
         Durability::Sync => {
             let (tx, rx) = mpsc::channel::<Done>();
-            let (db, shared, head_tx, stats) = (writer.db.clone(), shared.clone(), writer.head_tx.clone(), writer.stats.clone());
+            let (db, shared, head_tx, stats) = (
+                writer.db.clone(),
+                shared.clone(),
+                writer.head_tx.clone(),
+                writer.stats.clone(),
+            );
             let handle = std::thread::Builder::new()
                 .name("lote-log-sync".into())
                 .spawn(move || run_syncer(db, rx, shared, head_tx, stats))?;
@@ -166,16 +179,18 @@ pub(super) fn spawn(writer: Writer, jobs: mpsc::Receiver<Job>) -> std::io::Resul
         head_tx: writer.head_tx,
         stats: writer.stats.clone(),
     };
-    let committer_handle = std::thread::Builder::new().name("lote-log-commit".into()).spawn(move || {
-        while let Ok(staged) = staged_rx.recv() {
-            committer.commit(staged);
-        }
-        // Dropping the committer closes the syncer's channel.
-        drop(committer);
-        if let Some(handle) = syncer_handle {
-            let _ = handle.join();
-        }
-    })?;
+    let committer_handle = std::thread::Builder::new()
+        .name("lote-log-commit".into())
+        .spawn(move || {
+            while let Ok(staged) = staged_rx.recv() {
+                committer.commit(staged);
+            }
+            // Dropping the committer closes the syncer's channel.
+            drop(committer);
+            if let Some(handle) = syncer_handle {
+                let _ = handle.join();
+            }
+        })?;
     let mut stager = Stager {
         db: writer.db,
         shared,
@@ -187,24 +202,26 @@ pub(super) fn spawn(writer: Writer, jobs: mpsc::Receiver<Job>) -> std::io::Resul
         epoch: 0,
         rounds_sent: 0,
     };
-    std::thread::Builder::new().name("lote-log-stage".into()).spawn(move || {
-        while let Ok(first) = jobs.recv() {
-            let mut round = vec![first];
-            while round.len() < GROUP_COMMIT_APPENDS_MAX {
-                match jobs.try_recv() {
-                    Ok(job) => round.push(job),
-                    Err(_) => break,
+    std::thread::Builder::new()
+        .name("lote-log-stage".into())
+        .spawn(move || {
+            while let Ok(first) = jobs.recv() {
+                let mut round = vec![first];
+                while round.len() < GROUP_COMMIT_APPENDS_MAX {
+                    match jobs.try_recv() {
+                        Ok(job) => round.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let staged = stager.stage_round(round);
+                stager.rounds_sent += 1;
+                if staged_tx.send(staged).is_err() {
+                    break;
                 }
             }
-            let staged = stager.stage_round(round);
-            stager.rounds_sent += 1;
-            if staged_tx.send(staged).is_err() {
-                break;
-            }
-        }
-        drop(staged_tx);
-        let _ = committer_handle.join();
-    })
+            drop(staged_tx);
+            let _ = committer_handle.join();
+        })
 }
 
 impl Stager {
@@ -215,7 +232,11 @@ impl Stager {
         }
     }
 
-    fn current_version(&mut self, pending: &VersionMap, stream: &StreamId) -> Result<u64, StoreError> {
+    fn current_version(
+        &mut self,
+        pending: &VersionMap,
+        stream: &StreamId,
+    ) -> Result<u64, StoreError> {
         if let Some(v) = pending.get(stream).or_else(|| self.versions.get(stream)) {
             return Ok(*v);
         }
@@ -252,8 +273,19 @@ impl Stager {
         let now = self.clock.now().max(self.last_recorded_at);
         for job in round {
             match job {
-                Job::Append { appends, causation, reply } => {
-                    match self.stage_append(&mut staged.batch, &mut pending, &mut position, now, &appends, &causation) {
+                Job::Append {
+                    appends,
+                    causation,
+                    reply,
+                } => {
+                    match self.stage_append(
+                        &mut staged.batch,
+                        &mut pending,
+                        &mut position,
+                        now,
+                        &appends,
+                        &causation,
+                    ) {
                         Ok((result, count)) => {
                             staged.events += count;
                             staged.accepted.push(Accepted { reply, result });
@@ -266,7 +298,12 @@ impl Stager {
                         }
                     }
                 }
-                Job::Import { envelopes, reply } => match self.stage_import(&mut staged.batch, &mut pending, &mut position, &envelopes) {
+                Job::Import { envelopes, reply } => match self.stage_import(
+                    &mut staged.batch,
+                    &mut pending,
+                    &mut position,
+                    &envelopes,
+                ) {
                     Ok(count) => {
                         staged.events += count;
                         staged.imports.push((reply, position));
@@ -279,7 +316,9 @@ impl Stager {
             }
         }
         if position != self.head {
-            staged.batch.put_cf(cf(&self.db, CF_META), META_HEAD, position.to_be_bytes());
+            staged
+                .batch
+                .put_cf(cf(&self.db, CF_META), META_HEAD, position.to_be_bytes());
             self.head = position;
             self.last_recorded_at = now;
             self.versions.extend(pending);
@@ -302,7 +341,11 @@ impl Stager {
         for a in appends {
             let actual = self.current_version(pending, &a.stream)?;
             if !a.expected.admits(actual) {
-                return Err(StoreError::Conflict { stream: a.stream.clone(), expected: a.expected, actual });
+                return Err(StoreError::Conflict {
+                    stream: a.stream.clone(),
+                    expected: a.expected,
+                    actual,
+                });
             }
             starts.push(actual);
         }
@@ -338,7 +381,14 @@ impl Stager {
         }
         let count = next - *position;
         *position = next;
-        Ok((AppendResult { stream_versions: versions, last_position: next, recorded_at: now }, count))
+        Ok((
+            AppendResult {
+                stream_versions: versions,
+                last_position: next,
+                recorded_at: now,
+            },
+            count,
+        ))
     }
 
     fn stage_import(
@@ -362,7 +412,11 @@ impl Stager {
             }
             next += 1;
             local.insert(e.stream.clone(), e.stream_version);
-            scratch.push((event_key(&e.stream, e.stream_version), e.position, seal(&e.as_ref())?));
+            scratch.push((
+                event_key(&e.stream, e.stream_version),
+                e.position,
+                seal(&e.as_ref())?,
+            ));
         }
         for (key, pos, value) in &scratch {
             put_event(&self.db, batch, key, *pos, value);
@@ -417,7 +471,9 @@ fn publish(rounds: Vec<Done>, head_tx: &watch::Sender<u64>, stats: &StoreStats) 
             head = Some(h);
             stats.write_batches.fetch_add(1, Ordering::Relaxed);
             stats.events_appended.fetch_add(d.events, Ordering::Relaxed);
-            stats.appends.fetch_add(d.accepted.len() as u64, Ordering::Relaxed);
+            stats
+                .appends
+                .fetch_add(d.accepted.len() as u64, Ordering::Relaxed);
         }
     }
     // Readers and subscriptions see a round only once it is as durable as
@@ -432,11 +488,29 @@ fn publish(rounds: Vec<Done>, head_tx: &watch::Sender<u64>, stats: &StoreStats) 
 
 impl Committer {
     fn commit(&mut self, staged: Staged) {
-        let Staged { batch, epoch, head, events, accepted, imports, barriers } = staged;
+        let Staged {
+            batch,
+            epoch,
+            head,
+            events,
+            accepted,
+            imports,
+            barriers,
+        } = staged;
         let previous = self.shared.committed_head.load(Ordering::Acquire);
-        let mut done = Done { head: None, events, accepted, imports, barriers, error: None };
+        let mut done = Done {
+            head: None,
+            events,
+            accepted,
+            imports,
+            barriers,
+            error: None,
+        };
         if epoch != self.shared.failures.load(Ordering::Acquire) {
-            done.error = Some(StoreError::Storage("an earlier write to the log failed; this request was not written, send it again".into()));
+            done.error = Some(StoreError::Storage(
+                "an earlier write to the log failed; this request was not written, send it again"
+                    .into(),
+            ));
         } else if head != previous {
             // The WAL write reaches the OS here; in sync mode the syncer
             // fsyncs it while this thread writes the next round.
@@ -467,7 +541,13 @@ impl Committer {
 
 /// Sync mode's third stage: one fsync for every round written since the
 /// last one, then the replies.
-fn run_syncer(db: Arc<DB>, rounds: mpsc::Receiver<Done>, shared: Arc<Shared>, head_tx: watch::Sender<u64>, stats: Arc<StoreStats>) {
+fn run_syncer(
+    db: Arc<DB>,
+    rounds: mpsc::Receiver<Done>,
+    shared: Arc<Shared>,
+    head_tx: watch::Sender<u64>,
+    stats: Arc<StoreStats>,
+) {
     while let Ok(first) = rounds.recv() {
         let mut group = vec![first];
         while let Ok(more) = rounds.try_recv() {
@@ -475,7 +555,8 @@ fn run_syncer(db: Arc<DB>, rounds: mpsc::Receiver<Done>, shared: Arc<Shared>, he
         }
         if group.iter().any(|d| d.head.is_some() && d.error.is_none()) {
             if let Err(e) = db.flush_wal(true) {
-                let err = StoreError::Storage(format!("fsync of the log failed: {}", e.into_string()));
+                let err =
+                    StoreError::Storage(format!("fsync of the log failed: {}", e.into_string()));
                 tracing::error!(error = %err, "log fsync failed; the rounds it covered are refused");
                 shared.failures.fetch_add(1, Ordering::AcqRel);
                 for d in group {

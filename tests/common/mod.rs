@@ -60,11 +60,17 @@ pub fn user() -> Principal {
 }
 
 pub fn system() -> Principal {
-    Principal::System { component: "test".into() }
+    Principal::System {
+        component: "test".into(),
+    }
 }
 
 pub fn agent(node: &str) -> Principal {
-    Principal::Node { account: acme(), pool: pool_id(), node: NodeId::new(node).unwrap() }
+    Principal::Node {
+        account: acme(),
+        pool: pool_id(),
+        node: NodeId::new(node).unwrap(),
+    }
 }
 
 pub fn pool_id() -> PoolId {
@@ -80,7 +86,11 @@ pub fn pool_spec(target_nodes: u32) -> PoolSpec {
         id: pool_id(),
         account: acme(),
         display_name: "test pool".into(),
-        node_size: NodeSize { cores: 2, memory_mib: 2048, task_slots: 2 },
+        node_size: NodeSize {
+            cores: 2,
+            memory_mib: 2048,
+            task_slots: 2,
+        },
         os: "linux-x86_64".into(),
         scale: ScaleSettings::Fixed { target_nodes },
         node_count_max: 8,
@@ -107,7 +117,10 @@ pub fn job_spec() -> JobSpec {
 }
 
 pub fn task_spec(id: &str) -> TaskSpec {
-    TaskSpec::simple(TaskId::new(id).unwrap(), CommandLine::Shell("echo hello".into()))
+    TaskSpec::simple(
+        TaskId::new(id).unwrap(),
+        CommandLine::Shell("echo hello".into()),
+    )
 }
 
 pub fn account_stream() -> StreamId {
@@ -117,4 +130,3 @@ pub fn account_stream() -> StreamId {
 pub fn create_account_cmd() -> AccountCommand {
     AccountCommand::CreateAccount { name: acme() }
 }
-
