@@ -28,10 +28,16 @@ impl<A: Aggregate> Message for Execute<A> {
 }
 
 /// Reads the entity's current state.
-pub struct GetState;
+pub struct GetState<A>(std::marker::PhantomData<A>);
 
-impl Message for GetState {
-    type Result = Result<(u64, Vec<u8>), CoreError>;
+impl<A> Default for GetState<A> {
+    fn default() -> Self {
+        GetState(std::marker::PhantomData)
+    }
+}
+
+impl<A: Aggregate> Message for GetState<A> {
+    type Result = Result<Versioned<A>, CoreError>;
 }
 
 /// Rebuilds an aggregate from its snapshot (if usable) and later events.
@@ -167,20 +173,16 @@ impl<A: Aggregate> Actor for Entity<A> {
     }
 }
 
-impl<A: Aggregate> Handler<GetState> for Entity<A> {
-    type Result = Result<(u64, Vec<u8>), CoreError>;
+impl<A: Aggregate> Handler<GetState<A>> for Entity<A> {
+    type Result = Result<Versioned<A>, CoreError>;
 
-    fn handle(&mut self, _: GetState, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: GetState<A>, ctx: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         catch_up(&self.store, &self.stream, &mut self.current)?;
         // Other actors append to this stream too (job counts): snapshot
         // here as well, or a busy job would never get one.
         self.after_change(ctx);
-        // Encoded so that the reply type does not depend on `A`.
-        Ok((
-            self.current.version,
-            crate::codec::encode(&self.current.state)?,
-        ))
+        Ok(self.current.clone())
     }
 }
 

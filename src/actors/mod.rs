@@ -283,14 +283,8 @@ impl Core {
         for _ in 0..APPEND_CONFLICT_RETRIES_MAX {
             let addr =
                 A::registry(self).get_or_start(stream, &self.inner.store, &self.inner.config)?;
-            match addr.send(GetState).await {
-                Ok(result) => {
-                    let (version, bytes) = result?;
-                    return Ok(Versioned {
-                        version,
-                        state: crate::codec::decode(&bytes)?,
-                    });
-                }
+            match addr.send(GetState::<A>::default()).await {
+                Ok(result) => return result,
                 Err(MailboxError::Closed) => continue,
                 Err(e) => return Err(CoreError::Unavailable(e.to_string())),
             }
