@@ -470,16 +470,14 @@ impl EventStore {
         limit: usize,
     ) -> Result<Vec<Envelope>, StoreError> {
         let cf = cf(&self.inner.db, CF_EVENTS);
-        let prefix = stream_prefix(stream);
         let start = event_key(stream, from_version.max(1));
         let mut out = Vec::new();
         let mut read = ReadOptions::default();
-        read.set_iterate_upper_bound(
-            event_key(stream, u64::MAX)
-                .into_iter()
-                .chain([0])
-                .collect::<Vec<u8>>(),
-        );
+        // Keys of this stream are `stream \0 version`; `stream \1` is past
+        // them all, so the iterator never wanders into the next stream.
+        let mut upper = stream.as_str().as_bytes().to_vec();
+        upper.push(1);
+        read.set_iterate_upper_bound(upper);
         // Rounds written but not yet fsynced are invisible until the head
         // moves past them (positions grow along a stream).
         let head = self.head();
@@ -489,7 +487,7 @@ impl EventStore {
                 .iterator_cf_opt(cf, read, IteratorMode::From(&start, Direction::Forward))
         {
             let (key, value) = item?;
-            if !key.starts_with(&prefix) || out.len() >= limit {
+            if out.len() >= limit {
                 break;
             }
             let envelope = self.decode_envelope(&key, &value)?;
