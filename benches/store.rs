@@ -26,20 +26,8 @@ const APPENDERS: usize = 256;
 /// Appenders in the buffered phase's second run.
 const APPENDERS_MANY: usize = 1024;
 
-/// `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and
-/// then this runs as a quick smoke test of the benchmark itself.
-fn smoke() -> bool {
-    !std::env::args().any(|a| a == "--bench")
-}
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{arg, smoke};
 
 fn wanted(section: &str) -> bool {
     let picked: Vec<String> = std::env::args()

@@ -50,6 +50,27 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
+/// Limit on one decoded network message: the frame limit. Nothing a peer
+/// sends can claim more memory than a whole frame could carry.
+const MESSAGE_BYTES_MAX: usize = crate::api::FRAME_BYTES_MAX;
+
+/// Encodes a network message (same format as the log).
+pub fn encode_message<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    encode(value)
+}
+
+/// Decodes a network message from a peer nobody vouches for: bounded to a
+/// frame's size and, like [`decode`], every byte must be consumed.
+pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let config = bincode::config::standard().with_limit::<MESSAGE_BYTES_MAX>();
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config)
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(CodecError::TrailingBytes(bytes.len() - read));
+    }
+    Ok(value)
+}
+
 /// Serde helper for byte buffers: `#[serde(with = "crate::codec::bytes")]`.
 /// Encodes exactly as a `Vec<u8>` sequence does in bincode (length, then the
 /// bytes), but in one copy instead of one call per byte.

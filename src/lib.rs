@@ -14,8 +14,13 @@
 //! - [`schema`]: JSON Schemas of the log's types (checked into `schemas/`).
 //! - [`golden`]: export and import of logs, for the golden logs in `replay/`.
 //! - [`demo`]: the in-process demo workload behind `lote demo`.
+//! - [`api`]: the TCP message API: frames, messages, request signing.
+//! - [`server`]: the server hosting the actors behind the API.
+//! - [`client`]: the async Rust client the CLI, agents and tests use.
 
 pub mod actors;
+pub mod api;
+pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod demo;
@@ -23,5 +28,6 @@ pub mod domain;
 pub mod golden;
 pub mod replay;
 pub mod schema;
+pub mod server;
 pub mod store;
 pub mod types;

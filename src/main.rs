@@ -1,5 +1,7 @@
 //! The `lote` command line.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -14,9 +16,21 @@ use lote::types::Timestamp;
 /// lote: batch computing on machines you own.
 ///
 /// Every change lote makes is an event in an append-only log in the data
-/// directory; `replay` and `audit` read that log directly.
+/// directory; `replay` and `audit` read that log directly. `server` serves
+/// the message API; the other commands are its clients.
+///
+/// Quick start:
+///   lote server --data-dir lote-data &
+///   lote account create acme --admin-key-file lote-data/admin.key
+///   export LOTE_ACCOUNT=acme LOTE_KEY=<primary key printed above>
+///   lote pool create render --nodes 2
+///   lote job create frames --pool render
+///   lote task add frames frame-1 -- echo hello
+///
+/// Exit codes: 0 success, 1 runtime error (refused, unreachable, failed),
+/// 2 usage error (bad flags or arguments).
 #[derive(Parser)]
-#[command(name = "lote", version, propagate_version = true)]
+#[command(name = "lote", version, propagate_version = true, verbatim_doc_comment)]
 struct Cli {
     /// Log format: human text or one JSON object per line.
     #[arg(
@@ -27,6 +41,8 @@ struct Cli {
         env = "LOTE_LOG_FORMAT"
     )]
     log_format: LogFormat,
+    #[command(flatten)]
+    connection: cli::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +55,19 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the message API: host the actors on a data directory.
+    ///
+    /// On first start it creates DATA_DIR/admin.key (owner-only) and prints
+    /// where it is. Settings: flag > LOTE_* environment > --config file >
+    /// default. SIGTERM or Ctrl-C drains calls in flight and flushes the log.
+    ///
+    /// Examples:
+    ///   lote server --data-dir /var/lib/lote --listen 0.0.0.0:7070
+    ///   lote server --config /etc/lote/server.toml
+    #[command(verbatim_doc_comment)]
+    Server(lote::server::ServerFlags),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
     /// Run the demo workload in-process on a local data directory: an
     /// account, a pool of two nodes, a job of frames, retries; then replay
     /// the log and audit one task.
@@ -109,17 +138,75 @@ fn init_logs(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    match run(cli.command) {
+    let command = match cli.command {
+        Command::Client(command) => return cli::run(command, cli.connection),
+        Command::Server(flags) => return serve(flags),
+        other => other,
+    };
+    match run(command) {
         Ok(code) => code,
-        Err(message) => {
+        Err(Fail::Runtime(message)) => {
+            eprintln!("lote: {message}");
+            ExitCode::FAILURE
+        }
+        Err(Fail::Usage(message)) => {
             eprintln!("lote: {message}");
             ExitCode::from(2)
         }
     }
 }
 
-fn run(command: Command) -> Result<ExitCode, String> {
+/// A failed command: bad arguments (exit 2) or a failure while running
+/// (exit 1).
+enum Fail {
+    Usage(String),
+    Runtime(String),
+}
+
+impl From<String> for Fail {
+    fn from(message: String) -> Self {
+        Fail::Runtime(message)
+    }
+}
+
+fn serve(flags: lote::server::ServerFlags) -> ExitCode {
+    use lote::server::{self, AdminKeySource, ServerConfig};
+    use std::io::Write;
+    let config = match ServerConfig::load(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lote server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = |s: &server::Started| {
+        // Tests and scripts read this first line to learn the port.
+        println!("lote server listening on {}", s.addr);
+        match &s.admin_key {
+            AdminKeySource::Created(path) => println!(
+                "admin key created in {} (owner-only); use it with: lote account create NAME --admin-key-file {}",
+                path.display(),
+                path.display()
+            ),
+            AdminKeySource::Existing(path) => println!("admin key in {}", path.display()),
+            AdminKeySource::Configured => println!("admin key taken from the configuration"),
+        }
+        let _ = std::io::stdout().flush();
+    };
+    let result =
+        actix::System::new().block_on(server::run(config, started, server::termination_signal()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lote server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode, Fail> {
     match command {
+        Command::Server(_) | Command::Client(_) => unreachable!("dispatched in main"),
         Command::Demo {
             data_dir,
             tasks,
@@ -201,13 +288,13 @@ fn run(command: Command) -> Result<ExitCode, String> {
             at,
             json,
         } => {
-            let stream = StreamId::parse(&entity).map_err(|e| e.to_string())?;
+            let stream = StreamId::parse(&entity).map_err(|e| Fail::Usage(e.to_string()))?;
             let at = at
                 .map(|t| {
                     Timestamp::parse(&t).map_err(|e| {
-                        format!(
+                        Fail::Usage(format!(
                             "--at {t:?} is not an RFC 3339 time (e.g. 2026-11-27T10:00:00Z): {e}"
-                        )
+                        ))
                     })
                 })
                 .transpose()?;

@@ -20,6 +20,7 @@ use crate::domain::account::Account;
 use crate::domain::job::Job;
 use crate::domain::node::Node;
 use crate::domain::pool::Pool;
+use crate::domain::request::RequestRecord;
 use crate::domain::task::{Task, TaskBucket};
 use crate::domain::{decode_event, Aggregate};
 use crate::store::{Envelope, EventStore, Snapshot, StoreError, StreamId, StreamKind};
@@ -33,6 +34,7 @@ pub enum AnyState {
     Node(Node),
     Job(Job),
     Task(Task),
+    Request(RequestRecord),
 }
 
 /// Why an envelope could not be folded.
@@ -53,6 +55,7 @@ impl AnyState {
             StreamKind::Node => AnyState::Node(Node::default()),
             StreamKind::Job => AnyState::Job(Job::default()),
             StreamKind::Task => AnyState::Task(Task::default()),
+            StreamKind::Request => AnyState::Request(RequestRecord::default()),
         }
     }
 
@@ -71,6 +74,7 @@ impl AnyState {
             AnyState::Node(s) => step(s, envelope),
             AnyState::Job(s) => step(s, envelope),
             AnyState::Task(s) => step(s, envelope),
+            AnyState::Request(s) => step(s, envelope),
         };
         result.map_err(|why| FoldError {
             stream: envelope.stream.clone(),
@@ -88,6 +92,7 @@ impl AnyState {
             AnyState::Node(s) => serde_json::to_value(s),
             AnyState::Job(s) => serde_json::to_value(s),
             AnyState::Task(s) => serde_json::to_value(s),
+            AnyState::Request(s) => serde_json::to_value(s),
         };
         // Plain data structs always serialize.
         value.expect("state serializes to JSON")
@@ -100,6 +105,7 @@ impl AnyState {
             AnyState::Node(s) => s.sanity_check(),
             AnyState::Job(s) => s.sanity_check(),
             AnyState::Task(s) => s.sanity_check(),
+            AnyState::Request(s) => s.sanity_check(),
         }
     }
 
@@ -110,6 +116,7 @@ impl AnyState {
             AnyState::Node(_) => Node::STATE_SCHEMA,
             AnyState::Job(_) => Job::STATE_SCHEMA,
             AnyState::Task(_) => Task::STATE_SCHEMA,
+            AnyState::Request(_) => RequestRecord::STATE_SCHEMA,
         }
     }
 
@@ -120,6 +127,7 @@ impl AnyState {
             StreamKind::Node => AnyState::Node(codec::decode(&snapshot.state)?),
             StreamKind::Job => AnyState::Job(codec::decode(&snapshot.state)?),
             StreamKind::Task => AnyState::Task(codec::decode(&snapshot.state)?),
+            StreamKind::Request => AnyState::Request(codec::decode(&snapshot.state)?),
         })
     }
 
@@ -131,6 +139,7 @@ impl AnyState {
             AnyState::Node(s) => serde_json::to_value(s.state),
             AnyState::Job(s) => serde_json::to_value(s.status),
             AnyState::Task(s) => serde_json::to_value(s.status),
+            AnyState::Request(s) => serde_json::to_value(s.status),
         };
         status
             .ok()
@@ -392,7 +401,8 @@ pub enum AuditError {
     Fold(#[from] FoldError),
 }
 
-fn event_json(kind: StreamKind, envelope: &Envelope) -> serde_json::Value {
+/// An event's fields as JSON (secrets redacted), whatever its kind.
+pub fn event_json(kind: StreamKind, envelope: &Envelope) -> serde_json::Value {
     fn go<A: Aggregate>(envelope: &Envelope) -> serde_json::Value {
         match decode_event::<A::Event>(A::KIND, envelope) {
             Ok(event) => serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
@@ -405,6 +415,7 @@ fn event_json(kind: StreamKind, envelope: &Envelope) -> serde_json::Value {
         StreamKind::Node => go::<Node>(envelope),
         StreamKind::Job => go::<Job>(envelope),
         StreamKind::Task => go::<Task>(envelope),
+        StreamKind::Request => go::<RequestRecord>(envelope),
     }
 }
 

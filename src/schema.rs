@@ -10,6 +10,7 @@ use crate::domain::job::{Job, JobEvent};
 use crate::domain::node::{Node, NodeEvent};
 use crate::domain::pool::{Pool, PoolEvent};
 use crate::domain::rejection::Rejection;
+use crate::domain::request::{RequestEvent, RequestRecord};
 use crate::domain::task::{Task, TaskEvent};
 use crate::store::Envelope;
 
@@ -31,10 +32,12 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("events/node.json", render::<NodeEvent>()),
         ("events/job.json", render::<JobEvent>()),
         ("events/task.json", render::<TaskEvent>()),
+        ("events/request.json", render::<RequestEvent>()),
         ("state/account.json", render::<Account>()),
         ("state/pool.json", render::<Pool>()),
         ("state/node.json", render::<Node>()),
         ("state/job.json", render::<Job>()),
         ("state/task.json", render::<Task>()),
+        ("state/request.json", render::<RequestRecord>()),
     ]
 }

@@ -48,9 +48,18 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), IdError> {
 macro_rules! define_id {
     ($($(#[$doc:meta])* $name:ident => $kind:literal;)*) => {$(
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
         #[serde(transparent)]
         pub struct $name(String);
+
+        // Validated on the way in too: ids arrive from the network, and an
+        // unchecked `/` would let a request name another stream.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let id = String::deserialize(d)?;
+                Self::new(id).map_err(serde::de::Error::custom)
+            }
+        }
 
         impl $name {
             /// Validates and wraps an id.
@@ -306,6 +315,9 @@ mod tests {
             Err(IdError::TooLong { len: 65, .. })
         ));
         assert!(JobId::new("x".repeat(64)).is_ok());
+        assert!(serde_json::from_str::<JobId>("\"a/b\"").is_err());
+        let bad = crate::codec::encode(&"a/b".to_string()).unwrap();
+        assert!(crate::codec::decode::<JobId>(&bad).is_err());
     }
 
     #[test]

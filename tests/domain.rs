@@ -832,6 +832,21 @@ fn task_lifecycle_retries_requeues_and_rejections() {
 }
 
 #[test]
+fn request_records_are_written_once() {
+    use lote::domain::request::{RequestCommand, RequestRecord, RequestStatus};
+    let r: RequestRecord = given(&[]);
+    let record = RequestCommand::RecordRequest {
+        request: "CreatePool".into(),
+        body_sha256: "ab".repeat(32),
+    };
+    let (events, r) = then_ok(&r, record.clone(), &ctx(user()));
+    assert_eq!(events.len(), 1);
+    assert_eq!(r.status, RequestStatus::Recorded);
+    assert!(r.is_finished());
+    then_rejected(&r, record, &ctx(user()), RejectionCode::RequestIdReused);
+}
+
+#[test]
 fn zz_every_decide_rejection_is_covered() {
     // Run the others first (names sort; tests in one binary share SEEN).
     account_lifecycle_and_rejections();
@@ -839,6 +854,7 @@ fn zz_every_decide_rejection_is_covered() {
     node_lifecycle_and_rejections();
     job_lifecycle_and_rejections();
     task_lifecycle_retries_requeues_and_rejections();
+    request_records_are_written_once();
     let seen: HashSet<RejectionCode> = SEEN.lock().unwrap().iter().copied().collect();
     // TooBusy comes from the actor layer's bounded conflict retries, not
     // from decide.

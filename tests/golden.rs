@@ -3,9 +3,11 @@
 //! logs (codec, layouts, upcasters, `apply`) fails here.
 //!
 //! `replay/vN/log.bin` is an export (see `src/golden.rs`), `expected.json`
-//! maps each entity to its rebuilt state. A released version is never
-//! re-recorded; a new layout gets a new `replay/vN`. To record the current
-//! version when its folder is missing: `LOTE_RECORD_GOLDEN=1 cargo test --test golden`.
+//! maps each entity to its rebuilt state. A recorded folder is never
+//! re-recorded: a new layout gets a new `replay/vN`; new event types in the
+//! same layout get a new minor folder `replay/vN.M` (see [`LATEST`]). To
+//! record the latest folder when it is missing:
+//! `LOTE_RECORD_GOLDEN=1 cargo test --test golden`.
 
 mod common;
 
@@ -73,7 +75,12 @@ const EVENT_TYPES: &[&str] = &[
     "TaskRequeued",
     "TaskTerminated",
     "TaskDeleted",
+    "RequestRecorded",
 ];
+
+/// The newest golden folder. Bump the minor number when event types are
+/// added without a layout change, and record it.
+const LATEST: &str = "v1.1";
 
 /// Rebuilds every entity of a store into JSON, keyed by entity name.
 fn rebuild_all(store: &EventStore) -> BTreeMap<String, serde_json::Value> {
@@ -450,6 +457,29 @@ async fn record_scenario(core: &Core) {
     core.execute::<Pool>(&pool, PoolCommand::FinishDeletion, ctx(system()))
         .await
         .unwrap();
+
+    // A create with a client request id: its idempotency record commits
+    // with it (as the server writes it).
+    let mut spec = pool_spec(1);
+    spec.id = lote::types::PoolId::new("idempotent").unwrap();
+    let record = lote::domain::request::RequestEvent::RequestRecorded {
+        request: "CreatePool".into(),
+        body_sha256: "0f".repeat(32),
+        at: c.now(),
+    };
+    let extra = vec![lote::store::StreamAppend {
+        stream: StreamId::request(&acme(), &uuid::Uuid::from_u128(1)),
+        expected: lote::store::ExpectedVersion::NoStream,
+        events: vec![lote::domain::to_new_event(&record).unwrap()],
+    }];
+    core.execute_with::<Pool>(
+        &StreamId::pool(&acme(), &spec.id),
+        PoolCommand::CreatePool { spec },
+        ctx(user()),
+        extra,
+    )
+    .await
+    .unwrap();
 }
 
 fn record(dir: &Path) {
@@ -473,11 +503,19 @@ fn record(dir: &Path) {
 
 #[test]
 fn golden_logs_replay_to_their_recorded_state() {
-    let current = golden_root().join(format!("v{CURRENT_EVENT_SCHEMA}"));
-    if !current.exists() && std::env::var_os("LOTE_RECORD_GOLDEN").is_some() {
-        record(&current);
+    let latest = golden_root().join(LATEST);
+    assert!(
+        LATEST == format!("v{CURRENT_EVENT_SCHEMA}")
+            || LATEST.starts_with(&format!("v{CURRENT_EVENT_SCHEMA}.")),
+        "LATEST names another event schema than v{CURRENT_EVENT_SCHEMA}"
+    );
+    if !latest.exists() && std::env::var_os("LOTE_RECORD_GOLDEN").is_some() {
+        record(&latest);
     }
-    assert!(current.join("log.bin").exists(), "no golden log for the current event schema v{CURRENT_EVENT_SCHEMA}; record it (see this file's header)");
+    assert!(
+        latest.join("log.bin").exists(),
+        "no golden log {LATEST}; record it (see this file's header)"
+    );
 
     let mut versions = 0;
     for entry in std::fs::read_dir(golden_root()).unwrap() {
@@ -517,7 +555,7 @@ fn golden_logs_replay_to_their_recorded_state() {
             dir.display()
         );
 
-        if dir == current {
+        if dir == latest {
             let mut seen = BTreeSet::new();
             store
                 .scan_streams(None, |e| {

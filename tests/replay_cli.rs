@@ -149,7 +149,7 @@ fn demo_then_replay_and_audit_from_the_log() {
         "{shown}"
     );
 
-    // Clear errors for bad input, exit code 2.
+    // Clear errors: exit 2 for bad arguments, 1 for failures.
     let out = lote(&["audit", "--data-dir", copy.to_str().unwrap(), "widget/x"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("not an entity name"), "{}", text(&out));
@@ -159,7 +159,7 @@ fn demo_then_replay_and_audit_from_the_log() {
         copy.to_str().unwrap(),
         &format!("job/{account}/nope"),
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("no such entity"), "{}", text(&out));
     let out = lote(&[
         "audit",
@@ -170,12 +170,13 @@ fn demo_then_replay_and_audit_from_the_log() {
         "yesterday",
     ]);
     assert!(text(&out).contains("RFC 3339"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2));
     let out = lote(&[
         "replay",
         "--data-dir",
         dir.path().join("missing").to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("not a lote data directory"),
         "{}",

@@ -21,6 +21,10 @@ const REBUILD_READ_BATCH: usize = 1024;
 pub struct Execute<A: Aggregate> {
     pub command: A::Command,
     pub ctx: Ctx,
+    /// Appends to other streams that must commit with the command's events
+    /// or not at all (an idempotency record); dropped if the command
+    /// produces no events.
+    pub extra: Vec<StreamAppend>,
 }
 
 impl<A: Aggregate> Message for Execute<A> {
@@ -214,6 +218,7 @@ impl<A: Aggregate> Handler<Execute<A>> for Entity<A> {
                     events: encoded,
                 });
                 appends.extend(A::linked_appends(&self.current.state, &after)?);
+                appends.extend(msg.extra);
             }
             Ok::<_, CoreError>((events, after, appends))
         })();

@@ -250,6 +250,18 @@ impl Core {
         command: A::Command,
         ctx: Ctx,
     ) -> Result<Outcome<A>, CoreError> {
+        self.execute_with(stream, command, ctx, Vec::new()).await
+    }
+
+    /// [`execute`](Self::execute), committing `extra` appends atomically
+    /// with the command's events.
+    pub async fn execute_with<A: Registered>(
+        &self,
+        stream: &StreamId,
+        command: A::Command,
+        ctx: Ctx,
+        extra: Vec<StreamAppend>,
+    ) -> Result<Outcome<A>, CoreError> {
         check_kind::<A>(stream)?;
         for attempt in 0..APPEND_CONFLICT_RETRIES_MAX {
             let addr =
@@ -258,10 +270,13 @@ impl Core {
                 .send(Execute::<A> {
                     command: command.clone(),
                     ctx: ctx.clone(),
+                    extra: extra.clone(),
                 })
                 .await
             {
-                Ok(Err(CoreError::Store(StoreError::Conflict { .. }))) => {
+                Ok(Err(CoreError::Store(e @ StoreError::Conflict { .. })))
+                    if !e_is_extra(&e, &extra) =>
+                {
                     conflict_backoff(attempt).await
                 }
                 Ok(result) => return result,
@@ -303,58 +318,90 @@ impl Core {
         spec: TaskSpec,
         ctx: Ctx,
     ) -> Result<Outcome<Task>, CoreError> {
+        let mut added = self
+            .add_tasks(account, job_id, vec![spec], ctx, Vec::new())
+            .await?;
+        Ok(added.remove(0))
+    }
+
+    /// Adds tasks to a job in one atomic, durable append: every task's
+    /// creation, the job's count changes and `extra`, or nothing. A task id
+    /// that exists (or appears twice) refuses the whole batch.
+    pub async fn add_tasks(
+        &self,
+        account: &AccountName,
+        job_id: &JobId,
+        specs: Vec<TaskSpec>,
+        ctx: Ctx,
+        extra: Vec<StreamAppend>,
+    ) -> Result<Vec<Outcome<Task>>, CoreError> {
+        let mut seen = std::collections::HashSet::with_capacity(specs.len());
+        if let Some(dup) = specs.iter().find(|s| !seen.insert(&s.id)) {
+            return Err(
+                Rejection::invalid(format!("task {} appears twice in the batch", dup.id)).into(),
+            );
+        }
         let job_stream = StreamId::job(account, job_id);
-        let task_stream = StreamId::task(account, job_id, &spec.id);
         for attempt in 0..APPEND_CONFLICT_RETRIES_MAX {
             let job_state: Versioned<Job> = self.state(&job_stream).await?;
-            let task_state: Versioned<Task> = load(&self.inner.store, &task_stream, true)?;
-            let (job_events, task_events) =
-                job::add_task(&job_state.state, &task_state.state, &spec, &ctx)?;
-            let expected = match task_state.version {
-                0 => ExpectedVersion::NoStream,
-                v => ExpectedVersion::Exact(v),
-            };
-            let appends = vec![
-                StreamAppend {
-                    stream: task_stream.clone(),
-                    expected,
+            let mut appends = Vec::with_capacity(specs.len() + 1 + extra.len());
+            let mut job_events = Vec::with_capacity(specs.len());
+            let mut outcomes = Vec::with_capacity(specs.len());
+            for spec in &specs {
+                // A new task has no stream: the store's NoStream check
+                // catches an existing one without a read per task here.
+                let (job_part, task_events) =
+                    job::add_task(&job_state.state, &Task::default(), spec, &ctx)?;
+                job_events.extend(job_part);
+                let mut state = Task::default();
+                for e in &task_events {
+                    state.apply(e);
+                }
+                appends.push(StreamAppend {
+                    stream: StreamId::task(account, job_id, &spec.id),
+                    expected: ExpectedVersion::NoStream,
                     events: task_events
                         .iter()
                         .map(domain::to_new_event)
                         .collect::<Result<_, _>>()?,
-                },
-                // Only the job actor changes a job's lifecycle, and only
-                // lifecycle decides whether tasks may be added, so the count
-                // change needs no expected version (it commutes).
-                StreamAppend {
-                    stream: job_stream.clone(),
-                    expected: ExpectedVersion::Any,
-                    events: job_events
-                        .iter()
-                        .map(domain::to_new_event)
-                        .collect::<Result<_, _>>()?,
-                },
-            ];
+                });
+                outcomes.push(Outcome {
+                    version: task_events.len() as u64,
+                    events: task_events,
+                    state,
+                });
+            }
+            // Only the job actor changes a job's lifecycle, and only
+            // lifecycle decides whether tasks may be added, so the count
+            // change needs no expected version (it commutes).
+            appends.push(StreamAppend {
+                stream: job_stream.clone(),
+                expected: ExpectedVersion::Any,
+                events: job_events
+                    .iter()
+                    .map(domain::to_new_event)
+                    .collect::<Result<_, _>>()?,
+            });
+            appends.extend(extra.iter().cloned());
             match self.inner.store.append(appends, ctx.causation()).await {
-                Ok(written) => {
-                    let mut state = task_state.state;
-                    for e in &task_events {
-                        state.apply(e);
-                    }
-                    return Ok(Outcome {
-                        events: task_events,
-                        version: written.stream_versions[0].1,
-                        state,
-                    });
-                }
+                Ok(_) => return Ok(outcomes),
                 Err(StoreError::Conflict { stream, .. })
-                    if stream == task_stream && task_state.version == 0 =>
+                    if stream.kind() == crate::store::StreamKind::Task =>
                 {
+                    let task = stream
+                        .segments()
+                        .last()
+                        .copied()
+                        .unwrap_or_default()
+                        .to_string();
                     return Err(Rejection::new(
                         RejectionCode::TaskExists,
-                        format!("task {} exists in job {job_id}", spec.id),
+                        format!("task {task} exists in job {job_id}; task ids are never reused"),
                     )
-                    .into())
+                    .into());
+                }
+                Err(e @ StoreError::Conflict { .. }) if e_is_extra(&e, &extra) => {
+                    return Err(e.into())
                 }
                 Err(StoreError::Conflict { .. }) => conflict_backoff(attempt).await,
                 Err(e) => return Err(e.into()),
@@ -362,10 +409,16 @@ impl Core {
         }
         Err(Rejection::new(
             RejectionCode::TooBusy,
-            format!("{task_stream} kept changing; send the request again"),
+            format!("{job_stream} kept changing; send the request again"),
         )
         .into())
     }
+}
+
+/// Whether a conflict is on one of the `extra` streams (an idempotency
+/// record written meanwhile): retrying cannot help, the caller decides.
+fn e_is_extra(e: &StoreError, extra: &[StreamAppend]) -> bool {
+    matches!(e, StoreError::Conflict { stream, .. } if extra.iter().any(|a| &a.stream == stream))
 }
 
 /// Waits a little longer after each conflict: the competing append is

@@ -77,6 +77,22 @@ pub struct JobSpec {
 }
 
 impl JobSpec {
+    /// A job on `pool` with default priority, no retries and no automatic
+    /// completion; change fields with struct update syntax.
+    pub fn on_pool(id: JobId, account: AccountName, pool: PoolId) -> Self {
+        JobSpec {
+            id,
+            account,
+            pool,
+            display_name: String::new(),
+            priority: 0,
+            max_wall_clock_secs: None,
+            max_task_retries: 0,
+            on_all_tasks_complete: OnAllTasksComplete::NoAction,
+            on_task_failure: OnTaskFailure::NoAction,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), Rejection> {
         validate_display_name(&self.display_name)?;
         ensure(

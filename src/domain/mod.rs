@@ -11,6 +11,7 @@ pub mod job;
 pub mod node;
 pub mod pool;
 pub mod rejection;
+pub mod request;
 pub mod spec;
 pub mod task;
 pub mod upcast;

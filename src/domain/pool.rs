@@ -134,6 +134,29 @@ fn validate_formula(formula: &str, interval_secs: u64) -> Result<(), Rejection> 
 }
 
 impl PoolSpec {
+    /// A pool of `target_nodes` one-core nodes with `task_slots` slots each
+    /// and defaults for the rest; change fields with struct update syntax.
+    pub fn fixed(id: PoolId, account: AccountName, target_nodes: u32, task_slots: u32) -> Self {
+        PoolSpec {
+            id,
+            account,
+            display_name: String::new(),
+            node_size: NodeSize {
+                cores: 1,
+                memory_mib: 1024,
+                task_slots,
+            },
+            os: "linux-x86_64".into(),
+            scale: ScaleSettings::Fixed { target_nodes },
+            node_count_max: target_nodes.max(100),
+            inter_node_communication: false,
+            secrets: vec![],
+            start_task: None,
+            scheduling: SchedulingPolicy::Pack,
+            provider: NodeProvider::Local,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), Rejection> {
         validate_display_name(&self.display_name)?;
         let size = self.node_size;

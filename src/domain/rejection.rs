@@ -105,6 +105,9 @@ rejection_codes! {
     /// The entity changed under the request too many times in a row; send
     /// the same request again.
     TooBusy = 27, retry: true;
+    /// The client request id was already used for a different request
+    /// (another body). Use a new id for a new request.
+    RequestIdReused = 28, retry: false;
 }
 
 /// A refused command: a stable code and a sentence with the specifics.

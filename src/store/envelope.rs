@@ -18,15 +18,19 @@ pub enum StreamKind {
     Node,
     Job,
     Task,
+    /// An idempotency record: which request (by its client request id)
+    /// already did its work, and a hash of its body.
+    Request,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 5] = [
+    pub const ALL: [StreamKind; 6] = [
         StreamKind::Account,
         StreamKind::Pool,
         StreamKind::Node,
         StreamKind::Job,
         StreamKind::Task,
+        StreamKind::Request,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -36,6 +40,7 @@ impl StreamKind {
             StreamKind::Node => "node",
             StreamKind::Job => "job",
             StreamKind::Task => "task",
+            StreamKind::Request => "request",
         }
     }
 
@@ -43,7 +48,7 @@ impl StreamKind {
     fn id_segments(self) -> usize {
         match self {
             StreamKind::Account => 1,
-            StreamKind::Pool | StreamKind::Job => 2,
+            StreamKind::Pool | StreamKind::Job | StreamKind::Request => 2,
             StreamKind::Node | StreamKind::Task => 3,
         }
     }
@@ -58,7 +63,7 @@ pub struct StreamId(String);
 
 /// Why a text is not a stream id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not an entity name: expected account/NAME, pool/ACCOUNT/POOL, node/ACCOUNT/POOL/NODE, job/ACCOUNT/JOB or task/ACCOUNT/JOB/TASK ({why})")]
+#[error("{text:?} is not an entity name: expected account/NAME, pool/ACCOUNT/POOL, node/ACCOUNT/POOL/NODE, job/ACCOUNT/JOB, task/ACCOUNT/JOB/TASK or request/ACCOUNT/ID ({why})")]
 pub struct StreamIdError {
     pub text: String,
     pub why: String,
@@ -79,6 +84,10 @@ impl StreamId {
     }
     pub fn task(account: &AccountName, job: &JobId, task: &TaskId) -> Self {
         StreamId(format!("task/{account}/{job}/{task}"))
+    }
+    /// The idempotency record of client request `id` in `account`.
+    pub fn request(account: &AccountName, id: &uuid::Uuid) -> Self {
+        StreamId(format!("request/{account}/{id}"))
     }
 
     /// Parses and validates a stream id typed by a person.

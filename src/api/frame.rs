@@ -1,0 +1,105 @@
+//! Length-prefixed frames on a byte stream.
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest frame either side accepts, prefix excluded. Checked against the
+/// prefix before a single byte of the body is allocated or read. Big enough
+/// for a batch of a few thousand tasks; files never travel in frames.
+pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer closed the connection between frames.
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("empty frame")]
+    Empty,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one frame's body. `max` is normally [`FRAME_BYTES_MAX`].
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Vec<u8>, FrameError> {
+    let mut prefix = [0u8; 4];
+    // Distinguish a clean close between frames from a cut inside one.
+    let first = reader.read(&mut prefix[..1]).await?;
+    if first == 0 {
+        return Err(FrameError::Closed);
+    }
+    reader.read_exact(&mut prefix[1..]).await?;
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Writes one frame (prefix and body in one write).
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    body: &[u8],
+) -> Result<(), FrameError> {
+    if body.len() > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge {
+            len: body.len(),
+            max: FRAME_BYTES_MAX,
+        });
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    writer.write_all(&out).await?;
+    Ok(())
+}
+
+/// Prefixes a body with its length, for writers that batch frames.
+pub fn frame_bytes(body: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_and_limits() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, b"hello").await.unwrap();
+        let mut r = &buf[..];
+        assert_eq!(read_frame(&mut r, 16).await.unwrap(), b"hello");
+        assert!(matches!(
+            read_frame(&mut r, 16).await,
+            Err(FrameError::Closed)
+        ));
+
+        // A huge prefix is refused before reading (or allocating) a body.
+        let huge = (u32::MAX).to_be_bytes();
+        let mut r = &huge[..];
+        assert!(matches!(
+            read_frame(&mut r, FRAME_BYTES_MAX).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+
+        // A frame cut short is an i/o error, not a clean close.
+        let mut cut = Vec::new();
+        write_frame(&mut cut, b"hello").await.unwrap();
+        cut.truncate(6);
+        let mut r = &cut[..];
+        assert!(matches!(
+            read_frame(&mut r, 16).await,
+            Err(FrameError::Io(_))
+        ));
+    }
+}

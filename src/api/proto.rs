@@ -1,0 +1,474 @@
+//! The messages themselves. One request enum, one response enum.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::account::{AccountStatus, KeyKind};
+use crate::domain::job::{DisableTasks, Job, JobSpec};
+use crate::domain::node::Node;
+use crate::domain::pool::{Deallocation, Pool, PoolSpec};
+use crate::domain::task::{Task, TaskSpec};
+use crate::domain::{RejectionCode, Versioned};
+use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timestamp};
+
+/// Version of this protocol. A server speaks exactly its own version and
+/// says so in its refusal, so an old client knows to upgrade.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// First bytes of every hello, so that a stray client of another protocol
+/// is told so instead of getting a decode error.
+pub const MAGIC: [u8; 4] = *b"LOTE";
+
+/// Most tasks in one [`Request::AddTasks`].
+pub const ADD_TASKS_BATCH_MAX: usize = 1000;
+
+/// Everything a client sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ClientFrame {
+    Hello(Hello),
+    Call(Call),
+    /// Ends the subscription started by call `id` (see [`Request::TailEvents`]).
+    Cancel {
+        id: u64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: [u8; 4],
+    pub version: u16,
+    /// Free text for the server's logs, e.g. `lote-cli/0.1.0`.
+    pub client: String,
+}
+
+/// One signed request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    /// Chosen by the client, unique among its calls in flight; echoed in
+    /// the reply.
+    pub id: u64,
+    pub auth: Auth,
+    /// The encoded [`Request`]. Kept as bytes because the signature covers
+    /// exactly these bytes.
+    #[serde(with = "crate::codec::bytes")]
+    pub body: Vec<u8>,
+}
+
+/// Who signs, when, and the signature (see [`super::auth`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Auth {
+    pub credential: Credential,
+    /// Microseconds since the Unix epoch, by the client's clock.
+    pub timestamp: i64,
+    /// Random, never reused within the accepted clock skew.
+    pub nonce: [u8; 16],
+    /// HMAC-SHA256, see [`super::auth::string_to_sign`].
+    pub signature: [u8; 32],
+}
+
+/// Which key a call is signed with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Credential {
+    /// The service administrator's key.
+    Admin,
+    /// One of an account's two keys.
+    Account { account: AccountName },
+    /// A pool's join token: only good for [`Request::JoinPool`].
+    Join { account: AccountName, pool: PoolId },
+    /// A node agent's own credential, handed out when it joined.
+    Node {
+        account: AccountName,
+        pool: PoolId,
+        node: NodeId,
+    },
+}
+
+impl fmt::Display for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Admin => f.write_str("admin"),
+            Credential::Account { account } => write!(f, "account:{account}"),
+            Credential::Join { account, pool } => write!(f, "join:{account}/{pool}"),
+            Credential::Node {
+                account,
+                pool,
+                node,
+            } => write!(f, "node:{account}/{pool}/{node}"),
+        }
+    }
+}
+
+/// Everything the server sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    Welcome {
+        version: u16,
+        server: String,
+        frame_bytes_max: u32,
+    },
+    Reply {
+        id: u64,
+        result: Result<Response, ApiError>,
+    },
+    /// One event of the subscription started by call `id`.
+    Event { id: u64, event: EventView },
+    /// The server closes the connection after this, for the reason given.
+    Goodbye { error: ApiError },
+}
+
+/// What a client may ask. Which credential may ask what is checked by the
+/// server: account management needs the admin key, everything about pools,
+/// jobs and tasks an account key, joining a pool its join token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    /// Who the server thinks you are.
+    Whoami,
+
+    // The administrator's: accounts and their keys.
+    CreateAccount {
+        name: AccountName,
+        request_id: Option<uuid::Uuid>,
+    },
+    ListAccounts,
+    ShowAccount {
+        name: AccountName,
+    },
+    DisableAccount {
+        name: AccountName,
+    },
+    EnableAccount {
+        name: AccountName,
+    },
+    DeleteAccount {
+        name: AccountName,
+    },
+    ShowKeys {
+        name: AccountName,
+    },
+    RegenerateKey {
+        name: AccountName,
+        key: KeyKind,
+    },
+
+    // An account's: pools, nodes, jobs, tasks, events. `spec.account` is
+    // ignored: everything is in the caller's own account.
+    CreatePool {
+        spec: PoolSpec,
+        request_id: Option<uuid::Uuid>,
+    },
+    ListPools,
+    ShowPool {
+        pool: PoolId,
+    },
+    ResizePool {
+        pool: PoolId,
+        target_nodes: u32,
+        deallocation: Deallocation,
+    },
+    StopResize {
+        pool: PoolId,
+    },
+    EnableAutoscale {
+        pool: PoolId,
+        formula: String,
+        evaluation_interval_secs: u64,
+    },
+    DisableAutoscale {
+        pool: PoolId,
+    },
+    DeletePool {
+        pool: PoolId,
+    },
+    /// The token agents use to join this pool.
+    ShowJoinToken {
+        pool: PoolId,
+    },
+    ListNodes {
+        pool: PoolId,
+    },
+    ShowNode {
+        pool: PoolId,
+        node: NodeId,
+    },
+    CreateJob {
+        spec: JobSpec,
+        request_id: Option<uuid::Uuid>,
+    },
+    ListJobs,
+    ShowJob {
+        job: JobId,
+    },
+    DisableJob {
+        job: JobId,
+        disable_tasks: DisableTasks,
+    },
+    EnableJob {
+        job: JobId,
+    },
+    TerminateJob {
+        job: JobId,
+        reason: String,
+    },
+    DeleteJob {
+        job: JobId,
+    },
+    /// Adds up to [`ADD_TASKS_BATCH_MAX`] tasks in one atomic, durable step.
+    AddTasks {
+        job: JobId,
+        tasks: Vec<TaskSpec>,
+        request_id: Option<uuid::Uuid>,
+    },
+    ListTasks {
+        job: JobId,
+    },
+    ShowTask {
+        job: JobId,
+        task: TaskId,
+    },
+    TerminateTask {
+        job: JobId,
+        task: TaskId,
+        reason: String,
+    },
+    DeleteTask {
+        job: JobId,
+        task: TaskId,
+    },
+    /// Streams the caller's events from log position `from` (0: only new
+    /// ones) as [`ServerFrame::Event`]s until cancelled or disconnected.
+    TailEvents {
+        from: u64,
+    },
+
+    /// A node agent, signed with the pool's join token, asks to join.
+    JoinPool {
+        /// The agent's host name, for people.
+        name: String,
+    },
+}
+
+impl Request {
+    /// The client's request id, for the requests that are idempotent.
+    pub fn idempotency_key(&self) -> Option<uuid::Uuid> {
+        match self {
+            Request::CreateAccount { request_id, .. }
+            | Request::CreatePool { request_id, .. }
+            | Request::CreateJob { request_id, .. }
+            | Request::AddTasks { request_id, .. } => *request_id,
+            _ => None,
+        }
+    }
+
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        macro_rules! names {
+            ($($v:ident),*) => { match self { $(Request::$v { .. } => stringify!($v),)* } };
+        }
+        names!(
+            Ping,
+            Whoami,
+            CreateAccount,
+            ListAccounts,
+            ShowAccount,
+            DisableAccount,
+            EnableAccount,
+            DeleteAccount,
+            ShowKeys,
+            RegenerateKey,
+            CreatePool,
+            ListPools,
+            ShowPool,
+            ResizePool,
+            StopResize,
+            EnableAutoscale,
+            DisableAutoscale,
+            DeletePool,
+            ShowJoinToken,
+            ListNodes,
+            ShowNode,
+            CreateJob,
+            ListJobs,
+            ShowJob,
+            DisableJob,
+            EnableJob,
+            TerminateJob,
+            DeleteJob,
+            AddTasks,
+            ListTasks,
+            ShowTask,
+            TerminateTask,
+            DeleteTask,
+            TailEvents,
+            JoinPool
+        )
+    }
+}
+
+/// An account as shown to the administrator (keys are shown only by
+/// [`Request::ShowKeys`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub name: AccountName,
+    pub status: AccountStatus,
+    pub created_at: Option<Timestamp>,
+    pub keys_rotated_at: Option<Timestamp>,
+}
+
+/// One event of the log, as `events tail` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventView {
+    pub position: u64,
+    pub entity: String,
+    pub version: u64,
+    pub recorded_at: Timestamp,
+    pub event_type: String,
+    pub principal: Principal,
+    pub request_id: String,
+    /// The event's fields as JSON text (secrets redacted).
+    pub data: String,
+}
+
+/// What the server answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Pong {
+        server_time: Timestamp,
+    },
+    Whoami {
+        principal: Principal,
+    },
+    /// The command was carried out; `entity` is at `version`.
+    Done {
+        entity: String,
+        version: u64,
+    },
+    /// An object was created (or had been, by the same request id).
+    Created {
+        entity: String,
+    },
+    TasksAdded {
+        job: JobId,
+        count: u32,
+    },
+    Account(AccountView),
+    Accounts(Vec<AccountView>),
+    Keys {
+        account: AccountName,
+        primary: String,
+        secondary: String,
+    },
+    Pool(Versioned<Pool>),
+    Pools(Vec<Versioned<Pool>>),
+    JoinToken {
+        pool: PoolId,
+        token: String,
+    },
+    Node(Versioned<Node>),
+    Nodes(Vec<Versioned<Node>>),
+    Job(Versioned<Job>),
+    Jobs(Vec<Versioned<Job>>),
+    Task(Versioned<Task>),
+    Tasks(Vec<Versioned<Task>>),
+    /// A subscription started; events follow as [`ServerFrame::Event`].
+    Subscribed {
+        from: u64,
+    },
+    Joined {
+        node: NodeId,
+        credential: String,
+    },
+}
+
+/// Why a call or a connection failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The bytes are not a message of this protocol.
+    Malformed,
+    /// A frame over [`super::FRAME_BYTES_MAX`].
+    TooLarge,
+    /// The hello names a protocol version this server does not speak.
+    UnsupportedVersion,
+    /// A call before the hello, or a second hello.
+    HandshakeRequired,
+    /// Signature does not verify: wrong or old key, unknown account, or a
+    /// tampered request. Deliberately not more specific.
+    BadSignature,
+    /// The signed timestamp is too far from the server's clock.
+    ClockSkew,
+    /// The nonce was already used: a replayed request.
+    NonceReplayed,
+    /// Signed correctly, but this credential may not make this request.
+    PermissionDenied,
+    /// The domain refused the command; see `rejection`.
+    Rejected,
+    /// The request id was used before for a different request.
+    RequestIdReused,
+    /// Too many connections or calls in flight; try again shortly.
+    Overloaded,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// The connection was too slow or idle for too long.
+    Timeout,
+    /// The server failed (storage, a bug); nothing was half-done.
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Overloaded | ErrorKind::ShuttingDown | ErrorKind::Timeout
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    /// Set when `kind` is [`ErrorKind::Rejected`].
+    pub rejection: Option<RejectionCode>,
+    pub message: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.rejection {
+            Some(code) => write!(f, "{} ({}): {}", code.name(), code.code(), self.message),
+            None => write!(f, "{:?}: {}", self.kind, self.message),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            rejection: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn rejected(code: RejectionCode, message: impl Into<String>) -> Self {
+        ApiError {
+            kind: ErrorKind::Rejected,
+            rejection: Some(code),
+            message: message.into(),
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        match self.rejection {
+            Some(code) => code.retryable(),
+            None => self.kind.retryable(),
+        }
+    }
+}
+
+impl From<crate::domain::Rejection> for ApiError {
+    fn from(r: crate::domain::Rejection) -> Self {
+        ApiError::rejected(r.code, r.detail)
+    }
+}

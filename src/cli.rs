@@ -1,0 +1,1023 @@
+//! The client half of the `lote` command: talks to a server over the API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use lote::api::{ApiError, Credential, ErrorKind, EventView, Request, Response};
+use lote::client::{Client, ClientConfig, ClientError};
+use lote::domain::account::KeyKind;
+use lote::domain::job::{DisableTasks, JobSpec, OnAllTasksComplete, OnTaskFailure};
+use lote::domain::pool::{
+    Deallocation, NodeProvider, NodeSize, PoolSpec, ScaleSettings, SchedulingPolicy,
+};
+use lote::domain::spec::CommandLine;
+use lote::domain::task::TaskSpec;
+use lote::domain::RejectionCode;
+use lote::types::{AccountName, JobId, NodeId, PoolId, TaskId};
+
+/// Where and as whom to connect. Each flag also reads an environment
+/// variable, then the profile, then the default.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// Server address. [default: 127.0.0.1:7070]
+    #[arg(long, global = true, env = "LOTE_SERVER")]
+    pub server: Option<String>,
+    /// Account to act as.
+    #[arg(long, global = true, env = "LOTE_ACCOUNT")]
+    pub account: Option<String>,
+    /// That account's key (primary or secondary).
+    #[arg(long, global = true, env = "LOTE_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// The administrator key (needed by `account` commands).
+    #[arg(long, global = true, env = "LOTE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// File holding the administrator key, e.g. DATA_DIR/admin.key.
+    #[arg(long, global = true, env = "LOTE_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
+    /// Sign with the administrator key even where an account key would do
+    /// (e.g. `events tail` of every account).
+    #[arg(long, global = true)]
+    pub admin: bool,
+    /// Profile to read defaults from, in $XDG_CONFIG_HOME/lote/profiles.toml
+    /// (~/.config/lote/profiles.toml). [default: "default" if present]
+    #[arg(long, global = true, env = "LOTE_PROFILE")]
+    pub profile: Option<String>,
+    /// table for people, json for scripts (exactly one JSON value on stdout,
+    /// errors included).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "table",
+        env = "LOTE_OUTPUT"
+    )]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// A profile: any of the connection settings.
+#[derive(Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct Profile {
+    server: Option<String>,
+    account: Option<String>,
+    key: Option<String>,
+    admin_key: Option<String>,
+    admin_key_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Accounts and their keys (administrator).
+    ///
+    /// Examples:
+    ///   lote account create acme --admin-key-file lote-data/admin.key
+    ///   lote account keys show acme
+    ///   lote account keys regenerate acme secondary
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Pools of compute nodes.
+    ///
+    /// Examples:
+    ///   lote pool create render --nodes 2 --slots 4
+    ///   lote pool resize render 5
+    ///   lote pool join-token render
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// A pool's nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Jobs: groups of tasks that run on one pool.
+    ///
+    /// Examples:
+    ///   lote job create frames --pool render
+    ///   lote job show frames
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Tasks of a job.
+    ///
+    /// Examples:
+    ///   lote task add frames frame-1 -- ./render --frame 1
+    ///   lote task add-range frames 1 500 --command './render --frame {i}'
+    ///   lote task list frames
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// The event log, live.
+    ///
+    /// Example: lote events tail --from 1
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Who the server takes you for (checks address and credentials).
+    Whoami,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCmd {
+    /// Create an account; prints its two keys.
+    Create {
+        name: AccountName,
+        /// Client request id (a UUID): sending the same command again with
+        /// it does not create twice.
+        #[arg(long)]
+        request_id: Option<uuid::Uuid>,
+    },
+    List,
+    Show {
+        name: AccountName,
+    },
+    /// Refuse the account's changes until enabled again (it may still read).
+    Disable {
+        name: AccountName,
+    },
+    Enable {
+        name: AccountName,
+    },
+    /// Delete the account; its keys stop working at once.
+    Delete {
+        name: AccountName,
+    },
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    Show {
+        name: AccountName,
+    },
+    /// Replace one key; the other keeps working, so clients can move over
+    /// without downtime.
+    Regenerate {
+        name: AccountName,
+        #[arg(value_enum)]
+        key: KeyKind,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PoolCmd {
+    /// Create a pool with a fixed node count (or --autoscale FORMULA).
+    Create {
+        id: PoolId,
+        /// Target node count.
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// Most nodes the pool may ever have.
+        #[arg(long, default_value_t = 100)]
+        max_nodes: u32,
+        /// Cores per node.
+        #[arg(long, default_value_t = 1)]
+        cores: u32,
+        /// Memory per node, MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory_mib: u64,
+        /// Tasks that may run at once on one node.
+        #[arg(long, default_value_t = 1)]
+        slots: u32,
+        /// OS or platform label.
+        #[arg(long, default_value = "linux-x86_64")]
+        os: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// Autoscale formula instead of a fixed count.
+        #[arg(long)]
+        autoscale: Option<String>,
+        /// Seconds between autoscale evaluations.
+        #[arg(long, default_value_t = 300)]
+        autoscale_interval: u64,
+        #[arg(long, value_enum, default_value = "pack")]
+        scheduling: SchedulingPolicy,
+        /// local: nodes started by the server; remote: agents join by token.
+        #[arg(long, value_enum, default_value = "local")]
+        provider: NodeProvider,
+        #[arg(long)]
+        inter_node_communication: bool,
+        #[arg(long)]
+        request_id: Option<uuid::Uuid>,
+    },
+    List,
+    Show {
+        id: PoolId,
+    },
+    /// Set a new target node count.
+    Resize {
+        id: PoolId,
+        nodes: u32,
+        /// What removed nodes do with running tasks.
+        #[arg(long, value_enum, default_value = "requeue")]
+        deallocation: Deallocation,
+    },
+    StopResize {
+        id: PoolId,
+    },
+    Delete {
+        id: PoolId,
+    },
+    /// The token a remote agent needs to join this pool.
+    JoinToken {
+        id: PoolId,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCmd {
+    List { pool: PoolId },
+    Show { pool: PoolId, node: NodeId },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum JobCmd {
+    Create {
+        id: JobId,
+        #[arg(long)]
+        pool: PoolId,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// -1000 (lowest) to 1000 (highest).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i32,
+        /// Retries of a failed task before it fails for good.
+        #[arg(long, default_value_t = 0)]
+        max_task_retries: u32,
+        /// Longest the job may run, seconds.
+        #[arg(long)]
+        max_wall_clock_secs: Option<u64>,
+        #[arg(long, value_enum, default_value = "no-action")]
+        on_all_tasks_complete: OnAllTasksComplete,
+        #[arg(long, value_enum, default_value = "no-action")]
+        on_task_failure: OnTaskFailure,
+        #[arg(long)]
+        request_id: Option<uuid::Uuid>,
+    },
+    List,
+    Show {
+        id: JobId,
+    },
+    Disable {
+        id: JobId,
+        #[arg(long, value_enum, default_value = "requeue")]
+        disable_tasks: DisableTasks,
+    },
+    Enable {
+        id: JobId,
+    },
+    Terminate {
+        id: JobId,
+        #[arg(long, default_value = "terminated by the user")]
+        reason: String,
+    },
+    Delete {
+        id: JobId,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCmd {
+    /// Add one task; everything after `--` is its command, run through
+    /// /bin/sh -c.
+    Add {
+        job: JobId,
+        id: TaskId,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        #[arg(long)]
+        request_id: Option<uuid::Uuid>,
+    },
+    /// Add tasks FIRST..=LAST named PREFIXi, with {i} in the command
+    /// replaced by the number; sent in durable batches.
+    AddRange {
+        job: JobId,
+        first: u64,
+        last: u64,
+        #[arg(long)]
+        command: String,
+        #[arg(long, default_value = "task-")]
+        prefix: String,
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+    List {
+        job: JobId,
+    },
+    Show {
+        job: JobId,
+        id: TaskId,
+    },
+    Terminate {
+        job: JobId,
+        id: TaskId,
+        #[arg(long, default_value = "terminated by the user")]
+        reason: String,
+    },
+    Delete {
+        job: JobId,
+        id: TaskId,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsCmd {
+    /// Print events as they are recorded (Ctrl-C to stop). Accounts see
+    /// their own; with --admin, every account's.
+    Tail {
+        /// Start at this log position (1: from the beginning); default:
+        /// only new events.
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+/// A failure with the next thing to try.
+struct Failure {
+    error: String,
+    kind: Option<ErrorKind>,
+    code: Option<RejectionCode>,
+    hint: Option<String>,
+}
+
+fn usage(error: impl Into<String>, hint: impl Into<String>) -> Failure {
+    Failure {
+        error: error.into(),
+        kind: None,
+        code: None,
+        hint: Some(hint.into()),
+    }
+}
+
+fn config_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|d| d.join("lote"))
+}
+
+fn load_profile(name: Option<&str>) -> Result<Profile, Failure> {
+    let Some(path) = config_dir().map(|d| d.join("profiles.toml")) else {
+        return Ok(Profile::default());
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match name {
+                Some(n) => Err(usage(
+                    format!(
+                        "profile {n:?} asked for, but {} does not exist",
+                        path.display()
+                    ),
+                    "create it with a [NAME] table of server, account, key, admin_key_file",
+                )),
+                None => Ok(Profile::default()),
+            }
+        }
+        Err(e) => {
+            return Err(usage(
+                format!("cannot read {}: {e}", path.display()),
+                "check its permissions",
+            ))
+        }
+    };
+    let mut all: std::collections::BTreeMap<String, Profile> =
+        toml::from_str(&text).map_err(|e| {
+            usage(
+                format!("{}: {e}", path.display()),
+                "fix the file: one [NAME] table per profile",
+            )
+        })?;
+    match name {
+        Some(n) => all.remove(n).ok_or_else(|| {
+            usage(
+                format!("no profile {n:?} in {}", path.display()),
+                format!(
+                    "profiles there: {}",
+                    all.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        }),
+        None => Ok(all.remove("default").unwrap_or_default()),
+    }
+}
+
+fn needs_admin(command: &ClientCommand, conn: &Connection) -> bool {
+    matches!(command, ClientCommand::Account(_)) || conn.admin
+}
+
+fn credentials(command: &ClientCommand, conn: &Connection) -> Result<ClientConfig, Failure> {
+    let profile = load_profile(conn.profile.as_deref())?;
+    let server = conn
+        .server
+        .clone()
+        .or(profile.server)
+        .unwrap_or_else(|| "127.0.0.1:7070".to_string());
+    let admin_key = || -> Result<Option<String>, Failure> {
+        if let Some(k) = conn.admin_key.clone().or(profile.admin_key.clone()) {
+            return Ok(Some(k));
+        }
+        match conn
+            .admin_key_file
+            .clone()
+            .or(profile.admin_key_file.clone())
+        {
+            Some(path) => std::fs::read_to_string(&path)
+                .map(|t| Some(t.trim().to_string()))
+                .map_err(|e| {
+                    usage(
+                        format!("cannot read the admin key file {}: {e}", path.display()),
+                        "the server writes it to DATA_DIR/admin.key at first start",
+                    )
+                }),
+            None => Ok(None),
+        }
+    };
+    let account_key = || match (
+        conn.account.clone().or(profile.account.clone()),
+        conn.key.clone().or(profile.key.clone()),
+    ) {
+        (Some(a), Some(k)) => AccountName::new(a)
+            .map(|account| Some((account, k)))
+            .map_err(|e| {
+                usage(
+                    e.to_string(),
+                    "account names are letters, digits, '-' and '_'",
+                )
+            }),
+        _ => Ok(None),
+    };
+    let (credential, key) = if needs_admin(command, conn) {
+        match admin_key()? {
+            Some(k) => (Credential::Admin, k),
+            None => {
+                return Err(usage(
+                    "this command needs the administrator key",
+                    "pass --admin-key-file DATA_DIR/admin.key (the server prints where it is at start) or set LOTE_ADMIN_KEY",
+                ))
+            }
+        }
+    } else if let Some((account, k)) = account_key()? {
+        (Credential::Account { account }, k)
+    } else if let (ClientCommand::Whoami, Some(k)) = (command, admin_key()?) {
+        (Credential::Admin, k)
+    } else {
+        return Err(usage(
+            "no account credentials",
+            "pass --account NAME --key KEY (or LOTE_ACCOUNT / LOTE_KEY, or a profile); an administrator gets the keys with: lote account keys show NAME",
+        ));
+    };
+    Ok(ClientConfig::new(server, credential, key))
+}
+
+fn hint_for(e: &ClientError, addr: &str) -> Option<String> {
+    match e {
+        ClientError::Connect { .. } => Some(format!(
+            "is a server listening on {addr}? Start one with: lote server --listen {addr} (or pass --server)"
+        )),
+        ClientError::Disconnected(_) => Some(
+            "run the command again; creates with --request-id are never done twice".into(),
+        ),
+        ClientError::Timeout(_) => Some("the server is busy or stuck; check its log".into()),
+        ClientError::Protocol(_) => Some("client and server versions may differ: lote --version".into()),
+        ClientError::Api(a) | ClientError::Refused(a) => api_hint(a),
+    }
+}
+
+fn api_hint(e: &ApiError) -> Option<String> {
+    use RejectionCode as R;
+    let text = match (e.kind, e.rejection) {
+        (ErrorKind::BadSignature, _) => "check --account and --key (LOTE_ACCOUNT / LOTE_KEY); an administrator shows current keys with: lote account keys show NAME",
+        (ErrorKind::ClockSkew, _) => "set this machine's clock right (NTP), then retry",
+        (ErrorKind::UnsupportedVersion, _) => "use a lote client of the server's version: lote --version",
+        (ErrorKind::Overloaded | ErrorKind::ShuttingDown | ErrorKind::Timeout, _) => "retry in a moment",
+        (_, Some(R::AccountNotFound)) => "list accounts with: lote account list",
+        (_, Some(R::AccountExists)) => "see it with: lote account show NAME",
+        (_, Some(R::AccountDisabled)) => "an administrator can enable it: lote account enable NAME",
+        (_, Some(R::PoolNotFound)) => "list pools with: lote pool list",
+        (_, Some(R::PoolExists)) => "see it with: lote pool show ID",
+        (_, Some(R::NodeNotFound)) => "list nodes with: lote node list POOL",
+        (_, Some(R::JobNotFound)) => "list jobs with: lote job list",
+        (_, Some(R::JobExists)) => "see it with: lote job show ID",
+        (_, Some(R::TaskNotFound)) => "list tasks with: lote task list JOB",
+        (_, Some(R::TaskExists)) => "list the job's tasks with: lote task list JOB",
+        (_, Some(R::TooBusy)) => "run the same command again",
+        (_, Some(R::RequestIdReused)) => "use a new --request-id for a different request",
+        (_, Some(R::PermissionDenied)) => "account commands need --admin-key-file; pool, job and task commands need --account and --key",
+        _ => return None,
+    };
+    Some(text.to_string())
+}
+
+fn from_client_error(e: ClientError, addr: &str) -> Failure {
+    let hint = hint_for(&e, addr);
+    let (kind, code) = match e.api() {
+        Some(a) => (Some(a.kind), a.rejection),
+        None => (None, None),
+    };
+    Failure {
+        error: e.to_string(),
+        kind,
+        code,
+        hint,
+    }
+}
+
+/// Runs a client command; prints its result; returns the exit code.
+pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
+    let output = conn.output;
+    let result = credentials(&command, &conn).and_then(|config| {
+        let addr = config.addr.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                usage(
+                    format!("cannot start the runtime: {e}"),
+                    "out of resources?",
+                )
+            })?;
+        runtime
+            .block_on(execute(command, Client::new(config), output))
+            .map_err(|e| from_client_error(e, &addr))
+    });
+    match result {
+        Ok(Some((json_value, table))) => {
+            match output {
+                Output::Json => println!("{json_value}"),
+                Output::Table => print!("{table}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(f) => {
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    json!({ "error": {
+                        "message": f.error,
+                        "kind": f.kind,
+                        "code": f.code.map(|c| c.code()),
+                        "name": f.code.map(|c| c.name()),
+                        "hint": f.hint,
+                    }})
+                ),
+                Output::Table => {
+                    eprintln!("lote: error: {}", f.error);
+                    if let Some(h) = f.hint {
+                        eprintln!("hint: {h}");
+                    }
+                }
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+type Rendered = Option<(Value, String)>;
+
+/// Specs carry an account, but the server always replaces it with the
+/// caller's: a client cannot create in another account.
+fn placeholder_account() -> AccountName {
+    AccountName::new("self").expect("a valid name")
+}
+
+async fn execute(
+    command: ClientCommand,
+    client: Client,
+    output: Output,
+) -> Result<Rendered, ClientError> {
+    let call = |r: Request| {
+        let client = &client;
+        async move { client.call(&r).await }
+    };
+    let response = match command {
+        ClientCommand::Whoami => call(Request::Whoami).await?,
+        ClientCommand::Account(cmd) => match cmd {
+            AccountCmd::Create { name, request_id } => {
+                call(Request::CreateAccount {
+                    name: name.clone(),
+                    request_id,
+                })
+                .await?;
+                call(Request::ShowKeys { name }).await?
+            }
+            AccountCmd::List => call(Request::ListAccounts).await?,
+            AccountCmd::Show { name } => call(Request::ShowAccount { name }).await?,
+            AccountCmd::Disable { name } => call(Request::DisableAccount { name }).await?,
+            AccountCmd::Enable { name } => call(Request::EnableAccount { name }).await?,
+            AccountCmd::Delete { name } => call(Request::DeleteAccount { name }).await?,
+            AccountCmd::Keys(KeysCmd::Show { name }) => call(Request::ShowKeys { name }).await?,
+            AccountCmd::Keys(KeysCmd::Regenerate { name, key }) => {
+                call(Request::RegenerateKey {
+                    name: name.clone(),
+                    key,
+                })
+                .await?;
+                call(Request::ShowKeys { name }).await?
+            }
+        },
+        ClientCommand::Pool(cmd) => match cmd {
+            PoolCmd::Create {
+                id,
+                nodes,
+                max_nodes,
+                cores,
+                memory_mib,
+                slots,
+                os,
+                display_name,
+                autoscale,
+                autoscale_interval,
+                scheduling,
+                provider,
+                inter_node_communication,
+                request_id,
+            } => {
+                let scale = match autoscale {
+                    Some(formula) => ScaleSettings::Autoscale {
+                        formula,
+                        evaluation_interval_secs: autoscale_interval,
+                    },
+                    None => ScaleSettings::Fixed {
+                        target_nodes: nodes,
+                    },
+                };
+                let spec = PoolSpec {
+                    display_name,
+                    node_size: NodeSize {
+                        cores,
+                        memory_mib,
+                        task_slots: slots,
+                    },
+                    os,
+                    scale,
+                    node_count_max: max_nodes,
+                    inter_node_communication,
+                    scheduling,
+                    provider,
+                    // The server puts the caller's account in.
+                    ..PoolSpec::fixed(id, placeholder_account(), nodes, slots)
+                };
+                call(Request::CreatePool { spec, request_id }).await?
+            }
+            PoolCmd::List => call(Request::ListPools).await?,
+            PoolCmd::Show { id } => call(Request::ShowPool { pool: id }).await?,
+            PoolCmd::Resize {
+                id,
+                nodes,
+                deallocation,
+            } => {
+                call(Request::ResizePool {
+                    pool: id,
+                    target_nodes: nodes,
+                    deallocation,
+                })
+                .await?
+            }
+            PoolCmd::StopResize { id } => call(Request::StopResize { pool: id }).await?,
+            PoolCmd::Delete { id } => call(Request::DeletePool { pool: id }).await?,
+            PoolCmd::JoinToken { id } => call(Request::ShowJoinToken { pool: id }).await?,
+        },
+        ClientCommand::Node(cmd) => match cmd {
+            NodeCmd::List { pool } => call(Request::ListNodes { pool }).await?,
+            NodeCmd::Show { pool, node } => call(Request::ShowNode { pool, node }).await?,
+        },
+        ClientCommand::Job(cmd) => match cmd {
+            JobCmd::Create {
+                id,
+                pool,
+                display_name,
+                priority,
+                max_task_retries,
+                max_wall_clock_secs,
+                on_all_tasks_complete,
+                on_task_failure,
+                request_id,
+            } => {
+                let spec = JobSpec {
+                    display_name,
+                    priority,
+                    max_wall_clock_secs,
+                    max_task_retries,
+                    on_all_tasks_complete,
+                    on_task_failure,
+                    ..JobSpec::on_pool(id, placeholder_account(), pool)
+                };
+                call(Request::CreateJob { spec, request_id }).await?
+            }
+            JobCmd::List => call(Request::ListJobs).await?,
+            JobCmd::Show { id } => call(Request::ShowJob { job: id }).await?,
+            JobCmd::Disable { id, disable_tasks } => {
+                call(Request::DisableJob {
+                    job: id,
+                    disable_tasks,
+                })
+                .await?
+            }
+            JobCmd::Enable { id } => call(Request::EnableJob { job: id }).await?,
+            JobCmd::Terminate { id, reason } => {
+                call(Request::TerminateJob { job: id, reason }).await?
+            }
+            JobCmd::Delete { id } => call(Request::DeleteJob { job: id }).await?,
+        },
+        ClientCommand::Task(cmd) => match cmd {
+            TaskCmd::Add {
+                job,
+                id,
+                command,
+                request_id,
+            } => {
+                let spec = TaskSpec::simple(id, CommandLine::Shell(command.join(" ")));
+                call(Request::AddTasks {
+                    job,
+                    tasks: vec![spec],
+                    request_id,
+                })
+                .await?
+            }
+            TaskCmd::AddRange {
+                job,
+                first,
+                last,
+                command,
+                prefix,
+                batch,
+            } => {
+                let batch = batch.clamp(1, lote::api::ADD_TASKS_BATCH_MAX);
+                let mut added = 0u64;
+                let mut specs = Vec::with_capacity(batch);
+                for i in first..=last {
+                    let id = TaskId::new(format!("{prefix}{i}"))
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let line = command.replace("{i}", &i.to_string());
+                    specs.push(TaskSpec::simple(id, CommandLine::Shell(line)));
+                    if specs.len() == batch || i == last {
+                        // A fresh id per batch: a resend of a batch after a
+                        // lost reply would not add it twice.
+                        call(Request::AddTasks {
+                            job: job.clone(),
+                            tasks: std::mem::take(&mut specs),
+                            request_id: Some(lote::clock::new_uuid()),
+                        })
+                        .await?;
+                        added = i - first + 1;
+                    }
+                }
+                Response::TasksAdded {
+                    job,
+                    count: added as u32,
+                }
+            }
+            TaskCmd::List { job } => call(Request::ListTasks { job }).await?,
+            TaskCmd::Show { job, id } => call(Request::ShowTask { job, task: id }).await?,
+            TaskCmd::Terminate { job, id, reason } => {
+                call(Request::TerminateTask {
+                    job,
+                    task: id,
+                    reason,
+                })
+                .await?
+            }
+            TaskCmd::Delete { job, id } => call(Request::DeleteTask { job, task: id }).await?,
+        },
+        ClientCommand::Events(EventsCmd::Tail { from, count }) => {
+            let mut events = client.tail(from).await?;
+            let mut seen = 0u64;
+            let mut all = Vec::new();
+            while count.is_none_or(|c| seen < c) {
+                let Some(item) = events.recv().await else {
+                    break;
+                };
+                let event = item?;
+                seen += 1;
+                match (output, count) {
+                    // JSON with a count: one array at the end (one value).
+                    (Output::Json, Some(_)) => all.push(event_json(&event)),
+                    // JSON without end: one object per line, as it comes.
+                    (Output::Json, None) => println!("{}", event_json(&event)),
+                    (Output::Table, _) => println!("{}", event_line(&event)),
+                }
+            }
+            return Ok(match (output, count) {
+                (Output::Json, Some(_)) => Some((Value::Array(all), String::new())),
+                _ => None,
+            });
+        }
+    };
+    Ok(Some(render(response)))
+}
+
+fn event_json(e: &EventView) -> Value {
+    json!({
+        "position": e.position,
+        "entity": e.entity,
+        "version": e.version,
+        "recorded_at": e.recorded_at,
+        "event_type": e.event_type,
+        "principal": e.principal,
+        "request_id": e.request_id,
+        "data": serde_json::from_str::<Value>(&e.data).unwrap_or(Value::Null),
+    })
+}
+
+fn event_line(e: &EventView) -> String {
+    format!(
+        "#{:<7} {}  {:<40} {:<24} by {}  {}",
+        e.position, e.recorded_at, e.entity, e.event_type, e.principal, e.data
+    )
+}
+
+/// Aligned columns.
+fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(headers.iter().map(|h| h.to_uppercase()).collect());
+    if rows.is_empty() {
+        out.push_str("(none)\n");
+    }
+    for row in rows {
+        out.push_str(&line(row));
+    }
+    out
+}
+
+fn word<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(Value::String(s)) => s,
+        Ok(v) => v.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
+}
+
+fn with_version<T: serde::Serialize>(v: &lote::domain::Versioned<T>) -> Value {
+    let mut value = serde_json::to_value(&v.state).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("version".into(), json!(v.version));
+    }
+    value
+}
+
+fn render(response: Response) -> (Value, String) {
+    match response {
+        Response::Pong { server_time } => (json!({ "server_time": server_time }), format!("pong {server_time}\n")),
+        Response::Whoami { principal } => (json!({ "principal": principal }), format!("{principal}\n")),
+        Response::Done { entity, version } => (
+            json!({ "entity": entity, "version": version }),
+            format!("ok: {entity} is at version {version}\n"),
+        ),
+        Response::Created { entity } => (json!({ "created": entity }), format!("created {entity}\n")),
+        Response::TasksAdded { job, count } => (
+            json!({ "job": job, "tasks_added": count }),
+            format!("added {count} task(s) to job {job}\n"),
+        ),
+        Response::Account(a) => {
+            let value = serde_json::to_value(&a).unwrap_or(Value::Null);
+            let text = format!(
+                "account {}\n  status: {}\n  created: {}\n  keys rotated: {}\n",
+                a.name,
+                word(&a.status),
+                opt(&a.created_at),
+                opt(&a.keys_rotated_at)
+            );
+            (value, text)
+        }
+        Response::Accounts(list) => {
+            let value = serde_json::to_value(&list).unwrap_or(Value::Null);
+            let rows = list
+                .iter()
+                .map(|a| vec![a.name.to_string(), word(&a.status), opt(&a.created_at)])
+                .collect();
+            (value, table(&["name", "status", "created"], rows))
+        }
+        Response::Keys {
+            account,
+            primary,
+            secondary,
+        } => (
+            json!({ "account": account, "primary": primary, "secondary": secondary }),
+            format!(
+                "account {account}\n  primary:   {primary}\n  secondary: {secondary}\nUse one with: lote --account {account} --key KEY ...\n"
+            ),
+        ),
+        Response::Pool(p) => {
+            let value = with_version(&p);
+            (value.clone(), pretty(&value))
+        }
+        Response::Pools(list) => {
+            let value = Value::Array(list.iter().map(with_version).collect());
+            let rows = list
+                .iter()
+                .map(|p| {
+                    let spec = p.state.spec.as_ref();
+                    vec![
+                        spec.map(|s| s.id.to_string()).unwrap_or_default(),
+                        word(&p.state.status),
+                        p.state.target_nodes.to_string(),
+                        spec.map(|s| s.node_size.task_slots.to_string()).unwrap_or_default(),
+                        word(&p.state.resize),
+                    ]
+                })
+                .collect();
+            (value, table(&["id", "status", "target", "slots", "resize"], rows))
+        }
+        Response::JoinToken { pool, token } => (
+            json!({ "pool": pool, "token": token }),
+            format!("{token}\n"),
+        ),
+        Response::Node(n) => {
+            let value = with_version(&n);
+            (value.clone(), pretty(&value))
+        }
+        Response::Nodes(list) => {
+            let value = Value::Array(list.iter().map(with_version).collect());
+            let rows = list
+                .iter()
+                .map(|n| {
+                    vec![
+                        opt(&n.state.id),
+                        word(&n.state.state),
+                        n.state.name.clone(),
+                    ]
+                })
+                .collect();
+            (value, table(&["id", "state", "name"], rows))
+        }
+        Response::Job(j) => {
+            let value = with_version(&j);
+            (value.clone(), pretty(&value))
+        }
+        Response::Jobs(list) => {
+            let value = Value::Array(list.iter().map(with_version).collect());
+            let rows = list
+                .iter()
+                .map(|j| {
+                    let spec = j.state.spec.as_ref();
+                    vec![
+                        spec.map(|s| s.id.to_string()).unwrap_or_default(),
+                        word(&j.state.status),
+                        spec.map(|s| s.pool.to_string()).unwrap_or_default(),
+                        j.state.tasks_added.to_string(),
+                        j.state.unfinished().to_string(),
+                    ]
+                })
+                .collect();
+            (value, table(&["id", "status", "pool", "tasks", "unfinished"], rows))
+        }
+        Response::Task(t) => {
+            let value = with_version(&t);
+            (value.clone(), pretty(&value))
+        }
+        Response::Tasks(list) => {
+            let value = Value::Array(list.iter().map(with_version).collect());
+            let rows = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.state.spec.as_ref().map(|s| s.id.to_string()).unwrap_or_default(),
+                        word(&t.state.status),
+                        t.version.to_string(),
+                    ]
+                })
+                .collect();
+            (value, table(&["id", "status", "version"], rows))
+        }
+        Response::Subscribed { from } => (json!({ "subscribed_from": from }), format!("subscribed from {from}\n")),
+        Response::Joined { node, credential } => (
+            json!({ "node": node, "credential": credential }),
+            format!("joined as node {node}\n"),
+        ),
+    }
+}

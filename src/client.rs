@@ -1,0 +1,367 @@
+//! The async Rust client: connect, sign, call, reconnect.
+//!
+//! One connection carries many calls at once: a writer task sends frames,
+//! a reader task routes each reply to its waiting caller by call id. A
+//! broken connection fails the calls waiting on it; the next call opens a
+//! new one. Calls that were sent but not answered are *not* resent (the
+//! server may have done them); resend them yourself, with the same client
+//! request id where the request has one, and the server will not do the
+//! work twice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::api::auth::sign;
+use crate::api::frame::frame_bytes;
+use crate::api::{
+    read_frame, ApiError, Call, ClientFrame, Credential, EventView, Hello, Request, Response,
+    ServerFrame, FRAME_BYTES_MAX, MAGIC, PROTOCOL_VERSION,
+};
+use crate::clock::{new_uuid, Clock, SystemClock};
+use crate::codec;
+
+/// How to reach the server and whose key to sign with.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub addr: String,
+    pub credential: Credential,
+    pub key: String,
+    /// Shown in the server's logs.
+    pub name: String,
+    pub connect_timeout: Duration,
+    /// Longest wait for one reply.
+    pub call_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(addr: impl Into<String>, credential: Credential, key: impl Into<String>) -> Self {
+        ClientConfig {
+            addr: addr.into(),
+            credential,
+            key: key.into(),
+            name: format!("lote-client/{}", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("the server refused the connection: {0}")]
+    Refused(ApiError),
+    #[error("{0}")]
+    Api(#[from] ApiError),
+    #[error(
+        "connection lost before the reply ({0}); the request may or may not have been carried out"
+    )]
+    Disconnected(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ClientError {
+    /// The server's error, if the server answered with one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api(e) | ClientError::Refused(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+enum Waiter {
+    Call(oneshot::Sender<Result<Response, ApiError>>),
+    Stream(mpsc::Sender<Result<EventView, ClientError>>),
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, Waiter>>>;
+
+struct Connection {
+    out: mpsc::Sender<Vec<u8>>,
+    waiters: Waiters,
+    alive: Arc<AtomicBool>,
+}
+
+/// A client of one server with one credential. Cheap to share (`Arc`);
+/// calls from many tasks go out on the same connection.
+pub struct Client {
+    config: ClientConfig,
+    connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    next_id: AtomicU64,
+    clock: SystemClock,
+}
+
+/// The hello frame (length prefix included) every connection starts with.
+pub fn hello_frame(client: &str) -> Vec<u8> {
+    let hello = ClientFrame::Hello(Hello {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        client: client.to_string(),
+    });
+    let mut out = Vec::new();
+    // A hello is a few bytes of plain data: it always encodes.
+    frame_bytes(
+        &codec::encode_message(&hello).expect("hello encodes"),
+        &mut out,
+    );
+    out
+}
+
+/// A signed call for `request` (length prefix included).
+pub fn call_frame(
+    id: u64,
+    credential: &Credential,
+    key: &str,
+    timestamp: i64,
+    request: &Request,
+) -> Result<Vec<u8>, ClientError> {
+    let body = codec::encode_message(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let auth = sign(
+        key,
+        id,
+        credential.clone(),
+        timestamp,
+        *new_uuid().as_bytes(),
+        &body,
+    );
+    let frame = codec::encode_message(&ClientFrame::Call(Call { id, auth, body }))
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if frame.len() > FRAME_BYTES_MAX {
+        return Err(ClientError::Protocol(format!(
+            "the request is {} bytes, over the {FRAME_BYTES_MAX}-byte frame limit; send it in smaller batches",
+            frame.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(frame.len() + 4);
+    frame_bytes(&frame, &mut out);
+    Ok(out)
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Self {
+        Client {
+            config,
+            connection: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            clock: SystemClock,
+        }
+    }
+
+    /// Connects now (otherwise the first call does), to surface a wrong
+    /// address or a refused hello early.
+    pub async fn connect(&self) -> Result<(), ClientError> {
+        self.live_connection().await.map(|_| ())
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    async fn live_connection(&self) -> Result<Arc<Connection>, ClientError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if c.alive.load(Ordering::Acquire) {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(self.open().await?);
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn open(&self) -> Result<Connection, ClientError> {
+        let addr = &self.config.addr;
+        let connect_err = |reason: String| ClientError::Connect {
+            addr: addr.clone(),
+            reason,
+        };
+        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| connect_err("timed out".into()))?
+            .map_err(|e| connect_err(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        writer
+            .write_all(&hello_frame(&self.config.name))
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let welcome = tokio::time::timeout(
+            self.config.connect_timeout,
+            read_frame(&mut reader, FRAME_BYTES_MAX),
+        )
+        .await
+        .map_err(|_| connect_err("no welcome from the server".into()))?
+        .map_err(|e| connect_err(format!("during the handshake: {e}")))?;
+        match codec::decode_message::<ServerFrame>(&welcome) {
+            Ok(ServerFrame::Welcome { .. }) => {}
+            Ok(ServerFrame::Goodbye { error }) => return Err(ClientError::Refused(error)),
+            Ok(other) => {
+                return Err(ClientError::Protocol(format!(
+                    "expected a welcome, got {other:?}"
+                )))
+            }
+            Err(e) => return Err(ClientError::Protocol(format!("undecodable welcome: {e}"))),
+        }
+
+        let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
+        let waiters: Waiters = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+
+        let writer_alive = alive.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(64 * 1024);
+            while let Some(first) = out_rx.recv().await {
+                batch.clear();
+                batch.extend_from_slice(&first);
+                while batch.len() < 256 * 1024 {
+                    match out_rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                if writer.write_all(&batch).await.is_err() {
+                    writer_alive.store(false, Ordering::Release);
+                    break;
+                }
+            }
+        });
+
+        let reader_waiters = waiters.clone();
+        let reader_alive = alive.clone();
+        tokio::spawn(async move {
+            let why = loop {
+                let body = match read_frame(&mut reader, FRAME_BYTES_MAX).await {
+                    Ok(b) => b,
+                    Err(e) => break e.to_string(),
+                };
+                let frame = match codec::decode_message::<ServerFrame>(&body) {
+                    Ok(f) => f,
+                    Err(e) => break format!("undecodable frame from the server: {e}"),
+                };
+                match frame {
+                    ServerFrame::Reply { id, result } => {
+                        let waiter = {
+                            let mut w = lock(&reader_waiters);
+                            match (w.remove(&id), &result) {
+                                // A started subscription stays registered.
+                                (Some(Waiter::Stream(s)), Ok(Response::Subscribed { .. })) => {
+                                    w.insert(id, Waiter::Stream(s));
+                                    None
+                                }
+                                (other, _) => other,
+                            }
+                        };
+                        match waiter {
+                            Some(Waiter::Call(tx)) => {
+                                let _ = tx.send(result);
+                            }
+                            Some(Waiter::Stream(tx)) => {
+                                if let Err(e) = result {
+                                    let _ = tx.send(Err(ClientError::Api(e))).await;
+                                }
+                            }
+                            None => {}
+                        }
+                    }
+                    ServerFrame::Event { id, event } => {
+                        let tx = match lock(&reader_waiters).get(&id) {
+                            Some(Waiter::Stream(tx)) => Some(tx.clone()),
+                            _ => None,
+                        };
+                        if let Some(tx) = tx {
+                            if tx.send(Ok(event)).await.is_err() {
+                                lock(&reader_waiters).remove(&id);
+                            }
+                        }
+                    }
+                    ServerFrame::Goodbye { error } => break error.to_string(),
+                    ServerFrame::Welcome { .. } => break "a second welcome".to_string(),
+                }
+            };
+            reader_alive.store(false, Ordering::Release);
+            let left: Vec<Waiter> = lock(&reader_waiters).drain().map(|(_, w)| w).collect();
+            for waiter in left {
+                match waiter {
+                    // Dropping the sender tells the caller.
+                    Waiter::Call(_) => {}
+                    Waiter::Stream(tx) => {
+                        let _ = tx.send(Err(ClientError::Disconnected(why.clone()))).await;
+                    }
+                }
+            }
+        });
+        Ok(Connection {
+            out,
+            waiters,
+            alive,
+        })
+    }
+
+    fn frame(&self, id: u64, request: &Request) -> Result<Vec<u8>, ClientError> {
+        call_frame(
+            id,
+            &self.config.credential,
+            &self.config.key,
+            self.clock.now().as_micros(),
+            request,
+        )
+    }
+
+    /// Sends one request and waits for its reply.
+    pub async fn call(&self, request: &Request) -> Result<Response, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = self.frame(id, request)?;
+        let (tx, rx) = oneshot::channel();
+        let connection = self.live_connection().await?;
+        lock(&connection.waiters).insert(id, Waiter::Call(tx));
+        if connection.out.send(frame).await.is_err() {
+            lock(&connection.waiters).remove(&id);
+            return Err(ClientError::Disconnected("the connection closed".into()));
+        }
+        match tokio::time::timeout(self.config.call_timeout, rx).await {
+            Err(_) => {
+                lock(&connection.waiters).remove(&id);
+                Err(ClientError::Timeout(self.config.call_timeout))
+            }
+            Ok(Err(_)) => Err(ClientError::Disconnected(
+                "the server closed the connection".into(),
+            )),
+            Ok(Ok(result)) => result.map_err(ClientError::Api),
+        }
+    }
+
+    /// Streams events from log position `from` (0: only new ones). The
+    /// receiver ends with an error item when the connection is lost.
+    pub async fn tail(
+        &self,
+        from: u64,
+    ) -> Result<mpsc::Receiver<Result<EventView, ClientError>>, ClientError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = self.frame(id, &Request::TailEvents { from })?;
+        let (tx, rx) = mpsc::channel(1024);
+        let connection = self.live_connection().await?;
+        lock(&connection.waiters).insert(id, Waiter::Stream(tx));
+        if connection.out.send(frame).await.is_err() {
+            lock(&connection.waiters).remove(&id);
+            return Err(ClientError::Disconnected("the connection closed".into()));
+        }
+        Ok(rx)
+    }
+}
+
+fn lock(waiters: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+    // A panic while holding this lock cannot leave the map inconsistent
+    // (single inserts and removes), so a poisoned lock is still usable.
+    waiters.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,203 @@
+//! The server's settings: flag > environment > config file > default.
+//!
+//! clap resolves flag over environment; what neither gave stays `None` and
+//! is taken from the file, then from the defaults here.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ServerError;
+use crate::store::Durability;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+pub const DEFAULT_DATA_DIR: &str = "lote-data";
+pub const DEFAULT_CONNECTIONS_MAX: usize = 1024;
+pub const DEFAULT_CALLS_IN_FLIGHT_MAX: usize = 256;
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+
+/// `lote server` flags. Every one also reads an environment variable.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct ServerFlags {
+    /// Config file (TOML) with any of the settings below, by the same names
+    /// with '_' for '-'; flags and environment variables override it.
+    #[arg(long, env = "LOTE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the event log, the admin key and the server secret live.
+    /// [default: lote-data]
+    #[arg(long, env = "LOTE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    /// [default: 127.0.0.1:7070]
+    #[arg(long, env = "LOTE_LISTEN")]
+    pub listen: Option<String>,
+    /// When appends are acknowledged: sync (after fsync) or buffered.
+    /// [default: sync]
+    #[arg(long, env = "LOTE_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// Use this admin key instead of the one in DATA_DIR/admin.key.
+    #[arg(long, env = "LOTE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Most open connections; more are told "overloaded" and closed.
+    /// [default: 1024]
+    #[arg(long, env = "LOTE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most calls in flight on one connection. [default: 256]
+    #[arg(long, env = "LOTE_MAX_CALLS_IN_FLIGHT")]
+    pub max_calls_in_flight: Option<usize>,
+    /// Seconds a started frame (or the hello) may take to arrive whole.
+    /// [default: 30]
+    #[arg(long, env = "LOTE_READ_TIMEOUT_SECS")]
+    pub read_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay silent before it is closed.
+    /// [default: 300]
+    #[arg(long, env = "LOTE_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Seconds to let calls in flight finish at shutdown. [default: 30]
+    #[arg(long, env = "LOTE_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
+}
+
+/// The config file's contents. Unknown keys are an error, so a typo does
+/// not silently leave a default in place.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfigFile {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub durability: Option<Durability>,
+    pub admin_key: Option<String>,
+    pub max_connections: Option<usize>,
+    pub max_calls_in_flight: Option<usize>,
+    pub read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub drain_timeout_secs: Option<u64>,
+}
+
+/// Settings after precedence is applied.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub durability: Durability,
+    pub admin_key: Option<String>,
+    pub connections_max: usize,
+    pub calls_in_flight_max: usize,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for a data directory, as a test or an embedder wants them.
+    pub fn new(data_dir: impl Into<PathBuf>, listen: impl Into<String>) -> Self {
+        ServerConfig::resolve(
+            ServerFlags {
+                data_dir: Some(data_dir.into()),
+                listen: Some(listen.into()),
+                ..ServerFlags::default()
+            },
+            ServerConfigFile::default(),
+        )
+    }
+
+    /// Reads the config file named by the flags (if any) and resolves.
+    pub fn load(flags: ServerFlags) -> Result<Self, ServerError> {
+        let file = match &flags.config {
+            None => ServerConfigFile::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ServerError::File {
+                    what: "config file",
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| {
+                    ServerError::Config(format!("config file {}: {e}", path.display()))
+                })?
+            }
+        };
+        let config = ServerConfig::resolve(flags, file);
+        if config.connections_max == 0 || config.calls_in_flight_max == 0 {
+            return Err(ServerError::Config(
+                "max-connections and max-calls-in-flight must be at least 1".into(),
+            ));
+        }
+        if config.admin_key.as_deref().is_some_and(|k| k.len() < 16) {
+            return Err(ServerError::Config(
+                "the admin key must be at least 16 characters".into(),
+            ));
+        }
+        Ok(config)
+    }
+
+    fn resolve(flags: ServerFlags, file: ServerConfigFile) -> Self {
+        let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
+            Duration::from_secs(flag.or(file).unwrap_or(default))
+        };
+        ServerConfig {
+            data_dir: flags
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+            durability: flags.durability.or(file.durability).unwrap_or_default(),
+            admin_key: flags.admin_key.or(file.admin_key),
+            connections_max: flags
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(DEFAULT_CONNECTIONS_MAX),
+            calls_in_flight_max: flags
+                .max_calls_in_flight
+                .or(file.max_calls_in_flight)
+                .unwrap_or(DEFAULT_CALLS_IN_FLIGHT_MAX),
+            read_timeout: secs(
+                flags.read_timeout_secs,
+                file.read_timeout_secs,
+                DEFAULT_READ_TIMEOUT_SECS,
+            ),
+            idle_timeout: secs(
+                flags.idle_timeout_secs,
+                file.idle_timeout_secs,
+                DEFAULT_IDLE_TIMEOUT_SECS,
+            ),
+            drain_timeout: secs(
+                flags.drain_timeout_secs,
+                file.drain_timeout_secs,
+                DEFAULT_DRAIN_TIMEOUT_SECS,
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let file: ServerConfigFile = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\nidle_timeout_secs = 5\nmax_connections = 7",
+        )
+        .unwrap();
+        let flags = ServerFlags {
+            max_connections: Some(3),
+            ..ServerFlags::default()
+        };
+        let c = ServerConfig::resolve(flags, file);
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.connections_max, 3);
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.read_timeout,
+            Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS)
+        );
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(toml::from_str::<ServerConfigFile>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,272 @@
+//! The server: a TCP listener in front of the actors.
+//!
+//! Everything runs on the actix system's thread: connections are local
+//! tasks, calls are local tasks, entity actors live on the same arbiter.
+//! One thread keeps the hot path free of locks and cross-thread wake-ups;
+//! the log's writer threads do the slow part (fsync) off it.
+
+mod config;
+mod connection;
+mod service;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+
+pub use config::{ServerConfig, ServerConfigFile, ServerFlags};
+pub use service::Service;
+
+use crate::actors::{Core, CoreConfig};
+use crate::clock::{Clock, SystemClock};
+use crate::store::{EventStore, StoreError, StoreOptions};
+
+/// Name of the file, in the data directory, holding the admin key.
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+/// Name of the file, in the data directory, holding the server's own
+/// secret (join tokens and node credentials are derived from it).
+pub const SERVER_SECRET_FILE: &str = "server.secret";
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+        hint: &'static str,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Where the admin key came from, for the start-up message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminKeySource {
+    Configured,
+    Created(PathBuf),
+    Existing(PathBuf),
+}
+
+/// Reads a secret file, or creates it with a fresh key, readable by the
+/// owner only.
+fn secret_file(path: &Path, what: &'static str) -> Result<(String, bool), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file_err = |source| ServerError::File {
+        what,
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_string(), false)),
+        Ok(_) => {
+            return Err(ServerError::Config(format!(
+                "{what} {} is empty; delete it to have a new one made",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(file_err(e)),
+    }
+    let key = crate::clock::new_key();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(file_err)?;
+    file.write_all(format!("{key}\n").as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(file_err)?;
+    Ok((key, true))
+}
+
+/// A started server: its address, and how to stop it.
+pub struct Started {
+    pub addr: SocketAddr,
+    pub admin_key: AdminKeySource,
+}
+
+/// Runs the server until `shutdown` resolves, then drains: stops
+/// accepting, lets calls in flight finish (up to the drain timeout), ends
+/// subscriptions, flushes the log. Must run inside an actix system.
+/// `on_started` is called once the port is bound.
+pub async fn run(
+    config: ServerConfig,
+    on_started: impl FnOnce(&Started),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::File {
+        what: "data directory",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = EventStore::open(
+        &config.data_dir,
+        StoreOptions {
+            durability: config.durability,
+            ..StoreOptions::default()
+        },
+        clock.clone(),
+    )?;
+    let (admin_key, admin_source) = match &config.admin_key {
+        Some(key) => (key.clone(), AdminKeySource::Configured),
+        None => {
+            let path = config.data_dir.join(ADMIN_KEY_FILE);
+            let (key, created) = secret_file(&path, "admin key file")?;
+            let source = if created {
+                AdminKeySource::Created(path)
+            } else {
+                AdminKeySource::Existing(path)
+            };
+            (key, source)
+        }
+    };
+    let (server_secret, _) = secret_file(
+        &config.data_dir.join(SERVER_SECRET_FILE),
+        "server secret file",
+    )?;
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            hint: match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "; the port is taken (another lote server?). Pick another with --listen, e.g. --listen 127.0.0.1:0 for any free port"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "; ports below 1024 need privileges; use a higher one"
+                }
+                _ => "",
+            },
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.listen.clone(),
+        source,
+        hint: "",
+    })?;
+    let core = Core::new(store.clone(), clock.clone(), CoreConfig::default());
+    let service = Rc::new(Service::new(core, clock, admin_key, server_secret));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = Rc::new(connection::Limits::from(&config));
+    let open = Rc::new(OpenConnections::default());
+    on_started(&Started {
+        addr,
+        admin_key: admin_source,
+    });
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "lote server listening");
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a
+                        // little instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let guard = open.enter();
+                let over_cap = guard.count > limits.connections_max;
+                let service = service.clone();
+                let limits = limits.clone();
+                let stop = stop_rx.clone();
+                tokio::task::spawn_local(async move {
+                    connection::serve(stream, peer, service, limits, stop, over_cap).await;
+                    drop(guard);
+                });
+            }
+        }
+    }
+    tracing::info!("shutting down: draining connections");
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(config.drain_timeout, open.all_closed()).await;
+    if drained.is_err() {
+        tracing::warn!(
+            still_open = open.count.get(),
+            "drain timeout passed; closing the remaining connections"
+        );
+    }
+    store.flush().await?;
+    tracing::info!("log flushed; bye");
+    Ok(())
+}
+
+/// Counts open connections, and wakes whoever waits for none.
+#[derive(Default)]
+struct OpenConnections {
+    count: Cell<usize>,
+    none_left: Notify,
+}
+
+struct ConnectionGuard {
+    open: Rc<OpenConnections>,
+    count: usize,
+}
+
+impl OpenConnections {
+    fn enter(self: &Rc<Self>) -> ConnectionGuard {
+        let count = self.count.get() + 1;
+        self.count.set(count);
+        ConnectionGuard {
+            open: self.clone(),
+            count,
+        }
+    }
+
+    async fn all_closed(&self) {
+        while self.count.get() > 0 {
+            self.none_left.notified().await;
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let left = self.open.count.get() - 1;
+        self.open.count.set(left);
+        if left == 0 {
+            self.open.none_left.notify_waiters();
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,936 @@
+//! What the server does with one call: authenticate, decode, authorise,
+//! dispatch to the actors, and shape the reply.
+//!
+//! Isolation is structural: an account's requests name only ids, and the
+//! server builds every stream id from the *caller's* account. Another
+//! account's pool `p1` is simply not in the namespace the caller can name,
+//! so its reply is the very same "not found" as for a pool that never was.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::actors::{Core, CoreError, Registered};
+use crate::api::auth::{self, NonceCache, NonceRefusal, CLOCK_SKEW_SECS_MAX};
+use crate::api::{
+    AccountView, ApiError, Call, Credential, ErrorKind, EventView, Request, Response, ServerFrame,
+};
+use crate::clock::{new_uuid, Clock};
+use crate::codec;
+use crate::domain::account::{Account, AccountCommand, AccountStatus};
+use crate::domain::job::{Job, JobCommand, JobStatus};
+use crate::domain::node::{Node, NodeCommand};
+use crate::domain::pool::{Pool, PoolCommand, PoolStatus};
+use crate::domain::request::{RequestEvent, RequestRecord};
+use crate::domain::task::{Task, TaskCommand, TaskStatus};
+use crate::domain::{self, Aggregate, Ctx, Rejection, RejectionCode, Versioned};
+use crate::store::{ExpectedVersion, StoreError, StreamAppend, StreamId};
+use crate::types::{AccountName, NodeId, PoolId, Principal, RequestId};
+
+/// Most items in one list reply; more are paged.
+pub const LIST_ITEMS_MAX: usize = 1000;
+
+/// Who a verified call comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Caller {
+    Admin,
+    Account(AccountName),
+    Join { account: AccountName, pool: PoolId },
+    Node(Principal),
+}
+
+/// How a call ended.
+pub enum CallOutcome {
+    /// Reply; with `fatal` set the connection is closed after it.
+    Reply {
+        result: Result<Response, ApiError>,
+        fatal: Option<ApiError>,
+    },
+    /// A subscription runs on; the handle ends it.
+    Subscription(tokio::task::AbortHandle),
+}
+
+pub struct Service {
+    core: Core,
+    clock: Arc<dyn Clock>,
+    admin_key: String,
+    server_secret: String,
+    nonces: RefCell<NonceCache>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "call failed inside the server");
+    ApiError::new(
+        ErrorKind::Internal,
+        format!("the server failed: {e}. Nothing was half-done; see the server log"),
+    )
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Rejected(r) => r.into(),
+            other => internal(other),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        internal(e)
+    }
+}
+
+fn bad_signature() -> ApiError {
+    ApiError::new(
+        ErrorKind::BadSignature,
+        "the signature does not verify: wrong or regenerated key, unknown account, or a changed request",
+    )
+}
+
+fn permission(what: &str, caller: &Caller) -> ApiError {
+    let who = match caller {
+        Caller::Admin => "the admin key".to_string(),
+        Caller::Account(a) => format!("account {a}'s key"),
+        Caller::Join { account, pool } => format!("the join token of pool {account}/{pool}"),
+        Caller::Node(p) => format!("the credential of {p}"),
+    };
+    ApiError::rejected(
+        RejectionCode::PermissionDenied,
+        format!("{what}; this call is signed with {who}"),
+    )
+}
+
+/// Entities that have a "does not exist (any more)" state, and the code
+/// that says so.
+trait Visible: Registered {
+    const NOT_FOUND: RejectionCode;
+    const NOUN: &'static str;
+    fn visible(&self) -> bool;
+}
+
+impl Visible for Account {
+    const NOT_FOUND: RejectionCode = RejectionCode::AccountNotFound;
+    const NOUN: &'static str = "account";
+    fn visible(&self) -> bool {
+        !matches!(self.status, AccountStatus::Absent | AccountStatus::Deleted)
+    }
+}
+impl Visible for Pool {
+    const NOT_FOUND: RejectionCode = RejectionCode::PoolNotFound;
+    const NOUN: &'static str = "pool";
+    fn visible(&self) -> bool {
+        !matches!(self.status, PoolStatus::Absent | PoolStatus::Deleted)
+    }
+}
+impl Visible for Node {
+    const NOT_FOUND: RejectionCode = RejectionCode::NodeNotFound;
+    const NOUN: &'static str = "node";
+    fn visible(&self) -> bool {
+        self.state.is_live()
+    }
+}
+impl Visible for Job {
+    const NOT_FOUND: RejectionCode = RejectionCode::JobNotFound;
+    const NOUN: &'static str = "job";
+    fn visible(&self) -> bool {
+        !matches!(self.status, JobStatus::Absent | JobStatus::Deleted)
+    }
+}
+impl Visible for Task {
+    const NOT_FOUND: RejectionCode = RejectionCode::TaskNotFound;
+    const NOUN: &'static str = "task";
+    fn visible(&self) -> bool {
+        !matches!(self.status, TaskStatus::Absent | TaskStatus::Deleted)
+    }
+}
+
+fn not_found<A: Visible>(id: &str) -> ApiError {
+    ApiError::rejected(A::NOT_FOUND, format!("no {} {id}", A::NOUN))
+}
+
+fn done<A: Aggregate>(stream: &StreamId, outcome: crate::actors::Outcome<A>) -> Response {
+    Response::Done {
+        entity: stream.to_string(),
+        version: outcome.version,
+    }
+}
+
+impl Service {
+    pub fn new(
+        core: Core,
+        clock: Arc<dyn Clock>,
+        admin_key: String,
+        server_secret: String,
+    ) -> Self {
+        Service {
+            core,
+            clock,
+            admin_key,
+            server_secret,
+            nonces: RefCell::new(NonceCache::default()),
+        }
+    }
+
+    pub fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// The token agents use to join `pool` of `account`.
+    pub fn join_token(&self, account: &AccountName, pool: &PoolId) -> String {
+        auth::derive_secret(&self.server_secret, &format!("join:{account}/{pool}"))
+    }
+
+    fn node_credential(&self, account: &AccountName, pool: &PoolId, node: &NodeId) -> String {
+        auth::derive_secret(
+            &self.server_secret,
+            &format!("node:{account}/{pool}/{node}"),
+        )
+    }
+
+    /// The state of an entity that exists, without starting an actor for
+    /// ids that were never used (unauthenticated callers can name any).
+    async fn existing<A: Visible>(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Option<Versioned<A>>, ApiError> {
+        if self.core.store().stream_version(stream)? == 0 {
+            return Ok(None);
+        }
+        let current = self.core.state::<A>(stream).await?;
+        Ok(current.state.visible().then_some(current))
+    }
+
+    async fn show<A: Visible>(
+        &self,
+        stream: &StreamId,
+        id: &str,
+    ) -> Result<Versioned<A>, ApiError> {
+        self.existing(stream)
+            .await?
+            .ok_or_else(|| not_found::<A>(id))
+    }
+
+    /// Every visible entity whose stream starts with `prefix`, folded from
+    /// the log without waking actors; from `after` (exclusive) on, at most
+    /// `limit`.
+    fn list<A: Visible>(&self, prefix: &str, limit: usize) -> Result<Vec<Versioned<A>>, ApiError> {
+        let store = self.core.store();
+        let head = store.head();
+        let mut out: Vec<Versioned<A>> = Vec::new();
+        let mut current: Option<(StreamId, Versioned<A>)> = None;
+        let mut failed = None;
+        let flush = |current: &mut Option<(StreamId, Versioned<A>)>,
+                     out: &mut Vec<Versioned<A>>| {
+            if let Some((_, v)) = current.take() {
+                if v.state.visible() {
+                    out.push(v);
+                }
+            }
+        };
+        store.scan_streams(Some(prefix), |envelope| {
+            // Events past the head are not yet durable: not shown.
+            if envelope.position > head || failed.is_some() {
+                return Ok(());
+            }
+            if current.as_ref().map(|(s, _)| s) != Some(&envelope.stream) {
+                flush(&mut current, &mut out);
+                current = Some((
+                    envelope.stream.clone(),
+                    Versioned {
+                        version: 0,
+                        state: A::default(),
+                    },
+                ));
+            }
+            if let Some((_, v)) = current.as_mut() {
+                match domain::fold(
+                    std::mem::take(&mut v.state),
+                    std::slice::from_ref(&envelope),
+                ) {
+                    Ok(state) => {
+                        v.state = state;
+                        v.version = envelope.stream_version;
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(e) = failed {
+            return Err(internal(e));
+        }
+        flush(&mut current, &mut out);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn ctx(&self, principal: Principal, request_id: Option<uuid::Uuid>) -> Ctx {
+        let id = RequestId(request_id.unwrap_or_else(new_uuid));
+        Ctx::live(self.clock.as_ref(), principal, id)
+    }
+
+    /// Checks the signature, the time window and the nonce, in that order
+    /// (nothing unsigned may fill the nonce cache).
+    async fn authenticate(&self, call: &Call) -> Result<Caller, ApiError> {
+        let cred = &call.auth.credential;
+        let (keys, caller): (Vec<String>, Caller) = match cred {
+            Credential::Admin => (vec![self.admin_key.clone()], Caller::Admin),
+            Credential::Account { account } => {
+                let stream = StreamId::account(account);
+                let keys = match self.existing::<Account>(&stream).await? {
+                    Some(a) => [a.state.primary_key, a.state.secondary_key]
+                        .into_iter()
+                        .flatten()
+                        .map(|k| k.expose().to_string())
+                        .collect(),
+                    None => Vec::new(),
+                };
+                (keys, Caller::Account(account.clone()))
+            }
+            Credential::Join { account, pool } => {
+                let live = self
+                    .existing::<Pool>(&StreamId::pool(account, pool))
+                    .await?
+                    .is_some_and(|p| p.state.status == PoolStatus::Active);
+                let keys = if live {
+                    vec![self.join_token(account, pool)]
+                } else {
+                    Vec::new()
+                };
+                (
+                    keys,
+                    Caller::Join {
+                        account: account.clone(),
+                        pool: pool.clone(),
+                    },
+                )
+            }
+            Credential::Node {
+                account,
+                pool,
+                node,
+            } => {
+                let live = self
+                    .existing::<Node>(&StreamId::node(account, pool, node))
+                    .await?
+                    .is_some();
+                let keys = if live {
+                    vec![self.node_credential(account, pool, node)]
+                } else {
+                    Vec::new()
+                };
+                (
+                    keys,
+                    Caller::Node(Principal::Node {
+                        account: account.clone(),
+                        pool: pool.clone(),
+                        node: node.clone(),
+                    }),
+                )
+            }
+        };
+        // Verify against every key (no early exit), so timing does not
+        // tell which key, or whether the account exists.
+        let mut ok = false;
+        for key in &keys {
+            ok |= auth::verify(key, call.id, &call.auth, &call.body);
+        }
+        if keys.is_empty() {
+            auth::verify(&self.admin_key, call.id, &call.auth, b"");
+        }
+        if !ok {
+            return Err(bad_signature());
+        }
+        let now = self.clock.now().as_micros();
+        let skew = (now - call.auth.timestamp).abs();
+        if skew > CLOCK_SKEW_SECS_MAX * 1_000_000 {
+            return Err(ApiError::new(
+                ErrorKind::ClockSkew,
+                format!(
+                    "the request's time is {}s from the server's; at most {CLOCK_SKEW_SECS_MAX}s is accepted. Check this machine's clock",
+                    skew / 1_000_000
+                ),
+            ));
+        }
+        match self.nonces.borrow_mut().check_and_insert(
+            cred,
+            call.auth.nonce,
+            call.auth.timestamp,
+            now,
+        ) {
+            Ok(()) => Ok(caller),
+            Err(NonceRefusal::Replayed) => Err(ApiError::new(
+                ErrorKind::NonceReplayed,
+                "this nonce was already used: a replayed request is refused",
+            )),
+            Err(NonceRefusal::Full) => Err(ApiError::new(
+                ErrorKind::Overloaded,
+                "too many requests in the replay window; try again shortly",
+            )),
+        }
+    }
+
+    /// Handles one call from start to reply.
+    pub async fn call(
+        self: Rc<Self>,
+        call: Call,
+        tx: &mpsc::Sender<ServerFrame>,
+        stop: watch::Receiver<bool>,
+    ) -> CallOutcome {
+        let reply = |result| CallOutcome::Reply {
+            result,
+            fatal: None,
+        };
+        let caller = match self.authenticate(&call).await {
+            Ok(c) => c,
+            Err(e) => return reply(Err(e)),
+        };
+        let request = match codec::decode_message::<Request>(&call.body) {
+            Ok(r) => r,
+            Err(e) => {
+                let error =
+                    ApiError::new(ErrorKind::Malformed, format!("undecodable request: {e}"));
+                return CallOutcome::Reply {
+                    result: Err(error.clone()),
+                    fatal: Some(error),
+                };
+            }
+        };
+        tracing::debug!(caller = ?caller, request = request.name(), "call");
+        if let Request::TailEvents { from } = request {
+            return match self
+                .clone()
+                .tail(caller, from, call.id, tx.clone(), stop)
+                .await
+            {
+                Ok(handle) => CallOutcome::Subscription(handle),
+                Err(e) => reply(Err(e)),
+            };
+        }
+        reply(self.dispatch(caller, request, &call.body).await)
+    }
+
+    async fn dispatch(
+        &self,
+        caller: Caller,
+        request: Request,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        match (&caller, request) {
+            (_, Request::Ping) => Ok(Response::Pong {
+                server_time: self.clock.now(),
+            }),
+            (_, Request::Whoami) => Ok(Response::Whoami {
+                principal: self.principal(&caller),
+            }),
+            (Caller::Admin, request) => self.admin(request, body).await,
+            (Caller::Account(account), request) => {
+                let account = account.clone();
+                self.account(&account, request, body).await
+            }
+            (Caller::Join { account, pool }, Request::JoinPool { name }) => {
+                self.join(account, pool, name).await
+            }
+            (Caller::Join { .. }, _) => Err(permission(
+                "a join token may only join its pool (JoinPool)",
+                &caller,
+            )),
+            (Caller::Node(_), _) => Err(permission(
+                "node agents may not make account or admin requests",
+                &caller,
+            )),
+        }
+    }
+
+    fn principal(&self, caller: &Caller) -> Principal {
+        match caller {
+            Caller::Admin => Principal::Admin,
+            Caller::Account(account) => Principal::Account {
+                account: account.clone(),
+            },
+            Caller::Join { account, .. } => Principal::System {
+                component: format!("join:{account}"),
+            },
+            Caller::Node(p) => p.clone(),
+        }
+    }
+
+    /// Runs an idempotent request: the first time, its work plus its record
+    /// in one append; again with the same body, the recorded outcome; again
+    /// with another body, a refusal.
+    async fn idempotent<F, Fut>(
+        &self,
+        scope: &AccountName,
+        request: &Request,
+        body: &[u8],
+        reply: Response,
+        work: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: FnOnce(Vec<StreamAppend>) -> Fut,
+        Fut: std::future::Future<Output = Result<(), ApiError>>,
+    {
+        let Some(id) = request.idempotency_key() else {
+            work(Vec::new()).await?;
+            return Ok(reply);
+        };
+        let stream = StreamId::request(scope, &id);
+        let hash = auth::body_hash(body);
+        let check = |record: Versioned<RequestRecord>| {
+            if record.state.body_sha256.as_deref() == Some(hash.as_str()) {
+                Ok(reply.clone())
+            } else {
+                Err(ApiError::rejected(
+                    RejectionCode::RequestIdReused,
+                    format!("request id {id} was already used for a different request; use a new id for a new request"),
+                ))
+            }
+        };
+        if let Some(record) = self.record(&stream)? {
+            return check(record);
+        }
+        let event = RequestEvent::RequestRecorded {
+            request: request.name().to_string(),
+            body_sha256: hash.clone(),
+            at: self.clock.now(),
+        };
+        let extra = vec![StreamAppend {
+            stream: stream.clone(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![domain::to_new_event(&event).map_err(internal)?],
+        }];
+        match work(extra).await {
+            Ok(()) => Ok(reply),
+            // The same id raced us (or did the work already): its record
+            // decides.
+            Err(e) => match self.record(&stream)? {
+                Some(record) => check(record),
+                None => Err(e),
+            },
+        }
+    }
+
+    fn record(&self, stream: &StreamId) -> Result<Option<Versioned<RequestRecord>>, ApiError> {
+        let current = crate::actors::load::<RequestRecord>(self.core.store(), stream, false)?;
+        Ok((current.version > 0).then_some(current))
+    }
+
+    async fn admin(&self, request: Request, body: &[u8]) -> Result<Response, ApiError> {
+        let ctx = || self.ctx(Principal::Admin, request.idempotency_key());
+        let run = |name: &AccountName, command: AccountCommand| {
+            let stream = StreamId::account(name);
+            let name = name.clone();
+            async move {
+                self.show::<Account>(&stream, name.as_str()).await?;
+                let outcome = self
+                    .core
+                    .execute::<Account>(&stream, command, ctx())
+                    .await?;
+                Ok::<_, ApiError>(done(&stream, outcome))
+            }
+        };
+        match &request {
+            Request::CreateAccount { name, .. } => {
+                let stream = StreamId::account(name);
+                let reply = Response::Created {
+                    entity: stream.to_string(),
+                };
+                let command = AccountCommand::CreateAccount { name: name.clone() };
+                self.idempotent(name, &request, body, reply, |extra| async move {
+                    self.core
+                        .execute_with::<Account>(&stream, command, ctx(), extra)
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+            Request::ListAccounts => {
+                let accounts = self.list::<Account>("account/", usize::MAX)?;
+                Ok(Response::Accounts(
+                    accounts.into_iter().filter_map(|a| view(a.state)).collect(),
+                ))
+            }
+            Request::ShowAccount { name } => {
+                let a = self.show::<Account>(&StreamId::account(name), name.as_str()).await?;
+                view(a.state)
+                    .map(Response::Account)
+                    .ok_or_else(|| not_found::<Account>(name.as_str()))
+            }
+            Request::ShowKeys { name } => {
+                let a = self.show::<Account>(&StreamId::account(name), name.as_str()).await?;
+                let key = |k: Option<crate::types::Secret>| {
+                    k.map(|k| k.expose().to_string()).unwrap_or_default()
+                };
+                Ok(Response::Keys {
+                    account: name.clone(),
+                    primary: key(a.state.primary_key),
+                    secondary: key(a.state.secondary_key),
+                })
+            }
+            Request::RegenerateKey { name, key } => {
+                run(name, AccountCommand::RegenerateKey { key: *key }).await
+            }
+            Request::DisableAccount { name } => run(name, AccountCommand::DisableAccount).await,
+            Request::EnableAccount { name } => run(name, AccountCommand::EnableAccount).await,
+            Request::DeleteAccount { name } => run(name, AccountCommand::DeleteAccount).await,
+            Request::TailEvents { .. } | Request::Ping | Request::Whoami => {
+                unreachable!("handled before dispatch")
+            }
+            Request::JoinPool { .. } => Err(permission(
+                "joining a pool needs the pool's join token",
+                &Caller::Admin,
+            )),
+            _ => Err(permission(
+                "pools, jobs and tasks belong to accounts: sign with an account key (--account and --key)",
+                &Caller::Admin,
+            )),
+        }
+    }
+
+    async fn account(
+        &self,
+        account: &AccountName,
+        request: Request,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        // A disabled account may look but not change anything.
+        let me = self
+            .show::<Account>(&StreamId::account(account), account.as_str())
+            .await?;
+        let read_only = matches!(
+            request,
+            Request::ListPools
+                | Request::ShowPool { .. }
+                | Request::ShowJoinToken { .. }
+                | Request::ListNodes { .. }
+                | Request::ShowNode { .. }
+                | Request::ListJobs
+                | Request::ShowJob { .. }
+                | Request::ListTasks { .. }
+                | Request::ShowTask { .. }
+        );
+        if me.state.status == AccountStatus::Disabled && !read_only {
+            return Err(ApiError::rejected(
+                RejectionCode::AccountDisabled,
+                format!("account {account} is disabled; an administrator can enable it"),
+            ));
+        }
+        let principal = Principal::Account {
+            account: account.clone(),
+        };
+        let ctx = || self.ctx(principal.clone(), request.idempotency_key());
+        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
+        let job_stream = |job: &crate::types::JobId| StreamId::job(account, job);
+        macro_rules! exec {
+            ($ty:ty, $stream:expr, $id:expr, $command:expr) => {{
+                let stream = $stream;
+                self.show::<$ty>(&stream, $id.as_str()).await?;
+                let outcome = self.core.execute::<$ty>(&stream, $command, ctx()).await?;
+                Ok(done(&stream, outcome))
+            }};
+        }
+        match &request {
+            Request::CreatePool { spec, .. } => {
+                let mut spec = spec.clone();
+                spec.account = account.clone();
+                let stream = pool_stream(&spec.id);
+                let reply = Response::Created {
+                    entity: stream.to_string(),
+                };
+                self.idempotent(account, &request, body, reply, |extra| async move {
+                    self.core
+                        .execute_with::<Pool>(
+                            &stream,
+                            PoolCommand::CreatePool { spec },
+                            ctx(),
+                            extra,
+                        )
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+            Request::ListPools => Ok(Response::Pools(
+                self.list::<Pool>(&format!("pool/{account}/"), LIST_ITEMS_MAX)?,
+            )),
+            Request::ShowPool { pool } => Ok(Response::Pool(
+                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?,
+            )),
+            Request::ShowJoinToken { pool } => {
+                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                Ok(Response::JoinToken {
+                    pool: pool.clone(),
+                    token: self.join_token(account, pool),
+                })
+            }
+            Request::ResizePool {
+                pool,
+                target_nodes,
+                deallocation,
+            } => exec!(
+                Pool,
+                pool_stream(pool),
+                pool,
+                PoolCommand::ResizePool {
+                    target_nodes: *target_nodes,
+                    deallocation: *deallocation,
+                }
+            ),
+            Request::StopResize { pool } => {
+                exec!(Pool, pool_stream(pool), pool, PoolCommand::StopResize)
+            }
+            Request::EnableAutoscale {
+                pool,
+                formula,
+                evaluation_interval_secs,
+            } => exec!(
+                Pool,
+                pool_stream(pool),
+                pool,
+                PoolCommand::EnableAutoscale {
+                    formula: formula.clone(),
+                    evaluation_interval_secs: *evaluation_interval_secs,
+                }
+            ),
+            Request::DisableAutoscale { pool } => {
+                exec!(Pool, pool_stream(pool), pool, PoolCommand::DisableAutoscale)
+            }
+            Request::DeletePool { pool } => {
+                exec!(Pool, pool_stream(pool), pool, PoolCommand::DeletePool)
+            }
+            Request::ListNodes { pool } => {
+                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                Ok(Response::Nodes(self.list::<Node>(
+                    &format!("node/{account}/{pool}/"),
+                    LIST_ITEMS_MAX,
+                )?))
+            }
+            Request::ShowNode { pool, node } => Ok(Response::Node(
+                self.show::<Node>(&StreamId::node(account, pool, node), node.as_str())
+                    .await?,
+            )),
+            Request::CreateJob { spec, .. } => {
+                let mut spec = spec.clone();
+                spec.account = account.clone();
+                self.show::<Pool>(&pool_stream(&spec.pool), spec.pool.as_str())
+                    .await
+                    .map_err(|mut e| {
+                        e.message = format!(
+                            "{}: a job runs on an existing pool; create it first (lote pool create)",
+                            e.message
+                        );
+                        e
+                    })?;
+                let stream = job_stream(&spec.id);
+                let reply = Response::Created {
+                    entity: stream.to_string(),
+                };
+                self.idempotent(account, &request, body, reply, |extra| async move {
+                    self.core
+                        .execute_with::<Job>(&stream, JobCommand::CreateJob { spec }, ctx(), extra)
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+            Request::ListJobs => Ok(Response::Jobs(
+                self.list::<Job>(&format!("job/{account}/"), LIST_ITEMS_MAX)?,
+            )),
+            Request::ShowJob { job } => Ok(Response::Job(
+                self.show::<Job>(&job_stream(job), job.as_str()).await?,
+            )),
+            Request::DisableJob { job, disable_tasks } => exec!(
+                Job,
+                job_stream(job),
+                job,
+                JobCommand::DisableJob {
+                    disable_tasks: *disable_tasks
+                }
+            ),
+            Request::EnableJob { job } => exec!(Job, job_stream(job), job, JobCommand::EnableJob),
+            Request::TerminateJob { job, reason } => exec!(
+                Job,
+                job_stream(job),
+                job,
+                JobCommand::TerminateJob {
+                    reason: reason.clone()
+                }
+            ),
+            Request::DeleteJob { job } => exec!(Job, job_stream(job), job, JobCommand::DeleteJob),
+            Request::AddTasks { job, tasks, .. } => {
+                if tasks.is_empty() || tasks.len() > crate::api::ADD_TASKS_BATCH_MAX {
+                    return Err(Rejection::invalid(format!(
+                        "a batch holds 1..={} tasks, not {}; split it",
+                        crate::api::ADD_TASKS_BATCH_MAX,
+                        tasks.len()
+                    ))
+                    .into());
+                }
+                self.show::<Job>(&job_stream(job), job.as_str()).await?;
+                let reply = Response::TasksAdded {
+                    job: job.clone(),
+                    count: tasks.len() as u32,
+                };
+                let tasks = tasks.clone();
+                self.idempotent(account, &request, body, reply, |extra| async move {
+                    self.core
+                        .add_tasks(account, job, tasks, ctx(), extra)
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+            Request::ListTasks { job } => {
+                self.show::<Job>(&job_stream(job), job.as_str()).await?;
+                Ok(Response::Tasks(self.list::<Task>(
+                    &format!("task/{account}/{job}/"),
+                    LIST_ITEMS_MAX,
+                )?))
+            }
+            Request::ShowTask { job, task } => Ok(Response::Task(
+                self.show::<Task>(&StreamId::task(account, job, task), task.as_str())
+                    .await?,
+            )),
+            Request::TerminateTask { job, task, reason } => exec!(
+                Task,
+                StreamId::task(account, job, task),
+                task,
+                TaskCommand::TerminateTask {
+                    reason: reason.clone()
+                }
+            ),
+            Request::DeleteTask { job, task } => exec!(
+                Task,
+                StreamId::task(account, job, task),
+                task,
+                TaskCommand::DeleteTask
+            ),
+            Request::TailEvents { .. } | Request::Ping | Request::Whoami => {
+                unreachable!("handled before dispatch")
+            }
+            Request::JoinPool { .. } => Err(permission(
+                "joining a pool needs the pool's join token (lote pool join-token)",
+                &Caller::Account(account.clone()),
+            )),
+            _ => Err(permission(
+                "managing accounts needs the administrator key",
+                &Caller::Account(account.clone()),
+            )),
+        }
+    }
+
+    async fn join(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        name: String,
+    ) -> Result<Response, ApiError> {
+        let node = NodeId::new(format!("node-{}", &new_uuid().simple().to_string()[..12]))
+            .map_err(internal)?;
+        let stream = StreamId::node(account, pool, &node);
+        let principal = Principal::Node {
+            account: account.clone(),
+            pool: pool.clone(),
+            node: node.clone(),
+        };
+        self.core
+            .execute::<Node>(
+                &stream,
+                NodeCommand::AddNode {
+                    account: account.clone(),
+                    pool: pool.clone(),
+                    node: node.clone(),
+                    name,
+                },
+                self.ctx(principal, None),
+            )
+            .await?;
+        Ok(Response::Joined {
+            credential: self.node_credential(account, pool, &node),
+            node,
+        })
+    }
+
+    /// Starts streaming events to the connection. Accounts see their own
+    /// entities' events; the administrator sees everything.
+    async fn tail(
+        self: Rc<Self>,
+        caller: Caller,
+        from: u64,
+        id: u64,
+        tx: mpsc::Sender<ServerFrame>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<tokio::task::AbortHandle, ApiError> {
+        let account = match &caller {
+            Caller::Admin => None,
+            Caller::Account(a) => Some(a.clone()),
+            _ => {
+                return Err(permission(
+                    "only accounts and the administrator may tail events",
+                    &caller,
+                ))
+            }
+        };
+        let store = self.core.store().clone();
+        let from = if from == 0 { store.head() + 1 } else { from };
+        let mut subscription = store.subscribe(from);
+        if tx
+            .send(ServerFrame::Reply {
+                id,
+                result: Ok(Response::Subscribed { from }),
+            })
+            .await
+            .is_err()
+        {
+            return Err(ApiError::new(ErrorKind::Internal, "connection closed"));
+        }
+        let task = tokio::task::spawn_local(async move {
+            loop {
+                let envelope = tokio::select! {
+                    next = subscription.next() => match next {
+                        Ok(e) => e,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "subscription ended");
+                            return;
+                        }
+                    },
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let mine = match &account {
+                    None => true,
+                    Some(a) => envelope.stream.segments().first() == Some(&a.as_str()),
+                };
+                if !mine {
+                    continue;
+                }
+                let kind = envelope.stream.kind();
+                let event = EventView {
+                    position: envelope.position,
+                    entity: envelope.stream.to_string(),
+                    version: envelope.stream_version,
+                    recorded_at: envelope.recorded_at,
+                    event_type: envelope.event_type.clone(),
+                    principal: envelope.causation.principal.clone(),
+                    request_id: envelope.causation.request_id.to_string(),
+                    data: crate::replay::event_json(kind, &envelope).to_string(),
+                };
+                if tx.send(ServerFrame::Event { id, event }).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(task.abort_handle())
+    }
+}
+
+fn view(account: Account) -> Option<AccountView> {
+    Some(AccountView {
+        name: account.name?,
+        status: account.status,
+        created_at: account.created_at,
+        keys_rotated_at: account.keys_rotated_at,
+    })
+}

@@ -1,0 +1,780 @@
+//! End to end through the real server binary on 127.0.0.1:0: signing,
+//! isolation, idempotency, hostile connections, shutdown.
+
+mod server_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lote::api::auth::sign;
+use lote::api::{
+    ApiError, Call, ClientFrame, Credential, ErrorKind, Hello, Request, Response, ServerFrame,
+    MAGIC,
+};
+use lote::client::call_frame;
+use lote::domain::account::KeyKind;
+use lote::domain::job::{DisableTasks, JobSpec};
+use lote::domain::pool::{Deallocation, NodeProvider, PoolSpec};
+use lote::domain::spec::CommandLine;
+use lote::domain::task::TaskSpec;
+use lote::domain::RejectionCode;
+use lote::types::{AccountName, JobId, NodeId, PoolId, TaskId};
+use server_support::*;
+
+fn pool_spec(id: &str) -> PoolSpec {
+    PoolSpec {
+        provider: NodeProvider::Remote,
+        ..PoolSpec::fixed(
+            PoolId::new(id).unwrap(),
+            AccountName::new("ignored").unwrap(),
+            1,
+            2,
+        )
+    }
+}
+
+fn job_spec(id: &str, pool: &str) -> JobSpec {
+    JobSpec::on_pool(
+        JobId::new(id).unwrap(),
+        AccountName::new("ignored").unwrap(),
+        PoolId::new(pool).unwrap(),
+    )
+}
+
+fn task(id: &str) -> TaskSpec {
+    TaskSpec::simple(
+        TaskId::new(id).unwrap(),
+        CommandLine::Shell(format!("echo {id}")),
+    )
+}
+
+fn account_cred(name: &str) -> Credential {
+    Credential::Account {
+        account: AccountName::new(name).unwrap(),
+    }
+}
+
+fn kind(result: &Result<Response, ApiError>) -> Option<ErrorKind> {
+    result.as_ref().err().map(|e| e.kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times() {
+    let server = ServerProcess::start(&[]);
+    let (client, primary, secondary) = server.account("acme").await;
+    assert!(matches!(
+        client.call(&Request::ListPools).await.unwrap(),
+        Response::Pools(p) if p.is_empty()
+    ));
+    let acme = account_cred("acme");
+    let request = Request::CreatePool {
+        spec: pool_spec("p1"),
+        request_id: None,
+    };
+
+    // Every single-bit change of a valid call, and appended bytes: none is
+    // accepted. (A change that breaks decoding ends the connection; a
+    // change inside the signed parts fails the signature.)
+    let valid = call_frame(1, &acme, &primary, now_micros(), &request).unwrap();
+    let body = &valid[4..];
+    let mut refused: BTreeMap<String, usize> = BTreeMap::new();
+    let mut raw = Raw::ready(&server.addr).await;
+    for bit in 0..body.len() * 8 {
+        let mut copy = body.to_vec();
+        copy[bit / 8] ^= 1 << (bit % 8);
+        let result = raw.exchange(&framed(&copy)).await;
+        assert!(
+            result.is_err(),
+            "bit {bit} flipped was accepted: {result:?}"
+        );
+        *refused
+            .entry(format!("{:?}", kind(&result).unwrap()))
+            .or_default() += 1;
+        if matches!(
+            kind(&result),
+            Some(ErrorKind::Malformed | ErrorKind::HandshakeRequired | ErrorKind::Internal)
+        ) {
+            raw = Raw::ready(&server.addr).await;
+        }
+    }
+    assert!(
+        refused.get("BadSignature").copied().unwrap_or(0) > 100,
+        "{refused:?}"
+    );
+    // Bytes appended after the message, inside the frame.
+    let mut longer = body.to_vec();
+    longer.extend_from_slice(b"\0\0\0\0");
+    let mut raw = Raw::ready(&server.addr).await;
+    assert_eq!(
+        kind(&raw.exchange(&framed(&longer)).await),
+        Some(ErrorKind::Malformed)
+    );
+    // Bytes appended to the signed body: the signature no longer matches.
+    let ClientFrame::Call(call) = lote::codec::decode_message::<ClientFrame>(body).unwrap() else {
+        panic!()
+    };
+    let mut padded = call.clone();
+    padded.body.push(0);
+    let mut raw = Raw::ready(&server.addr).await;
+    assert_eq!(
+        kind(
+            &raw.exchange(&encode_frame(&ClientFrame::Call(padded)))
+                .await
+        ),
+        Some(ErrorKind::BadSignature)
+    );
+    // None of it created anything.
+    assert!(matches!(
+        client.call(&Request::ListPools).await.unwrap(),
+        Response::Pools(p) if p.is_empty()
+    ));
+
+    // Wrong key; unknown account.
+    let mut raw = Raw::ready(&server.addr).await;
+    let wrong = call_frame(2, &acme, "not-the-key", now_micros(), &Request::ListPools).unwrap();
+    assert_eq!(
+        kind(&raw.exchange(&wrong).await),
+        Some(ErrorKind::BadSignature)
+    );
+    let nobody = call_frame(
+        3,
+        &account_cred("nobody"),
+        &primary,
+        now_micros(),
+        &Request::ListPools,
+    )
+    .unwrap();
+    assert_eq!(
+        kind(&raw.exchange(&nobody).await),
+        Some(ErrorKind::BadSignature)
+    );
+
+    // Replay: the same frame twice.
+    let once = call_frame(4, &acme, &primary, now_micros(), &Request::ListPools).unwrap();
+    assert!(raw.exchange(&once).await.is_ok());
+    assert_eq!(
+        kind(&raw.exchange(&once).await),
+        Some(ErrorKind::NonceReplayed)
+    );
+    // And on another connection.
+    let mut other = Raw::ready(&server.addr).await;
+    assert_eq!(
+        kind(&other.exchange(&once).await),
+        Some(ErrorKind::NonceReplayed)
+    );
+
+    // Timestamps outside the 15-minute window, either side.
+    let minute = 60 * 1_000_000;
+    for skew in [-16 * minute, 16 * minute] {
+        let stale =
+            call_frame(5, &acme, &primary, now_micros() + skew, &Request::ListPools).unwrap();
+        assert_eq!(
+            kind(&raw.exchange(&stale).await),
+            Some(ErrorKind::ClockSkew)
+        );
+    }
+    let inside = call_frame(
+        6,
+        &acme,
+        &primary,
+        now_micros() - 14 * minute,
+        &Request::ListPools,
+    )
+    .unwrap();
+    assert!(raw.exchange(&inside).await.is_ok());
+
+    // Regenerating the primary key: the old one stops at once, the
+    // secondary keeps working, the new primary works.
+    let admin = server.admin();
+    admin
+        .call(&Request::RegenerateKey {
+            name: AccountName::new("acme").unwrap(),
+            key: KeyKind::Primary,
+        })
+        .await
+        .unwrap();
+    let Response::Keys {
+        primary: new_primary,
+        secondary: same_secondary,
+        ..
+    } = admin
+        .call(&Request::ShowKeys {
+            name: AccountName::new("acme").unwrap(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_ne!(new_primary, primary);
+    assert_eq!(same_secondary, secondary);
+    let old = call_frame(7, &acme, &primary, now_micros(), &Request::ListPools).unwrap();
+    assert_eq!(
+        kind(&raw.exchange(&old).await),
+        Some(ErrorKind::BadSignature)
+    );
+    let sec = call_frame(8, &acme, &secondary, now_micros(), &Request::ListPools).unwrap();
+    assert!(raw.exchange(&sec).await.is_ok());
+    let new = call_frame(9, &acme, &new_primary, now_micros(), &Request::ListPools).unwrap();
+    assert!(raw.exchange(&new).await.is_ok());
+
+    // An account key is not the admin key, and the admin key is no
+    // account key.
+    let as_admin = call_frame(
+        10,
+        &Credential::Admin,
+        &new_primary,
+        now_micros(),
+        &Request::ListAccounts,
+    )
+    .unwrap();
+    assert_eq!(
+        kind(&raw.exchange(&as_admin).await),
+        Some(ErrorKind::BadSignature)
+    );
+    let err = client.call(&Request::ListAccounts).await;
+    assert!(err.is_err());
+
+    // The regeneration survives a restart.
+    let again = server.restart();
+    let mut raw = Raw::ready(&again.addr).await;
+    let old = call_frame(11, &acme, &primary, now_micros(), &Request::ListPools).unwrap();
+    assert_eq!(
+        kind(&raw.exchange(&old).await),
+        Some(ErrorKind::BadSignature)
+    );
+    let new = call_frame(12, &acme, &new_primary, now_micros(), &Request::ListPools).unwrap();
+    assert!(raw.exchange(&new).await.is_ok());
+}
+
+/// Every account operation on another account's objects, by id.
+fn operations() -> Vec<Request> {
+    let p = PoolId::new("shared-pool").unwrap();
+    let j = JobId::new("shared-job").unwrap();
+    let t = TaskId::new("shared-task").unwrap();
+    let n = NodeId::new("shared-node").unwrap();
+    vec![
+        Request::ShowPool { pool: p.clone() },
+        Request::ResizePool {
+            pool: p.clone(),
+            target_nodes: 3,
+            deallocation: Deallocation::Requeue,
+        },
+        Request::StopResize { pool: p.clone() },
+        Request::EnableAutoscale {
+            pool: p.clone(),
+            formula: "$TargetDedicatedNodes = 1;".into(),
+            evaluation_interval_secs: 300,
+        },
+        Request::DisableAutoscale { pool: p.clone() },
+        Request::ShowJoinToken { pool: p.clone() },
+        Request::ListNodes { pool: p.clone() },
+        Request::ShowNode {
+            pool: p.clone(),
+            node: n,
+        },
+        Request::CreateJob {
+            spec: job_spec("my-job", "shared-pool"),
+            request_id: None,
+        },
+        Request::ShowJob { job: j.clone() },
+        Request::DisableJob {
+            job: j.clone(),
+            disable_tasks: DisableTasks::Requeue,
+        },
+        Request::EnableJob { job: j.clone() },
+        Request::TerminateJob {
+            job: j.clone(),
+            reason: "x".into(),
+        },
+        Request::AddTasks {
+            job: j.clone(),
+            tasks: vec![task("intruder")],
+            request_id: None,
+        },
+        Request::ListTasks { job: j.clone() },
+        Request::ShowTask {
+            job: j.clone(),
+            task: t.clone(),
+        },
+        Request::TerminateTask {
+            job: j.clone(),
+            task: t.clone(),
+            reason: "x".into(),
+        },
+        Request::DeleteTask {
+            job: j.clone(),
+            task: t,
+        },
+        Request::DeleteJob { job: j },
+        Request::DeletePool { pool: p },
+    ]
+}
+
+async fn replies(client: &lote::client::Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for op in operations() {
+        let reply = client.call(&op).await;
+        out.push(format!(
+            "{:?} -> {:?}",
+            op.name(),
+            reply.map_err(|e| e.to_string())
+        ));
+    }
+    for list in [Request::ListPools, Request::ListJobs] {
+        out.push(format!("{:?}", client.call(&list).await.unwrap()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_accounts_objects_are_indistinguishable_from_missing_ones() {
+    let server = ServerProcess::start(&[]);
+    let (a, _, _) = server.account("alice").await;
+    let (b, _, _) = server.account("bob").await;
+
+    // What alice hears when nothing of that name exists anywhere...
+    let before = replies(&a).await;
+    for line in &before[..operations().len()] {
+        assert!(line.contains("Err("), "succeeded without objects: {line}");
+    }
+
+    // ...bob creates all of it...
+    b.call(&Request::CreatePool {
+        spec: pool_spec("shared-pool"),
+        request_id: None,
+    })
+    .await
+    .unwrap();
+    b.call(&Request::CreateJob {
+        spec: job_spec("shared-job", "shared-pool"),
+        request_id: None,
+    })
+    .await
+    .unwrap();
+    b.call(&Request::AddTasks {
+        job: JobId::new("shared-job").unwrap(),
+        tasks: vec![task("shared-task")],
+        request_id: None,
+    })
+    .await
+    .unwrap();
+    let mut tail = a.tail(1).await.unwrap();
+
+    // ...and alice hears exactly the same, byte for byte.
+    let after = replies(&a).await;
+    assert_eq!(before, after);
+
+    // Bob's objects are untouched; alice's tail saw nothing of bob's.
+    let job = show_job(&b, "shared-job").await;
+    assert_eq!(job.state.tasks_added, 1);
+    let Response::Pool(pool) = b
+        .call(&Request::ShowPool {
+            pool: PoolId::new("shared-pool").unwrap(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(pool.state.target_nodes, 1);
+    a.call(&Request::CreatePool {
+        spec: pool_spec("alice-pool"),
+        request_id: None,
+    })
+    .await
+    .unwrap();
+    // Alice's tail from the log's start: her own account's events, then
+    // her pool, and nothing of bob's in between.
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), tail.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            !event.entity.contains("bob") && !event.data.contains("bob"),
+            "{event:?}"
+        );
+        assert!(event.entity.contains("/alice"), "{event:?}");
+        if event.entity.starts_with("pool/alice/") {
+            break;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_id_creates_once_even_across_a_restart() {
+    let server = ServerProcess::start(&[]);
+    let (client, primary, _) = server.account("acme").await;
+    let client = std::sync::Arc::new(client);
+    let id = uuid::Uuid::from_u128(42);
+    let create = Request::CreatePool {
+        spec: pool_spec("once"),
+        request_id: Some(id),
+    };
+    // 1,000 sends: 10 concurrent senders of 100 each.
+    let mut senders = Vec::new();
+    for _ in 0..10 {
+        let client = client.clone();
+        let create = create.clone();
+        senders.push(tokio::spawn(async move {
+            let mut replies = Vec::new();
+            for _ in 0..100 {
+                replies.push(client.call(&create).await);
+            }
+            replies
+        }));
+    }
+    let mut created = 0;
+    for s in senders {
+        for reply in s.await.unwrap() {
+            assert_eq!(
+                reply.unwrap(),
+                Response::Created {
+                    entity: "pool/acme/once".into()
+                }
+            );
+            created += 1;
+        }
+    }
+    assert_eq!(created, 1000);
+    let pools = list_pools(&client).await;
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0].version, 1, "one PoolCreated event, nothing more");
+
+    // Same id, another body: refused.
+    let other = Request::CreatePool {
+        spec: pool_spec("twice"),
+        request_id: Some(id),
+    };
+    let err = client.call(&other).await.unwrap_err();
+    assert_eq!(
+        err.api().unwrap().rejection,
+        Some(RejectionCode::RequestIdReused)
+    );
+
+    // Batches of tasks too.
+    client
+        .call(&Request::CreateJob {
+            spec: job_spec("j", "once"),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let batch = Request::AddTasks {
+        job: JobId::new("j").unwrap(),
+        tasks: (0..50).map(|i| task(&format!("t{i}"))).collect(),
+        request_id: Some(uuid::Uuid::from_u128(7)),
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            client.call(&batch).await.unwrap(),
+            Response::TasksAdded {
+                job: JobId::new("j").unwrap(),
+                count: 50
+            }
+        );
+    }
+
+    // After a restart the records are still there.
+    let again = server.restart();
+    let client = again.client(account_cred("acme"), &primary);
+    assert_eq!(
+        client.call(&create).await.unwrap(),
+        Response::Created {
+            entity: "pool/acme/once".into()
+        }
+    );
+    assert_eq!(
+        rejection(client.call(&other).await),
+        Some(RejectionCode::RequestIdReused)
+    );
+    client.call(&batch).await.unwrap();
+    let job = show_job(&client, "j").await;
+    assert_eq!(job.state.tasks_added, 50);
+    let pools = list_pools(&client).await;
+    assert_eq!(pools.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_connections_hurt_only_themselves() {
+    let server = ServerProcess::start(&["--read-timeout-secs", "1"]);
+    let (client, _, _) = server.account("acme").await;
+
+    // Half a frame, then silence.
+    let mut stalled = Raw::ready(&server.addr).await;
+    stalled.send(&[0, 0, 1]).await;
+    // Before the hello, too.
+    let mut stalled_early = Raw::connect(&server.addr).await;
+    stalled_early.send(&[0, 0]).await;
+
+    // Others are served meanwhile.
+    for _ in 0..200 {
+        client.call(&Request::Ping).await.unwrap();
+    }
+    // And the stalled ones are dropped with a reason.
+    match stalled.frame().await {
+        Some(ServerFrame::Goodbye { error }) => assert_eq!(error.kind, ErrorKind::Timeout),
+        other => panic!("expected a timeout goodbye, got {other:?}"),
+    }
+    assert!(stalled.closed_within(Duration::from_secs(5)).await);
+    assert!(stalled_early.closed_within(Duration::from_secs(5)).await);
+
+    // An oversized length prefix: refused at once, nothing allocated.
+    let mut huge = Raw::ready(&server.addr).await;
+    huge.send(&u32::MAX.to_be_bytes()).await;
+    match huge.frame().await {
+        Some(ServerFrame::Goodbye { error }) => assert_eq!(error.kind, ErrorKind::TooLarge),
+        other => panic!("expected a too-large goodbye, got {other:?}"),
+    }
+    assert!(huge.closed_within(Duration::from_secs(5)).await);
+
+    // Garbage in a well-formed frame.
+    let mut garbage = Raw::ready(&server.addr).await;
+    garbage.send(&framed(&[0xff; 64])).await;
+    match garbage.frame().await {
+        Some(ServerFrame::Goodbye { error }) => assert_eq!(error.kind, ErrorKind::Malformed),
+        other => panic!("expected a malformed goodbye, got {other:?}"),
+    }
+
+    // Not lote at all, and a version from the future.
+    let mut http = Raw::connect(&server.addr).await;
+    http.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(
+        matches!(http.frame().await, Some(ServerFrame::Goodbye { error }) if error.kind == ErrorKind::TooLarge)
+    );
+    let mut future = Raw::connect(&server.addr).await;
+    future
+        .send(&encode_frame(&ClientFrame::Hello(Hello {
+            magic: MAGIC,
+            version: 99,
+            client: "future".into(),
+        })))
+        .await;
+    match future.frame().await {
+        Some(ServerFrame::Goodbye { error }) => {
+            assert_eq!(error.kind, ErrorKind::UnsupportedVersion);
+            assert!(error.message.contains("version 1"), "{}", error.message);
+        }
+        other => panic!("expected an unsupported-version goodbye, got {other:?}"),
+    }
+    // A call before the hello.
+    let mut rude = Raw::connect(&server.addr).await;
+    rude.send(&call_frame(1, &Credential::Admin, "x", now_micros(), &Request::Ping).unwrap())
+        .await;
+    assert!(
+        matches!(rude.frame().await, Some(ServerFrame::Goodbye { error }) if error.kind == ErrorKind::HandshakeRequired)
+    );
+
+    // A correctly signed body that is not a request: error reply, then
+    // that connection (only) closes.
+    let mut odd = Raw::ready(&server.addr).await;
+    let body = b"\xff\xff\xff not a request".to_vec();
+    let auth = sign(
+        &server.admin_key,
+        5,
+        Credential::Admin,
+        now_micros(),
+        [9; 16],
+        &body,
+    );
+    odd.send(&encode_frame(&ClientFrame::Call(Call {
+        id: 5,
+        auth,
+        body,
+    })))
+    .await;
+    assert!(
+        matches!(odd.frame().await, Some(ServerFrame::Reply { id: 5, result: Err(e) }) if e.kind == ErrorKind::Malformed)
+    );
+    assert!(odd.closed_within(Duration::from_secs(5)).await);
+
+    // The server is still fine.
+    assert!(matches!(
+        client.call(&Request::Ping).await.unwrap(),
+        Response::Pong { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_join_with_a_token_and_credentials_do_not_cross() {
+    let server = ServerProcess::start(&[]);
+    let (client, primary, _) = server.account("acme").await;
+    client
+        .call(&Request::CreatePool {
+            spec: pool_spec("farm"),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let Response::JoinToken { token, .. } = client
+        .call(&Request::ShowJoinToken {
+            pool: PoolId::new("farm").unwrap(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let join_cred = Credential::Join {
+        account: AccountName::new("acme").unwrap(),
+        pool: PoolId::new("farm").unwrap(),
+    };
+    let joiner = server.client(join_cred.clone(), &token);
+    // The token joins, and does nothing else.
+    let err = joiner.call(&Request::ListPools).await.unwrap_err();
+    assert_eq!(
+        err.api().unwrap().rejection,
+        Some(RejectionCode::PermissionDenied)
+    );
+    let Response::Joined { node, credential } = joiner
+        .call(&Request::JoinPool {
+            name: "host-1".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    // A wrong token does not join.
+    let bad = server.client(join_cred, "0000");
+    assert_eq!(
+        error_kind(bad.call(&Request::JoinPool { name: "x".into() }).await).unwrap(),
+        ErrorKind::BadSignature
+    );
+    let node_cred = Credential::Node {
+        account: AccountName::new("acme").unwrap(),
+        pool: PoolId::new("farm").unwrap(),
+        node: node.clone(),
+    };
+    let agent = server.client(node_cred, &credential);
+    assert!(matches!(
+        agent.call(&Request::Whoami).await.unwrap(),
+        Response::Whoami {
+            principal: lote::types::Principal::Node { .. }
+        }
+    ));
+    // The node credential cannot act as the account...
+    assert_eq!(
+        rejection(agent.call(&Request::ListPools).await),
+        Some(RejectionCode::PermissionDenied)
+    );
+    // ...nor sign as the account, nor the account key as the node.
+    let as_account = server.client(account_cred("acme"), &credential);
+    assert_eq!(
+        error_kind(as_account.call(&Request::Ping).await).unwrap(),
+        ErrorKind::BadSignature
+    );
+    let node_with_account_key = server.client(
+        Credential::Node {
+            account: AccountName::new("acme").unwrap(),
+            pool: PoolId::new("farm").unwrap(),
+            node: node.clone(),
+        },
+        &primary,
+    );
+    assert_eq!(
+        error_kind(node_with_account_key.call(&Request::Ping).await).unwrap(),
+        ErrorKind::BadSignature
+    );
+    // The account sees its new node.
+    let Response::Nodes(nodes) = client
+        .call(&Request::ListNodes {
+            pool: PoolId::new("farm").unwrap(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].state.id.as_ref(), Some(&node));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_calls_in_flight_and_keeps_every_acknowledged_write() {
+    let mut server = ServerProcess::start(&[]);
+    let (client, primary, _) = server.account("acme").await;
+    client
+        .call(&Request::CreatePool {
+            spec: pool_spec("p"),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    client
+        .call(&Request::CreateJob {
+            spec: job_spec("j", "p"),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let client = std::sync::Arc::new(client);
+    let mut in_flight = Vec::new();
+    for b in 0..40 {
+        let client = client.clone();
+        in_flight.push(tokio::spawn(async move {
+            client
+                .call(&Request::AddTasks {
+                    job: JobId::new("j").unwrap(),
+                    tasks: (0..100).map(|i| task(&format!("b{b}-t{i}"))).collect(),
+                    request_id: None,
+                })
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let _temp = server.take_temp();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (status, server)
+    });
+    let mut acknowledged = 0;
+    for call in in_flight {
+        match call.await.unwrap() {
+            Ok(Response::TasksAdded { count, .. }) => acknowledged += count as u64,
+            Ok(other) => panic!("{other:?}"),
+            // Calls that arrive after the drain began are refused cleanly.
+            Err(e) => assert!(
+                matches!(e.api().map(|a| a.kind), Some(ErrorKind::ShuttingDown))
+                    || matches!(
+                        e,
+                        lote::client::ClientError::Disconnected(_)
+                            | lote::client::ClientError::Connect { .. }
+                    ),
+                "{e}"
+            ),
+        }
+    }
+    let (status, server) = status.await.unwrap();
+    assert!(status.success(), "{status:?}");
+    let again = ServerProcess::start_in(&server.data_dir, &[]).unwrap();
+    let client = again.client(account_cred("acme"), &primary);
+    let job = show_job(&client, "j").await;
+    assert!(
+        job.state.tasks_added >= acknowledged,
+        "{} < {acknowledged}",
+        job.state.tasks_added
+    );
+    assert_eq!(job.state.tasks_added % 100, 0, "batches are all or nothing");
+}
+
+#[test]
+fn a_taken_port_and_a_locked_data_dir_get_clear_messages() {
+    let server = ServerProcess::start(&[]);
+    let other = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(lote_bin())
+        .args(["server", "--listen", &server.addr, "--data-dir"])
+        .arg(other.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("port is taken"), "{stderr}");
+
+    let err = ServerProcess::start_in(&server.data_dir, &[])
+        .err()
+        .expect("second server refused");
+    assert!(err.contains("another lote process"), "{err}");
+}
