@@ -158,8 +158,9 @@ pub enum KeysCmd {
     /// without downtime.
     Regenerate {
         name: AccountName,
-        #[arg(value_enum)]
-        key: KeyKind,
+        /// primary or secondary.
+        #[arg(value_enum, value_name = "WHICH")]
+        which: KeyKind,
     },
 }
 
@@ -345,6 +346,8 @@ struct Failure {
     kind: Option<ErrorKind>,
     code: Option<RejectionCode>,
     hint: Option<String>,
+    /// 2 for usage errors (missing credentials, bad profile), else 1.
+    exit: u8,
 }
 
 fn usage(error: impl Into<String>, hint: impl Into<String>) -> Failure {
@@ -353,6 +356,7 @@ fn usage(error: impl Into<String>, hint: impl Into<String>) -> Failure {
         kind: None,
         code: None,
         hint: Some(hint.into()),
+        exit: 2,
     }
 }
 
@@ -527,6 +531,7 @@ fn from_client_error(e: ClientError, addr: &str) -> Failure {
         kind,
         code,
         hint,
+        exit: 1,
     }
 }
 
@@ -576,7 +581,7 @@ pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
                     }
                 }
             }
-            ExitCode::from(1)
+            ExitCode::from(f.exit)
         }
     }
 }
@@ -615,10 +620,10 @@ async fn execute(
             AccountCmd::Enable { name } => call(Request::EnableAccount { name }).await?,
             AccountCmd::Delete { name } => call(Request::DeleteAccount { name }).await?,
             AccountCmd::Keys(KeysCmd::Show { name }) => call(Request::ShowKeys { name }).await?,
-            AccountCmd::Keys(KeysCmd::Regenerate { name, key }) => {
+            AccountCmd::Keys(KeysCmd::Regenerate { name, which }) => {
                 call(Request::RegenerateKey {
                     name: name.clone(),
-                    key,
+                    key: which,
                 })
                 .await?;
                 call(Request::ShowKeys { name }).await?

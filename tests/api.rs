@@ -499,8 +499,19 @@ async fn the_same_request_id_creates_once_even_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_connections_hurt_only_themselves() {
-    let server = ServerProcess::start(&["--read-timeout-secs", "1"]);
+    let server = ServerProcess::start(&[
+        "--read-timeout-secs",
+        "1",
+        "--idle-timeout-secs",
+        "2",
+        "--max-connections",
+        "8",
+    ]);
     let (client, _, _) = server.account("acme").await;
+    client.connect().await.unwrap();
+
+    // A client that says hello, then nothing: dropped when idle too long.
+    let mut idle = Raw::ready(&server.addr).await;
 
     // Half a frame, then silence.
     let mut stalled = Raw::ready(&server.addr).await;
@@ -590,7 +601,34 @@ async fn hostile_connections_hurt_only_themselves() {
     );
     assert!(odd.closed_within(Duration::from_secs(5)).await);
 
-    // The server is still fine.
+    match idle.frame().await {
+        Some(ServerFrame::Goodbye { error }) => assert_eq!(error.kind, ErrorKind::Timeout),
+        other => panic!("expected an idle goodbye, got {other:?}"),
+    }
+
+    // Past the connection cap: told so and closed; others unaffected.
+    let mut held = Vec::new();
+    let refused = loop {
+        let mut next = Raw::connect(&server.addr).await;
+        next.send(&lote::client::hello_frame("filler")).await;
+        match next.frame().await {
+            Some(ServerFrame::Welcome { .. }) => held.push(next),
+            Some(ServerFrame::Goodbye { error }) => break error,
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(held.len() <= 8, "the cap of 8 connections was not enforced");
+    };
+    assert_eq!(refused.kind, ErrorKind::Overloaded);
+    assert!(
+        refused.message.contains("8 connections"),
+        "{}",
+        refused.message
+    );
+    drop(held);
+
+    // The server is still fine, and the client reconnects after its
+    // connection was closed for idling.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(matches!(
         client.call(&Request::Ping).await.unwrap(),
         Response::Pong { .. }

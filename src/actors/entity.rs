@@ -100,6 +100,10 @@ pub struct Entity<A: Aggregate> {
     store: EventStore,
     current: Versioned<A>,
     snapshot_version: u64,
+    /// The log head when this actor last caught up: while the head has not
+    /// moved, no event can have been added to the stream, and reads skip
+    /// the catch-up's RocksDB seek.
+    caught_up_at: u64,
     config: CoreConfig,
     last_used: Instant,
     /// Called when the actor stops, to leave the registry.
@@ -120,10 +124,23 @@ impl<A: Aggregate> Entity<A> {
             store,
             current,
             snapshot_version,
+            caught_up_at: 0,
             config,
             last_used: Instant::now(),
             on_stop: Some(on_stop),
         }
+    }
+
+    /// Folds in events others appended since the last look.
+    fn catch_up(&mut self) -> Result<(), CoreError> {
+        // Read the head first: an event published after this read moves
+        // the head again, so the next call looks again.
+        let head = self.store.head();
+        if head != self.caught_up_at {
+            catch_up(&self.store, &self.stream, &mut self.current)?;
+            self.caught_up_at = head;
+        }
+        Ok(())
     }
 
     fn maybe_snapshot(&mut self) {
@@ -182,7 +199,7 @@ impl<A: Aggregate> Handler<GetState<A>> for Entity<A> {
 
     fn handle(&mut self, _: GetState<A>, ctx: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
-        catch_up(&self.store, &self.stream, &mut self.current)?;
+        self.catch_up()?;
         // Other actors append to this stream too (job counts): snapshot
         // here as well, or a busy job would never get one.
         self.after_change(ctx);
@@ -196,7 +213,7 @@ impl<A: Aggregate> Handler<Execute<A>> for Entity<A> {
     fn handle(&mut self, msg: Execute<A>, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
         let prepared = (|| {
-            catch_up(&self.store, &self.stream, &mut self.current)?;
+            self.catch_up()?;
             let events = self.current.state.decide(&msg.command, &msg.ctx)?;
             let mut after = self.current.state.clone();
             for event in &events {

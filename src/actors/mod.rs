@@ -113,6 +113,14 @@ impl<A: Aggregate> Registry<A> {
         self.len() == 0
     }
 
+    /// Whether an actor for `stream` is running (its entity exists).
+    fn is_live(&self, stream: &StreamId) -> bool {
+        self.slots
+            .lock()
+            .map(|s| s.get(stream).is_some_and(|slot| slot.addr.connected()))
+            .unwrap_or(false)
+    }
+
     fn get_or_start(
         &self,
         stream: &StreamId,
@@ -290,6 +298,12 @@ impl Core {
             format!("{stream} kept changing; send the request again"),
         )
         .into())
+    }
+
+    /// Whether the stream has any event, answered from a running actor
+    /// when there is one (no read), else from the store.
+    pub fn exists<A: Registered>(&self, stream: &StreamId) -> Result<bool, CoreError> {
+        Ok(A::registry(self).is_live(stream) || self.inner.store.stream_version(stream)? > 0)
     }
 
     /// The entity's current state and version.

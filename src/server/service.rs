@@ -33,11 +33,15 @@ use crate::types::{AccountName, NodeId, PoolId, Principal, RequestId};
 pub const LIST_ITEMS_MAX: usize = 1000;
 
 /// Who a verified call comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum Caller {
     Admin,
-    Account(AccountName),
-    Join { account: AccountName, pool: PoolId },
+    /// With the account's state as authentication found it.
+    Account(AccountName, Box<Account>),
+    Join {
+        account: AccountName,
+        pool: PoolId,
+    },
     Node(Principal),
 }
 
@@ -93,7 +97,7 @@ fn bad_signature() -> ApiError {
 fn permission(what: &str, caller: &Caller) -> ApiError {
     let who = match caller {
         Caller::Admin => "the admin key".to_string(),
-        Caller::Account(a) => format!("account {a}'s key"),
+        Caller::Account(a, _) => format!("account {a}'s key"),
         Caller::Join { account, pool } => format!("the join token of pool {account}/{pool}"),
         Caller::Node(p) => format!("the credential of {p}"),
     };
@@ -196,7 +200,7 @@ impl Service {
         &self,
         stream: &StreamId,
     ) -> Result<Option<Versioned<A>>, ApiError> {
-        if self.core.store().stream_version(stream)? == 0 {
+        if !self.core.exists::<A>(stream)? {
             return Ok(None);
         }
         let current = self.core.state::<A>(stream).await?;
@@ -280,15 +284,17 @@ impl Service {
             Credential::Admin => (vec![self.admin_key.clone()], Caller::Admin),
             Credential::Account { account } => {
                 let stream = StreamId::account(account);
-                let keys = match self.existing::<Account>(&stream).await? {
-                    Some(a) => [a.state.primary_key, a.state.secondary_key]
-                        .into_iter()
-                        .flatten()
-                        .map(|k| k.expose().to_string())
-                        .collect(),
-                    None => Vec::new(),
-                };
-                (keys, Caller::Account(account.clone()))
+                let state = self
+                    .existing::<Account>(&stream)
+                    .await?
+                    .map(|a| a.state)
+                    .unwrap_or_default();
+                let keys = [&state.primary_key, &state.secondary_key]
+                    .into_iter()
+                    .flatten()
+                    .map(|k| k.expose().to_string())
+                    .collect();
+                (keys, Caller::Account(account.clone(), Box::new(state)))
             }
             Credential::Join { account, pool } => {
                 let live = self
@@ -332,15 +338,14 @@ impl Service {
                 )
             }
         };
-        // Verify against every key (no early exit), so timing does not
-        // tell which key, or whether the account exists.
-        let mut ok = false;
-        for key in &keys {
-            ok |= auth::verify(key, call.id, &call.auth, &call.body);
-        }
-        if keys.is_empty() {
+        // An unknown account costs an HMAC too, so timing does not tell
+        // whether it exists.
+        let ok = if keys.is_empty() {
             auth::verify(&self.admin_key, call.id, &call.auth, b"");
-        }
+            false
+        } else {
+            auth::verify_any(&keys, call.id, &call.auth, &call.body)
+        };
         if !ok {
             return Err(bad_signature());
         }
@@ -427,9 +432,8 @@ impl Service {
                 principal: self.principal(&caller),
             }),
             (Caller::Admin, request) => self.admin(request, body).await,
-            (Caller::Account(account), request) => {
-                let account = account.clone();
-                self.account(&account, request, body).await
+            (Caller::Account(account, state), request) => {
+                self.account(account, state, request, body).await
             }
             (Caller::Join { account, pool }, Request::JoinPool { name }) => {
                 self.join(account, pool, name).await
@@ -448,7 +452,7 @@ impl Service {
     fn principal(&self, caller: &Caller) -> Principal {
         match caller {
             Caller::Admin => Principal::Admin,
-            Caller::Account(account) => Principal::Account {
+            Caller::Account(account, _) => Principal::Account {
                 account: account.clone(),
             },
             Caller::Join { account, .. } => Principal::System {
@@ -593,13 +597,11 @@ impl Service {
     async fn account(
         &self,
         account: &AccountName,
+        me: &Account,
         request: Request,
         body: &[u8],
     ) -> Result<Response, ApiError> {
         // A disabled account may look but not change anything.
-        let me = self
-            .show::<Account>(&StreamId::account(account), account.as_str())
-            .await?;
         let read_only = matches!(
             request,
             Request::ListPools
@@ -612,7 +614,7 @@ impl Service {
                 | Request::ListTasks { .. }
                 | Request::ShowTask { .. }
         );
-        if me.state.status == AccountStatus::Disabled && !read_only {
+        if me.status == AccountStatus::Disabled && !read_only {
             return Err(ApiError::rejected(
                 RejectionCode::AccountDisabled,
                 format!("account {account} is disabled; an administrator can enable it"),
@@ -813,11 +815,11 @@ impl Service {
             }
             Request::JoinPool { .. } => Err(permission(
                 "joining a pool needs the pool's join token (lote pool join-token)",
-                &Caller::Account(account.clone()),
+                &Caller::Account(account.clone(), Box::default()),
             )),
             _ => Err(permission(
                 "managing accounts needs the administrator key",
-                &Caller::Account(account.clone()),
+                &Caller::Account(account.clone(), Box::default()),
             )),
         }
     }
@@ -866,7 +868,7 @@ impl Service {
     ) -> Result<tokio::task::AbortHandle, ApiError> {
         let account = match &caller {
             Caller::Admin => None,
-            Caller::Account(a) => Some(a.clone()),
+            Caller::Account(a, _) => Some(a.clone()),
             _ => {
                 return Err(permission(
                     "only accounts and the administrator may tail events",

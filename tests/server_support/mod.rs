@@ -37,14 +37,24 @@ impl ServerProcess {
 
     /// A server on `data_dir`; Err(stderr) if it exits instead of listening.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Result<Self, String> {
-        let mut child = Command::new(lote_bin())
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut cmd = Command::new(lote_bin());
+        cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env_remove("LOTE_ADMIN_KEY")
             .env("LOTE_LOG", "warn")
+            .stderr(Stdio::piped());
+        Self::spawn(cmd, data_dir)
+    }
+
+    /// A server from a prepared command (which must print its address).
+    pub fn from_command(cmd: Command, data_dir: &Path) -> Self {
+        Self::spawn(cmd, data_dir).unwrap()
+    }
+
+    fn spawn(mut cmd: Command, data_dir: &Path) -> Result<Self, String> {
+        let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .expect("spawn lote server");
         let stdout = child.stdout.take().unwrap();

@@ -1,0 +1,339 @@
+//! The `lote` CLI against a real server: output formats, exit codes,
+//! credentials from flags, environment and profiles, errors with hints.
+
+mod server_support;
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use server_support::*;
+
+struct Cli<'a> {
+    server: &'a ServerProcess,
+    env: Vec<(String, String)>,
+    config_home: tempfile::TempDir,
+}
+
+impl<'a> Cli<'a> {
+    fn new(server: &'a ServerProcess) -> Self {
+        Cli {
+            server,
+            env: vec![("LOTE_SERVER".into(), server.addr.clone())],
+            config_home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
+        self.env.push((name.into(), value.into()));
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(lote_bin());
+        cmd.args(args)
+            .env("XDG_CONFIG_HOME", self.config_home.path())
+            .env_remove("LOTE_ACCOUNT")
+            .env_remove("LOTE_KEY")
+            .env_remove("LOTE_ADMIN_KEY")
+            .env_remove("LOTE_ADMIN_KEY_FILE")
+            .env_remove("LOTE_PROFILE")
+            .env_remove("LOTE_OUTPUT");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    /// Runs with `--output json`; returns the exit code and the one value.
+    fn json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.run(&all);
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let value: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: stdout is not one JSON value ({e}): {stdout:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap(), value)
+    }
+
+    fn admin_key_file(&self) -> String {
+        self.server
+            .data_dir
+            .join("admin.key")
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
+    let server = ServerProcess::start(&[]);
+    let mut cli = Cli::new(&server);
+    let key_file = cli.admin_key_file();
+
+    // Account management needs the admin key; without it, a usage error
+    // that says where the key is.
+    let out = cli.run(&["account", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("admin.key"), "{}", text(&out));
+
+    let (code, keys) = cli.json(&["account", "create", "acme", "--admin-key-file", &key_file]);
+    assert_eq!(code, 0, "{keys}");
+    let primary = keys["primary"].as_str().unwrap().to_string();
+    let secondary = keys["secondary"].as_str().unwrap().to_string();
+    assert_eq!(primary.len(), 64);
+    let (_, list) = cli.json(&["account", "list", "--admin-key-file", &key_file]);
+    assert_eq!(list[0]["name"], "acme");
+    assert_eq!(list[0]["status"], "active");
+
+    // No account credentials: usage error naming the flags.
+    let out = cli.run(&["pool", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--account"), "{}", text(&out));
+
+    cli.set("LOTE_ACCOUNT", "acme");
+    cli.set("LOTE_KEY", &primary);
+    let out = cli.run(&["pool", "create", "render", "--nodes", "2", "--slots", "4"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("created pool/acme/render"));
+    let (code, pool) = cli.json(&["pool", "show", "render"]);
+    assert_eq!(code, 0);
+    assert_eq!(pool["target_nodes"], 2);
+    assert_eq!(pool["spec"]["node_size"]["task_slots"], 4);
+    assert_eq!(
+        pool["spec"]["account"], "acme",
+        "the server set the account"
+    );
+
+    // Not found: exit 1, a JSON error object with the code and a hint.
+    let (code, err) = cli.json(&["pool", "show", "nope"]);
+    assert_eq!(code, 1);
+    assert_eq!(err["error"]["name"], "PoolNotFound");
+    assert!(err["error"]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("lote pool list"));
+    let out = cli.run(&["pool", "show", "nope"]);
+    assert!(
+        text(&out).contains("hint: list pools with: lote pool list"),
+        "{}",
+        text(&out)
+    );
+
+    // Usage errors: exit 2.
+    assert_eq!(cli.run(&["pool", "create"]).status.code(), Some(2));
+    assert_eq!(
+        cli.run(&["pool", "create", "bad/id"]).status.code(),
+        Some(2)
+    );
+
+    let out = cli.run(&[
+        "job",
+        "create",
+        "frames",
+        "--pool",
+        "render",
+        "--priority",
+        "-5",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli.run(&["task", "add", "frames", "frame-0", "--", "echo", "hello"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli.run(&[
+        "task",
+        "add-range",
+        "frames",
+        "1",
+        "120",
+        "--command",
+        "render --frame {i}",
+        "--batch",
+        "50",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("added 120 task(s)"), "{}", text(&out));
+    let (_, tasks) = cli.json(&["task", "list", "frames"]);
+    assert_eq!(tasks.as_array().unwrap().len(), 121);
+    let (_, task) = cli.json(&["task", "show", "frames", "task-7"]);
+    assert_eq!(task["spec"]["command_line"]["shell"], "render --frame 7");
+    let (_, job) = cli.json(&["job", "show", "frames"]);
+    assert_eq!(job["tasks_added"], 121);
+    assert_eq!(job["spec"]["priority"], -5);
+    let out = cli.run(&["job", "list"]);
+    assert!(
+        text(&out).contains("frames") && text(&out).contains("121"),
+        "{}",
+        text(&out)
+    );
+
+    // The account's events from the start, as one JSON array.
+    let (code, events) = cli.json(&["events", "tail", "--from", "1", "--count", "3"]);
+    assert_eq!(code, 0);
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0]["event_type"], "AccountCreated");
+    assert_eq!(
+        events[0]["data"]["AccountCreated"]["primary_key"],
+        "<redacted>"
+    );
+    assert_eq!(events[1]["event_type"], "PoolCreated");
+    assert_eq!(events[1]["principal"]["account"]["account"], "acme");
+
+    // Regenerating the primary key: the old one is refused with a hint,
+    // the secondary still works.
+    let (code, keys) = cli.json(&[
+        "account",
+        "keys",
+        "regenerate",
+        "acme",
+        "primary",
+        "--admin-key-file",
+        &key_file,
+    ]);
+    assert_eq!(code, 0);
+    assert_ne!(keys["primary"], primary.as_str());
+    assert_eq!(keys["secondary"], secondary.as_str());
+    let (code, err) = cli.json(&["pool", "list"]);
+    assert_eq!(code, 1);
+    assert_eq!(err["error"]["kind"], "bad_signature");
+    assert!(err["error"]["hint"]
+        .as_str()
+        .unwrap()
+        .contains("lote account keys show"));
+    let (code, _) = cli.json(&["pool", "list", "--key", &secondary]);
+    assert_eq!(code, 0);
+
+    // A profile supplies what flags and environment do not.
+    std::fs::create_dir_all(cli.config_home.path().join("lote")).unwrap();
+    std::fs::write(
+        cli.config_home.path().join("lote/profiles.toml"),
+        format!(
+            "[default]\nserver = \"{}\"\naccount = \"acme\"\nkey = \"{secondary}\"\n\n[ops]\nserver = \"{}\"\nadmin_key_file = \"{key_file}\"\n",
+            server.addr, server.addr
+        ),
+    )
+    .unwrap();
+    let bare = Cli::new(&server);
+    std::fs::create_dir_all(bare.config_home.path().join("lote")).unwrap();
+    std::fs::copy(
+        cli.config_home.path().join("lote/profiles.toml"),
+        bare.config_home.path().join("lote/profiles.toml"),
+    )
+    .unwrap();
+    let (code, who) = bare.json(&["whoami"]);
+    assert_eq!(code, 0, "{who}");
+    assert_eq!(who["principal"]["account"]["account"], "acme");
+    let (code, list) = bare.json(&["account", "list", "--profile", "ops"]);
+    assert_eq!(code, 0, "{list}");
+    let out = bare.run(&["whoami", "--profile", "missing"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("ops"), "{}", text(&out));
+
+    // Unreachable server: exit 1 and how to start one.
+    let out = bare.run(&["whoami", "--server", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("lote server"), "{}", text(&out));
+}
+
+#[test]
+fn help_teaches() {
+    let out = Command::new(lote_bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Exit codes",
+        "lote server",
+        "lote account create",
+        "lote task add",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+    let out = Command::new(lote_bin())
+        .args(["task", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Examples"));
+    let out = Command::new(lote_bin())
+        .args(["server", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("LOTE_LISTEN") && help.contains("--config"),
+        "{help}"
+    );
+}
+
+#[tokio::test]
+async fn server_settings_come_from_flag_then_environment_then_file() {
+    use lote::api::{Credential, Request};
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "admin_key = \"file-key-0123456789\"\nmax_calls_in_flight = 8\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let ping = |server: &ServerProcess, key: &str| {
+        let client = server.client(Credential::Admin, key);
+        async move { client.call(&Request::Ping).await.is_ok() }
+    };
+
+    let start = |env: Option<&str>, extra: &[&str]| {
+        let mut cmd = Command::new(lote_bin());
+        cmd.args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            &config,
+            "--data-dir",
+        ])
+        .arg(data.path().join("d"))
+        .args(extra)
+        .env_remove("LOTE_ADMIN_KEY")
+        .stdout(std::process::Stdio::piped());
+        if let Some(k) = env {
+            cmd.env("LOTE_ADMIN_KEY", k);
+        }
+        ServerProcess::from_command(cmd, &data.path().join("d"))
+    };
+
+    // The file alone.
+    let mut s = start(None, &[]);
+    assert!(ping(&s, "file-key-0123456789").await);
+    assert!(s.terminate().success());
+    // The environment beats the file.
+    let mut s = start(Some("env-key-0123456789"), &[]);
+    assert!(ping(&s, "env-key-0123456789").await);
+    assert!(!ping(&s, "file-key-0123456789").await);
+    assert!(s.terminate().success());
+    // The flag beats both.
+    let mut s = start(
+        Some("env-key-0123456789"),
+        &["--admin-key", "flag-key-0123456789"],
+    );
+    assert!(ping(&s, "flag-key-0123456789").await);
+    assert!(!ping(&s, "env-key-0123456789").await);
+    assert!(s.terminate().success());
+
+    // A typo in the file is a usage error naming the key.
+    std::fs::write(data.path().join("bad.toml"), "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(lote_bin())
+        .args(["server", "--config"])
+        .arg(data.path().join("bad.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+}
