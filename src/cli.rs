@@ -306,8 +306,11 @@ pub enum TaskCmd {
         #[arg(long, default_value_t = 500)]
         batch: usize,
     },
+    /// The job's tasks, in id order (all of them unless --limit).
     List {
         job: JobId,
+        #[arg(long)]
+        limit: Option<u64>,
     },
     Show {
         job: JobId,
@@ -781,7 +784,33 @@ async fn execute(
                     count: added as u32,
                 }
             }
-            TaskCmd::List { job } => call(Request::ListTasks { job }).await?,
+            TaskCmd::List { job, limit } => {
+                // Page through everything (or up to --limit).
+                let mut items = Vec::new();
+                let mut after = None;
+                loop {
+                    let want = limit.map(|l| l.saturating_sub(items.len() as u64));
+                    if want == Some(0) {
+                        break;
+                    }
+                    let page = want.unwrap_or(1000).min(1000) as u32;
+                    let Response::Tasks { items: got, next } = call(Request::ListTasks {
+                        job: job.clone(),
+                        after: after.take(),
+                        limit: page,
+                    })
+                    .await?
+                    else {
+                        return Err(ClientError::Protocol("expected a page of tasks".into()));
+                    };
+                    items.extend(got);
+                    match next {
+                        Some(n) => after = Some(n),
+                        None => break,
+                    }
+                }
+                Response::Tasks { items, next: None }
+            }
             TaskCmd::Show { job, id } => call(Request::ShowTask { job, task: id }).await?,
             TaskCmd::Terminate { job, id, reason } => {
                 call(Request::TerminateTask {
@@ -1005,7 +1034,7 @@ fn render(response: Response) -> (Value, String) {
             let value = with_version(&t);
             (value.clone(), pretty(&value))
         }
-        Response::Tasks(list) => {
+        Response::Tasks { items: list, .. } => {
             let value = Value::Array(list.iter().map(with_version).collect());
             let rows = list
                 .iter()

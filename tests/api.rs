@@ -292,7 +292,11 @@ fn operations() -> Vec<Request> {
             tasks: vec![task("intruder")],
             request_id: None,
         },
-        Request::ListTasks { job: j.clone() },
+        Request::ListTasks {
+            job: j.clone(),
+            after: None,
+            limit: 0,
+        },
         Request::ShowTask {
             job: j.clone(),
             task: t.clone(),
@@ -476,6 +480,40 @@ async fn the_same_request_id_creates_once_even_across_a_restart() {
             }
         );
     }
+
+    // Listing pages through the 50 tasks in id order, 20 at a time.
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let Response::Tasks { items, next } = client
+            .call(&Request::ListTasks {
+                job: JobId::new("j").unwrap(),
+                after: after.take(),
+                limit: 20,
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        pages += 1;
+        assert!(items.len() <= 20);
+        seen.extend(
+            items
+                .into_iter()
+                .map(|t| t.state.spec.unwrap().id.to_string()),
+        );
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!((pages, seen.len()), (3, 50));
+    assert_eq!(seen, sorted, "in id order, no repeats");
 
     // After a restart the records are still there.
     let again = server.restart();

@@ -164,6 +164,8 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     assert!(text(&out).contains("added 120 task(s)"), "{}", text(&out));
     let (_, tasks) = cli.json(&["task", "list", "frames"]);
     assert_eq!(tasks.as_array().unwrap().len(), 121);
+    let (_, some) = cli.json(&["task", "list", "frames", "--limit", "5"]);
+    assert_eq!(some.as_array().unwrap().len(), 5);
     let (_, task) = cli.json(&["task", "show", "frames", "task-7"]);
     assert_eq!(task["spec"]["command_line"]["shell"], "render --frame 7");
     let (_, job) = cli.json(&["job", "show", "frames"]);

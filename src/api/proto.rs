@@ -220,8 +220,13 @@ pub enum Request {
         tasks: Vec<TaskSpec>,
         request_id: Option<uuid::Uuid>,
     },
+    /// One page of a job's tasks in id order: at most `limit` (capped at
+    /// 1000; 0 means 1000) after task `after`. The reply's `next` is the
+    /// `after` of the next page.
     ListTasks {
         job: JobId,
+        after: Option<TaskId>,
+        limit: u32,
     },
     ShowTask {
         job: JobId,
@@ -370,7 +375,11 @@ pub enum Response {
     Job(Versioned<Job>),
     Jobs(Vec<Versioned<Job>>),
     Task(Versioned<Task>),
-    Tasks(Vec<Versioned<Task>>),
+    Tasks {
+        items: Vec<Versioned<Task>>,
+        /// More tasks follow: ask again with `after: next`.
+        next: Option<TaskId>,
+    },
     /// A subscription started; events follow as [`ServerFrame::Event`].
     Subscribed {
         from: u64,

@@ -27,9 +27,9 @@ use crate::domain::request::{RequestEvent, RequestRecord};
 use crate::domain::task::{Task, TaskCommand, TaskStatus};
 use crate::domain::{self, Aggregate, Ctx, Rejection, RejectionCode, Versioned};
 use crate::store::{ExpectedVersion, StoreError, StreamAppend, StreamId};
-use crate::types::{AccountName, NodeId, PoolId, Principal, RequestId};
+use crate::types::{AccountName, NodeId, PoolId, Principal, RequestId, TaskId};
 
-/// Most items in one list reply; more are paged.
+/// Most tasks in one page of a task listing.
 pub const LIST_ITEMS_MAX: usize = 1000;
 
 /// Who a verified call comes from.
@@ -218,29 +218,44 @@ impl Service {
     }
 
     /// Every visible entity whose stream starts with `prefix`, folded from
-    /// the log without waking actors; from `after` (exclusive) on, at most
-    /// `limit`.
-    fn list<A: Visible>(&self, prefix: &str, limit: usize) -> Result<Vec<Versioned<A>>, ApiError> {
+    /// the log without waking actors.
+    fn list<A: Visible>(&self, prefix: &str) -> Result<Vec<Versioned<A>>, ApiError> {
+        Ok(self.page(prefix, None, usize::MAX)?.0)
+    }
+
+    /// One page of [`list`](Self::list): at most `limit` entities from the
+    /// stream after `after`, and the stream to continue after if more
+    /// follow. Events past the durable head are not shown.
+    fn page<A: Visible>(
+        &self,
+        prefix: &str,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<(Vec<Versioned<A>>, Option<StreamId>), ApiError> {
         let store = self.core.store();
         let head = store.head();
-        let mut out: Vec<Versioned<A>> = Vec::new();
+        let mut out: Vec<(StreamId, Versioned<A>)> = Vec::new();
         let mut current: Option<(StreamId, Versioned<A>)> = None;
         let mut failed = None;
+        let mut more = false;
         let flush = |current: &mut Option<(StreamId, Versioned<A>)>,
-                     out: &mut Vec<Versioned<A>>| {
-            if let Some((_, v)) = current.take() {
+                     out: &mut Vec<(StreamId, Versioned<A>)>| {
+            if let Some((stream, v)) = current.take() {
                 if v.state.visible() {
-                    out.push(v);
+                    out.push((stream, v));
                 }
             }
         };
-        store.scan_streams(Some(prefix), |envelope| {
-            // Events past the head are not yet durable: not shown.
-            if envelope.position > head || failed.is_some() {
-                return Ok(());
+        store.scan_streams_after(prefix, after, |envelope| {
+            if envelope.position > head {
+                return Ok(true);
             }
             if current.as_ref().map(|(s, _)| s) != Some(&envelope.stream) {
                 flush(&mut current, &mut out);
+                if out.len() >= limit {
+                    more = true;
+                    return Ok(false);
+                }
                 current = Some((
                     envelope.stream.clone(),
                     Versioned {
@@ -258,17 +273,24 @@ impl Service {
                         v.state = state;
                         v.version = envelope.stream_version;
                     }
-                    Err(e) => failed = Some(e),
+                    Err(e) => {
+                        failed = Some(e);
+                        return Ok(false);
+                    }
                 }
             }
-            Ok(())
+            Ok(true)
         })?;
         if let Some(e) = failed {
             return Err(internal(e));
         }
         flush(&mut current, &mut out);
-        out.truncate(limit);
-        Ok(out)
+        let next = if more {
+            out.last().map(|(s, _)| s.clone())
+        } else {
+            None
+        };
+        Ok((out.into_iter().map(|(_, v)| v).collect(), next))
     }
 
     fn ctx(&self, principal: Principal, request_id: Option<uuid::Uuid>) -> Ctx {
@@ -552,7 +574,7 @@ impl Service {
                 .await
             }
             Request::ListAccounts => {
-                let accounts = self.list::<Account>("account/", usize::MAX)?;
+                let accounts = self.list::<Account>("account/")?;
                 Ok(Response::Accounts(
                     accounts.into_iter().filter_map(|a| view(a.state)).collect(),
                 ))
@@ -656,7 +678,7 @@ impl Service {
                 .await
             }
             Request::ListPools => Ok(Response::Pools(
-                self.list::<Pool>(&format!("pool/{account}/"), LIST_ITEMS_MAX)?,
+                self.list::<Pool>(&format!("pool/{account}/"))?,
             )),
             Request::ShowPool { pool } => Ok(Response::Pool(
                 self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?,
@@ -705,10 +727,9 @@ impl Service {
             }
             Request::ListNodes { pool } => {
                 self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
-                Ok(Response::Nodes(self.list::<Node>(
-                    &format!("node/{account}/{pool}/"),
-                    LIST_ITEMS_MAX,
-                )?))
+                Ok(Response::Nodes(
+                    self.list::<Node>(&format!("node/{account}/{pool}/"))?,
+                ))
             }
             Request::ShowNode { pool, node } => Ok(Response::Node(
                 self.show::<Node>(&StreamId::node(account, pool, node), node.as_str())
@@ -739,7 +760,7 @@ impl Service {
                 .await
             }
             Request::ListJobs => Ok(Response::Jobs(
-                self.list::<Job>(&format!("job/{account}/"), LIST_ITEMS_MAX)?,
+                self.list::<Job>(&format!("job/{account}/"))?,
             )),
             Request::ShowJob { job } => Ok(Response::Job(
                 self.show::<Job>(&job_stream(job), job.as_str()).await?,
@@ -785,12 +806,18 @@ impl Service {
                 })
                 .await
             }
-            Request::ListTasks { job } => {
+            Request::ListTasks { job, after, limit } => {
                 self.show::<Job>(&job_stream(job), job.as_str()).await?;
-                Ok(Response::Tasks(self.list::<Task>(
-                    &format!("task/{account}/{job}/"),
-                    LIST_ITEMS_MAX,
-                )?))
+                let limit = match *limit as usize {
+                    0 => LIST_ITEMS_MAX,
+                    n => n.min(LIST_ITEMS_MAX),
+                };
+                let after = after.as_ref().map(|t| StreamId::task(account, job, t));
+                let (items, next) =
+                    self.page::<Task>(&format!("task/{account}/{job}/"), after.as_ref(), limit)?;
+                let next =
+                    next.and_then(|s| s.segments().last().and_then(|t| TaskId::new(*t).ok()));
+                Ok(Response::Tasks { items, next })
             }
             Request::ShowTask { job, task } => Ok(Response::Task(
                 self.show::<Task>(&StreamId::task(account, job, task), task.as_str())

@@ -552,8 +552,31 @@ impl EventStore {
         prefix: Option<&str>,
         mut visit: impl FnMut(Envelope) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
+        self.scan_streams_after(prefix.unwrap_or(""), None, |e| visit(e).map(|_| true))
+    }
+
+    /// Like [`scan_streams`](Self::scan_streams), starting at the first
+    /// stream after `after` (a stream id under `prefix`), and stopping as
+    /// soon as `visit` returns `false`: one page of a listing costs the page,
+    /// not the whole prefix.
+    pub fn scan_streams_after(
+        &self,
+        prefix: &str,
+        after: Option<&StreamId>,
+        mut visit: impl FnMut(Envelope) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         let db = &self.inner.db;
-        let start = prefix.unwrap_or("").as_bytes().to_vec();
+        let prefix = prefix.as_bytes();
+        // Stream keys are `stream \0 version`; `stream \x01` sorts after
+        // every key of that stream.
+        let start = match after {
+            Some(stream) => {
+                let mut key = stream.as_str().as_bytes().to_vec();
+                key.push(1);
+                key
+            }
+            None => prefix.to_vec(),
+        };
         let mut read = ReadOptions::default();
         read.fill_cache(false);
         for item in db.iterator_cf_opt(
@@ -562,10 +585,12 @@ impl EventStore {
             IteratorMode::From(&start, Direction::Forward),
         ) {
             let (key, value) = item?;
-            if !key.starts_with(&start) {
+            if !key.starts_with(prefix) {
                 break;
             }
-            visit(self.decode_envelope(&key, &value)?)?;
+            if !visit(self.decode_envelope(&key, &value)?)? {
+                break;
+            }
         }
         Ok(())
     }
