@@ -854,3 +854,101 @@ fn a_taken_port_and_a_locked_data_dir_get_clear_messages() {
         .expect("second server refused");
     assert!(err.contains("another lote process"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_tail_is_not_idle() {
+    let server = ServerProcess::start(&["--idle-timeout-secs", "1"]);
+    let (client, primary, _) = server.account("acme").await;
+    let mut tail = client.tail(0).await.unwrap();
+    // Quiet for longer than the idle timeout, but streaming: kept open.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let writer = server.client(account_cred("acme"), &primary);
+    writer
+        .call(&Request::CreatePool {
+            spec: pool_spec("late"),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), tail.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.entity, "pool/acme/late");
+    assert_eq!(event.event_type, "PoolCreated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_accounts_only_read_and_deleted_ones_cannot_sign() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let admin = server.admin();
+    let acme = AccountName::new("acme").unwrap();
+    // The admin key file and the server secret are the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["admin.key", "server.secret"] {
+        let mode = std::fs::metadata(server.data_dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
+    admin
+        .call(&Request::DisableAccount { name: acme.clone() })
+        .await
+        .unwrap();
+    assert!(client.call(&Request::ListPools).await.is_ok());
+    assert_eq!(
+        rejection(
+            client
+                .call(&Request::CreatePool {
+                    spec: pool_spec("p"),
+                    request_id: None
+                })
+                .await
+        ),
+        Some(RejectionCode::AccountDisabled)
+    );
+    admin
+        .call(&Request::EnableAccount { name: acme.clone() })
+        .await
+        .unwrap();
+    client
+        .call(&Request::CreatePool {
+            spec: pool_spec("p"),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+
+    admin
+        .call(&Request::DeleteAccount { name: acme.clone() })
+        .await
+        .unwrap();
+    assert_eq!(
+        error_kind(client.call(&Request::ListPools).await),
+        Some(ErrorKind::BadSignature)
+    );
+    assert_eq!(
+        rejection(
+            admin
+                .call(&Request::ShowAccount { name: acme.clone() })
+                .await
+        ),
+        Some(RejectionCode::AccountNotFound)
+    );
+    // Names are never reused.
+    assert_eq!(
+        rejection(
+            admin
+                .call(&Request::CreateAccount {
+                    name: acme,
+                    request_id: None
+                })
+                .await
+        ),
+        Some(RejectionCode::AccountExists)
+    );
+}

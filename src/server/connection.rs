@@ -47,6 +47,9 @@ impl From<&ServerConfig> for Limits {
 /// Why the reader stopped.
 enum ReadEnd {
     Closed,
+    /// Nothing arrived for the idle period (nothing was consumed either:
+    /// waiting again is safe).
+    Idle,
     Goodbye(ApiError),
 }
 
@@ -59,12 +62,7 @@ async fn next_frame<R: AsyncRead + Unpin>(
 ) -> Result<Vec<u8>, ReadEnd> {
     let mut prefix = [0u8; 4];
     match tokio::time::timeout(idle, reader.read(&mut prefix[..1])).await {
-        Err(_) => {
-            return Err(ReadEnd::Goodbye(ApiError::new(
-                ErrorKind::Timeout,
-                format!("no request for {}s; closing", idle.as_secs()),
-            )))
-        }
+        Err(_) => return Err(ReadEnd::Idle),
         Ok(Ok(0)) | Ok(Err(_)) => return Err(ReadEnd::Closed),
         Ok(Ok(_)) => {}
     }
@@ -174,6 +172,13 @@ pub(super) async fn serve(
             return;
         }
         Err(ReadEnd::Goodbye(e)) => Err(e),
+        Err(ReadEnd::Idle) => Err(ApiError::new(
+            ErrorKind::Timeout,
+            format!(
+                "no hello within {}s; closing",
+                limits.read_timeout.as_secs()
+            ),
+        )),
     };
     let refusal = match hello {
         Ok(ClientFrame::Hello(h)) if h.magic != MAGIC => Some(ApiError::new(
@@ -229,6 +234,19 @@ pub(super) async fn serve(
             Ok(body) => body,
             Err(ReadEnd::Closed) => break None,
             Err(ReadEnd::Goodbye(e)) => break Some(e),
+            // Quiet is not idle while calls run or events stream out.
+            Err(ReadEnd::Idle)
+                if !subscriptions.borrow().is_empty()
+                    || in_flight.available_permits() < limits.calls_in_flight_max =>
+            {
+                continue
+            }
+            Err(ReadEnd::Idle) => {
+                break Some(ApiError::new(
+                    ErrorKind::Timeout,
+                    format!("no request for {}s; closing", limits.idle_timeout.as_secs()),
+                ))
+            }
         };
         match codec::decode_message::<ClientFrame>(&body) {
             Err(e) => {
