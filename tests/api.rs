@@ -41,6 +41,26 @@ fn job_spec(id: &str, pool: &str) -> JobSpec {
     )
 }
 
+async fn create_pool(client: &lote::client::Client, id: &str) {
+    client
+        .call(&Request::CreatePool {
+            spec: pool_spec(id),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+}
+
+async fn create_job(client: &lote::client::Client, id: &str, pool: &str) {
+    client
+        .call(&Request::CreateJob {
+            spec: job_spec(id, pool),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+}
+
 fn task(id: &str) -> TaskSpec {
     TaskSpec::simple(
         TaskId::new(id).unwrap(),
@@ -344,18 +364,8 @@ async fn another_accounts_objects_are_indistinguishable_from_missing_ones() {
     }
 
     // ...bob creates all of it...
-    b.call(&Request::CreatePool {
-        spec: pool_spec("shared-pool"),
-        request_id: None,
-    })
-    .await
-    .unwrap();
-    b.call(&Request::CreateJob {
-        spec: job_spec("shared-job", "shared-pool"),
-        request_id: None,
-    })
-    .await
-    .unwrap();
+    create_pool(&b, "shared-pool").await;
+    create_job(&b, "shared-job", "shared-pool").await;
     b.call(&Request::AddTasks {
         job: JobId::new("shared-job").unwrap(),
         tasks: vec![task("shared-task")],
@@ -382,12 +392,7 @@ async fn another_accounts_objects_are_indistinguishable_from_missing_ones() {
         panic!()
     };
     assert_eq!(pool.state.target_nodes, 1);
-    a.call(&Request::CreatePool {
-        spec: pool_spec("alice-pool"),
-        request_id: None,
-    })
-    .await
-    .unwrap();
+    create_pool(&a, "alice-pool").await;
     // Alice's tail from the log's start: her own account's events, then
     // her pool, and nothing of bob's in between.
     loop {
@@ -459,13 +464,7 @@ async fn the_same_request_id_creates_once_even_across_a_restart() {
     );
 
     // Batches of tasks too.
-    client
-        .call(&Request::CreateJob {
-            spec: job_spec("j", "once"),
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    create_job(&client, "j", "once").await;
     let batch = Request::AddTasks {
         job: JobId::new("j").unwrap(),
         tasks: (0..50).map(|i| task(&format!("t{i}"))).collect(),
@@ -677,13 +676,7 @@ async fn hostile_connections_hurt_only_themselves() {
 async fn agents_join_with_a_token_and_credentials_do_not_cross() {
     let server = ServerProcess::start(&[]);
     let (client, primary, _) = server.account("acme").await;
-    client
-        .call(&Request::CreatePool {
-            spec: pool_spec("farm"),
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    create_pool(&client, "farm").await;
     let Response::JoinToken { token, .. } = client
         .call(&Request::ShowJoinToken {
             pool: PoolId::new("farm").unwrap(),
@@ -772,20 +765,8 @@ async fn agents_join_with_a_token_and_credentials_do_not_cross() {
 async fn sigterm_drains_calls_in_flight_and_keeps_every_acknowledged_write() {
     let mut server = ServerProcess::start(&[]);
     let (client, primary, _) = server.account("acme").await;
-    client
-        .call(&Request::CreatePool {
-            spec: pool_spec("p"),
-            request_id: None,
-        })
-        .await
-        .unwrap();
-    client
-        .call(&Request::CreateJob {
-            spec: job_spec("j", "p"),
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    create_pool(&client, "p").await;
+    create_job(&client, "j", "p").await;
     let client = std::sync::Arc::new(client);
     let mut in_flight = Vec::new();
     for b in 0..40 {
@@ -863,13 +844,7 @@ async fn a_live_tail_is_not_idle() {
     // Quiet for longer than the idle timeout, but streaming: kept open.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let writer = server.client(account_cred("acme"), &primary);
-    writer
-        .call(&Request::CreatePool {
-            spec: pool_spec("late"),
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    create_pool(&writer, "late").await;
     let event = tokio::time::timeout(Duration::from_secs(10), tail.recv())
         .await
         .unwrap()
@@ -915,13 +890,7 @@ async fn disabled_accounts_only_read_and_deleted_ones_cannot_sign() {
         .call(&Request::EnableAccount { name: acme.clone() })
         .await
         .unwrap();
-    client
-        .call(&Request::CreatePool {
-            spec: pool_spec("p"),
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    create_pool(&client, "p").await;
 
     admin
         .call(&Request::DeleteAccount { name: acme.clone() })
