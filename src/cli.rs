@@ -1049,6 +1049,11 @@ fn render(response: Response) -> (Value, String) {
             (value, table(&["id", "status", "version"], rows))
         }
         Response::Subscribed { from } => (json!({ "subscribed_from": from }), format!("subscribed from {from}\n")),
+        Response::Work { assignments } => (
+            json!({ "assignments": assignments.len() }),
+            format!("{} assignment(s)\n", assignments.len()),
+        ),
+        Response::Recorded => (json!({ "recorded": true }), "recorded\n".into()),
         Response::Joined { node, credential } => (
             json!({ "node": node, "credential": credential }),
             format!("joined as node {node}\n"),

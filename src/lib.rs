@@ -17,15 +17,18 @@
 //! - [`api`]: the TCP message API: frames, messages, request signing.
 //! - [`server`]: the server hosting the actors behind the API.
 //! - [`client`]: the async Rust client the CLI, agents and tests use.
+//! - [`compute`]: placement (the scheduler) and the node agent.
 
 pub mod actors;
 pub mod api;
 pub mod client;
 pub mod clock;
 pub mod codec;
+pub mod compute;
 pub mod demo;
 pub mod domain;
 pub mod golden;
+pub mod private_file;
 pub mod replay;
 pub mod schema;
 pub mod server;

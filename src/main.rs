@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use lote::clock::SystemClock;
 use lote::replay::{audit, replay, Audit, ReplayReport};
 use lote::store::{Durability, EventStore, StoreOptions, StreamId, WalRecovery};
-use lote::types::Timestamp;
+use lote::types::{AccountName, PoolId, Timestamp};
 
 /// lote: batch computing on machines you own.
 ///
@@ -66,6 +66,33 @@ enum Command {
     ///   lote server --config /etc/lote/server.toml
     #[command(verbatim_doc_comment)]
     Server(lote::server::ServerFlags),
+    /// Run a node agent: join a pool (once, with its join token), then run
+    /// the tasks placed on this node.
+    ///
+    /// Example:
+    ///   lote agent --server 10.0.0.5:7070 --account acme --pool farm \
+    ///       --join-token $(lote pool join-token farm) --root /var/lib/lote-agent
+    #[command(verbatim_doc_comment)]
+    Agent {
+        /// The pool's owner account.
+        #[arg(long = "pool-account", env = "LOTE_AGENT_ACCOUNT")]
+        pool_account: AccountName,
+        /// The pool to join.
+        #[arg(long, env = "LOTE_AGENT_POOL")]
+        pool: PoolId,
+        /// The pool's join token; needed only until ROOT/node.toml exists.
+        #[arg(long, env = "LOTE_JOIN_TOKEN", hide_env_values = true)]
+        join_token: Option<String>,
+        /// The node's directory: its credential, task directories, shared dir.
+        #[arg(long, env = "LOTE_AGENT_ROOT")]
+        root: PathBuf,
+        /// Tasks this node runs at once.
+        #[arg(long, default_value_t = 1)]
+        slots: u32,
+        /// Name shown for this node [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+    },
     #[command(flatten)]
     Client(cli::ClientCommand),
     /// Run the demo workload in-process on a local data directory: an
@@ -141,6 +168,50 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Client(command) => return cli::run(command, cli.connection),
         Command::Server(flags) => return serve(flags),
+        Command::Agent {
+            pool_account,
+            pool,
+            join_token,
+            root,
+            slots,
+            name,
+        } => {
+            let config = lote::compute::agent::AgentConfig {
+                server: cli
+                    .connection
+                    .server
+                    .clone()
+                    .unwrap_or_else(|| "127.0.0.1:7070".into()),
+                root,
+                account: pool_account,
+                pool,
+                join_token,
+                task_slots: slots,
+                name: name.unwrap_or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .map(|h| h.trim().to_string())
+                        .unwrap_or_else(|_| "agent".into())
+                }),
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("lote agent: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            return match runtime.block_on(lote::compute::agent::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lote agent: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         other => other,
     };
     match run(command) {
@@ -206,7 +277,9 @@ fn serve(flags: lote::server::ServerFlags) -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, Fail> {
     match command {
-        Command::Server(_) | Command::Client(_) => unreachable!("dispatched in main"),
+        Command::Server(_) | Command::Client(_) | Command::Agent { .. } => {
+            unreachable!("dispatched in main")
+        }
         Command::Demo {
             data_dir,
             tasks,

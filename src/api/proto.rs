@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::account::{AccountStatus, KeyKind};
 use crate::domain::job::{DisableTasks, Job, JobSpec};
-use crate::domain::node::Node;
+use crate::domain::node::{AgentInfo, Node};
 use crate::domain::pool::{Deallocation, Pool, PoolSpec};
-use crate::domain::task::{Task, TaskSpec};
+use crate::domain::task::{Task, TaskResult, TaskSpec};
 use crate::domain::{RejectionCode, Versioned};
 use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timestamp};
 
@@ -252,6 +252,43 @@ pub enum Request {
         /// The agent's host name, for people.
         name: String,
     },
+
+    // A node agent's, signed with its node credential.
+    /// The agent is up: its machine's size. Idempotent for an agent that
+    /// restarts on a node that is already up.
+    AgentRegister {
+        agent: AgentInfo,
+    },
+    /// The attempts placed on this node and not started yet; waits up to
+    /// `wait_ms` for one when there are none (long poll). `running` is how
+    /// many tasks the agent runs now.
+    AgentPoll {
+        running: u32,
+        wait_ms: u32,
+    },
+    /// The attempt's process started.
+    AgentStarted {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+    },
+    /// The attempt ended. Sending it again is harmless: (task, attempt) is
+    /// recorded once.
+    AgentCompleted {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        result: TaskResult,
+    },
+}
+
+/// One attempt for an agent to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub job: JobId,
+    pub task: TaskId,
+    pub attempt: u32,
+    pub spec: TaskSpec,
 }
 
 impl Request {
@@ -306,7 +343,11 @@ impl Request {
             TerminateTask,
             DeleteTask,
             TailEvents,
-            JoinPool
+            JoinPool,
+            AgentRegister,
+            AgentPoll,
+            AgentStarted,
+            AgentCompleted
         )
     }
 }
@@ -388,6 +429,12 @@ pub enum Response {
         node: NodeId,
         credential: String,
     },
+    /// Attempts for the polling agent.
+    Work {
+        assignments: Vec<Assignment>,
+    },
+    /// A report from an agent was recorded (or had been already).
+    Recorded,
 }
 
 /// Why a call or a connection failed.

@@ -426,7 +426,12 @@ impl Aggregate for Task {
                     result: result.clone(),
                     at,
                 }];
-                if !result.succeeded() && self.retry_count < self.max_task_retries {
+                // A launch failure (missing executable, bad directory) would
+                // fail the same way again: not retried.
+                let launch_failed =
+                    matches!(result.failure, Some((FailureCategory::LaunchFailure, _)));
+                if !result.succeeded() && !launch_failed && self.retry_count < self.max_task_retries
+                {
                     events.push(TaskEvent::TaskRetried {
                         retry_count: self.retry_count + 1,
                         at,

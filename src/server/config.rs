@@ -109,11 +109,8 @@ impl ServerConfig {
         let file = match &flags.config {
             None => ServerConfigFile::default(),
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ServerError::File {
-                    what: "config file",
-                    path: path.clone(),
-                    source,
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(crate::private_file::FileError::new("config file", path))?;
                 toml::from_str(&text).map_err(|e| {
                     ServerError::Config(format!("config file {}: {e}", path.display()))
                 })?

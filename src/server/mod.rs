@@ -7,6 +7,7 @@
 
 mod config;
 mod connection;
+mod placement;
 mod service;
 
 use std::cell::Cell;
@@ -24,6 +25,7 @@ pub use service::Service;
 
 use crate::actors::{Core, CoreConfig};
 use crate::clock::{Clock, SystemClock};
+use crate::private_file::{write_owner_only, FileError};
 use crate::store::{EventStore, StoreError, StoreOptions};
 
 /// Name of the file, in the data directory, holding the admin key.
@@ -43,12 +45,8 @@ pub enum ServerError {
     },
     #[error("{0}")]
     Store(#[from] StoreError),
-    #[error("{what} {path}: {source}")]
-    File {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{0}")]
+    File(#[from] FileError),
     #[error("{0}")]
     Config(String),
 }
@@ -64,13 +62,6 @@ pub enum AdminKeySource {
 /// Reads a secret file, or creates it with a fresh key, readable by the
 /// owner only.
 fn secret_file(path: &Path, what: &'static str) -> Result<(String, bool), ServerError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let file_err = |source| ServerError::File {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
     match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => return Ok((text.trim().to_string(), false)),
         Ok(_) => {
@@ -80,18 +71,10 @@ fn secret_file(path: &Path, what: &'static str) -> Result<(String, bool), Server
             )))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(file_err(e)),
+        Err(e) => return Err(FileError::new(what, path)(e).into()),
     }
     let key = crate::clock::new_key();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(file_err)?;
-    file.write_all(format!("{key}\n").as_bytes())
-        .and_then(|_| file.sync_all())
-        .map_err(file_err)?;
+    write_owner_only(path, &format!("{key}\n"), what, false)?;
     Ok((key, true))
 }
 
@@ -110,11 +93,8 @@ pub async fn run(
     on_started: impl FnOnce(&Started),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::File {
-        what: "data directory",
-        path: config.data_dir.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(FileError::new("data directory", &config.data_dir))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = EventStore::open(
         &config.data_dir,
@@ -162,8 +142,15 @@ pub async fn run(
         hint: "",
     })?;
     let core = Core::new(store.clone(), clock.clone(), CoreConfig::default());
-    let service = Rc::new(Service::new(core, clock, admin_key, server_secret));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let placement = placement::Placement::start(core.clone(), stop_rx.clone());
+    let service = Rc::new(Service::new(
+        core,
+        clock,
+        admin_key,
+        server_secret,
+        placement,
+    ));
     let limits = Rc::new(connection::Limits::from(&config));
     let open = Rc::new(OpenConnections::default());
     on_started(&Started {

@@ -62,6 +62,7 @@ pub struct Service {
     admin_key: String,
     server_secret: String,
     nonces: RefCell<NonceCache>,
+    placement: Rc<super::placement::Placement>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -168,6 +169,7 @@ impl Service {
         clock: Arc<dyn Clock>,
         admin_key: String,
         server_secret: String,
+        placement: Rc<super::placement::Placement>,
     ) -> Self {
         Service {
             core,
@@ -175,6 +177,7 @@ impl Service {
             admin_key,
             server_secret,
             nonces: RefCell::new(NonceCache::default()),
+            placement,
         }
     }
 
@@ -464,10 +467,15 @@ impl Service {
                 "a join token may only join its pool (JoinPool)",
                 &caller,
             )),
-            (Caller::Node(_), _) => Err(permission(
-                "node agents may not make account or admin requests",
-                &caller,
-            )),
+            (
+                Caller::Node(Principal::Node {
+                    account,
+                    pool,
+                    node,
+                }),
+                request,
+            ) => self.agent(account, pool, node, request).await,
+            (Caller::Node(_), _) => Err(permission("not a node", &caller)),
         }
     }
 
@@ -792,7 +800,25 @@ impl Service {
                     ))
                     .into());
                 }
-                self.show::<Job>(&job_stream(job), job.as_str()).await?;
+                let job_state = self.show::<Job>(&job_stream(job), job.as_str()).await?;
+                // A task no node of the pool could ever hold is refused now,
+                // not left queued for ever.
+                if let Some(spec) = job_state.state.spec.as_ref() {
+                    let pool = self
+                        .show::<Pool>(&pool_stream(&spec.pool), spec.pool.as_str())
+                        .await?;
+                    let node_slots = pool.state.spec.map(|p| p.node_size.task_slots).unwrap_or(0);
+                    if let Some(t) = tasks
+                        .iter()
+                        .find(|t| t.required_slots > node_slots || t.required_slots == 0)
+                    {
+                        return Err(Rejection::invalid(format!(
+                            "task {} needs {} slots; nodes of pool {} have {node_slots}, and a task needs at least 1",
+                            t.id, t.required_slots, spec.pool
+                        ))
+                        .into());
+                    }
+                }
                 let reply = Response::TasksAdded {
                     job: job.clone(),
                     count: tasks.len() as u32,
@@ -847,6 +873,115 @@ impl Service {
             _ => Err(permission(
                 "managing accounts needs the administrator key",
                 &Caller::Account(account.clone(), Box::default()),
+            )),
+        }
+    }
+
+    /// A node agent's requests.
+    async fn agent(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        request: Request,
+    ) -> Result<Response, ApiError> {
+        let principal = Principal::Node {
+            account: account.clone(),
+            pool: pool.clone(),
+            node: node.clone(),
+        };
+        let ctx = || self.ctx(principal.clone(), None);
+        let node_stream = StreamId::node(account, pool, node);
+        match request {
+            Request::AgentRegister { agent } => {
+                let command = NodeCommand::RegisterAgent {
+                    agent,
+                    // Start tasks are not run by agents yet (see the issue notes).
+                    has_start_task: false,
+                };
+                match self
+                    .core
+                    .execute::<Node>(&node_stream, command, ctx())
+                    .await
+                {
+                    Ok(_) => Ok(Response::Recorded),
+                    // An agent restarting on a node that is already up.
+                    Err(CoreError::Rejected(r)) if r.code == RejectionCode::NodeStateConflict => {
+                        Ok(Response::Recorded)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Request::AgentPoll { running, wait_ms } => {
+                let load = NodeCommand::ReportLoad {
+                    running_tasks: running,
+                };
+                if let Err(e) = self.core.execute::<Node>(&node_stream, load, ctx()).await {
+                    tracing::debug!(%node_stream, error = %e, "load report refused");
+                }
+                let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(30_000)));
+                let work = self.placement.work_for(account, pool, node, wait).await;
+                let mut assignments = Vec::with_capacity(work.len());
+                for (job, task, attempt) in work {
+                    let stream = StreamId::task(account, &job, &task);
+                    let state = crate::actors::load::<Task>(self.core.store(), &stream, true)?;
+                    if let Some(spec) = state.state.spec {
+                        assignments.push(crate::api::Assignment {
+                            job,
+                            task,
+                            attempt,
+                            spec,
+                        });
+                    }
+                }
+                Ok(Response::Work { assignments })
+            }
+            Request::AgentStarted { job, task, attempt } => {
+                let stream = StreamId::task(account, &job, &task);
+                match self
+                    .core
+                    .execute::<Task>(&stream, TaskCommand::StartTask { attempt }, ctx())
+                    .await
+                {
+                    Ok(_) => Ok(Response::Recorded),
+                    // Reported twice (a resend after a lost reply).
+                    Err(CoreError::Rejected(r)) if r.code == RejectionCode::TaskStateConflict => {
+                        Ok(Response::Recorded)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Request::AgentCompleted {
+                job,
+                task,
+                attempt,
+                result,
+            } => {
+                let stream = StreamId::task(account, &job, &task);
+                let command = TaskCommand::CompleteTask { attempt, result };
+                match self.core.execute::<Task>(&stream, command, ctx()).await {
+                    Ok(_) => Ok(Response::Recorded),
+                    Err(CoreError::Rejected(r)) if r.code == RejectionCode::StaleAttempt => {
+                        // Recorded before (same attempt, no longer running):
+                        // a resend. Otherwise the attempt was superseded.
+                        let now = self.core.state::<Task>(&stream).await?;
+                        let recorded = now.state.attempt == attempt
+                            && !matches!(
+                                now.state.status,
+                                TaskStatus::Assigned | TaskStatus::Running
+                            );
+                        if recorded {
+                            Ok(Response::Recorded)
+                        } else {
+                            Err(r.into())
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            _ => Err(permission(
+                "node agents may only register, poll and report",
+                &Caller::Node(principal.clone()),
             )),
         }
     }

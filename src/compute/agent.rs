@@ -1,0 +1,393 @@
+//! `lote agent`: the process on each node that runs tasks.
+//!
+//! It joins a pool once (join token → node credential, kept in its root),
+//! registers the machine's size, then long-polls the server for attempts
+//! placed on its node. Each attempt runs as a real process in its own
+//! process group, in `ROOT/tasks/JOB/TASK/ATTEMPT/wd` with `stdout.txt` and
+//! `stderr.txt` beside it. Start and completion are reported; a completion
+//! is re-sent until the server has recorded it, across reconnects and
+//! server restarts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::api::{Assignment, Credential, Request, Response};
+use crate::client::{Client, ClientConfig, ClientError};
+use crate::domain::node::AgentInfo;
+use crate::domain::spec::CommandLine;
+use crate::domain::task::{FailureCategory, TaskResult};
+use crate::domain::RejectionCode;
+use crate::private_file::{write_owner_only, FileError};
+use crate::types::{AccountName, NodeId, PoolId};
+
+/// How long one poll waits on the server for work.
+const POLL_WAIT_MS: u32 = 1_000;
+/// Pause between attempts to reach an unreachable server.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// What the agent needs to run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub server: String,
+    pub root: PathBuf,
+    pub account: AccountName,
+    pub pool: PoolId,
+    /// Used once, when the root holds no node credential yet.
+    pub join_token: Option<String>,
+    pub task_slots: u32,
+    pub name: String,
+}
+
+/// The node identity kept in `ROOT/node.toml` after joining.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeCredential {
+    pub account: AccountName,
+    pub pool: PoolId,
+    pub node: NodeId,
+    pub credential: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    File(#[from] FileError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Reads the node credential from the root, or joins with the token and
+/// writes it there (owner-only).
+pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentError> {
+    let path = config.root.join("node.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            return toml::from_str(&text)
+                .map_err(|e| AgentError::Setup(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(FileError::new("node credential", &path)(e).into()),
+    }
+    let token = config.join_token.clone().ok_or_else(|| {
+        AgentError::Setup(format!(
+            "{} holds no node credential; pass --join-token (the pool owner gets it with: lote pool join-token {})",
+            config.root.display(),
+            config.pool
+        ))
+    })?;
+    let joiner = Client::new(ClientConfig::new(
+        config.server.clone(),
+        Credential::Join {
+            account: config.account.clone(),
+            pool: config.pool.clone(),
+        },
+        token,
+    ));
+    let Response::Joined { node, credential } = joiner
+        .call(&Request::JoinPool {
+            name: config.name.clone(),
+        })
+        .await?
+    else {
+        return Err(AgentError::Setup("unexpected reply to JoinPool".into()));
+    };
+    let cred = NodeCredential {
+        account: config.account.clone(),
+        pool: config.pool.clone(),
+        node,
+        credential,
+    };
+    std::fs::create_dir_all(&config.root).map_err(FileError::new("node root", &config.root))?;
+    let text = toml::to_string(&cred).map_err(|e| AgentError::Setup(e.to_string()))?;
+    write_owner_only(&path, &text, "node credential", true)?;
+    Ok(cred)
+}
+
+/// Runs the agent until the process is stopped.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let cred = credential(&config).await?;
+    let client = Arc::new(Client::new(ClientConfig::new(
+        config.server.clone(),
+        Credential::Node {
+            account: cred.account.clone(),
+            pool: cred.pool.clone(),
+            node: cred.node.clone(),
+        },
+        cred.credential.clone(),
+    )));
+    let shared_dir = config.root.join("shared");
+    std::fs::create_dir_all(&shared_dir)
+        .map_err(FileError::new("shared directory", &shared_dir))?;
+    let info = AgentInfo {
+        hostname: config.name.clone(),
+        address: String::new(),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        memory_mib: 0,
+        task_slots: config.task_slots.max(1),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    loop {
+        match client
+            .call(&Request::AgentRegister {
+                agent: info.clone(),
+            })
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if transient(&e) => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    tracing::info!(node = %cred.node, "agent registered");
+    // Attempts running now, by (job, task, attempt).
+    let running: Arc<Mutex<std::collections::HashSet<(String, String, u32)>>> = Arc::default();
+    loop {
+        let count = running.lock().await.len() as u32;
+        let work = match client
+            .call(&Request::AgentPoll {
+                running: count,
+                wait_ms: POLL_WAIT_MS,
+            })
+            .await
+        {
+            Ok(Response::Work { assignments }) => assignments,
+            Ok(_) => Vec::new(),
+            Err(e) if transient(&e) => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        for a in work {
+            let key = (a.job.to_string(), a.task.to_string(), a.attempt);
+            if !running.lock().await.insert(key.clone()) {
+                continue;
+            }
+            let client = client.clone();
+            let running = running.clone();
+            let env = TaskEnv {
+                cred: cred.clone(),
+                root: config.root.clone(),
+                shared: shared_dir.clone(),
+            };
+            tokio::spawn(async move {
+                run_attempt(&client, &env, a).await;
+                running.lock().await.remove(&key);
+            });
+        }
+    }
+}
+
+/// Errors worth waiting out: the server is away, restarting or busy.
+fn transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } | ClientError::Disconnected(_) | ClientError::Timeout(_) => {
+            true
+        }
+        ClientError::Api(a) | ClientError::Refused(a) => a.retryable(),
+        ClientError::Protocol(_) => false,
+    }
+}
+
+struct TaskEnv {
+    cred: NodeCredential,
+    root: PathBuf,
+    shared: PathBuf,
+}
+
+/// Runs one attempt and reports it.
+async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
+    let dir = env
+        .root
+        .join("tasks")
+        .join(a.job.as_str())
+        .join(a.task.as_str())
+        .join(a.attempt.to_string());
+    let wd = dir.join("wd");
+    let started = Instant::now();
+    let child = std::fs::create_dir_all(&wd)
+        .map_err(|e| format!("cannot create {}: {e}", wd.display()))
+        .and_then(|_| spawn(env, &a, &dir, &wd));
+    let result = match child {
+        Err(why) => TaskResult {
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            failure: Some((FailureCategory::LaunchFailure, why)),
+        },
+        Ok(mut child) => {
+            let report = Request::AgentStarted {
+                job: a.job.clone(),
+                task: a.task.clone(),
+                attempt: a.attempt,
+            };
+            if let Err(e) = report_until_recorded(client, &report).await {
+                // Superseded (requeued, terminated): stop it.
+                tracing::info!(task = %a.task, error = %e, "attempt superseded; killing it");
+                kill_group(&child);
+                let _ = child.wait().await;
+                return;
+            }
+            wait(&mut child, &a, started).await
+        }
+    };
+    let report = Request::AgentCompleted {
+        job: a.job.clone(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+        result,
+    };
+    if let Err(e) = report_until_recorded(client, &report).await {
+        tracing::warn!(task = %a.task, error = %e, "completion refused");
+    }
+}
+
+fn spawn(
+    env: &TaskEnv,
+    a: &Assignment,
+    dir: &Path,
+    wd: &Path,
+) -> Result<tokio::process::Child, String> {
+    let open = |name: &str| {
+        std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
+    };
+    let mut cmd = match &a.spec.command_line {
+        CommandLine::Shell(line) => {
+            let mut c = tokio::process::Command::new("/bin/sh");
+            c.arg("-c").arg(line);
+            c
+        }
+        CommandLine::Argv(argv) => {
+            let mut c = tokio::process::Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    cmd.current_dir(wd)
+        .stdin(std::process::Stdio::null())
+        .stdout(open("stdout.txt")?)
+        .stderr(open("stderr.txt")?)
+        // Its own process group: a timeout or a kill takes every child.
+        .process_group(0)
+        .kill_on_drop(false);
+    for var in &a.spec.env {
+        cmd.env(&var.name, &var.value);
+    }
+    cmd.env("LOTE_ACCOUNT", env.cred.account.as_str())
+        .env("LOTE_POOL_ID", env.cred.pool.as_str())
+        .env("LOTE_NODE_ID", env.cred.node.as_str())
+        .env("LOTE_JOB_ID", a.job.as_str())
+        .env("LOTE_TASK_ID", a.task.as_str())
+        .env("LOTE_TASK_ATTEMPT", a.attempt.to_string())
+        .env("LOTE_TASK_WORKING_DIR", wd)
+        .env("LOTE_NODE_SHARED_DIR", &env.shared);
+    cmd.spawn().map_err(|e| match &a.spec.command_line {
+        CommandLine::Argv(argv) => format!("cannot start {:?}: {e}", argv[0]),
+        CommandLine::Shell(_) => format!("cannot start /bin/sh: {e}"),
+    })
+}
+
+fn kill_group(child: &tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a negative pid signals the process group the
+        // child leads (it was started with process_group(0)).
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+}
+
+async fn wait(child: &mut tokio::process::Child, a: &Assignment, started: Instant) -> TaskResult {
+    let limit = a
+        .spec
+        .constraints
+        .max_wall_clock_secs
+        .map(Duration::from_secs);
+    let status = match limit {
+        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                kill_group(child);
+                let _ = child.wait().await;
+                return TaskResult {
+                    exit_code: None,
+                    signal: Some(libc::SIGKILL),
+                    duration_ms: started.elapsed().as_millis() as u64,
+                    failure: Some((
+                        FailureCategory::Timeout,
+                        format!(
+                            "ran past its limit of {}s; killed with its process group",
+                            limit.as_secs()
+                        ),
+                    )),
+                };
+            }
+        },
+        None => child.wait().await,
+    };
+    // Children left in the background die with the attempt.
+    kill_group(child);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) if s.success() => TaskResult {
+            exit_code: Some(0),
+            signal: None,
+            duration_ms,
+            failure: None,
+        },
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => TaskResult {
+                exit_code: Some(code),
+                signal: None,
+                duration_ms,
+                failure: Some((FailureCategory::NonZeroExit, format!("exit code {code}"))),
+            },
+            (None, signal) => TaskResult {
+                exit_code: None,
+                signal,
+                duration_ms,
+                failure: Some((
+                    FailureCategory::Signal,
+                    format!("killed by signal {}", signal.unwrap_or(0)),
+                )),
+            },
+        },
+        Err(e) => TaskResult {
+            exit_code: None,
+            signal: None,
+            duration_ms,
+            failure: Some((
+                FailureCategory::LaunchFailure,
+                format!("lost the process: {e}"),
+            )),
+        },
+    }
+}
+
+/// Sends a report until the server records it. A refusal that says the
+/// attempt is no longer current ends it with an error.
+async fn report_until_recorded(client: &Client, report: &Request) -> Result<(), ClientError> {
+    loop {
+        match client.call(report).await {
+            Ok(_) => return Ok(()),
+            Err(e) if transient(&e) => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(ClientError::Api(a))
+                if matches!(
+                    a.rejection,
+                    Some(RejectionCode::StaleAttempt | RejectionCode::TaskNotFound)
+                ) =>
+            {
+                return Err(ClientError::Api(a))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

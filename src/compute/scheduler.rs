@@ -1,0 +1,449 @@
+//! Placement: which queued task goes to which node's free slots.
+//!
+//! The scheduler's picture of the world is folded from the event log
+//! through a subscription, like any other reader; it changes nothing
+//! itself. A round plans assignments on that picture, and each is
+//! committed as an `AssignTask` command through the task's actor. Slots are
+//! reserved when planned, so the next round does not plan them twice before
+//! the `TaskAssigned` event comes back; a refused assignment gives them back.
+//! Agents see an assignment only once its event is durable.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::domain::decode_event;
+use crate::domain::job::JobEvent;
+use crate::domain::node::NodeEvent;
+use crate::domain::pool::{PoolEvent, SchedulingPolicy};
+use crate::domain::task::TaskEvent;
+use crate::store::{Envelope, StreamId, StreamKind};
+use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId};
+
+/// Queue order: higher job priority first, then submission order.
+type QueueKey = (Reverse<i32>, u64);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedTask {
+    pub account: AccountName,
+    pub job: JobId,
+    pub task: TaskId,
+    pub slots: u32,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    policy: SchedulingPolicy,
+    queue: BTreeMap<QueueKey, QueuedTask>,
+    nodes: BTreeSet<NodeId>,
+}
+
+#[derive(Debug, Default)]
+pub struct NodeState {
+    pub slots: u32,
+    pub used: u32,
+    pub schedulable: bool,
+    /// Attempts placed here whose `TaskAssigned` is durable and that have
+    /// not started: what the agent's next poll gets.
+    pub to_start: BTreeMap<(JobId, TaskId), u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JobState {
+    Active,
+    Held,
+    Closed,
+}
+
+#[derive(Debug)]
+struct JobInfo {
+    priority: i32,
+    state: JobState,
+}
+
+/// Where a task's slots are held.
+#[derive(Debug, Clone)]
+struct Holding {
+    pool_key: String,
+    node: NodeId,
+    slots: u32,
+    queue_key: QueueKey,
+    task: QueuedTask,
+}
+
+/// One planned assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub account: AccountName,
+    pub pool: PoolId,
+    pub job: JobId,
+    pub task: TaskId,
+    pub node: NodeId,
+}
+
+/// The scheduler's whole picture.
+#[derive(Debug, Default)]
+pub struct Scheduler {
+    pools: HashMap<String, PoolState>,
+    nodes: HashMap<(String, NodeId), NodeState>,
+    jobs: HashMap<StreamId, JobInfo>,
+    /// Queued tasks: task stream → where in which pool's queue.
+    queued: HashMap<StreamId, (String, QueueKey)>,
+    /// Tasks holding slots (planned, assigned or running).
+    holding: HashMap<StreamId, Holding>,
+    /// The task whose attempt just completed: a `TaskRetried` right after
+    /// it (same append, next event) puts it back in its queue place.
+    just_completed: Option<(StreamId, Holding)>,
+}
+
+fn pool_key(account: &AccountName, pool: &PoolId) -> String {
+    format!("{account}/{pool}")
+}
+
+impl Scheduler {
+    /// Folds one event into the picture. Undecodable events are skipped
+    /// (the replay check reports them; placement must not stop).
+    pub fn observe(&mut self, envelope: &Envelope) {
+        let stream = &envelope.stream;
+        let ids = stream.segments();
+        match stream.kind() {
+            StreamKind::Pool => {
+                let Ok(event) = decode_event::<PoolEvent>(StreamKind::Pool, envelope) else {
+                    return;
+                };
+                let key = ids[..2].join("/");
+                match event {
+                    PoolEvent::PoolCreated { spec, .. } => {
+                        self.pools.entry(key).or_default().policy = spec.scheduling;
+                    }
+                    PoolEvent::PoolDeleted { .. } => {
+                        self.pools.remove(&key);
+                    }
+                    _ => {}
+                }
+            }
+            StreamKind::Job => {
+                let Ok(event) = decode_event::<JobEvent>(StreamKind::Job, envelope) else {
+                    return;
+                };
+                let state = match event {
+                    JobEvent::JobCreated { spec, .. } => {
+                        self.jobs.insert(
+                            stream.clone(),
+                            JobInfo {
+                                priority: spec.priority,
+                                state: JobState::Active,
+                            },
+                        );
+                        return;
+                    }
+                    JobEvent::JobDisabled { .. } => JobState::Held,
+                    JobEvent::JobEnabled { .. } => JobState::Active,
+                    JobEvent::JobTerminating { .. }
+                    | JobEvent::JobCompleted { .. }
+                    | JobEvent::JobDeleted { .. } => JobState::Closed,
+                    _ => return,
+                };
+                if let Some(job) = self.jobs.get_mut(stream) {
+                    job.state = state;
+                }
+            }
+            StreamKind::Node => {
+                let Ok(event) = decode_event::<NodeEvent>(StreamKind::Node, envelope) else {
+                    return;
+                };
+                let key = ids[..2].join("/");
+                let Ok(node_id) = NodeId::new(ids[2]) else {
+                    return;
+                };
+                if matches!(event, NodeEvent::NodeRemoved { .. }) {
+                    self.nodes.remove(&(key.clone(), node_id.clone()));
+                    if let Some(p) = self.pools.get_mut(&key) {
+                        p.nodes.remove(&node_id);
+                    }
+                    return;
+                }
+                self.pools
+                    .entry(key.clone())
+                    .or_default()
+                    .nodes
+                    .insert(node_id.clone());
+                let node = self.nodes.entry((key, node_id)).or_default();
+                match event {
+                    NodeEvent::NodeStarting { agent, .. } => {
+                        node.slots = agent.task_slots;
+                        node.schedulable = false;
+                    }
+                    NodeEvent::NodeIdle { .. }
+                    | NodeEvent::NodeRunning { .. }
+                    | NodeEvent::NodeOnline { .. } => node.schedulable = true,
+                    NodeEvent::NodeCreating { .. }
+                    | NodeEvent::NodeWaitingForStartTask { .. }
+                    | NodeEvent::NodeStartTaskFailed { .. }
+                    | NodeEvent::NodeOffline { .. }
+                    | NodeEvent::NodeUnusable { .. }
+                    | NodeEvent::NodeRebooting { .. }
+                    | NodeEvent::NodeLeavingPool { .. } => node.schedulable = false,
+                    NodeEvent::NodeRemoved { .. } => {}
+                }
+            }
+            StreamKind::Task => self.observe_task(envelope),
+            StreamKind::Account | StreamKind::Request => {}
+        }
+    }
+
+    fn observe_task(&mut self, envelope: &Envelope) {
+        let stream = &envelope.stream;
+        let Ok(event) = decode_event::<TaskEvent>(StreamKind::Task, envelope) else {
+            return;
+        };
+        match event {
+            TaskEvent::TaskAdded {
+                account,
+                job,
+                pool,
+                spec,
+                ..
+            } => {
+                let priority = self
+                    .jobs
+                    .get(&StreamId::job(&account, &job))
+                    .map(|j| j.priority)
+                    .unwrap_or(0);
+                let task = QueuedTask {
+                    account: account.clone(),
+                    job,
+                    task: spec.id,
+                    slots: spec.required_slots.max(1),
+                };
+                self.enqueue(
+                    stream,
+                    pool_key(&account, &pool),
+                    (Reverse(priority), envelope.position),
+                    task,
+                );
+            }
+            TaskEvent::TaskAssigned {
+                placement, attempt, ..
+            } => {
+                // Planned by this scheduler: slots already reserved. After
+                // a restart: reserve them now.
+                if !self.holding.contains_key(stream) {
+                    if let Some((pool, key)) = self.queued.remove(stream) {
+                        let task = self.pools.get_mut(&pool).and_then(|p| p.queue.remove(&key));
+                        if let Some(task) = task {
+                            self.hold(stream, pool, placement.node.clone(), key, task);
+                        }
+                    }
+                }
+                if let Some(h) = self.holding.get(stream) {
+                    let k = (h.pool_key.clone(), h.node.clone());
+                    let item = (h.task.job.clone(), h.task.task.clone());
+                    if let Some(node) = self.nodes.get_mut(&k) {
+                        node.to_start.insert(item, attempt);
+                    }
+                }
+            }
+            TaskEvent::TaskStarted { .. } => {
+                if let Some(h) = self.holding.get(stream) {
+                    let k = (h.pool_key.clone(), h.node.clone());
+                    let item = (h.task.job.clone(), h.task.task.clone());
+                    if let Some(node) = self.nodes.get_mut(&k) {
+                        node.to_start.remove(&item);
+                    }
+                }
+            }
+            TaskEvent::TaskCompleted { .. } => {
+                self.just_completed = self.release(stream).map(|h| (stream.clone(), h));
+            }
+            TaskEvent::TaskTerminated { .. } | TaskEvent::TaskDeleted { .. } => {
+                self.release(stream);
+                if let Some((pool, key)) = self.queued.remove(stream) {
+                    if let Some(p) = self.pools.get_mut(&pool) {
+                        p.queue.remove(&key);
+                    }
+                }
+            }
+            TaskEvent::TaskRetried { .. } | TaskEvent::TaskRequeued { .. } => {
+                let completed = match self.just_completed.take() {
+                    Some((s, h)) if &s == stream => Some(h),
+                    _ => None,
+                };
+                if let Some(h) = self.release(stream).or(completed) {
+                    // Back in the queue at its original place.
+                    self.enqueue(stream, h.pool_key, h.queue_key, h.task);
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, stream: &StreamId, pool: String, key: QueueKey, task: QueuedTask) {
+        self.pools
+            .entry(pool.clone())
+            .or_default()
+            .queue
+            .insert(key, task);
+        self.queued.insert(stream.clone(), (pool, key));
+    }
+
+    fn hold(
+        &mut self,
+        stream: &StreamId,
+        pool: String,
+        node: NodeId,
+        key: QueueKey,
+        task: QueuedTask,
+    ) {
+        if let Some(n) = self.nodes.get_mut(&(pool.clone(), node.clone())) {
+            n.used += task.slots;
+        }
+        self.holding.insert(
+            stream.clone(),
+            Holding {
+                pool_key: pool,
+                node,
+                slots: task.slots,
+                queue_key: key,
+                task,
+            },
+        );
+    }
+
+    /// Frees a task's slots; returns what it held.
+    fn release(&mut self, stream: &StreamId) -> Option<Holding> {
+        let h = self.holding.remove(stream)?;
+        if let Some(n) = self.nodes.get_mut(&(h.pool_key.clone(), h.node.clone())) {
+            n.used = n.used.saturating_sub(h.slots);
+            n.to_start
+                .remove(&(h.task.job.clone(), h.task.task.clone()));
+        }
+        Some(h)
+    }
+
+    /// A planned assignment was refused: back to the queue.
+    pub fn unplan(&mut self, stream: &StreamId) {
+        if let Some(h) = self.release(stream) {
+            self.enqueue(stream, h.pool_key, h.queue_key, h.task);
+        }
+    }
+
+    /// Plans one round over every pool, reserving the slots it uses.
+    pub fn plan(&mut self) -> Vec<Planned> {
+        let mut out = Vec::new();
+        let pool_keys: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|(_, p)| !p.queue.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in pool_keys {
+            let Some(pool) = self.pools.get(&key) else {
+                continue;
+            };
+            let policy = pool.policy;
+            // Free slots per schedulable node.
+            let mut free: Vec<(NodeId, u32)> = pool
+                .nodes
+                .iter()
+                .filter_map(|n| {
+                    let s = self.nodes.get(&(key.clone(), n.clone()))?;
+                    (s.schedulable && s.slots > s.used).then(|| (n.clone(), s.slots - s.used))
+                })
+                .collect();
+            if free.is_empty() {
+                continue;
+            }
+            let mut picked = Vec::new();
+            for (qkey, task) in &pool.queue {
+                if free.iter().all(|(_, f)| *f == 0) {
+                    break;
+                }
+                let job = StreamId::job(&task.account, &task.job);
+                if self.jobs.get(&job).map(|j| j.state) != Some(JobState::Active) {
+                    continue;
+                }
+                let fits = free.iter_mut().filter(|(_, f)| *f >= task.slots);
+                // Pack: the fullest node that fits (fill one, free others
+                // for scale-down). Spread: the emptiest.
+                let choice = match policy {
+                    SchedulingPolicy::Pack => fits.min_by_key(|(n, f)| (*f, n.clone())),
+                    SchedulingPolicy::Spread => fits.max_by_key(|(n, f)| (*f, Reverse(n.clone()))),
+                };
+                if let Some((node, f)) = choice {
+                    *f -= task.slots;
+                    picked.push((*qkey, node.clone()));
+                }
+            }
+            for (qkey, node) in picked {
+                let Some(task) = self.pools.get_mut(&key).and_then(|p| p.queue.remove(&qkey))
+                else {
+                    continue;
+                };
+                let pool_id = key.split('/').nth(1).and_then(|p| PoolId::new(p).ok());
+                let Some(pool_id) = pool_id else { continue };
+                let stream = StreamId::task(&task.account, &task.job, &task.task);
+                self.queued.remove(&stream);
+                out.push(Planned {
+                    account: task.account.clone(),
+                    pool: pool_id,
+                    job: task.job.clone(),
+                    task: task.task.clone(),
+                    node: node.clone(),
+                });
+                self.hold(&stream, key.clone(), node, qkey, task);
+            }
+        }
+        out
+    }
+
+    /// What the agent of a node should start.
+    pub fn to_start(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+    ) -> Vec<(JobId, TaskId, u32)> {
+        self.nodes
+            .get(&(pool_key(account, pool), node.clone()))
+            .map(|n| {
+                n.to_start
+                    .iter()
+                    .map(|((j, t), a)| (j.clone(), t.clone(), *a))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The most slots any live node of the pool has (0: none known yet).
+    pub fn largest_node(&self, account: &AccountName, pool: &PoolId) -> u32 {
+        let key = pool_key(account, pool);
+        self.pools
+            .get(&key)
+            .map(|p| {
+                p.nodes
+                    .iter()
+                    .filter_map(|n| self.nodes.get(&(key.clone(), n.clone())).map(|s| s.slots))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Tasks waiting for a node, over all pools.
+    pub fn queued_len(&self) -> usize {
+        self.queued.len()
+    }
+}
+
+/// Whether an aggregate kind's events can change placement.
+pub fn relevant(kind: StreamKind) -> bool {
+    !matches!(kind, StreamKind::Account | StreamKind::Request)
+}
+
+impl Scheduler {
+    /// The node a task's slots are held on, as (ACCOUNT/POOL, node).
+    pub fn holder(&self, stream: &StreamId) -> Option<(String, NodeId)> {
+        self.holding
+            .get(stream)
+            .map(|h| (h.pool_key.clone(), h.node.clone()))
+    }
+}

@@ -1,0 +1,321 @@
+//! Jobs that really run: the server binary, agent processes that join a
+//! remote pool with its token, tasks as real processes.
+
+mod server_support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lote::api::{Request, Response};
+use lote::client::Client;
+use lote::domain::job::JobSpec;
+use lote::domain::pool::{NodeProvider, PoolSpec, SchedulingPolicy};
+use lote::domain::spec::CommandLine;
+use lote::domain::task::{FailureCategory, Task, TaskSpec, TaskStatus};
+use lote::domain::Versioned;
+use lote::types::{AccountName, JobId, PoolId, TaskId};
+use server_support::*;
+
+/// Agent processes, killed when dropped.
+struct Agents(Vec<Child>);
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn remote_pool(client: &Client, id: &str, slots: u32, policy: SchedulingPolicy) -> String {
+    let spec = PoolSpec {
+        provider: NodeProvider::Remote,
+        scheduling: policy,
+        ..PoolSpec::fixed(
+            PoolId::new(id).unwrap(),
+            AccountName::new("x").unwrap(),
+            0,
+            slots,
+        )
+    };
+    client
+        .call(&Request::CreatePool {
+            spec,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    match client
+        .call(&Request::ShowJoinToken {
+            pool: PoolId::new(id).unwrap(),
+        })
+        .await
+        .unwrap()
+    {
+        Response::JoinToken { token, .. } => token,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn start_agents(
+    server: &ServerProcess,
+    pool: &str,
+    token: &str,
+    roots: &[&Path],
+    slots: u32,
+) -> Agents {
+    Agents(
+        roots
+            .iter()
+            .enumerate()
+            .map(|(i, root)| {
+                Command::new(lote_bin())
+                    .args([
+                        "agent",
+                        "--server",
+                        &server.addr,
+                        "--pool-account",
+                        "acme",
+                        "--pool",
+                        pool,
+                    ])
+                    .args(["--join-token", token, "--slots", &slots.to_string()])
+                    .args(["--name", &format!("agent-{i}")])
+                    .arg("--root")
+                    .arg(root)
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect(),
+    )
+}
+
+async fn create_job(client: &Client, id: &str, pool: &str) {
+    let spec = JobSpec::on_pool(
+        JobId::new(id).unwrap(),
+        AccountName::new("x").unwrap(),
+        PoolId::new(pool).unwrap(),
+    );
+    client
+        .call(&Request::CreateJob {
+            spec,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+}
+
+async fn add(client: &Client, job: &str, tasks: Vec<TaskSpec>) {
+    client
+        .call(&Request::AddTasks {
+            job: JobId::new(job).unwrap(),
+            tasks,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+}
+
+fn shell(id: &str, line: &str) -> TaskSpec {
+    TaskSpec::simple(TaskId::new(id).unwrap(), CommandLine::Shell(line.into()))
+}
+
+/// Waits until no task of the job is queued or running.
+async fn wait_job(client: &Client, job: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let j = show_job(client, job).await;
+        if j.state.tasks_added > 0 && j.state.unfinished() == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} unfinished: {:?}",
+            j.state.task_counts
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn task(client: &Client, job: &str, id: &str) -> Versioned<Task> {
+    match client
+        .call(&Request::ShowTask {
+            job: JobId::new(job).unwrap(),
+            task: TaskId::new(id).unwrap(),
+        })
+        .await
+        .unwrap()
+    {
+        Response::Task(t) => t,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_agents_run_tasks_with_retries_launch_failures_and_timeouts() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let token = remote_pool(&client, "farm", 2, SchedulingPolicy::Spread).await;
+    create_job(&client, "j", "farm").await;
+    let nodes = tempfile::tempdir().unwrap();
+    let runs = tempfile::tempdir().unwrap();
+    let roots = [nodes.path().join("n0"), nodes.path().join("n1")];
+    let _agents = start_agents(&server, "farm", &token, &[&roots[0], &roots[1]], 2);
+
+    let mut tasks: Vec<TaskSpec> = (0..12)
+        .map(|i| shell(&format!("ok-{i}"), "echo \"hello from $LOTE_TASK_ID attempt $LOTE_TASK_ATTEMPT\"; test -d \"$LOTE_NODE_SHARED_DIR\""))
+        .collect();
+    for retries in [0u32, 1, 3] {
+        let mut t = shell(
+            &format!("fail-{retries}"),
+            &format!(
+                "echo run >> {}/fail-{retries}; exit 3",
+                runs.path().display()
+            ),
+        );
+        t.constraints.max_task_retries = Some(retries);
+        tasks.push(t);
+    }
+    let mut missing = TaskSpec::simple(
+        TaskId::new("missing").unwrap(),
+        CommandLine::Argv(vec!["/nonexistent/program".into()]),
+    );
+    missing.constraints.max_task_retries = Some(3);
+    tasks.push(missing);
+    let mut slow = shell(
+        "slow",
+        &format!(
+            "sleep 300 & echo $! > {dir}/slow-child.pid; sh -c 'sleep 300' & echo $! > {dir}/slow-grandchild.pid; sleep 300",
+            dir = runs.path().display()
+        ),
+    );
+    slow.constraints.max_wall_clock_secs = Some(1);
+    tasks.push(slow);
+    add(&client, "j", tasks).await;
+
+    wait_job(&client, "j", Duration::from_secs(60)).await;
+
+    for i in 0..12 {
+        let t = task(&client, "j", &format!("ok-{i}")).await;
+        assert_eq!(t.state.status, TaskStatus::Completed);
+        assert!(
+            t.state.last_result.as_ref().unwrap().succeeded(),
+            "{:?}",
+            t.state.last_result
+        );
+    }
+    for (retries, expected_runs) in [(0, 1), (1, 2), (3, 4)] {
+        let runs = std::fs::read_to_string(runs.path().join(format!("fail-{retries}"))).unwrap();
+        assert_eq!(runs.lines().count(), expected_runs, "retry count {retries}");
+        let t = task(&client, "j", &format!("fail-{retries}")).await;
+        let result = t.state.last_result.unwrap();
+        assert_eq!(result.exit_code, Some(3));
+        assert_eq!(result.failure.unwrap().0, FailureCategory::NonZeroExit);
+    }
+    let t = task(&client, "j", "missing").await;
+    assert_eq!(t.state.attempt, 1, "a launch failure is not retried");
+    assert_eq!(
+        t.state.last_result.unwrap().failure.unwrap().0,
+        FailureCategory::LaunchFailure
+    );
+    let t = task(&client, "j", "slow").await;
+    assert_eq!(
+        t.state.last_result.unwrap().failure.unwrap().0,
+        FailureCategory::Timeout
+    );
+    // Its children in the background died with it.
+    for pidfile in ["slow-child.pid", "slow-grandchild.pid"] {
+        let pid = std::fs::read_to_string(runs.path().join(pidfile)).unwrap();
+        let alive = Path::new(&format!("/proc/{}", pid.trim())).exists()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+                .unwrap_or_default()
+                .contains(") Z ");
+        assert!(!alive, "{pidfile} {} survived", pid.trim());
+    }
+
+    // Outputs are in each attempt's directory on the node that ran it,
+    // and both nodes got work (spread).
+    let mut outputs = 0;
+    for root in &roots {
+        let mut here = 0;
+        for i in 0..12 {
+            let out = root.join(format!("tasks/j/ok-{i}/1/stdout.txt"));
+            if let Ok(text) = std::fs::read_to_string(out) {
+                assert_eq!(text.trim(), format!("hello from ok-{i} attempt 1"));
+                here += 1;
+            }
+        }
+        assert!(here > 0, "{} ran nothing", root.display());
+        outputs += here;
+    }
+    assert_eq!(outputs, 12);
+
+    // The log of all this replays without a mismatch.
+    let mut server = server;
+    let _data = server.take_temp();
+    assert!(server.terminate().success());
+    let out = Command::new(lote_bin())
+        .args(["replay", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("no mismatch"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pack_fills_one_node_before_the_next_and_oversized_tasks_are_refused() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let token = remote_pool(&client, "packed", 3, SchedulingPolicy::Pack).await;
+    create_job(&client, "p", "packed").await;
+    // A task needing 4 slots on 3-slot nodes can never run.
+    let mut big = shell("big", "true");
+    big.required_slots = 4;
+    let err = client
+        .call(&Request::AddTasks {
+            job: JobId::new("p").unwrap(),
+            tasks: vec![big],
+            request_id: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("slots"), "{err}");
+
+    let nodes = tempfile::tempdir().unwrap();
+    let roots = [nodes.path().join("a"), nodes.path().join("b")];
+    let _agents = start_agents(&server, "packed", &token, &[&roots[0], &roots[1]], 3);
+    // Wait for both nodes to be up before adding work.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Response::Nodes(n) = client
+            .call(&Request::ListNodes {
+                pool: PoolId::new("packed").unwrap(),
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        if n.len() == 2 && n.iter().all(|n| format!("{:?}", n.state.state) == "Idle") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nodes not idle: {n:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Three tasks that hold their slot for a while: pack puts all three on
+    // one node.
+    let tasks = (0..3).map(|i| shell(&format!("t{i}"), "sleep 1")).collect();
+    add(&client, "p", tasks).await;
+    wait_job(&client, "p", Duration::from_secs(30)).await;
+    let mut placed = std::collections::BTreeSet::new();
+    for i in 0..3 {
+        let t = task(&client, "p", &format!("t{i}")).await;
+        placed.insert(t.state.placement.unwrap().node.to_string());
+    }
+    assert_eq!(placed.len(), 1, "pack used {placed:?}");
+}
