@@ -319,3 +319,76 @@ async fn pack_fills_one_node_before_the_next_and_oversized_tasks_are_refused() {
     }
     assert_eq!(placed.len(), 1, "pack used {placed:?}");
 }
+
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_pool_starts_its_agents_runs_tasks_and_deleting_it_stops_everything() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    client
+        .call(&Request::CreatePool {
+            spec: PoolSpec::fixed(
+                PoolId::new("local").unwrap(),
+                AccountName::new("x").unwrap(),
+                2,
+                2,
+            ),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    create_job(&client, "j", "local").await;
+    let marks = tempfile::tempdir().unwrap();
+    let mut tasks: Vec<TaskSpec> = (0..20)
+        .map(|i| shell(&format!("t{i}"), "sha256sum /etc/hostname > digest.txt"))
+        .collect();
+    tasks.push(shell(
+        "long",
+        &format!("echo $$ > {}/long.pid; sleep 300", marks.path().display()),
+    ));
+    add(&client, "j", tasks).await;
+
+    // The 20 short ones finish; the long one runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let j = show_job(&client, "j").await;
+        let done = j.state.tasks_added - j.state.unfinished();
+        if done == 20 && marks.path().join("long.pid").exists() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", j.state.task_counts);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool_dir = server.data_dir.join("nodes/acme/local");
+    let mut digests = 0;
+    let mut agent_pids = Vec::new();
+    for node in ["node-0", "node-1"] {
+        let root = pool_dir.join(node);
+        agent_pids.push(std::fs::read_to_string(root.join("agent.pid")).unwrap());
+        for i in 0..20 {
+            if root.join(format!("tasks/j/t{i}/1/wd/digest.txt")).exists() {
+                digests += 1;
+            }
+        }
+    }
+    assert_eq!(digests, 20);
+    let long_pid = std::fs::read_to_string(marks.path().join("long.pid")).unwrap();
+    assert!(alive(&long_pid));
+
+    client
+        .call(&Request::DeletePool {
+            pool: PoolId::new("local").unwrap(),
+        })
+        .await
+        .unwrap();
+    for pid in agent_pids.iter().chain([&long_pid]) {
+        assert!(!alive(pid), "process {} survived the pool", pid.trim());
+    }
+    assert!(!pool_dir.join("node-0").exists() && !pool_dir.join("node-1").exists());
+    assert!(list_pools(&client).await.is_empty());
+}

@@ -146,6 +146,23 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         }
     }
     tracing::info!(node = %cred.node, "agent registered");
+    // On SIGTERM (the local provider removing this node, or an operator):
+    // take the running tasks down with the agent, since they run in
+    // process groups of their own.
+    let groups = TASK_GROUPS.get_or_init(Default::default);
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::spawn(async move {
+            term.recv().await;
+            for pid in lock_groups(groups).drain() {
+                // SAFETY: kill(2) on a task's process group.
+                unsafe {
+                    libc::kill(-(pid as i32), libc::SIGKILL);
+                }
+            }
+            std::process::exit(0);
+        });
+    }
     // Attempts running now, by (job, task, attempt).
     let running: Arc<Mutex<std::collections::HashSet<(String, String, u32)>>> = Arc::default();
     loop {
@@ -183,6 +200,16 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             });
         }
     }
+}
+
+/// Process groups of the tasks running now (their leaders' pids).
+static TASK_GROUPS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<u32>>> =
+    std::sync::OnceLock::new();
+
+fn lock_groups(
+    groups: &std::sync::Mutex<std::collections::HashSet<u32>>,
+) -> std::sync::MutexGuard<'_, std::collections::HashSet<u32>> {
+    groups.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Errors worth waiting out: the server is away, restarting or busy.
@@ -223,19 +250,18 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             failure: Some((FailureCategory::LaunchFailure, why)),
         },
         Ok(mut child) => {
-            let report = Request::AgentStarted {
-                job: a.job.clone(),
-                task: a.task.clone(),
-                attempt: a.attempt,
-            };
-            if let Err(e) = report_until_recorded(client, &report).await {
-                // Superseded (requeued, terminated): stop it.
-                tracing::info!(task = %a.task, error = %e, "attempt superseded; killing it");
-                kill_group(&child);
-                let _ = child.wait().await;
-                return;
+            let pid = child.id();
+            if let (Some(pid), Some(groups)) = (pid, TASK_GROUPS.get()) {
+                lock_groups(groups).insert(pid);
             }
-            wait(&mut child, &a, started).await
+            let result = started_and_waited(client, &a, &mut child, started).await;
+            if let (Some(pid), Some(groups)) = (pid, TASK_GROUPS.get()) {
+                lock_groups(groups).remove(&pid);
+            }
+            match result {
+                Some(result) => result,
+                None => return,
+            }
         }
     };
     let report = Request::AgentCompleted {
@@ -246,6 +272,33 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     };
     if let Err(e) = report_until_recorded(client, &report).await {
         tracing::warn!(task = %a.task, error = %e, "completion refused");
+    }
+}
+
+/// Reports the start, then waits for the end; None if the attempt was
+/// superseded meanwhile (it is killed).
+async fn started_and_waited(
+    client: &Client,
+    a: &Assignment,
+    child: &mut tokio::process::Child,
+    started: Instant,
+) -> Option<TaskResult> {
+    {
+        {
+            let report = Request::AgentStarted {
+                job: a.job.clone(),
+                task: a.task.clone(),
+                attempt: a.attempt,
+            };
+            if let Err(e) = report_until_recorded(client, &report).await {
+                // Superseded (requeued, terminated): stop it.
+                tracing::info!(task = %a.task, error = %e, "attempt superseded; killing it");
+                kill_group(child);
+                let _ = child.wait().await;
+                return None;
+            }
+            Some(wait(child, a, started).await)
+        }
     }
 }
 

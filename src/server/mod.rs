@@ -8,6 +8,7 @@
 mod config;
 mod connection;
 mod placement;
+pub mod provider;
 mod service;
 
 use std::cell::Cell;
@@ -150,6 +151,10 @@ pub async fn run(
         admin_key,
         server_secret,
         placement,
+        service::Local {
+            data_dir: config.data_dir.clone(),
+            server_addr: addr.to_string(),
+        },
     ));
     let limits = Rc::new(connection::Limits::from(&config));
     let open = Rc::new(OpenConnections::default());

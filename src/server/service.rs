@@ -56,7 +56,14 @@ pub enum CallOutcome {
     Subscription(tokio::task::AbortHandle),
 }
 
+/// What the local provider needs: where nodes live, where agents connect.
+pub struct Local {
+    pub data_dir: std::path::PathBuf,
+    pub server_addr: String,
+}
+
 pub struct Service {
+    local: Local,
     core: Core,
     clock: Arc<dyn Clock>,
     admin_key: String,
@@ -170,8 +177,10 @@ impl Service {
         admin_key: String,
         server_secret: String,
         placement: Rc<super::placement::Placement>,
+        local: Local,
     ) -> Self {
         Service {
+            local,
             core,
             clock,
             admin_key,
@@ -673,7 +682,8 @@ impl Service {
                     entity: stream.to_string(),
                 };
                 self.idempotent(account, &request, body, reply, |extra| async move {
-                    self.core
+                    let outcome = self
+                        .core
                         .execute_with::<Pool>(
                             &stream,
                             PoolCommand::CreatePool { spec },
@@ -681,7 +691,7 @@ impl Service {
                             extra,
                         )
                         .await?;
-                    Ok(())
+                    self.provide_local_nodes(account, &outcome.state).await
                 })
                 .await
             }
@@ -731,7 +741,20 @@ impl Service {
                 exec!(Pool, pool_stream(pool), pool, PoolCommand::DisableAutoscale)
             }
             Request::DeletePool { pool } => {
-                exec!(Pool, pool_stream(pool), pool, PoolCommand::DeletePool)
+                let done: Result<Response, ApiError> =
+                    exec!(Pool, pool_stream(pool), pool, PoolCommand::DeletePool);
+                let done = done?;
+                self.remove_nodes(account, pool).await?;
+                let finished = self
+                    .core
+                    .execute::<Pool>(
+                        &pool_stream(pool),
+                        PoolCommand::FinishDeletion,
+                        self.system_ctx(),
+                    )
+                    .await?;
+                drop(done);
+                Ok(self::done(&pool_stream(pool), finished))
             }
             Request::ListNodes { pool } => {
                 self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
@@ -875,6 +898,94 @@ impl Service {
                 &Caller::Account(account.clone(), Box::default()),
             )),
         }
+    }
+
+    fn system_ctx(&self) -> Ctx {
+        self.ctx(
+            Principal::System {
+                component: "provider".into(),
+            },
+            None,
+        )
+    }
+
+    /// Starts the nodes of a new local pool: one agent process per node on
+    /// this machine. Agents register themselves when they connect.
+    async fn provide_local_nodes(
+        &self,
+        account: &AccountName,
+        pool: &Pool,
+    ) -> Result<(), ApiError> {
+        let Some(spec) = pool.spec.as_ref() else {
+            return Ok(());
+        };
+        if spec.provider != crate::domain::pool::NodeProvider::Local {
+            return Ok(());
+        }
+        for i in 0..pool.target_nodes {
+            let node = NodeId::new(format!("node-{i}")).map_err(internal)?;
+            let stream = StreamId::node(account, &spec.id, &node);
+            self.core
+                .execute::<Node>(
+                    &stream,
+                    NodeCommand::AddNode {
+                        account: account.clone(),
+                        pool: spec.id.clone(),
+                        node: node.clone(),
+                        name: format!("{}-{node}", spec.id),
+                    },
+                    self.system_ctx(),
+                )
+                .await?;
+            let cred = crate::compute::agent::NodeCredential {
+                account: account.clone(),
+                pool: spec.id.clone(),
+                credential: self.node_credential(account, &spec.id, &node),
+                node,
+            };
+            super::provider::start_agent(
+                &self.local.data_dir,
+                &self.local.server_addr,
+                &cred,
+                spec.node_size.task_slots,
+            )?;
+        }
+        let pool_stream = StreamId::pool(account, &spec.id);
+        if let Err(e) = self
+            .core
+            .execute::<Pool>(&pool_stream, PoolCommand::CompleteResize, self.system_ctx())
+            .await
+        {
+            tracing::debug!(%pool_stream, error = %e, "resize already complete");
+        }
+        Ok(())
+    }
+
+    /// Removes every node of a pool being deleted; local agents are
+    /// stopped (with their tasks) and their directories removed.
+    async fn remove_nodes(&self, account: &AccountName, pool: &PoolId) -> Result<(), ApiError> {
+        let nodes = self.list::<Node>(&format!("node/{account}/{pool}/"))?;
+        for n in nodes {
+            let Some(node) = n.state.id.clone() else {
+                continue;
+            };
+            super::provider::stop_agent(&self.local.data_dir, account, pool, &node);
+            let stream = StreamId::node(account, pool, &node);
+            let leave = NodeCommand::RemoveNode {
+                deallocation: crate::domain::pool::Deallocation::Terminate,
+            };
+            if let Err(e) = self
+                .core
+                .execute::<Node>(&stream, leave, self.system_ctx())
+                .await
+            {
+                tracing::debug!(%stream, error = %e, "node already leaving");
+            }
+            self.core
+                .execute::<Node>(&stream, NodeCommand::FinishRemoval, self.system_ctx())
+                .await?;
+        }
+        Ok(())
     }
 
     /// A node agent's requests.
