@@ -1,24 +1,30 @@
-//! The demo "main job" of this stage: the seed's workflow driven through
-//! the real actors and the real event log, with the node agents' reports
-//! made in-process (real agents arrive with the compute layer).
+//! `lote demo`: the main job on the embedded default.
+//!
+//! The seed's figure 4, end to end, with nothing else running: an
+//! in-process server on a local data directory, a local pool of two nodes
+//! (two real agent processes), a job of frame tasks that each digest a
+//! generated input file with `sha256sum`, a progress bar, a summary. Every
+//! 17th frame fails on its first attempt to show retries. At the end the
+//! pool is deleted (its agents stop) and the server shuts down.
 
-use std::sync::Arc;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use crate::actors::{Core, CoreConfig, CoreError};
-use crate::clock::{new_request_id, Clock};
-use crate::domain::account::{Account, AccountCommand};
-use crate::domain::job::{Job, JobCommand, JobSpec, OnAllTasksComplete, OnTaskFailure};
-use crate::domain::node::{AgentInfo, Node, NodeCommand};
-use crate::domain::pool::{
-    NodeProvider, NodeSize, Pool, PoolCommand, PoolSpec, ScaleSettings, SchedulingPolicy,
-};
+use crate::api::{Credential, Request, Response};
+use crate::client::{Client, ClientConfig};
+use crate::domain::job::{Job, JobSpec, OnAllTasksComplete};
+use crate::domain::pool::{PoolSpec, SchedulingPolicy};
 use crate::domain::spec::CommandLine;
-use crate::domain::task::{FailureCategory, Task, TaskCommand, TaskResult, TaskSpec};
-use crate::domain::Ctx;
-use crate::store::{EventStore, StreamId};
-use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
+use crate::domain::task::{TaskBucket, TaskSpec};
+use crate::domain::Versioned;
+use crate::server::{self, ServerConfig};
+use crate::store::Durability;
+use crate::types::{AccountName, JobId, PoolId, TaskId};
 
-/// What the demo did.
+/// Bytes of each generated input file.
+const INPUT_BYTES: usize = 256 * 1024;
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DemoSummary {
     pub account: String,
@@ -30,203 +36,261 @@ pub struct DemoSummary {
     pub retried: u32,
     pub job_status: String,
     pub sample_task: String,
+    pub elapsed_secs: f64,
+    pub outputs: PathBuf,
 }
 
-fn ctx(clock: &dyn Clock, principal: &Principal) -> Ctx {
-    Ctx::live(clock, principal.clone(), new_request_id())
+fn frame_id(i: u32) -> TaskId {
+    TaskId::new(format!("frame-{i:05}")).expect("valid id")
 }
 
-/// Runs the demo workload against `store`. Must run inside an actix system.
-pub async fn run(
-    store: EventStore,
-    clock: Arc<dyn Clock>,
+/// Writes the inputs: deterministic pseudo-random bytes per frame.
+fn generate_inputs(dir: &Path, tasks: u32) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for i in 0..tasks {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(i);
+        let mut bytes = Vec::with_capacity(INPUT_BYTES);
+        while bytes.len() < INPUT_BYTES {
+            // xorshift64*: cheap and good enough to make distinct files.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            bytes.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+        }
+        std::fs::write(dir.join(format!("frame-{i:05}.raw")), &bytes)?;
+    }
+    Ok(())
+}
+
+fn bar(done: u64, total: u64, running: u64) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(0);
+    format!(
+        "[{}{}] {done}/{total} tasks done, {running} running",
+        "#".repeat(filled as usize),
+        ".".repeat((WIDTH - filled) as usize)
+    )
+}
+
+/// Runs the demo; blocks until it is over and nothing is left running.
+pub fn run(data_dir: &Path, tasks: u32, durability: Durability) -> Result<DemoSummary, String> {
+    let inputs = data_dir.join("inputs");
+    let outputs = data_dir.join("outputs");
+    generate_inputs(&inputs, tasks).map_err(|e| format!("cannot write the inputs: {e}"))?;
+    std::fs::create_dir_all(&outputs)
+        .map_err(|e| format!("cannot create {}: {e}", outputs.display()))?;
+
+    let mut config = ServerConfig::new(data_dir, "127.0.0.1:0");
+    config.durability = durability;
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = std::thread::spawn(move || {
+        actix::System::new().block_on(server::run(
+            config,
+            |s| {
+                let _ = addr_tx.send(s.addr.to_string());
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        ))
+    });
+    let addr = match addr_rx.recv() {
+        Ok(a) => a,
+        Err(_) => {
+            return Err(match server.join() {
+                Ok(Err(e)) => e.to_string(),
+                _ => "the in-process server did not start".into(),
+            })
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let result = runtime.block_on(drive(data_dir, &addr, tasks, &inputs, &outputs));
+    let _ = stop_tx.send(());
+    match server.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("server: {e}")),
+        Err(_) => return Err("the in-process server panicked".into()),
+    }
+    result
+}
+
+async fn drive(
+    data_dir: &Path,
+    addr: &str,
     tasks: u32,
-) -> Result<DemoSummary, CoreError> {
-    let core = Core::new(store, clock.clone(), CoreConfig::default());
-    let admin = Principal::Admin;
+    inputs: &Path,
+    outputs: &Path,
+) -> Result<DemoSummary, String> {
+    let err = |e: crate::client::ClientError| e.to_string();
+    let admin_key = std::fs::read_to_string(data_dir.join(server::ADMIN_KEY_FILE))
+        .map_err(|e| format!("admin key: {e}"))?;
+    let admin = Client::new(ClientConfig::new(addr, Credential::Admin, admin_key.trim()));
     let suffix = format!("{:08x}", crate::clock::new_uuid().as_u128() as u32);
     let account = AccountName::new(format!("demo-{suffix}")).expect("valid id");
-    let user = Principal::Account {
-        account: account.clone(),
-    };
-    let c = clock.as_ref();
-
-    core.execute::<Account>(
-        &StreamId::account(&account),
-        AccountCommand::CreateAccount {
+    admin
+        .call(&Request::CreateAccount {
             name: account.clone(),
-        },
-        ctx(c, &admin),
-    )
-    .await?;
-
-    let pool_id = PoolId::new("render").expect("valid id");
-    let spec = PoolSpec {
-        id: pool_id.clone(),
-        account: account.clone(),
-        display_name: "Render farm".into(),
-        node_size: NodeSize {
-            cores: 4,
-            memory_mib: 8192,
-            task_slots: 4,
-        },
-        os: "linux-x86_64".into(),
-        scale: ScaleSettings::Fixed { target_nodes: 2 },
-        node_count_max: 10,
-        inter_node_communication: false,
-        secrets: vec![],
-        start_task: None,
-        scheduling: SchedulingPolicy::Spread,
-        provider: NodeProvider::Local,
+            request_id: None,
+        })
+        .await
+        .map_err(err)?;
+    let Response::Keys { primary, .. } = admin
+        .call(&Request::ShowKeys {
+            name: account.clone(),
+        })
+        .await
+        .map_err(err)?
+    else {
+        return Err("unexpected reply to ShowKeys".into());
     };
-    let pool_stream = StreamId::pool(&account, &pool_id);
-    core.execute::<Pool>(
-        &pool_stream,
-        PoolCommand::CreatePool { spec },
-        ctx(c, &user),
-    )
-    .await?;
-
-    let system = Principal::System {
-        component: "demo".into(),
-    };
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        let node = NodeId::new(format!("node-{i}")).expect("valid id");
-        let stream = StreamId::node(&account, &pool_id, &node);
-        core.execute::<Node>(
-            &stream,
-            NodeCommand::AddNode {
-                account: account.clone(),
-                pool: pool_id.clone(),
-                node: node.clone(),
-                name: format!("tvm-{i}"),
-            },
-            ctx(c, &system),
-        )
-        .await?;
-        let agent = AgentInfo {
-            hostname: "localhost".into(),
-            address: format!("127.0.0.1:{}", 7100 + i),
-            cores: 4,
-            memory_mib: 8192,
-            task_slots: 4,
-            agent_version: env!("CARGO_PKG_VERSION").into(),
-        };
-        let agent_principal = Principal::Node {
+    let client = Client::new(ClientConfig::new(
+        addr,
+        Credential::Account {
             account: account.clone(),
-            pool: pool_id.clone(),
-            node: node.clone(),
-        };
-        core.execute::<Node>(
-            &stream,
-            NodeCommand::RegisterAgent {
-                agent,
-                has_start_task: false,
-            },
-            ctx(c, &agent_principal),
-        )
-        .await?;
-        nodes.push((node, agent_principal));
-    }
-    core.execute::<Pool>(&pool_stream, PoolCommand::CompleteResize, ctx(c, &system))
-        .await?;
+        },
+        primary,
+    ));
 
-    let job_id = JobId::new("frames").expect("valid id");
-    let job_stream = StreamId::job(&account, &job_id);
-    let job_spec = JobSpec {
-        id: job_id.clone(),
-        account: account.clone(),
-        pool: pool_id.clone(),
-        display_name: "Render 'intro' frames".into(),
+    let pool = PoolId::new("render").expect("valid id");
+    let spec = PoolSpec {
+        display_name: "Render farm".into(),
+        scheduling: SchedulingPolicy::Spread,
+        ..PoolSpec::fixed(pool.clone(), account.clone(), 2, 2)
+    };
+    client
+        .call(&Request::CreatePool {
+            spec,
+            request_id: None,
+        })
+        .await
+        .map_err(err)?;
+    let job = JobId::new("frames").expect("valid id");
+    let spec = JobSpec {
+        display_name: "Digest the intro's frames".into(),
         priority: 100,
-        max_wall_clock_secs: None,
         max_task_retries: 2,
         on_all_tasks_complete: OnAllTasksComplete::TerminateJob,
-        on_task_failure: OnTaskFailure::NoAction,
+        ..JobSpec::on_pool(job.clone(), account.clone(), pool.clone())
     };
-    core.execute::<Job>(
-        &job_stream,
-        JobCommand::CreateJob { spec: job_spec },
-        ctx(c, &user),
-    )
-    .await?;
+    client
+        .call(&Request::CreateJob {
+            spec,
+            request_id: None,
+        })
+        .await
+        .map_err(err)?;
 
-    let mut ids = Vec::new();
-    for i in 0..tasks {
-        let id = TaskId::new(format!("frame-{i:05}")).expect("valid id");
-        let mut spec = TaskSpec::simple(
-            id.clone(),
-            CommandLine::Argv(vec!["render".into(), "--frame".into(), i.to_string()]),
-        );
-        spec.display_name = format!("frame {i}");
-        core.add_task(&account, &job_id, spec, ctx(c, &user))
-            .await?;
-        ids.push(id);
+    let started = Instant::now();
+    let specs: Vec<TaskSpec> = (0..tasks)
+        .map(|i| {
+            let input = inputs.join(format!("frame-{i:05}.raw"));
+            let output = outputs.join(format!("frame-{i:05}.sha256"));
+            // Every 17th frame fails its first attempt: a retry to watch.
+            let flaky = if i % 17 == 0 {
+                "[ \"$LOTE_TASK_ATTEMPT\" = 1 ] && { echo 'simulated failure' >&2; exit 3; }; "
+            } else {
+                ""
+            };
+            let line = format!(
+                "{flaky}sha256sum '{}' > digest.txt && cp digest.txt '{}'",
+                input.display(),
+                output.display()
+            );
+            TaskSpec {
+                display_name: format!("frame {i}"),
+                ..TaskSpec::simple(frame_id(i), CommandLine::Shell(line))
+            }
+        })
+        .collect();
+    for batch in specs.chunks(crate::api::ADD_TASKS_BATCH_MAX) {
+        client
+            .call(&Request::AddTasks {
+                job: job.clone(),
+                tasks: batch.to_vec(),
+                request_id: Some(crate::clock::new_uuid()),
+            })
+            .await
+            .map_err(err)?;
     }
 
-    // Every 17th frame fails its first attempt and is retried.
+    // Progress until the job completes (all tasks finished).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let state: Versioned<Job> = loop {
+        let Response::Job(state) = client
+            .call(&Request::ShowJob { job: job.clone() })
+            .await
+            .map_err(err)?
+        else {
+            return Err("unexpected reply to ShowJob".into());
+        };
+        let done = state.state.count(TaskBucket::Succeeded) + state.state.count(TaskBucket::Failed);
+        eprint!(
+            "\r{}",
+            bar(
+                done,
+                u64::from(tasks),
+                state.state.count(TaskBucket::Running)
+            )
+        );
+        let _ = std::io::stderr().flush();
+        if state.state.completed_at.is_some() {
+            eprintln!();
+            break state;
+        }
+        if Instant::now() > deadline {
+            eprintln!();
+            return Err("the job did not finish within 5 minutes".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let elapsed_secs = started.elapsed().as_secs_f64();
+
+    // Count retries from the tasks themselves.
     let mut retried = 0;
-    for (i, id) in ids.iter().enumerate() {
-        let stream = StreamId::task(&account, &job_id, id);
-        let (node, agent) = &nodes[i % nodes.len()];
-        let mut attempts = 0;
-        loop {
-            let assigned = core
-                .execute::<Task>(
-                    &stream,
-                    TaskCommand::AssignTask { node: node.clone() },
-                    ctx(c, &system),
-                )
-                .await?;
-            let attempt = assigned.state.attempt;
-            core.execute::<Task>(&stream, TaskCommand::StartTask { attempt }, ctx(c, agent))
-                .await?;
-            let fail = i % 17 == 0 && attempts == 0;
-            let result = TaskResult {
-                exit_code: Some(if fail { 3 } else { 0 }),
-                signal: None,
-                duration_ms: 1000 + (i as u64 % 7) * 100,
-                failure: fail.then(|| (FailureCategory::NonZeroExit, "exit code 3".to_string())),
-            };
-            let done = core
-                .execute::<Task>(
-                    &stream,
-                    TaskCommand::CompleteTask { attempt, result },
-                    ctx(c, agent),
-                )
-                .await?;
-            attempts += 1;
-            if done.state.status == crate::domain::task::TaskStatus::Completed {
-                break;
-            }
-            retried += 1;
+    let mut after = None;
+    loop {
+        let Response::Tasks { items, next } = client
+            .call(&Request::ListTasks {
+                job: job.clone(),
+                after: after.take(),
+                limit: 0,
+            })
+            .await
+            .map_err(err)?
+        else {
+            return Err("unexpected reply to ListTasks".into());
+        };
+        retried += items.iter().map(|t| t.state.retry_count).sum::<u32>();
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
         }
     }
 
-    let job = core.state::<Job>(&job_stream).await?.state;
-    if let Some(reason) = job.completion_due() {
-        core.execute::<Job>(
-            &job_stream,
-            JobCommand::CompleteJob { reason },
-            ctx(c, &system),
-        )
-        .await?;
-    }
-    let job = core.state::<Job>(&job_stream).await?.state;
-    core.store().flush().await?;
+    // Leave nothing running: the pool's agents stop with it.
+    client
+        .call(&Request::DeletePool { pool: pool.clone() })
+        .await
+        .map_err(err)?;
+
     Ok(DemoSummary {
         account: account.to_string(),
-        pool: pool_stream.to_string(),
-        job: job_stream.to_string(),
+        pool: format!("pool/{account}/{pool}"),
+        job: format!("job/{account}/{job}"),
         tasks,
-        succeeded: job.count(crate::domain::task::TaskBucket::Succeeded),
-        failed: job.count(crate::domain::task::TaskBucket::Failed),
+        succeeded: state.state.count(TaskBucket::Succeeded),
+        failed: state.state.count(TaskBucket::Failed),
         retried,
-        job_status: format!("{:?}", job.status).to_lowercase(),
-        sample_task: ids
-            .first()
-            .map(|id| StreamId::task(&account, &job_id, id).to_string())
+        job_status: serde_json::to_value(state.state.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
+        sample_task: format!("task/{account}/{job}/{}", frame_id(0)),
+        elapsed_secs,
+        outputs: outputs.to_path_buf(),
     })
 }

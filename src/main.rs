@@ -4,13 +4,11 @@ mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use lote::clock::SystemClock;
 use lote::replay::{audit, replay, Audit, ReplayReport};
-use lote::store::{Durability, EventStore, StoreOptions, StreamId, WalRecovery};
+use lote::store::{Durability, EventStore, StreamId, WalRecovery};
 use lote::types::{AccountName, PoolId, Timestamp};
 
 /// lote: batch computing on machines you own.
@@ -285,36 +283,25 @@ fn run(command: Command) -> Result<ExitCode, Fail> {
             tasks,
             durability,
         } => {
-            let store = EventStore::open(
-                &data_dir,
-                StoreOptions {
-                    durability,
-                    ..StoreOptions::default()
-                },
-                Arc::new(SystemClock),
-            )
-            .map_err(|e| e.to_string())?;
-            println!("lote demo: data directory {}", data_dir.display());
-            let summary = actix::System::new()
-                .block_on(lote::demo::run(store.clone(), Arc::new(SystemClock), tasks))
-                .map_err(|e| e.to_string())?;
             println!(
-                "job {}: {} tasks, {} succeeded, {} failed, {} attempts retried; job is {}",
+                "lote demo: data directory {}; an in-process server, a local pool of 2 nodes (2 agent processes), a job of {tasks} frames",
+                data_dir.display()
+            );
+            let summary = lote::demo::run(&data_dir, tasks, durability)?;
+            println!(
+                "{}: {} tasks, {} succeeded, {} failed, {} attempts retried; job is {} ({:.1}s)",
                 summary.job,
                 summary.tasks,
                 summary.succeeded,
                 summary.failed,
                 summary.retried,
-                summary.job_status
+                summary.job_status,
+                summary.elapsed_secs
             );
-            let stats = store.stats();
             println!(
-                "log: {} events in {} write batches (head position {})",
-                stats.events_appended,
-                stats.write_batches,
-                store.head()
+                "outputs (one SHA-256 digest per frame): {}",
+                summary.outputs.display()
             );
-            drop(store);
             let store = EventStore::open_read_only(&data_dir).map_err(|e| e.to_string())?;
             let report = replay(&store).map_err(|e| e.to_string())?;
             print_replay(&report);

@@ -40,11 +40,15 @@ fn run_demo(dir: &Path, tasks: &str) -> String {
     text(&out)
 }
 
+/// Copies the log's files (the top level of the data directory; inputs,
+/// outputs and node directories are not the log).
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
 }
 
@@ -68,7 +72,8 @@ fn demo_then_replay_and_audit_from_the_log() {
     assert_eq!(report["mismatches"].as_array().unwrap().len(), 0);
     assert_eq!(report["entities"]["task"]["completed"], 60);
     assert_eq!(report["entities"]["job"]["completed"], 1);
-    assert_eq!(report["entities"]["node"]["idle"], 2);
+    // The demo deletes its pool at the end: both nodes were removed.
+    assert_eq!(report["entities"]["node"]["removed"], 2);
     assert!(report["events"].as_u64().unwrap() > 60 * 4);
     assert!(
         report["snapshots_checked"].as_u64().unwrap() >= 1,
@@ -112,9 +117,10 @@ fn demo_then_replay_and_audit_from_the_log() {
         ]
     );
     assert_eq!(history[0]["principal"], format!("account:{account}"));
-    assert_eq!(
-        history[2]["principal"],
-        format!("node:{account}/render/node-0")
+    let started_by = history[2]["principal"].as_str().unwrap();
+    assert!(
+        started_by.starts_with(&format!("node:{account}/render/node-")),
+        "{started_by}"
     );
     assert!(history[1]["changed"]["status"].is_array());
     assert_eq!(trail["state"]["status"], "completed");

@@ -12,6 +12,7 @@ use tokio::sync::{watch, Notify};
 use crate::actors::Core;
 use crate::clock::new_request_id;
 use crate::compute::scheduler::{relevant, Scheduler};
+use crate::domain::job::{Job, JobCommand};
 use crate::domain::task::{Task, TaskCommand};
 use crate::domain::Ctx;
 use crate::store::StreamId;
@@ -46,6 +47,7 @@ impl Placement {
 
         let feed = placement.clone();
         let mut feed_stop = stop.clone();
+        let core_for_feed = core.clone();
         tokio::task::spawn_local(async move {
             let mut subscription = store.subscribe(1);
             loop {
@@ -59,6 +61,14 @@ impl Placement {
                     },
                     _ = feed_stop.wait_for(|s| *s) => return,
                 };
+                if feed.ready.get()
+                    && matches!(
+                        envelope.event_type.as_str(),
+                        "JobTaskCountsChanged" | "JobTerminating"
+                    )
+                {
+                    complete_if_due(&core_for_feed, &envelope.stream);
+                }
                 if relevant(envelope.stream.kind()) {
                     feed.scheduler.borrow_mut().observe(&envelope);
                     if envelope.event_type == "TaskAssigned" {
@@ -140,4 +150,33 @@ impl Placement {
     pub fn largest_node(&self, account: &AccountName, pool: &PoolId) -> u32 {
         self.scheduler.borrow().largest_node(account, pool)
     }
+}
+
+/// The job-completion supervisor: a job whose tasks have all finished, and
+/// that asked to complete then (or is terminating), is completed. The job's
+/// own `decide` says whether it is due; this only asks at the right moments.
+fn complete_if_due(core: &Core, job: &StreamId) {
+    let core = core.clone();
+    let job = job.clone();
+    tokio::task::spawn_local(async move {
+        let Ok(state) = core.state::<Job>(&job).await else {
+            return;
+        };
+        if state.state.completion_due().is_none() {
+            return;
+        }
+        let ctx = Ctx::live(
+            core.clock().as_ref(),
+            Principal::System {
+                component: "job-completion".into(),
+            },
+            new_request_id(),
+        );
+        let command = JobCommand::CompleteJob {
+            reason: "all tasks finished".into(),
+        };
+        if let Err(e) = core.execute::<Job>(&job, command, ctx).await {
+            tracing::debug!(%job, error = %e, "job not completed");
+        }
+    });
 }
