@@ -39,7 +39,12 @@ pub fn start_agent(
     let text = toml::to_string(cred).map_err(|e| fail("credential", &e))?;
     write_owner_only(&root.join("node.toml"), &text, "node credential", true)
         .map_err(|e| fail("credential", &e))?;
-    let exe = std::env::current_exe().map_err(|e| fail("lote executable", &e))?;
+    // The agent is this same binary, unless an embedder (a benchmark, a
+    // test harness) names the lote binary to use.
+    let exe = match std::env::var_os("LOTE_AGENT_EXE") {
+        Some(exe) => PathBuf::from(exe),
+        None => std::env::current_exe().map_err(|e| fail("lote executable", &e))?,
+    };
     let log = std::fs::File::create(root.join("agent.log")).map_err(|e| fail("agent log", &e))?;
     let err_log = log.try_clone().map_err(|e| fail("agent log", &e))?;
     let child = std::process::Command::new(exe)
