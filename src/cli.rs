@@ -1053,7 +1053,9 @@ fn render(response: Response) -> (Value, String) {
             json!({ "assignments": assignments.len() }),
             format!("{} assignment(s)\n", assignments.len()),
         ),
-        Response::Recorded => (json!({ "recorded": true }), "recorded\n".into()),
+        Response::Recorded | Response::Registered { .. } => {
+            (json!({ "recorded": true }), "recorded\n".into())
+        }
         Response::Joined { node, credential } => (
             json!({ "node": node, "credential": credential }),
             format!("joined as node {node}\n"),

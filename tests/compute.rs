@@ -392,3 +392,102 @@ async fn a_local_pool_starts_its_agents_runs_tasks_and_deleting_it_stops_everyth
     assert!(!pool_dir.join("node-0").exists() && !pool_dir.join("node-1").exists());
     assert!(list_pools(&client).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_task_keeps_its_node_out_of_placement() {
+    use lote::domain::spec::StartTask;
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let start_task = |line: &str| StartTask {
+        command_line: CommandLine::Shell(line.into()),
+        env: vec![],
+        resource_files: vec![],
+        wait_for_success: true,
+        retry_count_max: 1,
+    };
+    for (pool, line) in [
+        ("good", "echo ready > \"$LOTE_NODE_SHARED_DIR/marker\""),
+        (
+            "bad",
+            "echo tried >> \"$LOTE_NODE_SHARED_DIR/tries\"; exit 7",
+        ),
+    ] {
+        let spec = PoolSpec {
+            provider: NodeProvider::Remote,
+            start_task: Some(start_task(line)),
+            ..PoolSpec::fixed(
+                PoolId::new(pool).unwrap(),
+                AccountName::new("x").unwrap(),
+                0,
+                1,
+            )
+        };
+        client
+            .call(&Request::CreatePool {
+                spec,
+                request_id: None,
+            })
+            .await
+            .unwrap();
+        create_job(&client, pool, pool).await;
+        add(
+            &client,
+            pool,
+            vec![shell("t", "cat \"$LOTE_NODE_SHARED_DIR/marker\"")],
+        )
+        .await;
+    }
+    let token = |pool: &'static str| {
+        let client = &client;
+        async move {
+            match client
+                .call(&Request::ShowJoinToken {
+                    pool: PoolId::new(pool).unwrap(),
+                })
+                .await
+                .unwrap()
+            {
+                Response::JoinToken { token, .. } => token,
+                other => panic!("{other:?}"),
+            }
+        }
+    };
+    let roots = tempfile::tempdir().unwrap();
+    let good_root = roots.path().join("good");
+    let bad_root = roots.path().join("bad");
+    let _good = start_agents(&server, "good", &token("good").await, &[&good_root], 1);
+    let _bad = start_agents(&server, "bad", &token("bad").await, &[&bad_root], 1);
+
+    // The good pool's node runs its start task, then the task.
+    wait_job(&client, "good", Duration::from_secs(30)).await;
+    let t = task(&client, "good", "t").await;
+    assert!(t.state.last_result.unwrap().succeeded());
+
+    // The bad pool's node tried twice (1 retry), failed, and got nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let Response::Nodes(nodes) = client
+            .call(&Request::ListNodes {
+                pool: PoolId::new("bad").unwrap(),
+            })
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        if nodes.len() == 1 && format!("{:?}", nodes[0].state.state) == "StartTaskFailed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{nodes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tries = std::fs::read_to_string(bad_root.join("shared/tries")).unwrap();
+    assert_eq!(tries.lines().count(), 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = task(&client, "bad", "t").await;
+    assert_eq!(
+        t.state.status,
+        TaskStatus::Active,
+        "placed on a node whose start task failed"
+    );
+}

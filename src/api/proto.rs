@@ -8,6 +8,7 @@ use crate::domain::account::{AccountStatus, KeyKind};
 use crate::domain::job::{DisableTasks, Job, JobSpec};
 use crate::domain::node::{AgentInfo, Node};
 use crate::domain::pool::{Deallocation, Pool, PoolSpec};
+use crate::domain::spec::StartTask;
 use crate::domain::task::{Task, TaskResult, TaskSpec};
 use crate::domain::{RejectionCode, Versioned};
 use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timestamp};
@@ -266,6 +267,14 @@ pub enum Request {
         running: u32,
         wait_ms: u32,
     },
+    /// The pool's start task begins on this node (again, after a failure).
+    AgentStartTaskBegin,
+    /// The start task ended; the node takes tasks only after a success.
+    AgentStartTaskFinished {
+        success: bool,
+        exit_code: Option<i32>,
+        message: String,
+    },
     /// The attempt's process started.
     AgentStarted {
         job: JobId,
@@ -346,6 +355,8 @@ impl Request {
             JoinPool,
             AgentRegister,
             AgentPoll,
+            AgentStartTaskBegin,
+            AgentStartTaskFinished,
             AgentStarted,
             AgentCompleted
         )
@@ -435,6 +446,10 @@ pub enum Response {
     },
     /// A report from an agent was recorded (or had been already).
     Recorded,
+    /// The agent is registered; it runs `start_task` first when given.
+    Registered {
+        start_task: Option<StartTask>,
+    },
 }
 
 /// Why a call or a connection failed.

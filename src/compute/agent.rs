@@ -133,17 +133,26 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         task_slots: config.task_slots.max(1),
         agent_version: env!("CARGO_PKG_VERSION").into(),
     };
-    loop {
+    let start_task = loop {
         match client
             .call(&Request::AgentRegister {
                 agent: info.clone(),
             })
             .await
         {
-            Ok(_) => break,
+            Ok(Response::Registered { start_task }) => break start_task,
+            Ok(_) => break None,
             Err(e) if transient(&e) => tokio::time::sleep(RETRY_PAUSE).await,
             Err(e) => return Err(e.into()),
         }
+    };
+    let env = TaskEnv {
+        cred: cred.clone(),
+        root: config.root.clone(),
+        shared: shared_dir.clone(),
+    };
+    if let Some(start_task) = start_task {
+        run_start_task(&client, &env, &start_task).await?;
     }
     tracing::info!(node = %cred.node, "agent registered");
     // On SIGTERM (the local provider removing this node, or an operator):
@@ -202,6 +211,57 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     }
 }
 
+/// Runs the pool's start task (with its retries) and reports each try; the
+/// server keeps the node out of placement unless it succeeds.
+async fn run_start_task(
+    client: &Client,
+    env: &TaskEnv,
+    start_task: &crate::domain::spec::StartTask,
+) -> Result<(), AgentError> {
+    for attempt in 0..=start_task.retry_count_max {
+        report_until_recorded(client, &Request::AgentStartTaskBegin).await?;
+        let dir = env.root.join("starttask");
+        let wd = dir.join("wd");
+        let started = Instant::now();
+        let result = match std::fs::create_dir_all(&wd)
+            .map_err(|e| format!("cannot create {}: {e}", wd.display()))
+            .and_then(|_| {
+                let vars = [("LOTE_START_TASK_ATTEMPT", (attempt + 1).to_string())];
+                spawn(
+                    env,
+                    &start_task.command_line,
+                    &start_task.env,
+                    &vars,
+                    &dir,
+                    &wd,
+                )
+            }) {
+            Ok(mut child) => wait(&mut child, None, started).await,
+            Err(why) => TaskResult {
+                exit_code: None,
+                signal: None,
+                duration_ms: 0,
+                failure: Some((FailureCategory::LaunchFailure, why)),
+            },
+        };
+        let success = result.succeeded();
+        let report = Request::AgentStartTaskFinished {
+            success,
+            exit_code: result.exit_code,
+            message: result
+                .failure
+                .map(|(_, why)| why)
+                .unwrap_or_else(|| "succeeded".into()),
+        };
+        report_until_recorded(client, &report).await?;
+        if success {
+            return Ok(());
+        }
+    }
+    tracing::warn!("the start task failed; this node gets no tasks");
+    Ok(())
+}
+
 /// Process groups of the tasks running now (their leaders' pids).
 static TASK_GROUPS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<u32>>> =
     std::sync::OnceLock::new();
@@ -241,7 +301,14 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     let started = Instant::now();
     let child = std::fs::create_dir_all(&wd)
         .map_err(|e| format!("cannot create {}: {e}", wd.display()))
-        .and_then(|_| spawn(env, &a, &dir, &wd));
+        .and_then(|_| {
+            let vars = [
+                ("LOTE_JOB_ID", a.job.to_string()),
+                ("LOTE_TASK_ID", a.task.to_string()),
+                ("LOTE_TASK_ATTEMPT", a.attempt.to_string()),
+            ];
+            spawn(env, &a.spec.command_line, &a.spec.env, &vars, &dir, &wd)
+        });
     let result = match child {
         Err(why) => TaskResult {
             exit_code: None,
@@ -297,21 +364,31 @@ async fn started_and_waited(
                 let _ = child.wait().await;
                 return None;
             }
-            Some(wait(child, a, started).await)
+            let limit = a
+                .spec
+                .constraints
+                .max_wall_clock_secs
+                .map(Duration::from_secs);
+            Some(wait(child, limit, started).await)
         }
     }
 }
 
+/// Starts a command in `wd` with its output beside it, in a process group
+/// of its own, with the node's `LOTE_*` variables, `vars` and `own` (the
+/// task's or start task's variables).
 fn spawn(
     env: &TaskEnv,
-    a: &Assignment,
+    command_line: &CommandLine,
+    own: &[crate::domain::EnvVar],
+    vars: &[(&str, String)],
     dir: &Path,
     wd: &Path,
 ) -> Result<tokio::process::Child, String> {
     let open = |name: &str| {
         std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
     };
-    let mut cmd = match &a.spec.command_line {
+    let mut cmd = match command_line {
         CommandLine::Shell(line) => {
             let mut c = tokio::process::Command::new("/bin/sh");
             c.arg("-c").arg(line);
@@ -330,18 +407,18 @@ fn spawn(
         // Its own process group: a timeout or a kill takes every child.
         .process_group(0)
         .kill_on_drop(false);
-    for var in &a.spec.env {
+    for var in own {
         cmd.env(&var.name, &var.value);
+    }
+    for (name, value) in vars {
+        cmd.env(name, value);
     }
     cmd.env("LOTE_ACCOUNT", env.cred.account.as_str())
         .env("LOTE_POOL_ID", env.cred.pool.as_str())
         .env("LOTE_NODE_ID", env.cred.node.as_str())
-        .env("LOTE_JOB_ID", a.job.as_str())
-        .env("LOTE_TASK_ID", a.task.as_str())
-        .env("LOTE_TASK_ATTEMPT", a.attempt.to_string())
         .env("LOTE_TASK_WORKING_DIR", wd)
         .env("LOTE_NODE_SHARED_DIR", &env.shared);
-    cmd.spawn().map_err(|e| match &a.spec.command_line {
+    cmd.spawn().map_err(|e| match command_line {
         CommandLine::Argv(argv) => format!("cannot start {:?}: {e}", argv[0]),
         CommandLine::Shell(_) => format!("cannot start /bin/sh: {e}"),
     })
@@ -357,12 +434,11 @@ fn kill_group(child: &tokio::process::Child) {
     }
 }
 
-async fn wait(child: &mut tokio::process::Child, a: &Assignment, started: Instant) -> TaskResult {
-    let limit = a
-        .spec
-        .constraints
-        .max_wall_clock_secs
-        .map(Duration::from_secs);
+async fn wait(
+    child: &mut tokio::process::Child,
+    limit: Option<Duration>,
+    started: Instant,
+) -> TaskResult {
     let status = match limit {
         Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
             Ok(status) => status,

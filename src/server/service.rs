@@ -1005,23 +1005,47 @@ impl Service {
         let node_stream = StreamId::node(account, pool, node);
         match request {
             Request::AgentRegister { agent } => {
+                let pool_state = self
+                    .show::<Pool>(&StreamId::pool(account, pool), pool.as_str())
+                    .await?;
+                let start_task = pool_state.state.spec.and_then(|p| p.start_task);
                 let command = NodeCommand::RegisterAgent {
                     agent,
-                    // Start tasks are not run by agents yet (see the issue notes).
-                    has_start_task: false,
+                    has_start_task: start_task.is_some(),
                 };
                 match self
                     .core
                     .execute::<Node>(&node_stream, command, ctx())
                     .await
                 {
-                    Ok(_) => Ok(Response::Recorded),
+                    Ok(_) => Ok(Response::Registered { start_task }),
                     // An agent restarting on a node that is already up.
                     Err(CoreError::Rejected(r)) if r.code == RejectionCode::NodeStateConflict => {
-                        Ok(Response::Recorded)
+                        Ok(Response::Registered { start_task: None })
                     }
                     Err(e) => Err(e.into()),
                 }
+            }
+            Request::AgentStartTaskBegin => {
+                self.core
+                    .execute::<Node>(&node_stream, NodeCommand::BeginStartTask, ctx())
+                    .await?;
+                Ok(Response::Recorded)
+            }
+            Request::AgentStartTaskFinished {
+                success,
+                exit_code,
+                message,
+            } => {
+                let command = NodeCommand::FinishStartTask {
+                    success,
+                    exit_code,
+                    message,
+                };
+                self.core
+                    .execute::<Node>(&node_stream, command, ctx())
+                    .await?;
+                Ok(Response::Recorded)
             }
             Request::AgentPoll { running, wait_ms } => {
                 let load = NodeCommand::ReportLoad {
