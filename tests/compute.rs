@@ -47,16 +47,7 @@ async fn remote_pool(client: &Client, id: &str, slots: u32, policy: SchedulingPo
         })
         .await
         .unwrap();
-    match client
-        .call(&Request::ShowJoinToken {
-            pool: PoolId::new(id).unwrap(),
-        })
-        .await
-        .unwrap()
-    {
-        Response::JoinToken { token, .. } => token,
-        other => panic!("{other:?}"),
-    }
+    join_token(client, id).await
 }
 
 fn start_agents(
@@ -106,6 +97,32 @@ async fn create_job(client: &Client, id: &str, pool: &str) {
         })
         .await
         .unwrap();
+}
+
+async fn list_nodes(client: &Client, pool: &str) -> Vec<Versioned<lote::domain::node::Node>> {
+    match client
+        .call(&Request::ListNodes {
+            pool: PoolId::new(pool).unwrap(),
+        })
+        .await
+        .unwrap()
+    {
+        Response::Nodes(n) => n,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn join_token(client: &Client, pool: &str) -> String {
+    match client
+        .call(&Request::ShowJoinToken {
+            pool: PoolId::new(pool).unwrap(),
+        })
+        .await
+        .unwrap()
+    {
+        Response::JoinToken { token, .. } => token,
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn add(client: &Client, job: &str, tasks: Vec<TaskSpec>) {
@@ -292,15 +309,7 @@ async fn pack_fills_one_node_before_the_next_and_oversized_tasks_are_refused() {
     // Wait for both nodes to be up before adding work.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let Response::Nodes(n) = client
-            .call(&Request::ListNodes {
-                pool: PoolId::new("packed").unwrap(),
-            })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
+        let n = list_nodes(&client, "packed").await;
         if n.len() == 2 && n.iter().all(|n| format!("{:?}", n.state.state) == "Idle") {
             break;
         }
@@ -437,26 +446,23 @@ async fn a_failed_start_task_keeps_its_node_out_of_placement() {
         )
         .await;
     }
-    let token = |pool: &'static str| {
-        let client = &client;
-        async move {
-            match client
-                .call(&Request::ShowJoinToken {
-                    pool: PoolId::new(pool).unwrap(),
-                })
-                .await
-                .unwrap()
-            {
-                Response::JoinToken { token, .. } => token,
-                other => panic!("{other:?}"),
-            }
-        }
-    };
     let roots = tempfile::tempdir().unwrap();
     let good_root = roots.path().join("good");
     let bad_root = roots.path().join("bad");
-    let _good = start_agents(&server, "good", &token("good").await, &[&good_root], 1);
-    let _bad = start_agents(&server, "bad", &token("bad").await, &[&bad_root], 1);
+    let _good = start_agents(
+        &server,
+        "good",
+        &join_token(&client, "good").await,
+        &[&good_root],
+        1,
+    );
+    let _bad = start_agents(
+        &server,
+        "bad",
+        &join_token(&client, "bad").await,
+        &[&bad_root],
+        1,
+    );
 
     // The good pool's node runs its start task, then the task.
     wait_job(&client, "good", Duration::from_secs(30)).await;
@@ -466,15 +472,7 @@ async fn a_failed_start_task_keeps_its_node_out_of_placement() {
     // The bad pool's node tried twice (1 retry), failed, and got nothing.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let Response::Nodes(nodes) = client
-            .call(&Request::ListNodes {
-                pool: PoolId::new("bad").unwrap(),
-            })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
+        let nodes = list_nodes(&client, "bad").await;
         if nodes.len() == 1 && format!("{:?}", nodes[0].state.state) == "StartTaskFailed" {
             break;
         }
