@@ -231,8 +231,23 @@ pub enum PoolCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
-    List { pool: PoolId },
-    Show { pool: PoolId, node: NodeId },
+    List {
+        pool: PoolId,
+    },
+    Show {
+        pool: PoolId,
+        node: NodeId,
+    },
+    /// Place no new tasks on the node; running ones finish.
+    Disable {
+        pool: PoolId,
+        node: NodeId,
+    },
+    /// Place tasks on the node again.
+    Enable {
+        pool: PoolId,
+        node: NodeId,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,6 +293,16 @@ pub enum JobCmd {
     },
     Delete {
         id: JobId,
+    },
+    /// Wait until no task of the job is queued or running; with --progress
+    /// a live bar on stderr. Exits 1 if any task failed.
+    Wait {
+        id: JobId,
+        #[arg(long)]
+        progress: bool,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long)]
+        timeout_secs: Option<u64>,
     },
 }
 
@@ -541,6 +566,8 @@ fn from_client_error(e: ClientError, addr: &str) -> Failure {
 /// Runs a client command; prints its result; returns the exit code.
 pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
     let output = conn.output;
+    // `job wait` succeeds as a call but exits 1 when a task failed.
+    let waiting = matches!(command, ClientCommand::Job(JobCmd::Wait { .. }));
     let result = credentials(&command, &conn).and_then(|config| {
         let addr = config.addr.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -561,6 +588,13 @@ pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
             match output {
                 Output::Json => println!("{json_value}"),
                 Output::Table => print!("{table}"),
+            }
+            let failed = json_value["task_counts"]["failed"].as_u64().unwrap_or(0);
+            if waiting && failed > 0 {
+                if output == Output::Table {
+                    eprintln!("lote: {failed} task(s) failed; see them with: lote task list JOB");
+                }
+                return ExitCode::FAILURE;
             }
             ExitCode::SUCCESS
         }
@@ -697,6 +731,8 @@ async fn execute(
         ClientCommand::Node(cmd) => match cmd {
             NodeCmd::List { pool } => call(Request::ListNodes { pool }).await?,
             NodeCmd::Show { pool, node } => call(Request::ShowNode { pool, node }).await?,
+            NodeCmd::Disable { pool, node } => call(Request::DisableNode { pool, node }).await?,
+            NodeCmd::Enable { pool, node } => call(Request::EnableNode { pool, node }).await?,
         },
         ClientCommand::Job(cmd) => match cmd {
             JobCmd::Create {
@@ -735,6 +771,43 @@ async fn execute(
                 call(Request::TerminateJob { job: id, reason }).await?
             }
             JobCmd::Delete { id } => call(Request::DeleteJob { job: id }).await?,
+            JobCmd::Wait {
+                id,
+                progress,
+                timeout_secs,
+            } => {
+                use lote::domain::task::TaskBucket;
+                let started = std::time::Instant::now();
+                let job = loop {
+                    let Response::Job(job) = call(Request::ShowJob { job: id.clone() }).await?
+                    else {
+                        return Err(ClientError::Protocol("expected a job".into()));
+                    };
+                    let s = &job.state;
+                    if progress {
+                        let done = s.count(TaskBucket::Succeeded) + s.count(TaskBucket::Failed);
+                        eprint!(
+                            "\r{done}/{} done: {} succeeded, {} failed, {} running, {} queued   ",
+                            s.tasks_added,
+                            s.count(TaskBucket::Succeeded),
+                            s.count(TaskBucket::Failed),
+                            s.count(TaskBucket::Running),
+                            s.count(TaskBucket::Active)
+                        );
+                    }
+                    if s.unfinished() == 0 {
+                        if progress {
+                            eprintln!();
+                        }
+                        break job;
+                    }
+                    if timeout_secs.is_some_and(|t| started.elapsed().as_secs() >= t) {
+                        return Err(ClientError::Timeout(started.elapsed()));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                };
+                Response::Job(job)
+            }
         },
         ClientCommand::Task(cmd) => match cmd {
             TaskCmd::Add {

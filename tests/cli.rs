@@ -162,6 +162,14 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("added 120 task(s)"), "{}", text(&out));
+    // The pool is local: its two agents run the tasks. `render` is no
+    // program here, so those fail, and `job wait` says so with exit 1.
+    let out = cli.run(&["job", "wait", "frames", "--timeout-secs", "60"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("120 task(s) failed"), "{}", text(&out));
+    let (_, hello) = cli.json(&["task", "show", "frames", "frame-0"]);
+    assert_eq!(hello["status"], "completed");
+    assert_eq!(hello["last_result"]["exit_code"], 0);
     let (_, tasks) = cli.json(&["task", "list", "frames"]);
     assert_eq!(tasks.as_array().unwrap().len(), 121);
     let (_, some) = cli.json(&["task", "list", "frames", "--limit", "5"]);
@@ -170,6 +178,12 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     assert_eq!(task["spec"]["command_line"]["shell"], "render --frame 7");
     let (_, job) = cli.json(&["job", "show", "frames"]);
     assert_eq!(job["tasks_added"], 121);
+    let out = cli.run(&["node", "disable", "render", "node-0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let (_, node) = cli.json(&["node", "show", "render", "node-0"]);
+    assert_eq!(node["state"], "offline");
+    let out = cli.run(&["node", "enable", "render", "node-0"]);
+    assert!(out.status.success(), "{}", text(&out));
     assert_eq!(job["spec"]["priority"], -5);
     let out = cli.run(&["job", "list"]);
     assert!(

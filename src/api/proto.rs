@@ -193,6 +193,15 @@ pub enum Request {
         pool: PoolId,
         node: NodeId,
     },
+    /// Stop placing tasks on the node (running ones finish).
+    DisableNode {
+        pool: PoolId,
+        node: NodeId,
+    },
+    EnableNode {
+        pool: PoolId,
+        node: NodeId,
+    },
     CreateJob {
         spec: JobSpec,
         request_id: Option<uuid::Uuid>,
@@ -339,6 +348,8 @@ impl Request {
             ShowJoinToken,
             ListNodes,
             ShowNode,
+            DisableNode,
+            EnableNode,
             CreateJob,
             ListJobs,
             ShowJob,

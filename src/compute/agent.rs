@@ -186,6 +186,14 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             Ok(Response::Work { assignments }) => assignments,
             Ok(_) => Vec::new(),
             Err(e) if transient(&e) => {
+                // A node whose directory is gone was removed while the
+                // server was away: nothing is left to serve.
+                if !config.root.join("node.toml").exists() {
+                    return Err(AgentError::Setup(format!(
+                        "{} was removed; this node is gone",
+                        config.root.display()
+                    )));
+                }
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }

@@ -766,6 +766,18 @@ impl Service {
                 self.show::<Node>(&StreamId::node(account, pool, node), node.as_str())
                     .await?,
             )),
+            Request::DisableNode { pool, node } => exec!(
+                Node,
+                StreamId::node(account, pool, node),
+                node,
+                NodeCommand::DisableScheduling
+            ),
+            Request::EnableNode { pool, node } => exec!(
+                Node,
+                StreamId::node(account, pool, node),
+                node,
+                NodeCommand::EnableScheduling
+            ),
             Request::CreateJob { spec, .. } => {
                 let mut spec = spec.clone();
                 spec.account = account.clone();

@@ -157,6 +157,42 @@ impl Drop for ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+        stop_local_agents(&self.data_dir);
+    }
+}
+
+/// Local pools' agents are detached from the server on purpose (they
+/// outlive a restart); a test must still leave nothing running. SIGTERM
+/// makes each agent kill its tasks' process groups before it exits.
+pub fn stop_local_agents(data_dir: &Path) {
+    fn walk(dir: &Path, pids: &mut Vec<i32>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("tasks") {
+                    walk(&path, pids);
+                }
+            } else if path.file_name().is_some_and(|n| n == "agent.pid") {
+                if let Ok(pid) = std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .parse()
+                {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    let mut pids = Vec::new();
+    walk(&data_dir.join("nodes"), &mut pids);
+    for pid in pids {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{pid}")])
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
