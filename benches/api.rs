@@ -42,27 +42,10 @@ fn main() {
     }
 
     let data = tempfile::tempdir().expect("temp dir");
-    let config = ServerConfig::new(data.path(), "127.0.0.1:0");
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_thread = std::thread::spawn(move || {
-        actix::System::new().block_on(async move {
-            server::run(
-                config,
-                |s| addr_tx.send(s.addr).expect("report address"),
-                async move {
-                    let _ = stop_rx.await;
-                },
-            )
-            .await
-            .expect("server runs")
-        })
-    });
-    let addr = addr_rx.recv().expect("server started").to_string();
-    let admin_key = std::fs::read_to_string(data.path().join(server::ADMIN_KEY_FILE))
-        .expect("admin key")
-        .trim()
-        .to_string();
+    let server = server::Embedded::start(ServerConfig::new(data.path(), "127.0.0.1:0"))
+        .expect("server starts");
+    let addr = server.addr.to_string();
+    let admin_key = server.admin_key.clone();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -184,6 +167,5 @@ fn main() {
             tasks as f64 / elapsed
         );
     });
-    let _ = stop_tx.send(());
-    server_thread.join().expect("server thread");
+    server.stop().expect("server stops cleanly");
 }

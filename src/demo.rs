@@ -82,53 +82,26 @@ pub fn run(data_dir: &Path, tasks: u32, durability: Durability) -> Result<DemoSu
 
     let mut config = ServerConfig::new(data_dir, "127.0.0.1:0");
     config.durability = durability;
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = std::thread::spawn(move || {
-        actix::System::new().block_on(server::run(
-            config,
-            |s| {
-                let _ = addr_tx.send(s.addr.to_string());
-            },
-            async move {
-                let _ = stop_rx.await;
-            },
-        ))
-    });
-    let addr = match addr_rx.recv() {
-        Ok(a) => a,
-        Err(_) => {
-            return Err(match server.join() {
-                Ok(Err(e)) => e.to_string(),
-                _ => "the in-process server did not start".into(),
-            })
-        }
-    };
+    let server = server::Embedded::start(config).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let result = runtime.block_on(drive(data_dir, &addr, tasks, &inputs, &outputs));
-    let _ = stop_tx.send(());
-    match server.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(format!("server: {e}")),
-        Err(_) => return Err("the in-process server panicked".into()),
-    }
+    let addr = server.addr.to_string();
+    let result = runtime.block_on(drive(&server.admin_key, &addr, tasks, &inputs, &outputs));
+    server.stop().map_err(|e| format!("server: {e}"))?;
     result
 }
 
 async fn drive(
-    data_dir: &Path,
+    admin_key: &str,
     addr: &str,
     tasks: u32,
     inputs: &Path,
     outputs: &Path,
 ) -> Result<DemoSummary, String> {
     let err = |e: crate::client::ClientError| e.to_string();
-    let admin_key = std::fs::read_to_string(data_dir.join(server::ADMIN_KEY_FILE))
-        .map_err(|e| format!("admin key: {e}"))?;
-    let admin = Client::new(ClientConfig::new(addr, Credential::Admin, admin_key.trim()));
+    let admin = Client::new(ClientConfig::new(addr, Credential::Admin, admin_key));
     let suffix = format!("{:08x}", crate::clock::new_uuid().as_u128() as u32);
     let account = AccountName::new(format!("demo-{suffix}")).expect("valid id");
     admin
