@@ -248,6 +248,27 @@ pub enum NodeCmd {
         pool: PoolId,
         node: NodeId,
     },
+    /// Restart the node's agent: its tasks are requeued (no retry used),
+    /// the pool's start task runs again, then the node takes work.
+    Reboot {
+        pool: PoolId,
+        node: NodeId,
+    },
+    /// Take the node out of its pool; it loses its files, name and
+    /// address. A local node's agent is stopped.
+    ///
+    /// Examples:
+    ///   lote node remove render node-3                      # requeue its tasks
+    ///   lote node remove render node-3 --deallocation taskcompletion
+    Remove {
+        pool: PoolId,
+        node: NodeId,
+        /// requeue: kill its tasks and queue them again (no retry used);
+        /// terminate: kill and fail them; taskcompletion: give it no new
+        /// work and remove it when its tasks end.
+        #[arg(long, value_enum, default_value = "requeue")]
+        deallocation: Deallocation,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -350,6 +371,42 @@ pub enum TaskCmd {
     Delete {
         job: JobId,
         id: TaskId,
+    },
+    /// Add many tasks from a JSON Lines file (`-` for stdin), one task per
+    /// line, sent in durable batches. Each batch carries a request id
+    /// derived from its content, so running the same command again after
+    /// a failure does not add a batch twice.
+    ///
+    /// A line: {"id": "frame-1", "command": "./render 1"} with optional
+    /// "argv": ["./render", "1"] instead of "command", "display_name",
+    /// "env": {"NAME": "value"}, "required_slots", "max_wall_clock_secs",
+    /// "max_task_retries", "retention_secs". Blank lines and lines starting
+    /// with // are skipped.
+    AddMany {
+        job: JobId,
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+        /// Tasks per batch (at most 1000).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+    /// Print an attempt's stdout (or --stderr), read from its node.
+    ///
+    /// Examples:
+    ///   lote task output frames frame-7
+    ///   lote task output frames frame-7 --stderr --attempt 1
+    ///   lote task output frames frame-7 --follow      # until it ends
+    Output {
+        job: JobId,
+        id: TaskId,
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing what the attempt writes until it ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Which attempt (default: the latest).
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
     },
 }
 
@@ -733,6 +790,19 @@ async fn execute(
             NodeCmd::Show { pool, node } => call(Request::ShowNode { pool, node }).await?,
             NodeCmd::Disable { pool, node } => call(Request::DisableNode { pool, node }).await?,
             NodeCmd::Enable { pool, node } => call(Request::EnableNode { pool, node }).await?,
+            NodeCmd::Reboot { pool, node } => call(Request::RebootNode { pool, node }).await?,
+            NodeCmd::Remove {
+                pool,
+                node,
+                deallocation,
+            } => {
+                call(Request::RemoveNode {
+                    pool,
+                    node,
+                    deallocation,
+                })
+                .await?
+            }
         },
         ClientCommand::Job(cmd) => match cmd {
             JobCmd::Create {
@@ -894,6 +964,18 @@ async fn execute(
                 .await?
             }
             TaskCmd::Delete { job, id } => call(Request::DeleteTask { job, task: id }).await?,
+            TaskCmd::AddMany {
+                job,
+                from_file,
+                batch,
+            } => add_many(&client, job, &from_file, batch).await?,
+            TaskCmd::Output {
+                job,
+                id,
+                stderr,
+                follow,
+                attempt,
+            } => return task_output(&client, output, job, id, stderr, follow, attempt).await,
         },
         ClientCommand::Events(EventsCmd::Tail { from, count }) => {
             let mut events = client.tail(from).await?;
@@ -920,6 +1002,238 @@ async fn execute(
         }
     };
     Ok(Some(render(response)))
+}
+
+/// One line of a `task add-many` file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskLine {
+    id: TaskId,
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    argv: Option<Vec<String>>,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    required_slots: Option<u32>,
+    #[serde(default)]
+    max_wall_clock_secs: Option<u64>,
+    #[serde(default)]
+    max_task_retries: Option<u32>,
+    #[serde(default)]
+    retention_secs: Option<u64>,
+}
+
+impl TaskLine {
+    fn into_spec(self) -> Result<TaskSpec, String> {
+        let command_line = match (self.command, self.argv) {
+            (Some(c), None) => CommandLine::Shell(c),
+            (None, Some(a)) if !a.is_empty() => CommandLine::Argv(a),
+            (None, Some(_)) => return Err("\"argv\" is empty".into()),
+            (None, None) => {
+                return Err("a task needs \"command\" (a shell line) or \"argv\"".into())
+            }
+            (Some(_), Some(_)) => return Err("give \"command\" or \"argv\", not both".into()),
+        };
+        let mut spec = TaskSpec::simple(self.id, command_line);
+        spec.display_name = self.display_name;
+        spec.env = self
+            .env
+            .into_iter()
+            .map(|(name, value)| lote::domain::EnvVar { name, value })
+            .collect();
+        spec.required_slots = self.required_slots.unwrap_or(1);
+        spec.constraints.max_wall_clock_secs = self.max_wall_clock_secs;
+        spec.constraints.max_task_retries = self.max_task_retries;
+        spec.constraints.retention_secs = self.retention_secs;
+        spec.validate().map_err(|r| r.detail)?;
+        Ok(spec)
+    }
+}
+
+/// Bytes of task specs per batch, well inside the 4 MiB frame limit.
+const ADD_MANY_BATCH_BYTES_MAX: usize = 2 << 20;
+
+/// `task add-many`: the whole file is checked before anything is sent, so
+/// a bad line adds nothing.
+async fn add_many(
+    client: &Client,
+    job: JobId,
+    path: &std::path::Path,
+    batch: usize,
+) -> Result<Response, ClientError> {
+    use sha2::Digest;
+    use std::io::BufRead;
+    let usage = |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut specs = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| usage(format!("{}: line {}: {e}", path.display(), n + 1)))?;
+        let text = line.trim();
+        if text.is_empty() || text.starts_with("//") {
+            continue;
+        }
+        let spec = serde_json::from_str::<TaskLine>(text)
+            .map_err(|e| e.to_string())
+            .and_then(TaskLine::into_spec)
+            .map_err(|e| usage(format!("{}: line {}: {e}", path.display(), n + 1)))?;
+        if !ids.insert(spec.id.clone()) {
+            return Err(usage(format!(
+                "{}: line {}: task {} appears twice",
+                path.display(),
+                n + 1,
+                spec.id
+            )));
+        }
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return Err(usage(format!("{} holds no task", path.display())));
+    }
+    let batch = batch.clamp(1, lote::api::ADD_TASKS_BATCH_MAX);
+    let mut added = 0u32;
+    let mut rest = specs.as_slice();
+    while !rest.is_empty() {
+        let mut take = 0;
+        let mut bytes = 0;
+        while take < rest.len() && take < batch {
+            let size = serde_json::to_vec(&rest[take])
+                .map(|v| v.len())
+                .unwrap_or(0);
+            if take > 0 && bytes + size > ADD_MANY_BATCH_BYTES_MAX {
+                break;
+            }
+            bytes += size;
+            take += 1;
+        }
+        let (now, later) = rest.split_at(take);
+        // The same batch of the same job always gets the same request id.
+        let mut hash = sha2::Sha256::new();
+        hash.update(job.as_str().as_bytes());
+        hash.update(serde_json::to_vec(now).unwrap_or_default());
+        let digest = hash.finalize();
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(&digest[..16]);
+        let request_id = uuid::Builder::from_random_bytes(raw).into_uuid();
+        let request = Request::AddTasks {
+            job: job.clone(),
+            tasks: now.to_vec(),
+            request_id: Some(request_id),
+        };
+        let mut tries = 0;
+        loop {
+            match client.call(&request).await {
+                Ok(_) => break,
+                Err(e) if is_transient(&e) && tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        added += now.len() as u32;
+        rest = later;
+    }
+    Ok(Response::TasksAdded { job, count: added })
+}
+
+fn is_transient(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } | ClientError::Disconnected(_) | ClientError::Timeout(_) => {
+            true
+        }
+        ClientError::Api(a) | ClientError::Refused(a) => a.retryable(),
+        ClientError::Protocol(_) => false,
+    }
+}
+
+/// `task output`: prints the bytes as they are on the node (table output)
+/// or one JSON object with them as text.
+async fn task_output(
+    client: &Client,
+    output: Output,
+    job: JobId,
+    task: TaskId,
+    stderr: bool,
+    follow: bool,
+    attempt: u32,
+) -> Result<Rendered, ClientError> {
+    use std::io::Write;
+    let stream = if stderr {
+        lote::api::OutputStream::Stderr
+    } else {
+        lote::api::OutputStream::Stdout
+    };
+    let mut offset = 0u64;
+    let mut attempt = attempt;
+    let mut collected = Vec::new();
+    let mut node: Option<NodeId>;
+    loop {
+        let Response::TaskOutput {
+            node: on,
+            attempt: a,
+            chunk,
+            completed,
+        } = client
+            .call(&Request::ReadTaskOutput {
+                job: job.clone(),
+                task: task.clone(),
+                attempt,
+                stream,
+                offset,
+                max_bytes: lote::api::OUTPUT_CHUNK_MAX,
+            })
+            .await?
+        else {
+            return Err(ClientError::Protocol("expected task output".into()));
+        };
+        // Follow the attempt first read, even if a retry starts meanwhile.
+        attempt = a;
+        node = Some(on);
+        let got = chunk.data.len() as u64;
+        offset = chunk.offset + got;
+        match output {
+            Output::Table => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&chunk.data)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| ClientError::Protocol(format!("cannot write output: {e}")))?;
+            }
+            Output::Json => collected.extend_from_slice(&chunk.data),
+        }
+        let at_end = offset >= chunk.size;
+        if at_end && (!follow || completed) {
+            break;
+        }
+        if at_end {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+    Ok(match output {
+        Output::Table => None,
+        Output::Json => Some((
+            json!({
+                "job": job,
+                "task": task,
+                "attempt": attempt,
+                "node": node,
+                "stream": if stderr { "stderr" } else { "stdout" },
+                "bytes": collected.len(),
+                "text": String::from_utf8_lossy(&collected),
+            }),
+            String::new(),
+        )),
+    })
 }
 
 fn event_json(e: &EventView) -> Value {
@@ -1122,7 +1436,11 @@ fn render(response: Response) -> (Value, String) {
             (value, table(&["id", "status", "version"], rows))
         }
         Response::Subscribed { from } => (json!({ "subscribed_from": from }), format!("subscribed from {from}\n")),
-        Response::Work { assignments } => (
+        Response::TaskOutput { chunk, .. } => (
+            json!({ "offset": chunk.offset, "bytes": chunk.data.len(), "size": chunk.size }),
+            String::from_utf8_lossy(&chunk.data).into_owned(),
+        ),
+        Response::Work { assignments, .. } => (
             json!({ "assignments": assignments.len() }),
             format!("{} assignment(s)\n", assignments.len()),
         ),

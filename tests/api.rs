@@ -9,12 +9,12 @@ use std::time::Duration;
 use lote::api::auth::sign;
 use lote::api::{
     ApiError, Call, ClientFrame, Credential, ErrorKind, Hello, Request, Response, ServerFrame,
-    MAGIC,
+    MAGIC, PROTOCOL_VERSION,
 };
 use lote::client::call_frame;
 use lote::domain::account::KeyKind;
 use lote::domain::job::{DisableTasks, JobSpec};
-use lote::domain::pool::{Deallocation, NodeProvider, PoolSpec};
+use lote::domain::pool::{Deallocation, NodeProvider, PoolSpec, ResizeState};
 use lote::domain::spec::CommandLine;
 use lote::domain::task::TaskSpec;
 use lote::domain::RejectionCode;
@@ -448,9 +448,21 @@ async fn the_same_request_id_creates_once_even_across_a_restart() {
         }
     }
     assert_eq!(created, 1000);
-    let pools = list_pools(&client).await;
+    // The pool supervisor completes the (remote) pool's initial resize
+    // once; wait for that, then the stream must hold exactly those two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pools = loop {
+        let pools = list_pools(&client).await;
+        if pools[0].state.resize == ResizeState::Steady || std::time::Instant::now() > deadline {
+            break pools;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(pools.len(), 1);
-    assert_eq!(pools[0].version, 1, "one PoolCreated event, nothing more");
+    assert_eq!(
+        pools[0].version, 2,
+        "one PoolCreated and one PoolResizeCompleted, nothing more"
+    );
 
     // Same id, another body: refused.
     let other = Request::CreatePool {
@@ -603,7 +615,8 @@ async fn hostile_connections_hurt_only_themselves() {
     match future.frame().await {
         Some(ServerFrame::Goodbye { error }) => {
             assert_eq!(error.kind, ErrorKind::UnsupportedVersion);
-            assert!(error.message.contains("version 1"), "{}", error.message);
+            let ours = format!("version {PROTOCOL_VERSION}");
+            assert!(error.message.contains(&ours), "{}", error.message);
         }
         other => panic!("expected an unsupported-version goodbye, got {other:?}"),
     }

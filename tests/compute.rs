@@ -1,175 +1,20 @@
 //! Jobs that really run: the server binary, agent processes that join a
 //! remote pool with its token, tasks as real processes.
 
+mod compute_support;
 mod server_support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lote::api::{Request, Response};
-use lote::client::Client;
-use lote::domain::job::JobSpec;
+use compute_support::*;
+use lote::api::Request;
 use lote::domain::pool::{NodeProvider, PoolSpec, SchedulingPolicy};
 use lote::domain::spec::CommandLine;
-use lote::domain::task::{FailureCategory, Task, TaskSpec, TaskStatus};
-use lote::domain::Versioned;
+use lote::domain::task::{FailureCategory, TaskSpec, TaskStatus};
 use lote::types::{AccountName, JobId, PoolId, TaskId};
 use server_support::*;
-
-/// Agent processes, killed when dropped.
-struct Agents(Vec<Child>);
-
-impl Drop for Agents {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-async fn remote_pool(client: &Client, id: &str, slots: u32, policy: SchedulingPolicy) -> String {
-    let spec = PoolSpec {
-        provider: NodeProvider::Remote,
-        scheduling: policy,
-        ..PoolSpec::fixed(
-            PoolId::new(id).unwrap(),
-            AccountName::new("x").unwrap(),
-            0,
-            slots,
-        )
-    };
-    client
-        .call(&Request::CreatePool {
-            spec,
-            request_id: None,
-        })
-        .await
-        .unwrap();
-    join_token(client, id).await
-}
-
-fn start_agents(
-    server: &ServerProcess,
-    pool: &str,
-    token: &str,
-    roots: &[&Path],
-    slots: u32,
-) -> Agents {
-    Agents(
-        roots
-            .iter()
-            .enumerate()
-            .map(|(i, root)| {
-                Command::new(lote_bin())
-                    .args([
-                        "agent",
-                        "--server",
-                        &server.addr,
-                        "--pool-account",
-                        "acme",
-                        "--pool",
-                        pool,
-                    ])
-                    .args(["--join-token", token, "--slots", &slots.to_string()])
-                    .args(["--name", &format!("agent-{i}")])
-                    .arg("--root")
-                    .arg(root)
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect(),
-    )
-}
-
-async fn create_job(client: &Client, id: &str, pool: &str) {
-    let spec = JobSpec::on_pool(
-        JobId::new(id).unwrap(),
-        AccountName::new("x").unwrap(),
-        PoolId::new(pool).unwrap(),
-    );
-    client
-        .call(&Request::CreateJob {
-            spec,
-            request_id: None,
-        })
-        .await
-        .unwrap();
-}
-
-async fn list_nodes(client: &Client, pool: &str) -> Vec<Versioned<lote::domain::node::Node>> {
-    match client
-        .call(&Request::ListNodes {
-            pool: PoolId::new(pool).unwrap(),
-        })
-        .await
-        .unwrap()
-    {
-        Response::Nodes(n) => n,
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn join_token(client: &Client, pool: &str) -> String {
-    match client
-        .call(&Request::ShowJoinToken {
-            pool: PoolId::new(pool).unwrap(),
-        })
-        .await
-        .unwrap()
-    {
-        Response::JoinToken { token, .. } => token,
-        other => panic!("{other:?}"),
-    }
-}
-
-async fn add(client: &Client, job: &str, tasks: Vec<TaskSpec>) {
-    client
-        .call(&Request::AddTasks {
-            job: JobId::new(job).unwrap(),
-            tasks,
-            request_id: None,
-        })
-        .await
-        .unwrap();
-}
-
-fn shell(id: &str, line: &str) -> TaskSpec {
-    TaskSpec::simple(TaskId::new(id).unwrap(), CommandLine::Shell(line.into()))
-}
-
-/// Waits until no task of the job is queued or running.
-async fn wait_job(client: &Client, job: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        let j = show_job(client, job).await;
-        if j.state.tasks_added > 0 && j.state.unfinished() == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {job} unfinished: {:?}",
-            j.state.task_counts
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn task(client: &Client, job: &str, id: &str) -> Versioned<Task> {
-    match client
-        .call(&Request::ShowTask {
-            job: JobId::new(job).unwrap(),
-            task: TaskId::new(id).unwrap(),
-        })
-        .await
-        .unwrap()
-    {
-        Response::Task(t) => t,
-        other => panic!("{other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_agents_run_tasks_with_retries_launch_failures_and_timeouts() {
@@ -327,12 +172,6 @@ async fn pack_fills_one_node_before_the_next_and_oversized_tasks_are_refused() {
         placed.insert(t.state.placement.unwrap().node.to_string());
     }
     assert_eq!(placed.len(), 1, "pack used {placed:?}");
-}
-
-fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

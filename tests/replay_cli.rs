@@ -101,26 +101,31 @@ fn demo_then_replay_and_audit_from_the_log() {
     let types: Vec<&str> = history
         .iter()
         .map(|e| e["event_type"].as_str().unwrap())
+        .filter(|t| *t != "TaskStarted")
         .collect();
-    // frame 0 fails once (every 17th frame does) and is retried.
+    // frame 0 fails once (every 17th frame does) and is retried. (An
+    // attempt that ends within the agent's start-report delay is recorded
+    // without a TaskStarted; a slower one has it.)
     assert_eq!(
         types,
         [
             "TaskAdded",
             "TaskAssigned",
-            "TaskStarted",
             "TaskCompleted",
             "TaskRetried",
             "TaskAssigned",
-            "TaskStarted",
             "TaskCompleted"
         ]
     );
     assert_eq!(history[0]["principal"], format!("account:{account}"));
-    let started_by = history[2]["principal"].as_str().unwrap();
+    let completed = history
+        .iter()
+        .find(|e| e["event_type"] == "TaskCompleted")
+        .unwrap();
+    let reported_by = completed["principal"].as_str().unwrap();
     assert!(
-        started_by.starts_with(&format!("node:{account}/render/node-")),
-        "{started_by}"
+        reported_by.starts_with(&format!("node:{account}/render/node-")),
+        "{reported_by}"
     );
     assert!(history[1]["changed"]["status"].is_array());
     assert_eq!(trail["state"]["status"], "completed");

@@ -15,7 +15,7 @@ use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timest
 
 /// Version of this protocol. A server speaks exactly its own version and
 /// says so in its refusal, so an old client knows to upgrade.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// First bytes of every hello, so that a stray client of another protocol
 /// is told so instead of getting a decode error.
@@ -202,6 +202,20 @@ pub enum Request {
         pool: PoolId,
         node: NodeId,
     },
+    /// Restart the node's agent: its tasks are requeued, the start task
+    /// runs again, then it takes work.
+    RebootNode {
+        pool: PoolId,
+        node: NodeId,
+    },
+    /// Take the node out of its pool. `deallocation` says what happens to
+    /// its tasks: requeue (killed, queued again), terminate (killed,
+    /// failed) or taskcompletion (no new work; removed once they end).
+    RemoveNode {
+        pool: PoolId,
+        node: NodeId,
+        deallocation: Deallocation,
+    },
     CreateJob {
         spec: JobSpec,
         request_id: Option<uuid::Uuid>,
@@ -251,6 +265,17 @@ pub enum Request {
         job: JobId,
         task: TaskId,
     },
+    /// Up to `max_bytes` (capped at [`OUTPUT_CHUNK_MAX`]) of an attempt's
+    /// stdout or stderr from `offset`, read from its node by the agent.
+    /// `attempt` 0 means the task's latest attempt.
+    ReadTaskOutput {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        stream: OutputStream,
+        offset: u64,
+        max_bytes: u32,
+    },
     /// Streams the caller's events from log position `from` (0: only new
     /// ones) as [`ServerFrame::Event`]s until cancelled or disconnected.
     TailEvents {
@@ -270,10 +295,11 @@ pub enum Request {
         agent: AgentInfo,
     },
     /// The attempts placed on this node and not started yet; waits up to
-    /// `wait_ms` for one when there are none (long poll). `running` is how
-    /// many tasks the agent runs now.
+    /// `wait_ms` for one when there are none (long poll). `running` lists
+    /// the attempts the agent runs now, so the server can say which of
+    /// them to stop.
     AgentPoll {
-        running: u32,
+        running: Vec<AttemptRef>,
         wait_ms: u32,
     },
     /// The pool's start task begins on this node (again, after a failure).
@@ -298,6 +324,57 @@ pub enum Request {
         attempt: u32,
         result: TaskResult,
     },
+    /// The answer to a [`FileRead`] the server handed out in `Work`.
+    AgentFileData {
+        read: u64,
+        result: Result<FileChunk, String>,
+    },
+}
+
+/// Which of an attempt's output files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout.txt",
+            OutputStream::Stderr => "stderr.txt",
+        }
+    }
+}
+
+/// Most bytes of output one read returns.
+pub const OUTPUT_CHUNK_MAX: u32 = 1 << 20;
+
+/// One attempt of one task, as agents and the server name it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AttemptRef {
+    pub job: JobId,
+    pub task: TaskId,
+    pub attempt: u32,
+}
+
+/// A read of an attempt's output that the server asks an agent for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRead {
+    pub read: u64,
+    pub attempt: AttemptRef,
+    pub stream: OutputStream,
+    pub offset: u64,
+    pub max_bytes: u32,
+}
+
+/// Bytes of a file from `offset`, and the file's size when read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChunk {
+    pub offset: u64,
+    pub data: Vec<u8>,
+    pub size: u64,
 }
 
 /// One attempt for an agent to run.
@@ -350,6 +427,8 @@ impl Request {
             ShowNode,
             DisableNode,
             EnableNode,
+            RebootNode,
+            RemoveNode,
             CreateJob,
             ListJobs,
             ShowJob,
@@ -362,6 +441,7 @@ impl Request {
             ShowTask,
             TerminateTask,
             DeleteTask,
+            ReadTaskOutput,
             TailEvents,
             JoinPool,
             AgentRegister,
@@ -369,7 +449,8 @@ impl Request {
             AgentStartTaskBegin,
             AgentStartTaskFinished,
             AgentStarted,
-            AgentCompleted
+            AgentCompleted,
+            AgentFileData
         )
     }
 }
@@ -451,9 +532,23 @@ pub enum Response {
         node: NodeId,
         credential: String,
     },
-    /// Attempts for the polling agent.
+    /// What the polling agent is to do: attempts to start, attempts of
+    /// its own to kill (terminated or requeued meanwhile), output reads to
+    /// answer, and whether to reboot (kill everything, register again and
+    /// re-run the start task).
     Work {
         assignments: Vec<Assignment>,
+        cancel: Vec<AttemptRef>,
+        reads: Vec<FileRead>,
+        reboot: bool,
+    },
+    /// Part of an attempt's output. `completed`: the attempt has ended, so
+    /// nothing more will be written.
+    TaskOutput {
+        node: NodeId,
+        attempt: u32,
+        chunk: FileChunk,
+        completed: bool,
     },
     /// A report from an agent was recorded (or had been already).
     Recorded,

@@ -8,14 +8,15 @@
 //! is re-sent until the server has recorded it, across reconnects and
 //! server restarts.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 
-use crate::api::{Assignment, Credential, Request, Response};
+use super::{proc_tree, retention};
+use crate::api::{Assignment, AttemptRef, Credential, FileChunk, FileRead, Request, Response};
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::domain::node::AgentInfo;
 use crate::domain::spec::CommandLine;
@@ -110,6 +111,13 @@ pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentErr
 
 /// Runs the agent until the process is stopped.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let outcome = serve(config).await;
+    // However it ends, no task outlives the agent that watched it.
+    kill_all_attempts();
+    outcome
+}
+
+async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     let cred = credential(&config).await?;
     let client = Arc::new(Client::new(ClientConfig::new(
         config.server.clone(),
@@ -133,6 +141,46 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         task_slots: config.task_slots.max(1),
         agent_version: env!("CARGO_PKG_VERSION").into(),
     };
+    let env = Arc::new(TaskEnv {
+        cred: cred.clone(),
+        root: config.root.clone(),
+        shared: shared_dir.clone(),
+    });
+    // Files whose retention ran out while the agent was down.
+    retention::sweep(&config.root);
+    // On SIGTERM (the local provider removing this node, or an operator):
+    // take the running tasks down with the agent, since they run in
+    // process groups of their own.
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::spawn(async move {
+            term.recv().await;
+            kill_all_attempts();
+            std::process::exit(0);
+        });
+    }
+    loop {
+        register(&client, &env, &info).await?;
+        tracing::info!(node = %cred.node, "agent registered");
+        work(&client, &env, &config).await?;
+        // Rebooting: everything stops, then the node registers afresh and
+        // runs its start task again.
+        tracing::info!(node = %cred.node, "rebooting");
+        kill_all_attempts();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !attempts().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Registers the node, then runs the pool's start task as the pool asks:
+/// before any work (reported, with retries) or beside it.
+async fn register(
+    client: &Arc<Client>,
+    env: &Arc<TaskEnv>,
+    info: &AgentInfo,
+) -> Result<(), AgentError> {
     let start_task = loop {
         match client
             .call(&Request::AgentRegister {
@@ -146,45 +194,53 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             Err(e) => return Err(e.into()),
         }
     };
-    let env = TaskEnv {
-        cred: cred.clone(),
-        root: config.root.clone(),
-        shared: shared_dir.clone(),
-    };
-    if let Some(start_task) = start_task {
-        run_start_task(&client, &env, &start_task).await?;
-    }
-    tracing::info!(node = %cred.node, "agent registered");
-    // On SIGTERM (the local provider removing this node, or an operator):
-    // take the running tasks down with the agent, since they run in
-    // process groups of their own.
-    let groups = TASK_GROUPS.get_or_init(Default::default);
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        tokio::spawn(async move {
-            term.recv().await;
-            for pid in lock_groups(groups).drain() {
-                // SAFETY: kill(2) on a task's process group.
-                unsafe {
-                    libc::kill(-(pid as i32), libc::SIGKILL);
+    match start_task {
+        Some(start_task) if start_task.wait_for_success => {
+            run_start_task(client, env, &start_task).await?
+        }
+        Some(start_task) => {
+            // Not waited for: the node works meanwhile, and the outcome is
+            // kept beside the start task's output for people to read.
+            let env = env.clone();
+            tokio::spawn(async move {
+                let result = run_start_task_once(&env, &start_task, 0).await;
+                let text = match &result.failure {
+                    None => "succeeded\n".to_string(),
+                    Some((_, why)) => format!("failed: {why}\n"),
+                };
+                let path = env.root.join("starttask").join("result.txt");
+                if let Err(e) = std::fs::write(&path, text) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot record the start task's result");
                 }
-            }
-            std::process::exit(0);
-        });
+            });
+        }
+        None => {}
     }
-    // Attempts running now, by (job, task, attempt).
-    let running: Arc<Mutex<std::collections::HashSet<(String, String, u32)>>> = Arc::default();
+    Ok(())
+}
+
+/// Polls for work and runs it until the server asks for a reboot.
+async fn work(
+    client: &Arc<Client>,
+    env: &Arc<TaskEnv>,
+    config: &AgentConfig,
+) -> Result<(), AgentError> {
     loop {
-        let count = running.lock().await.len() as u32;
-        let work = match client
+        let running: Vec<AttemptRef> = attempts().keys().cloned().collect();
+        let (assignments, cancel, reads, reboot) = match client
             .call(&Request::AgentPoll {
-                running: count,
+                running,
                 wait_ms: POLL_WAIT_MS,
             })
             .await
         {
-            Ok(Response::Work { assignments }) => assignments,
-            Ok(_) => Vec::new(),
+            Ok(Response::Work {
+                assignments,
+                cancel,
+                reads,
+                reboot,
+            }) => (assignments, cancel, reads, reboot),
+            Ok(_) => Default::default(),
             Err(e) if transient(&e) => {
                 // A node whose directory is gone was removed while the
                 // server was away: nothing is left to serve.
@@ -199,24 +255,137 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             }
             Err(e) => return Err(e.into()),
         };
-        for a in work {
-            let key = (a.job.to_string(), a.task.to_string(), a.attempt);
-            if !running.lock().await.insert(key.clone()) {
-                continue;
-            }
+        let cancel_or_reads = !cancel.is_empty() || !reads.is_empty();
+        for a in &cancel {
+            cancel_attempt(a);
+        }
+        for read in reads {
             let client = client.clone();
-            let running = running.clone();
-            let env = TaskEnv {
-                cred: cred.clone(),
-                root: config.root.clone(),
-                shared: shared_dir.clone(),
-            };
+            let root = env.root.clone();
             tokio::spawn(async move {
-                run_attempt(&client, &env, a).await;
-                running.lock().await.remove(&key);
+                let id = read.read;
+                let result = tokio::task::spawn_blocking(move || read_output(&root, &read))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the read failed: {e}")));
+                let answer = Request::AgentFileData { read: id, result };
+                if let Err(e) = client.call(&answer).await {
+                    tracing::debug!(error = %e, "an output read was not delivered");
+                }
             });
         }
+        if reboot {
+            return Ok(());
+        }
+        let mut started = 0;
+        for a in assignments {
+            let key = AttemptRef {
+                job: a.job.clone(),
+                task: a.task.clone(),
+                attempt: a.attempt,
+            };
+            {
+                // An attempt that just ended is still listed until the
+                // server has folded its completion: never run it twice.
+                if finished().contains(&key) {
+                    continue;
+                }
+                let mut running = attempts();
+                if running.contains_key(&key) {
+                    continue;
+                }
+                running.insert(key.clone(), RunningAttempt::default());
+            }
+            started += 1;
+            let client = client.clone();
+            let env = env.clone();
+            tokio::spawn(async move {
+                run_attempt(&client, &env, a).await;
+                finished().insert(key.clone());
+                attempts().remove(&key);
+            });
+        }
+        if started == 0 && !cancel_or_reads {
+            // Only attempts that already ended came back: the server has
+            // not folded their completion yet. Do not spin on it.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
+}
+
+/// The attempts this agent ran most recently, oldest first out.
+#[derive(Default)]
+struct Finished {
+    order: std::collections::VecDeque<AttemptRef>,
+    set: std::collections::HashSet<AttemptRef>,
+}
+
+/// How many ended attempts the agent remembers: far more than can be
+/// listed between a completion and the server folding it.
+const FINISHED_REMEMBERED: usize = 4096;
+
+impl Finished {
+    fn contains(&self, a: &AttemptRef) -> bool {
+        self.set.contains(a)
+    }
+    fn insert(&mut self, a: AttemptRef) {
+        if self.set.insert(a.clone()) {
+            self.order.push_back(a);
+        }
+        while self.order.len() > FINISHED_REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+static FINISHED: std::sync::OnceLock<std::sync::Mutex<Finished>> = std::sync::OnceLock::new();
+
+fn finished() -> std::sync::MutexGuard<'static, Finished> {
+    FINISHED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads part of an attempt's stdout or stderr for the server.
+fn read_output(root: &Path, read: &FileRead) -> Result<FileChunk, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let a = &read.attempt;
+    let dir = attempt_dir(root, a);
+    let path = dir.join(read.stream.file_name());
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "attempt {} of task {} left no {} on this node: its files were deleted after the task's retention time, or it never started",
+                a.attempt,
+                a.task,
+                read.stream.file_name()
+            ))
+        }
+        Err(e) => return Err(format!("cannot open {}: {e}", read.stream.file_name())),
+    };
+    let size = file
+        .metadata()
+        .map_err(|e| format!("cannot read {}: {e}", read.stream.file_name()))?
+        .len();
+    let offset = read.offset.min(size);
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|e| format!("cannot seek: {e}"))?;
+    let want = (size - offset).min(u64::from(read.max_bytes.min(crate::api::OUTPUT_CHUNK_MAX)));
+    let mut data = Vec::with_capacity(want as usize);
+    file.take(want)
+        .read_to_end(&mut data)
+        .map_err(|e| format!("cannot read {}: {e}", read.stream.file_name()))?;
+    Ok(FileChunk { offset, data, size })
+}
+
+fn attempt_dir(root: &Path, a: &AttemptRef) -> PathBuf {
+    root.join("tasks")
+        .join(a.job.as_str())
+        .join(a.task.as_str())
+        .join(a.attempt.to_string())
 }
 
 /// Runs the pool's start task (with its retries) and reports each try; the
@@ -228,30 +397,7 @@ async fn run_start_task(
 ) -> Result<(), AgentError> {
     for attempt in 0..=start_task.retry_count_max {
         report_until_recorded(client, &Request::AgentStartTaskBegin).await?;
-        let dir = env.root.join("starttask");
-        let wd = dir.join("wd");
-        let started = Instant::now();
-        let result = match std::fs::create_dir_all(&wd)
-            .map_err(|e| format!("cannot create {}: {e}", wd.display()))
-            .and_then(|_| {
-                let vars = [("LOTE_START_TASK_ATTEMPT", (attempt + 1).to_string())];
-                spawn(
-                    env,
-                    &start_task.command_line,
-                    &start_task.env,
-                    &vars,
-                    &dir,
-                    &wd,
-                )
-            }) {
-            Ok(mut child) => wait(&mut child, None, started).await,
-            Err(why) => TaskResult {
-                exit_code: None,
-                signal: None,
-                duration_ms: 0,
-                failure: Some((FailureCategory::LaunchFailure, why)),
-            },
-        };
+        let result = run_start_task_once(env, start_task, attempt).await;
         let success = result.succeeded();
         let report = Request::AgentStartTaskFinished {
             success,
@@ -270,14 +416,83 @@ async fn run_start_task(
     Ok(())
 }
 
-/// Process groups of the tasks running now (their leaders' pids).
-static TASK_GROUPS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<u32>>> =
+async fn run_start_task_once(
+    env: &TaskEnv,
+    start_task: &crate::domain::spec::StartTask,
+    attempt: u32,
+) -> TaskResult {
+    let dir = env.root.join("starttask");
+    let wd = dir.join("wd");
+    let started = Instant::now();
+    let spawned = std::fs::create_dir_all(&wd)
+        .map_err(|e| format!("cannot create {}: {e}", wd.display()))
+        .and_then(|_| {
+            let vars = [("LOTE_START_TASK_ATTEMPT", (attempt + 1).to_string())];
+            spawn(
+                env,
+                &start_task.command_line,
+                &start_task.env,
+                &vars,
+                &dir,
+                &wd,
+            )
+        });
+    match spawned {
+        Ok(mut child) => wait(&mut child, None, started).await,
+        Err(why) => TaskResult {
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            failure: Some((FailureCategory::LaunchFailure, why)),
+        },
+    }
+}
+
+/// An attempt this agent runs: its process group leader and the tag its
+/// descendants inherit, once started.
+#[derive(Debug, Default, Clone)]
+struct RunningAttempt {
+    process: Option<proc_tree::Tracked>,
+    /// The server said to stop it before its process started.
+    cancelled: bool,
+}
+
+/// The attempts running now. A std mutex: held for a few map operations,
+/// never across an await, and reachable from the SIGTERM handler.
+static ATTEMPTS: std::sync::OnceLock<std::sync::Mutex<HashMap<AttemptRef, RunningAttempt>>> =
     std::sync::OnceLock::new();
 
-fn lock_groups(
-    groups: &std::sync::Mutex<std::collections::HashSet<u32>>,
-) -> std::sync::MutexGuard<'_, std::collections::HashSet<u32>> {
-    groups.lock().unwrap_or_else(|p| p.into_inner())
+fn attempts() -> std::sync::MutexGuard<'static, HashMap<AttemptRef, RunningAttempt>> {
+    ATTEMPTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills an attempt the server no longer counts as running here.
+fn cancel_attempt(a: &AttemptRef) {
+    let process = {
+        let mut running = attempts();
+        let Some(entry) = running.get_mut(a) else {
+            return;
+        };
+        entry.cancelled = true;
+        entry.process.clone()
+    };
+    if let Some(process) = process {
+        tracing::info!(task = %a.task, attempt = a.attempt, "stopping a superseded attempt");
+        process.kill();
+    }
+}
+
+fn kill_all_attempts() {
+    let all: Vec<_> = attempts()
+        .values()
+        .filter_map(|a| a.process.clone())
+        .collect();
+    for process in all {
+        process.kill();
+    }
 }
 
 /// Errors worth waiting out: the server is away, restarting or busy.
@@ -299,14 +514,15 @@ struct TaskEnv {
 
 /// Runs one attempt and reports it.
 async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
-    let dir = env
-        .root
-        .join("tasks")
-        .join(a.job.as_str())
-        .join(a.task.as_str())
-        .join(a.attempt.to_string());
+    let key = AttemptRef {
+        job: a.job.clone(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+    };
+    let dir = attempt_dir(&env.root, &key);
     let wd = dir.join("wd");
     let started = Instant::now();
+    let tag = crate::clock::new_uuid().to_string();
     let child = std::fs::create_dir_all(&wd)
         .map_err(|e| format!("cannot create {}: {e}", wd.display()))
         .and_then(|_| {
@@ -314,6 +530,7 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
                 ("LOTE_JOB_ID", a.job.to_string()),
                 ("LOTE_TASK_ID", a.task.to_string()),
                 ("LOTE_TASK_ATTEMPT", a.attempt.to_string()),
+                (proc_tree::TAG_VAR, tag.clone()),
             ];
             spawn(env, &a.spec.command_line, &a.spec.env, &vars, &dir, &wd)
         });
@@ -325,13 +542,24 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             failure: Some((FailureCategory::LaunchFailure, why)),
         },
         Ok(mut child) => {
-            let pid = child.id();
-            if let (Some(pid), Some(groups)) = (pid, TASK_GROUPS.get()) {
-                lock_groups(groups).insert(pid);
+            let tracked = child
+                .id()
+                .map(|pid| proc_tree::Tracked::new(pid, tag.clone()));
+            let cancelled = {
+                let mut running = attempts();
+                let entry = running.entry(key.clone()).or_default();
+                entry.process = tracked.clone();
+                entry.cancelled
+            };
+            if cancelled {
+                if let Some(t) = &tracked {
+                    t.kill();
+                }
             }
             let result = started_and_waited(client, &a, &mut child, started).await;
-            if let (Some(pid), Some(groups)) = (pid, TASK_GROUPS.get()) {
-                lock_groups(groups).remove(&pid);
+            // Whatever it left behind, in its group or detached from it.
+            if let Some(t) = &tracked {
+                t.kill();
             }
             match result {
                 Some(result) => result,
@@ -346,40 +574,51 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
         result,
     };
     if let Err(e) = report_until_recorded(client, &report).await {
-        tracing::warn!(task = %a.task, error = %e, "completion refused");
+        tracing::info!(task = %a.task, error = %e, "completion not recorded: the attempt was superseded");
     }
+    let retention = a
+        .spec
+        .constraints
+        .retention_secs
+        .unwrap_or(retention::DEFAULT_SECS);
+    retention::schedule(&dir, retention);
 }
 
-/// Reports the start, then waits for the end; None if the attempt was
-/// superseded meanwhile (it is killed).
+/// How long an attempt may run before its start is reported. One that
+/// ends sooner is reported once, as completed (with its duration): for
+/// short tasks that saves a durable round trip per task.
+const START_REPORT_AFTER: Duration = Duration::from_millis(20);
+
+/// Reports the start (unless it ends first), then waits for the end; None
+/// if the attempt was superseded meanwhile (it is killed).
 async fn started_and_waited(
     client: &Client,
     a: &Assignment,
     child: &mut tokio::process::Child,
     started: Instant,
 ) -> Option<TaskResult> {
-    {
-        {
-            let report = Request::AgentStarted {
-                job: a.job.clone(),
-                task: a.task.clone(),
-                attempt: a.attempt,
-            };
-            if let Err(e) = report_until_recorded(client, &report).await {
-                // Superseded (requeued, terminated): stop it.
-                tracing::info!(task = %a.task, error = %e, "attempt superseded; killing it");
-                kill_group(child);
-                let _ = child.wait().await;
-                return None;
-            }
-            let limit = a
-                .spec
-                .constraints
-                .max_wall_clock_secs
-                .map(Duration::from_secs);
-            Some(wait(child, limit, started).await)
-        }
+    if let Ok(status) = tokio::time::timeout(START_REPORT_AFTER, child.wait()).await {
+        kill_group(child);
+        return Some(classify(status, started));
     }
+    let report = Request::AgentStarted {
+        job: a.job.clone(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+    };
+    if let Err(e) = report_until_recorded(client, &report).await {
+        // Superseded (requeued, terminated): stop it.
+        tracing::info!(task = %a.task, error = %e, "attempt superseded; killing it");
+        kill_group(child);
+        let _ = child.wait().await;
+        return None;
+    }
+    let limit = a
+        .spec
+        .constraints
+        .max_wall_clock_secs
+        .map(Duration::from_secs);
+    Some(wait(child, limit, started).await)
 }
 
 /// Starts a command in `wd` with its output beside it, in a process group
@@ -448,29 +687,37 @@ async fn wait(
     started: Instant,
 ) -> TaskResult {
     let status = match limit {
-        Some(limit) => match tokio::time::timeout(limit, child.wait()).await {
-            Ok(status) => status,
-            Err(_) => {
-                kill_group(child);
-                let _ = child.wait().await;
-                return TaskResult {
-                    exit_code: None,
-                    signal: Some(libc::SIGKILL),
-                    duration_ms: started.elapsed().as_millis() as u64,
-                    failure: Some((
-                        FailureCategory::Timeout,
-                        format!(
-                            "ran past its limit of {}s; killed with its process group",
-                            limit.as_secs()
-                        ),
-                    )),
-                };
+        Some(limit) => {
+            match tokio::time::timeout(limit.saturating_sub(started.elapsed()), child.wait()).await
+            {
+                Ok(status) => status,
+                Err(_) => {
+                    kill_group(child);
+                    let _ = child.wait().await;
+                    return TaskResult {
+                        exit_code: None,
+                        signal: Some(libc::SIGKILL),
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        failure: Some((
+                            FailureCategory::Timeout,
+                            format!(
+                                "ran past its limit of {}s; killed with its process group",
+                                limit.as_secs()
+                            ),
+                        )),
+                    };
+                }
             }
-        },
+        }
         None => child.wait().await,
     };
     // Children left in the background die with the attempt.
     kill_group(child);
+    classify(status, started)
+}
+
+/// What an attempt's exit status means.
+fn classify(status: std::io::Result<std::process::ExitStatus>, started: Instant) -> TaskResult {
     let duration_ms = started.elapsed().as_millis() as u64;
     use std::os::unix::process::ExitStatusExt;
     match status {

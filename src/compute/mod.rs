@@ -4,4 +4,6 @@
 //! - [`agent`]: `lote agent`, the process on each node that runs tasks.
 
 pub mod agent;
+mod proc_tree;
+mod retention;
 pub mod scheduler;

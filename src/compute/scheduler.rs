@@ -14,10 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crate::domain::decode_event;
 use crate::domain::job::JobEvent;
 use crate::domain::node::NodeEvent;
-use crate::domain::pool::{PoolEvent, SchedulingPolicy};
+use crate::domain::pool::{Deallocation, PoolEvent, SchedulingPolicy};
 use crate::domain::task::TaskEvent;
 use crate::store::{Envelope, StreamId, StreamKind};
-use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId};
+use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId, Timestamp};
 
 /// Queue order: higher job priority first, then submission order.
 type QueueKey = (Reverse<i32>, u64);
@@ -35,6 +35,9 @@ struct PoolState {
     policy: SchedulingPolicy,
     queue: BTreeMap<QueueKey, QueuedTask>,
     nodes: BTreeSet<NodeId>,
+    /// One past the highest `node-N` index ever created in the pool, so a
+    /// new node never takes the id (and so the credential) of an old one.
+    next_index: u32,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +48,10 @@ pub struct NodeState {
     /// Attempts placed here whose `TaskAssigned` is durable and that have
     /// not started: what the agent's next poll gets.
     pub to_start: BTreeMap<(JobId, TaskId), u32>,
+    /// Leaving the pool, with what to do with its tasks.
+    pub leaving: Option<Deallocation>,
+    /// Rebooting: its agent is to stop everything and register again.
+    pub rebooting: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +65,8 @@ enum JobState {
 struct JobInfo {
     priority: i32,
     state: JobState,
+    /// When the job runs past its maximum wall-clock time.
+    deadline: Option<Timestamp>,
 }
 
 /// Where a task's slots are held.
@@ -68,6 +77,8 @@ struct Holding {
     slots: u32,
     queue_key: QueueKey,
     task: QueuedTask,
+    /// The attempt placed (0 until its `TaskAssigned` is read back).
+    attempt: u32,
 }
 
 /// One planned assignment.
@@ -126,12 +137,13 @@ impl Scheduler {
                     return;
                 };
                 let state = match event {
-                    JobEvent::JobCreated { spec, .. } => {
+                    JobEvent::JobCreated { spec, at } => {
                         self.jobs.insert(
                             stream.clone(),
                             JobInfo {
                                 priority: spec.priority,
                                 state: JobState::Active,
+                                deadline: spec.max_wall_clock_secs.map(|s| at.plus_secs(s)),
                             },
                         );
                         return;
@@ -167,11 +179,28 @@ impl Scheduler {
                     .or_default()
                     .nodes
                     .insert(node_id.clone());
+                if let Some(index) = node_id
+                    .as_str()
+                    .strip_prefix("node-")
+                    .and_then(|i| i.parse::<u32>().ok())
+                {
+                    let pool = self.pools.entry(key.clone()).or_default();
+                    pool.next_index = pool.next_index.max(index.saturating_add(1));
+                }
                 let node = self.nodes.entry((key, node_id)).or_default();
-                match event {
+                match &event {
                     NodeEvent::NodeStarting { agent, .. } => {
                         node.slots = agent.task_slots;
                         node.schedulable = false;
+                        node.rebooting = false;
+                    }
+                    NodeEvent::NodeRebooting { .. } => {
+                        node.schedulable = false;
+                        node.rebooting = true;
+                    }
+                    NodeEvent::NodeLeavingPool { deallocation, .. } => {
+                        node.schedulable = false;
+                        node.leaving = Some(*deallocation);
                     }
                     NodeEvent::NodeIdle { .. }
                     | NodeEvent::NodeRunning { .. }
@@ -180,9 +209,7 @@ impl Scheduler {
                     | NodeEvent::NodeWaitingForStartTask { .. }
                     | NodeEvent::NodeStartTaskFailed { .. }
                     | NodeEvent::NodeOffline { .. }
-                    | NodeEvent::NodeUnusable { .. }
-                    | NodeEvent::NodeRebooting { .. }
-                    | NodeEvent::NodeLeavingPool { .. } => node.schedulable = false,
+                    | NodeEvent::NodeUnusable { .. } => node.schedulable = false,
                     NodeEvent::NodeRemoved { .. } => {}
                 }
             }
@@ -235,7 +262,8 @@ impl Scheduler {
                         }
                     }
                 }
-                if let Some(h) = self.holding.get(stream) {
+                if let Some(h) = self.holding.get_mut(stream) {
+                    h.attempt = attempt;
                     let k = (h.pool_key.clone(), h.node.clone());
                     let item = (h.task.job.clone(), h.task.task.clone());
                     if let Some(node) = self.nodes.get_mut(&k) {
@@ -304,6 +332,7 @@ impl Scheduler {
                 slots: task.slots,
                 queue_key: key,
                 task,
+                attempt: 0,
             },
         );
     }
@@ -439,7 +468,136 @@ pub fn relevant(kind: StreamKind) -> bool {
     !matches!(kind, StreamKind::Account | StreamKind::Request)
 }
 
+/// A node as the node supervisor sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub node: NodeId,
+    /// Slots held by tasks placed there.
+    pub used: u32,
+    pub slots: u32,
+    pub leaving: Option<Deallocation>,
+    pub rebooting: bool,
+}
+
+/// A task holding slots: its stream and the attempt placed.
+pub type HeldTask = (StreamId, u32);
+
 impl Scheduler {
+    /// The live nodes of a pool (leaving ones included), in id order.
+    pub fn pool_nodes(&self, pool_key: &str) -> Vec<NodeView> {
+        let Some(pool) = self.pools.get(pool_key) else {
+            return Vec::new();
+        };
+        pool.nodes
+            .iter()
+            .filter_map(|n| {
+                let s = self.nodes.get(&(pool_key.to_string(), n.clone()))?;
+                Some(NodeView {
+                    node: n.clone(),
+                    used: s.used,
+                    slots: s.slots,
+                    leaving: s.leaving,
+                    rebooting: s.rebooting,
+                })
+            })
+            .collect()
+    }
+
+    /// The index the pool's next `node-N` should take.
+    pub fn next_node_index(&self, pool_key: &str) -> u32 {
+        self.pools.get(pool_key).map(|p| p.next_index).unwrap_or(0)
+    }
+
+    /// A node's state in the picture.
+    pub fn node(&self, pool_key: &str, node: &NodeId) -> Option<&NodeState> {
+        self.nodes.get(&(pool_key.to_string(), node.clone()))
+    }
+
+    /// The tasks whose slots are held on a node.
+    pub fn held_on(&self, pool_key: &str, node: &NodeId) -> Vec<HeldTask> {
+        let mut out: Vec<HeldTask> = self
+            .holding
+            .iter()
+            .filter(|(_, h)| h.pool_key == pool_key && &h.node == node)
+            .map(|(s, h)| (s.clone(), h.attempt))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// A job's unfinished tasks: queued ones, and held ones with their
+    /// attempt.
+    pub fn tasks_of_job(&self, job: &StreamId) -> (Vec<StreamId>, Vec<HeldTask>) {
+        let of_job = |t: &QueuedTask| &StreamId::job(&t.account, &t.job) == job;
+        let mut queued: Vec<StreamId> = self
+            .queued
+            .iter()
+            .filter(|(_, (pool, key))| {
+                self.pools
+                    .get(pool)
+                    .and_then(|p| p.queue.get(key))
+                    .is_some_and(of_job)
+            })
+            .map(|(s, _)| s.clone())
+            .collect();
+        let mut held: Vec<HeldTask> = self
+            .holding
+            .iter()
+            .filter(|(_, h)| of_job(&h.task))
+            .map(|(s, h)| (s.clone(), h.attempt))
+            .collect();
+        queued.sort();
+        held.sort();
+        (queued, held)
+    }
+
+    /// Leaving nodes that hold no task any more: ready to be removed.
+    pub fn drained_leaving(&self) -> Vec<(String, NodeId)> {
+        let mut out: Vec<(String, NodeId)> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.leaving.is_some() && n.used == 0 && n.to_start.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Open jobs with a wall-clock deadline.
+    pub fn job_deadlines(&self) -> Vec<(StreamId, Timestamp)> {
+        self.jobs
+            .iter()
+            .filter(|(_, j)| j.state != JobState::Closed)
+            .filter_map(|(s, j)| Some((s.clone(), j.deadline?)))
+            .collect()
+    }
+
+    /// Pools with live nodes or queued tasks, as ACCOUNT/POOL.
+    pub fn pool_keys(&self) -> Vec<String> {
+        self.pools.keys().cloned().collect()
+    }
+
+    /// Which of the attempts an agent reports running it should stop:
+    /// those that no longer hold slots on its node at that attempt.
+    pub fn superseded(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        running: &[(JobId, TaskId, u32)],
+    ) -> Vec<usize> {
+        let key = pool_key(account, pool);
+        running
+            .iter()
+            .enumerate()
+            .filter(|(_, (job, task, attempt))| {
+                let h = self.holding.get(&StreamId::task(account, job, task));
+                !h.is_some_and(|h| h.pool_key == key && &h.node == node && h.attempt == *attempt)
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// The node a task's slots are held on, as (ACCOUNT/POOL, node).
     pub fn holder(&self, stream: &StreamId) -> Option<(String, NodeId)> {
         self.holding

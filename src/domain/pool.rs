@@ -80,6 +80,8 @@ pub enum Deallocation {
     /// Kill them and fail them.
     Terminate,
     /// Give the node no new work; remove it when its tasks end.
+    // Azure Batch's own word, which autoscale formulas use too.
+    #[value(name = "taskcompletion", alias = "task-completion")]
     TaskCompletion,
 }
 

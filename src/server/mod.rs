@@ -9,6 +9,7 @@ mod config;
 mod connection;
 mod placement;
 pub mod provider;
+mod sagas;
 mod service;
 
 use std::cell::Cell;
@@ -145,16 +146,23 @@ pub async fn run(
     let core = Core::new(store.clone(), clock.clone(), CoreConfig::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let placement = placement::Placement::start(core.clone(), stop_rx.clone());
+    let sagas = Rc::new(sagas::Sagas::new(
+        core.clone(),
+        placement.clone(),
+        sagas::Local {
+            data_dir: config.data_dir.clone(),
+            server_addr: addr.to_string(),
+        },
+        server_secret.clone(),
+    ));
+    placement.set_reactor(sagas.clone());
     let service = Rc::new(Service::new(
         core,
         clock,
         admin_key,
         server_secret,
         placement,
-        service::Local {
-            data_dir: config.data_dir.clone(),
-            server_addr: addr.to_string(),
-        },
+        sagas,
     ));
     let limits = Rc::new(connection::Limits::from(&config));
     let open = Rc::new(OpenConnections::default());

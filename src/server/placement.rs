@@ -2,24 +2,53 @@
 //! rounds when something changed, committing each planned assignment
 //! through the task's actor.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use crate::actors::Core;
+use crate::api::{AttemptRef, FileChunk, FileRead};
 use crate::clock::new_request_id;
 use crate::compute::scheduler::{relevant, Scheduler};
-use crate::domain::job::{Job, JobCommand};
 use crate::domain::task::{Task, TaskCommand};
 use crate::domain::Ctx;
-use crate::store::StreamId;
+use crate::store::{Envelope, StreamId};
 use crate::types::{AccountName, NodeId, PoolId, Principal};
 
-/// Pause before a round, so a burst of changes is planned at once.
-const ROUND_GATHER: Duration = Duration::from_millis(2);
+/// What reacts to the log once placement's picture includes each event:
+/// the node, pool and job supervisors (`sagas.rs`).
+pub trait Reactor {
+    /// The feed caught up with the log as it was at start: carry on
+    /// whatever the log says is in progress.
+    fn on_ready(self: Rc<Self>);
+    /// One event, after the scheduler has folded it.
+    fn on_event(self: Rc<Self>, envelope: &Envelope);
+}
+
+/// What a polling agent gets.
+#[derive(Debug, Default)]
+pub struct AgentWork {
+    pub to_start: Vec<(crate::types::JobId, crate::types::TaskId, u32)>,
+    pub cancel: Vec<AttemptRef>,
+    pub reads: Vec<FileRead>,
+    pub reboot: bool,
+}
+
+impl AgentWork {
+    fn is_empty(&self) -> bool {
+        self.to_start.is_empty() && self.cancel.is_empty() && self.reads.is_empty() && !self.reboot
+    }
+}
+
+type NodeKey = (String, NodeId);
+
+/// Yields before a round, so that the events already delivered to the
+/// feed (a burst of completions) are folded and planned at once, without
+/// a timed pause on every task's path.
+const ROUND_GATHER_YIELDS: usize = 8;
 
 pub struct Placement {
     scheduler: RefCell<Scheduler>,
@@ -28,7 +57,15 @@ pub struct Placement {
     /// planning on a half-read log would make doomed assignments.
     ready: Cell<bool>,
     /// Agents waiting for work, per (ACCOUNT/POOL, node).
-    agents: RefCell<HashMap<(String, NodeId), Rc<Notify>>>,
+    agents: RefCell<HashMap<NodeKey, Rc<Notify>>>,
+    /// The last log position folded into the picture.
+    observed: watch::Sender<u64>,
+    reactor: RefCell<Option<Rc<dyn Reactor>>>,
+    /// Output reads waiting for a node's agent to poll.
+    reads: RefCell<HashMap<NodeKey, Vec<FileRead>>>,
+    /// Reads handed out, waiting for the agent's answer.
+    pending: RefCell<HashMap<u64, (NodeKey, oneshot::Sender<Result<FileChunk, String>>)>>,
+    next_read: Cell<u64>,
 }
 
 impl Placement {
@@ -40,6 +77,11 @@ impl Placement {
             round_wanted: Notify::new(),
             ready: Cell::new(false),
             agents: RefCell::default(),
+            observed: watch::channel(0).0,
+            reactor: RefCell::default(),
+            reads: RefCell::default(),
+            pending: RefCell::default(),
+            next_read: Cell::new(1),
         });
         let store = core.store().clone();
         let start_head = store.head();
@@ -47,7 +89,6 @@ impl Placement {
 
         let feed = placement.clone();
         let mut feed_stop = stop.clone();
-        let core_for_feed = core.clone();
         tokio::task::spawn_local(async move {
             let mut subscription = store.subscribe(1);
             loop {
@@ -61,25 +102,37 @@ impl Placement {
                     },
                     _ = feed_stop.wait_for(|s| *s) => return,
                 };
-                if feed.ready.get()
-                    && matches!(
-                        envelope.event_type.as_str(),
-                        "JobTaskCountsChanged" | "JobTerminating"
-                    )
-                {
-                    complete_if_due(&core_for_feed, &envelope.stream);
-                }
                 if relevant(envelope.stream.kind()) {
+                    // An agent whose attempt is released (terminated,
+                    // requeued) is told at once to stop it.
+                    let before = feed.scheduler.borrow().holder(&envelope.stream);
                     feed.scheduler.borrow_mut().observe(&envelope);
-                    if envelope.event_type == "TaskAssigned" {
-                        let holder = feed.scheduler.borrow().holder(&envelope.stream);
-                        if let Some(key) = holder {
-                            feed.agent_notify(key).notify_one();
+                    let after = feed.scheduler.borrow().holder(&envelope.stream);
+                    for key in [before, after].into_iter().flatten() {
+                        feed.agent_notify(key).notify_one();
+                    }
+                    if matches!(
+                        envelope.event_type.as_str(),
+                        "NodeRebooting" | "NodeLeavingPool"
+                    ) {
+                        let ids = envelope.stream.segments();
+                        if let (3, Ok(node)) = (ids.len(), NodeId::new(ids[2])) {
+                            feed.agent_notify((ids[..2].join("/"), node)).notify_one();
                         }
                     }
                 }
-                if !feed.ready.get() && subscription.next_position() > start_head {
+                feed.observed.send_replace(envelope.position);
+                if feed.ready.get() {
+                    let reactor = feed.reactor.borrow().clone();
+                    if let Some(reactor) = reactor {
+                        reactor.on_event(&envelope);
+                    }
+                } else if subscription.next_position() > start_head {
                     feed.ready.set(true);
+                    let reactor = feed.reactor.borrow().clone();
+                    if let Some(reactor) = reactor {
+                        reactor.on_ready();
+                    }
                 }
                 if feed.ready.get() {
                     feed.round_wanted.notify_one();
@@ -95,7 +148,9 @@ impl Placement {
                     _ = rounds.round_wanted.notified() => {}
                     _ = round_stop.wait_for(|s| *s) => return,
                 }
-                tokio::time::sleep(ROUND_GATHER).await;
+                for _ in 0..ROUND_GATHER_YIELDS {
+                    tokio::task::yield_now().await;
+                }
                 let planned = rounds.scheduler.borrow_mut().plan();
                 for p in planned {
                     let core = core.clone();
@@ -125,58 +180,145 @@ impl Placement {
         placement
     }
 
-    fn agent_notify(&self, key: (String, NodeId)) -> Rc<Notify> {
+    fn agent_notify(&self, key: NodeKey) -> Rc<Notify> {
         self.agents.borrow_mut().entry(key).or_default().clone()
     }
 
-    /// The attempts waiting for a node's agent; waits up to `wait` for one.
+    /// Installs what reacts to the log (set once, at server start).
+    pub fn set_reactor(&self, reactor: Rc<dyn Reactor>) {
+        *self.reactor.borrow_mut() = Some(reactor.clone());
+        if self.ready.get() {
+            reactor.on_ready();
+        }
+    }
+
+    /// The scheduler's picture, to read.
+    pub fn scheduler(&self) -> Ref<'_, Scheduler> {
+        self.scheduler.borrow()
+    }
+
+    /// Waits until the picture includes every event up to `position`.
+    pub async fn caught_up(&self, position: u64) {
+        let mut observed = self.observed.subscribe();
+        let _ = observed.wait_for(|p| *p >= position).await;
+    }
+
+    /// What a node's agent is to do now; waits up to `wait` for something
+    /// when there is nothing. `running` is what the agent runs.
     pub async fn work_for(
         &self,
         account: &AccountName,
         pool: &PoolId,
         node: &NodeId,
+        running: &[AttemptRef],
         wait: Duration,
-    ) -> Vec<(crate::types::JobId, crate::types::TaskId, u32)> {
-        let notify = self.agent_notify((format!("{account}/{pool}"), node.clone()));
-        let now = self.scheduler.borrow().to_start(account, pool, node);
-        if !now.is_empty() || wait.is_zero() {
-            return now;
+    ) -> AgentWork {
+        let key = (format!("{account}/{pool}"), node.clone());
+        let notify = self.agent_notify(key.clone());
+        let work = self.work_now(&key, account, pool, node, running);
+        if !work.is_empty() || wait.is_zero() {
+            return work;
         }
         let _ = tokio::time::timeout(wait, notify.notified()).await;
-        self.scheduler.borrow().to_start(account, pool, node)
+        self.work_now(&key, account, pool, node, running)
+    }
+
+    fn work_now(
+        &self,
+        key: &NodeKey,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        running: &[AttemptRef],
+    ) -> AgentWork {
+        let scheduler = self.scheduler.borrow();
+        let reported: Vec<_> = running
+            .iter()
+            .map(|a| (a.job.clone(), a.task.clone(), a.attempt))
+            .collect();
+        let cancel = scheduler
+            .superseded(account, pool, node, &reported)
+            .into_iter()
+            .map(|i| running[i].clone())
+            .collect();
+        // A reboot waits until the node's tasks are requeued, so that the
+        // kills it causes are never recorded as the tasks' own failures.
+        let reboot = scheduler
+            .node(&key.0, node)
+            .is_some_and(|n| n.rebooting && n.used == 0);
+        // What the agent already runs is not handed out again.
+        let mut to_start = scheduler.to_start(account, pool, node);
+        to_start.retain(|(job, task, attempt)| {
+            !running
+                .iter()
+                .any(|r| r.attempt == *attempt && &r.task == task && &r.job == job)
+        });
+        AgentWork {
+            to_start,
+            cancel,
+            reads: self.reads.borrow_mut().remove(key).unwrap_or_default(),
+            reboot,
+        }
+    }
+
+    /// Asks a node's agent for part of an attempt's output and waits up to
+    /// `within` for the answer.
+    pub async fn read_output(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        mut read: FileRead,
+        within: Duration,
+    ) -> Result<FileChunk, String> {
+        let key = (format!("{account}/{pool}"), node.clone());
+        let id = self.next_read.get();
+        self.next_read.set(id + 1);
+        read.read = id;
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, (key.clone(), tx));
+        self.reads
+            .borrow_mut()
+            .entry(key.clone())
+            .or_default()
+            .push(read);
+        self.agent_notify(key.clone()).notify_one();
+        let answer = tokio::time::timeout(within, rx).await;
+        self.pending.borrow_mut().remove(&id);
+        if let Some(queued) = self.reads.borrow_mut().get_mut(&key) {
+            queued.retain(|r| r.read != id);
+        }
+        match answer {
+            Ok(Ok(result)) => result,
+            _ => Err(format!(
+                "node {node} did not answer within {}s; is its agent running? (lote node show {pool} {node})",
+                within.as_secs()
+            )),
+        }
+    }
+
+    /// An agent's answer to a read; refused unless that node was asked.
+    pub fn deliver_read(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        read: u64,
+        result: Result<FileChunk, String>,
+    ) -> bool {
+        let key = (format!("{account}/{pool}"), node.clone());
+        let mut pending = self.pending.borrow_mut();
+        if pending.get(&read).map(|(k, _)| k) != Some(&key) {
+            return false;
+        }
+        if let Some((_, tx)) = pending.remove(&read) {
+            let _ = tx.send(result);
+        }
+        true
     }
 
     /// The most task slots a node of the pool has (0 when none is known).
     pub fn largest_node(&self, account: &AccountName, pool: &PoolId) -> u32 {
         self.scheduler.borrow().largest_node(account, pool)
     }
-}
-
-/// The job-completion supervisor: a job whose tasks have all finished, and
-/// that asked to complete then (or is terminating), is completed. The job's
-/// own `decide` says whether it is due; this only asks at the right moments.
-fn complete_if_due(core: &Core, job: &StreamId) {
-    let core = core.clone();
-    let job = job.clone();
-    tokio::task::spawn_local(async move {
-        let Ok(state) = core.state::<Job>(&job).await else {
-            return;
-        };
-        if state.state.completion_due().is_none() {
-            return;
-        }
-        let ctx = Ctx::live(
-            core.clock().as_ref(),
-            Principal::System {
-                component: "job-completion".into(),
-            },
-            new_request_id(),
-        );
-        let command = JobCommand::CompleteJob {
-            reason: "all tasks finished".into(),
-        };
-        if let Err(e) = core.execute::<Job>(&job, command, ctx).await {
-            tracing::debug!(%job, error = %e, "job not completed");
-        }
-    });
 }

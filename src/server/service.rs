@@ -56,14 +56,8 @@ pub enum CallOutcome {
     Subscription(tokio::task::AbortHandle),
 }
 
-/// What the local provider needs: where nodes live, where agents connect.
-pub struct Local {
-    pub data_dir: std::path::PathBuf,
-    pub server_addr: String,
-}
-
 pub struct Service {
-    local: Local,
+    sagas: Rc<super::sagas::Sagas>,
     core: Core,
     clock: Arc<dyn Clock>,
     admin_key: String,
@@ -177,10 +171,10 @@ impl Service {
         admin_key: String,
         server_secret: String,
         placement: Rc<super::placement::Placement>,
-        local: Local,
+        sagas: Rc<super::sagas::Sagas>,
     ) -> Self {
         Service {
-            local,
+            sagas,
             core,
             clock,
             admin_key,
@@ -652,6 +646,7 @@ impl Service {
                 | Request::ShowJob { .. }
                 | Request::ListTasks { .. }
                 | Request::ShowTask { .. }
+                | Request::ReadTaskOutput { .. }
         );
         if me.status == AccountStatus::Disabled && !read_only {
             return Err(ApiError::rejected(
@@ -681,9 +676,10 @@ impl Service {
                 let reply = Response::Created {
                     entity: stream.to_string(),
                 };
+                // A local pool's nodes are started by the pool supervisor
+                // once `PoolCreated` is in the log, as for any resize.
                 self.idempotent(account, &request, body, reply, |extra| async move {
-                    let outcome = self
-                        .core
+                    self.core
                         .execute_with::<Pool>(
                             &stream,
                             PoolCommand::CreatePool { spec },
@@ -691,7 +687,7 @@ impl Service {
                             extra,
                         )
                         .await?;
-                    self.provide_local_nodes(account, &outcome.state).await
+                    Ok(())
                 })
                 .await
             }
@@ -778,6 +774,45 @@ impl Service {
                 node,
                 NodeCommand::EnableScheduling
             ),
+            Request::RebootNode { pool, node } => exec!(
+                Node,
+                StreamId::node(account, pool, node),
+                node,
+                NodeCommand::Reboot
+            ),
+            Request::RemoveNode {
+                pool,
+                node,
+                deallocation,
+            } => {
+                let removed: Result<Response, ApiError> = exec!(
+                    Node,
+                    StreamId::node(account, pool, node),
+                    node,
+                    NodeCommand::RemoveNode {
+                        deallocation: *deallocation
+                    }
+                );
+                let removed = removed?;
+                // As in Azure Batch, removing a node lowers the pool's
+                // target, so the pool supervisor does not replace it. A
+                // pool under autoscale keeps its formula's target.
+                let pool_state = self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                if pool_state.state.autoscale.is_none() && pool_state.state.target_nodes > 0 {
+                    let resize = PoolCommand::ResizePool {
+                        target_nodes: pool_state.state.target_nodes - 1,
+                        deallocation: *deallocation,
+                    };
+                    if let Err(e) = self
+                        .core
+                        .execute::<Pool>(&pool_stream(pool), resize, ctx())
+                        .await
+                    {
+                        tracing::warn!(%pool, error = %e, "pool target not lowered after a node removal");
+                    }
+                }
+                Ok(removed)
+            }
             Request::CreateJob { spec, .. } => {
                 let mut spec = spec.clone();
                 spec.account = account.clone();
@@ -898,6 +933,17 @@ impl Service {
                 task,
                 TaskCommand::DeleteTask
             ),
+            Request::ReadTaskOutput {
+                job,
+                task,
+                attempt,
+                stream,
+                offset,
+                max_bytes,
+            } => {
+                self.read_task_output(account, job, task, *attempt, *stream, *offset, *max_bytes)
+                    .await
+            }
             Request::TailEvents { .. } | Request::Ping | Request::Whoami => {
                 unreachable!("handled before dispatch")
             }
@@ -921,83 +967,113 @@ impl Service {
         )
     }
 
-    /// Starts the nodes of a new local pool: one agent process per node on
-    /// this machine. Agents register themselves when they connect.
-    async fn provide_local_nodes(
-        &self,
-        account: &AccountName,
-        pool: &Pool,
-    ) -> Result<(), ApiError> {
-        let Some(spec) = pool.spec.as_ref() else {
-            return Ok(());
-        };
-        if spec.provider != crate::domain::pool::NodeProvider::Local {
-            return Ok(());
-        }
-        for i in 0..pool.target_nodes {
-            let node = NodeId::new(format!("node-{i}")).map_err(internal)?;
-            let stream = StreamId::node(account, &spec.id, &node);
-            self.core
-                .execute::<Node>(
-                    &stream,
-                    NodeCommand::AddNode {
-                        account: account.clone(),
-                        pool: spec.id.clone(),
-                        node: node.clone(),
-                        name: format!("{}-{node}", spec.id),
-                    },
-                    self.system_ctx(),
-                )
-                .await?;
-            let cred = crate::compute::agent::NodeCredential {
-                account: account.clone(),
-                pool: spec.id.clone(),
-                credential: self.node_credential(account, &spec.id, &node),
-                node,
-            };
-            super::provider::start_agent(
-                &self.local.data_dir,
-                &self.local.server_addr,
-                &cred,
-                spec.node_size.task_slots,
-            )?;
-        }
-        let pool_stream = StreamId::pool(account, &spec.id);
-        if let Err(e) = self
-            .core
-            .execute::<Pool>(&pool_stream, PoolCommand::CompleteResize, self.system_ctx())
-            .await
-        {
-            tracing::debug!(%pool_stream, error = %e, "resize already complete");
-        }
-        Ok(())
-    }
-
-    /// Removes every node of a pool being deleted; local agents are
-    /// stopped (with their tasks) and their directories removed.
+    /// Removes every node of a pool being deleted: their tasks are
+    /// terminated, local agents stopped and their directories removed.
     async fn remove_nodes(&self, account: &AccountName, pool: &PoolId) -> Result<(), ApiError> {
         let nodes = self.list::<Node>(&format!("node/{account}/{pool}/"))?;
         for n in nodes {
             let Some(node) = n.state.id.clone() else {
                 continue;
             };
-            super::provider::stop_agent(&self.local.data_dir, account, pool, &node);
-            let stream = StreamId::node(account, pool, &node);
-            let leave = NodeCommand::RemoveNode {
-                deallocation: crate::domain::pool::Deallocation::Terminate,
-            };
-            if let Err(e) = self
-                .core
-                .execute::<Node>(&stream, leave, self.system_ctx())
-                .await
-            {
-                tracing::debug!(%stream, error = %e, "node already leaving");
-            }
-            self.core
-                .execute::<Node>(&stream, NodeCommand::FinishRemoval, self.system_ctx())
-                .await?;
+            self.sagas.remove_now(account, pool, &node).await?;
         }
         Ok(())
+    }
+
+    /// Part of an attempt's stdout or stderr, read by its node's agent.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_task_output(
+        &self,
+        account: &AccountName,
+        job: &crate::types::JobId,
+        task: &TaskId,
+        attempt: u32,
+        which: crate::api::OutputStream,
+        offset: u64,
+        max_bytes: u32,
+    ) -> Result<Response, ApiError> {
+        let stream = StreamId::task(account, job, task);
+        let state = self.show::<Task>(&stream, task.as_str()).await?.state;
+        let attempt = if attempt == 0 { state.attempt } else { attempt };
+        if attempt == 0 {
+            return Err(ApiError::rejected(
+                RejectionCode::TaskStateConflict,
+                format!("task {task} has not run yet: it is queued (lote task show {job} {task})"),
+            ));
+        }
+        if attempt > state.attempt {
+            return Err(Rejection::invalid(format!(
+                "task {task} has had {} attempts; there is no attempt {attempt}",
+                state.attempt
+            ))
+            .into());
+        }
+        // Whether the attempt has ended is decided before reading, so a
+        // reader that sees `completed` and reads to the end has it all.
+        let completed = !(attempt == state.attempt
+            && matches!(state.status, TaskStatus::Assigned | TaskStatus::Running));
+        // The attempt's node, from its assignment in the task's history.
+        let mut node = None;
+        for e in self.core.store().read_stream(&stream, 1, usize::MAX)? {
+            if let Ok(crate::domain::task::TaskEvent::TaskAssigned {
+                placement,
+                attempt: a,
+                ..
+            }) = domain::decode_event(crate::store::StreamKind::Task, &e)
+            {
+                if a == attempt {
+                    node = Some(placement);
+                }
+            }
+        }
+        let Some(placed) = node else {
+            return Err(internal(format!(
+                "task {task} attempt {attempt} has no assignment"
+            )));
+        };
+        let pool_key = format!("{account}/{}", placed.pool);
+        if self
+            .placement
+            .scheduler()
+            .node(&pool_key, &placed.node)
+            .is_none()
+        {
+            return Err(ApiError::rejected(
+                RejectionCode::NodeNotFound,
+                format!(
+                    "attempt {attempt} of task {task} ran on node {}, which has left pool {}; its files went with it",
+                    placed.node, placed.pool
+                ),
+            ));
+        }
+        let read = crate::api::FileRead {
+            read: 0,
+            attempt: crate::api::AttemptRef {
+                job: job.clone(),
+                task: task.clone(),
+                attempt,
+            },
+            stream: which,
+            offset,
+            max_bytes: max_bytes.clamp(1, crate::api::OUTPUT_CHUNK_MAX),
+        };
+        let chunk = self
+            .placement
+            .read_output(
+                account,
+                &placed.pool,
+                &placed.node,
+                read,
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .map_err(|why| ApiError::rejected(RejectionCode::NodeStateConflict, why))?;
+        Ok(Response::TaskOutput {
+            node: placed.node,
+            attempt,
+            chunk,
+            completed,
+        })
     }
 
     /// A node agent's requests.
@@ -1021,9 +1097,10 @@ impl Service {
                     .show::<Pool>(&StreamId::pool(account, pool), pool.as_str())
                     .await?;
                 let start_task = pool_state.state.spec.and_then(|p| p.start_task);
+                // A start task not waited for runs while the node works.
                 let command = NodeCommand::RegisterAgent {
                     agent,
-                    has_start_task: start_task.is_some(),
+                    has_start_task: start_task.as_ref().is_some_and(|s| s.wait_for_success),
                 };
                 match self
                     .core
@@ -1060,16 +1137,24 @@ impl Service {
                 Ok(Response::Recorded)
             }
             Request::AgentPoll { running, wait_ms } => {
+                // Recorded beside the poll, not before it: a changed count
+                // is a durable append, and work must not wait for it.
                 let load = NodeCommand::ReportLoad {
-                    running_tasks: running,
+                    running_tasks: running.len() as u32,
                 };
-                if let Err(e) = self.core.execute::<Node>(&node_stream, load, ctx()).await {
-                    tracing::debug!(%node_stream, error = %e, "load report refused");
-                }
+                let (core, stream, load_ctx) = (self.core.clone(), node_stream.clone(), ctx());
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = core.execute::<Node>(&stream, load, load_ctx).await {
+                        tracing::debug!(%stream, error = %e, "load report refused");
+                    }
+                });
                 let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(30_000)));
-                let work = self.placement.work_for(account, pool, node, wait).await;
-                let mut assignments = Vec::with_capacity(work.len());
-                for (job, task, attempt) in work {
+                let work = self
+                    .placement
+                    .work_for(account, pool, node, &running, wait)
+                    .await;
+                let mut assignments = Vec::with_capacity(work.to_start.len());
+                for (job, task, attempt) in work.to_start {
                     let stream = StreamId::task(account, &job, &task);
                     let state = crate::actors::load::<Task>(self.core.store(), &stream, true)?;
                     if let Some(spec) = state.state.spec {
@@ -1081,7 +1166,18 @@ impl Service {
                         });
                     }
                 }
-                Ok(Response::Work { assignments })
+                Ok(Response::Work {
+                    assignments,
+                    cancel: work.cancel,
+                    reads: work.reads,
+                    reboot: work.reboot,
+                })
+            }
+            Request::AgentFileData { read, result } => {
+                // An answer nobody waits for any more (timed out) is dropped.
+                self.placement
+                    .deliver_read(account, pool, node, read, result);
+                Ok(Response::Recorded)
             }
             Request::AgentStarted { job, task, attempt } => {
                 let stream = StreamId::task(account, &job, &task);

@@ -1,0 +1,641 @@
+//! The supervisors that carry out what the log says is in progress: pools
+//! resizing, nodes leaving or rebooting, jobs terminating, disabled, past
+//! their wall-clock limit, or due to complete.
+//!
+//! Each reaction is a command through an actor, recorded like any other,
+//! so replay reproduces it and nothing changes behind the log. They run on
+//! the placement feed, after the scheduler has folded the event, so they
+//! see the same picture placement plans on. After a restart, `on_ready`
+//! picks up whatever was half-way: a resize, a node still leaving, a job
+//! still terminating, a deadline that passed while the server was down.
+//! Every step tolerates having been done already, since a reaction and a
+//! restart (or two events) may ask for the same step twice.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+
+use crate::actors::{Core, CoreError, Registered};
+use crate::api::auth;
+use crate::clock::new_request_id;
+use crate::compute::agent::NodeCredential;
+use crate::compute::scheduler::HeldTask;
+use crate::domain::decode_event;
+use crate::domain::job::{DisableTasks, Job, JobCommand, JobEvent};
+use crate::domain::node::{Node, NodeCommand};
+use crate::domain::pool::{Deallocation, NodeProvider, Pool, PoolCommand, PoolStatus, ResizeState};
+use crate::domain::task::{Task, TaskCommand};
+use crate::domain::{Ctx, RejectionCode};
+use crate::store::{Envelope, StreamId, StreamKind};
+use crate::types::{AccountName, NodeId, PoolId, Principal, Timestamp};
+
+use super::placement::{Placement, Reactor};
+use super::provider;
+
+/// Where local nodes live and where their agents connect.
+#[derive(Clone)]
+pub struct Local {
+    pub data_dir: std::path::PathBuf,
+    pub server_addr: String,
+}
+
+/// Most nodes one reconciliation starts at once; a resize to more goes on
+/// in the next round, so one request cannot fork thousands of processes
+/// in one go.
+const NODES_PER_ROUND_MAX: usize = 64;
+
+pub struct Sagas {
+    core: Core,
+    placement: Rc<Placement>,
+    local: Local,
+    server_secret: String,
+    /// Pools being reconciled; `true` when asked again meanwhile.
+    reconciling: RefCell<HashMap<String, bool>>,
+    /// Nodes whose removal is under way.
+    removing: RefCell<HashSet<(String, NodeId)>>,
+    /// Jobs with a wall-clock timer set.
+    timers: RefCell<HashSet<StreamId>>,
+}
+
+fn split_pool_key(key: &str) -> Option<(AccountName, PoolId)> {
+    let (account, pool) = key.split_once('/')?;
+    Some((AccountName::new(account).ok()?, PoolId::new(pool).ok()?))
+}
+
+/// A refusal that means the step was done already (or made moot).
+fn moot(e: &CoreError) -> bool {
+    matches!(
+        e.rejection_code(),
+        Some(
+            RejectionCode::StaleAttempt
+                | RejectionCode::TaskCompleted
+                | RejectionCode::TaskNotFound
+                | RejectionCode::TaskStateConflict
+                | RejectionCode::NodeStateConflict
+                | RejectionCode::NodeNotFound
+                | RejectionCode::NodeExists
+                | RejectionCode::JobNotActive
+                | RejectionCode::JobNotFound
+                | RejectionCode::JobBeingTerminated
+                | RejectionCode::JobCompleted
+                | RejectionCode::PoolNotResizing
+                | RejectionCode::PoolBeingDeleted
+                | RejectionCode::PoolNotFound
+        )
+    )
+}
+
+impl Sagas {
+    pub fn new(core: Core, placement: Rc<Placement>, local: Local, server_secret: String) -> Self {
+        Sagas {
+            core,
+            placement,
+            local,
+            server_secret,
+            reconciling: RefCell::default(),
+            removing: RefCell::default(),
+            timers: RefCell::default(),
+        }
+    }
+
+    pub fn local(&self) -> &Local {
+        &self.local
+    }
+
+    fn ctx(&self, component: &str) -> Ctx {
+        Ctx::live(
+            self.core.clock().as_ref(),
+            Principal::System {
+                component: component.into(),
+            },
+            new_request_id(),
+        )
+    }
+
+    /// Runs a command, logging (not failing on) a refusal that means it was
+    /// done already; other errors are returned.
+    async fn run<A: Registered>(
+        &self,
+        stream: &StreamId,
+        command: A::Command,
+        component: &str,
+    ) -> Result<(), CoreError> {
+        match self
+            .core
+            .execute::<A>(stream, command, self.ctx(component))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if moot(&e) => {
+                tracing::debug!(%stream, error = %e, "step already done");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn spawn(
+        self: &Rc<Self>,
+        what: &'static str,
+        f: impl std::future::Future<Output = Result<(), CoreError>> + 'static,
+    ) {
+        tokio::task::spawn_local(async move {
+            if let Err(e) = f.await {
+                tracing::warn!(error = %e, "{what} failed; it is retried on the next change or restart");
+            }
+        });
+    }
+
+    // ---- tasks held on a node ----------------------------------------
+
+    /// Kills and requeues, or kills and fails, the given held tasks.
+    async fn release_tasks(
+        &self,
+        tasks: Vec<HeldTask>,
+        deallocation: Deallocation,
+        reason: String,
+        component: &str,
+    ) -> Result<(), CoreError> {
+        let mut first_error = None;
+        for (stream, attempt) in tasks {
+            let outcome = match deallocation {
+                Deallocation::TaskCompletion => continue,
+                // Attempt 0: planned but not yet read back; the next event
+                // (its TaskAssigned) brings it here again.
+                Deallocation::Requeue if attempt == 0 => continue,
+                Deallocation::Requeue => {
+                    let command = TaskCommand::RequeueTask {
+                        attempt,
+                        reason: reason.clone(),
+                    };
+                    self.run::<Task>(&stream, command, component).await
+                }
+                Deallocation::Terminate => {
+                    let command = TaskCommand::TerminateTask {
+                        reason: reason.clone(),
+                    };
+                    self.run::<Task>(&stream, command, component).await
+                }
+            };
+            if let Err(e) = outcome {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Applies a leaving or rebooting node's rule to the tasks it holds.
+    async fn evict(&self, pool_key: &str, node: &NodeId) -> Result<(), CoreError> {
+        let (held, rule) = {
+            let scheduler = self.placement.scheduler();
+            let Some(n) = scheduler.node(pool_key, node) else {
+                return Ok(());
+            };
+            let rule = match (n.leaving, n.rebooting) {
+                (Some(d), _) => (d, format!("node {node} is leaving the pool")),
+                (None, true) => (Deallocation::Requeue, format!("node {node} is rebooting")),
+                (None, false) => return Ok(()),
+            };
+            (scheduler.held_on(pool_key, node), rule)
+        };
+        self.release_tasks(held, rule.0, rule.1, "node-supervisor")
+            .await
+    }
+
+    /// Removes leaving nodes that hold no task any more: a local node's
+    /// agent is stopped and its directory removed first.
+    fn finish_drained(self: &Rc<Self>) {
+        let drained = self.placement.scheduler().drained_leaving();
+        for key in drained {
+            if !self.removing.borrow_mut().insert(key.clone()) {
+                continue;
+            }
+            let this = self.clone();
+            tokio::task::spawn_local(async move {
+                if let Err(e) = this.finish_removal(&key.0, &key.1).await {
+                    tracing::warn!(node = %key.1, error = %e, "node removal failed; retried on restart");
+                }
+                this.removing.borrow_mut().remove(&key);
+            });
+        }
+    }
+
+    async fn finish_removal(&self, pool_key: &str, node: &NodeId) -> Result<(), CoreError> {
+        let Some((account, pool)) = split_pool_key(pool_key) else {
+            return Ok(());
+        };
+        self.stop_local_agent(&account, &pool, node).await;
+        let stream = StreamId::node(&account, &pool, node);
+        self.run::<Node>(&stream, NodeCommand::FinishRemoval, "node-supervisor")
+            .await
+    }
+
+    /// Stops a node's local agent (if it has one here) off the server's
+    /// thread: the agent gets SIGTERM, then SIGKILL after a grace period.
+    pub async fn stop_local_agent(&self, account: &AccountName, pool: &PoolId, node: &NodeId) {
+        let (dir, account, pool, node) = (
+            self.local.data_dir.clone(),
+            account.clone(),
+            pool.clone(),
+            node.clone(),
+        );
+        let stopped =
+            tokio::task::spawn_blocking(move || provider::stop_agent(&dir, &account, &pool, &node))
+                .await;
+        if let Err(e) = stopped {
+            tracing::warn!(error = %e, "stopping a local agent failed");
+        }
+    }
+
+    /// Takes a node out at once with its tasks terminated: for a pool
+    /// being deleted. Returns when the node is removed.
+    pub async fn remove_now(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+    ) -> Result<(), CoreError> {
+        let stream = StreamId::node(account, pool, node);
+        let leave = NodeCommand::RemoveNode {
+            deallocation: Deallocation::Terminate,
+        };
+        self.run::<Node>(&stream, leave, "pool-deletion").await?;
+        let pool_key = format!("{account}/{pool}");
+        let held = self.placement.scheduler().held_on(&pool_key, node);
+        self.release_tasks(
+            held,
+            Deallocation::Terminate,
+            format!("pool {pool} was deleted"),
+            "pool-deletion",
+        )
+        .await?;
+        self.stop_local_agent(account, pool, node).await;
+        self.run::<Node>(&stream, NodeCommand::FinishRemoval, "pool-deletion")
+            .await
+    }
+
+    // ---- pools --------------------------------------------------------
+
+    /// Brings a pool's nodes to its target, one reconciliation at a time
+    /// per pool (a request during one runs it again after).
+    fn reconcile(self: &Rc<Self>, pool_key: String) {
+        {
+            let mut r = self.reconciling.borrow_mut();
+            if let Some(again) = r.get_mut(&pool_key) {
+                *again = true;
+                return;
+            }
+            r.insert(pool_key.clone(), false);
+        }
+        let this = self.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                if let Err(e) = this.reconcile_once(&pool_key).await {
+                    tracing::warn!(pool = %pool_key, error = %e, "pool resize step failed; retried on the next change");
+                }
+                let mut r = this.reconciling.borrow_mut();
+                if r.get(&pool_key) == Some(&true) {
+                    r.insert(pool_key.clone(), false);
+                    continue;
+                }
+                r.remove(&pool_key);
+                break;
+            }
+        });
+    }
+
+    async fn reconcile_once(self: &Rc<Self>, pool_key: &str) -> Result<(), CoreError> {
+        let Some((account, pool_id)) = split_pool_key(pool_key) else {
+            return Ok(());
+        };
+        let pool_stream = StreamId::pool(&account, &pool_id);
+        if !self.core.exists::<Pool>(&pool_stream)? {
+            return Ok(());
+        }
+        // The picture must include this pool's latest events (our own
+        // previous adds among them) before counting its nodes.
+        self.placement.caught_up(self.core.store().head()).await;
+        let pool = self.core.state::<Pool>(&pool_stream).await?.state;
+        let Some(spec) = pool.spec.as_ref() else {
+            return Ok(());
+        };
+        if pool.status != PoolStatus::Active {
+            return Ok(());
+        }
+        match pool.resize {
+            ResizeState::Steady => return Ok(()),
+            ResizeState::Stopping => {
+                return self
+                    .run::<Pool>(&pool_stream, PoolCommand::CompleteResize, "pool-supervisor")
+                    .await
+            }
+            ResizeState::Resizing => {}
+        }
+        let nodes = self.placement.scheduler().pool_nodes(pool_key);
+        let leaving = nodes.iter().filter(|n| n.leaving.is_some()).count();
+        let mut staying: Vec<_> = nodes.into_iter().filter(|n| n.leaving.is_none()).collect();
+        let target = pool.target_nodes as usize;
+        if staying.len() > target {
+            // Idle nodes go first, then the least busy; among equals the
+            // newest, so long-lived nodes (warm caches) stay.
+            staying.sort_by(|a, b| (a.used, &b.node).cmp(&(b.used, &a.node)));
+            for n in staying.iter().take(staying.len() - target) {
+                let command = NodeCommand::RemoveNode {
+                    deallocation: pool.deallocation,
+                };
+                let stream = StreamId::node(&account, &pool_id, &n.node);
+                self.run::<Node>(&stream, command, "pool-supervisor")
+                    .await?;
+            }
+            // Completed when the last of them is removed (NodeRemoved
+            // brings this back).
+            return Ok(());
+        }
+        if staying.len() < target && spec.provider == NodeProvider::Local {
+            let mut index = self.placement.scheduler().next_node_index(pool_key);
+            let wanted = (target - staying.len()).min(NODES_PER_ROUND_MAX);
+            for _ in 0..wanted {
+                let node = loop {
+                    let node = NodeId::new(format!("node-{index}"))
+                        .map_err(|e| CoreError::Unavailable(e.to_string()))?;
+                    index += 1;
+                    let stream = StreamId::node(&account, &pool_id, &node);
+                    let add = NodeCommand::AddNode {
+                        account: account.clone(),
+                        pool: pool_id.clone(),
+                        node: node.clone(),
+                        name: format!("{pool_id}-{node}"),
+                    };
+                    match self
+                        .core
+                        .execute::<Node>(&stream, add, self.ctx("pool-supervisor"))
+                        .await
+                    {
+                        Ok(_) => break node,
+                        Err(e) if e.rejection_code() == Some(RejectionCode::NodeExists) => continue,
+                        Err(e) => return Err(e),
+                    }
+                };
+                let cred = NodeCredential {
+                    account: account.clone(),
+                    pool: pool_id.clone(),
+                    credential: auth::derive_secret(
+                        &self.server_secret,
+                        &format!("node:{account}/{pool_id}/{node}"),
+                    ),
+                    node: node.clone(),
+                };
+                if let Err(e) = provider::start_agent(
+                    &self.local.data_dir,
+                    &self.local.server_addr,
+                    &cred,
+                    spec.node_size.task_slots,
+                ) {
+                    // The node stays `creating`; operators see why.
+                    tracing::error!(%node, error = %e, "cannot start a local agent");
+                    let stream = StreamId::node(&account, &pool_id, &node);
+                    let unusable = NodeCommand::MarkUnusable {
+                        reason: e.message.clone(),
+                    };
+                    self.run::<Node>(&stream, unusable, "pool-supervisor")
+                        .await?;
+                }
+            }
+            if staying.len() + wanted < target {
+                self.reconciling
+                    .borrow_mut()
+                    .insert(pool_key.to_string(), true);
+                return Ok(());
+            }
+        }
+        if leaving == 0 {
+            // Remote pools reach their size as agents join; nothing here
+            // waits for them.
+            self.run::<Pool>(&pool_stream, PoolCommand::CompleteResize, "pool-supervisor")
+                .await?;
+        }
+        Ok(())
+    }
+
+    // ---- jobs ---------------------------------------------------------
+
+    /// Terminates every unfinished task of a job (running ones are killed
+    /// by their agents, which are told at their next poll).
+    async fn terminate_job_tasks(&self, job: &StreamId, reason: String) -> Result<(), CoreError> {
+        let (queued, held) = self.placement.scheduler().tasks_of_job(job);
+        let mut first_error = None;
+        for stream in queued.into_iter().chain(held.into_iter().map(|(s, _)| s)) {
+            let command = TaskCommand::TerminateTask {
+                reason: reason.clone(),
+            };
+            if let Err(e) = self.run::<Task>(&stream, command, "job-supervisor").await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// A disabled job's running tasks: requeued, terminated or left to
+    /// finish, as the disable asked.
+    async fn disable_job_tasks(&self, job: &StreamId, how: DisableTasks) -> Result<(), CoreError> {
+        let deallocation = match how {
+            DisableTasks::Requeue => Deallocation::Requeue,
+            DisableTasks::Terminate => Deallocation::Terminate,
+            DisableTasks::Wait => return Ok(()),
+        };
+        let (_, held) = self.placement.scheduler().tasks_of_job(job);
+        self.release_tasks(
+            held,
+            deallocation,
+            "its job was disabled".into(),
+            "job-supervisor",
+        )
+        .await
+    }
+
+    /// The job-completion supervisor: a job whose tasks have all finished,
+    /// and that asked to complete then (or is terminating), is completed.
+    /// The job's own `completion_due` says whether it is due.
+    async fn complete_if_due(&self, job: &StreamId) -> Result<(), CoreError> {
+        let state = self.core.state::<Job>(job).await?;
+        if state.state.completion_due().is_none() {
+            return Ok(());
+        }
+        let command = JobCommand::CompleteJob {
+            reason: "all tasks finished".into(),
+        };
+        self.run::<Job>(job, command, "job-completion").await
+    }
+
+    /// Terminates a job when it runs past its maximum wall-clock time.
+    fn set_deadline(self: &Rc<Self>, job: StreamId, deadline: Timestamp) {
+        if !self.timers.borrow_mut().insert(job.clone()) {
+            return;
+        }
+        let this = self.clone();
+        tokio::task::spawn_local(async move {
+            let now = this.core.clock().now();
+            let wait = deadline.as_micros().saturating_sub(now.as_micros()).max(0) as u64;
+            tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
+            this.timers.borrow_mut().remove(&job);
+            let Ok(state) = this.core.state::<Job>(&job).await else {
+                return;
+            };
+            let Some(secs) = state
+                .state
+                .spec
+                .as_ref()
+                .and_then(|s| s.max_wall_clock_secs)
+            else {
+                return;
+            };
+            let command = JobCommand::TerminateJob {
+                reason: format!("the job ran past its maximum wall-clock time of {secs}s"),
+            };
+            if let Err(e) = this.run::<Job>(&job, command, "job-wall-clock").await {
+                tracing::warn!(%job, error = %e, "cannot terminate a job past its wall-clock time");
+            }
+        });
+    }
+}
+
+impl Reactor for Sagas {
+    fn on_ready(self: Rc<Self>) {
+        let (pools, leaving_or_rebooting, deadlines) = {
+            let scheduler = self.placement.scheduler();
+            let pools = scheduler.pool_keys();
+            let mut nodes = Vec::new();
+            for key in &pools {
+                for n in scheduler.pool_nodes(key) {
+                    if n.leaving.is_some() || n.rebooting {
+                        nodes.push((key.clone(), n.node));
+                    }
+                }
+            }
+            (pools, nodes, scheduler.job_deadlines())
+        };
+        for key in pools {
+            self.reconcile(key);
+        }
+        for (key, node) in leaving_or_rebooting {
+            let this = self.clone();
+            self.spawn("carrying on a node's removal", async move {
+                this.evict(&key, &node).await
+            });
+        }
+        self.finish_drained();
+        for (job, deadline) in deadlines {
+            self.set_deadline(job, deadline);
+        }
+        // Jobs left terminating: their remaining tasks.
+        let this = self.clone();
+        self.spawn("carrying on job terminations", async move {
+            let mut terminating = Vec::new();
+            this.core.store().scan_streams(Some("job/"), |e| {
+                if e.event_type == "JobTerminating" {
+                    terminating.push(e.stream.clone());
+                } else if matches!(e.event_type.as_str(), "JobCompleted" | "JobDeleted") {
+                    terminating.retain(|s| s != &e.stream);
+                }
+                Ok(())
+            })?;
+            for job in terminating {
+                this.terminate_job_tasks(&job, "its job is terminating".into())
+                    .await?;
+                this.complete_if_due(&job).await?;
+            }
+            Ok(())
+        });
+    }
+
+    fn on_event(self: Rc<Self>, envelope: &Envelope) {
+        let stream = envelope.stream.clone();
+        let ids = stream.segments();
+        match envelope.event_type.as_str() {
+            "PoolCreated" | "PoolResized" | "PoolResizeStopped" => {
+                self.reconcile(ids[..2].join("/"));
+            }
+            "NodeRemoved" => {
+                self.reconcile(ids[..2].join("/"));
+            }
+            "NodeLeavingPool" | "NodeRebooting" => {
+                let Ok(node) = NodeId::new(ids[2]) else {
+                    return;
+                };
+                let key = ids[..2].join("/");
+                let this = self.clone();
+                self.spawn("releasing a node's tasks", async move {
+                    this.evict(&key, &node).await?;
+                    this.finish_drained();
+                    Ok(())
+                });
+                self.finish_drained();
+            }
+            "TaskAssigned" => {
+                // Planned before its node began to leave or reboot.
+                let holder = self.placement.scheduler().holder(&stream);
+                if let Some((key, node)) = holder {
+                    let affected = self
+                        .placement
+                        .scheduler()
+                        .node(&key, &node)
+                        .is_some_and(|n| {
+                            n.rebooting
+                                || matches!(n.leaving, Some(d) if d != Deallocation::TaskCompletion)
+                        });
+                    if affected {
+                        let this = self.clone();
+                        self.spawn("releasing a late assignment", async move {
+                            this.evict(&key, &node).await
+                        });
+                    }
+                }
+            }
+            "TaskCompleted" | "TaskTerminated" | "TaskRequeued" | "TaskDeleted" => {
+                self.finish_drained();
+            }
+            "JobCreated" => {
+                let deadline = self
+                    .placement
+                    .scheduler()
+                    .job_deadlines()
+                    .into_iter()
+                    .find(|(s, _)| s == &stream);
+                if let Some((job, deadline)) = deadline {
+                    self.set_deadline(job, deadline);
+                }
+            }
+            "JobTerminating" | "JobDeleted" => {
+                let reason = match decode_event::<JobEvent>(StreamKind::Job, envelope) {
+                    Ok(JobEvent::JobTerminating { reason, .. }) => {
+                        format!("its job is terminating: {reason}")
+                    }
+                    _ => "its job was deleted".to_string(),
+                };
+                let this = self.clone();
+                self.spawn("terminating a job's tasks", async move {
+                    this.terminate_job_tasks(&stream, reason).await?;
+                    this.complete_if_due(&stream).await
+                });
+            }
+            "JobDisabled" => {
+                let Ok(JobEvent::JobDisabled { disable_tasks, .. }) =
+                    decode_event::<JobEvent>(StreamKind::Job, envelope)
+                else {
+                    return;
+                };
+                let this = self.clone();
+                self.spawn("releasing a disabled job's tasks", async move {
+                    this.disable_job_tasks(&stream, disable_tasks).await
+                });
+            }
+            "JobTaskCountsChanged" => {
+                let this = self.clone();
+                self.spawn("completing a job", async move {
+                    this.complete_if_due(&stream).await
+                });
+            }
+            _ => {}
+        }
+    }
+}

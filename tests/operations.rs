@@ -1,0 +1,710 @@
+//! Operations on running pools, nodes, jobs and tasks, end to end with the
+//! real server and agent processes: resize, node removal with each
+//! deallocation option, reboot, job terminate and wall-clock limit, task
+//! output, bulk submission, retention, detached children, start tasks
+//! that are not waited for.
+
+mod compute_support;
+mod server_support;
+
+use std::time::{Duration, Instant};
+
+use compute_support::*;
+use lote::api::{ApiError, Request, Response};
+use lote::client::{Client, ClientError};
+use lote::domain::job::{JobSpec, JobStatus};
+use lote::domain::node::NodeState;
+use lote::domain::pool::{Deallocation, NodeProvider, PoolSpec, ResizeState};
+use lote::domain::spec::{CommandLine, StartTask};
+use lote::domain::task::{FailureCategory, TaskStatus};
+use lote::types::{AccountName, JobId, NodeId, PoolId};
+use server_support::*;
+
+async fn resize(client: &Client, pool: &str, nodes: u32, deallocation: Deallocation) {
+    client
+        .call(&Request::ResizePool {
+            pool: PoolId::new(pool).unwrap(),
+            target_nodes: nodes,
+            deallocation,
+        })
+        .await
+        .unwrap();
+}
+
+async fn pool_state(client: &Client, pool: &str) -> lote::domain::pool::Pool {
+    match client
+        .call(&Request::ShowPool {
+            pool: PoolId::new(pool).unwrap(),
+        })
+        .await
+        .unwrap()
+    {
+        Response::Pool(p) => p.state,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn steady(client: &Client, pool: &str) {
+    eventually(Duration::from_secs(60), "pool steady", || async {
+        let p = pool_state(client, pool).await;
+        if p.resize == ResizeState::Steady {
+            Ok(())
+        } else {
+            Err(format!("{:?}", p.resize))
+        }
+    })
+    .await
+}
+
+async fn node_of(client: &Client, job: &str, task_id: &str) -> NodeId {
+    task(client, job, task_id)
+        .await
+        .state
+        .placement
+        .expect("placed")
+        .node
+}
+
+async fn remove_node(client: &Client, pool: &str, node: &NodeId, deallocation: Deallocation) {
+    client
+        .call(&Request::RemoveNode {
+            pool: PoolId::new(pool).unwrap(),
+            node: node.clone(),
+            deallocation,
+        })
+        .await
+        .unwrap();
+}
+
+async fn node_gone(client: &Client, pool: &str, node: &NodeId) {
+    eventually(Duration::from_secs(30), "node removed", || async {
+        let nodes = list_nodes(client, pool).await;
+        match nodes.iter().find(|n| n.state.id.as_ref() == Some(node)) {
+            None => Ok(()),
+            Some(n) => Err(format!("{node} is {:?}", n.state.state)),
+        }
+    })
+    .await
+}
+
+/// A shell task that records its pid under `dir` (as TASK.ATTEMPT.pid)
+/// and then sleeps for good.
+fn sleeper(dir: &std::path::Path, id: &str) -> lote::domain::task::TaskSpec {
+    shell(
+        id,
+        &format!(
+            "echo $$ > {}/$LOTE_TASK_ID.$LOTE_TASK_ATTEMPT.pid; exec sleep 300",
+            dir.display()
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_pool_grows_and_shrinks_and_terminating_a_job_kills_its_tasks() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    local_pool(&client, "elastic", 1, 1).await;
+    nodes_up(&client, "elastic", 1).await;
+    steady(&client, "elastic").await;
+
+    resize(&client, "elastic", 3, Deallocation::Requeue).await;
+    let nodes = nodes_up(&client, "elastic", 3).await;
+    steady(&client, "elastic").await;
+    let ids: Vec<String> = nodes
+        .iter()
+        .map(|n| n.state.id.as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["node-0", "node-1", "node-2"]);
+    let pool_dir = server.data_dir.join("nodes/acme/elastic");
+    let agent_pid = |n: &str| std::fs::read_to_string(pool_dir.join(n).join("agent.pid")).unwrap();
+    let agents: Vec<String> = ids.iter().map(|n| agent_pid(n)).collect();
+
+    // One sleeper per node.
+    create_job(&client, "j", "elastic").await;
+    let marks = tempfile::tempdir().unwrap();
+    add(
+        &client,
+        "j",
+        (0..3)
+            .map(|i| sleeper(marks.path(), &format!("s{i}")))
+            .collect(),
+    )
+    .await;
+    let mut pids = Vec::new();
+    for i in 0..3 {
+        pids.push(pid_in(&marks.path().join(format!("s{i}.1.pid"))).await);
+    }
+
+    // Shrink to one node, requeueing: the two newest nodes go, with their
+    // agents, their tasks' processes and their directories.
+    resize(&client, "elastic", 1, Deallocation::Requeue).await;
+    let left = nodes_up(&client, "elastic", 1).await;
+    assert_eq!(left[0].state.id.as_ref().unwrap().as_str(), "node-0");
+    steady(&client, "elastic").await;
+    for (i, n) in ids.iter().enumerate().skip(1) {
+        assert!(!pool_dir.join(n).exists(), "{n}'s directory is still there");
+        assert!(!alive(&agents[i]), "{n}'s agent survived");
+    }
+    let mut queued = 0;
+    for i in 0..3 {
+        let t = task(&client, "j", &format!("s{i}")).await.state;
+        if t.status == TaskStatus::Active {
+            queued += 1;
+            assert_eq!((t.requeue_count, t.retry_count, t.attempt), (1, 0, 1));
+            assert!(!alive(&pids[i]), "requeued s{i} still runs");
+        } else {
+            assert_eq!(t.status, TaskStatus::Running);
+            assert!(alive(&pids[i]));
+        }
+    }
+    assert_eq!(queued, 2, "two tasks lost their node");
+
+    // Terminate: the running one is killed, the queued ones cancelled,
+    // and the job completes.
+    client
+        .call(&Request::TerminateJob {
+            job: JobId::new("j").unwrap(),
+            reason: "enough".into(),
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(30), "job completed", || async {
+        let j = show_job(&client, "j").await;
+        if j.state.status == JobStatus::Completed {
+            Ok(())
+        } else {
+            Err(format!("{:?} {:?}", j.state.status, j.state.task_counts))
+        }
+    })
+    .await;
+    for (i, pid) in pids.iter().enumerate() {
+        let t = task(&client, "j", &format!("s{i}")).await.state;
+        let failure = t.last_result.unwrap().failure.unwrap();
+        assert_eq!(failure.0, FailureCategory::Terminated, "s{i}");
+        assert!(!alive(pid), "s{i} survived its job");
+    }
+    assert!(alive(&agents[0]), "the remaining node's agent died");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_node_requeues_terminates_or_waits_for_its_tasks() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, "ops", 3, 1).await;
+    nodes_up(&client, "ops", 3).await;
+    create_job(&client, "j", "ops").await;
+    let marks = tempfile::tempdir().unwrap();
+    let done = marks.path().join("c.done");
+    add(
+        &client,
+        "j",
+        vec![
+            sleeper(marks.path(), "a"),
+            sleeper(marks.path(), "b"),
+            shell(
+                "c",
+                &format!(
+                    "echo $$ > {}/c.1.pid; sleep 2; echo done > {}",
+                    marks.path().display(),
+                    done.display()
+                ),
+            ),
+        ],
+    )
+    .await;
+    let pid_a = pid_in(&marks.path().join("a.1.pid")).await;
+    let pid_b = pid_in(&marks.path().join("b.1.pid")).await;
+    pid_in(&marks.path().join("c.1.pid")).await;
+    let (node_a, node_b, node_c) = (
+        node_of(&client, "j", "a").await,
+        node_of(&client, "j", "b").await,
+        node_of(&client, "j", "c").await,
+    );
+
+    // terminate: killed and failed.
+    remove_node(&client, "ops", &node_a, Deallocation::Terminate).await;
+    node_gone(&client, "ops", &node_a).await;
+    let a = task(&client, "j", "a").await.state;
+    assert_eq!(a.status, TaskStatus::Completed);
+    assert_eq!(
+        a.last_result.unwrap().failure.unwrap().0,
+        FailureCategory::Terminated
+    );
+    assert!(!alive(&pid_a), "a's process survived its node");
+
+    // taskcompletion, through the CLI: the node leaves only after c ends,
+    // and c ends by itself, successfully.
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "node",
+            "remove",
+            "ops",
+            node_c.as_str(),
+            "--deallocation",
+            "taskcompletion",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let leaving = list_nodes(&client, "ops").await;
+    let c_node = leaving
+        .iter()
+        .find(|n| n.state.id.as_ref() == Some(&node_c))
+        .map(|n| n.state.state);
+    assert!(
+        done.exists() || c_node == Some(NodeState::LeavingPool),
+        "{c_node:?}"
+    );
+    node_gone(&client, "ops", &node_c).await;
+    assert!(done.exists(), "the node left before its task ended");
+    assert!(task(&client, "j", "c")
+        .await
+        .state
+        .last_result
+        .unwrap()
+        .succeeded());
+
+    // requeue: killed, back in the queue, no retry used.
+    remove_node(&client, "ops", &node_b, Deallocation::Requeue).await;
+    node_gone(&client, "ops", &node_b).await;
+    let b = task(&client, "j", "b").await.state;
+    assert_eq!(b.status, TaskStatus::Active);
+    assert_eq!((b.requeue_count, b.retry_count), (1, 0));
+    assert!(!alive(&pid_b), "b's process survived its node");
+
+    // Each removal lowered the target, so nothing replaced the nodes.
+    steady(&client, "ops").await;
+    assert_eq!(pool_state(&client, "ops").await.target_nodes, 0);
+    assert!(list_nodes(&client, "ops").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebooted_node_requeues_its_task_reruns_its_start_task_and_carries_on() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    let spec = PoolSpec {
+        start_task: Some(StartTask {
+            command_line: CommandLine::Shell("echo boot >> \"$LOTE_NODE_SHARED_DIR/boots\"".into()),
+            env: vec![],
+            resource_files: vec![],
+            wait_for_success: true,
+            retry_count_max: 0,
+        }),
+        ..PoolSpec::fixed(
+            PoolId::new("rb").unwrap(),
+            AccountName::new("x").unwrap(),
+            1,
+            1,
+        )
+    };
+    client
+        .call(&Request::CreatePool {
+            spec,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    nodes_up(&client, "rb", 1).await;
+    create_job(&client, "j", "rb").await;
+    let marks = tempfile::tempdir().unwrap();
+    add(
+        &client,
+        "j",
+        vec![shell(
+            "t",
+            &format!(
+                "if [ \"$LOTE_TASK_ATTEMPT\" = 1 ]; then echo $$ > {dir}/t.pid; exec sleep 300; fi; echo again > {dir}/t.again",
+                dir = marks.path().display()
+            ),
+        )],
+    )
+    .await;
+    let first = pid_in(&marks.path().join("t.pid")).await;
+
+    let out = cli(&server, &key, &["node", "reboot", "rb", "node-0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_job(&client, "j", Duration::from_secs(60)).await;
+    let t = task(&client, "j", "t").await.state;
+    assert!(t.last_result.unwrap().succeeded());
+    assert_eq!((t.attempt, t.requeue_count, t.retry_count), (2, 1, 0));
+    assert!(!alive(&first), "the first attempt survived the reboot");
+    assert!(marks.path().join("t.again").exists());
+    let boots =
+        std::fs::read_to_string(server.data_dir.join("nodes/acme/rb/node-0/shared/boots")).unwrap();
+    assert_eq!(boots.lines().count(), 2, "the start task ran {boots:?}");
+    nodes_up(&client, "rb", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_output_is_read_from_the_node_and_add_many_submits_in_idempotent_batches() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, "out", 1, 2).await;
+    create_job(&client, "j", "out").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tasks.jsonl");
+    std::fs::write(
+        &file,
+        concat!(
+            "// the talkative one first\n",
+            r#"{"id": "talk", "command": "for i in 1 2 3; do echo line $i; sleep 0.4; done; echo oops >&2"}"#,
+            "\n\n",
+            r#"{"id": "argv", "argv": ["/bin/echo", "from", "argv"]}"#,
+            "\n",
+            r#"{"id": "env", "command": "echo $GREETING", "env": {"GREETING": "hi"}}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "task",
+            "add-many",
+            "j",
+            "--from-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Follow the talkative task from while it runs to its end.
+    eventually(Duration::from_secs(60), "talk running", || async {
+        let t = task(&client, "j", "talk").await.state;
+        match t.status {
+            TaskStatus::Running => Ok(()),
+            s => Err(format!("{s:?}")),
+        }
+    })
+    .await;
+    let out = cli(&server, &key, &["task", "output", "j", "talk", "--follow"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "line 1\nline 2\nline 3\n"
+    );
+    let out = cli(&server, &key, &["task", "output", "j", "talk", "--stderr"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "oops\n");
+    wait_job(&client, "j", Duration::from_secs(60)).await;
+    let out = cli(
+        &server,
+        &key,
+        &["task", "output", "j", "argv", "--output", "json"],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["text"], "from argv\n");
+    assert_eq!(v["attempt"], 1);
+    let out = cli(&server, &key, &["task", "output", "j", "env"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    let out = cli(
+        &server,
+        &key,
+        &["task", "output", "j", "talk", "--attempt", "2"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no attempt 2"));
+
+    // 1,234 tasks on a pool with no node: three batches, and running the
+    // same command again adds nothing twice.
+    lote_remote_pool(&client, "idle").await;
+    create_job(&client, "bulk", "idle").await;
+    let big = dir.path().join("big.jsonl");
+    let lines: String = (0..1234)
+        .map(|i| format!("{{\"id\": \"n{i}\", \"command\": \"true\"}}\n"))
+        .collect();
+    std::fs::write(&big, lines).unwrap();
+    for _ in 0..2 {
+        let out = cli(
+            &server,
+            &key,
+            &[
+                "task",
+                "add-many",
+                "bulk",
+                "--from-file",
+                big.to_str().unwrap(),
+                "--output",
+                "json",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_eq!(show_job(&client, "bulk").await.state.tasks_added, 1234);
+
+    // A bad line adds nothing and says where it is.
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"id\": \"x1\", \"command\": \"true\"}\n{\"id\": \"x2\", \"command\": \"true\"}\n{\"id\": \"x3\"}\n",
+    )
+    .unwrap();
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "task",
+            "add-many",
+            "bulk",
+            "--from-file",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3") && err.contains("command"), "{err}");
+    assert_eq!(show_job(&client, "bulk").await.state.tasks_added, 1234);
+
+    // A queued task has no output yet, and says so.
+    let out = cli(&server, &key, &["task", "output", "bulk", "n7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has not run yet"));
+}
+
+async fn lote_remote_pool(client: &Client, id: &str) {
+    let spec = PoolSpec {
+        provider: NodeProvider::Remote,
+        ..PoolSpec::fixed(
+            PoolId::new(id).unwrap(),
+            AccountName::new("x").unwrap(),
+            0,
+            1,
+        )
+    };
+    client
+        .call(&Request::CreatePool {
+            spec,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_limits_retention_and_detached_children() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, "w", 1, 2).await;
+    let marks = tempfile::tempdir().unwrap();
+
+    // A job past its wall-clock time is terminated with its tasks.
+    let spec = JobSpec {
+        max_wall_clock_secs: Some(2),
+        ..JobSpec::on_pool(
+            JobId::new("timed").unwrap(),
+            AccountName::new("x").unwrap(),
+            PoolId::new("w").unwrap(),
+        )
+    };
+    let created = Instant::now();
+    client
+        .call(&Request::CreateJob {
+            spec,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    add(&client, "timed", vec![sleeper(marks.path(), "long")]).await;
+    let long = pid_in(&marks.path().join("long.1.pid")).await;
+    eventually(Duration::from_secs(30), "job past its time", || async {
+        let j = show_job(&client, "timed").await.state;
+        if j.status == JobStatus::Completed {
+            Ok(())
+        } else {
+            Err(format!("{:?}", j.status))
+        }
+    })
+    .await;
+    assert!(created.elapsed() >= Duration::from_secs(2));
+    let t = task(&client, "timed", "long").await.state;
+    let (category, why) = t.last_result.unwrap().failure.unwrap();
+    assert_eq!(category, FailureCategory::Terminated);
+    assert!(why.contains("wall-clock"), "{why}");
+    assert!(!alive(&long));
+
+    // A task past its own limit is killed with a child that left its
+    // process group with setsid.
+    create_job(&client, "j", "w").await;
+    let detached = marks.path().join("detached.pid");
+    let mut escapee = shell(
+        "escapee",
+        &format!(
+            "setsid sh -c 'echo $$ > {}; exec sleep 300' & sleep 300",
+            detached.display()
+        ),
+    );
+    escapee.constraints.max_wall_clock_secs = Some(1);
+    // Kept for one second after it completes.
+    let mut brief = shell("brief", "echo kept");
+    brief.constraints.retention_secs = Some(1);
+    add(&client, "j", vec![escapee, brief]).await;
+    let escaped = pid_in(&detached).await;
+    wait_job(&client, "j", Duration::from_secs(30)).await;
+    let t = task(&client, "j", "escapee").await.state;
+    assert_eq!(
+        t.last_result.unwrap().failure.unwrap().0,
+        FailureCategory::Timeout
+    );
+    eventually(Duration::from_secs(5), "detached child killed", || async {
+        if alive(&escaped) {
+            Err(format!("{escaped} alive"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let brief_dir = server.data_dir.join("nodes/acme/w/node-0/tasks/j/brief/1");
+    eventually(Duration::from_secs(10), "retention", || async {
+        if brief_dir.exists() {
+            Err(format!("{} still there", brief_dir.display()))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let out = cli(&server, &key, &["task", "output", "j", "brief"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("retention"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_task_not_waited_for_runs_beside_the_work() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let spec = PoolSpec {
+        start_task: Some(StartTask {
+            command_line: CommandLine::Shell(
+                "sleep 3; echo done > \"$LOTE_NODE_SHARED_DIR/started\"".into(),
+            ),
+            env: vec![],
+            resource_files: vec![],
+            wait_for_success: false,
+            retry_count_max: 0,
+        }),
+        ..PoolSpec::fixed(
+            PoolId::new("nw").unwrap(),
+            AccountName::new("x").unwrap(),
+            1,
+            1,
+        )
+    };
+    client
+        .call(&Request::CreatePool {
+            spec,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    create_job(&client, "j", "nw").await;
+    add(
+        &client,
+        "j",
+        vec![shell(
+            "early",
+            "test ! -e \"$LOTE_NODE_SHARED_DIR/started\"",
+        )],
+    )
+    .await;
+    wait_job(&client, "j", Duration::from_secs(60)).await;
+    assert!(
+        task(&client, "j", "early")
+            .await
+            .state
+            .last_result
+            .unwrap()
+            .succeeded(),
+        "the task waited for the start task"
+    );
+    let result = server
+        .data_dir
+        .join("nodes/acme/nw/node-0/starttask/result.txt");
+    let text = eventually(Duration::from_secs(30), "start task result", || async {
+        std::fs::read_to_string(&result).map_err(|e| e.to_string())
+    })
+    .await;
+    assert_eq!(text, "succeeded\n");
+}
+
+/// A read of output from a node whose agent is gone fails within the
+/// timeout instead of hanging, and names the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_output_from_a_silent_node_fails_clearly() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let token = remote_pool(
+        &client,
+        "far",
+        1,
+        lote::domain::pool::SchedulingPolicy::Pack,
+    )
+    .await;
+    create_job(&client, "j", "far").await;
+    let root = tempfile::tempdir().unwrap();
+    let mut agents = start_agents(&server, "far", &token, &[root.path()], 1);
+    add(&client, "j", vec![shell("t", "echo hello")]).await;
+    wait_job(&client, "j", Duration::from_secs(30)).await;
+    let Response::TaskOutput {
+        chunk, completed, ..
+    } = client
+        .call(&Request::ReadTaskOutput {
+            job: JobId::new("j").unwrap(),
+            task: lote::types::TaskId::new("t").unwrap(),
+            attempt: 0,
+            stream: lote::api::OutputStream::Stdout,
+            offset: 0,
+            max_bytes: 3,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("output expected")
+    };
+    assert_eq!(
+        (chunk.data.as_slice(), chunk.size, completed),
+        (&b"hel"[..], 6, true)
+    );
+    // The agent is gone (SIGKILL: no goodbye).
+    agents.kill_all();
+    let started = Instant::now();
+    let err = client
+        .call(&Request::ReadTaskOutput {
+            job: JobId::new("j").unwrap(),
+            task: lote::types::TaskId::new("t").unwrap(),
+            attempt: 0,
+            stream: lote::api::OutputStream::Stdout,
+            offset: 0,
+            max_bytes: 3,
+        })
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let ClientError::Api(ApiError { message, .. }) = err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("did not answer"), "{message}");
+}
