@@ -2,8 +2,12 @@
 //! pool of 2 nodes with 2 slots each (real agent processes), durable log,
 //! against this machine's raw spawn rate measured in the same run.
 //!
+//! Then the server's resident memory with `--queued` tasks (1,000,000 by
+//! default) waiting on a pool that has no node.
+//!
 //!   cargo bench --bench compute
-//!   cargo bench --bench compute -- --tasks 10000
+//!   cargo bench --bench compute -- --tasks 10000 --queued 1000000
+//!   cargo bench --bench compute -- --tasks 0          # memory only
 //!
 //! Without `--bench` it is a quick smoke run of itself.
 
@@ -40,17 +44,35 @@ fn raw_spawn_rate(count: u64) -> f64 {
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// This process's resident memory, bytes.
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
 fn main() {
     let smoke = smoke();
     let tasks = arg("--tasks", if smoke { 200 } else { 10_000 });
+    let queued = arg("--queued", if smoke { 2_000 } else { 1_000_000 });
     if smoke {
         println!("smoke run (figures meaningless); measure with: cargo bench --bench compute");
     }
     // Local agents are the lote binary, not this one.
     std::env::set_var("LOTE_AGENT_EXE", env!("CARGO_BIN_EXE_lote"));
 
-    let raw = raw_spawn_rate(tasks);
-    println!("raw spawn rate: {tasks} x /bin/true, 2 in flight: {raw:.0} spawns/s");
+    let raw = if tasks > 0 {
+        raw_spawn_rate(tasks)
+    } else {
+        0.0
+    };
+    if tasks > 0 {
+        println!("raw spawn rate: {tasks} x /bin/true, 2 in flight: {raw:.0} spawns/s");
+    }
 
     let data = tempfile::tempdir().expect("temp dir");
     let server = server::Embedded::start(ServerConfig::new(data.path(), "127.0.0.1:0"))
@@ -62,79 +84,175 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let admin = Client::new(ClientConfig::new(addr.clone(), Credential::Admin, admin_key));
+        let admin = Client::new(ClientConfig::new(
+            addr.clone(),
+            Credential::Admin,
+            admin_key,
+        ));
         let account = AccountName::new("bench").unwrap();
         admin
-            .call(&Request::CreateAccount { name: account.clone(), request_id: None })
+            .call(&Request::CreateAccount {
+                name: account.clone(),
+                request_id: None,
+            })
             .await
             .unwrap();
-        let Response::Keys { primary, .. } =
-            admin.call(&Request::ShowKeys { name: account.clone() }).await.unwrap()
+        let Response::Keys { primary, .. } = admin
+            .call(&Request::ShowKeys {
+                name: account.clone(),
+            })
+            .await
+            .unwrap()
         else {
             panic!("keys")
         };
         let client = Client::new(ClientConfig::new(
             addr.clone(),
-            Credential::Account { account: account.clone() },
+            Credential::Account {
+                account: account.clone(),
+            },
             primary,
         ));
-        let pool = PoolId::new("local").unwrap();
+        if tasks > 0 {
+            run_true_tasks(&client, &account, tasks, raw).await;
+        }
+        if queued > 0 {
+            queued_memory(&client, &account, queued).await;
+        }
+    });
+    server.stop().expect("server stops cleanly");
+}
+
+/// `tasks` x /bin/true on 2 local nodes x 2 slots, first add to last
+/// completion.
+async fn run_true_tasks(client: &Client, account: &AccountName, tasks: u64, raw: f64) {
+    let pool = PoolId::new("local").unwrap();
+    client
+        .call(&Request::CreatePool {
+            spec: PoolSpec::fixed(pool.clone(), account.clone(), 2, 2),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let job = JobId::new("true").unwrap();
+    client
+        .call(&Request::CreateJob {
+            spec: JobSpec {
+                on_all_tasks_complete: OnAllTasksComplete::TerminateJob,
+                ..JobSpec::on_pool(job.clone(), account.clone(), pool.clone())
+            },
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let specs: Vec<TaskSpec> = (0..tasks)
+        .map(|i| {
+            TaskSpec::simple(
+                TaskId::new(format!("t{i}")).unwrap(),
+                CommandLine::Argv(vec!["/bin/true".into()]),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    for batch in specs.chunks(lote::api::ADD_TASKS_BATCH_MAX) {
         client
-            .call(&Request::CreatePool {
-                spec: PoolSpec::fixed(pool.clone(), account.clone(), 2, 2),
+            .call(&Request::AddTasks {
+                job: job.clone(),
+                tasks: batch.to_vec(),
                 request_id: None,
             })
             .await
             .unwrap();
-        let job = JobId::new("true").unwrap();
-        client
-            .call(&Request::CreateJob {
-                spec: JobSpec {
-                    on_all_tasks_complete: OnAllTasksComplete::TerminateJob,
-                    ..JobSpec::on_pool(job.clone(), account.clone(), pool.clone())
-                },
-                request_id: None,
-            })
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let Response::Job(state) = client
+            .call(&Request::ShowJob { job: job.clone() })
             .await
-            .unwrap();
-        let specs: Vec<TaskSpec> = (0..tasks)
-            .map(|i| {
-                TaskSpec::simple(
-                    TaskId::new(format!("t{i}")).unwrap(),
-                    CommandLine::Argv(vec!["/bin/true".into()]),
-                )
-            })
-            .collect();
-        let started = Instant::now();
-        for batch in specs.chunks(lote::api::ADD_TASKS_BATCH_MAX) {
-            client
-                .call(&Request::AddTasks {
-                    job: job.clone(),
-                    tasks: batch.to_vec(),
-                    request_id: None,
-                })
-                .await
-                .unwrap();
+            .unwrap()
+        else {
+            panic!("job")
+        };
+        if state.state.completed_at.is_some() {
+            assert_eq!(state.state.unfinished(), 0);
+            break;
         }
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let Response::Job(state) = client.call(&Request::ShowJob { job: job.clone() }).await.unwrap() else {
-                panic!("job")
-            };
-            if state.state.completed_at.is_some() {
-                assert_eq!(state.state.unfinished(), 0);
-                break;
-            }
-            assert!(Instant::now() < deadline, "not done: {:?}", state.state.task_counts);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        let rate = tasks as f64 / elapsed;
-        println!(
+        assert!(
+            Instant::now() < deadline,
+            "not done: {:?}",
+            state.state.task_counts
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = tasks as f64 / elapsed;
+    println!(
             "lote: {tasks} x /bin/true on 2 local nodes x 2 slots, durable: {elapsed:.2}s from first add to last completion = {rate:.0} tasks/s = {:.0}% of the raw spawn rate (goal: >= 60%)",
             100.0 * rate / raw
         );
-        client.call(&Request::DeletePool { pool }).await.unwrap();
-    });
-    server.stop().expect("server stops cleanly");
+    client.call(&Request::DeletePool { pool }).await.unwrap();
+}
+
+/// Resident memory of the server (this process) with `count` tasks queued
+/// on a pool with no node, added in durable batches from 4 senders.
+async fn queued_memory(client: &Client, account: &AccountName, count: u64) {
+    let pool = PoolId::new("empty").unwrap();
+    client
+        .call(&Request::CreatePool {
+            spec: PoolSpec {
+                provider: lote::domain::pool::NodeProvider::Remote,
+                ..PoolSpec::fixed(pool.clone(), account.clone(), 0, 1)
+            },
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let job = JobId::new("waiting").unwrap();
+    client
+        .call(&Request::CreateJob {
+            spec: JobSpec::on_pool(job.clone(), account.clone(), pool.clone()),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let before = resident_bytes();
+    let started = Instant::now();
+    let batch = lote::api::ADD_TASKS_BATCH_MAX as u64;
+    let batches = count.div_ceil(batch);
+    let senders = 4;
+    let sender = |first: u64| {
+        let job = job.clone();
+        async move {
+            let mut b = first;
+            while b < batches {
+                let specs: Vec<TaskSpec> = (b * batch..((b + 1) * batch).min(count))
+                    .map(|i| {
+                        TaskSpec::simple(
+                            TaskId::new(format!("q{i:07}")).unwrap(),
+                            CommandLine::Argv(vec!["/bin/true".into()]),
+                        )
+                    })
+                    .collect();
+                let request = Request::AddTasks {
+                    job: job.clone(),
+                    tasks: specs,
+                    request_id: None,
+                };
+                client.call(&request).await.unwrap();
+                b += senders;
+            }
+        }
+    };
+    tokio::join!(sender(0), sender(1), sender(2), sender(3));
+    let added = started.elapsed().as_secs_f64();
+    // Let placement fold the last of them.
+    tokio::time::sleep(Duration::from_secs(if count > 10_000 { 5 } else { 1 })).await;
+    let after = resident_bytes();
+    let per_task = after.saturating_sub(before) as f64 / count as f64;
+    println!(
+        "queued: {count} tasks added in {added:.1}s ({:.0}/s); resident {:.0} MiB before, {:.0} MiB after = {per_task:.0} bytes per queued task (goal: <= 1024)",
+        count as f64 / added,
+        before as f64 / (1 << 20) as f64,
+        after as f64 / (1 << 20) as f64,
+    );
 }

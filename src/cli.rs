@@ -1134,7 +1134,7 @@ async fn add_many(
         loop {
             match client.call(&request).await {
                 Ok(_) => break,
-                Err(e) if is_transient(&e) && tries < 5 => {
+                Err(e) if e.is_transient() && tries < 5 => {
                     tries += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
                 }
@@ -1145,16 +1145,6 @@ async fn add_many(
         rest = later;
     }
     Ok(Response::TasksAdded { job, count: added })
-}
-
-fn is_transient(e: &ClientError) -> bool {
-    match e {
-        ClientError::Connect { .. } | ClientError::Disconnected(_) | ClientError::Timeout(_) => {
-            true
-        }
-        ClientError::Api(a) | ClientError::Refused(a) => a.retryable(),
-        ClientError::Protocol(_) => false,
-    }
 }
 
 /// `task output`: prints the bytes as they are on the node (table output)

@@ -78,6 +78,17 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// Worth trying again shortly: the server is away, restarting or busy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Connect { .. }
+            | ClientError::Disconnected(_)
+            | ClientError::Timeout(_) => true,
+            ClientError::Api(a) | ClientError::Refused(a) => a.retryable(),
+            ClientError::Protocol(_) => false,
+        }
+    }
 }
 
 enum Waiter {

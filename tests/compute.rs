@@ -5,15 +5,14 @@ mod compute_support;
 mod server_support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use compute_support::*;
 use lote::api::Request;
-use lote::domain::pool::{NodeProvider, PoolSpec, SchedulingPolicy};
+use lote::domain::pool::{NodeProvider, SchedulingPolicy};
 use lote::domain::spec::CommandLine;
 use lote::domain::task::{FailureCategory, TaskSpec, TaskStatus};
-use lote::types::{AccountName, JobId, PoolId, TaskId};
+use lote::types::{JobId, PoolId, TaskId};
 use server_support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,17 +115,7 @@ async fn remote_agents_run_tasks_with_retries_launch_failures_and_timeouts() {
     assert_eq!(outputs, 12);
 
     // The log of all this replays without a mismatch.
-    let mut server = server;
-    let _data = server.take_temp();
-    assert!(server.terminate().success());
-    let out = Command::new(lote_bin())
-        .args(["replay", "--data-dir"])
-        .arg(&server.data_dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("no mismatch"), "{text}");
+    stop_and_replay(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,18 +167,7 @@ async fn pack_fills_one_node_before_the_next_and_oversized_tasks_are_refused() {
 async fn a_local_pool_starts_its_agents_runs_tasks_and_deleting_it_stops_everything() {
     let server = ServerProcess::start(&[]);
     let (client, _, _) = server.account("acme").await;
-    client
-        .call(&Request::CreatePool {
-            spec: PoolSpec::fixed(
-                PoolId::new("local").unwrap(),
-                AccountName::new("x").unwrap(),
-                2,
-                2,
-            ),
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    local_pool(&client, "local", 2, 2).await;
     create_job(&client, "j", "local").await;
     let marks = tempfile::tempdir().unwrap();
     let mut tasks: Vec<TaskSpec> = (0..20)
@@ -243,16 +221,8 @@ async fn a_local_pool_starts_its_agents_runs_tasks_and_deleting_it_stops_everyth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_start_task_keeps_its_node_out_of_placement() {
-    use lote::domain::spec::StartTask;
     let server = ServerProcess::start(&[]);
     let (client, _, _) = server.account("acme").await;
-    let start_task = |line: &str| StartTask {
-        command_line: CommandLine::Shell(line.into()),
-        env: vec![],
-        resource_files: vec![],
-        wait_for_success: true,
-        retry_count_max: 1,
-    };
     for (pool, line) in [
         ("good", "echo ready > \"$LOTE_NODE_SHARED_DIR/marker\""),
         (
@@ -260,23 +230,8 @@ async fn a_failed_start_task_keeps_its_node_out_of_placement() {
             "echo tried >> \"$LOTE_NODE_SHARED_DIR/tries\"; exit 7",
         ),
     ] {
-        let spec = PoolSpec {
-            provider: NodeProvider::Remote,
-            start_task: Some(start_task(line)),
-            ..PoolSpec::fixed(
-                PoolId::new(pool).unwrap(),
-                AccountName::new("x").unwrap(),
-                0,
-                1,
-            )
-        };
-        client
-            .call(&Request::CreatePool {
-                spec,
-                request_id: None,
-            })
-            .await
-            .unwrap();
+        let st = start_task(line, true, 1);
+        create_pool(&client, pool, NodeProvider::Remote, 0, 1, Some(st)).await;
         create_job(&client, pool, pool).await;
         add(
             &client,

@@ -14,8 +14,7 @@ use lote::api::{ApiError, Request, Response};
 use lote::client::{Client, ClientError};
 use lote::domain::job::{JobSpec, JobStatus};
 use lote::domain::node::NodeState;
-use lote::domain::pool::{Deallocation, NodeProvider, PoolSpec, ResizeState};
-use lote::domain::spec::{CommandLine, StartTask};
+use lote::domain::pool::{Deallocation, NodeProvider, ResizeState};
 use lote::domain::task::{FailureCategory, TaskStatus};
 use lote::types::{AccountName, JobId, NodeId, PoolId};
 use server_support::*;
@@ -115,6 +114,13 @@ async fn a_local_pool_grows_and_shrinks_and_terminating_a_job_kills_its_tasks() 
         .map(|n| n.state.id.as_ref().unwrap().to_string())
         .collect();
     assert_eq!(ids, ["node-0", "node-1", "node-2"]);
+    // Each registered with its machine's size and the address it reaches
+    // the server from.
+    for n in &nodes {
+        let agent = n.state.agent.as_ref().unwrap();
+        assert_eq!(agent.address, "127.0.0.1");
+        assert!(agent.memory_mib > 0 && agent.cores > 0, "{agent:?}");
+    }
     let pool_dir = server.data_dir.join("nodes/acme/elastic");
     let agent_pid = |n: &str| std::fs::read_to_string(pool_dir.join(n).join("agent.pid")).unwrap();
     let agents: Vec<String> = ids.iter().map(|n| agent_pid(n)).collect();
@@ -184,6 +190,7 @@ async fn a_local_pool_grows_and_shrinks_and_terminating_a_job_kills_its_tasks() 
         assert!(!alive(pid), "s{i} survived its job");
     }
     assert!(alive(&agents[0]), "the remaining node's agent died");
+    stop_and_replay(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -281,34 +288,15 @@ async fn removing_a_node_requeues_terminates_or_waits_for_its_tasks() {
     steady(&client, "ops").await;
     assert_eq!(pool_state(&client, "ops").await.target_nodes, 0);
     assert!(list_nodes(&client, "ops").await.is_empty());
+    stop_and_replay(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebooted_node_requeues_its_task_reruns_its_start_task_and_carries_on() {
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;
-    let spec = PoolSpec {
-        start_task: Some(StartTask {
-            command_line: CommandLine::Shell("echo boot >> \"$LOTE_NODE_SHARED_DIR/boots\"".into()),
-            env: vec![],
-            resource_files: vec![],
-            wait_for_success: true,
-            retry_count_max: 0,
-        }),
-        ..PoolSpec::fixed(
-            PoolId::new("rb").unwrap(),
-            AccountName::new("x").unwrap(),
-            1,
-            1,
-        )
-    };
-    client
-        .call(&Request::CreatePool {
-            spec,
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    let boot = start_task("echo boot >> \"$LOTE_NODE_SHARED_DIR/boots\"", true, 0);
+    create_pool(&client, "rb", NodeProvider::Local, 1, 1, Some(boot)).await;
     nodes_up(&client, "rb", 1).await;
     create_job(&client, "j", "rb").await;
     let marks = tempfile::tempdir().unwrap();
@@ -342,6 +330,7 @@ async fn a_rebooted_node_requeues_its_task_reruns_its_start_task_and_carries_on(
         std::fs::read_to_string(server.data_dir.join("nodes/acme/rb/node-0/shared/boots")).unwrap();
     assert_eq!(boots.lines().count(), 2, "the start task ran {boots:?}");
     nodes_up(&client, "rb", 1).await;
+    stop_and_replay(server);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,7 +413,7 @@ async fn task_output_is_read_from_the_node_and_add_many_submits_in_idempotent_ba
 
     // 1,234 tasks on a pool with no node: three batches, and running the
     // same command again adds nothing twice.
-    lote_remote_pool(&client, "idle").await;
+    create_pool(&client, "idle", NodeProvider::Remote, 0, 1, None).await;
     create_job(&client, "bulk", "idle").await;
     let big = dir.path().join("big.jsonl");
     let lines: String = (0..1234)
@@ -480,25 +469,6 @@ async fn task_output_is_read_from_the_node_and_add_many_submits_in_idempotent_ba
     let out = cli(&server, &key, &["task", "output", "bulk", "n7"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has not run yet"));
-}
-
-async fn lote_remote_pool(client: &Client, id: &str) {
-    let spec = PoolSpec {
-        provider: NodeProvider::Remote,
-        ..PoolSpec::fixed(
-            PoolId::new(id).unwrap(),
-            AccountName::new("x").unwrap(),
-            0,
-            1,
-        )
-    };
-    client
-        .call(&Request::CreatePool {
-            spec,
-            request_id: None,
-        })
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,30 +566,12 @@ async fn wall_clock_limits_retention_and_detached_children() {
 async fn a_start_task_not_waited_for_runs_beside_the_work() {
     let server = ServerProcess::start(&[]);
     let (client, _, _) = server.account("acme").await;
-    let spec = PoolSpec {
-        start_task: Some(StartTask {
-            command_line: CommandLine::Shell(
-                "sleep 3; echo done > \"$LOTE_NODE_SHARED_DIR/started\"".into(),
-            ),
-            env: vec![],
-            resource_files: vec![],
-            wait_for_success: false,
-            retry_count_max: 0,
-        }),
-        ..PoolSpec::fixed(
-            PoolId::new("nw").unwrap(),
-            AccountName::new("x").unwrap(),
-            1,
-            1,
-        )
-    };
-    client
-        .call(&Request::CreatePool {
-            spec,
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    let slow = start_task(
+        "sleep 3; echo done > \"$LOTE_NODE_SHARED_DIR/started\"",
+        false,
+        0,
+    );
+    create_pool(&client, "nw", NodeProvider::Local, 1, 1, Some(slow)).await;
     create_job(&client, "j", "nw").await;
     add(
         &client,

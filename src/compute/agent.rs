@@ -132,12 +132,12 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     std::fs::create_dir_all(&shared_dir)
         .map_err(FileError::new("shared directory", &shared_dir))?;
     let info = AgentInfo {
-        hostname: config.name.clone(),
-        address: String::new(),
+        hostname: host_name().unwrap_or_else(|| config.name.clone()),
+        address: local_address(&config.server),
         cores: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
-        memory_mib: 0,
+        memory_mib: memory_mib(),
         task_slots: config.task_slots.max(1),
         agent_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -174,6 +174,41 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     }
 }
 
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The machine's memory, from the kernel (0 when it cannot be read).
+fn memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(0)
+}
+
+/// The address this machine reaches the server from: what people and
+/// other nodes would use to reach it. A UDP "connect" picks the route and
+/// sends nothing.
+fn local_address(server: &str) -> String {
+    let bind = if server.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    std::net::UdpSocket::bind(bind)
+        .and_then(|s| s.connect(server).map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
 /// Registers the node, then runs the pool's start task as the pool asks:
 /// before any work (reported, with retries) or beside it.
 async fn register(
@@ -190,7 +225,7 @@ async fn register(
         {
             Ok(Response::Registered { start_task }) => break start_task,
             Ok(_) => break None,
-            Err(e) if transient(&e) => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(e) if e.is_transient() => tokio::time::sleep(RETRY_PAUSE).await,
             Err(e) => return Err(e.into()),
         }
     };
@@ -241,7 +276,7 @@ async fn work(
                 reboot,
             }) => (assignments, cancel, reads, reboot),
             Ok(_) => Default::default(),
-            Err(e) if transient(&e) => {
+            Err(e) if e.is_transient() => {
                 // A node whose directory is gone was removed while the
                 // server was away: nothing is left to serve.
                 if !config.root.join("node.toml").exists() {
@@ -492,17 +527,6 @@ fn kill_all_attempts() {
         .collect();
     for process in all {
         process.kill();
-    }
-}
-
-/// Errors worth waiting out: the server is away, restarting or busy.
-fn transient(e: &ClientError) -> bool {
-    match e {
-        ClientError::Connect { .. } | ClientError::Disconnected(_) | ClientError::Timeout(_) => {
-            true
-        }
-        ClientError::Api(a) | ClientError::Refused(a) => a.retryable(),
-        ClientError::Protocol(_) => false,
     }
 }
 
@@ -762,7 +786,7 @@ async fn report_until_recorded(client: &Client, report: &Request) -> Result<(), 
     loop {
         match client.call(report).await {
             Ok(_) => return Ok(()),
-            Err(e) if transient(&e) => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(e) if e.is_transient() => tokio::time::sleep(RETRY_PAUSE).await,
             Err(ClientError::Api(a))
                 if matches!(
                     a.rejection,

@@ -11,7 +11,7 @@ use lote::client::Client;
 use lote::domain::job::JobSpec;
 use lote::domain::node::{Node, NodeState};
 use lote::domain::pool::{NodeProvider, PoolSpec, SchedulingPolicy};
-use lote::domain::spec::CommandLine;
+use lote::domain::spec::{CommandLine, StartTask};
 use lote::domain::task::{Task, TaskSpec};
 use lote::domain::Versioned;
 use lote::types::{AccountName, JobId, PoolId, TaskId};
@@ -210,20 +210,49 @@ where
     }
 }
 
-/// A local pool (agents started by the server) of `nodes` × `slots`.
-pub async fn local_pool(client: &Client, id: &str, nodes: u32, slots: u32) {
+/// A pool of `nodes` × `slots` from `provider`, with a start task when
+/// given.
+pub async fn create_pool(
+    client: &Client,
+    id: &str,
+    provider: NodeProvider,
+    nodes: u32,
+    slots: u32,
+    start_task: Option<StartTask>,
+) {
+    let spec = PoolSpec {
+        provider,
+        start_task,
+        ..PoolSpec::fixed(
+            PoolId::new(id).unwrap(),
+            AccountName::new("x").unwrap(),
+            nodes,
+            slots,
+        )
+    };
     client
         .call(&Request::CreatePool {
-            spec: PoolSpec::fixed(
-                PoolId::new(id).unwrap(),
-                AccountName::new("x").unwrap(),
-                nodes,
-                slots,
-            ),
+            spec,
             request_id: None,
         })
         .await
         .unwrap();
+}
+
+/// A local pool (agents started by the server) of `nodes` × `slots`.
+pub async fn local_pool(client: &Client, id: &str, nodes: u32, slots: u32) {
+    create_pool(client, id, NodeProvider::Local, nodes, slots, None).await;
+}
+
+/// A start task running a shell line.
+pub fn start_task(line: &str, wait_for_success: bool, retry_count_max: u32) -> StartTask {
+    StartTask {
+        command_line: CommandLine::Shell(line.into()),
+        env: vec![],
+        resource_files: vec![],
+        wait_for_success,
+        retry_count_max,
+    }
 }
 
 /// Waits until the pool has exactly `count` nodes, all idle or running.
@@ -273,4 +302,20 @@ pub fn cli(server: &ServerProcess, key: &str, args: &[&str]) -> std::process::Ou
         .env_remove("LOTE_OUTPUT")
         .output()
         .unwrap()
+}
+
+/// Stops the server and checks that `lote replay` rebuilds its whole log
+/// without a mismatch.
+pub fn stop_and_replay(server: ServerProcess) {
+    let mut server = server;
+    let _data = server.take_temp();
+    assert!(server.terminate().success());
+    let out = Command::new(lote_bin())
+        .args(["replay", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("no mismatch"), "{text}");
 }
