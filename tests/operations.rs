@@ -660,3 +660,84 @@ async fn reading_output_from_a_silent_node_fails_clearly() {
     };
     assert!(message.contains("did not answer"), "{message}");
 }
+
+/// Work prefetched onto a node behind a long task moves to a node that
+/// goes idle: short tasks never wait for the long one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_waiting_behind_a_long_one_move_to_an_idle_node() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    local_pool(&client, "pf", 2, 1).await;
+    nodes_up(&client, "pf", 2).await;
+    create_job(&client, "j", "pf").await;
+    let marks = tempfile::tempdir().unwrap();
+    let mut tasks = vec![sleeper(marks.path(), "a-long")];
+    // Enough short ones that the queue is long and work is prefetched.
+    tasks.extend((0..300).map(|i| shell(&format!("short-{i:03}"), "true")));
+    add(&client, "j", tasks).await;
+    let long = pid_in(&marks.path().join("a-long.1.pid")).await;
+    eventually(Duration::from_secs(120), "short tasks done", || async {
+        let j = show_job(&client, "j").await.state;
+        if j.unfinished() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", j.task_counts))
+        }
+    })
+    .await;
+    assert!(alive(&long), "the long task ended first");
+    let t = task(&client, "j", "a-long").await.state;
+    assert_eq!(t.status, TaskStatus::Running);
+    stop_and_replay(server);
+}
+
+/// A disabled node whose running task ends reports its load; that must
+/// not make it schedulable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_node_gets_no_work_after_its_task_ends() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    local_pool(&client, "dn", 2, 1).await;
+    nodes_up(&client, "dn", 2).await;
+    create_job(&client, "j", "dn").await;
+    let marks = tempfile::tempdir().unwrap();
+    let done = marks.path().join("first.done");
+    add(
+        &client,
+        "j",
+        vec![shell(
+            "first",
+            &format!(
+                "echo $$ > {}/first.1.pid; sleep 1; touch {}",
+                marks.path().display(),
+                done.display()
+            ),
+        )],
+    )
+    .await;
+    pid_in(&marks.path().join("first.1.pid")).await;
+    let busy = node_of(&client, "j", "first").await;
+    client
+        .call(&Request::DisableNode {
+            pool: PoolId::new("dn").unwrap(),
+            node: busy.clone(),
+        })
+        .await
+        .unwrap();
+    wait_job(&client, "j", Duration::from_secs(30)).await;
+    // Its agent has reported the task gone (a load change) by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    add(
+        &client,
+        "j",
+        (0..20)
+            .map(|i| shell(&format!("later-{i}"), "true"))
+            .collect(),
+    )
+    .await;
+    wait_job(&client, "j", Duration::from_secs(60)).await;
+    for i in 0..20 {
+        let node = node_of(&client, "j", &format!("later-{i}")).await;
+        assert_ne!(node, busy, "later-{i} ran on the disabled node");
+    }
+}

@@ -145,6 +145,8 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         cred: cred.clone(),
         root: config.root.clone(),
         shared: shared_dir.clone(),
+        slots: Arc::new(tokio::sync::Semaphore::new(info.task_slots as usize)),
+        slot_count: info.task_slots,
     });
     // Files whose retention ran out while the agent was down.
     retention::sweep(&config.root);
@@ -490,6 +492,8 @@ struct RunningAttempt {
     process: Option<proc_tree::Tracked>,
     /// The server said to stop it before its process started.
     cancelled: bool,
+    /// Wakes an attempt still waiting for a free slot when it is cancelled.
+    cancel: Arc<tokio::sync::Notify>,
 }
 
 /// The attempts running now. A std mutex: held for a few map operations,
@@ -512,6 +516,7 @@ fn cancel_attempt(a: &AttemptRef) {
             return;
         };
         entry.cancelled = true;
+        entry.cancel.notify_one();
         entry.process.clone()
     };
     if let Some(process) = process {
@@ -521,10 +526,14 @@ fn cancel_attempt(a: &AttemptRef) {
 }
 
 fn kill_all_attempts() {
-    let all: Vec<_> = attempts()
-        .values()
-        .filter_map(|a| a.process.clone())
-        .collect();
+    let all: Vec<_> = {
+        let mut running = attempts();
+        for a in running.values_mut() {
+            a.cancelled = true;
+            a.cancel.notify_one();
+        }
+        running.values().filter_map(|a| a.process.clone()).collect()
+    };
     for process in all {
         process.kill();
     }
@@ -534,6 +543,10 @@ struct TaskEnv {
     cred: NodeCredential,
     root: PathBuf,
     shared: PathBuf,
+    /// The node's task slots: the server may place more attempts here than
+    /// slots (prefetch); they start as slots free.
+    slots: Arc<tokio::sync::Semaphore>,
+    slot_count: u32,
 }
 
 /// Runs one attempt and reports it.
@@ -543,6 +556,19 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
         task: a.task.clone(),
         attempt: a.attempt,
     };
+    // Prefetched work waits here for its slots, or for being moved away.
+    let need = a.spec.required_slots.clamp(1, env.slot_count);
+    let cancel = attempts().entry(key.clone()).or_default().cancel.clone();
+    let _slots = tokio::select! {
+        permit = env.slots.clone().acquire_many_owned(need) => match permit {
+            Ok(p) => p,
+            Err(_) => return,
+        },
+        _ = cancel.notified() => return,
+    };
+    if attempts().get(&key).is_some_and(|e| e.cancelled) {
+        return;
+    }
     let dir = attempt_dir(&env.root, &key);
     let wd = dir.join("wd");
     let started = Instant::now();

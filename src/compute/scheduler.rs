@@ -22,6 +22,12 @@ use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId, Timestamp};
 /// Queue order: higher job priority first, then submission order.
 type QueueKey = (Reverse<i32>, u64);
 
+/// A pool's queue counts as long (worth prefetching for) from this many
+/// tasks per slot, and at least [`PREFETCH_QUEUE_MIN`]: with fewer
+/// waiting, the round trip saved does not change when the work ends.
+pub const PREFETCH_QUEUE_FACTOR: u64 = 2;
+pub const PREFETCH_QUEUE_MIN: u64 = 100;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedTask {
     pub account: AccountName,
@@ -50,6 +56,8 @@ pub struct NodeState {
     pub to_start: BTreeMap<(JobId, TaskId), u32>,
     /// Leaving the pool, with what to do with its tasks.
     pub leaving: Option<Deallocation>,
+    /// The node as its own events made it.
+    model: crate::domain::node::Node,
     /// Rebooting: its agent is to stop everything and register again.
     pub rebooting: bool,
 }
@@ -104,6 +112,8 @@ pub struct Scheduler {
     /// The task whose attempt just completed: a `TaskRetried` right after
     /// it (same append, next event) puts it back in its queue place.
     just_completed: Option<(StreamId, Holding)>,
+    /// Tasks proposed by [`steals`](Self::steals) and not yet moved.
+    stealing: std::collections::HashSet<StreamId>,
 }
 
 fn pool_key(account: &AccountName, pool: &PoolId) -> String {
@@ -188,30 +198,24 @@ impl Scheduler {
                     pool.next_index = pool.next_index.max(index.saturating_add(1));
                 }
                 let node = self.nodes.entry((key, node_id)).or_default();
-                match &event {
-                    NodeEvent::NodeStarting { agent, .. } => {
-                        node.slots = agent.task_slots;
-                        node.schedulable = false;
-                        node.rebooting = false;
-                    }
-                    NodeEvent::NodeRebooting { .. } => {
-                        node.schedulable = false;
-                        node.rebooting = true;
-                    }
-                    NodeEvent::NodeLeavingPool { deallocation, .. } => {
-                        node.schedulable = false;
-                        node.leaving = Some(*deallocation);
-                    }
-                    NodeEvent::NodeIdle { .. }
-                    | NodeEvent::NodeRunning { .. }
-                    | NodeEvent::NodeOnline { .. } => node.schedulable = true,
-                    NodeEvent::NodeCreating { .. }
-                    | NodeEvent::NodeWaitingForStartTask { .. }
-                    | NodeEvent::NodeStartTaskFailed { .. }
-                    | NodeEvent::NodeOffline { .. }
-                    | NodeEvent::NodeUnusable { .. } => node.schedulable = false,
-                    NodeEvent::NodeRemoved { .. } => {}
+                // The node's own state machine decides what it may do: a
+                // load report from a leaving or offline node must not make
+                // it schedulable again.
+                if let Err(why) = crate::domain::apply_checked(&mut node.model, &event) {
+                    tracing::error!(%stream, %why, "placement skipped a node event it cannot apply");
+                    return;
                 }
+                use crate::domain::node::NodeState as S;
+                let model = &node.model;
+                let slots = model.agent.as_ref().map(|a| a.task_slots).unwrap_or(0);
+                let leaving =
+                    (model.state == S::LeavingPool).then(|| model.deallocation.unwrap_or_default());
+                let (schedulable, rebooting) =
+                    (model.state.is_schedulable(), model.state == S::Rebooting);
+                node.slots = slots;
+                node.schedulable = schedulable;
+                node.rebooting = rebooting;
+                node.leaving = leaving;
             }
             StreamKind::Task => self.observe_task(envelope),
             StreamKind::Account | StreamKind::Request => {}
@@ -223,6 +227,9 @@ impl Scheduler {
         let Ok(event) = decode_event::<TaskEvent>(StreamKind::Task, envelope) else {
             return;
         };
+        if !matches!(event, TaskEvent::TaskAssigned { .. }) {
+            self.stealing.remove(stream);
+        }
         match event {
             TaskEvent::TaskAdded {
                 account,
@@ -356,6 +363,15 @@ impl Scheduler {
     }
 
     /// Plans one round over every pool, reserving the slots it uses.
+    ///
+    /// Free slots are filled first. Then, while a pool's queue is long
+    /// (at least [`PREFETCH_QUEUE_FACTOR`] times its slots), each node is
+    /// also given up to its slot count of tasks to start as soon as one of
+    /// its slots frees: the agent starts the next task without waiting for
+    /// the server's round trip, which is what keeps short tasks near the
+    /// raw spawn rate. Near the end of a queue nothing is prefetched, and
+    /// [`steals`](Self::steals) moves tasks still waiting behind busy slots
+    /// to nodes that went idle.
     pub fn plan(&mut self) -> Vec<Planned> {
         let mut out = Vec::new();
         let pool_keys: Vec<String> = self
@@ -369,38 +385,39 @@ impl Scheduler {
                 continue;
             };
             let policy = pool.policy;
-            // Free slots per schedulable node.
-            let mut free: Vec<(NodeId, u32)> = pool
+            let room = |prefetch: bool| -> Vec<(NodeId, u32)> {
+                pool.nodes
+                    .iter()
+                    .filter_map(|n| {
+                        let s = self.nodes.get(&(key.clone(), n.clone()))?;
+                        let capacity = if prefetch { s.slots * 2 } else { s.slots };
+                        (s.schedulable && capacity > s.used).then(|| (n.clone(), capacity - s.used))
+                    })
+                    .collect()
+            };
+            let mut free = room(false);
+            let mut picked = self.pick(&pool.queue, &mut free, policy, &BTreeSet::new());
+            let total_slots: u64 = pool
                 .nodes
                 .iter()
-                .filter_map(|n| {
-                    let s = self.nodes.get(&(key.clone(), n.clone()))?;
-                    (s.schedulable && s.slots > s.used).then(|| (n.clone(), s.slots - s.used))
-                })
-                .collect();
-            if free.is_empty() {
-                continue;
-            }
-            let mut picked = Vec::new();
-            for (qkey, task) in &pool.queue {
-                if free.iter().all(|(_, f)| *f == 0) {
-                    break;
+                .filter_map(|n| self.nodes.get(&(key.clone(), n.clone())))
+                .filter(|s| s.schedulable)
+                .map(|s| u64::from(s.slots))
+                .sum();
+            let long_queue = pool.queue.len() as u64
+                >= (PREFETCH_QUEUE_FACTOR * total_slots).max(PREFETCH_QUEUE_MIN);
+            if long_queue {
+                let mut ahead = room(true);
+                for (qkey, node) in &picked {
+                    let slots = pool.queue.get(qkey).map(|t| t.slots).unwrap_or(1);
+                    if let Some((_, f)) = ahead.iter_mut().find(|(n, _)| n == node) {
+                        *f = f.saturating_sub(slots);
+                    }
                 }
-                let job = StreamId::job(&task.account, &task.job);
-                if self.jobs.get(&job).map(|j| j.state) != Some(JobState::Active) {
-                    continue;
-                }
-                let fits = free.iter_mut().filter(|(_, f)| *f >= task.slots);
-                // Pack: the fullest node that fits (fill one, free others
-                // for scale-down). Spread: the emptiest.
-                let choice = match policy {
-                    SchedulingPolicy::Pack => fits.min_by_key(|(n, f)| (*f, n.clone())),
-                    SchedulingPolicy::Spread => fits.max_by_key(|(n, f)| (*f, Reverse(n.clone()))),
-                };
-                if let Some((node, f)) = choice {
-                    *f -= task.slots;
-                    picked.push((*qkey, node.clone()));
-                }
+                let taken: BTreeSet<QueueKey> = picked.iter().map(|(k, _)| *k).collect();
+                // Spread the waiting work, so no node's queue runs dry first.
+                let more = self.pick(&pool.queue, &mut ahead, SchedulingPolicy::Spread, &taken);
+                picked.extend(more);
             }
             for (qkey, node) in picked {
                 let Some(task) = self.pools.get_mut(&key).and_then(|p| p.queue.remove(&qkey))
@@ -420,6 +437,90 @@ impl Scheduler {
                 });
                 self.hold(&stream, key.clone(), node, qkey, task);
             }
+        }
+        out
+    }
+
+    /// Queue entries that fit in `free`, in queue order, by `policy`.
+    fn pick(
+        &self,
+        queue: &BTreeMap<QueueKey, QueuedTask>,
+        free: &mut [(NodeId, u32)],
+        policy: SchedulingPolicy,
+        skip: &BTreeSet<QueueKey>,
+    ) -> Vec<(QueueKey, NodeId)> {
+        let mut picked = Vec::new();
+        if free.is_empty() {
+            return picked;
+        }
+        for (qkey, task) in queue {
+            if free.iter().all(|(_, f)| *f == 0) {
+                break;
+            }
+            if skip.contains(qkey) {
+                continue;
+            }
+            let job = StreamId::job(&task.account, &task.job);
+            if self.jobs.get(&job).map(|j| j.state) != Some(JobState::Active) {
+                continue;
+            }
+            let fits = free.iter_mut().filter(|(_, f)| *f >= task.slots);
+            // Pack: the fullest node that fits (fill one, free others for
+            // scale-down). Spread: the emptiest.
+            let choice = match policy {
+                SchedulingPolicy::Pack => fits.min_by_key(|(n, f)| (*f, n.clone())),
+                SchedulingPolicy::Spread => fits.max_by_key(|(n, f)| (*f, Reverse(n.clone()))),
+            };
+            if let Some((node, f)) = choice {
+                *f -= task.slots;
+                picked.push((*qkey, node.clone()));
+            }
+        }
+        picked
+    }
+
+    /// Tasks waiting on a busy node (prefetched, not started) to move to a
+    /// node of the same pool that has free slots and nothing queued for
+    /// it: requeued, they are placed there by the next round. Each is
+    /// proposed once.
+    pub fn steals(&mut self) -> Vec<HeldTask> {
+        let mut out = Vec::new();
+        for (key, pool) in &self.pools {
+            if !pool.queue.is_empty() {
+                continue;
+            }
+            let node = |n: &NodeId| self.nodes.get(&(key.clone(), n.clone()));
+            let mut idle: u32 = pool
+                .nodes
+                .iter()
+                .filter_map(node)
+                .filter(|s| s.schedulable && s.used < s.slots)
+                .map(|s| s.slots - s.used)
+                .sum();
+            if idle == 0 {
+                continue;
+            }
+            for n in &pool.nodes {
+                let Some(s) = node(n) else { continue };
+                // Only what waits beyond the node's own slots.
+                let waiting = s.used.saturating_sub(s.slots) as usize;
+                for ((job, task), attempt) in s.to_start.iter().rev().take(waiting) {
+                    if idle == 0 {
+                        break;
+                    }
+                    let account = key.split('/').next().and_then(|a| AccountName::new(a).ok());
+                    let Some(account) = account else { continue };
+                    let stream = StreamId::task(&account, job, task);
+                    if self.stealing.contains(&stream) {
+                        continue;
+                    }
+                    idle = idle.saturating_sub(1);
+                    out.push((stream, *attempt));
+                }
+            }
+        }
+        for (stream, _) in &out {
+            self.stealing.insert(stream.clone());
         }
         out
     }

@@ -151,6 +151,27 @@ impl Placement {
                 for _ in 0..ROUND_GATHER_YIELDS {
                     tokio::task::yield_now().await;
                 }
+                let steals = rounds.scheduler.borrow_mut().steals();
+                for (stream, attempt) in steals {
+                    let core = core.clone();
+                    tokio::task::spawn_local(async move {
+                        let ctx = Ctx::live(
+                            core.clock().as_ref(),
+                            Principal::System {
+                                component: "placement".into(),
+                            },
+                            new_request_id(),
+                        );
+                        let command = TaskCommand::RequeueTask {
+                            attempt,
+                            reason: "moved to a node with a free slot".into(),
+                        };
+                        if let Err(e) = core.execute::<Task>(&stream, command, ctx).await {
+                            // Started meanwhile: it stays where it is.
+                            tracing::debug!(%stream, error = %e, "no move");
+                        }
+                    });
+                }
                 let planned = rounds.scheduler.borrow_mut().plan();
                 for p in planned {
                     let core = core.clone();
