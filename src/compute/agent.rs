@@ -559,7 +559,7 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     // Prefetched work waits here for its slots, or for being moved away.
     let need = a.spec.required_slots.clamp(1, env.slot_count);
     let cancel = attempts().entry(key.clone()).or_default().cancel.clone();
-    let _slots = tokio::select! {
+    let slots = tokio::select! {
         permit = env.slots.clone().acquire_many_owned(need) => match permit {
             Ok(p) => p,
             Err(_) => return,
@@ -608,8 +608,8 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             }
             let result = started_and_waited(client, &a, &mut child, started).await;
             // Whatever it left behind, in its group or detached from it.
-            if let Some(t) = &tracked {
-                t.kill();
+            if let Some(t) = tracked.clone() {
+                let _ = tokio::task::spawn_blocking(move || t.kill()).await;
             }
             match result {
                 Some(result) => result,
@@ -617,6 +617,8 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             }
         }
     };
+    // The slots are free once the process is gone, before the report.
+    drop(slots);
     let report = Request::AgentCompleted {
         job: a.job.clone(),
         task: a.task.clone(),

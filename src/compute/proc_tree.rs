@@ -43,7 +43,7 @@ impl Tracked {
         let me = std::process::id();
         for _ in 0..SWEEP_ROUNDS_MAX {
             let mut killed = 0;
-            for pid in tagged(&needle, self.started, me) {
+            for pid in tagged(&needle, self.pid, self.started, me) {
                 // SAFETY: kill(2) on one process that carries this
                 // attempt's tag, so it is one of the attempt's own.
                 unsafe {
@@ -58,8 +58,9 @@ impl Tracked {
     }
 }
 
-/// Processes started at or after `since` whose environment holds `needle`.
-fn tagged(needle: &[u8], since: u64, me: u32) -> Vec<u32> {
+/// Processes numbered above `leader`, started at or after `since`, whose
+/// environment holds `needle`.
+fn tagged(needle: &[u8], leader: u32, since: u64, me: u32) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -72,7 +73,11 @@ fn tagged(needle: &[u8], since: u64, me: u32) -> Vec<u32> {
         else {
             continue;
         };
-        if pid == me || start_ticks(pid).is_none_or(|t| t < since) {
+        // Pids grow until they wrap: what the attempt started has a
+        // larger pid than its leader, which spares reading every process
+        // on the machine at each attempt's end. (After a wrap of the pid
+        // counter during one attempt, earlier-numbered escapees are missed.)
+        if pid == me || pid < leader || start_ticks(pid).is_none_or(|t| t < since) {
             continue;
         }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
