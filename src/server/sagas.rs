@@ -630,6 +630,17 @@ impl Reactor for Sagas {
                 });
             }
             "JobTaskCountsChanged" => {
+                // Only a task leaving the unfinished buckets can make the
+                // job due; the rest would be a state query per event.
+                use crate::domain::task::TaskBucket as B;
+                let finishing = matches!(
+                    decode_event::<JobEvent>(StreamKind::Job, envelope),
+                    Ok(JobEvent::JobTaskCountsChanged { to, .. })
+                        if !matches!(to, Some(B::Active | B::Running))
+                );
+                if !finishing {
+                    return;
+                }
                 let this = self.clone();
                 self.spawn("completing a job", async move {
                     this.complete_if_due(&stream).await

@@ -29,6 +29,9 @@ use crate::domain::{self, Aggregate, Ctx, Rejection, RejectionCode, Versioned};
 use crate::store::{ExpectedVersion, StoreError, StreamAppend, StreamId};
 use crate::types::{AccountName, NodeId, PoolId, Principal, RequestId, TaskId};
 
+/// How often a busy node's changing task count is recorded.
+const LOAD_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Most tasks in one page of a task listing.
 pub const LIST_ITEMS_MAX: usize = 1000;
 
@@ -63,6 +66,8 @@ pub struct Service {
     admin_key: String,
     server_secret: String,
     nonces: RefCell<NonceCache>,
+    /// The load each node last reported, and when.
+    loads: RefCell<std::collections::HashMap<StreamId, (u32, std::time::Instant)>>,
     placement: Rc<super::placement::Placement>,
 }
 
@@ -180,6 +185,7 @@ impl Service {
             admin_key,
             server_secret,
             nonces: RefCell::new(NonceCache::default()),
+            loads: RefCell::default(),
             placement,
         }
     }
@@ -1138,16 +1144,32 @@ impl Service {
             }
             Request::AgentPoll { running, wait_ms } => {
                 // Recorded beside the poll, not before it: a changed count
-                // is a durable append, and work must not wait for it.
-                let load = NodeCommand::ReportLoad {
-                    running_tasks: running.len() as u32,
-                };
-                let (core, stream, load_ctx) = (self.core.clone(), node_stream.clone(), ctx());
-                tokio::task::spawn_local(async move {
-                    if let Err(e) = core.execute::<Node>(&stream, load, load_ctx).await {
-                        tracing::debug!(%stream, error = %e, "load report refused");
+                // is a durable append, and work must not wait for it. A
+                // busy node's count is recorded at most once a second (it
+                // changes with every task); idle ⇄ busy at once.
+                let count = running.len() as u32;
+                let now = std::time::Instant::now();
+                let due = match self.loads.borrow().get(&node_stream) {
+                    None => true,
+                    Some((last, _)) if (*last == 0) != (count == 0) => true,
+                    Some((last, at)) => {
+                        *last != count && now.duration_since(*at) >= LOAD_REPORT_EVERY
                     }
-                });
+                };
+                if due {
+                    self.loads
+                        .borrow_mut()
+                        .insert(node_stream.clone(), (count, now));
+                    let load = NodeCommand::ReportLoad {
+                        running_tasks: count,
+                    };
+                    let (core, stream, load_ctx) = (self.core.clone(), node_stream.clone(), ctx());
+                    tokio::task::spawn_local(async move {
+                        if let Err(e) = core.execute::<Node>(&stream, load, load_ctx).await {
+                            tracing::debug!(%stream, error = %e, "load report refused");
+                        }
+                    });
+                }
                 let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(30_000)));
                 let work = self
                     .placement
