@@ -28,6 +28,11 @@ type QueueKey = (Reverse<i32>, u64);
 pub const PREFETCH_QUEUE_FACTOR: u64 = 2;
 pub const PREFETCH_QUEUE_MIN: u64 = 100;
 
+/// Tasks a node may hold ahead, per slot, while its pool's queue is long:
+/// enough to cover the server's round trip (two durable appends) with
+/// tasks that take a millisecond.
+pub const PREFETCH_PER_SLOT: u32 = 4;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueuedTask {
     pub account: AccountName,
@@ -366,8 +371,8 @@ impl Scheduler {
     ///
     /// Free slots are filled first. Then, while a pool's queue is long
     /// (at least [`PREFETCH_QUEUE_FACTOR`] times its slots), each node is
-    /// also given up to its slot count of tasks to start as soon as one of
-    /// its slots frees: the agent starts the next task without waiting for
+    /// also given up to [`PREFETCH_PER_SLOT`] tasks per slot to start as
+    /// soon as one of its slots frees: the agent starts the next task without waiting for
     /// the server's round trip, which is what keeps short tasks near the
     /// raw spawn rate. Near the end of a queue nothing is prefetched, and
     /// [`steals`](Self::steals) moves tasks still waiting behind busy slots
@@ -390,7 +395,11 @@ impl Scheduler {
                     .iter()
                     .filter_map(|n| {
                         let s = self.nodes.get(&(key.clone(), n.clone()))?;
-                        let capacity = if prefetch { s.slots * 2 } else { s.slots };
+                        let capacity = if prefetch {
+                            s.slots * (1 + PREFETCH_PER_SLOT)
+                        } else {
+                            s.slots
+                        };
                         (s.schedulable && capacity > s.used).then(|| (n.clone(), capacity - s.used))
                     })
                     .collect()
