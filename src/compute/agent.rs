@@ -611,6 +611,10 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             if let Some(t) = tracked.clone() {
                 let _ = tokio::task::spawn_blocking(move || t.kill()).await;
             }
+            // Gone: nothing of it is left to kill (its pid may be reused).
+            if let Some(entry) = attempts().get_mut(&key) {
+                entry.process = None;
+            }
             match result {
                 Some(result) => result,
                 None => return,

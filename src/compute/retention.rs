@@ -19,11 +19,15 @@ fn now_secs() -> u64 {
     SystemClock.now().as_micros().max(0) as u64 / 1_000_000
 }
 
-/// Records the deadline and deletes `dir` when it passes.
+/// Records the deadline and deletes `dir` when it passes. The default
+/// retention writes no marker (one file less per task, which shows at
+/// thousands of tasks a second): the sweep reads the directory's age.
 pub fn schedule(dir: &Path, secs: u64) {
-    let until = now_secs().saturating_add(secs);
-    if let Err(e) = std::fs::write(dir.join(MARKER), format!("{until}\n")) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot record a retention deadline");
+    if secs != DEFAULT_SECS {
+        let until = now_secs().saturating_add(secs);
+        if let Err(e) = std::fs::write(dir.join(MARKER), format!("{until}\n")) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot record a retention deadline");
+        }
     }
     let dir = dir.to_path_buf();
     tokio::spawn(async move {
@@ -39,7 +43,19 @@ pub fn sweep(root: &Path) {
     for attempt in attempt_dirs(&root.join("tasks")) {
         let until = std::fs::read_to_string(attempt.join(MARKER))
             .ok()
-            .and_then(|t| t.trim().parse::<u64>().ok());
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .or_else(|| {
+                // No marker: the default retention from when it was last
+                // written to (an attempt still running keeps it fresh).
+                let modified = std::fs::metadata(&attempt)
+                    .and_then(|m| m.modified())
+                    .ok()?;
+                let secs = modified
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_secs();
+                Some(secs.saturating_add(DEFAULT_SECS))
+            });
         if until.is_some_and(|u| u <= now) {
             remove(&attempt);
         }

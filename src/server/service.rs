@@ -1082,6 +1082,16 @@ impl Service {
         })
     }
 
+    /// Waits until placement has folded everything recorded so far, so an
+    /// agent told "recorded" is never handed the same attempt again (its
+    /// next poll sees the picture with the report in it).
+    async fn placement_saw_it(&self) {
+        let head = self.core.store().head();
+        let wait = self.placement.caught_up(head);
+        // A stalled feed must not stall agents; placement catches up.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wait).await;
+    }
+
     /// A node agent's requests.
     async fn agent(
         &self,
@@ -1208,7 +1218,10 @@ impl Service {
                     .execute::<Task>(&stream, TaskCommand::StartTask { attempt }, ctx())
                     .await
                 {
-                    Ok(_) => Ok(Response::Recorded),
+                    Ok(_) => {
+                        self.placement_saw_it().await;
+                        Ok(Response::Recorded)
+                    }
                     // Reported twice (a resend after a lost reply).
                     Err(CoreError::Rejected(r)) if r.code == RejectionCode::TaskStateConflict => {
                         Ok(Response::Recorded)
@@ -1225,7 +1238,10 @@ impl Service {
                 let stream = StreamId::task(account, &job, &task);
                 let command = TaskCommand::CompleteTask { attempt, result };
                 match self.core.execute::<Task>(&stream, command, ctx()).await {
-                    Ok(_) => Ok(Response::Recorded),
+                    Ok(_) => {
+                        self.placement_saw_it().await;
+                        Ok(Response::Recorded)
+                    }
                     Err(CoreError::Rejected(r)) if r.code == RejectionCode::StaleAttempt => {
                         // Recorded before (same attempt, no longer running):
                         // a resend. Otherwise the attempt was superseded.
