@@ -98,6 +98,21 @@ fn sleeper(dir: &std::path::Path, id: &str) -> lote::domain::task::TaskSpec {
     )
 }
 
+/// A server with account acme, a local pool of `nodes` x `slots` whose
+/// nodes are up, a job `j` on it, and a directory for the tasks' marks.
+async fn pool_with_job(
+    pool: &str,
+    nodes: u32,
+    slots: u32,
+) -> (ServerProcess, Client, String, tempfile::TempDir) {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, pool, nodes, slots).await;
+    nodes_up(&client, pool, nodes as usize).await;
+    create_job(&client, "j", pool).await;
+    (server, client, key, tempfile::tempdir().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_pool_grows_and_shrinks_and_terminating_a_job_kills_its_tasks() {
     let server = ServerProcess::start(&[]);
@@ -195,12 +210,7 @@ async fn a_local_pool_grows_and_shrinks_and_terminating_a_job_kills_its_tasks() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_node_requeues_terminates_or_waits_for_its_tasks() {
-    let server = ServerProcess::start(&[]);
-    let (client, key, _) = server.account("acme").await;
-    local_pool(&client, "ops", 3, 1).await;
-    nodes_up(&client, "ops", 3).await;
-    create_job(&client, "j", "ops").await;
-    let marks = tempfile::tempdir().unwrap();
+    let (server, client, key, marks) = pool_with_job("ops", 3, 1).await;
     let done = marks.path().join("c.done");
     add(
         &client,
@@ -665,12 +675,7 @@ async fn reading_output_from_a_silent_node_fails_clearly() {
 /// goes idle: short tasks never wait for the long one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_waiting_behind_a_long_one_move_to_an_idle_node() {
-    let server = ServerProcess::start(&[]);
-    let (client, _, _) = server.account("acme").await;
-    local_pool(&client, "pf", 2, 1).await;
-    nodes_up(&client, "pf", 2).await;
-    create_job(&client, "j", "pf").await;
-    let marks = tempfile::tempdir().unwrap();
+    let (server, client, _, marks) = pool_with_job("pf", 2, 1).await;
     let mut tasks = vec![sleeper(marks.path(), "a-long")];
     // Enough short ones that the queue is long and work is prefetched.
     tasks.extend((0..300).map(|i| shell(&format!("short-{i:03}"), "true")));
@@ -695,12 +700,7 @@ async fn tasks_waiting_behind_a_long_one_move_to_an_idle_node() {
 /// not make it schedulable again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_node_gets_no_work_after_its_task_ends() {
-    let server = ServerProcess::start(&[]);
-    let (client, _, _) = server.account("acme").await;
-    local_pool(&client, "dn", 2, 1).await;
-    nodes_up(&client, "dn", 2).await;
-    create_job(&client, "j", "dn").await;
-    let marks = tempfile::tempdir().unwrap();
+    let (_server, client, _, marks) = pool_with_job("dn", 2, 1).await;
     let done = marks.path().join("first.done");
     add(
         &client,

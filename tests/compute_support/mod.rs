@@ -56,13 +56,7 @@ pub async fn remote_pool(
             slots,
         )
     };
-    client
-        .call(&Request::CreatePool {
-            spec,
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    create_pool_spec(client, spec).await;
     join_token(client, id).await
 }
 
@@ -230,6 +224,10 @@ pub async fn create_pool(
             slots,
         )
     };
+    create_pool_spec(client, spec).await;
+}
+
+pub async fn create_pool_spec(client: &Client, spec: PoolSpec) {
     client
         .call(&Request::CreatePool {
             spec,
