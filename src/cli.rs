@@ -330,10 +330,14 @@ pub enum JobCmd {
 #[derive(Subcommand, Debug)]
 pub enum TaskCmd {
     /// Add one task; everything after `--` is its command, run through
-    /// /bin/sh -c.
+    /// /bin/sh -c. Without ID the task gets a fresh one, printed.
+    ///
+    /// Examples:
+    ///   lote task add frames frame-7 -- ./render --frame 7
+    ///   lote task add frames -- sha256sum input.bin
     Add {
         job: JobId,
-        id: TaskId,
+        id: Option<TaskId>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
         #[arg(long)]
@@ -886,13 +890,20 @@ async fn execute(
                 command,
                 request_id,
             } => {
-                let spec = TaskSpec::simple(id, CommandLine::Shell(command.join(" ")));
+                let id = match id {
+                    Some(id) => id,
+                    None => TaskId::new(format!("task-{}", lote::clock::new_uuid().simple()))
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?,
+                };
+                let spec = TaskSpec::simple(id.clone(), CommandLine::Shell(command.join(" ")));
                 call(Request::AddTasks {
-                    job,
+                    job: job.clone(),
                     tasks: vec![spec],
                     request_id,
                 })
-                .await?
+                .await?;
+                // The new task, so that a generated id is shown.
+                call(Request::ShowTask { job, task: id }).await?
             }
             TaskCmd::AddRange {
                 job,

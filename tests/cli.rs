@@ -149,6 +149,22 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     assert!(out.status.success(), "{}", text(&out));
     let out = cli.run(&["task", "add", "frames", "frame-0", "--", "echo", "hello"]);
     assert!(out.status.success(), "{}", text(&out));
+    // Without an id the task gets a fresh one, shown in the reply.
+    let out = cli.run(&[
+        "--output",
+        "json",
+        "task",
+        "add",
+        "frames",
+        "--",
+        "echo",
+        "anonymous",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["spec"]["command_line"]["shell"], "echo anonymous");
+    let id = added["spec"]["id"].as_str().unwrap_or_default().to_string();
+    assert!(id.starts_with("task-") && id.len() > 10, "{added}");
     let out = cli.run(&[
         "task",
         "add-range",
@@ -171,13 +187,13 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     assert_eq!(hello["status"], "completed");
     assert_eq!(hello["last_result"]["exit_code"], 0);
     let (_, tasks) = cli.json(&["task", "list", "frames"]);
-    assert_eq!(tasks.as_array().unwrap().len(), 121);
+    assert_eq!(tasks.as_array().unwrap().len(), 122);
     let (_, some) = cli.json(&["task", "list", "frames", "--limit", "5"]);
     assert_eq!(some.as_array().unwrap().len(), 5);
     let (_, task) = cli.json(&["task", "show", "frames", "task-7"]);
     assert_eq!(task["spec"]["command_line"]["shell"], "render --frame 7");
     let (_, job) = cli.json(&["job", "show", "frames"]);
-    assert_eq!(job["tasks_added"], 121);
+    assert_eq!(job["tasks_added"], 122);
     let out = cli.run(&["node", "disable", "render", "node-0"]);
     assert!(out.status.success(), "{}", text(&out));
     let (_, node) = cli.json(&["node", "show", "render", "node-0"]);
@@ -187,7 +203,7 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     assert_eq!(job["spec"]["priority"], -5);
     let out = cli.run(&["job", "list"]);
     assert!(
-        text(&out).contains("frames") && text(&out).contains("121"),
+        text(&out).contains("frames") && text(&out).contains("122"),
         "{}",
         text(&out)
     );
