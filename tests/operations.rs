@@ -741,3 +741,39 @@ async fn a_disabled_node_gets_no_work_after_its_task_ends() {
         assert_ne!(node, busy, "later-{i} ran on the disabled node");
     }
 }
+
+/// Deleting a local pool at once after creating it, while its nodes are
+/// still being started, leaves no agent running and no node directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_deleted_while_its_nodes_start_leaves_nothing_behind() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    local_pool(&client, "brief", 3, 1).await;
+    client
+        .call(&Request::DeletePool {
+            pool: PoolId::new("brief").unwrap(),
+        })
+        .await
+        .unwrap();
+    let pool_dir = server.data_dir.join("nodes/acme/brief");
+    let needle = pool_dir.to_string_lossy().to_string();
+    eventually(Duration::from_secs(30), "nothing left", || async {
+        let dirs = std::fs::read_dir(&pool_dir).map(|d| d.count()).unwrap_or(0);
+        let agents = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+                let pid = e.file_name().to_string_lossy().to_string();
+                String::from_utf8_lossy(&cmdline).contains(&needle) && alive(&pid)
+            })
+            .count();
+        if dirs == 0 && agents == 0 {
+            Ok(())
+        } else {
+            Err(format!("{dirs} node directories, {agents} agents"))
+        }
+    })
+    .await;
+    assert!(list_pools(&client).await.is_empty());
+}

@@ -613,6 +613,19 @@ impl Scheduler {
             .collect()
     }
 
+    /// Every node the picture holds for a pool, even once the pool itself
+    /// is gone from it.
+    pub fn nodes_of(&self, pool_key: &str) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .filter(|(k, _)| k == pool_key)
+            .map(|(_, n)| n.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The index the pool's next `node-N` should take.
     pub fn next_node_index(&self, pool_key: &str) -> u32 {
         self.pools.get(pool_key).map(|p| p.next_index).unwrap_or(0)

@@ -354,6 +354,7 @@ impl Sagas {
         if staying.len() < target && spec.provider == NodeProvider::Local {
             let mut index = self.placement.scheduler().next_node_index(pool_key);
             let wanted = (target - staying.len()).min(NODES_PER_ROUND_MAX);
+            let mut added = Vec::new();
             for _ in 0..wanted {
                 let node = loop {
                     let node = NodeId::new(format!("node-{index}"))
@@ -385,13 +386,14 @@ impl Sagas {
                     ),
                     node: node.clone(),
                 };
+                added.push(node.clone());
                 if let Err(e) = provider::start_agent(
                     &self.local.data_dir,
                     &self.local.server_addr,
                     &cred,
                     spec.node_size.task_slots,
                 ) {
-                    // The node stays `creating`; operators see why.
+                    // Unusable, with the reason for operators to see.
                     tracing::error!(%node, error = %e, "cannot start a local agent");
                     let stream = StreamId::node(&account, &pool_id, &node);
                     let unusable = NodeCommand::MarkUnusable {
@@ -400,6 +402,15 @@ impl Sagas {
                     self.run::<Node>(&stream, unusable, "pool-supervisor")
                         .await?;
                 }
+            }
+            // Deleted meanwhile: what was just started must not outlive it
+            // (the deletion listed the nodes before these existed).
+            let now = self.core.state::<Pool>(&pool_stream).await?.state;
+            if now.status != PoolStatus::Active {
+                for node in &added {
+                    self.remove_now(&account, &pool_id, node).await?;
+                }
+                return Ok(());
             }
             if staying.len() + wanted < target {
                 self.reconciling
@@ -557,6 +568,20 @@ impl Reactor for Sagas {
             }
             "NodeRemoved" => {
                 self.reconcile(ids[..2].join("/"));
+            }
+            "PoolDeleted" => {
+                // Any node the deletion did not see (started as it ran).
+                let key = ids[..2].join("/");
+                let left = self.placement.scheduler().nodes_of(&key);
+                if let Some((account, pool)) = split_pool_key(&key) {
+                    let this = self.clone();
+                    self.spawn("removing a deleted pool's last nodes", async move {
+                        for node in left {
+                            this.remove_now(&account, &pool, &node).await?;
+                        }
+                        Ok(())
+                    });
+                }
             }
             "NodeLeavingPool" | "NodeRebooting" => {
                 let Ok(node) = NodeId::new(ids[2]) else {
