@@ -342,8 +342,8 @@ async fn work(
             });
         }
         if started == 0 && !cancel_or_reads {
-            // Only attempts that already ended came back: the server has
-            // not folded their completion yet. Do not spin on it.
+            // Nothing new (the long poll timed out, or only attempts this
+            // agent already ran came back): never poll in a tight loop.
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
