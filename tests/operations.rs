@@ -577,7 +577,7 @@ async fn a_start_task_not_waited_for_runs_beside_the_work() {
     let server = ServerProcess::start(&[]);
     let (client, _, _) = server.account("acme").await;
     let slow = start_task(
-        "sleep 3; echo done > \"$LOTE_NODE_SHARED_DIR/started\"",
+        "sleep 8; echo done > \"$LOTE_NODE_SHARED_DIR/started\"",
         false,
         0,
     );
