@@ -53,17 +53,8 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async move {
-        let admin = Client::new(ClientConfig::new(addr.clone(), Credential::Admin, admin_key));
         let account = AccountName::new("bench").unwrap();
-        admin
-            .call(&Request::CreateAccount { name: account.clone(), request_id: None })
-            .await
-            .unwrap();
-        let Response::Keys { primary, .. } =
-            admin.call(&Request::ShowKeys { name: account.clone() }).await.unwrap()
-        else {
-            panic!("keys")
-        };
+        let primary = common::new_account(&addr, &admin_key, &account).await;
         let cred = Credential::Account { account: account.clone() };
         let setup = Client::new(ClientConfig::new(addr.clone(), cred.clone(), primary.clone()));
         let pool = PoolId::new("bench-pool").unwrap();

@@ -498,13 +498,7 @@ async fn wall_clock_limits_retention_and_detached_children() {
         )
     };
     let created = Instant::now();
-    client
-        .call(&Request::CreateJob {
-            spec,
-            request_id: None,
-        })
-        .await
-        .unwrap();
+    create_job_spec(&client, spec).await;
     add(&client, "timed", vec![sleeper(marks.path(), "long")]).await;
     let long = pid_in(&marks.path().join("long.1.pid")).await;
     eventually(Duration::from_secs(30), "job past its time", || async {

@@ -16,3 +16,29 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// Creates account `name` with the admin key; returns its primary key.
+pub async fn new_account(addr: &str, admin_key: &str, name: &lote::types::AccountName) -> String {
+    use lote::api::{Credential, Request, Response};
+    use lote::client::{Client, ClientConfig};
+    let admin = Client::new(ClientConfig::new(
+        addr.to_string(),
+        Credential::Admin,
+        admin_key.to_string(),
+    ));
+    admin
+        .call(&Request::CreateAccount {
+            name: name.clone(),
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let Response::Keys { primary, .. } = admin
+        .call(&Request::ShowKeys { name: name.clone() })
+        .await
+        .unwrap()
+    else {
+        panic!("keys")
+    };
+    primary
+}

@@ -80,6 +80,8 @@ struct JobInfo {
     state: JobState,
     /// When the job runs past its maximum wall-clock time.
     deadline: Option<Timestamp>,
+    /// Terminating and not yet completed: its tasks are being stopped.
+    terminating: bool,
 }
 
 /// Where a task's slots are held.
@@ -159,6 +161,7 @@ impl Scheduler {
                                 priority: spec.priority,
                                 state: JobState::Active,
                                 deadline: spec.max_wall_clock_secs.map(|s| at.plus_secs(s)),
+                                terminating: false,
                             },
                         );
                         return;
@@ -172,6 +175,7 @@ impl Scheduler {
                 };
                 if let Some(job) = self.jobs.get_mut(stream) {
                     job.state = state;
+                    job.terminating = matches!(event, JobEvent::JobTerminating { .. });
                 }
             }
             StreamKind::Node => {
@@ -693,6 +697,18 @@ impl Scheduler {
             .filter(|(_, j)| j.state != JobState::Closed)
             .filter_map(|(s, j)| Some((s.clone(), j.deadline?)))
             .collect()
+    }
+
+    /// Jobs terminating and not yet completed.
+    pub fn terminating_jobs(&self) -> Vec<StreamId> {
+        let mut out: Vec<StreamId> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.terminating)
+            .map(|(s, _)| s.clone())
+            .collect();
+        out.sort();
+        out
     }
 
     /// Pools with live nodes or queued tasks, as ACCOUNT/POOL.

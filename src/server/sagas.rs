@@ -538,18 +538,11 @@ impl Reactor for Sagas {
         for (job, deadline) in deadlines {
             self.set_deadline(job, deadline);
         }
-        // Jobs left terminating: their remaining tasks.
+        // Jobs left terminating: their remaining tasks. The picture has
+        // them from its catch-up; no second read of the log.
+        let terminating = self.placement.scheduler().terminating_jobs();
         let this = self.clone();
         self.spawn("carrying on job terminations", async move {
-            let mut terminating = Vec::new();
-            this.core.store().scan_streams(Some("job/"), |e| {
-                if e.event_type == "JobTerminating" {
-                    terminating.push(e.stream.clone());
-                } else if matches!(e.event_type.as_str(), "JobCompleted" | "JobDeleted") {
-                    terminating.retain(|s| s != &e.stream);
-                }
-                Ok(())
-            })?;
             for job in terminating {
                 this.terminate_job_tasks(&job, "its job is terminating".into())
                     .await?;

@@ -100,6 +100,10 @@ pub async fn create_job(client: &Client, id: &str, pool: &str) {
         AccountName::new("x").unwrap(),
         PoolId::new(pool).unwrap(),
     );
+    create_job_spec(client, spec).await;
+}
+
+pub async fn create_job_spec(client: &Client, spec: JobSpec) {
     client
         .call(&Request::CreateJob {
             spec,
