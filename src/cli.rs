@@ -17,7 +17,7 @@ use lote::domain::pool::{
 use lote::domain::spec::CommandLine;
 use lote::domain::task::TaskSpec;
 use lote::domain::RejectionCode;
-use lote::types::{AccountName, JobId, NodeId, PoolId, TaskId};
+use lote::types::{AccountName, JobId, NodeId, PoolId, TaskId, Timestamp};
 
 /// Where and as whom to connect. Each flag also reads an environment
 /// variable, then the profile, then the default.
@@ -226,6 +226,140 @@ pub enum PoolCmd {
     /// The token a remote agent needs to join this pool.
     JoinToken {
         id: PoolId,
+    },
+    /// Size the pool by formula (Azure Batch's language): enable, disable,
+    /// evaluate without applying, see past runs, replay over history.
+    #[command(subcommand)]
+    Autoscale(AutoscaleCmd),
+}
+
+/// A formula given inline or from a file.
+#[derive(clap::Args, Debug, Clone)]
+#[group(required = false, multiple = false)]
+pub struct FormulaArg {
+    /// The formula text, e.g. '$TargetDedicatedNodes = min(10, $PendingTasks);'.
+    #[arg(long)]
+    formula: Option<String>,
+    /// Read the formula from this file ('-' for standard input).
+    #[arg(long, value_name = "PATH")]
+    formula_file: Option<std::path::PathBuf>,
+}
+
+impl FormulaArg {
+    fn read(&self) -> Result<Option<String>, ClientError> {
+        let usage =
+            |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
+        match (&self.formula, &self.formula_file) {
+            (Some(f), _) => Ok(Some(f.clone())),
+            (None, Some(path)) if path.as_os_str() == "-" => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
+                    usage(format!("cannot read the formula from standard input: {e}"))
+                })?;
+                Ok(Some(text))
+            }
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map(Some)
+                .map_err(|e| usage(format!("cannot read formula file {}: {e}", path.display()))),
+            (None, None) => Ok(None),
+        }
+    }
+    fn required(&self) -> Result<String, ClientError> {
+        self.read()?.ok_or_else(|| {
+            ClientError::Api(ApiError::rejected(
+                RejectionCode::InvalidValue,
+                "give the formula with --formula TEXT or --formula-file PATH",
+            ))
+        })
+    }
+}
+
+/// A time: RFC 3339 (`2026-12-01T10:00:00Z`), `now`, or a span back from
+/// now (`-90m`, `-2h`, `-1d`).
+fn parse_when(text: &str) -> Result<Timestamp, String> {
+    use lote::clock::Clock;
+    let now = lote::clock::SystemClock.now();
+    if text == "now" {
+        return Ok(now);
+    }
+    if let Some(span) = text.strip_prefix('-') {
+        let (n, unit) = span.split_at(span.len().saturating_sub(1));
+        let n: u64 = n
+            .parse()
+            .map_err(|_| format!("{text:?}: a span is like -90m, -2h or -1d"))?;
+        let secs = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86_400,
+            _ => return Err(format!("{text:?}: the unit is s, m, h or d")),
+        };
+        return Ok(Timestamp::from_micros(
+            now.as_micros() - (secs as i64).saturating_mul(1_000_000),
+        ));
+    }
+    Timestamp::parse(text)
+        .map_err(|e| format!("{text:?}: not a time ({e}); use RFC 3339, now, or -2h"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AutoscaleCmd {
+    /// Turn autoscale on (or change the formula or interval). The formula
+    /// is checked first and runs at once, then every interval.
+    ///
+    /// Examples:
+    ///   lote pool autoscale enable render --formula '$TargetDedicatedNodes = min(8, $PendingTasks);'
+    ///   lote pool autoscale enable render --formula-file scale.formula --interval-secs 600
+    Enable {
+        pool: PoolId,
+        #[command(flatten)]
+        formula: FormulaArg,
+        /// Seconds between evaluations (Azure's default: 15 minutes).
+        #[arg(long, default_value_t = 900)]
+        interval_secs: u64,
+    },
+    /// Turn autoscale off; the pool keeps its current target.
+    Disable { pool: PoolId },
+    /// Run a formula against the pool's data now and show the results and
+    /// a trace (every variable read, every sample asked for) without
+    /// changing the pool. Exit 1 when the formula fails.
+    ///
+    /// Examples:
+    ///   lote pool autoscale evaluate render --formula '$TargetDedicatedNodes = $PendingTasks / $TaskSlotsPerNode;'
+    ///   lote pool autoscale evaluate render       # the pool's own formula
+    Evaluate {
+        pool: PoolId,
+        #[command(flatten)]
+        formula: FormulaArg,
+    },
+    /// The pool's past autoscale runs: when, what was read, what was set,
+    /// and any error.
+    History {
+        pool: PoolId,
+        /// Show the newest N runs.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Evaluate a formula at each step over the pool's recorded history and
+    /// show what it would have set beside what really happened: test a
+    /// formula before trusting it with a pool.
+    ///
+    /// Examples:
+    ///   lote pool autoscale replay render --formula-file scale.formula --from -6h
+    ///   lote pool autoscale replay render --formula '...' --from 2026-12-01T08:00:00Z --to 2026-12-01T18:00:00Z --every 60
+    Replay {
+        pool: PoolId,
+        #[command(flatten)]
+        formula: FormulaArg,
+        /// Start: RFC 3339, or a span back from now such as -2h.
+        #[arg(long, value_parser = parse_when, allow_hyphen_values = true)]
+        from: Timestamp,
+        /// End (default: now).
+        #[arg(long, value_parser = parse_when, default_value = "now", allow_hyphen_values = true)]
+        to: Timestamp,
+        /// Seconds between steps.
+        #[arg(long, default_value_t = 300)]
+        every: u64,
     },
 }
 
@@ -650,6 +784,12 @@ pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
                 Output::Json => println!("{json_value}"),
                 Output::Table => print!("{table}"),
             }
+            if let Some(error) = json_value["run"]["error"]["message"].as_str() {
+                if output == Output::Table {
+                    eprintln!("lote: the formula failed: {error}");
+                }
+                return ExitCode::FAILURE;
+            }
             let failed = json_value["task_counts"]["failed"].as_u64().unwrap_or(0);
             if waiting && failed > 0 {
                 if output == Output::Table {
@@ -788,6 +928,47 @@ async fn execute(
             PoolCmd::StopResize { id } => call(Request::StopResize { pool: id }).await?,
             PoolCmd::Delete { id } => call(Request::DeletePool { pool: id }).await?,
             PoolCmd::JoinToken { id } => call(Request::ShowJoinToken { pool: id }).await?,
+            PoolCmd::Autoscale(cmd) => match cmd {
+                AutoscaleCmd::Enable {
+                    pool,
+                    formula,
+                    interval_secs,
+                } => {
+                    call(Request::EnableAutoscale {
+                        pool,
+                        formula: formula.required()?,
+                        evaluation_interval_secs: interval_secs,
+                    })
+                    .await?
+                }
+                AutoscaleCmd::Disable { pool } => call(Request::DisableAutoscale { pool }).await?,
+                AutoscaleCmd::Evaluate { pool, formula } => {
+                    call(Request::EvaluateAutoscale {
+                        pool,
+                        formula: formula.read()?,
+                    })
+                    .await?
+                }
+                AutoscaleCmd::History { pool, limit } => {
+                    call(Request::AutoscaleHistory { pool, limit }).await?
+                }
+                AutoscaleCmd::Replay {
+                    pool,
+                    formula,
+                    from,
+                    to,
+                    every,
+                } => {
+                    call(Request::ReplayAutoscale {
+                        pool,
+                        formula: formula.required()?,
+                        from,
+                        to,
+                        every_secs: every,
+                    })
+                    .await?
+                }
+            },
         },
         ClientCommand::Node(cmd) => match cmd {
             NodeCmd::List { pool } => call(Request::ListNodes { pool }).await?,
@@ -1312,6 +1493,44 @@ fn with_version<T: serde::Serialize>(v: &lote::domain::Versioned<T>) -> Value {
     value
 }
 
+fn trace_line(t: &lote::autoscale::TraceEntry) -> String {
+    use lote::autoscale::TraceEntry as T;
+    match t {
+        T::Read {
+            line,
+            col,
+            name,
+            value,
+        } => format!("{line}:{col}  read   {name} = {value}"),
+        T::Assign {
+            line,
+            col,
+            name,
+            value,
+        } => format!("{line}:{col}  set    {name} = {value}"),
+        T::Stop { line, col } => format!("{line}:{col}  stop()"),
+        T::Sample {
+            line,
+            col,
+            metric,
+            method,
+            from,
+            to,
+            samples,
+            percent,
+            required_percent,
+        } => {
+            let window = if from.is_empty() {
+                String::new()
+            } else {
+                format!(" over ({from}, {to}]")
+            };
+            let need = required_percent.map_or(String::new(), |p| format!(", {p}% required"));
+            format!("{line}:{col}  sample {metric}.{method}{window}: {samples} sample(s), {percent:.0}% present{need}")
+        }
+    }
+}
+
 fn render(response: Response) -> (Value, String) {
     match response {
         Response::Pong { server_time } => (json!({ "server_time": server_time }), format!("pong {server_time}\n")),
@@ -1447,6 +1666,76 @@ fn render(response: Response) -> (Value, String) {
         ),
         Response::Recorded | Response::Registered { .. } => {
             (json!({ "recorded": true }), "recorded\n".into())
+        }
+        Response::AutoscaleEvaluation(e) => {
+            let value = serde_json::to_value(&e).unwrap_or(Value::Null);
+            let run = &e.run;
+            let mut text = format!("results: {}\n", run.results);
+            match (&run.error, run.target_after) {
+                (Some(err), _) => text.push_str(&format!(
+                    "error: {} ({}); the pool would be left as it is\n",
+                    err.message, err.code
+                )),
+                (None, Some(t)) => text.push_str(&format!(
+                    "would set: {t} node(s) (target now {}), deallocation {}\n",
+                    run.target_before,
+                    word(&run.deallocation)
+                )),
+                (None, None) => text.push_str("would set: nothing (the formula sets no target)\n"),
+            }
+            if e.stopped {
+                text.push_str("stopped by stop()\n");
+            }
+            text.push_str(&format!("inputs: {}\ntrace:\n", run.inputs));
+            for t in &e.trace {
+                text.push_str(&format!("  {}\n", trace_line(t)));
+            }
+            if e.trace_dropped > 0 {
+                text.push_str(&format!("  ... and {} more\n", e.trace_dropped));
+            }
+            (json!({ "run": value["run"], "stopped": e.stopped, "trace": value["trace"], "trace_dropped": e.trace_dropped }), text)
+        }
+        Response::AutoscaleRuns(runs) => {
+            let value = serde_json::to_value(&runs).unwrap_or(Value::Null);
+            let rows = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.at.to_string(),
+                        r.target_before.to_string(),
+                        r.target_after.map_or("-".into(), |t| t.to_string()),
+                        match &r.error {
+                            Some(e) => format!("error: {}", e.message),
+                            None => r.results.clone(),
+                        },
+                    ]
+                })
+                .collect();
+            let mut text = table(&["at", "before", "after", "results"], rows);
+            if runs.is_empty() {
+                text = "no autoscale runs yet (enable with: lote pool autoscale enable POOL --formula ...)\n".into();
+            }
+            (value, text)
+        }
+        Response::AutoscaleReplay(steps) => {
+            let value = serde_json::to_value(&steps).unwrap_or(Value::Null);
+            let rows = steps
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.at.to_string(),
+                        s.would_target.map_or("-".into(), |t| t.to_string()),
+                        s.actual_target.to_string(),
+                        s.actual_nodes.to_string(),
+                        s.samples.to_string(),
+                        s.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            (
+                value,
+                table(&["at", "would set", "real target", "real nodes", "samples", "error"], rows),
+            )
         }
         Response::Joined { node, credential } => (
             json!({ "node": node, "credential": credential }),

@@ -18,9 +18,11 @@
 //! - [`server`]: the server hosting the actors behind the API.
 //! - [`client`]: the async Rust client the CLI, agents and tests use.
 //! - [`compute`]: placement (the scheduler) and the node agent.
+//! - [`autoscale`]: the formula language, its evaluator and the metrics it reads.
 
 pub mod actors;
 pub mod api;
+pub mod autoscale;
 pub mod client;
 pub mod clock;
 pub mod codec;

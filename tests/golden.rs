@@ -20,7 +20,9 @@ use lote::actors::{Core, CoreConfig};
 use lote::domain::account::{Account, AccountCommand, KeyKind};
 use lote::domain::job::{DisableTasks, Job, JobCommand};
 use lote::domain::node::{AgentInfo, Node, NodeCommand};
-use lote::domain::pool::{Deallocation, Pool, PoolCommand};
+use lote::domain::pool::{
+    AutoscaleRun, AutoscaleRunError, Deallocation, Pool, PoolCommand, PoolSample,
+};
 use lote::domain::task::{FailureCategory, Task, TaskCommand, TaskResult};
 use lote::domain::upcast::CURRENT_EVENT_SCHEMA;
 use lote::replay::AnyState;
@@ -47,6 +49,8 @@ const EVENT_TYPES: &[&str] = &[
     "PoolAutoscaleDisabled",
     "PoolDeleting",
     "PoolDeleted",
+    "PoolSampled",
+    "PoolAutoscaleEvaluated",
     "NodeCreating",
     "NodeStarting",
     "NodeWaitingForStartTask",
@@ -80,7 +84,7 @@ const EVENT_TYPES: &[&str] = &[
 
 /// The newest golden folder. Bump the minor number when event types are
 /// added without a layout change, and record it.
-const LATEST: &str = "v1.1";
+const LATEST: &str = "v1.2";
 
 /// Rebuilds every entity of a store into JSON, keyed by entity name.
 fn rebuild_all(store: &EventStore) -> BTreeMap<String, serde_json::Value> {
@@ -172,6 +176,46 @@ async fn record_scenario(core: &Core) {
     )
     .await
     .unwrap();
+    core.execute::<Pool>(
+        &pool,
+        PoolCommand::RecordSample {
+            sample: PoolSample {
+                at: core.clock().now(),
+                values: vec![3.0, 1.0, 4.0],
+            },
+        },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
+    // A run that resizes (3 -> 2), then one that failed and changes nothing.
+    let error = AutoscaleRunError {
+        code: "InsufficientSampleData".into(),
+        message:
+            "Line 1, Col 5: Insufficient data from data set: $PendingTasks wanted 70%, received 50%"
+                .into(),
+    };
+    for (before, after, error) in [(3, Some(2), None), (2, None, Some(error))] {
+        let run = AutoscaleRun {
+            at: core.clock().now(),
+            results: "$TargetDedicatedNodes=2;$NodeDeallocationOption=requeue".into(),
+            error,
+            target_before: before,
+            target_after: after,
+            deallocation: Deallocation::Requeue,
+            inputs: format!("$PendingTasks=4 samples={before}"),
+        };
+        core.execute::<Pool>(
+            &pool,
+            PoolCommand::RecordAutoscaleRun { run },
+            ctx(system()),
+        )
+        .await
+        .unwrap();
+    }
+    core.execute::<Pool>(&pool, PoolCommand::CompleteResize, ctx(system()))
+        .await
+        .unwrap();
     core.execute::<Pool>(&pool, PoolCommand::DisableAutoscale, ctx(user()))
         .await
         .unwrap();

@@ -15,7 +15,7 @@ use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timest
 
 /// Version of this protocol. A server speaks exactly its own version and
 /// says so in its refusal, so an old client knows to upgrade.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// First bytes of every hello, so that a stray client of another protocol
 /// is told so instead of getting a decode error.
@@ -329,6 +329,30 @@ pub enum Request {
         read: u64,
         result: Result<FileChunk, String>,
     },
+    /// The agent's machine figures for autoscale (`$CPUPercent`, ...).
+    AgentUsage {
+        usage: crate::compute::usage::NodeUsage,
+    },
+    /// Evaluates a formula (or the pool's own, when `None`) against the
+    /// pool's data now, with a trace; changes nothing.
+    EvaluateAutoscale {
+        pool: PoolId,
+        formula: Option<String>,
+    },
+    /// The pool's recorded autoscale runs, the newest `limit`.
+    AutoscaleHistory {
+        pool: PoolId,
+        limit: u32,
+    },
+    /// What a formula would have set at each step over the pool's
+    /// recorded history, beside what really happened.
+    ReplayAutoscale {
+        pool: PoolId,
+        formula: String,
+        from: Timestamp,
+        to: Timestamp,
+        every_secs: u64,
+    },
 }
 
 /// Which of an attempt's output files.
@@ -450,7 +474,11 @@ impl Request {
             AgentStartTaskFinished,
             AgentStarted,
             AgentCompleted,
-            AgentFileData
+            AgentFileData,
+            AgentUsage,
+            EvaluateAutoscale,
+            AutoscaleHistory,
+            ReplayAutoscale
         )
     }
 }
@@ -556,6 +584,9 @@ pub enum Response {
     Registered {
         start_task: Option<StartTask>,
     },
+    AutoscaleEvaluation(crate::server::autoscale::Evaluation),
+    AutoscaleRuns(Vec<crate::domain::pool::AutoscaleRun>),
+    AutoscaleReplay(Vec<crate::server::autoscale::ReplayStep>),
 }
 
 /// Why a call or a connection failed.

@@ -110,6 +110,10 @@ pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentErr
 }
 
 /// Runs the agent until the process is stopped.
+/// How often the agent reports its machine's figures: a few times per
+/// autoscale sample period (30 s by default).
+const USAGE_REPORT_EVERY: Duration = Duration::from_secs(5);
+
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let outcome = serve(config).await;
     // However it ends, no task outlives the agent that watched it.
@@ -159,6 +163,22 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
             term.recv().await;
             kill_all_attempts();
             std::process::exit(0);
+        });
+    }
+    // Machine figures for autoscale formulas, beside the work.
+    {
+        let client = client.clone();
+        let root = config.root.clone();
+        tokio::spawn(async move {
+            let mut probe = super::usage::UsageProbe::default();
+            let mut every = tokio::time::interval(USAGE_REPORT_EVERY);
+            loop {
+                every.tick().await;
+                let usage = probe.sample(&root);
+                if let Err(e) = client.call(&Request::AgentUsage { usage }).await {
+                    tracing::debug!(error = %e, "usage report not sent");
+                }
+            }
         });
     }
     loop {

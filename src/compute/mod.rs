@@ -7,3 +7,4 @@ pub mod agent;
 mod proc_tree;
 mod retention;
 pub mod scheduler;
+pub mod usage;

@@ -49,6 +49,26 @@ struct PoolState {
     /// One past the highest `node-N` index ever created in the pool, so a
     /// new node never takes the id (and so the credential) of an old one.
     next_index: u32,
+    slots_per_node: u32,
+    /// Task outcomes recorded since the pool was created (for autoscale).
+    succeeded: u64,
+    failed: u64,
+}
+
+/// A pool's load as autoscale formulas read it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PoolFigures {
+    pub active_tasks: u64,
+    pub active_slots: u64,
+    pub running_tasks: u64,
+    pub running_slots: u64,
+    pub succeeded_tasks: u64,
+    pub failed_tasks: u64,
+    /// Nodes in the pool, whatever their state.
+    pub nodes: u64,
+    /// Nodes that take work now.
+    pub usable_nodes: u64,
+    pub slots_per_node: u32,
 }
 
 #[derive(Debug, Default)]
@@ -141,7 +161,9 @@ impl Scheduler {
                 let key = ids[..2].join("/");
                 match event {
                     PoolEvent::PoolCreated { spec, .. } => {
-                        self.pools.entry(key).or_default().policy = spec.scheduling;
+                        let pool = self.pools.entry(key).or_default();
+                        pool.policy = spec.scheduling;
+                        pool.slots_per_node = spec.node_size.task_slots;
                     }
                     PoolEvent::PoolDeleted { .. } => {
                         self.pools.remove(&key);
@@ -296,11 +318,28 @@ impl Scheduler {
                     }
                 }
             }
-            TaskEvent::TaskCompleted { .. } => {
+            TaskEvent::TaskCompleted { result, .. } => {
                 self.just_completed = self.release(stream).map(|h| (stream.clone(), h));
+                if let Some((_, h)) = &self.just_completed {
+                    if let Some(p) = self.pools.get_mut(&h.pool_key) {
+                        if result.succeeded() {
+                            p.succeeded += 1;
+                        } else {
+                            p.failed += 1;
+                        }
+                    }
+                }
             }
             TaskEvent::TaskTerminated { .. } | TaskEvent::TaskDeleted { .. } => {
-                self.release(stream);
+                let pool = self
+                    .release(stream)
+                    .map(|h| h.pool_key)
+                    .or_else(|| self.queued.get(stream).map(|(p, _)| p.clone()));
+                if let (TaskEvent::TaskTerminated { .. }, Some(p)) = (&event, pool) {
+                    if let Some(p) = self.pools.get_mut(&p) {
+                        p.failed += 1;
+                    }
+                }
                 if let Some((pool, key)) = self.queued.remove(stream) {
                     if let Some(p) = self.pools.get_mut(&pool) {
                         p.queue.remove(&key);
@@ -312,6 +351,12 @@ impl Scheduler {
                     Some((s, h)) if &s == stream => Some(h),
                     _ => None,
                 };
+                if let Some(h) = &completed {
+                    // A failure with retries left is not a failed task.
+                    if let Some(p) = self.pools.get_mut(&h.pool_key) {
+                        p.failed = p.failed.saturating_sub(1);
+                    }
+                }
                 if let Some(h) = self.release(stream).or(completed) {
                     // Back in the queue at its original place.
                     self.enqueue(stream, h.pool_key, h.queue_key, h.task);
@@ -572,6 +617,37 @@ impl Scheduler {
     }
 
     /// Tasks waiting for a node, over all pools.
+    /// A pool's load now, for autoscale. Walks the pool's queue and the
+    /// tasks holding slots: run once per sample period, not per event.
+    pub fn pool_figures(&self, pool_key: &str) -> PoolFigures {
+        let Some(pool) = self.pools.get(pool_key) else {
+            return PoolFigures::default();
+        };
+        let mut f = PoolFigures {
+            active_tasks: pool.queue.len() as u64,
+            active_slots: pool.queue.values().map(|t| u64::from(t.slots)).sum(),
+            succeeded_tasks: pool.succeeded,
+            failed_tasks: pool.failed,
+            nodes: pool.nodes.len() as u64,
+            slots_per_node: pool.slots_per_node,
+            ..PoolFigures::default()
+        };
+        for h in self.holding.values().filter(|h| h.pool_key == pool_key) {
+            f.running_tasks += 1;
+            f.running_slots += u64::from(h.slots);
+        }
+        f.usable_nodes = pool
+            .nodes
+            .iter()
+            .filter(|n| {
+                self.nodes
+                    .get(&(pool_key.to_string(), (*n).clone()))
+                    .is_some_and(|s| s.schedulable)
+            })
+            .count() as u64;
+        f
+    }
+
     pub fn queued_len(&self) -> usize {
         self.queued.len()
     }

@@ -116,6 +116,14 @@ fn validate_formula(formula: &str, interval_secs: u64) -> Result<(), Rejection> 
         RejectionCode::InvalidValue,
         || "autoscale formula is empty".into(),
     )?;
+    // Checked before it is stored, as Azure does: a pool never carries a
+    // formula that cannot run.
+    if let Err(e) = crate::autoscale::parse(formula) {
+        return Err(Rejection::new(
+            RejectionCode::InvalidValue,
+            format!("autoscale formula: {e}"),
+        ));
+    }
     ensure(
         formula.len() <= FORMULA_BYTES_MAX,
         RejectionCode::InvalidValue,
@@ -257,6 +265,49 @@ pub enum PoolCommand {
     DeletePool,
     /// Sent by the node supervisor once every node has left.
     FinishDeletion,
+    /// Sent by the autoscale supervisor every sample period.
+    RecordSample {
+        sample: PoolSample,
+    },
+    /// Sent by the autoscale supervisor after each evaluation; resizes the
+    /// pool when the formula set a new target.
+    RecordAutoscaleRun {
+        run: AutoscaleRun,
+    },
+}
+
+/// The pool's figures at one moment, in the order of
+/// `autoscale::Metric::ALL` (an order that only ever grows at the end).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PoolSample {
+    pub at: Timestamp,
+    pub values: Vec<f64>,
+}
+
+/// Why an autoscale evaluation failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AutoscaleRunError {
+    /// `InsufficientSampleData`, `InvalidAutoScaleFormula` or
+    /// `AutoScaleFormulaEvaluationError`.
+    pub code: String,
+    /// `Line N, Col M: what went wrong`.
+    pub message: String,
+}
+
+/// One evaluation of a pool's formula.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AutoscaleRun {
+    pub at: Timestamp,
+    /// Azure's results string: `$TargetDedicatedNodes=4;$NodeDeallocationOption=requeue;...`.
+    pub results: String,
+    pub error: Option<AutoscaleRunError>,
+    pub target_before: u32,
+    /// The node count applied (truncated, clamped to the pool's maximum);
+    /// `None` when nothing changed hands (error, or no target set).
+    pub target_after: Option<u32>,
+    pub deallocation: Deallocation,
+    /// What the formula read: the current figures and how many samples.
+    pub inputs: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -290,6 +341,12 @@ pub enum PoolEvent {
     PoolDeleted {
         at: Timestamp,
     },
+    PoolSampled {
+        sample: PoolSample,
+    },
+    PoolAutoscaleEvaluated {
+        run: AutoscaleRun,
+    },
 }
 
 impl DomainEvent for PoolEvent {
@@ -303,6 +360,8 @@ impl DomainEvent for PoolEvent {
             PoolEvent::PoolAutoscaleDisabled { .. } => "PoolAutoscaleDisabled",
             PoolEvent::PoolDeleting { .. } => "PoolDeleting",
             PoolEvent::PoolDeleted { .. } => "PoolDeleted",
+            PoolEvent::PoolSampled { .. } => "PoolSampled",
+            PoolEvent::PoolAutoscaleEvaluated { .. } => "PoolAutoscaleEvaluated",
         }
     }
 }
@@ -353,6 +412,16 @@ impl Pool {
             || format!("pool {} is being deleted", spec.id),
         )?;
         Ok(spec)
+    }
+}
+
+impl Pool {
+    fn autoscaling(&self, spec: &PoolSpec) -> Result<(), Rejection> {
+        ensure(
+            self.autoscale.is_some(),
+            RejectionCode::PoolAutoscaleNotEnabled,
+            || format!("pool {} has no autoscale formula", spec.id),
+        )
     }
 }
 
@@ -444,12 +513,7 @@ impl Aggregate for Pool {
                 }])
             }
             PoolCommand::DisableAutoscale => {
-                let spec = self.live(ctx)?;
-                ensure(
-                    self.autoscale.is_some(),
-                    RejectionCode::PoolAutoscaleNotEnabled,
-                    || format!("pool {} has no autoscale formula", spec.id),
-                )?;
+                self.autoscaling(self.live(ctx)?)?;
                 Ok(vec![PoolEvent::PoolAutoscaleDisabled { at }])
             }
             PoolCommand::DeletePool => {
@@ -469,6 +533,28 @@ impl Aggregate for Pool {
                 };
                 authorize_account(&ctx.principal, &spec.account, RejectionCode::PoolNotFound)?;
                 Ok(vec![PoolEvent::PoolDeleted { at }])
+            }
+            PoolCommand::RecordSample { sample } => {
+                self.live(ctx)?;
+                Ok(vec![PoolEvent::PoolSampled {
+                    sample: sample.clone(),
+                }])
+            }
+            PoolCommand::RecordAutoscaleRun { run } => {
+                let spec = self.live(ctx)?;
+                self.autoscaling(spec)?;
+                let mut events = vec![PoolEvent::PoolAutoscaleEvaluated { run: run.clone() }];
+                if let Some(target) = run.target_after {
+                    let target = target.min(spec.node_count_max);
+                    if target != self.target_nodes || run.deallocation != self.deallocation {
+                        events.push(PoolEvent::PoolResized {
+                            target_nodes: target,
+                            deallocation: run.deallocation,
+                            at,
+                        });
+                    }
+                }
+                Ok(events)
             }
         }
     }
@@ -534,6 +620,11 @@ impl Aggregate for Pool {
                 self.target_nodes = 0;
                 self.resize = ResizeState::Resizing;
             }
+            // History for formulas; nothing of the pool's own state.
+            (
+                PoolStatus::Active | PoolStatus::Deleting,
+                PoolEvent::PoolSampled { .. } | PoolEvent::PoolAutoscaleEvaluated { .. },
+            ) => {}
             (PoolStatus::Deleting, PoolEvent::PoolDeleted { .. }) => {
                 self.status = PoolStatus::Deleted;
                 self.resize = ResizeState::Steady;

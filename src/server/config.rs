@@ -18,6 +18,10 @@ pub const DEFAULT_CALLS_IN_FLIGHT_MAX: usize = 256;
 pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+/// Azure's sample period: 2 samples a minute.
+pub const DEFAULT_AUTOSCALE_SAMPLE_SECS: u64 = 30;
+/// Azure's shortest evaluation interval.
+pub const DEFAULT_AUTOSCALE_MIN_INTERVAL_SECS: u64 = 300;
 
 /// `lote server` flags. Every one also reads an environment variable.
 #[derive(clap::Args, Debug, Default, Clone)]
@@ -59,6 +63,14 @@ pub struct ServerFlags {
     /// Seconds to let calls in flight finish at shutdown. [default: 30]
     #[arg(long, env = "LOTE_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
+    /// Seconds between samples of each pool's load, the data autoscale
+    /// formulas read with GetSample. [default: 30]
+    #[arg(long, env = "LOTE_AUTOSCALE_SAMPLE_SECS")]
+    pub autoscale_sample_secs: Option<u64>,
+    /// Shortest autoscale evaluation interval a pool may ask for; lower it
+    /// (down to 5) for tests and demos. [default: 300]
+    #[arg(long, env = "LOTE_AUTOSCALE_MIN_INTERVAL_SECS")]
+    pub autoscale_min_interval_secs: Option<u64>,
 }
 
 /// The config file's contents. Unknown keys are an error, so a typo does
@@ -75,6 +87,8 @@ pub struct ServerConfigFile {
     pub read_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub drain_timeout_secs: Option<u64>,
+    pub autoscale_sample_secs: Option<u64>,
+    pub autoscale_min_interval_secs: Option<u64>,
 }
 
 /// Settings after precedence is applied.
@@ -89,6 +103,8 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub drain_timeout: Duration,
+    pub autoscale_sample: Duration,
+    pub autoscale_min_interval_secs: u64,
 }
 
 impl ServerConfig {
@@ -121,6 +137,17 @@ impl ServerConfig {
             return Err(ServerError::Config(
                 "max-connections and max-calls-in-flight must be at least 1".into(),
             ));
+        }
+        if config.autoscale_sample.is_zero() {
+            return Err(ServerError::Config(
+                "autoscale-sample-secs must be at least 1".into(),
+            ));
+        }
+        let min = crate::domain::pool::AUTOSCALE_INTERVAL_SECS_MIN;
+        if config.autoscale_min_interval_secs < min {
+            return Err(ServerError::Config(format!(
+                "autoscale-min-interval-secs must be at least {min}"
+            )));
         }
         if config.admin_key.as_deref().is_some_and(|k| k.len() < 16) {
             return Err(ServerError::Config(
@@ -168,6 +195,15 @@ impl ServerConfig {
                 file.drain_timeout_secs,
                 DEFAULT_DRAIN_TIMEOUT_SECS,
             ),
+            autoscale_sample: secs(
+                flags.autoscale_sample_secs,
+                file.autoscale_sample_secs,
+                DEFAULT_AUTOSCALE_SAMPLE_SECS,
+            ),
+            autoscale_min_interval_secs: flags
+                .autoscale_min_interval_secs
+                .or(file.autoscale_min_interval_secs)
+                .unwrap_or(DEFAULT_AUTOSCALE_MIN_INTERVAL_SECS),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! One thread keeps the hot path free of locks and cross-thread wake-ups;
 //! the log's writer threads do the slow part (fsync) off it.
 
+pub mod autoscale;
 mod config;
 mod connection;
 mod placement;
@@ -155,7 +156,17 @@ pub async fn run(
         },
         server_secret.clone(),
     ));
-    placement.set_reactor(sagas.clone());
+    placement.add_reactor(sagas.clone());
+    let autoscaler = Rc::new(autoscale::Autoscaler::new(
+        core.clone(),
+        placement.clone(),
+        autoscale::AutoscaleSettings {
+            sample_period: config.autoscale_sample,
+            min_interval_secs: config.autoscale_min_interval_secs,
+        },
+        stop_rx.clone(),
+    ));
+    placement.add_reactor(autoscaler.clone());
     let service = Rc::new(Service::new(
         core,
         clock,
@@ -163,6 +174,7 @@ pub async fn run(
         server_secret,
         placement,
         sagas,
+        autoscaler,
     ));
     let limits = Rc::new(connection::Limits::from(&config));
     let open = Rc::new(OpenConnections::default());

@@ -26,6 +26,9 @@ pub trait Reactor {
     fn on_ready(self: Rc<Self>);
     /// One event, after the scheduler has folded it.
     fn on_event(self: Rc<Self>, envelope: &Envelope);
+    /// One event of the log as it was at start, read before `on_ready`
+    /// (for reactors that keep a picture of their own).
+    fn on_history(self: Rc<Self>, _envelope: &Envelope) {}
 }
 
 /// What a polling agent gets.
@@ -60,7 +63,7 @@ pub struct Placement {
     agents: RefCell<HashMap<NodeKey, Rc<Notify>>>,
     /// The last log position folded into the picture.
     observed: watch::Sender<u64>,
-    reactor: RefCell<Option<Rc<dyn Reactor>>>,
+    reactors: RefCell<Vec<Rc<dyn Reactor>>>,
     /// Output reads waiting for a node's agent to poll.
     reads: RefCell<HashMap<NodeKey, Vec<FileRead>>>,
     /// Reads handed out, waiting for the agent's answer.
@@ -78,7 +81,7 @@ impl Placement {
             ready: Cell::new(false),
             agents: RefCell::default(),
             observed: watch::channel(0).0,
-            reactor: RefCell::default(),
+            reactors: RefCell::default(),
             reads: RefCell::default(),
             pending: RefCell::default(),
             next_read: Cell::new(1),
@@ -122,16 +125,20 @@ impl Placement {
                     }
                 }
                 feed.observed.send_replace(envelope.position);
+                let reactors = feed.reactors.borrow().clone();
                 if feed.ready.get() {
-                    let reactor = feed.reactor.borrow().clone();
-                    if let Some(reactor) = reactor {
+                    for reactor in reactors {
                         reactor.on_event(&envelope);
                     }
-                } else if subscription.next_position() > start_head {
-                    feed.ready.set(true);
-                    let reactor = feed.reactor.borrow().clone();
-                    if let Some(reactor) = reactor {
-                        reactor.on_ready();
+                } else {
+                    for reactor in &reactors {
+                        reactor.clone().on_history(&envelope);
+                    }
+                    if subscription.next_position() > start_head {
+                        feed.ready.set(true);
+                        for reactor in reactors {
+                            reactor.on_ready();
+                        }
                     }
                 }
                 if feed.ready.get() {
@@ -205,9 +212,10 @@ impl Placement {
         self.agents.borrow_mut().entry(key).or_default().clone()
     }
 
-    /// Installs what reacts to the log (set once, at server start).
-    pub fn set_reactor(&self, reactor: Rc<dyn Reactor>) {
-        *self.reactor.borrow_mut() = Some(reactor.clone());
+    /// Adds something that reacts to the log. Added at server start before
+    /// the feed first runs, so no event is missed.
+    pub fn add_reactor(&self, reactor: Rc<dyn Reactor>) {
+        self.reactors.borrow_mut().push(reactor.clone());
         if self.ready.get() {
             reactor.on_ready();
         }

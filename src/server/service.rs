@@ -69,6 +69,18 @@ pub struct Service {
     /// The load each node last reported, and when.
     loads: RefCell<std::collections::HashMap<StreamId, (u32, std::time::Instant)>>,
     placement: Rc<super::placement::Placement>,
+    autoscaler: Rc<super::autoscale::Autoscaler>,
+}
+
+fn ensure_formula_size(text: &str) -> Result<(), ApiError> {
+    let max = crate::autoscale::syntax::FORMULA_BYTES_MAX;
+    if text.len() > max {
+        return Err(ApiError::rejected(
+            RejectionCode::InvalidValue,
+            format!("autoscale formula is {} bytes; at most {max}", text.len()),
+        ));
+    }
+    Ok(())
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -177,6 +189,7 @@ impl Service {
         server_secret: String,
         placement: Rc<super::placement::Placement>,
         sagas: Rc<super::sagas::Sagas>,
+        autoscaler: Rc<super::autoscale::Autoscaler>,
     ) -> Self {
         Service {
             sagas,
@@ -187,7 +200,22 @@ impl Service {
             nonces: RefCell::new(NonceCache::default()),
             loads: RefCell::default(),
             placement,
+            autoscaler,
         }
+    }
+
+    /// Refuses an evaluation interval under this server's minimum.
+    fn check_autoscale_interval(&self, secs: u64) -> Result<(), ApiError> {
+        let min = self.autoscaler.settings().min_interval_secs;
+        if secs < min {
+            return Err(ApiError::rejected(
+                RejectionCode::InvalidValue,
+                format!(
+                    "autoscale interval {secs}s is under this server's minimum of {min}s (lote server --autoscale-min-interval-secs)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn core(&self) -> &Core {
@@ -653,6 +681,9 @@ impl Service {
                 | Request::ListTasks { .. }
                 | Request::ShowTask { .. }
                 | Request::ReadTaskOutput { .. }
+                | Request::EvaluateAutoscale { .. }
+                | Request::AutoscaleHistory { .. }
+                | Request::ReplayAutoscale { .. }
         );
         if me.status == AccountStatus::Disabled && !read_only {
             return Err(ApiError::rejected(
@@ -676,6 +707,13 @@ impl Service {
         }
         match &request {
             Request::CreatePool { spec, .. } => {
+                if let crate::domain::pool::ScaleSettings::Autoscale {
+                    evaluation_interval_secs,
+                    ..
+                } = &spec.scale
+                {
+                    self.check_autoscale_interval(*evaluation_interval_secs)?;
+                }
                 let mut spec = spec.clone();
                 spec.account = account.clone();
                 let stream = pool_stream(&spec.id);
@@ -730,17 +768,69 @@ impl Service {
                 pool,
                 formula,
                 evaluation_interval_secs,
-            } => exec!(
-                Pool,
-                pool_stream(pool),
-                pool,
-                PoolCommand::EnableAutoscale {
-                    formula: formula.clone(),
-                    evaluation_interval_secs: *evaluation_interval_secs,
-                }
-            ),
+            } => {
+                self.check_autoscale_interval(*evaluation_interval_secs)?;
+                exec!(
+                    Pool,
+                    pool_stream(pool),
+                    pool,
+                    PoolCommand::EnableAutoscale {
+                        formula: formula.clone(),
+                        evaluation_interval_secs: *evaluation_interval_secs,
+                    }
+                )
+            }
             Request::DisableAutoscale { pool } => {
                 exec!(Pool, pool_stream(pool), pool, PoolCommand::DisableAutoscale)
+            }
+            Request::EvaluateAutoscale { pool, formula } => {
+                if let Some(text) = formula {
+                    ensure_formula_size(text)?;
+                }
+                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                let key = format!("{account}/{pool}");
+                match self.autoscaler.evaluate(&key, formula.as_deref()) {
+                    Some(e) => Ok(Response::AutoscaleEvaluation(e)),
+                    None => Err(ApiError::rejected(
+                        RejectionCode::PoolBeingDeleted,
+                        format!("pool {pool} is being deleted"),
+                    )),
+                }
+            }
+            Request::AutoscaleHistory { pool, limit } => {
+                let stream = pool_stream(pool);
+                self.show::<Pool>(&stream, pool.as_str()).await?;
+                let runs = super::autoscale::history(
+                    self.core.store(),
+                    &stream,
+                    (*limit).clamp(1, 10_000) as usize,
+                )
+                .map_err(internal)?;
+                Ok(Response::AutoscaleRuns(runs))
+            }
+            Request::ReplayAutoscale {
+                pool,
+                formula,
+                from,
+                to,
+                every_secs,
+            } => {
+                ensure_formula_size(formula)?;
+                let stream = pool_stream(pool);
+                self.show::<Pool>(&stream, pool.as_str()).await?;
+                let store = self.core.store().clone();
+                let (formula, from, to) = (formula.clone(), *from, *to);
+                let every = std::time::Duration::from_secs(*every_secs);
+                let period = self.autoscaler.settings().sample_period;
+                // Reading a month of samples and evaluating at every step
+                // is work for a blocking thread, not the server's one.
+                let steps = tokio::task::spawn_blocking(move || {
+                    super::autoscale::replay(&store, &stream, &formula, from, to, every, period)
+                })
+                .await
+                .map_err(internal)?
+                .map_err(|e| ApiError::rejected(RejectionCode::InvalidValue, e))?;
+                Ok(Response::AutoscaleReplay(steps))
             }
             Request::DeletePool { pool } => {
                 let done: Result<Response, ApiError> =
@@ -1130,6 +1220,13 @@ impl Service {
                     }
                     Err(e) => Err(e.into()),
                 }
+            }
+            Request::AgentUsage { usage } => {
+                // Kept in memory until the next sample takes it into the
+                // pool's log; a node removed meanwhile is simply dropped.
+                self.autoscaler
+                    .report_usage(&format!("{account}/{pool}"), node, usage);
+                Ok(Response::Recorded)
             }
             Request::AgentStartTaskBegin => {
                 self.core

@@ -319,10 +319,15 @@ pub fn error_kind(
 impl ServerProcess {
     /// Stops with SIGTERM (asserting a clean exit) and starts again on the
     /// same data directory; the temporary directory moves to the new one.
-    pub fn restart(mut self) -> ServerProcess {
+    pub fn restart(self) -> ServerProcess {
+        self.restart_with(&[])
+    }
+
+    /// [`restart`](Self::restart) with these flags.
+    pub fn restart_with(mut self, extra: &[&str]) -> ServerProcess {
         let temp = self.take_temp();
         assert!(self.terminate().success());
-        let mut again = ServerProcess::start_in(&self.data_dir, &[]).unwrap();
+        let mut again = ServerProcess::start_in(&self.data_dir, extra).unwrap();
         again._temp = temp;
         again
     }
