@@ -192,8 +192,9 @@ pub enum PoolCmd {
         /// Autoscale formula instead of a fixed count.
         #[arg(long)]
         autoscale: Option<String>,
-        /// Seconds between autoscale evaluations.
-        #[arg(long, default_value_t = 300)]
+        /// Seconds between autoscale evaluations (Azure's default: 15
+        /// minutes; the server's floor is 5 minutes unless lowered).
+        #[arg(long, default_value_t = 900)]
         autoscale_interval: u64,
         #[arg(long, value_enum, default_value = "pack")]
         scheduling: SchedulingPolicy,

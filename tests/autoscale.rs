@@ -290,6 +290,22 @@ async fn evaluate_history_and_replay_from_the_cli() {
         .clone();
     assert!(samples["samples"].as_u64().unwrap() >= 2, "{samples}");
 
+    // The node's agent reports its machine's figures.
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "pool",
+            "autoscale",
+            "evaluate",
+            "fixed",
+            "--formula",
+            "n = $SampleNodeCount; m = $MemoryBytes > 0; d = $DiskBytes > 0; c = $CPUPercent >= 0 && $CPUPercent <= 100",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(";c=1;d=1;m=1;n=1"), "{text}");
+
     // A broken formula: exit 1, with where and what.
     let out = cli(
         &server,
