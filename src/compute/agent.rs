@@ -110,9 +110,10 @@ pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentErr
 }
 
 /// Runs the agent until the process is stopped.
-/// How often the agent reports its machine's figures: a few times per
-/// autoscale sample period (30 s by default).
-const USAGE_REPORT_EVERY: Duration = Duration::from_secs(5);
+/// How often the agent reports its machine's figures. The report is also
+/// its heartbeat while it is busy elsewhere (a long start task, a
+/// reboot), so it is well inside the server's lost-node timeout.
+const USAGE_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let outcome = serve(config).await;
@@ -165,7 +166,8 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
             std::process::exit(0);
         });
     }
-    // Machine figures for autoscale formulas, beside the work.
+    // Machine figures for autoscale formulas, and a heartbeat, beside the
+    // work.
     {
         let client = client.clone();
         let root = config.root.clone();

@@ -85,6 +85,15 @@ pub struct NodeState {
     model: crate::domain::node::Node,
     /// Rebooting: its agent is to stop everything and register again.
     pub rebooting: bool,
+    /// Declared lost (no heartbeat); its tasks go back to the queue.
+    pub unusable: bool,
+}
+
+impl NodeState {
+    /// The node's state as its own events made it.
+    pub fn state(&self) -> crate::domain::node::NodeState {
+        self.model.state
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,6 +255,7 @@ impl Scheduler {
                 node.slots = slots;
                 node.schedulable = schedulable;
                 node.rebooting = rebooting;
+                node.unusable = model.state == S::Unusable;
                 node.leaving = leaving;
             }
             StreamKind::Task => self.observe_task(envelope),

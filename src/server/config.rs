@@ -18,6 +18,9 @@ pub const DEFAULT_CALLS_IN_FLIGHT_MAX: usize = 256;
 pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+/// A node whose agent is silent this long is lost; agents call at least
+/// once a second (their long poll).
+pub const DEFAULT_NODE_LOST_AFTER_SECS: u64 = 5;
 /// Azure's sample period: 2 samples a minute.
 pub const DEFAULT_AUTOSCALE_SAMPLE_SECS: u64 = 30;
 /// Azure's shortest evaluation interval.
@@ -63,6 +66,11 @@ pub struct ServerFlags {
     /// Seconds to let calls in flight finish at shutdown. [default: 30]
     #[arg(long, env = "LOTE_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
+    /// Seconds without a call from a node's agent after which the node is
+    /// lost: marked unusable, its tasks requeued (no retry used) and, in a
+    /// local pool, the node replaced. [default: 5]
+    #[arg(long, env = "LOTE_NODE_LOST_AFTER_SECS")]
+    pub node_lost_after_secs: Option<u64>,
     /// Seconds between samples of each pool's load, the data autoscale
     /// formulas read with GetSample. [default: 30]
     #[arg(long, env = "LOTE_AUTOSCALE_SAMPLE_SECS")]
@@ -89,6 +97,7 @@ pub struct ServerConfigFile {
     pub drain_timeout_secs: Option<u64>,
     pub autoscale_sample_secs: Option<u64>,
     pub autoscale_min_interval_secs: Option<u64>,
+    pub node_lost_after_secs: Option<u64>,
 }
 
 /// Settings after precedence is applied.
@@ -105,6 +114,7 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     pub autoscale_sample: Duration,
     pub autoscale_min_interval_secs: u64,
+    pub node_lost_after: Duration,
 }
 
 impl ServerConfig {
@@ -136,6 +146,11 @@ impl ServerConfig {
         if config.connections_max == 0 || config.calls_in_flight_max == 0 {
             return Err(ServerError::Config(
                 "max-connections and max-calls-in-flight must be at least 1".into(),
+            ));
+        }
+        if config.node_lost_after < Duration::from_secs(2) {
+            return Err(ServerError::Config(
+                "node-lost-after-secs must be at least 2: agents call once a second".into(),
             ));
         }
         if config.autoscale_sample.is_zero() {
@@ -199,6 +214,11 @@ impl ServerConfig {
                 flags.autoscale_sample_secs,
                 file.autoscale_sample_secs,
                 DEFAULT_AUTOSCALE_SAMPLE_SECS,
+            ),
+            node_lost_after: secs(
+                flags.node_lost_after_secs,
+                file.node_lost_after_secs,
+                DEFAULT_NODE_LOST_AFTER_SECS,
             ),
             autoscale_min_interval_secs: flags
                 .autoscale_min_interval_secs

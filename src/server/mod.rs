@@ -8,6 +8,7 @@
 pub mod autoscale;
 mod config;
 mod connection;
+pub mod liveness;
 mod placement;
 pub mod provider;
 mod sagas;
@@ -157,6 +158,12 @@ pub async fn run(
         server_secret.clone(),
     ));
     placement.add_reactor(sagas.clone());
+    placement.add_reactor(Rc::new(liveness::Liveness::new(
+        core.clone(),
+        placement.clone(),
+        config.node_lost_after,
+        stop_rx.clone(),
+    )));
     let autoscaler = Rc::new(autoscale::Autoscaler::new(
         core.clone(),
         placement.clone(),

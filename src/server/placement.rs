@@ -69,6 +69,8 @@ pub struct Placement {
     /// Reads handed out, waiting for the agent's answer.
     pending: RefCell<HashMap<u64, (NodeKey, oneshot::Sender<Result<FileChunk, String>>)>>,
     next_read: Cell<u64>,
+    /// When each node's agent last called: its heartbeat.
+    contact: RefCell<HashMap<NodeKey, std::time::Instant>>,
 }
 
 impl Placement {
@@ -85,6 +87,7 @@ impl Placement {
             reads: RefCell::default(),
             pending: RefCell::default(),
             next_read: Cell::new(1),
+            contact: RefCell::default(),
         });
         let store = core.store().clone();
         let start_head = store.head();
@@ -208,6 +211,23 @@ impl Placement {
         placement
     }
 
+    /// A node's agent called: it is alive.
+    pub fn touch(&self, account: &AccountName, pool: &PoolId, node: &NodeId) {
+        self.contact.borrow_mut().insert(
+            (format!("{account}/{pool}"), node.clone()),
+            std::time::Instant::now(),
+        );
+    }
+
+    /// When the node's agent last called, if it has since this server
+    /// started.
+    pub fn last_contact(&self, pool_key: &str, node: &NodeId) -> Option<std::time::Instant> {
+        self.contact
+            .borrow()
+            .get(&(pool_key.to_string(), node.clone()))
+            .copied()
+    }
+
     fn agent_notify(&self, key: NodeKey) -> Rc<Notify> {
         self.agents.borrow_mut().entry(key).or_default().clone()
     }
@@ -272,9 +292,12 @@ impl Placement {
             .collect();
         // A reboot waits until the node's tasks are requeued, so that the
         // kills it causes are never recorded as the tasks' own failures.
+        // A node declared lost that comes back reboots too: its tasks were
+        // requeued elsewhere, so it kills what it still runs and joins
+        // again clean.
         let reboot = scheduler
             .node(&key.0, node)
-            .is_some_and(|n| n.rebooting && n.used == 0);
+            .is_some_and(|n| (n.rebooting || n.unusable) && n.used == 0);
         // What the agent already runs is not handed out again.
         let mut to_start = scheduler.to_start(account, pool, node);
         to_start.retain(|(job, task, attempt)| {

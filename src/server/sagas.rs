@@ -22,13 +22,14 @@ use crate::compute::agent::NodeCredential;
 use crate::compute::scheduler::HeldTask;
 use crate::domain::decode_event;
 use crate::domain::job::{DisableTasks, Job, JobCommand, JobEvent};
-use crate::domain::node::{Node, NodeCommand};
+use crate::domain::node::{Node, NodeCommand, NodeEvent};
 use crate::domain::pool::{Deallocation, NodeProvider, Pool, PoolCommand, PoolStatus, ResizeState};
 use crate::domain::task::{Task, TaskCommand};
 use crate::domain::{Ctx, RejectionCode};
 use crate::store::{Envelope, StreamId, StreamKind};
 use crate::types::{AccountName, NodeId, PoolId, Principal, Timestamp};
 
+use super::liveness::LOST_REASON;
 use super::placement::{Placement, Reactor};
 use super::provider;
 
@@ -55,6 +56,9 @@ pub struct Sagas {
     removing: RefCell<HashSet<(String, NodeId)>>,
     /// Jobs with a wall-clock timer set.
     timers: RefCell<HashSet<StreamId>>,
+    /// Local pools with a lost node being replaced: brought back to their
+    /// target once it is gone, even when no resize is under way.
+    heal: RefCell<HashSet<String>>,
 }
 
 fn split_pool_key(key: &str) -> Option<(AccountName, PoolId)> {
@@ -95,6 +99,7 @@ impl Sagas {
             reconciling: RefCell::default(),
             removing: RefCell::default(),
             timers: RefCell::default(),
+            heal: RefCell::default(),
         }
     }
 
@@ -191,10 +196,14 @@ impl Sagas {
             let Some(n) = scheduler.node(pool_key, node) else {
                 return Ok(());
             };
-            let rule = match (n.leaving, n.rebooting) {
-                (Some(d), _) => (d, format!("node {node} is leaving the pool")),
-                (None, true) => (Deallocation::Requeue, format!("node {node} is rebooting")),
-                (None, false) => return Ok(()),
+            let rule = match (n.leaving, n.rebooting, n.unusable) {
+                (Some(d), _, _) => (d, format!("node {node} is leaving the pool")),
+                (None, true, _) => (Deallocation::Requeue, format!("node {node} is rebooting")),
+                (None, false, true) => (
+                    Deallocation::Requeue,
+                    format!("node {node} was lost (no heartbeat from its agent)"),
+                ),
+                (None, false, false) => return Ok(()),
             };
             (scheduler.held_on(pool_key, node), rule)
         };
@@ -278,6 +287,33 @@ impl Sagas {
 
     /// Brings a pool's nodes to its target, one reconciliation at a time
     /// per pool (a request during one runs it again after).
+    /// A local pool's lost node is removed (its agent, if it still runs,
+    /// is stopped and its directory deleted) and another takes its place
+    /// once it is gone; a remote one waits for its agent to come back.
+    async fn replace_lost(&self, pool_key: &str, node: &NodeId) -> Result<(), CoreError> {
+        let Some((account, pool)) = split_pool_key(pool_key) else {
+            return Ok(());
+        };
+        let state = self
+            .core
+            .state::<Pool>(&StreamId::pool(&account, &pool))
+            .await?
+            .state;
+        let local = state
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.provider == NodeProvider::Local);
+        if !local || state.status != PoolStatus::Active {
+            return Ok(());
+        }
+        self.heal.borrow_mut().insert(pool_key.to_string());
+        let stream = StreamId::node(&account, &pool, node);
+        let command = NodeCommand::RemoveNode {
+            deallocation: Deallocation::Requeue,
+        };
+        self.run::<Node>(&stream, command, "node-supervisor").await
+    }
+
     fn reconcile(self: &Rc<Self>, pool_key: String) {
         {
             let mut r = self.reconciling.borrow_mut();
@@ -322,8 +358,21 @@ impl Sagas {
         if pool.status != PoolStatus::Active {
             return Ok(());
         }
+        let heal = self.heal.borrow().contains(pool_key)
+            && spec.provider == NodeProvider::Local
+            && self
+                .placement
+                .scheduler()
+                .pool_nodes(pool_key)
+                .iter()
+                .all(|n| n.leaving.is_none());
+        if heal {
+            // The lost node is gone: bring the pool back to its target.
+            self.heal.borrow_mut().remove(pool_key);
+        }
         match pool.resize {
-            ResizeState::Steady => return Ok(()),
+            ResizeState::Steady if !heal => return Ok(()),
+            ResizeState::Steady => {}
             ResizeState::Stopping => {
                 return self
                     .run::<Pool>(&pool_stream, PoolCommand::CompleteResize, "pool-supervisor")
@@ -518,7 +567,8 @@ impl Reactor for Sagas {
             let mut nodes = Vec::new();
             for key in &pools {
                 for n in scheduler.pool_nodes(key) {
-                    if n.leaving.is_some() || n.rebooting {
+                    let unusable = scheduler.node(key, &n.node).is_some_and(|s| s.unusable);
+                    if n.leaving.is_some() || n.rebooting || unusable {
                         nodes.push((key.clone(), n.node));
                     }
                 }
@@ -531,7 +581,24 @@ impl Reactor for Sagas {
         for (key, node) in leaving_or_rebooting {
             let this = self.clone();
             self.spawn("carrying on a node's removal", async move {
-                this.evict(&key, &node).await
+                this.evict(&key, &node).await?;
+                // A lost node the last run had not replaced yet.
+                let Some((account, pool)) = split_pool_key(&key) else {
+                    return Ok(());
+                };
+                let state = this
+                    .core
+                    .state::<Node>(&StreamId::node(&account, &pool, &node))
+                    .await?
+                    .state;
+                let lost = state.state == crate::domain::node::NodeState::Unusable
+                    && state
+                        .unusable_reason
+                        .is_some_and(|r| r.starts_with(LOST_REASON));
+                if lost {
+                    this.replace_lost(&key, &node).await?;
+                }
+                Ok(())
             });
         }
         self.finish_drained();
@@ -576,6 +643,24 @@ impl Reactor for Sagas {
                     });
                 }
             }
+            "NodeUnusable" => {
+                let Ok(node) = NodeId::new(ids[2]) else {
+                    return;
+                };
+                let lost = matches!(
+                    crate::domain::decode_event::<NodeEvent>(StreamKind::Node, envelope),
+                    Ok(NodeEvent::NodeUnusable { reason, .. }) if reason.starts_with(LOST_REASON)
+                );
+                let key = ids[..2].join("/");
+                let this = self.clone();
+                self.spawn("requeuing a lost node's tasks", async move {
+                    this.evict(&key, &node).await?;
+                    if lost {
+                        this.replace_lost(&key, &node).await?;
+                    }
+                    Ok(())
+                });
+            }
             "NodeLeavingPool" | "NodeRebooting" => {
                 let Ok(node) = NodeId::new(ids[2]) else {
                     return;
@@ -599,6 +684,7 @@ impl Reactor for Sagas {
                         .node(&key, &node)
                         .is_some_and(|n| {
                             n.rebooting
+                                || n.unusable
                                 || matches!(n.leaving, Some(d) if d != Deallocation::TaskCompletion)
                         });
                     if affected {

@@ -1197,6 +1197,8 @@ impl Service {
         };
         let ctx = || self.ctx(principal.clone(), None);
         let node_stream = StreamId::node(account, pool, node);
+        // Any call from the agent is its heartbeat.
+        self.placement.touch(account, pool, node);
         match request {
             Request::AgentRegister { agent } => {
                 let pool_state = self

@@ -22,6 +22,11 @@ use crate::server_support::*;
 pub struct Agents(Vec<Child>);
 
 impl Agents {
+    /// The process id of the `i`th agent.
+    pub fn pid(&self, i: usize) -> u32 {
+        self.0[i].id()
+    }
+
     /// SIGKILLs every agent now (no goodbye, as when a machine dies).
     pub fn kill_all(&mut self) {
         for child in &mut self.0 {

@@ -1,0 +1,230 @@
+//! Faults, end to end with the real server and agent processes: a node
+//! whose agent dies or goes silent is declared lost, its tasks are
+//! requeued (not retried) and finish elsewhere, a local pool replaces the
+//! node, and an agent that comes back is told to drop its stale work and
+//! rejoins clean.
+
+mod compute_support;
+mod server_support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use compute_support::*;
+use lote::domain::node::NodeState;
+use lote::domain::pool::SchedulingPolicy;
+use lote::domain::task::TaskStatus;
+use lote::types::NodeId;
+use server_support::*;
+
+/// Nodes are lost after 3 s of silence.
+const LOST_AFTER: &[&str] = &["--node-lost-after-secs", "3"];
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a process this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+/// Stops the server, checks that `lote replay` finds no mismatch, and
+/// returns each entity's history as `lote audit` prints it.
+fn stop_and_audit(server: ServerProcess, entities: &[&str]) -> Vec<String> {
+    let mut server = server;
+    let _data = server.take_temp();
+    assert!(server.terminate().success());
+    let run = |args: &[&str]| {
+        let out = Command::new(lote_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    assert!(run(&["replay"]).contains("no mismatch"));
+    entities.iter().map(|e| run(&["audit", e])).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_local_agent_is_lost_its_task_requeued_and_its_node_replaced() {
+    let server = ServerProcess::start(LOST_AFTER);
+    let (client, _, _) = server.account("acme").await;
+    local_pool(&client, "p", 2, 1).await;
+    nodes_up(&client, "p", 2).await;
+    create_job(&client, "j", "p").await;
+    add(
+        &client,
+        "j",
+        vec![shell("t1", "sleep 5"), shell("t2", "sleep 5")],
+    )
+    .await;
+    let victim = eventually(Duration::from_secs(30), "t1 running", || async {
+        let t = task(&client, "j", "t1").await.state;
+        match (t.status, t.placement) {
+            (TaskStatus::Running, Some(p)) => Ok(p.node),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let pid_file = server
+        .data_dir
+        .join(format!("nodes/acme/p/{victim}/agent.pid"));
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    signal(pid, libc::SIGKILL);
+    let killed = Instant::now();
+
+    // Within the timeout and a second it is no longer a working node.
+    eventually(Duration::from_secs(10), "node lost", || async {
+        let nodes = list_nodes(&client, "p").await;
+        match nodes.iter().find(|n| n.state.id.as_ref() == Some(&victim)) {
+            Some(n) if matches!(n.state.state, NodeState::Idle | NodeState::Running) => {
+                Err(format!("{victim} is {:?}", n.state.state))
+            }
+            _ => Ok(()),
+        }
+    })
+    .await;
+    let lost_in = killed.elapsed();
+    assert!(
+        lost_in <= Duration::from_secs(4) + Duration::from_millis(300),
+        "{lost_in:?}"
+    );
+
+    // Both tasks finish; t1 once more, elsewhere, as a requeue.
+    wait_job(&client, "j", Duration::from_secs(60)).await;
+    let t1 = task(&client, "j", "t1").await.state;
+    assert_eq!(t1.status, TaskStatus::Completed);
+    assert!(t1.last_result.as_ref().unwrap().succeeded(), "{t1:?}");
+    assert_eq!(
+        (t1.retry_count, t1.requeue_count, t1.attempt),
+        (0, 1, 2),
+        "{t1:?}"
+    );
+    assert_ne!(t1.placement.unwrap().node, victim);
+    let t2 = task(&client, "j", "t2").await.state;
+    assert_eq!(
+        (t2.status, t2.retry_count, t2.requeue_count),
+        (TaskStatus::Completed, 0, 0)
+    );
+
+    // The pool is back to two nodes, the lost one replaced.
+    let nodes = nodes_up(&client, "p", 2).await;
+    let ids: Vec<NodeId> = nodes.iter().filter_map(|n| n.state.id.clone()).collect();
+    assert!(!ids.contains(&victim), "{ids:?}");
+    let history = stop_and_audit(server, &[&format!("node/acme/p/{victim}")]).remove(0);
+    assert!(history.contains("NodeUnusable"), "{history}");
+    assert!(history.contains("no heartbeat"), "{history}");
+    assert!(history.contains("NodeRemoved"), "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_remote_agent_is_lost_then_rejoins_and_its_stale_attempt_is_refused_and_killed() {
+    let server = ServerProcess::start(LOST_AFTER);
+    let (client, _, _) = server.account("acme").await;
+    let token = remote_pool(&client, "r", 1, SchedulingPolicy::Spread).await;
+    let roots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let marks = tempfile::tempdir().unwrap();
+    let paths: Vec<&std::path::Path> = roots.iter().map(|r| r.path()).collect();
+    let agents = start_agents(&server, "r", &token, &paths, 1);
+    nodes_up(&client, "r", 2).await;
+    create_job(&client, "j", "r").await;
+    // Its first attempt hangs (and records its pid); any later one ends
+    // at once.
+    let line = format!(
+        "echo $$ > {}/$LOTE_TASK_ATTEMPT.pid; if [ $LOTE_TASK_ATTEMPT = 1 ]; then exec sleep 60; fi",
+        marks.path().display()
+    );
+    add(&client, "j", vec![shell("t1", &line)]).await;
+    let (victim, first_pid) = eventually(Duration::from_secs(30), "t1 running", || async {
+        let t = task(&client, "j", "t1").await.state;
+        let pid = std::fs::read_to_string(marks.path().join("1.pid")).unwrap_or_default();
+        match (t.status, t.placement, pid.trim()) {
+            (TaskStatus::Running, Some(p), pid) if !pid.is_empty() => Ok((p.node, pid.to_string())),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // Which agent runs it: its root holds the node's credential.
+    let agent_index = paths
+        .iter()
+        .position(|root| {
+            std::fs::read_to_string(root.join("node.toml"))
+                .unwrap_or_default()
+                .contains(&format!("\"{victim}\""))
+        })
+        .expect("the node's agent");
+    let agent_pid = agents.pid(agent_index);
+    // Cut it off: the agent stops calling; its task keeps running.
+    signal(agent_pid, libc::SIGSTOP);
+    eventually(Duration::from_secs(10), "node unusable", || async {
+        let nodes = list_nodes(&client, "r").await;
+        let n = nodes
+            .iter()
+            .find(|n| n.state.id.as_ref() == Some(&victim))
+            .unwrap();
+        if n.state.state == NodeState::Unusable {
+            Ok(())
+        } else {
+            Err(format!("{:?}", n.state.state))
+        }
+    })
+    .await;
+    // Requeued, not retried, and finished on the other node.
+    wait_job(&client, "j", Duration::from_secs(30)).await;
+    let t1 = task(&client, "j", "t1").await.state;
+    assert_eq!(
+        (t1.retry_count, t1.requeue_count, t1.attempt),
+        (0, 1, 2),
+        "{t1:?}"
+    );
+    assert!(t1.last_result.as_ref().unwrap().succeeded());
+    assert_ne!(t1.placement.as_ref().unwrap().node, victim);
+    assert!(
+        alive(&first_pid),
+        "the stale attempt runs on while its agent is stopped"
+    );
+
+    // Back: it is told to drop its stale attempt (killed, its report
+    // refused) and rejoins clean.
+    signal(agent_pid, libc::SIGCONT);
+    eventually(Duration::from_secs(20), "stale attempt killed", || async {
+        if alive(&first_pid) {
+            Err(format!("{first_pid} still runs"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    eventually(Duration::from_secs(20), "node rejoined", || async {
+        let nodes = list_nodes(&client, "r").await;
+        let n = nodes
+            .iter()
+            .find(|n| n.state.id.as_ref() == Some(&victim))
+            .unwrap();
+        if n.state.state == NodeState::Idle {
+            Ok(())
+        } else {
+            Err(format!("{:?}", n.state.state))
+        }
+    })
+    .await;
+    // Exactly one outcome: attempt 2's, unchanged by the late agent.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = task(&client, "j", "t1").await;
+    assert_eq!(after.state.attempt, 2);
+    assert_eq!(after.state.status, TaskStatus::Completed);
+    assert!(after.state.last_result.as_ref().unwrap().succeeded());
+    drop(agents);
+    let history = stop_and_audit(server, &["task/acme/j/t1"]).remove(0);
+    assert_eq!(history.matches("TaskCompleted").count(), 1, "{history}");
+    assert_eq!(history.matches("TaskRequeued").count(), 1, "{history}");
+}
