@@ -50,6 +50,21 @@ fn stop_and_audit(server: ServerProcess, entities: &[&str]) -> Vec<String> {
     entities.iter().map(|e| run(&["audit", e])).collect()
 }
 
+/// Waits until the node is in `state`.
+async fn node_in(client: &lote::client::Client, pool: &str, node: &NodeId, state: NodeState) {
+    eventually(Duration::from_secs(20), "node state", || async {
+        let nodes = list_nodes(client, pool).await;
+        match nodes.iter().find(|n| n.state.id.as_ref() == Some(node)) {
+            Some(n) if n.state.state == state => Ok(()),
+            other => Err(format!(
+                "{node}: {:?}, waiting for {state:?}",
+                other.map(|n| n.state.state)
+            )),
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_local_agent_is_lost_its_task_requeued_and_its_node_replaced() {
     let server = ServerProcess::start(LOST_AFTER);
@@ -165,19 +180,7 @@ async fn a_silent_remote_agent_is_lost_then_rejoins_and_its_stale_attempt_is_ref
     let agent_pid = agents.pid(agent_index);
     // Cut it off: the agent stops calling; its task keeps running.
     signal(agent_pid, libc::SIGSTOP);
-    eventually(Duration::from_secs(10), "node unusable", || async {
-        let nodes = list_nodes(&client, "r").await;
-        let n = nodes
-            .iter()
-            .find(|n| n.state.id.as_ref() == Some(&victim))
-            .unwrap();
-        if n.state.state == NodeState::Unusable {
-            Ok(())
-        } else {
-            Err(format!("{:?}", n.state.state))
-        }
-    })
-    .await;
+    node_in(&client, "r", &victim, NodeState::Unusable).await;
     // Requeued, not retried, and finished on the other node.
     wait_job(&client, "j", Duration::from_secs(30)).await;
     let t1 = task(&client, "j", "t1").await.state;
@@ -204,19 +207,7 @@ async fn a_silent_remote_agent_is_lost_then_rejoins_and_its_stale_attempt_is_ref
         }
     })
     .await;
-    eventually(Duration::from_secs(20), "node rejoined", || async {
-        let nodes = list_nodes(&client, "r").await;
-        let n = nodes
-            .iter()
-            .find(|n| n.state.id.as_ref() == Some(&victim))
-            .unwrap();
-        if n.state.state == NodeState::Idle {
-            Ok(())
-        } else {
-            Err(format!("{:?}", n.state.state))
-        }
-    })
-    .await;
+    node_in(&client, "r", &victim, NodeState::Idle).await;
     // Exactly one outcome: attempt 2's, unchanged by the late agent.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = task(&client, "j", "t1").await;
