@@ -501,6 +501,16 @@ pub enum TaskCmd {
         job: JobId,
         id: TaskId,
     },
+    /// Why the task is not running yet: every reason at once, with the
+    /// numbers behind each (job disabled, no nodes, nodes full, too few
+    /// slots, start task failed, tasks ahead of it in the queue).
+    ///
+    /// Example:
+    ///   lote task explain frames frame-7
+    Explain {
+        job: JobId,
+        id: TaskId,
+    },
     Terminate {
         job: JobId,
         id: TaskId,
@@ -1014,7 +1024,17 @@ async fn execute(
                 call(Request::CreateJob { spec, request_id }).await?
             }
             JobCmd::List => call(Request::ListJobs).await?,
-            JobCmd::Show { id } => call(Request::ShowJob { job: id }).await?,
+            JobCmd::Show { id } => {
+                // The job, then why its queued tasks wait, in one view.
+                let (mut value, mut text) =
+                    render(call(Request::ShowJob { job: id.clone() }).await?);
+                let (waits, lines) = render(call(Request::ExplainJob { job: id }).await?);
+                if let Value::Object(map) = &mut value {
+                    map.insert("waiting".into(), waits["summary"].clone());
+                }
+                text.push_str(&lines);
+                return Ok(Some((value, text)));
+            }
             JobCmd::Disable { id, disable_tasks } => {
                 call(Request::DisableJob {
                     job: id,
@@ -1148,6 +1168,7 @@ async fn execute(
                 Response::Tasks { items, next: None }
             }
             TaskCmd::Show { job, id } => call(Request::ShowTask { job, task: id }).await?,
+            TaskCmd::Explain { job, id } => call(Request::ExplainTask { job, task: id }).await?,
             TaskCmd::Terminate { job, id, reason } => {
                 call(Request::TerminateTask {
                     job,
@@ -1667,6 +1688,54 @@ fn render(response: Response) -> (Value, String) {
         ),
         Response::Recorded | Response::Registered { .. } => {
             (json!({ "recorded": true }), "recorded\n".into())
+        }
+        Response::TaskExplanation {
+            job,
+            task,
+            status,
+            waiting,
+        } => {
+            let value = json!({
+                "job": job,
+                "task": task,
+                "status": status,
+                "waiting": waiting.as_ref().map(|w| json!({
+                    "slots": w.slots,
+                    "reasons": w.reasons,
+                    "in_words": w.reasons.iter().map(|r| r.words(&w.pool, job.as_str())).collect::<Vec<_>>(),
+                })),
+            });
+            let text = match &waiting {
+                None => format!(
+                    "task {task} of job {job} is {}: it is not waiting (lote task show {job} {task})\n",
+                    word(&status)
+                ),
+                Some(w) if w.reasons.is_empty() => format!(
+                    "task {task} of job {job} waits for placement: a node has room and it is next\n"
+                ),
+                Some(w) => {
+                    let mut t = format!(
+                        "task {task} of job {job} waits (needs {} slot(s) in pool {}):\n",
+                        w.slots, w.pool.pool
+                    );
+                    for r in &w.reasons {
+                        t.push_str(&format!("  - {}\n", r.words(&w.pool, job.as_str())));
+                    }
+                    t
+                }
+            };
+            (value, text)
+        }
+        Response::JobWaits { job, groups, pool } => {
+            let lines: Vec<String> = groups
+                .iter()
+                .map(|g| lote::compute::explain::summary(g, &pool, job.as_str()))
+                .collect();
+            let mut text = String::new();
+            for l in &lines {
+                text.push_str(&format!("waiting: {l}\n"));
+            }
+            (json!({ "job": job, "groups": groups, "summary": lines }), text)
         }
         Response::AutoscaleEvaluation(e) => {
             let value = serde_json::to_value(&e).unwrap_or(Value::Null);

@@ -329,6 +329,15 @@ pub enum Request {
         read: u64,
         result: Result<FileChunk, String>,
     },
+    /// Why a task is not running yet: every reason, with its numbers.
+    ExplainTask {
+        job: JobId,
+        task: TaskId,
+    },
+    /// Why a job's queued tasks wait, grouped by the reasons they share.
+    ExplainJob {
+        job: JobId,
+    },
     /// The agent's machine figures for autoscale (`$CPUPercent`, ...).
     AgentUsage {
         usage: crate::compute::usage::NodeUsage,
@@ -475,6 +484,8 @@ impl Request {
             AgentStarted,
             AgentCompleted,
             AgentFileData,
+            ExplainTask,
+            ExplainJob,
             AgentUsage,
             EvaluateAutoscale,
             AutoscaleHistory,
@@ -583,6 +594,19 @@ pub enum Response {
     /// The agent is registered; it runs `start_task` first when given.
     Registered {
         start_task: Option<StartTask>,
+    },
+    /// A task's status and, while it is queued, why it waits.
+    TaskExplanation {
+        job: JobId,
+        task: TaskId,
+        status: crate::domain::task::TaskStatus,
+        waiting: Option<crate::compute::explain::Explanation>,
+    },
+    /// A job's queued tasks grouped by the reasons they wait.
+    JobWaits {
+        job: JobId,
+        groups: Vec<crate::compute::explain::WaitGroup>,
+        pool: crate::compute::explain::PoolContext,
     },
     AutoscaleEvaluation(crate::server::autoscale::Evaluation),
     AutoscaleRuns(Vec<crate::domain::pool::AutoscaleRun>),

@@ -4,6 +4,7 @@
 //! - [`agent`]: `lote agent`, the process on each node that runs tasks.
 
 pub mod agent;
+pub mod explain;
 mod proc_tree;
 mod retention;
 pub mod scheduler;

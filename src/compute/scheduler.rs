@@ -11,6 +11,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::compute::explain::{WaitGroup, WaitReason};
 use crate::domain::decode_event;
 use crate::domain::job::JobEvent;
 use crate::domain::node::NodeEvent;
@@ -656,6 +657,130 @@ impl Scheduler {
             })
             .count() as u64;
         f
+    }
+
+    /// Every reason the tasks of `job` needing `slots` slots wait in the
+    /// pool's queue, but their places in it.
+    fn shared_reasons(&self, pool_key: &str, job: &StreamId, slots: u32) -> Vec<WaitReason> {
+        use crate::domain::node::NodeState as S;
+        let mut reasons = Vec::new();
+        if self
+            .jobs
+            .get(job)
+            .is_some_and(|j| j.state == JobState::Held)
+        {
+            reasons.push(WaitReason::JobDisabled);
+        }
+        let nodes: Vec<&NodeState> = self
+            .pools
+            .get(pool_key)
+            .map(|p| {
+                p.nodes
+                    .iter()
+                    .filter_map(|n| self.nodes.get(&(pool_key.to_string(), n.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if nodes.is_empty() {
+            reasons.push(WaitReason::NoNodes);
+            return reasons;
+        }
+        let working: Vec<&&NodeState> = nodes.iter().filter(|n| n.schedulable).collect();
+        if working.is_empty() {
+            let count =
+                |f: &dyn Fn(S) -> bool| nodes.iter().filter(|n| f(n.state())).count() as u32;
+            let failed = count(&|s| s == S::StartTaskFailed);
+            if failed as usize == nodes.len() {
+                reasons.push(WaitReason::StartTaskFailedEverywhere { nodes: failed });
+            } else {
+                reasons.push(WaitReason::NodesNotReady {
+                    starting: count(&|s| matches!(s, S::Creating | S::Starting)),
+                    waiting_for_start_task: count(&|s| s == S::WaitingForStartTask),
+                    start_task_failed: failed,
+                    offline: count(&|s| s == S::Offline),
+                    unusable: count(&|s| s == S::Unusable),
+                    rebooting: count(&|s| s == S::Rebooting),
+                    leaving: count(&|s| s == S::LeavingPool),
+                });
+            }
+            return reasons;
+        }
+        let largest = working.iter().map(|n| n.slots).max().unwrap_or(0);
+        if slots > largest {
+            reasons.push(WaitReason::TooFewSlots {
+                needs: slots,
+                largest,
+            });
+            return reasons;
+        }
+        let most_free = working
+            .iter()
+            .map(|n| n.slots.saturating_sub(n.used))
+            .max()
+            .unwrap_or(0);
+        if most_free < slots {
+            reasons.push(WaitReason::NodesFull {
+                nodes: working.len() as u32,
+                used: working.iter().map(|n| n.used.min(n.slots)).sum(),
+                slots: working.iter().map(|n| n.slots).sum(),
+                most_free,
+                needs: slots,
+            });
+        }
+        reasons
+    }
+
+    /// Why a queued task is not running: every reason, with its numbers.
+    /// `None` when the task is not queued.
+    pub fn explain(&self, stream: &StreamId) -> Option<(String, u32, Vec<WaitReason>)> {
+        let (pool_key, key) = self.queued.get(stream)?;
+        let pool = self.pools.get(pool_key)?;
+        let task = pool.queue.get(key)?;
+        let job = StreamId::job(&task.account, &task.job);
+        let mut reasons = self.shared_reasons(pool_key, &job, task.slots);
+        let (mut higher, mut earlier) = (0u64, 0u64);
+        for (k, _) in pool.queue.range(..*key) {
+            if k.0 < key.0 {
+                higher += 1;
+            } else {
+                earlier += 1;
+            }
+        }
+        if higher > 0 {
+            reasons.push(WaitReason::HigherPriorityAhead { tasks: higher });
+        }
+        if earlier > 0 {
+            reasons.push(WaitReason::EarlierAhead { tasks: earlier });
+        }
+        Some((pool_key.clone(), task.slots, reasons))
+    }
+
+    /// A job's queued tasks grouped by the slots they need, each group
+    /// with the reasons its tasks share. Walks the pool's queue: for
+    /// `lote job show`, not for every event.
+    pub fn job_waits(&self, job: &StreamId) -> Vec<(String, WaitGroup)> {
+        let mut counts: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for (key, pool) in &self.pools {
+            for t in pool.queue.values() {
+                if StreamId::job(&t.account, &t.job) == *job {
+                    *counts.entry((key.clone(), t.slots)).or_default() += 1;
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((pool_key, slots), tasks)| {
+                let reasons = self.shared_reasons(&pool_key, job, slots);
+                (
+                    pool_key,
+                    WaitGroup {
+                        tasks,
+                        slots,
+                        reasons,
+                    },
+                )
+            })
+            .collect()
     }
 
     pub fn queued_len(&self) -> usize {

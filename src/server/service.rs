@@ -204,6 +204,31 @@ impl Service {
         }
     }
 
+    /// A pool's size and scaling, for the words of a wait reason.
+    async fn pool_context(
+        &self,
+        pool_key: &str,
+    ) -> Result<crate::compute::explain::PoolContext, ApiError> {
+        let Some((account, pool)) = pool_key
+            .split_once('/')
+            .and_then(|(a, p)| Some((AccountName::new(a).ok()?, PoolId::new(p).ok()?)))
+        else {
+            return Ok(Default::default());
+        };
+        let state = self
+            .existing::<Pool>(&StreamId::pool(&account, &pool))
+            .await?
+            .map(|v| v.state)
+            .unwrap_or_default();
+        Ok(crate::compute::explain::PoolContext {
+            pool: pool.to_string(),
+            target_nodes: state.target_nodes,
+            max_nodes: state.spec.as_ref().map_or(0, |s| s.node_count_max),
+            resizing: state.resize != crate::domain::pool::ResizeState::Steady,
+            autoscale: state.autoscale.is_some(),
+        })
+    }
+
     /// Refuses an evaluation interval under this server's minimum.
     fn check_autoscale_interval(&self, secs: u64) -> Result<(), ApiError> {
         let min = self.autoscaler.settings().min_interval_secs;
@@ -681,6 +706,8 @@ impl Service {
                 | Request::ListTasks { .. }
                 | Request::ShowTask { .. }
                 | Request::ReadTaskOutput { .. }
+                | Request::ExplainTask { .. }
+                | Request::ExplainJob { .. }
                 | Request::EvaluateAutoscale { .. }
                 | Request::AutoscaleHistory { .. }
                 | Request::ReplayAutoscale { .. }
@@ -782,6 +809,45 @@ impl Service {
             }
             Request::DisableAutoscale { pool } => {
                 exec!(Pool, pool_stream(pool), pool, PoolCommand::DisableAutoscale)
+            }
+            Request::ExplainTask { job, task } => {
+                let stream = StreamId::task(account, job, task);
+                let state = self.show::<Task>(&stream, task.as_str()).await?.state;
+                // The picture must include everything durable so far.
+                self.placement.caught_up(self.core.store().head()).await;
+                let found = self.placement.scheduler().explain(&stream);
+                let waiting = match found {
+                    Some((pool_key, slots, reasons)) => {
+                        Some(crate::compute::explain::Explanation {
+                            slots,
+                            reasons,
+                            pool: self.pool_context(&pool_key).await?,
+                        })
+                    }
+                    None => None,
+                };
+                Ok(Response::TaskExplanation {
+                    job: job.clone(),
+                    task: task.clone(),
+                    status: state.status,
+                    waiting,
+                })
+            }
+            Request::ExplainJob { job } => {
+                let stream = job_stream(job);
+                let state = self.show::<Job>(&stream, job.as_str()).await?.state;
+                self.placement.caught_up(self.core.store().head()).await;
+                let groups = self.placement.scheduler().job_waits(&stream);
+                let pool_key = match (groups.first(), state.spec.as_ref()) {
+                    (Some((key, _)), _) => key.clone(),
+                    (None, Some(spec)) => format!("{account}/{}", spec.pool),
+                    (None, None) => String::new(),
+                };
+                Ok(Response::JobWaits {
+                    job: job.clone(),
+                    groups: groups.into_iter().map(|(_, g)| g).collect(),
+                    pool: self.pool_context(&pool_key).await?,
+                })
             }
             Request::EvaluateAutoscale { pool, formula } => {
                 if let Some(text) = formula {

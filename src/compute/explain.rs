@@ -1,0 +1,258 @@
+//! Why a queued task is not running: every reason at once, with the
+//! numbers behind each, read from placement's picture.
+
+use serde::{Deserialize, Serialize};
+
+/// One reason a task waits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// Its job is disabled: queued tasks are held.
+    JobDisabled,
+    /// The pool has no node at all.
+    NoNodes,
+    /// Nodes exist but none takes work now.
+    NodesNotReady {
+        starting: u32,
+        waiting_for_start_task: u32,
+        start_task_failed: u32,
+        offline: u32,
+        unusable: u32,
+        rebooting: u32,
+        leaving: u32,
+    },
+    /// The start task failed on every node of the pool.
+    StartTaskFailedEverywhere { nodes: u32 },
+    /// It needs more slots than any working node has.
+    TooFewSlots { needs: u32, largest: u32 },
+    /// Every working node is too full for it.
+    NodesFull {
+        nodes: u32,
+        used: u32,
+        slots: u32,
+        /// Most free slots on one node.
+        most_free: u32,
+        needs: u32,
+    },
+    /// Tasks of higher-priority jobs wait ahead of it.
+    HigherPriorityAhead { tasks: u64 },
+    /// Tasks of its priority submitted earlier wait ahead of it.
+    EarlierAhead { tasks: u64 },
+}
+
+/// How a task's pool stands, for words such as "resizing to 4".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolContext {
+    pub pool: String,
+    pub target_nodes: u32,
+    pub max_nodes: u32,
+    pub resizing: bool,
+    pub autoscale: bool,
+}
+
+/// A queued task's explanation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explanation {
+    pub slots: u32,
+    pub reasons: Vec<WaitReason>,
+    pub pool: PoolContext,
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Thousands separated by commas, as people read counts.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl WaitReason {
+    /// The reason in words, with its numbers.
+    pub fn words(&self, pool: &PoolContext, job: &str) -> String {
+        let p = &pool.pool;
+        match self {
+            WaitReason::JobDisabled => {
+                format!(
+                    "job {job} is disabled, so its queued tasks are held (lote job enable {job})"
+                )
+            }
+            WaitReason::NoNodes => {
+                if pool.autoscale {
+                    format!("pool {p} has no nodes; its autoscale formula sets the target, now {} (lote pool autoscale history {p})", pool.target_nodes)
+                } else if pool.target_nodes == 0 {
+                    format!("pool {p} is empty: its target is 0 nodes (lote pool resize {p} N)")
+                } else if pool.resizing {
+                    format!(
+                        "pool {p} has no nodes yet: it is resizing to {}",
+                        pool.target_nodes
+                    )
+                } else {
+                    format!("pool {p} has no nodes (target {})", pool.target_nodes)
+                }
+            }
+            WaitReason::NodesNotReady {
+                starting,
+                waiting_for_start_task,
+                start_task_failed,
+                offline,
+                unusable,
+                rebooting,
+                leaving,
+            } => {
+                let parts: Vec<String> = [
+                    (*starting, "starting"),
+                    (*waiting_for_start_task, "running its start task"),
+                    (*start_task_failed, "failed its start task"),
+                    (*offline, "disabled (offline)"),
+                    (*unusable, "unusable"),
+                    (*rebooting, "rebooting"),
+                    (*leaving, "leaving the pool"),
+                ]
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+                format!("no node of pool {p} takes work now: {}", parts.join(", "))
+            }
+            WaitReason::StartTaskFailedEverywhere { nodes } => format!(
+                "the start task failed on {} of pool {p} (lote node list {p})",
+                if *nodes == 1 {
+                    "its only node".to_string()
+                } else {
+                    format!("all {nodes} nodes")
+                }
+            ),
+            WaitReason::TooFewSlots { needs, largest } => format!(
+                "needs {}; nodes have {largest}",
+                plural(u64::from(*needs), "slot", "slots")
+            ),
+            WaitReason::NodesFull {
+                nodes,
+                used,
+                slots,
+                most_free,
+                needs,
+            } => {
+                let at_max = pool.max_nodes > 0 && *nodes >= pool.max_nodes;
+                let mut s = if *most_free == 0 && *nodes == 1 {
+                    format!("its only node is full ({used} of {slots} slots in use)")
+                } else if *most_free == 0 {
+                    format!("all {nodes} nodes are full ({used} of {slots} slots in use)")
+                } else {
+                    format!(
+                        "no node has {} free (most free on one node: {most_free}; {used} of {slots} slots in use)",
+                        plural(u64::from(*needs), "slot", "slots")
+                    )
+                };
+                if at_max {
+                    s.push_str(&format!(
+                        "; the pool is at its maximum of {} nodes",
+                        pool.max_nodes
+                    ));
+                }
+                s
+            }
+            WaitReason::HigherPriorityAhead { tasks } => format!(
+                "{} of higher-priority jobs {} ahead of it",
+                plural(*tasks, "task", "tasks"),
+                if *tasks == 1 { "waits" } else { "wait" }
+            ),
+            WaitReason::EarlierAhead { tasks } => format!(
+                "{} submitted earlier {} ahead of it",
+                plural(*tasks, "task", "tasks"),
+                if *tasks == 1 { "waits" } else { "wait" }
+            ),
+        }
+    }
+
+    /// The reason a whole group of tasks shares, for a job summary (queue
+    /// positions differ task by task, so they are left out).
+    pub fn shared(&self) -> bool {
+        !matches!(
+            self,
+            WaitReason::HigherPriorityAhead { .. } | WaitReason::EarlierAhead { .. }
+        )
+    }
+}
+
+/// Queued tasks of a job that wait for the same reasons.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitGroup {
+    pub tasks: u64,
+    pub slots: u32,
+    pub reasons: Vec<WaitReason>,
+}
+
+/// "9,812 tasks wait: all 4 nodes are full (8 of 8 slots in use)".
+pub fn summary(group: &WaitGroup, pool: &PoolContext, job: &str) -> String {
+    let reasons: Vec<String> = group
+        .reasons
+        .iter()
+        .filter(|r| r.shared())
+        .map(|r| r.words(pool, job))
+        .collect();
+    let head = format!(
+        "{} {}",
+        grouped(group.tasks),
+        if group.tasks == 1 {
+            "task waits"
+        } else {
+            "tasks wait"
+        }
+    );
+    if reasons.is_empty() {
+        format!("{head}: for placement (free slots exist; they are next)")
+    } else {
+        format!("{head}: {}", reasons.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_carry_the_numbers() {
+        let pool = PoolContext {
+            pool: "p".into(),
+            target_nodes: 4,
+            max_nodes: 4,
+            ..Default::default()
+        };
+        let full = WaitReason::NodesFull {
+            nodes: 4,
+            used: 8,
+            slots: 8,
+            most_free: 0,
+            needs: 1,
+        };
+        let group = WaitGroup {
+            tasks: 9812,
+            slots: 1,
+            reasons: vec![full, WaitReason::EarlierAhead { tasks: 3 }],
+        };
+        assert_eq!(
+            summary(&group, &pool, "j"),
+            "9,812 tasks wait: all 4 nodes are full (8 of 8 slots in use); the pool is at its maximum of 4 nodes"
+        );
+        assert_eq!(
+            WaitReason::TooFewSlots {
+                needs: 4,
+                largest: 2
+            }
+            .words(&pool, "j"),
+            "needs 4 slots; nodes have 2"
+        );
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(grouped(999), "999");
+    }
+}
