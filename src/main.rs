@@ -406,6 +406,11 @@ fn print_audit(trail: &Audit) {
         for (field, (before, after)) in &e.changed {
             println!("        {field}: {} -> {}", compact(before), compact(after));
         }
+        // An event that records history without changing the entity's
+        // state (samples, autoscale runs, wait reasons): show what it says.
+        if e.changed.is_empty() {
+            println!("        {}", compact(&e.event));
+        }
     }
     if trail.at.is_some() {
         println!(

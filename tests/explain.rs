@@ -237,5 +237,16 @@ async fn every_wait_reason_from_a_real_situation() {
     let out = cli(&server, &key, &["job", "show", "jf"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("waiting: {expected}")), "{text}");
-    stop_and_replay(server);
+    // Each change of reasons was recorded once, not once per round (the
+    // recorder looks every second; let it look a few times).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let trail = stop_and_audit(server, &["job/acme/jf", "job/acme/jd"]);
+    assert_eq!(
+        trail[0].matches("JobTasksWaiting ").count(),
+        1,
+        "{}",
+        trail[0]
+    );
+    assert!(trail[0].contains("nodes_full"), "{}", trail[0]);
+    assert!(trail[1].contains("job_disabled"), "{}", trail[1]);
 }

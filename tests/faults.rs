@@ -7,7 +7,6 @@
 mod compute_support;
 mod server_support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use compute_support::*;
@@ -23,31 +22,6 @@ const LOST_AFTER: &[&str] = &["--node-lost-after-secs", "3"];
 fn signal(pid: u32, sig: i32) {
     // SAFETY: sending a signal to a process this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
-}
-
-/// Stops the server, checks that `lote replay` finds no mismatch, and
-/// returns each entity's history as `lote audit` prints it.
-fn stop_and_audit(server: ServerProcess, entities: &[&str]) -> Vec<String> {
-    let mut server = server;
-    let _data = server.take_temp();
-    assert!(server.terminate().success());
-    let run = |args: &[&str]| {
-        let out = Command::new(lote_bin())
-            .args(args)
-            .arg("--data-dir")
-            .arg(&server.data_dir)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
-    assert!(run(&["replay"]).contains("no mismatch"));
-    entities.iter().map(|e| run(&["audit", e])).collect()
 }
 
 /// Waits until the node is in `state`.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use common::*;
 use lote::actors::{Core, CoreConfig};
 use lote::domain::account::{Account, AccountCommand, KeyKind};
-use lote::domain::job::{DisableTasks, Job, JobCommand};
+use lote::domain::job::{DisableTasks, Job, JobCommand, WaitReason};
 use lote::domain::node::{AgentInfo, Node, NodeCommand};
 use lote::domain::pool::{
     AutoscaleRun, AutoscaleRunError, Deallocation, Pool, PoolCommand, PoolSample,
@@ -71,6 +71,7 @@ const EVENT_TYPES: &[&str] = &[
     "JobDeleted",
     "JobTaskAdded",
     "JobTaskCountsChanged",
+    "JobTasksWaiting",
     "TaskAdded",
     "TaskAssigned",
     "TaskStarted",
@@ -457,6 +458,23 @@ async fn record_scenario(core: &Core) {
     core.execute::<Job>(&job, JobCommand::EnableJob, ctx(user()))
         .await
         .unwrap();
+    core.execute::<Job>(
+        &job,
+        JobCommand::RecordWaiting {
+            slots: 1,
+            tasks: 2,
+            reasons: vec![WaitReason::NodesFull {
+                nodes: 2,
+                used: 4,
+                slots: 4,
+                most_free: 0,
+                needs: 1,
+            }],
+        },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
     core.execute::<Task>(
         &task(2),
         TaskCommand::AssignTask { node: node(0) },

@@ -3,42 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One reason a task waits.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WaitReason {
-    /// Its job is disabled: queued tasks are held.
-    JobDisabled,
-    /// The pool has no node at all.
-    NoNodes,
-    /// Nodes exist but none takes work now.
-    NodesNotReady {
-        starting: u32,
-        waiting_for_start_task: u32,
-        start_task_failed: u32,
-        offline: u32,
-        unusable: u32,
-        rebooting: u32,
-        leaving: u32,
-    },
-    /// The start task failed on every node of the pool.
-    StartTaskFailedEverywhere { nodes: u32 },
-    /// It needs more slots than any working node has.
-    TooFewSlots { needs: u32, largest: u32 },
-    /// Every working node is too full for it.
-    NodesFull {
-        nodes: u32,
-        used: u32,
-        slots: u32,
-        /// Most free slots on one node.
-        most_free: u32,
-        needs: u32,
-    },
-    /// Tasks of higher-priority jobs wait ahead of it.
-    HigherPriorityAhead { tasks: u64 },
-    /// Tasks of its priority submitted earlier wait ahead of it.
-    EarlierAhead { tasks: u64 },
-}
+pub use crate::domain::job::WaitReason;
 
 /// How a task's pool stands, for words such as "resizing to 4".
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +141,7 @@ impl WaitReason {
 
     /// The reason a whole group of tasks shares, for a job summary (queue
     /// positions differ task by task, so they are left out).
-    pub fn shared(&self) -> bool {
+    pub fn shared(self: &WaitReason) -> bool {
         !matches!(
             self,
             WaitReason::HigherPriorityAhead { .. } | WaitReason::EarlierAhead { .. }

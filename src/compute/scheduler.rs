@@ -54,6 +54,24 @@ struct PoolState {
     /// Task outcomes recorded since the pool was created (for autoscale).
     succeeded: u64,
     failed: u64,
+    /// Queued tasks per (job, slots needed): the groups that wait for the
+    /// same reasons, kept so they are known without walking the queue.
+    classes: HashMap<(StreamId, u32), u64>,
+}
+
+impl PoolState {
+    /// Takes a task out of the queue.
+    fn take(&mut self, key: &QueueKey) -> Option<QueuedTask> {
+        let task = self.queue.remove(key)?;
+        let class = (StreamId::job(&task.account, &task.job), task.slots);
+        if let Some(n) = self.classes.get_mut(&class) {
+            *n -= 1;
+            if *n == 0 {
+                self.classes.remove(&class);
+            }
+        }
+        Some(task)
+    }
 }
 
 /// A pool's load as autoscale formulas read it.
@@ -305,7 +323,7 @@ impl Scheduler {
                 // a restart: reserve them now.
                 if !self.holding.contains_key(stream) {
                     if let Some((pool, key)) = self.queued.remove(stream) {
-                        let task = self.pools.get_mut(&pool).and_then(|p| p.queue.remove(&key));
+                        let task = self.pools.get_mut(&pool).and_then(|p| p.take(&key));
                         if let Some(task) = task {
                             self.hold(stream, pool, placement.node.clone(), key, task);
                         }
@@ -353,7 +371,7 @@ impl Scheduler {
                 }
                 if let Some((pool, key)) = self.queued.remove(stream) {
                     if let Some(p) = self.pools.get_mut(&pool) {
-                        p.queue.remove(&key);
+                        p.take(&key);
                     }
                 }
             }
@@ -377,11 +395,11 @@ impl Scheduler {
     }
 
     fn enqueue(&mut self, stream: &StreamId, pool: String, key: QueueKey, task: QueuedTask) {
-        self.pools
-            .entry(pool.clone())
-            .or_default()
-            .queue
-            .insert(key, task);
+        let p = self.pools.entry(pool.clone()).or_default();
+        let class = (StreamId::job(&task.account, &task.job), task.slots);
+        if p.queue.insert(key, task).is_none() {
+            *p.classes.entry(class).or_default() += 1;
+        }
         self.queued.insert(stream.clone(), (pool, key));
     }
 
@@ -489,8 +507,7 @@ impl Scheduler {
                 picked.extend(more);
             }
             for (qkey, node) in picked {
-                let Some(task) = self.pools.get_mut(&key).and_then(|p| p.queue.remove(&qkey))
-                else {
+                let Some(task) = self.pools.get_mut(&key).and_then(|p| p.take(&qkey)) else {
                     continue;
                 };
                 let pool_id = key.split('/').nth(1).and_then(|p| PoolId::new(p).ok());
@@ -755,32 +772,45 @@ impl Scheduler {
         Some((pool_key.clone(), task.slots, reasons))
     }
 
+    /// Every group of queued tasks that waits for the same reasons (one
+    /// job, one slot need, one pool), with its reasons and size.
+    pub fn wait_groups(&self) -> Vec<(StreamId, WaitGroup)> {
+        let mut out = Vec::new();
+        for (pool_key, pool) in &self.pools {
+            for ((job, slots), tasks) in &pool.classes {
+                out.push((
+                    job.clone(),
+                    WaitGroup {
+                        tasks: *tasks,
+                        slots: *slots,
+                        reasons: self.shared_reasons(pool_key, job, *slots),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
     /// A job's queued tasks grouped by the slots they need, each group
-    /// with the reasons its tasks share. Walks the pool's queue: for
-    /// `lote job show`, not for every event.
+    /// with the reasons its tasks share.
     pub fn job_waits(&self, job: &StreamId) -> Vec<(String, WaitGroup)> {
-        let mut counts: BTreeMap<(String, u32), u64> = BTreeMap::new();
-        for (key, pool) in &self.pools {
-            for t in pool.queue.values() {
-                if StreamId::job(&t.account, &t.job) == *job {
-                    *counts.entry((key.clone(), t.slots)).or_default() += 1;
+        let mut out: Vec<(String, WaitGroup)> = Vec::new();
+        for (pool_key, pool) in &self.pools {
+            for ((j, slots), tasks) in &pool.classes {
+                if j == job {
+                    out.push((
+                        pool_key.clone(),
+                        WaitGroup {
+                            tasks: *tasks,
+                            slots: *slots,
+                            reasons: self.shared_reasons(pool_key, job, *slots),
+                        },
+                    ));
                 }
             }
         }
-        counts
-            .into_iter()
-            .map(|((pool_key, slots), tasks)| {
-                let reasons = self.shared_reasons(&pool_key, job, slots);
-                (
-                    pool_key,
-                    WaitGroup {
-                        tasks,
-                        slots,
-                        reasons,
-                    },
-                )
-            })
-            .collect()
+        out.sort_by_key(|(_, g)| g.slots);
+        out
     }
 
     pub fn queued_len(&self) -> usize {

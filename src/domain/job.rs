@@ -124,6 +124,43 @@ impl JobSpec {
     }
 }
 
+/// One reason a queued task waits (see `compute::explain` for the words).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// Its job is disabled: queued tasks are held.
+    JobDisabled,
+    /// The pool has no node at all.
+    NoNodes,
+    /// Nodes exist but none takes work now.
+    NodesNotReady {
+        starting: u32,
+        waiting_for_start_task: u32,
+        start_task_failed: u32,
+        offline: u32,
+        unusable: u32,
+        rebooting: u32,
+        leaving: u32,
+    },
+    /// The start task failed on every node of the pool.
+    StartTaskFailedEverywhere { nodes: u32 },
+    /// It needs more slots than any working node has.
+    TooFewSlots { needs: u32, largest: u32 },
+    /// Every working node is too full for it.
+    NodesFull {
+        nodes: u32,
+        used: u32,
+        slots: u32,
+        /// Most free slots on one node.
+        most_free: u32,
+        needs: u32,
+    },
+    /// Tasks of higher-priority jobs wait ahead of it.
+    HigherPriorityAhead { tasks: u64 },
+    /// Tasks of its priority submitted earlier wait ahead of it.
+    EarlierAhead { tasks: u64 },
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum JobCommand {
     CreateJob {
@@ -142,6 +179,13 @@ pub enum JobCommand {
         reason: String,
     },
     DeleteJob,
+    /// Sent by the wait recorder when the reasons a group of the job's
+    /// queued tasks wait change.
+    RecordWaiting {
+        slots: u32,
+        tasks: u64,
+        reasons: Vec<WaitReason>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -178,6 +222,14 @@ pub enum JobEvent {
         from: Option<TaskBucket>,
         to: Option<TaskBucket>,
     },
+    /// The job's queued tasks needing `slots` slots now wait for these
+    /// reasons (none: they no longer wait). Recorded when the set changes.
+    JobTasksWaiting {
+        slots: u32,
+        tasks: u64,
+        reasons: Vec<WaitReason>,
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for JobEvent {
@@ -191,6 +243,7 @@ impl DomainEvent for JobEvent {
             JobEvent::JobDeleted { .. } => "JobDeleted",
             JobEvent::JobTaskAdded { .. } => "JobTaskAdded",
             JobEvent::JobTaskCountsChanged { .. } => "JobTaskCountsChanged",
+            JobEvent::JobTasksWaiting { .. } => "JobTasksWaiting",
         }
     }
 }
@@ -366,6 +419,19 @@ impl Aggregate for Job {
                 self.live(ctx)?;
                 Ok(vec![JobEvent::JobDeleted { at }])
             }
+            JobCommand::RecordWaiting {
+                slots,
+                tasks,
+                reasons,
+            } => {
+                self.live(ctx)?;
+                Ok(vec![JobEvent::JobTasksWaiting {
+                    slots: *slots,
+                    tasks: *tasks,
+                    reasons: reasons.clone(),
+                    at,
+                }])
+            }
         }
     }
 
@@ -427,6 +493,9 @@ impl Aggregate for Job {
                     *self.task_counts.entry(*to).or_insert(0) += 1;
                 }
             }
+            // History for `lote audit`; the reasons themselves are read
+            // live from placement's picture.
+            (s, JobEvent::JobTasksWaiting { .. }) if !matches!(s, S::Absent | S::Deleted) => {}
             (status, event) => panic!(
                 "job {:?} in state {status:?} cannot apply {event:?}",
                 self.spec.as_ref().map(|s| &s.id)

@@ -13,6 +13,7 @@ mod placement;
 pub mod provider;
 mod sagas;
 mod service;
+pub mod waits;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -158,6 +159,11 @@ pub async fn run(
         server_secret.clone(),
     ));
     placement.add_reactor(sagas.clone());
+    placement.add_reactor(Rc::new(waits::WaitRecorder::new(
+        core.clone(),
+        placement.clone(),
+        stop_rx.clone(),
+    )));
     placement.add_reactor(Rc::new(liveness::Liveness::new(
         core.clone(),
         placement.clone(),

@@ -326,3 +326,28 @@ pub fn stop_and_replay(server: ServerProcess) {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("no mismatch"), "{text}");
 }
+
+/// Stops the server, checks that `lote replay` finds no mismatch, and
+/// returns each entity's history as `lote audit` prints it.
+pub fn stop_and_audit(server: ServerProcess, entities: &[&str]) -> Vec<String> {
+    let mut server = server;
+    let _data = server.take_temp();
+    assert!(server.terminate().success());
+    let run = |args: &[&str]| {
+        let out = Command::new(lote_bin())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&server.data_dir)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    assert!(run(&["replay"]).contains("no mismatch"));
+    entities.iter().map(|e| run(&["audit", e])).collect()
+}
