@@ -83,6 +83,7 @@ pub enum ClientCommand {
     ///   lote account create acme --admin-key-file lote-data/admin.key
     ///   lote account keys show acme
     ///   lote account keys regenerate acme secondary
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Account(AccountCmd),
     /// Pools of compute nodes.
@@ -91,6 +92,7 @@ pub enum ClientCommand {
     ///   lote pool create render --nodes 2 --slots 4
     ///   lote pool resize render 5
     ///   lote pool join-token render
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Pool(PoolCmd),
     /// A pool's nodes.
@@ -101,6 +103,7 @@ pub enum ClientCommand {
     /// Examples:
     ///   lote job create frames --pool render
     ///   lote job show frames
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Job(JobCmd),
     /// Tasks of a job.
@@ -109,11 +112,13 @@ pub enum ClientCommand {
     ///   lote task add frames frame-1 -- ./render --frame 1
     ///   lote task add-range frames 1 500 --command './render --frame {i}'
     ///   lote task list frames
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Task(TaskCmd),
     /// The event log, live.
     ///
     /// Example: lote events tail --from 1
+    #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Events(EventsCmd),
     /// Who the server takes you for (checks address and credentials).
@@ -311,6 +316,7 @@ pub enum AutoscaleCmd {
     /// Examples:
     ///   lote pool autoscale enable render --formula '$TargetDedicatedNodes = min(8, $PendingTasks);'
     ///   lote pool autoscale enable render --formula-file scale.formula --interval-secs 600
+    #[command(verbatim_doc_comment)]
     Enable {
         pool: PoolId,
         #[command(flatten)]
@@ -328,6 +334,7 @@ pub enum AutoscaleCmd {
     /// Examples:
     ///   lote pool autoscale evaluate render --formula '$TargetDedicatedNodes = $PendingTasks / $TaskSlotsPerNode;'
     ///   lote pool autoscale evaluate render       # the pool's own formula
+    #[command(verbatim_doc_comment)]
     Evaluate {
         pool: PoolId,
         #[command(flatten)]
@@ -348,6 +355,7 @@ pub enum AutoscaleCmd {
     /// Examples:
     ///   lote pool autoscale replay render --formula-file scale.formula --from -6h
     ///   lote pool autoscale replay render --formula '...' --from 2026-12-01T08:00:00Z --to 2026-12-01T18:00:00Z --every 60
+    #[command(verbatim_doc_comment)]
     Replay {
         pool: PoolId,
         #[command(flatten)]
@@ -395,6 +403,7 @@ pub enum NodeCmd {
     /// Examples:
     ///   lote node remove render node-3                      # requeue its tasks
     ///   lote node remove render node-3 --deallocation taskcompletion
+    #[command(verbatim_doc_comment)]
     Remove {
         pool: PoolId,
         node: NodeId,
@@ -470,6 +479,7 @@ pub enum TaskCmd {
     /// Examples:
     ///   lote task add frames frame-7 -- ./render --frame 7
     ///   lote task add frames -- sha256sum input.bin
+    #[command(verbatim_doc_comment)]
     Add {
         job: JobId,
         id: Option<TaskId>,
@@ -507,6 +517,7 @@ pub enum TaskCmd {
     ///
     /// Example:
     ///   lote task explain frames frame-7
+    #[command(verbatim_doc_comment)]
     Explain {
         job: JobId,
         id: TaskId,
@@ -545,6 +556,7 @@ pub enum TaskCmd {
     ///   lote task output frames frame-7
     ///   lote task output frames frame-7 --stderr --attempt 1
     ///   lote task output frames frame-7 --follow      # until it ends
+    #[command(verbatim_doc_comment)]
     Output {
         job: JobId,
         id: TaskId,
