@@ -20,6 +20,8 @@ pub struct ServerProcess {
     pub admin_key: String,
     /// Keeps a temporary data directory alive while the server runs.
     _temp: Option<tempfile::TempDir>,
+    /// Local agents outlive this process (it crashed; another takes over).
+    handed_over: bool,
 }
 
 pub fn lote_bin() -> &'static str {
@@ -80,6 +82,7 @@ impl ServerProcess {
             data_dir: data_dir.to_path_buf(),
             admin_key,
             _temp: None,
+            handed_over: false,
         })
     }
 
@@ -105,6 +108,38 @@ impl ServerProcess {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// SIGKILL (no drain, no flush), then a new server on the same data
+    /// directory and address, so local agents, which keep running, find
+    /// it again.
+    pub fn crash_restart(mut self, extra: &[&str]) -> ServerProcess {
+        let temp = self.take_temp();
+        let mut child = self.child.take().expect("server running");
+        let _ = child.kill();
+        let _ = child.wait();
+        self.handed_over = true;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut again = loop {
+            let mut cmd = Command::new(lote_bin());
+            cmd.args(["server", "--listen", &self.addr, "--data-dir"])
+                .arg(&self.data_dir)
+                .args(extra)
+                .env_remove("LOTE_ADMIN_KEY")
+                .env("LOTE_LOG", "warn")
+                .stderr(Stdio::piped());
+            match Self::spawn(cmd, &self.data_dir) {
+                Ok(s) => break s,
+                // The port or the data directory's lock is not free yet.
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("restart after a crash failed: {e}"),
+            }
+        };
+        again._temp = temp;
+        again
     }
 
     /// Keeps the data directory after the process is gone.
@@ -157,7 +192,9 @@ impl Drop for ServerProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
-        stop_local_agents(&self.data_dir);
+        if !self.handed_over {
+            stop_local_agents(&self.data_dir);
+        }
     }
 }
 
