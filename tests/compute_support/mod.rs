@@ -317,6 +317,8 @@ pub fn stop_and_replay(server: ServerProcess) {
     let mut server = server;
     let _data = server.take_temp();
     assert!(server.terminate().success());
+    // Before the directory (and the agents' pid files in it) goes.
+    stop_local_agents(&server.data_dir);
     let out = Command::new(lote_bin())
         .args(["replay", "--data-dir"])
         .arg(&server.data_dir)
@@ -333,6 +335,8 @@ pub fn stop_and_audit(server: ServerProcess, entities: &[&str]) -> Vec<String> {
     let mut server = server;
     let _data = server.take_temp();
     assert!(server.terminate().success());
+    // Before the directory (and the agents' pid files in it) goes.
+    stop_local_agents(&server.data_dir);
     let run = |args: &[&str]| {
         let out = Command::new(lote_bin())
             .args(args)
