@@ -77,7 +77,7 @@ async fn a_pool_grows_for_a_job_and_shrinks_to_zero_with_taskcompletion() {
     // Grow while tasks wait; once all run, keep one node; none when idle.
     // Shrinking with taskcompletion must leave the running tasks alone.
     let formula = "
-        $TargetDedicatedNodes = $ActiveTasks > 0 ? min(3, $ActiveTasks + $RunningTasks)
+        $TargetDedicatedNodes = $ActiveTasks > 0 ? min(3, $PendingTasks)
                               : ($RunningTasks > 0 ? 1 : 0);
         $NodeDeallocationOption = taskcompletion;";
     autoscale_pool(&client, "elastic", formula, 1).await;
@@ -92,14 +92,15 @@ async fn a_pool_grows_for_a_job_and_shrinks_to_zero_with_taskcompletion() {
     assert_eq!(node_count(&client, "elastic").await, 0);
 
     create_job(&client, "j", "elastic").await;
-    let tasks = (1..=3)
-        .map(|i| shell(&format!("t{i}"), "sleep 12"))
+    // Six tasks on at most three one-slot nodes: two waves.
+    let tasks = (1..=6)
+        .map(|i| shell(&format!("t{i}"), "sleep 10"))
         .collect();
     add(&client, "j", tasks).await;
 
     wait_nodes(&client, "elastic", 3).await;
-    // All three run; the formula then wants 1 node, and taskcompletion
-    // lets the two surplus nodes finish their tasks first.
+    // Once the last wave runs and nothing waits, the formula wants 1
+    // node; taskcompletion lets the two surplus nodes finish first.
     eventually(
         Duration::from_secs(30),
         "target 1 while tasks run",
@@ -113,7 +114,7 @@ async fn a_pool_grows_for_a_job_and_shrinks_to_zero_with_taskcompletion() {
     )
     .await;
     wait_job(&client, "j", Duration::from_secs(60)).await;
-    for i in 1..=3 {
+    for i in 1..=6 {
         let t = task(&client, "j", &format!("t{i}")).await.state;
         assert_eq!(t.status, TaskStatus::Completed, "t{i}");
         assert!(t.last_result.as_ref().unwrap().succeeded(), "t{i}: {t:?}");
