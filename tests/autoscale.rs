@@ -229,19 +229,21 @@ async fn evaluate_history_and_replay_from_the_cli() {
     // Let a few samples be taken with 2 running and 3 waiting.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    let formula = "slots = $PendingTaskSlots;\n$TargetDedicatedNodes = (slots + $TaskSlotsPerNode - 1) / $TaskSlotsPerNode;";
-    let out = cli(
-        &server,
-        &key,
-        &[
+    // `lote pool autoscale evaluate fixed --formula F`, after `global` flags.
+    let evaluate = |global: &[&str], formula: &str| {
+        let mut args = global.to_vec();
+        args.extend([
             "pool",
             "autoscale",
             "evaluate",
             "fixed",
             "--formula",
             formula,
-        ],
-    );
+        ]);
+        cli(&server, &key, &args)
+    };
+    let formula = "slots = $PendingTaskSlots;\n$TargetDedicatedNodes = (slots + $TaskSlotsPerNode - 1) / $TaskSlotsPerNode;";
+    let out = evaluate(&[], formula);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -265,19 +267,9 @@ async fn evaluate_history_and_replay_from_the_cli() {
     // Nothing changed: evaluation does not apply.
     assert_eq!(node_count(&client, "fixed").await, 1);
 
-    let out = cli(
-        &server,
-        &key,
-        &[
-            "--output",
-            "json",
-            "pool",
-            "autoscale",
-            "evaluate",
-            "fixed",
-            "--formula",
-            "n = $PendingTasks.GetSample(TimeInterval_Minute); $TargetDedicatedNodes = max(n);",
-        ],
+    let out = evaluate(
+        &["--output", "json"],
+        "n = $PendingTasks.GetSample(TimeInterval_Minute); $TargetDedicatedNodes = max(n);",
     );
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -292,34 +284,12 @@ async fn evaluate_history_and_replay_from_the_cli() {
     assert!(samples["samples"].as_u64().unwrap() >= 2, "{samples}");
 
     // The node's agent reports its machine's figures.
-    let out = cli(
-        &server,
-        &key,
-        &[
-            "pool",
-            "autoscale",
-            "evaluate",
-            "fixed",
-            "--formula",
-            "n = $SampleNodeCount; m = $MemoryBytes > 0; d = $DiskBytes > 0; c = $CPUPercent >= 0 && $CPUPercent <= 100",
-        ],
-    );
+    let out = evaluate(&[], "n = $SampleNodeCount; m = $MemoryBytes > 0; d = $DiskBytes > 0; c = $CPUPercent >= 0 && $CPUPercent <= 100");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(";c=1;d=1;m=1;n=1"), "{text}");
 
     // A broken formula: exit 1, with where and what.
-    let out = cli(
-        &server,
-        &key,
-        &[
-            "pool",
-            "autoscale",
-            "evaluate",
-            "fixed",
-            "--formula",
-            "$TargetDedicatedNodes = 1 +;",
-        ],
-    );
+    let out = evaluate(&[], "$TargetDedicatedNodes = 1 +;");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -151,7 +151,7 @@ struct Eval<'a> {
     inputs: &'a Inputs<'a>,
     users: Vec<Option<Value>>,
     /// Last value given to either spelling of each read-write variable.
-    dedicated: Option<(Value, bool)>,
+    dedicated: Option<Value>,
     dedicated_alias: Option<Value>,
     dedicated_full: Option<Value>,
     low_priority_alias: Option<Value>,
@@ -394,8 +394,7 @@ impl<'a> Eval<'a> {
                     Target::Dedicated | Target::DedicatedAlias => (
                         "$TargetDedicatedNodes",
                         self.dedicated
-                            .as_ref()
-                            .map(|(v, _)| v.clone())
+                            .clone()
                             .unwrap_or(Value::Double(f64::from(self.inputs.target_dedicated))),
                     ),
                     Target::LowPriority | Target::LowPriorityAlias => (
@@ -956,11 +955,11 @@ impl<'a> Eval<'a> {
                 match t {
                     Target::Dedicated => {
                         self.dedicated_full = Some(d.clone());
-                        self.dedicated = Some((d, true));
+                        self.dedicated = Some(d);
                     }
                     Target::DedicatedAlias => {
                         self.dedicated_alias = Some(d.clone());
-                        self.dedicated = Some((d, false));
+                        self.dedicated = Some(d);
                     }
                     Target::LowPriority => {
                         self.low_priority_full = Some(d.clone());

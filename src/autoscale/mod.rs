@@ -116,17 +116,6 @@ impl Word {
             Deallocation::TaskCompletion => Word::TaskCompletion,
         }
     }
-
-    pub fn from_name(name: &str) -> Option<Word> {
-        [
-            Word::Requeue,
-            Word::Terminate,
-            Word::TaskCompletion,
-            Word::RetainedData,
-        ]
-        .into_iter()
-        .find(|w| w.name() == name)
-    }
 }
 
 /// Parses and evaluates in one go; a parse error becomes the outcome's

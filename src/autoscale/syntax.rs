@@ -282,7 +282,8 @@ impl Word {
             Word::RetainedData => "retaineddata",
         }
     }
-    fn lookup(name: &str) -> Option<Word> {
+    /// The word, whatever its case.
+    pub fn lookup(name: &str) -> Option<Word> {
         [
             Word::Requeue,
             Word::Terminate,
@@ -665,11 +666,16 @@ impl Parser {
                 format!("{name} is a constant and cannot be assigned"),
             ));
         }
-        if name.starts_with('$') && looks_like_service(name) {
+        let hint = if name.starts_with('$') {
+            suggest_service(name)
+        } else {
+            String::new()
+        };
+        if !hint.is_empty() {
             return Err(FormulaError::new(
                 ErrorKind::UnknownVariable,
                 pos,
-                format!("{name} is not a service variable{}", suggest_service(name)),
+                format!("{name} is not a service variable{hint}"),
             ));
         }
         let idx = match self.user_vars.iter().position(|v| v == name) {
@@ -928,12 +934,6 @@ fn check_depth(depth: usize, pos: Pos) -> Result<(), FormulaError> {
     } else {
         Ok(())
     }
-}
-
-/// A `$` name close to a service variable's (a typo rather than a user
-/// variable of one's own).
-fn looks_like_service(name: &str) -> bool {
-    !suggest_service(name).is_empty()
 }
 
 fn suggest_service(name: &str) -> String {

@@ -860,6 +860,11 @@ impl Scheduler {
 
     /// Every node the picture holds for a pool, even once the pool itself
     /// is gone from it.
+    /// Every node of every pool, by (ACCOUNT/POOL, node).
+    pub fn all_nodes(&self) -> impl Iterator<Item = (&(String, NodeId), &NodeState)> {
+        self.nodes.iter()
+    }
+
     pub fn nodes_of(&self, pool_key: &str) -> Vec<NodeId> {
         let mut out: Vec<NodeId> = self
             .nodes

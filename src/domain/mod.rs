@@ -52,6 +52,18 @@ impl Ctx {
         }
     }
 
+    /// A live context for work the server does itself (supervisors),
+    /// with a fresh request id.
+    pub fn system(clock: &dyn crate::clock::Clock, component: &str) -> Self {
+        Ctx::live(
+            clock,
+            Principal::System {
+                component: component.into(),
+            },
+            crate::clock::new_request_id(),
+        )
+    }
+
     /// A context with real time and randomness, for live commands.
     pub fn live(
         clock: &dyn crate::clock::Clock,

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::placement::{Placement, Reactor};
+use super::sagas::split_pool_key;
 use crate::actors::{Core, CoreError};
 use crate::autoscale::{self, History, Inputs, Metric, Outcome, Sample, TraceEntry, Word};
-use crate::clock::new_request_id;
 use crate::compute::usage::NodeUsage;
 use crate::domain::decode_event;
 use crate::domain::pool::{
@@ -27,7 +27,7 @@ use crate::domain::pool::{
 };
 use crate::domain::Ctx;
 use crate::store::{Envelope, EventStore, StreamId, StreamKind};
-use crate::types::{AccountName, NodeId, PoolId, Principal, Timestamp};
+use crate::types::{NodeId, Timestamp};
 
 /// How much sampled history each pool keeps in memory for formulas: a
 /// day, Azure's longest practical look-back (`GetSample` windows beyond it
@@ -103,48 +103,28 @@ pub struct ReplayStep {
 }
 
 fn ctx(core: &Core) -> Ctx {
-    Ctx::live(
-        core.clock().as_ref(),
-        Principal::System {
-            component: "autoscale".into(),
-        },
-        new_request_id(),
-    )
-}
-
-fn split_key(key: &str) -> Option<(AccountName, PoolId)> {
-    let (a, p) = key.split_once('/')?;
-    Some((AccountName::new(a).ok()?, PoolId::new(p).ok()?))
+    Ctx::system(core.clock().as_ref(), "autoscale")
 }
 
 /// The figures a formula reads, from placement's picture.
 fn figures_sample(placement: &Placement, key: &str, at: Timestamp) -> Sample {
     let f = placement.scheduler().pool_figures(key);
     let mut s = Sample::new(at.as_micros());
-    let set = |s: &mut Sample, m: Metric, v: u64| s.set(m, v as f64);
-    set(&mut s, Metric::ActiveTasks, f.active_tasks);
-    set(&mut s, Metric::RunningTasks, f.running_tasks);
-    set(
-        &mut s,
-        Metric::PendingTasks,
-        f.active_tasks + f.running_tasks,
-    );
-    set(&mut s, Metric::SucceededTasks, f.succeeded_tasks);
-    set(&mut s, Metric::FailedTasks, f.failed_tasks);
-    set(&mut s, Metric::ActiveTaskSlots, f.active_slots);
-    set(&mut s, Metric::RunningTaskSlots, f.running_slots);
-    set(
-        &mut s,
-        Metric::PendingTaskSlots,
-        f.active_slots + f.running_slots,
-    );
-    set(&mut s, Metric::CurrentDedicatedNodes, f.nodes);
-    set(&mut s, Metric::UsableNodeCount, f.usable_nodes);
-    set(
-        &mut s,
-        Metric::TaskSlotsPerNode,
-        u64::from(f.slots_per_node),
-    );
+    for (m, v) in [
+        (Metric::ActiveTasks, f.active_tasks),
+        (Metric::RunningTasks, f.running_tasks),
+        (Metric::PendingTasks, f.active_tasks + f.running_tasks),
+        (Metric::SucceededTasks, f.succeeded_tasks),
+        (Metric::FailedTasks, f.failed_tasks),
+        (Metric::ActiveTaskSlots, f.active_slots),
+        (Metric::RunningTaskSlots, f.running_slots),
+        (Metric::PendingTaskSlots, f.active_slots + f.running_slots),
+        (Metric::CurrentDedicatedNodes, f.nodes),
+        (Metric::UsableNodeCount, f.usable_nodes),
+        (Metric::TaskSlotsPerNode, u64::from(f.slots_per_node)),
+    ] {
+        s.set(m, v as f64);
+    }
     s
 }
 
@@ -183,7 +163,7 @@ fn run_of(
         }),
         target_before,
         target_after: outcome.target_nodes(max),
-        deallocation: Word::from_name(&outcome.deallocation)
+        deallocation: Word::lookup(&outcome.deallocation)
             .map(Word::deallocation)
             .unwrap_or(deallocation),
         inputs,
@@ -451,7 +431,7 @@ impl Autoscaler {
             }
         }
         for key in to_sample {
-            let Some((account, pool)) = split_key(&key) else {
+            let Some((account, pool)) = split_pool_key(&key) else {
                 continue;
             };
             let sample = self.current(&key, now, true);
@@ -491,7 +471,7 @@ impl Autoscaler {
         let Some(evaluation) = self.evaluate(key, None) else {
             return Ok(());
         };
-        let Some((account, pool)) = split_key(key) else {
+        let Some((account, pool)) = split_pool_key(key) else {
             return Ok(());
         };
         let stream = StreamId::pool(&account, &pool);
@@ -684,7 +664,7 @@ pub fn replay(
         let would = outcome.target_nodes(max);
         if let Some(t) = would {
             simulated = t;
-            if let Some(w) = Word::from_name(&outcome.deallocation) {
+            if let Some(w) = Word::lookup(&outcome.deallocation) {
                 dealloc = w.deallocation();
             }
         }

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::placement::{Placement, Reactor};
+use super::sagas::split_pool_key;
 use crate::actors::Core;
-use crate::clock::new_request_id;
 use crate::domain::node::{Node, NodeCommand, NodeState};
 use crate::domain::Ctx;
 use crate::store::{Envelope, StreamId};
-use crate::types::{AccountName, NodeId, PoolId, Principal};
+use crate::types::NodeId;
 
 /// How a lost node's `NodeUnusable` reason starts; the node supervisor
 /// replaces only nodes lost this way (not, say, an agent that cannot
@@ -74,21 +74,16 @@ impl Liveness {
         let scheduler = self.placement.scheduler();
         let now = Instant::now();
         let mut out = Vec::new();
-        for key in scheduler.pool_keys() {
-            for node in scheduler.nodes_of(&key) {
-                let Some(n) = scheduler.node(&key, &node) else {
-                    continue;
-                };
-                if !watched(n.state()) {
-                    continue;
-                }
-                let last = self
-                    .placement
-                    .last_contact(&key, &node)
-                    .map_or(started, |l| l.max(started));
-                if now.duration_since(last) > self.lost_after {
-                    out.push((key.clone(), node));
-                }
+        for ((key, node), n) in scheduler.all_nodes() {
+            if !watched(n.state()) {
+                continue;
+            }
+            let last = self
+                .placement
+                .last_contact(key, node)
+                .map_or(started, |l| l.max(started));
+            if now.duration_since(last) > self.lost_after {
+                out.push((key.clone(), node.clone()));
             }
         }
         out
@@ -103,23 +98,14 @@ impl Liveness {
             {
                 continue;
             }
-            let Some((account, pool)) = key
-                .split_once('/')
-                .and_then(|(a, p)| Some((AccountName::new(a).ok()?, PoolId::new(p).ok()?)))
-            else {
+            let Some((account, pool)) = split_pool_key(&key) else {
                 continue;
             };
             let this = self.clone();
             let secs = self.lost_after.as_secs_f64();
             tokio::task::spawn_local(async move {
                 let stream = StreamId::node(&account, &pool, &node);
-                let ctx = Ctx::live(
-                    this.core.clock().as_ref(),
-                    Principal::System {
-                        component: "liveness".into(),
-                    },
-                    new_request_id(),
-                );
+                let ctx = Ctx::system(this.core.clock().as_ref(), "liveness");
                 let command = NodeCommand::MarkUnusable {
                     reason: format!("{LOST_REASON} for over {secs}s"),
                 };

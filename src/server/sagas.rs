@@ -17,7 +17,6 @@ use std::rc::Rc;
 
 use crate::actors::{Core, CoreError, Registered};
 use crate::api::auth;
-use crate::clock::new_request_id;
 use crate::compute::agent::NodeCredential;
 use crate::compute::scheduler::HeldTask;
 use crate::domain::decode_event;
@@ -27,7 +26,7 @@ use crate::domain::pool::{Deallocation, NodeProvider, Pool, PoolCommand, PoolSta
 use crate::domain::task::{Task, TaskCommand};
 use crate::domain::{Ctx, RejectionCode};
 use crate::store::{Envelope, StreamId, StreamKind};
-use crate::types::{AccountName, NodeId, PoolId, Principal, Timestamp};
+use crate::types::{AccountName, NodeId, PoolId, Timestamp};
 
 use super::liveness::LOST_REASON;
 use super::placement::{Placement, Reactor};
@@ -61,7 +60,8 @@ pub struct Sagas {
     heal: RefCell<HashSet<String>>,
 }
 
-fn split_pool_key(key: &str) -> Option<(AccountName, PoolId)> {
+/// `ACCOUNT/POOL`, the key pools go by in placement's picture.
+pub(super) fn split_pool_key(key: &str) -> Option<(AccountName, PoolId)> {
     let (account, pool) = key.split_once('/')?;
     Some((AccountName::new(account).ok()?, PoolId::new(pool).ok()?))
 }
@@ -108,13 +108,7 @@ impl Sagas {
     }
 
     fn ctx(&self, component: &str) -> Ctx {
-        Ctx::live(
-            self.core.clock().as_ref(),
-            Principal::System {
-                component: component.into(),
-            },
-            new_request_id(),
-        )
+        Ctx::system(self.core.clock().as_ref(), component)
     }
 
     /// Runs a command, logging (not failing on) a refusal that means it was

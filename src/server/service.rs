@@ -209,10 +209,7 @@ impl Service {
         &self,
         pool_key: &str,
     ) -> Result<crate::compute::explain::PoolContext, ApiError> {
-        let Some((account, pool)) = pool_key
-            .split_once('/')
-            .and_then(|(a, p)| Some((AccountName::new(a).ok()?, PoolId::new(p).ok()?)))
-        else {
+        let Some((account, pool)) = super::sagas::split_pool_key(pool_key) else {
             return Ok(Default::default());
         };
         let state = self

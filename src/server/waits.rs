@@ -12,12 +12,10 @@ use tokio::sync::watch;
 
 use super::placement::{Placement, Reactor};
 use crate::actors::Core;
-use crate::clock::new_request_id;
 use crate::domain::decode_event;
 use crate::domain::job::{Job, JobCommand, JobEvent, WaitReason};
 use crate::domain::Ctx;
 use crate::store::{Envelope, StreamId, StreamKind};
-use crate::types::Principal;
 
 /// How often the groups are looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -104,13 +102,7 @@ impl WaitRecorder {
 
     async fn record(&self) {
         for ((job, slots), tasks, reasons) in self.changes() {
-            let ctx = Ctx::live(
-                self.core.clock().as_ref(),
-                Principal::System {
-                    component: "placement".into(),
-                },
-                new_request_id(),
-            );
+            let ctx = Ctx::system(self.core.clock().as_ref(), "placement");
             let command = JobCommand::RecordWaiting {
                 slots,
                 tasks,
