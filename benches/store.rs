@@ -196,6 +196,7 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
                 max_task_retries: 0,
                 on_all_tasks_complete: Default::default(),
                 on_task_failure: Default::default(),
+                common_resource_files: vec![],
             };
             store
                 .append_blocking(

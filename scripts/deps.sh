@@ -15,6 +15,8 @@ if ! have_libclang; then
 fi
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
+# Agents fetch http(s) resource files with curl.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "lote: installing ${need[*]} (needed to build RocksDB)" >&2

@@ -121,6 +121,25 @@ pub enum ClientCommand {
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Events(EventsCmd),
+    /// The blob store: containers of named files (inputs, programs,
+    /// outputs), streamed in chunks with a SHA-256 checked end to end.
+    ///
+    /// Examples:
+    ///   lote blob upload inputs ./frames --prefix scene-1/
+    ///   lote blob list inputs --prefix scene-1/
+    ///   lote blob download outputs --prefix scene-1/ --dest ./results
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Blob(crate::cli_files::BlobCmd),
+    /// Application packages: versioned zips of a program, unpacked once on
+    /// each node that uses them (LOTE_APP_<ID> names the directory).
+    ///
+    /// Examples:
+    ///   lote app upload blender 4.2 ./blender-4.2.zip --default
+    ///   lote task add frames --app blender -- '$LOTE_APP_BLENDER/blender -f 1'
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    App(crate::cli_files::AppCmd),
     /// Who the server takes you for (checks address and credentials).
     Whoami,
 }
@@ -208,6 +227,10 @@ pub enum PoolCmd {
         provider: NodeProvider,
         #[arg(long)]
         inter_node_communication: bool,
+        /// An application package unpacked on every node as it joins:
+        /// ID[:VERSION] (repeatable).
+        #[arg(long = "app", value_name = "ID[:VERSION]")]
+        apps: Vec<String>,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
@@ -413,6 +436,29 @@ pub enum NodeCmd {
         #[arg(long, value_enum, default_value = "requeue")]
         deallocation: Deallocation,
     },
+    /// List a node's files: shared/, starttask/, tasks/, apps/.
+    ///
+    /// Example: lote node files render node-1 starttask --recursive
+    #[command(verbatim_doc_comment)]
+    Files {
+        pool: PoolId,
+        node: NodeId,
+        #[arg(default_value = "")]
+        path: String,
+        #[arg(long, short)]
+        recursive: bool,
+    },
+    /// Print one of a node's files (or save it with --dest).
+    ///
+    /// Example: lote node file render node-1 starttask/stdout.txt
+    #[command(verbatim_doc_comment)]
+    File {
+        pool: PoolId,
+        node: NodeId,
+        path: String,
+        #[arg(long)]
+        dest: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -436,6 +482,12 @@ pub enum JobCmd {
         on_all_tasks_complete: OnAllTasksComplete,
         #[arg(long, value_enum, default_value = "no-action")]
         on_task_failure: OnTaskFailure,
+        /// A blob every task of the job gets: CONTAINER/NAME[=PATH][@MODE].
+        #[arg(long = "input", value_name = "CONTAINER/NAME[=PATH][@MODE]")]
+        inputs: Vec<String>,
+        /// Every blob under a prefix, for every task: CONTAINER/PREFIX=DIR.
+        #[arg(long = "input-prefix", value_name = "CONTAINER/PREFIX=DIR")]
+        input_prefixes: Vec<String>,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
@@ -485,6 +537,8 @@ pub enum TaskCmd {
         id: Option<TaskId>,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+        #[command(flatten)]
+        files: TaskFiles,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
@@ -500,6 +554,9 @@ pub enum TaskCmd {
         prefix: String,
         #[arg(long, default_value_t = 500)]
         batch: usize,
+        /// Files as on `task add`; {i} is replaced in each.
+        #[command(flatten)]
+        files: TaskFiles,
     },
     /// The job's tasks, in id order (all of them unless --limit).
     List {
@@ -569,6 +626,118 @@ pub enum TaskCmd {
         #[arg(long, default_value_t = 0)]
         attempt: u32,
     },
+    /// List an attempt's files: its working directory (wd/), stdout.txt
+    /// and stderr.txt; also while it runs.
+    ///
+    /// Examples:
+    ///   lote task files frames frame-7
+    ///   lote task files frames frame-7 wd/out --recursive
+    #[command(verbatim_doc_comment)]
+    Files {
+        job: JobId,
+        id: TaskId,
+        /// A directory relative to the attempt's (default: all of it).
+        #[arg(default_value = "")]
+        path: String,
+        #[arg(long, short)]
+        recursive: bool,
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+    },
+    /// Print one of an attempt's files (or save it with --dest).
+    ///
+    /// Examples:
+    ///   lote task file frames frame-7 wd/out/frame-7.png --dest frame-7.png
+    ///   lote task file frames frame-7 wd/progress.log --follow
+    #[command(verbatim_doc_comment)]
+    File {
+        job: JobId,
+        id: TaskId,
+        path: String,
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        /// Keep printing what is appended until the attempt ends.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+    },
+}
+
+/// A task's files and packages, in short forms.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TaskFiles {
+    /// A blob fetched into the working directory before the task runs:
+    /// CONTAINER/NAME[=PATH][@MODE] (repeatable; @755 for a program).
+    #[arg(long = "input", value_name = "CONTAINER/NAME[=PATH][@MODE]")]
+    inputs: Vec<String>,
+    /// Every blob under a prefix, into a directory: CONTAINER/PREFIX=DIR.
+    #[arg(long = "input-prefix", value_name = "CONTAINER/PREFIX=DIR")]
+    input_prefixes: Vec<String>,
+    /// An http(s) download: PATH=URL.
+    #[arg(long = "input-url", value_name = "PATH=URL")]
+    input_urls: Vec<String>,
+    /// Files uploaded after the task: PATTERN=CONTAINER[/PREFIX], the
+    /// pattern a glob relative to the working directory (`out/*.png`;
+    /// `../stdout.txt` for the output beside it).
+    #[arg(long = "output", value_name = "PATTERN=CONTAINER[/PREFIX]")]
+    outputs: Vec<String>,
+    /// When outputs are uploaded.
+    #[arg(long, value_enum, default_value = "success")]
+    upload_when: UploadWhen,
+    /// An application package the task uses: ID[:VERSION] (default version
+    /// when none is named).
+    #[arg(long = "app", value_name = "ID[:VERSION]")]
+    apps: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadWhen {
+    #[default]
+    Success,
+    Failure,
+    Completion,
+}
+
+impl From<UploadWhen> for lote::domain::spec::UploadCondition {
+    fn from(w: UploadWhen) -> Self {
+        use lote::domain::spec::UploadCondition as U;
+        match w {
+            UploadWhen::Success => U::Success,
+            UploadWhen::Failure => U::Failure,
+            UploadWhen::Completion => U::Completion,
+        }
+    }
+}
+
+impl TaskFiles {
+    /// Puts the files on `spec`, with `{i}` replaced by `i` when given.
+    fn apply(&self, spec: &mut TaskSpec, i: Option<u64>) -> Result<(), ClientError> {
+        use crate::cli_files as f;
+        let sub = |t: &String| match i {
+            Some(i) => t.replace("{i}", &i.to_string()),
+            None => t.clone(),
+        };
+        let bad = |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
+        for t in &self.inputs {
+            spec.resource_files.push(f::parse_input(&sub(t)).map_err(bad)?);
+        }
+        for t in &self.input_prefixes {
+            spec.resource_files.push(f::parse_input_prefix(&sub(t)).map_err(bad)?);
+        }
+        for t in &self.input_urls {
+            spec.resource_files.push(f::parse_input_url(&sub(t)).map_err(bad)?);
+        }
+        for t in &self.outputs {
+            spec.output_files
+                .push(f::parse_output(&sub(t), self.upload_when.into()).map_err(bad)?);
+        }
+        for t in &self.apps {
+            spec.application_packages.push(f::parse_app(t).map_err(bad)?);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -905,8 +1074,16 @@ async fn execute(
                 scheduling,
                 provider,
                 inter_node_communication,
+                apps,
                 request_id,
             } => {
+                let application_packages = apps
+                    .iter()
+                    .map(|a| crate::cli_files::parse_app(a))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|m| {
+                        ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m))
+                    })?;
                 let scale = match autoscale {
                     Some(formula) => ScaleSettings::Autoscale {
                         formula,
@@ -929,6 +1106,7 @@ async fn execute(
                     inter_node_communication,
                     scheduling,
                     provider,
+                    application_packages,
                     // The server puts the caller's account in.
                     ..PoolSpec::fixed(id, placeholder_account(), nodes, slots)
                 };
@@ -1011,6 +1189,25 @@ async fn execute(
                 })
                 .await?
             }
+            NodeCmd::Files {
+                pool,
+                node,
+                path,
+                recursive,
+            } => {
+                let target = crate::cli_files::FileTarget::Node { pool, node };
+                crate::cli_files::list_files(&client, target, path, recursive).await?
+            }
+            NodeCmd::File {
+                pool,
+                node,
+                path,
+                dest,
+            } => {
+                let target = crate::cli_files::FileTarget::Node { pool, node };
+                let done = crate::cli_files::read_file(&client, target, path, dest, false).await?;
+                return Ok(Some(done));
+            }
         },
         ClientCommand::Job(cmd) => match cmd {
             JobCmd::Create {
@@ -1022,8 +1219,20 @@ async fn execute(
                 max_wall_clock_secs,
                 on_all_tasks_complete,
                 on_task_failure,
+                inputs,
+                input_prefixes,
                 request_id,
             } => {
+                let bad =
+                    |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
+                let mut common_resource_files = Vec::new();
+                for t in &inputs {
+                    common_resource_files.push(crate::cli_files::parse_input(t).map_err(bad)?);
+                }
+                for t in &input_prefixes {
+                    common_resource_files
+                        .push(crate::cli_files::parse_input_prefix(t).map_err(bad)?);
+                }
                 let spec = JobSpec {
                     display_name,
                     priority,
@@ -1031,6 +1240,7 @@ async fn execute(
                     max_task_retries,
                     on_all_tasks_complete,
                     on_task_failure,
+                    common_resource_files,
                     ..JobSpec::on_pool(id, placeholder_account(), pool)
                 };
                 call(Request::CreateJob { spec, request_id }).await?
@@ -1102,6 +1312,7 @@ async fn execute(
                 job,
                 id,
                 command,
+                files,
                 request_id,
             } => {
                 let id = match id {
@@ -1109,7 +1320,8 @@ async fn execute(
                     None => TaskId::new(format!("task-{}", lote::clock::new_uuid().simple()))
                         .map_err(|e| ClientError::Protocol(e.to_string()))?,
                 };
-                let spec = TaskSpec::simple(id.clone(), CommandLine::Shell(command.join(" ")));
+                let mut spec = TaskSpec::simple(id.clone(), CommandLine::Shell(command.join(" ")));
+                files.apply(&mut spec, None)?;
                 call(Request::AddTasks {
                     job: job.clone(),
                     tasks: vec![spec],
@@ -1126,6 +1338,7 @@ async fn execute(
                 command,
                 prefix,
                 batch,
+                files,
             } => {
                 let batch = batch.clamp(1, lote::api::ADD_TASKS_BATCH_MAX);
                 let mut added = 0u64;
@@ -1134,7 +1347,9 @@ async fn execute(
                     let id = TaskId::new(format!("{prefix}{i}"))
                         .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     let line = command.replace("{i}", &i.to_string());
-                    specs.push(TaskSpec::simple(id, CommandLine::Shell(line)));
+                    let mut spec = TaskSpec::simple(id, CommandLine::Shell(line));
+                    files.apply(&mut spec, Some(i))?;
+                    specs.push(spec);
                     if specs.len() == batch || i == last {
                         // A fresh id per batch: a resend of a batch after a
                         // lost reply would not add it twice.
@@ -1202,7 +1417,39 @@ async fn execute(
                 follow,
                 attempt,
             } => return task_output(&client, output, job, id, stderr, follow, attempt).await,
+            TaskCmd::Files {
+                job,
+                id,
+                path,
+                recursive,
+                attempt,
+            } => {
+                let target = crate::cli_files::FileTarget::Task {
+                    job,
+                    task: id,
+                    attempt,
+                };
+                crate::cli_files::list_files(&client, target, path, recursive).await?
+            }
+            TaskCmd::File {
+                job,
+                id,
+                path,
+                dest,
+                follow,
+                attempt,
+            } => {
+                let target = crate::cli_files::FileTarget::Task {
+                    job,
+                    task: id,
+                    attempt,
+                };
+                let done = crate::cli_files::read_file(&client, target, path, dest, follow).await?;
+                return Ok(Some(done));
+            }
         },
+        ClientCommand::Blob(cmd) => return Ok(Some(crate::cli_files::blob(&client, cmd).await?)),
+        ClientCommand::App(cmd) => crate::cli_files::app(&client, cmd).await?,
         ClientCommand::Events(EventsCmd::Tail { from, count }) => {
             let mut events = client.tail(from).await?;
             let mut seen = 0u64;
@@ -1251,6 +1498,19 @@ struct TaskLine {
     max_task_retries: Option<u32>,
     #[serde(default)]
     retention_secs: Option<u64>,
+    /// Short forms, as the flags of `task add` take them.
+    #[serde(default)]
+    inputs: Vec<String>,
+    #[serde(default)]
+    input_prefixes: Vec<String>,
+    #[serde(default)]
+    input_urls: Vec<String>,
+    #[serde(default)]
+    outputs: Vec<String>,
+    #[serde(default)]
+    upload_when: UploadWhen,
+    #[serde(default)]
+    apps: Vec<String>,
 }
 
 impl TaskLine {
@@ -1275,6 +1535,17 @@ impl TaskLine {
         spec.constraints.max_wall_clock_secs = self.max_wall_clock_secs;
         spec.constraints.max_task_retries = self.max_task_retries;
         spec.constraints.retention_secs = self.retention_secs;
+        let files = TaskFiles {
+            inputs: self.inputs,
+            input_prefixes: self.input_prefixes,
+            input_urls: self.input_urls,
+            outputs: self.outputs,
+            upload_when: self.upload_when,
+            apps: self.apps,
+        };
+        files
+            .apply(&mut spec, None)
+            .map_err(|e| e.to_string())?;
         spec.validate().map_err(|r| r.detail)?;
         Ok(spec)
     }
@@ -1473,7 +1744,7 @@ fn event_line(e: &EventView) -> String {
 }
 
 /// Aligned columns.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -1823,5 +2094,11 @@ fn render(response: Response) -> (Value, String) {
             json!({ "node": node, "credential": credential }),
             format!("joined as node {node}\n"),
         ),
+        other => crate::cli_files::render(&other).unwrap_or_else(|| {
+            (
+                json!({ "answer": format!("{other:?}") }),
+                format!("{other:?}\n"),
+            )
+        }),
     }
 }

@@ -1,11 +1,15 @@
 //! `lote demo`: the main job on the embedded default.
 //!
 //! The seed's figure 4, end to end, with nothing else running: an
-//! in-process server on a local data directory, a local pool of two nodes
-//! (two real agent processes), a job of frame tasks that each digest a
-//! generated input file with `sha256sum`, a progress bar, a summary. Every
-//! 17th frame fails on its first attempt to show retries. At the end the
-//! pool is deleted (its agents stop) and the server shuts down.
+//! in-process server on a local data directory; the generated input files
+//! and the program (a shell script) are uploaded to the blob store; a local
+//! pool of two nodes (two real agent processes); a job whose tasks each
+//! fetch the program (a job-wide resource file) and their own input, digest
+//! it with `sha256sum`, and have their output uploaded to the blob store
+//! with a checksummed manifest; a progress bar; a summary; the results
+//! downloaded at the end. Every 17th frame fails on its first attempt to
+//! show retries. Then the pool is deleted (its agents stop) and the server
+//! shuts down.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,7 +19,7 @@ use crate::api::{Credential, Request, Response};
 use crate::client::{Client, ClientConfig};
 use crate::domain::job::{Job, JobSpec, OnAllTasksComplete};
 use crate::domain::pool::{PoolSpec, SchedulingPolicy};
-use crate::domain::spec::CommandLine;
+use crate::domain::spec::{CommandLine, OutputFile, ResourceFile, ResourceSource, UploadCondition};
 use crate::domain::task::{TaskBucket, TaskSpec};
 use crate::domain::Versioned;
 use crate::server::{self, ServerConfig};
@@ -37,8 +41,23 @@ pub struct DemoSummary {
     pub job_status: String,
     pub sample_task: String,
     pub elapsed_secs: f64,
+    /// Where the results were downloaded.
     pub outputs: PathBuf,
+    /// Result blobs downloaded.
+    pub outputs_downloaded: usize,
+    /// Output files recorded in the tasks' manifests.
+    pub manifest_entries: usize,
+    pub uploaded_bytes: u64,
 }
+
+/// The program the tasks run, uploaded like any user's program.
+const PROGRAM: &str = r#"#!/bin/sh
+# digest INPUT OUTPUT: the SHA-256 of a frame, as the frame's result.
+set -e
+mkdir -p "$(dirname "$2")"
+sha256sum "$1" | cut -d' ' -f1 > "$2"
+echo "digested $1 on node $LOTE_NODE_ID (attempt $LOTE_TASK_ATTEMPT)"
+"#;
 
 fn frame_id(i: u32) -> TaskId {
     TaskId::new(format!("frame-{i:05}")).expect("valid id")
@@ -75,10 +94,10 @@ fn bar(done: u64, total: u64, running: u64) -> String {
 /// Runs the demo; blocks until it is over and nothing is left running.
 pub fn run(data_dir: &Path, tasks: u32, durability: Durability) -> Result<DemoSummary, String> {
     let inputs = data_dir.join("inputs");
-    let outputs = data_dir.join("outputs");
+    let outputs = data_dir.join("results");
     generate_inputs(&inputs, tasks).map_err(|e| format!("cannot write the inputs: {e}"))?;
-    std::fs::create_dir_all(&outputs)
-        .map_err(|e| format!("cannot create {}: {e}", outputs.display()))?;
+    std::fs::write(inputs.join("digest.sh"), PROGRAM)
+        .map_err(|e| format!("cannot write the program: {e}"))?;
 
     let mut config = ServerConfig::new(data_dir, "127.0.0.1:0");
     config.durability = durability;
@@ -128,6 +147,47 @@ async fn drive(
         primary,
     ));
 
+    // Figure 4, steps 1 and 2: the inputs and the program to the store,
+    // eight uploads at a time.
+    let mut uploaded_bytes = 0u64;
+    {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        let mut files: Vec<(String, PathBuf)> = (0..tasks)
+            .map(|i| {
+                let name = format!("frame-{i:05}.raw");
+                (format!("frames/{name}"), inputs.join(name))
+            })
+            .collect();
+        files.push(("digest.sh".into(), inputs.join("digest.sh")));
+        let mut pending = files.into_iter();
+        let mut inflight = FuturesUnordered::new();
+        loop {
+            while inflight.len() < 8 {
+                let Some((name, path)) = pending.next() else {
+                    break;
+                };
+                let container = if name == "digest.sh" { "programs" } else { "inputs" };
+                let client = &client;
+                inflight.push(async move {
+                    crate::blob::transfer::upload_file(
+                        client,
+                        Request::BeginUpload {
+                            container: container.into(),
+                            name,
+                        },
+                        &path,
+                        |_, _| {},
+                    )
+                    .await
+                });
+            }
+            match inflight.next().await {
+                Some(done) => uploaded_bytes += done.map_err(|e| e.to_string())?.size,
+                None => break,
+            }
+        }
+    }
+
     let pool = PoolId::new("render").expect("valid id");
     let spec = PoolSpec {
         display_name: "Render farm".into(),
@@ -147,6 +207,15 @@ async fn drive(
         priority: 100,
         max_task_retries: 2,
         on_all_tasks_complete: OnAllTasksComplete::TerminateJob,
+        // Every task gets the program, fetched once per node.
+        common_resource_files: vec![ResourceFile {
+            source: ResourceSource::Blob {
+                container: "programs".into(),
+                name: "digest.sh".into(),
+            },
+            path: "digest.sh".into(),
+            mode: Some(0o755),
+        }],
         ..JobSpec::on_pool(job.clone(), account.clone(), pool.clone())
     };
     client
@@ -160,21 +229,29 @@ async fn drive(
     let started = Instant::now();
     let specs: Vec<TaskSpec> = (0..tasks)
         .map(|i| {
-            let input = inputs.join(format!("frame-{i:05}.raw"));
-            let output = outputs.join(format!("frame-{i:05}.sha256"));
             // Every 17th frame fails its first attempt: a retry to watch.
             let flaky = if i % 17 == 0 {
                 "[ \"$LOTE_TASK_ATTEMPT\" = 1 ] && { echo 'simulated failure' >&2; exit 3; }; "
             } else {
                 ""
             };
-            let line = format!(
-                "{flaky}sha256sum '{}' > digest.txt && cp digest.txt '{}'",
-                input.display(),
-                output.display()
-            );
+            let line = format!("{flaky}./digest.sh input.raw out/frame-{i:05}.sha256");
             TaskSpec {
                 display_name: format!("frame {i}"),
+                resource_files: vec![ResourceFile {
+                    source: ResourceSource::Blob {
+                        container: "inputs".into(),
+                        name: format!("frames/frame-{i:05}.raw"),
+                    },
+                    path: "input.raw".into(),
+                    mode: None,
+                }],
+                output_files: vec![OutputFile {
+                    pattern: "out/*.sha256".into(),
+                    container: "outputs".into(),
+                    path_prefix: "frames/".into(),
+                    upload_condition: UploadCondition::Success,
+                }],
                 ..TaskSpec::simple(frame_id(i), CommandLine::Shell(line))
             }
         })
@@ -224,6 +301,7 @@ async fn drive(
 
     // Count retries from the tasks themselves.
     let mut retried = 0;
+    let mut manifests = 0;
     let mut after = None;
     loop {
         let Response::Tasks { items, next } = client
@@ -238,10 +316,24 @@ async fn drive(
             return Err("unexpected reply to ListTasks".into());
         };
         retried += items.iter().map(|t| t.state.retry_count).sum::<u32>();
+        manifests += items.iter().map(|t| t.state.outputs.len()).sum::<usize>();
         match next {
             Some(n) => after = Some(n),
             None => break,
         }
+    }
+
+    // Step 6: the results, from the blob store.
+    let results = crate::blob::transfer::list_all(&client, "outputs", "frames/")
+        .await
+        .map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(outputs)
+        .map_err(|e| format!("cannot create {}: {e}", outputs.display()))?;
+    for meta in &results {
+        let file = meta.name.trim_start_matches("frames/");
+        crate::blob::transfer::download_to(&client, meta, &outputs.join(file), |_, _| {})
+            .await
+            .map_err(|e| e.to_string())?;
     }
 
     // Leave nothing running: the pool's agents stop with it.
@@ -265,5 +357,8 @@ async fn drive(
         sample_task: format!("task/{account}/{job}/{}", frame_id(0)),
         elapsed_secs,
         outputs: outputs.to_path_buf(),
+        outputs_downloaded: results.len(),
+        manifest_entries: manifests,
+        uploaded_bytes,
     })
 }

@@ -19,10 +19,13 @@
 //! - [`client`]: the async Rust client the CLI, agents and tests use.
 //! - [`compute`]: placement (the scheduler) and the node agent.
 //! - [`autoscale`]: the formula language, its evaluator and the metrics it reads.
+//! - [`blob`]: the blob store (trait, local backend), streaming transfers,
+//!   application packages.
 
 pub mod actors;
 pub mod api;
 pub mod autoscale;
+pub mod blob;
 pub mod client;
 pub mod clock;
 pub mod codec;

@@ -1,6 +1,7 @@
 //! The `lote` command line.
 
 mod cli;
+mod cli_files;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -299,7 +300,10 @@ fn run(command: Command) -> Result<ExitCode, Fail> {
                 summary.elapsed_secs
             );
             println!(
-                "outputs (one SHA-256 digest per frame): {}",
+                "inputs and program uploaded to the blob store: {} bytes; {} outputs in the tasks' manifests, {} downloaded (one SHA-256 digest per frame) to {}",
+                summary.uploaded_bytes,
+                summary.manifest_entries,
+                summary.outputs_downloaded,
                 summary.outputs.display()
             );
             let store = EventStore::open_read_only(&data_dir).map_err(|e| e.to_string())?;

@@ -84,7 +84,11 @@ async fn run_task_to_completion(core: &Core, i: u32) {
     let done = core
         .execute::<Task>(
             &stream,
-            TaskCommand::CompleteTask { attempt: 1, result },
+            TaskCommand::CompleteTask {
+                attempt: 1,
+                result,
+                outputs: vec![],
+            },
             live_ctx(c.as_ref(), agent("n0")),
         )
         .await

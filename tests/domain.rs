@@ -736,6 +736,7 @@ fn task_lifecycle_retries_requeues_and_rejections() {
         TaskCommand::CompleteTask {
             attempt: 1,
             result: late,
+            outputs: vec![],
         },
         &ctx(agent("n1")),
         RejectionCode::StaleAttempt,
@@ -761,6 +762,7 @@ fn task_lifecycle_retries_requeues_and_rejections() {
         TaskCommand::CompleteTask {
             attempt: 2,
             result: failed.clone(),
+            outputs: vec![],
         },
         &ctx(agent("n2")),
     );
@@ -786,6 +788,7 @@ fn task_lifecycle_retries_requeues_and_rejections() {
         TaskCommand::CompleteTask {
             attempt: 3,
             result: failed,
+            outputs: vec![],
         },
         &ctx(agent("n2")),
     );

@@ -178,7 +178,11 @@ async fn run_op(core: &Core, op: &Op) {
             ok_or_rejected(
                 core.execute::<Task>(
                     &task_stream(*t),
-                    TaskCommand::CompleteTask { attempt: a, result },
+                    TaskCommand::CompleteTask {
+                        attempt: a,
+                        result,
+                        outputs: vec![],
+                    },
                     live(system()),
                 )
                 .await,

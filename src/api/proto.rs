@@ -15,7 +15,7 @@ use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timest
 
 /// Version of this protocol. A server speaks exactly its own version and
 /// says so in its refusal, so an old client knows to upgrade.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// First bytes of every hello, so that a stray client of another protocol
 /// is told so instead of getting a decode error.
@@ -323,11 +323,13 @@ pub enum Request {
         task: TaskId,
         attempt: u32,
         result: TaskResult,
+        /// The output files uploaded after the process ended.
+        outputs: Vec<crate::domain::task::OutputManifestEntry>,
     },
     /// The answer to a [`FileRead`] the server handed out in `Work`.
     AgentFileData {
         read: u64,
-        result: Result<FileChunk, String>,
+        result: Result<FileAnswer, String>,
     },
     /// Why a task is not running yet: every reason, with its numbers.
     ExplainTask {
@@ -362,6 +364,116 @@ pub enum Request {
         to: Timestamp,
         every_secs: u64,
     },
+
+    // The blob store: an account's, or a node's for its account.
+    /// The account's containers that hold at least one blob.
+    ListContainers,
+    /// Blobs whose names start with `prefix`, in name order, after `after`.
+    ListBlobs {
+        container: String,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    },
+    ShowBlob {
+        container: String,
+        name: String,
+    },
+    DeleteBlob {
+        container: String,
+        name: String,
+    },
+    /// Starts writing a blob; chunks follow, then [`Request::FinishUpload`].
+    /// Nothing is visible under the name until then.
+    BeginUpload {
+        container: String,
+        name: String,
+    },
+    /// Bytes at `offset` of an upload. Chunks may arrive out of order
+    /// within [`crate::blob::BLOB_WINDOW_CHUNKS`] of the next expected one.
+    UploadChunk {
+        upload: u64,
+        offset: u64,
+        #[serde(with = "crate::codec::bytes")]
+        data: Vec<u8>,
+    },
+    /// Ends an upload: the store checks `size` and the SHA-256 the
+    /// uploader computed, then makes the blob visible.
+    FinishUpload {
+        upload: u64,
+        size: u64,
+        sha256: String,
+    },
+    AbortUpload {
+        upload: u64,
+    },
+    /// Part of the blob whose content has checksum `sha256` (from
+    /// [`Request::ShowBlob`]), so a download never mixes two versions.
+    ReadBlob {
+        container: String,
+        name: String,
+        sha256: String,
+        offset: u64,
+        max_bytes: u32,
+    },
+
+    // Application packages (zips unpacked on the nodes that use them).
+    /// Starts uploading a package version; then chunks and
+    /// [`Request::FinishUpload`], which checks the archive before storing.
+    BeginPackageUpload {
+        id: String,
+        version: String,
+    },
+    ListPackages,
+    /// Makes `version` the one used by references that name no version.
+    SetDefaultPackageVersion {
+        id: String,
+        version: String,
+    },
+    DeletePackageVersion {
+        id: String,
+        version: String,
+    },
+    /// Which blob a package reference means now (the default version when
+    /// `version` is None).
+    ResolvePackage {
+        id: String,
+        version: Option<String>,
+    },
+
+    // The files API: a task's or a node's files, read through its agent.
+    /// Lists `path` (a directory, relative to the attempt's directory:
+    /// `wd/…`, `stdout.txt`, `stderr.txt`). `attempt` 0: the latest.
+    ListTaskFiles {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        path: String,
+        recursive: bool,
+    },
+    ReadTaskFile {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        path: String,
+        offset: u64,
+        max_bytes: u32,
+    },
+    /// Lists `path` under the node's directory (`shared`, `starttask`,
+    /// `tasks`, `apps`).
+    ListNodeFiles {
+        pool: PoolId,
+        node: NodeId,
+        path: String,
+        recursive: bool,
+    },
+    ReadNodeFile {
+        pool: PoolId,
+        node: NodeId,
+        path: String,
+        offset: u64,
+        max_bytes: u32,
+    },
 }
 
 /// Which of an attempt's output files.
@@ -392,20 +504,65 @@ pub struct AttemptRef {
     pub attempt: u32,
 }
 
-/// A read of an attempt's output that the server asks an agent for.
+/// A file operation the server asks an agent for, on a path confined to
+/// `root`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileRead {
     pub read: u64,
-    pub attempt: AttemptRef,
-    pub stream: OutputStream,
-    pub offset: u64,
-    pub max_bytes: u32,
+    pub root: FileRoot,
+    pub path: String,
+    pub op: FileOp,
 }
+
+/// The directory a file path is relative to (and may not leave).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileRoot {
+    /// An attempt's directory: `wd/`, `stdout.txt`, `stderr.txt`.
+    Attempt(AttemptRef),
+    /// The node's directory, minus its credential and caches.
+    Node,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileOp {
+    Read { offset: u64, max_bytes: u32 },
+    List { recursive: bool },
+}
+
+/// What an agent answers to a [`FileRead`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileAnswer {
+    Chunk(FileChunk),
+    Listing(Vec<FileEntry>),
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative to the listed root, `/`-separated.
+    pub path: String,
+    pub kind: FileKind,
+    pub size: u64,
+    pub modified: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    File,
+    Directory,
+    /// Listed, never followed.
+    Symlink,
+}
+
+/// Most entries in one listing.
+pub const FILE_LIST_MAX: usize = 10_000;
 
 /// Bytes of a file from `offset`, and the file's size when read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileChunk {
     pub offset: u64,
+    #[serde(with = "crate::codec::bytes")]
     pub data: Vec<u8>,
     pub size: u64,
 }
@@ -417,6 +574,8 @@ pub struct Assignment {
     pub task: TaskId,
     pub attempt: u32,
     pub spec: TaskSpec,
+    /// The job's resource files, fetched before the task's own.
+    pub job_resource_files: Vec<crate::domain::spec::ResourceFile>,
 }
 
 impl Request {
@@ -429,6 +588,23 @@ impl Request {
             | Request::AddTasks { request_id, .. } => *request_id,
             _ => None,
         }
+    }
+
+    /// Whether the blob store serves it (for an account, or a node of it).
+    pub fn is_blob(&self) -> bool {
+        matches!(
+            self,
+            Request::ListContainers
+                | Request::ListBlobs { .. }
+                | Request::ShowBlob { .. }
+                | Request::DeleteBlob { .. }
+                | Request::BeginUpload { .. }
+                | Request::UploadChunk { .. }
+                | Request::FinishUpload { .. }
+                | Request::AbortUpload { .. }
+                | Request::ReadBlob { .. }
+                | Request::ResolvePackage { .. }
+        )
     }
 
     /// Short name for logs and metrics.
@@ -489,7 +665,25 @@ impl Request {
             AgentUsage,
             EvaluateAutoscale,
             AutoscaleHistory,
-            ReplayAutoscale
+            ReplayAutoscale,
+            ListContainers,
+            ListBlobs,
+            ShowBlob,
+            DeleteBlob,
+            BeginUpload,
+            UploadChunk,
+            FinishUpload,
+            AbortUpload,
+            ReadBlob,
+            BeginPackageUpload,
+            ListPackages,
+            SetDefaultPackageVersion,
+            DeletePackageVersion,
+            ResolvePackage,
+            ListTaskFiles,
+            ReadTaskFile,
+            ListNodeFiles,
+            ReadNodeFile
         )
     }
 }
@@ -594,6 +788,8 @@ pub enum Response {
     /// The agent is registered; it runs `start_task` first when given.
     Registered {
         start_task: Option<StartTask>,
+        /// The pool's packages, unpacked before the start task runs.
+        application_packages: Vec<crate::domain::spec::PackageRef>,
     },
     /// A task's status and, while it is queued, why it waits.
     TaskExplanation {
@@ -611,6 +807,40 @@ pub enum Response {
     AutoscaleEvaluation(crate::server::autoscale::Evaluation),
     AutoscaleRuns(Vec<crate::domain::pool::AutoscaleRun>),
     AutoscaleReplay(Vec<crate::server::autoscale::ReplayStep>),
+    Containers(Vec<String>),
+    Blobs {
+        blobs: Vec<crate::blob::BlobMeta>,
+        /// Pass as `after` for the next page; None on the last.
+        next: Option<String>,
+    },
+    Blob(crate::blob::BlobMeta),
+    BlobDeleted {
+        existed: bool,
+    },
+    UploadStarted {
+        upload: u64,
+    },
+    /// An upload chunk was written (or held until the ones before it come).
+    ChunkReceived,
+    BlobData {
+        #[serde(with = "crate::codec::bytes")]
+        data: Vec<u8>,
+    },
+    Packages(Vec<crate::blob::packages::PackageView>),
+    /// What a package reference resolves to: its version and its blob.
+    PackageResolved {
+        id: String,
+        version: String,
+        blob: crate::blob::BlobMeta,
+    },
+    /// A file operation's answer, from the node that holds the files.
+    Files {
+        node: NodeId,
+        answer: FileAnswer,
+        /// For a task's files: its attempt has ended (nothing more will be
+        /// written).
+        completed: bool,
+    },
 }
 
 /// Why a call or a connection failed.

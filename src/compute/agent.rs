@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{proc_tree, retention};
-use crate::api::{Assignment, AttemptRef, Credential, FileChunk, FileRead, Request, Response};
+use super::staging::Stager;
+use super::{files, proc_tree, retention};
+use crate::api::{Assignment, AttemptRef, Credential, Request, Response};
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::domain::node::AgentInfo;
-use crate::domain::spec::CommandLine;
+use crate::domain::spec::{CommandLine, PackageRef};
 use crate::domain::task::{FailureCategory, TaskResult};
 use crate::domain::RejectionCode;
 use crate::private_file::{write_owner_only, FileError};
@@ -150,6 +151,8 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         cred: cred.clone(),
         root: config.root.clone(),
         shared: shared_dir.clone(),
+        stager: Stager::new(client.clone(), config.root.clone()),
+        pool_packages: std::sync::Mutex::default(),
         slots: Arc::new(tokio::sync::Semaphore::new(info.task_slots as usize)),
         slot_count: info.task_slots,
     });
@@ -247,7 +250,14 @@ async fn register(
             })
             .await
         {
-            Ok(Response::Registered { start_task }) => break start_task,
+            Ok(Response::Registered {
+                start_task,
+                application_packages,
+            }) => {
+                *env.pool_packages.lock().unwrap_or_else(|p| p.into_inner()) =
+                    application_packages;
+                break start_task;
+            }
             Ok(_) => break None,
             Err(e) if e.is_transient() => tokio::time::sleep(RETRY_PAUSE).await,
             Err(e) => return Err(e.into()),
@@ -323,7 +333,7 @@ async fn work(
             let root = env.root.clone();
             tokio::spawn(async move {
                 let id = read.read;
-                let result = tokio::task::spawn_blocking(move || read_output(&root, &read))
+                let result = tokio::task::spawn_blocking(move || files::answer(&root, &read))
                     .await
                     .unwrap_or_else(|e| Err(format!("the read failed: {e}")));
                 let answer = Request::AgentFileData { read: id, result };
@@ -407,44 +417,8 @@ fn finished() -> std::sync::MutexGuard<'static, Finished> {
         .unwrap_or_else(|p| p.into_inner())
 }
 
-/// Reads part of an attempt's stdout or stderr for the server.
-fn read_output(root: &Path, read: &FileRead) -> Result<FileChunk, String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let a = &read.attempt;
-    let dir = attempt_dir(root, a);
-    let path = dir.join(read.stream.file_name());
-    let mut file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(format!(
-                "attempt {} of task {} left no {} on this node: its files were deleted after the task's retention time, or it never started",
-                a.attempt,
-                a.task,
-                read.stream.file_name()
-            ))
-        }
-        Err(e) => return Err(format!("cannot open {}: {e}", read.stream.file_name())),
-    };
-    let size = file
-        .metadata()
-        .map_err(|e| format!("cannot read {}: {e}", read.stream.file_name()))?
-        .len();
-    let offset = read.offset.min(size);
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| format!("cannot seek: {e}"))?;
-    let want = (size - offset).min(u64::from(read.max_bytes.min(crate::api::OUTPUT_CHUNK_MAX)));
-    let mut data = Vec::with_capacity(want as usize);
-    file.take(want)
-        .read_to_end(&mut data)
-        .map_err(|e| format!("cannot read {}: {e}", read.stream.file_name()))?;
-    Ok(FileChunk { offset, data, size })
-}
-
 fn attempt_dir(root: &Path, a: &AttemptRef) -> PathBuf {
-    root.join("tasks")
-        .join(a.job.as_str())
-        .join(a.task.as_str())
-        .join(a.attempt.to_string())
+    files::attempt_dir(root, a)
 }
 
 /// Runs the pool's start task (with its retries) and reports each try; the
@@ -483,27 +457,57 @@ async fn run_start_task_once(
     let dir = env.root.join("starttask");
     let wd = dir.join("wd");
     let started = Instant::now();
-    let spawned = std::fs::create_dir_all(&wd)
-        .map_err(|e| format!("cannot create {}: {e}", wd.display()))
-        .and_then(|_| {
-            let vars = [("LOTE_START_TASK_ATTEMPT", (attempt + 1).to_string())];
-            spawn(
-                env,
-                &start_task.command_line,
-                &start_task.env,
-                &vars,
-                &dir,
-                &wd,
-            )
-        });
+    if let Err(e) = std::fs::create_dir_all(&wd) {
+        return launch_failure(format!("cannot create {}: {e}", wd.display()));
+    }
+    let packages = env.pool_packages();
+    let staged = match env.stager.packages(&packages).await {
+        Ok(apps) => env
+            .stager
+            .fetch_resources(&start_task.resource_files, &wd)
+            .await
+            .map(|_| apps),
+        Err(why) => Err(why),
+    };
+    let apps = match staged {
+        Ok(apps) => apps,
+        Err(why) => return resource_failure(why),
+    };
+    let spawned = {
+        let mut vars = vec![("LOTE_START_TASK_ATTEMPT".to_string(), (attempt + 1).to_string())];
+        vars.extend(apps);
+        spawn(
+            env,
+            &start_task.command_line,
+            &start_task.env,
+            &vars,
+            &dir,
+            &wd,
+        )
+    };
     match spawned {
         Ok(mut child) => wait(&mut child, None, started).await,
-        Err(why) => TaskResult {
-            exit_code: None,
-            signal: None,
-            duration_ms: 0,
-            failure: Some((FailureCategory::LaunchFailure, why)),
-        },
+        Err(why) => launch_failure(why),
+    }
+}
+
+fn launch_failure(why: String) -> TaskResult {
+    TaskResult {
+        exit_code: None,
+        signal: None,
+        duration_ms: 0,
+        failure: Some((FailureCategory::LaunchFailure, why)),
+    }
+}
+
+/// An input (resource file or package) could not be put in place: the
+/// process never started.
+fn resource_failure(why: String) -> TaskResult {
+    TaskResult {
+        exit_code: None,
+        signal: None,
+        duration_ms: 0,
+        failure: Some((FailureCategory::ResourceFile, why)),
     }
 }
 
@@ -569,6 +573,33 @@ struct TaskEnv {
     /// slots (prefetch); they start as slots free.
     slots: Arc<tokio::sync::Semaphore>,
     slot_count: u32,
+    stager: Stager,
+    /// The pool's packages, as registration said.
+    pool_packages: std::sync::Mutex<Vec<PackageRef>>,
+}
+
+impl TaskEnv {
+    fn pool_packages(&self) -> Vec<PackageRef> {
+        self.pool_packages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts an attempt's inputs in place: the pool's and the task's
+    /// packages, then the job's and the task's resource files. The
+    /// variables naming the packages.
+    async fn stage_inputs(&self, a: &Assignment, wd: &Path) -> Result<Vec<(String, String)>, String> {
+        let mut refs = self.pool_packages();
+        refs.extend(a.spec.application_packages.iter().cloned());
+        if refs.is_empty() && a.job_resource_files.is_empty() && a.spec.resource_files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let apps = self.stager.packages(&refs).await?;
+        self.stager.fetch_resources(&a.job_resource_files, wd).await?;
+        self.stager.fetch_resources(&a.spec.resource_files, wd).await?;
+        Ok(apps)
+    }
 }
 
 /// Runs one attempt and reports it.
@@ -595,24 +626,22 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     let wd = dir.join("wd");
     let started = Instant::now();
     let tag = crate::clock::new_uuid().to_string();
-    let child = std::fs::create_dir_all(&wd)
-        .map_err(|e| format!("cannot create {}: {e}", wd.display()))
-        .and_then(|_| {
-            let vars = [
-                ("LOTE_JOB_ID", a.job.to_string()),
-                ("LOTE_TASK_ID", a.task.to_string()),
-                ("LOTE_TASK_ATTEMPT", a.attempt.to_string()),
-                (proc_tree::TAG_VAR, tag.clone()),
-            ];
-            spawn(env, &a.spec.command_line, &a.spec.env, &vars, &dir, &wd)
-        });
-    let result = match child {
-        Err(why) => TaskResult {
-            exit_code: None,
-            signal: None,
-            duration_ms: 0,
-            failure: Some((FailureCategory::LaunchFailure, why)),
-        },
+    let staged = match std::fs::create_dir_all(&wd) {
+        Err(e) => Err(launch_failure(format!("cannot create {}: {e}", wd.display()))),
+        Ok(()) => env.stage_inputs(&a, &wd).await.map_err(resource_failure),
+    };
+    let child = staged.and_then(|apps| {
+        let mut vars = vec![
+            ("LOTE_JOB_ID".to_string(), a.job.to_string()),
+            ("LOTE_TASK_ID".to_string(), a.task.to_string()),
+            ("LOTE_TASK_ATTEMPT".to_string(), a.attempt.to_string()),
+            (proc_tree::TAG_VAR.to_string(), tag.clone()),
+        ];
+        vars.extend(apps);
+        spawn(env, &a.spec.command_line, &a.spec.env, &vars, &dir, &wd).map_err(launch_failure)
+    });
+    let mut result = match child {
+        Err(failed) => failed,
         Ok(mut child) => {
             let tracked = child
                 .id()
@@ -643,13 +672,32 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             }
         }
     };
-    // The slots are free once the process is gone, before the report.
+    // Outputs go while the slots are held: the node's disk and network
+    // are the task's until its files are out.
+    let mut outputs = Vec::new();
+    let ran = !matches!(
+        result.failure,
+        Some((FailureCategory::LaunchFailure | FailureCategory::ResourceFile, _))
+    );
+    if ran && !a.spec.output_files.is_empty() && !attempts().get(&key).is_some_and(|e| e.cancelled) {
+        match env
+            .stager
+            .upload_outputs(&a.spec.output_files, &dir, result.succeeded())
+            .await
+        {
+            Ok(manifest) => outputs = manifest,
+            Err(why) => result.failure = Some((FailureCategory::OutputFile, why)),
+        }
+    }
+    // The slots are free once the process and its uploads are done,
+    // before the report.
     drop(slots);
     let report = Request::AgentCompleted {
         job: a.job.clone(),
         task: a.task.clone(),
         attempt: a.attempt,
         result,
+        outputs,
     };
     if let Err(e) = report_until_recorded(client, &report).await {
         tracing::info!(task = %a.task, error = %e, "completion not recorded: the attempt was superseded");
@@ -706,7 +754,7 @@ fn spawn(
     env: &TaskEnv,
     command_line: &CommandLine,
     own: &[crate::domain::EnvVar],
-    vars: &[(&str, String)],
+    vars: &[(String, String)],
     dir: &Path,
     wd: &Path,
 ) -> Result<tokio::process::Child, String> {

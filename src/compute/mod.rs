@@ -2,10 +2,14 @@
 //!
 //! - [`scheduler`]: the placement picture folded from the log, and rounds.
 //! - [`agent`]: `lote agent`, the process on each node that runs tasks.
+//! - [`staging`]: an attempt's resource files, output files and packages.
+//! - [`files`]: the files API on a node, confined to its directories.
 
 pub mod agent;
 pub mod explain;
+pub mod files;
 mod proc_tree;
 mod retention;
 pub mod scheduler;
+pub mod staging;
 pub mod usage;

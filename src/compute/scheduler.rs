@@ -375,6 +375,8 @@ impl Scheduler {
                     }
                 }
             }
+            // Recorded just before its completion; holds nothing.
+            TaskEvent::TaskOutputsUploaded { .. } => {}
             TaskEvent::TaskRetried { .. } | TaskEvent::TaskRequeued { .. } => {
                 let completed = match self.just_completed.take() {
                     Some((s, h)) if &s == stream => Some(h),

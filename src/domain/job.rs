@@ -74,6 +74,8 @@ pub struct JobSpec {
     pub max_task_retries: u32,
     pub on_all_tasks_complete: OnAllTasksComplete,
     pub on_task_failure: OnTaskFailure,
+    /// Fetched into every task's working directory before the task's own.
+    pub common_resource_files: Vec<crate::domain::spec::ResourceFile>,
 }
 
 impl JobSpec {
@@ -90,6 +92,7 @@ impl JobSpec {
             max_task_retries: 0,
             on_all_tasks_complete: OnAllTasksComplete::NoAction,
             on_task_failure: OnTaskFailure::NoAction,
+            common_resource_files: vec![],
         }
     }
 
@@ -120,7 +123,7 @@ impl JobSpec {
                 "max_wall_clock_secs must be at least 1".into()
             })?;
         }
-        Ok(())
+        crate::domain::spec::validate_files("job common", &self.common_resource_files, &[])
     }
 }
 
@@ -246,6 +249,9 @@ impl DomainEvent for JobEvent {
             JobEvent::JobTasksWaiting { .. } => "JobTasksWaiting",
         }
     }
+    fn schema_version(&self) -> u16 {
+        super::upcast::current_schema(crate::store::StreamKind::Job, self.event_type())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -339,7 +345,7 @@ impl Aggregate for Job {
     type Command = JobCommand;
     type Event = JobEvent;
     const KIND: StreamKind = StreamKind::Job;
-    const STATE_SCHEMA: u32 = 1;
+    const STATE_SCHEMA: u32 = 2;
 
     fn decide(&self, command: &JobCommand, ctx: &Ctx) -> Result<Vec<JobEvent>, Rejection> {
         let at = ctx.now;

@@ -108,6 +108,8 @@ pub struct PoolSpec {
     pub start_task: Option<StartTask>,
     pub scheduling: SchedulingPolicy,
     pub provider: NodeProvider,
+    /// Unpacked on every node as it joins, before its start task.
+    pub application_packages: Vec<crate::domain::spec::PackageRef>,
 }
 
 fn validate_formula(formula: &str, interval_secs: u64) -> Result<(), Rejection> {
@@ -164,6 +166,7 @@ impl PoolSpec {
             start_task: None,
             scheduling: SchedulingPolicy::Pack,
             provider: NodeProvider::Local,
+            application_packages: vec![],
         }
     }
 
@@ -241,7 +244,7 @@ impl PoolSpec {
         if let Some(start) = &self.start_task {
             start.validate()?;
         }
-        Ok(())
+        crate::domain::spec::validate_packages("pool", &self.application_packages)
     }
 }
 
@@ -364,6 +367,9 @@ impl DomainEvent for PoolEvent {
             PoolEvent::PoolAutoscaleEvaluated { .. } => "PoolAutoscaleEvaluated",
         }
     }
+    fn schema_version(&self) -> u16 {
+        super::upcast::current_schema(crate::store::StreamKind::Pool, self.event_type())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
@@ -429,7 +435,7 @@ impl Aggregate for Pool {
     type Command = PoolCommand;
     type Event = PoolEvent;
     const KIND: StreamKind = StreamKind::Pool;
-    const STATE_SCHEMA: u32 = 1;
+    const STATE_SCHEMA: u32 = 2;
 
     fn decide(&self, command: &PoolCommand, ctx: &Ctx) -> Result<Vec<PoolEvent>, Rejection> {
         let at = ctx.now;

@@ -108,6 +108,23 @@ rejection_codes! {
     /// The client request id was already used for a different request
     /// (another body). Use a new id for a new request.
     RequestIdReused = 28, retry: false;
+    /// No such blob in this container (or it was deleted).
+    BlobNotFound = 29, retry: false;
+    /// The blob was replaced or deleted while it was read; read it again.
+    BlobChanged = 30, retry: true;
+    /// The bytes received do not have the checksum or size the uploader
+    /// computed; nothing was stored. Upload again.
+    ChecksumMismatch = 31, retry: false;
+    /// The server's disk is full; nothing was stored.
+    StorageFull = 32, retry: false;
+    /// No such upload in progress: it finished, was abandoned for too long,
+    /// or the server restarted. Start the upload again.
+    UploadNotFound = 33, retry: false;
+    /// No such application package, or no such version of it.
+    ApplicationNotFound = 34, retry: false;
+    /// No such file or directory on the node, or the path leaves the task's
+    /// or node's directory.
+    FileNotFound = 35, retry: false;
 }
 
 /// A refused command: a stable code and a sentence with the specifics.

@@ -79,6 +79,53 @@ pub struct OutputFile {
     pub upload_condition: UploadCondition,
 }
 
+/// A reference to an application package: its id and, optionally, a
+/// version (none: the package's default version).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct PackageRef {
+    pub id: String,
+    pub version: Option<String>,
+}
+
+/// Longest package id or version.
+pub const PACKAGE_NAME_BYTES_MAX: usize = 64;
+
+/// Most packages one task or pool references.
+pub const PACKAGES_PER_REF_MAX: usize = 32;
+
+/// Package ids: letters, digits, `_` and `-`; versions may have dots too
+/// (`2.1.0`), but not first. Both become directory names on nodes and
+/// parts of an environment variable's name.
+pub fn validate_package_name(what: &str, name: &str, dots: bool) -> Result<(), Rejection> {
+    let ok = !name.is_empty()
+        && name.len() <= PACKAGE_NAME_BYTES_MAX
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || (dots && b == b'.'));
+    ensure(ok, RejectionCode::InvalidValue, || {
+        format!(
+            "{what} {name:?} must be 1-{PACKAGE_NAME_BYTES_MAX} letters, digits, '_' or '-'{}",
+            if dots { " or '.' (not first)" } else { "" }
+        )
+    })
+}
+
+pub fn validate_packages(what: &str, refs: &[PackageRef]) -> Result<(), Rejection> {
+    ensure(
+        refs.len() <= PACKAGES_PER_REF_MAX,
+        RejectionCode::InvalidValue,
+        || format!("{what} references more than {PACKAGES_PER_REF_MAX} application packages"),
+    )?;
+    for r in refs {
+        validate_package_name("application package id", &r.id, false)?;
+        if let Some(v) = &r.version {
+            validate_package_name("application package version", v, true)?;
+        }
+    }
+    Ok(())
+}
+
 /// Most resource or output files on one task.
 pub const FILES_PER_TASK_MAX: usize = 1000;
 
@@ -118,11 +165,37 @@ pub fn validate_files(
             })?;
         }
     }
+    for r in resources {
+        let blob = match &r.source {
+            ResourceSource::Blob { container, name } => crate::blob::validate_container(container)
+                .and_then(|_| crate::blob::validate_blob_name(name)),
+            ResourceSource::BlobPrefix { container, prefix } => {
+                crate::blob::validate_container(container)
+                    .and_then(|_| crate::blob::validate_prefix(prefix))
+            }
+            ResourceSource::Url { .. } => Ok(()),
+        };
+        blob.map_err(|e| Rejection::invalid(format!("{what} resource file: {e}")))?;
+    }
     for o in outputs {
-        validate_relative_path(&format!("{what} output pattern"), &o.pattern)?;
-        ensure(!o.container.is_empty(), RejectionCode::InvalidValue, || {
-            format!("{what} output file needs a container")
+        // `../stdout.txt` and `../stderr.txt` (beside the working
+        // directory) may be uploaded too, as in Azure Batch.
+        let beside = o.pattern.strip_prefix("../");
+        match beside {
+            Some(rest) if !rest.contains('/') && !rest.is_empty() => {}
+            _ => validate_relative_path(&format!("{what} output pattern"), &o.pattern)?,
+        }
+        glob::Pattern::new(&o.pattern).map_err(|e| {
+            Rejection::invalid(format!("{what} output pattern {:?}: {e}", o.pattern))
         })?;
+        crate::blob::validate_container(&o.container)
+            .and_then(|_| crate::blob::validate_prefix(&o.path_prefix))
+            .map_err(|e| Rejection::invalid(format!("{what} output file: {e}")))?;
+        ensure(
+            !o.container.starts_with(crate::blob::names::RESERVED_CONTAINER_PREFIX),
+            RejectionCode::InvalidValue,
+            || format!("{what} output container {:?} is reserved for lote", o.container),
+        )?;
     }
     Ok(())
 }

@@ -14,12 +14,16 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::spec::{
-    authorize_account, validate_files, CommandLine, OutputFile, ResourceFile, RETRY_COUNT_MAX,
+    authorize_account, validate_files, validate_packages, CommandLine, OutputFile, PackageRef,
+    ResourceFile, RETRY_COUNT_MAX,
 };
 use super::{ensure, validate_env, Aggregate, Ctx, DomainEvent, EnvVar, Rejection, RejectionCode};
 use crate::codec::CodecError;
 use crate::store::{ExpectedVersion, StreamAppend, StreamId, StreamKind};
 use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timestamp};
+
+/// Most entries in one attempt's output manifest.
+pub const OUTPUT_MANIFEST_MAX: usize = 10_000;
 
 /// Most task slots one task may ask for.
 pub const TASK_SLOTS_MAX: u32 = 1024;
@@ -47,6 +51,9 @@ pub struct TaskSpec {
     pub constraints: TaskConstraints,
     /// Task slots the task occupies on its node.
     pub required_slots: u32,
+    /// Unpacked on the node before the task runs; each one's directory is
+    /// in `LOTE_APP_<ID>`.
+    pub application_packages: Vec<PackageRef>,
 }
 
 impl TaskSpec {
@@ -61,6 +68,7 @@ impl TaskSpec {
             output_files: vec![],
             constraints: TaskConstraints::default(),
             required_slots: 1,
+            application_packages: vec![],
         }
     }
 
@@ -69,6 +77,7 @@ impl TaskSpec {
         self.command_line.validate("task")?;
         validate_env("task", &self.env)?;
         validate_files("task", &self.resource_files, &self.output_files)?;
+        validate_packages("task", &self.application_packages)?;
         ensure(
             (1..=TASK_SLOTS_MAX).contains(&self.required_slots),
             RejectionCode::InvalidValue,
@@ -131,6 +140,20 @@ impl TaskResult {
     }
 }
 
+/// One output file an attempt uploaded: the manifest entry recorded with
+/// its completion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct OutputManifestEntry {
+    /// Relative to the working directory (`../stdout.txt` for the output
+    /// beside it).
+    pub path: String,
+    pub container: String,
+    pub name: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256, as the blob store verified it.
+    pub sha256: String,
+}
+
 /// Where an attempt runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Placement {
@@ -158,6 +181,8 @@ pub enum TaskCommand {
     CompleteTask {
         attempt: u32,
         result: TaskResult,
+        /// Output files the agent uploaded (recorded with the completion).
+        outputs: Vec<OutputManifestEntry>,
     },
     RequeueTask {
         attempt: u32,
@@ -211,6 +236,13 @@ pub enum TaskEvent {
     TaskDeleted {
         at: Timestamp,
     },
+    /// The output files an attempt uploaded, recorded in the same append as
+    /// its `TaskCompleted` (just before it).
+    TaskOutputsUploaded {
+        attempt: u32,
+        files: Vec<OutputManifestEntry>,
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for TaskEvent {
@@ -224,7 +256,11 @@ impl DomainEvent for TaskEvent {
             TaskEvent::TaskRequeued { .. } => "TaskRequeued",
             TaskEvent::TaskTerminated { .. } => "TaskTerminated",
             TaskEvent::TaskDeleted { .. } => "TaskDeleted",
+            TaskEvent::TaskOutputsUploaded { .. } => "TaskOutputsUploaded",
         }
+    }
+    fn schema_version(&self) -> u16 {
+        super::upcast::current_schema(StreamKind::Task, self.event_type())
     }
 }
 
@@ -268,6 +304,8 @@ pub struct Task {
     pub requeue_count: u32,
     pub placement: Option<Placement>,
     pub last_result: Option<TaskResult>,
+    /// The output files the deciding attempt uploaded.
+    pub outputs: Vec<OutputManifestEntry>,
     pub added_at: Option<Timestamp>,
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
@@ -346,7 +384,7 @@ impl Aggregate for Task {
     type Command = TaskCommand;
     type Event = TaskEvent;
     const KIND: StreamKind = StreamKind::Task;
-    const STATE_SCHEMA: u32 = 1;
+    const STATE_SCHEMA: u32 = 2;
 
     fn decide(&self, command: &TaskCommand, ctx: &Ctx) -> Result<Vec<TaskEvent>, Rejection> {
         let at = ctx.now;
@@ -419,13 +457,30 @@ impl Aggregate for Task {
                     at,
                 }])
             }
-            TaskCommand::CompleteTask { attempt, result } => {
+            TaskCommand::CompleteTask {
+                attempt,
+                result,
+                outputs,
+            } => {
                 self.require_attempt(*attempt, ctx)?;
-                let mut events = vec![TaskEvent::TaskCompleted {
+                ensure(
+                    outputs.len() <= OUTPUT_MANIFEST_MAX,
+                    RejectionCode::InvalidValue,
+                    || format!("more than {OUTPUT_MANIFEST_MAX} output files in one manifest"),
+                )?;
+                let mut events = Vec::with_capacity(3);
+                if !outputs.is_empty() {
+                    events.push(TaskEvent::TaskOutputsUploaded {
+                        attempt: *attempt,
+                        files: outputs.clone(),
+                        at,
+                    });
+                }
+                events.push(TaskEvent::TaskCompleted {
                     attempt: *attempt,
                     result: result.clone(),
                     at,
-                }];
+                });
                 // A launch failure (missing executable, bad directory) would
                 // fail the same way again: not retried.
                 let launch_failed =
@@ -504,6 +559,12 @@ impl Aggregate for Task {
                 self.status = S::Assigned;
                 self.attempt = *attempt;
                 self.placement = Some(placement.clone());
+                self.outputs.clear();
+            }
+            (S::Assigned | S::Running, TaskEvent::TaskOutputsUploaded { attempt, files, .. })
+                if *attempt == self.attempt =>
+            {
+                self.outputs = files.clone();
             }
             (S::Assigned, TaskEvent::TaskStarted { attempt, at }) if *attempt == self.attempt => {
                 self.status = S::Running;

@@ -10,8 +10,32 @@
 use crate::codec::CodecError;
 use crate::store::StreamKind;
 
-/// The layout version written today for every event type.
+/// The layout version of event types that never changed.
 pub const CURRENT_EVENT_SCHEMA: u16 = 1;
+
+/// The layout version written today for `event_type`: one more than the
+/// first layout for every step registered for it.
+pub fn current_schema(kind: StreamKind, event_type: &str) -> u16 {
+    current_with(STEPS, kind, event_type)
+}
+
+/// The newest payload layout of any event type: golden logs are recorded
+/// per newest layout (`replay/vN`).
+pub fn newest_layout() -> u16 {
+    STEPS
+        .iter()
+        .map(|s| current_schema(s.kind, s.event_type))
+        .max()
+        .unwrap_or(CURRENT_EVENT_SCHEMA)
+}
+
+fn current_with(steps: &[Step], kind: StreamKind, event_type: &str) -> u16 {
+    CURRENT_EVENT_SCHEMA
+        + steps
+            .iter()
+            .filter(|s| s.kind == kind && s.event_type == event_type)
+            .count() as u16
+}
 
 /// One upcasting step: payload of `(kind, event_type)` at `from` → `from + 1`.
 pub struct Step {
@@ -21,8 +45,161 @@ pub struct Step {
     pub lift: fn(&[u8]) -> Result<Vec<u8>, CodecError>,
 }
 
-/// Every registered step. Empty while every released layout is current.
-pub const STEPS: &[Step] = &[];
+/// Every registered step.
+pub const STEPS: &[Step] = &[
+    Step {
+        kind: StreamKind::Task,
+        event_type: "TaskAdded",
+        from: 1,
+        lift: v1::task_added,
+    },
+    Step {
+        kind: StreamKind::Job,
+        event_type: "JobCreated",
+        from: 1,
+        lift: v1::job_created,
+    },
+    Step {
+        kind: StreamKind::Pool,
+        event_type: "PoolCreated",
+        from: 1,
+        lift: v1::pool_created,
+    },
+];
+
+/// Layout 1, before files and application packages (lote 0.1 up to the
+/// blob store): specs without `application_packages` (tasks, pools) and
+/// `common_resource_files` (jobs). An event payload is the event enum: the
+/// variant's index, then its fields, so an old variant decodes as
+/// `(index, fields)`.
+mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::codec::{self, CodecError};
+    use crate::domain::job::{JobEvent, JobSpec, OnAllTasksComplete, OnTaskFailure};
+    use crate::domain::pool::{
+        NodeProvider, NodeSize, PoolEvent, PoolSecret, PoolSpec, ScaleSettings, SchedulingPolicy,
+    };
+    use crate::domain::spec::{CommandLine, OutputFile, ResourceFile, StartTask};
+    use crate::domain::task::{TaskConstraints, TaskEvent, TaskSpec};
+    use crate::domain::EnvVar;
+    use crate::types::{AccountName, JobId, PoolId, TaskId, Timestamp};
+
+    #[derive(Serialize, Deserialize)]
+    struct TaskSpecV1 {
+        id: TaskId,
+        display_name: String,
+        command_line: CommandLine,
+        env: Vec<EnvVar>,
+        resource_files: Vec<ResourceFile>,
+        output_files: Vec<OutputFile>,
+        constraints: TaskConstraints,
+        required_slots: u32,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct TaskAddedV1 {
+        account: AccountName,
+        job: JobId,
+        pool: PoolId,
+        spec: TaskSpecV1,
+        max_task_retries: u32,
+        at: Timestamp,
+    }
+
+    pub fn task_added(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let (_, old): (u32, TaskAddedV1) = codec::decode(bytes)?;
+        let s = old.spec;
+        codec::encode(&TaskEvent::TaskAdded {
+            account: old.account,
+            job: old.job,
+            pool: old.pool,
+            spec: TaskSpec {
+                id: s.id,
+                display_name: s.display_name,
+                command_line: s.command_line,
+                env: s.env,
+                resource_files: s.resource_files,
+                output_files: s.output_files,
+                constraints: s.constraints,
+                required_slots: s.required_slots,
+                application_packages: vec![],
+            },
+            max_task_retries: old.max_task_retries,
+            at: old.at,
+        })
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct JobSpecV1 {
+        id: JobId,
+        account: AccountName,
+        pool: PoolId,
+        display_name: String,
+        priority: i32,
+        max_wall_clock_secs: Option<u64>,
+        max_task_retries: u32,
+        on_all_tasks_complete: OnAllTasksComplete,
+        on_task_failure: OnTaskFailure,
+    }
+
+    pub fn job_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let (_, (s, at)): (u32, (JobSpecV1, Timestamp)) = codec::decode(bytes)?;
+        codec::encode(&JobEvent::JobCreated {
+            spec: JobSpec {
+                id: s.id,
+                account: s.account,
+                pool: s.pool,
+                display_name: s.display_name,
+                priority: s.priority,
+                max_wall_clock_secs: s.max_wall_clock_secs,
+                max_task_retries: s.max_task_retries,
+                on_all_tasks_complete: s.on_all_tasks_complete,
+                on_task_failure: s.on_task_failure,
+                common_resource_files: vec![],
+            },
+            at,
+        })
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct PoolSpecV1 {
+        id: PoolId,
+        account: AccountName,
+        display_name: String,
+        node_size: NodeSize,
+        os: String,
+        scale: ScaleSettings,
+        node_count_max: u32,
+        inter_node_communication: bool,
+        secrets: Vec<PoolSecret>,
+        start_task: Option<StartTask>,
+        scheduling: SchedulingPolicy,
+        provider: NodeProvider,
+    }
+
+    pub fn pool_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let (_, (s, at)): (u32, (PoolSpecV1, Timestamp)) = codec::decode(bytes)?;
+        codec::encode(&PoolEvent::PoolCreated {
+            spec: PoolSpec {
+                id: s.id,
+                account: s.account,
+                display_name: s.display_name,
+                node_size: s.node_size,
+                os: s.os,
+                scale: s.scale,
+                node_count_max: s.node_count_max,
+                inter_node_communication: s.inter_node_communication,
+                secrets: s.secrets,
+                start_task: s.start_task,
+                scheduling: s.scheduling,
+                provider: s.provider,
+                application_packages: vec![],
+            },
+            at,
+        })
+    }
+}
 
 /// Lifts a payload to the current layout using `steps`.
 pub fn upcast_with(
@@ -63,12 +240,13 @@ pub fn upcast<'a>(
     schema_version: u16,
     payload: &'a [u8],
 ) -> Result<std::borrow::Cow<'a, [u8]>, CodecError> {
-    if schema_version == CURRENT_EVENT_SCHEMA {
+    let current = current_schema(kind, event_type);
+    if schema_version == current {
         return Ok(std::borrow::Cow::Borrowed(payload));
     }
     upcast_with(
         STEPS,
-        CURRENT_EVENT_SCHEMA,
+        current,
         kind,
         event_type,
         schema_version,

@@ -6,6 +6,7 @@
 //! the log's writer threads do the slow part (fsync) off it.
 
 pub mod autoscale;
+mod blobs;
 mod config;
 mod connection;
 pub mod liveness;
@@ -146,6 +147,11 @@ pub async fn run(
         source,
         hint: "",
     })?;
+    let blob_store = crate::blob::local::LocalBlobStore::open(&config.data_dir)
+        .map_err(|e| ServerError::Config(format!("cannot open the blob store: {e}")))?;
+    let blobs = Rc::new(blobs::Blobs::new(Arc::new(crate::blob::local::Shared(
+        blob_store,
+    ))));
     let core = Core::new(store.clone(), clock.clone(), CoreConfig::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let placement = placement::Placement::start(core.clone(), stop_rx.clone());
@@ -188,6 +194,7 @@ pub async fn run(
         placement,
         sagas,
         autoscaler,
+        blobs,
     ));
     let limits = Rc::new(connection::Limits::from(&config));
     let open = Rc::new(OpenConnections::default());

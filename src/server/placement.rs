@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 
 use crate::actors::Core;
-use crate::api::{AttemptRef, FileChunk, FileRead};
+use crate::api::{AttemptRef, FileAnswer, FileRead};
 use crate::clock::new_request_id;
 use crate::compute::scheduler::{relevant, Scheduler};
 use crate::domain::task::{Task, TaskCommand};
@@ -29,6 +29,15 @@ pub trait Reactor {
     /// One event of the log as it was at start, read before `on_ready`
     /// (for reactors that keep a picture of their own).
     fn on_history(self: Rc<Self>, _envelope: &Envelope) {}
+}
+
+/// Why a file operation on a node got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// The agent answered with a refusal (no such file, a path outside).
+    Agent(String),
+    /// The agent did not answer in time.
+    Unreachable(String),
 }
 
 /// What a polling agent gets.
@@ -67,7 +76,7 @@ pub struct Placement {
     /// Output reads waiting for a node's agent to poll.
     reads: RefCell<HashMap<NodeKey, Vec<FileRead>>>,
     /// Reads handed out, waiting for the agent's answer.
-    pending: RefCell<HashMap<u64, (NodeKey, oneshot::Sender<Result<FileChunk, String>>)>>,
+    pending: RefCell<HashMap<u64, (NodeKey, oneshot::Sender<Result<FileAnswer, String>>)>>,
     next_read: Cell<u64>,
     /// When each node's agent last called: its heartbeat.
     contact: RefCell<HashMap<NodeKey, std::time::Instant>>,
@@ -313,8 +322,8 @@ impl Placement {
         }
     }
 
-    /// Asks a node's agent for part of an attempt's output and waits up to
-    /// `within` for the answer.
+    /// Asks a node's agent for a file operation (part of a file, a listing)
+    /// and waits up to `within` for the answer.
     pub async fn read_output(
         &self,
         account: &AccountName,
@@ -322,7 +331,7 @@ impl Placement {
         node: &NodeId,
         mut read: FileRead,
         within: Duration,
-    ) -> Result<FileChunk, String> {
+    ) -> Result<FileAnswer, ReadFailure> {
         let key = (format!("{account}/{pool}"), node.clone());
         let id = self.next_read.get();
         self.next_read.set(id + 1);
@@ -341,11 +350,11 @@ impl Placement {
             queued.retain(|r| r.read != id);
         }
         match answer {
-            Ok(Ok(result)) => result,
-            _ => Err(format!(
+            Ok(Ok(result)) => result.map_err(ReadFailure::Agent),
+            _ => Err(ReadFailure::Unreachable(format!(
                 "node {node} did not answer within {}s; is its agent running? (lote node show {pool} {node})",
                 within.as_secs()
-            )),
+            ))),
         }
     }
 
@@ -356,7 +365,7 @@ impl Placement {
         pool: &PoolId,
         node: &NodeId,
         read: u64,
-        result: Result<FileChunk, String>,
+        result: Result<FileAnswer, String>,
     ) -> bool {
         let key = (format!("{account}/{pool}"), node.clone());
         let mut pending = self.pending.borrow_mut();

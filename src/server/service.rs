@@ -7,6 +7,7 @@
 //! so its reply is the very same "not found" as for a pool that never was.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use crate::domain::request::{RequestEvent, RequestRecord};
 use crate::domain::task::{Task, TaskCommand, TaskStatus};
 use crate::domain::{self, Aggregate, Ctx, Rejection, RejectionCode, Versioned};
 use crate::store::{ExpectedVersion, StoreError, StreamAppend, StreamId};
+use crate::domain::spec::ResourceFile;
 use crate::types::{AccountName, NodeId, PoolId, Principal, RequestId, TaskId};
 
 /// How often a busy node's changing task count is recorded.
@@ -70,6 +72,7 @@ pub struct Service {
     loads: RefCell<std::collections::HashMap<StreamId, (u32, std::time::Instant)>>,
     placement: Rc<super::placement::Placement>,
     autoscaler: Rc<super::autoscale::Autoscaler>,
+    blobs: Rc<super::blobs::Blobs>,
 }
 
 fn ensure_formula_size(text: &str) -> Result<(), ApiError> {
@@ -82,6 +85,9 @@ fn ensure_formula_size(text: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// How long a file operation waits for the node's agent to answer.
+const FILE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "call failed inside the server");
@@ -190,6 +196,7 @@ impl Service {
         placement: Rc<super::placement::Placement>,
         sagas: Rc<super::sagas::Sagas>,
         autoscaler: Rc<super::autoscale::Autoscaler>,
+        blobs: Rc<super::blobs::Blobs>,
     ) -> Self {
         Service {
             sagas,
@@ -201,6 +208,7 @@ impl Service {
             loads: RefCell::default(),
             placement,
             autoscaler,
+            blobs,
         }
     }
 
@@ -708,12 +716,25 @@ impl Service {
                 | Request::EvaluateAutoscale { .. }
                 | Request::AutoscaleHistory { .. }
                 | Request::ReplayAutoscale { .. }
+                | Request::ListContainers
+                | Request::ListBlobs { .. }
+                | Request::ShowBlob { .. }
+                | Request::ReadBlob { .. }
+                | Request::ListPackages
+                | Request::ResolvePackage { .. }
+                | Request::ListTaskFiles { .. }
+                | Request::ReadTaskFile { .. }
+                | Request::ListNodeFiles { .. }
+                | Request::ReadNodeFile { .. }
         );
         if me.status == AccountStatus::Disabled && !read_only {
             return Err(ApiError::rejected(
                 RejectionCode::AccountDisabled,
                 format!("account {account} is disabled; an administrator can enable it"),
             ));
+        }
+        if request.is_blob() {
+            return self.blob_request(account, request).await;
         }
         let principal = Principal::Account {
             account: account.clone(),
@@ -740,6 +761,9 @@ impl Service {
                 }
                 let mut spec = spec.clone();
                 spec.account = account.clone();
+                self.blobs
+                    .check_refs(account, &spec.application_packages)
+                    .await?;
                 let stream = pool_stream(&spec.id);
                 let reply = Response::Created {
                     entity: stream.to_string(),
@@ -1030,6 +1054,22 @@ impl Service {
                     .into());
                 }
                 let job_state = self.show::<Job>(&job_stream(job), job.as_str()).await?;
+                // A package that does not exist would fail every attempt.
+                let mut refs: Vec<&crate::domain::spec::PackageRef> = tasks
+                    .iter()
+                    .flat_map(|t| t.application_packages.iter())
+                    .collect();
+                refs.sort_by(|a, b| (&a.id, &a.version).cmp(&(&b.id, &b.version)));
+                refs.dedup();
+                for r in refs {
+                    self.blobs
+                        .resolve(account, r.id.clone(), r.version.clone())
+                        .await
+                        .map_err(|mut e| {
+                            e.message = format!("{}; no task was added", e.message);
+                            e
+                        })?;
+                }
                 // A task no node of the pool could ever hold is refused now,
                 // not left queued for ever.
                 if let Some(spec) = job_state.state.spec.as_ref() {
@@ -1100,9 +1140,115 @@ impl Service {
                 offset,
                 max_bytes,
             } => {
-                self.read_task_output(account, job, task, *attempt, *stream, *offset, *max_bytes)
+                let op = crate::api::FileOp::Read {
+                    offset: *offset,
+                    max_bytes: *max_bytes,
+                };
+                let (node, attempt, answer, completed) = self
+                    .task_file(account, job, task, *attempt, stream.file_name(), op)
+                    .await?;
+                match answer {
+                    crate::api::FileAnswer::Chunk(chunk) => Ok(Response::TaskOutput {
+                        node,
+                        attempt,
+                        chunk,
+                        completed,
+                    }),
+                    crate::api::FileAnswer::Listing(_) => {
+                        Err(internal("the agent answered a read with a listing"))
+                    }
+                }
+            }
+            Request::ListTaskFiles {
+                job,
+                task,
+                attempt,
+                path,
+                recursive,
+            } => {
+                let op = crate::api::FileOp::List {
+                    recursive: *recursive,
+                };
+                let (node, _, answer, completed) = self
+                    .task_file(account, job, task, *attempt, path, op)
+                    .await?;
+                Ok(Response::Files {
+                    node,
+                    answer,
+                    completed,
+                })
+            }
+            Request::ReadTaskFile {
+                job,
+                task,
+                attempt,
+                path,
+                offset,
+                max_bytes,
+            } => {
+                let op = crate::api::FileOp::Read {
+                    offset: *offset,
+                    max_bytes: *max_bytes,
+                };
+                let (node, _, answer, completed) = self
+                    .task_file(account, job, task, *attempt, path, op)
+                    .await?;
+                Ok(Response::Files {
+                    node,
+                    answer,
+                    completed,
+                })
+            }
+            Request::ListNodeFiles {
+                pool,
+                node,
+                path,
+                recursive,
+            } => {
+                let op = crate::api::FileOp::List {
+                    recursive: *recursive,
+                };
+                self.node_file(account, pool, node, path, op).await
+            }
+            Request::ReadNodeFile {
+                pool,
+                node,
+                path,
+                offset,
+                max_bytes,
+            } => {
+                let op = crate::api::FileOp::Read {
+                    offset: *offset,
+                    max_bytes: *max_bytes,
+                };
+                self.node_file(account, pool, node, path, op).await
+            }
+            Request::ListPackages => self.blobs.packages(account).await,
+            Request::BeginPackageUpload { id, version } => {
+                self.blobs
+                    .begin_package(account, id.clone(), version.clone(), self.clock.now())
                     .await
             }
+            Request::SetDefaultPackageVersion { id, version } => {
+                self.blobs
+                    .set_default(account, id.clone(), version.clone(), self.clock.now())
+                    .await
+            }
+            Request::DeletePackageVersion { id, version } => {
+                self.blobs
+                    .delete_version(account, id.clone(), version.clone())
+                    .await
+            }
+            Request::ListContainers
+            | Request::ListBlobs { .. }
+            | Request::ShowBlob { .. }
+            | Request::DeleteBlob { .. }
+            | Request::BeginUpload { .. }
+            | Request::UploadChunk { .. }
+            | Request::FinishUpload { .. }
+            | Request::AbortUpload { .. }
+            | Request::ReadBlob { .. }
+            | Request::ResolvePackage { .. } => unreachable!("blob requests are routed first"),
             Request::TailEvents { .. } | Request::Ping | Request::Whoami => {
                 unreachable!("handled before dispatch")
             }
@@ -1141,16 +1287,17 @@ impl Service {
 
     /// Part of an attempt's stdout or stderr, read by its node's agent.
     #[allow(clippy::too_many_arguments)]
-    async fn read_task_output(
+    /// A file operation on an attempt's directory, carried out by the
+    /// agent of the node it ran on: (node, attempt, answer, completed).
+    async fn task_file(
         &self,
         account: &AccountName,
         job: &crate::types::JobId,
         task: &TaskId,
         attempt: u32,
-        which: crate::api::OutputStream,
-        offset: u64,
-        max_bytes: u32,
-    ) -> Result<Response, ApiError> {
+        path: &str,
+        op: crate::api::FileOp,
+    ) -> Result<(NodeId, u32, crate::api::FileAnswer, bool), ApiError> {
         let stream = StreamId::task(account, job, task);
         let state = self.show::<Task>(&stream, task.as_str()).await?.state;
         let attempt = if attempt == 0 { state.attempt } else { attempt };
@@ -1190,49 +1337,145 @@ impl Service {
                 "task {task} attempt {attempt} has no assignment"
             )));
         };
-        let pool_key = format!("{account}/{}", placed.pool);
-        if self
-            .placement
-            .scheduler()
-            .node(&pool_key, &placed.node)
-            .is_none()
-        {
-            return Err(ApiError::rejected(
-                RejectionCode::NodeNotFound,
+        let root = crate::api::FileRoot::Attempt(crate::api::AttemptRef {
+            job: job.clone(),
+            task: task.clone(),
+            attempt,
+        });
+        let answer = self
+            .ask_agent(account, &placed.pool, &placed.node, root, path, op, || {
                 format!(
                     "attempt {attempt} of task {task} ran on node {}, which has left pool {}; its files went with it",
                     placed.node, placed.pool
-                ),
-            ));
+                )
+            })
+            .await?;
+        Ok((placed.node, attempt, answer, completed))
+    }
+
+    /// A file operation on a node's own directory.
+    async fn node_file(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        path: &str,
+        op: crate::api::FileOp,
+    ) -> Result<Response, ApiError> {
+        self.show::<Pool>(&StreamId::pool(account, pool), pool.as_str())
+            .await?;
+        let answer = self
+            .ask_agent(account, pool, node, crate::api::FileRoot::Node, path, op, || {
+                format!("pool {pool} has no node {node} (lote node list {pool})")
+            })
+            .await?;
+        Ok(Response::Files {
+            node: node.clone(),
+            answer,
+            completed: false,
+        })
+    }
+
+    /// Hands a file operation to a node's agent (waking its long poll) and
+    /// waits for the answer.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask_agent(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        root: crate::api::FileRoot,
+        path: &str,
+        op: crate::api::FileOp,
+        gone: impl FnOnce() -> String,
+    ) -> Result<crate::api::FileAnswer, ApiError> {
+        if path.len() > 4096 || path.contains('\0') {
+            return Err(Rejection::invalid("a file path is at most 4096 bytes, with no NUL").into());
         }
+        let pool_key = format!("{account}/{pool}");
+        if self.placement.scheduler().node(&pool_key, node).is_none() {
+            return Err(ApiError::rejected(RejectionCode::NodeNotFound, gone()));
+        }
+        let op = match op {
+            crate::api::FileOp::Read { offset, max_bytes } => crate::api::FileOp::Read {
+                offset,
+                max_bytes: max_bytes.clamp(1, crate::api::OUTPUT_CHUNK_MAX),
+            },
+            list => list,
+        };
         let read = crate::api::FileRead {
             read: 0,
-            attempt: crate::api::AttemptRef {
-                job: job.clone(),
-                task: task.clone(),
-                attempt,
-            },
-            stream: which,
-            offset,
-            max_bytes: max_bytes.clamp(1, crate::api::OUTPUT_CHUNK_MAX),
+            root,
+            path: path.to_string(),
+            op,
         };
-        let chunk = self
-            .placement
-            .read_output(
-                account,
-                &placed.pool,
-                &placed.node,
-                read,
-                std::time::Duration::from_secs(10),
-            )
+        self.placement
+            .read_output(account, pool, node, read, FILE_ANSWER_WAIT)
             .await
-            .map_err(|why| ApiError::rejected(RejectionCode::NodeStateConflict, why))?;
-        Ok(Response::TaskOutput {
-            node: placed.node,
-            attempt,
-            chunk,
-            completed,
-        })
+            .map_err(|why| match why {
+                crate::server::placement::ReadFailure::Agent(why) => {
+                    ApiError::rejected(RejectionCode::FileNotFound, why)
+                }
+                crate::server::placement::ReadFailure::Unreachable(why) => {
+                    ApiError::rejected(RejectionCode::NodeStateConflict, why)
+                }
+            })
+    }
+
+    /// The blob store's requests, for an account or a node of it.
+    async fn blob_request(
+        &self,
+        account: &AccountName,
+        request: Request,
+    ) -> Result<Response, ApiError> {
+        let blobs = &self.blobs;
+        match request {
+            Request::ListContainers => blobs.containers(account).await,
+            Request::ListBlobs {
+                container,
+                prefix,
+                after,
+                limit,
+            } => blobs.list(account, container, prefix, after, limit).await,
+            Request::ShowBlob { container, name } => Ok(Response::Blob(
+                blobs.stat(account, &container, &name).await?,
+            )),
+            Request::DeleteBlob { container, name } => {
+                blobs.delete(account, container, name).await
+            }
+            Request::BeginUpload { container, name } => {
+                blobs
+                    .begin(account, container, name, self.clock.now())
+                    .await
+            }
+            Request::UploadChunk {
+                upload,
+                offset,
+                data,
+            } => blobs.chunk(account, upload, offset, data).await,
+            Request::FinishUpload {
+                upload,
+                size,
+                sha256,
+            } => blobs.finish(account, upload, size, sha256).await,
+            Request::AbortUpload { upload } => blobs.abort(account, upload),
+            Request::ReadBlob {
+                container,
+                name,
+                sha256,
+                offset,
+                max_bytes,
+            } => {
+                blobs
+                    .read(account, container, name, sha256, offset, max_bytes)
+                    .await
+            }
+            Request::ResolvePackage { id, version } => {
+                let (version, blob) = blobs.resolve(account, id.clone(), version).await?;
+                Ok(Response::PackageResolved { id, version, blob })
+            }
+            other => Err(internal(format!("{} is not a blob request", other.name()))),
+        }
     }
 
     /// Waits until placement has folded everything recorded so far, so an
@@ -1262,12 +1505,21 @@ impl Service {
         let node_stream = StreamId::node(account, pool, node);
         // Any call from the agent is its heartbeat.
         self.placement.touch(account, pool, node);
+        // A node reads its account's blobs (resource files, packages) and
+        // writes outputs, as the account could; it may not delete.
+        if request.is_blob() && !matches!(request, Request::DeleteBlob { .. }) {
+            return self.blob_request(account, request).await;
+        }
         match request {
             Request::AgentRegister { agent } => {
                 let pool_state = self
                     .show::<Pool>(&StreamId::pool(account, pool), pool.as_str())
                     .await?;
-                let start_task = pool_state.state.spec.and_then(|p| p.start_task);
+                let (start_task, application_packages) = pool_state
+                    .state
+                    .spec
+                    .map(|p| (p.start_task, p.application_packages))
+                    .unwrap_or_default();
                 // A start task not waited for runs while the node works.
                 let command = NodeCommand::RegisterAgent {
                     agent,
@@ -1278,10 +1530,16 @@ impl Service {
                     .execute::<Node>(&node_stream, command, ctx())
                     .await
                 {
-                    Ok(_) => Ok(Response::Registered { start_task }),
+                    Ok(_) => Ok(Response::Registered {
+                        start_task,
+                        application_packages,
+                    }),
                     // An agent restarting on a node that is already up.
                     Err(CoreError::Rejected(r)) if r.code == RejectionCode::NodeStateConflict => {
-                        Ok(Response::Registered { start_task: None })
+                        Ok(Response::Registered {
+                            start_task: None,
+                            application_packages,
+                        })
                     }
                     Err(e) => Err(e.into()),
                 }
@@ -1348,15 +1606,33 @@ impl Service {
                     .work_for(account, pool, node, &running, wait)
                     .await;
                 let mut assignments = Vec::with_capacity(work.to_start.len());
+                // One job's files serve all its attempts in this answer.
+                let mut job_files: HashMap<crate::types::JobId, Vec<ResourceFile>> =
+                    HashMap::new();
                 for (job, task, attempt) in work.to_start {
                     let stream = StreamId::task(account, &job, &task);
                     let state = crate::actors::load::<Task>(self.core.store(), &stream, true)?;
                     if let Some(spec) = state.state.spec {
+                        if !job_files.contains_key(&job) {
+                            let job_state = crate::actors::load::<Job>(
+                                self.core.store(),
+                                &StreamId::job(account, &job),
+                                true,
+                            )?;
+                            let files = job_state
+                                .state
+                                .spec
+                                .map(|j| j.common_resource_files)
+                                .unwrap_or_default();
+                            job_files.insert(job.clone(), files);
+                        }
+                        let job_resource_files = job_files[&job].clone();
                         assignments.push(crate::api::Assignment {
                             job,
                             task,
                             attempt,
                             spec,
+                            job_resource_files,
                         });
                     }
                 }
@@ -1396,9 +1672,14 @@ impl Service {
                 task,
                 attempt,
                 result,
+                outputs,
             } => {
                 let stream = StreamId::task(account, &job, &task);
-                let command = TaskCommand::CompleteTask { attempt, result };
+                let command = TaskCommand::CompleteTask {
+                    attempt,
+                    result,
+                    outputs,
+                };
                 match self.core.execute::<Task>(&stream, command, ctx()).await {
                     Ok(_) => {
                         self.placement_saw_it().await;

@@ -99,6 +99,7 @@ pub fn pool_spec(target_nodes: u32) -> PoolSpec {
         start_task: None,
         scheduling: SchedulingPolicy::Pack,
         provider: NodeProvider::Local,
+        application_packages: vec![],
     }
 }
 
@@ -113,6 +114,7 @@ pub fn job_spec() -> JobSpec {
         max_task_retries: 1,
         on_all_tasks_complete: OnAllTasksComplete::NoAction,
         on_task_failure: OnTaskFailure::NoAction,
+        common_resource_files: vec![],
     }
 }
 
