@@ -366,7 +366,7 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
     let base = http_server(b"#!/bin/sh\necho from-url\n".to_vec());
 
     local_pool(&client, "files", 1, 2).await;
-    let node = nodes_up(&client, "files", 1).await[0].state.id.to_string();
+    let node = nodes_up(&client, "files", 1).await[0].state.id.clone().unwrap().to_string();
     let job = JobSpec {
         common_resource_files: vec![ResourceFile {
             mode: Some(0o755),
@@ -382,13 +382,13 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
 
     // Six tasks share one 3 MiB input; each also takes a prefix of blobs
     // and a file from a URL.
-    let conditions = [
-        output("out/*.txt", "ok/", UploadCondition::Success),
-        output("out/*.txt", "bad/", UploadCondition::Failure),
-        output("../stdout.txt", "logs/", UploadCondition::Completion),
-    ];
     let mut tasks = Vec::new();
     for i in 0..6 {
+        let conditions = [
+            output("out/*.txt", "ok/", UploadCondition::Success),
+            output("out/*.txt", "bad/", UploadCondition::Failure),
+            output("../stdout.txt", &format!("logs/t{i}/"), UploadCondition::Completion),
+        ];
         let fail = i == 5;
         let line = format!(
             "mkdir -p out && bin/check.sh shared.bin > out/digest-{i}.txt && cat set/a.txt set/sub/b.txt > out/set-{i}.txt && sh url/tool.sh && {}",
@@ -443,7 +443,7 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
                 [
                     format!("bad/digest-{i}.txt"),
                     format!("bad/set-{i}.txt"),
-                    "logs/stdout.txt".to_string()
+                    format!("logs/t{i}/stdout.txt")
                 ]
             );
         } else {
@@ -453,7 +453,7 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
                 [
                     format!("ok/digest-{i}.txt"),
                     format!("ok/set-{i}.txt"),
-                    "logs/stdout.txt".to_string()
+                    format!("logs/t{i}/stdout.txt")
                 ]
             );
         }
@@ -472,7 +472,9 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
         transfer::download_to(&client, &meta, &back, |_, _| {}).await.unwrap();
         assert_eq!(std::fs::read_to_string(&back).unwrap(), "alphabeta");
         let log = t.outputs.iter().find(|o| o.path == "../stdout.txt").unwrap();
-        assert_eq!(log.name, "logs/stdout.txt");
+        let meta = transfer::stat(&client, "results", &log.name).await.unwrap();
+        transfer::download_to(&client, &meta, &back, |_, _| {}).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), "from-url\n");
     }
     stop_and_replay(server);
 }
@@ -541,7 +543,7 @@ async fn the_files_api_refuses_traversal_and_planted_symlinks() {
     let server = ServerProcess::start(&[]);
     let (client, _key, _) = server.account("acme").await;
     local_pool(&client, "files", 1, 2).await;
-    let node = nodes_up(&client, "files", 1).await[0].state.id.clone();
+    let node = nodes_up(&client, "files", 1).await[0].state.id.clone().unwrap();
     create_job(&client, "io", "files").await;
     let planter = shell(
         "planter",
@@ -549,12 +551,16 @@ async fn the_files_api_refuses_traversal_and_planted_symlinks() {
     );
     add(&client, "io", vec![planter]).await;
     eventually(Duration::from_secs(30), "planter running", || async {
-        match files(&client, read_task("wd/ok.txt")).await {
-            Ok(FileAnswer::Chunk(c)) if c.data == b"hello\n" => Ok(()),
+        match files(&client, read_task("stdout.txt")).await {
+            Ok(FileAnswer::Chunk(c)) if c.data == b"started\n" => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
     .await;
+    let Ok(FileAnswer::Chunk(c)) = files(&client, read_task("wd/ok.txt")).await else {
+        panic!("wd/ok.txt is readable while the task runs")
+    };
+    assert_eq!(c.data, b"hello\n");
     let corpus = [
         "../x",
         "../../node.toml",
@@ -778,7 +784,7 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
         ..PoolSpec::fixed(PoolId::new("apps").unwrap(), AccountName::new("x").unwrap(), 1, 2)
     };
     create_pool_spec(&client, pool).await;
-    let node = nodes_up(&client, "apps", 1).await[0].state.id.to_string();
+    let node = nodes_up(&client, "apps", 1).await[0].state.id.clone().unwrap().to_string();
     create_job(&client, "run", "apps").await;
     let with = |id: &str, version: Option<&str>| {
         let mut t = shell(id, "$LOTE_APP_TOOL/bin/tool; echo \"$LOTE_APP_TOOL_1_0|$LOTE_APP_TOOL_2_0\"");

@@ -93,7 +93,7 @@ pub struct ArchiveSummary {
 }
 
 /// The entry's path inside the target directory, or why it is refused.
-fn entry_path(entry: &zip::read::ZipFile<'_>) -> Result<PathBuf, String> {
+fn entry_path<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Result<PathBuf, String> {
     let name = entry.name().to_string();
     if entry.is_symlink() {
         return Err(format!("entry {name:?} is a symbolic link; packages may not hold links"));

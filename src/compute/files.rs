@@ -73,7 +73,10 @@ pub fn answer(node_root: &Path, read: &FileRead) -> Result<FileAnswer, String> {
                 for name in NODE_VISIBLE {
                     let p = root.join(name);
                     if p.exists() {
-                        list_into(&p, name, recursive, &mut out)?;
+                        out.push(entry(&p, name.to_string())?);
+                        if recursive {
+                            list_into(&p, name, true, &mut out)?;
+                        }
                     }
                 }
             } else {

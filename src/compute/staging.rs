@@ -81,6 +81,17 @@ fn has_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
 }
 
+/// The directories a pattern names before its first wildcard: `out/` of
+/// `out/*.png`, nothing of `**/*.png`. Uploaded names drop it, so
+/// `out/*.png` with prefix `run-1/` gives `run-1/frame.png`.
+fn literal_base(pattern: &str) -> &str {
+    let first_glob = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    match pattern[..first_glob].rfind('/') {
+        Some(slash) => &pattern[..=slash],
+        None => "",
+    }
+}
+
 impl Stager {
     pub fn new(client: Arc<Client>, root: PathBuf) -> Self {
         Stager {
@@ -200,8 +211,11 @@ impl Stager {
                     .map_err(|e| format!("output files: {e}"))??
             };
             let literal = !has_glob(&output.pattern);
+            let base = literal_base(&output.pattern);
             for (rel, path) in matched {
-                let shown = rel.trim_start_matches("../");
+                let shown = rel.strip_prefix(base).unwrap_or(&rel);
+                // A single named file with a prefix that is not a directory
+                // is uploaded under exactly that name.
                 let name = if literal
                     && !output.path_prefix.is_empty()
                     && !output.path_prefix.ends_with('/')
@@ -392,6 +406,11 @@ mod tests {
         assert_eq!(names("../std*.txt"), ["../stdout.txt", "../stderr.txt"]);
         assert_eq!(names("../stdout.txt"), ["../stdout.txt"]);
         assert!(names("none/*").is_empty());
+        assert_eq!(literal_base("out/*.png"), "out/");
+        assert_eq!(literal_base("out/**/*.png"), "out/");
+        assert_eq!(literal_base("**/*.png"), "");
+        assert_eq!(literal_base("../std*.txt"), "../");
+        assert_eq!(literal_base("a/b/c.txt"), "a/b/");
         assert_eq!(join_name("", "a/b"), "a/b");
         assert_eq!(join_name("run-1", "a"), "run-1/a");
         assert_eq!(join_name("run-1/", "a"), "run-1/a");

@@ -1389,8 +1389,8 @@ impl Service {
         op: crate::api::FileOp,
         gone: impl FnOnce() -> String,
     ) -> Result<crate::api::FileAnswer, ApiError> {
-        if path.len() > 4096 || path.contains('\0') {
-            return Err(Rejection::invalid("a file path is at most 4096 bytes, with no NUL").into());
+        if path.len() > 4096 {
+            return Err(Rejection::invalid("a file path is at most 4096 bytes").into());
         }
         let pool_key = format!("{account}/{pool}");
         if self.placement.scheduler().node(&pool_key, node).is_none() {
