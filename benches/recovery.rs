@@ -24,7 +24,8 @@ use lote::domain::job::{JobEvent, JobSpec};
 use lote::domain::pool::{PoolEvent, PoolSpec};
 use lote::domain::spec::CommandLine;
 use lote::domain::task::{Placement, TaskEvent, TaskResult, TaskSpec};
-use lote::domain::to_new_event;
+use lote::domain::account::{Account, AccountCommand};
+use lote::domain::{to_new_event, Aggregate, Ctx};
 use lote::server::{self, ServerConfig};
 use lote::store::{Durability, EventStore, ExpectedVersion, StoreOptions, StreamAppend, StreamId};
 use lote::types::{AccountName, Causation, JobId, NodeId, PoolId, Principal, RequestId, TaskId};
@@ -55,13 +56,11 @@ fn main() {
         .build()
         .unwrap();
 
-    // The account through the API (its keys are made as a server makes
-    // them); the rest written straight into the log, as fast as it goes.
-    let server = server::Embedded::start(ServerConfig::new(&data, "127.0.0.1:0")).unwrap();
-    let key =
-        runtime.block_on(common::new_account(&server.addr.to_string(), &server.admin_key, &account));
-    server.stop().unwrap();
+    // The whole log written straight into the store, as fast as it goes:
+    // the account (its keys made as the server makes them), the pool, the
+    // job and the finished tasks.
     let written = Instant::now();
+    let key;
     {
         let clock = SystemClock;
         let at = clock.now();
@@ -74,6 +73,33 @@ fn main() {
             Arc::new(SystemClock),
         )
         .unwrap();
+        let mut state = Account::default();
+        let ctx = Ctx::live(&clock, Principal::Admin, lote::clock::new_request_id());
+        let created = state
+            .decide(
+                &AccountCommand::CreateAccount {
+                    name: account.clone(),
+                },
+                &ctx,
+            )
+            .unwrap();
+        for e in &created {
+            state.apply(e);
+        }
+        key = state.primary_key.as_ref().unwrap().expose().to_string();
+        store
+            .append_blocking(
+                vec![StreamAppend {
+                    stream: StreamId::account(&account),
+                    expected: ExpectedVersion::NoStream,
+                    events: created.iter().map(|e| to_new_event(e).unwrap()).collect(),
+                }],
+                Causation {
+                    request_id: ctx.request_id,
+                    principal: Principal::Admin,
+                },
+            )
+            .unwrap();
         let causation = Causation {
             request_id: RequestId(uuid::Uuid::from_u128(7)),
             principal: Principal::System {

@@ -679,8 +679,9 @@ pub struct TaskFiles {
     input_urls: Vec<String>,
     /// Files uploaded after the task: PATTERN=CONTAINER[/PREFIX], the
     /// pattern a glob relative to the working directory (`out/*.png`;
-    /// `../stdout.txt` for the output beside it).
-    #[arg(long = "output", value_name = "PATTERN=CONTAINER[/PREFIX]")]
+    /// `../stdout.txt` for the output beside it). Names are PREFIX + the
+    /// path after the pattern's directory.
+    #[arg(long = "upload", value_name = "PATTERN=CONTAINER[/PREFIX]")]
     outputs: Vec<String>,
     /// When outputs are uploaded.
     #[arg(long, value_enum, default_value = "success")]

@@ -83,7 +83,8 @@ pub enum AppCmd {
     #[command(verbatim_doc_comment)]
     Upload {
         id: String,
-        version: String,
+        #[arg(value_name = "VERSION")]
+        package_version: String,
         zip: PathBuf,
         /// Make it the version used by references that name none.
         #[arg(long)]
@@ -93,11 +94,13 @@ pub enum AppCmd {
     List,
     SetDefault {
         id: String,
-        version: String,
+        #[arg(value_name = "VERSION")]
+        package_version: String,
     },
     Delete {
         id: String,
-        version: String,
+        #[arg(value_name = "VERSION")]
+        package_version: String,
     },
 }
 
@@ -368,7 +371,7 @@ pub async fn app(client: &Client, cmd: AppCmd) -> Result<Response, ClientError> 
     match cmd {
         AppCmd::Upload {
             id,
-            version,
+            package_version: version,
             zip,
             default,
         } => {
@@ -394,12 +397,18 @@ pub async fn app(client: &Client, cmd: AppCmd) -> Result<Response, ClientError> 
             }
         }
         AppCmd::List => client.call(&Request::ListPackages).await,
-        AppCmd::SetDefault { id, version } => {
+        AppCmd::SetDefault {
+            id,
+            package_version: version,
+        } => {
             client
                 .call(&Request::SetDefaultPackageVersion { id, version })
                 .await
         }
-        AppCmd::Delete { id, version } => {
+        AppCmd::Delete {
+            id,
+            package_version: version,
+        } => {
             client
                 .call(&Request::DeletePackageVersion { id, version })
                 .await

@@ -860,10 +860,21 @@ fn zz_every_decide_rejection_is_covered() {
     request_records_are_written_once();
     let seen: HashSet<RejectionCode> = SEEN.lock().unwrap().iter().copied().collect();
     // TooBusy comes from the actor layer's bounded conflict retries, not
-    // from decide.
+    // from decide; the blob store's and the files API's codes come from
+    // the server (tests/files.rs and the blob store's unit tests).
+    let not_decide = [
+        RejectionCode::TooBusy,
+        RejectionCode::BlobNotFound,
+        RejectionCode::BlobChanged,
+        RejectionCode::ChecksumMismatch,
+        RejectionCode::StorageFull,
+        RejectionCode::UploadNotFound,
+        RejectionCode::ApplicationNotFound,
+        RejectionCode::FileNotFound,
+    ];
     let missing: Vec<_> = RejectionCode::ALL
         .iter()
-        .filter(|c| !seen.contains(c) && **c != RejectionCode::TooBusy)
+        .filter(|c| !seen.contains(c) && !not_decide.contains(c))
         .collect();
     assert!(missing.is_empty(), "no test produces {missing:?}");
 }

@@ -869,7 +869,7 @@ async fn the_blob_and_file_commands_work_from_the_cli() {
         "task", "add", "io", "t1",
         "--input", "inputs/scene/a.txt=in/a.txt",
         "--input-prefix", "inputs/scene/sub=more",
-        "--output", "out/*=results/run-1",
+        "--upload", "out/*=results/run-1",
         "--", "mkdir -p out && cat in/a.txt more/b.txt > out/ab.txt",
     ]);
     wait_job(&client, "io", Duration::from_secs(60)).await;

@@ -61,6 +61,16 @@ fn demo_then_replay_and_audit_from_the_log() {
         out.contains("60 tasks, 60 succeeded, 0 failed, 4 attempts retried; job is completed"),
         "{out}"
     );
+    assert!(
+        out.contains("60 outputs in the tasks' manifests, 60 downloaded"),
+        "{out}"
+    );
+    // The results came back from the blob store: one digest per frame,
+    // the SHA-256 of the input that was uploaded.
+    let result = std::fs::read_to_string(data.join("results/frame-00003.sha256")).unwrap();
+    let input = std::fs::read(data.join("inputs/frame-00003.raw")).unwrap();
+    use sha2::Digest;
+    assert_eq!(result.trim(), lote::blob::hex(&sha2::Sha256::digest(&input)));
     assert!(out.contains("no mismatch"), "{out}");
 
     // Replay on a copy of the directory, as an auditor would.
@@ -114,9 +124,18 @@ fn demo_then_replay_and_audit_from_the_log() {
             "TaskCompleted",
             "TaskRetried",
             "TaskAssigned",
+            "TaskOutputsUploaded",
             "TaskCompleted"
         ]
     );
+    // The successful attempt's output is in the blob store, named in the
+    // manifest recorded with its completion.
+    let uploaded = history
+        .iter()
+        .find(|e| e["event_type"] == "TaskOutputsUploaded")
+        .unwrap();
+    let manifest = uploaded.to_string();
+    assert!(manifest.contains("frames/frame-00000.sha256"), "{manifest}");
     assert_eq!(history[0]["principal"], format!("account:{account}"));
     let completed = history
         .iter()

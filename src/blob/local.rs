@@ -169,7 +169,13 @@ struct LocalWriter {
     file: Option<File>,
     hasher: Sha256,
     written: u64,
+    /// Bytes before this offset have been handed to the disk already.
+    flushed: u64,
 }
+
+/// Bytes an upload writes before the kernel is asked to start writing
+/// them to disk, so the fsync at commit waits for little.
+const WRITEBACK_BYTES: u64 = 32 << 20;
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
@@ -188,6 +194,20 @@ impl BlobWriter for LocalWriter {
             .map_err(|e| BlobError::io("writing the upload", e))?;
         self.hasher.update(data);
         self.written += data.len() as u64;
+        if self.written - self.flushed >= WRITEBACK_BYTES {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain syscall on our own open descriptor; it only
+            // starts writeback of the range and never blocks on it.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    self.flushed as i64,
+                    (self.written - self.flushed) as i64,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+            self.flushed = self.written;
+        }
         Ok(())
     }
 
@@ -273,6 +293,7 @@ impl BlobStore for Shared {
             file: Some(file),
             hasher: Sha256::new(),
             written: 0,
+            flushed: 0,
         }))
     }
 
