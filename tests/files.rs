@@ -100,19 +100,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
-fn cli_cmd(server: &ServerProcess, key: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(lote_bin());
-    c.args(args)
-        .env("LOTE_SERVER", &server.addr)
-        .env("LOTE_ACCOUNT", "acme")
-        .env("LOTE_KEY", key)
-        .env("XDG_CONFIG_HOME", server.data_dir.join("no-profiles"))
-        .env_remove("LOTE_ADMIN_KEY")
-        .env_remove("LOTE_ADMIN_KEY_FILE")
-        .env_remove("LOTE_PROFILE")
-        .env_remove("LOTE_OUTPUT");
-    c
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_mib_blob_round_trips_with_its_checksum_in_bounded_memory() {
@@ -126,7 +113,7 @@ async fn a_200_mib_blob_round_trips_with_its_checksum_in_bounded_memory() {
     let server_before = status_kib(server.pid(), "VmRSS:");
 
     let (status, upload_kib, text) = run_measured({
-        let mut c = cli_cmd(&server, &key, &["blob", "upload", "inputs"]);
+        let mut c = cli_command(&server, &key, &["blob", "upload", "inputs"]);
         c.arg(&src).args(["--name", "data/big.bin"]);
         c
     });
@@ -136,7 +123,7 @@ async fn a_200_mib_blob_round_trips_with_its_checksum_in_bounded_memory() {
 
     let dest = work.path().join("back.bin");
     let (status, download_kib, text) = run_measured({
-        let mut c = cli_cmd(
+        let mut c = cli_command(
             &server,
             &key,
             &["blob", "download", "inputs", "data/big.bin", "--dest"],

@@ -111,9 +111,9 @@ fn entry_path<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Result<PathBuf, Str
     Ok(path)
 }
 
-/// Checks an archive without unpacking it (at upload).
-pub fn check_archive<R: Read + Seek>(reader: R) -> Result<ArchiveSummary, String> {
-    let mut archive =
+/// Opens an archive, refusing one with too many entries.
+fn open_archive<R: Read + Seek>(reader: R) -> Result<zip::ZipArchive<R>, String> {
+    let archive =
         zip::ZipArchive::new(reader).map_err(|e| format!("not a readable zip archive: {e}"))?;
     if archive.len() > PACKAGE_ENTRIES_MAX {
         return Err(format!(
@@ -121,6 +121,12 @@ pub fn check_archive<R: Read + Seek>(reader: R) -> Result<ArchiveSummary, String
             archive.len()
         ));
     }
+    Ok(archive)
+}
+
+/// Checks an archive without unpacking it (at upload).
+pub fn check_archive<R: Read + Seek>(reader: R) -> Result<ArchiveSummary, String> {
+    let mut archive = open_archive(reader)?;
     let mut expanded = 0u64;
     for i in 0..archive.len() {
         let entry = archive
@@ -146,14 +152,7 @@ pub fn check_archive<R: Read + Seek>(reader: R) -> Result<ArchiveSummary, String
 /// bytes are written, not trusted from the archive's headers.
 pub fn unpack(zip_path: &Path, dest: &Path, max_bytes: u64) -> Result<ArchiveSummary, String> {
     let file = std::fs::File::open(zip_path).map_err(|e| format!("cannot open the package: {e}"))?;
-    let mut archive =
-        zip::ZipArchive::new(file).map_err(|e| format!("not a readable zip archive: {e}"))?;
-    if archive.len() > PACKAGE_ENTRIES_MAX {
-        return Err(format!(
-            "the archive holds {} entries; at most {PACKAGE_ENTRIES_MAX}",
-            archive.len()
-        ));
-    }
+    let mut archive = open_archive(file)?;
     let parent = dest
         .parent()
         .ok_or_else(|| "the package directory has no parent".to_string())?;

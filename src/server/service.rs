@@ -1239,16 +1239,6 @@ impl Service {
                     .delete_version(account, id.clone(), version.clone())
                     .await
             }
-            Request::ListContainers
-            | Request::ListBlobs { .. }
-            | Request::ShowBlob { .. }
-            | Request::DeleteBlob { .. }
-            | Request::BeginUpload { .. }
-            | Request::UploadChunk { .. }
-            | Request::FinishUpload { .. }
-            | Request::AbortUpload { .. }
-            | Request::ReadBlob { .. }
-            | Request::ResolvePackage { .. } => unreachable!("blob requests are routed first"),
             Request::TailEvents { .. } | Request::Ping | Request::Whoami => {
                 unreachable!("handled before dispatch")
             }

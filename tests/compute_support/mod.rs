@@ -297,7 +297,13 @@ pub async fn pid_in(path: &Path) -> String {
 
 /// Runs the `lote` CLI as an account of `server`.
 pub fn cli(server: &ServerProcess, key: &str, args: &[&str]) -> std::process::Output {
-    Command::new(lote_bin())
+    cli_command(server, key, args).output().unwrap()
+}
+
+/// The `lote` CLI as an account of `server`, ready to run.
+pub fn cli_command(server: &ServerProcess, key: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(lote_bin());
+    command
         .args(args)
         .env("LOTE_SERVER", &server.addr)
         .env("LOTE_ACCOUNT", "acme")
@@ -306,9 +312,8 @@ pub fn cli(server: &ServerProcess, key: &str, args: &[&str]) -> std::process::Ou
         .env_remove("LOTE_ADMIN_KEY")
         .env_remove("LOTE_ADMIN_KEY_FILE")
         .env_remove("LOTE_PROFILE")
-        .env_remove("LOTE_OUTPUT")
-        .output()
-        .unwrap()
+        .env_remove("LOTE_OUTPUT");
+    command
 }
 
 /// Stops the server and checks that `lote replay` rebuilds its whole log
