@@ -2,7 +2,9 @@
 //! runs on a local pool (whose agents keep running through each crash):
 //! nothing acknowledged is lost, every task completes, and none runs or is
 //! recorded twice. Seeded; the seed is printed (set LOTE_TEST_SEED to
-//! repeat a run).
+//! repeat a run). Then outages that last: a task that ends while the
+//! server is down is recorded once and not run again, and a job deadline
+//! that passes meanwhile fires at the restart.
 
 mod compute_support;
 mod server_support;
@@ -11,8 +13,9 @@ use std::time::Duration;
 
 use compute_support::*;
 use lote::api::{Credential, Request};
-use lote::domain::task::{TaskBucket, TaskSpec};
-use lote::types::{AccountName, JobId};
+use lote::domain::job::{JobSpec, JobStatus};
+use lote::domain::task::{FailureCategory, TaskBucket, TaskSpec, TaskStatus};
+use lote::types::{AccountName, JobId, PoolId};
 use server_support::*;
 
 const TASKS: usize = 2000;
@@ -116,5 +119,101 @@ async fn ten_crashes_lose_nothing_and_run_nothing_twice() {
         "seed {seed}: tasks not run exactly once: {twice:?}"
     );
     // The log rebuilds with no mismatch (job counts equal their tasks').
+    stop_and_replay(server);
+}
+
+fn reconnect(server: &ServerProcess, key: &str) -> lote::client::Client {
+    server.client(
+        Credential::Account {
+            account: AccountName::new("acme").unwrap(),
+        },
+        key,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_ends_while_the_server_is_down_is_recorded_once_and_not_run_again() {
+    let marks = tempfile::tempdir().unwrap();
+    let mark = marks.path().join("t");
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, "p", 1, 1).await;
+    nodes_up(&client, "p", 1).await;
+    create_job(&client, "j", "p").await;
+    let line = format!(
+        "echo run >> {m}; sleep 2; echo done >> {m}",
+        m = mark.display()
+    );
+    add(&client, "j", vec![shell("t", &line)]).await;
+    eventually(Duration::from_secs(30), "task running", || async {
+        let t = task(&client, "j", "t").await.state;
+        if t.status == TaskStatus::Running {
+            Ok(())
+        } else {
+            Err(format!("{:?}", t.status))
+        }
+    })
+    .await;
+    // Down for longer than the task has left: it ends during the outage.
+    let mut ended_while_down = String::new();
+    let server = server.crash_restart_after(Duration::from_secs(4), &[], || {
+        ended_while_down = std::fs::read_to_string(&mark).unwrap_or_default();
+    });
+    assert_eq!(ended_while_down, "run\ndone\n", "the task ran on while the server was down");
+    let client = reconnect(&server, &key);
+    wait_job(&client, "j", Duration::from_secs(30)).await;
+    let t = task(&client, "j", "t").await.state;
+    assert!(t.last_result.as_ref().unwrap().succeeded(), "{:?}", t.last_result);
+    assert_eq!((t.attempt, t.retry_count, t.requeue_count), (1, 0, 0));
+    // Give a wrongly rerun attempt time to show, then check it ran once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "run\ndone\n");
+    let trails = stop_and_audit(server, &["task/acme/j/t"]);
+    assert_eq!(trails[0].matches("TaskCompleted").count(), 1, "{}", trails[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deadline_that_passes_while_the_server_is_down_fires_at_the_restart() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, "p", 1, 1).await;
+    nodes_up(&client, "p", 1).await;
+    let spec = JobSpec {
+        max_wall_clock_secs: Some(3),
+        ..JobSpec::on_pool(
+            JobId::new("j").unwrap(),
+            AccountName::new("x").unwrap(),
+            PoolId::new("p").unwrap(),
+        )
+    };
+    create_job_spec(&client, spec).await;
+    add(&client, "j", vec![shell("long", "sleep 120")]).await;
+    eventually(Duration::from_secs(30), "task running", || async {
+        match task(&client, "j", "long").await.state.status {
+            TaskStatus::Running => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // The deadline (3 s after creation) passes while the server is down.
+    let server = server.crash_restart_after(Duration::from_secs(4), &[], || {});
+    let client = reconnect(&server, &key);
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(20), "job terminated", || async {
+        let j = show_job(&client, "j").await.state;
+        if j.status == JobStatus::Completed {
+            Ok(())
+        } else {
+            Err(format!("{:?}", j.status))
+        }
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    let t = task(&client, "j", "long").await.state;
+    assert_eq!(t.status, TaskStatus::Completed);
+    assert_eq!(
+        t.last_result.unwrap().failure.map(|f| f.0),
+        Some(FailureCategory::Terminated)
+    );
     stop_and_replay(server);
 }

@@ -113,12 +113,25 @@ impl ServerProcess {
     /// SIGKILL (no drain, no flush), then a new server on the same data
     /// directory and address, so local agents, which keep running, find
     /// it again.
-    pub fn crash_restart(mut self, extra: &[&str]) -> ServerProcess {
+    pub fn crash_restart(self, extra: &[&str]) -> ServerProcess {
+        self.crash_restart_after(Duration::ZERO, extra, || {})
+    }
+
+    /// SIGKILL, then `during` runs while the server stays down for `down`,
+    /// then the restart (as [`crash_restart`](Self::crash_restart)).
+    pub fn crash_restart_after(
+        mut self,
+        down: Duration,
+        extra: &[&str],
+        during: impl FnOnce(),
+    ) -> ServerProcess {
         let temp = self.take_temp();
         let mut child = self.child.take().expect("server running");
         let _ = child.kill();
         let _ = child.wait();
         self.handed_over = true;
+        std::thread::sleep(down);
+        during();
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut again = loop {
             let mut cmd = Command::new(lote_bin());
