@@ -137,7 +137,9 @@ fn main() {
 
     let cp = rate(cp_secs);
     println!("blob transfers of {mib} MiB over loopback (server and client in this process)");
-    println!("  cp:        {cp:8.1} MiB/s ({cp_secs:.2}s; a sync after it took {sync_secs:.2}s more)");
+    println!(
+        "  cp:        {cp:8.1} MiB/s ({cp_secs:.2}s; a sync after it took {sync_secs:.2}s more)"
+    );
     println!(
         "  upload:    {:8.1} MiB/s ({up_secs:.2}s) = {:.0}% of cp, fsynced before visible",
         rate(up_secs),

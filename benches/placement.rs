@@ -43,8 +43,14 @@ impl Log {
         command: A::Command,
         principal: Principal,
     ) -> Vec<Envelope> {
-        let ctx = Ctx::live(&self.clock, principal.clone(), lote::clock::new_request_id());
-        let events = state.decide(&command, &ctx).expect("the command is accepted");
+        let ctx = Ctx::live(
+            &self.clock,
+            principal.clone(),
+            lote::clock::new_request_id(),
+        );
+        let events = state
+            .decide(&command, &ctx)
+            .expect("the command is accepted");
         events
             .iter()
             .map(|e| {
@@ -94,7 +100,13 @@ fn main() {
         ..PoolSpec::fixed(pool_id.clone(), account.clone(), nodes, slots)
     };
     let (mut pool, mut v) = (Pool::default(), 0);
-    for e in log.run(&mut pool, &mut v, &pool_stream, PoolCommand::CreatePool { spec }, system.clone()) {
+    for e in log.run(
+        &mut pool,
+        &mut v,
+        &pool_stream,
+        PoolCommand::CreatePool { spec },
+        system.clone(),
+    ) {
         scheduler.observe(&e);
     }
     for i in 0..nodes {
@@ -132,7 +144,13 @@ fn main() {
     let job_stream = StreamId::job(&account, &job_id);
     let (mut job, mut v) = (Job::default(), 0);
     let spec = JobSpec::on_pool(job_id.clone(), account.clone(), pool_id.clone());
-    for e in log.run(&mut job, &mut v, &job_stream, JobCommand::CreateJob { spec }, system.clone()) {
+    for e in log.run(
+        &mut job,
+        &mut v,
+        &job_stream,
+        JobCommand::CreateJob { spec },
+        system.clone(),
+    ) {
         scheduler.observe(&e);
     }
 
@@ -178,13 +196,22 @@ fn main() {
         let t = Instant::now();
         let plan = scheduler.plan();
         planning += t.elapsed();
-        assert!(!plan.is_empty(), "a round placed nothing with {placed} of {tasks} placed");
+        assert!(
+            !plan.is_empty(),
+            "a round placed nothing with {placed} of {tasks} placed"
+        );
         rounds += 1;
         placed += plan.len() as u64;
         for p in plan {
             let stream = StreamId::task(&p.account, &p.job, &p.task);
             let (_, state, v) = &mut states[index[&stream]];
-            let assigned = log.run(state, v, &stream, TaskCommand::AssignTask { node: p.node }, system.clone());
+            let assigned = log.run(
+                state,
+                v,
+                &stream,
+                TaskCommand::AssignTask { node: p.node },
+                system.clone(),
+            );
             let done = log.run(
                 state,
                 v,

@@ -20,11 +20,11 @@ use common::{arg, smoke};
 use lote::api::{Credential, Request, Response};
 use lote::client::{Client, ClientConfig};
 use lote::clock::{Clock, SystemClock};
+use lote::domain::account::{Account, AccountCommand};
 use lote::domain::job::{JobEvent, JobSpec};
 use lote::domain::pool::{PoolEvent, PoolSpec};
 use lote::domain::spec::CommandLine;
 use lote::domain::task::{Placement, TaskEvent, TaskResult, TaskSpec};
-use lote::domain::account::{Account, AccountCommand};
 use lote::domain::{to_new_event, Aggregate, Ctx};
 use lote::server::{self, ServerConfig};
 use lote::store::{Durability, EventStore, ExpectedVersion, StoreOptions, StreamAppend, StreamId};
@@ -202,7 +202,10 @@ fn main() {
         client
             .call(&Request::AddTasks {
                 job: job.clone(),
-                tasks: vec![TaskSpec::simple(fresh.clone(), CommandLine::Shell("true".into()))],
+                tasks: vec![TaskSpec::simple(
+                    fresh.clone(),
+                    CommandLine::Shell("true".into()),
+                )],
                 request_id: None,
             })
             .await
@@ -224,7 +227,10 @@ fn main() {
         (first_read, started.elapsed())
     });
     server.stop().unwrap();
-    println!("  port bound after:              {:>7.3}s", bound.as_secs_f64());
+    println!(
+        "  port bound after:              {:>7.3}s",
+        bound.as_secs_f64()
+    );
     println!(
         "  first authenticated read after: {:>7.3}s (goal: under 5 s)",
         first_read.as_secs_f64()

@@ -722,20 +722,24 @@ impl TaskFiles {
         };
         let bad = |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
         for t in &self.inputs {
-            spec.resource_files.push(f::parse_input(&sub(t)).map_err(bad)?);
+            spec.resource_files
+                .push(f::parse_input(&sub(t)).map_err(bad)?);
         }
         for t in &self.input_prefixes {
-            spec.resource_files.push(f::parse_input_prefix(&sub(t)).map_err(bad)?);
+            spec.resource_files
+                .push(f::parse_input_prefix(&sub(t)).map_err(bad)?);
         }
         for t in &self.input_urls {
-            spec.resource_files.push(f::parse_input_url(&sub(t)).map_err(bad)?);
+            spec.resource_files
+                .push(f::parse_input_url(&sub(t)).map_err(bad)?);
         }
         for t in &self.outputs {
             spec.output_files
                 .push(f::parse_output(&sub(t), self.upload_when.into()).map_err(bad)?);
         }
         for t in &self.apps {
-            spec.application_packages.push(f::parse_app(t).map_err(bad)?);
+            spec.application_packages
+                .push(f::parse_app(t).map_err(bad)?);
         }
         Ok(())
     }
@@ -1224,8 +1228,9 @@ async fn execute(
                 input_prefixes,
                 request_id,
             } => {
-                let bad =
-                    |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
+                let bad = |m: String| {
+                    ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m))
+                };
                 let mut common_resource_files = Vec::new();
                 for t in &inputs {
                     common_resource_files.push(crate::cli_files::parse_input(t).map_err(bad)?);
@@ -1544,9 +1549,7 @@ impl TaskLine {
             upload_when: self.upload_when,
             apps: self.apps,
         };
-        files
-            .apply(&mut spec, None)
-            .map_err(|e| e.to_string())?;
+        files.apply(&mut spec, None).map_err(|e| e.to_string())?;
         spec.validate().map_err(|r| r.detail)?;
         Ok(spec)
     }

@@ -135,7 +135,10 @@ impl Progress {
             return;
         }
         let width = 30u64;
-        let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
+        let filled = (done * width)
+            .checked_div(total)
+            .unwrap_or(width)
+            .min(width);
         eprint!(
             "\r{} [{}{}] {:.0}/{:.0} MiB",
             self.label,
@@ -283,9 +286,8 @@ pub async fn blob(client: &Client, cmd: BlobCmd) -> Result<(Value, String), Clie
                     let meta = transfer::stat(client, &container, &name)
                         .await
                         .map_err(from_transfer)?;
-                    let dest = dest.unwrap_or_else(|| {
-                        PathBuf::from(name.rsplit('/').next().unwrap_or(&name))
-                    });
+                    let dest = dest
+                        .unwrap_or_else(|| PathBuf::from(name.rsplit('/').next().unwrap_or(&name)));
                     download_one(client, &meta, &dest).await?;
                     done.push(meta);
                 }
@@ -296,7 +298,11 @@ pub async fn blob(client: &Client, cmd: BlobCmd) -> Result<(Value, String), Clie
                         .map_err(from_transfer)?
                     {
                         let rel = meta.name[prefix.len()..].trim_start_matches('/');
-                        let rel = if rel.is_empty() { meta.name.as_str() } else { rel };
+                        let rel = if rel.is_empty() {
+                            meta.name.as_str()
+                        } else {
+                            rel
+                        };
                         download_one(client, &meta, &dir.join(rel)).await?;
                         done.push(meta);
                     }
@@ -462,7 +468,10 @@ pub fn render(response: &Response) -> Option<(Value, String)> {
             let value = json!({ "node": node, "files": entries.iter().map(|e| json!({
                 "path": e.path, "kind": e.kind, "size": e.size, "modified": e.modified,
             })).collect::<Vec<_>>() });
-            (value, crate::cli::table(&["path", "kind", "bytes", "modified"], rows))
+            (
+                value,
+                crate::cli::table(&["path", "kind", "bytes", "modified"], rows),
+            )
         }
         _ => return None,
     })
@@ -687,8 +696,14 @@ mod tests {
             }
         );
         let o = parse_output("out/*.png=results/run-1/", UploadCondition::Completion).unwrap();
-        assert_eq!((o.container.as_str(), o.path_prefix.as_str()), ("results", "run-1/"));
-        assert_eq!(parse_app("blender:4.2").unwrap().version.as_deref(), Some("4.2"));
+        assert_eq!(
+            (o.container.as_str(), o.path_prefix.as_str()),
+            ("results", "run-1/")
+        );
+        assert_eq!(
+            parse_app("blender:4.2").unwrap().version.as_deref(),
+            Some("4.2")
+        );
         assert_eq!(parse_app("blender").unwrap().version, None);
     }
 }

@@ -166,7 +166,11 @@ async fn drive(
                 let Some((name, path)) = pending.next() else {
                     break;
                 };
-                let container = if name == "digest.sh" { "programs" } else { "inputs" };
+                let container = if name == "digest.sh" {
+                    "programs"
+                } else {
+                    "inputs"
+                };
                 let client = &client;
                 inflight.push(async move {
                     crate::blob::transfer::upload_file(

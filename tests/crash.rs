@@ -159,17 +159,29 @@ async fn a_task_that_ends_while_the_server_is_down_is_recorded_once_and_not_run_
     let server = server.crash_restart_after(Duration::from_secs(4), &[], || {
         ended_while_down = std::fs::read_to_string(&mark).unwrap_or_default();
     });
-    assert_eq!(ended_while_down, "run\ndone\n", "the task ran on while the server was down");
+    assert_eq!(
+        ended_while_down, "run\ndone\n",
+        "the task ran on while the server was down"
+    );
     let client = reconnect(&server, &key);
     wait_job(&client, "j", Duration::from_secs(30)).await;
     let t = task(&client, "j", "t").await.state;
-    assert!(t.last_result.as_ref().unwrap().succeeded(), "{:?}", t.last_result);
+    assert!(
+        t.last_result.as_ref().unwrap().succeeded(),
+        "{:?}",
+        t.last_result
+    );
     assert_eq!((t.attempt, t.retry_count, t.requeue_count), (1, 0, 0));
     // Give a wrongly rerun attempt time to show, then check it ran once.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(std::fs::read_to_string(&mark).unwrap(), "run\ndone\n");
     let trails = stop_and_audit(server, &["task/acme/j/t"]);
-    assert_eq!(trails[0].matches("TaskCompleted").count(), 1, "{}", trails[0]);
+    assert_eq!(
+        trails[0].matches("TaskCompleted").count(),
+        1,
+        "{}",
+        trails[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +220,11 @@ async fn a_job_deadline_that_passes_while_the_server_is_down_fires_at_the_restar
         }
     })
     .await;
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     let t = task(&client, "j", "long").await.state;
     assert_eq!(t.status, TaskStatus::Completed);
     assert_eq!(

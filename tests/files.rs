@@ -20,9 +20,7 @@ use lote::blob::transfer;
 use lote::client::Client;
 use lote::domain::job::JobSpec;
 use lote::domain::pool::PoolSpec;
-use lote::domain::spec::{
-    OutputFile, PackageRef, ResourceFile, ResourceSource, UploadCondition,
-};
+use lote::domain::spec::{OutputFile, PackageRef, ResourceFile, ResourceSource, UploadCondition};
 use lote::domain::task::{FailureCategory, TaskStatus};
 use lote::domain::RejectionCode;
 use lote::types::{AccountName, JobId, PoolId, TaskId};
@@ -100,7 +98,6 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_mib_blob_round_trips_with_its_checksum_in_bounded_memory() {
     let server = ServerProcess::start(&[]);
@@ -118,8 +115,13 @@ async fn a_200_mib_blob_round_trips_with_its_checksum_in_bounded_memory() {
         c
     });
     assert!(status.success(), "{text}");
-    let meta = transfer::stat(&client, "inputs", "data/big.bin").await.unwrap();
-    assert_eq!((meta.size, meta.sha256.as_str()), (SIZE as u64, want.as_str()));
+    let meta = transfer::stat(&client, "inputs", "data/big.bin")
+        .await
+        .unwrap();
+    assert_eq!(
+        (meta.size, meta.sha256.as_str()),
+        (SIZE as u64, want.as_str())
+    );
 
     let dest = work.path().join("back.bin");
     let (status, download_kib, text) = run_measured({
@@ -146,8 +148,14 @@ async fn a_200_mib_blob_round_trips_with_its_checksum_in_bounded_memory() {
     eprintln!(
         "peak RSS: upload CLI {upload_kib} KiB, download CLI {download_kib} KiB, server {server_before} KiB before, {server_peak} KiB peak"
     );
-    assert!(upload_kib < 64 * 1024, "upload CLI peaked at {upload_kib} KiB");
-    assert!(download_kib < 64 * 1024, "download CLI peaked at {download_kib} KiB");
+    assert!(
+        upload_kib < 64 * 1024,
+        "upload CLI peaked at {upload_kib} KiB"
+    );
+    assert!(
+        download_kib < 64 * 1024,
+        "download CLI peaked at {download_kib} KiB"
+    );
     assert!(
         server_peak < server_before + 96 * 1024,
         "server grew from {server_before} to {server_peak} KiB"
@@ -353,7 +361,12 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
     let base = http_server(b"#!/bin/sh\necho from-url\n".to_vec());
 
     local_pool(&client, "files", 1, 2).await;
-    let node = nodes_up(&client, "files", 1).await[0].state.id.clone().unwrap().to_string();
+    let node = nodes_up(&client, "files", 1).await[0]
+        .state
+        .id
+        .clone()
+        .unwrap()
+        .to_string();
     let job = JobSpec {
         common_resource_files: vec![ResourceFile {
             mode: Some(0o755),
@@ -374,7 +387,11 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
         let conditions = [
             output("out/*.txt", "ok/", UploadCondition::Success),
             output("out/*.txt", "bad/", UploadCondition::Failure),
-            output("../stdout.txt", &format!("logs/t{i}/"), UploadCondition::Completion),
+            output(
+                "../stdout.txt",
+                &format!("logs/t{i}/"),
+                UploadCondition::Completion,
+            ),
         ];
         let fail = i == 5;
         let line = format!(
@@ -409,7 +426,9 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
         .join("cache/blobs")
         .join(&shared_sha);
     use std::os::unix::fs::MetadataExt;
-    let inode = std::fs::metadata(&cached).expect("the shared input is cached").ino();
+    let inode = std::fs::metadata(&cached)
+        .expect("the shared input is cached")
+        .ino();
     add(&client, "io", tasks).await;
     wait_job(&client, "io", Duration::from_secs(60)).await;
     // Fetched once: the cached copy is the same file (a fetch writes a new
@@ -424,7 +443,10 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
         let result = t.last_result.clone().unwrap();
         let names: Vec<&str> = t.outputs.iter().map(|o| o.name.as_str()).collect();
         if i == 5 {
-            assert_eq!(result.failure.as_ref().unwrap().0, FailureCategory::NonZeroExit);
+            assert_eq!(
+                result.failure.as_ref().unwrap().0,
+                FailureCategory::NonZeroExit
+            );
             assert_eq!(
                 names,
                 [
@@ -446,21 +468,43 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
         }
         // The manifest is what the store holds, and the content is right.
         for o in &t.outputs {
-            let meta = transfer::stat(&client, &o.container, &o.name).await.unwrap();
+            let meta = transfer::stat(&client, &o.container, &o.name)
+                .await
+                .unwrap();
             assert_eq!((meta.size, &meta.sha256), (o.size, &o.sha256), "{o:?}");
         }
-        let digest = t.outputs.iter().find(|o| o.path.starts_with("out/digest")).unwrap();
+        let digest = t
+            .outputs
+            .iter()
+            .find(|o| o.path.starts_with("out/digest"))
+            .unwrap();
         let back = work.path().join(format!("digest-{i}"));
-        let meta = transfer::stat(&client, "results", &digest.name).await.unwrap();
-        transfer::download_to(&client, &meta, &back, |_, _| {}).await.unwrap();
+        let meta = transfer::stat(&client, "results", &digest.name)
+            .await
+            .unwrap();
+        transfer::download_to(&client, &meta, &back, |_, _| {})
+            .await
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&back).unwrap().trim(), shared_sha);
-        let set = t.outputs.iter().find(|o| o.path.starts_with("out/set")).unwrap();
+        let set = t
+            .outputs
+            .iter()
+            .find(|o| o.path.starts_with("out/set"))
+            .unwrap();
         let meta = transfer::stat(&client, "results", &set.name).await.unwrap();
-        transfer::download_to(&client, &meta, &back, |_, _| {}).await.unwrap();
+        transfer::download_to(&client, &meta, &back, |_, _| {})
+            .await
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&back).unwrap(), "alphabeta");
-        let log = t.outputs.iter().find(|o| o.path == "../stdout.txt").unwrap();
+        let log = t
+            .outputs
+            .iter()
+            .find(|o| o.path == "../stdout.txt")
+            .unwrap();
         let meta = transfer::stat(&client, "results", &log.name).await.unwrap();
-        transfer::download_to(&client, &meta, &back, |_, _| {}).await.unwrap();
+        transfer::download_to(&client, &meta, &back, |_, _| {})
+            .await
+            .unwrap();
         assert_eq!(std::fs::read_to_string(&back).unwrap(), "from-url\n");
     }
     stop_and_replay(server);
@@ -494,8 +538,16 @@ async fn failed_inputs_and_uploads_fail_the_attempt_with_their_own_category() {
     wait_job(&client, "io", Duration::from_secs(60)).await;
     for (id, category, words) in [
         ("missing-input", FailureCategory::ResourceFile, "nope.bin"),
-        ("bad-url", FailureCategory::ResourceFile, "http://127.0.0.1:9/none"),
-        ("bad-upload", FailureCategory::OutputFile, "output file out.txt"),
+        (
+            "bad-url",
+            FailureCategory::ResourceFile,
+            "http://127.0.0.1:9/none",
+        ),
+        (
+            "bad-upload",
+            FailureCategory::OutputFile,
+            "output file out.txt",
+        ),
     ] {
         let t = task(&client, "io", id).await.state;
         let (got, why) = t.last_result.unwrap().failure.unwrap();
@@ -530,7 +582,11 @@ async fn the_files_api_refuses_traversal_and_planted_symlinks() {
     let server = ServerProcess::start(&[]);
     let (client, _key, _) = server.account("acme").await;
     local_pool(&client, "files", 1, 2).await;
-    let node = nodes_up(&client, "files", 1).await[0].state.id.clone().unwrap();
+    let node = nodes_up(&client, "files", 1).await[0]
+        .state
+        .id
+        .clone()
+        .unwrap();
     create_job(&client, "io", "files").await;
     let planter = shell(
         "planter",
@@ -566,7 +622,11 @@ async fn the_files_api_refuses_traversal_and_planted_symlinks() {
     ];
     for path in corpus {
         let got = files(&client, read_task(path)).await;
-        assert_eq!(got, Err(RejectionCode::FileNotFound), "{path:?} gave {got:?}");
+        assert_eq!(
+            got,
+            Err(RejectionCode::FileNotFound),
+            "{path:?} gave {got:?}"
+        );
     }
     // Listing does not follow links either.
     for path in ["wd/evil", "wd/up", "../"] {
@@ -614,7 +674,10 @@ async fn the_files_api_refuses_traversal_and_planted_symlinks() {
     ] {
         assert!(kinds.contains(&want), "{want:?} in {kinds:?}");
     }
-    assert!(!kinds.iter().any(|(p, _)| p.starts_with("wd/evil/")), "{kinds:?}");
+    assert!(
+        !kinds.iter().any(|(p, _)| p.starts_with("wd/evil/")),
+        "{kinds:?}"
+    );
     // The node's files: its credential is not among them.
     let pool = PoolId::new("files").unwrap();
     let node_read = |path: &str| Request::ReadNodeFile {
@@ -624,7 +687,13 @@ async fn the_files_api_refuses_traversal_and_planted_symlinks() {
         offset: 0,
         max_bytes: 1 << 20,
     };
-    for path in ["node.toml", "cache", "tasks/../node.toml", "/etc/passwd", "../x"] {
+    for path in [
+        "node.toml",
+        "cache",
+        "tasks/../node.toml",
+        "/etc/passwd",
+        "../x",
+    ] {
         let got = files(&client, node_read(path)).await;
         assert_eq!(got, Err(RejectionCode::FileNotFound), "node {path:?}");
     }
@@ -699,7 +768,12 @@ fn zip_file(path: &Path, entries: &[(&str, &[u8], u32)], link: Option<(&str, &st
     w.finish().unwrap();
 }
 
-async fn upload_package(client: &Client, id: &str, version: &str, zip: &Path) -> Result<(), String> {
+async fn upload_package(
+    client: &Client,
+    id: &str,
+    version: &str,
+    zip: &Path,
+) -> Result<(), String> {
     transfer::upload_file(
         client,
         Request::BeginPackageUpload {
@@ -725,7 +799,11 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
     zip_file(&z("v2.zip"), &[("bin/tool", &tool("2.0"), 0o755)], None);
     zip_file(&z("slip.zip"), &[("../../evil.sh", b"x", 0o644)], None);
     zip_file(&z("abs.zip"), &[("/tmp/evil.sh", b"x", 0o644)], None);
-    zip_file(&z("link.zip"), &[("ok", b"x", 0o644)], Some(("escape", "/etc/passwd")));
+    zip_file(
+        &z("link.zip"),
+        &[("ok", b"x", 0o644)],
+        Some(("escape", "/etc/passwd")),
+    );
     std::fs::write(z("junk.zip"), b"not a zip at all").unwrap();
     for (bad, words) in [
         ("slip.zip", "outside"),
@@ -733,19 +811,47 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
         ("link.zip", "symbolic link"),
         ("junk.zip", "zip"),
     ] {
-        let err = upload_package(&client, "tool", "9.9", &z(bad)).await.unwrap_err();
-        assert!(err.contains("refused") && err.contains(words), "{bad}: {err}");
+        let err = upload_package(&client, "tool", "9.9", &z(bad))
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("refused") && err.contains(words),
+            "{bad}: {err}"
+        );
     }
-    upload_package(&client, "tool", "1.0", &z("v1.zip")).await.unwrap();
+    upload_package(&client, "tool", "1.0", &z("v1.zip"))
+        .await
+        .unwrap();
     // Through the CLI, made the default.
-    let out = cli(&server, &key, &["app", "upload", "tool", "2.0", z("v2.zip").to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "app",
+            "upload",
+            "tool",
+            "2.0",
+            z("v2.zip").to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cli(&server, &key, &["app", "set-default", "tool", "1.0"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cli(&server, &key, &["--output", "json", "app", "list"]);
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["packages"][0]["default_version"], "1.0", "{listed}");
-    assert_eq!(listed["packages"][0]["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        listed["packages"][0]["versions"].as_array().unwrap().len(),
+        2
+    );
 
     // A pool that uses a package, and tasks that name versions or not.
     let missing_pool = PoolSpec {
@@ -753,7 +859,12 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
             id: "nothing".into(),
             version: None,
         }],
-        ..PoolSpec::fixed(PoolId::new("apps").unwrap(), AccountName::new("x").unwrap(), 1, 2)
+        ..PoolSpec::fixed(
+            PoolId::new("apps").unwrap(),
+            AccountName::new("x").unwrap(),
+            1,
+            2,
+        )
     };
     let r = client
         .call(&Request::CreatePool {
@@ -767,14 +878,31 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
             id: "tool".into(),
             version: Some("2.0".into()),
         }],
-        start_task: Some(start_task("$LOTE_APP_TOOL_2_0/bin/tool > from-start.txt", true, 0)),
-        ..PoolSpec::fixed(PoolId::new("apps").unwrap(), AccountName::new("x").unwrap(), 1, 2)
+        start_task: Some(start_task(
+            "$LOTE_APP_TOOL_2_0/bin/tool > from-start.txt",
+            true,
+            0,
+        )),
+        ..PoolSpec::fixed(
+            PoolId::new("apps").unwrap(),
+            AccountName::new("x").unwrap(),
+            1,
+            2,
+        )
     };
     create_pool_spec(&client, pool).await;
-    let node = nodes_up(&client, "apps", 1).await[0].state.id.clone().unwrap().to_string();
+    let node = nodes_up(&client, "apps", 1).await[0]
+        .state
+        .id
+        .clone()
+        .unwrap()
+        .to_string();
     create_job(&client, "run", "apps").await;
     let with = |id: &str, version: Option<&str>| {
-        let mut t = shell(id, "$LOTE_APP_TOOL/bin/tool; echo \"$LOTE_APP_TOOL_1_0|$LOTE_APP_TOOL_2_0\"");
+        let mut t = shell(
+            id,
+            "$LOTE_APP_TOOL/bin/tool; echo \"$LOTE_APP_TOOL_1_0|$LOTE_APP_TOOL_2_0\"",
+        );
         t.application_packages = vec![PackageRef {
             id: "tool".into(),
             version: version.map(str::to_string),
@@ -789,7 +917,12 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
         })
         .await;
     assert_eq!(rejection(r), Some(RejectionCode::ApplicationNotFound));
-    add(&client, "run", vec![with("default", None), with("two", Some("2.0"))]).await;
+    add(
+        &client,
+        "run",
+        vec![with("default", None), with("two", Some("2.0"))],
+    )
+    .await;
     wait_job(&client, "run", Duration::from_secs(60)).await;
     let apps = node_dir(&server, "apps", &node).join("apps/tool");
     let output = |id: &str| {
@@ -802,7 +935,10 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
     let v2 = apps.join("2.0").display().to_string();
     assert_eq!(output("default"), format!("tool 1.0\n{v1}|{v2}\n"));
     assert_eq!(output("two"), format!("tool 2.0\n|{v2}\n"));
-    let start = std::fs::read_to_string(node_dir(&server, "apps", &node).join("starttask/wd/from-start.txt")).unwrap();
+    let start = std::fs::read_to_string(
+        node_dir(&server, "apps", &node).join("starttask/wd/from-start.txt"),
+    )
+    .unwrap();
     assert_eq!(start, "tool 2.0\n");
     // Deleting the default version takes the default with it.
     let out = cli(&server, &key, &["app", "delete", "tool", "1.0"]);
@@ -836,39 +972,83 @@ async fn the_blob_and_file_commands_work_from_the_cli() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let text = run(&["blob", "upload", "inputs", dir.to_str().unwrap(), "--prefix", "scene/"]);
+    let text = run(&[
+        "blob",
+        "upload",
+        "inputs",
+        dir.to_str().unwrap(),
+        "--prefix",
+        "scene/",
+    ]);
     assert!(text.contains("uploaded 2 blob(s), 3 bytes"), "{text}");
     let text = run(&["blob", "list", "inputs", "--prefix", "scene/"]);
-    assert!(text.contains("scene/a.txt") && text.contains("scene/sub/b.txt"), "{text}");
+    assert!(
+        text.contains("scene/a.txt") && text.contains("scene/sub/b.txt"),
+        "{text}"
+    );
     let text = run(&["blob", "list"]);
     assert_eq!(text, "inputs\n");
     let back = work.path().join("back");
-    run(&["blob", "download", "inputs", "--prefix", "scene/", "--dest", back.to_str().unwrap()]);
-    assert_eq!(std::fs::read_to_string(back.join("sub/b.txt")).unwrap(), "bb");
+    run(&[
+        "blob",
+        "download",
+        "inputs",
+        "--prefix",
+        "scene/",
+        "--dest",
+        back.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(back.join("sub/b.txt")).unwrap(),
+        "bb"
+    );
     let out = cli(&server, &key, &["blob", "show", "inputs", "missing"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no blob"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no blob"),
+        "{out:?}"
+    );
 
     // A task with short-form files, then its files through the CLI.
     local_pool(&client, "files", 1, 1).await;
     create_job(&client, "io", "files").await;
     run(&[
-        "task", "add", "io", "t1",
-        "--input", "inputs/scene/a.txt=in/a.txt",
-        "--input-prefix", "inputs/scene/sub=more",
-        "--upload", "out/*=results/run-1",
-        "--", "mkdir -p out && cat in/a.txt more/b.txt > out/ab.txt",
+        "task",
+        "add",
+        "io",
+        "t1",
+        "--input",
+        "inputs/scene/a.txt=in/a.txt",
+        "--input-prefix",
+        "inputs/scene/sub=more",
+        "--upload",
+        "out/*=results/run-1",
+        "--",
+        "mkdir -p out && cat in/a.txt more/b.txt > out/ab.txt",
     ]);
     wait_job(&client, "io", Duration::from_secs(60)).await;
     let text = run(&["task", "files", "io", "t1", "wd", "--recursive"]);
-    assert!(text.contains("wd/in/a.txt") && text.contains("wd/out/ab.txt"), "{text}");
+    assert!(
+        text.contains("wd/in/a.txt") && text.contains("wd/out/ab.txt"),
+        "{text}"
+    );
     let text = run(&["task", "file", "io", "t1", "wd/out/ab.txt"]);
     assert_eq!(text, "abb");
-    let text = run(&["blob", "download", "results", "run-1/ab.txt", "--dest", work.path().join("ab").to_str().unwrap()]);
+    let text = run(&[
+        "blob",
+        "download",
+        "results",
+        "run-1/ab.txt",
+        "--dest",
+        work.path().join("ab").to_str().unwrap(),
+    ]);
     assert!(text.contains("downloaded 1 blob(s), 3 bytes"), "{text}");
     let text = run(&["blob", "delete", "inputs", "--prefix", "scene/"]);
     assert_eq!(text, "deleted 2 blob(s)\n");
     let help = run(&["blob", "--help"]);
-    assert!(help.contains("lote blob upload inputs ./frames --prefix scene-1/"), "{help}");
+    assert!(
+        help.contains("lote blob upload inputs ./frames --prefix scene-1/"),
+        "{help}"
+    );
     stop_and_replay(server);
 }

@@ -70,7 +70,10 @@ fn demo_then_replay_and_audit_from_the_log() {
     let result = std::fs::read_to_string(data.join("results/frame-00003.sha256")).unwrap();
     let input = std::fs::read(data.join("inputs/frame-00003.raw")).unwrap();
     use sha2::Digest;
-    assert_eq!(result.trim(), lote::blob::hex(&sha2::Sha256::digest(&input)));
+    assert_eq!(
+        result.trim(),
+        lote::blob::hex(&sha2::Sha256::digest(&input))
+    );
     assert!(out.contains("no mismatch"), "{out}");
 
     // Replay on a copy of the directory, as an auditor would.

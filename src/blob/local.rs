@@ -91,10 +91,12 @@ impl LocalBlobStore {
     }
 
     fn refs(&self, account: &AccountName, sha256: &str) -> Result<u64, BlobError> {
-        Ok(match self.index.get(ref_key(account, sha256)).map_err(rocks)? {
-            Some(v) => crate::codec::decode(&v).map_err(codec)?,
-            None => 0,
-        })
+        Ok(
+            match self.index.get(ref_key(account, sha256)).map_err(rocks)? {
+                Some(v) => crate::codec::decode(&v).map_err(codec)?,
+                None => 0,
+            },
+        )
     }
 
     fn sync_write(&self, batch: WriteBatch) -> Result<(), BlobError> {
@@ -505,7 +507,12 @@ mod tests {
         w.write(b"half").unwrap();
         drop(w);
         assert!(store.stat(&acme, "inputs", "a").unwrap().is_none());
-        assert_eq!(std::fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("blobs/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
         assert!(store
             .read(&acme, "inputs", "a", "../../../etc/passwd", 0, 10)
             .is_err());

@@ -144,5 +144,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Whether `s` is a SHA-256 in lower-case hex (it names files on disk).
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

@@ -77,7 +77,16 @@ mod tests {
         for good in ["inputs", "a1b", "render-2026", &"x".repeat(63)] {
             assert!(validate_container(good).is_ok(), "{good}");
         }
-        for bad in ["ab", "Inputs", "-ab", "ab-", "a--b", "a_b", &"x".repeat(64), "a/b"] {
+        for bad in [
+            "ab",
+            "Inputs",
+            "-ab",
+            "ab-",
+            "a--b",
+            "a_b",
+            &"x".repeat(64),
+            "a/b",
+        ] {
             assert!(validate_container(bad).is_err(), "{bad}");
         }
         for good in ["a", "images/frame-0001.png", "a b/c.d", "..a/b.."] {

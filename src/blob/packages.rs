@@ -96,7 +96,9 @@ pub struct ArchiveSummary {
 fn entry_path<R: Read>(entry: &zip::read::ZipFile<'_, R>) -> Result<PathBuf, String> {
     let name = entry.name().to_string();
     if entry.is_symlink() {
-        return Err(format!("entry {name:?} is a symbolic link; packages may not hold links"));
+        return Err(format!(
+            "entry {name:?} is a symbolic link; packages may not hold links"
+        ));
     }
     // enclosed_name refuses absolute paths and any `..` that climbs out.
     let path = entry
@@ -151,16 +153,15 @@ pub fn check_archive<R: Read + Seek>(reader: R) -> Result<ArchiveSummary, String
 /// out, so a half-unpacked package is never used. Sizes are counted as
 /// bytes are written, not trusted from the archive's headers.
 pub fn unpack(zip_path: &Path, dest: &Path, max_bytes: u64) -> Result<ArchiveSummary, String> {
-    let file = std::fs::File::open(zip_path).map_err(|e| format!("cannot open the package: {e}"))?;
+    let file =
+        std::fs::File::open(zip_path).map_err(|e| format!("cannot open the package: {e}"))?;
     let mut archive = open_archive(file)?;
     let parent = dest
         .parent()
         .ok_or_else(|| "the package directory has no parent".to_string())?;
-    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    let staging = parent.join(format!(
-        ".unpack-{}",
-        crate::clock::new_uuid().as_simple()
-    ));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let staging = parent.join(format!(".unpack-{}", crate::clock::new_uuid().as_simple()));
     let result = unpack_into(&mut archive, &staging, max_bytes).and_then(|summary| {
         std::fs::rename(&staging, dest)
             .map_err(|e| format!("cannot move the package into place: {e}"))?;
@@ -265,14 +266,20 @@ mod tests {
         let good = zip_of(&[("bin/tool", b"#!/bin/sh\n"), ("share/readme", b"hi")]);
         let summary = unpack(good.path(), &dir.path().join("good"), 1 << 20).unwrap();
         assert_eq!(summary.expanded_bytes, 12);
-        assert_eq!(std::fs::read(dir.path().join("good/share/readme")).unwrap(), b"hi");
+        assert_eq!(
+            std::fs::read(dir.path().join("good/share/readme")).unwrap(),
+            b"hi"
+        );
         for (name, bad) in [
             ("slip", zip_of(&[("../../escape", b"x")])),
             ("deep-slip", zip_of(&[("a/../../escape", b"x")])),
             ("absolute", zip_of(&[("/tmp/escape", b"x")])),
         ] {
             let err = unpack(bad.path(), &dir.path().join(name), 1 << 20).unwrap_err();
-            assert!(err.contains("outside") || err.contains(".."), "{name}: {err}");
+            assert!(
+                err.contains("outside") || err.contains(".."),
+                "{name}: {err}"
+            );
             assert!(!dir.path().join(name).exists(), "{name} left a directory");
             assert!(check_archive(std::fs::File::open(bad.path()).unwrap()).is_err());
         }
@@ -290,8 +297,12 @@ mod tests {
         // A link inside an archive.
         let file = tempfile::NamedTempFile::new().unwrap();
         let mut w = zip::ZipWriter::new(file.reopen().unwrap());
-        w.add_symlink("link", "/etc/passwd", zip::write::SimpleFileOptions::default())
-            .unwrap();
+        w.add_symlink(
+            "link",
+            "/etc/passwd",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
         w.finish().unwrap();
         let err = unpack(file.path(), &dir.path().join("link"), 1 << 20).unwrap_err();
         assert!(err.contains("symbolic link"), "{err}");

@@ -245,7 +245,9 @@ async fn receive(
             )));
         }
         hasher.update(&data);
-        out.write_all(&data).await.map_err(TransferError::file(part))?;
+        out.write_all(&data)
+            .await
+            .map_err(TransferError::file(part))?;
         done += want;
         progress(done, meta.size);
     }

@@ -254,8 +254,7 @@ async fn register(
                 start_task,
                 application_packages,
             }) => {
-                *env.pool_packages.lock().unwrap_or_else(|p| p.into_inner()) =
-                    application_packages;
+                *env.pool_packages.lock().unwrap_or_else(|p| p.into_inner()) = application_packages;
                 break start_task;
             }
             Ok(_) => break None,
@@ -474,7 +473,10 @@ async fn run_start_task_once(
         Err(why) => return resource_failure(why),
     };
     let spawned = {
-        let mut vars = vec![("LOTE_START_TASK_ATTEMPT".to_string(), (attempt + 1).to_string())];
+        let mut vars = vec![(
+            "LOTE_START_TASK_ATTEMPT".to_string(),
+            (attempt + 1).to_string(),
+        )];
         vars.extend(apps);
         spawn(
             env,
@@ -589,15 +591,23 @@ impl TaskEnv {
     /// Puts an attempt's inputs in place: the pool's and the task's
     /// packages, then the job's and the task's resource files. The
     /// variables naming the packages.
-    async fn stage_inputs(&self, a: &Assignment, wd: &Path) -> Result<Vec<(String, String)>, String> {
+    async fn stage_inputs(
+        &self,
+        a: &Assignment,
+        wd: &Path,
+    ) -> Result<Vec<(String, String)>, String> {
         let mut refs = self.pool_packages();
         refs.extend(a.spec.application_packages.iter().cloned());
         if refs.is_empty() && a.job_resource_files.is_empty() && a.spec.resource_files.is_empty() {
             return Ok(Vec::new());
         }
         let apps = self.stager.packages(&refs).await?;
-        self.stager.fetch_resources(&a.job_resource_files, wd).await?;
-        self.stager.fetch_resources(&a.spec.resource_files, wd).await?;
+        self.stager
+            .fetch_resources(&a.job_resource_files, wd)
+            .await?;
+        self.stager
+            .fetch_resources(&a.spec.resource_files, wd)
+            .await?;
         Ok(apps)
     }
 }
@@ -627,7 +637,10 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     let started = Instant::now();
     let tag = crate::clock::new_uuid().to_string();
     let staged = match std::fs::create_dir_all(&wd) {
-        Err(e) => Err(launch_failure(format!("cannot create {}: {e}", wd.display()))),
+        Err(e) => Err(launch_failure(format!(
+            "cannot create {}: {e}",
+            wd.display()
+        ))),
         Ok(()) => env.stage_inputs(&a, &wd).await.map_err(resource_failure),
     };
     let child = staged.and_then(|apps| {
@@ -677,9 +690,13 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     let mut outputs = Vec::new();
     let ran = !matches!(
         result.failure,
-        Some((FailureCategory::LaunchFailure | FailureCategory::ResourceFile, _))
+        Some((
+            FailureCategory::LaunchFailure | FailureCategory::ResourceFile,
+            _
+        ))
     );
-    if ran && !a.spec.output_files.is_empty() && !attempts().get(&key).is_some_and(|e| e.cancelled) {
+    if ran && !a.spec.output_files.is_empty() && !attempts().get(&key).is_some_and(|e| e.cancelled)
+    {
         match env
             .stager
             .upload_outputs(&a.spec.output_files, &dir, result.succeeded())

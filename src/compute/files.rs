@@ -105,11 +105,9 @@ pub fn relative_parts(path: &str) -> Result<Vec<String>, String> {
         match c {
             Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
             Component::CurDir => {}
-            Component::ParentDir => {
-                return Err(format!(
-                    "{path:?} climbs out with '..'; paths stay inside the task's or node's directory"
-                ))
-            }
+            Component::ParentDir => return Err(format!(
+                "{path:?} climbs out with '..'; paths stay inside the task's or node's directory"
+            )),
             Component::RootDir | Component::Prefix(_) => {
                 return Err(format!("{path:?} is absolute"))
             }
@@ -119,7 +117,9 @@ pub fn relative_parts(path: &str) -> Result<Vec<String>, String> {
 }
 
 fn outside(shown: &str) -> String {
-    format!("{shown:?} leads outside the task's or node's directory (through a symbolic link); refused")
+    format!(
+        "{shown:?} leads outside the task's or node's directory (through a symbolic link); refused"
+    )
 }
 
 /// The real path of `path`, if it exists and lies inside `real_root`.
@@ -188,7 +188,11 @@ fn entry(path: &Path, rel: String) -> Result<FileEntry, String> {
     Ok(FileEntry {
         path: rel,
         kind,
-        size: if kind == FileKind::File { meta.len() } else { 0 },
+        size: if kind == FileKind::File {
+            meta.len()
+        } else {
+            0
+        },
         modified,
     })
 }

@@ -37,7 +37,10 @@ pub struct Stager {
 /// An unpacked package: the variables that point at it.
 pub type PackageEnv = Vec<(String, String)>;
 
-fn lock_for(locks: &Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+fn lock_for(
+    locks: &Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    key: &str,
+) -> Arc<tokio::sync::Mutex<()>> {
     locks
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -164,8 +167,11 @@ impl Stager {
             }
             if let Some(mode) = file.mode {
                 use std::os::unix::fs::PermissionsExt;
-                let apply = |p: &Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
-                apply(&dest).map_err(|e| format!("resource file {}: cannot set mode {mode:o}: {e}", file.path))?;
+                let apply =
+                    |p: &Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+                apply(&dest).map_err(|e| {
+                    format!("resource file {}: cannot set mode {mode:o}: {e}", file.path)
+                })?;
             }
         }
         Ok(())
@@ -175,9 +181,13 @@ impl Stager {
     async fn place(&self, meta: &BlobMeta, dest: &Path) -> Result<(), String> {
         let cached = self.cached(meta).await?;
         if let Some(dir) = dest.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| format!("resource file {}: cannot create {}: {e}", meta.name, dir.display()))?;
+            tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                format!(
+                    "resource file {}: cannot create {}: {e}",
+                    meta.name,
+                    dir.display()
+                )
+            })?;
         }
         tokio::fs::copy(&cached, dest)
             .await
@@ -272,16 +282,21 @@ impl Stager {
         let _held = lock.lock().await;
         let current = tokio::fs::read_to_string(&marker).await.unwrap_or_default();
         if current.trim() != blob.sha256 || !dir.is_dir() {
-            let zip = self.cached(&blob).await.map_err(|e| format!("{what}: {e}"))?;
+            let zip = self
+                .cached(&blob)
+                .await
+                .map_err(|e| format!("{what}: {e}"))?;
             let (d, m, sha) = (dir.clone(), marker.clone(), blob.sha256.clone());
             tokio::task::spawn_blocking(move || -> Result<(), String> {
                 // A version uploaded again with new content replaces the
                 // old unpacked copy.
                 if d.exists() {
-                    std::fs::remove_dir_all(&d).map_err(|e| format!("cannot replace {}: {e}", d.display()))?;
+                    std::fs::remove_dir_all(&d)
+                        .map_err(|e| format!("cannot replace {}: {e}", d.display()))?;
                 }
                 packages::unpack(&zip, &d, packages::PACKAGE_EXPANDED_BYTES_MAX)?;
-                std::fs::write(&m, sha).map_err(|e| format!("cannot record the unpacked version: {e}"))
+                std::fs::write(&m, sha)
+                    .map_err(|e| format!("cannot record the unpacked version: {e}"))
             })
             .await
             .map_err(|e| format!("{what}: {e}"))?
@@ -314,7 +329,8 @@ fn matches(attempt_dir: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, 
     };
     let mut out = Vec::new();
     if let Some(beside) = pattern.strip_prefix("../") {
-        let glob = glob::Pattern::new(beside).map_err(|e| format!("output pattern {pattern:?}: {e}"))?;
+        let glob =
+            glob::Pattern::new(beside).map_err(|e| format!("output pattern {pattern:?}: {e}"))?;
         for name in ["stdout.txt", "stderr.txt"] {
             let path = attempt_dir.join(name);
             if glob.matches_with(name, options) && path.is_file() {
@@ -323,7 +339,8 @@ fn matches(attempt_dir: &Path, pattern: &str) -> Result<Vec<(String, PathBuf)>, 
         }
         return Ok(out);
     }
-    let glob = glob::Pattern::new(pattern).map_err(|e| format!("output pattern {pattern:?}: {e}"))?;
+    let glob =
+        glob::Pattern::new(pattern).map_err(|e| format!("output pattern {pattern:?}: {e}"))?;
     let wd = attempt_dir.join("wd");
     let mut stack = vec![(wd.clone(), String::new())];
     while let Some((dir, rel)) = stack.pop() {
@@ -394,15 +411,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path();
         std::fs::create_dir_all(a.join("wd/out/deep")).unwrap();
-        for f in ["wd/out/a.png", "wd/out/b.txt", "wd/out/deep/c.png", "wd/top.png", "stdout.txt", "stderr.txt"] {
+        for f in [
+            "wd/out/a.png",
+            "wd/out/b.txt",
+            "wd/out/deep/c.png",
+            "wd/top.png",
+            "stdout.txt",
+            "stderr.txt",
+        ] {
             std::fs::write(a.join(f), f).unwrap();
         }
         std::os::unix::fs::symlink("/etc/passwd", a.join("wd/out/link.png")).unwrap();
-        let names = |p: &str| matches(a, p).unwrap().into_iter().map(|(r, _)| r).collect::<Vec<_>>();
+        let names = |p: &str| {
+            matches(a, p)
+                .unwrap()
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names("out/*.png"), ["out/a.png"]);
         assert_eq!(names("out/**/*.png"), ["out/a.png", "out/deep/c.png"]);
         assert_eq!(names("*.png"), ["top.png"]);
-        assert_eq!(names("**/*.png"), ["out/a.png", "out/deep/c.png", "top.png"]);
+        assert_eq!(
+            names("**/*.png"),
+            ["out/a.png", "out/deep/c.png", "top.png"]
+        );
         assert_eq!(names("../std*.txt"), ["../stdout.txt", "../stderr.txt"]);
         assert_eq!(names("../stdout.txt"), ["../stdout.txt"]);
         assert!(names("none/*").is_empty());

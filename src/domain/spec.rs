@@ -192,9 +192,15 @@ pub fn validate_files(
             .and_then(|_| crate::blob::validate_prefix(&o.path_prefix))
             .map_err(|e| Rejection::invalid(format!("{what} output file: {e}")))?;
         ensure(
-            !o.container.starts_with(crate::blob::names::RESERVED_CONTAINER_PREFIX),
+            !o.container
+                .starts_with(crate::blob::names::RESERVED_CONTAINER_PREFIX),
             RejectionCode::InvalidValue,
-            || format!("{what} output container {:?} is reserved for lote", o.container),
+            || {
+                format!(
+                    "{what} output container {:?} is reserved for lote",
+                    o.container
+                )
+            },
         )?;
     }
     Ok(())

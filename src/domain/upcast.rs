@@ -244,15 +244,8 @@ pub fn upcast<'a>(
     if schema_version == current {
         return Ok(std::borrow::Cow::Borrowed(payload));
     }
-    upcast_with(
-        STEPS,
-        current,
-        kind,
-        event_type,
-        schema_version,
-        payload,
-    )
-    .map(std::borrow::Cow::Owned)
+    upcast_with(STEPS, current, kind, event_type, schema_version, payload)
+        .map(std::borrow::Cow::Owned)
 }
 
 #[cfg(test)]

@@ -181,11 +181,13 @@ impl Blobs {
     }
 
     fn sweep(&self) {
-        self.uploads.borrow_mut().retain(|_, (_, u)| match u.try_lock() {
-            Ok(u) => u.touched.elapsed() < UPLOAD_IDLE_MAX,
-            // Busy: in use right now.
-            Err(_) => true,
-        });
+        self.uploads
+            .borrow_mut()
+            .retain(|_, (_, u)| match u.try_lock() {
+                Ok(u) => u.touched.elapsed() < UPLOAD_IDLE_MAX,
+                // Busy: in use right now.
+                Err(_) => true,
+            });
     }
 
     /// Starts an upload of a user blob.
@@ -250,9 +252,9 @@ impl Blobs {
             (
                 account.clone(),
                 Rc::new(tokio::sync::Mutex::new(Upload {
-                writer: Some(writer),
-                next: 0,
-                pending: BTreeMap::new(),
+                    writer: Some(writer),
+                    next: 0,
+                    pending: BTreeMap::new(),
                     touched: Instant::now(),
                     package,
                 })),
@@ -466,7 +468,8 @@ impl Blobs {
         refs: &[PackageRef],
     ) -> Result<(), ApiError> {
         for r in refs {
-            self.resolve(account, r.id.clone(), r.version.clone()).await?;
+            self.resolve(account, r.id.clone(), r.version.clone())
+                .await?;
         }
         Ok(())
     }
@@ -478,7 +481,8 @@ impl Blobs {
         version: String,
         at: Timestamp,
     ) -> Result<Response, ApiError> {
-        self.resolve(account, id.clone(), Some(version.clone())).await?;
+        self.resolve(account, id.clone(), Some(version.clone()))
+            .await?;
         let (store, acc) = (self.store.clone(), account.clone());
         blocking(move || {
             let mut w = store.begin(&acc, PACKAGES_CONTAINER, &packages::default_blob(&id), at)?;
@@ -496,11 +500,17 @@ impl Blobs {
         id: String,
         version: String,
     ) -> Result<Response, ApiError> {
-        let (current, _) = self.resolve(account, id.clone(), Some(version.clone())).await?;
+        let (current, _) = self
+            .resolve(account, id.clone(), Some(version.clone()))
+            .await?;
         let default = self.resolve(account, id.clone(), None).await.ok();
         let (store, acc) = (self.store.clone(), account.clone());
         blocking(move || {
-            store.delete(&acc, PACKAGES_CONTAINER, &packages::version_blob(&id, &current))?;
+            store.delete(
+                &acc,
+                PACKAGES_CONTAINER,
+                &packages::version_blob(&id, &current),
+            )?;
             // A default that names the deleted version would resolve to
             // nothing: it goes too.
             if default.is_some_and(|(v, _)| v == current) {

@@ -25,10 +25,10 @@ use crate::domain::job::{Job, JobCommand, JobStatus};
 use crate::domain::node::{Node, NodeCommand};
 use crate::domain::pool::{Pool, PoolCommand, PoolStatus};
 use crate::domain::request::{RequestEvent, RequestRecord};
+use crate::domain::spec::ResourceFile;
 use crate::domain::task::{Task, TaskCommand, TaskStatus};
 use crate::domain::{self, Aggregate, Ctx, Rejection, RejectionCode, Versioned};
 use crate::store::{ExpectedVersion, StoreError, StreamAppend, StreamId};
-use crate::domain::spec::ResourceFile;
 use crate::types::{AccountName, NodeId, PoolId, Principal, RequestId, TaskId};
 
 /// How often a busy node's changing task count is recorded.
@@ -1355,9 +1355,15 @@ impl Service {
         self.show::<Pool>(&StreamId::pool(account, pool), pool.as_str())
             .await?;
         let answer = self
-            .ask_agent(account, pool, node, crate::api::FileRoot::Node, path, op, || {
-                format!("pool {pool} has no node {node} (lote node list {pool})")
-            })
+            .ask_agent(
+                account,
+                pool,
+                node,
+                crate::api::FileRoot::Node,
+                path,
+                op,
+                || format!("pool {pool} has no node {node} (lote node list {pool})"),
+            )
             .await?;
         Ok(Response::Files {
             node: node.clone(),
@@ -1430,9 +1436,7 @@ impl Service {
             Request::ShowBlob { container, name } => Ok(Response::Blob(
                 blobs.stat(account, &container, &name).await?,
             )),
-            Request::DeleteBlob { container, name } => {
-                blobs.delete(account, container, name).await
-            }
+            Request::DeleteBlob { container, name } => blobs.delete(account, container, name).await,
             Request::BeginUpload { container, name } => {
                 blobs
                     .begin(account, container, name, self.clock.now())
@@ -1597,8 +1601,7 @@ impl Service {
                     .await;
                 let mut assignments = Vec::with_capacity(work.to_start.len());
                 // One job's files serve all its attempts in this answer.
-                let mut job_files: HashMap<crate::types::JobId, Vec<ResourceFile>> =
-                    HashMap::new();
+                let mut job_files: HashMap<crate::types::JobId, Vec<ResourceFile>> = HashMap::new();
                 for (job, task, attempt) in work.to_start {
                     let stream = StreamId::task(account, &job, &task);
                     let state = crate::actors::load::<Task>(self.core.store(), &stream, true)?;
