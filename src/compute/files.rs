@@ -105,9 +105,11 @@ pub fn relative_parts(path: &str) -> Result<Vec<String>, String> {
         match c {
             Component::Normal(p) => parts.push(p.to_string_lossy().into_owned()),
             Component::CurDir => {}
-            Component::ParentDir => return Err(format!(
+            Component::ParentDir => {
+                return Err(format!(
                 "{path:?} climbs out with '..'; paths stay inside the task's or node's directory"
-            )),
+            ))
+            }
             Component::RootDir | Component::Prefix(_) => {
                 return Err(format!("{path:?} is absolute"))
             }
