@@ -39,6 +39,18 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// Encodes a value at the end of `out`, for callers that pack many records
+/// into one reused buffer. On error `out` may hold part of the record past
+/// its old length; the caller truncates or discards it.
+pub fn encode_append<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, out, config())
+        .map(|_| ())
+        .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
 /// Decodes a value and insists that every byte was consumed, so a record
 /// that decodes "by accident" from a damaged buffer is still caught.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {

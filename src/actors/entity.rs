@@ -258,12 +258,10 @@ impl<A: Aggregate> Handler<Execute<A>> for Entity<A> {
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     let written = result?;
-                    let version = written
+                    // The entity's own stream is always the first append.
+                    let version = *written
                         .stream_versions
-                        .iter()
-                        .find(|(s, _)| *s == act.stream)
-                        .map(|(_, v)| *v)
-                        // The entity's own stream is always the first append.
+                        .first()
                         .expect("own stream in the append result");
                     act.current = Versioned {
                         version,

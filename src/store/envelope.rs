@@ -214,10 +214,22 @@ const CHECKSUM_BYTES: usize = 4;
 /// that RocksDB's own checksums miss (a bad upcaster, a bug in a tool that
 /// edits the directory) is still caught on read.
 pub fn seal<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut bytes = codec::encode(value)?;
-    let crc = crc32fast::hash(&bytes);
-    bytes.extend_from_slice(&crc.to_le_bytes());
+    let mut bytes = Vec::with_capacity(256);
+    seal_append(value, &mut bytes)?;
     Ok(bytes)
+}
+
+/// [`seal`] at the end of a reused buffer (the write path packs a whole
+/// append into one); the same bytes. On error `out` is left as it was.
+pub fn seal_append<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    let from = out.len();
+    if let Err(e) = codec::encode_append(value, out) {
+        out.truncate(from);
+        return Err(e);
+    }
+    let crc = crc32fast::hash(&out[from..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// Checks and decodes a sealed record.

@@ -29,10 +29,10 @@ use std::sync::{mpsc, Arc};
 use rocksdb::{WriteBatch, DB};
 use tokio::sync::{oneshot, watch};
 
-use super::envelope::EnvelopeRef;
+use super::envelope::{seal_append, EnvelopeRef};
 use super::{
-    cf, event_key, seal, stream_version, AppendResult, Durability, Envelope, ExpectedVersion,
-    StoreError, StoreStats, StreamAppend, StreamId, CF_EVENTS, CF_LOG, CF_META,
+    cf, event_key, event_key_append, seal, stream_version, AppendResult, Durability, Envelope,
+    ExpectedVersion, StoreError, StoreStats, StreamAppend, StreamId, CF_EVENTS, CF_LOG, CF_META,
     GROUP_COMMIT_APPENDS_MAX, META_HEAD,
 };
 use crate::clock::Clock;
@@ -42,6 +42,8 @@ use crate::types::{Causation, Timestamp};
 /// append on hot streams. Cleared wholesale when full: a miss only costs a
 /// seek, and this keeps memory flat however many streams exist.
 const VERSION_CACHE_MAX: usize = 262_144;
+/// Capacity of the round arena kept between rounds.
+const ARENA_BYTES_KEPT: usize = 4 << 20;
 /// Rounds staged ahead of the committer.
 const ROUNDS_IN_FLIGHT_MAX: usize = 2;
 
@@ -112,9 +114,12 @@ struct Stager {
     clock: Arc<dyn Clock>,
     head: u64,
     last_recorded_at: Timestamp,
+    /// Every stream version staged so far, including rounds in flight.
     versions: VersionMap,
     epoch: u64,
     rounds_sent: u64,
+    /// The round's appended events, encoded, until they go into its batch.
+    round: RoundArena,
 }
 
 struct Committer {
@@ -201,6 +206,7 @@ pub(super) fn spawn(
         versions: VersionMap::default(),
         epoch: 0,
         rounds_sent: 0,
+        round: RoundArena::default(),
     };
     std::thread::Builder::new()
         .name("lote-log-stage".into())
@@ -232,17 +238,24 @@ impl Stager {
         }
     }
 
-    fn current_version(
-        &mut self,
-        pending: &VersionMap,
-        stream: &StreamId,
-    ) -> Result<u64, StoreError> {
-        if let Some(v) = pending.get(stream).or_else(|| self.versions.get(stream)) {
-            return Ok(*v);
+    /// The stream's version with everything staged so far (this round's
+    /// appends and those of rounds in flight are all in the cache, so a
+    /// miss means what is on disk is current).
+    fn current_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        match self.versions.get(stream) {
+            Some(v) => Ok(*v),
+            None => stream_version(&self.db, stream),
         }
-        // Not staged by an in-flight round (those are all cached), so what is
-        // on disk is current.
-        stream_version(&self.db, stream)
+    }
+
+    fn remember(&mut self, stream: &StreamId, version: u64) {
+        // Hot streams are found in place: no key copy per append.
+        match self.versions.get_mut(stream) {
+            Some(v) => *v = version,
+            None => {
+                self.versions.insert(stream.clone(), version);
+            }
+        }
     }
 
     fn stage_round(&mut self, round: Vec<Job>) -> Staged {
@@ -263,11 +276,15 @@ impl Stager {
             epoch: self.epoch,
             head: self.head,
             events: 0,
-            accepted: Vec::new(),
+            accepted: Vec::with_capacity(round.len()),
             imports: Vec::new(),
             barriers: Vec::new(),
         };
-        let mut pending = VersionMap::default();
+        let db = self.db.clone();
+        let families = Families {
+            events: cf(&db, CF_EVENTS),
+            log: cf(&db, CF_LOG),
+        };
         let mut position = self.head;
         // Time never goes backwards along the log, even if the clock does.
         let now = self.clock.now().max(self.last_recorded_at);
@@ -278,14 +295,7 @@ impl Stager {
                     causation,
                     reply,
                 } => {
-                    match self.stage_append(
-                        &mut staged.batch,
-                        &mut pending,
-                        &mut position,
-                        now,
-                        &appends,
-                        &causation,
-                    ) {
+                    match self.stage_append(&mut position, now, &appends, &causation) {
                         Ok((result, count)) => {
                             staged.events += count;
                             staged.accepted.push(Accepted { reply, result });
@@ -300,7 +310,7 @@ impl Stager {
                 }
                 Job::Import { envelopes, reply } => match self.stage_import(
                     &mut staged.batch,
-                    &mut pending,
+                    &families,
                     &mut position,
                     &envelopes,
                 ) {
@@ -315,31 +325,31 @@ impl Stager {
                 Job::Barrier { reply } => staged.barriers.push(reply),
             }
         }
+        self.round.write(&mut staged.batch, &families);
         if position != self.head {
             staged
                 .batch
                 .put_cf(cf(&self.db, CF_META), META_HEAD, position.to_be_bytes());
             self.head = position;
             self.last_recorded_at = now;
-            self.versions.extend(pending);
         }
         staged.head = position;
         staged
     }
 
+    /// Stages one append, all or nothing: every expected version is checked
+    /// and every event encoded into the round's arenas before anything of
+    /// it counts; a failure cuts the arenas back.
     fn stage_append(
         &mut self,
-        batch: &mut WriteBatch,
-        pending: &mut VersionMap,
         position: &mut u64,
         now: Timestamp,
         appends: &[StreamAppend],
         causation: &Causation,
     ) -> Result<(AppendResult, u64), StoreError> {
-        // Check every stream before staging anything: all or nothing.
-        let mut starts = Vec::with_capacity(appends.len());
+        let mut versions = Vec::with_capacity(appends.len());
         for a in appends {
-            let actual = self.current_version(pending, &a.stream)?;
+            let actual = self.current_version(&a.stream)?;
             if !a.expected.admits(actual) {
                 return Err(StoreError::Conflict {
                     stream: a.stream.clone(),
@@ -347,37 +357,32 @@ impl Stager {
                     actual,
                 });
             }
-            starts.push(actual);
+            versions.push(actual);
         }
-        // Encode into a scratch batch first so an encoding error leaves the
-        // round's batch untouched.
-        let mut scratch = Vec::new();
+        let marks = self.round.marks();
         let mut next = *position;
-        let mut versions = Vec::with_capacity(appends.len());
-        for (a, start) in appends.iter().zip(starts) {
-            let mut version = start;
+        for (a, version) in appends.iter().zip(versions.iter_mut()) {
             for event in &a.events {
-                version += 1;
+                *version += 1;
                 next += 1;
                 let envelope = EnvelopeRef {
                     position: next,
                     stream: &a.stream,
-                    stream_version: version,
+                    stream_version: *version,
                     recorded_at: now,
                     event_type: &event.event_type,
                     schema_version: event.schema_version,
                     causation,
                     payload: &event.payload,
                 };
-                scratch.push((event_key(&a.stream, version), next, seal(&envelope)?));
+                if let Err(e) = self.round.stage(&a.stream, *version, next, &envelope) {
+                    self.round.cut(marks);
+                    return Err(e.into());
+                }
             }
-            versions.push((a.stream.clone(), version));
         }
-        for (key, pos, value) in &scratch {
-            put_event(&self.db, batch, key, *pos, value);
-        }
-        for (stream, version) in &versions {
-            pending.insert(stream.clone(), *version);
+        for (a, version) in appends.iter().zip(&versions) {
+            self.remember(&a.stream, *version);
         }
         let count = next - *position;
         *position = next;
@@ -394,15 +399,19 @@ impl Stager {
     fn stage_import(
         &mut self,
         batch: &mut WriteBatch,
-        pending: &mut VersionMap,
+        families: &Families<'_>,
         position: &mut u64,
         envelopes: &[Envelope],
     ) -> Result<u64, StoreError> {
-        let mut local = pending.clone();
+        // Versions this import stages, over the cache, until all is checked.
+        let mut local = VersionMap::default();
         let mut next = *position;
         let mut scratch = Vec::with_capacity(envelopes.len());
         for e in envelopes {
-            let current = self.current_version(&local, &e.stream)?;
+            let current = match local.get(&e.stream) {
+                Some(v) => *v,
+                None => self.current_version(&e.stream)?,
+            };
             if e.position != next + 1 || e.stream_version != current + 1 {
                 return Err(StoreError::Conflict {
                     stream: e.stream.clone(),
@@ -419,15 +428,115 @@ impl Stager {
             ));
         }
         for (key, pos, value) in &scratch {
-            put_event(&self.db, batch, key, *pos, value);
+            batch.put_cf(families.events, key, value);
+            batch.put_cf(families.log, pos.to_be_bytes(), key);
         }
         if let Some(last) = envelopes.iter().map(|e| e.recorded_at).max() {
             self.last_recorded_at = self.last_recorded_at.max(last);
         }
-        *pending = local;
+        self.versions.extend(local);
         *position = next;
         Ok(envelopes.len() as u64)
     }
+}
+
+/// A round's appended events, encoded back to back in two reused buffers,
+/// written to the batch at the end of the round with the `events` family's
+/// keys in order. RocksDB's memtable skip list inserts a key cheaply when it
+/// follows the one inserted before it; in arrival order, a round's keys hop
+/// from stream to stream and each insert searches from the top. (The `log`
+/// family's keys are positions, in order already.)
+#[derive(Default)]
+struct RoundArena {
+    keys: Vec<u8>,
+    values: Vec<u8>,
+    puts: Vec<Put>,
+    /// Indices into `puts`, sorted by key at write time.
+    order: Vec<u32>,
+}
+
+/// One event in the arena: its key and sealed envelope, by range.
+struct Put {
+    position: u64,
+    key: std::ops::Range<usize>,
+    value: std::ops::Range<usize>,
+}
+
+/// Arena lengths to cut back to when an append fails half-way.
+#[derive(Clone, Copy)]
+struct Marks {
+    keys: usize,
+    values: usize,
+    puts: usize,
+}
+
+impl RoundArena {
+    fn marks(&self) -> Marks {
+        Marks {
+            keys: self.keys.len(),
+            values: self.values.len(),
+            puts: self.puts.len(),
+        }
+    }
+
+    fn cut(&mut self, marks: Marks) {
+        self.keys.truncate(marks.keys);
+        self.values.truncate(marks.values);
+        self.puts.truncate(marks.puts);
+    }
+
+    fn stage(
+        &mut self,
+        stream: &StreamId,
+        version: u64,
+        position: u64,
+        envelope: &EnvelopeRef<'_>,
+    ) -> Result<(), crate::codec::CodecError> {
+        let value_from = self.values.len();
+        seal_append(envelope, &mut self.values)?;
+        let key_from = self.keys.len();
+        event_key_append(&mut self.keys, stream, version);
+        self.puts.push(Put {
+            position,
+            key: key_from..self.keys.len(),
+            value: value_from..self.values.len(),
+        });
+        Ok(())
+    }
+
+    /// Moves the round's events into its batch and empties the arena.
+    fn write(&mut self, batch: &mut WriteBatch, families: &Families<'_>) {
+        for put in &self.puts {
+            batch.put_cf(families.log, put.position.to_be_bytes(), &self.keys[put.key.clone()]);
+        }
+        self.order.clear();
+        self.order.extend(0..self.puts.len() as u32);
+        let (keys, puts) = (&self.keys, &self.puts);
+        self.order
+            .sort_unstable_by(|a, b| keys[puts[*a as usize].key.clone()].cmp(&keys[puts[*b as usize].key.clone()]));
+        for i in &self.order {
+            let put = &self.puts[*i as usize];
+            batch.put_cf(
+                families.events,
+                &self.keys[put.key.clone()],
+                &self.values[put.value.clone()],
+            );
+        }
+        self.puts.clear();
+        self.keys.clear();
+        if self.values.capacity() > ARENA_BYTES_KEPT {
+            // One huge round must not pin its size for the process's life.
+            self.values = Vec::new();
+        } else {
+            self.values.clear();
+        }
+    }
+}
+
+/// The column families a round writes to, looked up once per round.
+struct Families<'a> {
+    events: &'a rocksdb::ColumnFamily,
+    log: &'a rocksdb::ColumnFamily,
 }
 
 /// A written (or refused) round on its way to its appenders.
@@ -568,9 +677,4 @@ fn run_syncer(
         }
         publish(group, &head_tx, &stats);
     }
-}
-
-fn put_event(db: &DB, batch: &mut WriteBatch, key: &[u8], position: u64, value: &[u8]) {
-    batch.put_cf(cf(db, CF_EVENTS), key, value);
-    batch.put_cf(cf(db, CF_LOG), position.to_be_bytes(), key);
 }
