@@ -635,8 +635,8 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     let dir = attempt_dir(&env.root, &key);
     let wd = dir.join("wd");
     let started = Instant::now();
-    let tag = crate::clock::new_uuid().to_string();
-    let staged = match std::fs::create_dir_all(&wd) {
+    let tag = proc_tree::new_tag();
+    let staged = match make_attempt_dirs(&dir) {
         Err(e) => Err(launch_failure(format!(
             "cannot create {}: {e}",
             wd.display()
@@ -725,6 +725,23 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
         .retention_secs
         .unwrap_or(retention::DEFAULT_SECS);
     retention::schedule(&dir, retention);
+}
+
+/// Creates `tasks/JOB/TASK/ATTEMPT/wd`, parents first: the usual case (the
+/// job's directory exists) costs three mkdir calls, not the five of
+/// `create_dir_all` failing down from the leaf.
+fn make_attempt_dirs(dir: &Path) -> std::io::Result<()> {
+    let mkdir = |d: &Path| match std::fs::create_dir(d) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    };
+    let task_dir = dir.parent().expect("an attempt directory has a parent");
+    match mkdir(task_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(task_dir)?,
+        other => other?,
+    }
+    mkdir(dir)?;
+    mkdir(&dir.join("wd"))
 }
 
 /// How long an attempt may run before its start is reported. One that

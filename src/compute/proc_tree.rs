@@ -12,6 +12,17 @@
 /// The variable each attempt's processes inherit.
 pub const TAG_VAR: &str = "LOTE_ATTEMPT_TAG";
 
+/// A fresh tag for an attempt: random per agent process, then a counter.
+/// It only has to differ from every other attempt's on the machine; one
+/// random draw per agent spares a system call per attempt.
+pub fn new_tag() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| crate::clock::new_uuid().simple().to_string());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{prefix}-{n}")
+}
+
 /// Rounds of sweeping: a process forking while it is being killed can
 /// leave a child that the next round finds.
 const SWEEP_ROUNDS_MAX: usize = 8;
@@ -58,26 +69,28 @@ impl Tracked {
     }
 }
 
-/// Processes numbered above `leader`, started at or after `since`, whose
-/// environment holds `needle`.
+/// Most pids probed one by one before a sweep lists /proc instead.
+const PROBE_PIDS_MAX: u32 = 512;
+
+/// Processes started since the attempt's leader (at or after `since`)
+/// whose environment holds `needle`.
 fn tagged(needle: &[u8], leader: u32, since: u64, me: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+    // Pids are handed out in increasing order until the counter wraps:
+    // what the attempt started is numbered between its leader and the
+    // newest pid. A short task leaves a handful of pids to look at, and
+    // probing them costs far less than listing every process of the
+    // machine (each /proc entry listed is built by the kernel).
+    let candidates: Vec<u32> = match last_pid() {
+        Some(last) if last >= leader && last - leader <= PROBE_PIDS_MAX => {
+            (leader..=last).collect()
+        }
+        // Many processes since, or the counter wrapped: every process,
+        // whatever its number; the start time still rules out the old.
+        _ => all_pids(),
     };
     let mut out = Vec::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        // Pids grow until they wrap: what the attempt started has a
-        // larger pid than its leader, which spares reading every process
-        // on the machine at each attempt's end. (After a wrap of the pid
-        // counter during one attempt, earlier-numbered escapees are missed.)
-        if pid == me || pid < leader || start_ticks(pid).is_none_or(|t| t < since) {
+    for pid in candidates {
+        if pid == me || start_ticks(pid).is_none_or(|t| t < since) {
             continue;
         }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -88,6 +101,23 @@ fn tagged(needle: &[u8], leader: u32, since: u64, me: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// The newest pid handed out on this machine (the last field of
+/// /proc/loadavg). Threads take pids too, so some candidates are threads;
+/// their environment is their process's.
+fn last_pid() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().last()?.parse().ok()
+}
+
+fn all_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
 }
 
 /// Field 22 of `/proc/PID/stat`: when the process started. None for a
@@ -108,6 +138,15 @@ fn start_ticks(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_newest_pid_is_read() {
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let last = last_pid().expect("/proc/loadavg names the newest pid");
+        // Unless the pid counter wrapped just now, the child is no newer.
+        assert!(last >= child.id() || last < 1000, "{last} < {}", child.id());
+        assert!(all_pids().contains(&std::process::id()));
+    }
 
     #[test]
     fn own_start_time_is_read() {

@@ -1607,11 +1607,14 @@ impl Service {
                     let state = crate::actors::load::<Task>(self.core.store(), &stream, true)?;
                     if let Some(spec) = state.state.spec {
                         if !job_files.contains_key(&job) {
-                            let job_state = crate::actors::load::<Job>(
-                                self.core.store(),
-                                &StreamId::job(account, &job),
-                                true,
-                            )?;
+                            // From the job's actor, which folds each new
+                            // count event once: loading the job here would
+                            // fold every count change since its last
+                            // snapshot, at every poll of a busy job.
+                            let job_state = self
+                                .core
+                                .state::<Job>(&StreamId::job(account, &job))
+                                .await?;
                             let files = job_state
                                 .state
                                 .spec
