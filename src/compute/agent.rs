@@ -636,6 +636,7 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     let wd = dir.join("wd");
     let started = Instant::now();
     let tag = proc_tree::new_tag();
+    let since = proc_tree::boot_ticks();
     let staged = match make_attempt_dirs(&dir) {
         Err(e) => Err(launch_failure(format!(
             "cannot create {}: {e}",
@@ -658,7 +659,7 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
         Ok(mut child) => {
             let tracked = child
                 .id()
-                .map(|pid| proc_tree::Tracked::new(pid, tag.clone()));
+                .map(|pid| proc_tree::Tracked::new(pid, tag.clone(), since));
             let cancelled = {
                 let mut running = attempts();
                 let entry = running.entry(key.clone()).or_default();

@@ -32,15 +32,19 @@ const SWEEP_ROUNDS_MAX: usize = 8;
 pub struct Tracked {
     pid: u32,
     tag: String,
-    /// The leader's start time in clock ticks since boot; descendants
-    /// started no earlier.
+    /// A time in clock ticks since boot no later than the leader's start
+    /// (so no later than any descendant's).
     started: u64,
 }
 
 impl Tracked {
-    pub fn new(pid: u32, tag: String) -> Self {
-        let started = start_ticks(pid).unwrap_or(0);
-        Tracked { pid, tag, started }
+    /// `since`: [`boot_ticks`] read before the leader was started.
+    pub fn new(pid: u32, tag: String, since: u64) -> Self {
+        Tracked {
+            pid,
+            tag,
+            started: since,
+        }
     }
 
     /// SIGKILLs the group, then every tagged process that left it.
@@ -80,17 +84,20 @@ fn tagged(needle: &[u8], leader: u32, since: u64, me: u32) -> Vec<u32> {
     // newest pid. A short task leaves a handful of pids to look at, and
     // probing them costs far less than listing every process of the
     // machine (each /proc entry listed is built by the kernel).
-    let candidates: Vec<u32> = match last_pid() {
+    let (candidates, probing): (Vec<u32>, bool) = match last_pid() {
         Some(last) if last >= leader && last - leader <= PROBE_PIDS_MAX => {
-            (leader..=last).collect()
+            ((leader..=last).collect(), true)
         }
         // Many processes since, or the counter wrapped: every process,
         // whatever its number; the start time still rules out the old.
-        _ => all_pids(),
+        _ => (all_pids(), false),
     };
     let mut out = Vec::new();
     for pid in candidates {
-        if pid == me || start_ticks(pid).is_none_or(|t| t < since) {
+        // Probed pids are all newer than the leader: the tag alone decides.
+        // Listed ones may be old: their start time rules most out without
+        // reading their environment.
+        if pid == me || (!probing && start_ticks(pid).is_none_or(|t| t < since)) {
             continue;
         }
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
@@ -101,6 +108,25 @@ fn tagged(needle: &[u8], leader: u32, since: u64, me: u32) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Now, in the clock ticks since boot that /proc/PID/stat gives start
+/// times in (the same clock, truncated the same way), without a file read.
+pub fn boot_ticks() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) } == 0;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if !ok || hz <= 0 {
+        // Start times then rule nothing out; the tag still decides.
+        return 0;
+    }
+    let ns = now.tv_sec as u128 * 1_000_000_000 + now.tv_nsec as u128;
+    (ns * hz as u128 / 1_000_000_000) as u64
 }
 
 /// The newest pid handed out on this machine (the last field of
@@ -146,6 +172,17 @@ mod tests {
         // Unless the pid counter wrapped just now, the child is no newer.
         assert!(last >= child.id() || last < 1000, "{last} < {}", child.id());
         assert!(all_pids().contains(&std::process::id()));
+    }
+
+    #[test]
+    fn boot_ticks_bound_a_new_process_start() {
+        let before = boot_ticks();
+        let mut child = std::process::Command::new("sleep").arg("1").spawn().unwrap();
+        let started = start_ticks(child.id()).expect("child's start time");
+        let after = boot_ticks();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(before <= started && started <= after, "{before} {started} {after}");
     }
 
     #[test]

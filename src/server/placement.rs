@@ -61,6 +61,9 @@ type NodeKey = (String, NodeId);
 /// feed (a burst of completions) are folded and planned at once, without
 /// a timed pause on every task's path.
 const ROUND_GATHER_YIELDS: usize = 8;
+/// Events the log feed folds before it lets other work on the server's
+/// thread run.
+const FEED_EVENTS_PER_YIELD: u64 = 256;
 
 pub struct Placement {
     scheduler: RefCell<Scheduler>,
@@ -106,7 +109,16 @@ impl Placement {
         let mut feed_stop = stop.clone();
         tokio::task::spawn_local(async move {
             let mut subscription = store.subscribe(1);
+            let mut folded = 0u64;
             loop {
+                folded += 1;
+                if folded % FEED_EVENTS_PER_YIELD == 0 {
+                    // The subscription hands out a long history without
+                    // ever waiting: let requests in between, or a restart
+                    // over a big log would answer nothing until it is all
+                    // folded.
+                    tokio::task::yield_now().await;
+                }
                 let envelope = tokio::select! {
                     next = subscription.next() => match next {
                         Ok(e) => e,
