@@ -12,7 +12,7 @@ use actix::prelude::*;
 
 use super::{CoreConfig, CoreError, Outcome};
 use crate::domain::{self, Aggregate, Ctx, Versioned};
-use crate::store::{EventStore, ExpectedVersion, Snapshot, StreamAppend, StreamId};
+use crate::store::{EventStore, ExpectedVersion, Snapshot, StreamAppend, StreamId, WriteMark};
 
 /// Events read per batch while rebuilding.
 const REBUILD_READ_BATCH: usize = 1024;
@@ -100,10 +100,13 @@ pub struct Entity<A: Aggregate> {
     store: EventStore,
     current: Versioned<A>,
     snapshot_version: u64,
-    /// The log head when this actor last caught up: while the head has not
-    /// moved, no event can have been added to the stream, and reads skip
-    /// the catch-up's RocksDB seek.
+    /// A log position through which this actor knows its stream: the head
+    /// when it last caught up, or its own last append. While the head has
+    /// not moved, or the store's write mark for the stream is no later, no
+    /// event can have been added to the stream, and the catch-up's RocksDB
+    /// read is skipped.
     caught_up_at: u64,
+    mark: WriteMark,
     config: CoreConfig,
     last_used: Instant,
     /// Called when the actor stops, to leave the registry.
@@ -111,20 +114,23 @@ pub struct Entity<A: Aggregate> {
 }
 
 impl<A: Aggregate> Entity<A> {
+    /// `loaded_at`: the log head read before `current` was loaded.
     pub fn new(
         stream: StreamId,
         store: EventStore,
         current: Versioned<A>,
+        loaded_at: u64,
         snapshot_version: u64,
         config: CoreConfig,
         on_stop: Box<dyn FnOnce() + Send>,
     ) -> Self {
         Entity {
+            mark: WriteMark::of(&stream),
             stream,
             store,
             current,
             snapshot_version,
-            caught_up_at: 0,
+            caught_up_at: loaded_at,
             config,
             last_used: Instant::now(),
             on_stop: Some(on_stop),
@@ -136,8 +142,10 @@ impl<A: Aggregate> Entity<A> {
         // Read the head first: an event published after this read moves
         // the head again, so the next call looks again.
         let head = self.store.head();
-        if head != self.caught_up_at {
-            catch_up(&self.store, &self.stream, &mut self.current)?;
+        if head > self.caught_up_at {
+            if self.store.written_since(&self.mark, self.caught_up_at) {
+                catch_up(&self.store, &self.stream, &mut self.current)?;
+            }
             self.caught_up_at = head;
         }
         Ok(())
@@ -267,6 +275,10 @@ impl<A: Aggregate> Handler<Execute<A>> for Entity<A> {
                         version,
                         state: after.clone(),
                     };
+                    // The append expected the stream's exact version, so no
+                    // other event of it lies before this one: the stream is
+                    // known through the append's last position.
+                    act.caught_up_at = act.caught_up_at.max(written.last_position);
                     act.after_change(ctx);
                     Ok(Outcome {
                         events,

@@ -136,6 +136,8 @@ impl<A: Aggregate> Registry<A> {
                 return Ok(slot.addr.clone());
             }
         }
+        // Read before the load: every event up to it is in what is loaded.
+        let loaded_at = store.head();
         let current: Versioned<A> = load(store, stream, true)?;
         let generation = self
             .next_generation
@@ -154,6 +156,7 @@ impl<A: Aggregate> Registry<A> {
             stream.clone(),
             store.clone(),
             current,
+            loaded_at,
             snapshot_version,
             config.clone(),
             on_stop,

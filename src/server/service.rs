@@ -1604,7 +1604,10 @@ impl Service {
                 let mut job_files: HashMap<crate::types::JobId, Vec<ResourceFile>> = HashMap::new();
                 for (job, task, attempt) in work.to_start {
                     let stream = StreamId::task(account, &job, &task);
-                    let state = crate::actors::load::<Task>(self.core.store(), &stream, true)?;
+                    // From the task's actor, live since it was assigned,
+                    // which knows from the store's write marks that its
+                    // stream has not changed: no read of the log.
+                    let state = self.core.state::<Task>(&stream).await?;
                     if let Some(spec) = state.state.spec {
                         if !job_files.contains_key(&job) {
                             // From the job's actor, which folds each new

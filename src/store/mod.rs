@@ -18,6 +18,7 @@
 //! - `meta`: the format header and the head position.
 
 mod envelope;
+mod marks;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOpti
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+pub use marks::WriteMark;
 pub use envelope::{seal, unseal, Envelope, NewEvent, StreamId, StreamIdError, StreamKind};
 
 use crate::clock::Clock;
@@ -225,6 +227,7 @@ struct Inner {
     head: watch::Receiver<u64>,
     stats: Arc<StoreStats>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    marks: Arc<marks::WriteMarks>,
 }
 
 impl Drop for Inner {
@@ -338,6 +341,7 @@ impl EventStore {
         let (head_tx, head_rx) = watch::channel(head);
         let (jobs_tx, jobs_rx) = mpsc::sync_channel(APPEND_QUEUE_MAX);
         let stats = Arc::new(StoreStats::default());
+        let marks = Arc::new(marks::WriteMarks::new());
         let handle = writer::spawn(
             writer::Writer {
                 db: db.clone(),
@@ -346,6 +350,7 @@ impl EventStore {
                 clock,
                 head_tx,
                 stats: stats.clone(),
+                marks: marks.clone(),
             },
             jobs_rx,
         )
@@ -360,6 +365,7 @@ impl EventStore {
                 head: head_rx,
                 stats,
                 writer: std::sync::Mutex::new(Some(handle)),
+                marks,
             }),
         })
     }
@@ -395,6 +401,7 @@ impl EventStore {
                 head: head_rx,
                 stats: Arc::new(StoreStats::default()),
                 writer: std::sync::Mutex::new(None),
+                marks: Arc::new(marks::WriteMarks::new()),
             }),
         })
     }
@@ -414,6 +421,13 @@ impl EventStore {
     /// Position of the last recorded event (0 when the log is empty).
     pub fn head(&self) -> u64 {
         *self.inner.head.borrow()
+    }
+
+    /// Whether an event of `stream` may have been written after log
+    /// position `position`. "No" is certain; "yes" may be a neighbour's
+    /// write (see [`WriteMark`]). Costs an atomic load, not a read.
+    pub fn written_since(&self, stream: &WriteMark, position: u64) -> bool {
+        self.inner.marks.since(stream) > position
     }
 
     pub fn stats(&self) -> StatsView {

@@ -30,6 +30,7 @@ use rocksdb::{WriteBatch, DB};
 use tokio::sync::{oneshot, watch};
 
 use super::envelope::{seal_append, EnvelopeRef};
+use super::marks::WriteMark;
 use super::{
     cf, event_key, event_key_append, seal, stream_version, AppendResult, Durability, Envelope,
     ExpectedVersion, StoreError, StoreStats, StreamAppend, StreamId, CF_EVENTS, CF_LOG, CF_META,
@@ -105,10 +106,12 @@ pub(super) struct Writer {
     pub clock: Arc<dyn Clock>,
     pub head_tx: watch::Sender<u64>,
     pub stats: Arc<StoreStats>,
+    pub marks: Arc<super::marks::WriteMarks>,
 }
 
 struct Stager {
     db: Arc<DB>,
+    marks: Arc<super::marks::WriteMarks>,
     shared: Arc<Shared>,
     stats: Arc<StoreStats>,
     clock: Arc<dyn Clock>,
@@ -198,6 +201,7 @@ pub(super) fn spawn(
         })?;
     let mut stager = Stager {
         db: writer.db,
+        marks: writer.marks,
         shared,
         stats: writer.stats,
         clock: writer.clock,
@@ -359,7 +363,7 @@ impl Stager {
             }
             versions.push(actual);
         }
-        let marks = self.round.marks();
+        let checkpoint = self.round.checkpoint();
         let mut next = *position;
         for (a, version) in appends.iter().zip(versions.iter_mut()) {
             for event in &a.events {
@@ -376,13 +380,15 @@ impl Stager {
                     payload: &event.payload,
                 };
                 if let Err(e) = self.round.stage(&a.stream, *version, next, &envelope) {
-                    self.round.cut(marks);
+                    self.round.cut(checkpoint);
                     return Err(e.into());
                 }
             }
         }
         for (a, version) in appends.iter().zip(&versions) {
             self.remember(&a.stream, *version);
+            // The append's last position: no earlier than any of its events.
+            self.marks.note(WriteMark::of(&a.stream), next);
         }
         let count = next - *position;
         *position = next;
@@ -420,6 +426,7 @@ impl Stager {
                 });
             }
             next += 1;
+            self.marks.note(WriteMark::of(&e.stream), e.position);
             local.insert(e.stream.clone(), e.stream_version);
             scratch.push((
                 event_key(&e.stream, e.stream_version),
@@ -464,22 +471,22 @@ struct Put {
 
 /// Arena lengths to cut back to when an append fails half-way.
 #[derive(Clone, Copy)]
-struct Marks {
+struct Checkpoint {
     keys: usize,
     values: usize,
     puts: usize,
 }
 
 impl RoundArena {
-    fn marks(&self) -> Marks {
-        Marks {
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
             keys: self.keys.len(),
             values: self.values.len(),
             puts: self.puts.len(),
         }
     }
 
-    fn cut(&mut self, marks: Marks) {
+    fn cut(&mut self, marks: Checkpoint) {
         self.keys.truncate(marks.keys);
         self.values.truncate(marks.values);
         self.puts.truncate(marks.puts);

@@ -1,0 +1,79 @@
+//! Write marks: for each of a fixed number of slots, the highest log
+//! position staged for any stream hashed to it.
+//!
+//! An entity actor re-reads its stream before each command in case another
+//! writer appended to it (job counts are appended by task actors). Most
+//! streams are only ever written by their own actor, and a read of RocksDB
+//! (an iterator and a seek) is the dearest step of a small command. With
+//! the marks, the actor asks "was anything of my stream written after the
+//! position I know it through?" with one atomic load: a "no" is certain, a
+//! "yes" may be another stream in the same slot and costs the read it
+//! would have cost anyway.
+//!
+//! The writer notes a position when it stages an append, before the head
+//! moves past it: whoever sees the head sees the mark.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::StreamId;
+
+/// Slots in the table: 512 KiB, so that two busy streams rarely share one.
+const WRITE_MARK_SLOTS: usize = 1 << 16;
+
+/// A stream's slot, computed once by whoever asks about it often.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteMark(usize);
+
+impl WriteMark {
+    pub fn of(stream: &StreamId) -> Self {
+        // FNV-1a: stable, cheap, and spread well enough over stream ids.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in stream.as_str().as_bytes() {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        WriteMark((h as usize) % WRITE_MARK_SLOTS)
+    }
+}
+
+pub(crate) struct WriteMarks {
+    slots: Box<[AtomicU64]>,
+}
+
+impl WriteMarks {
+    pub fn new() -> Self {
+        WriteMarks {
+            slots: (0..WRITE_MARK_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Records that an event of the slot's stream is staged at or before
+    /// `position`.
+    pub fn note(&self, mark: WriteMark, position: u64) {
+        // Release, then the head's publication: a reader that sees the
+        // head past `position` sees this too.
+        self.slots[mark.0].fetch_max(position, Ordering::Release);
+    }
+
+    pub fn since(&self, mark: &WriteMark) -> u64 {
+        self.slots[mark.0].load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mark_says_no_only_when_nothing_was_written() {
+        let marks = WriteMarks::new();
+        let a = WriteMark::of(&StreamId::parse("task/acme/j/a").unwrap());
+        assert_eq!(marks.since(&a), 0);
+        marks.note(a, 7);
+        marks.note(a, 5);
+        assert_eq!(marks.since(&a), 7, "the highest position stays");
+        let b = WriteMark::of(&StreamId::parse("task/acme/j/b").unwrap());
+        assert_ne!(a, b, "two neighbouring ids land in different slots");
+        assert_eq!(marks.since(&b), 0);
+    }
+}
