@@ -8,6 +8,13 @@
 //!   cargo bench --bench compute
 //!   cargo bench --bench compute -- --tasks 10000 --queued 1000000
 //!   cargo bench --bench compute -- --tasks 0          # memory only
+//!   cargo bench --bench compute -- --dir /dev/shm     # data and node directories there
+//!
+//! Each attempt creates three directories and two files under its node's
+//! directory. On a filesystem that makes creating files dear (this VM's
+//! root is ext4 without a journal, which searches past every inode freed
+//! in the last minutes for each new one), that alone can cost more than the
+//! rest of lote's work; `--dir` measures elsewhere.
 //!
 //! Without `--bench` it is a quick smoke run of itself.
 
@@ -74,7 +81,8 @@ fn main() {
         println!("raw spawn rate: {tasks} x /bin/true, 2 in flight: {raw:.0} spawns/s");
     }
 
-    let data = tempfile::tempdir().expect("temp dir");
+    let data = common::scratch_dir();
+    println!("data directory: {}", data.path().display());
     let server = server::Embedded::start(ServerConfig::new(data.path(), "127.0.0.1:0"))
         .expect("server starts");
     let addr = server.addr.to_string();

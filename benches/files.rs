@@ -12,7 +12,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use common::{arg, smoke};
@@ -52,21 +52,10 @@ fn write_random(path: &Path, mib: u64) {
     f.flush().unwrap();
 }
 
-fn dir_arg() -> Option<PathBuf> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == "--dir")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from)
-}
-
 fn main() {
     let smoke = smoke();
     let mib = arg("--mib", if smoke { 16 } else { 1024 });
-    let scratch = match dir_arg() {
-        Some(d) => tempfile::tempdir_in(d).unwrap(),
-        None => tempfile::tempdir().unwrap(),
-    };
+    let scratch = common::scratch_dir();
     let src = scratch.path().join("blob.bin");
     write_random(&src, mib);
     let bytes = mib << 20;

@@ -234,7 +234,7 @@ fn main() {
         queued_in.as_secs_f64()
     );
     println!(
-        "  planning only:        {:>10.0} placements/s ({placed} in {:.3}s, {rounds} rounds of up to {} slots)",
+        "  planning only:        {:>10.0} placements/s ({placed} in {:.3}s, {rounds} rounds; {} slots, each also holding prefetched work) [goal: >= 100000]",
         placed as f64 / planning.as_secs_f64(),
         planning.as_secs_f64(),
         nodes * slots

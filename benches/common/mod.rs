@@ -17,6 +17,20 @@ pub fn arg(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A scratch directory under `--dir DIR` when given (to measure on a chosen
+/// filesystem), else under the system's temporary directory.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let args: Vec<String> = std::env::args().collect();
+    match args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(dir) => tempfile::tempdir_in(dir).expect("a scratch directory under --dir"),
+        None => tempfile::tempdir().expect("a scratch directory"),
+    }
+}
+
 /// Creates account `name` with the admin key; returns its primary key.
 pub async fn new_account(addr: &str, admin_key: &str, name: &lote::types::AccountName) -> String {
     use lote::api::{Credential, Request, Response};
