@@ -177,12 +177,18 @@ mod tests {
     #[test]
     fn boot_ticks_bound_a_new_process_start() {
         let before = boot_ticks();
-        let mut child = std::process::Command::new("sleep").arg("1").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("1")
+            .spawn()
+            .unwrap();
         let started = start_ticks(child.id()).expect("child's start time");
         let after = boot_ticks();
         let _ = child.kill();
         let _ = child.wait();
-        assert!(before <= started && started <= after, "{before} {started} {after}");
+        assert!(
+            before <= started && started <= after,
+            "{before} {started} {after}"
+        );
     }
 
     #[test]

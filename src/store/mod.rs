@@ -29,8 +29,8 @@ use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOpti
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-pub use marks::WriteMark;
 pub use envelope::{seal, unseal, Envelope, NewEvent, StreamId, StreamIdError, StreamKind};
+pub use marks::WriteMark;
 
 use crate::clock::Clock;
 use crate::codec::CodecError;
@@ -236,19 +236,6 @@ impl Drop for Inner {
         self.jobs.take();
         if let Some(handle) = self.writer.lock().ok().and_then(|mut h| h.take()) {
             let _ = handle.join();
-        }
-        if !self.read_only {
-            // Memtables to table files on a clean close: the next open then
-            // has no write-ahead log to replay (a restart over a busy log
-            // would spend seconds on it). After a crash the log is replayed
-            // as always.
-            let families: Vec<_> = [CF_EVENTS, CF_LOG, CF_SNAPSHOTS, CF_META]
-                .into_iter()
-                .map(|name| cf(&self.db, name))
-                .collect();
-            if let Err(e) = self.db.flush_cfs_opt(&families, &rocksdb::FlushOptions::default()) {
-                tracing::warn!(error = %e, "cannot flush the log's memtables at close; the next start replays its write-ahead log");
-            }
         }
     }
 }

@@ -298,34 +298,30 @@ impl Stager {
                     appends,
                     causation,
                     reply,
-                } => {
-                    match self.stage_append(&mut position, now, &appends, &causation) {
-                        Ok((result, count)) => {
+                } => match self.stage_append(&mut position, now, &appends, &causation) {
+                    Ok((result, count)) => {
+                        staged.events += count;
+                        staged.accepted.push(Accepted { reply, result });
+                    }
+                    Err(e) => {
+                        if matches!(e, StoreError::Conflict { .. }) {
+                            self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let _ = reply.send(Err(e));
+                    }
+                },
+                Job::Import { envelopes, reply } => {
+                    match self.stage_import(&mut staged.batch, &families, &mut position, &envelopes)
+                    {
+                        Ok(count) => {
                             staged.events += count;
-                            staged.accepted.push(Accepted { reply, result });
+                            staged.imports.push((reply, position));
                         }
                         Err(e) => {
-                            if matches!(e, StoreError::Conflict { .. }) {
-                                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                            }
                             let _ = reply.send(Err(e));
                         }
                     }
                 }
-                Job::Import { envelopes, reply } => match self.stage_import(
-                    &mut staged.batch,
-                    &families,
-                    &mut position,
-                    &envelopes,
-                ) {
-                    Ok(count) => {
-                        staged.events += count;
-                        staged.imports.push((reply, position));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                },
                 Job::Barrier { reply } => staged.barriers.push(reply),
             }
         }
@@ -514,13 +510,18 @@ impl RoundArena {
     /// Moves the round's events into its batch and empties the arena.
     fn write(&mut self, batch: &mut WriteBatch, families: &Families<'_>) {
         for put in &self.puts {
-            batch.put_cf(families.log, put.position.to_be_bytes(), &self.keys[put.key.clone()]);
+            batch.put_cf(
+                families.log,
+                put.position.to_be_bytes(),
+                &self.keys[put.key.clone()],
+            );
         }
         self.order.clear();
         self.order.extend(0..self.puts.len() as u32);
         let (keys, puts) = (&self.keys, &self.puts);
-        self.order
-            .sort_unstable_by(|a, b| keys[puts[*a as usize].key.clone()].cmp(&keys[puts[*b as usize].key.clone()]));
+        self.order.sort_unstable_by(|a, b| {
+            keys[puts[*a as usize].key.clone()].cmp(&keys[puts[*b as usize].key.clone()])
+        });
         for i in &self.order {
             let put = &self.puts[*i as usize];
             batch.put_cf(
