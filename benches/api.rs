@@ -37,6 +37,11 @@ fn main() {
     let tasks = arg("--tasks", if smoke { 1_000 } else { 10_000 });
     let batch = arg("--batch", 500) as usize;
     let senders = arg("--senders", 4) as usize;
+    // The pool below is local: its node's agent must be the lote binary.
+    // Left to the default (this process's own executable), each agent was
+    // another run of this benchmark, which made a pool of its own: a chain
+    // of processes that outlived the test run.
+    std::env::set_var("LOTE_AGENT_EXE", env!("CARGO_BIN_EXE_lote"));
     if smoke {
         println!("smoke run (figures meaningless); measure with: cargo bench --bench api");
     }
