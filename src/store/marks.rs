@@ -13,8 +13,10 @@
 //! The writer notes a position when it stages an append, before the head
 //! moves past it: whoever sees the head sees the mark.
 
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::writer::Fnv;
 use super::StreamId;
 
 /// Slots in the table: 512 KiB, so that two busy streams rarely share one.
@@ -26,13 +28,10 @@ pub struct WriteMark(usize);
 
 impl WriteMark {
     pub fn of(stream: &StreamId) -> Self {
-        // FNV-1a: stable, cheap, and spread well enough over stream ids.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in stream.as_str().as_bytes() {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        WriteMark((h as usize) % WRITE_MARK_SLOTS)
+        // The write path's own hasher (its version map uses it too).
+        let mut h = Fnv::default();
+        stream.hash(&mut h);
+        WriteMark((h.finish() as usize) % WRITE_MARK_SLOTS)
     }
 }
 

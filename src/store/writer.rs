@@ -66,7 +66,7 @@ pub(super) enum Job {
 /// FNV-1a: stream ids are short, trusted keys; SipHash's DoS resistance is
 /// not needed on the hottest map of the write path.
 #[derive(Default)]
-struct Fnv(u64);
+pub(super) struct Fnv(u64);
 
 impl Hasher for Fnv {
     fn finish(&self) -> u64 {
