@@ -69,8 +69,11 @@ fn main() {
     if smoke {
         println!("smoke run (figures meaningless); measure with: cargo bench --bench compute");
     }
-    // Local agents are the lote binary, not this one.
-    std::env::set_var("LOTE_AGENT_EXE", env!("CARGO_BIN_EXE_lote"));
+    // Local agents are the lote binary, not this one (unless told
+    // otherwise: a wrapper that traces or profiles them).
+    if std::env::var_os("LOTE_AGENT_EXE").is_none() {
+        std::env::set_var("LOTE_AGENT_EXE", env!("CARGO_BIN_EXE_lote"));
+    }
 
     let raw = if tasks > 0 {
         raw_spawn_rate(tasks)

@@ -1,6 +1,11 @@
 //! What every benchmark binary shares: its arguments and smoke mode.
 #![allow(dead_code)]
 
+// The allocator the `lote` binary uses, so a server measured inside a
+// benchmark process costs what it costs in `lote server`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and
 /// then a benchmark runs as a quick smoke test of itself.
 pub fn smoke() -> bool {

@@ -22,6 +22,7 @@ use rocksdb::{IteratorMode, Options, WriteBatch, DB};
 use sha2::{Digest, Sha256};
 
 use super::{hex, is_sha256_hex, BlobError, BlobMeta, BlobStore, BlobWriter};
+use crate::store::Durability;
 use crate::types::{AccountName, Timestamp};
 
 /// Blobs under a data directory.
@@ -30,6 +31,12 @@ pub struct LocalBlobStore {
     index: DB,
     /// Serialises index read-modify-writes (reference counts).
     lock: Mutex<()>,
+    /// The server's `--durability`: with `Sync` an upload is on disk
+    /// (content, name, index) before it is acknowledged; with `Buffered` it
+    /// is acknowledged once the OS has it, like the log's appends, and a
+    /// machine crash can take back the latest uploads (a damaged object
+    /// then fails the SHA-256 every reader checks, never passes as data).
+    durability: Durability,
 }
 
 const SEP: u8 = 0;
@@ -64,7 +71,7 @@ fn codec(e: crate::codec::CodecError) -> BlobError {
 impl LocalBlobStore {
     /// Opens (or creates) the store under `data_dir/blobs`, dropping any
     /// upload a crash interrupted.
-    pub fn open(data_dir: &Path) -> Result<Arc<Self>, BlobError> {
+    pub fn open(data_dir: &Path, durability: Durability) -> Result<Arc<Self>, BlobError> {
         let root = data_dir.join("blobs");
         let tmp = root.join("tmp");
         if tmp.exists() {
@@ -79,6 +86,7 @@ impl LocalBlobStore {
             root,
             index,
             lock: Mutex::new(()),
+            durability,
         }))
     }
 
@@ -101,7 +109,7 @@ impl LocalBlobStore {
 
     fn sync_write(&self, batch: WriteBatch) -> Result<(), BlobError> {
         let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(true);
+        opts.set_sync(self.durability == Durability::Sync);
         self.index.write_opt(batch, &opts).map_err(rocks)
     }
 
@@ -196,7 +204,9 @@ impl BlobWriter for LocalWriter {
             .map_err(|e| BlobError::io("writing the upload", e))?;
         self.hasher.update(data);
         self.written += data.len() as u64;
-        if self.written - self.flushed >= WRITEBACK_BYTES {
+        if self.store.durability == Durability::Sync
+            && self.written - self.flushed >= WRITEBACK_BYTES
+        {
             use std::os::fd::AsRawFd;
             // SAFETY: a plain syscall on our own open descriptor; it only
             // starts writeback of the range and never blocks on it.
@@ -241,8 +251,11 @@ impl BlobWriter for LocalWriter {
             .file
             .take()
             .ok_or_else(|| BlobError::Io("upload already finished".into()))?;
-        file.sync_all()
-            .map_err(|e| BlobError::io("flushing the upload", e))?;
+        let sync = self.store.durability == Durability::Sync;
+        if sync {
+            file.sync_all()
+                .map_err(|e| BlobError::io("flushing the upload", e))?;
+        }
         drop(file);
         let object = self.store.object_path(&self.account, &actual);
         if !object.exists() {
@@ -250,9 +263,11 @@ impl BlobWriter for LocalWriter {
             std::fs::create_dir_all(dir).map_err(|e| BlobError::io("creating objects", e))?;
             std::fs::rename(&self.tmp, &object)
                 .map_err(|e| BlobError::io("storing the upload", e))?;
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| BlobError::io("flushing objects", e))?;
+            if sync {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| BlobError::io("flushing objects", e))?;
+            }
         }
         let meta = BlobMeta {
             container: self.container.clone(),
@@ -443,10 +458,19 @@ mod tests {
         w.commit(data.len() as u64, &sha).unwrap()
     }
 
+    /// Both durabilities keep the same rules; only the fsyncs differ.
+    const DURABILITIES: [Durability; 2] = [Durability::Sync, Durability::Buffered];
+
     #[test]
     fn upload_list_read_replace_delete() {
+        for durability in DURABILITIES {
+            upload_list_read_replace_delete_with(durability);
+        }
+    }
+
+    fn upload_list_read_replace_delete_with(durability: Durability) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Shared(LocalBlobStore::open(dir.path()).unwrap());
+        let store = Shared(LocalBlobStore::open(dir.path(), durability).unwrap());
         let acme = AccountName::new("acme").unwrap();
         let other = AccountName::new("other").unwrap();
         let a = put(&store, &acme, "inputs", "img/1.png", b"one");
@@ -492,8 +516,14 @@ mod tests {
 
     #[test]
     fn a_bad_checksum_or_size_stores_nothing_and_leaves_no_file() {
+        for durability in DURABILITIES {
+            a_bad_upload_stores_nothing_with(durability);
+        }
+    }
+
+    fn a_bad_upload_stores_nothing_with(durability: Durability) {
         let dir = tempfile::tempdir().unwrap();
-        let store = Shared(LocalBlobStore::open(dir.path()).unwrap());
+        let store = Shared(LocalBlobStore::open(dir.path(), durability).unwrap());
         let acme = AccountName::new("acme").unwrap();
         let mut w = store.begin(&acme, "inputs", "a", Timestamp::EPOCH).unwrap();
         w.write(b"abc").unwrap();

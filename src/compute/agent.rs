@@ -674,7 +674,13 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             let result = started_and_waited(client, &a, &mut child, started).await;
             // Whatever it left behind, in its group or detached from it.
             if let Some(t) = tracked.clone() {
-                let _ = tokio::task::spawn_blocking(move || t.kill()).await;
+                // A short task leaves a few pids to probe: cheaper done here
+                // than handed to another thread and back.
+                if t.kill_is_cheap() {
+                    t.kill();
+                } else {
+                    let _ = tokio::task::spawn_blocking(move || t.kill()).await;
+                }
             }
             // Gone: nothing of it is left to kill (its pid may be reused).
             if let Some(entry) = attempts().get_mut(&key) {

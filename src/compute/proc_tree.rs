@@ -73,6 +73,17 @@ impl Tracked {
     }
 }
 
+impl Tracked {
+    /// Whether [`Tracked::kill`] would now probe a few pids rather than
+    /// list /proc: cheap enough to run on the agent's own thread.
+    pub fn kill_is_cheap(&self) -> bool {
+        last_pid().is_some_and(|last| last >= self.pid && last - self.pid <= PROBE_PIDS_CHEAP)
+    }
+}
+
+/// Pids to probe that an agent sweeps inline, without a thread hand-off.
+const PROBE_PIDS_CHEAP: u32 = 32;
+
 /// Most pids probed one by one before a sweep lists /proc instead.
 const PROBE_PIDS_MAX: u32 = 512;
 

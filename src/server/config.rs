@@ -41,8 +41,9 @@ pub struct ServerFlags {
     /// [default: 127.0.0.1:7070]
     #[arg(long, env = "LOTE_LISTEN")]
     pub listen: Option<String>,
-    /// When appends are acknowledged: sync (after fsync) or buffered.
-    /// [default: sync]
+    /// When appends and blob uploads are acknowledged: sync (after fsync:
+    /// survives power loss) or buffered (once the OS has them: survives a
+    /// crash of lote, not of the machine). [default: sync]
     #[arg(long, env = "LOTE_DURABILITY", value_enum)]
     pub durability: Option<Durability>,
     /// Use this admin key instead of the one in DATA_DIR/admin.key.

@@ -147,7 +147,7 @@ pub async fn run(
         source,
         hint: "",
     })?;
-    let blob_store = crate::blob::local::LocalBlobStore::open(&config.data_dir)
+    let blob_store = crate::blob::local::LocalBlobStore::open(&config.data_dir, config.durability)
         .map_err(|e| ServerError::Config(format!("cannot open the blob store: {e}")))?;
     let blobs = Rc::new(blobs::Blobs::new(Arc::new(crate::blob::local::Shared(
         blob_store,
