@@ -530,14 +530,27 @@ impl RoundArena {
                 &self.values[put.value.clone()],
             );
         }
-        self.puts.clear();
-        self.keys.clear();
-        if self.values.capacity() > ARENA_BYTES_KEPT {
-            // One huge round must not pin its size for the process's life.
-            self.values = Vec::new();
-        } else {
-            self.values.clear();
-        }
+        // One huge round must not pin its size for the process's life.
+        clear_keeping_at_most(&mut self.values, ARENA_BYTES_KEPT);
+        clear_keeping_at_most(&mut self.keys, ARENA_BYTES_KEPT);
+        clear_keeping_at_most(
+            &mut self.puts,
+            ARENA_BYTES_KEPT / std::mem::size_of::<Put>(),
+        );
+        clear_keeping_at_most(
+            &mut self.order,
+            ARENA_BYTES_KEPT / std::mem::size_of::<u32>(),
+        );
+    }
+}
+
+/// Empties `v`, and frees it if it grew past `items` (a later round grows
+/// it again if it needs to).
+fn clear_keeping_at_most<T>(v: &mut Vec<T>, items: usize) {
+    if v.capacity() > items {
+        *v = Vec::new();
+    } else {
+        v.clear();
     }
 }
 
@@ -684,5 +697,23 @@ fn run_syncer(
             stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         publish(group, &head_tx, &stats);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clear_keeping_at_most;
+
+    #[test]
+    fn a_huge_round_frees_its_arena_and_a_usual_one_keeps_it() {
+        let mut usual: Vec<u8> = Vec::with_capacity(1024);
+        usual.extend_from_slice(&[7; 1000]);
+        clear_keeping_at_most(&mut usual, 4096);
+        assert!(usual.is_empty());
+        assert!(usual.capacity() >= 1024, "a usual round's buffer is reused");
+        let mut huge: Vec<u8> = vec![7; 1 << 20];
+        clear_keeping_at_most(&mut huge, 4096);
+        assert!(huge.is_empty());
+        assert_eq!(huge.capacity(), 0, "a huge round's buffer is freed");
     }
 }
