@@ -4,13 +4,6 @@ mod cli;
 mod cli_files;
 
 use std::path::PathBuf;
-
-// Agents and the server allocate and free many small, short-lived buffers
-// per task (frames, envelopes, paths); glibc's malloc spent about a seventh
-// of their CPU on it (consolidating free lists, mostly). See ARCHITECTURE.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +11,12 @@ use clap::{Parser, Subcommand};
 use lote::replay::{audit, replay, Audit, ReplayReport};
 use lote::store::{Durability, EventStore, StreamId, WalRecovery};
 use lote::types::{AccountName, PoolId, Timestamp};
+
+// Agents and the server allocate and free many small, short-lived buffers
+// per task (frames, envelopes, paths); glibc's malloc spent about a seventh
+// of their CPU on it (consolidating free lists, mostly). See ARCHITECTURE.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// lote: batch computing on machines you own.
 ///

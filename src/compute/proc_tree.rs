@@ -71,9 +71,7 @@ impl Tracked {
             }
         }
     }
-}
 
-impl Tracked {
     /// Whether [`Tracked::kill`] would now probe a few pids rather than
     /// list /proc: cheap enough to run on the agent's own thread.
     pub fn kill_is_cheap(&self) -> bool {

@@ -32,7 +32,9 @@ pub fn schedule(dir: &Path, secs: u64) {
     let dir = dir.to_path_buf();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(secs)).await;
-        remove(&dir);
+        // Off the agent's one thread: a task that left many files must
+        // not hold up its polls and heartbeats while they are deleted.
+        let _ = tokio::task::spawn_blocking(move || remove(&dir)).await;
     });
 }
 
