@@ -107,7 +107,7 @@ fn main() {
             "    upload:   {up:8.1} MiB/s ({:.2}s) = {:.0}% of cp, {:.0}% of cp + sync{}",
             t.up_secs,
             100.0 * up / cp,
-            100.0 * t.up_secs.recip() / (cp_secs + sync_secs).recip(),
+            100.0 * (cp_secs + sync_secs) / t.up_secs,
             match durability {
                 Durability::Sync => "; fsynced before it is visible",
                 Durability::Buffered => "; visible once the OS has it",

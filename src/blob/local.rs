@@ -107,9 +107,14 @@ impl LocalBlobStore {
         )
     }
 
+    /// Whether uploads are fsynced before they are acknowledged.
+    fn syncs(&self) -> bool {
+        self.durability == Durability::Sync
+    }
+
     fn sync_write(&self, batch: WriteBatch) -> Result<(), BlobError> {
         let mut opts = rocksdb::WriteOptions::default();
-        opts.set_sync(self.durability == Durability::Sync);
+        opts.set_sync(self.syncs());
         self.index.write_opt(batch, &opts).map_err(rocks)
     }
 
@@ -204,9 +209,7 @@ impl BlobWriter for LocalWriter {
             .map_err(|e| BlobError::io("writing the upload", e))?;
         self.hasher.update(data);
         self.written += data.len() as u64;
-        if self.store.durability == Durability::Sync
-            && self.written - self.flushed >= WRITEBACK_BYTES
-        {
+        if self.store.syncs() && self.written - self.flushed >= WRITEBACK_BYTES {
             use std::os::fd::AsRawFd;
             // SAFETY: a plain syscall on our own open descriptor; it only
             // starts writeback of the range and never blocks on it.
@@ -251,7 +254,7 @@ impl BlobWriter for LocalWriter {
             .file
             .take()
             .ok_or_else(|| BlobError::Io("upload already finished".into()))?;
-        let sync = self.store.durability == Durability::Sync;
+        let sync = self.store.syncs();
         if sync {
             file.sync_all()
                 .map_err(|e| BlobError::io("flushing the upload", e))?;

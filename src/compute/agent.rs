@@ -676,9 +676,7 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             if let Some(t) = tracked.clone() {
                 // A short task leaves a few pids to probe: cheaper done here
                 // than handed to another thread and back.
-                if t.kill_is_cheap() {
-                    t.kill();
-                } else {
+                if !t.kill_if_cheap() {
                     let _ = tokio::task::spawn_blocking(move || t.kill()).await;
                 }
             }

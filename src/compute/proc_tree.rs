@@ -49,6 +49,24 @@ impl Tracked {
 
     /// SIGKILLs the group, then every tagged process that left it.
     pub fn kill(&self) {
+        self.sweep(last_pid());
+    }
+
+    /// [`Tracked::kill`], done here when only a few pids are to be probed
+    /// (cheap enough for the agent's own thread); false, with nothing
+    /// done, when the sweep would be long enough to belong on another.
+    pub fn kill_if_cheap(&self) -> bool {
+        let last = last_pid();
+        if !last.is_some_and(|l| l >= self.pid && l - self.pid <= PROBE_PIDS_CHEAP) {
+            return false;
+        }
+        self.sweep(last);
+        true
+    }
+
+    /// The kill, with `last` the newest pid read just before (so the first
+    /// round does not read it again).
+    fn sweep(&self, mut last: Option<u32>) {
         // SAFETY: kill(2) on the process group the leader was started in
         // (process_group(0)); the group id is the leader's pid.
         unsafe {
@@ -58,7 +76,7 @@ impl Tracked {
         let me = std::process::id();
         for _ in 0..SWEEP_ROUNDS_MAX {
             let mut killed = 0;
-            for pid in tagged(&needle, self.pid, self.started, me) {
+            for pid in tagged(&needle, self.pid, self.started, me, last) {
                 // SAFETY: kill(2) on one process that carries this
                 // attempt's tag, so it is one of the attempt's own.
                 unsafe {
@@ -69,13 +87,9 @@ impl Tracked {
             if killed == 0 {
                 return;
             }
+            // What the killed left behind started after this read.
+            last = last_pid();
         }
-    }
-
-    /// Whether [`Tracked::kill`] would now probe a few pids rather than
-    /// list /proc: cheap enough to run on the agent's own thread.
-    pub fn kill_is_cheap(&self) -> bool {
-        last_pid().is_some_and(|last| last >= self.pid && last - self.pid <= PROBE_PIDS_CHEAP)
     }
 }
 
@@ -86,14 +100,14 @@ const PROBE_PIDS_CHEAP: u32 = 32;
 const PROBE_PIDS_MAX: u32 = 512;
 
 /// Processes started since the attempt's leader (at or after `since`)
-/// whose environment holds `needle`.
-fn tagged(needle: &[u8], leader: u32, since: u64, me: u32) -> Vec<u32> {
+/// whose environment holds `needle`; `last` is the newest pid handed out.
+fn tagged(needle: &[u8], leader: u32, since: u64, me: u32, last: Option<u32>) -> Vec<u32> {
     // Pids are handed out in increasing order until the counter wraps:
     // what the attempt started is numbered between its leader and the
     // newest pid. A short task leaves a handful of pids to look at, and
     // probing them costs far less than listing every process of the
     // machine (each /proc entry listed is built by the kernel).
-    let (candidates, probing): (Vec<u32>, bool) = match last_pid() {
+    let (candidates, probing): (Vec<u32>, bool) = match last {
         Some(last) if last >= leader && last - leader <= PROBE_PIDS_MAX => {
             ((leader..=last).collect(), true)
         }
