@@ -17,10 +17,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::auth::sign;
+use crate::api::auth::{sign, Signed};
 use crate::api::frame::frame_bytes;
 use crate::api::{
-    read_frame, ApiError, Call, ClientFrame, Credential, EventView, Hello, Request, Response,
+    read_frame, ApiError, CallRef, ClientFrame, ClientFrameRef, Credential, EventView, Hello,
+    Request, Response,
     ServerFrame, FRAME_BYTES_MAX, MAGIC, PROTOCOL_VERSION,
 };
 use crate::clock::{new_uuid, Clock, SystemClock};
@@ -138,24 +139,37 @@ pub fn call_frame(
     request: &Request,
 ) -> Result<Vec<u8>, ClientError> {
     let body = codec::encode_message(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let bulk = request.bulk();
+    let signed = Signed {
+        body: &body,
+        bulk_len: bulk.len() as u64,
+    };
     let auth = sign(
         key,
         id,
         credential.clone(),
         timestamp,
         *new_uuid().as_bytes(),
-        &body,
+        signed,
     );
-    let frame = codec::encode_message(&ClientFrame::Call(Call { id, auth, body }))
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    if frame.len() > FRAME_BYTES_MAX {
+    // Encoded in place after its length prefix: an upload chunk is copied
+    // once, into the frame.
+    let call = ClientFrameRef::Call(CallRef {
+        id,
+        auth: &auth,
+        body: &body,
+        bulk,
+    });
+    let mut out = Vec::with_capacity(4 + body.len() + bulk.len() + 256);
+    out.extend_from_slice(&[0; 4]);
+    codec::encode_append(&call, &mut out).map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let len = out.len() - 4;
+    if len > FRAME_BYTES_MAX {
         return Err(ClientError::Protocol(format!(
-            "the request is {} bytes, over the {FRAME_BYTES_MAX}-byte frame limit; send it in smaller batches",
-            frame.len()
+            "the request is {len} bytes, over the {FRAME_BYTES_MAX}-byte frame limit; send it in smaller batches"
         )));
     }
-    let mut out = Vec::with_capacity(frame.len() + 4);
-    frame_bytes(&frame, &mut out);
+    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(out)
 }
 

@@ -6,7 +6,7 @@ mod server_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lote::api::auth::sign;
+use lote::api::auth::{sign, Signed};
 use lote::api::{
     ApiError, Call, ClientFrame, Credential, ErrorKind, Hello, Request, Response, ServerFrame,
     MAGIC, PROTOCOL_VERSION,
@@ -142,6 +142,35 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
                 .await
         ),
         Some(ErrorKind::BadSignature)
+    );
+    // Bulk bytes (an upload chunk's) are outside the signature, but their
+    // length is inside it: bytes added beside a call fail it.
+    let mut bulky = call.clone();
+    bulky.bulk = vec![1, 2, 3];
+    let mut raw = Raw::ready(&server.addr).await;
+    assert_eq!(
+        kind(
+            &raw.exchange(&encode_frame(&ClientFrame::Call(bulky.clone())))
+                .await
+        ),
+        Some(ErrorKind::BadSignature)
+    );
+    // Signed with them, on a request that takes none: malformed.
+    bulky.auth = sign(
+        &primary,
+        bulky.id,
+        acme.clone(),
+        now_micros(),
+        [3; 16],
+        Signed {
+            body: &bulky.body,
+            bulk_len: 3,
+        },
+    );
+    let mut raw = Raw::ready(&server.addr).await;
+    assert_eq!(
+        kind(&raw.exchange(&encode_frame(&ClientFrame::Call(bulky))).await),
+        Some(ErrorKind::Malformed)
     );
     // None of it created anything.
     assert!(matches!(
@@ -638,12 +667,13 @@ async fn hostile_connections_hurt_only_themselves() {
         Credential::Admin,
         now_micros(),
         [9; 16],
-        &body,
+        Signed::body(&body),
     );
     odd.send(&encode_frame(&ClientFrame::Call(Call {
         id: 5,
         auth,
         body,
+        bulk: Vec::new(),
     })))
     .await;
     assert!(

@@ -202,6 +202,8 @@ async fn interrupted_and_corrupted_uploads_leave_nothing_visible() {
         .await;
     assert_eq!(rejection(shown), Some(RejectionCode::BlobNotFound));
     // Corrupted: the bytes that arrived are not what the uploader hashed.
+    // (A chunk's bytes travel outside its call's signature, so this check
+    // is what stops bytes changed in transit.)
     let Response::UploadStarted { upload } = client
         .call(&Request::BeginUpload {
             container: "inputs".into(),

@@ -1,11 +1,12 @@
 //! The wire format on its own: round trips, and hostile bytes into the
 //! decoder (every input yields a message or a typed error, never a panic).
 
-use lote::api::auth::sign;
+use lote::api::auth::{sign, Signed};
 use lote::api::{
     ApiError, Call, ClientFrame, Credential, ErrorKind, Hello, Request, Response, ServerFrame,
     MAGIC, PROTOCOL_VERSION,
 };
+use lote::client::call_frame;
 use lote::codec::{decode_message, encode_message};
 use lote::domain::account::KeyKind;
 use lote::domain::spec::CommandLine;
@@ -22,6 +23,13 @@ fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Ping),
         Just(Request::ListPools),
+        (any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 1..300)).prop_map(
+            |(upload, offset, data)| Request::UploadChunk {
+                upload,
+                offset,
+                data
+            }
+        ),
         (id(), any::<Option<u128>>()).prop_map(|(n, r)| Request::CreateAccount {
             name: AccountName::new(n).unwrap(),
             request_id: r.map(uuid::Uuid::from_u128),
@@ -83,8 +91,13 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         )
             .prop_map(|(id, cred, ts, nonce, req)| {
                 let body = encode_message(&req).unwrap();
-                let auth = sign("key", id, cred, ts, nonce, &body);
-                ClientFrame::Call(Call { id, auth, body })
+                let bulk = req.bulk().to_vec();
+                let signed = Signed {
+                    body: &body,
+                    bulk_len: bulk.len() as u64,
+                };
+                let auth = sign("key", id, cred, ts, nonce, signed);
+                ClientFrame::Call(Call { id, auth, body, bulk })
             }),
     ]
 }
@@ -115,8 +128,27 @@ proptest! {
         let bytes = encode_message(&frame).unwrap();
         prop_assert_eq!(decode_message::<ClientFrame>(&bytes).unwrap(), frame.clone());
         if let ClientFrame::Call(call) = frame {
-            prop_assert!(decode_message::<Request>(&call.body).is_ok());
+            // The body holds the request without its bulk bytes; they
+            // travel beside it and are put back as the server does.
+            let mut request = decode_message::<Request>(&call.body).unwrap();
+            prop_assert!(request.bulk().is_empty());
+            request.attach_bulk(call.bulk.clone()).unwrap();
+            prop_assert_eq!(request.bulk(), &call.bulk[..]);
+            // What the client library sends is this very frame.
+            let sent = call_frame(call.id, &call.auth.credential, "key", call.auth.timestamp, &request).unwrap();
+            let sent = decode_message::<ClientFrame>(&sent[4..]).unwrap();
+            let ClientFrame::Call(sent) = sent else { panic!("a call") };
+            prop_assert_eq!((&sent.body, &sent.bulk), (&call.body, &call.bulk));
         }
+    }
+
+    #[test]
+    fn bulk_bytes_only_come_with_a_chunk(req in request(), bulk in prop::collection::vec(any::<u8>(), 0..8)) {
+        let mut req = req;
+        let chunk = matches!(req, Request::UploadChunk { .. });
+        let attached = req.attach_bulk(bulk.clone());
+        // A chunk takes bytes (never none); anything else takes none.
+        prop_assert_eq!(attached.is_ok(), chunk != bulk.is_empty());
     }
 
     #[test]

@@ -18,6 +18,22 @@ pub const CLOCK_SKEW_SECS_MAX: i64 = 15 * 60;
 /// 70,000 calls/s sustained over the whole 30-minute window.
 pub const NONCES_MAX: usize = 64 * 1024 * 1024;
 
+/// What a signature covers besides who, when and the nonce: the call's
+/// body, and the length of its bulk bytes (whose content the upload's own
+/// SHA-256 covers, see [`crate::api::Call::bulk`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Signed<'a> {
+    pub body: &'a [u8],
+    pub bulk_len: u64,
+}
+
+impl<'a> Signed<'a> {
+    /// A call without bulk bytes.
+    pub fn body(body: &'a [u8]) -> Self {
+        Signed { body, bulk_len: 0 }
+    }
+}
+
 /// The exact bytes a signature covers. Every field is fixed-width or
 /// newline-free, so two different calls never share a string to sign.
 /// The call id is covered too: it is transport bookkeeping, but a copy
@@ -27,25 +43,26 @@ pub fn string_to_sign(
     credential: &Credential,
     timestamp: i64,
     nonce: &[u8; 16],
-    body: &[u8],
+    signed: Signed<'_>,
 ) -> Vec<u8> {
-    let body_hash = Sha256::digest(body);
+    let body_hash = Sha256::digest(signed.body);
     format!(
-        "lote-v1\n{call_id}\n{credential}\n{timestamp}\n{}\n{}",
+        "lote-v2\n{call_id}\n{credential}\n{timestamp}\n{}\n{}\n{}",
         hex(nonce),
-        hex(&body_hash)
+        hex(&body_hash),
+        signed.bulk_len
     )
     .into_bytes()
 }
 
-/// Signs call `call_id`'s body with `key`.
+/// Signs call `call_id`'s body (and bulk length) with `key`.
 pub fn sign(
     key: &str,
     call_id: u64,
     credential: Credential,
     timestamp: i64,
     nonce: [u8; 16],
-    body: &[u8],
+    signed: Signed<'_>,
 ) -> Auth {
     let mut mac = HmacSha256::new_from_slice(key.as_bytes()).expect("hmac takes any key length");
     mac.update(&string_to_sign(
@@ -53,7 +70,7 @@ pub fn sign(
         &credential,
         timestamp,
         &nonce,
-        body,
+        signed,
     ));
     Auth {
         credential,
@@ -65,14 +82,14 @@ pub fn sign(
 
 /// Whether `auth` is a signature of `body` by `key`. Constant time in the
 /// signature's bytes.
-pub fn verify(key: &str, call_id: u64, auth: &Auth, body: &[u8]) -> bool {
-    verify_any(&[key.to_string()], call_id, auth, body)
+pub fn verify(key: &str, call_id: u64, auth: &Auth, signed: Signed<'_>) -> bool {
+    verify_any(&[key.to_string()], call_id, auth, signed)
 }
 
 /// Whether `auth` signs `body` by any of `keys`. Tries every key (no early
 /// exit), so the time taken does not tell which matched.
-pub fn verify_any(keys: &[String], call_id: u64, auth: &Auth, body: &[u8]) -> bool {
-    let message = string_to_sign(call_id, &auth.credential, auth.timestamp, &auth.nonce, body);
+pub fn verify_any(keys: &[String], call_id: u64, auth: &Auth, signed: Signed<'_>) -> bool {
+    let message = string_to_sign(call_id, &auth.credential, auth.timestamp, &auth.nonce, signed);
     let mut ok = false;
     for key in keys {
         let mut mac =
@@ -203,17 +220,32 @@ mod tests {
 
     #[test]
     fn signatures_verify_only_with_the_key_and_the_same_body() {
-        let auth = sign("k1", 5, account(), 1_000, [7; 16], b"body");
-        assert!(verify("k1", 5, &auth, b"body"));
-        assert!(!verify("k1", 6, &auth, b"body"));
-        assert!(!verify("k2", 5, &auth, b"body"));
-        assert!(!verify("k1", 5, &auth, b"bodY"));
+        let body = |b: &'static [u8]| Signed::body(b);
+        let auth = sign("k1", 5, account(), 1_000, [7; 16], body(b"body"));
+        assert!(verify("k1", 5, &auth, body(b"body")));
+        assert!(!verify("k1", 6, &auth, body(b"body")));
+        assert!(!verify("k2", 5, &auth, body(b"body")));
+        assert!(!verify("k1", 5, &auth, body(b"bodY")));
         let mut other = auth.clone();
         other.timestamp += 1;
-        assert!(!verify("k1", 5, &other, b"body"));
+        assert!(!verify("k1", 5, &other, body(b"body")));
         let mut other = auth.clone();
         other.credential = Credential::Admin;
-        assert!(!verify("k1", 5, &other, b"body"));
+        assert!(!verify("k1", 5, &other, body(b"body")));
+        // The bulk's length is signed: a chunk cut short or padded fails
+        // at once (its bytes are checked by the upload's SHA-256).
+        let with_bulk = Signed {
+            body: b"body",
+            bulk_len: 1 << 20,
+        };
+        let auth = sign("k1", 5, account(), 1_000, [7; 16], with_bulk);
+        assert!(verify("k1", 5, &auth, with_bulk));
+        assert!(!verify("k1", 5, &auth, body(b"body")));
+        let shorter = Signed {
+            bulk_len: (1 << 20) - 1,
+            ..with_bulk
+        };
+        assert!(!verify("k1", 5, &auth, shorter));
     }
 
     #[test]

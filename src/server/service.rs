@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::{Core, CoreError, Registered};
-use crate::api::auth::{self, NonceCache, NonceRefusal, CLOCK_SKEW_SECS_MAX};
+use crate::api::auth::{self, NonceCache, NonceRefusal, Signed, CLOCK_SKEW_SECS_MAX};
 use crate::api::{
     AccountView, ApiError, Call, Credential, ErrorKind, EventView, Request, Response, ServerFrame,
 };
@@ -433,10 +433,14 @@ impl Service {
         // An unknown account costs an HMAC too, so timing does not tell
         // whether it exists.
         let ok = if keys.is_empty() {
-            auth::verify(&self.admin_key, call.id, &call.auth, b"");
+            auth::verify(&self.admin_key, call.id, &call.auth, Signed::body(b""));
             false
         } else {
-            auth::verify_any(&keys, call.id, &call.auth, &call.body)
+            let signed = Signed {
+                body: &call.body,
+                bulk_len: call.bulk.len() as u64,
+            };
+            auth::verify_any(&keys, call.id, &call.auth, signed)
         };
         if !ok {
             return Err(bad_signature());
@@ -473,7 +477,7 @@ impl Service {
     /// Handles one call from start to reply.
     pub async fn call(
         self: Rc<Self>,
-        call: Call,
+        mut call: Call,
         tx: &mpsc::Sender<ServerFrame>,
         stop: watch::Receiver<bool>,
     ) -> CallOutcome {
@@ -485,11 +489,16 @@ impl Service {
             Ok(c) => c,
             Err(e) => return reply(Err(e)),
         };
-        let request = match codec::decode_message::<Request>(&call.body) {
+        let decoded = codec::decode_message::<Request>(&call.body)
+            .map_err(|e| format!("undecodable request: {e}"))
+            .and_then(|mut r| {
+                r.attach_bulk(std::mem::take(&mut call.bulk))?;
+                Ok(r)
+            });
+        let request = match decoded {
             Ok(r) => r,
-            Err(e) => {
-                let error =
-                    ApiError::new(ErrorKind::Malformed, format!("undecodable request: {e}"));
+            Err(why) => {
+                let error = ApiError::new(ErrorKind::Malformed, why);
                 return CallOutcome::Reply {
                     result: Err(error.clone()),
                     fatal: Some(error),
