@@ -12,7 +12,6 @@ use std::path::Path;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{hex, BlobMeta, BLOB_CHUNK_BYTES, BLOB_WINDOW_CHUNKS};
 use crate::api::{Request, Response};
@@ -61,22 +60,40 @@ fn unexpected(what: &str, r: Response) -> TransferError {
     TransferError::Protocol(format!("unexpected answer to {what}: {r:?}"))
 }
 
-/// Reads up to a chunk, filling it unless the file ends.
-async fn read_chunk(file: &mut tokio::fs::File, path: &Path) -> Result<Vec<u8>, TransferError> {
-    let mut buf = vec![0u8; BLOB_CHUNK_BYTES];
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = file
-            .read(&mut buf[filled..])
-            .await
-            .map_err(TransferError::file(path))?;
-        if n == 0 {
-            break;
+/// Reads `file` a chunk at a time into `tx`, hashing it on the way; the
+/// SHA-256 (hex) once the file ends. Runs on a thread of its own, so the
+/// next chunks are read and hashed while the ones before are in flight.
+fn read_and_hash(
+    mut file: std::fs::File,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    loop {
+        let mut buf = vec![0u8; BLOB_CHUNK_BYTES];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        filled += n;
+        buf.truncate(filled);
+        if buf.is_empty() {
+            return Ok(hex(&hasher.finalize()));
+        }
+        hasher.update(&buf);
+        let last = filled < BLOB_CHUNK_BYTES;
+        if tx.blocking_send(buf).is_err() {
+            // The sender gave up; its error is the one to report.
+            return Ok(String::new());
+        }
+        if last {
+            return Ok(hex(&hasher.finalize()));
+        }
     }
-    buf.truncate(filled);
-    Ok(buf)
 }
 
 /// Uploads `path` through an upload that `begin` starts (a
@@ -88,19 +105,15 @@ pub async fn upload_file(
     path: &Path,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<BlobMeta, TransferError> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(TransferError::file(path))?;
-    let total = file
-        .metadata()
-        .await
-        .map_err(TransferError::file(path))?
-        .len();
+    let file = std::fs::File::open(path).map_err(TransferError::file(path))?;
+    let total = file.metadata().map_err(TransferError::file(path))?.len();
     let upload = match client.call(&begin).await? {
         Response::UploadStarted { upload } => upload,
         other => return Err(unexpected("BeginUpload", other)),
     };
-    let result = send_chunks(client, upload, &mut file, path, total, &mut progress).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOB_WINDOW_CHUNKS);
+    let reader = tokio::task::spawn_blocking(move || read_and_hash(file, tx));
+    let result = send_chunks(client, upload, rx, reader, path, total, &mut progress).await;
     if result.is_err() {
         // Best effort: the server also drops abandoned uploads itself.
         let _ = client.call(&Request::AbortUpload { upload }).await;
@@ -111,25 +124,22 @@ pub async fn upload_file(
 async fn send_chunks(
     client: &Client,
     upload: u64,
-    file: &mut tokio::fs::File,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    reader: tokio::task::JoinHandle<std::io::Result<String>>,
     path: &Path,
     total: u64,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<BlobMeta, TransferError> {
-    let mut hasher = Sha256::new();
     let mut offset = 0u64;
     let mut done = 0u64;
     let mut eof = false;
     let mut inflight = FuturesOrdered::new();
     loop {
         while !eof && inflight.len() < BLOB_WINDOW_CHUNKS {
-            let data = read_chunk(file, path).await?;
-            if data.is_empty() {
+            let Some(data) = rx.recv().await else {
                 eof = true;
                 break;
-            }
-            eof = data.len() < BLOB_CHUNK_BYTES;
-            hasher.update(&data);
+            };
             let len = data.len() as u64;
             let request = Request::UploadChunk {
                 upload,
@@ -149,11 +159,15 @@ async fn send_chunks(
         done += len;
         progress(done, total.max(done));
     }
+    let sha256 = reader
+        .await
+        .map_err(|e| TransferError::Protocol(format!("the reader stopped: {e}")))?
+        .map_err(TransferError::file(path))?;
     match client
         .call(&Request::FinishUpload {
             upload,
             size: offset,
-            sha256: hex(&hasher.finalize()),
+            sha256,
         })
         .await?
     {
@@ -211,10 +225,53 @@ async fn receive(
     part: &Path,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<(), TransferError> {
-    let mut out = tokio::fs::File::create(part)
+    let out = std::fs::File::create(part).map_err(TransferError::file(part))?;
+    // Hashing and writing run on a thread of their own, beside the calls:
+    // on this loop they would stall the window while a chunk is hashed.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOB_WINDOW_CHUNKS);
+    let writer = tokio::task::spawn_blocking(move || hash_and_write(out, rx));
+    let sent = fetch_chunks(client, meta, &tx, &mut progress).await;
+    drop(tx);
+    let written = writer
         .await
-        .map_err(TransferError::file(part))?;
+        .map_err(|e| TransferError::Protocol(format!("the writer stopped: {e}")))
+        .and_then(|r| r.map_err(TransferError::file(part)));
+    // A failed call explains more than the writer that lost its feed.
+    sent?;
+    let actual = written?;
+    if actual != meta.sha256 {
+        return Err(TransferError::Checksum {
+            name: meta.name.clone(),
+            expected: meta.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Writes what arrives on `rx` to `out`, hashing it; the SHA-256 (hex).
+fn hash_and_write(
+    mut out: std::fs::File,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> std::io::Result<String> {
+    use std::io::Write;
     let mut hasher = Sha256::new();
+    while let Some(data) = rx.blocking_recv() {
+        hasher.update(&data);
+        out.write_all(&data)?;
+    }
+    out.flush()?;
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Asks for the blob a window of chunks at a time and hands them, in
+/// order, to `tx`.
+async fn fetch_chunks(
+    client: &Client,
+    meta: &BlobMeta,
+    tx: &tokio::sync::mpsc::Sender<Vec<u8>>,
+    progress: &mut (impl FnMut(u64, u64) + Send),
+) -> Result<(), TransferError> {
     let mut next = 0u64;
     let mut done = 0u64;
     let mut inflight = FuturesOrdered::new();
@@ -232,7 +289,7 @@ async fn receive(
             inflight.push_back(async move { (want, client.call(&request).await) });
         }
         let Some((want, answer)) = inflight.next().await else {
-            break;
+            return Ok(());
         };
         let data = match answer? {
             Response::BlobData { data } => data,
@@ -244,23 +301,13 @@ async fn receive(
                 data.len()
             )));
         }
-        hasher.update(&data);
-        out.write_all(&data)
-            .await
-            .map_err(TransferError::file(part))?;
+        if tx.send(data).await.is_err() {
+            // The writer failed; its error is the one to report.
+            return Ok(());
+        }
         done += want;
         progress(done, meta.size);
     }
-    out.flush().await.map_err(TransferError::file(part))?;
-    let actual = hex(&hasher.finalize());
-    if actual != meta.sha256 {
-        return Err(TransferError::Checksum {
-            name: meta.name.clone(),
-            expected: meta.sha256.clone(),
-            actual,
-        });
-    }
-    Ok(())
 }
 
 /// Every blob of `container` whose name starts with `prefix`, all pages.
