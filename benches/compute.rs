@@ -9,13 +9,16 @@
 //!   cargo bench --bench compute
 //!   cargo bench --bench compute -- --tasks 10000 --queued 1000000
 //!   cargo bench --bench compute -- --tasks 0          # memory only
-//!   cargo bench --bench compute -- --dir /dev/shm     # data and node directories there
+//!   cargo bench --bench compute -- --nodes-dir /dev/shm   # log on disk, nodes there
+//!   cargo bench --bench compute -- --dir /dev/shm         # data and node directories there
 //!
 //! Each attempt creates three directories and two files under its node's
 //! directory. On a filesystem that makes creating files dear (this VM's
 //! root is ext4 without a journal, which searches past every inode freed
 //! in the last minutes for each new one), that alone can cost more than the
-//! rest of lote's work; `--dir` measures elsewhere.
+//! rest of lote's work. `--nodes-dir` puts the nodes' directories
+//! elsewhere (the server's `--nodes-dir`: task scratch space on a fast
+//! local disk or a tmpfs) and keeps the log, fsynced, on the disk.
 //!
 //! Without `--bench` it is a quick smoke run of itself.
 
@@ -88,8 +91,18 @@ fn main() {
 
     let data = common::scratch_dir();
     println!("data directory: {}", data.path().display());
-    let server = server::Embedded::start(ServerConfig::new(data.path(), "127.0.0.1:0"))
-        .expect("server starts");
+    let mut config = ServerConfig::new(data.path(), "127.0.0.1:0");
+    let args: Vec<String> = std::env::args().collect();
+    let nodes = args
+        .iter()
+        .position(|a| a == "--nodes-dir")
+        .and_then(|i| args.get(i + 1))
+        .map(|dir| tempfile::tempdir_in(dir).expect("a scratch directory under --nodes-dir"));
+    if let Some(nodes) = &nodes {
+        println!("nodes directory: {}", nodes.path().display());
+        config.nodes_dir = nodes.path().to_path_buf();
+    }
+    let server = server::Embedded::start(config).expect("server starts");
     let addr = server.addr.to_string();
     let admin_key = server.admin_key.clone();
     let runtime = tokio::runtime::Builder::new_current_thread()

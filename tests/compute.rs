@@ -165,7 +165,9 @@ async fn pack_fills_one_node_before_the_next_and_oversized_tasks_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_pool_starts_its_agents_runs_tasks_and_deleting_it_stops_everything() {
-    let server = ServerProcess::start(&[]);
+    // The nodes live apart from the log (--nodes-dir).
+    let nodes = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(&["--nodes-dir", nodes.path().to_str().unwrap()]);
     let (client, _, _) = server.account("acme").await;
     local_pool(&client, "local", 2, 2).await;
     create_job(&client, "j", "local").await;
@@ -190,7 +192,8 @@ async fn a_local_pool_starts_its_agents_runs_tasks_and_deleting_it_stops_everyth
         assert!(Instant::now() < deadline, "{:?}", j.state.task_counts);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pool_dir = server.data_dir.join("nodes/acme/local");
+    assert!(!server.data_dir.join("nodes").exists());
+    let pool_dir = nodes.path().join("acme/local");
     let mut digests = 0;
     let mut agent_pids = Vec::new();
     for node in ["node-0", "node-1"] {

@@ -37,6 +37,11 @@ pub struct ServerFlags {
     /// [default: lote-data]
     #[arg(long, env = "LOTE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Where local pools' nodes keep their directories (task working
+    /// directories, outputs, caches): put it on a fast local disk or a
+    /// tmpfs, apart from the log. [default: DATA_DIR/nodes]
+    #[arg(long, env = "LOTE_NODES_DIR")]
+    pub nodes_dir: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (printed at start).
     /// [default: 127.0.0.1:7070]
     #[arg(long, env = "LOTE_LISTEN")]
@@ -88,6 +93,7 @@ pub struct ServerFlags {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfigFile {
     pub data_dir: Option<PathBuf>,
+    pub nodes_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub durability: Option<Durability>,
     pub admin_key: Option<String>,
@@ -105,6 +111,8 @@ pub struct ServerConfigFile {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    /// Where local nodes' directories live (`DATA_DIR/nodes` unless set).
+    pub nodes_dir: PathBuf,
     pub listen: String,
     pub durability: Durability,
     pub admin_key: Option<String>,
@@ -177,11 +185,16 @@ impl ServerConfig {
         let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
             Duration::from_secs(flag.or(file).unwrap_or(default))
         };
+        let data_dir = flags
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         ServerConfig {
-            data_dir: flags
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            nodes_dir: flags
+                .nodes_dir
+                .or(file.nodes_dir)
+                .unwrap_or_else(|| data_dir.join("nodes")),
+            data_dir,
             listen: flags
                 .listen
                 .or(file.listen)

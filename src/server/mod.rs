@@ -159,7 +159,7 @@ pub async fn run(
         core.clone(),
         placement.clone(),
         sagas::Local {
-            data_dir: config.data_dir.clone(),
+            nodes_dir: config.nodes_dir.clone(),
             server_addr: addr.to_string(),
         },
         server_secret.clone(),

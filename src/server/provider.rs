@@ -1,6 +1,7 @@
 //! The local provider: node agents as processes on the server's machine.
 //!
-//! Each node gets `DATA_DIR/nodes/ACCOUNT/POOL/NODE/` with its credential
+//! Each node gets `NODES_DIR/ACCOUNT/POOL/NODE/` (`NODES_DIR` is
+//! `DATA_DIR/nodes` unless `--nodes-dir` says otherwise) with its credential
 //! (`node.toml`, written here, so the agent needs no join token), its pid
 //! and its log. Agents run in their own process group, detached from the
 //! server: a server restart does not stop them; they reconnect.
@@ -14,21 +15,20 @@ use crate::private_file::write_owner_only;
 use crate::types::{AccountName, NodeId, PoolId};
 
 /// Where the local nodes of a pool live.
-pub fn pool_dir(data_dir: &Path, account: &AccountName, pool: &PoolId) -> PathBuf {
-    data_dir
-        .join("nodes")
+pub fn pool_dir(nodes_dir: &Path, account: &AccountName, pool: &PoolId) -> PathBuf {
+    nodes_dir
         .join(account.as_str())
         .join(pool.as_str())
 }
 
 /// Writes the node's credential and starts its agent.
 pub fn start_agent(
-    data_dir: &Path,
+    nodes_dir: &Path,
     server_addr: &str,
     cred: &NodeCredential,
     slots: u32,
 ) -> Result<u32, ApiError> {
-    let root = pool_dir(data_dir, &cred.account, &cred.pool).join(cred.node.as_str());
+    let root = pool_dir(nodes_dir, &cred.account, &cred.pool).join(cred.node.as_str());
     let fail = |what: &str, e: &dyn std::fmt::Display| {
         ApiError::new(
             crate::api::ErrorKind::Internal,
@@ -77,8 +77,8 @@ pub fn start_agent(
 
 /// Stops a node's agent (and everything in its process group) and removes
 /// the node's directory: a removed node loses its files.
-pub fn stop_agent(data_dir: &Path, account: &AccountName, pool: &PoolId, node: &NodeId) {
-    let root = pool_dir(data_dir, account, pool).join(node.as_str());
+pub fn stop_agent(nodes_dir: &Path, account: &AccountName, pool: &PoolId, node: &NodeId) {
+    let root = pool_dir(nodes_dir, account, pool).join(node.as_str());
     if let Ok(text) = std::fs::read_to_string(root.join("agent.pid")) {
         if let Ok(pid) = text.trim().parse::<i32>() {
             if pid > 1 {

@@ -35,7 +35,8 @@ use super::provider;
 /// Where local nodes live and where their agents connect.
 #[derive(Clone)]
 pub struct Local {
-    pub data_dir: std::path::PathBuf,
+    /// The nodes directory (`--nodes-dir`).
+    pub nodes_dir: std::path::PathBuf,
     pub server_addr: String,
 }
 
@@ -237,7 +238,7 @@ impl Sagas {
     /// thread: the agent gets SIGTERM, then SIGKILL after a grace period.
     pub async fn stop_local_agent(&self, account: &AccountName, pool: &PoolId, node: &NodeId) {
         let (dir, account, pool, node) = (
-            self.local.data_dir.clone(),
+            self.local.nodes_dir.clone(),
             account.clone(),
             pool.clone(),
             node.clone(),
@@ -431,7 +432,7 @@ impl Sagas {
                 };
                 added.push(node.clone());
                 if let Err(e) = provider::start_agent(
-                    &self.local.data_dir,
+                    &self.local.nodes_dir,
                     &self.local.server_addr,
                     &cred,
                     spec.node_size.task_slots,
