@@ -12,6 +12,7 @@ use std::path::Path;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
 
 use super::{hex, BlobMeta, BLOB_CHUNK_BYTES, BLOB_WINDOW_CHUNKS};
 use crate::api::{Request, Response};
@@ -60,40 +61,22 @@ fn unexpected(what: &str, r: Response) -> TransferError {
     TransferError::Protocol(format!("unexpected answer to {what}: {r:?}"))
 }
 
-/// Reads `file` a chunk at a time into `tx`, hashing it on the way; the
-/// SHA-256 (hex) once the file ends. Runs on a thread of its own, so the
-/// next chunks are read and hashed while the ones before are in flight.
-fn read_and_hash(
-    mut file: std::fs::File,
-    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
-) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut hasher = Sha256::new();
-    loop {
-        let mut buf = vec![0u8; BLOB_CHUNK_BYTES];
-        let mut filled = 0;
-        while filled < buf.len() {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+/// Reads up to a chunk, filling it unless the file ends.
+async fn read_chunk(file: &mut tokio::fs::File, path: &Path) -> Result<Vec<u8>, TransferError> {
+    let mut buf = vec![0u8; BLOB_CHUNK_BYTES];
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = file
+            .read(&mut buf[filled..])
+            .await
+            .map_err(TransferError::file(path))?;
+        if n == 0 {
+            break;
         }
-        buf.truncate(filled);
-        if buf.is_empty() {
-            return Ok(hex(&hasher.finalize()));
-        }
-        hasher.update(&buf);
-        let last = filled < BLOB_CHUNK_BYTES;
-        if tx.blocking_send(buf).is_err() {
-            // The sender gave up; its error is the one to report.
-            return Ok(String::new());
-        }
-        if last {
-            return Ok(hex(&hasher.finalize()));
-        }
+        filled += n;
     }
+    buf.truncate(filled);
+    Ok(buf)
 }
 
 /// Uploads `path` through an upload that `begin` starts (a
@@ -105,15 +88,19 @@ pub async fn upload_file(
     path: &Path,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<BlobMeta, TransferError> {
-    let file = std::fs::File::open(path).map_err(TransferError::file(path))?;
-    let total = file.metadata().map_err(TransferError::file(path))?.len();
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(TransferError::file(path))?;
+    let total = file
+        .metadata()
+        .await
+        .map_err(TransferError::file(path))?
+        .len();
     let upload = match client.call(&begin).await? {
         Response::UploadStarted { upload } => upload,
         other => return Err(unexpected("BeginUpload", other)),
     };
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOB_WINDOW_CHUNKS);
-    let reader = tokio::task::spawn_blocking(move || read_and_hash(file, tx));
-    let result = send_chunks(client, upload, rx, reader, path, total, &mut progress).await;
+    let result = send_chunks(client, upload, &mut file, path, total, &mut progress).await;
     if result.is_err() {
         // Best effort: the server also drops abandoned uploads itself.
         let _ = client.call(&Request::AbortUpload { upload }).await;
@@ -124,22 +111,25 @@ pub async fn upload_file(
 async fn send_chunks(
     client: &Client,
     upload: u64,
-    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    reader: tokio::task::JoinHandle<std::io::Result<String>>,
+    file: &mut tokio::fs::File,
     path: &Path,
     total: u64,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<BlobMeta, TransferError> {
+    let mut hasher = Sha256::new();
     let mut offset = 0u64;
     let mut done = 0u64;
     let mut eof = false;
     let mut inflight = FuturesOrdered::new();
     loop {
         while !eof && inflight.len() < BLOB_WINDOW_CHUNKS {
-            let Some(data) = rx.recv().await else {
+            let data = read_chunk(file, path).await?;
+            if data.is_empty() {
                 eof = true;
                 break;
-            };
+            }
+            eof = data.len() < BLOB_CHUNK_BYTES;
+            hasher.update(&data);
             let len = data.len() as u64;
             let request = Request::UploadChunk {
                 upload,
@@ -159,15 +149,11 @@ async fn send_chunks(
         done += len;
         progress(done, total.max(done));
     }
-    let sha256 = reader
-        .await
-        .map_err(|e| TransferError::Protocol(format!("the reader stopped: {e}")))?
-        .map_err(TransferError::file(path))?;
     match client
         .call(&Request::FinishUpload {
             upload,
             size: offset,
-            sha256,
+            sha256: hex(&hasher.finalize()),
         })
         .await?
     {
@@ -228,7 +214,8 @@ async fn receive(
     let out = std::fs::File::create(part).map_err(TransferError::file(part))?;
     // Hashing and writing run on a thread of their own, beside the calls:
     // on this loop they would stall the window while a chunk is hashed.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOB_WINDOW_CHUNKS);
+    // Two chunks of slack: more would only hold memory.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
     let writer = tokio::task::spawn_blocking(move || hash_and_write(out, rx));
     let sent = fetch_chunks(client, meta, &tx, &mut progress).await;
     drop(tx);
