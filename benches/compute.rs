@@ -92,12 +92,7 @@ fn main() {
     let data = common::scratch_dir();
     println!("data directory: {}", data.path().display());
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0");
-    let args: Vec<String> = std::env::args().collect();
-    let nodes = args
-        .iter()
-        .position(|a| a == "--nodes-dir")
-        .and_then(|i| args.get(i + 1))
-        .map(|dir| tempfile::tempdir_in(dir).expect("a scratch directory under --nodes-dir"));
+    let nodes = common::scratch_dir_in("--nodes-dir");
     if let Some(nodes) = &nodes {
         println!("nodes directory: {}", nodes.path().display());
         config.nodes_dir = nodes.path().to_path_buf();

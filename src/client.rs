@@ -21,8 +21,7 @@ use crate::api::auth::{sign, Signed};
 use crate::api::frame::frame_bytes;
 use crate::api::{
     read_frame, ApiError, CallRef, ClientFrame, ClientFrameRef, Credential, EventView, Hello,
-    Request, Response,
-    ServerFrame, FRAME_BYTES_MAX, MAGIC, PROTOCOL_VERSION,
+    Request, Response, ServerFrame, FRAME_BYTES_MAX, MAGIC, PROTOCOL_VERSION,
 };
 use crate::clock::{new_uuid, Clock, SystemClock};
 use crate::codec;

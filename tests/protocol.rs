@@ -23,13 +23,16 @@ fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         Just(Request::Ping),
         Just(Request::ListPools),
-        (any::<u64>(), any::<u64>(), prop::collection::vec(any::<u8>(), 1..300)).prop_map(
-            |(upload, offset, data)| Request::UploadChunk {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec(any::<u8>(), 1..300)
+        )
+            .prop_map(|(upload, offset, data)| Request::UploadChunk {
                 upload,
                 offset,
                 data
-            }
-        ),
+            }),
         (id(), any::<Option<u128>>()).prop_map(|(n, r)| Request::CreateAccount {
             name: AccountName::new(n).unwrap(),
             request_id: r.map(uuid::Uuid::from_u128),
@@ -97,7 +100,12 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                     bulk_len: bulk.len() as u64,
                 };
                 let auth = sign("key", id, cred, ts, nonce, signed);
-                ClientFrame::Call(Call { id, auth, body, bulk })
+                ClientFrame::Call(Call {
+                    id,
+                    auth,
+                    body,
+                    bulk,
+                })
             }),
     ]
 }

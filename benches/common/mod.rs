@@ -12,28 +12,32 @@ pub fn smoke() -> bool {
     !std::env::args().any(|a| a == "--bench")
 }
 
+/// The word after `name` on the command line.
+pub fn arg_value(name: &str) -> Option<String> {
+    let mut args = std::env::args();
+    args.position(|a| a == name)?;
+    args.next()
+}
+
 /// The number after `name` on the command line, or `default`.
 pub fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    arg_value(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A scratch directory under the directory given after `flag`, if any.
+pub fn scratch_dir_in(flag: &str) -> Option<tempfile::TempDir> {
+    arg_value(flag).map(|dir| {
+        tempfile::tempdir_in(&dir)
+            .unwrap_or_else(|e| panic!("a scratch directory under {flag} {dir}: {e}"))
+    })
 }
 
 /// A scratch directory under `--dir DIR` when given (to measure on a chosen
 /// filesystem), else under the system's temporary directory.
 pub fn scratch_dir() -> tempfile::TempDir {
-    let args: Vec<String> = std::env::args().collect();
-    match args
-        .iter()
-        .position(|a| a == "--dir")
-        .and_then(|i| args.get(i + 1))
-    {
-        Some(dir) => tempfile::tempdir_in(dir).expect("a scratch directory under --dir"),
-        None => tempfile::tempdir().expect("a scratch directory"),
-    }
+    scratch_dir_in("--dir").unwrap_or_else(|| tempfile::tempdir().expect("a scratch directory"))
 }
 
 /// Creates account `name` with the admin key; returns its primary key.

@@ -89,7 +89,13 @@ pub fn verify(key: &str, call_id: u64, auth: &Auth, signed: Signed<'_>) -> bool 
 /// Whether `auth` signs `body` by any of `keys`. Tries every key (no early
 /// exit), so the time taken does not tell which matched.
 pub fn verify_any(keys: &[String], call_id: u64, auth: &Auth, signed: Signed<'_>) -> bool {
-    let message = string_to_sign(call_id, &auth.credential, auth.timestamp, &auth.nonce, signed);
+    let message = string_to_sign(
+        call_id,
+        &auth.credential,
+        auth.timestamp,
+        &auth.nonce,
+        signed,
+    );
     let mut ok = false;
     for key in keys {
         let mut mac =

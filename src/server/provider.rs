@@ -16,9 +16,7 @@ use crate::types::{AccountName, NodeId, PoolId};
 
 /// Where the local nodes of a pool live.
 pub fn pool_dir(nodes_dir: &Path, account: &AccountName, pool: &PoolId) -> PathBuf {
-    nodes_dir
-        .join(account.as_str())
-        .join(pool.as_str())
+    nodes_dir.join(account.as_str()).join(pool.as_str())
 }
 
 /// Writes the node's credential and starts its agent.
