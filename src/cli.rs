@@ -1976,6 +1976,13 @@ fn render(response: Response) -> (Value, String) {
         Response::Recorded | Response::Registered { .. } => {
             (json!({ "recorded": true }), "recorded\n".into())
         }
+        Response::Reported { results } => {
+            let refused = results.iter().filter(|r| r.is_err()).count();
+            (
+                json!({ "recorded": results.len() - refused, "refused": refused }),
+                format!("{} recorded, {refused} refused\n", results.len() - refused),
+            )
+        }
         Response::TaskExplanation {
             job,
             task,

@@ -215,7 +215,8 @@ impl Client {
             .map_err(|_| connect_err("timed out".into()))?
             .map_err(|e| connect_err(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+        let (reader, mut writer) = stream.into_split();
+        let mut reader = tokio::io::BufReader::with_capacity(crate::api::READ_BUFFER_BYTES, reader);
         writer
             .write_all(&hello_frame(&self.config.name))
             .await

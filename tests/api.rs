@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use lote::api::auth::{sign, Signed};
 use lote::api::{
-    ApiError, Call, ClientFrame, Credential, ErrorKind, Hello, Request, Response, ServerFrame,
-    MAGIC, PROTOCOL_VERSION,
+    ApiError, Call, ClientFrame, Completion, Credential, ErrorKind, Hello, Request, Response,
+    ServerFrame, MAGIC, PROTOCOL_VERSION,
 };
 use lote::client::call_frame;
 use lote::domain::account::KeyKind;
 use lote::domain::job::{DisableTasks, JobSpec};
 use lote::domain::pool::{Deallocation, NodeProvider, PoolSpec, ResizeState};
 use lote::domain::spec::CommandLine;
-use lote::domain::task::TaskSpec;
+use lote::domain::task::{TaskResult, TaskSpec, TaskStatus};
 use lote::domain::RejectionCode;
 use lote::types::{AccountName, JobId, NodeId, PoolId, TaskId};
 use server_support::*;
@@ -66,6 +66,20 @@ fn task(id: &str) -> TaskSpec {
         TaskId::new(id).unwrap(),
         CommandLine::Shell(format!("echo {id}")),
     )
+}
+
+/// Joins the joiner's pool as `host-1`: the node and its credential.
+async fn join_pool(joiner: &lote::client::Client) -> (NodeId, String) {
+    let Response::Joined { node, credential } = joiner
+        .call(&Request::JoinPool {
+            name: "host-1".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    (node, credential)
 }
 
 fn account_cred(name: &str) -> Credential {
@@ -740,15 +754,7 @@ async fn agents_join_with_a_token_and_credentials_do_not_cross() {
         err.api().unwrap().rejection,
         Some(RejectionCode::PermissionDenied)
     );
-    let Response::Joined { node, credential } = joiner
-        .call(&Request::JoinPool {
-            name: "host-1".into(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let (node, credential) = join_pool(&joiner).await;
     // A wrong token does not join.
     let bad = server.client(join_cred, "0000");
     assert_eq!(
@@ -802,6 +808,166 @@ async fn agents_join_with_a_token_and_credentials_do_not_cross() {
     };
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].state.id.as_ref(), Some(&node));
+}
+
+/// An agent's completions travel in batches: each is answered on its own,
+/// a resend is recorded once, and a stale or unknown attempt is refused
+/// without failing the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_completions_is_answered_one_by_one() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    create_pool(&client, "farm").await;
+    let pool = PoolId::new("farm").unwrap();
+    let Response::JoinToken { token, .. } = client
+        .call(&Request::ShowJoinToken { pool: pool.clone() })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let acme = AccountName::new("acme").unwrap();
+    let joiner = server.client(
+        Credential::Join {
+            account: acme.clone(),
+            pool: pool.clone(),
+        },
+        &token,
+    );
+    let (node, credential) = join_pool(&joiner).await;
+    let agent = server.client(
+        Credential::Node {
+            account: acme,
+            pool,
+            node,
+        },
+        &credential,
+    );
+    agent
+        .call(&Request::AgentRegister {
+            agent: lote::domain::node::AgentInfo {
+                hostname: "host-1".into(),
+                address: "127.0.0.1".into(),
+                cores: 2,
+                memory_mib: 1024,
+                task_slots: 2,
+                agent_version: "test".into(),
+            },
+        })
+        .await
+        .unwrap();
+    create_job(&client, "j", "farm").await;
+    let job = JobId::new("j").unwrap();
+    client
+        .call(&Request::AddTasks {
+            job: job.clone(),
+            tasks: vec![task("a"), task("b")],
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    let mut assigned = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while assigned.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not assigned: {assigned:?}"
+        );
+        if let Response::Work { assignments, .. } = agent
+            .call(&Request::AgentPoll {
+                running: vec![],
+                wait_ms: 500,
+            })
+            .await
+            .unwrap()
+        {
+            for a in assignments {
+                if !assigned.iter().any(|(t, _)| t == &a.task) {
+                    assigned.push((a.task, a.attempt));
+                }
+            }
+        }
+    }
+    let attempt_of = |id: &str| {
+        assigned
+            .iter()
+            .find(|(t, _)| t.as_str() == id)
+            .map(|(_, n)| *n)
+            .unwrap()
+    };
+    let completion = |id: &str, attempt: u32| Completion {
+        job: job.clone(),
+        task: TaskId::new(id).unwrap(),
+        attempt,
+        result: TaskResult {
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: 3,
+            failure: None,
+        },
+        outputs: vec![],
+    };
+    let Response::Reported { results } = agent
+        .call(&Request::AgentCompleted {
+            completions: vec![
+                completion("a", attempt_of("a")),
+                // A resend in the same batch: recorded once, answered ok.
+                completion("a", attempt_of("a")),
+                completion("b", attempt_of("b") + 7),
+                completion("nowhere", 1),
+            ],
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    assert_eq!(
+        results[2].as_ref().unwrap_err().rejection,
+        Some(RejectionCode::StaleAttempt)
+    );
+    assert_eq!(
+        results[3].as_ref().unwrap_err().rejection,
+        Some(RejectionCode::TaskNotFound)
+    );
+    let status = |id: &str| {
+        let client = &client;
+        let job = job.clone();
+        let id = TaskId::new(id).unwrap();
+        async move {
+            let Response::Task(t) = client
+                .call(&Request::ShowTask { job, task: id })
+                .await
+                .unwrap()
+            else {
+                panic!()
+            };
+            t.state
+        }
+    };
+    let a = status("a").await;
+    assert_eq!(a.status, TaskStatus::Completed);
+    assert_eq!(a.attempt, attempt_of("a"));
+    assert!(a.last_result.unwrap().succeeded());
+    // The refused completion changed nothing.
+    assert_eq!(status("b").await.status, TaskStatus::Assigned);
+    // An empty report, or one over the bound, is refused whole.
+    for n in [0, lote::api::AGENT_COMPLETIONS_MAX + 1] {
+        assert_eq!(
+            rejection(
+                agent
+                    .call(&Request::AgentCompleted {
+                        completions: vec![completion("b", attempt_of("b")); n],
+                    })
+                    .await
+            ),
+            Some(RejectionCode::InvalidValue)
+        );
+    }
+    assert_eq!(status("b").await.status, TaskStatus::Assigned);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,14 +3,14 @@
 
 use lote::api::auth::{sign, Signed};
 use lote::api::{
-    ApiError, Call, ClientFrame, Credential, ErrorKind, Hello, Request, Response, ServerFrame,
-    MAGIC, PROTOCOL_VERSION,
+    ApiError, Call, ClientFrame, Completion, Credential, ErrorKind, Hello, Request, Response,
+    ServerFrame, MAGIC, PROTOCOL_VERSION,
 };
 use lote::client::call_frame;
 use lote::codec::{decode_message, encode_message};
 use lote::domain::account::KeyKind;
 use lote::domain::spec::CommandLine;
-use lote::domain::task::TaskSpec;
+use lote::domain::task::{FailureCategory, TaskResult, TaskSpec};
 use lote::domain::RejectionCode;
 use lote::types::{AccountName, JobId, PoolId, TaskId, Timestamp};
 use proptest::prelude::*;
@@ -61,6 +61,28 @@ fn request() -> impl Strategy<Value = Request> {
             }
         }),
         any::<u64>().prop_map(|from| Request::TailEvents { from }),
+        prop::collection::vec(
+            (id(), id(), any::<u32>(), any::<Option<i32>>(), any::<u64>()),
+            1..5
+        )
+        .prop_map(|completions| Request::AgentCompleted {
+            completions: completions
+                .into_iter()
+                .map(|(j, t, attempt, exit_code, duration_ms)| Completion {
+                    job: JobId::new(j).unwrap(),
+                    task: TaskId::new(t).unwrap(),
+                    attempt,
+                    result: TaskResult {
+                        exit_code,
+                        signal: None,
+                        duration_ms,
+                        failure: (exit_code != Some(0))
+                            .then(|| (FailureCategory::NonZeroExit, "exit".to_string())),
+                    },
+                    outputs: vec![],
+                })
+                .collect(),
+        }),
     ]
 }
 

@@ -7,6 +7,13 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// for a batch of a few thousand tasks; files never travel in frames.
 pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// What a connection's reader asks of the socket at once. Unbuffered, a
+/// frame cost three reads (first byte, rest of the prefix, body) and a
+/// fourth that found nothing; through this buffer a small frame, or several
+/// queued back to back, come in one read. Bodies larger than it are read
+/// straight into their own buffer.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

@@ -13,5 +13,5 @@ pub mod auth;
 pub mod frame;
 pub mod proto;
 
-pub use frame::{read_frame, write_frame, FrameError, FRAME_BYTES_MAX};
+pub use frame::{read_frame, write_frame, FrameError, FRAME_BYTES_MAX, READ_BUFFER_BYTES};
 pub use proto::*;

@@ -15,7 +15,7 @@ use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timest
 
 /// Version of this protocol. A server speaks exactly its own version and
 /// says so in its refusal, so an old client knows to upgrade.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// First bytes of every hello, so that a stray client of another protocol
 /// is told so instead of getting a decode error.
@@ -344,15 +344,11 @@ pub enum Request {
         task: TaskId,
         attempt: u32,
     },
-    /// The attempt ended. Sending it again is harmless: (task, attempt) is
-    /// recorded once.
+    /// Attempts that ended (1 to [`AGENT_COMPLETIONS_MAX`]), answered by
+    /// [`Response::Reported`], one result each. Sending one again is
+    /// harmless: (task, attempt) is recorded once.
     AgentCompleted {
-        job: JobId,
-        task: TaskId,
-        attempt: u32,
-        result: TaskResult,
-        /// The output files uploaded after the process ended.
-        outputs: Vec<crate::domain::task::OutputManifestEntry>,
+        completions: Vec<Completion>,
     },
     /// The answer to a [`FileRead`] the server handed out in `Work`.
     AgentFileData {
@@ -524,6 +520,20 @@ impl OutputStream {
 
 /// Most bytes of output one read returns.
 pub const OUTPUT_CHUNK_MAX: u32 = 1 << 20;
+
+/// Most completions one [`Request::AgentCompleted`] may carry.
+pub const AGENT_COMPLETIONS_MAX: usize = 1024;
+
+/// One ended attempt, as its node's agent reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub job: JobId,
+    pub task: TaskId,
+    pub attempt: u32,
+    pub result: TaskResult,
+    /// The output files uploaded after the process ended.
+    pub outputs: Vec<crate::domain::task::OutputManifestEntry>,
+}
 
 /// One attempt of one task, as agents and the server name it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -840,6 +850,11 @@ pub enum Response {
     },
     /// A report from an agent was recorded (or had been already).
     Recorded,
+    /// What became of each of an [`Request::AgentCompleted`]'s
+    /// completions, in their order: recorded (now or before), or why not.
+    Reported {
+        results: Vec<Result<(), ApiError>>,
+    },
     /// The agent is registered; it runs `start_task` first when given.
     Registered {
         start_task: Option<StartTask>,

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::reports::{NotRecorded, Reporter};
 use super::staging::Stager;
 use super::{files, proc_tree, retention};
-use crate::api::{Assignment, AttemptRef, Credential, Request, Response};
+use crate::api::{Assignment, AttemptRef, Completion, Credential, Request, Response};
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::domain::node::AgentInfo;
 use crate::domain::spec::{CommandLine, PackageRef};
@@ -155,6 +156,7 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         pool_packages: std::sync::Mutex::default(),
         slots: Arc::new(tokio::sync::Semaphore::new(info.task_slots as usize)),
         slot_count: info.task_slots,
+        reports: Reporter::start(client.clone(), RETRY_PAUSE),
     });
     // Files whose retention ran out while the agent was down.
     retention::sweep(&config.root);
@@ -576,6 +578,7 @@ struct TaskEnv {
     slots: Arc<tokio::sync::Semaphore>,
     slot_count: u32,
     stager: Stager,
+    reports: Reporter,
     /// The pool's packages, as registration said.
     pool_packages: std::sync::Mutex<Vec<PackageRef>>,
 }
@@ -714,15 +717,19 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     // The slots are free once the process and its uploads are done,
     // before the report.
     drop(slots);
-    let report = Request::AgentCompleted {
+    let completion = Completion {
         job: a.job.clone(),
         task: a.task.clone(),
         attempt: a.attempt,
         result,
         outputs,
     };
-    if let Err(e) = report_until_recorded(client, &report).await {
-        tracing::info!(task = %a.task, error = %e, "completion not recorded: the attempt was superseded");
+    match env.reports.report(completion).await {
+        Ok(()) => {}
+        Err(e @ NotRecorded::Superseded(_)) => {
+            tracing::info!(task = %a.task, error = %e, "completion not recorded")
+        }
+        Err(e) => tracing::warn!(task = %a.task, error = %e, "completion not recorded"),
     }
     let retention = a
         .spec

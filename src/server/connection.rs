@@ -19,6 +19,7 @@ use super::{ServerConfig, Service};
 use crate::api::frame::frame_bytes;
 use crate::api::{
     ApiError, ClientFrame, ErrorKind, ServerFrame, FRAME_BYTES_MAX, MAGIC, PROTOCOL_VERSION,
+    READ_BUFFER_BYTES,
 };
 use crate::codec;
 
@@ -101,7 +102,9 @@ pub(super) async fn serve(
     mut stop: watch::Receiver<bool>,
     over_cap: bool,
 ) {
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
+    // Cancelling a read of it (idle timeout) keeps what it buffered.
+    let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let (tx, mut rx) = mpsc::channel::<ServerFrame>(OUTBOX_FRAMES_MAX);
     // Encodes and writes; gathers whatever is queued into one write.
     let writer_task = tokio::task::spawn_local(async move {

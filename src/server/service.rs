@@ -1675,46 +1675,69 @@ impl Service {
                     Err(e) => Err(e.into()),
                 }
             }
-            Request::AgentCompleted {
-                job,
-                task,
-                attempt,
-                result,
-                outputs,
-            } => {
-                let stream = StreamId::task(account, &job, &task);
-                let command = TaskCommand::CompleteTask {
-                    attempt,
-                    result,
-                    outputs,
-                };
-                match self.core.execute::<Task>(&stream, command, ctx()).await {
-                    Ok(_) => {
-                        self.placement_saw_it().await;
-                        Ok(Response::Recorded)
-                    }
-                    Err(CoreError::Rejected(r)) if r.code == RejectionCode::StaleAttempt => {
-                        // Recorded before (same attempt, no longer running):
-                        // a resend. Otherwise the attempt was superseded.
-                        let now = self.core.state::<Task>(&stream).await?;
-                        let recorded = now.state.attempt == attempt
-                            && !matches!(
-                                now.state.status,
-                                TaskStatus::Assigned | TaskStatus::Running
-                            );
-                        if recorded {
-                            Ok(Response::Recorded)
-                        } else {
-                            Err(r.into())
-                        }
-                    }
-                    Err(e) => Err(e.into()),
+            Request::AgentCompleted { completions } => {
+                if completions.is_empty() || completions.len() > crate::api::AGENT_COMPLETIONS_MAX {
+                    return Err(ApiError::rejected(
+                        RejectionCode::InvalidValue,
+                        format!(
+                            "a completion report carries 1 to {} completions, not {}",
+                            crate::api::AGENT_COMPLETIONS_MAX,
+                            completions.len()
+                        ),
+                    ));
                 }
+                // Each goes through its task's actor; appended together,
+                // they share the store's rounds and fsyncs.
+                let ctx = ctx();
+                let results = futures_util::future::join_all(
+                    completions
+                        .into_iter()
+                        .map(|c| self.complete_attempt(account, c, ctx.clone())),
+                )
+                .await;
+                if results.iter().any(|r| matches!(r, Ok(true))) {
+                    self.placement_saw_it().await;
+                }
+                Ok(Response::Reported {
+                    results: results.into_iter().map(|r| r.map(|_| ())).collect(),
+                })
             }
             _ => Err(permission(
                 "node agents may only register, poll and report",
                 &Caller::Node(principal.clone()),
             )),
+        }
+    }
+
+    /// Records one ended attempt: Ok(true) if recorded now, Ok(false) if
+    /// it had been (a resend after a lost reply).
+    async fn complete_attempt(
+        &self,
+        account: &AccountName,
+        c: crate::api::Completion,
+        ctx: Ctx,
+    ) -> Result<bool, ApiError> {
+        let stream = StreamId::task(account, &c.job, &c.task);
+        let command = TaskCommand::CompleteTask {
+            attempt: c.attempt,
+            result: c.result,
+            outputs: c.outputs,
+        };
+        match self.core.execute::<Task>(&stream, command, ctx).await {
+            Ok(_) => Ok(true),
+            Err(CoreError::Rejected(r)) if r.code == RejectionCode::StaleAttempt => {
+                // Recorded before (same attempt, no longer running): a
+                // resend. Otherwise the attempt was superseded.
+                let now = self.core.state::<Task>(&stream).await?;
+                let recorded = now.state.attempt == c.attempt
+                    && !matches!(now.state.status, TaskStatus::Assigned | TaskStatus::Running);
+                if recorded {
+                    Ok(false)
+                } else {
+                    Err(r.into())
+                }
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
