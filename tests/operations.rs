@@ -771,3 +771,84 @@ async fn a_pool_deleted_while_its_nodes_start_leaves_nothing_behind() {
     .await;
     assert!(list_pools(&client).await.is_empty());
 }
+
+/// What a task leaves behind when it ends by itself dies with it, whether
+/// it stayed in its group or left it (setsid). The agent adopts orphans:
+/// one that escapes the sweep (its environment cleared, so untagged) is
+/// the agent's child once its task ends, and is reaped when it ends, so no
+/// zombie piles up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_a_finished_task_die_and_the_agent_reaps_what_it_adopts() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    local_pool(&client, "w", 1, 1).await;
+    create_job(&client, "j", "w").await;
+    let marks = tempfile::tempdir().unwrap();
+    let m = marks.path().display();
+    add(
+        &client,
+        "j",
+        vec![shell(
+            "leaves",
+            &format!(
+                "echo $PPID > {m}/agent.pid; \
+                 setsid sh -c 'echo $$ > {m}/detached.pid; exec sleep 300' & \
+                 sleep 300 & echo $! > {m}/stayed.pid; \
+                 env -i setsid sh -c 'echo $$ > {m}/untagged.pid; exec sleep 3' & \
+                 while [ ! -s {m}/detached.pid ] || [ ! -s {m}/untagged.pid ]; do sleep 0.05; done"
+            ),
+        )],
+    )
+    .await;
+    let agent = pid_in(&marks.path().join("agent.pid")).await;
+    let detached = pid_in(&marks.path().join("detached.pid")).await;
+    let stayed = pid_in(&marks.path().join("stayed.pid")).await;
+    let untagged = pid_in(&marks.path().join("untagged.pid")).await;
+    wait_job(&client, "j", Duration::from_secs(30)).await;
+    assert!(task(&client, "j", "leaves")
+        .await
+        .state
+        .last_result
+        .unwrap()
+        .succeeded());
+    eventually(Duration::from_secs(5), "leftovers killed", || async {
+        match (alive(&detached), alive(&stayed)) {
+            (false, false) => Ok(()),
+            other => Err(format!("detached, stayed alive: {other:?}")),
+        }
+    })
+    .await;
+    // The untagged one outlived its task, adopted by the agent.
+    let parent = |pid: &str| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    assert!(alive(&untagged), "the untagged leftover died early");
+    assert_eq!(parent(&untagged).as_deref(), Some(agent.as_str()));
+    eventually(
+        Duration::from_secs(10),
+        "untagged leftover ended",
+        || async {
+            if alive(&untagged) {
+                Err("alive".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    // The next attempt's end reaps it: gone, not a zombie.
+    add(&client, "j", vec![shell("next", "true")]).await;
+    wait_job(&client, "j", Duration::from_secs(30)).await;
+    eventually(Duration::from_secs(5), "leftover reaped", || async {
+        if std::path::Path::new(&format!("/proc/{untagged}")).exists() {
+            Err(format!("{untagged} is still in the process table"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+}

@@ -158,6 +158,8 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         slot_count: info.task_slots,
         reports: Reporter::start(client.clone(), RETRY_PAUSE),
     });
+    // What attempts leave behind comes back to the agent, not to init.
+    proc_tree::adopt_orphans();
     // Files whose retention ran out while the agent was down.
     retention::sweep(&config.root);
     // On SIGTERM (the local provider removing this node, or an operator):
@@ -490,7 +492,10 @@ async fn run_start_task_once(
         )
     };
     match spawned {
-        Ok(mut child) => wait(&mut child, None, started).await,
+        Ok(mut child) => {
+            let _owned = proc_tree::Owned::new(child.id());
+            wait(&mut child, None, started).await
+        }
         Err(why) => launch_failure(why),
     }
 }
@@ -660,6 +665,7 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     let mut result = match child {
         Err(failed) => failed,
         Ok(mut child) => {
+            let _owned = proc_tree::Owned::new(child.id());
             let tracked = child
                 .id()
                 .map(|pid| proc_tree::Tracked::new(pid, tag.clone(), since));
@@ -820,7 +826,7 @@ fn spawn(
         }
     };
     cmd.current_dir(wd)
-        .stdin(std::process::Stdio::null())
+        .stdin(dev_null())
         .stdout(open("stdout.txt")?)
         .stderr(open("stderr.txt")?)
         // Its own process group: a timeout or a kill takes every child.
@@ -841,6 +847,16 @@ fn spawn(
         CommandLine::Argv(argv) => format!("cannot start {:?}: {e}", argv[0]),
         CommandLine::Shell(_) => format!("cannot start /bin/sh: {e}"),
     })
+}
+
+/// /dev/null for a task's stdin: a copy of one descriptor opened once
+/// (a dup, not a path lookup per task).
+fn dev_null() -> std::process::Stdio {
+    static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok())
+        .as_ref()
+        .and_then(|f| f.try_clone().ok())
+        .map_or_else(std::process::Stdio::null, std::process::Stdio::from)
 }
 
 fn kill_group(child: &tokio::process::Child) {

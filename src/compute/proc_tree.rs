@@ -23,6 +23,102 @@ pub fn new_tag() -> String {
     format!("{prefix}-{n}")
 }
 
+/// Whether this process adopts what its descendants orphan
+/// ([`adopt_orphans`]).
+static ADOPTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes this process the reaper of every orphan among its descendants
+/// (`PR_SET_CHILD_SUBREAPER`): a process an attempt leaves behind, whatever
+/// its group or session, is then re-parented to the agent instead of init.
+/// Once an attempt's leader is reaped, the agent's own children list (one
+/// small read) says whether anything of it can still be alive, and only
+/// then are pids probed. Without it every end of an attempt probes.
+pub fn adopt_orphans() {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes one integer argument
+    // and touches no memory of ours.
+    let ok = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
+    ADOPTING.store(ok, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Children this process started itself and that tokio reaps: never taken
+/// for something an attempt left behind.
+static OWNED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn owned() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    OWNED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Marks a child the agent spawned as its own while the guard lives. Take
+/// it right after the spawn, with no await between, and keep it as long as
+/// the `Child` it goes with.
+pub struct Owned(Option<u32>);
+
+impl Owned {
+    pub fn new(pid: Option<u32>) -> Owned {
+        if let Some(pid) = pid {
+            owned().push(pid);
+        }
+        Owned(pid)
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let mut all = owned();
+            if let Some(i) = all.iter().position(|p| *p == pid) {
+                all.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// Whether anything an ended attempt started may still be alive, judged
+/// from the agent's children once the attempt's leader is reaped: with
+/// orphans adopted, a survivor is a child of the agent (or below one) that
+/// the agent did not spawn itself. Leftovers that already died are reaped
+/// here. True whenever it cannot tell: orphans not adopted, not on the main
+/// thread (where spawns happen and orphans are attached), /proc unreadable.
+fn maybe_left_behind() -> bool {
+    if !ADOPTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    let me = std::process::id();
+    // SAFETY: gettid has no arguments and no preconditions.
+    let on_main_thread = unsafe { libc::gettid() } as u32 == me;
+    if !on_main_thread {
+        return true;
+    }
+    // The kernel re-parents orphans to the reaper's main thread, and only
+    // this thread reaps (tokio's driver runs here), so the list is read
+    // whole: no child leaves it during the read.
+    let Ok(list) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
+        return true;
+    };
+    let owned = owned();
+    let mut alive = false;
+    for pid in list
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+    {
+        if owned.contains(&pid) {
+            continue;
+        }
+        if !matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X') {
+            // A leftover that died (a zombie, or already gone): reap it,
+            // since nobody else will.
+            let mut status = 0;
+            // SAFETY: waitpid on one child that no Child handle owns.
+            unsafe {
+                libc::waitpid(pid as i32, &mut status, libc::WNOHANG);
+            }
+            continue;
+        }
+        alive = true;
+    }
+    alive
+}
+
 /// Rounds of sweeping: a process forking while it is being killed can
 /// leave a child that the next round finds.
 const SWEEP_ROUNDS_MAX: usize = 8;
@@ -52,10 +148,19 @@ impl Tracked {
         self.sweep(last_pid());
     }
 
-    /// [`Tracked::kill`], done here when only a few pids are to be probed
-    /// (cheap enough for the agent's own thread); false, with nothing
-    /// done, when the sweep would be long enough to belong on another.
+    /// [`Tracked::kill`] of an attempt whose leader was reaped, done here
+    /// when the agent's children show nothing of it left, or only a few
+    /// pids are to be probed (cheap enough for the agent's own thread);
+    /// false, with nothing done, when the sweep would be long enough to
+    /// belong on another.
     pub fn kill_if_cheap(&self) -> bool {
+        if !maybe_left_behind() {
+            // SAFETY: as in `sweep`, the leader's own process group.
+            unsafe {
+                libc::kill(-(self.pid as i32), libc::SIGKILL);
+            }
+            return true;
+        }
         let last = last_pid();
         if !last.is_some_and(|l| l >= self.pid && l - self.pid <= PROBE_PIDS_CHEAP) {
             return false;
@@ -108,8 +213,10 @@ fn tagged(needle: &[u8], leader: u32, since: u64, me: u32, last: Option<u32>) ->
     // probing them costs far less than listing every process of the
     // machine (each /proc entry listed is built by the kernel).
     let (candidates, probing): (Vec<u32>, bool) = match last {
+        // Not the leader itself: the group kill reaches it, even one that
+        // called setsid (its new group has its pid as id).
         Some(last) if last >= leader && last - leader <= PROBE_PIDS_MAX => {
-            ((leader..=last).collect(), true)
+            ((leader + 1..=last).collect(), true)
         }
         // Many processes since, or the counter wrapped: every process,
         // whatever its number; the start time still rules out the old.
@@ -167,6 +274,12 @@ fn all_pids() -> Vec<u32> {
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
         .collect()
+}
+
+/// Field 3 of `/proc/PID/stat` (`R`, `S`, `Z`, ...); None when it is gone.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 /// Field 22 of `/proc/PID/stat`: when the process started. None for a

@@ -130,6 +130,10 @@ struct JobInfo {
     deadline: Option<Timestamp>,
     /// Terminating and not yet completed: its tasks are being stopped.
     terminating: bool,
+    /// The job's resource files, fixed at creation: handed out with each
+    /// assignment without asking the job's actor (whose stream every
+    /// task count change lengthens).
+    resource_files: std::sync::Arc<Vec<crate::domain::spec::ResourceFile>>,
 }
 
 /// Where a task's slots are held.
@@ -212,6 +216,7 @@ impl Scheduler {
                                 state: JobState::Active,
                                 deadline: spec.max_wall_clock_secs.map(|s| at.plus_secs(s)),
                                 terminating: false,
+                                resource_files: std::sync::Arc::new(spec.common_resource_files),
                             },
                         );
                         return;
@@ -881,6 +886,14 @@ impl Scheduler {
     /// The index the pool's next `node-N` should take.
     pub fn next_node_index(&self, pool_key: &str) -> u32 {
         self.pools.get(pool_key).map(|p| p.next_index).unwrap_or(0)
+    }
+
+    /// A job's resource files, once its creation is folded.
+    pub fn job_resource_files(
+        &self,
+        job: &StreamId,
+    ) -> Option<std::sync::Arc<Vec<crate::domain::spec::ResourceFile>>> {
+        self.jobs.get(job).map(|j| j.resource_files.clone())
     }
 
     /// A node's state in the picture.

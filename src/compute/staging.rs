@@ -375,7 +375,14 @@ async fn fetch_url(url: &str, dest: &Path) -> Result<(), String> {
             .map_err(|e| format!("resource file {url}: cannot create {}: {e}", dir.display()))?;
     }
     let out = tokio::process::Command::new("curl")
-        .args(["--fail", "--silent", "--show-error", "--location", "--retry", "3"])
+        .args([
+            "--fail",
+            "--silent",
+            "--show-error",
+            "--location",
+            "--retry",
+            "3",
+        ])
         .arg("--max-time")
         .arg(URL_FETCH_SECS_MAX.to_string())
         .arg("--output")
@@ -383,14 +390,26 @@ async fn fetch_url(url: &str, dest: &Path) -> Result<(), String> {
         .arg("--")
         .arg(url)
         .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                format!("resource file {url}: curl is not installed on this node (apt-get install curl)")
-            }
-            _ => format!("resource file {url}: cannot run curl: {e}"),
-        })?;
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let out = match out {
+        Ok(child) => {
+            // Tokio reaps it: the agent's sweep must not take it for an
+            // attempt's leftover.
+            let _owned = super::proc_tree::Owned::new(child.id());
+            child.wait_with_output().await
+        }
+        Err(e) => Err(e),
+    }
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!(
+                "resource file {url}: curl is not installed on this node (apt-get install curl)"
+            )
+        }
+        _ => format!("resource file {url}: cannot run curl: {e}"),
+    })?;
     if out.status.success() {
         Ok(())
     } else {

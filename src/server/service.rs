@@ -7,7 +7,6 @@
 //! so its reply is the very same "not found" as for a pool that never was.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -1609,8 +1608,6 @@ impl Service {
                     .work_for(account, pool, node, &running, wait)
                     .await;
                 let mut assignments = Vec::with_capacity(work.to_start.len());
-                // One job's files serve all its attempts in this answer.
-                let mut job_files: HashMap<crate::types::JobId, Vec<ResourceFile>> = HashMap::new();
                 for (job, task, attempt) in work.to_start {
                     let stream = StreamId::task(account, &job, &task);
                     // From the task's actor, live since it was assigned,
@@ -1618,23 +1615,7 @@ impl Service {
                     // stream has not changed: no read of the log.
                     let state = self.core.state::<Task>(&stream).await?;
                     if let Some(spec) = state.state.spec {
-                        if !job_files.contains_key(&job) {
-                            // From the job's actor, which folds each new
-                            // count event once: loading the job here would
-                            // fold every count change since its last
-                            // snapshot, at every poll of a busy job.
-                            let job_state = self
-                                .core
-                                .state::<Job>(&StreamId::job(account, &job))
-                                .await?;
-                            let files = job_state
-                                .state
-                                .spec
-                                .map(|j| j.common_resource_files)
-                                .unwrap_or_default();
-                            job_files.insert(job.clone(), files);
-                        }
-                        let job_resource_files = job_files[&job].clone();
+                        let job_resource_files = self.job_resource_files(account, &job).await?;
                         assignments.push(crate::api::Assignment {
                             job,
                             task,
@@ -1707,6 +1688,27 @@ impl Service {
                 &Caller::Node(principal.clone()),
             )),
         }
+    }
+
+    /// A job's resource files, which its creation fixed: from placement's
+    /// picture (which placed the attempt, so has folded the job), else
+    /// from the job's actor.
+    async fn job_resource_files(
+        &self,
+        account: &AccountName,
+        job: &crate::types::JobId,
+    ) -> Result<Vec<ResourceFile>, ApiError> {
+        let stream = StreamId::job(account, job);
+        let known = self.placement.scheduler().job_resource_files(&stream);
+        if let Some(files) = known {
+            return Ok(files.as_ref().clone());
+        }
+        let job_state = self.core.state::<Job>(&stream).await?;
+        Ok(job_state
+            .state
+            .spec
+            .map(|j| j.common_resource_files)
+            .unwrap_or_default())
     }
 
     /// Records one ended attempt: Ok(true) if recorded now, Ok(false) if
