@@ -167,15 +167,15 @@ async fn a_local_pool_grows_and_shrinks_and_terminating_a_job_kills_its_tasks() 
         assert!(!alive(&agents[i]), "{n}'s agent survived");
     }
     let mut queued = 0;
-    for i in 0..3 {
+    for (i, pid) in pids.iter().enumerate() {
         let t = task(&client, "j", &format!("s{i}")).await.state;
         if t.status == TaskStatus::Active {
             queued += 1;
             assert_eq!((t.requeue_count, t.retry_count, t.attempt), (1, 0, 1));
-            assert!(!alive(&pids[i]), "requeued s{i} still runs");
+            assert!(!alive(pid), "requeued s{i} still runs");
         } else {
             assert_eq!(t.status, TaskStatus::Running);
-            assert!(alive(&pids[i]));
+            assert!(alive(pid));
         }
     }
     assert_eq!(queued, 2, "two tasks lost their node");

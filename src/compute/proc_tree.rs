@@ -303,8 +303,9 @@ mod tests {
 
     #[test]
     fn the_newest_pid_is_read() {
-        let child = std::process::Command::new("true").spawn().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
         let last = last_pid().expect("/proc/loadavg names the newest pid");
+        let _ = child.wait();
         // Unless the pid counter wrapped just now, the child is no newer.
         assert!(last >= child.id() || last < 1000, "{last} < {}", child.id());
         assert!(all_pids().contains(&std::process::id()));
