@@ -213,10 +213,10 @@ fn tagged(needle: &[u8], leader: u32, since: u64, me: u32, last: Option<u32>) ->
     // probing them costs far less than listing every process of the
     // machine (each /proc entry listed is built by the kernel).
     let (candidates, probing): (Vec<u32>, bool) = match last {
-        // Not the leader itself: the group kill reaches it, even one that
-        // called setsid (its new group has its pid as id).
+        // The leader too: one that moved to another group of its session
+        // is not reached by the group kill.
         Some(last) if last >= leader && last - leader <= PROBE_PIDS_MAX => {
-            ((leader + 1..=last).collect(), true)
+            ((leader..=last).collect(), true)
         }
         // Many processes since, or the counter wrapped: every process,
         // whatever its number; the start time still rules out the old.
