@@ -16,7 +16,7 @@ use crate::compute::scheduler::{relevant, Scheduler};
 use crate::domain::task::{Task, TaskCommand};
 use crate::domain::Ctx;
 use crate::store::{Envelope, StreamId};
-use crate::types::{AccountName, NodeId, PoolId, Principal};
+use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
 
 /// What reacts to the log once placement's picture includes each event:
 /// the node, pool and job supervisors (`sagas.rs`).
@@ -319,13 +319,17 @@ impl Placement {
         let reboot = scheduler
             .node(&key.0, node)
             .is_some_and(|n| (n.rebooting || n.unusable) && n.used == 0);
-        // What the agent already runs is not handed out again.
+        // What the agent already runs is not handed out again. A big node
+        // lists hundreds (its slots and the work prefetched behind them):
+        // looked up, not scanned for each attempt to start.
         let mut to_start = scheduler.to_start(account, pool, node);
-        to_start.retain(|(job, task, attempt)| {
-            !running
+        if !running.is_empty() && !to_start.is_empty() {
+            let listed: std::collections::HashSet<(&JobId, &TaskId, u32)> = running
                 .iter()
-                .any(|r| r.attempt == *attempt && &r.task == task && &r.job == job)
-        });
+                .map(|r| (&r.job, &r.task, r.attempt))
+                .collect();
+            to_start.retain(|(job, task, attempt)| !listed.contains(&(job, task, *attempt)));
+        }
         AgentWork {
             to_start,
             cancel,
