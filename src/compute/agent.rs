@@ -492,10 +492,7 @@ async fn run_start_task_once(
         )
     };
     match spawned {
-        Ok(mut child) => {
-            let _owned = proc_tree::Owned::new(child.id());
-            wait(&mut child, None, started).await
-        }
+        Ok((mut child, _owned)) => wait(&mut child, None, started).await,
         Err(why) => launch_failure(why),
     }
 }
@@ -664,8 +661,7 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     });
     let mut result = match child {
         Err(failed) => failed,
-        Ok(mut child) => {
-            let _owned = proc_tree::Owned::new(child.id());
+        Ok((mut child, _owned)) => {
             let tracked = child
                 .id()
                 .map(|pid| proc_tree::Tracked::new(pid, tag.clone(), since));
@@ -801,7 +797,8 @@ async fn started_and_waited(
 
 /// Starts a command in `wd` with its output beside it, in a process group
 /// of its own, with the node's `LOTE_*` variables, `vars` and `own` (the
-/// task's or start task's variables).
+/// task's or start task's variables). The guard marks the child as the
+/// agent's own for as long as it is kept.
 fn spawn(
     env: &TaskEnv,
     command_line: &CommandLine,
@@ -809,7 +806,7 @@ fn spawn(
     vars: &[(String, String)],
     dir: &Path,
     wd: &Path,
-) -> Result<tokio::process::Child, String> {
+) -> Result<(tokio::process::Child, proc_tree::Owned), String> {
     let open = |name: &str| {
         std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
     };
@@ -843,7 +840,7 @@ fn spawn(
         .env("LOTE_NODE_ID", env.cred.node.as_str())
         .env("LOTE_TASK_WORKING_DIR", wd)
         .env("LOTE_NODE_SHARED_DIR", &env.shared);
-    cmd.spawn().map_err(|e| match command_line {
+    proc_tree::spawn_owned(&mut cmd).map_err(|e| match command_line {
         CommandLine::Argv(argv) => format!("cannot start {:?}: {e}", argv[0]),
         CommandLine::Shell(_) => format!("cannot start /bin/sh: {e}"),
     })

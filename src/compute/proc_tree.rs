@@ -48,18 +48,22 @@ fn owned() -> std::sync::MutexGuard<'static, Vec<u32>> {
     OWNED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Marks a child the agent spawned as its own while the guard lives. Take
-/// it right after the spawn, with no await between, and keep it as long as
-/// the `Child` it goes with.
+/// Marks a child the agent spawned as its own while the guard lives: keep
+/// it as long as the `Child` it goes with.
 pub struct Owned(Option<u32>);
 
-impl Owned {
-    pub fn new(pid: Option<u32>) -> Owned {
-        if let Some(pid) = pid {
-            owned().push(pid);
-        }
-        Owned(pid)
+/// Spawns `command` and marks the child as the agent's own at once (no
+/// await between), so a check on this thread never takes it for a
+/// leftover. Every process the agent starts goes through here.
+pub fn spawn_owned(
+    command: &mut tokio::process::Command,
+) -> std::io::Result<(tokio::process::Child, Owned)> {
+    let child = command.spawn()?;
+    let pid = child.id();
+    if let Some(pid) = pid {
+        owned().push(pid);
     }
+    Ok((child, Owned(pid)))
 }
 
 impl Drop for Owned {

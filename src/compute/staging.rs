@@ -374,32 +374,26 @@ async fn fetch_url(url: &str, dest: &Path) -> Result<(), String> {
             .await
             .map_err(|e| format!("resource file {url}: cannot create {}: {e}", dir.display()))?;
     }
-    let out = tokio::process::Command::new("curl")
-        .args([
-            "--fail",
-            "--silent",
-            "--show-error",
-            "--location",
-            "--retry",
-            "3",
-        ])
-        .arg("--max-time")
-        .arg(URL_FETCH_SECS_MAX.to_string())
-        .arg("--output")
-        .arg(dest)
-        .arg("--")
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn();
-    let out = match out {
-        Ok(child) => {
-            // Tokio reaps it: the agent's sweep must not take it for an
-            // attempt's leftover.
-            let _owned = super::proc_tree::Owned::new(child.id());
-            child.wait_with_output().await
-        }
+    let mut curl = tokio::process::Command::new("curl");
+    curl.args([
+        "--fail",
+        "--silent",
+        "--show-error",
+        "--location",
+        "--retry",
+        "3",
+    ])
+    .arg("--max-time")
+    .arg(URL_FETCH_SECS_MAX.to_string())
+    .arg("--output")
+    .arg(dest)
+    .arg("--")
+    .arg(url)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let out = match super::proc_tree::spawn_owned(&mut curl) {
+        Ok((child, _owned)) => child.wait_with_output().await,
         Err(e) => Err(e),
     }
     .map_err(|e| match e.kind() {
