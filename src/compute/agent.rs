@@ -161,7 +161,7 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     // What attempts leave behind comes back to the agent, not to init.
     proc_tree::adopt_orphans();
     // Files whose retention ran out while the agent was down.
-    retention::sweep(&config.root);
+    retention::start(&config.root);
     // On SIGTERM (the local provider removing this node, or an operator):
     // take the running tasks down with the agent, since they run in
     // process groups of their own.
