@@ -195,8 +195,15 @@ mod tests {
         due().values().any(|d| d == dir)
     }
 
+    /// The held deadlines are the process's: one test at a time takes them.
+    fn alone() -> std::sync::MutexGuard<'static, ()> {
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        ONE.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     #[test]
     fn only_deadlines_before_the_next_sweep_are_held_in_memory() {
+        let _alone = alone();
         let root = tempfile::tempdir().unwrap();
         let week = root.path().join("week");
         let second = root.path().join("second");
@@ -222,6 +229,7 @@ mod tests {
 
     #[test]
     fn the_sweep_deletes_what_expired_and_holds_what_comes_due_before_the_next() {
+        let _alone = alone();
         let root = tempfile::tempdir().unwrap();
         let attempt = |task: &str| root.path().join("tasks/j").join(task).join("1");
         let now = now_secs();
