@@ -9,6 +9,7 @@
 //! server restarts.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::reports::{NotRecorded, Reporter};
 use super::staging::Stager;
-use super::{files, proc_tree, retention};
+use super::{files, launch, proc_tree, retention};
 use crate::api::{Assignment, AttemptRef, Completion, Credential, Request, Response};
 use crate::client::{Client, ClientConfig, ClientError};
 use crate::domain::node::AgentInfo;
@@ -492,7 +493,7 @@ async fn run_start_task_once(
         )
     };
     match spawned {
-        Ok((mut child, _owned)) => wait(&mut child, None, started).await,
+        Ok(mut child) => wait(&mut child, None, started).await,
         Err(why) => launch_failure(why),
     }
 }
@@ -661,7 +662,7 @@ async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     });
     let mut result = match child {
         Err(failed) => failed,
-        Ok((mut child, _owned)) => {
+        Ok(mut child) => {
             let tracked = child
                 .id()
                 .map(|pid| proc_tree::Tracked::new(pid, tag.clone(), since));
@@ -768,7 +769,7 @@ const START_REPORT_AFTER: Duration = Duration::from_millis(20);
 async fn started_and_waited(
     client: &Client,
     a: &Assignment,
-    child: &mut tokio::process::Child,
+    child: &mut Proc,
     started: Instant,
 ) -> Option<TaskResult> {
     if let Ok(status) = tokio::time::timeout(START_REPORT_AFTER, child.wait()).await {
@@ -795,10 +796,38 @@ async fn started_and_waited(
     Some(wait(child, limit, started).await)
 }
 
+/// A task's running process, started by [`launch`] or, where that defers,
+/// by tokio's `Command`.
+enum Proc {
+    Launched(launch::Launched),
+    /// The guard marks it as the agent's own while it is kept.
+    Command {
+        child: tokio::process::Child,
+        _owned: proc_tree::Owned,
+    },
+}
+
+impl Proc {
+    /// Its pid until it has been waited for (then it may be reused).
+    fn id(&self) -> Option<u32> {
+        match self {
+            Proc::Launched(p) => Some(p.id()).filter(|_| !p.ended()),
+            Proc::Command { child, .. } => child.id(),
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Proc::Launched(p) => p.wait().await,
+            Proc::Command { child, .. } => child.wait().await,
+        }
+    }
+}
+
 /// Starts a command in `wd` with its output beside it, in a process group
 /// of its own, with the node's `LOTE_*` variables, `vars` and `own` (the
-/// task's or start task's variables). The guard marks the child as the
-/// agent's own for as long as it is kept.
+/// task's or start task's variables), marked as the agent's own while it
+/// is kept.
 fn spawn(
     env: &TaskEnv,
     command_line: &CommandLine,
@@ -806,57 +835,79 @@ fn spawn(
     vars: &[(String, String)],
     dir: &Path,
     wd: &Path,
-) -> Result<(tokio::process::Child, proc_tree::Owned), String> {
+) -> Result<Proc, String> {
     let open = |name: &str| {
         std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
     };
-    let mut cmd = match command_line {
-        CommandLine::Shell(line) => {
-            let mut c = tokio::process::Command::new("/bin/sh");
-            c.arg("-c").arg(line);
-            c
-        }
-        CommandLine::Argv(argv) => {
-            let mut c = tokio::process::Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        }
+    let (program, args): (&OsStr, Vec<&OsStr>) = match command_line {
+        CommandLine::Shell(line) => ("/bin/sh".as_ref(), vec!["-c".as_ref(), line.as_ref()]),
+        CommandLine::Argv(argv) => (
+            argv[0].as_ref(),
+            argv[1..].iter().map(|a| a.as_ref()).collect(),
+        ),
     };
-    cmd.current_dir(wd)
-        .stdin(dev_null())
-        .stdout(open("stdout.txt")?)
-        .stderr(open("stderr.txt")?)
-        // Its own process group: a timeout or a kill takes every child.
-        .process_group(0)
-        .kill_on_drop(false);
-    for var in own {
-        cmd.env(&var.name, &var.value);
-    }
-    for (name, value) in vars {
-        cmd.env(name, value);
-    }
-    cmd.env("LOTE_ACCOUNT", env.cred.account.as_str())
-        .env("LOTE_POOL_ID", env.cred.pool.as_str())
-        .env("LOTE_NODE_ID", env.cred.node.as_str())
-        .env("LOTE_TASK_WORKING_DIR", wd)
-        .env("LOTE_NODE_SHARED_DIR", &env.shared);
-    proc_tree::spawn_owned(&mut cmd).map_err(|e| match command_line {
+    let fixed: [(&OsStr, &OsStr); 5] = [
+        ("LOTE_ACCOUNT".as_ref(), env.cred.account.as_str().as_ref()),
+        ("LOTE_POOL_ID".as_ref(), env.cred.pool.as_str().as_ref()),
+        ("LOTE_NODE_ID".as_ref(), env.cred.node.as_str().as_ref()),
+        ("LOTE_TASK_WORKING_DIR".as_ref(), wd.as_os_str()),
+        ("LOTE_NODE_SHARED_DIR".as_ref(), env.shared.as_os_str()),
+    ];
+    // Later entries win: the task's own, then the attempt's, then the node's.
+    let vars: Vec<(&OsStr, &OsStr)> = own
+        .iter()
+        .map(|v| (v.name.as_ref(), v.value.as_ref()))
+        .chain(vars.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+        .chain(fixed)
+        .collect();
+    let (stdout, stderr) = (open("stdout.txt")?, open("stderr.txt")?);
+    let cannot = |e: std::io::Error| match command_line {
         CommandLine::Argv(argv) => format!("cannot start {:?}: {e}", argv[0]),
         CommandLine::Shell(_) => format!("cannot start /bin/sh: {e}"),
-    })
+    };
+    let stdin = dev_null_file();
+    if let Some(stdin) = stdin {
+        let spec = launch::Launch {
+            program,
+            args: &args,
+            dir: wd,
+            stdin,
+            stdout: &stdout,
+            stderr: &stderr,
+            env: &vars,
+        };
+        if let Some(started) = launch::launch(&spec) {
+            return started.map(Proc::Launched).map_err(cannot);
+        }
+    }
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&args)
+        .current_dir(wd)
+        .stdin(
+            stdin
+                .and_then(|f| f.try_clone().ok())
+                .map_or_else(std::process::Stdio::null, std::process::Stdio::from),
+        )
+        .stdout(stdout)
+        .stderr(stderr)
+        // Its own process group: a timeout or a kill takes every child.
+        .process_group(0)
+        .kill_on_drop(false)
+        .envs(vars);
+    proc_tree::spawn_owned(&mut cmd)
+        .map(|(child, _owned)| Proc::Command { child, _owned })
+        .map_err(cannot)
 }
 
-/// /dev/null for a task's stdin: a copy of one descriptor opened once
-/// (a dup, not a path lookup per task).
-fn dev_null() -> std::process::Stdio {
+/// /dev/null for a task's stdin, opened once: posix_spawn duplicates it
+/// into the child, `Command` gets a copy.
+fn dev_null_file() -> Option<&'static std::fs::File> {
     static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
     NULL.get_or_init(|| std::fs::File::open("/dev/null").ok())
         .as_ref()
-        .and_then(|f| f.try_clone().ok())
-        .map_or_else(std::process::Stdio::null, std::process::Stdio::from)
 }
 
-fn kill_group(child: &tokio::process::Child) {
+fn kill_group(child: &Proc) {
     if let Some(pid) = child.id() {
         // SAFETY: kill(2) with a negative pid signals the process group the
         // child leads (it was started with process_group(0)).
@@ -866,11 +917,7 @@ fn kill_group(child: &tokio::process::Child) {
     }
 }
 
-async fn wait(
-    child: &mut tokio::process::Child,
-    limit: Option<Duration>,
-    started: Instant,
-) -> TaskResult {
+async fn wait(child: &mut Proc, limit: Option<Duration>, started: Instant) -> TaskResult {
     let status = match limit {
         Some(limit) => {
             match tokio::time::timeout(limit.saturating_sub(started.elapsed()), child.wait()).await

@@ -5,10 +5,12 @@
 //! - [`reports`]: an agent's completion reports, gathered into calls.
 //! - [`staging`]: an attempt's resource files, output files and packages.
 //! - [`files`]: the files API on a node, confined to its directories.
+//! - `launch`: a task's process started with `posix_spawn`.
 
 pub mod agent;
 pub mod explain;
 pub mod files;
+mod launch;
 mod proc_tree;
 mod reports;
 mod retention;

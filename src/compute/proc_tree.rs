@@ -44,13 +44,21 @@ pub fn adopt_orphans() {
 /// for something an attempt left behind.
 static OWNED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
-fn owned() -> std::sync::MutexGuard<'static, Vec<u32>> {
+pub(super) fn owned() -> std::sync::MutexGuard<'static, Vec<u32>> {
     OWNED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Marks a child the agent spawned as its own while the guard lives: keep
 /// it as long as the `Child` it goes with.
 pub struct Owned(Option<u32>);
+
+impl Owned {
+    /// Marks `pid` in the list `owned()` gave (held across the spawn).
+    pub(super) fn mark(owned: &mut Vec<u32>, pid: u32) -> Owned {
+        owned.push(pid);
+        Owned(Some(pid))
+    }
+}
 
 /// Spawns `command` and marks the child as the agent's own at once (no
 /// await between), so a check on this thread never takes it for a
