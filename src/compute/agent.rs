@@ -773,7 +773,6 @@ async fn started_and_waited(
     started: Instant,
 ) -> Option<TaskResult> {
     if let Ok(status) = tokio::time::timeout(START_REPORT_AFTER, child.wait()).await {
-        kill_group(child);
         return Some(classify(status, started));
     }
     let report = Request::AgentStarted {
@@ -943,8 +942,9 @@ async fn wait(child: &mut Proc, limit: Option<Duration>, started: Instant) -> Ta
         }
         None => child.wait().await,
     };
-    // Children left in the background die with the attempt.
-    kill_group(child);
+    // What it left behind is the caller's: a task's attempt is swept by
+    // its `proc_tree::Tracked`. (The process has no pid here any more: a
+    // group kill by it could reach a stranger that took the pid.)
     classify(status, started)
 }
 

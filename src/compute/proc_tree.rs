@@ -40,8 +40,9 @@ pub fn adopt_orphans() {
     ADOPTING.store(ok, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Children this process started itself and that tokio reaps: never taken
-/// for something an attempt left behind.
+/// Children this process started itself and reaps through their handles
+/// (tokio's `Child`, `launch::Launched`): never taken for something an
+/// attempt left behind.
 static OWNED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
 pub(super) fn owned() -> std::sync::MutexGuard<'static, Vec<u32>> {
@@ -62,16 +63,18 @@ impl Owned {
 
 /// Spawns `command` and marks the child as the agent's own at once (no
 /// await between), so a check on this thread never takes it for a
-/// leftover. Every process the agent starts goes through here.
+/// leftover. Every process the agent starts with `Command` goes through
+/// here; `launch` marks its own the same way.
 pub fn spawn_owned(
     command: &mut tokio::process::Command,
 ) -> std::io::Result<(tokio::process::Child, Owned)> {
+    let mut list = owned();
     let child = command.spawn()?;
-    let pid = child.id();
-    if let Some(pid) = pid {
-        owned().push(pid);
-    }
-    Ok((child, Owned(pid)))
+    let mark = match child.id() {
+        Some(pid) => Owned::mark(&mut list, pid),
+        None => Owned(None),
+    };
+    Ok((child, mark))
 }
 
 impl Drop for Owned {
