@@ -98,40 +98,87 @@ fn maybe_left_behind() -> bool {
     if !ADOPTING.load(std::sync::atomic::Ordering::Relaxed) {
         return true;
     }
-    let me = std::process::id();
-    // SAFETY: gettid has no arguments and no preconditions.
-    let on_main_thread = unsafe { libc::gettid() } as u32 == me;
-    if !on_main_thread {
-        return true;
-    }
     // The kernel re-parents orphans to the reaper's main thread, and only
     // this thread reaps (tokio's driver runs here), so the list is read
     // whole: no child leaves it during the read.
-    let Ok(list) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
-        return true;
-    };
-    let owned = owned();
-    let mut alive = false;
-    for pid in list
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-    {
-        if owned.contains(&pid) {
-            continue;
-        }
-        if !matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X') {
-            // A leftover that died (a zombie, or already gone): reap it,
-            // since nobody else will.
-            let mut status = 0;
-            // SAFETY: waitpid on one child that no Child handle owns.
-            unsafe {
-                libc::waitpid(pid as i32, &mut status, libc::WNOHANG);
+    CHILDREN.with(|children| {
+        let mut children = children.borrow_mut();
+        let Some(list) = children.read() else {
+            return true;
+        };
+        let owned = owned();
+        let mut alive = false;
+        for pid in list
+            .split(|b| b.is_ascii_whitespace())
+            .filter_map(|p| std::str::from_utf8(p).ok()?.parse::<u32>().ok())
+        {
+            if owned.contains(&pid) {
+                continue;
             }
-            continue;
+            if !matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X') {
+                // A leftover that died (a zombie, or already gone): reap
+                // it, since nobody else will.
+                let mut status = 0;
+                // SAFETY: waitpid on one child that no Child handle owns.
+                unsafe {
+                    libc::waitpid(pid as i32, &mut status, libc::WNOHANG);
+                }
+                continue;
+            }
+            alive = true;
         }
-        alive = true;
+        alive
+    })
+}
+
+/// This thread's children list, open once: re-read from the start with
+/// `pread`, which regenerates the list, instead of a path walk, an open
+/// and a close at the end of every attempt (a tenth of an agent's CPU on
+/// short tasks).
+struct ChildrenList {
+    /// None off the main thread (orphans are re-parented to the main
+    /// thread only), or when /proc could not be opened.
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+}
+
+thread_local! {
+    static CHILDREN: std::cell::RefCell<ChildrenList> = std::cell::RefCell::new(ChildrenList::open());
+}
+
+impl ChildrenList {
+    fn open() -> ChildrenList {
+        let me = std::process::id();
+        // SAFETY: gettid has no arguments and no preconditions.
+        let on_main_thread = unsafe { libc::gettid() } as u32 == me;
+        ChildrenList::of_thread(on_main_thread.then_some(me))
     }
-    alive
+
+    fn of_thread(tid: Option<u32>) -> ChildrenList {
+        let me = std::process::id();
+        let file =
+            tid.and_then(|tid| std::fs::File::open(format!("/proc/{me}/task/{tid}/children")).ok());
+        ChildrenList {
+            file,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The pids, space-separated, as the kernel lists them now.
+    fn read(&mut self) -> Option<&[u8]> {
+        use std::os::unix::fs::FileExt;
+        let file = self.file.as_ref()?;
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match file.read_at(&mut chunk, self.buf.len() as u64) {
+                Ok(0) => return Some(&self.buf),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+    }
 }
 
 /// Rounds of sweeping: a process forking while it is being killed can
@@ -315,6 +362,52 @@ fn start_ticks(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_children_list_kept_open_is_current_at_every_read() {
+        // SAFETY: gettid has no arguments and no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let mut list = ChildrenList::of_thread(Some(tid));
+        let pids = |list: &mut ChildrenList| -> Vec<u32> {
+            let bytes = list.read().expect("the children list is readable");
+            std::str::from_utf8(bytes)
+                .unwrap()
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .collect()
+        };
+        let mut first = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut second = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let seen = pids(&mut list);
+        assert!(
+            seen.contains(&first.id()) && seen.contains(&second.id()),
+            "{seen:?}"
+        );
+        first.kill().unwrap();
+        first.wait().unwrap();
+        let seen = pids(&mut list);
+        assert!(
+            !seen.contains(&first.id()) && seen.contains(&second.id()),
+            "{seen:?}"
+        );
+        second.kill().unwrap();
+        second.wait().unwrap();
+        let seen = pids(&mut list);
+        assert!(!seen.contains(&second.id()), "{seen:?}");
+        let mut third = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(pids(&mut list).contains(&third.id()));
+        third.kill().unwrap();
+        third.wait().unwrap();
+    }
 
     #[test]
     fn the_newest_pid_is_read() {

@@ -285,6 +285,10 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
 }
 
 /// Key of one event in the `events` family.
+/// Events [`EventStore::read_stream`] fetches by key before it opens an
+/// iterator.
+const STREAM_EVENTS_BY_KEY: u64 = 4;
+
 pub(crate) fn event_key(stream: &StreamId, version: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(stream.as_str().len() + 9);
     event_key_append(&mut key, stream, version);
@@ -489,23 +493,45 @@ impl EventStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<Envelope>, StoreError> {
-        let cf = cf(&self.inner.db, CF_EVENTS);
-        let start = event_key(stream, from_version.max(1));
+        let db = &self.inner.db;
+        let cf = cf(db, CF_EVENTS);
+        let from = from_version.max(1);
+        // Rounds written but not yet fsynced are invisible until the head
+        // moves past them (positions grow along a stream).
+        let head = self.head();
         let mut out = Vec::new();
+        // Versions are dense (1, 2, 3... with no deletes), so the first
+        // events are fetched by key: most reads are an actor activated on a
+        // short stream or a catch-up of an event or two, and creating an
+        // iterator cost more than the rest of such a read.
+        let by_key = STREAM_EVENTS_BY_KEY.min(limit as u64);
+        let keys: Vec<Vec<u8>> = (from..from + by_key)
+            .map(|v| event_key(stream, v))
+            .collect();
+        for (key, value) in keys
+            .iter()
+            .zip(db.multi_get_cf(keys.iter().map(|k| (cf, k))))
+        {
+            let Some(value) = value? else {
+                return Ok(out);
+            };
+            let envelope = self.decode_envelope(key, &value)?;
+            if envelope.position > head {
+                return Ok(out);
+            }
+            out.push(envelope);
+        }
+        if out.len() >= limit {
+            return Ok(out);
+        }
+        let start = event_key(stream, from + by_key);
         let mut read = ReadOptions::default();
         // Keys of this stream are `stream \0 version`; `stream \1` is past
         // them all, so the iterator never wanders into the next stream.
         let mut upper = stream.as_str().as_bytes().to_vec();
         upper.push(1);
         read.set_iterate_upper_bound(upper);
-        // Rounds written but not yet fsynced are invisible until the head
-        // moves past them (positions grow along a stream).
-        let head = self.head();
-        for item in
-            self.inner
-                .db
-                .iterator_cf_opt(cf, read, IteratorMode::From(&start, Direction::Forward))
-        {
+        for item in db.iterator_cf_opt(cf, read, IteratorMode::From(&start, Direction::Forward)) {
             let (key, value) = item?;
             if out.len() >= limit {
                 break;
@@ -1056,39 +1082,42 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::types::{Principal, RequestId};
 
-    #[test]
-    fn a_gap_in_log_positions_falls_back_to_scanning() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EventStore::open(
-            dir.path(),
-            StoreOptions {
-                durability: Durability::Buffered,
-                ..StoreOptions::default()
-            },
-            Arc::new(SystemClock),
-        )
-        .unwrap();
-        let stream = StreamId::parse("job/acme/gap").unwrap();
-        let events = (0..5u64)
+    fn buffered_store(dir: &Path) -> EventStore {
+        let options = StoreOptions {
+            durability: Durability::Buffered,
+            ..StoreOptions::default()
+        };
+        EventStore::open(dir, options, Arc::new(SystemClock)).unwrap()
+    }
+
+    /// Appends `count` test events to `job/acme/NAME`.
+    fn append_events(store: &EventStore, name: &str, count: u64) -> StreamId {
+        let stream = StreamId::parse(&format!("job/acme/{name}")).unwrap();
+        let events = (0..count)
             .map(|n| NewEvent {
                 event_type: "Test".into(),
                 schema_version: 1,
                 payload: n.to_le_bytes().to_vec(),
             })
             .collect();
-        store
-            .append_blocking(
-                vec![StreamAppend {
-                    stream: stream.clone(),
-                    expected: ExpectedVersion::NoStream,
-                    events,
-                }],
-                Causation {
-                    request_id: RequestId(uuid::Uuid::from_u128(7)),
-                    principal: Principal::Admin,
-                },
-            )
-            .unwrap();
+        let append = StreamAppend {
+            stream: stream.clone(),
+            expected: ExpectedVersion::Any,
+            events,
+        };
+        let causation = Causation {
+            request_id: RequestId(uuid::Uuid::from_u128(7)),
+            principal: Principal::Admin,
+        };
+        store.append_blocking(vec![append], causation).unwrap();
+        stream
+    }
+
+    #[test]
+    fn a_gap_in_log_positions_falls_back_to_scanning() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = buffered_store(dir.path());
+        append_events(&store, "gap", 5);
         let positions = |all: Vec<Envelope>| all.iter().map(|e| e.position).collect::<Vec<_>>();
         // Dense: read by position.
         assert!(store.log_keys_at(1, 5).is_some());
@@ -1101,5 +1130,34 @@ mod tests {
         assert_eq!(positions(store.read_all(2, 3).unwrap()), [2, 4, 5]);
         assert_eq!(positions(store.read_all(1, 100).unwrap()), [1, 2, 4, 5]);
         assert!(store.read_all(6, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_stream_read_by_key_then_by_iterator_is_whole_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = buffered_store(dir.path());
+        let append = |name: &str, count: u64| append_events(&store, name, count);
+        // Neighbours on both sides of the stream's keys.
+        append("s", 2);
+        let stream = append("s1", 3 * STREAM_EVENTS_BY_KEY);
+        append("s10", 2);
+        append("s2", 2);
+        let versions = |from: u64, limit: usize| -> Vec<u64> {
+            let read = store.read_stream(&stream, from, limit).unwrap();
+            assert!(read.iter().all(|e| e.stream == stream));
+            read.iter().map(|e| e.stream_version).collect()
+        };
+        let all = 3 * STREAM_EVENTS_BY_KEY;
+        assert_eq!(versions(1, 100), (1..=all).collect::<Vec<_>>());
+        assert_eq!(versions(0, 100), (1..=all).collect::<Vec<_>>());
+        assert_eq!(versions(2, 2), [2, 3]);
+        assert_eq!(versions(3, 3), [3, 4, 5]);
+        assert_eq!(
+            versions(2, STREAM_EVENTS_BY_KEY as usize + 1),
+            (2..=STREAM_EVENTS_BY_KEY + 2).collect::<Vec<_>>()
+        );
+        assert_eq!(versions(all - 1, 100), [all - 1, all]);
+        assert!(versions(all + 1, 100).is_empty());
+        assert!(versions(1, 0).is_empty());
     }
 }

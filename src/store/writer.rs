@@ -97,6 +97,11 @@ struct Shared {
     committed_head: AtomicU64,
     /// Rounds the committer has finished (written or refused).
     rounds_done: AtomicU64,
+    /// Appends the committer has handed to the syncer so far.
+    appends_to_sync: AtomicU64,
+    /// While the syncer holds an fsync back: the count of `appends_to_sync`
+    /// at which the committer wakes it (`u64::MAX` otherwise).
+    wake_syncer_at: AtomicU64,
 }
 
 /// Everything needed to start the pipeline.
@@ -129,8 +134,9 @@ struct Stager {
 struct Committer {
     db: Arc<DB>,
     shared: Arc<Shared>,
-    /// Sync mode: where written rounds go to be fsynced.
-    syncer: Option<mpsc::Sender<Done>>,
+    /// Sync mode: where written rounds go to be fsynced, and the syncer's
+    /// thread, to wake when it holds an fsync back.
+    syncer: Option<(mpsc::Sender<Done>, std::thread::Thread)>,
     head_tx: watch::Sender<u64>,
     stats: Arc<StoreStats>,
 }
@@ -163,6 +169,8 @@ pub(super) fn spawn(
         failures: AtomicU64::new(0),
         committed_head: AtomicU64::new(writer.head),
         rounds_done: AtomicU64::new(0),
+        appends_to_sync: AtomicU64::new(0),
+        wake_syncer_at: AtomicU64::new(u64::MAX),
     });
     let (staged_tx, staged_rx) = mpsc::sync_channel::<Staged>(ROUNDS_IN_FLIGHT_MAX - 1);
     let (syncer, syncer_handle) = match writer.durability {
@@ -178,7 +186,7 @@ pub(super) fn spawn(
             let handle = std::thread::Builder::new()
                 .name("lote-log-sync".into())
                 .spawn(move || run_syncer(db, rx, shared, head_tx, stats))?;
-            (Some(tx), Some(handle))
+            (Some((tx, handle.thread().clone())), Some(handle))
         }
     };
     let mut committer = Committer {
@@ -660,9 +668,20 @@ impl Committer {
         }
         self.shared.rounds_done.fetch_add(1, Ordering::AcqRel);
         match &self.syncer {
-            Some(syncer) => {
+            Some((syncer, thread)) => {
+                let appends = appends_in(std::slice::from_ref(&done)) as u64;
                 if let Err(mpsc::SendError(done)) = syncer.send(done) {
                     done.reply(Some(&StoreError::Closed));
+                    return;
+                }
+                // Counted after the send, so a woken syncer finds the round.
+                let sent = self
+                    .shared
+                    .appends_to_sync
+                    .fetch_add(appends, Ordering::SeqCst)
+                    + appends;
+                if sent >= self.shared.wake_syncer_at.load(Ordering::SeqCst) {
+                    thread.unpark();
                 }
             }
             None => publish(vec![done], &self.head_tx, &self.stats),
@@ -709,20 +728,29 @@ fn run_syncer(
 ) {
     let mut last_sync = Instant::now();
     let mut last_covered = 1;
+    // Appends received before the group being gathered.
+    let mut received_before = 0u64;
     while let Ok(first) = rounds.recv() {
         let mut group = vec![first];
         loop {
             while let Ok(more) = rounds.try_recv() {
                 group.push(more);
             }
-            if !hold_sync(appends_in(&group), last_covered, last_sync.elapsed()) {
+            let since = last_sync.elapsed();
+            if !hold_sync(appends_in(&group), last_covered, since) {
                 break;
             }
-            match rounds.recv_timeout(SYNC_HOLD_MAX.saturating_sub(last_sync.elapsed())) {
-                Ok(more) => group.push(more),
-                Err(_) => break,
+            // Asleep until the committer has handed over the appends that
+            // end the hold, or the hold runs out: one wake-up per fsync, not
+            // one per round written meanwhile.
+            let wanted = received_before + last_covered as u64;
+            shared.wake_syncer_at.store(wanted, Ordering::SeqCst);
+            if shared.appends_to_sync.load(Ordering::SeqCst) < wanted {
+                std::thread::park_timeout(SYNC_HOLD_MAX.saturating_sub(since));
             }
+            shared.wake_syncer_at.store(u64::MAX, Ordering::SeqCst);
         }
+        received_before += appends_in(&group) as u64;
         if group.iter().any(|d| d.head.is_some() && d.error.is_none()) {
             if let Err(e) = db.flush_wal(true) {
                 let err =
