@@ -989,11 +989,13 @@ impl Scheduler {
         running: &[(JobId, TaskId, u32)],
     ) -> Vec<usize> {
         let key = pool_key(account, pool);
+        let mut stream = String::new();
         running
             .iter()
             .enumerate()
             .filter(|(_, (job, task, attempt))| {
-                let h = self.holding.get(&StreamId::task(account, job, task));
+                StreamId::write_task(&mut stream, account, job, task);
+                let h = self.holding.get(stream.as_str());
                 !h.is_some_and(|h| h.pool_key == key && &h.node == node && h.attempt == *attempt)
             })
             .map(|(i, _)| i)

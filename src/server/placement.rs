@@ -13,9 +13,9 @@ use crate::actors::Core;
 use crate::api::{AttemptRef, FileAnswer, FileRead};
 use crate::clock::new_request_id;
 use crate::compute::scheduler::{relevant, Scheduler};
-use crate::domain::task::{Task, TaskCommand};
+use crate::domain::task::{Task, TaskCommand, TaskSpec};
 use crate::domain::Ctx;
-use crate::store::{Envelope, StreamId};
+use crate::store::{Envelope, StreamId, StreamKind};
 use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
 
 /// What reacts to the log once placement's picture includes each event:
@@ -83,7 +83,17 @@ pub struct Placement {
     next_read: Cell<u64>,
     /// When each node's agent last called: its heartbeat.
     contact: RefCell<HashMap<NodeKey, std::time::Instant>>,
+    /// The spec of each attempt this server assigned, from the assignment's
+    /// outcome, until its agent is handed it (see [`Placement::take_spec`]):
+    /// per task stream, the attempt and its spec.
+    handoff: RefCell<HashMap<StreamId, (u32, TaskSpec)>>,
 }
+
+/// Specs kept for the hand-off at most. A spec nobody takes (its agent
+/// got it from the task's actor, or never came) goes with the task's next
+/// event; past this many all are dropped, and a poll that finds none asks
+/// the task's actor instead.
+const HANDOFF_MAX: usize = 65_536;
 
 impl Placement {
     /// Starts the feed and the round loop as local tasks; both end when
@@ -100,6 +110,7 @@ impl Placement {
             pending: RefCell::default(),
             next_read: Cell::new(1),
             contact: RefCell::default(),
+            handoff: RefCell::default(),
         });
         let store = core.store().clone();
         let start_head = store.head();
@@ -129,7 +140,13 @@ impl Placement {
                     },
                     _ = feed_stop.wait_for(|s| *s) => return,
                 };
-                if relevant(envelope.stream.kind()) {
+                let kind = envelope.stream.kind();
+                if kind == StreamKind::Task && envelope.event_type != "TaskAssigned" {
+                    // The attempt assigned last is over, or running (its
+                    // agent has its spec): a spec still kept is not needed.
+                    feed.handoff.borrow_mut().remove(&envelope.stream);
+                }
+                if relevant(kind) {
                     // An agent whose attempt is released (terminated,
                     // requeued) is told at once to stop it.
                     let before = feed.scheduler.borrow().holder(&envelope.stream);
@@ -219,17 +236,49 @@ impl Placement {
                         let command = TaskCommand::AssignTask {
                             node: p.node.clone(),
                         };
-                        if let Err(e) = core.execute::<Task>(&stream, command, ctx).await {
-                            // Terminated, deleted or moved meanwhile.
-                            tracing::debug!(%stream, error = %e, "assignment refused");
-                            rounds.scheduler.borrow_mut().unplan(&stream);
-                            rounds.round_wanted.notify_one();
+                        match core.execute::<Task>(&stream, command, ctx).await {
+                            Ok(outcome) => {
+                                if let Some(spec) = outcome.state.spec {
+                                    let mut handoff = rounds.handoff.borrow_mut();
+                                    if handoff.len() >= HANDOFF_MAX {
+                                        handoff.clear();
+                                    }
+                                    handoff.insert(stream, (outcome.state.attempt, spec));
+                                }
+                            }
+                            Err(e) => {
+                                // Terminated, deleted or moved meanwhile.
+                                tracing::debug!(%stream, error = %e, "assignment refused");
+                                rounds.scheduler.borrow_mut().unplan(&stream);
+                                rounds.round_wanted.notify_one();
+                            }
                         }
                     });
                 }
             }
         });
         placement
+    }
+
+    /// The spec of an attempt this server assigned, for its agent, once:
+    /// a task's spec never changes after it is added, so the assignment's
+    /// outcome is as good as asking the task's actor, which costs a message
+    /// round trip and a copy of the task's whole state per attempt. None
+    /// when it is not kept (assigned before a restart, or dropped).
+    pub fn take_spec(
+        &self,
+        account: &AccountName,
+        job: &JobId,
+        task: &TaskId,
+        attempt: u32,
+    ) -> Option<TaskSpec> {
+        let mut stream = String::new();
+        StreamId::write_task(&mut stream, account, job, task);
+        let mut handoff = self.handoff.borrow_mut();
+        match handoff.remove(stream.as_str()) {
+            Some((kept, spec)) if kept == attempt => Some(spec),
+            _ => None,
+        }
     }
 
     /// A node's agent called: it is alive.

@@ -1609,12 +1609,17 @@ impl Service {
                     .await;
                 let mut assignments = Vec::with_capacity(work.to_start.len());
                 for (job, task, attempt) in work.to_start {
-                    let stream = StreamId::task(account, &job, &task);
-                    // From the task's actor, live since it was assigned,
-                    // which knows from the store's write marks that its
-                    // stream has not changed: no read of the log.
-                    let state = self.core.state::<Task>(&stream).await?;
-                    if let Some(spec) = state.state.spec {
+                    let spec = match self.placement.take_spec(account, &job, &task, attempt) {
+                        Some(spec) => Some(spec),
+                        // From the task's actor, live since it was
+                        // assigned, which knows from the store's write
+                        // marks that its stream has not changed.
+                        None => {
+                            let stream = StreamId::task(account, &job, &task);
+                            self.core.state::<Task>(&stream).await?.state.spec
+                        }
+                    };
+                    if let Some(spec) = spec {
                         let job_resource_files = self.job_resource_files(account, &job).await?;
                         assignments.push(crate::api::Assignment {
                             job,
