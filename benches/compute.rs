@@ -246,10 +246,8 @@ async fn run_true_tasks(client: &Client, account: &AccountName, tasks: u64, raw:
             "not done: {:?}",
             state.state.task_counts
         );
-        // As often as `lote job wait` asks. The time comes from the job's
-        // completion stamp, so it does not depend on when this asks; asked
-        // every 20 ms, reading the job (which folds two count changes per
-        // task) cost the server's thread a twentieth of its time.
+        // As often as `lote job wait` asks: the time comes from the job's
+        // completion stamp, so it does not depend on when this asks.
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let elapsed = elapsed.as_secs_f64();
