@@ -17,21 +17,19 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{arg, smoke};
-use lote::clock::{Clock, SystemClock};
 use lote::domain::job::{Job, JobCommand, JobSpec};
 use lote::domain::node::{AgentInfo, Node, NodeCommand};
 use lote::domain::pool::{Pool, PoolCommand, PoolSpec, SchedulingPolicy};
 use lote::domain::spec::CommandLine;
 use lote::domain::task::{Task, TaskCommand, TaskResult, TaskSpec};
-use lote::domain::{to_new_event, Aggregate, Ctx};
+use lote::domain::Aggregate;
 use lote::store::{Envelope, StreamId};
-use lote::types::{AccountName, Causation, JobId, NodeId, PoolId, Principal, TaskId};
+use lote::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
 
 /// Runs commands on in-memory aggregates and turns their events into the
 /// envelopes the log would hold.
 struct Log {
     position: u64,
-    clock: SystemClock,
 }
 
 impl Log {
@@ -43,36 +41,9 @@ impl Log {
         command: A::Command,
         principal: Principal,
     ) -> Vec<Envelope> {
-        let ctx = Ctx::live(
-            &self.clock,
-            principal.clone(),
-            lote::clock::new_request_id(),
-        );
-        let events = state
-            .decide(&command, &ctx)
-            .expect("the command is accepted");
-        events
-            .iter()
-            .map(|e| {
-                state.apply(e);
-                self.position += 1;
-                *version += 1;
-                let new = to_new_event(e).unwrap();
-                Envelope {
-                    position: self.position,
-                    stream: stream.clone(),
-                    stream_version: *version,
-                    recorded_at: self.clock.now(),
-                    event_type: new.event_type,
-                    schema_version: new.schema_version,
-                    causation: Causation {
-                        request_id: ctx.request_id,
-                        principal: principal.clone(),
-                    },
-                    payload: new.payload,
-                }
-            })
-            .collect()
+        let at = (version, &mut self.position);
+        lote::domain::decide_to_envelopes(state, at, stream, command, principal)
+            .expect("the command is accepted")
     }
 }
 
@@ -87,10 +58,7 @@ fn main() {
     let account = AccountName::new("bench").unwrap();
     let pool_id = PoolId::new("p").unwrap();
     let job_id = JobId::new("j").unwrap();
-    let mut log = Log {
-        position: 0,
-        clock: SystemClock,
-    };
+    let mut log = Log { position: 0 };
     let mut scheduler = lote::compute::scheduler::Scheduler::default();
 
     // The pool, its nodes (registered, idle), the job.

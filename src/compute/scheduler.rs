@@ -59,6 +59,9 @@ struct PoolState {
     /// Queued tasks per (job, slots needed): the groups that wait for the
     /// same reasons, kept so they are known without walking the queue.
     classes: HashMap<(StreamId, u32), u64>,
+    /// The queue was long in an earlier round and has not run empty since:
+    /// its tail is still prefetched, less deep as it shrinks.
+    draining: bool,
 }
 
 impl PoolState {
@@ -71,6 +74,9 @@ impl PoolState {
             if *n == 0 {
                 self.classes.remove(&class);
             }
+        }
+        if self.queue.is_empty() {
+            self.draining = false;
         }
         Some(task)
     }
@@ -100,6 +106,8 @@ pub struct NodeState {
     /// Attempts placed here whose `TaskAssigned` is durable and that have
     /// not started: what the agent's next poll gets.
     pub to_start: BTreeMap<(JobId, TaskId), u32>,
+    /// Slots held by attempts whose start is recorded.
+    started_slots: u32,
     /// Leaving the pool, with what to do with its tasks.
     pub leaving: Option<Deallocation>,
     /// The node as its own events made it.
@@ -148,6 +156,8 @@ struct Holding {
     task: QueuedTask,
     /// The attempt placed (0 until its `TaskAssigned` is read back).
     attempt: u32,
+    /// Its start is recorded (`TaskStarted`).
+    started: bool,
 }
 
 /// One planned assignment.
@@ -346,11 +356,15 @@ impl Scheduler {
                 }
             }
             TaskEvent::TaskStarted { .. } => {
-                if let Some(h) = self.holding.get(stream) {
+                if let Some(h) = self.holding.get_mut(stream) {
                     let k = (h.pool_key.clone(), h.node.clone());
                     let item = (h.task.job.clone(), h.task.task.clone());
+                    let newly = !std::mem::replace(&mut h.started, true);
                     if let Some(node) = self.nodes.get_mut(&k) {
                         node.to_start.remove(&item);
+                        if newly {
+                            node.started_slots += h.slots;
+                        }
                     }
                 }
             }
@@ -432,6 +446,7 @@ impl Scheduler {
                 queue_key: key,
                 task,
                 attempt: 0,
+                started: false,
             },
         );
     }
@@ -441,6 +456,9 @@ impl Scheduler {
         let h = self.holding.remove(stream)?;
         if let Some(n) = self.nodes.get_mut(&(h.pool_key.clone(), h.node.clone())) {
             n.used = n.used.saturating_sub(h.slots);
+            if h.started {
+                n.started_slots = n.started_slots.saturating_sub(h.slots);
+            }
             n.to_start
                 .remove(&(h.task.job.clone(), h.task.task.clone()));
         }
@@ -461,9 +479,12 @@ impl Scheduler {
     /// also given up to [`PREFETCH_PER_SLOT`] tasks per slot to start as
     /// soon as one of its slots frees: the agent starts the next task without waiting for
     /// the server's round trip, which is what keeps short tasks near the
-    /// raw spawn rate. Near the end of a queue nothing is prefetched, and
-    /// [`steals`](Self::steals) moves tasks still waiting behind busy slots
-    /// to nodes that went idle.
+    /// raw spawn rate. At the end of a long queue the depth shrinks with
+    /// the queue (what is left shared over the slots, at least one each):
+    /// with nothing prefetched, the last hundred tasks each waited for a
+    /// round trip. A queue that was never long is not prefetched. In both
+    /// cases [`steals`](Self::steals) moves tasks waiting behind slots busy
+    /// with started tasks to nodes that went idle.
     pub fn plan(&mut self) -> Vec<Planned> {
         let mut out = Vec::new();
         let pool_keys: Vec<String> = self
@@ -477,21 +498,17 @@ impl Scheduler {
                 continue;
             };
             let policy = pool.policy;
-            let room = |prefetch: bool| -> Vec<(NodeId, u32)> {
+            let room = |ahead_per_slot: u32| -> Vec<(NodeId, u32)> {
                 pool.nodes
                     .iter()
                     .filter_map(|n| {
                         let s = self.nodes.get(&(key.clone(), n.clone()))?;
-                        let capacity = if prefetch {
-                            s.slots * (1 + PREFETCH_PER_SLOT)
-                        } else {
-                            s.slots
-                        };
+                        let capacity = s.slots * (1 + ahead_per_slot);
                         (s.schedulable && capacity > s.used).then(|| (n.clone(), capacity - s.used))
                     })
                     .collect()
             };
-            let mut free = room(false);
+            let mut free = room(0);
             let mut picked = self.pick(&pool.queue, &mut free, policy, &BTreeSet::new());
             let total_slots: u64 = pool
                 .nodes
@@ -500,10 +517,18 @@ impl Scheduler {
                 .filter(|s| s.schedulable)
                 .map(|s| u64::from(s.slots))
                 .sum();
-            let long_queue = pool.queue.len() as u64
-                >= (PREFETCH_QUEUE_FACTOR * total_slots).max(PREFETCH_QUEUE_MIN);
-            if long_queue {
-                let mut ahead = room(true);
+            let queued = pool.queue.len() as u64;
+            let long_queue =
+                queued >= (PREFETCH_QUEUE_FACTOR * total_slots).max(PREFETCH_QUEUE_MIN);
+            let ahead_per_slot = if long_queue {
+                PREFETCH_PER_SLOT
+            } else if pool.draining && total_slots > 0 {
+                (queued / total_slots).clamp(1, u64::from(PREFETCH_PER_SLOT)) as u32
+            } else {
+                0
+            };
+            if ahead_per_slot > 0 {
+                let mut ahead = room(ahead_per_slot);
                 for (qkey, node) in &picked {
                     let slots = pool.queue.get(qkey).map(|t| t.slots).unwrap_or(1);
                     if let Some((_, f)) = ahead.iter_mut().find(|(n, _)| n == node) {
@@ -514,6 +539,11 @@ impl Scheduler {
                 // Spread the waiting work, so no node's queue runs dry first.
                 let more = self.pick(&pool.queue, &mut ahead, SchedulingPolicy::Spread, &taken);
                 picked.extend(more);
+            }
+            if long_queue {
+                if let Some(pool) = self.pools.get_mut(&key) {
+                    pool.draining = true;
+                }
             }
             for (qkey, node) in picked {
                 let Some(task) = self.pools.get_mut(&key).and_then(|p| p.take(&qkey)) else {
@@ -577,7 +607,11 @@ impl Scheduler {
     /// Tasks waiting on a busy node (prefetched, not started) to move to a
     /// node of the same pool that has free slots and nothing queued for
     /// it: requeued, they are placed there by the next round. Each is
-    /// proposed once.
+    /// proposed once. Only behind slots that are all held by attempts whose
+    /// start is recorded: where slots turn over faster than a start is
+    /// reported (tasks shorter than the agent's start report delay), the
+    /// agent may already have started an attempt the picture still lists
+    /// as waiting, and moving it would run it twice.
     pub fn steals(&mut self) -> Vec<HeldTask> {
         let mut out = Vec::new();
         for (key, pool) in &self.pools {
@@ -597,6 +631,9 @@ impl Scheduler {
             }
             for n in &pool.nodes {
                 let Some(s) = node(n) else { continue };
+                if s.started_slots < s.slots {
+                    continue;
+                }
                 // Only what waits beyond the node's own slots.
                 let waiting = s.used.saturating_sub(s.slots) as usize;
                 for ((job, task), attempt) in s.to_start.iter().rev().take(waiting) {
@@ -1007,5 +1044,214 @@ impl Scheduler {
         self.holding
             .get(stream)
             .map(|h| (h.pool_key.clone(), h.node.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::job::{Job, JobCommand, JobSpec};
+    use crate::domain::node::{AgentInfo, Node, NodeCommand};
+    use crate::domain::pool::{Pool, PoolCommand, PoolSpec};
+    use crate::domain::spec::CommandLine;
+    use crate::domain::task::{Task, TaskCommand, TaskSpec};
+    use crate::domain::Aggregate;
+    use crate::types::Principal;
+
+    /// Feeds the scheduler what the log would carry for commands run on
+    /// the aggregates (tasks kept, to be assigned and started later).
+    struct Feed {
+        scheduler: Scheduler,
+        position: u64,
+        account: AccountName,
+        pool: PoolId,
+        job: JobId,
+        tasks: HashMap<StreamId, (Task, u64)>,
+    }
+
+    impl Feed {
+        fn run<A: Aggregate>(
+            &mut self,
+            stream: &StreamId,
+            state: &mut A,
+            version: &mut u64,
+            command: A::Command,
+            principal: Principal,
+        ) {
+            let at = (version, &mut self.position);
+            let envelopes =
+                crate::domain::decide_to_envelopes(state, at, stream, command, principal)
+                    .expect("accepted");
+            for envelope in &envelopes {
+                self.scheduler.observe(envelope);
+            }
+        }
+
+        fn new() -> Feed {
+            let mut feed = Feed {
+                scheduler: Scheduler::default(),
+                position: 0,
+                account: AccountName::new("acme").unwrap(),
+                pool: PoolId::new("p").unwrap(),
+                job: JobId::new("j").unwrap(),
+                tasks: HashMap::new(),
+            };
+            let (account, pool, job) = (feed.account.clone(), feed.pool.clone(), feed.job.clone());
+            let spec = PoolSpec::fixed(pool.clone(), account.clone(), 0, 2);
+            let (mut p, mut v) = (Pool::default(), 0);
+            let create = PoolCommand::CreatePool { spec };
+            feed.run(
+                &StreamId::pool(&account, &pool),
+                &mut p,
+                &mut v,
+                create,
+                Principal::Admin,
+            );
+            let spec = JobSpec::on_pool(job.clone(), account.clone(), pool.clone());
+            let (mut j, mut v) = (Job::default(), 0);
+            let create = JobCommand::CreateJob { spec };
+            feed.run(
+                &StreamId::job(&account, &job),
+                &mut j,
+                &mut v,
+                create,
+                Principal::Admin,
+            );
+            feed
+        }
+
+        /// A registered, idle node with 2 slots.
+        fn node(&mut self, n: u32) {
+            let node = NodeId::new(format!("node-{n}")).unwrap();
+            let (account, pool) = (self.account.clone(), self.pool.clone());
+            let add = NodeCommand::AddNode {
+                account: account.clone(),
+                pool: pool.clone(),
+                node: node.clone(),
+                name: format!("n{n}"),
+            };
+            let register = NodeCommand::RegisterAgent {
+                agent: AgentInfo {
+                    hostname: format!("host-{n}"),
+                    address: "127.0.0.1".into(),
+                    cores: 2,
+                    memory_mib: 1024,
+                    task_slots: 2,
+                    agent_version: "test".into(),
+                },
+                has_start_task: false,
+            };
+            let agent = Principal::Node {
+                account: account.clone(),
+                pool: pool.clone(),
+                node: node.clone(),
+            };
+            let stream = StreamId::node(&account, &pool, &node);
+            let (mut state, mut v) = (Node::default(), 0);
+            self.run(&stream, &mut state, &mut v, add, Principal::Admin);
+            self.run(&stream, &mut state, &mut v, register, agent);
+        }
+
+        fn tasks(&mut self, from: u32, count: u32) {
+            for i in from..from + count {
+                let id = TaskId::new(format!("t{i}")).unwrap();
+                let add = TaskCommand::AddTask {
+                    account: self.account.clone(),
+                    job: self.job.clone(),
+                    pool: self.pool.clone(),
+                    spec: TaskSpec::simple(id.clone(), CommandLine::Shell("true".into())),
+                    max_task_retries: 0,
+                };
+                let stream = StreamId::task(&self.account, &self.job, &id);
+                let (mut state, mut v) = (Task::default(), 0);
+                self.run(&stream, &mut state, &mut v, add, Principal::Admin);
+                self.tasks.insert(stream, (state, v));
+            }
+        }
+
+        fn task(&mut self, stream: &StreamId, command: TaskCommand, principal: Principal) {
+            let (mut state, mut v) = self.tasks.remove(stream).expect("a task of this feed");
+            self.run(stream, &mut state, &mut v, command, principal);
+            self.tasks.insert(stream.clone(), (state, v));
+        }
+
+        /// Plans a round and records its assignments; the planned tasks.
+        fn plan(&mut self) -> Vec<Planned> {
+            let planned = self.scheduler.plan();
+            for p in &planned {
+                let stream = StreamId::task(&p.account, &p.job, &p.task);
+                let assign = TaskCommand::AssignTask {
+                    node: p.node.clone(),
+                };
+                self.task(&stream, assign, Principal::Admin);
+            }
+            planned
+        }
+    }
+
+    #[test]
+    fn a_long_queue_is_prefetched_to_its_end_and_a_short_one_never() {
+        let mut feed = Feed::new();
+        feed.node(0);
+        // Short from the start: only the free slots are filled.
+        feed.tasks(0, 10);
+        assert_eq!(feed.plan().len(), 2);
+        assert_eq!(feed.scheduler.queued_len(), 8);
+
+        let mut feed = Feed::new();
+        feed.node(0);
+        feed.tasks(0, 150);
+        // Long: the free slots, and 16 per slot ahead.
+        let ahead = 2 * (1 + PREFETCH_PER_SLOT as usize);
+        assert_eq!(feed.plan().len(), ahead);
+        feed.node(1);
+        assert_eq!(feed.plan().len(), ahead);
+        assert_eq!(feed.scheduler.queued_len(), 150 - 2 * ahead);
+        // 82 left, no longer a long queue: a new node still gets work
+        // ahead, as deep as the queue shared over the slots allows
+        // (82 / 6 = 13 per slot).
+        feed.node(2);
+        assert_eq!(feed.plan().len(), 2 * (1 + 13));
+        // 54 left over 8 slots: 6 each.
+        feed.node(3);
+        assert_eq!(feed.plan().len(), 2 * (1 + 6));
+        // 40 left over 10 slots: 4 each, and so on down to one each.
+        feed.node(4);
+        assert_eq!(feed.plan().len(), 2 * (1 + 4));
+        assert_eq!(feed.scheduler.queued_len(), 30);
+        for n in 5..20 {
+            feed.node(n);
+        }
+        assert_eq!(feed.plan().len(), 30);
+        assert_eq!(feed.scheduler.queued_len(), 0);
+
+        // Work waits behind every busy node now, and a node is idle; but
+        // no start is recorded (short tasks report none), so an agent may
+        // already run what the picture lists as waiting: nothing moves.
+        feed.node(20);
+        assert!(feed.scheduler.steals().is_empty());
+        // Once both of node-0's slots hold started attempts, what waits
+        // behind them moves, as many as the idle node has slots.
+        let to_start =
+            feed.scheduler
+                .to_start(&feed.account, &feed.pool, &NodeId::new("node-0").unwrap());
+        for (job, task, attempt) in to_start.into_iter().take(2) {
+            let stream = StreamId::task(&feed.account, &job, &task);
+            let agent = Principal::Node {
+                account: feed.account.clone(),
+                pool: feed.pool.clone(),
+                node: NodeId::new("node-0").unwrap(),
+            };
+            feed.task(&stream, TaskCommand::StartTask { attempt }, agent);
+        }
+        assert_eq!(feed.scheduler.steals().len(), 2);
+
+        // Once the queue ran empty, a new short queue is not prefetched.
+        // (Only the idle nodes' free slots: node-20's, whose steals are
+        // proposed but not done, and node-21's.)
+        feed.node(21);
+        feed.tasks(1000, 10);
+        assert_eq!(feed.plan().len(), 4);
+        assert_eq!(feed.scheduler.queued_len(), 6);
     }
 }

@@ -152,6 +152,47 @@ pub fn to_new_event<E: DomainEvent>(event: &E) -> Result<NewEvent, CodecError> {
     })
 }
 
+/// Runs `command` from `principal`, now, on an aggregate held in memory
+/// and returns the envelopes its events would have in the log, at
+/// `position` + 1 on (which it advances): for benchmarks and tests that
+/// feed a log's readers without a store. `version` is the stream's,
+/// advanced too. Errs with the rejection, or the codec's error.
+pub fn decide_to_envelopes<A: Aggregate>(
+    state: &mut A,
+    (version, position): (&mut u64, &mut u64),
+    stream: &crate::store::StreamId,
+    command: A::Command,
+    principal: Principal,
+) -> Result<Vec<Envelope>, String> {
+    let ctx = &Ctx::live(
+        &crate::clock::SystemClock,
+        principal,
+        crate::clock::new_request_id(),
+    );
+    let events = state.decide(&command, ctx).map_err(|r| r.to_string())?;
+    let mut out = Vec::with_capacity(events.len());
+    for event in &events {
+        state.apply(event);
+        let new = to_new_event(event).map_err(|e| e.to_string())?;
+        *position += 1;
+        *version += 1;
+        out.push(Envelope {
+            position: *position,
+            stream: stream.clone(),
+            stream_version: *version,
+            recorded_at: ctx.now,
+            event_type: new.event_type,
+            schema_version: new.schema_version,
+            causation: Causation {
+                request_id: ctx.request_id,
+                principal: ctx.principal.clone(),
+            },
+            payload: new.payload,
+        });
+    }
+    Ok(out)
+}
+
 /// Decodes an envelope's payload into the current event layout, through
 /// the upcasters if it was written by an older layout.
 pub fn decode_event<E: DomainEvent>(
