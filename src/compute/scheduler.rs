@@ -24,8 +24,9 @@ use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId, Timestamp};
 type QueueKey = (Reverse<i32>, u64);
 
 /// A pool's queue counts as long (worth prefetching for) from this many
-/// tasks per slot, and at least [`PREFETCH_QUEUE_MIN`]: with fewer
-/// waiting, the round trip saved does not change when the work ends.
+/// tasks per slot, and at least [`PREFETCH_QUEUE_MIN`]: a few tasks added
+/// now and then are not held behind busy slots. Once long, a queue is
+/// prefetched to its end (less deep as it shrinks; see `Scheduler::plan`).
 pub const PREFETCH_QUEUE_FACTOR: u64 = 2;
 pub const PREFETCH_QUEUE_MIN: u64 = 100;
 
