@@ -859,26 +859,34 @@ fn spawn(
         .chain(vars.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
         .chain(fixed)
         .collect();
-    let (stdout, stderr) = (open("stdout.txt")?, open("stderr.txt")?);
     let cannot = |e: std::io::Error| match command_line {
         CommandLine::Argv(argv) => format!("cannot start {:?}: {e}", argv[0]),
         CommandLine::Shell(_) => format!("cannot start /bin/sh: {e}"),
     };
     let stdin = dev_null_file();
     if let Some(stdin) = stdin {
+        let (stdout, stderr) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
         let spec = launch::Launch {
             program,
             args: &args,
             dir: wd,
             stdin,
-            stdout: &stdout,
-            stderr: &stderr,
+            stdout: launch::Output::Create(&stdout),
+            stderr: launch::Output::Create(&stderr),
             env: &vars,
         };
         if let Some(started) = launch::launch(&spec) {
-            return started.map(Proc::Launched).map_err(cannot);
+            // The child creates its output files; when the launch fails,
+            // creating them here tells whether they were the cause.
+            return started.map(Proc::Launched).map_err(|e| {
+                match open("stdout.txt").and_then(|_| open("stderr.txt")) {
+                    Err(why) => why,
+                    Ok(_) => cannot(e),
+                }
+            });
         }
     }
+    let (stdout, stderr) = (open("stdout.txt")?, open("stderr.txt")?);
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(&args)
         .current_dir(wd)

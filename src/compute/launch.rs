@@ -30,10 +30,22 @@ pub struct Launch<'a> {
     pub args: &'a [&'a OsStr],
     pub dir: &'a Path,
     pub stdin: &'a std::fs::File,
-    pub stdout: &'a std::fs::File,
-    pub stderr: &'a std::fs::File,
+    pub stdout: Output<'a>,
+    pub stderr: Output<'a>,
     /// Set over the agent's own environment, later entries winning.
     pub env: &'a [(&'a OsStr, &'a OsStr)],
+}
+
+/// Where a standard output stream goes.
+#[derive(Clone, Copy)]
+pub enum Output<'a> {
+    /// A file the caller opened.
+    File(&'a std::fs::File),
+    /// A file the child creates (or truncates) before it runs the program:
+    /// no descriptor to open and close in the agent, which at a few
+    /// thousand tasks a second is worth it. If the file cannot be created
+    /// the launch fails with the error.
+    Create(&'a Path),
 }
 
 /// A started process: its pid, a pidfd that becomes readable when it
@@ -142,6 +154,7 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
         .collect();
     envp.push(std::ptr::null_mut());
     let dir = c_string(spec.dir.as_os_str())?;
+    let (stdout, stderr) = (Stdio::of(spec.stdout)?, Stdio::of(spec.stderr)?);
 
     // SAFETY: the attribute and file-action objects are initialised before
     // use and destroyed on every path by the guards; every pointer handed
@@ -159,12 +172,26 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
         let attr = Guard(&mut attr, |a| {
             libc::posix_spawnattr_destroy(a);
         });
-        for (file, target) in [(spec.stdin, 0), (spec.stdout, 1), (spec.stderr, 2)] {
-            check(libc::posix_spawn_file_actions_adddup2(
-                actions.0,
-                file.as_raw_fd(),
-                target,
-            ))?;
+        check(libc::posix_spawn_file_actions_adddup2(
+            actions.0,
+            spec.stdin.as_raw_fd(),
+            0,
+        ))?;
+        // Before the chdir below, so a relative path means what it meant
+        // to the caller.
+        for (target, output) in [(1, &stdout), (2, &stderr)] {
+            match output {
+                Stdio::Dup(fd) => check(libc::posix_spawn_file_actions_adddup2(
+                    actions.0, *fd, target,
+                ))?,
+                Stdio::Open(path) => check(libc::posix_spawn_file_actions_addopen(
+                    actions.0,
+                    target,
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                    0o666,
+                ))?,
+            }
         }
         check(libc::posix_spawn_file_actions_addchdir_np(
             actions.0,
@@ -228,6 +255,21 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
     }
 }
 
+/// A standard stream's file action.
+enum Stdio {
+    Dup(libc::c_int),
+    Open(CString),
+}
+
+impl Stdio {
+    fn of(output: Output<'_>) -> io::Result<Stdio> {
+        Ok(match output {
+            Output::File(file) => Stdio::Dup(file.as_raw_fd()),
+            Output::Create(path) => Stdio::Open(c_string(path.as_os_str())?),
+        })
+    }
+}
+
 /// Runs `drop` on the value when the guard goes.
 struct Guard<T>(*mut T, unsafe fn(*mut T));
 
@@ -280,17 +322,19 @@ mod tests {
     #[tokio::test]
     async fn a_launched_process_gets_its_directory_output_and_environment() {
         let dir = tempfile::tempdir().unwrap();
-        let out = std::fs::File::create(dir.path().join("out")).unwrap();
+        // One stream created by the child, one opened here: both kinds.
+        std::fs::write(dir.path().join("out"), "longer than what is printed\n").unwrap();
         let err = std::fs::File::create(dir.path().join("err")).unwrap();
         let null = std::fs::File::open("/dev/null").unwrap();
+        let out = dir.path().join("out");
         let script: &OsStr = "echo \"$LOTE_X $HOME\"; pwd; echo oops >&2; exit 3".as_ref();
         let spec = Launch {
             program: "/bin/sh".as_ref(),
             args: &["-c".as_ref(), script],
             dir: dir.path(),
             stdin: &null,
-            stdout: &out,
-            stderr: &err,
+            stdout: Output::Create(&out),
+            stderr: Output::File(&err),
             env: &[
                 ("LOTE_X".as_ref(), "first".as_ref()),
                 ("LOTE_X".as_ref(), "last".as_ref()),
@@ -328,12 +372,25 @@ mod tests {
                 args: &[],
                 dir: dir.path(),
                 stdin: &f,
-                stdout: &f,
-                stderr: &f,
+                stdout: Output::File(&f),
+                stderr: Output::File(&f),
                 env,
             })
             .map(|r| r.map(|_| ()).map_err(|e| e.kind()))
         };
+        // An output the child cannot create fails the launch, with why.
+        let nowhere = dir.path().join("no-such-dir/stdout.txt");
+        let unwritable = launch(&Launch {
+            program: "/bin/true".as_ref(),
+            args: &[],
+            dir: dir.path(),
+            stdin: &f,
+            stdout: Output::Create(&nowhere),
+            stderr: Output::File(&f),
+            env: &[],
+        })
+        .map(|r| r.map(|_| ()).map_err(|e| e.kind()));
+        assert_eq!(unwritable, Some(Err(io::ErrorKind::NotFound)));
         let (missing, none) = spec("/nonexistent/lote-test", &[]);
         assert_eq!(run(missing, &none), Some(Err(io::ErrorKind::NotFound)));
         let (looked_up, none) = spec("lote-no-such-program", &[]);

@@ -211,16 +211,19 @@ impl Tracked {
     }
 
     /// [`Tracked::kill`] of an attempt whose leader was reaped, done here
-    /// when the agent's children show nothing of it left, or only a few
-    /// pids are to be probed (cheap enough for the agent's own thread);
-    /// false, with nothing done, when the sweep would be long enough to
-    /// belong on another.
+    /// when the agent's children show nothing of it left (then there is
+    /// nothing to kill), or only a few pids are to be probed (cheap enough
+    /// for the agent's own thread); false, with nothing done, when the
+    /// sweep would be long enough to belong on another.
+    ///
+    /// With orphans adopted, every survivor of the attempt is below a
+    /// child of the agent that is not a running leader, which is what
+    /// [`maybe_left_behind`] looks for; so when it finds none, even the
+    /// group kill is skipped. That kill would fail with ESRCH at best,
+    /// and at worst, the group's id being free again, hit whatever group
+    /// took the number since.
     pub fn kill_if_cheap(&self) -> bool {
         if !maybe_left_behind() {
-            // SAFETY: as in `sweep`, the leader's own process group.
-            unsafe {
-                libc::kill(-(self.pid as i32), libc::SIGKILL);
-            }
             return true;
         }
         let last = last_pid();

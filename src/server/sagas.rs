@@ -50,8 +50,11 @@ pub struct Sagas {
     placement: Rc<Placement>,
     local: Local,
     server_secret: String,
-    /// Pools being reconciled; `true` when asked again meanwhile.
-    reconciling: RefCell<HashMap<String, bool>>,
+    /// Pools being reconciled.
+    reconciling: Coalescer<String>,
+    /// Jobs whose completion is being checked: a round of finished tasks
+    /// asks the job's actor once, not once per task.
+    completing: Coalescer<StreamId>,
     /// Nodes whose removal is under way.
     removing: RefCell<HashSet<(String, NodeId)>>,
     /// Jobs with a wall-clock timer set.
@@ -59,6 +62,52 @@ pub struct Sagas {
     /// Local pools with a lost node being replaced: brought back to their
     /// target once it is gone, even when no resize is under way.
     heal: RefCell<HashSet<String>>,
+}
+
+/// Work asked for by key while the same key's work may be under way: one
+/// run at a time per key, and one more after it when asked meanwhile, so
+/// a burst of asks costs at most two runs and the last ask is never lost.
+struct Coalescer<K>(RefCell<HashMap<K, bool>>);
+
+impl<K> Default for Coalescer<K> {
+    fn default() -> Self {
+        Coalescer(RefCell::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Coalescer<K> {
+    /// Whether the caller should start a run for `key`; false when one is
+    /// under way, which then runs once more.
+    fn start(&self, key: &K) -> bool {
+        let mut running = self.0.borrow_mut();
+        if let Some(again) = running.get_mut(key) {
+            *again = true;
+            return false;
+        }
+        running.insert(key.clone(), false);
+        true
+    }
+
+    /// From within a run: run once more after it.
+    fn ask_again(&self, key: &K) {
+        self.0.borrow_mut().insert(key.clone(), true);
+    }
+
+    /// Called at the end of a run: whether to run again (it was asked for
+    /// meanwhile); false, and the key is free, otherwise.
+    fn again(&self, key: &K) -> bool {
+        let mut running = self.0.borrow_mut();
+        match running.get_mut(key) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                running.remove(key);
+                false
+            }
+        }
+    }
 }
 
 /// `ACCOUNT/POOL`, the key pools go by in placement's picture.
@@ -97,7 +146,8 @@ impl Sagas {
             placement,
             local,
             server_secret,
-            reconciling: RefCell::default(),
+            reconciling: Coalescer::default(),
+            completing: Coalescer::default(),
             removing: RefCell::default(),
             timers: RefCell::default(),
             heal: RefCell::default(),
@@ -310,13 +360,8 @@ impl Sagas {
     }
 
     fn reconcile(self: &Rc<Self>, pool_key: String) {
-        {
-            let mut r = self.reconciling.borrow_mut();
-            if let Some(again) = r.get_mut(&pool_key) {
-                *again = true;
-                return;
-            }
-            r.insert(pool_key.clone(), false);
+        if !self.reconciling.start(&pool_key) {
+            return;
         }
         let this = self.clone();
         tokio::task::spawn_local(async move {
@@ -324,13 +369,9 @@ impl Sagas {
                 if let Err(e) = this.reconcile_once(&pool_key).await {
                     tracing::warn!(pool = %pool_key, error = %e, "pool resize step failed; retried on the next change");
                 }
-                let mut r = this.reconciling.borrow_mut();
-                if r.get(&pool_key) == Some(&true) {
-                    r.insert(pool_key.clone(), false);
-                    continue;
+                if !this.reconciling.again(&pool_key) {
+                    break;
                 }
-                r.remove(&pool_key);
-                break;
             }
         });
     }
@@ -457,9 +498,7 @@ impl Sagas {
                 return Ok(());
             }
             if staying.len() + wanted < target {
-                self.reconciling
-                    .borrow_mut()
-                    .insert(pool_key.to_string(), true);
+                self.reconciling.ask_again(&pool_key.to_string());
                 return Ok(());
             }
         }
@@ -740,12 +779,45 @@ impl Reactor for Sagas {
                 if !finishing {
                     return;
                 }
+                if !self.completing.start(&stream) {
+                    return;
+                }
                 let this = self.clone();
-                self.spawn("completing a job", async move {
-                    this.complete_if_due(&stream).await
+                tokio::task::spawn_local(async move {
+                    loop {
+                        if let Err(e) = this.complete_if_due(&stream).await {
+                            tracing::warn!(job = %stream, error = %e, "completing a job failed; it is retried on the next change or restart");
+                        }
+                        if !this.completing.again(&stream) {
+                            break;
+                        }
+                    }
                 });
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Coalescer;
+
+    #[test]
+    fn asks_during_a_run_make_one_more_run_and_none_is_lost() {
+        let c = Coalescer::<&str>::default();
+        assert!(c.start(&"job"), "the first ask runs");
+        assert!(!c.start(&"job"), "an ask while it runs waits");
+        assert!(!c.start(&"job"), "so does a second");
+        assert!(c.start(&"other"), "another key runs at once");
+        assert!(c.again(&"job"), "the asks meanwhile make one more run");
+        assert!(!c.again(&"job"), "and only one");
+        assert!(c.start(&"job"), "a finished key runs again when asked");
+        assert!(!c.again(&"job"));
+        assert!(!c.again(&"other"));
+        assert!(c.start(&"pool"));
+        c.ask_again(&"pool");
+        assert!(c.again(&"pool"), "a run can ask for the next itself");
+        assert!(!c.again(&"pool"));
     }
 }
