@@ -871,8 +871,8 @@ fn spawn(
             args: &args,
             dir: wd,
             stdin,
-            stdout: launch::Output::Create(&stdout),
-            stderr: launch::Output::Create(&stderr),
+            stdout: &stdout,
+            stderr: &stderr,
             env: &vars,
         };
         if let Some(started) = launch::launch(&spec) {

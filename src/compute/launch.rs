@@ -30,22 +30,14 @@ pub struct Launch<'a> {
     pub args: &'a [&'a OsStr],
     pub dir: &'a Path,
     pub stdin: &'a std::fs::File,
-    pub stdout: Output<'a>,
-    pub stderr: Output<'a>,
+    /// Files the child creates (or truncates) before it runs the program:
+    /// no descriptor to open and close in the agent, which at a few
+    /// thousand tasks a second is worth it. If one cannot be created the
+    /// launch fails with the error.
+    pub stdout: &'a Path,
+    pub stderr: &'a Path,
     /// Set over the agent's own environment, later entries winning.
     pub env: &'a [(&'a OsStr, &'a OsStr)],
-}
-
-/// Where a standard output stream goes.
-#[derive(Clone, Copy)]
-pub enum Output<'a> {
-    /// A file the caller opened.
-    File(&'a std::fs::File),
-    /// A file the child creates (or truncates) before it runs the program:
-    /// no descriptor to open and close in the agent, which at a few
-    /// thousand tasks a second is worth it. If the file cannot be created
-    /// the launch fails with the error.
-    Create(&'a Path),
 }
 
 /// A started process: its pid, a pidfd that becomes readable when it
@@ -154,7 +146,10 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
         .collect();
     envp.push(std::ptr::null_mut());
     let dir = c_string(spec.dir.as_os_str())?;
-    let (stdout, stderr) = (Stdio::of(spec.stdout)?, Stdio::of(spec.stderr)?);
+    let (stdout, stderr) = (
+        c_string(spec.stdout.as_os_str())?,
+        c_string(spec.stderr.as_os_str())?,
+    );
 
     // SAFETY: the attribute and file-action objects are initialised before
     // use and destroyed on every path by the guards; every pointer handed
@@ -179,19 +174,14 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
         ))?;
         // Before the chdir below, so a relative path means what it meant
         // to the caller.
-        for (target, output) in [(1, &stdout), (2, &stderr)] {
-            match output {
-                Stdio::Dup(fd) => check(libc::posix_spawn_file_actions_adddup2(
-                    actions.0, *fd, target,
-                ))?,
-                Stdio::Open(path) => check(libc::posix_spawn_file_actions_addopen(
-                    actions.0,
-                    target,
-                    path.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-                    0o666,
-                ))?,
-            }
+        for (target, path) in [(1, &stdout), (2, &stderr)] {
+            check(libc::posix_spawn_file_actions_addopen(
+                actions.0,
+                target,
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                0o666,
+            ))?;
         }
         check(libc::posix_spawn_file_actions_addchdir_np(
             actions.0,
@@ -255,21 +245,6 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
     }
 }
 
-/// A standard stream's file action.
-enum Stdio {
-    Dup(libc::c_int),
-    Open(CString),
-}
-
-impl Stdio {
-    fn of(output: Output<'_>) -> io::Result<Stdio> {
-        Ok(match output {
-            Output::File(file) => Stdio::Dup(file.as_raw_fd()),
-            Output::Create(path) => Stdio::Open(c_string(path.as_os_str())?),
-        })
-    }
-}
-
 /// Runs `drop` on the value when the guard goes.
 struct Guard<T>(*mut T, unsafe fn(*mut T));
 
@@ -322,9 +297,9 @@ mod tests {
     #[tokio::test]
     async fn a_launched_process_gets_its_directory_output_and_environment() {
         let dir = tempfile::tempdir().unwrap();
-        // One stream created by the child, one opened here: both kinds.
+        // Created by the child, or truncated when it is there.
         std::fs::write(dir.path().join("out"), "longer than what is printed\n").unwrap();
-        let err = std::fs::File::create(dir.path().join("err")).unwrap();
+        let err = dir.path().join("err");
         let null = std::fs::File::open("/dev/null").unwrap();
         let out = dir.path().join("out");
         let script: &OsStr = "echo \"$LOTE_X $HOME\"; pwd; echo oops >&2; exit 3".as_ref();
@@ -333,8 +308,8 @@ mod tests {
             args: &["-c".as_ref(), script],
             dir: dir.path(),
             stdin: &null,
-            stdout: Output::Create(&out),
-            stderr: Output::File(&err),
+            stdout: &out,
+            stderr: &err,
             env: &[
                 ("LOTE_X".as_ref(), "first".as_ref()),
                 ("LOTE_X".as_ref(), "last".as_ref()),
@@ -361,6 +336,7 @@ mod tests {
     async fn a_missing_program_is_an_error_and_a_changed_path_defers_to_command() {
         let dir = tempfile::tempdir().unwrap();
         let f = std::fs::File::open("/dev/null").unwrap();
+        let null = Path::new("/dev/null");
         let spec = |program: &'static str, env: &'static [(&'static str, &'static str)]| {
             let env: Vec<(&OsStr, &OsStr)> =
                 env.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
@@ -372,8 +348,8 @@ mod tests {
                 args: &[],
                 dir: dir.path(),
                 stdin: &f,
-                stdout: Output::File(&f),
-                stderr: Output::File(&f),
+                stdout: null,
+                stderr: null,
                 env,
             })
             .map(|r| r.map(|_| ()).map_err(|e| e.kind()))
@@ -385,8 +361,8 @@ mod tests {
             args: &[],
             dir: dir.path(),
             stdin: &f,
-            stdout: Output::Create(&nowhere),
-            stderr: Output::File(&f),
+            stdout: &nowhere,
+            stderr: null,
             env: &[],
         })
         .map(|r| r.map(|_| ()).map_err(|e| e.kind()));

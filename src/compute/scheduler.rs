@@ -665,11 +665,24 @@ impl Scheduler {
         pool: &PoolId,
         node: &NodeId,
     ) -> Vec<(JobId, TaskId, u32)> {
+        self.to_start_except(account, pool, node, |_, _, _| false)
+    }
+
+    /// [`Scheduler::to_start`] without the attempts `listed` names (those
+    /// the agent reports it has), which are never copied.
+    pub fn to_start_except(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        listed: impl Fn(&JobId, &TaskId, u32) -> bool,
+    ) -> Vec<(JobId, TaskId, u32)> {
         self.nodes
             .get(&(pool_key(account, pool), node.clone()))
             .map(|n| {
                 n.to_start
                     .iter()
+                    .filter(|((j, t), a)| !listed(j, t, **a))
                     .map(|((j, t), a)| (j.clone(), t.clone(), *a))
                     .collect()
             })
@@ -1019,17 +1032,17 @@ impl Scheduler {
 
     /// Which of the attempts an agent reports running it should stop:
     /// those that no longer hold slots on its node at that attempt.
-    pub fn superseded(
+    pub fn superseded<'a>(
         &self,
         account: &AccountName,
         pool: &PoolId,
         node: &NodeId,
-        running: &[(JobId, TaskId, u32)],
+        running: impl IntoIterator<Item = (&'a JobId, &'a TaskId, u32)>,
     ) -> Vec<usize> {
         let key = pool_key(account, pool);
         let mut stream = String::new();
         running
-            .iter()
+            .into_iter()
             .enumerate()
             .filter(|(_, (job, task, attempt))| {
                 StreamId::write_task(&mut stream, account, job, task);

@@ -351,12 +351,9 @@ impl Placement {
         running: &[AttemptRef],
     ) -> AgentWork {
         let scheduler = self.scheduler.borrow();
-        let reported: Vec<_> = running
-            .iter()
-            .map(|a| (a.job.clone(), a.task.clone(), a.attempt))
-            .collect();
+        let reported = running.iter().map(|a| (&a.job, &a.task, a.attempt));
         let cancel = scheduler
-            .superseded(account, pool, node, &reported)
+            .superseded(account, pool, node, reported)
             .into_iter()
             .map(|i| running[i].clone())
             .collect();
@@ -371,14 +368,13 @@ impl Placement {
         // What the agent already runs is not handed out again. A big node
         // lists hundreds (its slots and the work prefetched behind them):
         // looked up, not scanned for each attempt to start.
-        let mut to_start = scheduler.to_start(account, pool, node);
-        if !running.is_empty() && !to_start.is_empty() {
-            let listed: std::collections::HashSet<(&JobId, &TaskId, u32)> = running
-                .iter()
-                .map(|r| (&r.job, &r.task, r.attempt))
-                .collect();
-            to_start.retain(|(job, task, attempt)| !listed.contains(&(job, task, *attempt)));
-        }
+        let listed: std::collections::HashSet<(&JobId, &TaskId, u32)> = running
+            .iter()
+            .map(|r| (&r.job, &r.task, r.attempt))
+            .collect();
+        let to_start = scheduler.to_start_except(account, pool, node, |job, task, attempt| {
+            listed.contains(&(job, task, attempt))
+        });
         AgentWork {
             to_start,
             cancel,

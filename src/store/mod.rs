@@ -19,6 +19,7 @@
 
 mod envelope;
 mod marks;
+mod recent;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -228,6 +229,7 @@ struct Inner {
     stats: Arc<StoreStats>,
     writer: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     marks: Arc<marks::WriteMarks>,
+    recent: Arc<std::sync::Mutex<recent::Recent>>,
 }
 
 impl Drop for Inner {
@@ -333,6 +335,7 @@ impl EventStore {
         let (jobs_tx, jobs_rx) = mpsc::sync_channel(APPEND_QUEUE_MAX);
         let stats = Arc::new(StoreStats::default());
         let marks = Arc::new(marks::WriteMarks::new());
+        let recent = Arc::new(std::sync::Mutex::new(recent::Recent::default()));
         let handle = writer::spawn(
             writer::Writer {
                 db: db.clone(),
@@ -342,6 +345,7 @@ impl EventStore {
                 head_tx,
                 stats: stats.clone(),
                 marks: marks.clone(),
+                recent: recent.clone(),
             },
             jobs_rx,
         )
@@ -357,6 +361,7 @@ impl EventStore {
                 stats,
                 writer: std::sync::Mutex::new(Some(handle)),
                 marks,
+                recent,
             }),
         })
     }
@@ -393,6 +398,7 @@ impl EventStore {
                 stats: Arc::new(StoreStats::default()),
                 writer: std::sync::Mutex::new(None),
                 marks: Arc::new(marks::WriteMarks::new()),
+                recent: Arc::default(),
             }),
         })
     }
@@ -563,7 +569,11 @@ impl EventStore {
         if from > head || limit == 0 {
             return Ok(Vec::new());
         }
-        let keys = match self.log_keys_at(from, head.min(from.saturating_add(limit as u64 - 1))) {
+        let to = head.min(from.saturating_add(limit as u64 - 1));
+        if let Some(events) = self.read_recent(from, to)? {
+            return Ok(events);
+        }
+        let keys = match self.log_keys_at(from, to) {
             Some(keys) => keys,
             None => self.log_keys_scanned(from, head, limit)?,
         };
@@ -581,6 +591,25 @@ impl EventStore {
             out.push(self.decode_envelope(key, &value)?);
         }
         Ok(out)
+    }
+
+    /// Events `from..=to` from the rounds kept in memory (see `recent`), if
+    /// `from` is among them; possibly fewer.
+    fn read_recent(&self, from: u64, to: u64) -> Result<Option<Vec<Envelope>>, StoreError> {
+        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(records) = recent.read(from, to) else {
+            return Ok(None);
+        };
+        records
+            .into_iter()
+            .map(|(position, record)| {
+                unseal::<Envelope>(record).map_err(|what| StoreError::Corrupted {
+                    path: self.inner.path.clone(),
+                    what: format!("event at position {position}, as written: {what}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// The event keys at log positions `from..=to`, fetched by position:
@@ -1118,6 +1147,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = buffered_store(dir.path());
         append_events(&store, "gap", 5);
+        // What is read here must come from RocksDB, not the recent rounds.
+        store.inner.recent.lock().unwrap().clear();
         let positions = |all: Vec<Envelope>| all.iter().map(|e| e.position).collect::<Vec<_>>();
         // Dense: read by position.
         assert!(store.log_keys_at(1, 5).is_some());
@@ -1159,5 +1190,41 @@ mod tests {
         assert_eq!(versions(all - 1, 100), [all - 1, all]);
         assert!(versions(all + 1, 100).is_empty());
         assert!(versions(1, 0).is_empty());
+    }
+
+    #[test]
+    fn the_log_read_from_memory_is_the_log_read_from_rocksdb() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = buffered_store(dir.path());
+        for (n, name) in ["a", "b", "a", "c"].into_iter().enumerate() {
+            append_events(&store, name, n as u64 + 1);
+        }
+        let recent = |from: u64, to: u64| store.read_recent(from, to).unwrap();
+        let from_memory = recent(1, 10).expect("every round is kept");
+        assert_eq!(from_memory.len(), 10);
+        assert_eq!(recent(4, 6).unwrap().len(), 3, "a read may start mid-round");
+        assert_eq!(store.read_all(4, 3).unwrap(), from_memory[3..6]);
+        assert_eq!(store.read_all(9, 100).unwrap(), from_memory[8..]);
+        store.inner.recent.lock().unwrap().clear();
+        assert!(recent(1, 10).is_none());
+        assert_eq!(store.read_all(1, 100).unwrap(), from_memory);
+        // Kept again from the next round on; earlier reads go to RocksDB.
+        append_events(&store, "d", 2);
+        assert!(recent(10, 12).is_none());
+        assert_eq!(recent(11, 12).unwrap().len(), 2);
+        assert_eq!(store.read_all(1, 100).unwrap().len(), 12);
+        // An import's round is not kept, nor what came before it.
+        let imported = Envelope {
+            position: 13,
+            stream_version: 1,
+            ..store.read_all(12, 1).unwrap().remove(0)
+        };
+        let imported = Envelope {
+            stream: StreamId::parse("job/acme/imported").unwrap(),
+            ..imported
+        };
+        store.import_blocking(vec![imported.clone()]).unwrap();
+        assert!(recent(11, 13).is_none());
+        assert_eq!(store.read_all(13, 1).unwrap(), [imported]);
     }
 }

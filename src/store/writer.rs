@@ -32,6 +32,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::envelope::{seal_append, EnvelopeRef};
 use super::marks::WriteMark;
+use super::recent::{Recent, RecentRound};
 use super::{
     cf, event_key, event_key_append, seal, stream_version, AppendResult, Durability, Envelope,
     ExpectedVersion, StoreError, StoreStats, StreamAppend, StreamId, CF_EVENTS, CF_LOG, CF_META,
@@ -113,6 +114,8 @@ pub(super) struct Writer {
     pub head_tx: watch::Sender<u64>,
     pub stats: Arc<StoreStats>,
     pub marks: Arc<super::marks::WriteMarks>,
+    /// Where published rounds' records go for readers of the head.
+    pub recent: Arc<std::sync::Mutex<Recent>>,
 }
 
 struct Stager {
@@ -139,6 +142,7 @@ struct Committer {
     syncer: Option<(mpsc::Sender<Done>, std::thread::Thread)>,
     head_tx: watch::Sender<u64>,
     stats: Arc<StoreStats>,
+    recent: Arc<std::sync::Mutex<Recent>>,
 }
 
 /// A request accepted into a round, waiting for the write.
@@ -157,6 +161,8 @@ struct Staged {
     accepted: Vec<Accepted>,
     imports: Vec<(oneshot::Sender<Result<u64, StoreError>>, u64)>,
     barriers: Vec<oneshot::Sender<()>>,
+    /// The round's records, when it has only appends.
+    recent: Option<RecentRound>,
 }
 
 /// Starts the stager and the committer; returns the stager's handle, which
@@ -177,15 +183,16 @@ pub(super) fn spawn(
         Durability::Buffered => (None, None),
         Durability::Sync => {
             let (tx, rx) = mpsc::channel::<Done>();
-            let (db, shared, head_tx, stats) = (
+            let (db, shared, head_tx, stats, recent) = (
                 writer.db.clone(),
                 shared.clone(),
                 writer.head_tx.clone(),
                 writer.stats.clone(),
+                writer.recent.clone(),
             );
             let handle = std::thread::Builder::new()
                 .name("lote-log-sync".into())
-                .spawn(move || run_syncer(db, rx, shared, head_tx, stats))?;
+                .spawn(move || run_syncer(db, rx, shared, head_tx, stats, recent))?;
             (Some((tx, handle.thread().clone())), Some(handle))
         }
     };
@@ -195,6 +202,7 @@ pub(super) fn spawn(
         syncer,
         head_tx: writer.head_tx,
         stats: writer.stats.clone(),
+        recent: writer.recent,
     };
     let committer_handle = std::thread::Builder::new()
         .name("lote-log-commit".into())
@@ -292,7 +300,9 @@ impl Stager {
             accepted: Vec::with_capacity(round.len()),
             imports: Vec::new(),
             barriers: Vec::new(),
+            recent: None,
         };
+        let start = self.head;
         let db = self.db.clone();
         let families = Families {
             events: cf(&db, CF_EVENTS),
@@ -334,7 +344,12 @@ impl Stager {
                 Job::Barrier { reply } => staged.barriers.push(reply),
             }
         }
-        self.round.write(&mut staged.batch, &families);
+        let recent = self.round.write(&mut staged.batch, &families);
+        // Imported events go to the batch, not the arena: such a round's
+        // records are not all here.
+        if staged.imports.is_empty() {
+            staged.recent = recent.filter(|r| r.first == start + 1);
+        }
         if position != self.head {
             staged
                 .batch
@@ -516,8 +531,11 @@ impl RoundArena {
         Ok(())
     }
 
-    /// Moves the round's events into its batch and empties the arena.
-    fn write(&mut self, batch: &mut WriteBatch, families: &Families<'_>) {
+    /// Moves the round's events into its batch and empties the arena;
+    /// returns a copy of its records, for readers of the head, if they are
+    /// consecutive positions back to back (as appends stage them).
+    fn write(&mut self, batch: &mut WriteBatch, families: &Families<'_>) -> Option<RecentRound> {
+        let recent = self.records();
         for put in &self.puts {
             batch.put_cf(
                 families.log,
@@ -550,6 +568,25 @@ impl RoundArena {
             &mut self.order,
             ARENA_BYTES_KEPT / std::mem::size_of::<u32>(),
         );
+        recent
+    }
+
+    fn records(&self) -> Option<RecentRound> {
+        let first = self.puts.first()?.position;
+        let mut end = 0;
+        let mut ends = Vec::with_capacity(self.puts.len());
+        for (i, put) in self.puts.iter().enumerate() {
+            if put.position != first + i as u64 || put.value.start != end {
+                return None;
+            }
+            end = put.value.end;
+            ends.push(u32::try_from(end).ok()?);
+        }
+        Some(RecentRound {
+            first,
+            bytes: self.values[..end].to_vec(),
+            ends,
+        })
     }
 }
 
@@ -578,6 +615,7 @@ struct Done {
     imports: Vec<(oneshot::Sender<Result<u64, StoreError>>, u64)>,
     barriers: Vec<oneshot::Sender<()>>,
     error: Option<StoreError>,
+    recent: Option<RecentRound>,
 }
 
 impl Done {
@@ -603,10 +641,17 @@ impl Done {
 }
 
 /// Publishes written rounds: counts them, moves the visible head, replies.
-fn publish(rounds: Vec<Done>, head_tx: &watch::Sender<u64>, stats: &StoreStats) {
+fn publish(
+    mut rounds: Vec<Done>,
+    head_tx: &watch::Sender<u64>,
+    stats: &StoreStats,
+    recent: &std::sync::Mutex<Recent>,
+) {
     let mut head = None;
-    for d in &rounds {
+    let mut recent = recent.lock().unwrap_or_else(|p| p.into_inner());
+    for d in &mut rounds {
         if let (Some(h), None) = (d.head, &d.error) {
+            recent.publish(d.events, d.recent.take());
             head = Some(h);
             stats.write_batches.fetch_add(1, Ordering::Relaxed);
             stats.events_appended.fetch_add(d.events, Ordering::Relaxed);
@@ -615,6 +660,7 @@ fn publish(rounds: Vec<Done>, head_tx: &watch::Sender<u64>, stats: &StoreStats) 
                 .fetch_add(d.accepted.len() as u64, Ordering::Relaxed);
         }
     }
+    drop(recent);
     // Readers and subscriptions see a round only once it is as durable as
     // promised, and before its appenders hear back.
     if let Some(head) = head {
@@ -635,6 +681,7 @@ impl Committer {
             accepted,
             imports,
             barriers,
+            recent,
         } = staged;
         let previous = self.shared.committed_head.load(Ordering::Acquire);
         let mut done = Done {
@@ -644,6 +691,7 @@ impl Committer {
             imports,
             barriers,
             error: None,
+            recent,
         };
         if epoch != self.shared.failures.load(Ordering::Acquire) {
             done.error = Some(StoreError::Storage(
@@ -684,7 +732,7 @@ impl Committer {
                     thread.unpark();
                 }
             }
-            None => publish(vec![done], &self.head_tx, &self.stats),
+            None => publish(vec![done], &self.head_tx, &self.stats, &self.recent),
         }
     }
 }
@@ -725,6 +773,7 @@ fn run_syncer(
     shared: Arc<Shared>,
     head_tx: watch::Sender<u64>,
     stats: Arc<StoreStats>,
+    recent: Arc<std::sync::Mutex<Recent>>,
 ) {
     let mut last_sync = Instant::now();
     let mut last_covered = 1;
@@ -766,7 +815,7 @@ fn run_syncer(
             last_sync = Instant::now();
             last_covered = appends_in(&group).max(1);
         }
-        publish(group, &head_tx, &stats);
+        publish(group, &head_tx, &stats, &recent);
     }
 }
 
