@@ -33,7 +33,7 @@ use lote::domain::job::{JobSpec, OnAllTasksComplete};
 use lote::domain::node::NodeState;
 use lote::domain::pool::PoolSpec;
 use lote::domain::spec::CommandLine;
-use lote::domain::task::TaskSpec;
+use lote::domain::task::{TaskBucket, TaskSpec};
 use lote::server::{self, ServerConfig};
 use lote::types::{AccountName, JobId, PoolId, TaskId};
 
@@ -237,6 +237,14 @@ async fn run_true_tasks(client: &Client, account: &AccountName, tasks: u64, raw:
         };
         if let Some(completed_at) = state.state.completed_at {
             assert_eq!(state.state.unfinished(), 0);
+            // A failed task ends sooner than one that ran: only a job
+            // whose every task ran and succeeded is a figure.
+            assert_eq!(
+                state.state.count(TaskBucket::Succeeded),
+                tasks,
+                "not every task succeeded: {:?}",
+                state.state.task_counts
+            );
             break (completed_at.to_datetime() - started_at)
                 .to_std()
                 .expect("the job completed after its first task was added");
