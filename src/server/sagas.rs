@@ -55,6 +55,9 @@ pub struct Sagas {
     /// Jobs whose completion is being checked: a round of finished tasks
     /// asks the job's actor once, not once per task.
     completing: Coalescer<StreamId>,
+    /// Unfinished tasks (active or running) of each job neither completed
+    /// nor deleted, folded from the log as the job's own counts are.
+    unfinished: JobCounts,
     /// Nodes whose removal is under way.
     removing: RefCell<HashSet<(String, NodeId)>>,
     /// Jobs with a wall-clock timer set.
@@ -62,6 +65,108 @@ pub struct Sagas {
     /// Local pools with a lost node being replaced: brought back to their
     /// target once it is gone, even when no resize is under way.
     heal: RefCell<HashSet<String>>,
+}
+
+/// A job as [`Sagas`] follows it, to know when to ask whether it is due
+/// for completion (the job's actor decides, as it always has).
+#[derive(Default)]
+struct JobCount {
+    /// Tasks active or running.
+    unfinished: u64,
+    /// Tasks ever added.
+    added: u64,
+    /// Its spec says to complete it when all its tasks have.
+    completes_when_done: bool,
+    terminating: bool,
+}
+
+impl JobCount {
+    fn may_be_due(&self) -> bool {
+        self.unfinished == 0 && (self.terminating || (self.completes_when_done && self.added > 0))
+    }
+}
+
+/// Every job neither completed nor deleted, followed from the log.
+#[derive(Default)]
+struct JobCounts(RefCell<HashMap<StreamId, JobCount>>);
+
+impl JobCounts {
+    /// Folds a job event; true when it may have
+    /// made the job due for completion: its last unfinished task ended (or
+    /// it was enabled with none left) and it is terminating or completes
+    /// when its tasks do. The job's actor is asked only then, not at every
+    /// finished task (which would read back two count events per task).
+    fn fold(&self, envelope: &Envelope) -> bool {
+        use crate::domain::task::TaskBucket as B;
+        if envelope.stream.kind() != StreamKind::Job {
+            return false;
+        }
+        let mut counts = self.0.borrow_mut();
+        let event = envelope.event_type.as_str();
+        if event == "JobCreated" {
+            let Ok(JobEvent::JobCreated { spec, .. }) =
+                decode_event::<JobEvent>(StreamKind::Job, envelope)
+            else {
+                return false;
+            };
+            let count = JobCount {
+                completes_when_done: spec.on_all_tasks_complete
+                    == crate::domain::job::OnAllTasksComplete::TerminateJob,
+                ..JobCount::default()
+            };
+            counts.insert(envelope.stream.clone(), count);
+            return false;
+        }
+        if matches!(event, "JobCompleted" | "JobDeleted") {
+            counts.remove(&envelope.stream);
+            return false;
+        }
+        let Some(count) = counts.get_mut(&envelope.stream) else {
+            return false;
+        };
+        match event {
+            "JobTaskAdded" => {
+                count.unfinished += 1;
+                count.added += 1;
+                false
+            }
+            "JobTerminating" => {
+                count.terminating = true;
+                false
+            }
+            "JobEnabled" => count.may_be_due(),
+            "JobTaskCountsChanged" => {
+                let Ok(JobEvent::JobTaskCountsChanged { from, to, .. }) =
+                    decode_event::<JobEvent>(StreamKind::Job, envelope)
+                else {
+                    return false;
+                };
+                let unfinished = |b: &Option<B>| matches!(b, Some(B::Active | B::Running));
+                match (unfinished(&from), unfinished(&to)) {
+                    (false, true) => {
+                        count.unfinished += 1;
+                        false
+                    }
+                    (true, false) => {
+                        count.unfinished = count.unfinished.saturating_sub(1);
+                        count.may_be_due()
+                    }
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// The jobs that may be due now.
+    fn due(&self) -> Vec<StreamId> {
+        self.0
+            .borrow()
+            .iter()
+            .filter(|(_, count)| count.may_be_due())
+            .map(|(job, _)| job.clone())
+            .collect()
+    }
 }
 
 /// Work asked for by key while the same key's work may be under way: one
@@ -148,6 +253,7 @@ impl Sagas {
             server_secret,
             reconciling: Coalescer::default(),
             completing: Coalescer::default(),
+            unfinished: JobCounts::default(),
             removing: RefCell::default(),
             timers: RefCell::default(),
             heal: RefCell::default(),
@@ -550,6 +656,25 @@ impl Sagas {
     /// The job-completion supervisor: a job whose tasks have all finished,
     /// and that asked to complete then (or is terminating), is completed.
     /// The job's own `completion_due` says whether it is due.
+    /// Completes the job if it is due; asks made while a check runs make
+    /// one more check after it.
+    fn complete_job(self: &Rc<Self>, job: StreamId) {
+        if !self.completing.start(&job) {
+            return;
+        }
+        let this = self.clone();
+        tokio::task::spawn_local(async move {
+            loop {
+                if let Err(e) = this.complete_if_due(&job).await {
+                    tracing::warn!(%job, error = %e, "completing a job failed; it is retried on the next change or restart");
+                }
+                if !this.completing.again(&job) {
+                    break;
+                }
+            }
+        });
+    }
+
     async fn complete_if_due(&self, job: &StreamId) -> Result<(), CoreError> {
         let state = self.core.state::<Job>(job).await?;
         if state.state.completion_due().is_none() {
@@ -636,6 +761,11 @@ impl Reactor for Sagas {
             });
         }
         self.finish_drained();
+        // Jobs whose last task ended just before the stop: completed now if
+        // due (the job's actor decides).
+        for job in self.unfinished.due() {
+            self.complete_job(job);
+        }
         for (job, deadline) in deadlines {
             self.set_deadline(job, deadline);
         }
@@ -733,6 +863,7 @@ impl Reactor for Sagas {
                 self.finish_drained();
             }
             "JobCreated" => {
+                self.unfinished.fold(envelope);
                 let deadline = self
                     .placement
                     .scheduler()
@@ -744,6 +875,7 @@ impl Reactor for Sagas {
                 }
             }
             "JobTerminating" | "JobDeleted" => {
+                self.unfinished.fold(envelope);
                 let reason = match decode_event::<JobEvent>(StreamKind::Job, envelope) {
                     Ok(JobEvent::JobTerminating { reason, .. }) => {
                         format!("its job is terminating: {reason}")
@@ -767,41 +899,133 @@ impl Reactor for Sagas {
                     this.disable_job_tasks(&stream, disable_tasks).await
                 });
             }
-            "JobTaskCountsChanged" => {
-                // Only a task leaving the unfinished buckets can make the
-                // job due; the rest would be a state query per event.
-                use crate::domain::task::TaskBucket as B;
-                let finishing = matches!(
-                    decode_event::<JobEvent>(StreamKind::Job, envelope),
-                    Ok(JobEvent::JobTaskCountsChanged { to, .. })
-                        if !matches!(to, Some(B::Active | B::Running))
-                );
-                if !finishing {
-                    return;
+            "JobTaskCountsChanged" | "JobEnabled" => {
+                if self.unfinished.fold(envelope) {
+                    self.complete_job(stream);
                 }
-                if !self.completing.start(&stream) {
-                    return;
-                }
-                let this = self.clone();
-                tokio::task::spawn_local(async move {
-                    loop {
-                        if let Err(e) = this.complete_if_due(&stream).await {
-                            tracing::warn!(job = %stream, error = %e, "completing a job failed; it is retried on the next change or restart");
-                        }
-                        if !this.completing.again(&stream) {
-                            break;
-                        }
-                    }
-                });
             }
-            _ => {}
+            _ => {
+                self.unfinished.fold(envelope);
+            }
         }
+    }
+
+    fn on_history(self: Rc<Self>, envelope: &Envelope) {
+        self.unfinished.fold(envelope);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Coalescer;
+    use super::{Coalescer, JobCounts};
+    use crate::domain::job::{JobEvent, JobSpec, OnAllTasksComplete};
+    use crate::domain::task::TaskBucket as B;
+    use crate::store::{Envelope, StreamId};
+    use crate::types::{AccountName, Causation, JobId, PoolId, Principal, TaskId, Timestamp};
+
+    fn envelope(stream: &StreamId, event: &JobEvent) -> Envelope {
+        let new = crate::domain::to_new_event(event).unwrap();
+        Envelope {
+            position: 1,
+            stream: stream.clone(),
+            stream_version: 1,
+            recorded_at: Timestamp::EPOCH,
+            event_type: new.event_type,
+            schema_version: new.schema_version,
+            causation: Causation {
+                request_id: crate::clock::new_request_id(),
+                principal: Principal::Admin,
+            },
+            payload: new.payload,
+        }
+    }
+
+    #[test]
+    fn a_job_is_asked_about_only_when_its_last_unfinished_task_ends() {
+        let counts = JobCounts::default();
+        let account = AccountName::new("acme").unwrap();
+        let job = |name: &str, policy| {
+            let id = JobId::new(name).unwrap();
+            let stream = StreamId::job(&account, &id);
+            let spec = JobSpec {
+                on_all_tasks_complete: policy,
+                ..JobSpec::on_pool(id, account.clone(), PoolId::new("p").unwrap())
+            };
+            let created = JobEvent::JobCreated {
+                spec,
+                at: Timestamp::EPOCH,
+            };
+            assert!(!counts.fold(&envelope(&stream, &created)));
+            stream
+        };
+        let fold = |stream: &StreamId, event: JobEvent| counts.fold(&envelope(stream, &event));
+        let added = || JobEvent::JobTaskAdded {
+            task: TaskId::new("t").unwrap(),
+            at: Timestamp::EPOCH,
+        };
+        let moved = |from, to| JobEvent::JobTaskCountsChanged {
+            task: TaskId::new("t").unwrap(),
+            from,
+            to,
+        };
+        let done = job("done", OnAllTasksComplete::TerminateJob);
+        assert!(!fold(&done, added()));
+        assert!(!fold(&done, added()));
+        assert!(!fold(&done, moved(Some(B::Active), Some(B::Running))));
+        assert!(
+            !fold(&done, moved(Some(B::Running), Some(B::Succeeded))),
+            "one left"
+        );
+        // A retried task goes back to active: still one left after it.
+        assert!(!fold(&done, moved(Some(B::Failed), Some(B::Active))));
+        assert!(!fold(&done, moved(Some(B::Active), Some(B::Failed))));
+        assert!(counts.due().is_empty());
+        assert!(
+            fold(&done, moved(Some(B::Active), None)),
+            "the last one deleted"
+        );
+        assert_eq!(counts.due(), [done.clone()]);
+        // Completed: no longer followed.
+        let completed = JobEvent::JobCompleted {
+            reason: "all tasks completed".into(),
+            at: Timestamp::EPOCH,
+        };
+        assert!(!fold(&done, completed));
+        assert!(!fold(&done, moved(Some(B::Running), Some(B::Succeeded))));
+        assert!(counts.due().is_empty());
+
+        // A job that stays active when its tasks are done is never asked,
+        // unless it is terminating.
+        let stays = job("stays", OnAllTasksComplete::NoAction);
+        assert!(!fold(&stays, added()));
+        assert!(!fold(&stays, moved(Some(B::Active), Some(B::Succeeded))));
+        assert!(!fold(&stays, added()));
+        let terminating = JobEvent::JobTerminating {
+            reason: "asked".into(),
+            at: Timestamp::EPOCH,
+        };
+        assert!(!fold(&stays, terminating));
+        assert!(fold(&stays, moved(Some(B::Active), Some(B::Failed))));
+        // Enabled with nothing left: asked.
+        let idle = job("idle", OnAllTasksComplete::TerminateJob);
+        assert!(
+            !fold(
+                &idle,
+                JobEvent::JobEnabled {
+                    at: Timestamp::EPOCH
+                }
+            ),
+            "no task yet"
+        );
+        assert!(!fold(&idle, added()));
+        assert!(fold(&idle, moved(Some(B::Active), Some(B::Succeeded))));
+        assert!(fold(
+            &idle,
+            JobEvent::JobEnabled {
+                at: Timestamp::EPOCH
+            }
+        ));
+    }
 
     #[test]
     fn asks_during_a_run_make_one_more_run_and_none_is_lost() {
