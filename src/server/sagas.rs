@@ -466,16 +466,37 @@ impl Sagas {
     }
 
     fn reconcile(self: &Rc<Self>, pool_key: String) {
-        if !self.reconciling.start(&pool_key) {
+        self.coalesced(
+            |s| &s.reconciling,
+            pool_key,
+            "a pool resize step",
+            |this, key| async move { this.reconcile_once(&key).await },
+        );
+    }
+
+    /// Runs `run` for `key` unless a run for it is under way, in which case
+    /// that run is followed by one more (see [`Coalescer`]).
+    fn coalesced<K, F, Fut>(
+        self: &Rc<Self>,
+        which: fn(&Sagas) -> &Coalescer<K>,
+        key: K,
+        what: &'static str,
+        run: F,
+    ) where
+        K: std::hash::Hash + Eq + Clone + std::fmt::Display + 'static,
+        F: Fn(Rc<Sagas>, K) -> Fut + 'static,
+        Fut: std::future::Future<Output = Result<(), CoreError>>,
+    {
+        if !which(self).start(&key) {
             return;
         }
         let this = self.clone();
         tokio::task::spawn_local(async move {
             loop {
-                if let Err(e) = this.reconcile_once(&pool_key).await {
-                    tracing::warn!(pool = %pool_key, error = %e, "pool resize step failed; retried on the next change");
+                if let Err(e) = run(this.clone(), key.clone()).await {
+                    tracing::warn!(%key, error = %e, "{what} failed; it is retried on the next change or restart");
                 }
-                if !this.reconciling.again(&pool_key) {
+                if !which(&this).again(&key) {
                     break;
                 }
             }
@@ -653,28 +674,20 @@ impl Sagas {
         .await
     }
 
-    /// The job-completion supervisor: a job whose tasks have all finished,
-    /// and that asked to complete then (or is terminating), is completed.
-    /// The job's own `completion_due` says whether it is due.
     /// Completes the job if it is due; asks made while a check runs make
     /// one more check after it.
     fn complete_job(self: &Rc<Self>, job: StreamId) {
-        if !self.completing.start(&job) {
-            return;
-        }
-        let this = self.clone();
-        tokio::task::spawn_local(async move {
-            loop {
-                if let Err(e) = this.complete_if_due(&job).await {
-                    tracing::warn!(%job, error = %e, "completing a job failed; it is retried on the next change or restart");
-                }
-                if !this.completing.again(&job) {
-                    break;
-                }
-            }
-        });
+        self.coalesced(
+            |s| &s.completing,
+            job,
+            "completing a job",
+            |this, job| async move { this.complete_if_due(&job).await },
+        );
     }
 
+    /// The job-completion supervisor: a job whose tasks have all finished,
+    /// and that asked to complete then (or is terminating), is completed.
+    /// The job's own `completion_due` says whether it is due.
     async fn complete_if_due(&self, job: &StreamId) -> Result<(), CoreError> {
         let state = self.core.state::<Job>(job).await?;
         if state.state.completion_due().is_none() {
