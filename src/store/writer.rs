@@ -49,6 +49,18 @@ const VERSION_CACHE_MAX: usize = 262_144;
 const ARENA_BYTES_KEPT: usize = 4 << 20;
 /// Rounds staged ahead of the committer.
 const ROUNDS_IN_FLIGHT_MAX: usize = 2;
+/// In sync mode, how long the stager lets appends gather before it takes
+/// a round, when the last round began within [`GATHER_WHILE_BUSY`]. Appends
+/// come in bursts (a placement round's assignments, an agent's batch of
+/// completions, each through its own actor), and the stager, woken by the
+/// first, took the burst one or two at a time: on the compute benchmark,
+/// a round per two appends, each waking the committer, the syncer and the
+/// appenders. Gathering cut the committer's wake-ups from 0.6-0.8 to about
+/// 0.3 per task, and the server thread's preemptions from 0.5-0.8 to about
+/// 0.2. An idle log takes its first append at once; a busy one waits for
+/// its fsync (about a millisecond here) anyway.
+const GATHER: Duration = Duration::from_micros(300);
+const GATHER_WHILE_BUSY: Duration = Duration::from_millis(2);
 
 pub(super) enum Job {
     Append {
@@ -229,10 +241,16 @@ pub(super) fn spawn(
         rounds_sent: 0,
         round: RoundArena::default(),
     };
+    let gathers = writer.durability == Durability::Sync;
     std::thread::Builder::new()
         .name("lote-log-stage".into())
         .spawn(move || {
+            let mut last_round = None::<Instant>;
             while let Ok(first) = jobs.recv() {
+                if gathers && last_round.is_some_and(|t| t.elapsed() < GATHER_WHILE_BUSY) {
+                    std::thread::sleep(GATHER);
+                }
+                last_round = Some(Instant::now());
                 let mut round = vec![first];
                 while round.len() < GROUP_COMMIT_APPENDS_MAX {
                     match jobs.try_recv() {
