@@ -91,10 +91,9 @@ impl JobCount {
 struct JobCounts(RefCell<HashMap<StreamId, JobCount>>);
 
 impl JobCounts {
-    /// Folds a job event; true when it may have
-    /// made the job due for completion: its last unfinished task ended (or
-    /// it was enabled with none left) and it is terminating or completes
-    /// when its tasks do. The job's actor is asked only then, not at every
+    /// Folds a job event; true when it may have made the job due for
+    /// completion: its last unfinished task ended (or it was enabled with
+    /// none left) and it is terminating or completes when its tasks do. The job's actor is asked only then, not at every
     /// finished task (which would read back two count events per task).
     fn fold(&self, envelope: &Envelope) -> bool {
         use crate::domain::task::TaskBucket as B;
