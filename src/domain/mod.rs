@@ -173,24 +173,38 @@ pub fn decide_to_envelopes<A: Aggregate>(
     let mut out = Vec::with_capacity(events.len());
     for event in &events {
         state.apply(event);
-        let new = to_new_event(event).map_err(|e| e.to_string())?;
         *position += 1;
         *version += 1;
-        out.push(Envelope {
-            position: *position,
-            stream: stream.clone(),
-            stream_version: *version,
-            recorded_at: ctx.now,
-            event_type: new.event_type,
-            schema_version: new.schema_version,
-            causation: Causation {
-                request_id: ctx.request_id,
-                principal: ctx.principal.clone(),
-            },
-            payload: new.payload,
-        });
+        out.push(
+            to_envelope(event, stream, (*version, *position), ctx).map_err(|e| e.to_string())?,
+        );
     }
     Ok(out)
+}
+
+/// The envelope `event` would have in the log as `stream`'s `version` at
+/// `position`, recorded with `ctx`'s time and causation: for benchmarks and
+/// tests that feed a log's readers without a store.
+pub fn to_envelope<E: DomainEvent>(
+    event: &E,
+    stream: &crate::store::StreamId,
+    (version, position): (u64, u64),
+    ctx: &Ctx,
+) -> Result<Envelope, CodecError> {
+    let new = to_new_event(event)?;
+    Ok(Envelope {
+        position,
+        stream: stream.clone(),
+        stream_version: version,
+        recorded_at: ctx.now,
+        event_type: new.event_type,
+        schema_version: new.schema_version,
+        causation: Causation {
+            request_id: ctx.request_id,
+            principal: ctx.principal.clone(),
+        },
+        payload: new.payload,
+    })
 }
 
 /// Decodes an envelope's payload into the current event layout, through

@@ -932,24 +932,17 @@ mod tests {
     use super::{Coalescer, JobCounts};
     use crate::domain::job::{JobEvent, JobSpec, OnAllTasksComplete};
     use crate::domain::task::TaskBucket as B;
+    use crate::domain::Ctx;
     use crate::store::{Envelope, StreamId};
-    use crate::types::{AccountName, Causation, JobId, PoolId, Principal, TaskId, Timestamp};
+    use crate::types::{AccountName, JobId, PoolId, Principal, TaskId, Timestamp};
 
     fn envelope(stream: &StreamId, event: &JobEvent) -> Envelope {
-        let new = crate::domain::to_new_event(event).unwrap();
-        Envelope {
-            position: 1,
-            stream: stream.clone(),
-            stream_version: 1,
-            recorded_at: Timestamp::EPOCH,
-            event_type: new.event_type,
-            schema_version: new.schema_version,
-            causation: Causation {
-                request_id: crate::clock::new_request_id(),
-                principal: Principal::Admin,
-            },
-            payload: new.payload,
-        }
+        let ctx = Ctx::live(
+            &crate::clock::SystemClock,
+            Principal::Admin,
+            crate::clock::new_request_id(),
+        );
+        crate::domain::to_envelope(event, stream, (1, 1), &ctx).unwrap()
     }
 
     #[test]

@@ -286,11 +286,11 @@ fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
         .collect()
 }
 
-/// Key of one event in the `events` family.
 /// Events [`EventStore::read_stream`] fetches by key before it opens an
 /// iterator.
 const STREAM_EVENTS_BY_KEY: u64 = 4;
 
+/// Key of one event in the `events` family.
 pub(crate) fn event_key(stream: &StreamId, version: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(stream.as_str().len() + 9);
     event_key_append(&mut key, stream, version);
