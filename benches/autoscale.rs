@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{arg, smoke};
-use lote::autoscale::{self, examples, History, Inputs, Metric, Sample, Word};
+use lote::domain::autoscale::{self, examples, History, Inputs, Metric, Sample, Word};
 
 const PERIOD_MICROS: i64 = 30_000_000;
 

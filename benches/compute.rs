@@ -24,19 +24,22 @@
 //! Without `--bench` it is a quick smoke run of itself.
 
 mod common;
+#[path = "../tests/compute_support/scenario.rs"]
+#[allow(dead_code)]
+mod scenario;
 
 use std::time::{Duration, Instant};
 
 use common::{arg, smoke};
 use lote::api::{Credential, Request, Response};
 use lote::client::{Client, ClientConfig};
-use lote::domain::job::{JobSpec, OnAllTasksComplete};
-use lote::domain::node::NodeState;
+use lote::domain::job::JobSpec;
 use lote::domain::pool::PoolSpec;
 use lote::domain::spec::CommandLine;
 use lote::domain::task::{TaskBucket, TaskSpec};
 use lote::server::{self, ServerConfig};
 use lote::types::{AccountName, JobId, PoolId, TaskId};
+use scenario::Env;
 
 /// CPU time the whole machine spent working (not idle, not waiting on
 /// I/O, not stolen by the hypervisor), in seconds, from `/proc/stat`.
@@ -149,7 +152,7 @@ fn main() {
             primary,
         ));
         if tasks > 0 {
-            run_true_tasks(&client, &account, tasks, raw, repeat).await;
+            run_true_tasks(&client, tasks, raw, repeat).await;
         }
         if queued > 0 {
             queued_memory(&client, &account, queued).await;
@@ -161,44 +164,13 @@ fn main() {
 /// `tasks` x /bin/true on 2 local nodes x 2 slots, first add to last
 /// completion, once the nodes are up; `repeat` jobs, each set against the
 /// raw loops run right before and after it, and their median.
-async fn run_true_tasks(
-    client: &Client,
-    account: &AccountName,
-    tasks: u64,
-    mut raw: (f64, f64),
-    repeat: u64,
-) {
+async fn run_true_tasks(client: &Client, tasks: u64, mut raw: (f64, f64), repeat: u64) {
     let pool = PoolId::new("local").unwrap();
-    client
-        .call(&Request::CreatePool {
-            spec: PoolSpec::fixed(pool.clone(), account.clone(), 2, 2),
-            request_id: None,
-        })
-        .await
-        .unwrap();
     // The pool is made ready first: its start-up (processes started,
     // registered) is a figure of its own, not part of the tasks' time, as
     // with any batch service's pool allocation.
     let creating = Instant::now();
-    let deadline = creating + Duration::from_secs(60);
-    loop {
-        let Response::Nodes(nodes) = client
-            .call(&Request::ListNodes { pool: pool.clone() })
-            .await
-            .unwrap()
-        else {
-            panic!("nodes")
-        };
-        let idle = nodes
-            .iter()
-            .filter(|n| n.state.state == NodeState::Idle)
-            .count();
-        if idle == 2 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the pool's 2 nodes are not idle");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    Env::new(client).pool("local").nodes(2).slots(2).await;
     println!(
         "pool of 2 local nodes ready (agents started and registered) in {:.2}s",
         creating.elapsed().as_secs_f64()
@@ -210,7 +182,7 @@ async fn run_true_tasks(
         } else {
             JobId::new(format!("true-{run}")).unwrap()
         };
-        let (elapsed, cpu_ms) = one_job(client, account, &pool, job, tasks).await;
+        let (elapsed, cpu_ms) = one_job(client, &pool, job, tasks).await;
         let rate = tasks as f64 / elapsed;
         // This VM's spawn rate drifts by a fifth from one minute to the
         // next: measured again right after (the agents idle meanwhile), and
@@ -257,23 +229,12 @@ async fn run_true_tasks(
 
 /// One job of `tasks` x /bin/true: seconds from the first add to its
 /// completion stamp, and the machine's CPU milliseconds per task.
-async fn one_job(
-    client: &Client,
-    account: &AccountName,
-    pool: &PoolId,
-    job: JobId,
-    tasks: u64,
-) -> (f64, f64) {
-    client
-        .call(&Request::CreateJob {
-            spec: JobSpec {
-                on_all_tasks_complete: OnAllTasksComplete::TerminateJob,
-                ..JobSpec::on_pool(job.clone(), account.clone(), pool.clone())
-            },
-            request_id: None,
-        })
-        .await
-        .unwrap();
+async fn one_job(client: &Client, pool: &PoolId, job: JobId, tasks: u64) -> (f64, f64) {
+    Env::new(client)
+        .job(job.as_str())
+        .on(pool.as_str())
+        .ends_with_its_tasks()
+        .await;
     let specs: Vec<TaskSpec> = (0..tasks)
         .map(|i| {
             TaskSpec::simple(

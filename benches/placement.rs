@@ -59,7 +59,7 @@ fn main() {
     let pool_id = PoolId::new("p").unwrap();
     let job_id = JobId::new("j").unwrap();
     let mut log = Log { position: 0 };
-    let mut scheduler = lote::compute::scheduler::Scheduler::default();
+    let mut scheduler = lote::server::supervisors::scheduler::Scheduler::default();
 
     // The pool, its nodes (registered, idle), the job.
     let pool_stream = StreamId::pool(&account, &pool_id);

@@ -120,77 +120,11 @@ async fn drive(
     outputs: &Path,
 ) -> Result<DemoSummary, String> {
     let err = |e: crate::client::ClientError| e.to_string();
-    let admin = Client::new(ClientConfig::new(addr, Credential::Admin, admin_key));
-    let suffix = format!("{:08x}", crate::clock::new_uuid().as_u128() as u32);
-    let account = AccountName::new(format!("demo-{suffix}")).expect("valid id");
-    admin
-        .call(&Request::CreateAccount {
-            name: account.clone(),
-            request_id: None,
-        })
-        .await
-        .map_err(err)?;
-    let Response::Keys { primary, .. } = admin
-        .call(&Request::ShowKeys {
-            name: account.clone(),
-        })
-        .await
-        .map_err(err)?
-    else {
-        return Err("unexpected reply to ShowKeys".into());
-    };
-    let client = Client::new(ClientConfig::new(
-        addr,
-        Credential::Account {
-            account: account.clone(),
-        },
-        primary,
-    ));
+    let (account, client) = demo_account(admin_key, addr).await?;
 
     // Figure 4, steps 1 and 2: the inputs and the program to the store,
     // eight uploads at a time.
-    let mut uploaded_bytes = 0u64;
-    {
-        use futures_util::stream::{FuturesUnordered, StreamExt};
-        let mut files: Vec<(String, PathBuf)> = (0..tasks)
-            .map(|i| {
-                let name = format!("frame-{i:05}.raw");
-                (format!("frames/{name}"), inputs.join(name))
-            })
-            .collect();
-        files.push(("digest.sh".into(), inputs.join("digest.sh")));
-        let mut pending = files.into_iter();
-        let mut inflight = FuturesUnordered::new();
-        loop {
-            while inflight.len() < 8 {
-                let Some((name, path)) = pending.next() else {
-                    break;
-                };
-                let container = if name == "digest.sh" {
-                    "programs"
-                } else {
-                    "inputs"
-                };
-                let client = &client;
-                inflight.push(async move {
-                    crate::blob::transfer::upload_file(
-                        client,
-                        Request::BeginUpload {
-                            container: container.into(),
-                            name,
-                        },
-                        &path,
-                        |_, _| {},
-                    )
-                    .await
-                });
-            }
-            match inflight.next().await {
-                Some(done) => uploaded_bytes += done.map_err(|e| e.to_string())?.size,
-                None => break,
-            }
-        }
-    }
+    let uploaded_bytes = upload_inputs(&client, tasks, inputs).await?;
 
     let pool = PoolId::new("render").expect("valid id");
     let spec = PoolSpec {
@@ -231,35 +165,7 @@ async fn drive(
         .map_err(err)?;
 
     let started = Instant::now();
-    let specs: Vec<TaskSpec> = (0..tasks)
-        .map(|i| {
-            // Every 17th frame fails its first attempt: a retry to watch.
-            let flaky = if i % 17 == 0 {
-                "[ \"$LOTE_TASK_ATTEMPT\" = 1 ] && { echo 'simulated failure' >&2; exit 3; }; "
-            } else {
-                ""
-            };
-            let line = format!("{flaky}./digest.sh input.raw out/frame-{i:05}.sha256");
-            TaskSpec {
-                display_name: format!("frame {i}"),
-                resource_files: vec![ResourceFile {
-                    source: ResourceSource::Blob {
-                        container: "inputs".into(),
-                        name: format!("frames/frame-{i:05}.raw"),
-                    },
-                    path: "input.raw".into(),
-                    mode: None,
-                }],
-                output_files: vec![OutputFile {
-                    pattern: "out/*.sha256".into(),
-                    container: "outputs".into(),
-                    path_prefix: "frames/".into(),
-                    upload_condition: UploadCondition::Success,
-                }],
-                ..TaskSpec::simple(frame_id(i), CommandLine::Shell(line))
-            }
-        })
-        .collect();
+    let specs = frame_tasks(tasks);
     for batch in specs.chunks(crate::api::ADD_TASKS_BATCH_MAX) {
         client
             .call(&Request::AddTasks {
@@ -303,29 +209,7 @@ async fn drive(
     };
     let elapsed_secs = started.elapsed().as_secs_f64();
 
-    // Count retries from the tasks themselves.
-    let mut retried = 0;
-    let mut manifests = 0;
-    let mut after = None;
-    loop {
-        let Response::Tasks { items, next } = client
-            .call(&Request::ListTasks {
-                job: job.clone(),
-                after: after.take(),
-                limit: 0,
-            })
-            .await
-            .map_err(err)?
-        else {
-            return Err("unexpected reply to ListTasks".into());
-        };
-        retried += items.iter().map(|t| t.state.retry_count).sum::<u32>();
-        manifests += items.iter().map(|t| t.state.outputs.len()).sum::<usize>();
-        match next {
-            Some(n) => after = Some(n),
-            None => break,
-        }
-    }
+    let (retried, manifests) = count_retries(&client, &job).await?;
 
     // Step 6: the results, from the blob store.
     let results = crate::blob::transfer::list_all(&client, "outputs", "frames/")
@@ -365,4 +249,143 @@ async fn drive(
         manifest_entries: manifests,
         uploaded_bytes,
     })
+}
+
+/// A fresh account for the demo, and a client signed with its key.
+async fn demo_account(admin_key: &str, addr: &str) -> Result<(AccountName, Client), String> {
+    let err = |e: crate::client::ClientError| e.to_string();
+    let admin = Client::new(ClientConfig::new(addr, Credential::Admin, admin_key));
+    let suffix = format!("{:08x}", crate::clock::new_uuid().as_u128() as u32);
+    let account = AccountName::new(format!("demo-{suffix}")).expect("valid id");
+    admin
+        .call(&Request::CreateAccount {
+            name: account.clone(),
+            request_id: None,
+        })
+        .await
+        .map_err(err)?;
+    let Response::Keys { primary, .. } = admin
+        .call(&Request::ShowKeys {
+            name: account.clone(),
+        })
+        .await
+        .map_err(err)?
+    else {
+        return Err("unexpected reply to ShowKeys".into());
+    };
+    let client = Client::new(ClientConfig::new(
+        addr,
+        Credential::Account {
+            account: account.clone(),
+        },
+        primary,
+    ));
+    Ok((account, client))
+}
+
+/// Figure 4, steps 1 and 2: the inputs and the program to the store,
+/// eight uploads at a time. Returns the bytes uploaded.
+async fn upload_inputs(client: &Client, tasks: u32, inputs: &Path) -> Result<u64, String> {
+    let mut uploaded_bytes = 0u64;
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut files: Vec<(String, PathBuf)> = (0..tasks)
+        .map(|i| {
+            let name = format!("frame-{i:05}.raw");
+            (format!("frames/{name}"), inputs.join(name))
+        })
+        .collect();
+    files.push(("digest.sh".into(), inputs.join("digest.sh")));
+    let mut pending = files.into_iter();
+    let mut inflight = FuturesUnordered::new();
+    loop {
+        while inflight.len() < 8 {
+            let Some((name, path)) = pending.next() else {
+                break;
+            };
+            let container = if name == "digest.sh" {
+                "programs"
+            } else {
+                "inputs"
+            };
+
+            inflight.push(async move {
+                crate::blob::transfer::upload_file(
+                    client,
+                    Request::BeginUpload {
+                        container: container.into(),
+                        name,
+                    },
+                    &path,
+                    |_, _| {},
+                )
+                .await
+            });
+        }
+        match inflight.next().await {
+            Some(done) => uploaded_bytes += done.map_err(|e| e.to_string())?.size,
+            None => break,
+        }
+    }
+    Ok(uploaded_bytes)
+}
+
+/// One task per frame: digest its input, keep the digest as an output.
+fn frame_tasks(tasks: u32) -> Vec<TaskSpec> {
+    (0..tasks)
+        .map(|i| {
+            // Every 17th frame fails its first attempt: a retry to watch.
+            let flaky = if i % 17 == 0 {
+                "[ \"$LOTE_TASK_ATTEMPT\" = 1 ] && { echo 'simulated failure' >&2; exit 3; }; "
+            } else {
+                ""
+            };
+            let line = format!("{flaky}./digest.sh input.raw out/frame-{i:05}.sha256");
+            TaskSpec {
+                display_name: format!("frame {i}"),
+                resource_files: vec![ResourceFile {
+                    source: ResourceSource::Blob {
+                        container: "inputs".into(),
+                        name: format!("frames/frame-{i:05}.raw"),
+                    },
+                    path: "input.raw".into(),
+                    mode: None,
+                }],
+                output_files: vec![OutputFile {
+                    pattern: "out/*.sha256".into(),
+                    container: "outputs".into(),
+                    path_prefix: "frames/".into(),
+                    upload_condition: UploadCondition::Success,
+                }],
+                ..TaskSpec::simple(frame_id(i), CommandLine::Shell(line))
+            }
+        })
+        .collect()
+}
+
+/// Retries and output manifest entries, counted from the tasks themselves.
+async fn count_retries(client: &Client, job: &JobId) -> Result<(u32, usize), String> {
+    let err = |e: crate::client::ClientError| e.to_string();
+    let mut retried = 0;
+    let mut manifests = 0;
+    let mut after = None;
+    loop {
+        let Response::Tasks { items, next } = client
+            .call(&Request::ListTasks {
+                job: job.clone(),
+                after: after.take(),
+                limit: 0,
+            })
+            .await
+            .map_err(err)?
+        else {
+            return Err("unexpected reply to ListTasks".into());
+        };
+        retried += items.iter().map(|t| t.state.retry_count).sum::<u32>();
+        manifests += items.iter().map(|t| t.state.outputs.len()).sum::<usize>();
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    Ok((retried, manifests))
 }

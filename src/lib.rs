@@ -1,35 +1,46 @@
 //! lote: batch computing on machines you own.
 //!
-//! Layout (module → component):
-//! - [`codec`]: the log's binary encoding (bincode, pinned), in one place.
-//! - [`clock`]: the only reader of the wall clock and source of random ids.
-//! - [`types`]: ids, timestamps, secrets, principals.
+//! Layout (module → component). The folders tell the architecture: the
+//! control plane (`server`) apart from what runs on a node (`agent`), both
+//! speaking the wire protocol (`api`) over the domain's types.
+//!
+//! - [`types`], [`codec`], [`clock`]: ids and timestamps; the log's binary
+//!   encoding (bincode, pinned), in one place; the only reader of the wall
+//!   clock and source of random ids.
 //! - [`store`]: the event store on RocksDB: log, stream index, group commit,
 //!   subscriptions, snapshots, format header, tail verification.
 //! - [`domain`]: the aggregates (account, pool, node, job, task): commands,
-//!   events, states, `decide` and `apply`; rejection codes; upcasters.
+//!   events, states, `decide` and `apply`; rejection codes; payload layouts
+//!   and their upcasters; the autoscale formula language.
 //! - [`actors`]: one actix actor per live entity, activated on demand and
 //!   passivated when idle; [`actors::Core`] is the front door.
-//! - [`replay`]: rebuilding from the log, consistency checks, audit trails.
-//! - [`schema`]: JSON Schemas of the log's types (checked into `schemas/`).
-//! - [`golden`]: export and import of logs, for the golden logs in `replay/`.
-//! - [`demo`]: the in-process demo workload behind `lote demo`.
-//! - [`api`]: the TCP message API: frames, messages, request signing.
-//! - [`server`]: the server hosting the actors behind the API.
+//! - [`api`]: the TCP message API: frames, requests and responses, request
+//!   signing, the views clients show. Depends on `domain` and `types` only.
+//! - [`server`]: the control plane: listener and connections, request
+//!   handlers by family (`server::service`), and the supervisors
+//!   (`server::supervisors`: placement and its scheduler, the pool / node /
+//!   job sagas, autoscale, liveness, wait reasons, the local provider).
+//! - [`agent`]: everything that runs on a node: the agent loop, attempts,
+//!   processes and their trees, staging of files, reports, retention,
+//!   machine figures. Talks to the server through [`client`] and [`api`]
+//!   only.
 //! - [`client`]: the async Rust client the CLI, agents and tests use.
-//! - [`compute`]: placement (the scheduler) and the node agent.
-//! - [`autoscale`]: the formula language, its evaluator and the metrics it reads.
 //! - [`blob`]: the blob store (trait, local backend), streaming transfers,
 //!   application packages.
+//! - [`replay`], [`golden`], [`schema`]: rebuilding from the log and audit
+//!   trails; log export and import for the golden logs; JSON Schemas.
+//! - [`demo`]: the in-process demo workload behind `lote demo`.
+//!
+//! The `lote` binary (`src/main.rs`) adds the CLI, one file per noun, in
+//! `src/cli/`.
 
 pub mod actors;
+pub mod agent;
 pub mod api;
-pub mod autoscale;
 pub mod blob;
 pub mod client;
 pub mod clock;
 pub mod codec;
-pub mod compute;
 pub mod demo;
 pub mod domain;
 pub mod golden;

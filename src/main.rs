@@ -1,7 +1,6 @@
 //! The `lote` command line.
 
 mod cli;
-mod cli_files;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -181,7 +180,7 @@ fn main() -> ExitCode {
             slots,
             name,
         } => {
-            let config = lote::compute::agent::AgentConfig {
+            let config = lote::agent::AgentConfig {
                 server: cli
                     .connection
                     .server
@@ -212,7 +211,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            return match runtime.block_on(lote::compute::agent::run(config)) {
+            return match runtime.block_on(lote::agent::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("lote agent: {e}");

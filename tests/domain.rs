@@ -8,13 +8,11 @@ use std::sync::Mutex;
 
 use common::*;
 use lote::domain::account::{Account, AccountCommand, AccountEvent, AccountStatus, KeyKind};
-use lote::domain::job::{
-    self, DisableTasks, Job, JobCommand, JobEvent, JobStatus, OnAllTasksComplete,
-};
+use lote::domain::job::{DisableTasks, Job, JobCommand, JobEvent, JobStatus, OnAllTasksComplete};
 use lote::domain::node::{AgentInfo, Node, NodeCommand, NodeEvent, NodeState};
 use lote::domain::pool::{Deallocation, Pool, PoolCommand, PoolEvent, ResizeState, ScaleSettings};
 use lote::domain::task::{
-    FailureCategory, Task, TaskBucket, TaskCommand, TaskEvent, TaskResult, TaskStatus,
+    self, FailureCategory, Task, TaskBucket, TaskCommand, TaskEvent, TaskResult, TaskStatus,
 };
 use lote::domain::{Aggregate, Ctx, EnvVar, Rejection, RejectionCode};
 use lote::types::{NodeId, Principal};
@@ -545,7 +543,7 @@ fn job_lifecycle_and_rejections() {
     );
     // Tasks may be added to a disabled job; they wait.
     let (job_events, _) =
-        job::add_task(&j, &Task::default(), &task_spec("t1"), &ctx(user())).unwrap();
+        task::add_task(&j, &Task::default(), &task_spec("t1"), &ctx(user())).unwrap();
     let mut j = j;
     for e in &job_events {
         j.apply(e);
@@ -573,7 +571,7 @@ fn job_lifecycle_and_rejections() {
         &ctx(user()),
         RejectionCode::JobBeingTerminated,
     );
-    let r = job::add_task(&j, &Task::default(), &task_spec("t2"), &ctx(user())).unwrap_err();
+    let r = task::add_task(&j, &Task::default(), &task_spec("t2"), &ctx(user())).unwrap_err();
     assert_eq!(r.code, RejectionCode::JobBeingTerminated);
     SEEN.lock().unwrap().push(r.code);
 
@@ -616,14 +614,14 @@ fn task_lifecycle_retries_requeues_and_rejections() {
 
     let mut bad = task_spec("t1");
     bad.required_slots = 0;
-    let r = job::add_task(&job, &t, &bad, &ctx(user())).unwrap_err();
+    let r = task::add_task(&job, &t, &bad, &ctx(user())).unwrap_err();
     assert_eq!(r.code, RejectionCode::InvalidValue);
     let mut bad = task_spec("t1");
     bad.env = vec![EnvVar {
         name: "LOTE_TASK_ID".into(),
         value: "x".into(),
     }];
-    assert!(job::add_task(&job, &t, &bad, &ctx(user()))
+    assert!(task::add_task(&job, &t, &bad, &ctx(user()))
         .unwrap_err()
         .detail
         .contains("reserved"));
@@ -635,13 +633,13 @@ fn task_lifecycle_retries_requeues_and_rejections() {
         path: "../escape".into(),
         mode: None,
     }];
-    assert!(job::add_task(&job, &t, &bad, &ctx(user()))
+    assert!(task::add_task(&job, &t, &bad, &ctx(user()))
         .unwrap_err()
         .detail
         .contains("inside the working directory"));
 
     let (job_events, task_events) =
-        job::add_task(&job, &t, &task_spec("t1"), &ctx(user())).unwrap();
+        task::add_task(&job, &t, &task_spec("t1"), &ctx(user())).unwrap();
     let mut job = job;
     job_events.iter().for_each(|e| job.apply(e));
     let t: Task = given(&task_events);
@@ -650,7 +648,7 @@ fn task_lifecycle_retries_requeues_and_rejections() {
         (TaskStatus::Active, 1),
         "retries default from the job"
     );
-    let r = job::add_task(&job, &t, &task_spec("t1"), &ctx(user())).unwrap_err();
+    let r = task::add_task(&job, &t, &task_spec("t1"), &ctx(user())).unwrap_err();
     assert_eq!(r.code, RejectionCode::TaskExists);
     SEEN.lock().unwrap().push(r.code);
     then_rejected(
@@ -669,7 +667,7 @@ fn task_lifecycle_retries_requeues_and_rejections() {
     );
 
     let apply_job = |job: &mut Job, before: &Task, after: &Task| {
-        if let Some(e) = job::counts_change(&after.spec.as_ref().unwrap().id, before, after) {
+        if let Some(e) = task::counts_change(&after.spec.as_ref().unwrap().id, before, after) {
             job.apply(&e);
         }
         job.sanity_check().unwrap();
@@ -819,7 +817,8 @@ fn task_lifecycle_retries_requeues_and_rejections() {
     assert_eq!(job.unfinished() + job.count(TaskBucket::Failed), 0);
 
     // Terminating a queued task completes it as a failure.
-    let (_, fresh) = job::add_task(&job, &Task::default(), &task_spec("t9"), &ctx(user())).unwrap();
+    let (_, fresh) =
+        task::add_task(&job, &Task::default(), &task_spec("t9"), &ctx(user())).unwrap();
     let t9: Task = given(&fresh);
     let (_, t10) = then_ok(
         &t9,

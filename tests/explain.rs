@@ -237,13 +237,13 @@ async fn every_wait_reason_from_a_real_situation() {
             let active = v["task_counts"]["active"].as_u64().unwrap();
             // The node's slot and the work prefetched behind it, and the
             // job's two earlier tasks, are not queued.
-            let held = 2 + 1 + u64::from(lote::compute::scheduler::PREFETCH_PER_SLOT);
+            let held = 2 + 1 + u64::from(lote::server::supervisors::scheduler::PREFETCH_PER_SLOT);
             if active < 1002 - held {
                 return Err(format!("too few waiting: {v}"));
             }
             let expected = format!(
                 "{} tasks wait: its only node is full (1 of 1 slots in use)",
-                lote::compute::explain::grouped(active)
+                lote::api::explain::grouped(active)
             );
             if v["waiting"][0] == expected.as_str() {
                 Ok(expected)

@@ -107,9 +107,9 @@ async fn pool_with_job(
 ) -> (ServerProcess, Client, String, tempfile::TempDir) {
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;
-    local_pool(&client, pool, nodes, slots).await;
-    nodes_up(&client, pool, nodes as usize).await;
-    create_job(&client, "j", pool).await;
+    let env = Env::new(&client);
+    env.pool(pool).nodes(nodes).slots(slots).await;
+    env.job("j").on(pool).await;
     (server, client, key, tempfile::tempdir().unwrap())
 }
 
@@ -117,8 +117,7 @@ async fn pool_with_job(
 async fn a_local_pool_grows_and_shrinks_and_terminating_a_job_kills_its_tasks() {
     let server = ServerProcess::start(&[]);
     let (client, _, _) = server.account("acme").await;
-    local_pool(&client, "elastic", 1, 1).await;
-    nodes_up(&client, "elastic", 1).await;
+    Env::new(&client).pool("elastic").nodes(1).slots(1).await;
     steady(&client, "elastic").await;
 
     resize(&client, "elastic", 3, Deallocation::Requeue).await;
@@ -347,8 +346,9 @@ async fn a_rebooted_node_requeues_its_task_reruns_its_start_task_and_carries_on(
 async fn task_output_is_read_from_the_node_and_add_many_submits_in_idempotent_batches() {
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;
-    local_pool(&client, "out", 1, 2).await;
-    create_job(&client, "j", "out").await;
+    let env = Env::new(&client);
+    env.pool("out").nodes(1).slots(2).without_waiting().await;
+    env.job("j").on("out").await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("tasks.jsonl");
     std::fs::write(
@@ -781,8 +781,9 @@ async fn a_pool_deleted_while_its_nodes_start_leaves_nothing_behind() {
 async fn leftovers_of_a_finished_task_die_and_the_agent_reaps_what_it_adopts() {
     let server = ServerProcess::start(&[]);
     let (client, _, _) = server.account("acme").await;
-    local_pool(&client, "w", 1, 1).await;
-    create_job(&client, "j", "w").await;
+    let env = Env::new(&client);
+    env.pool("w").nodes(1).slots(1).without_waiting().await;
+    env.job("j").on("w").await;
     let marks = tempfile::tempdir().unwrap();
     let m = marks.path().display();
     add(

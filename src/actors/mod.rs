@@ -17,10 +17,10 @@ pub use entity::{catch_up, load, Entity, Execute, GetState};
 use crate::clock::Clock;
 use crate::codec::CodecError;
 use crate::domain::account::Account;
-use crate::domain::job::{self, Job};
+use crate::domain::job::Job;
 use crate::domain::node::Node;
 use crate::domain::pool::Pool;
-use crate::domain::task::{Task, TaskSpec};
+use crate::domain::task::{self, Task, TaskSpec};
 use crate::domain::{self, Aggregate, Ctx, Rejection, RejectionCode, Versioned};
 use crate::store::{EventStore, ExpectedVersion, StoreError, StreamAppend, StreamId};
 use crate::types::{AccountName, JobId};
@@ -368,7 +368,7 @@ impl Core {
                 // A new task has no stream: the store's NoStream check
                 // catches an existing one without a read per task here.
                 let (job_part, task_events) =
-                    job::add_task(&job_state.state, &Task::default(), spec, &ctx)?;
+                    task::add_task(&job_state.state, &Task::default(), spec, &ctx)?;
                 job_events.extend(job_part);
                 let mut state = Task::default();
                 for e in &task_events {

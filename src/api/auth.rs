@@ -5,7 +5,7 @@
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::proto::{Auth, Credential};
+use super::call::{Auth, Credential};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -20,7 +20,7 @@ pub const NONCES_MAX: usize = 64 * 1024 * 1024;
 
 /// What a signature covers besides who, when and the nonce: the call's
 /// body, and the length of its bulk bytes (whose content the upload's own
-/// SHA-256 covers, see [`crate::api::Call::bulk`]).
+/// SHA-256 covers, see `Call::bulk`).
 #[derive(Clone, Copy, Debug)]
 pub struct Signed<'a> {
     pub body: &'a [u8],

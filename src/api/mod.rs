@@ -1,5 +1,7 @@
 //! The message API: what clients, the CLI and node agents say to the server
-//! over TCP, and how it is framed and signed.
+//! over TCP, and how it is framed and signed. It depends on `domain` and
+//! `types` only: everything that travels on the wire is defined here or in
+//! `domain`.
 //!
 //! A connection carries length-prefixed frames (a 4-byte big-endian length,
 //! then that many bytes of one encoded message). The client opens with
@@ -8,10 +10,30 @@
 //! [`Call`]s, each with its own id and signature, and the server answers
 //! each with a [`ServerFrame::Reply`] echoing the id, in any order: many
 //! calls may be in flight on one connection.
+//!
+//! - `frame`: length-prefixed frames with a hard size limit.
+//! - `call`: the hello, calls, replies, credentials.
+//! - `request`, `response`, `error`: the messages.
+//! - `agent`: attempts, completions and file operations between server and
+//!   agent; the node's credential file.
+//! - `auth`: HMAC-SHA256 signing, derived secrets, the nonce cache.
+//! - `explain`, `autoscale`, `blobs`: views the server computes and clients
+//!   show (wait reasons in words, formula evaluations, blob metadata).
 
+pub mod agent;
 pub mod auth;
+pub mod autoscale;
+pub mod blobs;
+mod call;
+mod error;
+pub mod explain;
 pub mod frame;
-pub mod proto;
+mod request;
+mod response;
 
+pub use agent::*;
+pub use call::*;
+pub use error::*;
 pub use frame::{read_frame, write_frame, FrameError, FRAME_BYTES_MAX, READ_BUFFER_BYTES};
-pub use proto::*;
+pub use request::*;
+pub use response::*;

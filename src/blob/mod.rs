@@ -16,8 +16,7 @@ pub mod names;
 pub mod packages;
 pub mod transfer;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::api::blobs::BlobMeta;
 use crate::types::{AccountName, Timestamp};
 
 pub use names::{validate_blob_name, validate_container, validate_prefix};
@@ -32,17 +31,6 @@ pub const BLOB_WINDOW_CHUNKS: usize = 8;
 
 /// Most blobs in one list reply.
 pub const BLOB_LIST_MAX: u32 = 1000;
-
-/// A stored blob, as lists and shows report it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobMeta {
-    pub container: String,
-    pub name: String,
-    pub size: u64,
-    /// Lower-case hex SHA-256 of the content.
-    pub sha256: String,
-    pub uploaded_at: Timestamp,
-}
 
 /// Why a blob operation failed. Each says what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

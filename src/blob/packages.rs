@@ -12,10 +12,8 @@
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::BlobMeta;
-use crate::types::Timestamp;
+pub use crate::api::blobs::{PackageVersion, PackageView};
 
 /// The reserved container that holds an account's packages.
 pub const PACKAGES_CONTAINER: &str = "lote-apps";
@@ -34,22 +32,6 @@ pub fn version_blob(id: &str, version: &str) -> String {
 /// The blob naming the default version.
 pub fn default_blob(id: &str) -> String {
     format!("{id}/default")
-}
-
-/// One package with its versions, as `lote app list` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackageView {
-    pub id: String,
-    pub default_version: Option<String>,
-    pub versions: Vec<PackageVersion>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackageVersion {
-    pub version: String,
-    pub size: u64,
-    pub sha256: String,
-    pub uploaded_at: Timestamp,
 }
 
 /// Groups the reserved container's blobs into packages. `defaults` holds

@@ -10,7 +10,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::spec::{authorize_account, RETRY_COUNT_MAX};
-use super::task::{Task, TaskBucket, TaskCommand, TaskEvent, TaskSpec};
 use super::{
     ensure, validate_display_name, Aggregate, Ctx, DomainEvent, Map, Rejection, RejectionCode,
 };
@@ -250,7 +249,7 @@ impl DomainEvent for JobEvent {
         }
     }
     fn schema_version(&self) -> u16 {
-        super::upcast::current_schema(crate::store::StreamKind::Job, self.event_type())
+        super::layouts::current_schema(crate::store::StreamKind::Job, self.event_type())
     }
 }
 
@@ -289,7 +288,7 @@ impl Job {
         self.count(TaskBucket::Active) + self.count(TaskBucket::Running)
     }
 
-    fn live(&self, ctx: &Ctx) -> Result<&JobSpec, Rejection> {
+    pub(super) fn live(&self, ctx: &Ctx) -> Result<&JobSpec, Rejection> {
         match (&self.status, &self.spec) {
             (JobStatus::Absent | JobStatus::Deleted, _) | (_, None) => {
                 Err(Rejection::new(RejectionCode::JobNotFound, "no such job"))
@@ -306,7 +305,7 @@ impl Job {
         }
     }
 
-    fn refuse_finished(&self, spec: &JobSpec) -> Result<(), Rejection> {
+    pub(super) fn refuse_finished(&self, spec: &JobSpec) -> Result<(), Rejection> {
         match self.status {
             JobStatus::Completed => Err(Rejection::new(
                 RejectionCode::JobCompleted,
@@ -531,43 +530,14 @@ impl Aggregate for Job {
     }
 }
 
-/// Decides adding a task to a job: the job's event and the task's events,
-/// to be appended in one atomic write.
-pub fn add_task(
-    job: &Job,
-    task: &Task,
-    spec: &TaskSpec,
-    ctx: &Ctx,
-) -> Result<(Vec<JobEvent>, Vec<TaskEvent>), Rejection> {
-    let job_spec = job.live(ctx)?;
-    job.refuse_finished(job_spec)?;
-    let max_task_retries = spec
-        .constraints
-        .max_task_retries
-        .unwrap_or(job_spec.max_task_retries);
-    let task_events = task.decide(
-        &TaskCommand::AddTask {
-            account: job_spec.account.clone(),
-            job: job_spec.id.clone(),
-            pool: job_spec.pool.clone(),
-            spec: spec.clone(),
-            max_task_retries,
-        },
-        ctx,
-    )?;
-    let job_events = vec![JobEvent::JobTaskAdded {
-        task: spec.id.clone(),
-        at: ctx.now,
-    }];
-    Ok((job_events, task_events))
-}
-
-/// The job event that mirrors a task's move between buckets, if it moved.
-pub fn counts_change(task: &TaskId, before: &Task, after: &Task) -> Option<JobEvent> {
-    let (from, to) = (before.bucket(), after.bucket());
-    (from != to).then(|| JobEvent::JobTaskCountsChanged {
-        task: task.clone(),
-        from,
-        to,
-    })
+/// How a task counts in its job's totals.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskBucket {
+    Active,
+    Running,
+    Succeeded,
+    Failed,
 }

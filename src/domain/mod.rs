@@ -7,7 +7,9 @@
 //! through [`Ctx`] and never reads a clock.
 
 pub mod account;
+pub mod autoscale;
 pub mod job;
+pub mod layouts;
 pub mod node;
 pub mod pool;
 pub mod rejection;
@@ -86,9 +88,9 @@ pub trait DomainEvent:
 {
     /// The variant's name, stored in the envelope.
     fn event_type(&self) -> &'static str;
-    /// Layout version of this variant's payload (see [`upcast`]).
+    /// Layout version of this variant's payload (see [`layouts`]).
     fn schema_version(&self) -> u16 {
-        upcast::CURRENT_EVENT_SCHEMA
+        layouts::CURRENT_EVENT_SCHEMA
     }
 }
 

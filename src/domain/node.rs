@@ -210,45 +210,45 @@ impl Node {
     }
 }
 
-impl Aggregate for Node {
-    type Command = NodeCommand;
-    type Event = NodeEvent;
-    const KIND: StreamKind = StreamKind::Node;
-    const STATE_SCHEMA: u32 = 1;
-
-    fn decide(&self, command: &NodeCommand, ctx: &Ctx) -> Result<Vec<NodeEvent>, Rejection> {
-        use NodeState as S;
-        let at = ctx.now;
-        if let NodeCommand::AddNode {
+impl Node {
+    /// A node joining its pool.
+    fn decide_add(&self, command: &NodeCommand, ctx: &Ctx) -> Result<Vec<NodeEvent>, Rejection> {
+        let NodeCommand::AddNode {
             account,
             pool,
             node,
             name,
         } = command
-        {
-            authorize_account(&ctx.principal, account, RejectionCode::PermissionDenied)?;
-            ensure(!self.state.is_live(), RejectionCode::NodeExists, || {
-                format!("node {node} exists in pool {pool}")
-            })?;
-            ensure(
-                !name.is_empty() && name.len() <= 255,
-                RejectionCode::InvalidValue,
-                || "node name must be 1..=255 bytes".into(),
-            )?;
-            return Ok(vec![NodeEvent::NodeCreating {
-                account: account.clone(),
-                pool: pool.clone(),
-                node: node.clone(),
-                name: name.clone(),
-                at,
-            }]);
-        }
-        ensure(self.state.is_live(), RejectionCode::NodeNotFound, || {
-            "no such node".into()
+        else {
+            return Ok(Vec::new());
+        };
+        let at = ctx.now;
+        authorize_account(&ctx.principal, account, RejectionCode::PermissionDenied)?;
+        ensure(!self.state.is_live(), RejectionCode::NodeExists, || {
+            format!("node {node} exists in pool {pool}")
         })?;
-        self.authorize(ctx)?;
+        ensure(
+            !name.is_empty() && name.len() <= 255,
+            RejectionCode::InvalidValue,
+            || "node name must be 1..=255 bytes".into(),
+        )?;
+        return Ok(vec![NodeEvent::NodeCreating {
+            account: account.clone(),
+            pool: pool.clone(),
+            node: node.clone(),
+            name: name.clone(),
+            at,
+        }]);
+    }
+
+    /// An agent registering, and the node's start task beginning and ending.
+    fn decide_start(
+        &self,
+        command: &NodeCommand,
+        at: Timestamp,
+    ) -> Result<Vec<NodeEvent>, Rejection> {
+        use NodeState as S;
         match command {
-            NodeCommand::AddNode { .. } => unreachable!("handled above"),
             NodeCommand::RegisterAgent {
                 agent,
                 has_start_task,
@@ -303,6 +303,32 @@ impl Aggregate for Node {
                     }
                 }])
             }
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+impl Aggregate for Node {
+    type Command = NodeCommand;
+    type Event = NodeEvent;
+    const KIND: StreamKind = StreamKind::Node;
+    const STATE_SCHEMA: u32 = 1;
+
+    fn decide(&self, command: &NodeCommand, ctx: &Ctx) -> Result<Vec<NodeEvent>, Rejection> {
+        use NodeState as S;
+        let at = ctx.now;
+        if let NodeCommand::AddNode { .. } = command {
+            return self.decide_add(command, ctx);
+        }
+        ensure(self.state.is_live(), RejectionCode::NodeNotFound, || {
+            "no such node".into()
+        })?;
+        self.authorize(ctx)?;
+        match command {
+            NodeCommand::AddNode { .. } => self.decide_add(command, ctx),
+            NodeCommand::RegisterAgent { .. }
+            | NodeCommand::BeginStartTask
+            | NodeCommand::FinishStartTask { .. } => self.decide_start(command, at),
             NodeCommand::ReportLoad { running_tasks } => {
                 ensure(
                     matches!(

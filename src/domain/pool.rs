@@ -68,22 +68,7 @@ pub enum SchedulingPolicy {
     Spread,
 }
 
-/// What happens to a removed node's running tasks.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Deallocation {
-    /// Kill them and queue them again (no retry used).
-    #[default]
-    Requeue,
-    /// Kill them and fail them.
-    Terminate,
-    /// Give the node no new work; remove it when its tasks end.
-    // Azure Batch's own word, which autoscale formulas use too.
-    #[value(name = "taskcompletion", alias = "task-completion")]
-    TaskCompletion,
-}
+pub use super::spec::Deallocation;
 
 /// A named secret installed on every node of a pool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -120,7 +105,7 @@ fn validate_formula(formula: &str, interval_secs: u64) -> Result<(), Rejection> 
     )?;
     // Checked before it is stored, as Azure does: a pool never carries a
     // formula that cannot run.
-    if let Err(e) = crate::autoscale::parse(formula) {
+    if let Err(e) = crate::domain::autoscale::parse(formula) {
         return Err(Rejection::new(
             RejectionCode::InvalidValue,
             format!("autoscale formula: {e}"),
@@ -368,7 +353,7 @@ impl DomainEvent for PoolEvent {
         }
     }
     fn schema_version(&self) -> u16 {
-        super::upcast::current_schema(crate::store::StreamKind::Pool, self.event_type())
+        super::layouts::current_schema(crate::store::StreamKind::Pool, self.event_type())
     }
 }
 

@@ -254,3 +254,20 @@ pub fn authorize_account(
         _ => Err(Rejection::new(not_found, "no such object in this account")),
     }
 }
+
+/// What happens to a removed node's running tasks.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Deallocation {
+    /// Kill them and queue them again (no retry used).
+    #[default]
+    Requeue,
+    /// Kill them and fail them.
+    Terminate,
+    /// Give the node no new work; remove it when its tasks end.
+    // Azure Batch's own word, which autoscale formulas use too.
+    #[value(name = "taskcompletion", alias = "task-completion")]
+    TaskCompletion,
+}

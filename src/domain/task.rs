@@ -13,6 +13,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::job::{Job, JobEvent};
 use super::spec::{
     authorize_account, validate_files, validate_packages, CommandLine, OutputFile, PackageRef,
     ResourceFile, RETRY_COUNT_MAX,
@@ -163,7 +164,7 @@ pub struct Placement {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum TaskCommand {
-    /// Added through its job (see `job::add_task`); `max_task_retries` is
+    /// Added through its job (see `add_task`); `max_task_retries` is
     /// already resolved against the job's default.
     AddTask {
         account: AccountName,
@@ -260,7 +261,7 @@ impl DomainEvent for TaskEvent {
         }
     }
     fn schema_version(&self) -> u16 {
-        super::upcast::current_schema(StreamKind::Task, self.event_type())
+        super::layouts::current_schema(StreamKind::Task, self.event_type())
     }
 }
 
@@ -278,17 +279,7 @@ pub enum TaskStatus {
     Deleted,
 }
 
-/// How a task counts in its job's totals.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskBucket {
-    Active,
-    Running,
-    Succeeded,
-    Failed,
-}
+pub use super::job::TaskBucket;
 
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Task {
@@ -624,7 +615,7 @@ impl Aggregate for Task {
         else {
             return Ok(Vec::new());
         };
-        match super::job::counts_change(&spec.id, before, after) {
+        match counts_change(&spec.id, before, after) {
             None => Ok(Vec::new()),
             // Count changes commute, so no expected version (see job.rs).
             Some(event) => Ok(vec![StreamAppend {
@@ -661,4 +652,45 @@ impl Aggregate for Task {
         }
         Ok(())
     }
+}
+
+/// Decides adding a task to a job: the job's event and the task's events,
+/// to be appended in one atomic write.
+pub fn add_task(
+    job: &Job,
+    task: &Task,
+    spec: &TaskSpec,
+    ctx: &Ctx,
+) -> Result<(Vec<JobEvent>, Vec<TaskEvent>), Rejection> {
+    let job_spec = job.live(ctx)?;
+    job.refuse_finished(job_spec)?;
+    let max_task_retries = spec
+        .constraints
+        .max_task_retries
+        .unwrap_or(job_spec.max_task_retries);
+    let task_events = task.decide(
+        &TaskCommand::AddTask {
+            account: job_spec.account.clone(),
+            job: job_spec.id.clone(),
+            pool: job_spec.pool.clone(),
+            spec: spec.clone(),
+            max_task_retries,
+        },
+        ctx,
+    )?;
+    let job_events = vec![JobEvent::JobTaskAdded {
+        task: spec.id.clone(),
+        at: ctx.now,
+    }];
+    Ok((job_events, task_events))
+}
+
+/// The job event that mirrors a task's move between buckets, if it moved.
+pub fn counts_change(task: &TaskId, before: &Task, after: &Task) -> Option<JobEvent> {
+    let (from, to) = (before.bucket(), after.bucket());
+    (from != to).then(|| JobEvent::JobTaskCountsChanged {
+        task: task.clone(),
+        from,
+        to,
+    })
 }

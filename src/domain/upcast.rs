@@ -1,41 +1,19 @@
 //! Upcasters: how events written by an older payload layout are read.
 //!
 //! Each envelope records its event type and the layout version of its
-//! payload. When a variant's fields change, bump [`CURRENT_EVENT_SCHEMA`] for
-//! that variant in its `schema_version`, keep the old layout's struct here,
-//! and add a step that turns old payload bytes into the next layout. Steps
+//! payload. When a variant's fields change, list the change in
+//! `layouts.rs` (which the event types read for their current layout), keep
+//! the old layout's struct here, and add its lift to [`lift_for`]. Steps
 //! chain, so a v1 payload goes v1 → v2 → v3. Golden logs in `replay/` hold
 //! payloads of every released layout and fail CI if a step is missing.
+//!
+//! Upcasters depend on the event types, never the other way round.
 
 use crate::codec::CodecError;
 use crate::store::StreamKind;
 
-/// The layout version of event types that never changed.
-pub const CURRENT_EVENT_SCHEMA: u16 = 1;
-
-/// The layout version written today for `event_type`: one more than the
-/// first layout for every step registered for it.
-pub fn current_schema(kind: StreamKind, event_type: &str) -> u16 {
-    current_with(STEPS, kind, event_type)
-}
-
-/// The newest payload layout of any event type: golden logs are recorded
-/// per newest layout (`replay/vN`).
-pub fn newest_layout() -> u16 {
-    STEPS
-        .iter()
-        .map(|s| current_schema(s.kind, s.event_type))
-        .max()
-        .unwrap_or(CURRENT_EVENT_SCHEMA)
-}
-
-fn current_with(steps: &[Step], kind: StreamKind, event_type: &str) -> u16 {
-    CURRENT_EVENT_SCHEMA
-        + steps
-            .iter()
-            .filter(|s| s.kind == kind && s.event_type == event_type)
-            .count() as u16
-}
+use super::layouts::CHANGES;
+pub use super::layouts::{current_schema, newest_layout, LayoutChange, CURRENT_EVENT_SCHEMA};
 
 /// One upcasting step: payload of `(kind, event_type)` at `from` → `from + 1`.
 pub struct Step {
@@ -45,27 +23,31 @@ pub struct Step {
     pub lift: fn(&[u8]) -> Result<Vec<u8>, CodecError>,
 }
 
-/// Every registered step.
-pub const STEPS: &[Step] = &[
-    Step {
-        kind: StreamKind::Task,
-        event_type: "TaskAdded",
-        from: 1,
-        lift: v1::task_added,
-    },
-    Step {
-        kind: StreamKind::Job,
-        event_type: "JobCreated",
-        from: 1,
-        lift: v1::job_created,
-    },
-    Step {
-        kind: StreamKind::Pool,
-        event_type: "PoolCreated",
-        from: 1,
-        lift: v1::pool_created,
-    },
-];
+/// The function that lifts one listed layout change.
+pub fn lift_for(change: &LayoutChange) -> Option<fn(&[u8]) -> Result<Vec<u8>, CodecError>> {
+    match (change.kind, change.event_type, change.from) {
+        (StreamKind::Task, "TaskAdded", 1) => Some(v1::task_added),
+        (StreamKind::Job, "JobCreated", 1) => Some(v1::job_created),
+        (StreamKind::Pool, "PoolCreated", 1) => Some(v1::pool_created),
+        _ => None,
+    }
+}
+
+/// Every listed change with its lift (a change without one is left out,
+/// and reading its old payloads fails; a test keeps the list whole).
+fn steps() -> Vec<Step> {
+    CHANGES
+        .iter()
+        .filter_map(|c| {
+            lift_for(c).map(|lift| Step {
+                kind: c.kind,
+                event_type: c.event_type,
+                from: c.from,
+                lift,
+            })
+        })
+        .collect()
+}
 
 /// Layout 1, before files and application packages (lote 0.1 up to the
 /// blob store): specs without `application_packages` (tasks, pools) and
@@ -244,7 +226,7 @@ pub fn upcast<'a>(
     if schema_version == current {
         return Ok(std::borrow::Cow::Borrowed(payload));
     }
-    upcast_with(STEPS, current, kind, event_type, schema_version, payload)
+    upcast_with(&steps(), current, kind, event_type, schema_version, payload)
         .map(std::borrow::Cow::Owned)
 }
 
@@ -271,6 +253,20 @@ mod tests {
             id: old.id,
             priority: 0,
         })
+    }
+
+    #[test]
+    fn every_listed_layout_change_has_a_lift() {
+        for c in CHANGES {
+            assert!(
+                lift_for(c).is_some(),
+                "{:?} {} from layout {} has no lift",
+                c.kind,
+                c.event_type,
+                c.from
+            );
+        }
+        assert_eq!(steps().len(), CHANGES.len());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -99,56 +100,14 @@ pub(super) async fn serve(
     peer: SocketAddr,
     service: Rc<Service>,
     limits: Rc<Limits>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     over_cap: bool,
 ) {
-    let (reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
     // Cancelling a read of it (idle timeout) keeps what it buffered.
-    let mut reader = tokio::io::BufReader::with_capacity(READ_BUFFER_BYTES, reader);
-    let (tx, mut rx) = mpsc::channel::<ServerFrame>(OUTBOX_FRAMES_MAX);
-    // Encodes and writes; gathers whatever is queued into one write.
-    let writer_task = tokio::task::spawn_local(async move {
-        let mut out = Vec::with_capacity(64 * 1024);
-        let mut said_goodbye = false;
-        while let Some(first) = rx.recv().await {
-            out.clear();
-            let mut next = Some(first);
-            while let Some(frame) = next.take() {
-                let goodbye = matches!(frame, ServerFrame::Goodbye { .. });
-                said_goodbye |= goodbye;
-                match codec::encode_message(&frame) {
-                    Ok(body) if body.len() <= FRAME_BYTES_MAX => frame_bytes(&body, &mut out),
-                    Ok(body) => {
-                        // A reply that does not fit a frame becomes an error
-                        // reply, so the caller is not left waiting.
-                        tracing::warn!(bytes = body.len(), "reply exceeds the frame limit");
-                        if let ServerFrame::Reply { id, .. } = frame {
-                            let error = ServerFrame::Reply {
-                                id,
-                                result: Err(ApiError::new(
-                                    ErrorKind::TooLarge,
-                                    "the reply is larger than a frame; ask for less (use --limit / paging)",
-                                )),
-                            };
-                            if let Ok(body) = codec::encode_message(&error) {
-                                frame_bytes(&body, &mut out);
-                            }
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
-                }
-                if goodbye || out.len() >= 256 * 1024 {
-                    break;
-                }
-                next = rx.try_recv().ok();
-            }
-            if writer.write_all(&out).await.is_err() || said_goodbye {
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
-    });
-
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
+    let (tx, rx) = mpsc::channel::<ServerFrame>(OUTBOX_FRAMES_MAX);
+    let writer_task = tokio::task::spawn_local(write_frames(writer, rx));
     let goodbye = |error: ApiError| ServerFrame::Goodbye { error };
     if over_cap {
         let _ = tx
@@ -164,16 +123,38 @@ pub(super) async fn serve(
         let _ = writer_task.await;
         return;
     }
+    let end = match handshake(&mut reader, &limits, peer).await {
+        Ok(()) => {
+            let _ = tx
+                .send(ServerFrame::Welcome {
+                    version: PROTOCOL_VERSION,
+                    server: format!("lote/{}", env!("CARGO_PKG_VERSION")),
+                    frame_bytes_max: FRAME_BYTES_MAX as u32,
+                })
+                .await;
+            serve_calls(&mut reader, &service, &limits, &tx, stop).await
+        }
+        Err(refusal) => refusal,
+    };
+    if let Some(error) = end {
+        tracing::debug!(%peer, error = %error, "closing connection");
+        let _ = tx.send(goodbye(error)).await;
+    }
+    drop(tx);
+    let _ = writer_task.await;
+}
 
-    // Handshake.
-    let hello = match next_frame(&mut reader, limits.read_timeout, limits.read_timeout).await {
+/// Reads and checks the client's hello: `Err(None)` if the peer left
+/// without one, `Err(Some(refusal))` to say goodbye with.
+async fn handshake(
+    reader: &mut BufReader<OwnedReadHalf>,
+    limits: &Limits,
+    peer: SocketAddr,
+) -> Result<(), Option<ApiError>> {
+    let hello = match next_frame(reader, limits.read_timeout, limits.read_timeout).await {
         Ok(body) => codec::decode_message::<ClientFrame>(&body)
             .map_err(|e| ApiError::new(ErrorKind::Malformed, format!("not a lote hello: {e}"))),
-        Err(ReadEnd::Closed) => {
-            drop(tx);
-            let _ = writer_task.await;
-            return;
-        }
+        Err(ReadEnd::Closed) => return Err(None),
         Err(ReadEnd::Goodbye(e)) => Err(e),
         Err(ReadEnd::Idle) => Err(ApiError::new(
             ErrorKind::Timeout,
@@ -205,20 +186,22 @@ pub(super) async fn serve(
         )),
         Err(e) => Some(e),
     };
-    if let Some(error) = refusal {
-        let _ = tx.send(goodbye(error)).await;
-        drop(tx);
-        let _ = writer_task.await;
-        return;
+    match refusal {
+        Some(error) => Err(Some(error)),
+        None => Ok(()),
     }
-    let _ = tx
-        .send(ServerFrame::Welcome {
-            version: PROTOCOL_VERSION,
-            server: format!("lote/{}", env!("CARGO_PKG_VERSION")),
-            frame_bytes_max: FRAME_BYTES_MAX as u32,
-        })
-        .await;
+}
 
+/// Reads calls until the peer leaves, misbehaves, idles or the server
+/// stops; each call runs as a task of its own. Returns the goodbye to
+/// send, once every call in flight has replied.
+async fn serve_calls(
+    reader: &mut BufReader<OwnedReadHalf>,
+    service: &Rc<Service>,
+    limits: &Limits,
+    tx: &mpsc::Sender<ServerFrame>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<ApiError> {
     let in_flight = std::sync::Arc::new(Semaphore::new(limits.calls_in_flight_max));
     let subscriptions: Rc<RefCell<HashMap<u64, tokio::task::AbortHandle>>> = Rc::default();
     // A call that found its own body malformed ends the connection here.
@@ -227,7 +210,7 @@ pub(super) async fn serve(
     let end = loop {
         let frame = tokio::select! {
             _ = fatal_set.notified() => break fatal.borrow_mut().take(),
-            frame = next_frame(&mut reader, limits.idle_timeout, limits.read_timeout) => frame,
+            frame = next_frame(reader, limits.idle_timeout, limits.read_timeout) => frame,
             _ = stop.wait_for(|s| *s) => break Some(ApiError::new(
                 ErrorKind::ShuttingDown,
                 "the server is shutting down; calls in flight were finished",
@@ -325,10 +308,49 @@ pub(super) async fn serve(
     for (_, handle) in subscriptions.borrow_mut().drain() {
         handle.abort();
     }
-    if let Some(error) = end {
-        tracing::debug!(%peer, error = %error, "closing connection");
-        let _ = tx.send(goodbye(error)).await;
+    end
+}
+
+/// Encodes and writes the connection's outgoing frames, gathering
+/// whatever is queued into one write; ends after a goodbye.
+async fn write_frames(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<ServerFrame>) {
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut said_goodbye = false;
+    while let Some(first) = rx.recv().await {
+        out.clear();
+        let mut next = Some(first);
+        while let Some(frame) = next.take() {
+            let goodbye = matches!(frame, ServerFrame::Goodbye { .. });
+            said_goodbye |= goodbye;
+            match codec::encode_message(&frame) {
+                Ok(body) if body.len() <= FRAME_BYTES_MAX => frame_bytes(&body, &mut out),
+                Ok(body) => {
+                    // A reply that does not fit a frame becomes an error
+                    // reply, so the caller is not left waiting.
+                    tracing::warn!(bytes = body.len(), "reply exceeds the frame limit");
+                    if let ServerFrame::Reply { id, .. } = frame {
+                        let error = ServerFrame::Reply {
+                            id,
+                            result: Err(ApiError::new(
+                                ErrorKind::TooLarge,
+                                "the reply is larger than a frame; ask for less (use --limit / paging)",
+                            )),
+                        };
+                        if let Ok(body) = codec::encode_message(&error) {
+                            frame_bytes(&body, &mut out);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
+            }
+            if goodbye || out.len() >= 256 * 1024 {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if writer.write_all(&out).await.is_err() || said_goodbye {
+            break;
+        }
     }
-    drop(tx);
-    let _ = writer_task.await;
+    let _ = writer.shutdown().await;
 }

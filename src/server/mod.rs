@@ -5,16 +5,12 @@
 //! One thread keeps the hot path free of locks and cross-thread wake-ups;
 //! the log's writer threads do the slow part (fsync) off it.
 
-pub mod autoscale;
 mod blobs;
 mod config;
 mod connection;
-pub mod liveness;
-mod placement;
-pub mod provider;
-mod sagas;
+mod embedded;
 mod service;
-pub mod waits;
+pub mod supervisors;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -27,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
 pub use config::{ServerConfig, ServerConfigFile, ServerFlags};
+pub use embedded::Embedded;
 pub use service::Service;
 
 use crate::actors::{Core, CoreConfig};
@@ -154,46 +151,26 @@ pub async fn run(
     ))));
     let core = Core::new(store.clone(), clock.clone(), CoreConfig::default());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let placement = placement::Placement::start(core.clone(), stop_rx.clone());
-    let sagas = Rc::new(sagas::Sagas::new(
-        core.clone(),
-        placement.clone(),
-        sagas::Local {
+    let supervisors = supervisors::Supervisors::start(
+        &core,
+        supervisors::SupervisorSettings {
             nodes_dir: config.nodes_dir.clone(),
             server_addr: addr.to_string(),
-        },
-        server_secret.clone(),
-    ));
-    placement.add_reactor(sagas.clone());
-    placement.add_reactor(Rc::new(waits::WaitRecorder::new(
-        core.clone(),
-        placement.clone(),
-        stop_rx.clone(),
-    )));
-    placement.add_reactor(Rc::new(liveness::Liveness::new(
-        core.clone(),
-        placement.clone(),
-        config.node_lost_after,
-        stop_rx.clone(),
-    )));
-    let autoscaler = Rc::new(autoscale::Autoscaler::new(
-        core.clone(),
-        placement.clone(),
-        autoscale::AutoscaleSettings {
-            sample_period: config.autoscale_sample,
-            min_interval_secs: config.autoscale_min_interval_secs,
+            server_secret: server_secret.clone(),
+            node_lost_after: config.node_lost_after,
+            autoscale: supervisors::autoscale::AutoscaleSettings {
+                sample_period: config.autoscale_sample,
+                min_interval_secs: config.autoscale_min_interval_secs,
+            },
         },
         stop_rx.clone(),
-    ));
-    placement.add_reactor(autoscaler.clone());
+    );
     let service = Rc::new(Service::new(
         core,
         clock,
         admin_key,
         server_secret,
-        placement,
-        sagas,
-        autoscaler,
+        supervisors,
         blobs,
     ));
     let limits = Rc::new(connection::Limits::from(&config));
@@ -300,75 +277,5 @@ pub async fn termination_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
-}
-
-/// A server running on a thread of this process: the embedded default
-/// (`lote demo`) and the benchmarks use it.
-pub struct Embedded {
-    pub addr: SocketAddr,
-    /// The admin key it uses (from its data directory).
-    pub admin_key: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
-}
-
-impl Embedded {
-    /// Starts `run` on its own thread and actix system; returns once the
-    /// port is bound, or with the error that kept it from starting.
-    pub fn start(config: ServerConfig) -> Result<Embedded, ServerError> {
-        let data_dir = config.data_dir.clone();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            actix::System::new().block_on(run(
-                config,
-                |s| {
-                    let _ = addr_tx.send(s.addr);
-                },
-                async move {
-                    let _ = stop_rx.await;
-                },
-            ))
-        });
-        let Ok(addr) = addr_rx.recv() else {
-            return Err(match thread.join() {
-                Ok(Err(e)) => e,
-                _ => ServerError::Config("the in-process server did not start".into()),
-            });
-        };
-        let key_path = data_dir.join(ADMIN_KEY_FILE);
-        let admin_key = std::fs::read_to_string(&key_path)
-            .map_err(FileError::new("admin key file", &key_path))?
-            .trim()
-            .to_string();
-        Ok(Embedded {
-            addr,
-            admin_key,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Drains and stops the server; returns how it ended.
-    pub fn stop(mut self) -> Result<(), ServerError> {
-        self.shutdown()
-    }
-
-    fn shutdown(&mut self) -> Result<(), ServerError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.thread.take().map(|t| t.join()) {
-            None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(ServerError::Config("the in-process server panicked".into())),
-        }
-    }
-}
-
-impl Drop for Embedded {
-    fn drop(&mut self) {
-        let _ = self.shutdown();
     }
 }

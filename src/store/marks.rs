@@ -16,8 +16,30 @@
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::writer::Fnv;
 use super::StreamId;
+
+/// FNV-1a: stream ids are short, trusted keys; SipHash's DoS resistance is
+/// not needed on the hottest map of the write path.
+#[derive(Default)]
+pub(super) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
 
 /// Slots in the table: 512 KiB, so that two busy streams rarely share one.
 const WRITE_MARK_SLOTS: usize = 1 << 16;

@@ -22,7 +22,7 @@
 //! acknowledged that is not in the log.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ use rocksdb::{WriteBatch, DB};
 use tokio::sync::{oneshot, watch};
 
 use super::envelope::{seal_append, EnvelopeRef};
-use super::marks::WriteMark;
+use super::marks::{Fnv, WriteMark};
 use super::recent::{Recent, RecentRound};
 use super::{
     cf, event_key, event_key_append, seal, stream_version, AppendResult, Durability, Envelope,
@@ -75,29 +75,6 @@ pub(super) enum Job {
     Barrier {
         reply: oneshot::Sender<()>,
     },
-}
-
-/// FNV-1a: stream ids are short, trusted keys; SipHash's DoS resistance is
-/// not needed on the hottest map of the write path.
-#[derive(Default)]
-pub(super) struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
 }
 
 type VersionMap = HashMap<StreamId, u64, BuildHasherDefault<Fnv>>;

@@ -2,6 +2,8 @@
 //! `operations`).
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,6 +19,8 @@ use lote::domain::Versioned;
 use lote::types::{AccountName, JobId, PoolId, TaskId};
 
 use crate::server_support::*;
+#[allow(unused_imports)]
+pub use scenario::{nodes_ready, Env};
 
 /// Agent processes, killed when dropped.
 pub struct Agents(Vec<Child>);

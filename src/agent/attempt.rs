@@ -1,0 +1,354 @@
+//! One attempt of a task on this node: its directory, resource files,
+//! process, time limit, outputs and report; the attempts running now and
+//! the ones recently finished.
+
+use super::*;
+
+/// The attempts this agent ran most recently, oldest first out.
+pub(super) struct Finished {
+    order: std::collections::VecDeque<AttemptRef>,
+    set: std::collections::HashSet<AttemptRef>,
+}
+
+/// How many ended attempts the agent remembers: far more than can be
+/// listed between a completion and the server folding it.
+pub(super) const FINISHED_REMEMBERED: usize = 4096;
+
+impl Finished {
+    /// Full size from the start: growing the list and the set while the
+    /// first few thousand attempts ran (copies into freshly faulted pages)
+    /// was 5% of an agent's CPU on the compute benchmark, whose job of
+    /// 10,000 tasks ends before an agent's list is full.
+    pub(super) fn new() -> Finished {
+        Finished {
+            order: std::collections::VecDeque::with_capacity(FINISHED_REMEMBERED + 1),
+            set: std::collections::HashSet::with_capacity(FINISHED_REMEMBERED + 1),
+        }
+    }
+
+    pub(super) fn contains(&self, a: &AttemptRef) -> bool {
+        self.set.contains(a)
+    }
+    pub(super) fn insert(&mut self, a: AttemptRef) {
+        if self.set.insert(a.clone()) {
+            self.order.push_back(a);
+        }
+        while self.order.len() > FINISHED_REMEMBERED {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+}
+
+pub(super) static FINISHED: std::sync::OnceLock<std::sync::Mutex<Finished>> =
+    std::sync::OnceLock::new();
+
+pub(super) fn finished() -> std::sync::MutexGuard<'static, Finished> {
+    FINISHED
+        .get_or_init(|| std::sync::Mutex::new(Finished::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+pub(super) fn attempt_dir(root: &Path, a: &AttemptRef) -> PathBuf {
+    files::attempt_dir(root, a)
+}
+
+pub(super) fn launch_failure(why: String) -> TaskResult {
+    TaskResult {
+        exit_code: None,
+        signal: None,
+        duration_ms: 0,
+        failure: Some((FailureCategory::LaunchFailure, why)),
+    }
+}
+
+/// An input (resource file or package) could not be put in place: the
+/// process never started.
+pub(super) fn resource_failure(why: String) -> TaskResult {
+    TaskResult {
+        exit_code: None,
+        signal: None,
+        duration_ms: 0,
+        failure: Some((FailureCategory::ResourceFile, why)),
+    }
+}
+
+/// An attempt this agent runs: its process group leader and the tag its
+/// descendants inherit, once started.
+#[derive(Debug, Default, Clone)]
+pub(super) struct RunningAttempt {
+    process: Option<proc_tree::Tracked>,
+    /// The server said to stop it before its process started.
+    cancelled: bool,
+    /// Wakes an attempt still waiting for a free slot when it is cancelled.
+    cancel: Arc<tokio::sync::Notify>,
+}
+
+/// The attempts running now. A std mutex: held for a few map operations,
+/// never across an await, and reachable from the SIGTERM handler.
+pub(super) static ATTEMPTS: std::sync::OnceLock<
+    std::sync::Mutex<HashMap<AttemptRef, RunningAttempt>>,
+> = std::sync::OnceLock::new();
+
+pub(super) fn attempts() -> std::sync::MutexGuard<'static, HashMap<AttemptRef, RunningAttempt>> {
+    ATTEMPTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Kills an attempt the server no longer counts as running here.
+pub(super) fn cancel_attempt(a: &AttemptRef) {
+    let process = {
+        let mut running = attempts();
+        let Some(entry) = running.get_mut(a) else {
+            return;
+        };
+        entry.cancelled = true;
+        entry.cancel.notify_one();
+        entry.process.clone()
+    };
+    if let Some(process) = process {
+        tracing::info!(task = %a.task, attempt = a.attempt, "stopping a superseded attempt");
+        process.kill();
+    }
+}
+
+pub(super) fn kill_all_attempts() {
+    let all: Vec<_> = {
+        let mut running = attempts();
+        for a in running.values_mut() {
+            a.cancelled = true;
+            a.cancel.notify_one();
+        }
+        running.values().filter_map(|a| a.process.clone()).collect()
+    };
+    for process in all {
+        process.kill();
+    }
+}
+
+pub(super) struct TaskEnv {
+    pub(super) cred: NodeCredential,
+    pub(super) root: PathBuf,
+    pub(super) shared: PathBuf,
+    /// The node's task slots: the server may place more attempts here than
+    /// slots (prefetch); they start as slots free.
+    pub(super) slots: Arc<tokio::sync::Semaphore>,
+    pub(super) slot_count: u32,
+    pub(super) stager: Stager,
+    pub(super) reports: Reporter,
+    /// The pool's packages, as registration said.
+    pub(super) pool_packages: std::sync::Mutex<Vec<PackageRef>>,
+}
+
+impl TaskEnv {
+    pub(super) fn pool_packages(&self) -> Vec<PackageRef> {
+        self.pool_packages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts an attempt's inputs in place: the pool's and the task's
+    /// packages, then the job's and the task's resource files. The
+    /// variables naming the packages.
+    pub(super) async fn stage_inputs(
+        &self,
+        a: &Assignment,
+        wd: &Path,
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut refs = self.pool_packages();
+        refs.extend(a.spec.application_packages.iter().cloned());
+        if refs.is_empty() && a.job_resource_files.is_empty() && a.spec.resource_files.is_empty() {
+            return Ok(Vec::new());
+        }
+        let apps = self.stager.packages(&refs).await?;
+        self.stager
+            .fetch_resources(&a.job_resource_files, wd)
+            .await?;
+        self.stager
+            .fetch_resources(&a.spec.resource_files, wd)
+            .await?;
+        Ok(apps)
+    }
+}
+
+/// Runs one attempt and reports it.
+pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
+    let key = AttemptRef {
+        job: a.job.clone(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+    };
+    // Prefetched work waits here for its slots, or for being moved away.
+    let need = a.spec.required_slots.clamp(1, env.slot_count);
+    let cancel = attempts().entry(key.clone()).or_default().cancel.clone();
+    let slots = tokio::select! {
+        permit = env.slots.clone().acquire_many_owned(need) => match permit {
+            Ok(p) => p,
+            Err(_) => return,
+        },
+        _ = cancel.notified() => return,
+    };
+    if attempts().get(&key).is_some_and(|e| e.cancelled) {
+        return;
+    }
+    let dir = attempt_dir(&env.root, &key);
+    let wd = dir.join("wd");
+    let started = Instant::now();
+    let tag = proc_tree::new_tag();
+    let since = proc_tree::boot_ticks();
+    let staged = match make_attempt_dirs(&dir) {
+        Err(e) => Err(launch_failure(format!(
+            "cannot create {}: {e}",
+            wd.display()
+        ))),
+        Ok(()) => env.stage_inputs(&a, &wd).await.map_err(resource_failure),
+    };
+    let child = staged.and_then(|apps| {
+        let mut vars = vec![
+            ("LOTE_JOB_ID".to_string(), a.job.to_string()),
+            ("LOTE_TASK_ID".to_string(), a.task.to_string()),
+            ("LOTE_TASK_ATTEMPT".to_string(), a.attempt.to_string()),
+            (proc_tree::TAG_VAR.to_string(), tag.clone()),
+        ];
+        vars.extend(apps);
+        spawn(env, &a.spec.command_line, &a.spec.env, &vars, &dir, &wd).map_err(launch_failure)
+    });
+    let mut result = match child {
+        Err(failed) => failed,
+        Ok(mut child) => {
+            let tracked = child
+                .id()
+                .map(|pid| proc_tree::Tracked::new(pid, tag.clone(), since));
+            let cancelled = {
+                let mut running = attempts();
+                let entry = running.entry(key.clone()).or_default();
+                entry.process = tracked.clone();
+                entry.cancelled
+            };
+            if cancelled {
+                if let Some(t) = &tracked {
+                    t.kill();
+                }
+            }
+            let result = started_and_waited(client, &a, &mut child, started).await;
+            // Whatever it left behind, in its group or detached from it.
+            if let Some(t) = tracked.clone() {
+                // A short task leaves a few pids to probe: cheaper done here
+                // than handed to another thread and back.
+                if !t.kill_if_cheap() {
+                    let _ = tokio::task::spawn_blocking(move || t.kill()).await;
+                }
+            }
+            // Gone: nothing of it is left to kill (its pid may be reused).
+            if let Some(entry) = attempts().get_mut(&key) {
+                entry.process = None;
+            }
+            match result {
+                Some(result) => result,
+                None => return,
+            }
+        }
+    };
+    // Outputs go while the slots are held: the node's disk and network
+    // are the task's until its files are out.
+    let mut outputs = Vec::new();
+    let ran = !matches!(
+        result.failure,
+        Some((
+            FailureCategory::LaunchFailure | FailureCategory::ResourceFile,
+            _
+        ))
+    );
+    if ran && !a.spec.output_files.is_empty() && !attempts().get(&key).is_some_and(|e| e.cancelled)
+    {
+        match env
+            .stager
+            .upload_outputs(&a.spec.output_files, &dir, result.succeeded())
+            .await
+        {
+            Ok(manifest) => outputs = manifest,
+            Err(why) => result.failure = Some((FailureCategory::OutputFile, why)),
+        }
+    }
+    // The slots are free once the process and its uploads are done,
+    // before the report.
+    drop(slots);
+    let completion = Completion {
+        job: a.job.clone(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+        result,
+        outputs,
+    };
+    match env.reports.report(completion).await {
+        Ok(()) => {}
+        Err(e @ NotRecorded::Superseded(_)) => {
+            tracing::info!(task = %a.task, error = %e, "completion not recorded")
+        }
+        Err(e) => tracing::warn!(task = %a.task, error = %e, "completion not recorded"),
+    }
+    let retention = a
+        .spec
+        .constraints
+        .retention_secs
+        .unwrap_or(retention::DEFAULT_SECS);
+    retention::schedule(&dir, retention);
+}
+
+/// Creates `tasks/JOB/TASK/ATTEMPT/wd`, parents first: the usual case (the
+/// job's directory exists) costs three mkdir calls, not the five of
+/// `create_dir_all` failing down from the leaf.
+pub(super) fn make_attempt_dirs(dir: &Path) -> std::io::Result<()> {
+    let mkdir = |d: &Path| match std::fs::create_dir(d) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    };
+    let task_dir = dir.parent().expect("an attempt directory has a parent");
+    match mkdir(task_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(task_dir)?,
+        other => other?,
+    }
+    mkdir(dir)?;
+    mkdir(&dir.join("wd"))
+}
+
+/// How long an attempt may run before its start is reported. One that
+/// ends sooner is reported once, as completed (with its duration): for
+/// short tasks that saves a durable round trip per task.
+pub(super) const START_REPORT_AFTER: Duration = Duration::from_millis(20);
+
+/// Reports the start (unless it ends first), then waits for the end; None
+/// if the attempt was superseded meanwhile (it is killed).
+pub(super) async fn started_and_waited(
+    client: &Client,
+    a: &Assignment,
+    child: &mut Proc,
+    started: Instant,
+) -> Option<TaskResult> {
+    if let Ok(status) = tokio::time::timeout(START_REPORT_AFTER, child.wait()).await {
+        return Some(classify(status, started));
+    }
+    let report = Request::AgentStarted {
+        job: a.job.clone(),
+        task: a.task.clone(),
+        attempt: a.attempt,
+    };
+    if let Err(e) = report_until_recorded(client, &report).await {
+        // Superseded (requeued, terminated): stop it.
+        tracing::info!(task = %a.task, error = %e, "attempt superseded; killing it");
+        kill_group(child);
+        let _ = child.wait().await;
+        return None;
+    }
+    let limit = a
+        .spec
+        .constraints
+        .max_wall_clock_secs
+        .map(Duration::from_secs);
+    Some(wait(child, limit, started).await)
+}

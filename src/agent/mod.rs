@@ -1,0 +1,410 @@
+//! `lote agent`: the process on each node that runs tasks.
+//!
+//! It joins a pool once (join token → node credential, kept in its root),
+//! registers the machine's size, then long-polls the server for attempts
+//! placed on its node. Each attempt runs as a real process in its own
+//! process group, in `ROOT/tasks/JOB/TASK/ATTEMPT/wd` with `stdout.txt` and
+//! `stderr.txt` beside it. Start and completion are reported; a completion
+//! is re-sent until the server has recorded it, across reconnects and
+//! server restarts.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+mod attempt;
+pub mod files;
+mod launch;
+mod proc_tree;
+mod process;
+mod reports;
+mod retention;
+pub mod staging;
+mod start_task;
+pub mod usage;
+
+use crate::api::agent::NodeCredential;
+use crate::api::{Assignment, AttemptRef, Completion, Credential, Request, Response};
+use crate::client::{Client, ClientConfig, ClientError};
+use crate::domain::node::AgentInfo;
+use crate::domain::spec::{CommandLine, PackageRef};
+use crate::domain::task::{FailureCategory, TaskResult};
+use crate::domain::RejectionCode;
+use crate::private_file::{write_owner_only, FileError};
+use crate::types::{AccountName, PoolId};
+use attempt::*;
+use process::*;
+use reports::{NotRecorded, Reporter};
+use staging::Stager;
+use start_task::*;
+
+/// How long one poll waits on the server for work.
+const POLL_WAIT_MS: u32 = 1_000;
+
+/// Pause between attempts to reach an unreachable server.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// What the agent needs to run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub server: String,
+    pub root: PathBuf,
+    pub account: AccountName,
+    pub pool: PoolId,
+    /// Used once, when the root holds no node credential yet.
+    pub join_token: Option<String>,
+    pub task_slots: u32,
+    pub name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    File(#[from] FileError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Reads the node credential from the root, or joins with the token and
+/// writes it there (owner-only).
+pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentError> {
+    let path = config.root.join("node.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            return toml::from_str(&text)
+                .map_err(|e| AgentError::Setup(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(FileError::new("node credential", &path)(e).into()),
+    }
+    let token = config.join_token.clone().ok_or_else(|| {
+        AgentError::Setup(format!(
+            "{} holds no node credential; pass --join-token (the pool owner gets it with: lote pool join-token {})",
+            config.root.display(),
+            config.pool
+        ))
+    })?;
+    let joiner = Client::new(ClientConfig::new(
+        config.server.clone(),
+        Credential::Join {
+            account: config.account.clone(),
+            pool: config.pool.clone(),
+        },
+        token,
+    ));
+    let Response::Joined { node, credential } = joiner
+        .call(&Request::JoinPool {
+            name: config.name.clone(),
+        })
+        .await?
+    else {
+        return Err(AgentError::Setup("unexpected reply to JoinPool".into()));
+    };
+    let cred = NodeCredential {
+        account: config.account.clone(),
+        pool: config.pool.clone(),
+        node,
+        credential,
+    };
+    std::fs::create_dir_all(&config.root).map_err(FileError::new("node root", &config.root))?;
+    let text = toml::to_string(&cred).map_err(|e| AgentError::Setup(e.to_string()))?;
+    write_owner_only(&path, &text, "node credential", true)?;
+    Ok(cred)
+}
+
+/// Runs the agent until the process is stopped.
+/// How often the agent reports its machine's figures. The report is also
+/// its heartbeat while it is busy elsewhere (a long start task, a
+/// reboot), so it is well inside the server's lost-node timeout.
+const USAGE_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let outcome = serve(config).await;
+    // However it ends, no task outlives the agent that watched it.
+    kill_all_attempts();
+    outcome
+}
+
+async fn serve(config: AgentConfig) -> Result<(), AgentError> {
+    let cred = credential(&config).await?;
+    let client = Arc::new(Client::new(ClientConfig::new(
+        config.server.clone(),
+        Credential::Node {
+            account: cred.account.clone(),
+            pool: cred.pool.clone(),
+            node: cred.node.clone(),
+        },
+        cred.credential.clone(),
+    )));
+    let shared_dir = config.root.join("shared");
+    std::fs::create_dir_all(&shared_dir)
+        .map_err(FileError::new("shared directory", &shared_dir))?;
+    let info = AgentInfo {
+        hostname: host_name().unwrap_or_else(|| config.name.clone()),
+        address: local_address(&config.server),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+        memory_mib: memory_mib(),
+        task_slots: config.task_slots.max(1),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let env = Arc::new(TaskEnv {
+        cred: cred.clone(),
+        root: config.root.clone(),
+        shared: shared_dir.clone(),
+        stager: Stager::new(client.clone(), config.root.clone()),
+        pool_packages: std::sync::Mutex::default(),
+        slots: Arc::new(tokio::sync::Semaphore::new(info.task_slots as usize)),
+        slot_count: info.task_slots,
+        reports: Reporter::start(client.clone(), RETRY_PAUSE),
+    });
+    // What attempts leave behind comes back to the agent, not to init.
+    proc_tree::adopt_orphans();
+    // Files whose retention ran out while the agent was down.
+    retention::start(&config.root);
+    // On SIGTERM (the local provider removing this node, or an operator):
+    // take the running tasks down with the agent, since they run in
+    // process groups of their own.
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::spawn(async move {
+            term.recv().await;
+            kill_all_attempts();
+            std::process::exit(0);
+        });
+    }
+    // Machine figures for autoscale formulas, and a heartbeat, beside the
+    // work.
+    {
+        let client = client.clone();
+        let root = config.root.clone();
+        tokio::spawn(async move {
+            let mut probe = usage::UsageProbe::default();
+            let mut every = tokio::time::interval(USAGE_REPORT_EVERY);
+            loop {
+                every.tick().await;
+                let usage = probe.sample(&root);
+                if let Err(e) = client.call(&Request::AgentUsage { usage }).await {
+                    tracing::debug!(error = %e, "usage report not sent");
+                }
+            }
+        });
+    }
+    loop {
+        register(&client, &env, &info).await?;
+        tracing::info!(node = %cred.node, "agent registered");
+        work(&client, &env, &config).await?;
+        // Rebooting: everything stops, then the node registers afresh and
+        // runs its start task again.
+        tracing::info!(node = %cred.node, "rebooting");
+        kill_all_attempts();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !attempts().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+/// The machine's memory, from the kernel (0 when it cannot be read).
+fn memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(0)
+}
+
+/// The address this machine reaches the server from: what people and
+/// other nodes would use to reach it. A UDP "connect" picks the route and
+/// sends nothing.
+fn local_address(server: &str) -> String {
+    let bind = if server.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    std::net::UdpSocket::bind(bind)
+        .and_then(|s| s.connect(server).map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
+}
+
+/// Registers the node, then runs the pool's start task as the pool asks:
+/// before any work (reported, with retries) or beside it.
+async fn register(
+    client: &Arc<Client>,
+    env: &Arc<TaskEnv>,
+    info: &AgentInfo,
+) -> Result<(), AgentError> {
+    let start_task = loop {
+        match client
+            .call(&Request::AgentRegister {
+                agent: info.clone(),
+            })
+            .await
+        {
+            Ok(Response::Registered {
+                start_task,
+                application_packages,
+            }) => {
+                *env.pool_packages.lock().unwrap_or_else(|p| p.into_inner()) = application_packages;
+                break start_task;
+            }
+            Ok(_) => break None,
+            Err(e) if e.is_transient() => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match start_task {
+        Some(start_task) if start_task.wait_for_success => {
+            run_start_task(client, env, &start_task).await?
+        }
+        Some(start_task) => {
+            // Not waited for: the node works meanwhile, and the outcome is
+            // kept beside the start task's output for people to read.
+            let env = env.clone();
+            tokio::spawn(async move {
+                let result = run_start_task_once(&env, &start_task, 0).await;
+                let text = match &result.failure {
+                    None => "succeeded\n".to_string(),
+                    Some((_, why)) => format!("failed: {why}\n"),
+                };
+                let path = env.root.join("starttask").join("result.txt");
+                if let Err(e) = std::fs::write(&path, text) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot record the start task's result");
+                }
+            });
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Polls for work and runs it until the server asks for a reboot.
+async fn work(
+    client: &Arc<Client>,
+    env: &Arc<TaskEnv>,
+    config: &AgentConfig,
+) -> Result<(), AgentError> {
+    loop {
+        let running: Vec<AttemptRef> = attempts().keys().cloned().collect();
+        let (assignments, cancel, reads, reboot) = match client
+            .call(&Request::AgentPoll {
+                running,
+                wait_ms: POLL_WAIT_MS,
+            })
+            .await
+        {
+            Ok(Response::Work {
+                assignments,
+                cancel,
+                reads,
+                reboot,
+            }) => (assignments, cancel, reads, reboot),
+            Ok(_) => Default::default(),
+            Err(e) if e.is_transient() => {
+                // A node whose directory is gone was removed while the
+                // server was away: nothing is left to serve.
+                if !config.root.join("node.toml").exists() {
+                    return Err(AgentError::Setup(format!(
+                        "{} was removed; this node is gone",
+                        config.root.display()
+                    )));
+                }
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let cancel_or_reads = !cancel.is_empty() || !reads.is_empty();
+        for a in &cancel {
+            cancel_attempt(a);
+        }
+        for read in reads {
+            let client = client.clone();
+            let root = env.root.clone();
+            tokio::spawn(async move {
+                let id = read.read;
+                let result = tokio::task::spawn_blocking(move || files::answer(&root, &read))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the read failed: {e}")));
+                let answer = Request::AgentFileData { read: id, result };
+                if let Err(e) = client.call(&answer).await {
+                    tracing::debug!(error = %e, "an output read was not delivered");
+                }
+            });
+        }
+        if reboot {
+            return Ok(());
+        }
+        let mut started = 0;
+        for a in assignments {
+            let key = AttemptRef {
+                job: a.job.clone(),
+                task: a.task.clone(),
+                attempt: a.attempt,
+            };
+            {
+                // An attempt that just ended is still listed until the
+                // server has folded its completion: never run it twice.
+                if finished().contains(&key) {
+                    continue;
+                }
+                let mut running = attempts();
+                if running.contains_key(&key) {
+                    continue;
+                }
+                running.insert(key.clone(), RunningAttempt::default());
+            }
+            started += 1;
+            let client = client.clone();
+            let env = env.clone();
+            tokio::spawn(async move {
+                run_attempt(&client, &env, a).await;
+                finished().insert(key.clone());
+                attempts().remove(&key);
+            });
+        }
+        if started == 0 && !cancel_or_reads {
+            // Nothing new (the long poll timed out, or only attempts this
+            // agent already ran came back): never poll in a tight loop.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// Sends a report until the server records it. A refusal that says the
+/// attempt is no longer current ends it with an error.
+async fn report_until_recorded(client: &Client, report: &Request) -> Result<(), ClientError> {
+    loop {
+        match client.call(report).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(ClientError::Api(a))
+                if matches!(
+                    a.rejection,
+                    Some(RejectionCode::StaleAttempt | RejectionCode::TaskNotFound)
+                ) =>
+            {
+                return Err(ClientError::Api(a))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

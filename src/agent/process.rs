@@ -1,0 +1,212 @@
+//! A task's process: spawned in its own group, waited for with a time
+//! limit, its whole group killed, its end classified.
+
+use super::*;
+
+/// A task's running process, started by [`launch`] or, where that defers,
+/// by tokio's `Command`.
+pub(super) enum Proc {
+    Launched(launch::Launched),
+    /// The guard marks it as the agent's own while it is kept.
+    Command {
+        child: tokio::process::Child,
+        _owned: proc_tree::Owned,
+    },
+}
+
+impl Proc {
+    /// Its pid until it has been waited for (then it may be reused).
+    pub(super) fn id(&self) -> Option<u32> {
+        match self {
+            Proc::Launched(p) => Some(p.id()).filter(|_| !p.ended()),
+            Proc::Command { child, .. } => child.id(),
+        }
+    }
+
+    pub(super) async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Proc::Launched(p) => p.wait().await,
+            Proc::Command { child, .. } => child.wait().await,
+        }
+    }
+}
+
+/// Starts a command in `wd` with its output beside it, in a process group
+/// of its own, with the node's `LOTE_*` variables, `vars` and `own` (the
+/// task's or start task's variables), marked as the agent's own while it
+/// is kept.
+pub(super) fn spawn(
+    env: &TaskEnv,
+    command_line: &CommandLine,
+    own: &[crate::domain::EnvVar],
+    vars: &[(String, String)],
+    dir: &Path,
+    wd: &Path,
+) -> Result<Proc, String> {
+    let open = |name: &str| {
+        std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
+    };
+    let (program, args): (&OsStr, Vec<&OsStr>) = match command_line {
+        CommandLine::Shell(line) => ("/bin/sh".as_ref(), vec!["-c".as_ref(), line.as_ref()]),
+        CommandLine::Argv(argv) => (
+            argv[0].as_ref(),
+            argv[1..].iter().map(|a| a.as_ref()).collect(),
+        ),
+    };
+    let fixed: [(&OsStr, &OsStr); 5] = [
+        ("LOTE_ACCOUNT".as_ref(), env.cred.account.as_str().as_ref()),
+        ("LOTE_POOL_ID".as_ref(), env.cred.pool.as_str().as_ref()),
+        ("LOTE_NODE_ID".as_ref(), env.cred.node.as_str().as_ref()),
+        ("LOTE_TASK_WORKING_DIR".as_ref(), wd.as_os_str()),
+        ("LOTE_NODE_SHARED_DIR".as_ref(), env.shared.as_os_str()),
+    ];
+    // Later entries win: the task's own, then the attempt's, then the node's.
+    let vars: Vec<(&OsStr, &OsStr)> = own
+        .iter()
+        .map(|v| (v.name.as_ref(), v.value.as_ref()))
+        .chain(vars.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
+        .chain(fixed)
+        .collect();
+    let cannot = |e: std::io::Error| match command_line {
+        CommandLine::Argv(argv) => format!("cannot start {:?}: {e}", argv[0]),
+        CommandLine::Shell(_) => format!("cannot start /bin/sh: {e}"),
+    };
+    let stdin = dev_null_file();
+    if let Some(stdin) = stdin {
+        let (stdout, stderr) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
+        let spec = launch::Launch {
+            program,
+            args: &args,
+            dir: wd,
+            stdin,
+            stdout: &stdout,
+            stderr: &stderr,
+            env: &vars,
+        };
+        if let Some(started) = launch::launch(&spec) {
+            // The child creates its output files; when the launch fails,
+            // creating them here tells whether they were the cause.
+            return started.map(Proc::Launched).map_err(|e| {
+                match open("stdout.txt").and_then(|_| open("stderr.txt")) {
+                    Err(why) => why,
+                    Ok(_) => cannot(e),
+                }
+            });
+        }
+    }
+    let (stdout, stderr) = (open("stdout.txt")?, open("stderr.txt")?);
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(&args)
+        .current_dir(wd)
+        .stdin(
+            stdin
+                .and_then(|f| f.try_clone().ok())
+                .map_or_else(std::process::Stdio::null, std::process::Stdio::from),
+        )
+        .stdout(stdout)
+        .stderr(stderr)
+        // Its own process group: a timeout or a kill takes every child.
+        .process_group(0)
+        .kill_on_drop(false)
+        .envs(vars);
+    proc_tree::spawn_owned(&mut cmd)
+        .map(|(child, _owned)| Proc::Command { child, _owned })
+        .map_err(cannot)
+}
+
+/// /dev/null for a task's stdin, opened once: posix_spawn duplicates it
+/// into the child, `Command` gets a copy.
+pub(super) fn dev_null_file() -> Option<&'static std::fs::File> {
+    static NULL: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    NULL.get_or_init(|| std::fs::File::open("/dev/null").ok())
+        .as_ref()
+}
+
+pub(super) fn kill_group(child: &Proc) {
+    if let Some(pid) = child.id() {
+        // SAFETY: kill(2) with a negative pid signals the process group the
+        // child leads (it was started with process_group(0)).
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+}
+
+pub(super) async fn wait(
+    child: &mut Proc,
+    limit: Option<Duration>,
+    started: Instant,
+) -> TaskResult {
+    let status = match limit {
+        Some(limit) => {
+            match tokio::time::timeout(limit.saturating_sub(started.elapsed()), child.wait()).await
+            {
+                Ok(status) => status,
+                Err(_) => {
+                    kill_group(child);
+                    let _ = child.wait().await;
+                    return TaskResult {
+                        exit_code: None,
+                        signal: Some(libc::SIGKILL),
+                        duration_ms: started.elapsed().as_millis() as u64,
+                        failure: Some((
+                            FailureCategory::Timeout,
+                            format!(
+                                "ran past its limit of {}s; killed with its process group",
+                                limit.as_secs()
+                            ),
+                        )),
+                    };
+                }
+            }
+        }
+        None => child.wait().await,
+    };
+    // What it left behind is the caller's: a task's attempt is swept by
+    // its `proc_tree::Tracked`. (The process has no pid here any more: a
+    // group kill by it could reach a stranger that took the pid.)
+    classify(status, started)
+}
+
+/// What an attempt's exit status means.
+pub(super) fn classify(
+    status: std::io::Result<std::process::ExitStatus>,
+    started: Instant,
+) -> TaskResult {
+    let duration_ms = started.elapsed().as_millis() as u64;
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) if s.success() => TaskResult {
+            exit_code: Some(0),
+            signal: None,
+            duration_ms,
+            failure: None,
+        },
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => TaskResult {
+                exit_code: Some(code),
+                signal: None,
+                duration_ms,
+                failure: Some((FailureCategory::NonZeroExit, format!("exit code {code}"))),
+            },
+            (None, signal) => TaskResult {
+                exit_code: None,
+                signal,
+                duration_ms,
+                failure: Some((
+                    FailureCategory::Signal,
+                    format!("killed by signal {}", signal.unwrap_or(0)),
+                )),
+            },
+        },
+        Err(e) => TaskResult {
+            exit_code: None,
+            signal: None,
+            duration_ms,
+            failure: Some((
+                FailureCategory::LaunchFailure,
+                format!("lost the process: {e}"),
+            )),
+        },
+    }
+}

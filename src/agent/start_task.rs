@@ -1,0 +1,77 @@
+//! The pool's start task: run when a node registers (and after a reboot),
+//! retried as the pool says, reported to the server.
+
+use super::*;
+
+/// Runs the pool's start task (with its retries) and reports each try; the
+/// server keeps the node out of placement unless it succeeds.
+pub(super) async fn run_start_task(
+    client: &Client,
+    env: &TaskEnv,
+    start_task: &crate::domain::spec::StartTask,
+) -> Result<(), AgentError> {
+    for attempt in 0..=start_task.retry_count_max {
+        report_until_recorded(client, &Request::AgentStartTaskBegin).await?;
+        let result = run_start_task_once(env, start_task, attempt).await;
+        let success = result.succeeded();
+        let report = Request::AgentStartTaskFinished {
+            success,
+            exit_code: result.exit_code,
+            message: result
+                .failure
+                .map(|(_, why)| why)
+                .unwrap_or_else(|| "succeeded".into()),
+        };
+        report_until_recorded(client, &report).await?;
+        if success {
+            return Ok(());
+        }
+    }
+    tracing::warn!("the start task failed; this node gets no tasks");
+    Ok(())
+}
+
+pub(super) async fn run_start_task_once(
+    env: &TaskEnv,
+    start_task: &crate::domain::spec::StartTask,
+    attempt: u32,
+) -> TaskResult {
+    let dir = env.root.join("starttask");
+    let wd = dir.join("wd");
+    let started = Instant::now();
+    if let Err(e) = std::fs::create_dir_all(&wd) {
+        return launch_failure(format!("cannot create {}: {e}", wd.display()));
+    }
+    let packages = env.pool_packages();
+    let staged = match env.stager.packages(&packages).await {
+        Ok(apps) => env
+            .stager
+            .fetch_resources(&start_task.resource_files, &wd)
+            .await
+            .map(|_| apps),
+        Err(why) => Err(why),
+    };
+    let apps = match staged {
+        Ok(apps) => apps,
+        Err(why) => return resource_failure(why),
+    };
+    let spawned = {
+        let mut vars = vec![(
+            "LOTE_START_TASK_ATTEMPT".to_string(),
+            (attempt + 1).to_string(),
+        )];
+        vars.extend(apps);
+        spawn(
+            env,
+            &start_task.command_line,
+            &start_task.env,
+            &vars,
+            &dir,
+            &wd,
+        )
+    };
+    match spawned {
+        Ok(mut child) => wait(&mut child, None, started).await,
+        Err(why) => launch_failure(why),
+    }
+}

@@ -1,0 +1,640 @@
+//! What a client may ask: the one request enum, and the family each
+//! request belongs to (the server routes by family, one file each).
+
+use serde::{Deserialize, Serialize};
+
+use super::agent::{AttemptRef, Completion, FileAnswer, OutputStream};
+use crate::domain::account::KeyKind;
+use crate::domain::job::{DisableTasks, JobSpec};
+use crate::domain::node::AgentInfo;
+use crate::domain::pool::{Deallocation, PoolSpec};
+use crate::domain::task::TaskSpec;
+use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId, Timestamp};
+
+/// Most tasks in one [`Request::AddTasks`].
+pub const ADD_TASKS_BATCH_MAX: usize = 1000;
+
+/// What a client may ask. Which credential may ask what is checked by the
+/// server: account management needs the admin key, everything about pools,
+/// jobs and tasks an account key, joining a pool its join token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Ping,
+    /// Who the server thinks you are.
+    Whoami,
+
+    // The administrator's: accounts and their keys.
+    CreateAccount {
+        name: AccountName,
+        request_id: Option<uuid::Uuid>,
+    },
+    ListAccounts,
+    ShowAccount {
+        name: AccountName,
+    },
+    DisableAccount {
+        name: AccountName,
+    },
+    EnableAccount {
+        name: AccountName,
+    },
+    DeleteAccount {
+        name: AccountName,
+    },
+    ShowKeys {
+        name: AccountName,
+    },
+    RegenerateKey {
+        name: AccountName,
+        key: KeyKind,
+    },
+
+    // An account's: pools, nodes, jobs, tasks, events. `spec.account` is
+    // ignored: everything is in the caller's own account.
+    CreatePool {
+        spec: PoolSpec,
+        request_id: Option<uuid::Uuid>,
+    },
+    ListPools,
+    ShowPool {
+        pool: PoolId,
+    },
+    ResizePool {
+        pool: PoolId,
+        target_nodes: u32,
+        deallocation: Deallocation,
+    },
+    StopResize {
+        pool: PoolId,
+    },
+    EnableAutoscale {
+        pool: PoolId,
+        formula: String,
+        evaluation_interval_secs: u64,
+    },
+    DisableAutoscale {
+        pool: PoolId,
+    },
+    DeletePool {
+        pool: PoolId,
+    },
+    /// The token agents use to join this pool.
+    ShowJoinToken {
+        pool: PoolId,
+    },
+    ListNodes {
+        pool: PoolId,
+    },
+    ShowNode {
+        pool: PoolId,
+        node: NodeId,
+    },
+    /// Stop placing tasks on the node (running ones finish).
+    DisableNode {
+        pool: PoolId,
+        node: NodeId,
+    },
+    EnableNode {
+        pool: PoolId,
+        node: NodeId,
+    },
+    /// Restart the node's agent: its tasks are requeued, the start task
+    /// runs again, then it takes work.
+    RebootNode {
+        pool: PoolId,
+        node: NodeId,
+    },
+    /// Take the node out of its pool. `deallocation` says what happens to
+    /// its tasks: requeue (killed, queued again), terminate (killed,
+    /// failed) or taskcompletion (no new work; removed once they end).
+    RemoveNode {
+        pool: PoolId,
+        node: NodeId,
+        deallocation: Deallocation,
+    },
+    CreateJob {
+        spec: JobSpec,
+        request_id: Option<uuid::Uuid>,
+    },
+    ListJobs,
+    ShowJob {
+        job: JobId,
+    },
+    DisableJob {
+        job: JobId,
+        disable_tasks: DisableTasks,
+    },
+    EnableJob {
+        job: JobId,
+    },
+    TerminateJob {
+        job: JobId,
+        reason: String,
+    },
+    DeleteJob {
+        job: JobId,
+    },
+    /// Adds up to [`ADD_TASKS_BATCH_MAX`] tasks in one atomic, durable step.
+    AddTasks {
+        job: JobId,
+        tasks: Vec<TaskSpec>,
+        request_id: Option<uuid::Uuid>,
+    },
+    /// One page of a job's tasks in id order: at most `limit` (capped at
+    /// 1000; 0 means 1000) after task `after`. The reply's `next` is the
+    /// `after` of the next page.
+    ListTasks {
+        job: JobId,
+        after: Option<TaskId>,
+        limit: u32,
+    },
+    ShowTask {
+        job: JobId,
+        task: TaskId,
+    },
+    TerminateTask {
+        job: JobId,
+        task: TaskId,
+        reason: String,
+    },
+    DeleteTask {
+        job: JobId,
+        task: TaskId,
+    },
+    /// Up to `max_bytes` (capped at [`OUTPUT_CHUNK_MAX`]) of an attempt's
+    /// stdout or stderr from `offset`, read from its node by the agent.
+    /// `attempt` 0 means the task's latest attempt.
+    ReadTaskOutput {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        stream: OutputStream,
+        offset: u64,
+        max_bytes: u32,
+    },
+    /// Streams the caller's events from log position `from` (0: only new
+    /// ones) as [`ServerFrame::Event`]s until cancelled or disconnected.
+    TailEvents {
+        from: u64,
+    },
+
+    /// A node agent, signed with the pool's join token, asks to join.
+    JoinPool {
+        /// The agent's host name, for people.
+        name: String,
+    },
+
+    // A node agent's, signed with its node credential.
+    /// The agent is up: its machine's size. Idempotent for an agent that
+    /// restarts on a node that is already up.
+    AgentRegister {
+        agent: AgentInfo,
+    },
+    /// The attempts placed on this node and not started yet; waits up to
+    /// `wait_ms` for one when there are none (long poll). `running` lists
+    /// the attempts the agent runs now, so the server can say which of
+    /// them to stop.
+    AgentPoll {
+        running: Vec<AttemptRef>,
+        wait_ms: u32,
+    },
+    /// The pool's start task begins on this node (again, after a failure).
+    AgentStartTaskBegin,
+    /// The start task ended; the node takes tasks only after a success.
+    AgentStartTaskFinished {
+        success: bool,
+        exit_code: Option<i32>,
+        message: String,
+    },
+    /// The attempt's process started.
+    AgentStarted {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+    },
+    /// Attempts that ended (1 to [`AGENT_COMPLETIONS_MAX`]), answered by
+    /// [`Response::Reported`], one result each. Sending one again is
+    /// harmless: (task, attempt) is recorded once.
+    AgentCompleted {
+        completions: Vec<Completion>,
+    },
+    /// The answer to a [`FileRead`] the server handed out in `Work`.
+    AgentFileData {
+        read: u64,
+        result: Result<FileAnswer, String>,
+    },
+    /// Why a task is not running yet: every reason, with its numbers.
+    ExplainTask {
+        job: JobId,
+        task: TaskId,
+    },
+    /// Why a job's queued tasks wait, grouped by the reasons they share.
+    ExplainJob {
+        job: JobId,
+    },
+    /// The agent's machine figures for autoscale (`$CPUPercent`, ...).
+    AgentUsage {
+        usage: crate::api::agent::NodeUsage,
+    },
+    /// Evaluates a formula (or the pool's own, when `None`) against the
+    /// pool's data now, with a trace; changes nothing.
+    EvaluateAutoscale {
+        pool: PoolId,
+        formula: Option<String>,
+    },
+    /// The pool's recorded autoscale runs, the newest `limit`.
+    AutoscaleHistory {
+        pool: PoolId,
+        limit: u32,
+    },
+    /// What a formula would have set at each step over the pool's
+    /// recorded history, beside what really happened.
+    ReplayAutoscale {
+        pool: PoolId,
+        formula: String,
+        from: Timestamp,
+        to: Timestamp,
+        every_secs: u64,
+    },
+
+    // The blob store: an account's, or a node's for its account.
+    /// The account's containers that hold at least one blob.
+    ListContainers,
+    /// Blobs whose names start with `prefix`, in name order, after `after`.
+    ListBlobs {
+        container: String,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    },
+    ShowBlob {
+        container: String,
+        name: String,
+    },
+    DeleteBlob {
+        container: String,
+        name: String,
+    },
+    /// Starts writing a blob; chunks follow, then [`Request::FinishUpload`].
+    /// Nothing is visible under the name until then.
+    BeginUpload {
+        container: String,
+        name: String,
+    },
+    /// Bytes at `offset` of an upload. Chunks may arrive out of order
+    /// within the blob window (`BLOB_WINDOW_CHUNKS`) of the next expected one.
+    UploadChunk {
+        upload: u64,
+        offset: u64,
+        /// Travels as the call's [`Call::bulk`], not in its body.
+        #[serde(skip)]
+        data: Vec<u8>,
+    },
+    /// Ends an upload: the store checks `size` and the SHA-256 the
+    /// uploader computed, then makes the blob visible.
+    FinishUpload {
+        upload: u64,
+        size: u64,
+        sha256: String,
+    },
+    AbortUpload {
+        upload: u64,
+    },
+    /// Part of the blob whose content has checksum `sha256` (from
+    /// [`Request::ShowBlob`]), so a download never mixes two versions.
+    ReadBlob {
+        container: String,
+        name: String,
+        sha256: String,
+        offset: u64,
+        max_bytes: u32,
+    },
+
+    // Application packages (zips unpacked on the nodes that use them).
+    /// Starts uploading a package version; then chunks and
+    /// [`Request::FinishUpload`], which checks the archive before storing.
+    BeginPackageUpload {
+        id: String,
+        version: String,
+    },
+    ListPackages,
+    /// Makes `version` the one used by references that name no version.
+    SetDefaultPackageVersion {
+        id: String,
+        version: String,
+    },
+    DeletePackageVersion {
+        id: String,
+        version: String,
+    },
+    /// Which blob a package reference means now (the default version when
+    /// `version` is None).
+    ResolvePackage {
+        id: String,
+        version: Option<String>,
+    },
+
+    // The files API: a task's or a node's files, read through its agent.
+    /// Lists `path` (a directory, relative to the attempt's directory:
+    /// `wd/…`, `stdout.txt`, `stderr.txt`). `attempt` 0: the latest.
+    ListTaskFiles {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        path: String,
+        recursive: bool,
+    },
+    ReadTaskFile {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        path: String,
+        offset: u64,
+        max_bytes: u32,
+    },
+    /// Lists `path` under the node's directory (`shared`, `starttask`,
+    /// `tasks`, `apps`).
+    ListNodeFiles {
+        pool: PoolId,
+        node: NodeId,
+        path: String,
+        recursive: bool,
+    },
+    ReadNodeFile {
+        pool: PoolId,
+        node: NodeId,
+        path: String,
+        offset: u64,
+        max_bytes: u32,
+    },
+}
+
+/// The families requests fall into; the server handles each family in a
+/// file of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// Ping, whoami: any caller.
+    Session,
+    /// Accounts and their keys: the administrator.
+    Accounts,
+    /// Pools, their join tokens and autoscale.
+    Pools,
+    /// A pool's nodes and their files.
+    Nodes,
+    /// Jobs.
+    Jobs,
+    /// Tasks, their output and files.
+    Tasks,
+    /// The blob store and application packages.
+    Blobs,
+    /// The event stream.
+    Events,
+    /// What node agents ask: joining, registering, polling, reporting.
+    Agents,
+}
+
+impl Request {
+    /// The bytes this request sends as its call's [`Call::bulk`].
+    pub fn bulk(&self) -> &[u8] {
+        match self {
+            Request::UploadChunk { data, .. } => data,
+            _ => &[],
+        }
+    }
+
+    /// Puts a received call's bulk bytes back where they belong. Bulk on a
+    /// request that takes none, or a chunk without bytes, is malformed.
+    pub fn attach_bulk(&mut self, bulk: Vec<u8>) -> Result<(), String> {
+        match self {
+            Request::UploadChunk { data, .. } if !bulk.is_empty() => {
+                *data = bulk;
+                Ok(())
+            }
+            Request::UploadChunk { .. } => Err("an upload chunk without bytes".into()),
+            _ if bulk.is_empty() => Ok(()),
+            other => Err(format!(
+                "{} takes no bulk bytes, and {} came with it",
+                other.name(),
+                bulk.len()
+            )),
+        }
+    }
+
+    /// The client's request id, for the requests that are idempotent.
+    pub fn idempotency_key(&self) -> Option<uuid::Uuid> {
+        match self {
+            Request::CreateAccount { request_id, .. }
+            | Request::CreatePool { request_id, .. }
+            | Request::CreateJob { request_id, .. }
+            | Request::AddTasks { request_id, .. } => *request_id,
+            _ => None,
+        }
+    }
+
+    /// The family the server routes this request to. Exhaustive, so a new
+    /// request must be given one.
+    pub fn family(&self) -> Family {
+        use Request as R;
+        match self {
+            R::Ping | R::Whoami => Family::Session,
+            R::CreateAccount { .. }
+            | R::ListAccounts
+            | R::ShowAccount { .. }
+            | R::DisableAccount { .. }
+            | R::EnableAccount { .. }
+            | R::DeleteAccount { .. }
+            | R::ShowKeys { .. }
+            | R::RegenerateKey { .. } => Family::Accounts,
+            R::CreatePool { .. }
+            | R::ListPools
+            | R::ShowPool { .. }
+            | R::ResizePool { .. }
+            | R::StopResize { .. }
+            | R::EnableAutoscale { .. }
+            | R::DisableAutoscale { .. }
+            | R::DeletePool { .. }
+            | R::ShowJoinToken { .. }
+            | R::EvaluateAutoscale { .. }
+            | R::AutoscaleHistory { .. }
+            | R::ReplayAutoscale { .. } => Family::Pools,
+            R::ListNodes { .. }
+            | R::ShowNode { .. }
+            | R::DisableNode { .. }
+            | R::EnableNode { .. }
+            | R::RebootNode { .. }
+            | R::RemoveNode { .. }
+            | R::ListNodeFiles { .. }
+            | R::ReadNodeFile { .. } => Family::Nodes,
+            R::CreateJob { .. }
+            | R::ListJobs
+            | R::ShowJob { .. }
+            | R::DisableJob { .. }
+            | R::EnableJob { .. }
+            | R::TerminateJob { .. }
+            | R::DeleteJob { .. }
+            | R::ExplainJob { .. } => Family::Jobs,
+            R::AddTasks { .. }
+            | R::ListTasks { .. }
+            | R::ShowTask { .. }
+            | R::TerminateTask { .. }
+            | R::DeleteTask { .. }
+            | R::ReadTaskOutput { .. }
+            | R::ExplainTask { .. }
+            | R::ListTaskFiles { .. }
+            | R::ReadTaskFile { .. } => Family::Tasks,
+            R::ListContainers
+            | R::ListBlobs { .. }
+            | R::ShowBlob { .. }
+            | R::DeleteBlob { .. }
+            | R::BeginUpload { .. }
+            | R::UploadChunk { .. }
+            | R::FinishUpload { .. }
+            | R::AbortUpload { .. }
+            | R::ReadBlob { .. }
+            | R::BeginPackageUpload { .. }
+            | R::ListPackages
+            | R::SetDefaultPackageVersion { .. }
+            | R::DeletePackageVersion { .. }
+            | R::ResolvePackage { .. } => Family::Blobs,
+            R::TailEvents { .. } => Family::Events,
+            R::JoinPool { .. }
+            | R::AgentRegister { .. }
+            | R::AgentPoll { .. }
+            | R::AgentStartTaskBegin
+            | R::AgentStartTaskFinished { .. }
+            | R::AgentStarted { .. }
+            | R::AgentCompleted { .. }
+            | R::AgentFileData { .. }
+            | R::AgentUsage { .. } => Family::Agents,
+        }
+    }
+
+    /// Whether it only reads (a disabled account may still read).
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Request::ListPools
+                | Request::ShowPool { .. }
+                | Request::ShowJoinToken { .. }
+                | Request::ListNodes { .. }
+                | Request::ShowNode { .. }
+                | Request::ListJobs
+                | Request::ShowJob { .. }
+                | Request::ListTasks { .. }
+                | Request::ShowTask { .. }
+                | Request::ReadTaskOutput { .. }
+                | Request::ExplainTask { .. }
+                | Request::ExplainJob { .. }
+                | Request::EvaluateAutoscale { .. }
+                | Request::AutoscaleHistory { .. }
+                | Request::ReplayAutoscale { .. }
+                | Request::ListContainers
+                | Request::ListBlobs { .. }
+                | Request::ShowBlob { .. }
+                | Request::ReadBlob { .. }
+                | Request::ListPackages
+                | Request::ResolvePackage { .. }
+                | Request::ListTaskFiles { .. }
+                | Request::ReadTaskFile { .. }
+                | Request::ListNodeFiles { .. }
+                | Request::ReadNodeFile { .. }
+        )
+    }
+
+    /// Whether the blob store serves it (for an account, or a node of it).
+    pub fn is_blob(&self) -> bool {
+        matches!(
+            self,
+            Request::ListContainers
+                | Request::ListBlobs { .. }
+                | Request::ShowBlob { .. }
+                | Request::DeleteBlob { .. }
+                | Request::BeginUpload { .. }
+                | Request::UploadChunk { .. }
+                | Request::FinishUpload { .. }
+                | Request::AbortUpload { .. }
+                | Request::ReadBlob { .. }
+                | Request::ResolvePackage { .. }
+        )
+    }
+
+    /// Short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        macro_rules! names {
+            ($($v:ident),*) => { match self { $(Request::$v { .. } => stringify!($v),)* } };
+        }
+        names!(
+            Ping,
+            Whoami,
+            CreateAccount,
+            ListAccounts,
+            ShowAccount,
+            DisableAccount,
+            EnableAccount,
+            DeleteAccount,
+            ShowKeys,
+            RegenerateKey,
+            CreatePool,
+            ListPools,
+            ShowPool,
+            ResizePool,
+            StopResize,
+            EnableAutoscale,
+            DisableAutoscale,
+            DeletePool,
+            ShowJoinToken,
+            ListNodes,
+            ShowNode,
+            DisableNode,
+            EnableNode,
+            RebootNode,
+            RemoveNode,
+            CreateJob,
+            ListJobs,
+            ShowJob,
+            DisableJob,
+            EnableJob,
+            TerminateJob,
+            DeleteJob,
+            AddTasks,
+            ListTasks,
+            ShowTask,
+            TerminateTask,
+            DeleteTask,
+            ReadTaskOutput,
+            TailEvents,
+            JoinPool,
+            AgentRegister,
+            AgentPoll,
+            AgentStartTaskBegin,
+            AgentStartTaskFinished,
+            AgentStarted,
+            AgentCompleted,
+            AgentFileData,
+            ExplainTask,
+            ExplainJob,
+            AgentUsage,
+            EvaluateAutoscale,
+            AutoscaleHistory,
+            ReplayAutoscale,
+            ListContainers,
+            ListBlobs,
+            ShowBlob,
+            DeleteBlob,
+            BeginUpload,
+            UploadChunk,
+            FinishUpload,
+            AbortUpload,
+            ReadBlob,
+            BeginPackageUpload,
+            ListPackages,
+            SetDefaultPackageVersion,
+            DeletePackageVersion,
+            ResolvePackage,
+            ListTaskFiles,
+            ReadTaskFile,
+            ListNodeFiles,
+            ReadNodeFile
+        )
+    }
+}

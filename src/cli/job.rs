@@ -1,0 +1,179 @@
+//! `lote job`: jobs, why their tasks wait, and waiting for them.
+
+use clap::Subcommand;
+use serde_json::Value;
+
+use super::files::{parse_input, parse_input_prefix};
+use super::render::render;
+use super::{placeholder_account, Output, Rendered};
+use lote::api::{ApiError, Request, Response};
+use lote::client::{Client, ClientError};
+use lote::domain::job::{DisableTasks, JobSpec, OnAllTasksComplete, OnTaskFailure};
+use lote::domain::RejectionCode;
+use lote::types::{JobId, PoolId};
+
+#[derive(Subcommand, Debug)]
+pub enum JobCmd {
+    Create {
+        id: JobId,
+        #[arg(long)]
+        pool: PoolId,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// -1000 (lowest) to 1000 (highest).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i32,
+        /// Retries of a failed task before it fails for good.
+        #[arg(long, default_value_t = 0)]
+        max_task_retries: u32,
+        /// Longest the job may run, seconds.
+        #[arg(long)]
+        max_wall_clock_secs: Option<u64>,
+        #[arg(long, value_enum, default_value = "no-action")]
+        on_all_tasks_complete: OnAllTasksComplete,
+        #[arg(long, value_enum, default_value = "no-action")]
+        on_task_failure: OnTaskFailure,
+        /// A blob every task of the job gets: CONTAINER/NAME[=PATH][@MODE].
+        #[arg(long = "input", value_name = "CONTAINER/NAME[=PATH][@MODE]")]
+        inputs: Vec<String>,
+        /// Every blob under a prefix, for every task: CONTAINER/PREFIX=DIR.
+        #[arg(long = "input-prefix", value_name = "CONTAINER/PREFIX=DIR")]
+        input_prefixes: Vec<String>,
+        #[arg(long)]
+        request_id: Option<uuid::Uuid>,
+    },
+    List,
+    Show {
+        id: JobId,
+    },
+    Disable {
+        id: JobId,
+        #[arg(long, value_enum, default_value = "requeue")]
+        disable_tasks: DisableTasks,
+    },
+    Enable {
+        id: JobId,
+    },
+    Terminate {
+        id: JobId,
+        #[arg(long, default_value = "terminated by the user")]
+        reason: String,
+    },
+    Delete {
+        id: JobId,
+    },
+    /// Wait until no task of the job is queued or running; with --progress
+    /// a live bar on stderr. Exits 1 if any task failed.
+    Wait {
+        id: JobId,
+        #[arg(long)]
+        progress: bool,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+    },
+}
+
+/// Runs one `lote job` command.
+pub(super) async fn run(
+    cmd: JobCmd,
+    client: &Client,
+    output: Output,
+) -> Result<Rendered, ClientError> {
+    let _ = output;
+    let call = |r: Request| async move { client.call(&r).await };
+    let response = match cmd {
+        JobCmd::Create {
+            id,
+            pool,
+            display_name,
+            priority,
+            max_task_retries,
+            max_wall_clock_secs,
+            on_all_tasks_complete,
+            on_task_failure,
+            inputs,
+            input_prefixes,
+            request_id,
+        } => {
+            let bad =
+                |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
+            let mut common_resource_files = Vec::new();
+            for t in &inputs {
+                common_resource_files.push(parse_input(t).map_err(bad)?);
+            }
+            for t in &input_prefixes {
+                common_resource_files.push(parse_input_prefix(t).map_err(bad)?);
+            }
+            let spec = JobSpec {
+                display_name,
+                priority,
+                max_wall_clock_secs,
+                max_task_retries,
+                on_all_tasks_complete,
+                on_task_failure,
+                common_resource_files,
+                ..JobSpec::on_pool(id, placeholder_account(), pool)
+            };
+            call(Request::CreateJob { spec, request_id }).await?
+        }
+        JobCmd::List => call(Request::ListJobs).await?,
+        JobCmd::Show { id } => {
+            // The job, then why its queued tasks wait, in one view.
+            let (mut value, mut text) = render(call(Request::ShowJob { job: id.clone() }).await?);
+            let (waits, lines) = render(call(Request::ExplainJob { job: id }).await?);
+            if let Value::Object(map) = &mut value {
+                map.insert("waiting".into(), waits["summary"].clone());
+            }
+            text.push_str(&lines);
+            return Ok(Some((value, text)));
+        }
+        JobCmd::Disable { id, disable_tasks } => {
+            call(Request::DisableJob {
+                job: id,
+                disable_tasks,
+            })
+            .await?
+        }
+        JobCmd::Enable { id } => call(Request::EnableJob { job: id }).await?,
+        JobCmd::Terminate { id, reason } => call(Request::TerminateJob { job: id, reason }).await?,
+        JobCmd::Delete { id } => call(Request::DeleteJob { job: id }).await?,
+        JobCmd::Wait {
+            id,
+            progress,
+            timeout_secs,
+        } => {
+            use lote::domain::task::TaskBucket;
+            let started = std::time::Instant::now();
+            let job = loop {
+                let Response::Job(job) = call(Request::ShowJob { job: id.clone() }).await? else {
+                    return Err(ClientError::Protocol("expected a job".into()));
+                };
+                let s = &job.state;
+                if progress {
+                    let done = s.count(TaskBucket::Succeeded) + s.count(TaskBucket::Failed);
+                    eprint!(
+                        "\r{done}/{} done: {} succeeded, {} failed, {} running, {} queued   ",
+                        s.tasks_added,
+                        s.count(TaskBucket::Succeeded),
+                        s.count(TaskBucket::Failed),
+                        s.count(TaskBucket::Running),
+                        s.count(TaskBucket::Active)
+                    );
+                }
+                if s.unfinished() == 0 {
+                    if progress {
+                        eprintln!();
+                    }
+                    break job;
+                }
+                if timeout_secs.is_some_and(|t| started.elapsed().as_secs() >= t) {
+                    return Err(ClientError::Timeout(started.elapsed()));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            };
+            Response::Job(job)
+        }
+    };
+    Ok(Some(render(response)))
+}

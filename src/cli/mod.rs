@@ -1,0 +1,246 @@
+//! The client half of the `lote` command: one file per noun (`account`,
+//! `pool`, `node`, `job`, `task`, `blob`, `app`, `events`), each with its
+//! subcommands and what they send; `connect` finds the server and the
+//! credentials; `render` and `output` print replies for people (tables)
+//! or scripts (one JSON value); `files` reads file arguments and the
+//! files API.
+
+mod account;
+mod app;
+mod blob;
+mod connect;
+mod events;
+mod files;
+mod job;
+mod node;
+mod output;
+mod pool;
+mod render;
+mod task;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use account::AccountCmd;
+use app::AppCmd;
+use blob::BlobCmd;
+use connect::{credentials, from_client_error, usage};
+use events::EventsCmd;
+use job::JobCmd;
+use lote::api::Request;
+use lote::client::{Client, ClientError};
+use lote::types::AccountName;
+use node::NodeCmd;
+use pool::PoolCmd;
+use task::TaskCmd;
+
+/// Where and as whom to connect. Each flag also reads an environment
+/// variable, then the profile, then the default.
+#[derive(Args, Debug, Clone)]
+pub struct Connection {
+    /// Server address. [default: 127.0.0.1:7070]
+    #[arg(long, global = true, env = "LOTE_SERVER")]
+    pub server: Option<String>,
+    /// Account to act as.
+    #[arg(long, global = true, env = "LOTE_ACCOUNT")]
+    pub account: Option<String>,
+    /// That account's key (primary or secondary).
+    #[arg(long, global = true, env = "LOTE_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// The administrator key (needed by `account` commands).
+    #[arg(long, global = true, env = "LOTE_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// File holding the administrator key, e.g. DATA_DIR/admin.key.
+    #[arg(long, global = true, env = "LOTE_ADMIN_KEY_FILE")]
+    pub admin_key_file: Option<PathBuf>,
+    /// Sign with the administrator key even where an account key would do
+    /// (e.g. `events tail` of every account).
+    #[arg(long, global = true)]
+    pub admin: bool,
+    /// Profile to read defaults from, in $XDG_CONFIG_HOME/lote/profiles.toml
+    /// (~/.config/lote/profiles.toml). [default: "default" if present]
+    #[arg(long, global = true, env = "LOTE_PROFILE")]
+    pub profile: Option<String>,
+    /// table for people, json for scripts (exactly one JSON value on stdout,
+    /// errors included).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "table",
+        env = "LOTE_OUTPUT"
+    )]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Accounts and their keys (administrator).
+    ///
+    /// Examples:
+    ///   lote account create acme --admin-key-file lote-data/admin.key
+    ///   lote account keys show acme
+    ///   lote account keys regenerate acme secondary
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Account(AccountCmd),
+    /// Pools of compute nodes.
+    ///
+    /// Examples:
+    ///   lote pool create render --nodes 2 --slots 4
+    ///   lote pool resize render 5
+    ///   lote pool join-token render
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// A pool's nodes.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Jobs: groups of tasks that run on one pool.
+    ///
+    /// Examples:
+    ///   lote job create frames --pool render
+    ///   lote job show frames
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Job(JobCmd),
+    /// Tasks of a job.
+    ///
+    /// Examples:
+    ///   lote task add frames frame-1 -- ./render --frame 1
+    ///   lote task add-range frames 1 500 --command './render --frame {i}'
+    ///   lote task list frames
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Task(TaskCmd),
+    /// The event log, live.
+    ///
+    /// Example: lote events tail --from 1
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// The blob store: containers of named files (inputs, programs,
+    /// outputs), streamed in chunks with a SHA-256 checked end to end.
+    ///
+    /// Examples:
+    ///   lote blob upload inputs ./frames --prefix scene-1/
+    ///   lote blob list inputs --prefix scene-1/
+    ///   lote blob download outputs --prefix scene-1/ --dest ./results
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Blob(BlobCmd),
+    /// Application packages: versioned zips of a program, unpacked once on
+    /// each node that uses them (LOTE_APP_<ID> names the directory).
+    ///
+    /// Examples:
+    ///   lote app upload blender 4.2 ./blender-4.2.zip --default
+    ///   lote task add frames --app blender -- '$LOTE_APP_BLENDER/blender -f 1'
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    App(AppCmd),
+    /// Who the server takes you for (checks address and credentials).
+    Whoami,
+}
+
+/// Runs a client command; prints its result; returns the exit code.
+pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
+    let output = conn.output;
+    // `job wait` succeeds as a call but exits 1 when a task failed.
+    let waiting = matches!(command, ClientCommand::Job(JobCmd::Wait { .. }));
+    let result = credentials(&command, &conn).and_then(|config| {
+        let addr = config.addr.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                usage(
+                    format!("cannot start the runtime: {e}"),
+                    "out of resources?",
+                )
+            })?;
+        runtime
+            .block_on(execute(command, Client::new(config), output))
+            .map_err(|e| from_client_error(e, &addr))
+    });
+    match result {
+        Ok(Some((json_value, table))) => {
+            match output {
+                Output::Json => println!("{json_value}"),
+                Output::Table => print!("{table}"),
+            }
+            if let Some(error) = json_value["run"]["error"]["message"].as_str() {
+                if output == Output::Table {
+                    eprintln!("lote: the formula failed: {error}");
+                }
+                return ExitCode::FAILURE;
+            }
+            let failed = json_value["task_counts"]["failed"].as_u64().unwrap_or(0);
+            if waiting && failed > 0 {
+                if output == Output::Table {
+                    eprintln!("lote: {failed} task(s) failed; see them with: lote task list JOB");
+                }
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(f) => {
+            match output {
+                Output::Json => println!(
+                    "{}",
+                    json!({ "error": {
+                        "message": f.error,
+                        "kind": f.kind,
+                        "code": f.code.map(|c| c.code()),
+                        "name": f.code.map(|c| c.name()),
+                        "hint": f.hint,
+                    }})
+                ),
+                Output::Table => {
+                    eprintln!("lote: error: {}", f.error);
+                    if let Some(h) = f.hint {
+                        eprintln!("hint: {h}");
+                    }
+                }
+            }
+            ExitCode::from(f.exit)
+        }
+    }
+}
+
+type Rendered = Option<(Value, String)>;
+
+/// Specs carry an account, but the server always replaces it with the
+/// caller's: a client cannot create in another account.
+fn placeholder_account() -> AccountName {
+    AccountName::new("self").expect("a valid name")
+}
+
+/// Runs one command against the server: each noun's file sends its
+/// requests and shapes the reply.
+async fn execute(
+    command: ClientCommand,
+    client: Client,
+    output: Output,
+) -> Result<Rendered, ClientError> {
+    match command {
+        ClientCommand::Whoami => Ok(Some(render::render(client.call(&Request::Whoami).await?))),
+        ClientCommand::Account(cmd) => account::run(cmd, &client, output).await,
+        ClientCommand::Pool(cmd) => pool::run(cmd, &client, output).await,
+        ClientCommand::Node(cmd) => node::run(cmd, &client, output).await,
+        ClientCommand::Job(cmd) => job::run(cmd, &client, output).await,
+        ClientCommand::Task(cmd) => task::run(cmd, &client, output).await,
+        ClientCommand::Blob(cmd) => Ok(Some(blob::blob(&client, cmd).await?)),
+        ClientCommand::App(cmd) => Ok(Some(render::render(app::app(&client, cmd).await?))),
+        ClientCommand::Events(cmd) => events::run(cmd, &client, output).await,
+    }
+}

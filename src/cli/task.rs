@@ -1,0 +1,636 @@
+//! `lote task`: adding tasks (one, a range, a file of them), listing,
+//! explaining, terminating them, and reading their output and files.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::files::{list_files, read_file, FileTarget};
+use super::render::render;
+use super::{Output, Rendered};
+use lote::api::{ApiError, Request, Response};
+use lote::client::{Client, ClientError};
+use lote::domain::spec::CommandLine;
+use lote::domain::task::TaskSpec;
+use lote::domain::RejectionCode;
+use lote::types::{JobId, NodeId, TaskId};
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCmd {
+    /// Add one task; everything after `--` is its command, run through
+    /// /bin/sh -c. Without ID the task gets a fresh one, printed.
+    ///
+    /// Examples:
+    ///   lote task add frames frame-7 -- ./render --frame 7
+    ///   lote task add frames -- sha256sum input.bin
+    #[command(verbatim_doc_comment)]
+    Add {
+        job: JobId,
+        id: Option<TaskId>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        files: TaskFiles,
+        #[arg(long)]
+        request_id: Option<uuid::Uuid>,
+    },
+    /// Add tasks FIRST..=LAST named PREFIXi, with {i} in the command
+    /// replaced by the number; sent in durable batches.
+    AddRange {
+        job: JobId,
+        first: u64,
+        last: u64,
+        #[arg(long)]
+        command: String,
+        #[arg(long, default_value = "task-")]
+        prefix: String,
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        /// Files as on `task add`; {i} is replaced in each.
+        #[command(flatten)]
+        files: TaskFiles,
+    },
+    /// The job's tasks, in id order (all of them unless --limit).
+    List {
+        job: JobId,
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    Show {
+        job: JobId,
+        id: TaskId,
+    },
+    /// Why the task is not running yet: every reason at once, with the
+    /// numbers behind each (job disabled, no nodes, nodes full, too few
+    /// slots, start task failed, tasks ahead of it in the queue).
+    ///
+    /// Example:
+    ///   lote task explain frames frame-7
+    #[command(verbatim_doc_comment)]
+    Explain {
+        job: JobId,
+        id: TaskId,
+    },
+    Terminate {
+        job: JobId,
+        id: TaskId,
+        #[arg(long, default_value = "terminated by the user")]
+        reason: String,
+    },
+    Delete {
+        job: JobId,
+        id: TaskId,
+    },
+    /// Add many tasks from a JSON Lines file (`-` for stdin), one task per
+    /// line, sent in durable batches. Each batch carries a request id
+    /// derived from its content, so running the same command again after
+    /// a failure does not add a batch twice.
+    ///
+    /// A line: {"id": "frame-1", "command": "./render 1"} with optional
+    /// "argv": ["./render", "1"] instead of "command", "display_name",
+    /// "env": {"NAME": "value"}, "required_slots", "max_wall_clock_secs",
+    /// "max_task_retries", "retention_secs". Blank lines and lines starting
+    /// with // are skipped.
+    AddMany {
+        job: JobId,
+        #[arg(long, value_name = "FILE")]
+        from_file: PathBuf,
+        /// Tasks per batch (at most 1000).
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+    },
+    /// Print an attempt's stdout (or --stderr), read from its node.
+    ///
+    /// Examples:
+    ///   lote task output frames frame-7
+    ///   lote task output frames frame-7 --stderr --attempt 1
+    ///   lote task output frames frame-7 --follow      # until it ends
+    #[command(verbatim_doc_comment)]
+    Output {
+        job: JobId,
+        id: TaskId,
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing what the attempt writes until it ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Which attempt (default: the latest).
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+    },
+    /// List an attempt's files: its working directory (wd/), stdout.txt
+    /// and stderr.txt; also while it runs.
+    ///
+    /// Examples:
+    ///   lote task files frames frame-7
+    ///   lote task files frames frame-7 wd/out --recursive
+    #[command(verbatim_doc_comment)]
+    Files {
+        job: JobId,
+        id: TaskId,
+        /// A directory relative to the attempt's (default: all of it).
+        #[arg(default_value = "")]
+        path: String,
+        #[arg(long, short)]
+        recursive: bool,
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+    },
+    /// Print one of an attempt's files (or save it with --dest).
+    ///
+    /// Examples:
+    ///   lote task file frames frame-7 wd/out/frame-7.png --dest frame-7.png
+    ///   lote task file frames frame-7 wd/progress.log --follow
+    #[command(verbatim_doc_comment)]
+    File {
+        job: JobId,
+        id: TaskId,
+        path: String,
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        /// Keep printing what is appended until the attempt ends.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, default_value_t = 0)]
+        attempt: u32,
+    },
+}
+
+/// A task's files and packages, in short forms.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TaskFiles {
+    /// A blob fetched into the working directory before the task runs:
+    /// CONTAINER/NAME[=PATH][@MODE] (repeatable; @755 for a program).
+    #[arg(long = "input", value_name = "CONTAINER/NAME[=PATH][@MODE]")]
+    inputs: Vec<String>,
+    /// Every blob under a prefix, into a directory: CONTAINER/PREFIX=DIR.
+    #[arg(long = "input-prefix", value_name = "CONTAINER/PREFIX=DIR")]
+    input_prefixes: Vec<String>,
+    /// An http(s) download: PATH=URL.
+    #[arg(long = "input-url", value_name = "PATH=URL")]
+    input_urls: Vec<String>,
+    /// Files uploaded after the task: PATTERN=CONTAINER[/PREFIX], the
+    /// pattern a glob relative to the working directory (`out/*.png`;
+    /// `../stdout.txt` for the output beside it). Names are PREFIX + the
+    /// path after the pattern's directory.
+    #[arg(long = "upload", value_name = "PATTERN=CONTAINER[/PREFIX]")]
+    outputs: Vec<String>,
+    /// When outputs are uploaded.
+    #[arg(long, value_enum, default_value = "success")]
+    upload_when: UploadWhen,
+    /// An application package the task uses: ID[:VERSION] (default version
+    /// when none is named).
+    #[arg(long = "app", value_name = "ID[:VERSION]")]
+    apps: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UploadWhen {
+    #[default]
+    Success,
+    Failure,
+    Completion,
+}
+
+impl From<UploadWhen> for lote::domain::spec::UploadCondition {
+    fn from(w: UploadWhen) -> Self {
+        use lote::domain::spec::UploadCondition as U;
+        match w {
+            UploadWhen::Success => U::Success,
+            UploadWhen::Failure => U::Failure,
+            UploadWhen::Completion => U::Completion,
+        }
+    }
+}
+
+impl TaskFiles {
+    /// Puts the files on `spec`, with `{i}` replaced by `i` when given.
+    fn apply(&self, spec: &mut TaskSpec, i: Option<u64>) -> Result<(), ClientError> {
+        use super::files as f;
+        let sub = |t: &String| match i {
+            Some(i) => t.replace("{i}", &i.to_string()),
+            None => t.clone(),
+        };
+        let bad = |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
+        for t in &self.inputs {
+            spec.resource_files
+                .push(f::parse_input(&sub(t)).map_err(bad)?);
+        }
+        for t in &self.input_prefixes {
+            spec.resource_files
+                .push(f::parse_input_prefix(&sub(t)).map_err(bad)?);
+        }
+        for t in &self.input_urls {
+            spec.resource_files
+                .push(f::parse_input_url(&sub(t)).map_err(bad)?);
+        }
+        for t in &self.outputs {
+            spec.output_files
+                .push(f::parse_output(&sub(t), self.upload_when.into()).map_err(bad)?);
+        }
+        for t in &self.apps {
+            spec.application_packages
+                .push(f::parse_app(t).map_err(bad)?);
+        }
+        Ok(())
+    }
+}
+
+/// One line of a `task add-many` file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskLine {
+    id: TaskId,
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    argv: Option<Vec<String>>,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    required_slots: Option<u32>,
+    #[serde(default)]
+    max_wall_clock_secs: Option<u64>,
+    #[serde(default)]
+    max_task_retries: Option<u32>,
+    #[serde(default)]
+    retention_secs: Option<u64>,
+    /// Short forms, as the flags of `task add` take them.
+    #[serde(default)]
+    inputs: Vec<String>,
+    #[serde(default)]
+    input_prefixes: Vec<String>,
+    #[serde(default)]
+    input_urls: Vec<String>,
+    #[serde(default)]
+    outputs: Vec<String>,
+    #[serde(default)]
+    upload_when: UploadWhen,
+    #[serde(default)]
+    apps: Vec<String>,
+}
+
+impl TaskLine {
+    fn into_spec(self) -> Result<TaskSpec, String> {
+        let command_line = match (self.command, self.argv) {
+            (Some(c), None) => CommandLine::Shell(c),
+            (None, Some(a)) if !a.is_empty() => CommandLine::Argv(a),
+            (None, Some(_)) => return Err("\"argv\" is empty".into()),
+            (None, None) => {
+                return Err("a task needs \"command\" (a shell line) or \"argv\"".into())
+            }
+            (Some(_), Some(_)) => return Err("give \"command\" or \"argv\", not both".into()),
+        };
+        let mut spec = TaskSpec::simple(self.id, command_line);
+        spec.display_name = self.display_name;
+        spec.env = self
+            .env
+            .into_iter()
+            .map(|(name, value)| lote::domain::EnvVar { name, value })
+            .collect();
+        spec.required_slots = self.required_slots.unwrap_or(1);
+        spec.constraints.max_wall_clock_secs = self.max_wall_clock_secs;
+        spec.constraints.max_task_retries = self.max_task_retries;
+        spec.constraints.retention_secs = self.retention_secs;
+        let files = TaskFiles {
+            inputs: self.inputs,
+            input_prefixes: self.input_prefixes,
+            input_urls: self.input_urls,
+            outputs: self.outputs,
+            upload_when: self.upload_when,
+            apps: self.apps,
+        };
+        files.apply(&mut spec, None).map_err(|e| e.to_string())?;
+        spec.validate().map_err(|r| r.detail)?;
+        Ok(spec)
+    }
+}
+
+/// Bytes of task specs per batch, well inside the 4 MiB frame limit.
+const ADD_MANY_BATCH_BYTES_MAX: usize = 2 << 20;
+
+/// `task add-many`: the whole file is checked before anything is sent, so
+/// a bad line adds nothing.
+async fn add_many(
+    client: &Client,
+    job: JobId,
+    path: &std::path::Path,
+    batch: usize,
+) -> Result<Response, ClientError> {
+    use sha2::Digest;
+    use std::io::BufRead;
+    let usage = |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file = std::fs::File::open(path)
+            .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut specs = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| usage(format!("{}: line {}: {e}", path.display(), n + 1)))?;
+        let text = line.trim();
+        if text.is_empty() || text.starts_with("//") {
+            continue;
+        }
+        let spec = serde_json::from_str::<TaskLine>(text)
+            .map_err(|e| e.to_string())
+            .and_then(TaskLine::into_spec)
+            .map_err(|e| usage(format!("{}: line {}: {e}", path.display(), n + 1)))?;
+        if !ids.insert(spec.id.clone()) {
+            return Err(usage(format!(
+                "{}: line {}: task {} appears twice",
+                path.display(),
+                n + 1,
+                spec.id
+            )));
+        }
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return Err(usage(format!("{} holds no task", path.display())));
+    }
+    let batch = batch.clamp(1, lote::api::ADD_TASKS_BATCH_MAX);
+    let mut added = 0u32;
+    let mut rest = specs.as_slice();
+    while !rest.is_empty() {
+        let mut take = 0;
+        let mut bytes = 0;
+        while take < rest.len() && take < batch {
+            let size = serde_json::to_vec(&rest[take])
+                .map(|v| v.len())
+                .unwrap_or(0);
+            if take > 0 && bytes + size > ADD_MANY_BATCH_BYTES_MAX {
+                break;
+            }
+            bytes += size;
+            take += 1;
+        }
+        let (now, later) = rest.split_at(take);
+        // The same batch of the same job always gets the same request id.
+        let mut hash = sha2::Sha256::new();
+        hash.update(job.as_str().as_bytes());
+        hash.update(serde_json::to_vec(now).unwrap_or_default());
+        let digest = hash.finalize();
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(&digest[..16]);
+        let request_id = uuid::Builder::from_random_bytes(raw).into_uuid();
+        let request = Request::AddTasks {
+            job: job.clone(),
+            tasks: now.to_vec(),
+            request_id: Some(request_id),
+        };
+        let mut tries = 0;
+        loop {
+            match client.call(&request).await {
+                Ok(_) => break,
+                Err(e) if e.is_transient() && tries < 5 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        added += now.len() as u32;
+        rest = later;
+    }
+    Ok(Response::TasksAdded { job, count: added })
+}
+
+/// `task output`: prints the bytes as they are on the node (table output)
+/// or one JSON object with them as text.
+async fn task_output(
+    client: &Client,
+    output: Output,
+    job: JobId,
+    task: TaskId,
+    stderr: bool,
+    follow: bool,
+    attempt: u32,
+) -> Result<Rendered, ClientError> {
+    use std::io::Write;
+    let stream = if stderr {
+        lote::api::OutputStream::Stderr
+    } else {
+        lote::api::OutputStream::Stdout
+    };
+    let mut offset = 0u64;
+    let mut attempt = attempt;
+    let mut collected = Vec::new();
+    let mut node: Option<NodeId>;
+    loop {
+        let Response::TaskOutput {
+            node: on,
+            attempt: a,
+            chunk,
+            completed,
+        } = client
+            .call(&Request::ReadTaskOutput {
+                job: job.clone(),
+                task: task.clone(),
+                attempt,
+                stream,
+                offset,
+                max_bytes: lote::api::OUTPUT_CHUNK_MAX,
+            })
+            .await?
+        else {
+            return Err(ClientError::Protocol("expected task output".into()));
+        };
+        // Follow the attempt first read, even if a retry starts meanwhile.
+        attempt = a;
+        node = Some(on);
+        let got = chunk.data.len() as u64;
+        offset = chunk.offset + got;
+        match output {
+            Output::Table => {
+                let mut out = std::io::stdout().lock();
+                out.write_all(&chunk.data)
+                    .and_then(|_| out.flush())
+                    .map_err(|e| ClientError::Protocol(format!("cannot write output: {e}")))?;
+            }
+            Output::Json => collected.extend_from_slice(&chunk.data),
+        }
+        let at_end = offset >= chunk.size;
+        if at_end && (!follow || completed) {
+            break;
+        }
+        if at_end {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+    Ok(match output {
+        Output::Table => None,
+        Output::Json => Some((
+            json!({
+                "job": job,
+                "task": task,
+                "attempt": attempt,
+                "node": node,
+                "stream": if stderr { "stderr" } else { "stdout" },
+                "bytes": collected.len(),
+                "text": String::from_utf8_lossy(&collected),
+            }),
+            String::new(),
+        )),
+    })
+}
+
+/// Runs one `lote task` command.
+pub(super) async fn run(
+    cmd: TaskCmd,
+    client: &Client,
+    output: Output,
+) -> Result<Rendered, ClientError> {
+    let _ = output;
+    let call = |r: Request| async move { client.call(&r).await };
+    let response = match cmd {
+        TaskCmd::Add {
+            job,
+            id,
+            command,
+            files,
+            request_id,
+        } => {
+            let id = match id {
+                Some(id) => id,
+                None => TaskId::new(format!("task-{}", lote::clock::new_uuid().simple()))
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?,
+            };
+            let mut spec = TaskSpec::simple(id.clone(), CommandLine::Shell(command.join(" ")));
+            files.apply(&mut spec, None)?;
+            call(Request::AddTasks {
+                job: job.clone(),
+                tasks: vec![spec],
+                request_id,
+            })
+            .await?;
+            // The new task, so that a generated id is shown.
+            call(Request::ShowTask { job, task: id }).await?
+        }
+        TaskCmd::AddRange {
+            job,
+            first,
+            last,
+            command,
+            prefix,
+            batch,
+            files,
+        } => {
+            let batch = batch.clamp(1, lote::api::ADD_TASKS_BATCH_MAX);
+            let mut added = 0u64;
+            let mut specs = Vec::with_capacity(batch);
+            for i in first..=last {
+                let id = TaskId::new(format!("{prefix}{i}"))
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+                let line = command.replace("{i}", &i.to_string());
+                let mut spec = TaskSpec::simple(id, CommandLine::Shell(line));
+                files.apply(&mut spec, Some(i))?;
+                specs.push(spec);
+                if specs.len() == batch || i == last {
+                    // A fresh id per batch: a resend of a batch after a
+                    // lost reply would not add it twice.
+                    call(Request::AddTasks {
+                        job: job.clone(),
+                        tasks: std::mem::take(&mut specs),
+                        request_id: Some(lote::clock::new_uuid()),
+                    })
+                    .await?;
+                    added = i - first + 1;
+                }
+            }
+            Response::TasksAdded {
+                job,
+                count: added as u32,
+            }
+        }
+        TaskCmd::List { job, limit } => {
+            // Page through everything (or up to --limit).
+            let mut items = Vec::new();
+            let mut after = None;
+            loop {
+                let want = limit.map(|l| l.saturating_sub(items.len() as u64));
+                if want == Some(0) {
+                    break;
+                }
+                let page = want.unwrap_or(1000).min(1000) as u32;
+                let Response::Tasks { items: got, next } = call(Request::ListTasks {
+                    job: job.clone(),
+                    after: after.take(),
+                    limit: page,
+                })
+                .await?
+                else {
+                    return Err(ClientError::Protocol("expected a page of tasks".into()));
+                };
+                items.extend(got);
+                match next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            Response::Tasks { items, next: None }
+        }
+        TaskCmd::Show { job, id } => call(Request::ShowTask { job, task: id }).await?,
+        TaskCmd::Explain { job, id } => call(Request::ExplainTask { job, task: id }).await?,
+        TaskCmd::Terminate { job, id, reason } => {
+            call(Request::TerminateTask {
+                job,
+                task: id,
+                reason,
+            })
+            .await?
+        }
+        TaskCmd::Delete { job, id } => call(Request::DeleteTask { job, task: id }).await?,
+        TaskCmd::AddMany {
+            job,
+            from_file,
+            batch,
+        } => add_many(&client, job, &from_file, batch).await?,
+        TaskCmd::Output {
+            job,
+            id,
+            stderr,
+            follow,
+            attempt,
+        } => return task_output(&client, output, job, id, stderr, follow, attempt).await,
+        TaskCmd::Files {
+            job,
+            id,
+            path,
+            recursive,
+            attempt,
+        } => {
+            let target = FileTarget::Task {
+                job,
+                task: id,
+                attempt,
+            };
+            list_files(&client, target, path, recursive).await?
+        }
+        TaskCmd::File {
+            job,
+            id,
+            path,
+            dest,
+            follow,
+            attempt,
+        } => {
+            let target = FileTarget::Task {
+                job,
+                task: id,
+                attempt,
+            };
+            let done = read_file(&client, target, path, dest, follow).await?;
+            return Ok(Some(done));
+        }
+    };
+    Ok(Some(render(response)))
+}

@@ -1,0 +1,362 @@
+//! What node agents ask: joining a pool with its token, registering,
+//! polling for work (each poll is the node's heartbeat), reporting starts,
+//! completions, start tasks, machine figures and file answers.
+
+use super::{internal, permission, Caller, Service};
+use crate::actors::CoreError;
+use crate::api::{ApiError, Request, Response};
+use crate::clock::new_uuid;
+use crate::domain::job::Job;
+use crate::domain::node::{Node, NodeCommand};
+use crate::domain::pool::Pool;
+use crate::domain::spec::ResourceFile;
+use crate::domain::task::{Task, TaskCommand, TaskStatus};
+use crate::domain::{Ctx, RejectionCode};
+use crate::store::StreamId;
+use crate::types::{AccountName, NodeId, PoolId, Principal};
+
+/// How often a busy node's changing task count is recorded.
+const LOAD_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A node agent's call, on its way to its handler.
+pub(super) struct NodeCall<'a> {
+    pub account: &'a AccountName,
+    pub pool: &'a PoolId,
+    pub node: &'a NodeId,
+    pub stream: StreamId,
+    pub principal: Principal,
+}
+
+impl NodeCall<'_> {
+    /// The causation of what this call records.
+    fn ctx(&self, service: &Service) -> Ctx {
+        service.ctx(self.principal.clone(), None)
+    }
+}
+
+impl Service {
+    /// Waits until placement has folded everything recorded so far, so an
+    /// agent told "recorded" is never handed the same attempt again (its
+    /// next poll sees the picture with the report in it).
+    pub(super) async fn placement_saw_it(&self) {
+        let head = self.core.store().head();
+        let wait = self.placement.caught_up(head);
+        // A stalled feed must not stall agents; placement catches up.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wait).await;
+    }
+
+    /// A node agent's requests.
+    pub(super) async fn agent(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        request: Request,
+    ) -> Result<Response, ApiError> {
+        let me = NodeCall {
+            account,
+            pool,
+            node,
+            stream: StreamId::node(account, pool, node),
+            principal: Principal::Node {
+                account: account.clone(),
+                pool: pool.clone(),
+                node: node.clone(),
+            },
+        };
+        let (principal, node_stream) = (&me.principal, &me.stream);
+        let ctx = || me.ctx(self);
+        // Any call from the agent is its heartbeat.
+        self.placement.touch(account, pool, node);
+        // A node reads its account's blobs (resource files, packages) and
+        // writes outputs, as the account could; it may not delete.
+        if request.is_blob() && !matches!(request, Request::DeleteBlob { .. }) {
+            return self.blob_request(account, request).await;
+        }
+        match request {
+            Request::AgentRegister { agent } => {
+                self.agent_register(account, pool, node_stream, agent, ctx())
+                    .await
+            }
+            Request::AgentUsage { usage } => {
+                // Kept in memory until the next sample takes it into the
+                // pool's log; a node removed meanwhile is simply dropped.
+                self.autoscaler
+                    .report_usage(&format!("{account}/{pool}"), node, usage);
+                Ok(Response::Recorded)
+            }
+            Request::AgentStartTaskBegin => {
+                self.core
+                    .execute::<Node>(node_stream, NodeCommand::BeginStartTask, ctx())
+                    .await?;
+                Ok(Response::Recorded)
+            }
+            Request::AgentStartTaskFinished {
+                success,
+                exit_code,
+                message,
+            } => {
+                let command = NodeCommand::FinishStartTask {
+                    success,
+                    exit_code,
+                    message,
+                };
+                self.core
+                    .execute::<Node>(node_stream, command, ctx())
+                    .await?;
+                Ok(Response::Recorded)
+            }
+            Request::AgentPoll { running, wait_ms } => self.agent_poll(&me, running, wait_ms).await,
+            Request::AgentFileData { read, result } => {
+                // An answer nobody waits for any more (timed out) is dropped.
+                self.placement
+                    .deliver_read(account, pool, node, read, result);
+                Ok(Response::Recorded)
+            }
+            Request::AgentStarted { job, task, attempt } => {
+                let stream = StreamId::task(account, &job, &task);
+                match self
+                    .core
+                    .execute::<Task>(&stream, TaskCommand::StartTask { attempt }, ctx())
+                    .await
+                {
+                    Ok(_) => {
+                        self.placement_saw_it().await;
+                        Ok(Response::Recorded)
+                    }
+                    // Reported twice (a resend after a lost reply).
+                    Err(CoreError::Rejected(r)) if r.code == RejectionCode::TaskStateConflict => {
+                        Ok(Response::Recorded)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Request::AgentCompleted { completions } => {
+                if completions.is_empty() || completions.len() > crate::api::AGENT_COMPLETIONS_MAX {
+                    return Err(ApiError::rejected(
+                        RejectionCode::InvalidValue,
+                        format!(
+                            "a completion report carries 1 to {} completions, not {}",
+                            crate::api::AGENT_COMPLETIONS_MAX,
+                            completions.len()
+                        ),
+                    ));
+                }
+                // Each goes through its task's actor; appended together,
+                // they share the store's rounds and fsyncs.
+                let ctx = ctx();
+                let results = futures_util::future::join_all(
+                    completions
+                        .into_iter()
+                        .map(|c| self.complete_attempt(account, c, ctx.clone())),
+                )
+                .await;
+                if results.iter().any(|r| matches!(r, Ok(true))) {
+                    self.placement_saw_it().await;
+                }
+                Ok(Response::Reported {
+                    results: results.into_iter().map(|r| r.map(|_| ())).collect(),
+                })
+            }
+            _ => Err(permission(
+                "node agents may only register, poll and report",
+                &Caller::Node(principal.clone()),
+            )),
+        }
+    }
+
+    /// A job's resource files, which its creation fixed: from placement's
+    /// picture (which placed the attempt, so has folded the job), else
+    /// from the job's actor.
+    pub(super) async fn job_resource_files(
+        &self,
+        account: &AccountName,
+        job: &crate::types::JobId,
+    ) -> Result<Vec<ResourceFile>, ApiError> {
+        let stream = StreamId::job(account, job);
+        let known = self.placement.scheduler().job_resource_files(&stream);
+        if let Some(files) = known {
+            return Ok(files.as_ref().clone());
+        }
+        let job_state = self.core.state::<Job>(&stream).await?;
+        Ok(job_state
+            .state
+            .spec
+            .map(|j| j.common_resource_files)
+            .unwrap_or_default())
+    }
+
+    /// Records one ended attempt: Ok(true) if recorded now, Ok(false) if
+    /// it had been (a resend after a lost reply).
+    pub(super) async fn complete_attempt(
+        &self,
+        account: &AccountName,
+        c: crate::api::Completion,
+        ctx: Ctx,
+    ) -> Result<bool, ApiError> {
+        let stream = StreamId::task(account, &c.job, &c.task);
+        let command = TaskCommand::CompleteTask {
+            attempt: c.attempt,
+            result: c.result,
+            outputs: c.outputs,
+        };
+        match self.core.execute::<Task>(&stream, command, ctx).await {
+            Ok(_) => Ok(true),
+            Err(CoreError::Rejected(r)) if r.code == RejectionCode::StaleAttempt => {
+                // Recorded before (same attempt, no longer running): a
+                // resend. Otherwise the attempt was superseded.
+                let now = self.core.state::<Task>(&stream).await?;
+                let recorded = now.state.attempt == c.attempt
+                    && !matches!(now.state.status, TaskStatus::Assigned | TaskStatus::Running);
+                if recorded {
+                    Ok(false)
+                } else {
+                    Err(r.into())
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) async fn join(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        name: String,
+    ) -> Result<Response, ApiError> {
+        let node = NodeId::new(format!("node-{}", &new_uuid().simple().to_string()[..12]))
+            .map_err(internal)?;
+        let stream = StreamId::node(account, pool, &node);
+        let principal = Principal::Node {
+            account: account.clone(),
+            pool: pool.clone(),
+            node: node.clone(),
+        };
+        self.core
+            .execute::<Node>(
+                &stream,
+                NodeCommand::AddNode {
+                    account: account.clone(),
+                    pool: pool.clone(),
+                    node: node.clone(),
+                    name,
+                },
+                self.ctx(principal, None),
+            )
+            .await?;
+        Ok(Response::Joined {
+            credential: self.node_credential(account, pool, &node),
+            node,
+        })
+    }
+
+    /// An agent registering its machine: the node's start task and
+    /// packages in reply.
+    pub(super) async fn agent_register(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node_stream: &StreamId,
+        agent: crate::domain::node::AgentInfo,
+        ctx: Ctx,
+    ) -> Result<Response, ApiError> {
+        let pool_state = self
+            .show::<Pool>(&StreamId::pool(account, pool), pool.as_str())
+            .await?;
+        let (start_task, application_packages) = pool_state
+            .state
+            .spec
+            .map(|p| (p.start_task, p.application_packages))
+            .unwrap_or_default();
+        // A start task not waited for runs while the node works.
+        let command = NodeCommand::RegisterAgent {
+            agent,
+            has_start_task: start_task.as_ref().is_some_and(|s| s.wait_for_success),
+        };
+        match self.core.execute::<Node>(node_stream, command, ctx).await {
+            Ok(_) => Ok(Response::Registered {
+                start_task,
+                application_packages,
+            }),
+            // An agent restarting on a node that is already up.
+            Err(CoreError::Rejected(r)) if r.code == RejectionCode::NodeStateConflict => {
+                Ok(Response::Registered {
+                    start_task: None,
+                    application_packages,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An agent's long poll: its load recorded when it changed, then the
+    /// attempts to start, the ones to cancel, file reads, a reboot.
+    pub(super) async fn agent_poll(
+        &self,
+        me: &NodeCall<'_>,
+        running: Vec<crate::api::AttemptRef>,
+        wait_ms: u32,
+    ) -> Result<Response, ApiError> {
+        let (account, pool, node, node_stream) = (me.account, me.pool, me.node, &me.stream);
+        let ctx = || me.ctx(self);
+        // Recorded beside the poll, not before it: a changed count
+        // is a durable append, and work must not wait for it. A
+        // busy node's count is recorded at most once a second (it
+        // changes with every task); idle ⇄ busy at once.
+        let count = running.len() as u32;
+        let now = std::time::Instant::now();
+        let due = match self.loads.borrow().get(node_stream) {
+            None => true,
+            Some((last, _)) if (*last == 0) != (count == 0) => true,
+            Some((last, at)) => *last != count && now.duration_since(*at) >= LOAD_REPORT_EVERY,
+        };
+        if due {
+            self.loads
+                .borrow_mut()
+                .insert(node_stream.clone(), (count, now));
+            let load = NodeCommand::ReportLoad {
+                running_tasks: count,
+            };
+            let (core, stream, load_ctx) = (self.core.clone(), node_stream.clone(), ctx());
+            tokio::task::spawn_local(async move {
+                if let Err(e) = core.execute::<Node>(&stream, load, load_ctx).await {
+                    tracing::debug!(%stream, error = %e, "load report refused");
+                }
+            });
+        }
+        let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(30_000)));
+        let work = self
+            .placement
+            .work_for(account, pool, node, &running, wait)
+            .await;
+        let mut assignments = Vec::with_capacity(work.to_start.len());
+        for (job, task, attempt) in work.to_start {
+            let spec = match self.placement.take_spec(account, &job, &task, attempt) {
+                Some(spec) => Some(spec),
+                // From the task's actor, live since it was
+                // assigned, which knows from the store's write
+                // marks that its stream has not changed.
+                None => {
+                    let stream = StreamId::task(account, &job, &task);
+                    self.core.state::<Task>(&stream).await?.state.spec
+                }
+            };
+            if let Some(spec) = spec {
+                let job_resource_files = self.job_resource_files(account, &job).await?;
+                assignments.push(crate::api::Assignment {
+                    job,
+                    task,
+                    attempt,
+                    spec,
+                    job_resource_files,
+                });
+            }
+        }
+        Ok(Response::Work {
+            assignments,
+            cancel: work.cancel,
+            reads: work.reads,
+            reboot: work.reboot,
+        })
+    }
+}

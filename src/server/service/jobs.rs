@@ -1,0 +1,125 @@
+//! Jobs: create, list, show, disable, enable, terminate, delete, and why
+//! their queued tasks wait.
+
+use super::{misrouted, AccountCall, Service};
+use crate::api::{ApiError, Request, Response};
+use crate::domain::job::{Job, JobCommand};
+use crate::domain::pool::Pool;
+use crate::server::supervisors;
+use crate::store::StreamId;
+use crate::types::{JobId, PoolId};
+
+impl Service {
+    /// A job request of an account.
+    pub(super) async fn jobs(
+        &self,
+        call: &AccountCall<'_>,
+        request: &Request,
+    ) -> Result<Response, ApiError> {
+        let account = call.account;
+        let ctx = || call.ctx(self);
+        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
+        let job_stream = |job: &JobId| StreamId::job(account, job);
+        match request {
+            Request::CreateJob { spec, .. } => {
+                let mut spec = spec.clone();
+                spec.account = account.clone();
+                self.show::<Pool>(&pool_stream(&spec.pool), spec.pool.as_str())
+                    .await
+                    .map_err(|mut e| {
+                        e.message = format!(
+                            "{}: a job runs on an existing pool; create it first (lote pool create)",
+                            e.message
+                        );
+                        e
+                    })?;
+                let stream = job_stream(&spec.id);
+                let reply = Response::Created {
+                    entity: stream.to_string(),
+                };
+                self.idempotent(account, request, call.body, reply, |extra| async move {
+                    self.core
+                        .execute_with::<Job>(&stream, JobCommand::CreateJob { spec }, ctx(), extra)
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+            Request::ListJobs => Ok(Response::Jobs(
+                self.list::<Job>(&format!("job/{account}/"))?,
+            )),
+            Request::ShowJob { job } => Ok(Response::Job(
+                self.show::<Job>(&job_stream(job), job.as_str()).await?,
+            )),
+            Request::DisableJob { job, disable_tasks } => {
+                self.exec::<Job>(
+                    job_stream(job),
+                    job.as_str(),
+                    JobCommand::DisableJob {
+                        disable_tasks: *disable_tasks,
+                    },
+                    ctx(),
+                )
+                .await
+            }
+            Request::EnableJob { job } => {
+                self.exec::<Job>(job_stream(job), job.as_str(), JobCommand::EnableJob, ctx())
+                    .await
+            }
+            Request::TerminateJob { job, reason } => {
+                self.exec::<Job>(
+                    job_stream(job),
+                    job.as_str(),
+                    JobCommand::TerminateJob {
+                        reason: reason.clone(),
+                    },
+                    ctx(),
+                )
+                .await
+            }
+            Request::DeleteJob { job } => {
+                self.exec::<Job>(job_stream(job), job.as_str(), JobCommand::DeleteJob, ctx())
+                    .await
+            }
+            Request::ExplainJob { job } => {
+                let stream = job_stream(job);
+                let state = self.show::<Job>(&stream, job.as_str()).await?.state;
+                self.placement.caught_up(self.core.store().head()).await;
+                let groups = self.placement.scheduler().job_waits(&stream);
+                let pool_key = match (groups.first(), state.spec.as_ref()) {
+                    (Some((key, _)), _) => key.clone(),
+                    (None, Some(spec)) => format!("{account}/{}", spec.pool),
+                    (None, None) => String::new(),
+                };
+                Ok(Response::JobWaits {
+                    job: job.clone(),
+                    groups: groups.into_iter().map(|(_, g)| g).collect(),
+                    pool: self.pool_context(&pool_key).await?,
+                })
+            }
+            other => Err(misrouted(other)),
+        }
+    }
+
+    /// A pool's size and scaling, for the words of a wait reason.
+    pub(super) async fn pool_context(
+        &self,
+        pool_key: &str,
+    ) -> Result<crate::api::explain::PoolContext, ApiError> {
+        let Some((account, pool)) = supervisors::split_pool_key(pool_key) else {
+            return Ok(Default::default());
+        };
+        let state = self
+            .existing::<Pool>(&StreamId::pool(&account, &pool))
+            .await?
+            .map(|v| v.state)
+            .unwrap_or_default();
+        Ok(crate::api::explain::PoolContext {
+            pool: pool.to_string(),
+            target_nodes: state.target_nodes,
+            max_nodes: state.spec.as_ref().map_or(0, |s| s.node_count_max),
+            resizing: state.resize != crate::domain::pool::ResizeState::Steady,
+            autoscale: state.autoscale.is_some(),
+        })
+    }
+}

@@ -1,0 +1,255 @@
+//! Pools: create, show, resize, delete, join tokens, and autoscale
+//! (enable, evaluate now, history, replay).
+
+use super::{internal, misrouted, AccountCall, Service};
+use crate::api::{ApiError, Request, Response};
+use crate::domain::node::Node;
+use crate::domain::pool::{Pool, PoolCommand};
+use crate::domain::RejectionCode;
+use crate::server::supervisors;
+use crate::store::StreamId;
+use crate::types::{AccountName, PoolId};
+
+fn ensure_formula_size(text: &str) -> Result<(), ApiError> {
+    let max = crate::domain::autoscale::syntax::FORMULA_BYTES_MAX;
+    if text.len() > max {
+        return Err(ApiError::rejected(
+            RejectionCode::InvalidValue,
+            format!("autoscale formula is {} bytes; at most {max}", text.len()),
+        ));
+    }
+    Ok(())
+}
+
+impl Service {
+    /// A pool request of an account.
+    pub(super) async fn pools(
+        &self,
+        call: &AccountCall<'_>,
+        request: &Request,
+    ) -> Result<Response, ApiError> {
+        let account = call.account;
+        let ctx = || call.ctx(self);
+        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
+        match request {
+            Request::EvaluateAutoscale { .. }
+            | Request::AutoscaleHistory { .. }
+            | Request::ReplayAutoscale { .. } => self.autoscale_reads(call, request).await,
+            Request::CreatePool { spec, .. } => {
+                if let crate::domain::pool::ScaleSettings::Autoscale {
+                    evaluation_interval_secs,
+                    ..
+                } = &spec.scale
+                {
+                    self.check_autoscale_interval(*evaluation_interval_secs)?;
+                }
+                let mut spec = spec.clone();
+                spec.account = account.clone();
+                self.blobs
+                    .check_refs(account, &spec.application_packages)
+                    .await?;
+                let stream = pool_stream(&spec.id);
+                let reply = Response::Created {
+                    entity: stream.to_string(),
+                };
+                // A local pool's nodes are started by the pool supervisor
+                // once `PoolCreated` is in the log, as for any resize.
+                self.idempotent(account, request, call.body, reply, |extra| async move {
+                    self.core
+                        .execute_with::<Pool>(
+                            &stream,
+                            PoolCommand::CreatePool { spec },
+                            ctx(),
+                            extra,
+                        )
+                        .await?;
+                    Ok(())
+                })
+                .await
+            }
+            Request::ListPools => Ok(Response::Pools(
+                self.list::<Pool>(&format!("pool/{account}/"))?,
+            )),
+            Request::ShowPool { pool } => Ok(Response::Pool(
+                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?,
+            )),
+            Request::ShowJoinToken { pool } => {
+                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                Ok(Response::JoinToken {
+                    pool: pool.clone(),
+                    token: self.join_token(account, pool),
+                })
+            }
+            Request::ResizePool {
+                pool,
+                target_nodes,
+                deallocation,
+            } => {
+                self.exec::<Pool>(
+                    pool_stream(pool),
+                    pool.as_str(),
+                    PoolCommand::ResizePool {
+                        target_nodes: *target_nodes,
+                        deallocation: *deallocation,
+                    },
+                    ctx(),
+                )
+                .await
+            }
+            Request::StopResize { pool } => {
+                self.exec::<Pool>(
+                    pool_stream(pool),
+                    pool.as_str(),
+                    PoolCommand::StopResize,
+                    ctx(),
+                )
+                .await
+            }
+            Request::EnableAutoscale {
+                pool,
+                formula,
+                evaluation_interval_secs,
+            } => {
+                self.check_autoscale_interval(*evaluation_interval_secs)?;
+                self.exec::<Pool>(
+                    pool_stream(pool),
+                    pool.as_str(),
+                    PoolCommand::EnableAutoscale {
+                        formula: formula.clone(),
+                        evaluation_interval_secs: *evaluation_interval_secs,
+                    },
+                    ctx(),
+                )
+                .await
+            }
+            Request::DisableAutoscale { pool } => {
+                self.exec::<Pool>(
+                    pool_stream(pool),
+                    pool.as_str(),
+                    PoolCommand::DisableAutoscale,
+                    ctx(),
+                )
+                .await
+            }
+            Request::DeletePool { pool } => {
+                let done: Result<Response, ApiError> = self
+                    .exec::<Pool>(
+                        pool_stream(pool),
+                        pool.as_str(),
+                        PoolCommand::DeletePool,
+                        ctx(),
+                    )
+                    .await;
+                let done = done?;
+                self.remove_nodes(account, pool).await?;
+                let finished = self
+                    .core
+                    .execute::<Pool>(
+                        &pool_stream(pool),
+                        PoolCommand::FinishDeletion,
+                        self.system_ctx(),
+                    )
+                    .await?;
+                drop(done);
+                Ok(super::done(&pool_stream(pool), finished))
+            }
+            other => Err(misrouted(other)),
+        }
+    }
+
+    /// Removes every node of a pool being deleted: their tasks are
+    /// terminated, local agents stopped and their directories removed.
+    pub(super) async fn remove_nodes(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+    ) -> Result<(), ApiError> {
+        let nodes = self.list::<Node>(&format!("node/{account}/{pool}/"))?;
+        for n in nodes {
+            let Some(node) = n.state.id.clone() else {
+                continue;
+            };
+            self.sagas.remove_now(account, pool, &node).await?;
+        }
+        Ok(())
+    }
+
+    /// Refuses an evaluation interval under this server's minimum.
+    pub(super) fn check_autoscale_interval(&self, secs: u64) -> Result<(), ApiError> {
+        let min = self.autoscaler.settings().min_interval_secs;
+        if secs < min {
+            return Err(ApiError::rejected(
+                RejectionCode::InvalidValue,
+                format!(
+                    "autoscale interval {secs}s is under this server's minimum of {min}s (lote server --autoscale-min-interval-secs)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A pool's autoscale: evaluate now, the run history, a replay over
+    /// its recorded past.
+    async fn autoscale_reads(
+        &self,
+        call: &AccountCall<'_>,
+        request: &Request,
+    ) -> Result<Response, ApiError> {
+        let account = call.account;
+        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
+        match request {
+            Request::EvaluateAutoscale { pool, formula } => {
+                if let Some(text) = formula {
+                    ensure_formula_size(text)?;
+                }
+                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                let key = format!("{account}/{pool}");
+                match self.autoscaler.evaluate(&key, formula.as_deref()) {
+                    Some(e) => Ok(Response::AutoscaleEvaluation(e)),
+                    None => Err(ApiError::rejected(
+                        RejectionCode::PoolBeingDeleted,
+                        format!("pool {pool} is being deleted"),
+                    )),
+                }
+            }
+            Request::AutoscaleHistory { pool, limit } => {
+                let stream = pool_stream(pool);
+                self.show::<Pool>(&stream, pool.as_str()).await?;
+                let runs = supervisors::autoscale::history(
+                    self.core.store(),
+                    &stream,
+                    (*limit).clamp(1, 10_000) as usize,
+                )
+                .map_err(internal)?;
+                Ok(Response::AutoscaleRuns(runs))
+            }
+            Request::ReplayAutoscale {
+                pool,
+                formula,
+                from,
+                to,
+                every_secs,
+            } => {
+                ensure_formula_size(formula)?;
+                let stream = pool_stream(pool);
+                self.show::<Pool>(&stream, pool.as_str()).await?;
+                let store = self.core.store().clone();
+                let (formula, from, to) = (formula.clone(), *from, *to);
+                let every = std::time::Duration::from_secs(*every_secs);
+                let period = self.autoscaler.settings().sample_period;
+                // Reading a month of samples and evaluating at every step
+                // is work for a blocking thread, not the server's one.
+                let steps = tokio::task::spawn_blocking(move || {
+                    supervisors::autoscale::replay(
+                        &store, &stream, &formula, from, to, every, period,
+                    )
+                })
+                .await
+                .map_err(internal)?
+                .map_err(|e| ApiError::rejected(RejectionCode::InvalidValue, e))?;
+                Ok(Response::AutoscaleReplay(steps))
+            }
+            other => Err(misrouted(other)),
+        }
+    }
+}

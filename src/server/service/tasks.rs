@@ -1,0 +1,307 @@
+//! Tasks: add (in batches), list, show, terminate, delete, why one waits,
+//! and its attempts' output and files (read by the agent of the node an
+//! attempt ran on).
+
+use super::{internal, misrouted, AccountCall, Service, LIST_ITEMS_MAX};
+use crate::api::{ApiError, Request, Response};
+use crate::domain::job::Job;
+use crate::domain::pool::Pool;
+use crate::domain::task::{Task, TaskCommand, TaskStatus};
+use crate::domain::{self, Rejection, RejectionCode};
+use crate::store::StreamId;
+use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId};
+
+impl Service {
+    /// A task request of an account.
+    pub(super) async fn tasks(
+        &self,
+        call: &AccountCall<'_>,
+        request: &Request,
+    ) -> Result<Response, ApiError> {
+        let account = call.account;
+        let ctx = || call.ctx(self);
+        let job_stream = |job: &JobId| StreamId::job(account, job);
+        match request {
+            Request::AddTasks { job, tasks, .. } => self.add_tasks(call, request, job, tasks).await,
+            Request::ReadTaskOutput { .. }
+            | Request::ListTaskFiles { .. }
+            | Request::ReadTaskFile { .. } => self.task_files(call, request).await,
+            Request::ListTasks { job, after, limit } => {
+                self.show::<Job>(&job_stream(job), job.as_str()).await?;
+                let limit = match *limit as usize {
+                    0 => LIST_ITEMS_MAX,
+                    n => n.min(LIST_ITEMS_MAX),
+                };
+                let after = after.as_ref().map(|t| StreamId::task(account, job, t));
+                let (items, next) =
+                    self.page::<Task>(&format!("task/{account}/{job}/"), after.as_ref(), limit)?;
+                let next =
+                    next.and_then(|s| s.segments().last().and_then(|t| TaskId::new(*t).ok()));
+                Ok(Response::Tasks { items, next })
+            }
+            Request::ShowTask { job, task } => Ok(Response::Task(
+                self.show::<Task>(&StreamId::task(account, job, task), task.as_str())
+                    .await?,
+            )),
+            Request::TerminateTask { job, task, reason } => {
+                self.exec::<Task>(
+                    StreamId::task(account, job, task),
+                    task.as_str(),
+                    TaskCommand::TerminateTask {
+                        reason: reason.clone(),
+                    },
+                    ctx(),
+                )
+                .await
+            }
+            Request::DeleteTask { job, task } => {
+                self.exec::<Task>(
+                    StreamId::task(account, job, task),
+                    task.as_str(),
+                    TaskCommand::DeleteTask,
+                    ctx(),
+                )
+                .await
+            }
+            Request::ExplainTask { job, task } => {
+                let stream = StreamId::task(account, job, task);
+                let state = self.show::<Task>(&stream, task.as_str()).await?.state;
+                // The picture must include everything durable so far.
+                self.placement.caught_up(self.core.store().head()).await;
+                let found = self.placement.scheduler().explain(&stream);
+                let waiting = match found {
+                    Some((pool_key, slots, reasons)) => Some(crate::api::explain::Explanation {
+                        slots,
+                        reasons,
+                        pool: self.pool_context(&pool_key).await?,
+                    }),
+                    None => None,
+                };
+                Ok(Response::TaskExplanation {
+                    job: job.clone(),
+                    task: task.clone(),
+                    status: state.status,
+                    waiting,
+                })
+            }
+            other => Err(misrouted(other)),
+        }
+    }
+
+    /// Part of an attempt's stdout or stderr, read by its node's agent.
+    #[allow(clippy::too_many_arguments)]
+    /// A file operation on an attempt's directory, carried out by the
+    /// agent of the node it ran on: (node, attempt, answer, completed).
+    pub(super) async fn task_file(
+        &self,
+        account: &AccountName,
+        job: &crate::types::JobId,
+        task: &TaskId,
+        attempt: u32,
+        path: &str,
+        op: crate::api::FileOp,
+    ) -> Result<(NodeId, u32, crate::api::FileAnswer, bool), ApiError> {
+        let stream = StreamId::task(account, job, task);
+        let state = self.show::<Task>(&stream, task.as_str()).await?.state;
+        let attempt = if attempt == 0 { state.attempt } else { attempt };
+        if attempt == 0 {
+            return Err(ApiError::rejected(
+                RejectionCode::TaskStateConflict,
+                format!("task {task} has not run yet: it is queued (lote task show {job} {task})"),
+            ));
+        }
+        if attempt > state.attempt {
+            return Err(Rejection::invalid(format!(
+                "task {task} has had {} attempts; there is no attempt {attempt}",
+                state.attempt
+            ))
+            .into());
+        }
+        // Whether the attempt has ended is decided before reading, so a
+        // reader that sees `completed` and reads to the end has it all.
+        let completed = !(attempt == state.attempt
+            && matches!(state.status, TaskStatus::Assigned | TaskStatus::Running));
+        // The attempt's node, from its assignment in the task's history.
+        let mut node = None;
+        for e in self.core.store().read_stream(&stream, 1, usize::MAX)? {
+            if let Ok(crate::domain::task::TaskEvent::TaskAssigned {
+                placement,
+                attempt: a,
+                ..
+            }) = domain::decode_event(crate::store::StreamKind::Task, &e)
+            {
+                if a == attempt {
+                    node = Some(placement);
+                }
+            }
+        }
+        let Some(placed) = node else {
+            return Err(internal(format!(
+                "task {task} attempt {attempt} has no assignment"
+            )));
+        };
+        let root = crate::api::FileRoot::Attempt(crate::api::AttemptRef {
+            job: job.clone(),
+            task: task.clone(),
+            attempt,
+        });
+        let answer = self
+            .ask_agent(account, &placed.pool, &placed.node, root, path, op, || {
+                format!(
+                    "attempt {attempt} of task {task} ran on node {}, which has left pool {}; its files went with it",
+                    placed.node, placed.pool
+                )
+            })
+            .await?;
+        Ok((placed.node, attempt, answer, completed))
+    }
+
+    /// A batch of tasks for a job: checked whole (size, packages, slots)
+    /// before any is added.
+    async fn add_tasks(
+        &self,
+        call: &AccountCall<'_>,
+        request: &Request,
+        job: &JobId,
+        tasks: &[crate::domain::task::TaskSpec],
+    ) -> Result<Response, ApiError> {
+        let account = call.account;
+        let ctx = || call.ctx(self);
+        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
+        let job_stream = |job: &JobId| StreamId::job(account, job);
+        if tasks.is_empty() || tasks.len() > crate::api::ADD_TASKS_BATCH_MAX {
+            return Err(Rejection::invalid(format!(
+                "a batch holds 1..={} tasks, not {}; split it",
+                crate::api::ADD_TASKS_BATCH_MAX,
+                tasks.len()
+            ))
+            .into());
+        }
+        let job_state = self.show::<Job>(&job_stream(job), job.as_str()).await?;
+        // A package that does not exist would fail every attempt.
+        let mut refs: Vec<&crate::domain::spec::PackageRef> = tasks
+            .iter()
+            .flat_map(|t| t.application_packages.iter())
+            .collect();
+        refs.sort_by(|a, b| (&a.id, &a.version).cmp(&(&b.id, &b.version)));
+        refs.dedup();
+        for r in refs {
+            self.blobs
+                .resolve(account, r.id.clone(), r.version.clone())
+                .await
+                .map_err(|mut e| {
+                    e.message = format!("{}; no task was added", e.message);
+                    e
+                })?;
+        }
+        // A task no node of the pool could ever hold is refused now,
+        // not left queued for ever.
+        if let Some(spec) = job_state.state.spec.as_ref() {
+            let pool = self
+                .show::<Pool>(&pool_stream(&spec.pool), spec.pool.as_str())
+                .await?;
+            let node_slots = pool.state.spec.map(|p| p.node_size.task_slots).unwrap_or(0);
+            if let Some(t) = tasks
+                .iter()
+                .find(|t| t.required_slots > node_slots || t.required_slots == 0)
+            {
+                return Err(Rejection::invalid(format!(
+                    "task {} needs {} slots; nodes of pool {} have {node_slots}, and a task needs at least 1",
+                    t.id, t.required_slots, spec.pool
+                ))
+                .into());
+            }
+        }
+        let reply = Response::TasksAdded {
+            job: job.clone(),
+            count: tasks.len() as u32,
+        };
+        let tasks = tasks.to_vec();
+        self.idempotent(account, request, call.body, reply, |extra| async move {
+            self.core
+                .add_tasks(account, job, tasks, ctx(), extra)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// An attempt's output and files, read by its node's agent.
+    async fn task_files(
+        &self,
+        call: &AccountCall<'_>,
+        request: &Request,
+    ) -> Result<Response, ApiError> {
+        let account = call.account;
+        match request {
+            Request::ReadTaskOutput {
+                job,
+                task,
+                attempt,
+                stream,
+                offset,
+                max_bytes,
+            } => {
+                let op = crate::api::FileOp::Read {
+                    offset: *offset,
+                    max_bytes: *max_bytes,
+                };
+                let (node, attempt, answer, completed) = self
+                    .task_file(account, job, task, *attempt, stream.file_name(), op)
+                    .await?;
+                match answer {
+                    crate::api::FileAnswer::Chunk(chunk) => Ok(Response::TaskOutput {
+                        node,
+                        attempt,
+                        chunk,
+                        completed,
+                    }),
+                    crate::api::FileAnswer::Listing(_) => {
+                        Err(internal("the agent answered a read with a listing"))
+                    }
+                }
+            }
+            Request::ListTaskFiles {
+                job,
+                task,
+                attempt,
+                path,
+                recursive,
+            } => {
+                let op = crate::api::FileOp::List {
+                    recursive: *recursive,
+                };
+                let (node, _, answer, completed) = self
+                    .task_file(account, job, task, *attempt, path, op)
+                    .await?;
+                Ok(Response::Files {
+                    node,
+                    answer,
+                    completed,
+                })
+            }
+            Request::ReadTaskFile {
+                job,
+                task,
+                attempt,
+                path,
+                offset,
+                max_bytes,
+            } => {
+                let op = crate::api::FileOp::Read {
+                    offset: *offset,
+                    max_bytes: *max_bytes,
+                };
+                let (node, _, answer, completed) = self
+                    .task_file(account, job, task, *attempt, path, op)
+                    .await?;
+                Ok(Response::Files {
+                    node,
+                    answer,
+                    completed,
+                })
+            }
+            other => Err(misrouted(other)),
+        }
+    }
+}

@@ -1,0 +1,657 @@
+//! The autoscale supervisor: samples every pool's load into the log,
+//! evaluates each autoscale pool's formula on schedule and applies the
+//! result through the pool actor. Also answers "evaluate now", the run
+//! history and replays of a formula over a pool's recorded past.
+//!
+//! Its picture (samples, formulas, when each is due) is folded from the
+//! log like placement's, so a restart rebuilds it and an evaluation whose
+//! time passed while the server was down runs at once.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::placement::{Placement, Reactor};
+use super::split_pool_key;
+use crate::actors::{Core, CoreError};
+use crate::api::agent::NodeUsage;
+use crate::api::autoscale::{Evaluation, ReplayStep};
+use crate::domain::autoscale::{self, History, Inputs, Metric, Outcome, Sample, Word};
+use crate::domain::decode_event;
+use crate::domain::pool::{
+    AutoscaleRun, AutoscaleRunError, Deallocation, Pool, PoolCommand, PoolEvent, PoolSample,
+    ScaleSettings,
+};
+use crate::domain::Ctx;
+use crate::store::{Envelope, EventStore, StreamId, StreamKind};
+use crate::types::{NodeId, Timestamp};
+
+/// How much sampled history each pool keeps in memory for formulas: a
+/// day, Azure's longest practical look-back (`GetSample` windows beyond it
+/// see no samples and report a low percentage).
+pub const HISTORY_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Most steps one replay may evaluate (a month at a 30-second step is
+/// 86,400).
+pub const REPLAY_STEPS_MAX: usize = 200_000;
+
+#[derive(Clone, Copy, Debug)]
+pub struct AutoscaleSettings {
+    pub sample_period: Duration,
+    pub min_interval_secs: u64,
+}
+
+/// One pool's autoscale picture.
+#[derive(Debug)]
+struct PoolAuto {
+    samples: VecDeque<Sample>,
+    formula: Option<(Rc<autoscale::Formula>, u64)>,
+    /// When the next evaluation is due.
+    due: Option<Timestamp>,
+    target: u32,
+    deallocation: Deallocation,
+    node_count_max: u32,
+    last_sample: Option<Timestamp>,
+    busy: bool,
+}
+
+/// What one node reported since the pool's last sample.
+#[derive(Debug, Default)]
+struct NodeReport {
+    at: Option<Timestamp>,
+    latest: NodeUsage,
+    /// Counter changes added up since the last recorded sample.
+    counters: [u64; 6],
+}
+
+pub struct Autoscaler {
+    core: Core,
+    placement: Rc<Placement>,
+    settings: AutoscaleSettings,
+    usage: RefCell<HashMap<(String, NodeId), NodeReport>>,
+    pools: RefCell<HashMap<String, PoolAuto>>,
+    started: Cell<bool>,
+    stop: watch::Receiver<bool>,
+}
+
+fn ctx(core: &Core) -> Ctx {
+    Ctx::system(core.clock().as_ref(), "autoscale")
+}
+
+/// The figures a formula reads, from placement's picture.
+fn figures_sample(placement: &Placement, key: &str, at: Timestamp) -> Sample {
+    let f = placement.scheduler().pool_figures(key);
+    let mut s = Sample::new(at.as_micros());
+    for (m, v) in [
+        (Metric::ActiveTasks, f.active_tasks),
+        (Metric::RunningTasks, f.running_tasks),
+        (Metric::PendingTasks, f.active_tasks + f.running_tasks),
+        (Metric::SucceededTasks, f.succeeded_tasks),
+        (Metric::FailedTasks, f.failed_tasks),
+        (Metric::ActiveTaskSlots, f.active_slots),
+        (Metric::RunningTaskSlots, f.running_slots),
+        (Metric::PendingTaskSlots, f.active_slots + f.running_slots),
+        (Metric::CurrentDedicatedNodes, f.nodes),
+        (Metric::UsableNodeCount, f.usable_nodes),
+        (Metric::TaskSlotsPerNode, u64::from(f.slots_per_node)),
+    ] {
+        s.set(m, v as f64);
+    }
+    s
+}
+
+fn summary(current: &Sample, samples: usize) -> String {
+    let shown = [
+        Metric::ActiveTasks,
+        Metric::RunningTasks,
+        Metric::PendingTasks,
+        Metric::PendingTaskSlots,
+        Metric::CurrentDedicatedNodes,
+        Metric::UsableNodeCount,
+        Metric::TaskSlotsPerNode,
+    ];
+    let mut parts: Vec<String> = shown
+        .iter()
+        .map(|m| format!("{}={}", m.name(), current.get(*m)))
+        .collect();
+    parts.push(format!("samples={samples}"));
+    parts.join(" ")
+}
+
+fn run_of(
+    outcome: &Outcome,
+    at: Timestamp,
+    target_before: u32,
+    deallocation: Deallocation,
+    max: u32,
+    inputs: String,
+) -> AutoscaleRun {
+    AutoscaleRun {
+        at,
+        results: outcome.results.clone(),
+        error: outcome.error.as_ref().map(|e| AutoscaleRunError {
+            code: e.kind.code().into(),
+            message: e.to_string(),
+        }),
+        target_before,
+        target_after: outcome.target_nodes(max),
+        deallocation: Word::lookup(&outcome.deallocation)
+            .map(Word::deallocation)
+            .unwrap_or(deallocation),
+        inputs,
+    }
+}
+
+/// A seed for `rand()` that differs per run but is recorded in nothing:
+/// evaluation time and pool.
+fn seed(at: Timestamp, key: &str) -> u64 {
+    let mut h: u64 = at.as_micros() as u64 ^ 0x9E37_79B9_7F4A_7C15;
+    for b in key.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
+    }
+    h
+}
+
+impl Autoscaler {
+    pub fn new(
+        core: Core,
+        placement: Rc<Placement>,
+        settings: AutoscaleSettings,
+        stop: watch::Receiver<bool>,
+    ) -> Self {
+        Autoscaler {
+            core,
+            placement,
+            settings,
+            usage: RefCell::default(),
+            pools: RefCell::default(),
+            started: Cell::new(false),
+            stop,
+        }
+    }
+
+    pub fn settings(&self) -> AutoscaleSettings {
+        self.settings
+    }
+
+    /// An agent's machine figures.
+    pub fn report_usage(&self, key: &str, node: &NodeId, usage: NodeUsage) {
+        if !self.pools.borrow().contains_key(key) {
+            return;
+        }
+        let now = self.core.clock().now();
+        let mut all = self.usage.borrow_mut();
+        let r = all.entry((key.to_string(), node.clone())).or_default();
+        r.at = Some(now);
+        r.latest = usage;
+        // In the order of `Metric::COUNTERS`.
+        let add = [
+            usage.disk_read_bytes,
+            usage.disk_write_bytes,
+            usage.disk_read_ops,
+            usage.disk_write_ops,
+            usage.network_in_bytes,
+            usage.network_out_bytes,
+        ];
+        for (c, a) in r.counters.iter_mut().zip(add) {
+            *c = c.saturating_add(a);
+        }
+    }
+
+    /// The pool's figures now: placement's picture plus the nodes' own
+    /// reports. `take` resets the added-up counters (a recorded sample).
+    fn current(&self, key: &str, at: Timestamp, take: bool) -> Sample {
+        let mut s = figures_sample(&self.placement, key, at);
+        // A node that has not reported for a few report periods is not
+        // counted (it is gone, or its agent is stuck).
+        let fresh = Duration::from_secs(20).max(self.settings.sample_period * 2);
+        let live_nodes = self.placement.scheduler().nodes_of(key);
+        let mut all = self.usage.borrow_mut();
+        all.retain(|(k, n), _| k != key || live_nodes.contains(n));
+        let (mut n, mut cpu, mut mem, mut disk) = (0u64, 0.0, 0u64, 0u64);
+        let mut counters = [0u64; 6];
+        for ((k, _), r) in all.iter_mut().filter(|((k, _), _)| k == key) {
+            let _ = k;
+            let Some(reported) = r.at else { continue };
+            if at.as_micros() - reported.as_micros() > fresh.as_micros() as i64 {
+                continue;
+            }
+            n += 1;
+            cpu += r.latest.cpu_percent;
+            mem = mem.saturating_add(r.latest.memory_bytes);
+            disk = disk.saturating_add(r.latest.disk_bytes);
+            for (c, v) in counters.iter_mut().zip(r.counters) {
+                *c = c.saturating_add(v);
+            }
+            if take {
+                r.counters = [0; 6];
+            }
+        }
+        s.set(Metric::SampleNodeCount, n as f64);
+        // Task run time in the last period, as the running tasks held it.
+        s.set(
+            Metric::WallClockSeconds,
+            s.get(Metric::RunningTasks) * self.settings.sample_period.as_secs_f64(),
+        );
+        if n > 0 {
+            s.set(Metric::CPUPercent, cpu / n as f64);
+            s.set(Metric::MemoryBytes, mem as f64 / n as f64);
+            s.set(Metric::DiskBytes, disk as f64 / n as f64);
+        }
+        for (m, v) in Metric::COUNTERS.into_iter().zip(counters) {
+            s.set(m, v as f64);
+        }
+        s
+    }
+
+    fn fold(&self, envelope: &Envelope) {
+        if envelope.stream.kind() != StreamKind::Pool {
+            return;
+        }
+        let Ok(event) = decode_event::<PoolEvent>(StreamKind::Pool, envelope) else {
+            return;
+        };
+        let ids = envelope.stream.segments();
+        let key = ids[..2.min(ids.len())].join("/");
+        let mut pools = self.pools.borrow_mut();
+        match event {
+            PoolEvent::PoolCreated { spec, at } => {
+                let (target, formula) = match &spec.scale {
+                    ScaleSettings::Fixed { target_nodes } => (*target_nodes, None),
+                    ScaleSettings::Autoscale {
+                        formula,
+                        evaluation_interval_secs,
+                    } => (
+                        0,
+                        autoscale::parse(formula)
+                            .ok()
+                            .map(|f| (Rc::new(f), *evaluation_interval_secs)),
+                    ),
+                };
+                pools.insert(
+                    key,
+                    PoolAuto {
+                        samples: VecDeque::new(),
+                        due: formula.as_ref().map(|_| at),
+                        formula,
+                        target,
+                        deallocation: Deallocation::default(),
+                        node_count_max: spec.node_count_max,
+                        // The first sample is a period after creation.
+                        last_sample: Some(at),
+                        busy: false,
+                    },
+                );
+            }
+            PoolEvent::PoolResized {
+                target_nodes,
+                deallocation,
+                ..
+            } => {
+                if let Some(p) = pools.get_mut(&key) {
+                    p.target = target_nodes;
+                    p.deallocation = deallocation;
+                }
+            }
+            PoolEvent::PoolAutoscaleEnabled {
+                formula,
+                evaluation_interval_secs,
+                at,
+            } => {
+                if let Some(p) = pools.get_mut(&key) {
+                    p.formula = autoscale::parse(&formula)
+                        .ok()
+                        .map(|f| (Rc::new(f), evaluation_interval_secs));
+                    // A new formula or interval restarts the schedule now.
+                    p.due = Some(at);
+                }
+            }
+            PoolEvent::PoolAutoscaleDisabled { .. } => {
+                if let Some(p) = pools.get_mut(&key) {
+                    p.formula = None;
+                    p.due = None;
+                }
+            }
+            PoolEvent::PoolSampled { sample } => {
+                if let Some(p) = pools.get_mut(&key) {
+                    let at = sample.at.as_micros();
+                    p.samples.push_back(Sample {
+                        at_micros: at,
+                        values: sample.values,
+                    });
+                    let oldest = at - HISTORY_KEPT.as_micros() as i64;
+                    while p.samples.front().is_some_and(|s| s.at_micros < oldest) {
+                        p.samples.pop_front();
+                    }
+                    p.last_sample = Some(p.last_sample.map_or(sample.at, |l| l.max(sample.at)));
+                }
+            }
+            PoolEvent::PoolAutoscaleEvaluated { run } => {
+                if let Some(p) = pools.get_mut(&key) {
+                    if let Some((_, interval)) = &p.formula {
+                        p.due = Some(run.at.plus_secs(*interval));
+                    }
+                }
+            }
+            PoolEvent::PoolDeleting { .. } | PoolEvent::PoolDeleted { .. } => {
+                pools.remove(&key);
+                self.usage.borrow_mut().retain(|(k, _), _| *k != key);
+            }
+            _ => {}
+        }
+    }
+
+    /// Evaluates `formula` (or the pool's own) against the pool's data now,
+    /// changing nothing. `None` when the pool is unknown here.
+    pub fn evaluate(&self, key: &str, formula: Option<&str>) -> Option<Evaluation> {
+        let now = self.core.clock().now();
+        let current = self.current(key, now, false);
+        let mut pools = self.pools.borrow_mut();
+        let p = pools.get_mut(key)?;
+        let samples = p.samples.make_contiguous();
+        let inputs = Inputs {
+            now_micros: now.as_micros(),
+            current: &current,
+            history: History {
+                samples,
+                period_micros: self.settings.sample_period.as_micros() as i64,
+            },
+            target_dedicated: p.target,
+            deallocation: Word::from_deallocation(p.deallocation),
+            seed: seed(now, key),
+        };
+        let outcome = match formula {
+            Some(text) => autoscale::evaluate_text(text, &inputs),
+            None => match &p.formula {
+                Some((f, _)) => autoscale::evaluate(f, &inputs),
+                None => autoscale::evaluate_text("", &inputs),
+            },
+        };
+        let run = run_of(
+            &outcome,
+            now,
+            p.target,
+            p.deallocation,
+            p.node_count_max,
+            summary(&current, samples.len()),
+        );
+        Some(Evaluation {
+            run,
+            stopped: outcome.stopped,
+            trace: outcome.trace,
+            trace_dropped: outcome.trace_dropped,
+        })
+    }
+
+    /// One tick: samples pools whose period has passed, evaluates formulas
+    /// that are due.
+    fn tick(self: &Rc<Self>) {
+        let now = self.core.clock().now();
+        let period = self.settings.sample_period.as_micros() as i64;
+        let mut to_sample = Vec::new();
+        let mut to_evaluate = Vec::new();
+        for (key, p) in self.pools.borrow_mut().iter_mut() {
+            if p.last_sample
+                .is_none_or(|l| now.as_micros() - l.as_micros() >= period)
+            {
+                p.last_sample = Some(now);
+                to_sample.push(key.clone());
+            }
+            if !p.busy && p.formula.is_some() && p.due.is_some_and(|d| d <= now) {
+                p.busy = true;
+                to_evaluate.push(key.clone());
+            }
+        }
+        for key in to_sample {
+            let Some((account, pool)) = split_pool_key(&key) else {
+                continue;
+            };
+            let sample = self.current(&key, now, true);
+            let core = self.core.clone();
+            tokio::task::spawn_local(async move {
+                let command = PoolCommand::RecordSample {
+                    sample: PoolSample {
+                        at: now,
+                        values: sample.values,
+                    },
+                };
+                let stream = StreamId::pool(&account, &pool);
+                if let Err(e) = core.execute::<Pool>(&stream, command, ctx(&core)).await {
+                    tracing::debug!(%stream, error = %e, "no sample recorded");
+                }
+            });
+        }
+        for key in to_evaluate {
+            let this = self.clone();
+            tokio::task::spawn_local(async move {
+                let outcome = this.apply(&key).await;
+                if let Some(p) = this.pools.borrow_mut().get_mut(&key) {
+                    p.busy = false;
+                    if let Err(e) = outcome {
+                        // Try again shortly, not on every tick.
+                        tracing::warn!(pool = %key, error = %e, "autoscale run not recorded");
+                        p.due = Some(now.plus_secs(5));
+                    }
+                }
+            });
+        }
+    }
+
+    /// Evaluates the pool's formula and records the run (and the resize
+    /// it implies) through the pool actor.
+    async fn apply(&self, key: &str) -> Result<(), CoreError> {
+        let Some(evaluation) = self.evaluate(key, None) else {
+            return Ok(());
+        };
+        let Some((account, pool)) = split_pool_key(key) else {
+            return Ok(());
+        };
+        let stream = StreamId::pool(&account, &pool);
+        if let Some(e) = &evaluation.run.error {
+            tracing::info!(%stream, error = %e.message, "autoscale formula failed; pool left as it is");
+        }
+        let command = PoolCommand::RecordAutoscaleRun {
+            run: evaluation.run,
+        };
+        match self
+            .core
+            .execute::<Pool>(&stream, command, ctx(&self.core))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Disabled or deleted meanwhile: nothing to apply.
+            Err(e)
+                if matches!(
+                    e.rejection_code(),
+                    Some(
+                        crate::domain::RejectionCode::PoolAutoscaleNotEnabled
+                            | crate::domain::RejectionCode::PoolNotFound
+                            | crate::domain::RejectionCode::PoolBeingDeleted
+                    )
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn start_ticking(self: &Rc<Self>) {
+        if self.started.replace(true) {
+            return;
+        }
+        let this = self.clone();
+        let mut stop = self.stop.clone();
+        let step = self.settings.sample_period.min(Duration::from_secs(1));
+        tokio::task::spawn_local(async move {
+            let mut ticker = tokio::time::interval(step);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => this.tick(),
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        });
+    }
+}
+
+impl Reactor for Autoscaler {
+    fn on_ready(self: Rc<Self>) {
+        self.start_ticking();
+    }
+    fn on_event(self: Rc<Self>, envelope: &Envelope) {
+        self.fold(envelope);
+    }
+    fn on_history(self: Rc<Self>, envelope: &Envelope) {
+        self.fold(envelope);
+    }
+}
+
+/// Every event of a pool's stream, decoded.
+fn pool_events(
+    store: &EventStore,
+    stream: &StreamId,
+) -> Result<Vec<(Envelope, PoolEvent)>, String> {
+    let mut out = Vec::new();
+    let mut from = 1;
+    loop {
+        let batch = store
+            .read_stream(stream, from, 4096)
+            .map_err(|e| e.to_string())?;
+        let Some(last) = batch.last() else {
+            return Ok(out);
+        };
+        from = last.stream_version + 1;
+        for e in batch {
+            let event =
+                decode_event::<PoolEvent>(StreamKind::Pool, &e).map_err(|e| e.to_string())?;
+            out.push((e, event));
+        }
+    }
+}
+
+/// The pool's recorded autoscale runs, oldest first, at most `limit` (the
+/// newest).
+pub fn history(
+    store: &EventStore,
+    stream: &StreamId,
+    limit: usize,
+) -> Result<Vec<AutoscaleRun>, String> {
+    let mut runs: Vec<AutoscaleRun> = pool_events(store, stream)?
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            PoolEvent::PoolAutoscaleEvaluated { run } => Some(run),
+            _ => None,
+        })
+        .collect();
+    if runs.len() > limit {
+        runs.drain(..runs.len() - limit);
+    }
+    Ok(runs)
+}
+
+/// Evaluates `formula` every `every` from `from` to `to` over the pool's
+/// recorded samples, as if it had been the pool's formula: its own
+/// earlier results stand in for `$TargetDedicatedNodes`, starting from the
+/// real target at `from`. Each step shows what really happened beside.
+pub fn replay(
+    store: &EventStore,
+    stream: &StreamId,
+    formula: &str,
+    from: Timestamp,
+    to: Timestamp,
+    every: Duration,
+    sample_period: Duration,
+) -> Result<Vec<ReplayStep>, String> {
+    let parsed = autoscale::parse(formula).map_err(|e| format!("formula: {e}"))?;
+    if to < from {
+        return Err("--to is before --from".into());
+    }
+    let step = every.as_micros() as i64;
+    if step <= 0 {
+        return Err("the step must be at least 1 second".into());
+    }
+    let steps = ((to.as_micros() - from.as_micros()) / step + 1) as usize;
+    if steps > REPLAY_STEPS_MAX {
+        return Err(format!(
+            "{steps} steps; at most {REPLAY_STEPS_MAX}: use a larger --every or a shorter span"
+        ));
+    }
+    let mut samples: Vec<Sample> = Vec::new();
+    // (time, target, deallocation) as the pool really went.
+    let mut targets: Vec<(i64, u32, Deallocation)> = Vec::new();
+    let mut max = 0;
+    for (_, event) in pool_events(store, stream)? {
+        match event {
+            PoolEvent::PoolCreated { spec, at } => {
+                max = spec.node_count_max;
+                let t = match spec.scale {
+                    ScaleSettings::Fixed { target_nodes } => target_nodes,
+                    ScaleSettings::Autoscale { .. } => 0,
+                };
+                targets.push((at.as_micros(), t, Deallocation::default()));
+            }
+            PoolEvent::PoolResized {
+                target_nodes,
+                deallocation,
+                at,
+            } => targets.push((at.as_micros(), target_nodes, deallocation)),
+            PoolEvent::PoolSampled { sample } => samples.push(Sample {
+                at_micros: sample.at.as_micros(),
+                values: sample.values,
+            }),
+            _ => {}
+        }
+    }
+    if targets.is_empty() {
+        return Err("the pool has no history".into());
+    }
+    samples.sort_by_key(|s| s.at_micros);
+    let actual = |at: i64| {
+        let i = targets.partition_point(|(t, _, _)| *t <= at);
+        targets[i.saturating_sub(1)]
+    };
+    let (_, mut simulated, mut dealloc) = actual(from.as_micros());
+    let mut out = Vec::with_capacity(steps);
+    for i in 0..steps {
+        let at = from.as_micros() + i as i64 * step;
+        let end = samples.partition_point(|s| s.at_micros <= at);
+        let start =
+            samples[..end].partition_point(|s| s.at_micros < at - HISTORY_KEPT.as_micros() as i64);
+        let visible = &samples[start..end];
+        let current = visible.last().cloned().unwrap_or_else(|| Sample::new(at));
+        let inputs = Inputs {
+            now_micros: at,
+            current: &current,
+            history: History {
+                samples: visible,
+                period_micros: sample_period.as_micros() as i64,
+            },
+            target_dedicated: simulated,
+            deallocation: Word::from_deallocation(dealloc),
+            seed: seed(Timestamp::from_micros(at), stream.as_str()),
+        };
+        let outcome = autoscale::evaluate(&parsed, &inputs);
+        let would = outcome.target_nodes(max);
+        if let Some(t) = would {
+            simulated = t;
+            if let Some(w) = Word::lookup(&outcome.deallocation) {
+                dealloc = w.deallocation();
+            }
+        }
+        out.push(ReplayStep {
+            at: Timestamp::from_micros(at),
+            would_target: would,
+            results: outcome.results,
+            error: outcome.error.map(|e| e.to_string()),
+            actual_target: actual(at).1,
+            actual_nodes: current.get(Metric::CurrentDedicatedNodes),
+            samples: visible.len(),
+        });
+    }
+    Ok(out)
+}

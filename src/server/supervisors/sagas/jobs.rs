@@ -1,0 +1,104 @@
+//! The job supervisor: terminating and disabling a job's tasks, wall-clock
+//! limits, and completion once the last task ends.
+
+use super::*;
+
+impl Sagas {
+    /// Terminates every unfinished task of a job (running ones are killed
+    /// by their agents, which are told at their next poll).
+    pub(super) async fn terminate_job_tasks(
+        &self,
+        job: &StreamId,
+        reason: String,
+    ) -> Result<(), CoreError> {
+        let (queued, held) = self.placement.scheduler().tasks_of_job(job);
+        let mut first_error = None;
+        for stream in queued.into_iter().chain(held.into_iter().map(|(s, _)| s)) {
+            let command = TaskCommand::TerminateTask {
+                reason: reason.clone(),
+            };
+            if let Err(e) = self.run::<Task>(&stream, command, "job-supervisor").await {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// A disabled job's running tasks: requeued, terminated or left to
+    /// finish, as the disable asked.
+    pub(super) async fn disable_job_tasks(
+        &self,
+        job: &StreamId,
+        how: DisableTasks,
+    ) -> Result<(), CoreError> {
+        let deallocation = match how {
+            DisableTasks::Requeue => Deallocation::Requeue,
+            DisableTasks::Terminate => Deallocation::Terminate,
+            DisableTasks::Wait => return Ok(()),
+        };
+        let (_, held) = self.placement.scheduler().tasks_of_job(job);
+        self.release_tasks(
+            held,
+            deallocation,
+            "its job was disabled".into(),
+            "job-supervisor",
+        )
+        .await
+    }
+
+    /// Completes the job if it is due; asks made while a check runs make
+    /// one more check after it.
+    pub(super) fn complete_job(self: &Rc<Self>, job: StreamId) {
+        self.coalesced(
+            |s| &s.completing,
+            job,
+            "completing a job",
+            |this, job| async move { this.complete_if_due(&job).await },
+        );
+    }
+
+    /// The job-completion supervisor: a job whose tasks have all finished,
+    /// and that asked to complete then (or is terminating), is completed.
+    /// The job's own `completion_due` says whether it is due.
+    pub(super) async fn complete_if_due(&self, job: &StreamId) -> Result<(), CoreError> {
+        let state = self.core.state::<Job>(job).await?;
+        if state.state.completion_due().is_none() {
+            return Ok(());
+        }
+        let command = JobCommand::CompleteJob {
+            reason: "all tasks finished".into(),
+        };
+        self.run::<Job>(job, command, "job-completion").await
+    }
+
+    /// Terminates a job when it runs past its maximum wall-clock time.
+    pub(super) fn set_deadline(self: &Rc<Self>, job: StreamId, deadline: Timestamp) {
+        if !self.timers.borrow_mut().insert(job.clone()) {
+            return;
+        }
+        let this = self.clone();
+        tokio::task::spawn_local(async move {
+            let now = this.core.clock().now();
+            let wait = deadline.as_micros().saturating_sub(now.as_micros()).max(0) as u64;
+            tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
+            this.timers.borrow_mut().remove(&job);
+            let Ok(state) = this.core.state::<Job>(&job).await else {
+                return;
+            };
+            let Some(secs) = state
+                .state
+                .spec
+                .as_ref()
+                .and_then(|s| s.max_wall_clock_secs)
+            else {
+                return;
+            };
+            let command = JobCommand::TerminateJob {
+                reason: format!("the job ran past its maximum wall-clock time of {secs}s"),
+            };
+            if let Err(e) = this.run::<Job>(&job, command, "job-wall-clock").await {
+                tracing::warn!(%job, error = %e, "cannot terminate a job past its wall-clock time");
+            }
+        });
+    }
+}

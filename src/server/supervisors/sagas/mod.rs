@@ -1,0 +1,360 @@
+//! The supervisors that carry out what the log says is in progress: pools
+//! resizing, nodes leaving or rebooting, jobs terminating, disabled, past
+//! their wall-clock limit, or due to complete.
+//!
+//! Each reaction is a command through an actor, recorded like any other,
+//! so replay reproduces it and nothing changes behind the log. They run on
+//! the placement feed, after the scheduler has folded the event, so they
+//! see the same picture placement plans on. After a restart, `on_ready`
+//! picks up whatever was half-way: a resize, a node still leaving, a job
+//! still terminating, a deadline that passed while the server was down.
+//! Every step tolerates having been done already, since a reaction and a
+//! restart (or two events) may ask for the same step twice.
+
+mod coalesce;
+mod jobs;
+mod nodes;
+mod pools;
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use crate::actors::{Core, CoreError, Registered};
+use crate::api::agent::NodeCredential;
+use crate::api::auth;
+use crate::domain::decode_event;
+use crate::domain::job::{DisableTasks, Job, JobCommand, JobEvent};
+use crate::domain::node::{Node, NodeCommand, NodeEvent};
+use crate::domain::pool::{Deallocation, NodeProvider, Pool, PoolCommand, PoolStatus, ResizeState};
+use crate::domain::task::{Task, TaskCommand};
+use crate::domain::{Ctx, RejectionCode};
+use crate::server::supervisors::scheduler::HeldTask;
+use crate::store::{Envelope, StreamId, StreamKind};
+use crate::types::{AccountName, NodeId, PoolId, Timestamp};
+
+use crate::server::supervisors::liveness::LOST_REASON;
+use crate::server::supervisors::placement::{Placement, Reactor};
+use crate::server::supervisors::provider;
+use crate::server::supervisors::split_pool_key;
+use coalesce::{Coalescer, JobCounts};
+
+/// Where local nodes live and where their agents connect.
+#[derive(Clone)]
+pub struct Local {
+    /// The nodes directory (`--nodes-dir`).
+    pub nodes_dir: std::path::PathBuf,
+    pub server_addr: String,
+}
+
+/// Most nodes one reconciliation starts at once; a resize to more goes on
+/// in the next round, so one request cannot fork thousands of processes
+/// in one go.
+const NODES_PER_ROUND_MAX: usize = 64;
+
+pub struct Sagas {
+    core: Core,
+    placement: Rc<Placement>,
+    local: Local,
+    server_secret: String,
+    /// Pools being reconciled.
+    reconciling: Coalescer<String>,
+    /// Jobs whose completion is being checked: a round of finished tasks
+    /// asks the job's actor once, not once per task.
+    completing: Coalescer<StreamId>,
+    /// Unfinished tasks (active or running) of each job neither completed
+    /// nor deleted, folded from the log as the job's own counts are.
+    unfinished: JobCounts,
+    /// Nodes whose removal is under way.
+    removing: RefCell<HashSet<(String, NodeId)>>,
+    /// Jobs with a wall-clock timer set.
+    timers: RefCell<HashSet<StreamId>>,
+    /// Local pools with a lost node being replaced: brought back to their
+    /// target once it is gone, even when no resize is under way.
+    heal: RefCell<HashSet<String>>,
+}
+
+/// A refusal that means the step was done already (or made moot).
+fn moot(e: &CoreError) -> bool {
+    matches!(
+        e.rejection_code(),
+        Some(
+            RejectionCode::StaleAttempt
+                | RejectionCode::TaskCompleted
+                | RejectionCode::TaskNotFound
+                | RejectionCode::TaskStateConflict
+                | RejectionCode::NodeStateConflict
+                | RejectionCode::NodeNotFound
+                | RejectionCode::NodeExists
+                | RejectionCode::JobNotActive
+                | RejectionCode::JobNotFound
+                | RejectionCode::JobBeingTerminated
+                | RejectionCode::JobCompleted
+                | RejectionCode::PoolNotResizing
+                | RejectionCode::PoolBeingDeleted
+                | RejectionCode::PoolNotFound
+        )
+    )
+}
+
+impl Sagas {
+    pub fn new(core: Core, placement: Rc<Placement>, local: Local, server_secret: String) -> Self {
+        Sagas {
+            core,
+            placement,
+            local,
+            server_secret,
+            reconciling: Coalescer::default(),
+            completing: Coalescer::default(),
+            unfinished: JobCounts::default(),
+            removing: RefCell::default(),
+            timers: RefCell::default(),
+            heal: RefCell::default(),
+        }
+    }
+
+    pub fn local(&self) -> &Local {
+        &self.local
+    }
+
+    fn ctx(&self, component: &str) -> Ctx {
+        Ctx::system(self.core.clock().as_ref(), component)
+    }
+
+    /// Runs a command, logging (not failing on) a refusal that means it was
+    /// done already; other errors are returned.
+    async fn run<A: Registered>(
+        &self,
+        stream: &StreamId,
+        command: A::Command,
+        component: &str,
+    ) -> Result<(), CoreError> {
+        match self
+            .core
+            .execute::<A>(stream, command, self.ctx(component))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if moot(&e) => {
+                tracing::debug!(%stream, error = %e, "step already done");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn spawn(
+        self: &Rc<Self>,
+        what: &'static str,
+        f: impl std::future::Future<Output = Result<(), CoreError>> + 'static,
+    ) {
+        tokio::task::spawn_local(async move {
+            if let Err(e) = f.await {
+                tracing::warn!(error = %e, "{what} failed; it is retried on the next change or restart");
+            }
+        });
+    }
+
+    // ---- tasks held on a node ----------------------------------------
+
+    // ---- pools --------------------------------------------------------
+
+    // ---- jobs ---------------------------------------------------------
+}
+
+impl Reactor for Sagas {
+    fn on_ready(self: Rc<Self>) {
+        let (pools, leaving_or_rebooting, deadlines) = {
+            let scheduler = self.placement.scheduler();
+            let pools = scheduler.pool_keys();
+            let mut nodes = Vec::new();
+            for key in &pools {
+                for n in scheduler.pool_nodes(key) {
+                    let unusable = scheduler.node(key, &n.node).is_some_and(|s| s.unusable);
+                    if n.leaving.is_some() || n.rebooting || unusable {
+                        nodes.push((key.clone(), n.node));
+                    }
+                }
+            }
+            (pools, nodes, scheduler.job_deadlines())
+        };
+        for key in pools {
+            self.reconcile(key);
+        }
+        for (key, node) in leaving_or_rebooting {
+            let this = self.clone();
+            self.spawn("carrying on a node's removal", async move {
+                this.evict(&key, &node).await?;
+                // A lost node the last run had not replaced yet.
+                let Some((account, pool)) = split_pool_key(&key) else {
+                    return Ok(());
+                };
+                let state = this
+                    .core
+                    .state::<Node>(&StreamId::node(&account, &pool, &node))
+                    .await?
+                    .state;
+                let lost = state.state == crate::domain::node::NodeState::Unusable
+                    && state
+                        .unusable_reason
+                        .is_some_and(|r| r.starts_with(LOST_REASON));
+                if lost {
+                    this.replace_lost(&key, &node).await?;
+                }
+                Ok(())
+            });
+        }
+        self.finish_drained();
+        // Jobs whose last task ended just before the stop: completed now if
+        // due (the job's actor decides).
+        for job in self.unfinished.due() {
+            self.complete_job(job);
+        }
+        for (job, deadline) in deadlines {
+            self.set_deadline(job, deadline);
+        }
+        // Jobs left terminating: their remaining tasks. The picture has
+        // them from its catch-up; no second read of the log.
+        let terminating = self.placement.scheduler().terminating_jobs();
+        let this = self.clone();
+        self.spawn("carrying on job terminations", async move {
+            for job in terminating {
+                this.terminate_job_tasks(&job, "its job is terminating".into())
+                    .await?;
+                this.complete_if_due(&job).await?;
+            }
+            Ok(())
+        });
+    }
+
+    fn on_event(self: Rc<Self>, envelope: &Envelope) {
+        let stream = envelope.stream.clone();
+        let ids = stream.segments();
+        match envelope.event_type.as_str() {
+            "PoolCreated" | "PoolResized" | "PoolResizeStopped" => {
+                self.reconcile(ids[..2].join("/"));
+            }
+            "NodeRemoved" => {
+                self.reconcile(ids[..2].join("/"));
+            }
+            "PoolDeleted" => {
+                // Any node the deletion did not see (started as it ran).
+                let key = ids[..2].join("/");
+                let left = self.placement.scheduler().nodes_of(&key);
+                if let Some((account, pool)) = split_pool_key(&key) {
+                    let this = self.clone();
+                    self.spawn("removing a deleted pool's last nodes", async move {
+                        for node in left {
+                            this.remove_now(&account, &pool, &node).await?;
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            "NodeUnusable" => {
+                let Ok(node) = NodeId::new(ids[2]) else {
+                    return;
+                };
+                let lost = matches!(
+                    crate::domain::decode_event::<NodeEvent>(StreamKind::Node, envelope),
+                    Ok(NodeEvent::NodeUnusable { reason, .. }) if reason.starts_with(LOST_REASON)
+                );
+                let key = ids[..2].join("/");
+                let this = self.clone();
+                self.spawn("requeuing a lost node's tasks", async move {
+                    this.evict(&key, &node).await?;
+                    if lost {
+                        this.replace_lost(&key, &node).await?;
+                    }
+                    Ok(())
+                });
+            }
+            "NodeLeavingPool" | "NodeRebooting" => {
+                let Ok(node) = NodeId::new(ids[2]) else {
+                    return;
+                };
+                let key = ids[..2].join("/");
+                let this = self.clone();
+                self.spawn("releasing a node's tasks", async move {
+                    this.evict(&key, &node).await?;
+                    this.finish_drained();
+                    Ok(())
+                });
+                self.finish_drained();
+            }
+            "TaskAssigned" => {
+                // Planned before its node began to leave or reboot.
+                let holder = self.placement.scheduler().holder(&stream);
+                if let Some((key, node)) = holder {
+                    let affected = self
+                        .placement
+                        .scheduler()
+                        .node(&key, &node)
+                        .is_some_and(|n| {
+                            n.rebooting
+                                || n.unusable
+                                || matches!(n.leaving, Some(d) if d != Deallocation::TaskCompletion)
+                        });
+                    if affected {
+                        let this = self.clone();
+                        self.spawn("releasing a late assignment", async move {
+                            this.evict(&key, &node).await
+                        });
+                    }
+                }
+            }
+            "TaskCompleted" | "TaskTerminated" | "TaskRequeued" | "TaskDeleted" => {
+                self.finish_drained();
+            }
+            "JobCreated" => {
+                self.unfinished.fold(envelope);
+                let deadline = self
+                    .placement
+                    .scheduler()
+                    .job_deadlines()
+                    .into_iter()
+                    .find(|(s, _)| s == &stream);
+                if let Some((job, deadline)) = deadline {
+                    self.set_deadline(job, deadline);
+                }
+            }
+            "JobTerminating" | "JobDeleted" => {
+                self.unfinished.fold(envelope);
+                let reason = match decode_event::<JobEvent>(StreamKind::Job, envelope) {
+                    Ok(JobEvent::JobTerminating { reason, .. }) => {
+                        format!("its job is terminating: {reason}")
+                    }
+                    _ => "its job was deleted".to_string(),
+                };
+                let this = self.clone();
+                self.spawn("terminating a job's tasks", async move {
+                    this.terminate_job_tasks(&stream, reason).await?;
+                    this.complete_if_due(&stream).await
+                });
+            }
+            "JobDisabled" => {
+                let Ok(JobEvent::JobDisabled { disable_tasks, .. }) =
+                    decode_event::<JobEvent>(StreamKind::Job, envelope)
+                else {
+                    return;
+                };
+                let this = self.clone();
+                self.spawn("releasing a disabled job's tasks", async move {
+                    this.disable_job_tasks(&stream, disable_tasks).await
+                });
+            }
+            "JobTaskCountsChanged" | "JobEnabled" => {
+                if self.unfinished.fold(envelope) {
+                    self.complete_job(stream);
+                }
+            }
+            _ => {
+                self.unfinished.fold(envelope);
+            }
+        }
+    }
+
+    fn on_history(self: Rc<Self>, envelope: &Envelope) {
+        self.unfinished.fold(envelope);
+    }
+}

@@ -1,0 +1,285 @@
+//! Folding the log into the picture: pools, nodes, jobs, queued and
+//! placed tasks.
+
+use super::*;
+
+impl Scheduler {
+    /// Folds one event into the picture. Undecodable events are skipped
+    /// (the replay check reports them; placement must not stop).
+    pub fn observe(&mut self, envelope: &Envelope) {
+        let stream = &envelope.stream;
+        let ids = stream.segments();
+        match stream.kind() {
+            StreamKind::Pool => {
+                let Ok(event) = decode_event::<PoolEvent>(StreamKind::Pool, envelope) else {
+                    return;
+                };
+                let key = ids[..2].join("/");
+                match event {
+                    PoolEvent::PoolCreated { spec, .. } => {
+                        let pool = self.pools.entry(key).or_default();
+                        pool.policy = spec.scheduling;
+                        pool.slots_per_node = spec.node_size.task_slots;
+                    }
+                    PoolEvent::PoolDeleted { .. } => {
+                        self.pools.remove(&key);
+                    }
+                    _ => {}
+                }
+            }
+            StreamKind::Job => {
+                let Ok(event) = decode_event::<JobEvent>(StreamKind::Job, envelope) else {
+                    return;
+                };
+                let state = match event {
+                    JobEvent::JobCreated { spec, at } => {
+                        self.jobs.insert(
+                            stream.clone(),
+                            JobInfo {
+                                priority: spec.priority,
+                                state: JobState::Active,
+                                deadline: spec.max_wall_clock_secs.map(|s| at.plus_secs(s)),
+                                terminating: false,
+                                resource_files: std::sync::Arc::new(spec.common_resource_files),
+                            },
+                        );
+                        return;
+                    }
+                    JobEvent::JobDisabled { .. } => JobState::Held,
+                    JobEvent::JobEnabled { .. } => JobState::Active,
+                    JobEvent::JobTerminating { .. }
+                    | JobEvent::JobCompleted { .. }
+                    | JobEvent::JobDeleted { .. } => JobState::Closed,
+                    _ => return,
+                };
+                if let Some(job) = self.jobs.get_mut(stream) {
+                    job.state = state;
+                    job.terminating = matches!(event, JobEvent::JobTerminating { .. });
+                }
+            }
+            StreamKind::Node => {
+                let Ok(event) = decode_event::<NodeEvent>(StreamKind::Node, envelope) else {
+                    return;
+                };
+                let key = ids[..2].join("/");
+                let Ok(node_id) = NodeId::new(ids[2]) else {
+                    return;
+                };
+                if matches!(event, NodeEvent::NodeRemoved { .. }) {
+                    self.nodes.remove(&(key.clone(), node_id.clone()));
+                    if let Some(p) = self.pools.get_mut(&key) {
+                        p.nodes.remove(&node_id);
+                    }
+                    return;
+                }
+                self.pools
+                    .entry(key.clone())
+                    .or_default()
+                    .nodes
+                    .insert(node_id.clone());
+                if let Some(index) = node_id
+                    .as_str()
+                    .strip_prefix("node-")
+                    .and_then(|i| i.parse::<u32>().ok())
+                {
+                    let pool = self.pools.entry(key.clone()).or_default();
+                    pool.next_index = pool.next_index.max(index.saturating_add(1));
+                }
+                let node = self.nodes.entry((key, node_id)).or_default();
+                // The node's own state machine decides what it may do: a
+                // load report from a leaving or offline node must not make
+                // it schedulable again.
+                if let Err(why) = crate::domain::apply_checked(&mut node.model, &event) {
+                    tracing::error!(%stream, %why, "placement skipped a node event it cannot apply");
+                    return;
+                }
+                use crate::domain::node::NodeState as S;
+                let model = &node.model;
+                let slots = model.agent.as_ref().map(|a| a.task_slots).unwrap_or(0);
+                let leaving =
+                    (model.state == S::LeavingPool).then(|| model.deallocation.unwrap_or_default());
+                let (schedulable, rebooting) =
+                    (model.state.is_schedulable(), model.state == S::Rebooting);
+                node.slots = slots;
+                node.schedulable = schedulable;
+                node.rebooting = rebooting;
+                node.unusable = model.state == S::Unusable;
+                node.leaving = leaving;
+            }
+            StreamKind::Task => self.observe_task(envelope),
+            StreamKind::Account | StreamKind::Request => {}
+        }
+    }
+
+    pub(super) fn observe_task(&mut self, envelope: &Envelope) {
+        let stream = &envelope.stream;
+        let Ok(event) = decode_event::<TaskEvent>(StreamKind::Task, envelope) else {
+            return;
+        };
+        if !matches!(event, TaskEvent::TaskAssigned { .. }) {
+            self.stealing.remove(stream);
+        }
+        match event {
+            TaskEvent::TaskAdded {
+                account,
+                job,
+                pool,
+                spec,
+                ..
+            } => {
+                let priority = self
+                    .jobs
+                    .get(&StreamId::job(&account, &job))
+                    .map(|j| j.priority)
+                    .unwrap_or(0);
+                let task = QueuedTask {
+                    account: account.clone(),
+                    job,
+                    task: spec.id,
+                    slots: spec.required_slots.max(1),
+                };
+                self.enqueue(
+                    stream,
+                    pool_key(&account, &pool),
+                    (Reverse(priority), envelope.position),
+                    task,
+                );
+            }
+            TaskEvent::TaskAssigned {
+                placement, attempt, ..
+            } => {
+                // Planned by this scheduler: slots already reserved. After
+                // a restart: reserve them now.
+                if !self.holding.contains_key(stream) {
+                    if let Some((pool, key)) = self.queued.remove(stream) {
+                        let task = self.pools.get_mut(&pool).and_then(|p| p.take(&key));
+                        if let Some(task) = task {
+                            self.hold(stream, pool, placement.node.clone(), key, task);
+                        }
+                    }
+                }
+                if let Some(h) = self.holding.get_mut(stream) {
+                    h.attempt = attempt;
+                    let k = (h.pool_key.clone(), h.node.clone());
+                    let item = (h.task.job.clone(), h.task.task.clone());
+                    if let Some(node) = self.nodes.get_mut(&k) {
+                        node.to_start.insert(item, attempt);
+                    }
+                }
+            }
+            TaskEvent::TaskStarted { .. } => {
+                if let Some(h) = self.holding.get_mut(stream) {
+                    let k = (h.pool_key.clone(), h.node.clone());
+                    let item = (h.task.job.clone(), h.task.task.clone());
+                    let newly = !std::mem::replace(&mut h.started, true);
+                    if let Some(node) = self.nodes.get_mut(&k) {
+                        node.to_start.remove(&item);
+                        if newly {
+                            node.started_slots += h.slots;
+                        }
+                    }
+                }
+            }
+            TaskEvent::TaskCompleted { result, .. } => {
+                self.just_completed = self.release(stream).map(|h| (stream.clone(), h));
+                if let Some((_, h)) = &self.just_completed {
+                    if let Some(p) = self.pools.get_mut(&h.pool_key) {
+                        if result.succeeded() {
+                            p.succeeded += 1;
+                        } else {
+                            p.failed += 1;
+                        }
+                    }
+                }
+            }
+            TaskEvent::TaskTerminated { .. } | TaskEvent::TaskDeleted { .. } => {
+                let pool = self
+                    .release(stream)
+                    .map(|h| h.pool_key)
+                    .or_else(|| self.queued.get(stream).map(|(p, _)| p.clone()));
+                if let (TaskEvent::TaskTerminated { .. }, Some(p)) = (&event, pool) {
+                    if let Some(p) = self.pools.get_mut(&p) {
+                        p.failed += 1;
+                    }
+                }
+                if let Some((pool, key)) = self.queued.remove(stream) {
+                    if let Some(p) = self.pools.get_mut(&pool) {
+                        p.take(&key);
+                    }
+                }
+            }
+            // Recorded just before its completion; holds nothing.
+            TaskEvent::TaskOutputsUploaded { .. } => {}
+            TaskEvent::TaskRetried { .. } | TaskEvent::TaskRequeued { .. } => {
+                let completed = match self.just_completed.take() {
+                    Some((s, h)) if &s == stream => Some(h),
+                    _ => None,
+                };
+                if let Some(h) = &completed {
+                    // A failure with retries left is not a failed task.
+                    if let Some(p) = self.pools.get_mut(&h.pool_key) {
+                        p.failed = p.failed.saturating_sub(1);
+                    }
+                }
+                if let Some(h) = self.release(stream).or(completed) {
+                    // Back in the queue at its original place.
+                    self.enqueue(stream, h.pool_key, h.queue_key, h.task);
+                }
+            }
+        }
+    }
+
+    pub(super) fn enqueue(
+        &mut self,
+        stream: &StreamId,
+        pool: String,
+        key: QueueKey,
+        task: QueuedTask,
+    ) {
+        let p = self.pools.entry(pool.clone()).or_default();
+        let class = (StreamId::job(&task.account, &task.job), task.slots);
+        if p.queue.insert(key, task).is_none() {
+            *p.classes.entry(class).or_default() += 1;
+        }
+        self.queued.insert(stream.clone(), (pool, key));
+    }
+
+    pub(super) fn hold(
+        &mut self,
+        stream: &StreamId,
+        pool: String,
+        node: NodeId,
+        key: QueueKey,
+        task: QueuedTask,
+    ) {
+        if let Some(n) = self.nodes.get_mut(&(pool.clone(), node.clone())) {
+            n.used += task.slots;
+        }
+        self.holding.insert(
+            stream.clone(),
+            Holding {
+                pool_key: pool,
+                node,
+                slots: task.slots,
+                queue_key: key,
+                task,
+                attempt: 0,
+                started: false,
+            },
+        );
+    }
+
+    /// Frees a task's slots; returns what it held.
+    pub(super) fn release(&mut self, stream: &StreamId) -> Option<Holding> {
+        let h = self.holding.remove(stream)?;
+        if let Some(n) = self.nodes.get_mut(&(h.pool_key.clone(), h.node.clone())) {
+            n.used = n.used.saturating_sub(h.slots);
+            if h.started {
+                n.started_slots = n.started_slots.saturating_sub(h.slots);
+            }
+            n.to_start
+                .remove(&(h.task.job.clone(), h.task.task.clone()));
+        }
+        Some(h)
+    }
+}

@@ -1,0 +1,199 @@
+//! What the picture says about load and waiting: a pool's figures for
+//! autoscale, and every reason a queued task is not running.
+
+use super::*;
+
+impl Scheduler {
+    /// The most slots any live node of the pool has (0: none known yet).
+    pub fn largest_node(&self, account: &AccountName, pool: &PoolId) -> u32 {
+        let key = pool_key(account, pool);
+        self.pools
+            .get(&key)
+            .map(|p| {
+                p.nodes
+                    .iter()
+                    .filter_map(|n| self.nodes.get(&(key.clone(), n.clone())).map(|s| s.slots))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+
+    /// Tasks waiting for a node, over all pools.
+    /// A pool's load now, for autoscale. Walks the pool's queue and the
+    /// tasks holding slots: run once per sample period, not per event.
+    pub fn pool_figures(&self, pool_key: &str) -> PoolFigures {
+        let Some(pool) = self.pools.get(pool_key) else {
+            return PoolFigures::default();
+        };
+        let mut f = PoolFigures {
+            active_tasks: pool.queue.len() as u64,
+            active_slots: pool.queue.values().map(|t| u64::from(t.slots)).sum(),
+            succeeded_tasks: pool.succeeded,
+            failed_tasks: pool.failed,
+            nodes: pool.nodes.len() as u64,
+            slots_per_node: pool.slots_per_node,
+            ..PoolFigures::default()
+        };
+        for h in self.holding.values().filter(|h| h.pool_key == pool_key) {
+            f.running_tasks += 1;
+            f.running_slots += u64::from(h.slots);
+        }
+        f.usable_nodes = pool
+            .nodes
+            .iter()
+            .filter(|n| {
+                self.nodes
+                    .get(&(pool_key.to_string(), (*n).clone()))
+                    .is_some_and(|s| s.schedulable)
+            })
+            .count() as u64;
+        f
+    }
+
+    /// Every reason the tasks of `job` needing `slots` slots wait in the
+    /// pool's queue, but their places in it.
+    pub(super) fn shared_reasons(
+        &self,
+        pool_key: &str,
+        job: &StreamId,
+        slots: u32,
+    ) -> Vec<WaitReason> {
+        use crate::domain::node::NodeState as S;
+        let mut reasons = Vec::new();
+        if self
+            .jobs
+            .get(job)
+            .is_some_and(|j| j.state == JobState::Held)
+        {
+            reasons.push(WaitReason::JobDisabled);
+        }
+        let nodes: Vec<&NodeState> = self
+            .pools
+            .get(pool_key)
+            .map(|p| {
+                p.nodes
+                    .iter()
+                    .filter_map(|n| self.nodes.get(&(pool_key.to_string(), n.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if nodes.is_empty() {
+            reasons.push(WaitReason::NoNodes);
+            return reasons;
+        }
+        let working: Vec<&&NodeState> = nodes.iter().filter(|n| n.schedulable).collect();
+        if working.is_empty() {
+            let count =
+                |f: &dyn Fn(S) -> bool| nodes.iter().filter(|n| f(n.state())).count() as u32;
+            let failed = count(&|s| s == S::StartTaskFailed);
+            if failed as usize == nodes.len() {
+                reasons.push(WaitReason::StartTaskFailedEverywhere { nodes: failed });
+            } else {
+                reasons.push(WaitReason::NodesNotReady {
+                    starting: count(&|s| matches!(s, S::Creating | S::Starting)),
+                    waiting_for_start_task: count(&|s| s == S::WaitingForStartTask),
+                    start_task_failed: failed,
+                    offline: count(&|s| s == S::Offline),
+                    unusable: count(&|s| s == S::Unusable),
+                    rebooting: count(&|s| s == S::Rebooting),
+                    leaving: count(&|s| s == S::LeavingPool),
+                });
+            }
+            return reasons;
+        }
+        let largest = working.iter().map(|n| n.slots).max().unwrap_or(0);
+        if slots > largest {
+            reasons.push(WaitReason::TooFewSlots {
+                needs: slots,
+                largest,
+            });
+            return reasons;
+        }
+        let most_free = working
+            .iter()
+            .map(|n| n.slots.saturating_sub(n.used))
+            .max()
+            .unwrap_or(0);
+        if most_free < slots {
+            reasons.push(WaitReason::NodesFull {
+                nodes: working.len() as u32,
+                used: working.iter().map(|n| n.used.min(n.slots)).sum(),
+                slots: working.iter().map(|n| n.slots).sum(),
+                most_free,
+                needs: slots,
+            });
+        }
+        reasons
+    }
+
+    /// Why a queued task is not running: every reason, with its numbers.
+    /// `None` when the task is not queued.
+    pub fn explain(&self, stream: &StreamId) -> Option<(String, u32, Vec<WaitReason>)> {
+        let (pool_key, key) = self.queued.get(stream)?;
+        let pool = self.pools.get(pool_key)?;
+        let task = pool.queue.get(key)?;
+        let job = StreamId::job(&task.account, &task.job);
+        let mut reasons = self.shared_reasons(pool_key, &job, task.slots);
+        let (mut higher, mut earlier) = (0u64, 0u64);
+        for (k, _) in pool.queue.range(..*key) {
+            if k.0 < key.0 {
+                higher += 1;
+            } else {
+                earlier += 1;
+            }
+        }
+        if higher > 0 {
+            reasons.push(WaitReason::HigherPriorityAhead { tasks: higher });
+        }
+        if earlier > 0 {
+            reasons.push(WaitReason::EarlierAhead { tasks: earlier });
+        }
+        Some((pool_key.clone(), task.slots, reasons))
+    }
+
+    /// Every group of queued tasks that waits for the same reasons (one
+    /// job, one slot need, one pool), with its reasons and size.
+    pub fn wait_groups(&self) -> Vec<(StreamId, WaitGroup)> {
+        let mut out = Vec::new();
+        for (pool_key, pool) in &self.pools {
+            for ((job, slots), tasks) in &pool.classes {
+                out.push((
+                    job.clone(),
+                    WaitGroup {
+                        tasks: *tasks,
+                        slots: *slots,
+                        reasons: self.shared_reasons(pool_key, job, *slots),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    /// A job's queued tasks grouped by the slots they need, each group
+    /// with the reasons its tasks share.
+    pub fn job_waits(&self, job: &StreamId) -> Vec<(String, WaitGroup)> {
+        let mut out: Vec<(String, WaitGroup)> = Vec::new();
+        for (pool_key, pool) in &self.pools {
+            for ((j, slots), tasks) in &pool.classes {
+                if j == job {
+                    out.push((
+                        pool_key.clone(),
+                        WaitGroup {
+                            tasks: *tasks,
+                            slots: *slots,
+                            reasons: self.shared_reasons(pool_key, job, *slots),
+                        },
+                    ));
+                }
+            }
+        }
+        out.sort_by_key(|(_, g)| g.slots);
+        out
+    }
+
+    pub fn queued_len(&self) -> usize {
+        self.queued.len()
+    }
+}

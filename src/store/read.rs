@@ -1,0 +1,311 @@
+//! Reading the log: one stream (an entity's history), the whole log by
+//! position (from memory for the newest rounds), streams by prefix, and
+//! live subscriptions.
+
+use super::*;
+
+impl EventStore {
+    /// Events of one stream with version >= `from_version`, at most `limit`.
+    pub fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let db = &self.inner.db;
+        let cf = cf(db, CF_EVENTS);
+        let from = from_version.max(1);
+        // Rounds written but not yet fsynced are invisible until the head
+        // moves past them (positions grow along a stream).
+        let head = self.head();
+        let mut out = Vec::new();
+        // Versions are dense (1, 2, 3... with no deletes), so the first
+        // events are fetched by key: most reads are an actor activated on a
+        // short stream or a catch-up of an event or two, and creating an
+        // iterator cost more than the rest of such a read.
+        let by_key = STREAM_EVENTS_BY_KEY.min(limit as u64);
+        let keys: Vec<Vec<u8>> = (from..from + by_key)
+            .map(|v| event_key(stream, v))
+            .collect();
+        for (key, value) in keys
+            .iter()
+            .zip(db.multi_get_cf(keys.iter().map(|k| (cf, k))))
+        {
+            let Some(value) = value? else {
+                return Ok(out);
+            };
+            let envelope = self.decode_envelope(key, &value)?;
+            if envelope.position > head {
+                return Ok(out);
+            }
+            out.push(envelope);
+        }
+        if out.len() >= limit {
+            return Ok(out);
+        }
+        let start = event_key(stream, from + by_key);
+        let mut read = ReadOptions::default();
+        // Keys of this stream are `stream \0 version`; `stream \1` is past
+        // them all, so the iterator never wanders into the next stream.
+        let mut upper = stream.as_str().as_bytes().to_vec();
+        upper.push(1);
+        read.set_iterate_upper_bound(upper);
+        for item in db.iterator_cf_opt(cf, read, IteratorMode::From(&start, Direction::Forward)) {
+            let (key, value) = item?;
+            if out.len() >= limit {
+                break;
+            }
+            let envelope = self.decode_envelope(&key, &value)?;
+            if envelope.position > head {
+                break;
+            }
+            out.push(envelope);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn decode_envelope(&self, key: &[u8], value: &[u8]) -> Result<Envelope, StoreError> {
+        unseal::<Envelope>(value).map_err(|what| StoreError::Corrupted {
+            path: self.inner.path.clone(),
+            what: format!(
+                "event record {}: {what}",
+                String::from_utf8_lossy(key).replace('\0', "@")
+            ),
+        })
+    }
+
+    /// Events of the whole log from `from_position` on, at most `limit`.
+    pub fn read_all(&self, from_position: u64, limit: usize) -> Result<Vec<Envelope>, StoreError> {
+        let db = &self.inner.db;
+        let from = from_position.max(1);
+        let head = self.head();
+        if from > head || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let to = head.min(from.saturating_add(limit as u64 - 1));
+        if let Some(events) = self.read_recent(from, to)? {
+            return Ok(events);
+        }
+        let keys = match self.log_keys_at(from, to) {
+            Some(keys) => keys,
+            None => self.log_keys_scanned(from, head, limit)?,
+        };
+        let events = cf(db, CF_EVENTS);
+        let values = db.multi_get_cf(keys.iter().map(|k| (events, k.as_slice())));
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, value) in keys.iter().zip(values) {
+            let value = value?.ok_or_else(|| StoreError::Corrupted {
+                path: self.inner.path.clone(),
+                what: format!(
+                    "log entry points at missing event {}",
+                    String::from_utf8_lossy(key).replace('\0', "@")
+                ),
+            })?;
+            out.push(self.decode_envelope(key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Events `from..=to` from the rounds kept in memory (see `recent`), if
+    /// `from` is among them; possibly fewer.
+    pub(super) fn read_recent(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<Vec<Envelope>>, StoreError> {
+        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(records) = recent.read(from, to) else {
+            return Ok(None);
+        };
+        records
+            .into_iter()
+            .map(|(position, record)| {
+                unseal::<Envelope>(record).map_err(|what| StoreError::Corrupted {
+                    path: self.inner.path.clone(),
+                    what: format!("event at position {position}, as written: {what}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// The event keys at log positions `from..=to`, fetched by position:
+    /// positions are dense (every round takes the next ones, a failed round
+    /// gives its positions back), so no iterator is needed, and creating
+    /// one is most of the cost of a subscription's small, frequent reads.
+    /// None if any is missing, for the caller to scan instead.
+    pub(super) fn log_keys_at(&self, from: u64, to: u64) -> Option<Vec<Vec<u8>>> {
+        let db = &self.inner.db;
+        let log = cf(db, CF_LOG);
+        let positions: Vec<[u8; 8]> = (from..=to).map(u64::to_be_bytes).collect();
+        db.multi_get_cf(positions.iter().map(|p| (log, p.as_slice())))
+            .into_iter()
+            .map(|value| value.ok().flatten())
+            .collect()
+    }
+
+    /// The event keys from log position `from` on, at most `limit`, up to
+    /// `head`, by scanning the log.
+    pub(super) fn log_keys_scanned(
+        &self,
+        from: u64,
+        head: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let db = &self.inner.db;
+        let start = from.to_be_bytes();
+        let mut keys = Vec::new();
+        for item in db.iterator_cf(
+            cf(db, CF_LOG),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (position, value) = item?;
+            if be_u64(&position).is_none_or(|p| p > head) {
+                break;
+            }
+            keys.push(value.to_vec());
+            if keys.len() >= limit {
+                break;
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Visits every event grouped by stream (streams in key order, events in
+    /// version order), optionally only streams starting with `prefix`. The
+    /// sequential scan that replay and per-kind listings use.
+    pub fn scan_streams(
+        &self,
+        prefix: Option<&str>,
+        mut visit: impl FnMut(Envelope) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.scan_streams_after(prefix.unwrap_or(""), None, |e| visit(e).map(|_| true))
+    }
+
+    /// Like [`scan_streams`](Self::scan_streams), starting at the first
+    /// stream after `after` (a stream id under `prefix`), and stopping as
+    /// soon as `visit` returns `false`: one page of a listing costs the page,
+    /// not the whole prefix.
+    pub fn scan_streams_after(
+        &self,
+        prefix: &str,
+        after: Option<&StreamId>,
+        mut visit: impl FnMut(Envelope) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let db = &self.inner.db;
+        let prefix = prefix.as_bytes();
+        // Stream keys are `stream \0 version`; `stream \x01` sorts after
+        // every key of that stream.
+        let start = match after {
+            Some(stream) => {
+                let mut key = stream.as_str().as_bytes().to_vec();
+                key.push(1);
+                key
+            }
+            None => prefix.to_vec(),
+        };
+        let mut read = ReadOptions::default();
+        read.fill_cache(false);
+        for item in db.iterator_cf_opt(
+            cf(db, CF_EVENTS),
+            read,
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if !visit(self.decode_envelope(&key, &value)?)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the global log is whole: positions 1..=head each name an
+    /// event record. Returns the number of log entries.
+    pub fn verify_log_index(&self) -> Result<u64, StoreError> {
+        let db = &self.inner.db;
+        let mut expected = 1u64;
+        let mut read = ReadOptions::default();
+        read.fill_cache(false);
+        for item in db.iterator_cf_opt(cf(db, CF_LOG), read, IteratorMode::Start) {
+            let (key, _) = item?;
+            let position =
+                be_u64(&key).ok_or_else(|| self.corrupted("log key of wrong length".into()))?;
+            if position != expected {
+                return Err(self.corrupted(format!(
+                    "log position {expected} is missing (next is {position})"
+                )));
+            }
+            expected += 1;
+        }
+        let count = expected - 1;
+        if count != self.head() {
+            return Err(self.corrupted(format!(
+                "log holds {count} entries but its head says {}",
+                self.head()
+            )));
+        }
+        Ok(count)
+    }
+
+    pub(super) fn corrupted(&self, what: String) -> StoreError {
+        StoreError::Corrupted {
+            path: self.inner.path.clone(),
+            what,
+        }
+    }
+
+    /// A live tail of the log from `from_position` (inclusive): every event,
+    /// in order, first the recorded ones, then new ones as they commit.
+    pub fn subscribe(&self, from_position: u64) -> Subscription {
+        Subscription {
+            store: self.clone(),
+            next: from_position.max(1),
+            buffer: std::collections::VecDeque::new(),
+            head: self.inner.head.clone(),
+        }
+    }
+}
+
+/// A live, ordered tail of the log. See [`EventStore::subscribe`].
+pub struct Subscription {
+    store: EventStore,
+    next: u64,
+    buffer: std::collections::VecDeque<Envelope>,
+    head: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The next event, waiting for one to be recorded if need be. Ends with
+    /// [`StoreError::Closed`] when the store shuts down.
+    pub async fn next(&mut self) -> Result<Envelope, StoreError> {
+        loop {
+            if let Some(envelope) = self.buffer.pop_front() {
+                self.next = envelope.position + 1;
+                return Ok(envelope);
+            }
+            let head = *self.head.borrow_and_update();
+            if head >= self.next {
+                self.buffer
+                    .extend(self.store.read_all(self.next, SUBSCRIPTION_READ_BATCH)?);
+                if self.buffer.is_empty() {
+                    return Err(self.store.corrupted(format!(
+                        "position {} is below the head but not readable",
+                        self.next
+                    )));
+                }
+                continue;
+            }
+            if self.head.changed().await.is_err() {
+                return Err(StoreError::Closed);
+            }
+        }
+    }
+
+    /// Position of the next event this subscription will deliver.
+    pub fn next_position(&self) -> u64 {
+        self.next
+    }
+}

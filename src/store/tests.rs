@@ -1,0 +1,120 @@
+use super::*;
+use crate::clock::SystemClock;
+use crate::types::{Principal, RequestId};
+
+fn buffered_store(dir: &Path) -> EventStore {
+    let options = StoreOptions {
+        durability: Durability::Buffered,
+        ..StoreOptions::default()
+    };
+    EventStore::open(dir, options, Arc::new(SystemClock)).unwrap()
+}
+
+/// Appends `count` test events to `job/acme/NAME`.
+fn append_events(store: &EventStore, name: &str, count: u64) -> StreamId {
+    let stream = StreamId::parse(&format!("job/acme/{name}")).unwrap();
+    let events = (0..count)
+        .map(|n| NewEvent {
+            event_type: "Test".into(),
+            schema_version: 1,
+            payload: n.to_le_bytes().to_vec(),
+        })
+        .collect();
+    let append = StreamAppend {
+        stream: stream.clone(),
+        expected: ExpectedVersion::Any,
+        events,
+    };
+    let causation = Causation {
+        request_id: RequestId(uuid::Uuid::from_u128(7)),
+        principal: Principal::Admin,
+    };
+    store.append_blocking(vec![append], causation).unwrap();
+    stream
+}
+
+#[test]
+fn a_gap_in_log_positions_falls_back_to_scanning() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = buffered_store(dir.path());
+    append_events(&store, "gap", 5);
+    // What is read here must come from RocksDB, not the recent rounds.
+    store.inner.recent.lock().unwrap().clear();
+    let positions = |all: Vec<Envelope>| all.iter().map(|e| e.position).collect::<Vec<_>>();
+    // Dense: read by position.
+    assert!(store.log_keys_at(1, 5).is_some());
+    assert_eq!(positions(store.read_all(2, 3).unwrap()), [2, 3, 4]);
+    // A position gone from the log index (never the case in a log this
+    // store wrote, but a reader must not stall on it): scanned instead.
+    let db = &store.inner.db;
+    db.delete_cf(cf(db, CF_LOG), 3u64.to_be_bytes()).unwrap();
+    assert!(store.log_keys_at(1, 5).is_none());
+    assert_eq!(positions(store.read_all(2, 3).unwrap()), [2, 4, 5]);
+    assert_eq!(positions(store.read_all(1, 100).unwrap()), [1, 2, 4, 5]);
+    assert!(store.read_all(6, 10).unwrap().is_empty());
+}
+
+#[test]
+fn a_stream_read_by_key_then_by_iterator_is_whole_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = buffered_store(dir.path());
+    let append = |name: &str, count: u64| append_events(&store, name, count);
+    // Neighbours on both sides of the stream's keys.
+    append("s", 2);
+    let stream = append("s1", 3 * STREAM_EVENTS_BY_KEY);
+    append("s10", 2);
+    append("s2", 2);
+    let versions = |from: u64, limit: usize| -> Vec<u64> {
+        let read = store.read_stream(&stream, from, limit).unwrap();
+        assert!(read.iter().all(|e| e.stream == stream));
+        read.iter().map(|e| e.stream_version).collect()
+    };
+    let all = 3 * STREAM_EVENTS_BY_KEY;
+    assert_eq!(versions(1, 100), (1..=all).collect::<Vec<_>>());
+    assert_eq!(versions(0, 100), (1..=all).collect::<Vec<_>>());
+    assert_eq!(versions(2, 2), [2, 3]);
+    assert_eq!(versions(3, 3), [3, 4, 5]);
+    assert_eq!(
+        versions(2, STREAM_EVENTS_BY_KEY as usize + 1),
+        (2..=STREAM_EVENTS_BY_KEY + 2).collect::<Vec<_>>()
+    );
+    assert_eq!(versions(all - 1, 100), [all - 1, all]);
+    assert!(versions(all + 1, 100).is_empty());
+    assert!(versions(1, 0).is_empty());
+}
+
+#[test]
+fn the_log_read_from_memory_is_the_log_read_from_rocksdb() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = buffered_store(dir.path());
+    for (n, name) in ["a", "b", "a", "c"].into_iter().enumerate() {
+        append_events(&store, name, n as u64 + 1);
+    }
+    let recent = |from: u64, to: u64| store.read_recent(from, to).unwrap();
+    let from_memory = recent(1, 10).expect("every round is kept");
+    assert_eq!(from_memory.len(), 10);
+    assert_eq!(recent(4, 6).unwrap().len(), 3, "a read may start mid-round");
+    assert_eq!(store.read_all(4, 3).unwrap(), from_memory[3..6]);
+    assert_eq!(store.read_all(9, 100).unwrap(), from_memory[8..]);
+    store.inner.recent.lock().unwrap().clear();
+    assert!(recent(1, 10).is_none());
+    assert_eq!(store.read_all(1, 100).unwrap(), from_memory);
+    // Kept again from the next round on; earlier reads go to RocksDB.
+    append_events(&store, "d", 2);
+    assert!(recent(10, 12).is_none());
+    assert_eq!(recent(11, 12).unwrap().len(), 2);
+    assert_eq!(store.read_all(1, 100).unwrap().len(), 12);
+    // An import's round is not kept, nor what came before it.
+    let imported = Envelope {
+        position: 13,
+        stream_version: 1,
+        ..store.read_all(12, 1).unwrap().remove(0)
+    };
+    let imported = Envelope {
+        stream: StreamId::parse("job/acme/imported").unwrap(),
+        ..imported
+    };
+    store.import_blocking(vec![imported.clone()]).unwrap();
+    assert!(recent(11, 13).is_none());
+    assert_eq!(store.read_all(13, 1).unwrap(), [imported]);
+}
