@@ -3,7 +3,7 @@
 use clap::Subcommand;
 
 use super::render::render;
-use super::{Output, Rendered};
+use super::Rendered;
 use lote::api::Request;
 use lote::client::{Client, ClientError};
 use lote::domain::account::KeyKind;
@@ -54,12 +54,7 @@ pub enum KeysCmd {
 }
 
 /// Runs one `lote account` command.
-pub(super) async fn run(
-    cmd: AccountCmd,
-    client: &Client,
-    output: Output,
-) -> Result<Rendered, ClientError> {
-    let _ = output;
+pub(super) async fn run(cmd: AccountCmd, client: &Client) -> Result<Rendered, ClientError> {
     let call = |r: Request| async move { client.call(&r).await };
     let response = match cmd {
         AccountCmd::Create { name, request_id } => {

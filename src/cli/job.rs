@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::files::{parse_input, parse_input_prefix};
 use super::render::render;
-use super::{placeholder_account, Output, Rendered};
+use super::{placeholder_account, Rendered};
 use lote::api::{ApiError, Request, Response};
 use lote::client::{Client, ClientError};
 use lote::domain::job::{DisableTasks, JobSpec, OnAllTasksComplete, OnTaskFailure};
@@ -75,12 +75,7 @@ pub enum JobCmd {
 }
 
 /// Runs one `lote job` command.
-pub(super) async fn run(
-    cmd: JobCmd,
-    client: &Client,
-    output: Output,
-) -> Result<Rendered, ClientError> {
-    let _ = output;
+pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, ClientError> {
     let call = |r: Request| async move { client.call(&r).await };
     let response = match cmd {
         JobCmd::Create {

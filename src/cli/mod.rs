@@ -234,10 +234,10 @@ async fn execute(
 ) -> Result<Rendered, ClientError> {
     match command {
         ClientCommand::Whoami => Ok(Some(render::render(client.call(&Request::Whoami).await?))),
-        ClientCommand::Account(cmd) => account::run(cmd, &client, output).await,
-        ClientCommand::Pool(cmd) => pool::run(cmd, &client, output).await,
-        ClientCommand::Node(cmd) => node::run(cmd, &client, output).await,
-        ClientCommand::Job(cmd) => job::run(cmd, &client, output).await,
+        ClientCommand::Account(cmd) => account::run(cmd, &client).await,
+        ClientCommand::Pool(cmd) => pool::run(cmd, &client).await,
+        ClientCommand::Node(cmd) => node::run(cmd, &client).await,
+        ClientCommand::Job(cmd) => job::run(cmd, &client).await,
         ClientCommand::Task(cmd) => task::run(cmd, &client, output).await,
         ClientCommand::Blob(cmd) => Ok(Some(blob::blob(&client, cmd).await?)),
         ClientCommand::App(cmd) => Ok(Some(render::render(app::app(&client, cmd).await?))),

@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use super::files::{list_files, read_file, FileTarget};
 use super::render::render;
-use super::{Output, Rendered};
+use super::Rendered;
 use lote::api::Request;
 use lote::client::{Client, ClientError};
 use lote::domain::pool::Deallocation;
@@ -79,12 +79,7 @@ pub enum NodeCmd {
 }
 
 /// Runs one `lote node` command.
-pub(super) async fn run(
-    cmd: NodeCmd,
-    client: &Client,
-    output: Output,
-) -> Result<Rendered, ClientError> {
-    let _ = output;
+pub(super) async fn run(cmd: NodeCmd, client: &Client) -> Result<Rendered, ClientError> {
     let call = |r: Request| async move { client.call(&r).await };
     let response = match cmd {
         NodeCmd::List { pool } => call(Request::ListNodes { pool }).await?,

@@ -4,7 +4,7 @@ use clap::Subcommand;
 
 use super::files::parse_app;
 use super::render::render;
-use super::{placeholder_account, Output, Rendered};
+use super::{placeholder_account, Rendered};
 use lote::api::{ApiError, Request};
 use lote::client::{Client, ClientError};
 use lote::domain::pool::{
@@ -221,12 +221,7 @@ pub enum AutoscaleCmd {
 }
 
 /// Runs one `lote pool` command.
-pub(super) async fn run(
-    cmd: PoolCmd,
-    client: &Client,
-    output: Output,
-) -> Result<Rendered, ClientError> {
-    let _ = output;
+pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, ClientError> {
     let call = |r: Request| async move { client.call(&r).await };
     let response = match cmd {
         PoolCmd::Create {

@@ -489,7 +489,6 @@ pub(super) async fn run(
     client: &Client,
     output: Output,
 ) -> Result<Rendered, ClientError> {
-    let _ = output;
     let call = |r: Request| async move { client.call(&r).await };
     let response = match cmd {
         TaskCmd::Add {

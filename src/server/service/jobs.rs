@@ -7,7 +7,6 @@ use crate::domain::job::{Job, JobCommand};
 use crate::domain::pool::Pool;
 use crate::server::supervisors;
 use crate::store::StreamId;
-use crate::types::{JobId, PoolId};
 
 impl Service {
     /// A job request of an account.
@@ -18,13 +17,11 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let account = call.account;
         let ctx = || call.ctx(self);
-        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
-        let job_stream = |job: &JobId| StreamId::job(account, job);
         match request {
             Request::CreateJob { spec, .. } => {
                 let mut spec = spec.clone();
                 spec.account = account.clone();
-                self.show::<Pool>(&pool_stream(&spec.pool), spec.pool.as_str())
+                self.show::<Pool>(&call.pool_stream(&spec.pool), spec.pool.as_str())
                     .await
                     .map_err(|mut e| {
                         e.message = format!(
@@ -33,7 +30,7 @@ impl Service {
                         );
                         e
                     })?;
-                let stream = job_stream(&spec.id);
+                let stream = call.job_stream(&spec.id);
                 let reply = Response::Created {
                     entity: stream.to_string(),
                 };
@@ -49,11 +46,12 @@ impl Service {
                 self.list::<Job>(&format!("job/{account}/"))?,
             )),
             Request::ShowJob { job } => Ok(Response::Job(
-                self.show::<Job>(&job_stream(job), job.as_str()).await?,
+                self.show::<Job>(&call.job_stream(job), job.as_str())
+                    .await?,
             )),
             Request::DisableJob { job, disable_tasks } => {
                 self.exec::<Job>(
-                    job_stream(job),
+                    call.job_stream(job),
                     job.as_str(),
                     JobCommand::DisableJob {
                         disable_tasks: *disable_tasks,
@@ -63,12 +61,17 @@ impl Service {
                 .await
             }
             Request::EnableJob { job } => {
-                self.exec::<Job>(job_stream(job), job.as_str(), JobCommand::EnableJob, ctx())
-                    .await
+                self.exec::<Job>(
+                    call.job_stream(job),
+                    job.as_str(),
+                    JobCommand::EnableJob,
+                    ctx(),
+                )
+                .await
             }
             Request::TerminateJob { job, reason } => {
                 self.exec::<Job>(
-                    job_stream(job),
+                    call.job_stream(job),
                     job.as_str(),
                     JobCommand::TerminateJob {
                         reason: reason.clone(),
@@ -78,11 +81,16 @@ impl Service {
                 .await
             }
             Request::DeleteJob { job } => {
-                self.exec::<Job>(job_stream(job), job.as_str(), JobCommand::DeleteJob, ctx())
-                    .await
+                self.exec::<Job>(
+                    call.job_stream(job),
+                    job.as_str(),
+                    JobCommand::DeleteJob,
+                    ctx(),
+                )
+                .await
             }
             Request::ExplainJob { job } => {
-                let stream = job_stream(job);
+                let stream = call.job_stream(job);
                 let state = self.show::<Job>(&stream, job.as_str()).await?.state;
                 self.placement.caught_up(self.core.store().head()).await;
                 let groups = self.placement.scheduler().job_waits(&stream);

@@ -134,6 +134,16 @@ impl AccountCall<'_> {
     pub fn ctx(&self, service: &Service) -> Ctx {
         service.ctx(self.principal.clone(), self.request_id)
     }
+
+    /// The stream of the caller's pool `pool` (never another account's).
+    pub fn pool_stream(&self, pool: &PoolId) -> StreamId {
+        StreamId::pool(self.account, pool)
+    }
+
+    /// The stream of the caller's job `job`.
+    pub fn job_stream(&self, job: &crate::types::JobId) -> StreamId {
+        StreamId::job(self.account, job)
+    }
 }
 
 pub(super) fn done<A: Aggregate>(

@@ -21,10 +21,10 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let account = call.account;
         let ctx = || call.ctx(self);
-        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
         match request {
             Request::ListNodes { pool } => {
-                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                self.show::<Pool>(&call.pool_stream(pool), pool.as_str())
+                    .await?;
                 Ok(Response::Nodes(
                     self.list::<Node>(&format!("node/{account}/{pool}/"))?,
                 ))
@@ -79,7 +79,9 @@ impl Service {
                 // As in Azure Batch, removing a node lowers the pool's
                 // target, so the pool supervisor does not replace it. A
                 // pool under autoscale keeps its formula's target.
-                let pool_state = self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                let pool_state = self
+                    .show::<Pool>(&call.pool_stream(pool), pool.as_str())
+                    .await?;
                 if pool_state.state.autoscale.is_none() && pool_state.state.target_nodes > 0 {
                     let resize = PoolCommand::ResizePool {
                         target_nodes: pool_state.state.target_nodes - 1,
@@ -87,7 +89,7 @@ impl Service {
                     };
                     if let Err(e) = self
                         .core
-                        .execute::<Pool>(&pool_stream(pool), resize, ctx())
+                        .execute::<Pool>(&call.pool_stream(pool), resize, ctx())
                         .await
                     {
                         tracing::warn!(%pool, error = %e, "pool target not lowered after a node removal");

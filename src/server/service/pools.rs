@@ -7,7 +7,6 @@ use crate::domain::node::Node;
 use crate::domain::pool::{Pool, PoolCommand};
 use crate::domain::RejectionCode;
 use crate::server::supervisors;
-use crate::store::StreamId;
 use crate::types::{AccountName, PoolId};
 
 fn ensure_formula_size(text: &str) -> Result<(), ApiError> {
@@ -30,7 +29,6 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let account = call.account;
         let ctx = || call.ctx(self);
-        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
         match request {
             Request::EvaluateAutoscale { .. }
             | Request::AutoscaleHistory { .. }
@@ -48,7 +46,7 @@ impl Service {
                 self.blobs
                     .check_refs(account, &spec.application_packages)
                     .await?;
-                let stream = pool_stream(&spec.id);
+                let stream = call.pool_stream(&spec.id);
                 let reply = Response::Created {
                     entity: stream.to_string(),
                 };
@@ -71,10 +69,12 @@ impl Service {
                 self.list::<Pool>(&format!("pool/{account}/"))?,
             )),
             Request::ShowPool { pool } => Ok(Response::Pool(
-                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?,
+                self.show::<Pool>(&call.pool_stream(pool), pool.as_str())
+                    .await?,
             )),
             Request::ShowJoinToken { pool } => {
-                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                self.show::<Pool>(&call.pool_stream(pool), pool.as_str())
+                    .await?;
                 Ok(Response::JoinToken {
                     pool: pool.clone(),
                     token: self.join_token(account, pool),
@@ -86,7 +86,7 @@ impl Service {
                 deallocation,
             } => {
                 self.exec::<Pool>(
-                    pool_stream(pool),
+                    call.pool_stream(pool),
                     pool.as_str(),
                     PoolCommand::ResizePool {
                         target_nodes: *target_nodes,
@@ -98,7 +98,7 @@ impl Service {
             }
             Request::StopResize { pool } => {
                 self.exec::<Pool>(
-                    pool_stream(pool),
+                    call.pool_stream(pool),
                     pool.as_str(),
                     PoolCommand::StopResize,
                     ctx(),
@@ -112,7 +112,7 @@ impl Service {
             } => {
                 self.check_autoscale_interval(*evaluation_interval_secs)?;
                 self.exec::<Pool>(
-                    pool_stream(pool),
+                    call.pool_stream(pool),
                     pool.as_str(),
                     PoolCommand::EnableAutoscale {
                         formula: formula.clone(),
@@ -124,7 +124,7 @@ impl Service {
             }
             Request::DisableAutoscale { pool } => {
                 self.exec::<Pool>(
-                    pool_stream(pool),
+                    call.pool_stream(pool),
                     pool.as_str(),
                     PoolCommand::DisableAutoscale,
                     ctx(),
@@ -134,7 +134,7 @@ impl Service {
             Request::DeletePool { pool } => {
                 let done: Result<Response, ApiError> = self
                     .exec::<Pool>(
-                        pool_stream(pool),
+                        call.pool_stream(pool),
                         pool.as_str(),
                         PoolCommand::DeletePool,
                         ctx(),
@@ -145,13 +145,13 @@ impl Service {
                 let finished = self
                     .core
                     .execute::<Pool>(
-                        &pool_stream(pool),
+                        &call.pool_stream(pool),
                         PoolCommand::FinishDeletion,
                         self.system_ctx(),
                     )
                     .await?;
                 drop(done);
-                Ok(super::done(&pool_stream(pool), finished))
+                Ok(super::done(&call.pool_stream(pool), finished))
             }
             other => Err(misrouted(other)),
         }
@@ -196,13 +196,13 @@ impl Service {
         request: &Request,
     ) -> Result<Response, ApiError> {
         let account = call.account;
-        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
         match request {
             Request::EvaluateAutoscale { pool, formula } => {
                 if let Some(text) = formula {
                     ensure_formula_size(text)?;
                 }
-                self.show::<Pool>(&pool_stream(pool), pool.as_str()).await?;
+                self.show::<Pool>(&call.pool_stream(pool), pool.as_str())
+                    .await?;
                 let key = format!("{account}/{pool}");
                 match self.autoscaler.evaluate(&key, formula.as_deref()) {
                     Some(e) => Ok(Response::AutoscaleEvaluation(e)),
@@ -213,7 +213,7 @@ impl Service {
                 }
             }
             Request::AutoscaleHistory { pool, limit } => {
-                let stream = pool_stream(pool);
+                let stream = call.pool_stream(pool);
                 self.show::<Pool>(&stream, pool.as_str()).await?;
                 let runs = supervisors::autoscale::history(
                     self.core.store(),
@@ -231,7 +231,7 @@ impl Service {
                 every_secs,
             } => {
                 ensure_formula_size(formula)?;
-                let stream = pool_stream(pool);
+                let stream = call.pool_stream(pool);
                 self.show::<Pool>(&stream, pool.as_str()).await?;
                 let store = self.core.store().clone();
                 let (formula, from, to) = (formula.clone(), *from, *to);

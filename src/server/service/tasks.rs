@@ -9,7 +9,7 @@ use crate::domain::pool::Pool;
 use crate::domain::task::{Task, TaskCommand, TaskStatus};
 use crate::domain::{self, Rejection, RejectionCode};
 use crate::store::StreamId;
-use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId};
+use crate::types::{AccountName, JobId, NodeId, TaskId};
 
 impl Service {
     /// A task request of an account.
@@ -20,14 +20,14 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let account = call.account;
         let ctx = || call.ctx(self);
-        let job_stream = |job: &JobId| StreamId::job(account, job);
         match request {
             Request::AddTasks { job, tasks, .. } => self.add_tasks(call, request, job, tasks).await,
             Request::ReadTaskOutput { .. }
             | Request::ListTaskFiles { .. }
             | Request::ReadTaskFile { .. } => self.task_files(call, request).await,
             Request::ListTasks { job, after, limit } => {
-                self.show::<Job>(&job_stream(job), job.as_str()).await?;
+                self.show::<Job>(&call.job_stream(job), job.as_str())
+                    .await?;
                 let limit = match *limit as usize {
                     0 => LIST_ITEMS_MAX,
                     n => n.min(LIST_ITEMS_MAX),
@@ -167,8 +167,6 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let account = call.account;
         let ctx = || call.ctx(self);
-        let pool_stream = |pool: &PoolId| StreamId::pool(account, pool);
-        let job_stream = |job: &JobId| StreamId::job(account, job);
         if tasks.is_empty() || tasks.len() > crate::api::ADD_TASKS_BATCH_MAX {
             return Err(Rejection::invalid(format!(
                 "a batch holds 1..={} tasks, not {}; split it",
@@ -177,7 +175,9 @@ impl Service {
             ))
             .into());
         }
-        let job_state = self.show::<Job>(&job_stream(job), job.as_str()).await?;
+        let job_state = self
+            .show::<Job>(&call.job_stream(job), job.as_str())
+            .await?;
         // A package that does not exist would fail every attempt.
         let mut refs: Vec<&crate::domain::spec::PackageRef> = tasks
             .iter()
@@ -198,7 +198,7 @@ impl Service {
         // not left queued for ever.
         if let Some(spec) = job_state.state.spec.as_ref() {
             let pool = self
-                .show::<Pool>(&pool_stream(&spec.pool), spec.pool.as_str())
+                .show::<Pool>(&call.pool_stream(&spec.pool), spec.pool.as_str())
                 .await?;
             let node_slots = pool.state.spec.map(|p| p.node_size.task_slots).unwrap_or(0);
             if let Some(t) = tasks
