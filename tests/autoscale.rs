@@ -215,8 +215,7 @@ async fn a_failing_formula_changes_nothing_is_recorded_and_keeps_running_across_
 async fn evaluate_history_and_replay_from_the_cli() {
     let server = ServerProcess::start(FAST);
     let (client, key, _) = server.account("acme").await;
-    local_pool(&client, "fixed", 1, 2).await;
-    nodes_up(&client, "fixed", 1).await;
+    Env::new(&client).pool("fixed").nodes(1).slots(2).await;
     create_job(&client, "j", "fixed").await;
     add(
         &client,

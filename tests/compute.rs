@@ -169,8 +169,9 @@ async fn a_local_pool_starts_its_agents_runs_tasks_and_deleting_it_stops_everyth
     let nodes = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(&["--nodes-dir", nodes.path().to_str().unwrap()]);
     let (client, _, _) = server.account("acme").await;
-    local_pool(&client, "local", 2, 2).await;
-    create_job(&client, "j", "local").await;
+    let env = Env::new(&client);
+    env.pool("local").nodes(2).slots(2).without_waiting().await;
+    env.job("j").on("local").await;
     let marks = tempfile::tempdir().unwrap();
     let mut tasks: Vec<TaskSpec> = (0..20)
         .map(|i| shell(&format!("t{i}"), "sha256sum /etc/hostname > digest.txt"))

@@ -54,8 +54,7 @@ async fn ten_crashes_lose_nothing_and_run_nothing_twice() {
     let marks = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(&[]);
     let (mut client, key, _) = server.account("acme").await;
-    local_pool(&client, "p", 2, 2).await;
-    nodes_up(&client, "p", 2).await;
+    Env::new(&client).pool("p").nodes(2).slots(2).await;
     create_job(&client, "j", "p").await;
 
     // Each run of a task appends a line to its own mark file.
@@ -140,8 +139,7 @@ async fn a_task_that_ends_while_the_server_is_down_is_recorded_once_and_not_run_
     let mark = marks.path().join("t");
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;
-    local_pool(&client, "p", 1, 1).await;
-    nodes_up(&client, "p", 1).await;
+    Env::new(&client).pool("p").nodes(1).slots(1).await;
     create_job(&client, "j", "p").await;
     let line = format!(
         "echo run >> {m}; sleep 2; echo done >> {m}",
@@ -191,8 +189,7 @@ async fn a_task_that_ends_while_the_server_is_down_is_recorded_once_and_not_run_
 async fn a_job_deadline_that_passes_while_the_server_is_down_fires_at_the_restart() {
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;
-    local_pool(&client, "p", 1, 1).await;
-    nodes_up(&client, "p", 1).await;
+    Env::new(&client).pool("p").nodes(1).slots(1).await;
     let spec = JobSpec {
         max_wall_clock_secs: Some(3),
         ..JobSpec::on_pool(

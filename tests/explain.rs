@@ -61,8 +61,9 @@ async fn every_wait_reason_from_a_real_situation() {
     let (client, key, _) = server.account("acme").await;
 
     // No node at all: an empty pool.
-    local_pool(&client, "empty", 0, 1).await;
-    create_job(&client, "je", "empty").await;
+    let env = Env::new(&client);
+    env.pool("empty").nodes(0).slots(1).without_waiting().await;
+    env.job("je").on("empty").await;
     add(&client, "je", vec![shell("e1", "true")]).await;
     explains(
         &server,
@@ -74,8 +75,7 @@ async fn every_wait_reason_from_a_real_situation() {
     .await;
 
     // Full: one node, one slot, taken by a long task.
-    local_pool(&client, "full", 1, 1).await;
-    nodes_up(&client, "full", 1).await;
+    Env::new(&client).pool("full").nodes(1).slots(1).await;
     create_job(&client, "jf", "full").await;
     add(
         &client,

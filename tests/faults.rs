@@ -43,8 +43,7 @@ async fn node_in(client: &lote::client::Client, pool: &str, node: &NodeId, state
 async fn a_killed_local_agent_is_lost_its_task_requeued_and_its_node_replaced() {
     let server = ServerProcess::start(LOST_AFTER);
     let (client, _, _) = server.account("acme").await;
-    local_pool(&client, "p", 2, 1).await;
-    nodes_up(&client, "p", 2).await;
+    Env::new(&client).pool("p").nodes(2).slots(1).await;
     create_job(&client, "j", "p").await;
     add(
         &client,

@@ -516,8 +516,9 @@ async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
 async fn failed_inputs_and_uploads_fail_the_attempt_with_their_own_category() {
     let server = ServerProcess::start(&[]);
     let (client, _key, _) = server.account("acme").await;
-    local_pool(&client, "files", 1, 2).await;
-    create_job(&client, "io", "files").await;
+    let env = Env::new(&client);
+    env.pool("files").nodes(1).slots(2).without_waiting().await;
+    env.job("io").on("files").await;
     let mut missing = shell("missing-input", "true");
     missing.resource_files = vec![blob_input("inputs", "nope.bin", "nope.bin")];
     let mut bad_url = shell("bad-url", "true");
@@ -1012,8 +1013,9 @@ async fn the_blob_and_file_commands_work_from_the_cli() {
     );
 
     // A task with short-form files, then its files through the CLI.
-    local_pool(&client, "files", 1, 1).await;
-    create_job(&client, "io", "files").await;
+    let env = Env::new(&client);
+    env.pool("files").nodes(1).slots(1).without_waiting().await;
+    env.job("io").on("files").await;
     run(&[
         "task",
         "add",

@@ -104,12 +104,7 @@ pub fn start_agents(
 }
 
 pub async fn create_job(client: &Client, id: &str, pool: &str) {
-    let spec = JobSpec::on_pool(
-        JobId::new(id).unwrap(),
-        AccountName::new("x").unwrap(),
-        PoolId::new(pool).unwrap(),
-    );
-    create_job_spec(client, spec).await;
+    Env::new(client).job(id).on(pool).await;
 }
 
 pub async fn create_job_spec(client: &Client, spec: JobSpec) {
@@ -252,7 +247,12 @@ pub async fn create_pool_spec(client: &Client, spec: PoolSpec) {
 
 /// A local pool (agents started by the server) of `nodes` × `slots`.
 pub async fn local_pool(client: &Client, id: &str, nodes: u32, slots: u32) {
-    create_pool(client, id, NodeProvider::Local, nodes, slots, None).await;
+    Env::new(client)
+        .pool(id)
+        .nodes(nodes)
+        .slots(slots)
+        .without_waiting()
+        .await;
 }
 
 /// A start task running a shell line.
