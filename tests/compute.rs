@@ -287,3 +287,93 @@ async fn a_failed_start_task_keeps_its_node_out_of_placement() {
         "placed on a node whose start task failed"
     );
 }
+
+/// Nothing of the server's environment reaches a local agent or a task
+/// (a server started with a secret in its environment, as `LOTE_ADMIN_KEY`
+/// would be): a task gets the base PATH and LANG, HOME at its working
+/// directory, the `LOTE_*` variables and its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_and_local_agents_get_none_of_the_servers_environment() {
+    const SECRET: &str = "lote-test-secret-that-must-not-leak";
+    let temp = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(lote_bin());
+    cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(temp.path())
+        .env_remove("LOTE_ADMIN_KEY")
+        .env("LOTE_LOG", "warn")
+        .env("LOTE_TEST_SERVER_SECRET", SECRET)
+        .stderr(std::process::Stdio::piped());
+    let server = ServerProcess::from_command(cmd, temp.path());
+    let (client, _, _) = server.account("acme").await;
+    let env = Env::new(&client);
+    env.pool("clean").await;
+    let mut task = shell("t", "env");
+    task.env = vec![lote::domain::EnvVar {
+        name: "MINE".into(),
+        value: "yes".into(),
+    }];
+    env.job("j").on("clean").tasks([task]).await;
+    wait_job(&client, "j", Duration::from_secs(30)).await;
+    let lote::api::Response::TaskOutput { chunk, .. } = client
+        .call(&Request::ReadTaskOutput {
+            job: JobId::new("j").unwrap(),
+            task: TaskId::new("t").unwrap(),
+            attempt: 0,
+            stream: lote::api::OutputStream::Stdout,
+            offset: 0,
+            max_bytes: 1 << 20,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("output expected")
+    };
+    let printed = String::from_utf8(chunk.data).unwrap();
+    assert!(!printed.contains(SECRET), "{printed}");
+    let mut names: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(n, _)| n))
+        // What the shell adds of its own.
+        .filter(|n| !matches!(*n, "PWD" | "SHLVL" | "_" | "OLDPWD"))
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "HOME",
+            "LANG",
+            "LOTE_ACCOUNT",
+            "LOTE_ATTEMPT_TAG",
+            "LOTE_JOB_ID",
+            "LOTE_NODE_ID",
+            "LOTE_NODE_SHARED_DIR",
+            "LOTE_POOL_ID",
+            "LOTE_TASK_ATTEMPT",
+            "LOTE_TASK_ID",
+            "LOTE_TASK_WORKING_DIR",
+            "MINE",
+            "PATH"
+        ],
+        "{printed}"
+    );
+    let value = |name: &str| {
+        printed
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(value("HOME"), value("LOTE_TASK_WORKING_DIR"));
+    assert_eq!(
+        value("PATH"),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    );
+    // The local agent itself was started without it.
+    let nodes = temp.path().join("nodes/acme/clean");
+    let node = std::fs::read_dir(&nodes).unwrap().next().unwrap().unwrap();
+    let pid = std::fs::read_to_string(node.path().join("agent.pid")).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", pid.trim())).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains(SECRET), "{environ}");
+    assert!(!environ.contains("LOTE_TEST_SERVER_SECRET"), "{environ}");
+}

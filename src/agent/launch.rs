@@ -1,11 +1,11 @@
-//! Starting a task's process with `posix_spawn` and an environment built
-//! once per agent.
+//! Starting a task's process with `posix_spawn` and a defined environment.
 //!
-//! `std::process::Command` copies the agent's whole environment into a
-//! map and then into new C strings at every spawn: with a few dozen
-//! inherited variables that was about 6% of the agent's CPU per task.
-//! Here the inherited variables are turned into `NAME=VALUE` strings once,
-//! and a spawn only builds the dozen it sets. The child is waited for
+//! A task never sees the agent's environment (nor, through it, the
+//! server's): it starts from [`BASE_ENV`] (a minimal `PATH` and `LANG`)
+//! and gets only what is set for it. The base is turned into `NAME=VALUE`
+//! strings once per agent, and a spawn only builds the dozen it sets
+//! (`std::process::Command` rebuilds every variable at each spawn, which
+//! was about 6% of the agent's CPU per task). The child is waited for
 //! through a pidfd, so nothing depends on SIGCHLD.
 //!
 //! [`launch`] answers `None` where it would differ from `Command` (the
@@ -36,7 +36,7 @@ pub struct Launch<'a> {
     /// launch fails with the error.
     pub stdout: &'a Path,
     pub stderr: &'a Path,
-    /// Set over the agent's own environment, later entries winning.
+    /// Set over [`BASE_ENV`], later entries winning.
     pub env: &'a [(&'a OsStr, &'a OsStr)],
 }
 
@@ -49,13 +49,33 @@ pub struct Launched {
     _owned: Owned,
 }
 
-/// The agent's environment as `NAME=VALUE`, read once: the agent never
-/// changes its own environment after it starts.
-fn inherited() -> &'static [(OsString, CString)] {
+/// What every task's environment starts from, whatever the agent's own
+/// holds: programs in the system's usual places, and a UTF-8 locale that
+/// every system has.
+pub const BASE_ENV: [(&str, &str); 2] = [
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("LANG", "C.UTF-8"),
+];
+
+/// Whether the agent's own PATH is the base one (asked once).
+fn agent_path_is_base() -> bool {
+    static SAME: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SAME.get_or_init(|| std::env::var_os("PATH").as_deref() == Some(OsStr::new(BASE_ENV[0].1)))
+}
+
+/// [`BASE_ENV`] as `NAME=VALUE`, built once.
+fn base() -> &'static [(OsString, CString)] {
     static ENV: std::sync::OnceLock<Vec<(OsString, CString)>> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {
-        std::env::vars_os()
-            .filter_map(|(name, value)| Some((name.clone(), assignment(&name, &value)?)))
+        BASE_ENV
+            .iter()
+            .filter_map(|(name, value)| {
+                let (name, value): (&OsStr, &OsStr) = (name.as_ref(), value.as_ref());
+                Some((name.to_os_string(), assignment(name, value)?))
+            })
             .collect()
     })
 }
@@ -104,8 +124,10 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// its default (as `Command` does). `None`: use `Command` instead.
 pub fn launch(spec: &Launch<'_>) -> Option<io::Result<Launched>> {
     let looks_up = !spec.program.as_bytes().contains(&b'/');
-    let sets_path = spec.env.iter().any(|(name, _)| *name == "PATH");
-    if (looks_up && sets_path) || !pidfds() {
+    // posix_spawnp searches the agent's own PATH; the task's may differ
+    // (its own, or the base one), and then `Command` searches the task's.
+    let other_path = spec.env.iter().any(|(name, _)| *name == "PATH") || !agent_path_is_base();
+    if (looks_up && other_path) || !pidfds() {
         return None;
     }
     Some(spawn(spec, looks_up))
@@ -138,7 +160,7 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
             None => set.push((name, entry)),
         }
     }
-    let mut envp: Vec<*mut libc::c_char> = inherited()
+    let mut envp: Vec<*mut libc::c_char> = base()
         .iter()
         .filter(|(name, _)| !set.iter().any(|(n, _)| *n == name.as_os_str()))
         .map(|(_, entry)| entry.as_ptr() as *mut libc::c_char)
@@ -322,13 +344,46 @@ mod tests {
         assert!(child.ended());
         // Waiting again answers the same, without reaping anything else.
         assert_eq!(child.wait().await.unwrap().code(), Some(3));
-        let home = std::env::var("HOME").unwrap_or_default();
+        // Nothing of the agent's environment (HOME here) reaches the task.
         let printed = std::fs::read_to_string(dir.path().join("out")).unwrap();
         let cwd = dir.path().canonicalize().unwrap();
-        assert_eq!(printed, format!("last {home}\n{}\n", cwd.display()));
+        assert_eq!(printed, format!("last \n{}\n", cwd.display()));
         assert_eq!(
             std::fs::read_to_string(dir.path().join("err")).unwrap(),
             "oops\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_sees_the_base_environment_and_what_is_set_for_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let out = dir.path().join("out");
+        let err = dir.path().join("err");
+        // The agent's own environment holds more than the base (cargo's
+        // variables at least, HOME, a PATH of its own).
+        assert!(std::env::vars_os().count() > BASE_ENV.len());
+        let spec = Launch {
+            program: "/usr/bin/env".as_ref(),
+            args: &[],
+            dir: dir.path(),
+            stdin: &null,
+            stdout: &out,
+            stderr: &err,
+            env: &[("LOTE_TASK_ID".as_ref(), "t1".as_ref())],
+        };
+        let mut child = launch(&spec).expect("pidfds here").unwrap();
+        assert_eq!(child.wait().await.unwrap().code(), Some(0));
+        let printed = std::fs::read_to_string(&out).unwrap();
+        let mut lines: Vec<&str> = printed.lines().collect();
+        lines.sort_unstable();
+        assert_eq!(
+            lines,
+            [
+                "LANG=C.UTF-8",
+                "LOTE_TASK_ID=t1",
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            ]
         );
     }
 
@@ -369,8 +424,16 @@ mod tests {
         assert_eq!(unwritable, Some(Err(io::ErrorKind::NotFound)));
         let (missing, none) = spec("/nonexistent/lote-test", &[]);
         assert_eq!(run(missing, &none), Some(Err(io::ErrorKind::NotFound)));
+        // A program looked up is searched in the task's PATH: by
+        // posix_spawnp when the agent's PATH is the base one, else by
+        // Command (deferred).
         let (looked_up, none) = spec("lote-no-such-program", &[]);
-        assert_eq!(run(looked_up, &none), Some(Err(io::ErrorKind::NotFound)));
+        let expected = if agent_path_is_base() {
+            Some(Err(io::ErrorKind::NotFound))
+        } else {
+            None
+        };
+        assert_eq!(run(looked_up, &none), expected);
         // A PATH of the task's own would be searched by Command, not by
         // posix_spawnp (which searches the agent's): deferred.
         let (looked_up, path) = spec("true", &[("PATH", "/usr/bin:/bin")]);

@@ -60,10 +60,13 @@ pub(super) fn spawn(
         ("LOTE_TASK_WORKING_DIR".as_ref(), wd.as_os_str()),
         ("LOTE_NODE_SHARED_DIR".as_ref(), env.shared.as_os_str()),
     ];
-    // Later entries win: the task's own, then the attempt's, then the node's.
-    let vars: Vec<(&OsStr, &OsStr)> = own
-        .iter()
-        .map(|v| (v.name.as_ref(), v.value.as_ref()))
+    // Over the base environment (never the agent's), later entries win:
+    // HOME (the working directory unless the task sets its own), the
+    // task's own, then the attempt's, then the node's.
+    let home: [(&OsStr, &OsStr); 1] = [("HOME".as_ref(), wd.as_os_str())];
+    let vars: Vec<(&OsStr, &OsStr)> = home
+        .into_iter()
+        .chain(own.iter().map(|v| (v.name.as_ref(), v.value.as_ref())))
         .chain(vars.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
         .chain(fixed)
         .collect();
@@ -108,6 +111,8 @@ pub(super) fn spawn(
         // Its own process group: a timeout or a kill takes every child.
         .process_group(0)
         .kill_on_drop(false)
+        .env_clear()
+        .envs(launch::BASE_ENV)
         .envs(vars);
     proc_tree::spawn_owned(&mut cmd)
         .map(|(child, _owned)| Proc::Command { child, _owned })

@@ -14,6 +14,19 @@ use crate::api::ApiError;
 use crate::private_file::write_owner_only;
 use crate::types::{AccountName, NodeId, PoolId};
 
+/// The only variables of the server's environment a local agent is
+/// started with: where programs are, the locale and time zone, and how
+/// it logs.
+const AGENT_ENV: [&str; 7] = [
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "LOTE_LOG",
+    "LOTE_LOG_FORMAT",
+    "RUST_BACKTRACE",
+];
+
 /// Where the local nodes of a pool live.
 pub fn pool_dir(nodes_dir: &Path, account: &AccountName, pool: &PoolId) -> PathBuf {
     nodes_dir.join(account.as_str()).join(pool.as_str())
@@ -46,6 +59,15 @@ pub fn start_agent(
     let log = std::fs::File::create(root.join("agent.log")).map_err(|e| fail("agent log", &e))?;
     let err_log = log.try_clone().map_err(|e| fail("agent log", &e))?;
     let child = std::process::Command::new(exe)
+        // The agent gets none of the server's environment (an admin key
+        // in LOTE_ADMIN_KEY, cloud credentials...): its tasks could read
+        // it in /proc. Only what the agent itself reads is passed.
+        .env_clear()
+        .envs(
+            AGENT_ENV
+                .iter()
+                .filter_map(|name| Some((name, std::env::var_os(name)?))),
+        )
         .args(["agent", "--server", server_addr])
         .args([
             "--pool-account",
