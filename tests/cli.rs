@@ -162,9 +162,59 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let added: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(added["spec"]["command_line"]["shell"], "echo anonymous");
+    // The words after `--` are an argv, each word as given.
+    assert_eq!(
+        added["spec"]["command_line"]["argv"],
+        serde_json::json!(["echo", "anonymous"])
+    );
     let id = added["spec"]["id"].as_str().unwrap_or_default().to_string();
     assert!(id.starts_with("task-") && id.len() > 10, "{added}");
+    // Another job, so that the counts of `frames` below stay as they are.
+    let out = cli.run(&["job", "create", "quoting", "--pool", "render"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli.run(&[
+        "--output",
+        "json",
+        "task",
+        "add",
+        "quoting",
+        "quoted",
+        "--",
+        "sh",
+        "-c",
+        "env; id -u",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        added["spec"]["command_line"]["argv"],
+        serde_json::json!(["sh", "-c", "env; id -u"])
+    );
+    // --command is the shell form; both at once is a usage error.
+    let out = cli.run(&[
+        "--output",
+        "json",
+        "task",
+        "add",
+        "quoting",
+        "line",
+        "--command",
+        "echo a; echo b",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(added["spec"]["command_line"]["shell"], "echo a; echo b");
+    let out = cli.run(&[
+        "task",
+        "add",
+        "quoting",
+        "both",
+        "--command",
+        "true",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = cli.run(&[
         "task",
         "add-range",

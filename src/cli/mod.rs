@@ -143,7 +143,7 @@ pub enum ClientCommand {
     ///
     /// Examples:
     ///   lote app upload blender 4.2 ./blender-4.2.zip --default
-    ///   lote task add frames --app blender -- '$LOTE_APP_BLENDER/blender -f 1'
+    ///   lote task add frames --app blender --command '$LOTE_APP_BLENDER/blender -f 1'
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     App(AppCmd),

@@ -19,18 +19,28 @@ use lote::types::{JobId, NodeId, TaskId};
 
 #[derive(Subcommand, Debug)]
 pub enum TaskCmd {
-    /// Add one task; everything after `--` is its command, run through
-    /// /bin/sh -c. Without ID the task gets a fresh one, printed.
+    /// Add one task. The words after `--` are its program and arguments,
+    /// run as given (no shell); `--command 'LINE'` runs LINE through
+    /// /bin/sh -c instead. Without ID the task gets a fresh one, printed.
     ///
     /// Examples:
     ///   lote task add frames frame-7 -- ./render --frame 7
-    ///   lote task add frames -- sha256sum input.bin
+    ///   lote task add frames -- sh -c 'env; id -u'
+    ///   lote task add frames --command 'sha256sum input.bin > sum.txt'
     #[command(verbatim_doc_comment)]
     Add {
         job: JobId,
         id: Option<TaskId>,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
+        /// A shell line, run with /bin/sh -c (instead of words after `--`).
+        #[arg(long, value_name = "LINE", conflicts_with = "argv")]
+        command: Option<String>,
+        /// The program and its arguments, each word as given.
+        #[arg(
+            last = true,
+            value_name = "PROGRAM ARGS",
+            required_unless_present = "command"
+        )]
+        argv: Vec<String>,
         #[command(flatten)]
         files: TaskFiles,
         #[arg(long)]
@@ -495,6 +505,7 @@ pub(super) async fn run(
             job,
             id,
             command,
+            argv,
             files,
             request_id,
         } => {
@@ -503,7 +514,11 @@ pub(super) async fn run(
                 None => TaskId::new(format!("task-{}", lote::clock::new_uuid().simple()))
                     .map_err(|e| ClientError::Protocol(e.to_string()))?,
             };
-            let mut spec = TaskSpec::simple(id.clone(), CommandLine::Shell(command.join(" ")));
+            let command_line = match command {
+                Some(line) => CommandLine::Shell(line),
+                None => CommandLine::Argv(argv),
+            };
+            let mut spec = TaskSpec::simple(id.clone(), command_line);
             files.apply(&mut spec, None)?;
             call(Request::AddTasks {
                 job: job.clone(),
