@@ -853,3 +853,84 @@ async fn leftovers_of_a_finished_task_die_and_the_agent_reaps_what_it_adopts() {
     })
     .await;
 }
+
+/// `--on-task-failure terminate-job` is acted on: a task that fails (with
+/// no retries left) terminates its job, whose other tasks are terminated,
+/// and the job completes with that task as its reason. A job terminated by
+/// its user keeps the user's reason too, not "all tasks finished".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_terminates_a_job_that_asks_for_it_and_reasons_are_kept() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let env = Env::new(&client);
+    env.pool("p").nodes(1).slots(2).await;
+    let spec = JobSpec {
+        on_task_failure: lote::domain::job::OnTaskFailure::TerminateJob,
+        ..JobSpec::on_pool(
+            JobId::new("strict").unwrap(),
+            AccountName::new("x").unwrap(),
+            PoolId::new("p").unwrap(),
+        )
+    };
+    create_job_spec(&client, spec).await;
+    add(
+        &client,
+        "strict",
+        vec![shell("long", "exec sleep 60"), shell("bad", "exit 3")],
+    )
+    .await;
+    let completed = |job: &'static str| {
+        let client = &client;
+        async move {
+            eventually(Duration::from_secs(30), "job completed", || async {
+                let j = show_job(client, job).await;
+                if j.state.status == JobStatus::Completed {
+                    Ok(j)
+                } else {
+                    Err(format!("{:?}", j.state.status))
+                }
+            })
+            .await
+        }
+    };
+    let strict = completed("strict").await;
+    let reason = strict.state.completion_reason.unwrap_or_default();
+    assert!(reason.contains("task bad failed"), "{reason}");
+    let long = task(&client, "strict", "long").await.state;
+    assert_eq!(long.status, TaskStatus::Completed);
+    assert_eq!(
+        long.last_result.and_then(|r| r.failure).map(|f| f.0),
+        Some(FailureCategory::Terminated)
+    );
+
+    // A job without the option runs on after a failure.
+    env.job("lenient")
+        .on("p")
+        .tasks([shell("bad", "exit 3"), shell("good", "true")])
+        .await;
+    wait_job(&client, "lenient", Duration::from_secs(30)).await;
+    let state = show_job(&client, "lenient").await.state;
+    assert_ne!(state.status, JobStatus::Terminating);
+    assert_eq!(
+        task(&client, "lenient", "good").await.state.status,
+        TaskStatus::Completed
+    );
+
+    // A user's termination keeps the user's reason.
+    env.job("stopped")
+        .on("p")
+        .tasks([shell("long", "exec sleep 60")])
+        .await;
+    client
+        .call(&Request::TerminateJob {
+            job: JobId::new("stopped").unwrap(),
+            reason: "enough for today".into(),
+        })
+        .await
+        .unwrap();
+    let stopped = completed("stopped").await;
+    assert_eq!(
+        stopped.state.completion_reason.as_deref(),
+        Some("enough for today")
+    );
+}

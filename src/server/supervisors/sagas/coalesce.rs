@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use crate::domain::decode_event;
 use crate::domain::job::JobEvent;
 use crate::store::{Envelope, StreamId, StreamKind};
+use crate::types::TaskId;
 
 /// A job as [`Sagas`] follows it, to know when to ask whether it is due
 /// for completion (the job's actor decides, as it always has).
@@ -20,6 +21,8 @@ struct JobCount {
     added: u64,
     /// Its spec says to complete it when all its tasks have.
     completes_when_done: bool,
+    /// Its spec says a failed task terminates it.
+    terminates_on_failure: bool,
     terminating: bool,
 }
 
@@ -31,7 +34,12 @@ impl JobCount {
 
 /// Every job neither completed nor deleted, followed from the log.
 #[derive(Default)]
-pub(super) struct JobCounts(RefCell<HashMap<StreamId, JobCount>>);
+pub(super) struct JobCounts(
+    RefCell<HashMap<StreamId, JobCount>>,
+    /// Tasks that failed in jobs that terminate on a task's failure, not
+    /// yet acted on.
+    RefCell<Vec<(StreamId, TaskId)>>,
+);
 
 impl JobCounts {
     /// Folds a job event; true when it may have made the job due for
@@ -54,6 +62,8 @@ impl JobCounts {
             let count = JobCount {
                 completes_when_done: spec.on_all_tasks_complete
                     == crate::domain::job::OnAllTasksComplete::TerminateJob,
+                terminates_on_failure: spec.on_task_failure
+                    == crate::domain::job::OnTaskFailure::TerminateJob,
                 ..JobCount::default()
             };
             counts.insert(envelope.stream.clone(), count);
@@ -78,11 +88,14 @@ impl JobCounts {
             }
             "JobEnabled" => count.may_be_due(),
             "JobTaskCountsChanged" => {
-                let Ok(JobEvent::JobTaskCountsChanged { from, to, .. }) =
+                let Ok(JobEvent::JobTaskCountsChanged { task, from, to }) =
                     decode_event::<JobEvent>(StreamKind::Job, envelope)
                 else {
                     return false;
                 };
+                if to == Some(B::Failed) && from != to && count.terminates_on_failure {
+                    self.1.borrow_mut().push((envelope.stream.clone(), task));
+                }
                 let unfinished = |b: &Option<B>| matches!(b, Some(B::Active | B::Running));
                 match (unfinished(&from), unfinished(&to)) {
                     (false, true) => {
@@ -98,6 +111,18 @@ impl JobCounts {
             }
             _ => false,
         }
+    }
+
+    /// The failed tasks whose jobs are to terminate for it, once each; a
+    /// job already terminating (or gone) is left out.
+    pub(super) fn take_failures(&self) -> Vec<(StreamId, TaskId)> {
+        let counts = self.0.borrow();
+        let mut failures = std::mem::take(&mut *self.1.borrow_mut());
+        let mut seen = std::collections::HashSet::new();
+        failures.retain(|(job, _)| {
+            counts.get(job).is_some_and(|c| !c.terminating) && seen.insert(job.clone())
+        });
+        failures
     }
 
     /// The jobs that may be due now.

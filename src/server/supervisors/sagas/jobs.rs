@@ -2,6 +2,7 @@
 //! limits, and completion once the last task ends.
 
 use super::*;
+use crate::domain::job::JobStatus;
 
 impl Sagas {
     /// Terminates every unfinished task of a job (running ones are killed
@@ -65,9 +66,14 @@ impl Sagas {
         if state.state.completion_due().is_none() {
             return Ok(());
         }
-        let command = JobCommand::CompleteJob {
-            reason: "all tasks finished".into(),
+        // A terminated job keeps the reason that ended it (a user, its
+        // wall clock, a failed task); only one that ran out of tasks is
+        // complete because they all finished.
+        let reason = match (state.state.status, state.state.completion_reason) {
+            (JobStatus::Terminating, Some(reason)) => reason,
+            _ => "all tasks finished".into(),
         };
+        let command = JobCommand::CompleteJob { reason };
         self.run::<Job>(job, command, "job-completion").await
     }
 
@@ -100,5 +106,21 @@ impl Sagas {
                 tracing::warn!(%job, error = %e, "cannot terminate a job past its wall-clock time");
             }
         });
+    }
+
+    /// Terminates each job whose task failed and whose spec says
+    /// `on_task_failure: terminate_job`, with that task as the reason.
+    pub(super) fn terminate_failed_jobs(self: &Rc<Self>) {
+        for (job, task) in self.unfinished.take_failures() {
+            let this = self.clone();
+            self.spawn("terminating a job after a task's failure", async move {
+                let command = JobCommand::TerminateJob {
+                    reason: format!(
+                        "task {task} failed, and the job terminates on a task's failure (--on-task-failure terminate-job)"
+                    ),
+                };
+                this.run::<Job>(&job, command, "job-supervisor").await
+            });
+        }
     }
 }

@@ -164,6 +164,8 @@ impl Sagas {
 
 impl Reactor for Sagas {
     fn on_ready(self: Rc<Self>) {
+        // Failures seen in the log that were not acted on before a restart.
+        self.terminate_failed_jobs();
         let (pools, leaving_or_rebooting, deadlines) = {
             let scheduler = self.placement.scheduler();
             let pools = scheduler.pool_keys();
@@ -347,6 +349,7 @@ impl Reactor for Sagas {
                 if self.unfinished.fold(envelope) {
                     self.complete_job(stream);
                 }
+                self.terminate_failed_jobs();
             }
             _ => {
                 self.unfinished.fold(envelope);
