@@ -116,6 +116,16 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     );
 
     // Not found: exit 1, a JSON error object with the code and a hint.
+    // A flag nothing would act on is refused, not stored and ignored.
+    let (code, err) = cli.json(&["pool", "create", "mpi", "--inter-node-communication"]);
+    assert_eq!(code, 1);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("inter-node communication is not available yet"),
+        "{err}"
+    );
     let (code, err) = cli.json(&["pool", "show", "nope"]);
     assert_eq!(code, 1);
     assert_eq!(err["error"]["name"], "PoolNotFound");

@@ -50,6 +50,7 @@ pub enum PoolCmd {
         /// local: nodes started by the server; remote: agents join by token.
         #[arg(long, value_enum, default_value = "local")]
         provider: NodeProvider,
+        /// Not available yet (no multi-node tasks): refused by the server.
         #[arg(long)]
         inter_node_communication: bool,
         /// An application package unpacked on every node as it joins:

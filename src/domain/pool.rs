@@ -157,6 +157,16 @@ impl PoolSpec {
 
     pub fn validate(&self) -> Result<(), Rejection> {
         validate_display_name(&self.display_name)?;
+        // Refused rather than stored and ignored: nothing would act on it.
+        ensure(
+            !self.inter_node_communication,
+            RejectionCode::InvalidValue,
+            || {
+                "inter-node communication is not available yet: lote has no multi-node tasks, \
+                 and a pool's nodes are not told each other's addresses; create the pool without it"
+                    .into()
+            },
+        )?;
         let size = self.node_size;
         ensure(size.cores >= 1, RejectionCode::InvalidValue, || {
             "node size needs at least 1 core".into()
