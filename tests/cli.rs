@@ -214,6 +214,59 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     assert!(out.status.success(), "{}", text(&out));
     let added: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(added["spec"]["command_line"]["shell"], "echo a; echo b");
+    // Everyday options are flags too.
+    let (code, added) = cli.json(&[
+        "task",
+        "add",
+        "quoting",
+        "opts",
+        "--env",
+        "COLOR=blue",
+        "--max-wall-clock-secs",
+        "30",
+        "--max-task-retries",
+        "2",
+        "--retention-secs",
+        "60",
+        "--slots",
+        "2",
+        "--",
+        "true",
+    ]);
+    assert_eq!(code, 0, "{added}");
+    assert_eq!(
+        added["spec"]["env"],
+        serde_json::json!([{"name": "COLOR", "value": "blue"}])
+    );
+    assert_eq!(
+        added["spec"]["constraints"],
+        serde_json::json!({"max_wall_clock_secs": 30, "max_task_retries": 2, "retention_secs": 60})
+    );
+    assert_eq!(added["spec"]["required_slots"], 2);
+    // An empty range and a batch over the limit are refused.
+    let out = cli.run(&[
+        "task",
+        "add-range",
+        "quoting",
+        "5",
+        "1",
+        "--command",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is empty"), "{}", text(&out));
+    let out = cli.run(&[
+        "task",
+        "add-range",
+        "quoting",
+        "1",
+        "2",
+        "--command",
+        "true",
+        "--batch",
+        "5000",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = cli.run(&[
         "task",
         "add",

@@ -42,6 +42,8 @@ pub enum TaskCmd {
         )]
         argv: Vec<String>,
         #[command(flatten)]
+        options: TaskOptions,
+        #[command(flatten)]
         files: TaskFiles,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
@@ -56,8 +58,12 @@ pub enum TaskCmd {
         command: String,
         #[arg(long, default_value = "task-")]
         prefix: String,
-        #[arg(long, default_value_t = 500)]
-        batch: usize,
+        /// Tasks per request (each a durable batch), 1 to 1000.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        batch: u16,
+        /// Options as on `task add`; {i} is replaced in --env values.
+        #[command(flatten)]
+        options: TaskOptions,
         /// Files as on `task add`; {i} is replaced in each.
         #[command(flatten)]
         files: TaskFiles,
@@ -107,9 +113,9 @@ pub enum TaskCmd {
         job: JobId,
         #[arg(long, value_name = "FILE")]
         from_file: PathBuf,
-        /// Tasks per batch (at most 1000).
-        #[arg(long, default_value_t = 500)]
-        batch: usize,
+        /// Tasks per batch, 1 to 1000.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        batch: u16,
     },
     /// Print an attempt's stdout (or --stderr), read from its node.
     ///
@@ -166,6 +172,54 @@ pub enum TaskCmd {
         #[arg(long, default_value_t = 0)]
         attempt: u32,
     },
+}
+
+/// Everyday options of a task (the same as in an `add-many` line).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TaskOptions {
+    /// An environment variable of the task: NAME=VALUE (repeatable).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Longest one attempt may run, in seconds; it is killed after.
+    #[arg(long, value_name = "SECS")]
+    max_wall_clock_secs: Option<u64>,
+    /// Retries after a failed attempt [default: the job's].
+    #[arg(long, value_name = "N")]
+    max_task_retries: Option<u32>,
+    /// How long its node keeps its files after it completes, in seconds
+    /// [default: 7 days].
+    #[arg(long, value_name = "SECS")]
+    retention_secs: Option<u64>,
+    /// Task slots it occupies on its node.
+    #[arg(long = "slots", value_name = "N", default_value_t = 1)]
+    required_slots: u32,
+}
+
+impl TaskOptions {
+    /// Puts the options on `spec`, with `{i}` replaced by `i` in values.
+    fn apply(&self, spec: &mut TaskSpec, i: Option<u64>) -> Result<(), ClientError> {
+        for pair in &self.env {
+            let Some((name, value)) = pair.split_once('=') else {
+                return Err(ClientError::Api(ApiError::rejected(
+                    RejectionCode::InvalidValue,
+                    format!("--env {pair:?}: expected NAME=VALUE"),
+                )));
+            };
+            let value = match i {
+                Some(i) => value.replace("{i}", &i.to_string()),
+                None => value.to_string(),
+            };
+            spec.env.push(lote::domain::EnvVar {
+                name: name.to_string(),
+                value,
+            });
+        }
+        spec.constraints.max_wall_clock_secs = self.max_wall_clock_secs;
+        spec.constraints.max_task_retries = self.max_task_retries;
+        spec.constraints.retention_secs = self.retention_secs;
+        spec.required_slots = self.required_slots;
+        Ok(())
+    }
 }
 
 /// A task's files and packages, in short forms.
@@ -506,6 +560,7 @@ pub(super) async fn run(
             id,
             command,
             argv,
+            options,
             files,
             request_id,
         } => {
@@ -519,6 +574,7 @@ pub(super) async fn run(
                 None => CommandLine::Argv(argv),
             };
             let mut spec = TaskSpec::simple(id.clone(), command_line);
+            options.apply(&mut spec, None)?;
             files.apply(&mut spec, None)?;
             call(Request::AddTasks {
                 job: job.clone(),
@@ -536,9 +592,16 @@ pub(super) async fn run(
             command,
             prefix,
             batch,
+            options,
             files,
         } => {
-            let batch = batch.clamp(1, lote::api::ADD_TASKS_BATCH_MAX);
+            if first > last {
+                return Err(ClientError::Api(ApiError::rejected(
+                    RejectionCode::InvalidValue,
+                    format!("the range {first}..={last} is empty: FIRST must not be above LAST"),
+                )));
+            }
+            let batch = batch as usize;
             let mut added = 0u64;
             let mut specs = Vec::with_capacity(batch);
             for i in first..=last {
@@ -546,6 +609,7 @@ pub(super) async fn run(
                     .map_err(|e| ClientError::Protocol(e.to_string()))?;
                 let line = command.replace("{i}", &i.to_string());
                 let mut spec = TaskSpec::simple(id, CommandLine::Shell(line));
+                options.apply(&mut spec, Some(i))?;
                 files.apply(&mut spec, Some(i))?;
                 specs.push(spec);
                 if specs.len() == batch || i == last {
@@ -607,7 +671,7 @@ pub(super) async fn run(
             job,
             from_file,
             batch,
-        } => add_many(&client, job, &from_file, batch).await?,
+        } => add_many(client, job, &from_file, batch as usize).await?,
         TaskCmd::Output {
             job,
             id,
