@@ -116,6 +116,34 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     );
 
     // Not found: exit 1, a JSON error object with the code and a hint.
+    // A start task from the command line: run by each node as it joins.
+    let (code, created) = cli.json(&[
+        "pool",
+        "create",
+        "prepared",
+        "--start-task",
+        "echo ready > \"$LOTE_NODE_SHARED_DIR/../started\"",
+        "--start-task-retries",
+        "2",
+        "--start-task-env",
+        "STAGE=one",
+    ]);
+    assert_eq!(code, 0, "{created}");
+    let (_, pool) = cli.json(&["pool", "show", "prepared"]);
+    let start = &pool["spec"]["start_task"];
+    assert_eq!(start["retry_count_max"], 2, "{pool}");
+    assert_eq!(start["wait_for_success"], true, "{pool}");
+    assert_eq!(start["env"][0]["name"], "STAGE", "{pool}");
+    assert!(
+        start["command_line"]["shell"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("echo ready"),
+        "{pool}"
+    );
+    // Its options without it are a usage error.
+    let out = cli.run(&["pool", "create", "half", "--start-task-retries", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // A flag nothing would act on is refused, not stored and ignored.
     let (code, err) = cli.json(&["pool", "create", "mpi", "--inter-node-communication"]);
     assert_eq!(code, 1);

@@ -97,6 +97,7 @@ pub enum ClientCommand {
     ///
     /// Examples:
     ///   lote pool create render --nodes 2 --slots 4
+    ///   lote pool create render --start-task 'apt-get install -y blender' --start-task-retries 2
     ///   lote pool resize render 5
     ///   lote pool join-token render
     #[command(verbatim_doc_comment)]

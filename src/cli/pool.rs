@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use super::files::parse_app;
+use super::files::{parse_app, parse_input};
 use super::render::render;
 use super::{placeholder_account, Rendered};
 use lote::api::{ApiError, Request};
@@ -10,6 +10,7 @@ use lote::client::{Client, ClientError};
 use lote::domain::pool::{
     Deallocation, NodeProvider, NodeSize, PoolSpec, ScaleSettings, SchedulingPolicy,
 };
+use lote::domain::spec::{CommandLine, StartTask};
 use lote::domain::RejectionCode;
 use lote::types::{PoolId, Timestamp};
 
@@ -57,6 +58,8 @@ pub enum PoolCmd {
         /// ID[:VERSION] (repeatable).
         #[arg(long = "app", value_name = "ID[:VERSION]")]
         apps: Vec<String>,
+        #[command(flatten)]
+        start_task: StartTaskArgs,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
@@ -221,6 +224,62 @@ pub enum AutoscaleCmd {
     },
 }
 
+/// A pool's start task: run on every node as it joins and after each
+/// reboot, before the node gets tasks (unless told not to wait).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct StartTaskArgs {
+    /// A shell line each node runs as it joins (and after a reboot), in
+    /// its `starttask` directory, with /bin/sh -c.
+    #[arg(long = "start-task", value_name = "LINE")]
+    line: Option<String>,
+    /// Retries of the start task after its first failure.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "line")]
+    start_task_retries: u32,
+    /// Give nodes tasks while their start task still runs (by default a
+    /// node waits for its start task to succeed).
+    #[arg(long, requires = "line")]
+    start_task_no_wait: bool,
+    /// An environment variable of the start task: NAME=VALUE (repeatable).
+    #[arg(long, value_name = "NAME=VALUE", requires = "line")]
+    start_task_env: Vec<String>,
+    /// A blob fetched for the start task: CONTAINER/NAME[=PATH][@MODE]
+    /// (repeatable).
+    #[arg(long, value_name = "CONTAINER/NAME[=PATH][@MODE]", requires = "line")]
+    start_task_input: Vec<String>,
+}
+
+impl StartTaskArgs {
+    /// The start task these flags describe, if any.
+    fn spec(&self) -> Result<Option<StartTask>, ClientError> {
+        let Some(line) = &self.line else {
+            return Ok(None);
+        };
+        let bad = |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
+        let mut env = Vec::new();
+        for pair in &self.start_task_env {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("--start-task-env {pair:?}: expected NAME=VALUE")))?;
+            env.push(lote::domain::EnvVar {
+                name: name.to_string(),
+                value: value.to_string(),
+            });
+        }
+        let resource_files = self
+            .start_task_input
+            .iter()
+            .map(|t| parse_input(t).map_err(bad))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(StartTask {
+            command_line: CommandLine::Shell(line.clone()),
+            env,
+            resource_files,
+            wait_for_success: !self.start_task_no_wait,
+            retry_count_max: self.start_task_retries,
+        }))
+    }
+}
+
 /// Runs one `lote pool` command.
 pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, ClientError> {
     let call = |r: Request| async move { client.call(&r).await };
@@ -240,8 +299,10 @@ pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, Clien
             provider,
             inter_node_communication,
             apps,
+            start_task,
             request_id,
         } => {
+            let start_task = start_task.spec()?;
             let application_packages = apps
                 .iter()
                 .map(|a| parse_app(a))
@@ -272,6 +333,7 @@ pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, Clien
                 scheduling,
                 provider,
                 application_packages,
+                start_task,
                 // The server puts the caller's account in.
                 ..PoolSpec::fixed(id, placeholder_account(), nodes, slots)
             };
