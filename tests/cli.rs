@@ -324,6 +324,33 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     let out = cli.run(&["job", "wait", "frames", "--timeout-secs", "60"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("120 task(s) failed"), "{}", text(&out));
+    // The hint names the job, and the list shows why tasks failed.
+    assert!(
+        text(&out).contains("lote task list frames --state failed"),
+        "{}",
+        text(&out)
+    );
+    let (code, failed) = cli.json(&["task", "list", "frames", "--state", "failed"]);
+    assert_eq!(code, 0);
+    assert_eq!(failed.as_array().unwrap().len(), 120);
+    let (_, succeeded) = cli.json(&["task", "list", "frames", "--state", "succeeded"]);
+    assert_eq!(succeeded.as_array().unwrap().len(), 2);
+    let out = cli.run(&["task", "list", "frames"]);
+    let table = text(&out);
+    let ids: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    // Natural order: task-2 comes before task-10.
+    let position = |id: &str| ids.iter().position(|x| *x == id).unwrap();
+    assert!(position("task-2") < position("task-10"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("task-7 "))
+        .unwrap_or_default();
+    assert!(row.contains("failed: non_zero_exit"), "{table}");
+    assert!(row.contains("127"), "{table}");
     let (_, hello) = cli.json(&["task", "show", "frames", "frame-0"]);
     assert_eq!(hello["status"], "completed");
     assert_eq!(hello["last_result"]["exit_code"], 0);

@@ -156,7 +156,10 @@ pub enum ClientCommand {
 pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
     let output = conn.output;
     // `job wait` succeeds as a call but exits 1 when a task failed.
-    let waiting = matches!(command, ClientCommand::Job(JobCmd::Wait { .. }));
+    let waiting = match &command {
+        ClientCommand::Job(JobCmd::Wait { id, .. }) => Some(id.to_string()),
+        _ => None,
+    };
     let result = credentials(&command, &conn).and_then(|config| {
         let addr = config.addr.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -185,9 +188,11 @@ pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             let failed = json_value["task_counts"]["failed"].as_u64().unwrap_or(0);
-            if waiting && failed > 0 {
+            if let (Some(job), true) = (&waiting, failed > 0) {
                 if output == Output::Table {
-                    eprintln!("lote: {failed} task(s) failed; see them with: lote task list JOB");
+                    eprintln!(
+                        "lote: {failed} task(s) failed; see them with: lote task list {job} --state failed"
+                    );
                 }
                 return ExitCode::FAILURE;
             }

@@ -207,18 +207,28 @@ fn entities(response: Response) -> (Value, String) {
             let rows = list
                 .iter()
                 .map(|t| {
+                    let s = &t.state;
+                    let result = s.last_result.as_ref();
                     vec![
-                        t.state
-                            .spec
+                        s.spec
                             .as_ref()
                             .map(|s| s.id.to_string())
                             .unwrap_or_default(),
-                        word(&t.state.status),
-                        t.version.to_string(),
+                        task_state(s),
+                        result
+                            .and_then(|r| r.exit_code)
+                            .map_or("-".into(), |c| c.to_string()),
+                        s.placement
+                            .as_ref()
+                            .map_or("-".into(), |p| p.node.to_string()),
+                        s.attempt.to_string(),
                     ]
                 })
                 .collect();
-            (value, table(&["id", "status", "version"], rows))
+            (
+                value,
+                table(&["id", "state", "exit", "node", "attempts"], rows),
+            )
         }
         Response::TaskOutput { chunk, .. } => (
             json!({ "offset": chunk.offset, "bytes": chunk.data.len(), "size": chunk.size }),
@@ -426,4 +436,18 @@ fn files(response: &Response) -> Option<(Value, String)> {
         }
         _ => return None,
     })
+}
+
+/// A task's state in words: queued, assigned, running, succeeded, failed
+/// with its category, deleted.
+pub fn task_state(task: &lote::domain::task::Task) -> String {
+    use lote::domain::task::TaskStatus as S;
+    match task.status {
+        S::Active => "queued".into(),
+        S::Completed => match task.last_result.as_ref().and_then(|r| r.failure.as_ref()) {
+            None => "succeeded".into(),
+            Some((category, _)) => format!("failed: {}", word(category)),
+        },
+        other => word(&other),
+    }
 }

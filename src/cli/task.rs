@@ -69,10 +69,17 @@ pub enum TaskCmd {
         files: TaskFiles,
     },
     /// The job's tasks, in id order (all of them unless --limit).
+    /// The job's tasks in natural id order (task-2 before task-10): id,
+    /// state (queued, running, succeeded, failed: why), exit code, node,
+    /// attempts.
     List {
         job: JobId,
+        /// At most this many (after filtering).
         #[arg(long)]
         limit: Option<u64>,
+        /// Only tasks in this state (repeatable).
+        #[arg(long, value_enum)]
+        state: Vec<StateFilter>,
     },
     Show {
         job: JobId,
@@ -629,8 +636,8 @@ pub(super) async fn run(
                 count: added as u32,
             }
         }
-        TaskCmd::List { job, limit } => {
-            // Page through everything (or up to --limit).
+        TaskCmd::List { job, limit, state } => {
+            // Page through everything (or up to --limit of those shown).
             let mut items = Vec::new();
             let mut after = None;
             loop {
@@ -638,7 +645,11 @@ pub(super) async fn run(
                 if want == Some(0) {
                     break;
                 }
-                let page = want.unwrap_or(1000).min(1000) as u32;
+                let page = if state.is_empty() {
+                    want.unwrap_or(1000).min(1000) as u32
+                } else {
+                    1000
+                };
                 let Response::Tasks { items: got, next } = call(Request::ListTasks {
                     job: job.clone(),
                     after: after.take(),
@@ -648,12 +659,28 @@ pub(super) async fn run(
                 else {
                     return Err(ClientError::Protocol("expected a page of tasks".into()));
                 };
-                items.extend(got);
+                items.extend(
+                    got.into_iter()
+                        .filter(|t| state.is_empty() || state.iter().any(|f| f.holds(&t.state))),
+                );
                 match next {
                     Some(n) => after = Some(n),
                     None => break,
                 }
             }
+            if let Some(limit) = limit {
+                items.truncate(limit as usize);
+            }
+            items.sort_by(|a, b| {
+                let id = |t: &lote::domain::Versioned<lote::domain::task::Task>| {
+                    t.state
+                        .spec
+                        .as_ref()
+                        .map(|s| s.id.to_string())
+                        .unwrap_or_default()
+                };
+                natural_order(&id(a), &id(b))
+            });
             Response::Tasks { items, next: None }
         }
         TaskCmd::Show { job, id } => call(Request::ShowTask { job, task: id }).await?,
@@ -711,4 +738,82 @@ pub(super) async fn run(
         }
     };
     Ok(Some(render(response)))
+}
+
+/// A state `task list --state` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateFilter {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    /// Succeeded or failed.
+    Completed,
+}
+
+impl StateFilter {
+    fn holds(self, task: &lote::domain::task::Task) -> bool {
+        use lote::domain::task::TaskStatus as S;
+        let failed = task
+            .last_result
+            .as_ref()
+            .is_some_and(|r| r.failure.is_some());
+        match self {
+            StateFilter::Queued => task.status == S::Active,
+            StateFilter::Running => matches!(task.status, S::Assigned | S::Running),
+            StateFilter::Succeeded => task.status == S::Completed && !failed,
+            StateFilter::Failed => task.status == S::Completed && failed,
+            StateFilter::Completed => task.status == S::Completed,
+        }
+    }
+}
+
+/// Ids as people order them: runs of digits by value (task-2 before
+/// task-10), the rest as text.
+pub(super) fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for ((da, ta), (db, tb)) in ca.iter().zip(cb.iter()) {
+        let order = if *da && *db {
+            let (na, nb) = (ta.trim_start_matches('0'), tb.trim_start_matches('0'));
+            na.len()
+                .cmp(&nb.len())
+                .then(na.cmp(nb))
+                .then(ta.len().cmp(&tb.len()))
+        } else {
+            ta.cmp(tb)
+        };
+        if order != std::cmp::Ordering::Equal {
+            return order;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_order;
+
+    #[test]
+    fn ids_sort_as_people_read_them() {
+        let mut ids = vec![
+            "task-100", "task-10", "task-2", "task-1", "b", "a-9", "a-10", "",
+        ];
+        ids.sort_by(|a, b| natural_order(a, b));
+        assert_eq!(
+            ids,
+            ["", "a-9", "a-10", "b", "task-1", "task-2", "task-10", "task-100"]
+        );
+    }
 }
