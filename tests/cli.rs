@@ -154,6 +154,10 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
             .contains("inter-node communication is not available yet"),
         "{err}"
     );
+    // Output of a task of a job that does not exist names the job.
+    let (code, err) = cli.json(&["task", "output", "no-such-job", "t1"]);
+    assert_eq!(code, 1);
+    assert_eq!(err["error"]["name"], "JobNotFound", "{err}");
     let (code, err) = cli.json(&["pool", "show", "nope"]);
     assert_eq!(code, 1);
     assert_eq!(err["error"]["name"], "PoolNotFound");

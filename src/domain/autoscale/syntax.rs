@@ -757,6 +757,8 @@ fn edit_distance(a: &[u8], b: &[u8]) -> usize {
 
 /// Parses and name-checks a formula.
 pub fn parse(text: &str) -> Result<Formula, FormulaError> {
+    // Windows editors start a UTF-8 file with a byte-order mark.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.len() > FORMULA_BYTES_MAX {
         return Err(FormulaError::new(
             ErrorKind::TooLong,

@@ -101,6 +101,9 @@ impl Service {
         path: &str,
         op: crate::api::FileOp,
     ) -> Result<(NodeId, u32, crate::api::FileAnswer, bool), ApiError> {
+        // An unknown job is named as such, not as a missing task.
+        self.show::<Job>(&StreamId::job(account, job), job.as_str())
+            .await?;
         let stream = StreamId::task(account, job, task);
         let state = self.show::<Task>(&stream, task.as_str()).await?.state;
         let attempt = if attempt == 0 { state.attempt } else { attempt };

@@ -270,3 +270,12 @@ fn trace_records_reads_samples_and_assignments() {
         Some(TraceEntry::Assign { line: 2, name, value, .. }) if name == "$TargetDedicatedNodes" && value == "1"
     ));
 }
+
+#[test]
+fn a_formula_file_may_start_with_a_byte_order_mark() {
+    let f = parse("\u{feff}$TargetDedicatedNodes = 3;").expect("parses");
+    let plain = parse("$TargetDedicatedNodes = 3;").expect("parses");
+    assert_eq!(f, plain);
+    // Anywhere else it is an unexpected character.
+    assert!(parse("$TargetDedicatedNodes = \u{feff}3;").is_err());
+}
