@@ -377,3 +377,54 @@ async fn tasks_and_local_agents_get_none_of_the_servers_environment() {
     assert!(!environ.contains(SECRET), "{environ}");
     assert!(!environ.contains("LOTE_TEST_SERVER_SECRET"), "{environ}");
 }
+
+/// A remote agent says what happened when the server refuses it: a wrong
+/// join token, or a node removed (whose credential the server no longer
+/// accepts), not "bad signature".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_agent_says_why() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let token = remote_pool(&client, "far", 1, SchedulingPolicy::Pack).await;
+    let root = tempfile::tempdir().unwrap();
+    let agent = |token: &str| {
+        std::process::Command::new(lote_bin())
+            .args(["agent", "--server", &server.addr])
+            .args(["--pool-account", "acme", "--pool", "far"])
+            .args(["--join-token", token, "--slots", "1", "--name", "a"])
+            .arg("--root")
+            .arg(root.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wrong = agent("not-the-token").wait_with_output().unwrap();
+    assert!(!wrong.status.success());
+    let said = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        said.contains("refused the join token of pool acme/far"),
+        "{said}"
+    );
+
+    let joined = agent(&token);
+    let nodes = nodes_ready(&client, &PoolId::new("far").unwrap(), 1).await;
+    let node = nodes[0].state.id.clone().unwrap();
+    client
+        .call(&Request::RemoveNode {
+            pool: PoolId::new("far").unwrap(),
+            node,
+            deallocation: lote::domain::pool::Deallocation::Requeue,
+        })
+        .await
+        .unwrap();
+    let removed = tokio::task::spawn_blocking(move || joined.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(!removed.status.success());
+    let said = String::from_utf8_lossy(&removed.stderr);
+    assert!(
+        said.contains("no longer accepts this node's credential"),
+        "{said}"
+    );
+}

@@ -96,12 +96,19 @@ pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentErr
         },
         token,
     ));
-    let Response::Joined { node, credential } = joiner
+    let joined = joiner
         .call(&Request::JoinPool {
             name: config.name.clone(),
         })
-        .await?
-    else {
+        .await
+        .map_err(|e| match e.api().map(|a| a.kind) {
+            Some(crate::api::ErrorKind::BadSignature) => AgentError::Setup(format!(
+                "the server refused the join token of pool {}/{}: the token is wrong (its owner gets it with: lote pool join-token {}), or the pool does not exist or is being deleted",
+                config.account, config.pool, config.pool
+            )),
+            _ => e.into(),
+        })?;
+    let Response::Joined { node, credential } = joined else {
         return Err(AgentError::Setup("unexpected reply to JoinPool".into()));
     };
     let cred = NodeCredential {
@@ -123,10 +130,29 @@ pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentErr
 const USAGE_REPORT_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    let outcome = serve(config).await;
+    let (root, pool) = (config.root.clone(), config.pool.clone());
+    let outcome = serve(config)
+        .await
+        .map_err(|e| refused_credential(e, &root, &pool));
     // However it ends, no task outlives the agent that watched it.
     kill_all_attempts();
     outcome
+}
+
+/// A node credential the server stopped accepting, said as what happened
+/// (the server answers an unknown node as a bad signature, so that a
+/// caller cannot tell which nodes exist).
+fn refused_credential(e: AgentError, root: &Path, pool: &PoolId) -> AgentError {
+    let AgentError::Client(client) = &e else {
+        return e;
+    };
+    match client.api().map(|a| a.kind) {
+        Some(crate::api::ErrorKind::BadSignature) => AgentError::Setup(format!(
+            "the server no longer accepts this node's credential ({}): the node was removed from pool {pool}, or the pool was deleted. This agent stops; to join again, delete that file and start with --join-token",
+            root.join("node.toml").display()
+        )),
+        _ => e,
+    }
 }
 
 async fn serve(config: AgentConfig) -> Result<(), AgentError> {
