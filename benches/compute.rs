@@ -245,7 +245,7 @@ async fn one_job(client: &Client, pool: &PoolId, job: JobId, tasks: u64) -> (f64
         .collect();
     let busy = machine_busy_secs();
     // The server stamps the job's completion with the same clock.
-    let started_at = chrono::Utc::now();
+    let started_at = lote::clock::Clock::now(&lote::clock::SystemClock).to_datetime();
     for batch in specs.chunks(lote::api::ADD_TASKS_BATCH_MAX) {
         client
             .call(&Request::AddTasks {

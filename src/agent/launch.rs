@@ -247,7 +247,7 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
         // An OwnedFd keeps its descriptor open and unchanged for as long as
         // the AsyncFd owns it, which is what register asks.
         let registered =
-            pidfd_open(pid).and_then(|fd| AsyncFd::register(fd).map_err(|e| io::Error::from(e)));
+            pidfd_open(pid).and_then(|fd| AsyncFd::register(fd).map_err(io::Error::from));
         let pidfd = match registered {
             Ok(fd) => fd,
             Err(e) => {

@@ -106,7 +106,7 @@ pub(super) async fn run(cmd: NodeCmd, client: &Client) -> Result<Rendered, Clien
             recursive,
         } => {
             let target = FileTarget::Node { pool, node };
-            list_files(&client, target, path, recursive).await?
+            list_files(client, target, path, recursive).await?
         }
         NodeCmd::File {
             pool,
@@ -115,7 +115,7 @@ pub(super) async fn run(cmd: NodeCmd, client: &Client) -> Result<Rendered, Clien
             dest,
         } => {
             let target = FileTarget::Node { pool, node };
-            let done = read_file(&client, target, path, dest, false).await?;
+            let done = read_file(client, target, path, dest, false).await?;
             return Ok(Some(done));
         }
     };

@@ -705,7 +705,7 @@ pub(super) async fn run(
             stderr,
             follow,
             attempt,
-        } => return task_output(&client, output, job, id, stderr, follow, attempt).await,
+        } => return task_output(client, output, job, id, stderr, follow, attempt).await,
         TaskCmd::Files {
             job,
             id,
@@ -718,7 +718,7 @@ pub(super) async fn run(
                 task: id,
                 attempt,
             };
-            list_files(&client, target, path, recursive).await?
+            list_files(client, target, path, recursive).await?
         }
         TaskCmd::File {
             job,
@@ -733,7 +733,7 @@ pub(super) async fn run(
                 task: id,
                 attempt,
             };
-            let done = read_file(&client, target, path, dest, follow).await?;
+            let done = read_file(client, target, path, dest, follow).await?;
             return Ok(Some(done));
         }
     };

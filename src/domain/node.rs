@@ -232,13 +232,13 @@ impl Node {
             RejectionCode::InvalidValue,
             || "node name must be 1..=255 bytes".into(),
         )?;
-        return Ok(vec![NodeEvent::NodeCreating {
+        Ok(vec![NodeEvent::NodeCreating {
             account: account.clone(),
             pool: pool.clone(),
             node: node.clone(),
             name: name.clone(),
             at,
-        }]);
+        }])
     }
 
     /// An agent registering, and the node's start task beginning and ending.

@@ -162,6 +162,9 @@ pub struct Placement {
     pub node: NodeId,
 }
 
+// Commands live for one decision; adding a task (its whole spec) is the
+// common one, so boxing it would cost an allocation per task added.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum TaskCommand {
     /// Added through its job (see `add_task`); `max_task_retries` is
@@ -195,6 +198,9 @@ pub enum TaskCommand {
     DeleteTask,
 }
 
+// Events are decoded, applied and dropped; `TaskAdded` (with the spec)
+// is one per task, so a box would be an allocation per task.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum TaskEvent {
     TaskAdded {

@@ -15,16 +15,19 @@ use crate::store::StreamKind;
 use super::layouts::CHANGES;
 pub use super::layouts::{current_schema, newest_layout, LayoutChange, CURRENT_EVENT_SCHEMA};
 
+/// Turns a payload of one layout into the next layout's.
+pub type Lift = fn(&[u8]) -> Result<Vec<u8>, CodecError>;
+
 /// One upcasting step: payload of `(kind, event_type)` at `from` → `from + 1`.
 pub struct Step {
     pub kind: StreamKind,
     pub event_type: &'static str,
     pub from: u16,
-    pub lift: fn(&[u8]) -> Result<Vec<u8>, CodecError>,
+    pub lift: Lift,
 }
 
 /// The function that lifts one listed layout change.
-pub fn lift_for(change: &LayoutChange) -> Option<fn(&[u8]) -> Result<Vec<u8>, CodecError>> {
+pub fn lift_for(change: &LayoutChange) -> Option<Lift> {
     match (change.kind, change.event_type, change.from) {
         (StreamKind::Task, "TaskAdded", 1) => Some(v1::task_added),
         (StreamKind::Job, "JobCreated", 1) => Some(v1::job_created),

@@ -56,8 +56,11 @@ pub struct Blobs {
     store: Arc<dyn BlobStore>,
     /// Upload id → its owner and session (the owner outside the lock, so
     /// it is checked even while a chunk is being written).
-    uploads: RefCell<HashMap<u64, (AccountName, Rc<tokio::sync::Mutex<Upload>>)>>,
+    uploads: RefCell<HashMap<u64, OpenUpload>>,
 }
+
+/// An upload session and the account that opened it.
+type OpenUpload = (AccountName, Rc<tokio::sync::Mutex<Upload>>);
 
 /// Runs a blocking store call off the server's thread.
 async fn blocking<T: Send + 'static>(

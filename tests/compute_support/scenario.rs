@@ -271,7 +271,7 @@ impl JobRef<'_> {
                 .call(&Request::AddTasks {
                     job: self.id.clone(),
                     tasks: batch.to_vec(),
-                    request_id: Some(uuid::Uuid::new_v4()),
+                    request_id: Some(lote::clock::new_uuid()),
                 })
                 .await
                 .unwrap_or_else(|e| panic!("add tasks to {}: {e}", self.id));

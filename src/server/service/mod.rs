@@ -52,6 +52,9 @@ pub(super) enum Caller {
 }
 
 /// How a call ended.
+// One per call, moved once: a box for the reply would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum CallOutcome {
     /// Reply; with `fatal` set the connection is closed after it.
     Reply {

@@ -57,6 +57,9 @@ impl AgentWork {
 
 type NodeKey = (String, NodeId);
 
+/// Where a node's answer to a file read goes.
+type AnswerSender = oneshot::Sender<Result<FileAnswer, String>>;
+
 /// Yields before a round, so that the events already delivered to the
 /// feed (a burst of completions) are folded and planned at once, without
 /// a timed pause on every task's path.
@@ -79,7 +82,7 @@ pub struct Placement {
     /// Output reads waiting for a node's agent to poll.
     reads: RefCell<HashMap<NodeKey, Vec<FileRead>>>,
     /// Reads handed out, waiting for the agent's answer.
-    pending: RefCell<HashMap<u64, (NodeKey, oneshot::Sender<Result<FileAnswer, String>>)>>,
+    pending: RefCell<HashMap<u64, (NodeKey, AnswerSender)>>,
     next_read: Cell<u64>,
     /// When each node's agent last called: its heartbeat.
     contact: RefCell<HashMap<NodeKey, std::time::Instant>>,

@@ -244,7 +244,7 @@ mod tests {
             fold(&done, moved(Some(B::Active), None)),
             "the last one deleted"
         );
-        assert_eq!(counts.due(), [done.clone()]);
+        assert_eq!(counts.due(), std::slice::from_ref(&done));
         // Completed: no longer followed.
         let completed = JobEvent::JobCompleted {
             reason: "all tasks completed".into(),
