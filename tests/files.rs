@@ -1027,7 +1027,7 @@ async fn the_blob_and_file_commands_work_from_the_cli() {
         "inputs/scene/sub=more",
         "--upload",
         "out/*=results/run-1",
-        "--",
+        "--command",
         "mkdir -p out && cat in/a.txt more/b.txt > out/ab.txt",
     ]);
     wait_job(&client, "io", Duration::from_secs(60)).await;
