@@ -602,87 +602,19 @@ pub(super) async fn run(
             options,
             files,
         } => {
-            if first > last {
-                return Err(ClientError::Api(ApiError::rejected(
-                    RejectionCode::InvalidValue,
-                    format!("the range {first}..={last} is empty: FIRST must not be above LAST"),
-                )));
-            }
-            let batch = batch as usize;
-            let mut added = 0u64;
-            let mut specs = Vec::with_capacity(batch);
-            for i in first..=last {
-                let id = TaskId::new(format!("{prefix}{i}"))
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-                let line = command.replace("{i}", &i.to_string());
-                let mut spec = TaskSpec::simple(id, CommandLine::Shell(line));
-                options.apply(&mut spec, Some(i))?;
-                files.apply(&mut spec, Some(i))?;
-                specs.push(spec);
-                if specs.len() == batch || i == last {
-                    // A fresh id per batch: a resend of a batch after a
-                    // lost reply would not add it twice.
-                    call(Request::AddTasks {
-                        job: job.clone(),
-                        tasks: std::mem::take(&mut specs),
-                        request_id: Some(lote::clock::new_uuid()),
-                    })
-                    .await?;
-                    added = i - first + 1;
-                }
-            }
-            Response::TasksAdded {
+            let range = AddRange {
                 job,
-                count: added as u32,
-            }
+                first,
+                last,
+                command,
+                prefix,
+                batch,
+                options,
+                files,
+            };
+            add_range(client, range).await?
         }
-        TaskCmd::List { job, limit, state } => {
-            // Page through everything (or up to --limit of those shown).
-            let mut items = Vec::new();
-            let mut after = None;
-            loop {
-                let want = limit.map(|l| l.saturating_sub(items.len() as u64));
-                if want == Some(0) {
-                    break;
-                }
-                let page = if state.is_empty() {
-                    want.unwrap_or(1000).min(1000) as u32
-                } else {
-                    1000
-                };
-                let Response::Tasks { items: got, next } = call(Request::ListTasks {
-                    job: job.clone(),
-                    after: after.take(),
-                    limit: page,
-                })
-                .await?
-                else {
-                    return Err(ClientError::Protocol("expected a page of tasks".into()));
-                };
-                items.extend(
-                    got.into_iter()
-                        .filter(|t| state.is_empty() || state.iter().any(|f| f.holds(&t.state))),
-                );
-                match next {
-                    Some(n) => after = Some(n),
-                    None => break,
-                }
-            }
-            if let Some(limit) = limit {
-                items.truncate(limit as usize);
-            }
-            items.sort_by(|a, b| {
-                let id = |t: &lote::domain::Versioned<lote::domain::task::Task>| {
-                    t.state
-                        .spec
-                        .as_ref()
-                        .map(|s| s.id.to_string())
-                        .unwrap_or_default()
-                };
-                natural_order(&id(a), &id(b))
-            });
-            Response::Tasks { items, next: None }
-        }
+        TaskCmd::List { job, limit, state } => list(client, job, limit, state).await?,
         TaskCmd::Show { job, id } => call(Request::ShowTask { job, task: id }).await?,
         TaskCmd::Explain { job, id } => call(Request::ExplainTask { job, task: id }).await?,
         TaskCmd::Terminate { job, id, reason } => {
@@ -738,6 +670,123 @@ pub(super) async fn run(
         }
     };
     Ok(Some(render(response)))
+}
+
+/// What `task add-range` was given.
+struct AddRange {
+    job: JobId,
+    first: u64,
+    last: u64,
+    command: String,
+    prefix: String,
+    batch: u16,
+    options: TaskOptions,
+    files: TaskFiles,
+}
+
+/// `task add-range`: FIRST..=LAST in durable batches, each with a fresh
+/// request id.
+async fn add_range(client: &Client, range: AddRange) -> Result<Response, ClientError> {
+    let AddRange {
+        job,
+        first,
+        last,
+        command,
+        prefix,
+        batch,
+        options,
+        files,
+    } = range;
+    let call = |r: Request| async move { client.call(&r).await };
+    if first > last {
+        return Err(ClientError::Api(ApiError::rejected(
+            RejectionCode::InvalidValue,
+            format!("the range {first}..={last} is empty: FIRST must not be above LAST"),
+        )));
+    }
+    let batch = batch as usize;
+    let mut added = 0u64;
+    let mut specs = Vec::with_capacity(batch);
+    for i in first..=last {
+        let id = TaskId::new(format!("{prefix}{i}"))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let line = command.replace("{i}", &i.to_string());
+        let mut spec = TaskSpec::simple(id, CommandLine::Shell(line));
+        options.apply(&mut spec, Some(i))?;
+        files.apply(&mut spec, Some(i))?;
+        specs.push(spec);
+        if specs.len() == batch || i == last {
+            // A fresh id per batch: a resend of a batch after a
+            // lost reply would not add it twice.
+            call(Request::AddTasks {
+                job: job.clone(),
+                tasks: std::mem::take(&mut specs),
+                request_id: Some(lote::clock::new_uuid()),
+            })
+            .await?;
+            added = i - first + 1;
+        }
+    }
+    Ok(Response::TasksAdded {
+        job,
+        count: added as u32,
+    })
+}
+
+/// `task list`: every page (or up to `limit` shown), filtered by state, in
+/// natural id order.
+async fn list(
+    client: &Client,
+    job: JobId,
+    limit: Option<u64>,
+    state: Vec<StateFilter>,
+) -> Result<Response, ClientError> {
+    let call = |r: Request| async move { client.call(&r).await };
+    // Page through everything (or up to --limit of those shown).
+    let mut items = Vec::new();
+    let mut after = None;
+    loop {
+        let want = limit.map(|l| l.saturating_sub(items.len() as u64));
+        if want == Some(0) {
+            break;
+        }
+        let page = if state.is_empty() {
+            want.unwrap_or(1000).min(1000) as u32
+        } else {
+            1000
+        };
+        let Response::Tasks { items: got, next } = call(Request::ListTasks {
+            job: job.clone(),
+            after: after.take(),
+            limit: page,
+        })
+        .await?
+        else {
+            return Err(ClientError::Protocol("expected a page of tasks".into()));
+        };
+        items.extend(
+            got.into_iter()
+                .filter(|t| state.is_empty() || state.iter().any(|f| f.holds(&t.state))),
+        );
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    if let Some(limit) = limit {
+        items.truncate(limit as usize);
+    }
+    items.sort_by(|a, b| {
+        let id = |t: &lote::domain::Versioned<lote::domain::task::Task>| {
+            t.state
+                .spec
+                .as_ref()
+                .map(|s| s.id.to_string())
+                .unwrap_or_default()
+        };
+        natural_order(&id(a), &id(b))
+    });
+    Ok(Response::Tasks { items, next: None })
 }
 
 /// A state `task list --state` shows.
