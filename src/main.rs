@@ -157,8 +157,10 @@ enum Command {
 fn init_logs(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("LOTE_LOG").unwrap_or_else(|_| "warn".into());
+    // Colour codes only for a terminal: a local agent's log is a file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),

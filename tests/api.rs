@@ -1038,6 +1038,17 @@ fn a_taken_port_and_a_locked_data_dir_get_clear_messages() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("port is taken"), "{stderr}");
+    // A data directory the failed start created is not left behind; one
+    // that was there is kept.
+    let fresh = other.path().join("fresh");
+    let out = std::process::Command::new(lote_bin())
+        .args(["server", "--listen", &server.addr, "--data-dir"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!fresh.exists(), "{} was left behind", fresh.display());
+    assert!(other.path().exists());
 
     let err = ServerProcess::start_in(&server.data_dir, &[])
         .err()

@@ -275,6 +275,19 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
         serde_json::json!({"max_wall_clock_secs": 30, "max_task_retries": 2, "retention_secs": 60})
     );
     assert_eq!(added["spec"]["required_slots"], 2);
+    // A file argument's syntax error is a usage error, before anything is sent.
+    let out = cli.run(&[
+        "task",
+        "add",
+        "quoting",
+        "bad-input",
+        "--input",
+        "no-slash",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--input"), "{}", text(&out));
     // An empty range and a batch over the limit are refused.
     let out = cli.run(&[
         "task",

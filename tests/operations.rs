@@ -934,3 +934,42 @@ async fn a_failed_task_terminates_a_job_that_asks_for_it_and_reasons_are_kept() 
         Some("enough for today")
     );
 }
+
+/// Logs written to a file carry no colour codes, and a deleted local pool
+/// leaves no directory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_logs_are_plain_and_a_deleted_pool_leaves_no_directory() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    // A failing start task makes the agent log a warning.
+    Env::new(&client)
+        .pool("plain")
+        .start_task(start_task("exit 7", true, 0))
+        .without_waiting()
+        .await;
+    let pool_dir = server.data_dir.join("nodes/acme/plain");
+    let log = eventually(Duration::from_secs(30), "the agent's warning", || async {
+        let node = std::fs::read_dir(&pool_dir)
+            .map_err(|e| e.to_string())?
+            .next()
+            .ok_or("no node yet")?
+            .map_err(|e| e.to_string())?;
+        let log =
+            std::fs::read_to_string(node.path().join("agent.log")).map_err(|e| e.to_string())?;
+        if log.contains("WARN") {
+            Ok(log)
+        } else {
+            Err(log)
+        }
+    })
+    .await;
+    assert!(!log.contains('\u{1b}'), "colour codes in {log:?}");
+    client
+        .call(&Request::DeletePool {
+            pool: PoolId::new("plain").unwrap(),
+        })
+        .await
+        .unwrap();
+    assert!(!pool_dir.exists(), "{} is left", pool_dir.display());
+    assert!(!server.data_dir.join("nodes/acme").exists());
+}

@@ -208,6 +208,40 @@ pub fn parse_app(text: &str) -> Result<PackageRef, String> {
     })
 }
 
+/// Checks a file argument's syntax when the command line is read, so that
+/// a mistake is a usage error (exit 2) before anything is sent. `{i}`
+/// stands for a number there (it is replaced per task of a range).
+fn syntax_of(text: &str, parse: impl Fn(&str) -> Result<(), String>) -> Result<String, String> {
+    parse(&text.replace("{i}", "0")).map(|()| text.to_string())
+}
+
+/// `--input`'s syntax (see [`parse_input`]).
+pub fn input_arg(text: &str) -> Result<String, String> {
+    syntax_of(text, |t| parse_input(t).map(drop))
+}
+
+/// `--input-prefix`'s syntax.
+pub fn input_prefix_arg(text: &str) -> Result<String, String> {
+    syntax_of(text, |t| parse_input_prefix(t).map(drop))
+}
+
+/// `--input-url`'s syntax.
+pub fn input_url_arg(text: &str) -> Result<String, String> {
+    syntax_of(text, |t| parse_input_url(t).map(drop))
+}
+
+/// `--upload`'s syntax.
+pub fn output_arg(text: &str) -> Result<String, String> {
+    syntax_of(text, |t| {
+        parse_output(t, UploadCondition::Success).map(drop)
+    })
+}
+
+/// `--app`'s syntax.
+pub fn app_arg(text: &str) -> Result<String, String> {
+    syntax_of(text, |t| parse_app(t).map(drop))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,10 +34,10 @@ pub enum JobCmd {
         #[arg(long, value_enum, default_value = "no-action")]
         on_task_failure: OnTaskFailure,
         /// A blob every task of the job gets: CONTAINER/NAME[=PATH][@MODE].
-        #[arg(long = "input", value_name = "CONTAINER/NAME[=PATH][@MODE]")]
+        #[arg(long = "input", value_name = "CONTAINER/NAME[=PATH][@MODE]", value_parser = super::files::input_arg)]
         inputs: Vec<String>,
         /// Every blob under a prefix, for every task: CONTAINER/PREFIX=DIR.
-        #[arg(long = "input-prefix", value_name = "CONTAINER/PREFIX=DIR")]
+        #[arg(long = "input-prefix", value_name = "CONTAINER/PREFIX=DIR", value_parser = super::files::input_prefix_arg)]
         input_prefixes: Vec<String>,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,

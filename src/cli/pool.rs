@@ -56,7 +56,7 @@ pub enum PoolCmd {
         inter_node_communication: bool,
         /// An application package unpacked on every node as it joins:
         /// ID[:VERSION] (repeatable).
-        #[arg(long = "app", value_name = "ID[:VERSION]")]
+        #[arg(long = "app", value_name = "ID[:VERSION]", value_parser = super::files::app_arg)]
         apps: Vec<String>,
         #[command(flatten)]
         start_task: StartTaskArgs,
@@ -244,7 +244,12 @@ pub struct StartTaskArgs {
     start_task_env: Vec<String>,
     /// A blob fetched for the start task: CONTAINER/NAME[=PATH][@MODE]
     /// (repeatable).
-    #[arg(long, value_name = "CONTAINER/NAME[=PATH][@MODE]", requires = "line")]
+    #[arg(
+        long,
+        value_name = "CONTAINER/NAME[=PATH][@MODE]",
+        requires = "line",
+        value_parser = super::files::input_arg
+    )]
     start_task_input: Vec<String>,
 }
 

@@ -234,26 +234,26 @@ impl TaskOptions {
 pub struct TaskFiles {
     /// A blob fetched into the working directory before the task runs:
     /// CONTAINER/NAME[=PATH][@MODE] (repeatable; @755 for a program).
-    #[arg(long = "input", value_name = "CONTAINER/NAME[=PATH][@MODE]")]
+    #[arg(long = "input", value_name = "CONTAINER/NAME[=PATH][@MODE]", value_parser = super::files::input_arg)]
     inputs: Vec<String>,
     /// Every blob under a prefix, into a directory: CONTAINER/PREFIX=DIR.
-    #[arg(long = "input-prefix", value_name = "CONTAINER/PREFIX=DIR")]
+    #[arg(long = "input-prefix", value_name = "CONTAINER/PREFIX=DIR", value_parser = super::files::input_prefix_arg)]
     input_prefixes: Vec<String>,
     /// An http(s) download: PATH=URL.
-    #[arg(long = "input-url", value_name = "PATH=URL")]
+    #[arg(long = "input-url", value_name = "PATH=URL", value_parser = super::files::input_url_arg)]
     input_urls: Vec<String>,
     /// Files uploaded after the task: PATTERN=CONTAINER[/PREFIX], the
     /// pattern a glob relative to the working directory (`out/*.png`;
     /// `../stdout.txt` for the output beside it). Names are PREFIX + the
     /// path after the pattern's directory.
-    #[arg(long = "upload", value_name = "PATTERN=CONTAINER[/PREFIX]")]
+    #[arg(long = "upload", value_name = "PATTERN=CONTAINER[/PREFIX]", value_parser = super::files::output_arg)]
     outputs: Vec<String>,
     /// When outputs are uploaded.
     #[arg(long, value_enum, default_value = "success")]
     upload_when: UploadWhen,
     /// An application package the task uses: ID[:VERSION] (default version
     /// when none is named).
-    #[arg(long = "app", value_name = "ID[:VERSION]")]
+    #[arg(long = "app", value_name = "ID[:VERSION]", value_parser = super::files::app_arg)]
     apps: Vec<String>,
 }
 

@@ -90,8 +90,34 @@ pub struct Started {
 /// Runs the server until `shutdown` resolves, then drains: stops
 /// accepting, lets calls in flight finish (up to the drain timeout), ends
 /// subscriptions, flushes the log. Must run inside an actix system.
-/// `on_started` is called once the port is bound.
+/// `on_started` is called once the port is bound. A start that fails
+/// (port taken, store unreadable) leaves no data directory it created.
 pub async fn run(
+    config: ServerConfig,
+    on_started: impl FnOnce(&Started),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let data_dir = config.data_dir.clone();
+    let created = !data_dir.exists();
+    let listening = Cell::new(false);
+    let result = serve(
+        config,
+        |s| {
+            listening.set(true);
+            on_started(s)
+        },
+        shutdown,
+    )
+    .await;
+    if result.is_err() && created && !listening.get() {
+        if let Err(e) = std::fs::remove_dir_all(&data_dir) {
+            tracing::warn!(dir = %data_dir.display(), error = %e, "cannot remove the data directory of a failed start");
+        }
+    }
+    result
+}
+
+async fn serve(
     config: ServerConfig,
     on_started: impl FnOnce(&Started),
     shutdown: impl std::future::Future<Output = ()>,

@@ -151,6 +151,11 @@ impl Service {
                     )
                     .await?;
                 drop(done);
+                supervisors::provider::remove_pool_dir(
+                    &self.sagas.local().nodes_dir,
+                    account,
+                    pool,
+                );
                 Ok(super::done(&call.pool_stream(pool), finished))
             }
             other => Err(misrouted(other)),

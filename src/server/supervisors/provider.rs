@@ -95,6 +95,18 @@ pub fn start_agent(
     Ok(pid)
 }
 
+/// Removes a deleted pool's directory, and its account's when that is left
+/// empty; a directory that still holds anything (a node being removed) is
+/// kept.
+pub fn remove_pool_dir(nodes_dir: &Path, account: &AccountName, pool: &PoolId) {
+    let dir = pool_dir(nodes_dir, account, pool);
+    if std::fs::remove_dir(&dir).is_ok() {
+        if let Some(account_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(account_dir);
+        }
+    }
+}
+
 /// Stops a node's agent (and everything in its process group) and removes
 /// the node's directory: a removed node loses its files.
 pub fn stop_agent(nodes_dir: &Path, account: &AccountName, pool: &PoolId, node: &NodeId) {
