@@ -488,6 +488,40 @@ fn help_teaches() {
         help.contains("LOTE_LISTEN") && help.contains("--config"),
         "{help}"
     );
+    // Every subcommand says what it does in its noun's --help.
+    let mut bare = Vec::new();
+    for noun in [
+        &["account"][..],
+        &["account", "keys"],
+        &["pool"],
+        &["pool", "autoscale"],
+        &["node"],
+        &["job"],
+        &["task"],
+        &["blob"],
+        &["app"],
+        &["events"],
+    ] {
+        let out = Command::new(lote_bin())
+            .args(noun)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&out.stdout).into_owned();
+        let commands = help
+            .split("Commands:\n")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{noun:?} --help lists no commands:\n{help}"));
+        for line in commands.lines().take_while(|l| !l.trim().is_empty()) {
+            if line.split_whitespace().count() == 1 {
+                bare.push(format!("{} {}", noun.join(" "), line.trim()));
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "subcommands without a description: {bare:?}"
+    );
 }
 
 #[tokio::test]

@@ -25,6 +25,9 @@ async fn remote_agents_run_tasks_with_retries_launch_failures_and_timeouts() {
     let runs = tempfile::tempdir().unwrap();
     let roots = [nodes.path().join("n0"), nodes.path().join("n1")];
     let _agents = start_agents(&server, "farm", &token, &[&roots[0], &roots[1]], 2);
+    // Both nodes up before the work comes: a node that registers late
+    // could find every task already placed on the other (spread or not).
+    nodes_ready(&client, &PoolId::new("farm").unwrap(), 2).await;
 
     let mut tasks: Vec<TaskSpec> = (0..12)
         .map(|i| shell(&format!("ok-{i}"), "echo \"hello from $LOTE_TASK_ID attempt $LOTE_TASK_ATTEMPT\"; test -d \"$LOTE_NODE_SHARED_DIR\""))

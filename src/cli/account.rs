@@ -19,30 +19,25 @@ pub enum AccountCmd {
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
+    /// Every account, with its status.
     List,
-    Show {
-        name: AccountName,
-    },
+    /// One account: status, created, keys rotated.
+    Show { name: AccountName },
     /// Refuse the account's changes until enabled again (it may still read).
-    Disable {
-        name: AccountName,
-    },
-    Enable {
-        name: AccountName,
-    },
+    Disable { name: AccountName },
+    /// Let a disabled account change things again.
+    Enable { name: AccountName },
     /// Delete the account; its keys stop working at once.
-    Delete {
-        name: AccountName,
-    },
+    Delete { name: AccountName },
     #[command(subcommand)]
+    /// Show or regenerate an account's keys.
     Keys(KeysCmd),
 }
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCmd {
-    Show {
-        name: AccountName,
-    },
+    /// The account's primary and secondary keys.
+    Show { name: AccountName },
     /// Replace one key; the other keeps working, so clients can move over
     /// without downtime.
     Regenerate {

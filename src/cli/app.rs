@@ -29,11 +29,13 @@ pub enum AppCmd {
     },
     /// Packages, their versions and defaults.
     List,
+    /// Make a version the package's default.
     SetDefault {
         id: String,
         #[arg(value_name = "VERSION")]
         package_version: String,
     },
+    /// Delete one version of a package.
     Delete {
         id: String,
         #[arg(value_name = "VERSION")]

@@ -55,10 +55,8 @@ pub enum BlobCmd {
         #[arg(long, default_value = "")]
         prefix: String,
     },
-    Show {
-        container: String,
-        name: String,
-    },
+    /// One blob: size, SHA-256, upload time.
+    Show { container: String, name: String },
     /// Delete a blob, or with --prefix every blob whose name starts with it.
     Delete {
         container: String,

@@ -14,6 +14,7 @@ use lote::types::{JobId, PoolId};
 
 #[derive(Subcommand, Debug)]
 pub enum JobCmd {
+    /// Create a job on a pool (tasks are added with `lote task add`).
     Create {
         id: JobId,
         #[arg(long)]
@@ -42,26 +43,26 @@ pub enum JobCmd {
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
+    /// The account's jobs: status, pool, tasks, unfinished.
     List,
-    Show {
-        id: JobId,
-    },
+    /// One job, and why its queued tasks wait.
+    Show { id: JobId },
+    /// Hold a job's queued tasks (running ones as --disable-tasks says).
     Disable {
         id: JobId,
         #[arg(long, value_enum, default_value = "requeue")]
         disable_tasks: DisableTasks,
     },
-    Enable {
-        id: JobId,
-    },
+    /// Let a disabled job's tasks run again.
+    Enable { id: JobId },
+    /// End a job: queued tasks cancelled, running ones killed.
     Terminate {
         id: JobId,
         #[arg(long, default_value = "terminated by the user")]
         reason: String,
     },
-    Delete {
-        id: JobId,
-    },
+    /// Delete a job and its tasks (their history stays in the log).
+    Delete { id: JobId },
     /// Wait until no task of the job is queued or running; with --progress
     /// a live bar on stderr. Exits 1 if any task failed.
     Wait {

@@ -14,29 +14,17 @@ use lote::types::{NodeId, PoolId};
 
 #[derive(Subcommand, Debug)]
 pub enum NodeCmd {
-    List {
-        pool: PoolId,
-    },
-    Show {
-        pool: PoolId,
-        node: NodeId,
-    },
+    /// A pool's nodes and their states.
+    List { pool: PoolId },
+    /// One node in full, as JSON.
+    Show { pool: PoolId, node: NodeId },
     /// Place no new tasks on the node; running ones finish.
-    Disable {
-        pool: PoolId,
-        node: NodeId,
-    },
+    Disable { pool: PoolId, node: NodeId },
     /// Place tasks on the node again.
-    Enable {
-        pool: PoolId,
-        node: NodeId,
-    },
+    Enable { pool: PoolId, node: NodeId },
     /// Restart the node's agent: its tasks are requeued (no retry used),
     /// the pool's start task runs again, then the node takes work.
-    Reboot {
-        pool: PoolId,
-        node: NodeId,
-    },
+    Reboot { pool: PoolId, node: NodeId },
     /// Take the node out of its pool; it loses its files, name and
     /// address. A local node's agent is stopped.
     ///

@@ -63,10 +63,10 @@ pub enum PoolCmd {
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
+    /// The account's pools: status, target, slots, resize.
     List,
-    Show {
-        id: PoolId,
-    },
+    /// One pool in full, as JSON.
+    Show { id: PoolId },
     /// Set a new target node count.
     Resize {
         id: PoolId,
@@ -75,16 +75,12 @@ pub enum PoolCmd {
         #[arg(long, value_enum, default_value = "requeue")]
         deallocation: Deallocation,
     },
-    StopResize {
-        id: PoolId,
-    },
-    Delete {
-        id: PoolId,
-    },
+    /// Stop a resize where it is.
+    StopResize { id: PoolId },
+    /// Delete a pool: its nodes are removed and their agents stopped.
+    Delete { id: PoolId },
     /// The token a remote agent needs to join this pool.
-    JoinToken {
-        id: PoolId,
-    },
+    JoinToken { id: PoolId },
     /// Size the pool by formula (Azure Batch's language): enable, disable,
     /// evaluate without applying, see past runs, replay over history.
     #[command(subcommand)]

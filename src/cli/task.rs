@@ -81,10 +81,8 @@ pub enum TaskCmd {
         #[arg(long, value_enum)]
         state: Vec<StateFilter>,
     },
-    Show {
-        job: JobId,
-        id: TaskId,
-    },
+    /// One task in full, with its last result, as JSON.
+    Show { job: JobId, id: TaskId },
     /// Why the task is not running yet: every reason at once, with the
     /// numbers behind each (job disabled, no nodes, nodes full, too few
     /// slots, start task failed, tasks ahead of it in the queue).
@@ -92,20 +90,16 @@ pub enum TaskCmd {
     /// Example:
     ///   lote task explain frames frame-7
     #[command(verbatim_doc_comment)]
-    Explain {
-        job: JobId,
-        id: TaskId,
-    },
+    Explain { job: JobId, id: TaskId },
+    /// End a task: killed if running, cancelled if queued.
     Terminate {
         job: JobId,
         id: TaskId,
         #[arg(long, default_value = "terminated by the user")]
         reason: String,
     },
-    Delete {
-        job: JobId,
-        id: TaskId,
-    },
+    /// Delete a task (its history stays in the log).
+    Delete { job: JobId, id: TaskId },
     /// Add many tasks from a JSON Lines file (`-` for stdin), one task per
     /// line, sent in durable batches. Each batch carries a request id
     /// derived from its content, so running the same command again after
