@@ -247,7 +247,10 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     let added: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(added["spec"]["command_line"]["shell"], "echo a; echo b");
     // Everyday options are flags too.
-    let (code, added) = cli.json(&[
+    // (`--output json` before `--`: after it, it would be the task's.)
+    let out = cli.run(&[
+        "--output",
+        "json",
         "task",
         "add",
         "quoting",
@@ -265,7 +268,12 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
         "--",
         "true",
     ]);
-    assert_eq!(code, 0, "{added}");
+    assert!(out.status.success(), "{}", text(&out));
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        added["spec"]["command_line"]["argv"],
+        serde_json::json!(["true"])
+    );
     assert_eq!(
         added["spec"]["env"],
         serde_json::json!([{"name": "COLOR", "value": "blue"}])
@@ -377,6 +385,23 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     assert_eq!(some.as_array().unwrap().len(), 5);
     let (_, task) = cli.json(&["task", "show", "frames", "task-7"]);
     assert_eq!(task["spec"]["command_line"]["shell"], "render --frame 7");
+    // Table mode shows objects in words, not JSON.
+    let shown = text(&cli.run(&["task", "show", "frames", "task-7"]));
+    assert!(
+        shown.starts_with("task task-7 of job frames (failed: non_zero_exit)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("command:  sh -c \"render --frame 7\""),
+        "{shown}"
+    );
+    assert!(!shown.contains('{'), "{shown}");
+    let shown = text(&cli.run(&["pool", "show", "render"]));
+    assert!(shown.starts_with("pool render (active)"), "{shown}");
+    assert!(shown.contains("4 task slot(s)"), "{shown}");
+    let shown = text(&cli.run(&["job", "show", "frames"]));
+    assert!(shown.starts_with("job frames on pool render"), "{shown}");
+    assert!(shown.contains("120 failed"), "{shown}");
     let (_, job) = cli.json(&["job", "show", "frames"]);
     assert_eq!(job["tasks_added"], 122);
     let out = cli.run(&["node", "disable", "render", "node-0"]);

@@ -1,8 +1,8 @@
 //! The client half of the `lote` command: one file per noun (`account`,
 //! `pool`, `node`, `job`, `task`, `blob`, `app`, `events`), each with its
 //! subcommands and what they send; `connect` finds the server and the
-//! credentials; `render` and `output` print replies for people (tables)
-//! or scripts (one JSON value); `files` reads file arguments and the
+//! credentials; `render`, `views` and `output` print replies for people
+//! (tables, one object's view) or scripts (one JSON value); `files` reads file arguments and the
 //! files API.
 
 mod account;
@@ -17,6 +17,7 @@ mod output;
 mod pool;
 mod render;
 mod task;
+mod views;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -52,10 +52,6 @@ pub(super) fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-pub(super) fn pretty(value: &Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
-}
-
 pub(super) fn with_version<T: serde::Serialize>(v: &lote::domain::Versioned<T>) -> Value {
     let mut value = serde_json::to_value(&v.state).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {

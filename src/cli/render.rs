@@ -2,7 +2,8 @@
 
 use serde_json::{json, Value};
 
-use super::output::{opt, pretty, table, trace_line, with_version, word};
+use super::output::{opt, table, trace_line, with_version, word};
+use super::views;
 use lote::api::{FileAnswer, FileKind, Response};
 
 /// A response as (JSON, text).
@@ -133,10 +134,7 @@ fn accounts(response: Response) -> (Value, String) {
 /// Pools, nodes, jobs and tasks, one or a list; a task's output.
 fn entities(response: Response) -> (Value, String) {
     match response {
-        Response::Pool(p) => {
-            let value = with_version(&p);
-            (value.clone(), pretty(&value))
-        }
+        Response::Pool(p) => (with_version(&p), views::pool(&p.state, p.version)),
         Response::Pools(list) => {
             let value = Value::Array(list.iter().map(with_version).collect());
             let rows = list
@@ -162,10 +160,7 @@ fn entities(response: Response) -> (Value, String) {
             json!({ "pool": pool, "token": token }),
             format!("{token}\n"),
         ),
-        Response::Node(n) => {
-            let value = with_version(&n);
-            (value.clone(), pretty(&value))
-        }
+        Response::Node(n) => (with_version(&n), views::node(&n.state, n.version)),
         Response::Nodes(list) => {
             let value = Value::Array(list.iter().map(with_version).collect());
             let rows = list
@@ -174,10 +169,7 @@ fn entities(response: Response) -> (Value, String) {
                 .collect();
             (value, table(&["id", "state", "name"], rows))
         }
-        Response::Job(j) => {
-            let value = with_version(&j);
-            (value.clone(), pretty(&value))
-        }
+        Response::Job(j) => (with_version(&j), views::job(&j.state, j.version)),
         Response::Jobs(list) => {
             let value = Value::Array(list.iter().map(with_version).collect());
             let rows = list
@@ -198,10 +190,7 @@ fn entities(response: Response) -> (Value, String) {
                 table(&["id", "status", "pool", "tasks", "unfinished"], rows),
             )
         }
-        Response::Task(t) => {
-            let value = with_version(&t);
-            (value.clone(), pretty(&value))
-        }
+        Response::Task(t) => (with_version(&t), views::task(&t.state, t.version)),
         Response::Tasks { items: list, .. } => {
             let value = Value::Array(list.iter().map(with_version).collect());
             let rows = list
@@ -214,7 +203,7 @@ fn entities(response: Response) -> (Value, String) {
                             .as_ref()
                             .map(|s| s.id.to_string())
                             .unwrap_or_default(),
-                        task_state(s),
+                        views::task_state(s),
                         result
                             .and_then(|r| r.exit_code)
                             .map_or("-".into(), |c| c.to_string()),
@@ -436,18 +425,4 @@ fn files(response: &Response) -> Option<(Value, String)> {
         }
         _ => return None,
     })
-}
-
-/// A task's state in words: queued, assigned, running, succeeded, failed
-/// with its category, deleted.
-pub fn task_state(task: &lote::domain::task::Task) -> String {
-    use lote::domain::task::TaskStatus as S;
-    match task.status {
-        S::Active => "queued".into(),
-        S::Completed => match task.last_result.as_ref().and_then(|r| r.failure.as_ref()) {
-            None => "succeeded".into(),
-            Some((category, _)) => format!("failed: {}", word(category)),
-        },
-        other => word(&other),
-    }
 }
