@@ -224,7 +224,10 @@ async fn run_true_tasks(client: &Client, tasks: u64, mut raw: (f64, f64), repeat
             list(&efficiencies)
         );
     }
-    client.call(&Request::DeletePool { pool }).await.unwrap();
+    client
+        .call(&Request::DeletePool { pool, force: false })
+        .await
+        .unwrap();
 }
 
 /// One job of `tasks` x /bin/true: seconds from the first add to its

@@ -226,7 +226,10 @@ async fn drive(
 
     // Leave nothing running: the pool's agents stop with it.
     client
-        .call(&Request::DeletePool { pool: pool.clone() })
+        .call(&Request::DeletePool {
+            pool: pool.clone(),
+            force: false,
+        })
         .await
         .map_err(err)?;
 

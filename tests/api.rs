@@ -374,7 +374,10 @@ fn operations() -> Vec<Request> {
             task: t,
         },
         Request::DeleteJob { job: j },
-        Request::DeletePool { pool: p },
+        Request::DeletePool {
+            pool: p,
+            force: false,
+        },
     ]
 }
 

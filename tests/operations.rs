@@ -746,6 +746,7 @@ async fn a_pool_deleted_while_its_nodes_start_leaves_nothing_behind() {
     client
         .call(&Request::DeletePool {
             pool: PoolId::new("brief").unwrap(),
+            force: false,
         })
         .await
         .unwrap();
@@ -967,9 +968,68 @@ async fn agent_logs_are_plain_and_a_deleted_pool_leaves_no_directory() {
     client
         .call(&Request::DeletePool {
             pool: PoolId::new("plain").unwrap(),
+            force: false,
         })
         .await
         .unwrap();
     assert!(!pool_dir.exists(), "{} is left", pool_dir.display());
     assert!(!server.data_dir.join("nodes/acme").exists());
+}
+
+/// Deleting a pool whose jobs still have queued or running tasks is
+/// refused; with force, those jobs are terminated, their tasks end (none
+/// is left queued for a pool that is gone) and the job completes with the
+/// pool's deletion as its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_pool_in_use_is_refused_unless_forced_and_then_ends_its_jobs() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let env = Env::new(&client);
+    env.pool("busy").nodes(1).slots(1).await;
+    let job = env
+        .job("j")
+        .on("busy")
+        .tasks([shell("running", "exec sleep 60"), shell("queued", "true")])
+        .await;
+    eventually(Duration::from_secs(30), "one task running", || async {
+        let t = task(&client, "j", "running").await.state.status;
+        if t == TaskStatus::Running {
+            Ok(())
+        } else {
+            Err(format!("{t:?}"))
+        }
+    })
+    .await;
+    let delete = |force| {
+        let request = Request::DeletePool {
+            pool: PoolId::new("busy").unwrap(),
+            force,
+        };
+        let client = &client;
+        async move { client.call(&request).await }
+    };
+    let refused = delete(false).await.unwrap_err();
+    let ClientError::Api(ApiError { message, .. }) = &refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(
+        refused.api().and_then(|a| a.rejection),
+        Some(lote::domain::RejectionCode::PoolInUse),
+        "{message}"
+    );
+    assert!(message.contains("jobs j "), "{message}");
+    delete(true).await.unwrap();
+    let ended = job.wait(Duration::from_secs(30)).await;
+    assert_eq!(ended.state.status, JobStatus::Completed);
+    assert_eq!(
+        ended.state.completion_reason.as_deref(),
+        Some("pool busy was deleted")
+    );
+    for id in ["running", "queued"] {
+        let t = task(&client, "j", id).await.state;
+        assert_eq!(t.status, TaskStatus::Completed, "{id}");
+        let (category, why) = t.last_result.unwrap().failure.unwrap();
+        assert_eq!(category, FailureCategory::Terminated, "{id}");
+        assert!(why.contains("pool busy was deleted"), "{id}: {why}");
+    }
 }

@@ -75,8 +75,11 @@ pub enum Request {
     DisableAutoscale {
         pool: PoolId,
     },
+    /// Refused while jobs on the pool have queued or running tasks,
+    /// unless `force`: then those jobs are terminated ("pool deleted").
     DeletePool {
         pool: PoolId,
+        force: bool,
     },
     /// The token agents use to join this pool.
     ShowJoinToken {

@@ -78,7 +78,15 @@ pub enum PoolCmd {
     /// Stop a resize where it is.
     StopResize { id: PoolId },
     /// Delete a pool: its nodes are removed and their agents stopped.
-    Delete { id: PoolId },
+    /// Refused while jobs on it have queued or running tasks, unless
+    /// --force.
+    Delete {
+        id: PoolId,
+        /// Terminate the jobs that still have tasks on it ("pool deleted"),
+        /// then delete it.
+        #[arg(long)]
+        force: bool,
+    },
     /// The token a remote agent needs to join this pool.
     JoinToken { id: PoolId },
     /// Size the pool by formula (Azure Batch's language): enable, disable,
@@ -355,7 +363,7 @@ pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, Clien
             .await?
         }
         PoolCmd::StopResize { id } => call(Request::StopResize { pool: id }).await?,
-        PoolCmd::Delete { id } => call(Request::DeletePool { pool: id }).await?,
+        PoolCmd::Delete { id, force } => call(Request::DeletePool { pool: id, force }).await?,
         PoolCmd::JoinToken { id } => call(Request::ShowJoinToken { pool: id }).await?,
         PoolCmd::Autoscale(cmd) => match cmd {
             AutoscaleCmd::Enable {

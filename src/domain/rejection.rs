@@ -125,6 +125,9 @@ rejection_codes! {
     /// No such file or directory on the node, or the path leaves the task's
     /// or node's directory.
     FileNotFound = 35, retry: false;
+    /// Jobs on the pool still have queued or running tasks; delete it with
+    /// force to terminate those jobs.
+    PoolInUse = 36, retry: false;
 }
 
 /// A refused command: a stable code and a sentence with the specifics.

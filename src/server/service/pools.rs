@@ -2,7 +2,9 @@
 //! (enable, evaluate now, history, replay).
 
 use super::{internal, misrouted, AccountCall, Service};
+use crate::actors::CoreError;
 use crate::api::{ApiError, Request, Response};
+use crate::domain::job::{Job, JobCommand};
 use crate::domain::node::Node;
 use crate::domain::pool::{Pool, PoolCommand};
 use crate::domain::RejectionCode;
@@ -131,7 +133,8 @@ impl Service {
                 )
                 .await
             }
-            Request::DeletePool { pool } => {
+            Request::DeletePool { pool, force } => {
+                self.end_jobs_on(call, pool, *force).await?;
                 let done: Result<Response, ApiError> = self
                     .exec::<Pool>(
                         call.pool_stream(pool),
@@ -256,5 +259,56 @@ impl Service {
             }
             other => Err(misrouted(other)),
         }
+    }
+
+    /// Jobs on a pool about to be deleted that still have queued or running
+    /// tasks: refused, or with `force` terminated, so that no task is left
+    /// waiting for a pool that is gone.
+    async fn end_jobs_on(
+        &self,
+        call: &AccountCall<'_>,
+        pool: &crate::types::PoolId,
+        force: bool,
+    ) -> Result<(), ApiError> {
+        self.show::<Pool>(&call.pool_stream(pool), pool.as_str())
+            .await?;
+        let jobs: Vec<crate::types::JobId> = self
+            .list::<Job>(&format!("job/{}/", call.account))?
+            .into_iter()
+            .filter(|j| j.state.unfinished() > 0)
+            .filter_map(|j| j.state.spec.filter(|s| &s.pool == pool).map(|s| s.id))
+            .collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let names = jobs
+            .iter()
+            .map(|j| j.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !force {
+            return Err(ApiError::rejected(
+                RejectionCode::PoolInUse,
+                format!(
+                    "jobs {names} still have queued or running tasks on pool {pool}; terminate them first, or delete the pool with --force (their jobs are terminated)"
+                ),
+            ));
+        }
+        for job in &jobs {
+            let command = JobCommand::TerminateJob {
+                reason: format!("pool {pool} was deleted"),
+            };
+            match self
+                .core
+                .execute::<Job>(&call.job_stream(job), command, call.ctx(self))
+                .await
+            {
+                Ok(_) => {}
+                // Already terminating: its tasks are ending anyway.
+                Err(CoreError::Rejected(r)) if r.code == RejectionCode::JobBeingTerminated => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 }
