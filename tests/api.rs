@@ -1115,6 +1115,30 @@ async fn disabled_accounts_only_read_and_deleted_ones_cannot_sign() {
         .unwrap();
     create_pool(&client, "p").await;
 
+    // An account that owns a pool is not deleted (its agents would run
+    // on, out of anyone's reach); once the pool is gone, it is.
+    let refused = admin
+        .call(&Request::DeleteAccount { name: acme.clone() })
+        .await;
+    let message = refused
+        .as_ref()
+        .err()
+        .and_then(|e| e.api())
+        .map(|a| a.message.clone())
+        .unwrap_or_default();
+    assert_eq!(
+        rejection(refused),
+        Some(RejectionCode::AccountNotEmpty),
+        "{message}"
+    );
+    assert!(message.contains("pools p "), "{message}");
+    client
+        .call(&Request::DeletePool {
+            pool: PoolId::new("p").unwrap(),
+            force: false,
+        })
+        .await
+        .unwrap();
     admin
         .call(&Request::DeleteAccount { name: acme.clone() })
         .await

@@ -860,7 +860,9 @@ fn zz_every_decide_rejection_is_covered() {
     let seen: HashSet<RejectionCode> = SEEN.lock().unwrap().iter().copied().collect();
     // TooBusy comes from the actor layer's bounded conflict retries, not
     // from decide; the blob store's and the files API's codes come from
-    // the server (tests/files.rs and the blob store's unit tests).
+    // the server (tests/files.rs and the blob store's unit tests), and so
+    // do the refusals to delete what is still in use (tests/operations.rs,
+    // tests/api.rs).
     let not_decide = [
         RejectionCode::TooBusy,
         RejectionCode::BlobNotFound,
@@ -870,6 +872,8 @@ fn zz_every_decide_rejection_is_covered() {
         RejectionCode::UploadNotFound,
         RejectionCode::ApplicationNotFound,
         RejectionCode::FileNotFound,
+        RejectionCode::PoolInUse,
+        RejectionCode::AccountNotEmpty,
     ];
     let missing: Vec<_> = RejectionCode::ALL
         .iter()

@@ -128,6 +128,8 @@ rejection_codes! {
     /// Jobs on the pool still have queued or running tasks; delete it with
     /// force to terminate those jobs.
     PoolInUse = 36, retry: false;
+    /// The account still owns pools, jobs or blobs; delete them first.
+    AccountNotEmpty = 37, retry: false;
 }
 
 /// A refused command: a stable code and a sentence with the specifics.

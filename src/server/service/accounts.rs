@@ -3,6 +3,9 @@
 use super::{done, misrouted, not_found, permission, Caller, Service};
 use crate::api::{AccountView, ApiError, Request, Response};
 use crate::domain::account::{Account, AccountCommand};
+use crate::domain::job::Job;
+use crate::domain::pool::Pool;
+use crate::domain::RejectionCode;
 use crate::store::StreamId;
 use crate::types::{AccountName, Principal};
 
@@ -64,7 +67,10 @@ impl Service {
             }
             Request::DisableAccount { name } => run(name, AccountCommand::DisableAccount).await,
             Request::EnableAccount { name } => run(name, AccountCommand::EnableAccount).await,
-            Request::DeleteAccount { name } => run(name, AccountCommand::DeleteAccount).await,
+            Request::DeleteAccount { name } => {
+                self.refuse_if_owning(name).await?;
+                run(name, AccountCommand::DeleteAccount).await
+            }
             Request::TailEvents { .. } | Request::Ping | Request::Whoami => Err(misrouted(&request)),
             Request::JoinPool { .. } => Err(permission(
                 "joining a pool needs the pool's join token",
@@ -75,6 +81,52 @@ impl Service {
                 &Caller::Admin,
             )),
         }
+    }
+
+    /// An account that still owns pools, jobs or blobs is not deleted:
+    /// its agents would run on and nobody could remove them afterwards.
+    async fn refuse_if_owning(&self, name: &AccountName) -> Result<(), ApiError> {
+        let pools = self.list::<Pool>(&format!("pool/{name}/"))?;
+        let jobs = self.list::<Job>(&format!("job/{name}/"))?;
+        let containers = match self.blobs.containers(name).await? {
+            Response::Containers(names) => names,
+            _ => Vec::new(),
+        };
+        let ids = |v: Vec<String>| v.join(", ");
+        let mut owned = Vec::new();
+        if !pools.is_empty() {
+            let names = pools
+                .into_iter()
+                .filter_map(|p| p.state.spec.map(|s| s.id.to_string()))
+                .collect();
+            owned.push(format!(
+                "pools {} (lote pool delete ID --force)",
+                ids(names)
+            ));
+        }
+        if !jobs.is_empty() {
+            let names = jobs
+                .into_iter()
+                .filter_map(|j| j.state.spec.map(|s| s.id.to_string()))
+                .collect();
+            owned.push(format!("jobs {} (lote job delete ID)", ids(names)));
+        }
+        if !containers.is_empty() {
+            owned.push(format!(
+                "blob containers {} (lote blob delete CONTAINER --prefix '')",
+                ids(containers)
+            ));
+        }
+        if owned.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::rejected(
+            RejectionCode::AccountNotEmpty,
+            format!(
+                "account {name} still owns {}; delete them first, signed as the account",
+                owned.join("; ")
+            ),
+        ))
     }
 }
 
