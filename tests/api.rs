@@ -17,7 +17,7 @@ use lote::domain::job::{DisableTasks, JobSpec};
 use lote::domain::pool::{Deallocation, NodeProvider, PoolSpec, ResizeState};
 use lote::domain::spec::CommandLine;
 use lote::domain::task::{TaskResult, TaskSpec, TaskStatus};
-use lote::domain::RejectionCode;
+use lote::domain::{EnvVar, RejectionCode};
 use lote::types::{AccountName, JobId, NodeId, PoolId, TaskId};
 use server_support::*;
 
@@ -1167,4 +1167,63 @@ async fn disabled_accounts_only_read_and_deleted_ones_cannot_sign() {
         ),
         Some(RejectionCode::AccountExists)
     );
+}
+
+/// An oversized request is refused up front, naming the field and the
+/// limit, and nothing is logged as a server error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_fields_are_refused_by_name_before_anything_is_written() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    create_pool(&client, "p").await;
+    create_job(&client, "j", "p").await;
+    let mut big = task("big");
+    big.env = vec![EnvVar {
+        name: "HUGE".into(),
+        value: "x".repeat(3 << 20),
+    }];
+    let err = client
+        .call(&Request::AddTasks {
+            job: JobId::new("j").unwrap(),
+            tasks: vec![big],
+            request_id: None,
+        })
+        .await
+        .unwrap_err();
+    let api = err.api().cloned().unwrap();
+    assert_eq!(api.rejection, Some(RejectionCode::InvalidValue), "{api:?}");
+    assert!(
+        api.message.contains("HUGE") && api.message.contains("at most 32768"),
+        "{}",
+        api.message
+    );
+    // Many values each under the limit, too many bytes together.
+    let mut wide = task("wide");
+    wide.env = (0..20)
+        .map(|i| EnvVar {
+            name: format!("V{i}"),
+            value: "x".repeat(30_000),
+        })
+        .collect();
+    let err = client
+        .call(&Request::AddTasks {
+            job: JobId::new("j").unwrap(),
+            tasks: vec![wide],
+            request_id: None,
+        })
+        .await
+        .unwrap_err();
+    let message = err.api().map(|a| a.message.clone()).unwrap_or_default();
+    assert!(message.contains("environment is"), "{message}");
+    // Nothing was added.
+    let Response::Job(job) = client
+        .call(&Request::ShowJob {
+            job: JobId::new("j").unwrap(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("a job")
+    };
+    assert_eq!(job.state.tasks_added, 0);
 }

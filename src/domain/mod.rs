@@ -283,6 +283,10 @@ pub struct EnvVar {
 pub const COMMAND_LINE_BYTES_MAX: usize = 32 * 1024;
 /// Most environment variables on one task.
 pub const ENV_VARS_MAX: usize = 256;
+/// Longest value of one environment variable.
+pub const ENV_VALUE_BYTES_MAX: usize = 32 * 1024;
+/// Most bytes of all of a task's (or start task's) environment together.
+pub const ENV_BYTES_MAX: usize = 256 * 1024;
 /// Longest display name.
 pub const DISPLAY_NAME_CHARS_MAX: usize = 1024;
 
@@ -333,7 +337,22 @@ pub(crate) fn validate_env(what: &str, env: &[EnvVar]) -> Result<(), Rejection> 
                 )
             },
         )?;
+        ensure(
+            var.value.len() <= ENV_VALUE_BYTES_MAX,
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                    "{what} environment variable {} is {} bytes; at most {ENV_VALUE_BYTES_MAX}",
+                    var.name,
+                    var.value.len()
+                )
+            },
+        )?;
     }
+    let total: usize = env.iter().map(|v| v.name.len() + v.value.len()).sum();
+    ensure(total <= ENV_BYTES_MAX, RejectionCode::InvalidValue, || {
+        format!("{what} environment is {total} bytes in all; at most {ENV_BYTES_MAX}")
+    })?;
     Ok(())
 }
 

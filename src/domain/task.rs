@@ -23,6 +23,9 @@ use crate::codec::CodecError;
 use crate::store::{ExpectedVersion, StreamAppend, StreamId, StreamKind};
 use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId, Timestamp};
 
+/// Most bytes of one task's spec, encoded: half an event's payload limit.
+pub const TASK_SPEC_BYTES_MAX: usize = 512 * 1024;
+
 /// Most entries in one attempt's output manifest.
 pub const OUTPUT_MANIFEST_MAX: usize = 10_000;
 
@@ -79,6 +82,19 @@ impl TaskSpec {
         validate_env("task", &self.env)?;
         validate_files("task", &self.resource_files, &self.output_files)?;
         validate_packages("task", &self.application_packages)?;
+        // Whatever is in it, a spec must fit its TaskAdded event with room
+        // to spare: refused here with its size, not at the append.
+        let bytes = crate::codec::encode(self).map_or(usize::MAX, |b| b.len());
+        ensure(
+            bytes <= TASK_SPEC_BYTES_MAX,
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                "task {} is {bytes} bytes encoded (command line, environment, files); at most {TASK_SPEC_BYTES_MAX}",
+                self.id
+            )
+            },
+        )?;
         ensure(
             (1..=TASK_SLOTS_MAX).contains(&self.required_slots),
             RejectionCode::InvalidValue,
