@@ -77,6 +77,23 @@ pub struct Autoscaler {
     stop: watch::Receiver<bool>,
 }
 
+/// When a pool's next sample is due: at once for its first, then at the
+/// first point of the period's grid (multiples of `period` since the
+/// epoch) after its last sample, once `now` has reached it. Samples stamped on the grid keep their spacing
+/// exact: counted from the tick that took the last one, they drifted by up
+/// to a tick each period, and a full window sometimes held one too few.
+fn sample_due(last: Option<Timestamp>, now: Timestamp, period: i64) -> Option<Timestamp> {
+    let period = period.max(1);
+    let slot = |t: Timestamp| t.as_micros().div_euclid(period);
+    match last {
+        // A new pool's first sample is taken at once, not stamped before
+        // the pool existed.
+        None => Some(now),
+        Some(last) if slot(now) <= slot(last) => None,
+        Some(_) => Some(Timestamp::from_micros(slot(now) * period)),
+    }
+}
+
 fn ctx(core: &Core) -> Ctx {
     Ctx::system(core.clock().as_ref(), "autoscale")
 }
@@ -394,27 +411,25 @@ impl Autoscaler {
         let mut to_sample = Vec::new();
         let mut to_evaluate = Vec::new();
         for (key, p) in self.pools.borrow_mut().iter_mut() {
-            if p.last_sample
-                .is_none_or(|l| now.as_micros() - l.as_micros() >= period)
-            {
-                p.last_sample = Some(now);
-                to_sample.push(key.clone());
+            if let Some(at) = sample_due(p.last_sample, now, period) {
+                p.last_sample = Some(at);
+                to_sample.push((key.clone(), at));
             }
             if !p.busy && p.formula.is_some() && p.due.is_some_and(|d| d <= now) {
                 p.busy = true;
                 to_evaluate.push(key.clone());
             }
         }
-        for key in to_sample {
+        for (key, at) in to_sample {
             let Some((account, pool)) = split_pool_key(&key) else {
                 continue;
             };
-            let sample = self.current(&key, now, true);
+            let sample = self.current(&key, at, true);
             let core = self.core.clone();
             tokio::task::spawn_local(async move {
                 let command = PoolCommand::RecordSample {
                     sample: PoolSample {
-                        at: now,
+                        at,
                         values: sample.values,
                     },
                 };
@@ -654,4 +669,32 @@ pub fn replay(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample_due;
+    use crate::types::Timestamp;
+
+    #[test]
+    fn samples_fall_on_the_periods_grid_without_drift() {
+        let period = 30_000_000; // 30 s
+        let t = |secs: f64| Timestamp::from_micros((secs * 1e6) as i64);
+        // The first sample: at once.
+        assert_eq!(sample_due(None, t(1000.7), period), Some(t(1000.7)));
+        // Ticks once a second, a little late each time: one sample per
+        // period, each on the grid, none skipped.
+        let mut last = Some(t(1000.7));
+        let mut taken = Vec::new();
+        for tick in 0..300 {
+            let now = t(991.0 + f64::from(tick) + 0.3);
+            if let Some(at) = sample_due(last, now, period) {
+                taken.push(at.as_micros() / 1_000_000);
+                last = Some(at);
+            }
+        }
+        assert_eq!(taken, (1..=10).map(|k| 990 + 30 * k).collect::<Vec<_>>());
+        // Not again within the same period.
+        assert_eq!(sample_due(Some(t(1020.0)), t(1049.9), period), None);
+    }
 }
