@@ -88,10 +88,9 @@ impl Service {
         }
     }
 
-    /// Part of an attempt's stdout or stderr, read by its node's agent.
-    #[allow(clippy::too_many_arguments)]
-    /// A file operation on an attempt's directory, carried out by the
-    /// agent of the node it ran on: (node, attempt, answer, completed).
+    /// A file operation on an attempt's directory (its output or any file
+    /// in it), carried out by the agent of the node it ran on: (node,
+    /// attempt, answer, completed).
     pub(super) async fn task_file(
         &self,
         account: &AccountName,
