@@ -74,7 +74,7 @@ enum Command {
     /// the tasks placed on this node.
     ///
     /// Example:
-    ///   lote agent --server 10.0.0.5:7070 --account acme --pool farm \
+    ///   lote agent --server 10.0.0.5:7070 --pool-account acme --pool farm \
     ///       --join-token $(lote pool join-token farm) --root /var/lib/lote-agent
     #[command(verbatim_doc_comment)]
     Agent {
@@ -99,6 +99,17 @@ enum Command {
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
+    /// Print a completion script for a shell.
+    ///
+    /// Examples:
+    ///   lote completion bash > /etc/bash_completion.d/lote
+    ///   lote completion zsh > "${fpath[1]}/_lote"
+    ///   lote completion fish > ~/.config/fish/completions/lote.fish
+    #[command(verbatim_doc_comment)]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Run the demo workload in-process on a local data directory: an
     /// account, a pool of two nodes, a job of frames, retries; then replay
     /// the log and audit one task.
@@ -173,6 +184,11 @@ fn main() -> ExitCode {
     init_logs(cli.log_format);
     let command = match cli.command {
         Command::Client(command) => return cli::run(command, cli.connection),
+        Command::Completion { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "lote", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         Command::Server(flags) => return serve(flags),
         Command::Agent {
             pool_account,
@@ -286,7 +302,10 @@ fn serve(flags: lote::server::ServerFlags) -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode, Fail> {
     match command {
-        Command::Server(_) | Command::Client(_) | Command::Agent { .. } => {
+        Command::Server(_)
+        | Command::Client(_)
+        | Command::Agent { .. }
+        | Command::Completion { .. } => {
             unreachable!("dispatched in main")
         }
         Command::Demo {

@@ -513,6 +513,26 @@ fn help_teaches() {
         help.contains("LOTE_LISTEN") && help.contains("--config"),
         "{help}"
     );
+    // Completion scripts for the shells people use.
+    for (shell, mark) in [
+        ("bash", "complete -F _lote"),
+        ("zsh", "#compdef lote"),
+        ("fish", "complete -c lote"),
+    ] {
+        let out = Command::new(lote_bin())
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(mark), "{shell}: {script}");
+        assert!(script.contains("add-range"), "{shell} lacks subcommands");
+    }
+    let out = Command::new(lote_bin())
+        .args(["agent", "--help"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--pool-account acme"));
     // Every subcommand says what it does in its noun's --help.
     let mut bare = Vec::new();
     for noun in [
