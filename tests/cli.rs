@@ -533,6 +533,18 @@ fn help_teaches() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("--pool-account acme"));
+    // A command's own options come apart from the connection's.
+    let out = Command::new(lote_bin())
+        .args(["task", "add", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (own, connection) = help
+        .split_once("Connection:")
+        .unwrap_or_else(|| panic!("no Connection heading:\n{help}"));
+    assert!(own.contains("--max-wall-clock-secs"), "{help}");
+    assert!(!own.contains("--admin-key-file"), "{help}");
+    assert!(connection.contains("--admin-key-file"), "{help}");
     // Every subcommand says what it does in its noun's --help.
     let mut bare = Vec::new();
     for noun in [

@@ -43,33 +43,51 @@ use task::TaskCmd;
 #[derive(Args, Debug, Clone)]
 pub struct Connection {
     /// Server address. [default: 127.0.0.1:7070]
-    #[arg(long, global = true, env = "LOTE_SERVER")]
+    #[arg(long, global = true, help_heading = "Connection", env = "LOTE_SERVER")]
     pub server: Option<String>,
     /// Account to act as.
-    #[arg(long, global = true, env = "LOTE_ACCOUNT")]
+    #[arg(long, global = true, help_heading = "Connection", env = "LOTE_ACCOUNT")]
     pub account: Option<String>,
     /// That account's key (primary or secondary).
-    #[arg(long, global = true, env = "LOTE_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "LOTE_KEY",
+        hide_env_values = true
+    )]
     pub key: Option<String>,
     /// The administrator key (needed by `account` commands).
-    #[arg(long, global = true, env = "LOTE_ADMIN_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "LOTE_ADMIN_KEY",
+        hide_env_values = true
+    )]
     pub admin_key: Option<String>,
     /// File holding the administrator key, e.g. DATA_DIR/admin.key.
-    #[arg(long, global = true, env = "LOTE_ADMIN_KEY_FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "LOTE_ADMIN_KEY_FILE"
+    )]
     pub admin_key_file: Option<PathBuf>,
     /// Sign with the administrator key even where an account key would do
     /// (e.g. `events tail` of every account).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Connection")]
     pub admin: bool,
     /// Profile to read defaults from, in $XDG_CONFIG_HOME/lote/profiles.toml
     /// (~/.config/lote/profiles.toml). [default: "default" if present]
-    #[arg(long, global = true, env = "LOTE_PROFILE")]
+    #[arg(long, global = true, help_heading = "Connection", env = "LOTE_PROFILE")]
     pub profile: Option<String>,
     /// table for people, json for scripts (exactly one JSON value on stdout,
     /// errors included).
     #[arg(
         long,
         global = true,
+        help_heading = "Connection",
         value_enum,
         default_value = "table",
         env = "LOTE_OUTPUT"
