@@ -1056,3 +1056,49 @@ async fn the_blob_and_file_commands_work_from_the_cli() {
     );
     stop_and_replay(server);
 }
+
+/// A pool's packages are unpacked on each node as it joins, before any
+/// task asks for them (and without a start task to do it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_packages_are_unpacked_as_its_nodes_join() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let work = tempfile::tempdir().unwrap();
+    let zip = work.path().join("tool.zip");
+    zip_file(
+        &zip,
+        &[("bin/tool", b"#!/bin/sh\necho tool\n", 0o755)],
+        None,
+    );
+    upload_package(&client, "tool", "1.0", &zip).await.unwrap();
+    let pool = PoolSpec {
+        application_packages: vec![PackageRef {
+            id: "tool".into(),
+            version: Some("1.0".into()),
+        }],
+        ..PoolSpec::fixed(
+            PoolId::new("eager").unwrap(),
+            AccountName::new("x").unwrap(),
+            1,
+            1,
+        )
+    };
+    create_pool_spec(&client, pool).await;
+    let node = nodes_up(&client, "eager", 1).await[0]
+        .state
+        .id
+        .clone()
+        .unwrap()
+        .to_string();
+    let unpacked = server
+        .data_dir
+        .join(format!("nodes/acme/eager/{node}/apps/tool/1.0/bin/tool"));
+    eventually(Duration::from_secs(30), "the package unpacked", || async {
+        if unpacked.is_file() {
+            Ok(())
+        } else {
+            Err(format!("no {}", unpacked.display()))
+        }
+    })
+    .await;
+}

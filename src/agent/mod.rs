@@ -297,6 +297,18 @@ async fn register(
             Err(e) => return Err(e.into()),
         }
     };
+    // The pool's packages are unpacked as the node joins; a start task
+    // that is waited for unpacks them itself before it runs. (The stager
+    // unpacks a version once, whoever asks first.)
+    let packages = env.pool_packages();
+    if !packages.is_empty() && start_task.as_ref().is_none_or(|s| !s.wait_for_success) {
+        let env = env.clone();
+        tokio::spawn(async move {
+            if let Err(e) = env.stager.packages(&packages).await {
+                tracing::warn!(error = %e, "the pool's packages were not unpacked as the node joined; each task tries again");
+            }
+        });
+    }
     match start_task {
         Some(start_task) if start_task.wait_for_success => {
             run_start_task(client, env, &start_task).await?
