@@ -17,6 +17,14 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let account = call.account;
         let ctx = || call.ctx(self);
+        // One command on one of the account's jobs (which must exist).
+        let on_job = |job: &crate::types::JobId, command: JobCommand| {
+            let job = job.clone();
+            async move {
+                self.exec::<Job>(call.job_stream(&job), job.as_str(), command, call.ctx(self))
+                    .await
+            }
+        };
         match request {
             Request::CreateJob { spec, .. } => {
                 let mut spec = spec.clone();
@@ -50,45 +58,25 @@ impl Service {
                     .await?,
             )),
             Request::DisableJob { job, disable_tasks } => {
-                self.exec::<Job>(
-                    call.job_stream(job),
-                    job.as_str(),
+                on_job(
+                    job,
                     JobCommand::DisableJob {
                         disable_tasks: *disable_tasks,
                     },
-                    ctx(),
                 )
                 .await
             }
-            Request::EnableJob { job } => {
-                self.exec::<Job>(
-                    call.job_stream(job),
-                    job.as_str(),
-                    JobCommand::EnableJob,
-                    ctx(),
-                )
-                .await
-            }
+            Request::EnableJob { job } => on_job(job, JobCommand::EnableJob).await,
             Request::TerminateJob { job, reason } => {
-                self.exec::<Job>(
-                    call.job_stream(job),
-                    job.as_str(),
+                on_job(
+                    job,
                     JobCommand::TerminateJob {
                         reason: reason.clone(),
                     },
-                    ctx(),
                 )
                 .await
             }
-            Request::DeleteJob { job } => {
-                self.exec::<Job>(
-                    call.job_stream(job),
-                    job.as_str(),
-                    JobCommand::DeleteJob,
-                    ctx(),
-                )
-                .await
-            }
+            Request::DeleteJob { job } => on_job(job, JobCommand::DeleteJob).await,
             Request::ExplainJob { job } => {
                 let stream = call.job_stream(job);
                 let state = self.show::<Job>(&stream, job.as_str()).await?.state;

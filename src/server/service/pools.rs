@@ -31,6 +31,19 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let account = call.account;
         let ctx = || call.ctx(self);
+        // One command on one of the account's pools (which must exist).
+        let on_pool = |pool: &crate::types::PoolId, command: PoolCommand| {
+            let pool = pool.clone();
+            async move {
+                self.exec::<Pool>(
+                    call.pool_stream(&pool),
+                    pool.as_str(),
+                    command,
+                    call.ctx(self),
+                )
+                .await
+            }
+        };
         match request {
             Request::EvaluateAutoscale { .. }
             | Request::AutoscaleHistory { .. }
@@ -87,62 +100,37 @@ impl Service {
                 target_nodes,
                 deallocation,
             } => {
-                self.exec::<Pool>(
-                    call.pool_stream(pool),
-                    pool.as_str(),
+                on_pool(
+                    pool,
                     PoolCommand::ResizePool {
                         target_nodes: *target_nodes,
                         deallocation: *deallocation,
                     },
-                    ctx(),
                 )
                 .await
             }
-            Request::StopResize { pool } => {
-                self.exec::<Pool>(
-                    call.pool_stream(pool),
-                    pool.as_str(),
-                    PoolCommand::StopResize,
-                    ctx(),
-                )
-                .await
-            }
+            Request::StopResize { pool } => on_pool(pool, PoolCommand::StopResize).await,
             Request::EnableAutoscale {
                 pool,
                 formula,
                 evaluation_interval_secs,
             } => {
                 self.check_autoscale_interval(*evaluation_interval_secs)?;
-                self.exec::<Pool>(
-                    call.pool_stream(pool),
-                    pool.as_str(),
+                on_pool(
+                    pool,
                     PoolCommand::EnableAutoscale {
                         formula: formula.clone(),
                         evaluation_interval_secs: *evaluation_interval_secs,
                     },
-                    ctx(),
                 )
                 .await
             }
             Request::DisableAutoscale { pool } => {
-                self.exec::<Pool>(
-                    call.pool_stream(pool),
-                    pool.as_str(),
-                    PoolCommand::DisableAutoscale,
-                    ctx(),
-                )
-                .await
+                on_pool(pool, PoolCommand::DisableAutoscale).await
             }
             Request::DeletePool { pool, force } => {
                 self.end_jobs_on(call, pool, *force).await?;
-                let done: Result<Response, ApiError> = self
-                    .exec::<Pool>(
-                        call.pool_stream(pool),
-                        pool.as_str(),
-                        PoolCommand::DeletePool,
-                        ctx(),
-                    )
-                    .await;
+                let done: Result<Response, ApiError> = on_pool(pool, PoolCommand::DeletePool).await;
                 let done = done?;
                 self.remove_nodes(account, pool).await?;
                 let finished = self
