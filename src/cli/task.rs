@@ -50,25 +50,7 @@ pub enum TaskCmd {
     },
     /// Add tasks FIRST..=LAST named PREFIXi, with {i} in the command
     /// replaced by the number; sent in durable batches.
-    AddRange {
-        job: JobId,
-        first: u64,
-        last: u64,
-        #[arg(long)]
-        command: String,
-        #[arg(long, default_value = "task-")]
-        prefix: String,
-        /// Tasks per request (each a durable batch), 1 to 1000.
-        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
-        batch: u16,
-        /// Options as on `task add`; {i} is replaced in --env values.
-        #[command(flatten)]
-        options: TaskOptions,
-        /// Files as on `task add`; {i} is replaced in each.
-        #[command(flatten)]
-        files: TaskFiles,
-    },
-    /// The job's tasks, in id order (all of them unless --limit).
+    AddRange(AddRange),
     /// The job's tasks in natural id order (task-2 before task-10): id,
     /// state (queued, running, succeeded, failed: why), exit code, node,
     /// attempts.
@@ -586,28 +568,7 @@ pub(super) async fn run(
             // The new task, so that a generated id is shown.
             call(Request::ShowTask { job, task: id }).await?
         }
-        TaskCmd::AddRange {
-            job,
-            first,
-            last,
-            command,
-            prefix,
-            batch,
-            options,
-            files,
-        } => {
-            let range = AddRange {
-                job,
-                first,
-                last,
-                command,
-                prefix,
-                batch,
-                options,
-                files,
-            };
-            add_range(client, range).await?
-        }
+        TaskCmd::AddRange(range) => add_range(client, range).await?,
         TaskCmd::List { job, limit, state } => list(client, job, limit, state).await?,
         TaskCmd::Show { job, id } => call(Request::ShowTask { job, task: id }).await?,
         TaskCmd::Explain { job, id } => call(Request::ExplainTask { job, task: id }).await?,
@@ -666,15 +627,24 @@ pub(super) async fn run(
     Ok(Some(render(response)))
 }
 
-/// What `task add-range` was given.
-struct AddRange {
+/// What `task add-range` is given.
+#[derive(Args, Debug)]
+pub struct AddRange {
     job: JobId,
     first: u64,
     last: u64,
+    #[arg(long)]
     command: String,
+    #[arg(long, default_value = "task-")]
     prefix: String,
+    /// Tasks per request (each a durable batch), 1 to 1000.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..=1000))]
     batch: u16,
+    /// Options as on `task add`; {i} is replaced in --env values.
+    #[command(flatten)]
     options: TaskOptions,
+    /// Files as on `task add`; {i} is replaced in each.
+    #[command(flatten)]
     files: TaskFiles,
 }
 

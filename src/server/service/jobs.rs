@@ -17,14 +17,6 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let account = call.account;
         let ctx = || call.ctx(self);
-        // One command on one of the account's jobs (which must exist).
-        let on_job = |job: &crate::types::JobId, command: JobCommand| {
-            let job = job.clone();
-            async move {
-                self.exec::<Job>(call.job_stream(&job), job.as_str(), command, call.ctx(self))
-                    .await
-            }
-        };
         match request {
             Request::CreateJob { spec, .. } => {
                 let mut spec = spec.clone();
@@ -58,25 +50,33 @@ impl Service {
                     .await?,
             )),
             Request::DisableJob { job, disable_tasks } => {
-                on_job(
-                    job,
+                self.exec::<Job>(
+                    call.job_stream(job),
                     JobCommand::DisableJob {
                         disable_tasks: *disable_tasks,
                     },
+                    ctx(),
                 )
                 .await
             }
-            Request::EnableJob { job } => on_job(job, JobCommand::EnableJob).await,
+            Request::EnableJob { job } => {
+                self.exec::<Job>(call.job_stream(job), JobCommand::EnableJob, ctx())
+                    .await
+            }
             Request::TerminateJob { job, reason } => {
-                on_job(
-                    job,
+                self.exec::<Job>(
+                    call.job_stream(job),
                     JobCommand::TerminateJob {
                         reason: reason.clone(),
                     },
+                    ctx(),
                 )
                 .await
             }
-            Request::DeleteJob { job } => on_job(job, JobCommand::DeleteJob).await,
+            Request::DeleteJob { job } => {
+                self.exec::<Job>(call.job_stream(job), JobCommand::DeleteJob, ctx())
+                    .await
+            }
             Request::ExplainJob { job } => {
                 let stream = call.job_stream(job);
                 let state = self.show::<Job>(&stream, job.as_str()).await?.state;

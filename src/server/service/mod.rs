@@ -352,15 +352,21 @@ impl Service {
         }
     }
 
-    /// Runs `command` on an entity that must exist (visible to the caller).
+    /// Runs `command` on an entity that must exist (visible to the caller;
+    /// a missing one is named by its id, the stream's last segment).
     async fn exec<A: Visible>(
         &self,
         stream: StreamId,
-        id: &str,
         command: A::Command,
         ctx: Ctx,
     ) -> Result<Response, ApiError> {
-        self.show::<A>(&stream, id).await?;
+        let id = stream
+            .segments()
+            .last()
+            .copied()
+            .unwrap_or_default()
+            .to_string();
+        self.show::<A>(&stream, &id).await?;
         let outcome = self.core.execute::<A>(&stream, command, ctx).await?;
         Ok(done(&stream, outcome))
     }

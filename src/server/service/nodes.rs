@@ -36,7 +36,6 @@ impl Service {
             Request::DisableNode { pool, node } => {
                 self.exec::<Node>(
                     StreamId::node(account, pool, node),
-                    node.as_str(),
                     NodeCommand::DisableScheduling,
                     ctx(),
                 )
@@ -45,7 +44,6 @@ impl Service {
             Request::EnableNode { pool, node } => {
                 self.exec::<Node>(
                     StreamId::node(account, pool, node),
-                    node.as_str(),
                     NodeCommand::EnableScheduling,
                     ctx(),
                 )
@@ -54,7 +52,6 @@ impl Service {
             Request::RebootNode { pool, node } => {
                 self.exec::<Node>(
                     StreamId::node(account, pool, node),
-                    node.as_str(),
                     NodeCommand::Reboot,
                     ctx(),
                 )
@@ -68,7 +65,6 @@ impl Service {
                 let removed: Result<Response, ApiError> = self
                     .exec::<Node>(
                         StreamId::node(account, pool, node),
-                        node.as_str(),
                         NodeCommand::RemoveNode {
                             deallocation: *deallocation,
                         },

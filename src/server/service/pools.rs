@@ -31,19 +31,6 @@ impl Service {
     ) -> Result<Response, ApiError> {
         let account = call.account;
         let ctx = || call.ctx(self);
-        // One command on one of the account's pools (which must exist).
-        let on_pool = |pool: &crate::types::PoolId, command: PoolCommand| {
-            let pool = pool.clone();
-            async move {
-                self.exec::<Pool>(
-                    call.pool_stream(&pool),
-                    pool.as_str(),
-                    command,
-                    call.ctx(self),
-                )
-                .await
-            }
-        };
         match request {
             Request::EvaluateAutoscale { .. }
             | Request::AutoscaleHistory { .. }
@@ -100,37 +87,45 @@ impl Service {
                 target_nodes,
                 deallocation,
             } => {
-                on_pool(
-                    pool,
+                self.exec::<Pool>(
+                    call.pool_stream(pool),
                     PoolCommand::ResizePool {
                         target_nodes: *target_nodes,
                         deallocation: *deallocation,
                     },
+                    ctx(),
                 )
                 .await
             }
-            Request::StopResize { pool } => on_pool(pool, PoolCommand::StopResize).await,
+            Request::StopResize { pool } => {
+                self.exec::<Pool>(call.pool_stream(pool), PoolCommand::StopResize, ctx())
+                    .await
+            }
             Request::EnableAutoscale {
                 pool,
                 formula,
                 evaluation_interval_secs,
             } => {
                 self.check_autoscale_interval(*evaluation_interval_secs)?;
-                on_pool(
-                    pool,
+                self.exec::<Pool>(
+                    call.pool_stream(pool),
                     PoolCommand::EnableAutoscale {
                         formula: formula.clone(),
                         evaluation_interval_secs: *evaluation_interval_secs,
                     },
+                    ctx(),
                 )
                 .await
             }
             Request::DisableAutoscale { pool } => {
-                on_pool(pool, PoolCommand::DisableAutoscale).await
+                self.exec::<Pool>(call.pool_stream(pool), PoolCommand::DisableAutoscale, ctx())
+                    .await
             }
             Request::DeletePool { pool, force } => {
                 self.end_jobs_on(call, pool, *force).await?;
-                let done: Result<Response, ApiError> = on_pool(pool, PoolCommand::DeletePool).await;
+                let done: Result<Response, ApiError> = self
+                    .exec::<Pool>(call.pool_stream(pool), PoolCommand::DeletePool, ctx())
+                    .await;
                 let done = done?;
                 self.remove_nodes(account, pool).await?;
                 let finished = self

@@ -46,7 +46,6 @@ impl Service {
             Request::TerminateTask { job, task, reason } => {
                 self.exec::<Task>(
                     StreamId::task(account, job, task),
-                    task.as_str(),
                     TaskCommand::TerminateTask {
                         reason: reason.clone(),
                     },
@@ -57,7 +56,6 @@ impl Service {
             Request::DeleteTask { job, task } => {
                 self.exec::<Task>(
                     StreamId::task(account, job, task),
-                    task.as_str(),
                     TaskCommand::DeleteTask,
                     ctx(),
                 )
@@ -273,14 +271,8 @@ impl Service {
                 let op = crate::api::FileOp::List {
                     recursive: *recursive,
                 };
-                let (node, _, answer, completed) = self
-                    .task_file(account, job, task, *attempt, path, op)
-                    .await?;
-                Ok(Response::Files {
-                    node,
-                    answer,
-                    completed,
-                })
+                self.task_files_reply(account, job, task, *attempt, path, op)
+                    .await
             }
             Request::ReadTaskFile {
                 job,
@@ -294,16 +286,30 @@ impl Service {
                     offset: *offset,
                     max_bytes: *max_bytes,
                 };
-                let (node, _, answer, completed) = self
-                    .task_file(account, job, task, *attempt, path, op)
-                    .await?;
-                Ok(Response::Files {
-                    node,
-                    answer,
-                    completed,
-                })
+                self.task_files_reply(account, job, task, *attempt, path, op)
+                    .await
             }
             other => Err(misrouted(other)),
         }
+    }
+
+    /// A listing or read of an attempt's files, as the files reply.
+    async fn task_files_reply(
+        &self,
+        account: &AccountName,
+        job: &JobId,
+        task: &TaskId,
+        attempt: u32,
+        path: &str,
+        op: crate::api::FileOp,
+    ) -> Result<Response, ApiError> {
+        let (node, _, answer, completed) = self
+            .task_file(account, job, task, attempt, path, op)
+            .await?;
+        Ok(Response::Files {
+            node,
+            answer,
+            completed,
+        })
     }
 }
