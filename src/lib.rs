@@ -17,9 +17,10 @@
 //! - [`api`]: the TCP message API: frames, requests and responses, request
 //!   signing, the views clients show. Depends on `domain` and `types` only.
 //! - [`server`]: the control plane: listener and connections, request
-//!   handlers by family (`server::service`), and the supervisors
-//!   (`server::supervisors`: placement and its scheduler, the pool / node /
-//!   job sagas, autoscale, liveness, wait reasons, the local provider).
+//!   handlers by family (`server::service`), and the supervisors, actix
+//!   actors that talk by messages (`server::supervisors`: placement and its
+//!   scheduler, the pool / node / job sagas, autoscale, liveness, wait
+//!   reasons, the local provider).
 //! - [`agent`]: everything that runs on a node: the agent loop, attempts,
 //!   processes and their trees, staging of files, reports, retention,
 //!   machine figures. Talks to the server through [`client`] and [`api`]

@@ -275,3 +275,52 @@ fn no_import_circles_between_files() {
     let api = vec!["api".to_string(), "call".to_string()];
     assert!(!edges[&api].is_empty(), "no import found in api/call.rs");
 }
+
+/// The design card's supervisors are actors that talk by messages: each
+/// supervisor's file defines an actix actor fed by placement's `Feed`
+/// messages, and no supervisor holds another (an `Rc<Placement>`, a
+/// borrowed scheduler) to read its state behind its mailbox.
+#[test]
+fn supervisors_are_actors_that_share_no_state() {
+    let dir = src().join("server/supervisors");
+    let read = |file: &str| {
+        let path = dir.join(file);
+        code_of(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}")))
+    };
+    let placement = read("placement.rs");
+    assert!(
+        placement.contains("impl Actor for Placement"),
+        "placement is not an actor"
+    );
+    let mut wrong = Vec::new();
+    for (file, actor) in [
+        ("sagas/mod.rs", "SagaSupervisor"),
+        ("autoscale.rs", "Autoscaler"),
+        ("liveness.rs", "Liveness"),
+        ("waits.rs", "WaitRecorder"),
+    ] {
+        let code = read(file);
+        if !code.contains(&format!("impl Actor for {actor}")) {
+            wrong.push(format!("{file}: {actor} is not an actix actor"));
+        }
+        if !code.contains(&format!("impl Handler<Feed> for {actor}")) {
+            wrong.push(format!("{file}: {actor} does not take placement's feed"));
+        }
+    }
+    let mut files = Vec::new();
+    rust_files(&src().join("server"), &mut files);
+    for path in files {
+        let code = code_of(&std::fs::read_to_string(&path).unwrap());
+        for shared in [
+            "Rc<Placement>",
+            "Rc<Autoscaler>",
+            "Rc<Liveness>",
+            ".scheduler()",
+        ] {
+            if code.contains(shared) {
+                wrong.push(format!("{}: holds {shared}", path.display()));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -304,6 +304,24 @@ impl Subscription {
         }
     }
 
+    /// The next events in order, at least one and at most `max`: what is
+    /// already read, or one read of the log, waiting for a commit only
+    /// when there is nothing. A reader that folds per batch (placement)
+    /// pays its per-message costs once per batch, not per event.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Envelope>, StoreError> {
+        let first = self.next().await?;
+        let mut batch = Vec::with_capacity(self.buffer.len().min(max.max(1)) + 1);
+        batch.push(first);
+        while batch.len() < max {
+            let Some(envelope) = self.buffer.pop_front() else {
+                break;
+            };
+            self.next = envelope.position + 1;
+            batch.push(envelope);
+        }
+        Ok(batch)
+    }
+
     /// Position of the next event this subscription will deliver.
     pub fn next_position(&self) -> u64 {
         self.next

@@ -12,6 +12,9 @@ use crate::domain::pool::Pool;
 use crate::domain::spec::ResourceFile;
 use crate::domain::task::{Task, TaskCommand, TaskStatus};
 use crate::domain::{Ctx, RejectionCode};
+use crate::server::supervisors::autoscale::ReportUsage;
+use crate::server::supervisors::liveness::Heartbeat;
+use crate::server::supervisors::placement::node_key;
 use crate::store::StreamId;
 use crate::types::{AccountName, NodeId, PoolId, Principal};
 
@@ -40,7 +43,7 @@ impl Service {
     /// next poll sees the picture with the report in it).
     pub(super) async fn placement_saw_it(&self) {
         let head = self.core.store().head();
-        let wait = self.placement.caught_up(head);
+        let wait = self.supervisors.placement.caught_up(head);
         // A stalled feed must not stall agents; placement catches up.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), wait).await;
     }
@@ -67,7 +70,9 @@ impl Service {
         let (principal, node_stream) = (&me.principal, &me.stream);
         let ctx = || me.ctx(self);
         // Any call from the agent is its heartbeat.
-        self.placement.touch(account, pool, node);
+        self.supervisors
+            .liveness
+            .do_send(Heartbeat(node_key(account, pool, node)));
         // A node reads its account's blobs (resource files, packages) and
         // writes outputs, as the account could; it may not delete.
         if request.is_blob() && !matches!(request, Request::DeleteBlob { .. }) {
@@ -81,8 +86,11 @@ impl Service {
             Request::AgentUsage { usage } => {
                 // Kept in memory until the next sample takes it into the
                 // pool's log; a node removed meanwhile is simply dropped.
-                self.autoscaler
-                    .report_usage(&format!("{account}/{pool}"), node, usage);
+                self.supervisors.autoscaler.do_send(ReportUsage {
+                    pool_key: format!("{account}/{pool}"),
+                    node: node.clone(),
+                    usage,
+                });
                 Ok(Response::Recorded)
             }
             Request::AgentStartTaskBegin => {
@@ -109,8 +117,10 @@ impl Service {
             Request::AgentPoll { running, wait_ms } => self.agent_poll(&me, running, wait_ms).await,
             Request::AgentFileData { read, result } => {
                 // An answer nobody waits for any more (timed out) is dropped.
-                self.placement
-                    .deliver_read(account, pool, node, read, result);
+                self.supervisors
+                    .placement
+                    .deliver_read(account, pool, node, read, result)
+                    .await;
                 Ok(Response::Recorded)
             }
             Request::AgentStarted { job, task, attempt } => {
@@ -174,7 +184,12 @@ impl Service {
         job: &crate::types::JobId,
     ) -> Result<Vec<ResourceFile>, ApiError> {
         let stream = StreamId::job(account, job);
-        let known = self.placement.scheduler().job_resource_files(&stream);
+        let of = stream.clone();
+        let known = self
+            .supervisors
+            .placement
+            .inspect(move |s| s.job_resource_files(&of))
+            .await?;
         if let Some(files) = known {
             return Ok(files.as_ref().clone());
         }
@@ -326,12 +341,17 @@ impl Service {
         }
         let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(30_000)));
         let work = self
+            .supervisors
             .placement
-            .work_for(account, pool, node, &running, wait)
-            .await;
+            .work_for(account, pool, node, running, wait)
+            .await?;
         let mut assignments = Vec::with_capacity(work.to_start.len());
         for (job, task, attempt) in work.to_start {
-            let spec = match self.placement.take_spec(account, &job, &task, attempt) {
+            let kept = self
+                .supervisors
+                .placement
+                .take_spec(account, &job, &task, attempt);
+            let spec = match kept.await {
                 Some(spec) => Some(spec),
                 // From the task's actor, live since it was
                 // assigned, which knows from the store's write

@@ -80,8 +80,10 @@ impl Service {
             Request::ExplainJob { job } => {
                 let stream = call.job_stream(job);
                 let state = self.show::<Job>(&stream, job.as_str()).await?.state;
-                self.placement.caught_up(self.core.store().head()).await;
-                let groups = self.placement.scheduler().job_waits(&stream);
+                let placement = &self.supervisors.placement;
+                placement.caught_up(self.core.store().head()).await;
+                let of = stream.clone();
+                let groups = placement.inspect(move |s| s.job_waits(&of)).await?;
                 let pool_key = match (groups.first(), state.spec.as_ref()) {
                     (Some((key, _)), _) => key.clone(),
                     (None, Some(spec)) => format!("{account}/{}", spec.pool),

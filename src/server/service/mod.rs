@@ -66,7 +66,7 @@ pub enum CallOutcome {
 }
 
 pub struct Service {
-    sagas: Rc<super::supervisors::sagas::Sagas>,
+    supervisors: super::supervisors::Supervisors,
     core: Core,
     clock: Arc<dyn Clock>,
     admin_key: String,
@@ -74,8 +74,6 @@ pub struct Service {
     nonces: RefCell<NonceCache>,
     /// The load each node last reported, and when.
     loads: RefCell<std::collections::HashMap<StreamId, (u32, std::time::Instant)>>,
-    placement: Rc<super::supervisors::placement::Placement>,
-    autoscaler: Rc<super::supervisors::autoscale::Autoscaler>,
     blobs: Rc<super::blobs::Blobs>,
 }
 
@@ -168,21 +166,14 @@ impl Service {
         supervisors: super::supervisors::Supervisors,
         blobs: Rc<super::blobs::Blobs>,
     ) -> Self {
-        let super::supervisors::Supervisors {
-            placement,
-            sagas,
-            autoscaler,
-        } = supervisors;
         Service {
-            sagas,
+            supervisors,
             core,
             clock,
             admin_key,
             server_secret,
             nonces: RefCell::new(NonceCache::default()),
             loads: RefCell::default(),
-            placement,
-            autoscaler,
             blobs,
         }
     }

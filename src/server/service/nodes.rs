@@ -167,7 +167,13 @@ impl Service {
             return Err(Rejection::invalid("a file path is at most 4096 bytes").into());
         }
         let pool_key = format!("{account}/{pool}");
-        if self.placement.scheduler().node(&pool_key, node).is_none() {
+        let id = node.clone();
+        let known = self
+            .supervisors
+            .placement
+            .inspect(move |s| s.node(&pool_key, &id).is_some())
+            .await?;
+        if !known {
             return Err(ApiError::rejected(RejectionCode::NodeNotFound, gone()));
         }
         let op = match op {
@@ -183,7 +189,8 @@ impl Service {
             path: path.to_string(),
             op,
         };
-        self.placement
+        self.supervisors
+            .placement
             .read_output(account, pool, node, read, FILE_ANSWER_WAIT)
             .await
             .map_err(|why| match why {

@@ -9,6 +9,8 @@ use crate::domain::node::Node;
 use crate::domain::pool::{Pool, PoolCommand};
 use crate::domain::RejectionCode;
 use crate::server::supervisors;
+use crate::server::supervisors::autoscale::Evaluate;
+use crate::server::supervisors::sagas::RemoveNodeNow;
 use crate::types::{AccountName, PoolId};
 
 fn ensure_formula_size(text: &str) -> Result<(), ApiError> {
@@ -137,11 +139,7 @@ impl Service {
                     )
                     .await?;
                 drop(done);
-                supervisors::provider::remove_pool_dir(
-                    &self.sagas.local().nodes_dir,
-                    account,
-                    pool,
-                );
+                supervisors::provider::remove_pool_dir(&self.supervisors.nodes_dir, account, pool);
                 Ok(super::done(&call.pool_stream(pool), finished))
             }
             other => Err(misrouted(other)),
@@ -160,14 +158,23 @@ impl Service {
             let Some(node) = n.state.id.clone() else {
                 continue;
             };
-            self.sagas.remove_now(account, pool, &node).await?;
+            let remove = RemoveNodeNow {
+                account: account.clone(),
+                pool: pool.clone(),
+                node,
+            };
+            self.supervisors
+                .sagas
+                .send(remove)
+                .await
+                .map_err(internal)??;
         }
         Ok(())
     }
 
     /// Refuses an evaluation interval under this server's minimum.
     pub(super) fn check_autoscale_interval(&self, secs: u64) -> Result<(), ApiError> {
-        let min = self.autoscaler.settings().min_interval_secs;
+        let min = self.supervisors.autoscale.min_interval_secs;
         if secs < min {
             return Err(ApiError::rejected(
                 RejectionCode::InvalidValue,
@@ -195,9 +202,14 @@ impl Service {
                 self.show::<Pool>(&call.pool_stream(pool), pool.as_str())
                     .await?;
                 let key = format!("{account}/{pool}");
-                match self.autoscaler.evaluate(&key, formula.as_deref()) {
-                    Some(e) => Ok(Response::AutoscaleEvaluation(e)),
-                    None => Err(ApiError::rejected(
+                let ask = Evaluate {
+                    pool_key: key,
+                    formula: formula.clone(),
+                };
+                match self.supervisors.autoscaler.send(ask).await {
+                    Ok(Some(e)) => Ok(Response::AutoscaleEvaluation(e)),
+                    Err(e) => Err(internal(e)),
+                    Ok(None) => Err(ApiError::rejected(
                         RejectionCode::PoolBeingDeleted,
                         format!("pool {pool} is being deleted"),
                     )),
@@ -227,7 +239,7 @@ impl Service {
                 let store = self.core.store().clone();
                 let (formula, from, to) = (formula.clone(), *from, *to);
                 let every = std::time::Duration::from_secs(*every_secs);
-                let period = self.autoscaler.settings().sample_period;
+                let period = self.supervisors.autoscale.sample_period;
                 // Reading a month of samples and evaluating at every step
                 // is work for a blocking thread, not the server's one.
                 let steps = tokio::task::spawn_blocking(move || {

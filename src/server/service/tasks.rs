@@ -65,8 +65,10 @@ impl Service {
                 let stream = StreamId::task(account, job, task);
                 let state = self.show::<Task>(&stream, task.as_str()).await?.state;
                 // The picture must include everything durable so far.
-                self.placement.caught_up(self.core.store().head()).await;
-                let found = self.placement.scheduler().explain(&stream);
+                let placement = &self.supervisors.placement;
+                placement.caught_up(self.core.store().head()).await;
+                let of = stream.clone();
+                let found = placement.inspect(move |s| s.explain(&of)).await?;
                 let waiting = match found {
                     Some((pool_key, slots, reasons)) => Some(crate::api::explain::Explanation {
                         slots,

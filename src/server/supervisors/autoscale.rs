@@ -7,14 +7,15 @@
 //! log like placement's, so a restart rebuilds it and an evaluation whose
 //! time passed while the server was down runs at once.
 
-use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
+use actix::prelude::*;
 use tokio::sync::watch;
 
-use super::placement::{Placement, Reactor};
+use super::placement::{Feed, PlacementHandle};
+use super::scheduler::PoolFigures;
 use super::split_pool_key;
 use crate::actors::{Core, CoreError};
 use crate::api::agent::NodeUsage;
@@ -69,12 +70,66 @@ struct NodeReport {
 
 pub struct Autoscaler {
     core: Core,
-    placement: Rc<Placement>,
+    placement: PlacementHandle,
     settings: AutoscaleSettings,
-    usage: RefCell<HashMap<(String, NodeId), NodeReport>>,
-    pools: RefCell<HashMap<String, PoolAuto>>,
-    started: Cell<bool>,
+    usage: HashMap<(String, NodeId), NodeReport>,
+    pools: HashMap<String, PoolAuto>,
+    started: bool,
     stop: watch::Receiver<bool>,
+}
+
+/// What a pool's figures need from placement's picture.
+struct Picture {
+    figures: PoolFigures,
+    nodes: Vec<NodeId>,
+}
+
+/// Asks placement for the pictures of these pools.
+async fn pictures(placement: PlacementHandle, keys: Vec<String>) -> HashMap<String, Picture> {
+    let asked = placement.inspect(move |s| {
+        keys.into_iter()
+            .map(|k| {
+                let picture = Picture {
+                    figures: s.pool_figures(&k),
+                    nodes: s.nodes_of(&k),
+                };
+                (k, picture)
+            })
+            .collect()
+    });
+    asked.await.unwrap_or_default()
+}
+
+/// An agent's machine figures, kept until the pool's next sample.
+pub struct ReportUsage {
+    pub pool_key: String,
+    pub node: NodeId,
+    pub usage: NodeUsage,
+}
+
+impl Message for ReportUsage {
+    type Result = ();
+}
+
+/// Evaluate a formula (or the pool's own) against the pool's data now,
+/// changing nothing. `None` when the pool is unknown here.
+pub struct Evaluate {
+    pub pool_key: String,
+    pub formula: Option<String>,
+}
+
+impl Message for Evaluate {
+    type Result = Option<Evaluation>;
+}
+
+/// A scheduled run was recorded, or failed.
+struct Applied {
+    key: String,
+    failed: bool,
+}
+
+impl Message for Applied {
+    type Result = ();
 }
 
 /// When a pool's next sample is due: at once for its first, then at the
@@ -99,8 +154,7 @@ fn ctx(core: &Core) -> Ctx {
 }
 
 /// The figures a formula reads, from placement's picture.
-fn figures_sample(placement: &Placement, key: &str, at: Timestamp) -> Sample {
-    let f = placement.scheduler().pool_figures(key);
+fn figures_sample(f: &PoolFigures, at: Timestamp) -> Sample {
     let mut s = Sample::new(at.as_micros());
     for (m, v) in [
         (Metric::ActiveTasks, f.active_tasks),
@@ -175,7 +229,7 @@ fn seed(at: Timestamp, key: &str) -> u64 {
 impl Autoscaler {
     pub fn new(
         core: Core,
-        placement: Rc<Placement>,
+        placement: PlacementHandle,
         settings: AutoscaleSettings,
         stop: watch::Receiver<bool>,
     ) -> Self {
@@ -183,25 +237,20 @@ impl Autoscaler {
             core,
             placement,
             settings,
-            usage: RefCell::default(),
-            pools: RefCell::default(),
-            started: Cell::new(false),
+            usage: HashMap::new(),
+            pools: HashMap::new(),
+            started: false,
             stop,
         }
     }
 
-    pub fn settings(&self) -> AutoscaleSettings {
-        self.settings
-    }
-
     /// An agent's machine figures.
-    pub fn report_usage(&self, key: &str, node: &NodeId, usage: NodeUsage) {
-        if !self.pools.borrow().contains_key(key) {
+    fn report_usage(&mut self, key: String, node: NodeId, usage: NodeUsage) {
+        if !self.pools.contains_key(&key) {
             return;
         }
         let now = self.core.clock().now();
-        let mut all = self.usage.borrow_mut();
-        let r = all.entry((key.to_string(), node.clone())).or_default();
+        let r = self.usage.entry((key, node)).or_default();
         r.at = Some(now);
         r.latest = usage;
         // In the order of `Metric::COUNTERS`.
@@ -220,14 +269,13 @@ impl Autoscaler {
 
     /// The pool's figures now: placement's picture plus the nodes' own
     /// reports. `take` resets the added-up counters (a recorded sample).
-    fn current(&self, key: &str, at: Timestamp, take: bool) -> Sample {
-        let mut s = figures_sample(&self.placement, key, at);
+    fn current(&mut self, key: &str, at: Timestamp, take: bool, picture: &Picture) -> Sample {
+        let mut s = figures_sample(&picture.figures, at);
         // A node that has not reported for a few report periods is not
         // counted (it is gone, or its agent is stuck).
         let fresh = Duration::from_secs(20).max(self.settings.sample_period * 2);
-        let live_nodes = self.placement.scheduler().nodes_of(key);
-        let mut all = self.usage.borrow_mut();
-        all.retain(|(k, n), _| k != key || live_nodes.contains(n));
+        let all = &mut self.usage;
+        all.retain(|(k, n), _| k != key || picture.nodes.contains(n));
         let (mut n, mut cpu, mut mem, mut disk) = (0u64, 0.0, 0u64, 0u64);
         let mut counters = [0u64; 6];
         for ((k, _), r) in all.iter_mut().filter(|((k, _), _)| k == key) {
@@ -264,7 +312,7 @@ impl Autoscaler {
         s
     }
 
-    fn fold(&self, envelope: &Envelope) {
+    fn fold(&mut self, envelope: &Envelope) {
         if envelope.stream.kind() != StreamKind::Pool {
             return;
         }
@@ -273,7 +321,7 @@ impl Autoscaler {
         };
         let ids = envelope.stream.segments();
         let key = ids[..2.min(ids.len())].join("/");
-        let mut pools = self.pools.borrow_mut();
+        let pools = &mut self.pools;
         match event {
             PoolEvent::PoolCreated { spec, at } => {
                 let (target, formula) = match &spec.scale {
@@ -355,7 +403,7 @@ impl Autoscaler {
             }
             PoolEvent::PoolDeleting { .. } | PoolEvent::PoolDeleted { .. } => {
                 pools.remove(&key);
-                self.usage.borrow_mut().retain(|(k, _), _| *k != key);
+                self.usage.retain(|(k, _), _| *k != key);
             }
             _ => {}
         }
@@ -363,11 +411,15 @@ impl Autoscaler {
 
     /// Evaluates `formula` (or the pool's own) against the pool's data now,
     /// changing nothing. `None` when the pool is unknown here.
-    pub fn evaluate(&self, key: &str, formula: Option<&str>) -> Option<Evaluation> {
+    fn evaluate(
+        &mut self,
+        key: &str,
+        formula: Option<&str>,
+        picture: &Picture,
+    ) -> Option<Evaluation> {
         let now = self.core.clock().now();
-        let current = self.current(key, now, false);
-        let mut pools = self.pools.borrow_mut();
-        let p = pools.get_mut(key)?;
+        let current = self.current(key, now, false, picture);
+        let p = self.pools.get_mut(key)?;
         let samples = p.samples.make_contiguous();
         let inputs = Inputs {
             now_micros: now.as_micros(),
@@ -404,13 +456,13 @@ impl Autoscaler {
     }
 
     /// One tick: samples pools whose period has passed, evaluates formulas
-    /// that are due.
-    fn tick(self: &Rc<Self>) {
+    /// that are due, with their figures from placement's picture.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = self.core.clock().now();
         let period = self.settings.sample_period.as_micros() as i64;
         let mut to_sample = Vec::new();
         let mut to_evaluate = Vec::new();
-        for (key, p) in self.pools.borrow_mut().iter_mut() {
+        for (key, p) in self.pools.iter_mut() {
             if let Some(at) = sample_due(p.last_sample, now, period) {
                 p.last_sample = Some(at);
                 to_sample.push((key.clone(), at));
@@ -420,109 +472,145 @@ impl Autoscaler {
                 to_evaluate.push(key.clone());
             }
         }
-        for (key, at) in to_sample {
-            let Some((account, pool)) = split_pool_key(&key) else {
-                continue;
-            };
-            let sample = self.current(&key, at, true);
-            let core = self.core.clone();
-            tokio::task::spawn_local(async move {
-                let command = PoolCommand::RecordSample {
-                    sample: PoolSample {
-                        at,
-                        values: sample.values,
-                    },
-                };
-                let stream = StreamId::pool(&account, &pool);
-                if let Err(e) = core.execute::<Pool>(&stream, command, ctx(&core)).await {
-                    tracing::debug!(%stream, error = %e, "no sample recorded");
-                }
-            });
-        }
-        for key in to_evaluate {
-            let this = self.clone();
-            tokio::task::spawn_local(async move {
-                let outcome = this.apply(&key).await;
-                if let Some(p) = this.pools.borrow_mut().get_mut(&key) {
-                    p.busy = false;
-                    if let Err(e) = outcome {
-                        // Try again shortly, not on every tick.
-                        tracing::warn!(pool = %key, error = %e, "autoscale run not recorded");
-                        p.due = Some(now.plus_secs(5));
-                    }
-                }
-            });
-        }
-    }
-
-    /// Evaluates the pool's formula and records the run (and the resize
-    /// it implies) through the pool actor.
-    async fn apply(&self, key: &str) -> Result<(), CoreError> {
-        let Some(evaluation) = self.evaluate(key, None) else {
-            return Ok(());
-        };
-        let Some((account, pool)) = split_pool_key(key) else {
-            return Ok(());
-        };
-        let stream = StreamId::pool(&account, &pool);
-        if let Some(e) = &evaluation.run.error {
-            tracing::info!(%stream, error = %e.message, "autoscale formula failed; pool left as it is");
-        }
-        let command = PoolCommand::RecordAutoscaleRun {
-            run: evaluation.run,
-        };
-        match self
-            .core
-            .execute::<Pool>(&stream, command, ctx(&self.core))
-            .await
-        {
-            Ok(_) => Ok(()),
-            // Disabled or deleted meanwhile: nothing to apply.
-            Err(e)
-                if matches!(
-                    e.rejection_code(),
-                    Some(
-                        crate::domain::RejectionCode::PoolAutoscaleNotEnabled
-                            | crate::domain::RejectionCode::PoolNotFound
-                            | crate::domain::RejectionCode::PoolBeingDeleted
-                    )
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    fn start_ticking(self: &Rc<Self>) {
-        if self.started.replace(true) {
+        if to_sample.is_empty() && to_evaluate.is_empty() {
             return;
         }
-        let this = self.clone();
-        let mut stop = self.stop.clone();
-        let step = self.settings.sample_period.min(Duration::from_secs(1));
-        tokio::task::spawn_local(async move {
-            let mut ticker = tokio::time::interval(step);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticker.tick() => this.tick(),
-                    _ = stop.wait_for(|s| *s) => return,
+        let mut keys: Vec<String> = to_sample.iter().map(|(k, _)| k.clone()).collect();
+        keys.extend(to_evaluate.iter().cloned());
+        let asked = pictures(self.placement.clone(), keys);
+        ctx.spawn(asked.into_actor(self).map(move |pictures, act, ctx| {
+            for (key, at) in to_sample {
+                if let Some(picture) = pictures.get(&key) {
+                    let sample = act.current(&key, at, true, picture);
+                    tokio::task::spawn_local(record_sample(act.core.clone(), key, at, sample));
                 }
             }
-        });
+            for key in to_evaluate {
+                let evaluation = pictures
+                    .get(&key)
+                    .and_then(|picture| act.evaluate(&key, None, picture));
+                let Some(evaluation) = evaluation else {
+                    if let Some(p) = act.pools.get_mut(&key) {
+                        p.busy = false;
+                    }
+                    continue;
+                };
+                let (core, me) = (act.core.clone(), ctx.address());
+                tokio::task::spawn_local(async move {
+                    let failed = match apply(&core, &key, evaluation).await {
+                        Ok(()) => false,
+                        Err(e) => {
+                            tracing::warn!(pool = %key, error = %e, "autoscale run not recorded");
+                            true
+                        }
+                    };
+                    me.do_send(Applied { key, failed });
+                });
+            }
+        }));
     }
 }
 
-impl Reactor for Autoscaler {
-    fn on_ready(self: Rc<Self>) {
-        self.start_ticking();
+async fn record_sample(core: Core, key: String, at: Timestamp, sample: Sample) {
+    let Some((account, pool)) = split_pool_key(&key) else {
+        return;
+    };
+    let command = PoolCommand::RecordSample {
+        sample: PoolSample {
+            at,
+            values: sample.values,
+        },
+    };
+    let stream = StreamId::pool(&account, &pool);
+    if let Err(e) = core.execute::<Pool>(&stream, command, ctx(&core)).await {
+        tracing::debug!(%stream, error = %e, "no sample recorded");
     }
-    fn on_event(self: Rc<Self>, envelope: &Envelope) {
-        self.fold(envelope);
+}
+
+/// Records an evaluated run (and the resize it implies) through the pool
+/// actor.
+async fn apply(core: &Core, key: &str, evaluation: Evaluation) -> Result<(), CoreError> {
+    let Some((account, pool)) = split_pool_key(key) else {
+        return Ok(());
+    };
+    let stream = StreamId::pool(&account, &pool);
+    if let Some(e) = &evaluation.run.error {
+        tracing::info!(%stream, error = %e.message, "autoscale formula failed; pool left as it is");
     }
-    fn on_history(self: Rc<Self>, envelope: &Envelope) {
-        self.fold(envelope);
+    let command = PoolCommand::RecordAutoscaleRun {
+        run: evaluation.run,
+    };
+    match core.execute::<Pool>(&stream, command, ctx(core)).await {
+        Ok(_) => Ok(()),
+        // Disabled or deleted meanwhile: nothing to apply.
+        Err(e)
+            if matches!(
+                e.rejection_code(),
+                Some(
+                    crate::domain::RejectionCode::PoolAutoscaleNotEnabled
+                        | crate::domain::RejectionCode::PoolNotFound
+                        | crate::domain::RejectionCode::PoolBeingDeleted
+                )
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Actor for Autoscaler {
+    type Context = Context<Self>;
+}
+
+impl Handler<Feed> for Autoscaler {
+    type Result = ();
+
+    fn handle(&mut self, feed: Feed, ctx: &mut Context<Self>) {
+        for envelope in feed.events() {
+            self.fold(envelope);
+        }
+        if feed.starts(&mut self.started) {
+            let step = self.settings.sample_period.min(Duration::from_secs(1));
+            let stop = self.stop.clone();
+            self.tick(ctx);
+            super::tick_until_stopped(ctx, step, &stop, |act: &mut Self, ctx| act.tick(ctx));
+        }
+    }
+}
+
+impl Handler<ReportUsage> for Autoscaler {
+    type Result = ();
+
+    fn handle(&mut self, report: ReportUsage, _: &mut Context<Self>) {
+        self.report_usage(report.pool_key, report.node, report.usage);
+    }
+}
+
+impl Handler<Evaluate> for Autoscaler {
+    type Result = ResponseActFuture<Self, Option<Evaluation>>;
+
+    fn handle(&mut self, ask: Evaluate, _: &mut Context<Self>) -> Self::Result {
+        let asked = pictures(self.placement.clone(), vec![ask.pool_key.clone()]);
+        Box::pin(asked.into_actor(self).map(move |pictures, act, _| {
+            let picture = pictures.get(&ask.pool_key)?;
+            act.evaluate(&ask.pool_key, ask.formula.as_deref(), picture)
+        }))
+    }
+}
+
+impl Handler<Applied> for Autoscaler {
+    type Result = ();
+
+    fn handle(&mut self, applied: Applied, _: &mut Context<Self>) {
+        let now = self.core.clock().now();
+        if let Some(p) = self.pools.get_mut(&applied.key) {
+            p.busy = false;
+            if applied.failed {
+                // Try again shortly, not on every tick.
+                p.due = Some(now.plus_secs(5));
+            }
+        }
     }
 }
 

@@ -1,9 +1,12 @@
 //! The supervisors: the control plane's work that no single entity
-//! decides. Each folds the log into a picture of its own and acts through
-//! the entity actors, so a restart rebuilds it from the log.
+//! decides. Each is an actix actor with a mailbox of typed messages; each
+//! folds the log (a batch per message, from placement's feed) into a
+//! picture of its own and acts through the entity actors, so a restart
+//! rebuilds it from the log. They share no state: a supervisor that needs
+//! placement's picture asks it with a message.
 //!
-//! - [`placement`]: feeds [`scheduler`] from the log, runs placement
-//!   rounds, hands each polling agent its work; [`explain`](crate::api::explain)
+//! - [`placement`]: owns [`scheduler`]'s picture, folds the log into it,
+//!   runs placement rounds, hands each polling agent its work; [`explain`](crate::api::explain)
 //!   words come from its picture.
 //! - [`sagas`]: the pool, node and job supervisors (resizes, node removal
 //!   and reboot, job terminate / delete / disable, wall-clock limits, job
@@ -21,9 +24,9 @@ pub mod scheduler;
 pub mod waits;
 
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::Duration;
 
+use actix::prelude::*;
 use tokio::sync::watch;
 
 use crate::actors::Core;
@@ -38,19 +41,26 @@ pub struct SupervisorSettings {
     pub autoscale: autoscale::AutoscaleSettings,
 }
 
-/// The running supervisors the request handlers talk to.
+/// The running supervisors, by the addresses the request handlers send
+/// their messages to.
 pub struct Supervisors {
-    pub placement: Rc<placement::Placement>,
-    pub sagas: Rc<sagas::Sagas>,
-    pub autoscaler: Rc<autoscale::Autoscaler>,
+    pub placement: placement::PlacementHandle,
+    pub sagas: Addr<sagas::SagaSupervisor>,
+    pub autoscaler: Addr<autoscale::Autoscaler>,
+    pub liveness: Addr<liveness::Liveness>,
+    /// Where local nodes live (`--nodes-dir`).
+    pub nodes_dir: PathBuf,
+    pub autoscale: autoscale::AutoscaleSettings,
 }
 
 impl Supervisors {
-    /// Starts placement and hangs every other supervisor on its feed, in
-    /// the order they must see each event (after the scheduler folded it).
+    /// Starts placement, subscribes every other supervisor to its feed
+    /// (each gets a batch after the scheduler folded it), then starts the
+    /// feed, so that none misses an event.
     pub fn start(core: &Core, settings: SupervisorSettings, stop: watch::Receiver<bool>) -> Self {
-        let placement = placement::Placement::start(core.clone(), stop.clone());
-        let sagas = Rc::new(sagas::Sagas::new(
+        let placement = placement::PlacementHandle::start(core.clone(), stop.clone());
+        let (nodes_dir, autoscale) = (settings.nodes_dir.clone(), settings.autoscale);
+        let sagas = sagas::SagaSupervisor::new(
             core.clone(),
             placement.clone(),
             sagas::Local {
@@ -58,32 +68,66 @@ impl Supervisors {
                 server_addr: settings.server_addr,
             },
             settings.server_secret,
-        ));
-        placement.add_reactor(sagas.clone());
-        placement.add_reactor(Rc::new(waits::WaitRecorder::new(
-            core.clone(),
-            placement.clone(),
-            stop.clone(),
-        )));
-        placement.add_reactor(Rc::new(liveness::Liveness::new(
+        )
+        .start();
+        placement.subscribe(sagas.clone().recipient());
+        let waits = waits::WaitRecorder::new(core.clone(), placement.clone(), stop.clone()).start();
+        placement.subscribe(waits.recipient());
+        let liveness = liveness::Liveness::new(
             core.clone(),
             placement.clone(),
             settings.node_lost_after,
             stop.clone(),
-        )));
-        let autoscaler = Rc::new(autoscale::Autoscaler::new(
+        )
+        .start();
+        placement.subscribe(liveness.clone().recipient());
+        let autoscaler = autoscale::Autoscaler::new(
             core.clone(),
             placement.clone(),
             settings.autoscale,
-            stop,
-        ));
-        placement.add_reactor(autoscaler.clone());
+            stop.clone(),
+        )
+        .start();
+        placement.subscribe(autoscaler.clone().recipient());
+        placement.start_feed(core.store().clone(), stop);
         Supervisors {
             placement,
             sagas,
             autoscaler,
+            liveness,
+            nodes_dir,
+            autoscale,
         }
     }
+}
+
+/// Runs `then` on the actor once `stop` turns true.
+pub(crate) fn when_stopped<A, F>(ctx: &mut Context<A>, stop: &watch::Receiver<bool>, then: F)
+where
+    A: Actor<Context = Context<A>>,
+    F: FnOnce(&mut A, &mut Context<A>) + 'static,
+{
+    let mut stop = stop.clone();
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    ctx.spawn(actix::fut::wrap_future::<_, A>(stopped).map(move |_, act, ctx| then(act, ctx)));
+}
+
+/// Runs `tick` on the actor every `every` until `stop` turns true.
+pub(crate) fn tick_until_stopped<A, F>(
+    ctx: &mut Context<A>,
+    every: Duration,
+    stop: &watch::Receiver<bool>,
+    tick: F,
+) where
+    A: Actor<Context = Context<A>>,
+    F: FnMut(&mut A, &mut Context<A>) + 'static,
+{
+    let ticks = ctx.run_interval(every, tick);
+    when_stopped(ctx, stop, move |_, ctx| {
+        ctx.cancel_future(ticks);
+    });
 }
 
 /// `ACCOUNT/POOL`, the key pools go by in placement's picture.

@@ -1,34 +1,60 @@
-//! The placement supervisor: feeds the scheduler from the log and runs
-//! rounds when something changed, committing each planned assignment
-//! through the task's actor.
+//! The placement supervisor, an actor. It owns the scheduler's picture:
+//! the log feed hands it events a batch at a time ([`Fold`]), it runs a
+//! placement round after each batch, answers agents' polls ([`Poll`]) and
+//! routes file reads to them ([`ReadFile`]). The other supervisors get
+//! each folded batch as a [`Feed`] message and ask the picture with
+//! [`Inspect`]; nothing else reads it.
 
-use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch, Notify};
+use actix::prelude::*;
+use tokio::sync::{oneshot, watch};
 
-use crate::actors::Core;
+use crate::actors::{Core, CoreError};
 use crate::api::{AttemptRef, FileAnswer, FileRead};
 use crate::clock::new_request_id;
 use crate::domain::task::{Task, TaskCommand, TaskSpec};
 use crate::domain::Ctx;
-use crate::server::supervisors::scheduler::{relevant, Scheduler};
-use crate::store::{Envelope, StreamId, StreamKind};
+use crate::server::supervisors::scheduler::{relevant, Planned, Scheduler};
+use crate::store::{Envelope, EventStore, StreamId, StreamKind};
 use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
 
-/// What reacts to the log once placement's picture includes each event:
-/// the node, pool and job supervisors (`sagas.rs`).
-pub trait Reactor {
-    /// The feed caught up with the log as it was at start: carry on
-    /// whatever the log says is in progress.
-    fn on_ready(self: Rc<Self>);
-    /// One event, after the scheduler has folded it.
-    fn on_event(self: Rc<Self>, envelope: &Envelope);
-    /// One event of the log as it was at start, read before `on_ready`
-    /// (for reactors that keep a picture of their own).
-    fn on_history(self: Rc<Self>, _envelope: &Envelope) {}
+/// What the other supervisors get from placement's feed, in log order,
+/// each batch after the scheduler has folded it.
+#[derive(Clone)]
+pub enum Feed {
+    /// Events of the log as it was at start, before `CaughtUp`: for
+    /// supervisors that keep a picture of their own, not to act on.
+    History(Arc<[Envelope]>),
+    /// The log as it was at start is folded: carry on whatever it says is
+    /// in progress.
+    CaughtUp,
+    /// New events, to act on.
+    Live(Arc<[Envelope]>),
+}
+
+impl Message for Feed {
+    type Result = ();
+}
+
+impl Feed {
+    /// The events it carries (none for `CaughtUp`).
+    pub fn events(&self) -> &[Envelope] {
+        match self {
+            Feed::History(events) | Feed::Live(events) => events,
+            Feed::CaughtUp => &[],
+        }
+    }
+
+    /// Whether this is the `CaughtUp` that starts a supervisor's timers:
+    /// the first one it gets (`started` is then set).
+    pub fn starts(&self, started: &mut bool) -> bool {
+        let starts = matches!(self, Feed::CaughtUp) && !*started;
+        *started |= starts;
+        starts
+    }
 }
 
 /// Why a file operation on a node got no answer.
@@ -43,7 +69,7 @@ pub enum ReadFailure {
 /// What a polling agent gets.
 #[derive(Debug, Default)]
 pub struct AgentWork {
-    pub to_start: Vec<(crate::types::JobId, crate::types::TaskId, u32)>,
+    pub to_start: Vec<(JobId, TaskId, u32)>,
     pub cancel: Vec<AttemptRef>,
     pub reads: Vec<FileRead>,
     pub reboot: bool,
@@ -55,7 +81,12 @@ impl AgentWork {
     }
 }
 
-type NodeKey = (String, NodeId);
+/// A node as placement knows it: `(ACCOUNT/POOL, node)`.
+pub type NodeKey = (String, NodeId);
+
+pub fn node_key(account: &AccountName, pool: &PoolId, node: &NodeId) -> NodeKey {
+    (format!("{account}/{pool}"), node.clone())
+}
 
 /// Where a node's answer to a file read goes.
 type AnswerSender = oneshot::Sender<Result<FileAnswer, String>>;
@@ -64,33 +95,10 @@ type AnswerSender = oneshot::Sender<Result<FileAnswer, String>>;
 /// feed (a burst of completions) are folded and planned at once, without
 /// a timed pause on every task's path.
 const ROUND_GATHER_YIELDS: usize = 8;
-/// Events the log feed folds before it lets other work on the server's
-/// thread run.
-const FEED_EVENTS_PER_YIELD: u64 = 256;
 
-pub struct Placement {
-    scheduler: RefCell<Scheduler>,
-    round_wanted: Notify,
-    /// Whether the feed has caught up with the log as it was at start;
-    /// planning on a half-read log would make doomed assignments.
-    ready: Cell<bool>,
-    /// Agents waiting for work, per (ACCOUNT/POOL, node).
-    agents: RefCell<HashMap<NodeKey, Rc<Notify>>>,
-    /// The last log position folded into the picture.
-    observed: watch::Sender<u64>,
-    reactors: RefCell<Vec<Rc<dyn Reactor>>>,
-    /// Output reads waiting for a node's agent to poll.
-    reads: RefCell<HashMap<NodeKey, Vec<FileRead>>>,
-    /// Reads handed out, waiting for the agent's answer.
-    pending: RefCell<HashMap<u64, (NodeKey, AnswerSender)>>,
-    next_read: Cell<u64>,
-    /// When each node's agent last called: its heartbeat.
-    contact: RefCell<HashMap<NodeKey, std::time::Instant>>,
-    /// The spec of each attempt this server assigned, from the assignment's
-    /// outcome, until its agent is handed it (see [`Placement::take_spec`]):
-    /// per task stream, the attempt and its spec.
-    handoff: RefCell<HashMap<StreamId, (u32, TaskSpec)>>,
-}
+/// Most events one [`Fold`] carries: a restart over a long log folds in
+/// steps of this many, answering polls and requests in between.
+const FEED_BATCH_MAX: usize = 512;
 
 /// Specs kept for the hand-off at most. A spec nobody takes (its agent
 /// got it from the task's actor, or never came) goes with the task's next
@@ -98,252 +106,97 @@ pub struct Placement {
 /// the task's actor instead.
 const HANDOFF_MAX: usize = 65_536;
 
-impl Placement {
-    /// Starts the feed and the round loop as local tasks; both end when
-    /// `stop` turns true.
-    pub fn start(core: Core, stop: watch::Receiver<bool>) -> Rc<Placement> {
-        let placement = Rc::new(Placement {
-            scheduler: RefCell::default(),
-            round_wanted: Notify::new(),
-            ready: Cell::new(false),
-            agents: RefCell::default(),
-            observed: watch::channel(0).0,
-            reactors: RefCell::default(),
-            reads: RefCell::default(),
-            pending: RefCell::default(),
-            next_read: Cell::new(1),
-            contact: RefCell::default(),
-            handoff: RefCell::default(),
-        });
-        let store = core.store().clone();
-        let start_head = store.head();
-        placement.ready.set(start_head == 0);
+pub struct Placement {
+    core: Core,
+    scheduler: Scheduler,
+    /// Whether the feed has caught up with the log as it was at start;
+    /// planning on a half-read log would make doomed assignments.
+    ready: bool,
+    /// The server is stopping: no more rounds.
+    stopping: bool,
+    round_pending: bool,
+    /// Polls waiting for work, per node; each is told to look again.
+    parked: HashMap<NodeKey, Vec<oneshot::Sender<()>>>,
+    /// The last log position folded into the picture.
+    observed: watch::Sender<u64>,
+    subscribers: Vec<Recipient<Feed>>,
+    /// Output reads waiting for a node's agent to poll.
+    reads: HashMap<NodeKey, Vec<FileRead>>,
+    /// Reads handed out, waiting for the agent's answer.
+    pending: HashMap<u64, (NodeKey, AnswerSender)>,
+    next_read: u64,
+    /// The spec of each attempt this server assigned, from the assignment's
+    /// outcome, until its agent is handed it (see [`TakeSpec`]): per task
+    /// stream, the attempt and its spec.
+    handoff: HashMap<StreamId, (u32, TaskSpec)>,
+    stop: watch::Receiver<bool>,
+}
 
-        tokio::task::spawn_local(placement.clone().feed(store, start_head, stop.clone()));
-        tokio::task::spawn_local(placement.clone().rounds(core, stop));
-        placement
-    }
+/// How the rest of the server talks to placement: its address, and the
+/// position its picture has folded up to.
+#[derive(Clone)]
+pub struct PlacementHandle {
+    addr: Addr<Placement>,
+    observed: watch::Receiver<u64>,
+}
 
-    /// Folds one event into the scheduler's picture and wakes the agents
-    /// it concerns (an attempt released, a node rebooting or leaving).
-    fn fold(&self, envelope: &Envelope) {
-        let kind = envelope.stream.kind();
-        if kind == StreamKind::Task && envelope.event_type != "TaskAssigned" {
-            // The attempt assigned last is over, or running (its
-            // agent has its spec): a spec still kept is not needed.
-            self.handoff.borrow_mut().remove(&envelope.stream);
+fn gone(e: MailboxError) -> CoreError {
+    CoreError::Unavailable(format!("the placement supervisor is not running: {e}"))
+}
+
+impl PlacementHandle {
+    /// Starts the actor. Its feed starts with [`PlacementHandle::start_feed`],
+    /// once every supervisor has subscribed, so that none misses an event.
+    pub fn start(core: Core, stop: watch::Receiver<bool>) -> Self {
+        let (observed, observed_rx) = watch::channel(0);
+        let addr = Placement {
+            core,
+            scheduler: Scheduler::default(),
+            ready: false,
+            stopping: false,
+            round_pending: false,
+            parked: HashMap::new(),
+            observed,
+            subscribers: Vec::new(),
+            reads: HashMap::new(),
+            pending: HashMap::new(),
+            next_read: 1,
+            handoff: HashMap::new(),
+            stop,
         }
-        if relevant(kind) {
-            // An agent whose attempt is released (terminated,
-            // requeued) is told at once to stop it.
-            let before = self.scheduler.borrow().holder(&envelope.stream);
-            self.scheduler.borrow_mut().observe(envelope);
-            let after = self.scheduler.borrow().holder(&envelope.stream);
-            for key in [before, after].into_iter().flatten() {
-                self.agent_notify(key).notify_one();
-            }
-            if matches!(
-                envelope.event_type.as_str(),
-                "NodeRebooting" | "NodeLeavingPool"
-            ) {
-                let ids = envelope.stream.segments();
-                if let (3, Ok(node)) = (ids.len(), NodeId::new(ids[2])) {
-                    self.agent_notify((ids[..2].join("/"), node)).notify_one();
-                }
-            }
-        }
-    }
-
-    /// Feeds the picture from the log, then the reactors; wants a round
-    /// after each event once the log as it was at start is read.
-    async fn feed(
-        self: Rc<Self>,
-        store: crate::store::EventStore,
-        start_head: u64,
-        mut feed_stop: watch::Receiver<bool>,
-    ) {
-        let feed = self;
-        let mut subscription = store.subscribe(1);
-        let mut folded = 0u64;
-        loop {
-            folded += 1;
-            if folded % FEED_EVENTS_PER_YIELD == 0 {
-                // The subscription hands out a long history without
-                // ever waiting: let requests in between, or a restart
-                // over a big log would answer nothing until it is all
-                // folded.
-                tokio::task::yield_now().await;
-            }
-            let envelope = tokio::select! {
-                next = subscription.next() => match next {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::error!(error = %e, "placement feed ended");
-                        return;
-                    }
-                },
-                _ = feed_stop.wait_for(|s| *s) => return,
-            };
-            feed.fold(&envelope);
-            feed.observed.send_replace(envelope.position);
-            let reactors = feed.reactors.borrow().clone();
-            if feed.ready.get() {
-                for reactor in reactors {
-                    reactor.on_event(&envelope);
-                }
-            } else {
-                for reactor in &reactors {
-                    reactor.clone().on_history(&envelope);
-                }
-                if subscription.next_position() > start_head {
-                    feed.ready.set(true);
-                    for reactor in reactors {
-                        reactor.on_ready();
-                    }
-                }
-            }
-            if feed.ready.get() {
-                feed.round_wanted.notify_one();
-            }
+        .start();
+        PlacementHandle {
+            addr,
+            observed: observed_rx,
         }
     }
 
-    /// Requeues tasks waiting behind busy slots, for nodes gone idle.
-    fn move_stolen(&self, core: &Core) {
-        let steals = self.scheduler.borrow_mut().steals();
-        for (stream, attempt) in steals {
-            let core = core.clone();
-            tokio::task::spawn_local(async move {
-                let ctx = Ctx::live(
-                    core.clock().as_ref(),
-                    Principal::System {
-                        component: "placement".into(),
-                    },
-                    new_request_id(),
-                );
-                let command = TaskCommand::RequeueTask {
-                    attempt,
-                    reason: "moved to a node with a free slot".into(),
-                };
-                if let Err(e) = core.execute::<Task>(&stream, command, ctx).await {
-                    // Started meanwhile: it stays where it is.
-                    tracing::debug!(%stream, error = %e, "no move");
-                }
-            });
-        }
+    /// Adds a supervisor to the feed.
+    pub fn subscribe(&self, to: Recipient<Feed>) {
+        self.addr.do_send(Subscribe(to));
     }
 
-    /// Runs a round whenever one is wanted: moves, then assignments, each
-    /// committed through the task's actor.
-    async fn rounds(self: Rc<Self>, core: Core, mut round_stop: watch::Receiver<bool>) {
-        let rounds = self;
-        loop {
-            tokio::select! {
-                _ = rounds.round_wanted.notified() => {}
-                _ = round_stop.wait_for(|s| *s) => return,
-            }
-            for _ in 0..ROUND_GATHER_YIELDS {
-                tokio::task::yield_now().await;
-            }
-            rounds.move_stolen(&core);
-            let planned = rounds.scheduler.borrow_mut().plan();
-            for p in planned {
-                let core = core.clone();
-                let rounds = rounds.clone();
-                tokio::task::spawn_local(async move {
-                    let stream = StreamId::task(&p.account, &p.job, &p.task);
-                    let ctx = Ctx::live(
-                        core.clock().as_ref(),
-                        Principal::System {
-                            component: format!("placement:{}/{}", p.account, p.pool),
-                        },
-                        new_request_id(),
-                    );
-                    let command = TaskCommand::AssignTask {
-                        node: p.node.clone(),
-                    };
-                    match core.execute::<Task>(&stream, command, ctx).await {
-                        Ok(outcome) => {
-                            if let Some(spec) = outcome.state.spec {
-                                let mut handoff = rounds.handoff.borrow_mut();
-                                if handoff.len() >= HANDOFF_MAX {
-                                    handoff.clear();
-                                }
-                                handoff.insert(stream, (outcome.state.attempt, spec));
-                            }
-                        }
-                        Err(e) => {
-                            // Terminated, deleted or moved meanwhile.
-                            tracing::debug!(%stream, error = %e, "assignment refused");
-                            rounds.scheduler.borrow_mut().unplan(&stream);
-                            rounds.round_wanted.notify_one();
-                        }
-                    }
-                });
-            }
-        }
-    }
-
-    /// The spec of an attempt this server assigned, for its agent, once:
-    /// a task's spec never changes after it is added, so the assignment's
-    /// outcome is as good as asking the task's actor, which costs a message
-    /// round trip and a copy of the task's whole state per attempt. None
-    /// when it is not kept (assigned before a restart, or dropped).
-    pub fn take_spec(
-        &self,
-        account: &AccountName,
-        job: &JobId,
-        task: &TaskId,
-        attempt: u32,
-    ) -> Option<TaskSpec> {
-        let mut stream = String::new();
-        StreamId::write_task(&mut stream, account, job, task);
-        let mut handoff = self.handoff.borrow_mut();
-        match handoff.remove(stream.as_str()) {
-            Some((kept, spec)) if kept == attempt => Some(spec),
-            _ => None,
-        }
-    }
-
-    /// A node's agent called: it is alive.
-    pub fn touch(&self, account: &AccountName, pool: &PoolId, node: &NodeId) {
-        self.contact.borrow_mut().insert(
-            (format!("{account}/{pool}"), node.clone()),
-            std::time::Instant::now(),
-        );
-    }
-
-    /// When the node's agent last called, if it has since this server
-    /// started.
-    pub fn last_contact(&self, pool_key: &str, node: &NodeId) -> Option<std::time::Instant> {
-        self.contact
-            .borrow()
-            .get(&(pool_key.to_string(), node.clone()))
-            .copied()
-    }
-
-    fn agent_notify(&self, key: NodeKey) -> Rc<Notify> {
-        self.agents.borrow_mut().entry(key).or_default().clone()
-    }
-
-    /// Adds something that reacts to the log. Added at server start before
-    /// the feed first runs, so no event is missed.
-    pub fn add_reactor(&self, reactor: Rc<dyn Reactor>) {
-        self.reactors.borrow_mut().push(reactor.clone());
-        if self.ready.get() {
-            reactor.on_ready();
-        }
-    }
-
-    /// The scheduler's picture, to read.
-    pub fn scheduler(&self) -> Ref<'_, Scheduler> {
-        self.scheduler.borrow()
+    /// Reads the log from its start into the actor, a batch per message,
+    /// until `stop`.
+    pub fn start_feed(&self, store: EventStore, stop: watch::Receiver<bool>) {
+        tokio::task::spawn_local(feed(self.addr.clone(), store, stop));
     }
 
     /// Waits until the picture includes every event up to `position`.
     pub async fn caught_up(&self, position: u64) {
-        let mut observed = self.observed.subscribe();
+        let mut observed = self.observed.clone();
         let _ = observed.wait_for(|p| *p >= position).await;
+    }
+
+    /// Asks the picture a question; answered between two batches.
+    pub async fn inspect<R: Send + 'static>(
+        &self,
+        question: impl FnOnce(&Scheduler) -> R + Send + 'static,
+    ) -> Result<R, CoreError> {
+        self.addr
+            .send(Inspect(Box::new(question)))
+            .await
+            .map_err(gone)
     }
 
     /// What a node's agent is to do now; waits up to `wait` for something
@@ -353,28 +206,319 @@ impl Placement {
         account: &AccountName,
         pool: &PoolId,
         node: &NodeId,
-        running: &[AttemptRef],
+        running: Vec<AttemptRef>,
         wait: Duration,
-    ) -> AgentWork {
-        let key = (format!("{account}/{pool}"), node.clone());
-        let notify = self.agent_notify(key.clone());
-        let work = self.work_now(&key, account, pool, node, running);
-        if !work.is_empty() || wait.is_zero() {
-            return work;
-        }
-        let _ = tokio::time::timeout(wait, notify.notified()).await;
-        self.work_now(&key, account, pool, node, running)
+    ) -> Result<AgentWork, CoreError> {
+        let poll = Poll {
+            key: node_key(account, pool, node),
+            account: account.clone(),
+            pool: pool.clone(),
+            running,
+            wait,
+        };
+        self.addr.send(poll).await.map_err(gone)
     }
 
-    fn work_now(
+    /// The spec of an attempt this server assigned, for its agent, once:
+    /// a task's spec never changes after it is added, so the assignment's
+    /// outcome is as good as asking the task's actor, which costs a message
+    /// round trip and a copy of the task's whole state per attempt. None
+    /// when it is not kept (assigned before a restart, or dropped).
+    pub async fn take_spec(
         &self,
-        key: &NodeKey,
+        account: &AccountName,
+        job: &JobId,
+        task: &TaskId,
+        attempt: u32,
+    ) -> Option<TaskSpec> {
+        let take = TakeSpec {
+            stream: StreamId::task(account, job, task),
+            attempt,
+        };
+        self.addr.send(take).await.ok().flatten()
+    }
+
+    /// Asks a node's agent for a file operation (part of a file, a listing)
+    /// and waits up to `within` for the answer.
+    pub async fn read_output(
+        &self,
         account: &AccountName,
         pool: &PoolId,
         node: &NodeId,
-        running: &[AttemptRef],
-    ) -> AgentWork {
-        let scheduler = self.scheduler.borrow();
+        read: FileRead,
+        within: Duration,
+    ) -> Result<FileAnswer, ReadFailure> {
+        let ask = ReadFile {
+            key: node_key(account, pool, node),
+            pool: pool.clone(),
+            read,
+            within,
+        };
+        match self.addr.send(ask).await {
+            Ok(answer) => answer,
+            Err(e) => Err(ReadFailure::Unreachable(gone(e).to_string())),
+        }
+    }
+
+    /// An agent's answer to a read; refused unless that node was asked.
+    pub async fn deliver_read(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        read: u64,
+        result: Result<FileAnswer, String>,
+    ) -> bool {
+        let answer = DeliverRead {
+            key: node_key(account, pool, node),
+            read,
+            result,
+        };
+        self.addr.send(answer).await.unwrap_or(false)
+    }
+}
+
+/// A batch of the log, from the feed.
+struct Fold(Arc<[Envelope]>);
+
+impl Message for Fold {
+    type Result = ();
+}
+
+/// The feed has folded the log as it was at start.
+struct CaughtUp;
+
+impl Message for CaughtUp {
+    type Result = ();
+}
+
+struct Subscribe(Recipient<Feed>);
+
+impl Message for Subscribe {
+    type Result = ();
+}
+
+/// A question about the picture.
+pub struct Inspect<R>(Box<dyn FnOnce(&Scheduler) -> R + Send>);
+
+impl<R: 'static> Message for Inspect<R> {
+    type Result = R;
+}
+
+/// An agent's poll.
+pub struct Poll {
+    key: NodeKey,
+    account: AccountName,
+    pool: PoolId,
+    running: Vec<AttemptRef>,
+    wait: Duration,
+}
+
+impl Message for Poll {
+    type Result = AgentWork;
+}
+
+struct TakeSpec {
+    stream: StreamId,
+    attempt: u32,
+}
+
+impl Message for TakeSpec {
+    type Result = Option<TaskSpec>;
+}
+
+/// A file operation for a node's agent, handed out at its next poll.
+struct ReadFile {
+    key: NodeKey,
+    pool: PoolId,
+    read: FileRead,
+    within: Duration,
+}
+
+impl Message for ReadFile {
+    type Result = Result<FileAnswer, ReadFailure>;
+}
+
+/// A read that was answered or timed out: forgotten.
+struct ForgetRead {
+    key: NodeKey,
+    read: u64,
+}
+
+impl Message for ForgetRead {
+    type Result = ();
+}
+
+struct DeliverRead {
+    key: NodeKey,
+    read: u64,
+    result: Result<FileAnswer, String>,
+}
+
+impl Message for DeliverRead {
+    type Result = bool;
+}
+
+/// An assignment's outcome, from the task's actor.
+enum Assignment {
+    Made {
+        stream: StreamId,
+        attempt: u32,
+        spec: Box<TaskSpec>,
+    },
+    Refused(StreamId),
+}
+
+impl Message for Assignment {
+    type Result = ();
+}
+
+/// Reads the log into the actor: the log as it was at start in batches
+/// marked as history, then `CaughtUp`, then every new batch.
+async fn feed(placement: Addr<Placement>, store: EventStore, mut stop: watch::Receiver<bool>) {
+    let start_head = store.head();
+    let mut subscription = store.subscribe(1);
+    let mut caught_up = start_head == 0;
+    if caught_up {
+        placement.do_send(CaughtUp);
+    }
+    loop {
+        let batch = tokio::select! {
+            next = subscription.next_batch(FEED_BATCH_MAX) => match next {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "placement feed ended");
+                    return;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let mut live = batch;
+        if !caught_up {
+            let split = live.partition_point(|e| e.position <= start_head);
+            let history: Vec<Envelope> = live.drain(..split).collect();
+            if !history.is_empty() && placement.send(Fold(history.into())).await.is_err() {
+                return;
+            }
+            if subscription.next_position() > start_head {
+                caught_up = true;
+                placement.do_send(CaughtUp);
+            }
+        }
+        if !live.is_empty() && placement.send(Fold(live.into())).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Commits one planned assignment through the task's actor and tells
+/// placement how it went.
+async fn assign(core: Core, placement: Addr<Placement>, p: Planned) {
+    let stream = StreamId::task(&p.account, &p.job, &p.task);
+    let ctx = Ctx::live(
+        core.clock().as_ref(),
+        Principal::System {
+            component: format!("placement:{}/{}", p.account, p.pool),
+        },
+        new_request_id(),
+    );
+    let command = TaskCommand::AssignTask {
+        node: p.node.clone(),
+    };
+    match core.execute::<Task>(&stream, command, ctx).await {
+        Ok(outcome) => {
+            if let Some(spec) = outcome.state.spec {
+                placement.do_send(Assignment::Made {
+                    stream,
+                    attempt: outcome.state.attempt,
+                    spec: Box::new(spec),
+                });
+            }
+        }
+        Err(e) => {
+            // Terminated, deleted or moved meanwhile.
+            tracing::debug!(%stream, error = %e, "assignment refused");
+            placement.do_send(Assignment::Refused(stream));
+        }
+    }
+}
+
+impl Placement {
+    /// Folds one event into the picture and wakes the polls it concerns
+    /// (an attempt released, a node rebooting or leaving).
+    fn fold(&mut self, envelope: &Envelope) {
+        let kind = envelope.stream.kind();
+        if kind == StreamKind::Task && envelope.event_type != "TaskAssigned" {
+            // The attempt assigned last is over, or running (its
+            // agent has its spec): a spec still kept is not needed.
+            self.handoff.remove(&envelope.stream);
+        }
+        if !relevant(kind) {
+            return;
+        }
+        // An agent whose attempt is released (terminated, requeued) is
+        // told at once to stop it.
+        let before = self.scheduler.holder(&envelope.stream);
+        self.scheduler.observe(envelope);
+        let after = self.scheduler.holder(&envelope.stream);
+        for key in [before, after].into_iter().flatten() {
+            self.wake(&key);
+        }
+        if matches!(
+            envelope.event_type.as_str(),
+            "NodeRebooting" | "NodeLeavingPool"
+        ) {
+            let ids = envelope.stream.segments();
+            if let (3, Ok(node)) = (ids.len(), NodeId::new(ids[2])) {
+                self.wake(&(ids[..2].join("/"), node));
+            }
+        }
+    }
+
+    /// Tells the node's waiting polls to look again.
+    fn wake(&mut self, key: &NodeKey) {
+        if let Some(waiting) = self.parked.remove(key) {
+            for poll in waiting {
+                let _ = poll.send(());
+            }
+        }
+    }
+
+    /// Runs a round soon, once the events already on their way are in.
+    fn want_round(&mut self, ctx: &mut Context<Self>) {
+        if !self.ready || self.stopping || self.round_pending {
+            return;
+        }
+        self.round_pending = true;
+        let gather = async {
+            for _ in 0..ROUND_GATHER_YIELDS {
+                tokio::task::yield_now().await;
+            }
+        };
+        ctx.spawn(gather.into_actor(self).map(|_, act, ctx| {
+            act.round_pending = false;
+            if !act.stopping {
+                act.round(ctx);
+            }
+        }));
+    }
+
+    /// Moves, then assignments, each committed through the task's actor
+    /// off the actor's turn.
+    fn round(&mut self, ctx: &mut Context<Self>) {
+        for (stream, attempt) in self.scheduler.steals() {
+            tokio::task::spawn_local(requeue_stolen(self.core.clone(), stream, attempt));
+        }
+        let me = ctx.address();
+        for p in self.scheduler.plan() {
+            tokio::task::spawn_local(assign(self.core.clone(), me.clone(), p));
+        }
+    }
+
+    fn work_now(&mut self, poll: &Poll) -> AgentWork {
+        let (key, node) = (&poll.key, &poll.key.1);
+        let (account, pool, running) = (&poll.account, &poll.pool, &poll.running);
+        let scheduler = &self.scheduler;
         let reported = running.iter().map(|a| (&a.job, &a.task, a.attempt));
         let cancel = scheduler
             .superseded(account, pool, node, reported)
@@ -402,69 +546,211 @@ impl Placement {
         AgentWork {
             to_start,
             cancel,
-            reads: self.reads.borrow_mut().remove(key).unwrap_or_default(),
+            reads: self.reads.remove(key).unwrap_or_default(),
             reboot,
         }
     }
+}
 
-    /// Asks a node's agent for a file operation (part of a file, a listing)
-    /// and waits up to `within` for the answer.
-    pub async fn read_output(
-        &self,
-        account: &AccountName,
-        pool: &PoolId,
-        node: &NodeId,
-        mut read: FileRead,
-        within: Duration,
-    ) -> Result<FileAnswer, ReadFailure> {
-        let key = (format!("{account}/{pool}"), node.clone());
-        let id = self.next_read.get();
-        self.next_read.set(id + 1);
+/// Requeues a task waiting behind a busy slot, for a node gone idle.
+async fn requeue_stolen(core: Core, stream: StreamId, attempt: u32) {
+    let ctx = Ctx::live(
+        core.clock().as_ref(),
+        Principal::System {
+            component: "placement".into(),
+        },
+        new_request_id(),
+    );
+    let command = TaskCommand::RequeueTask {
+        attempt,
+        reason: "moved to a node with a free slot".into(),
+    };
+    if let Err(e) = core.execute::<Task>(&stream, command, ctx).await {
+        // Started meanwhile: it stays where it is.
+        tracing::debug!(%stream, error = %e, "no move");
+    }
+}
+
+impl Actor for Placement {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Polls and reads are still answered while connections drain;
+        // only rounds stop.
+        super::when_stopped(ctx, &self.stop, |act: &mut Self, _| act.stopping = true);
+    }
+}
+
+impl Handler<Fold> for Placement {
+    type Result = ();
+
+    fn handle(&mut self, Fold(events): Fold, ctx: &mut Context<Self>) {
+        for envelope in events.iter() {
+            self.fold(envelope);
+        }
+        if let Some(last) = events.last() {
+            self.observed.send_replace(last.position);
+        }
+        let feed = if self.ready {
+            Feed::Live(events)
+        } else {
+            Feed::History(events)
+        };
+        for to in &self.subscribers {
+            to.do_send(feed.clone());
+        }
+        self.want_round(ctx);
+    }
+}
+
+impl Handler<CaughtUp> for Placement {
+    type Result = ();
+
+    fn handle(&mut self, _: CaughtUp, ctx: &mut Context<Self>) {
+        self.ready = true;
+        for to in &self.subscribers {
+            to.do_send(Feed::CaughtUp);
+        }
+        self.want_round(ctx);
+    }
+}
+
+impl Handler<Subscribe> for Placement {
+    type Result = ();
+
+    fn handle(&mut self, Subscribe(to): Subscribe, _: &mut Context<Self>) {
+        if self.ready {
+            to.do_send(Feed::CaughtUp);
+        }
+        self.subscribers.push(to);
+    }
+}
+
+impl<R: 'static> Handler<Inspect<R>> for Placement {
+    type Result = MessageResult<Inspect<R>>;
+
+    fn handle(&mut self, Inspect(question): Inspect<R>, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(question(&self.scheduler))
+    }
+}
+
+impl Handler<Poll> for Placement {
+    type Result = ResponseFuture<AgentWork>;
+
+    fn handle(&mut self, poll: Poll, ctx: &mut Context<Self>) -> Self::Result {
+        let work = self.work_now(&poll);
+        if !work.is_empty() || poll.wait.is_zero() {
+            return Box::pin(async move { work });
+        }
+        // Parked: woken when the picture changes for this node, or at the
+        // end of its wait, then asked again without waiting.
+        let (wake, woken) = oneshot::channel();
+        let waiting = self.parked.entry(poll.key.clone()).or_default();
+        waiting.retain(|w| !w.is_closed());
+        waiting.push(wake);
+        let me = ctx.address();
+        Box::pin(async move {
+            let _ = tokio::time::timeout(poll.wait, woken).await;
+            let again = Poll {
+                wait: Duration::ZERO,
+                ..poll
+            };
+            me.send(again).await.unwrap_or_default()
+        })
+    }
+}
+
+impl Handler<TakeSpec> for Placement {
+    type Result = Option<TaskSpec>;
+
+    fn handle(&mut self, take: TakeSpec, _: &mut Context<Self>) -> Option<TaskSpec> {
+        match self.handoff.remove(&take.stream) {
+            Some((kept, spec)) if kept == take.attempt => Some(spec),
+            _ => None,
+        }
+    }
+}
+
+impl Handler<Assignment> for Placement {
+    type Result = ();
+
+    fn handle(&mut self, outcome: Assignment, ctx: &mut Context<Self>) {
+        match outcome {
+            Assignment::Made {
+                stream,
+                attempt,
+                spec,
+            } => {
+                if self.handoff.len() >= HANDOFF_MAX {
+                    self.handoff.clear();
+                }
+                self.handoff.insert(stream, (attempt, *spec));
+            }
+            Assignment::Refused(stream) => {
+                self.scheduler.unplan(&stream);
+                self.want_round(ctx);
+            }
+        }
+    }
+}
+
+impl Handler<ReadFile> for Placement {
+    type Result = ResponseFuture<Result<FileAnswer, ReadFailure>>;
+
+    fn handle(&mut self, ask: ReadFile, ctx: &mut Context<Self>) -> Self::Result {
+        let ReadFile {
+            key,
+            pool,
+            mut read,
+            within,
+        } = ask;
+        let id = self.next_read;
+        self.next_read += 1;
         read.read = id;
         let (tx, rx) = oneshot::channel();
-        self.pending.borrow_mut().insert(id, (key.clone(), tx));
-        self.reads
-            .borrow_mut()
-            .entry(key.clone())
-            .or_default()
-            .push(read);
-        self.agent_notify(key.clone()).notify_one();
-        let answer = tokio::time::timeout(within, rx).await;
-        self.pending.borrow_mut().remove(&id);
-        if let Some(queued) = self.reads.borrow_mut().get_mut(&key) {
-            queued.retain(|r| r.read != id);
-        }
-        match answer {
-            Ok(Ok(result)) => result.map_err(ReadFailure::Agent),
-            _ => Err(ReadFailure::Unreachable(format!(
-                "node {node} did not answer within {}s; is its agent running? (lote node show {pool} {node})",
-                within.as_secs()
-            ))),
+        self.pending.insert(id, (key.clone(), tx));
+        self.reads.entry(key.clone()).or_default().push(read);
+        self.wake(&key);
+        let me = ctx.address();
+        Box::pin(async move {
+            let answer = tokio::time::timeout(within, rx).await;
+            let node = key.1.clone();
+            me.do_send(ForgetRead { key, read: id });
+            match answer {
+                Ok(Ok(result)) => result.map_err(ReadFailure::Agent),
+                _ => Err(ReadFailure::Unreachable(format!(
+                    "node {node} did not answer within {}s; is its agent running? (lote node show {pool} {node})",
+                    within.as_secs()
+                ))),
+            }
+        })
+    }
+}
+
+impl Handler<ForgetRead> for Placement {
+    type Result = ();
+
+    fn handle(&mut self, forget: ForgetRead, _: &mut Context<Self>) {
+        self.pending.remove(&forget.read);
+        if let Some(queued) = self.reads.get_mut(&forget.key) {
+            queued.retain(|r| r.read != forget.read);
+            if queued.is_empty() {
+                self.reads.remove(&forget.key);
+            }
         }
     }
+}
 
-    /// An agent's answer to a read; refused unless that node was asked.
-    pub fn deliver_read(
-        &self,
-        account: &AccountName,
-        pool: &PoolId,
-        node: &NodeId,
-        read: u64,
-        result: Result<FileAnswer, String>,
-    ) -> bool {
-        let key = (format!("{account}/{pool}"), node.clone());
-        let mut pending = self.pending.borrow_mut();
-        if pending.get(&read).map(|(k, _)| k) != Some(&key) {
+impl Handler<DeliverRead> for Placement {
+    type Result = bool;
+
+    fn handle(&mut self, answer: DeliverRead, _: &mut Context<Self>) -> bool {
+        if self.pending.get(&answer.read).map(|(k, _)| k) != Some(&answer.key) {
             return false;
         }
-        if let Some((_, tx)) = pending.remove(&read) {
-            let _ = tx.send(result);
+        if let Some((_, tx)) = self.pending.remove(&answer.read) {
+            let _ = tx.send(answer.result);
         }
         true
-    }
-
-    /// The most task slots a node of the pool has (0 when none is known).
-    pub fn largest_node(&self, account: &AccountName, pool: &PoolId) -> u32 {
-        self.scheduler.borrow().largest_node(account, pool)
     }
 }

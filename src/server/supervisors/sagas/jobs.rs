@@ -12,7 +12,8 @@ impl Sagas {
         job: &StreamId,
         reason: String,
     ) -> Result<(), CoreError> {
-        let (queued, held) = self.placement.scheduler().tasks_of_job(job);
+        let of = job.clone();
+        let (queued, held) = self.placement.inspect(move |s| s.tasks_of_job(&of)).await?;
         let mut first_error = None;
         for stream in queued.into_iter().chain(held.into_iter().map(|(s, _)| s)) {
             let command = TaskCommand::TerminateTask {
@@ -37,7 +38,8 @@ impl Sagas {
             DisableTasks::Terminate => Deallocation::Terminate,
             DisableTasks::Wait => return Ok(()),
         };
-        let (_, held) = self.placement.scheduler().tasks_of_job(job);
+        let of = job.clone();
+        let (_, held) = self.placement.inspect(move |s| s.tasks_of_job(&of)).await?;
         self.release_tasks(
             held,
             deallocation,

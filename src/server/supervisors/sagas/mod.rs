@@ -3,10 +3,13 @@
 //! their wall-clock limit, or due to complete.
 //!
 //! Each reaction is a command through an actor, recorded like any other,
-//! so replay reproduces it and nothing changes behind the log. They run on
-//! the placement feed, after the scheduler has folded the event, so they
-//! see the same picture placement plans on. After a restart, `on_ready`
-//! picks up whatever was half-way: a resize, a node still leaving, a job
+//! so replay reproduces it and nothing changes behind the log. The
+//! [`SagaSupervisor`] actor gets placement's feed a batch at a time, after
+//! the scheduler has folded it, and asks placement's picture (which tasks a
+//! node holds, a pool's nodes) with a message when a step needs it. Its
+//! steps are futures that await entity actors; they share the actor's
+//! bookkeeping (what runs, what is coalesced) on the server's thread and
+//! nothing else. After a restart, `CaughtUp` picks up whatever was half-way: a resize, a node still leaving, a job
 //! still terminating, a deadline that passed while the server was down.
 //! Every step tolerates having been done already, since a reaction and a
 //! restart (or two events) may ask for the same step twice.
@@ -19,6 +22,8 @@ mod pools;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
+
+use actix::prelude::*;
 
 use crate::actors::{Core, CoreError, Registered};
 use crate::api::agent::NodeCredential;
@@ -34,7 +39,7 @@ use crate::store::{Envelope, StreamId, StreamKind};
 use crate::types::{AccountName, NodeId, PoolId, Timestamp};
 
 use crate::server::supervisors::liveness::LOST_REASON;
-use crate::server::supervisors::placement::{Placement, Reactor};
+use crate::server::supervisors::placement::{Feed, PlacementHandle};
 use crate::server::supervisors::provider;
 use crate::server::supervisors::split_pool_key;
 use coalesce::{Coalescer, JobCounts};
@@ -54,7 +59,7 @@ const NODES_PER_ROUND_MAX: usize = 64;
 
 pub struct Sagas {
     core: Core,
-    placement: Rc<Placement>,
+    placement: PlacementHandle,
     local: Local,
     server_secret: String,
     /// Pools being reconciled.
@@ -98,7 +103,7 @@ fn moot(e: &CoreError) -> bool {
 }
 
 impl Sagas {
-    pub fn new(core: Core, placement: Rc<Placement>, local: Local, server_secret: String) -> Self {
+    fn new(core: Core, placement: PlacementHandle, local: Local, server_secret: String) -> Self {
         Sagas {
             core,
             placement,
@@ -111,10 +116,6 @@ impl Sagas {
             timers: RefCell::default(),
             heal: RefCell::default(),
         }
-    }
-
-    pub fn local(&self) -> &Local {
-        &self.local
     }
 
     fn ctx(&self, component: &str) -> Ctx {
@@ -154,72 +155,121 @@ impl Sagas {
             }
         });
     }
-
-    // ---- tasks held on a node ----------------------------------------
-
-    // ---- pools --------------------------------------------------------
-
-    // ---- jobs ---------------------------------------------------------
 }
 
-impl Reactor for Sagas {
+/// The pool, node and job supervisors' actor.
+pub struct SagaSupervisor {
+    sagas: Rc<Sagas>,
+}
+
+impl SagaSupervisor {
+    pub fn new(
+        core: Core,
+        placement: PlacementHandle,
+        local: Local,
+        server_secret: String,
+    ) -> Self {
+        SagaSupervisor {
+            sagas: Rc::new(Sagas::new(core, placement, local, server_secret)),
+        }
+    }
+}
+
+/// Take a node out at once with its tasks terminated (a pool being
+/// deleted); answered once the node is removed.
+pub struct RemoveNodeNow {
+    pub account: AccountName,
+    pub pool: PoolId,
+    pub node: NodeId,
+}
+
+impl Message for RemoveNodeNow {
+    type Result = Result<(), CoreError>;
+}
+
+impl Actor for SagaSupervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Feed> for SagaSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, feed: Feed, _: &mut Context<Self>) {
+        match feed {
+            Feed::History(events) => {
+                for envelope in events.iter() {
+                    self.sagas.unfinished.fold(envelope);
+                }
+            }
+            Feed::CaughtUp => self.sagas.clone().on_ready(),
+            Feed::Live(events) => self.sagas.clone().on_batch(&events),
+        }
+    }
+}
+
+impl Handler<RemoveNodeNow> for SagaSupervisor {
+    type Result = ResponseFuture<Result<(), CoreError>>;
+
+    fn handle(&mut self, remove: RemoveNodeNow, _: &mut Context<Self>) -> Self::Result {
+        let sagas = self.sagas.clone();
+        Box::pin(async move {
+            sagas
+                .remove_now(&remove.account, &remove.pool, &remove.node)
+                .await
+        })
+    }
+}
+
+/// What a node in placement's picture asks of the node supervisor.
+fn node_needs_release(n: &crate::server::supervisors::scheduler::NodeState) -> bool {
+    n.rebooting || n.unusable || matches!(n.leaving, Some(d) if d != Deallocation::TaskCompletion)
+}
+
+impl Sagas {
+    /// The feed caught up with the log as it was at start: carry on what
+    /// was half-way.
     fn on_ready(self: Rc<Self>) {
         // Failures seen in the log that were not acted on before a restart.
         self.terminate_failed_jobs();
-        let (pools, leaving_or_rebooting, deadlines) = {
-            let scheduler = self.placement.scheduler();
-            let pools = scheduler.pool_keys();
-            let mut nodes = Vec::new();
-            for key in &pools {
-                for n in scheduler.pool_nodes(key) {
-                    let unusable = scheduler.node(key, &n.node).is_some_and(|s| s.unusable);
-                    if n.leaving.is_some() || n.rebooting || unusable {
-                        nodes.push((key.clone(), n.node));
-                    }
-                }
-            }
-            (pools, nodes, scheduler.job_deadlines())
-        };
-        for key in pools {
-            self.reconcile(key);
-        }
-        for (key, node) in leaving_or_rebooting {
-            let this = self.clone();
-            self.spawn("carrying on a node's removal", async move {
-                this.evict(&key, &node).await?;
-                // A lost node the last run had not replaced yet.
-                let Some((account, pool)) = split_pool_key(&key) else {
-                    return Ok(());
-                };
-                let state = this
-                    .core
-                    .state::<Node>(&StreamId::node(&account, &pool, &node))
-                    .await?
-                    .state;
-                let lost = state.state == crate::domain::node::NodeState::Unusable
-                    && state
-                        .unusable_reason
-                        .is_some_and(|r| r.starts_with(LOST_REASON));
-                if lost {
-                    this.replace_lost(&key, &node).await?;
-                }
-                Ok(())
-            });
-        }
-        self.finish_drained();
         // Jobs whose last task ended just before the stop: completed now if
         // due (the job's actor decides).
         for job in self.unfinished.due() {
             self.complete_job(job);
         }
-        for (job, deadline) in deadlines {
-            self.set_deadline(job, deadline);
-        }
-        // Jobs left terminating: their remaining tasks. The picture has
-        // them from its catch-up; no second read of the log.
-        let terminating = self.placement.scheduler().terminating_jobs();
         let this = self.clone();
-        self.spawn("carrying on job terminations", async move {
+        self.spawn("carrying on after a restart", async move {
+            let (pools, leaving_or_rebooting, deadlines, terminating) = this
+                .placement
+                .inspect(|scheduler| {
+                    let pools = scheduler.pool_keys();
+                    let mut nodes = Vec::new();
+                    for key in &pools {
+                        for n in scheduler.pool_nodes(key) {
+                            let unusable = scheduler.node(key, &n.node).is_some_and(|s| s.unusable);
+                            if n.leaving.is_some() || n.rebooting || unusable {
+                                nodes.push((key.clone(), n.node));
+                            }
+                        }
+                    }
+                    let deadlines = scheduler.job_deadlines();
+                    (pools, nodes, deadlines, scheduler.terminating_jobs())
+                })
+                .await?;
+            for key in pools {
+                this.reconcile(key);
+            }
+            for (key, node) in leaving_or_rebooting {
+                let again = this.clone();
+                this.spawn("carrying on a node's removal", async move {
+                    again.carry_on_removal(&key, &node).await
+                });
+            }
+            this.finish_drained();
+            for (job, deadline) in deadlines {
+                this.set_deadline(job, deadline);
+            }
+            // Jobs left terminating: their remaining tasks. The picture
+            // has them from its catch-up; no second read of the log.
             for job in terminating {
                 this.terminate_job_tasks(&job, "its job is terminating".into())
                     .await?;
@@ -229,23 +279,95 @@ impl Reactor for Sagas {
         });
     }
 
+    /// A node left leaving, rebooting or lost by the last run.
+    async fn carry_on_removal(&self, key: &str, node: &NodeId) -> Result<(), CoreError> {
+        self.evict(key, node).await?;
+        // A lost node the last run had not replaced yet.
+        let Some((account, pool)) = split_pool_key(key) else {
+            return Ok(());
+        };
+        let state = self
+            .core
+            .state::<Node>(&StreamId::node(&account, &pool, node))
+            .await?
+            .state;
+        let lost = state.state == crate::domain::node::NodeState::Unusable
+            && state
+                .unusable_reason
+                .is_some_and(|r| r.starts_with(LOST_REASON));
+        if lost {
+            self.replace_lost(key, node).await?;
+        }
+        Ok(())
+    }
+
+    /// One batch of new events: each reacted to in order; what needs
+    /// placement's picture (late assignments, drained nodes) is asked once
+    /// for the whole batch.
+    fn on_batch(self: Rc<Self>, events: &[Envelope]) {
+        let mut assigned = Vec::new();
+        let mut drained = false;
+        for envelope in events {
+            match envelope.event_type.as_str() {
+                "TaskAssigned" => assigned.push(envelope.stream.clone()),
+                "TaskCompleted" | "TaskTerminated" | "TaskRequeued" | "TaskDeleted" => {
+                    drained = true
+                }
+                "NodeLeavingPool" | "NodeRebooting" => {
+                    drained = true;
+                    self.clone().on_event(envelope);
+                }
+                _ => self.clone().on_event(envelope),
+            }
+        }
+        if drained {
+            self.finish_drained();
+        }
+        if !assigned.is_empty() {
+            self.release_late_assignments(assigned);
+        }
+    }
+
+    /// Assignments planned before their node began to leave or reboot.
+    fn release_late_assignments(self: &Rc<Self>, assigned: Vec<StreamId>) {
+        let this = self.clone();
+        self.spawn("releasing a late assignment", async move {
+            let affected = this
+                .placement
+                .inspect(move |scheduler| {
+                    let mut nodes: Vec<(String, NodeId)> = assigned
+                        .iter()
+                        .filter_map(|stream| scheduler.holder(stream))
+                        .filter(|(key, node)| {
+                            scheduler.node(key, node).is_some_and(node_needs_release)
+                        })
+                        .collect();
+                    nodes.sort();
+                    nodes.dedup();
+                    nodes
+                })
+                .await?;
+            for (key, node) in affected {
+                this.evict(&key, &node).await?;
+            }
+            Ok(())
+        });
+    }
+
     fn on_event(self: Rc<Self>, envelope: &Envelope) {
         let stream = envelope.stream.clone();
         let ids = stream.segments();
         match envelope.event_type.as_str() {
-            "PoolCreated" | "PoolResized" | "PoolResizeStopped" => {
-                self.reconcile(ids[..2].join("/"));
-            }
-            "NodeRemoved" => {
+            "PoolCreated" | "PoolResized" | "PoolResizeStopped" | "NodeRemoved" => {
                 self.reconcile(ids[..2].join("/"));
             }
             "PoolDeleted" => {
                 // Any node the deletion did not see (started as it ran).
                 let key = ids[..2].join("/");
-                let left = self.placement.scheduler().nodes_of(&key);
                 if let Some((account, pool)) = split_pool_key(&key) {
                     let this = self.clone();
                     self.spawn("removing a deleted pool's last nodes", async move {
+                        let left = this.placement.inspect(move |s| s.nodes_of(&key)).await?;
                         for node in left {
                             this.remove_now(&account, &pool, &node).await?;
                         }
@@ -282,43 +404,26 @@ impl Reactor for Sagas {
                     this.finish_drained();
                     Ok(())
                 });
-                self.finish_drained();
-            }
-            "TaskAssigned" => {
-                // Planned before its node began to leave or reboot.
-                let holder = self.placement.scheduler().holder(&stream);
-                if let Some((key, node)) = holder {
-                    let affected = self
-                        .placement
-                        .scheduler()
-                        .node(&key, &node)
-                        .is_some_and(|n| {
-                            n.rebooting
-                                || n.unusable
-                                || matches!(n.leaving, Some(d) if d != Deallocation::TaskCompletion)
-                        });
-                    if affected {
-                        let this = self.clone();
-                        self.spawn("releasing a late assignment", async move {
-                            this.evict(&key, &node).await
-                        });
-                    }
-                }
-            }
-            "TaskCompleted" | "TaskTerminated" | "TaskRequeued" | "TaskDeleted" => {
-                self.finish_drained();
             }
             "JobCreated" => {
                 self.unfinished.fold(envelope);
-                let deadline = self
-                    .placement
-                    .scheduler()
-                    .job_deadlines()
-                    .into_iter()
-                    .find(|(s, _)| s == &stream);
-                if let Some((job, deadline)) = deadline {
-                    self.set_deadline(job, deadline);
-                }
+                let this = self.clone();
+                self.spawn("setting a job's wall-clock timer", async move {
+                    let job = stream.clone();
+                    let deadline = this
+                        .placement
+                        .inspect(move |s| {
+                            s.job_deadlines()
+                                .into_iter()
+                                .find(|(s, _)| s == &job)
+                                .map(|(_, d)| d)
+                        })
+                        .await?;
+                    if let Some(deadline) = deadline {
+                        this.set_deadline(stream, deadline);
+                    }
+                    Ok(())
+                });
             }
             "JobTerminating" | "JobDeleted" => {
                 self.unfinished.fold(envelope);
@@ -355,9 +460,5 @@ impl Reactor for Sagas {
                 self.unfinished.fold(envelope);
             }
         }
-    }
-
-    fn on_history(self: Rc<Self>, envelope: &Envelope) {
-        self.unfinished.fold(envelope);
     }
 }

@@ -41,42 +41,50 @@ impl Sagas {
 
     /// Applies a leaving or rebooting node's rule to the tasks it holds.
     pub(super) async fn evict(&self, pool_key: &str, node: &NodeId) -> Result<(), CoreError> {
-        let (held, rule) = {
-            let scheduler = self.placement.scheduler();
-            let Some(n) = scheduler.node(pool_key, node) else {
-                return Ok(());
-            };
-            let rule = match (n.leaving, n.rebooting, n.unusable) {
-                (Some(d), _, _) => (d, format!("node {node} is leaving the pool")),
-                (None, true, _) => (Deallocation::Requeue, format!("node {node} is rebooting")),
-                (None, false, true) => (
-                    Deallocation::Requeue,
-                    format!("node {node} was lost (no heartbeat from its agent)"),
-                ),
-                (None, false, false) => return Ok(()),
-            };
-            (scheduler.held_on(pool_key, node), rule)
+        let (key, id) = (pool_key.to_string(), node.clone());
+        let found = self
+            .placement
+            .inspect(move |scheduler| {
+                let n = scheduler.node(&key, &id)?;
+                let rule = match (n.leaving, n.rebooting, n.unusable) {
+                    (Some(d), _, _) => (d, format!("node {id} is leaving the pool")),
+                    (None, true, _) => (Deallocation::Requeue, format!("node {id} is rebooting")),
+                    (None, false, true) => (
+                        Deallocation::Requeue,
+                        format!("node {id} was lost (no heartbeat from its agent)"),
+                    ),
+                    (None, false, false) => return None,
+                };
+                Some((scheduler.held_on(&key, &id), rule))
+            })
+            .await?;
+        let Some((held, (deallocation, reason))) = found else {
+            return Ok(());
         };
-        self.release_tasks(held, rule.0, rule.1, "node-supervisor")
+        self.release_tasks(held, deallocation, reason, "node-supervisor")
             .await
     }
 
     /// Removes leaving nodes that hold no task any more: a local node's
     /// agent is stopped and its directory removed first.
     pub(super) fn finish_drained(self: &Rc<Self>) {
-        let drained = self.placement.scheduler().drained_leaving();
-        for key in drained {
-            if !self.removing.borrow_mut().insert(key.clone()) {
-                continue;
-            }
-            let this = self.clone();
-            tokio::task::spawn_local(async move {
-                if let Err(e) = this.finish_removal(&key.0, &key.1).await {
-                    tracing::warn!(node = %key.1, error = %e, "node removal failed; retried on restart");
+        let this = self.clone();
+        self.spawn("removing drained nodes", async move {
+            let drained = this.placement.inspect(|s| s.drained_leaving()).await?;
+            for key in drained {
+                if !this.removing.borrow_mut().insert(key.clone()) {
+                    continue;
                 }
-                this.removing.borrow_mut().remove(&key);
-            });
-        }
+                let again = this.clone();
+                tokio::task::spawn_local(async move {
+                    if let Err(e) = again.finish_removal(&key.0, &key.1).await {
+                        tracing::warn!(node = %key.1, error = %e, "node removal failed; retried on restart");
+                    }
+                    again.removing.borrow_mut().remove(&key);
+                });
+            }
+            Ok(())
+        });
     }
 
     pub(super) async fn finish_removal(
@@ -123,8 +131,11 @@ impl Sagas {
             deallocation: Deallocation::Terminate,
         };
         self.run::<Node>(&stream, leave, "pool-deletion").await?;
-        let pool_key = format!("{account}/{pool}");
-        let held = self.placement.scheduler().held_on(&pool_key, node);
+        let (pool_key, id) = (format!("{account}/{pool}"), node.clone());
+        let held = self
+            .placement
+            .inspect(move |s| s.held_on(&pool_key, &id))
+            .await?;
         self.release_tasks(
             held,
             Deallocation::Terminate,

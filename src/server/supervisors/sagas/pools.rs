@@ -60,14 +60,14 @@ impl Sagas {
         if pool.status != PoolStatus::Active {
             return Ok(());
         }
+        let key = pool_key.to_string();
+        let (nodes, mut index) = self
+            .placement
+            .inspect(move |s| (s.pool_nodes(&key), s.next_node_index(&key)))
+            .await?;
         let heal = self.heal.borrow().contains(pool_key)
             && spec.provider == NodeProvider::Local
-            && self
-                .placement
-                .scheduler()
-                .pool_nodes(pool_key)
-                .iter()
-                .all(|n| n.leaving.is_none());
+            && nodes.iter().all(|n| n.leaving.is_none());
         if heal {
             // The lost node is gone: bring the pool back to its target.
             self.heal.borrow_mut().remove(pool_key);
@@ -82,7 +82,6 @@ impl Sagas {
             }
             ResizeState::Resizing => {}
         }
-        let nodes = self.placement.scheduler().pool_nodes(pool_key);
         let leaving = nodes.iter().filter(|n| n.leaving.is_some()).count();
         let mut staying: Vec<_> = nodes.into_iter().filter(|n| n.leaving.is_none()).collect();
         let target = pool.target_nodes as usize;
@@ -103,7 +102,6 @@ impl Sagas {
             return Ok(());
         }
         if staying.len() < target && spec.provider == NodeProvider::Local {
-            let mut index = self.placement.scheduler().next_node_index(pool_key);
             let wanted = (target - staying.len()).min(NODES_PER_ROUND_MAX);
             let mut added = Vec::new();
             for _ in 0..wanted {
