@@ -278,6 +278,12 @@ pub enum Expr {
     Field(Box<Expr>, Field, Pos),
     Unary(UnOp, Box<Expr>, Pos),
     Binary(BinOp, Box<Expr>, Box<Expr>, Pos),
+    /// A run of left-associative operators (`a + b - c * d + e`): the
+    /// first operand, then each operator with its right side, folded left
+    /// to right. Kept flat so that a long sum is not a deep tree: its
+    /// depth is that of its deepest operand plus one, and it is evaluated
+    /// in a loop, not by recursion.
+    Chain(Box<Expr>, Vec<(BinOp, Expr, Pos)>),
     Cond(Box<Expr>, Box<Expr>, Box<Expr>, Pos),
 }
 
@@ -484,24 +490,41 @@ impl Parser {
     }
 
     /// Precedence climbing: one frame per operator, not one per level, so
-    /// deep parentheses cost little stack.
+    /// deep parentheses cost little stack. The operators this loop takes
+    /// fold left to right, so they make one flat [`Expr::Chain`].
     fn binary(&mut self, min_prec: u8) -> Result<Parsed, FormulaError> {
-        let (mut left, mut depth) = self.unary()?;
+        let (first, first_depth) = self.unary()?;
+        let mut rest = Vec::new();
+        let mut depth = first_depth;
         loop {
             let Some((op, prec)) = binop(self.peek()) else {
-                return Ok((left, depth));
+                break;
             };
             if prec < min_prec {
-                return Ok((left, depth));
+                break;
             }
             let pos = self.bump().1;
             self.enter()?;
             let (right, dr) = self.binary(prec + 1)?;
             self.depth -= 1;
-            depth = 1 + depth.max(dr);
+            depth = depth.max(1 + dr);
             check_depth(depth, pos)?;
-            left = Expr::Binary(op, Box::new(left), Box::new(right), pos);
+            rest.push((op, right, pos));
         }
+        Ok(match rest.len() {
+            0 => (first, first_depth),
+            1 => {
+                let (op, right, pos) = rest.pop().expect("one operator");
+                (
+                    Expr::Binary(op, Box::new(first), Box::new(right), pos),
+                    depth.max(first_depth + 1),
+                )
+            }
+            _ => (
+                Expr::Chain(Box::new(first), rest),
+                depth.max(first_depth + 1),
+            ),
+        })
     }
 
     fn unary(&mut self) -> Result<Parsed, FormulaError> {

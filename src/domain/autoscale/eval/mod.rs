@@ -293,23 +293,16 @@ impl<'a> Eval<'a> {
                     ))),
                 }
             }
-            Expr::Binary(op @ (BinOp::And | BinOp::Or), l, r, pos) => {
-                // Short-circuit, so a guard such as `p > 70 && avg(...)`
-                // does not evaluate a sample call it guards against.
-                let lv = self.expr(l)?;
-                let a = self.number(&lv, *pos, &format!("the left side of '{}'", op.symbol()))?;
-                let truthy = a != 0.0;
-                if (*op == BinOp::And && !truthy) || (*op == BinOp::Or && truthy) {
-                    return Ok(Value::Double(f64::from(truthy)));
-                }
-                let rv = self.expr(r)?;
-                let b = self.number(&rv, *pos, &format!("the right side of '{}'", op.symbol()))?;
-                Ok(Value::Double(f64::from(b != 0.0)))
-            }
             Expr::Binary(op, l, r, pos) => {
                 let lv = self.expr(l)?;
-                let rv = self.expr(r)?;
-                self.binary(*op, lv, rv, *pos)
+                self.step(lv, *op, r, *pos)
+            }
+            Expr::Chain(first, rest) => {
+                let mut acc = self.expr(first)?;
+                for (op, r, pos) in rest {
+                    acc = self.step(acc, *op, r, *pos)?;
+                }
+                Ok(acc)
             }
             Expr::Cond(c, a, b, pos) => {
                 let cv = self.expr(c)?;
@@ -418,6 +411,24 @@ impl<'a> Eval<'a> {
                 v
             }
         })
+    }
+
+    /// `left op right`, with `left` already evaluated.
+    fn step(&mut self, lv: Value, op: BinOp, r: &Expr, pos: Pos) -> R<Value> {
+        if matches!(op, BinOp::And | BinOp::Or) {
+            // Short-circuit, so a guard such as `p > 70 && avg(...)` does
+            // not evaluate a sample call it guards against.
+            let a = self.number(&lv, pos, &format!("the left side of '{}'", op.symbol()))?;
+            let truthy = a != 0.0;
+            if (op == BinOp::And && !truthy) || (op == BinOp::Or && truthy) {
+                return Ok(Value::Double(f64::from(truthy)));
+            }
+            let rv = self.expr(r)?;
+            let b = self.number(&rv, pos, &format!("the right side of '{}'", op.symbol()))?;
+            return Ok(Value::Double(f64::from(b != 0.0)));
+        }
+        let rv = self.expr(r)?;
+        self.binary(op, lv, rv, pos)
     }
 
     fn binary(&mut self, op: BinOp, l: Value, r: Value, pos: Pos) -> R<Value> {
