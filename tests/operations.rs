@@ -922,6 +922,14 @@ async fn a_failed_task_terminates_a_job_that_asks_for_it_and_reasons_are_kept() 
         .on("p")
         .tasks([shell("long", "exec sleep 60")])
         .await;
+    eventually(Duration::from_secs(30), "the long task running", || async {
+        match task(&client, "stopped", "long").await.state.status {
+            TaskStatus::Running => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
     client
         .call(&Request::TerminateJob {
             job: JobId::new("stopped").unwrap(),
@@ -934,6 +942,10 @@ async fn a_failed_task_terminates_a_job_that_asks_for_it_and_reasons_are_kept() 
         stopped.state.completion_reason.as_deref(),
         Some("enough for today")
     );
+    // A killed attempt's result says how long it ran, not 0.
+    let killed = task(&client, "stopped", "long").await.state;
+    let ran = killed.last_result.map(|r| r.duration_ms).unwrap_or_default();
+    assert!(ran >= 400, "terminated after 400 ms or more, reported {ran} ms");
 }
 
 /// Logs written to a file carry no colour codes, and a deleted local pool

@@ -611,11 +611,19 @@ impl Aggregate for Task {
                 self.placement = None;
             }
             (S::Active | S::Assigned | S::Running, TaskEvent::TaskTerminated { reason, at }) => {
+                // A running attempt ran from its start to the termination;
+                // one that never started ran for no time.
+                let ran = match (self.status, self.started_at) {
+                    (S::Running, Some(started)) => {
+                        (at.as_micros() - started.as_micros()).max(0) as u64 / 1000
+                    }
+                    _ => 0,
+                };
                 self.status = S::Completed;
                 self.last_result = Some(TaskResult {
                     exit_code: None,
                     signal: None,
-                    duration_ms: 0,
+                    duration_ms: ran,
                     failure: Some((FailureCategory::Terminated, reason.clone())),
                 });
                 self.completed_at = Some(*at);
