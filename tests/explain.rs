@@ -162,6 +162,37 @@ async fn every_wait_reason_from_a_real_situation() {
     )
     .await;
 
+    // One of two nodes disabled, the other full: both said.
+    Env::new(&client).pool("half").nodes(2).slots(1).await;
+    let nodes = list_nodes(&client, "half").await;
+    let off = nodes[0].state.id.clone().unwrap();
+    client
+        .call(&Request::DisableNode {
+            pool: PoolId::new("half").unwrap(),
+            node: off.clone(),
+        })
+        .await
+        .unwrap();
+    create_job(&client, "jh2", "half").await;
+    add(
+        &client,
+        "jh2",
+        vec![shell("busy", "sleep 60"), shell("next", "true")],
+    )
+    .await;
+    let text = explains(
+        &server,
+        &key,
+        "jh2",
+        "next",
+        "1 of pool half's 2 nodes takes no work now: 1 disabled (offline) (lote node list half)",
+    )
+    .await;
+    assert!(
+        text.contains("the one node taking work is full (1 of 1 slots in use)"),
+        "{text}"
+    );
+
     // Needs more slots than the nodes that joined have.
     let spec = PoolSpec {
         provider: NodeProvider::Remote,

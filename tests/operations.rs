@@ -944,8 +944,14 @@ async fn a_failed_task_terminates_a_job_that_asks_for_it_and_reasons_are_kept() 
     );
     // A killed attempt's result says how long it ran, not 0.
     let killed = task(&client, "stopped", "long").await.state;
-    let ran = killed.last_result.map(|r| r.duration_ms).unwrap_or_default();
-    assert!(ran >= 400, "terminated after 400 ms or more, reported {ran} ms");
+    let ran = killed
+        .last_result
+        .map(|r| r.duration_ms)
+        .unwrap_or_default();
+    assert!(
+        ran >= 400,
+        "terminated after 400 ms or more, reported {ran} ms"
+    );
 }
 
 /// Logs written to a file carry no colour codes, and a deleted local pool

@@ -40,6 +40,31 @@ pub fn grouped(n: u64) -> String {
     out
 }
 
+/// "1 starting, 2 disabled (offline)": how many nodes are in each state
+/// that takes no work, in the order of [`WaitReason::NodesNotReady`]'s
+/// fields.
+fn node_states(counts: [u32; 7]) -> String {
+    const WHAT: [&str; 7] = [
+        "starting",
+        "running its start task",
+        "failed its start task",
+        "disabled (offline)",
+        "unusable",
+        "rebooting",
+        "leaving the pool",
+    ];
+    let parts: Vec<String> = counts
+        .iter()
+        .zip(WHAT)
+        .filter(|(n, _)| **n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    if parts.is_empty() {
+        return "not ready".into();
+    }
+    parts.join(", ")
+}
+
 impl WaitReason {
     /// The reason in words, with its numbers.
     pub fn words(&self, pool: &PoolContext, job: &str) -> String {
@@ -73,20 +98,45 @@ impl WaitReason {
                 rebooting,
                 leaving,
             } => {
-                let parts: Vec<String> = [
-                    (*starting, "starting"),
-                    (*waiting_for_start_task, "running its start task"),
-                    (*start_task_failed, "failed its start task"),
-                    (*offline, "disabled (offline)"),
-                    (*unusable, "unusable"),
-                    (*rebooting, "rebooting"),
-                    (*leaving, "leaving the pool"),
-                ]
-                .iter()
-                .filter(|(n, _)| *n > 0)
-                .map(|(n, what)| format!("{n} {what}"))
-                .collect();
-                format!("no node of pool {p} takes work now: {}", parts.join(", "))
+                let states = [
+                    *starting,
+                    *waiting_for_start_task,
+                    *start_task_failed,
+                    *offline,
+                    *unusable,
+                    *rebooting,
+                    *leaving,
+                ];
+                format!(
+                    "no node of pool {p} takes work now: {}",
+                    node_states(states)
+                )
+            }
+            WaitReason::SomeNodesNotWorking {
+                nodes,
+                of,
+                starting,
+                waiting_for_start_task,
+                start_task_failed,
+                offline,
+                unusable,
+                rebooting,
+                leaving,
+            } => {
+                let states = [
+                    *starting,
+                    *waiting_for_start_task,
+                    *start_task_failed,
+                    *offline,
+                    *unusable,
+                    *rebooting,
+                    *leaving,
+                ];
+                format!(
+                    "{nodes} of pool {p}'s {of} nodes {} no work now: {} (lote node list {p})",
+                    if *nodes == 1 { "takes" } else { "take" },
+                    node_states(states)
+                )
             }
             WaitReason::StartTaskFailedEverywhere { nodes } => format!(
                 "the start task failed on {} of pool {p} (lote node list {p})",
@@ -108,7 +158,9 @@ impl WaitReason {
                 needs,
             } => {
                 let at_max = pool.max_nodes > 0 && *nodes >= pool.max_nodes;
-                let mut s = if *most_free == 0 && *nodes == 1 {
+                let mut s = if *most_free == 0 && *nodes == 1 && pool.target_nodes > 1 {
+                    format!("the one node taking work is full ({used} of {slots} slots in use)")
+                } else if *most_free == 0 && *nodes == 1 {
                     format!("its only node is full ({used} of {slots} slots in use)")
                 } else if *most_free == 0 {
                     format!("all {nodes} nodes are full ({used} of {slots} slots in use)")

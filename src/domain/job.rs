@@ -161,6 +161,22 @@ pub enum WaitReason {
     HigherPriorityAhead { tasks: u64 },
     /// Tasks of its priority submitted earlier wait ahead of it.
     EarlierAhead { tasks: u64 },
+    /// Some of the pool's nodes take no work now, so fewer than all carry
+    /// its tasks; the reasons after this one are about the others. (Added
+    /// last: recorded reasons keep their encoding.)
+    SomeNodesNotWorking {
+        /// Nodes that take no work.
+        nodes: u32,
+        /// Nodes in the pool.
+        of: u32,
+        starting: u32,
+        waiting_for_start_task: u32,
+        start_task_failed: u32,
+        offline: u32,
+        unusable: u32,
+        rebooting: u32,
+        leaving: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -83,9 +83,26 @@ impl Scheduler {
             return reasons;
         }
         let working: Vec<&&NodeState> = nodes.iter().filter(|n| n.schedulable).collect();
+        let count = |f: &dyn Fn(S) -> bool| {
+            nodes
+                .iter()
+                .filter(|n| !n.schedulable && f(n.state()))
+                .count() as u32
+        };
+        if !working.is_empty() && working.len() < nodes.len() {
+            reasons.push(WaitReason::SomeNodesNotWorking {
+                nodes: (nodes.len() - working.len()) as u32,
+                of: nodes.len() as u32,
+                starting: count(&|s| matches!(s, S::Creating | S::Starting)),
+                waiting_for_start_task: count(&|s| s == S::WaitingForStartTask),
+                start_task_failed: count(&|s| s == S::StartTaskFailed),
+                offline: count(&|s| s == S::Offline),
+                unusable: count(&|s| s == S::Unusable),
+                rebooting: count(&|s| s == S::Rebooting),
+                leaving: count(&|s| s == S::LeavingPool),
+            });
+        }
         if working.is_empty() {
-            let count =
-                |f: &dyn Fn(S) -> bool| nodes.iter().filter(|n| f(n.state())).count() as u32;
             let failed = count(&|s| s == S::StartTaskFailed);
             if failed as usize == nodes.len() {
                 reasons.push(WaitReason::StartTaskFailedEverywhere { nodes: failed });
