@@ -339,6 +339,34 @@ async fn a_rebooted_node_requeues_its_task_reruns_its_start_task_and_carries_on(
         std::fs::read_to_string(server.data_dir.join("nodes/acme/rb/node-0/shared/boots")).unwrap();
     assert_eq!(boots.lines().count(), 2, "the start task ran {boots:?}");
     nodes_up(&client, "rb", 1).await;
+
+    // A reimage is a reboot with the node's directories wiped: the task's
+    // files and the old boots are gone, the credential stays, the start
+    // task runs once on the fresh node.
+    let node_dir = server.data_dir.join("nodes/acme/rb/node-0");
+    assert!(node_dir.join("tasks/j/t").exists());
+    let out = cli(&server, &key, &["node", "reimage", "rb", "node-0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let boots = eventually(Duration::from_secs(60), "a fresh boot", || async {
+        let boots = std::fs::read_to_string(node_dir.join("shared/boots")).unwrap_or_default();
+        if boots.lines().count() == 1 {
+            Ok(boots)
+        } else {
+            Err(boots)
+        }
+    })
+    .await;
+    assert_eq!(boots, "boot\n");
+    nodes_up(&client, "rb", 1).await;
+    assert!(!node_dir.join("tasks/j").exists(), "task files survived");
+    assert!(
+        node_dir.join("node.toml").exists(),
+        "the credential is gone"
+    );
     stop_and_replay(server);
 }
 

@@ -224,16 +224,41 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     loop {
         register(&client, &env, &info).await?;
         tracing::info!(node = %cred.node, "agent registered");
-        work(&client, &env, &config).await?;
+        let reimage = work(&client, &env, &config).await?;
         // Rebooting: everything stops, then the node registers afresh and
         // runs its start task again.
-        tracing::info!(node = %cred.node, "rebooting");
+        tracing::info!(node = %cred.node, reimage, "rebooting");
         kill_all_attempts();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !attempts().is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        if reimage {
+            let root = config.root.clone();
+            tokio::task::spawn_blocking(move || wipe(&root))
+                .await
+                .map_err(|e| AgentError::Setup(format!("the reimage failed: {e}")))??;
+        }
     }
+}
+
+/// What a reimage wipes: everything of the node's but its credential
+/// (`node.toml`) and its log.
+const WIPED_BY_REIMAGE: &[&str] = &["tasks", "starttask", "shared", "apps", "cache"];
+
+/// Wipes the node's directories, leaving an empty shared directory.
+fn wipe(root: &Path) -> Result<(), AgentError> {
+    for name in WIPED_BY_REIMAGE {
+        let dir = root.join(name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(FileError::new("a directory to reimage", &dir)(e).into()),
+        }
+    }
+    let shared = root.join("shared");
+    std::fs::create_dir_all(&shared).map_err(FileError::new("shared directory", &shared))?;
+    Ok(())
 }
 
 fn host_name() -> Option<String> {
@@ -334,15 +359,16 @@ async fn register(
     Ok(())
 }
 
-/// Polls for work and runs it until the server asks for a reboot.
+/// Polls for work and runs it until the server asks for a reboot; true
+/// when it asks for a reimage (directories wiped).
 async fn work(
     client: &Arc<Client>,
     env: &Arc<TaskEnv>,
     config: &AgentConfig,
-) -> Result<(), AgentError> {
+) -> Result<bool, AgentError> {
     loop {
         let running: Vec<AttemptRef> = attempts().keys().cloned().collect();
-        let (assignments, cancel, reads, reboot) = match client
+        let (assignments, cancel, reads, reboot, reimage) = match client
             .call(&Request::AgentPoll {
                 running,
                 wait_ms: POLL_WAIT_MS,
@@ -354,7 +380,8 @@ async fn work(
                 cancel,
                 reads,
                 reboot,
-            }) => (assignments, cancel, reads, reboot),
+                reimage,
+            }) => (assignments, cancel, reads, reboot, reimage),
             Ok(_) => Default::default(),
             Err(e) if e.is_transient() => {
                 // A node whose directory is gone was removed while the
@@ -389,7 +416,7 @@ async fn work(
             });
         }
         if reboot {
-            return Ok(());
+            return Ok(reimage);
         }
         let mut started = 0;
         for a in assignments {

@@ -107,6 +107,12 @@ pub enum Request {
         pool: PoolId,
         node: NodeId,
     },
+    /// A reboot that also wipes the node's directories (tasks, start task,
+    /// shared, packages, download cache): it comes back as a fresh node.
+    ReimageNode {
+        pool: PoolId,
+        node: NodeId,
+    },
     /// Take the node out of its pool. `deallocation` says what happens to
     /// its tasks: requeue (killed, queued again), terminate (killed,
     /// failed) or taskcompletion (no new work; removed once they end).
@@ -465,6 +471,7 @@ impl Request {
             | R::DisableNode { .. }
             | R::EnableNode { .. }
             | R::RebootNode { .. }
+            | R::ReimageNode { .. }
             | R::RemoveNode { .. }
             | R::ListNodeFiles { .. }
             | R::ReadNodeFile { .. } => Family::Nodes,
@@ -591,6 +598,7 @@ impl Request {
             DisableNode,
             EnableNode,
             RebootNode,
+            ReimageNode,
             RemoveNode,
             CreateJob,
             ListJobs,

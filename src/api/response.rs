@@ -100,6 +100,9 @@ pub enum Response {
         cancel: Vec<AttemptRef>,
         reads: Vec<FileRead>,
         reboot: bool,
+        /// With `reboot`: wipe the node's directories before registering
+        /// again (`lote node reimage`).
+        reimage: bool,
     },
     /// Part of an attempt's output. `completed`: the attempt has ended, so
     /// nothing more will be written.

@@ -25,6 +25,11 @@ pub enum NodeCmd {
     /// Restart the node's agent: its tasks are requeued (no retry used),
     /// the pool's start task runs again, then the node takes work.
     Reboot { pool: PoolId, node: NodeId },
+    /// Reboot the node with its directories wiped: task and start task
+    /// directories, shared/, unpacked packages and the download cache.
+    /// It registers again as a fresh node of its pool (same id and
+    /// credential) and runs the start task.
+    Reimage { pool: PoolId, node: NodeId },
     /// Take the node out of its pool; it loses its files, name and
     /// address. A local node's agent is stopped.
     ///
@@ -75,6 +80,7 @@ pub(super) async fn run(cmd: NodeCmd, client: &Client) -> Result<Rendered, Clien
         NodeCmd::Disable { pool, node } => call(Request::DisableNode { pool, node }).await?,
         NodeCmd::Enable { pool, node } => call(Request::EnableNode { pool, node }).await?,
         NodeCmd::Reboot { pool, node } => call(Request::RebootNode { pool, node }).await?,
+        NodeCmd::Reimage { pool, node } => call(Request::ReimageNode { pool, node }).await?,
         NodeCmd::Remove {
             pool,
             node,

@@ -62,6 +62,10 @@ pub enum NodeCommand {
         deallocation: Deallocation,
     },
     FinishRemoval,
+    /// A reboot that also wipes the node's directories (task and start
+    /// task directories, the shared directory, packages, the download
+    /// cache): the node comes back as a fresh one of its pool.
+    Reimage,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -113,6 +117,11 @@ pub enum NodeEvent {
     NodeRemoved {
         at: Timestamp,
     },
+    /// Rebooting with its directories wiped (added last: recorded events
+    /// keep their encoding).
+    NodeReimaging {
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for NodeEvent {
@@ -128,6 +137,7 @@ impl DomainEvent for NodeEvent {
             NodeEvent::NodeOnline { .. } => "NodeOnline",
             NodeEvent::NodeUnusable { .. } => "NodeUnusable",
             NodeEvent::NodeRebooting { .. } => "NodeRebooting",
+            NodeEvent::NodeReimaging { .. } => "NodeReimaging",
             NodeEvent::NodeLeavingPool { .. } => "NodeLeavingPool",
             NodeEvent::NodeRemoved { .. } => "NodeRemoved",
         }
@@ -178,6 +188,9 @@ pub struct Node {
     pub deallocation: Option<Deallocation>,
     pub state_since: Option<Timestamp>,
     pub created_at: Option<Timestamp>,
+    /// Rebooting with its directories to be wiped: its agent is told so,
+    /// until it registers again.
+    pub reimaging: bool,
 }
 
 impl Node {
@@ -312,7 +325,7 @@ impl Aggregate for Node {
     type Command = NodeCommand;
     type Event = NodeEvent;
     const KIND: StreamKind = StreamKind::Node;
-    const STATE_SCHEMA: u32 = 1;
+    const STATE_SCHEMA: u32 = 2;
 
     fn decide(&self, command: &NodeCommand, ctx: &Ctx) -> Result<Vec<NodeEvent>, Rejection> {
         use NodeState as S;
@@ -377,16 +390,24 @@ impl Aggregate for Node {
                     at,
                 }])
             }
-            NodeCommand::Reboot => {
+            NodeCommand::Reboot | NodeCommand::Reimage => {
+                let reimage = matches!(command, NodeCommand::Reimage);
                 ensure(
                     matches!(
                         self.state,
                         S::Idle | S::Running | S::Offline | S::StartTaskFailed | S::Unusable
                     ),
                     RejectionCode::NodeStateConflict,
-                    || self.conflict("reboot").detail,
+                    || {
+                        self.conflict(if reimage { "reimage" } else { "reboot" })
+                            .detail
+                    },
                 )?;
-                Ok(vec![NodeEvent::NodeRebooting { at }])
+                Ok(vec![if reimage {
+                    NodeEvent::NodeReimaging { at }
+                } else {
+                    NodeEvent::NodeRebooting { at }
+                }])
             }
             NodeCommand::RemoveNode { deallocation } => {
                 ensure(
@@ -423,6 +444,7 @@ impl Aggregate for Node {
             | NodeEvent::NodeOnline { at }
             | NodeEvent::NodeUnusable { at, .. }
             | NodeEvent::NodeRebooting { at }
+            | NodeEvent::NodeReimaging { at }
             | NodeEvent::NodeLeavingPool { at, .. }
             | NodeEvent::NodeRemoved { at } => *at,
         };
@@ -451,6 +473,7 @@ impl Aggregate for Node {
                 self.agent = Some(agent.clone());
                 self.running_tasks = 0;
                 self.unusable_reason = None;
+                self.reimaging = false;
                 S::Starting
             }
             (S::Starting | S::StartTaskFailed, NodeEvent::NodeWaitingForStartTask { .. }) => {
@@ -496,9 +519,10 @@ impl Aggregate for Node {
             }
             (
                 S::Idle | S::Running | S::Offline | S::StartTaskFailed | S::Unusable,
-                NodeEvent::NodeRebooting { .. },
+                NodeEvent::NodeRebooting { .. } | NodeEvent::NodeReimaging { .. },
             ) => {
                 self.running_tasks = 0;
+                self.reimaging = matches!(event, NodeEvent::NodeReimaging { .. });
                 S::Rebooting
             }
             (s, NodeEvent::NodeLeavingPool { deallocation, .. })

@@ -377,6 +377,7 @@ impl Service {
             cancel: work.cancel,
             reads: work.reads,
             reboot: work.reboot,
+            reimage: work.reimage,
         })
     }
 }

@@ -49,13 +49,13 @@ impl Service {
                 )
                 .await
             }
-            Request::RebootNode { pool, node } => {
-                self.exec::<Node>(
-                    StreamId::node(account, pool, node),
-                    NodeCommand::Reboot,
-                    ctx(),
-                )
-                .await
+            Request::RebootNode { pool, node } | Request::ReimageNode { pool, node } => {
+                let command = match request {
+                    Request::ReimageNode { .. } => NodeCommand::Reimage,
+                    _ => NodeCommand::Reboot,
+                };
+                self.exec::<Node>(StreamId::node(account, pool, node), command, ctx())
+                    .await
             }
             Request::RemoveNode {
                 pool,

@@ -73,6 +73,7 @@ pub struct AgentWork {
     pub cancel: Vec<AttemptRef>,
     pub reads: Vec<FileRead>,
     pub reboot: bool,
+    pub reimage: bool,
 }
 
 impl AgentWork {
@@ -466,7 +467,7 @@ impl Placement {
         }
         if matches!(
             envelope.event_type.as_str(),
-            "NodeRebooting" | "NodeLeavingPool"
+            "NodeRebooting" | "NodeReimaging" | "NodeLeavingPool"
         ) {
             let ids = envelope.stream.segments();
             if let (3, Ok(node)) = (ids.len(), NodeId::new(ids[2])) {
@@ -530,9 +531,9 @@ impl Placement {
         // A node declared lost that comes back reboots too: its tasks were
         // requeued elsewhere, so it kills what it still runs and joins
         // again clean.
-        let reboot = scheduler
-            .node(&key.0, node)
-            .is_some_and(|n| (n.rebooting || n.unusable) && n.used == 0);
+        let picture = scheduler.node(&key.0, node);
+        let reboot = picture.is_some_and(|n| (n.rebooting || n.unusable) && n.used == 0);
+        let reimage = reboot && picture.is_some_and(|n| n.reimaging());
         // What the agent already runs is not handed out again. A big node
         // lists hundreds (its slots and the work prefetched behind them):
         // looked up, not scanned for each attempt to start.
@@ -548,6 +549,7 @@ impl Placement {
             cancel,
             reads: self.reads.remove(key).unwrap_or_default(),
             reboot,
+            reimage,
         }
     }
 }

@@ -313,7 +313,7 @@ impl Sagas {
                 "TaskCompleted" | "TaskTerminated" | "TaskRequeued" | "TaskDeleted" => {
                     drained = true
                 }
-                "NodeLeavingPool" | "NodeRebooting" => {
+                "NodeLeavingPool" | "NodeRebooting" | "NodeReimaging" => {
                     drained = true;
                     self.clone().on_event(envelope);
                 }
@@ -393,7 +393,7 @@ impl Sagas {
                     Ok(())
                 });
             }
-            "NodeLeavingPool" | "NodeRebooting" => {
+            "NodeLeavingPool" | "NodeRebooting" | "NodeReimaging" => {
                 let Ok(node) = NodeId::new(ids[2]) else {
                     return;
                 };

@@ -130,6 +130,11 @@ impl NodeState {
     pub fn state(&self) -> crate::domain::node::NodeState {
         self.model.state
     }
+
+    /// Rebooting with its directories to be wiped.
+    pub fn reimaging(&self) -> bool {
+        self.model.reimaging
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
