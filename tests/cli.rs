@@ -144,6 +144,44 @@ fn accounts_pools_jobs_tasks_and_events_through_the_cli() {
     // Its options without it are a usage error.
     let out = cli.run(&["pool", "create", "half", "--start-task-retries", "2"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // The pool's update changes it (nodes take it as they join or reboot),
+    // or removes it; an update that names nothing, or both, is a usage
+    // error.
+    let (code, out) = cli.json(&[
+        "pool",
+        "update",
+        "prepared",
+        "--start-task",
+        "echo v2",
+        "--start-task-no-wait",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let (_, pool) = cli.json(&["pool", "show", "prepared"]);
+    let start = &pool["spec"]["start_task"];
+    assert_eq!(start["command_line"]["shell"], "echo v2", "{pool}");
+    assert_eq!(start["wait_for_success"], false, "{pool}");
+    let (code, out) = cli.json(&["pool", "update", "prepared", "--no-start-task"]);
+    assert_eq!(code, 0, "{out}");
+    let (_, pool) = cli.json(&["pool", "show", "prepared"]);
+    assert!(pool["spec"]["start_task"].is_null(), "{pool}");
+    for args in [
+        &["pool", "update", "prepared"][..],
+        &[
+            "pool",
+            "update",
+            "prepared",
+            "--start-task",
+            "x",
+            "--no-start-task",
+        ],
+        &["pool", "update", "prepared", "--start-task-retries", "1"],
+    ] {
+        let out = cli.run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+    }
+    let (code, err) = cli.json(&["pool", "update", "nope", "--no-apps"]);
+    assert_eq!(code, 1);
+    assert_eq!(err["error"]["name"], "PoolNotFound", "{err}");
     // A flag nothing would act on is refused, not stored and ignored.
     let (code, err) = cli.json(&["pool", "create", "mpi", "--inter-node-communication"]);
     assert_eq!(code, 1);

@@ -345,6 +345,23 @@ async fn a_rebooted_node_requeues_its_task_reruns_its_start_task_and_carries_on(
     // task runs once on the fresh node.
     let node_dir = server.data_dir.join("nodes/acme/rb/node-0");
     assert!(node_dir.join("tasks/j/t").exists());
+    // The pool's new start task is what the fresh node runs.
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "pool",
+            "update",
+            "rb",
+            "--start-task",
+            "echo fresh >> \"$LOTE_NODE_SHARED_DIR/boots\"",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = cli(&server, &key, &["node", "reimage", "rb", "node-0"]);
     assert!(
         out.status.success(),
@@ -360,7 +377,7 @@ async fn a_rebooted_node_requeues_its_task_reruns_its_start_task_and_carries_on(
         }
     })
     .await;
-    assert_eq!(boots, "boot\n");
+    assert_eq!(boots, "fresh\n");
     nodes_up(&client, "rb", 1).await;
     assert!(!node_dir.join("tasks/j").exists(), "task files survived");
     assert!(

@@ -77,6 +77,15 @@ pub enum Request {
     },
     /// Refused while jobs on the pool have queued or running tasks,
     /// unless `force`: then those jobs are terminated ("pool deleted").
+    /// Change the pool's start task and application packages. Nodes take
+    /// them as they join and after a reboot or reimage; running nodes keep
+    /// what they have until then.
+    UpdatePool {
+        pool: PoolId,
+        start_task: Option<crate::domain::pool::StartTaskUpdate>,
+        /// The new list, replacing the old; `None` keeps it.
+        application_packages: Option<Vec<crate::domain::spec::PackageRef>>,
+    },
     DeletePool {
         pool: PoolId,
         force: bool,
@@ -462,6 +471,7 @@ impl Request {
             | R::EnableAutoscale { .. }
             | R::DisableAutoscale { .. }
             | R::DeletePool { .. }
+            | R::UpdatePool { .. }
             | R::ShowJoinToken { .. }
             | R::EvaluateAutoscale { .. }
             | R::AutoscaleHistory { .. }
@@ -592,6 +602,7 @@ impl Request {
             EnableAutoscale,
             DisableAutoscale,
             DeletePool,
+            UpdatePool,
             ShowJoinToken,
             ListNodes,
             ShowNode,

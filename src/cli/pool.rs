@@ -9,6 +9,7 @@ use lote::api::{ApiError, Request};
 use lote::client::{Client, ClientError};
 use lote::domain::pool::{
     Deallocation, NodeProvider, NodeSize, PoolSpec, ScaleSettings, SchedulingPolicy,
+    StartTaskUpdate,
 };
 use lote::domain::spec::{CommandLine, StartTask};
 use lote::domain::RejectionCode;
@@ -62,6 +63,37 @@ pub enum PoolCmd {
         start_task: StartTaskArgs,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
+    },
+    /// Change the start task or the application packages. Nodes take them
+    /// as they join and after a reboot or reimage; running nodes keep
+    /// what they have until then (lote node reboot POOL NODE).
+    ///
+    /// Examples:
+    ///   lote pool update render --start-task 'apt-get install -y ffmpeg' --start-task-retries 2
+    ///   lote pool update render --no-start-task
+    ///   lote pool update render --app blender:4.1 --app scenes
+    ///   lote pool update render --no-apps
+    #[command(verbatim_doc_comment)]
+    #[command(group(
+        clap::ArgGroup::new("change")
+            .required(true)
+            .multiple(true)
+            .args(["line", "no_start_task", "apps", "no_apps"])
+    ))]
+    Update {
+        id: PoolId,
+        #[command(flatten)]
+        start_task: StartTaskArgs,
+        /// Remove the start task.
+        #[arg(long, conflicts_with = "line")]
+        no_start_task: bool,
+        /// Replace the application packages with these: ID[:VERSION]
+        /// (repeatable).
+        #[arg(long = "app", value_name = "ID[:VERSION]", value_parser = super::files::app_arg)]
+        apps: Vec<String>,
+        /// Remove every application package.
+        #[arg(long, conflicts_with = "apps")]
+        no_apps: bool,
     },
     /// The account's pools: status, target, slots, resize.
     List,
@@ -289,6 +321,14 @@ impl StartTaskArgs {
     }
 }
 
+/// `--app` values as package references.
+fn app_refs(apps: &[String]) -> Result<Vec<lote::domain::spec::PackageRef>, ClientError> {
+    apps.iter()
+        .map(|a| parse_app(a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|m| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m)))
+}
+
 /// Runs one `lote pool` command.
 pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, ClientError> {
     let call = |r: Request| async move { client.call(&r).await };
@@ -312,13 +352,7 @@ pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, Clien
             request_id,
         } => {
             let start_task = start_task.spec()?;
-            let application_packages = apps
-                .iter()
-                .map(|a| parse_app(a))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|m| {
-                    ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m))
-                })?;
+            let application_packages = app_refs(&apps)?;
             let scale = match autoscale {
                 Some(formula) => ScaleSettings::Autoscale {
                     formula,
@@ -347,6 +381,30 @@ pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, Clien
                 ..PoolSpec::fixed(id, placeholder_account(), nodes, slots)
             };
             call(Request::CreatePool { spec, request_id }).await?
+        }
+        PoolCmd::Update {
+            id,
+            start_task,
+            no_start_task,
+            apps,
+            no_apps,
+        } => {
+            let start_task = match (start_task.spec()?, no_start_task) {
+                (Some(task), _) => Some(StartTaskUpdate::Set(task)),
+                (None, true) => Some(StartTaskUpdate::Remove),
+                (None, false) => None,
+            };
+            let application_packages = match (apps.is_empty(), no_apps) {
+                (false, _) => Some(app_refs(&apps)?),
+                (true, true) => Some(Vec::new()),
+                (true, false) => None,
+            };
+            call(Request::UpdatePool {
+                pool: id,
+                start_task,
+                application_packages,
+            })
+            .await?
         }
         PoolCmd::List => call(Request::ListPools).await?,
         PoolCmd::Show { id } => call(Request::ShowPool { pool: id }).await?,

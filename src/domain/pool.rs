@@ -272,6 +272,22 @@ pub enum PoolCommand {
     RecordAutoscaleRun {
         run: AutoscaleRun,
     },
+    /// Changes the start task and the application packages. Nodes take
+    /// them as they join, and after a reboot or reimage (as in Azure);
+    /// nodes running now keep what they have.
+    UpdatePool {
+        start_task: Option<StartTaskUpdate>,
+        /// The new list, replacing the old; `None` keeps it.
+        application_packages: Option<Vec<crate::domain::spec::PackageRef>>,
+    },
+}
+
+/// What a pool update does to the start task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartTaskUpdate {
+    Set(StartTask),
+    Remove,
 }
 
 /// The pool's figures at one moment, in the order of
@@ -345,6 +361,13 @@ pub enum PoolEvent {
     PoolAutoscaleEvaluated {
         run: AutoscaleRun,
     },
+    /// The start task and packages nodes take from now on (added last:
+    /// recorded events keep their encoding).
+    PoolUpdated {
+        start_task: Option<StartTask>,
+        application_packages: Vec<crate::domain::spec::PackageRef>,
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for PoolEvent {
@@ -360,6 +383,7 @@ impl DomainEvent for PoolEvent {
             PoolEvent::PoolDeleted { .. } => "PoolDeleted",
             PoolEvent::PoolSampled { .. } => "PoolSampled",
             PoolEvent::PoolAutoscaleEvaluated { .. } => "PoolAutoscaleEvaluated",
+            PoolEvent::PoolUpdated { .. } => "PoolUpdated",
         }
     }
     fn schema_version(&self) -> u16 {
@@ -521,6 +545,33 @@ impl Aggregate for Pool {
                 self.live(ctx)?;
                 Ok(vec![PoolEvent::PoolDeleting { at }])
             }
+            PoolCommand::UpdatePool {
+                start_task,
+                application_packages,
+            } => {
+                let mut after = self.live(ctx)?.clone();
+                ensure(
+                    start_task.is_some() || application_packages.is_some(),
+                    RejectionCode::InvalidValue,
+                    || {
+                        "a pool update changes the start task, the application packages or both; it named neither".into()
+                    },
+                )?;
+                match start_task {
+                    Some(StartTaskUpdate::Set(task)) => after.start_task = Some(task.clone()),
+                    Some(StartTaskUpdate::Remove) => after.start_task = None,
+                    None => {}
+                }
+                if let Some(packages) = application_packages {
+                    after.application_packages = packages.clone();
+                }
+                after.validate()?;
+                Ok(vec![PoolEvent::PoolUpdated {
+                    start_task: after.start_task,
+                    application_packages: after.application_packages,
+                    at,
+                }])
+            }
             PoolCommand::FinishDeletion => {
                 let spec = match (&self.status, &self.spec) {
                     (PoolStatus::Deleting, Some(spec)) => spec,
@@ -616,6 +667,19 @@ impl Aggregate for Pool {
                 self.autoscale = Some((formula.clone(), *evaluation_interval_secs));
             }
             (PoolStatus::Active, PoolEvent::PoolAutoscaleDisabled { .. }) => self.autoscale = None,
+            (
+                PoolStatus::Active,
+                PoolEvent::PoolUpdated {
+                    start_task,
+                    application_packages,
+                    ..
+                },
+            ) => {
+                if let Some(spec) = self.spec.as_mut() {
+                    spec.start_task = start_task.clone();
+                    spec.application_packages = application_packages.clone();
+                }
+            }
             (PoolStatus::Active, PoolEvent::PoolDeleting { .. }) => {
                 self.status = PoolStatus::Deleting;
                 self.target_nodes = 0;

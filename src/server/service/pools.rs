@@ -99,6 +99,21 @@ impl Service {
                 )
                 .await
             }
+            Request::UpdatePool {
+                pool,
+                start_task,
+                application_packages,
+            } => {
+                if let Some(packages) = application_packages {
+                    self.blobs.check_refs(account, packages).await?;
+                }
+                let command = PoolCommand::UpdatePool {
+                    start_task: start_task.clone(),
+                    application_packages: application_packages.clone(),
+                };
+                self.exec::<Pool>(call.pool_stream(pool), command, ctx())
+                    .await
+            }
             Request::StopResize { pool } => {
                 self.exec::<Pool>(call.pool_stream(pool), PoolCommand::StopResize, ctx())
                     .await
