@@ -1226,4 +1226,116 @@ async fn oversized_fields_are_refused_by_name_before_anything_is_written() {
         panic!("a job")
     };
     assert_eq!(job.state.tasks_added, 0);
+
+    // Every other request with a field that can be oversized: refused up
+    // front, naming the field and its limit, never an internal error.
+    let huge = "x".repeat(3 << 19);
+    let command = |line: &str| lote::domain::spec::StartTask {
+        command_line: CommandLine::Shell(line.to_string()),
+        env: vec![],
+        resource_files: vec![],
+        wait_for_success: true,
+        retry_count_max: 0,
+    };
+    let far_file = lote::domain::spec::ResourceFile {
+        source: lote::domain::spec::ResourceSource::Url {
+            url: format!("https://example.invalid/{huge}"),
+        },
+        path: "in.txt".into(),
+        mode: None,
+    };
+    let deep_file = lote::domain::spec::ResourceFile {
+        path: huge.clone(),
+        ..far_file.clone()
+    };
+    let cases: Vec<(Request, &str)> = vec![
+        (
+            Request::TerminateJob {
+                job: JobId::new("j").unwrap(),
+                reason: huge.clone(),
+            },
+            "the reason is 1572864 bytes; at most 4096",
+        ),
+        (
+            Request::TerminateTask {
+                job: JobId::new("j").unwrap(),
+                task: TaskId::new("t").unwrap(),
+                reason: huge.clone(),
+            },
+            "the reason is 1572864 bytes; at most 4096",
+        ),
+        (
+            Request::CreatePool {
+                spec: PoolSpec {
+                    display_name: huge.clone(),
+                    ..pool_spec("named")
+                },
+                request_id: None,
+            },
+            "display name",
+        ),
+        (
+            Request::CreatePool {
+                spec: PoolSpec {
+                    start_task: Some(command(&huge)),
+                    ..pool_spec("started")
+                },
+                request_id: None,
+            },
+            "at most 32768",
+        ),
+        (
+            Request::UpdatePool {
+                pool: PoolId::new("p").unwrap(),
+                start_task: Some(lote::domain::pool::StartTaskUpdate::Set(command(&huge))),
+                application_packages: None,
+            },
+            "at most 32768",
+        ),
+        (
+            Request::EnableAutoscale {
+                pool: PoolId::new("p").unwrap(),
+                formula: huge.clone(),
+                evaluation_interval_secs: 300,
+            },
+            "at most 8192",
+        ),
+        (
+            Request::CreateJob {
+                spec: JobSpec {
+                    common_resource_files: vec![far_file],
+                    ..job_spec("far", "p")
+                },
+                request_id: None,
+            },
+            "resource URL is 1572888 bytes; at most 8192",
+        ),
+        (
+            Request::CreateJob {
+                spec: JobSpec {
+                    common_resource_files: vec![deep_file],
+                    ..job_spec("deep", "p")
+                },
+                request_id: None,
+            },
+            "resource file path is 1572864 bytes; at most 4096",
+        ),
+    ];
+    for (request, words) in cases {
+        let err = client.call(&request).await.unwrap_err();
+        let api = err.api().cloned().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(
+            api.rejection,
+            Some(RejectionCode::InvalidValue),
+            "{}: {}",
+            request.name(),
+            api.message
+        );
+        assert!(
+            api.message.contains(words) && api.message.len() < 1024,
+            "{}: {}",
+            request.name(),
+            api.message
+        );
+    }
 }

@@ -14,6 +14,38 @@ use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId, Timestamp};
 /// Most tasks in one [`Request::AddTasks`].
 pub const ADD_TASKS_BATCH_MAX: usize = 1000;
 
+/// Most bytes of a reason given to terminate a job or a task.
+pub const REASON_BYTES_MAX: usize = 4096;
+
+/// Most bytes of a host name, address or version an agent reports.
+pub const AGENT_LABEL_BYTES_MAX: usize = 256;
+
+/// Most bytes of a message an agent reports (a start task's failure, a
+/// task's failure); longer ones are cut, since the agent cannot do better.
+pub const AGENT_MESSAGE_BYTES_MAX: usize = 8 * 1024;
+
+/// `field is N bytes; at most MAX` when `value` is over `max`.
+fn within(field: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.len() > max {
+        return Err(format!("{field} is {} bytes; at most {max}", value.len()));
+    }
+    Ok(())
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, saying so.
+pub fn cut(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    const MARK: &str = " [cut]";
+    let mut end = max.saturating_sub(MARK.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(MARK);
+}
+
 /// What a client may ask. Which credential may ask what is checked by the
 /// server: account management needs the admin key, everything about pools,
 /// jobs and tasks an account key, joining a pool its join token.
@@ -412,6 +444,46 @@ pub enum Family {
 }
 
 impl Request {
+    /// Checks the free-text fields of a request whose own types do not
+    /// bound them (ids, names and specs check themselves): refused up
+    /// front with the field and its limit, before anything is written.
+    pub fn check_sizes(&self) -> Result<(), String> {
+        match self {
+            Request::TerminateJob { reason, .. } | Request::TerminateTask { reason, .. } => {
+                within("the reason", reason, REASON_BYTES_MAX)
+            }
+            Request::JoinPool { name } => within("the node's name", name, AGENT_LABEL_BYTES_MAX),
+            Request::AgentRegister { agent } => {
+                within("the host name", &agent.hostname, AGENT_LABEL_BYTES_MAX)?;
+                within("the address", &agent.address, AGENT_LABEL_BYTES_MAX)?;
+                within(
+                    "the agent version",
+                    &agent.agent_version,
+                    AGENT_LABEL_BYTES_MAX,
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Cuts what an agent reports in free text to its bounds: a report is
+    /// recorded, never refused for a long message.
+    pub fn cut_agent_messages(&mut self) {
+        match self {
+            Request::AgentStartTaskFinished { message, .. } => {
+                cut(message, AGENT_MESSAGE_BYTES_MAX)
+            }
+            Request::AgentCompleted { completions } => {
+                for c in completions {
+                    if let Some((_, why)) = c.result.failure.as_mut() {
+                        cut(why, AGENT_MESSAGE_BYTES_MAX);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The bytes this request sends as its call's [`Call::bulk`].
     pub fn bulk(&self) -> &[u8] {
         match self {
@@ -658,5 +730,32 @@ impl Request {
             ListNodeFiles,
             ReadNodeFile
         )
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[test]
+    fn agent_messages_are_cut_on_a_character_boundary_and_say_so() {
+        let mut report = Request::AgentStartTaskFinished {
+            success: false,
+            exit_code: Some(1),
+            message: "é".repeat(AGENT_MESSAGE_BYTES_MAX),
+        };
+        report.cut_agent_messages();
+        let Request::AgentStartTaskFinished { message, .. } = report else {
+            unreachable!()
+        };
+        assert!(
+            message.len() <= AGENT_MESSAGE_BYTES_MAX,
+            "{}",
+            message.len()
+        );
+        assert!(message.ends_with(" [cut]"));
+        let mut short = "fine".to_string();
+        cut(&mut short, AGENT_MESSAGE_BYTES_MAX);
+        assert_eq!(short, "fine");
     }
 }

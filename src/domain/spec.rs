@@ -129,8 +129,21 @@ pub fn validate_packages(what: &str, refs: &[PackageRef]) -> Result<(), Rejectio
 /// Most resource or output files on one task.
 pub const FILES_PER_TASK_MAX: usize = 1000;
 
+/// Most bytes of a file path or output pattern in a spec.
+pub const PATH_BYTES_MAX: usize = 4096;
+
+/// Most bytes of a resource file's URL.
+pub const URL_BYTES_MAX: usize = 8192;
+
+fn within(what: &str, value: &str, max: usize) -> Result<(), Rejection> {
+    ensure(value.len() <= max, RejectionCode::InvalidValue, || {
+        format!("{what} is {} bytes; at most {max}", value.len())
+    })
+}
+
 /// Checks a path that must stay inside a working directory.
 pub fn validate_relative_path(what: &str, path: &str) -> Result<(), Rejection> {
+    within(&format!("{what} path"), path, PATH_BYTES_MAX)?;
     let bad = path.is_empty()
         || path.starts_with('/')
         || path.contains('\0')
@@ -153,6 +166,7 @@ pub fn validate_files(
     for r in resources {
         validate_relative_path(&format!("{what} resource file"), &r.path)?;
         if let ResourceSource::Url { url } = &r.source {
+            within(&format!("{what} resource URL"), url, URL_BYTES_MAX)?;
             ensure(
                 url.starts_with("http://") || url.starts_with("https://"),
                 RejectionCode::InvalidValue,
@@ -180,6 +194,11 @@ pub fn validate_files(
     for o in outputs {
         // `../stdout.txt` and `../stderr.txt` (beside the working
         // directory) may be uploaded too, as in Azure Batch.
+        within(
+            &format!("{what} output pattern"),
+            &o.pattern,
+            PATH_BYTES_MAX,
+        )?;
         let beside = o.pattern.strip_prefix("../");
         match beside {
             Some(rest) if !rest.contains('/') && !rest.is_empty() => {}

@@ -252,9 +252,13 @@ impl Service {
     async fn dispatch(
         &self,
         caller: Caller,
-        request: Request,
+        mut request: Request,
         body: &[u8],
     ) -> Result<Response, ApiError> {
+        request
+            .check_sizes()
+            .map_err(|why| ApiError::rejected(RejectionCode::InvalidValue, why))?;
+        request.cut_agent_messages();
         match (&caller, request) {
             (_, Request::Ping) => Ok(Response::Pong {
                 server_time: self.clock.now(),
