@@ -51,6 +51,7 @@ const EVENT_TYPES: &[&str] = &[
     "PoolDeleted",
     "PoolSampled",
     "PoolAutoscaleEvaluated",
+    "PoolUpdated",
     "NodeCreating",
     "NodeStarting",
     "NodeWaitingForStartTask",
@@ -61,6 +62,7 @@ const EVENT_TYPES: &[&str] = &[
     "NodeOnline",
     "NodeUnusable",
     "NodeRebooting",
+    "NodeReimaging",
     "NodeLeavingPool",
     "NodeRemoved",
     "JobCreated",
@@ -86,7 +88,7 @@ const EVENT_TYPES: &[&str] = &[
 
 /// The newest golden folder. Bump the minor number when event types are
 /// added without a layout change, and record it.
-const LATEST: &str = "v2";
+const LATEST: &str = "v2.1";
 
 /// Rebuilds every entity of a store into JSON, keyed by entity name.
 fn rebuild_all(store: &EventStore) -> BTreeMap<String, serde_json::Value> {
@@ -173,6 +175,16 @@ async fn record_scenario(core: &Core) {
     core.execute::<Pool>(&pool, PoolCommand::StopResize, ctx(user()))
         .await
         .unwrap();
+    core.execute::<Pool>(
+        &pool,
+        PoolCommand::UpdatePool {
+            start_task: Some(lote::domain::pool::StartTaskUpdate::Remove),
+            application_packages: Some(vec![]),
+        },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
     core.execute::<Pool>(&pool, PoolCommand::CompleteResize, ctx(system()))
         .await
         .unwrap();
@@ -453,6 +465,19 @@ async fn record_scenario(core: &Core) {
     )
     .await
     .unwrap();
+    core.execute::<Node>(&n1, NodeCommand::Reimage, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Node>(
+        &n1,
+        NodeCommand::RegisterAgent {
+            agent: info.clone(),
+            has_start_task: false,
+        },
+        ctx(agent("n1")),
+    )
+    .await
+    .unwrap();
     core.execute::<Node>(&n1, NodeCommand::DisableScheduling, ctx(user()))
         .await
         .unwrap();
@@ -500,13 +525,26 @@ async fn record_scenario(core: &Core) {
         JobCommand::RecordWaiting {
             slots: 1,
             tasks: 2,
-            reasons: vec![WaitReason::NodesFull {
-                nodes: 2,
-                used: 4,
-                slots: 4,
-                most_free: 0,
-                needs: 1,
-            }],
+            reasons: vec![
+                WaitReason::SomeNodesNotWorking {
+                    nodes: 1,
+                    of: 3,
+                    starting: 0,
+                    waiting_for_start_task: 0,
+                    start_task_failed: 0,
+                    offline: 1,
+                    unusable: 0,
+                    rebooting: 0,
+                    leaving: 0,
+                },
+                WaitReason::NodesFull {
+                    nodes: 2,
+                    used: 4,
+                    slots: 4,
+                    most_free: 0,
+                    needs: 1,
+                },
+            ],
         },
         ctx(system()),
     )
@@ -598,8 +636,9 @@ fn same_state(recorded: &serde_json::Value, rebuilt: &serde_json::Value) -> bool
             r.iter()
                 .all(|(k, v)| b.get(k).is_some_and(|got| same_state(v, got)))
                 && b.iter().all(|(k, v)| {
+                    // A field added since, at its default.
                     r.contains_key(k)
-                        || matches!(v, Value::Null)
+                        || matches!(v, Value::Null | Value::Bool(false))
                         || v.as_array().is_some_and(|a| a.is_empty())
                 })
         }
