@@ -1339,3 +1339,60 @@ async fn oversized_fields_are_refused_by_name_before_anything_is_written() {
         );
     }
 }
+
+/// A slow-loris flood (a thousand sockets that connect and send nothing,
+/// half a prefix, or a hello and then a few bytes of a frame that claims
+/// 4 MiB) neither swells the server's memory nor locks out a client that
+/// signs its calls; connections that never authenticate are closed at
+/// their deadline with a reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_loris_flood_is_bounded_and_a_signing_client_gets_answers() {
+    let server = ServerProcess::start(&["--auth-deadline-secs", "3"]);
+    let (client, _, _) = server.account("acme").await;
+    let before = server.rss_bytes();
+    let mut flood = Vec::new();
+    for i in 0..1000 {
+        let mut raw = Raw::connect(&server.addr).await;
+        match i % 3 {
+            0 => {}
+            1 => raw.send(&[0, 0]).await,
+            _ => {
+                raw.send(&lote::client::hello_frame("loris")).await;
+                let mut claim = (4u32 << 20).to_be_bytes().to_vec();
+                claim.extend_from_slice(&[7u8; 1024]);
+                raw.send(&claim).await;
+            }
+        }
+        flood.push(raw);
+    }
+    // A client that signs its calls is answered meanwhile.
+    let fresh = lote::client::Client::new(client.config().clone());
+    for _ in 0..20 {
+        fresh.call(&Request::ListPools).await.unwrap();
+    }
+    let during = server.rss_bytes();
+    assert!(
+        during < 200 << 20,
+        "the server holds {} MiB during the flood (it held {} MiB before)",
+        during >> 20,
+        before >> 20
+    );
+    // One that says hello and never signs a call: closed at its deadline.
+    let mut silent = Raw::ready(&server.addr).await;
+    match silent.frame().await {
+        Some(ServerFrame::Goodbye { error }) => {
+            assert_eq!(error.kind, ErrorKind::Timeout);
+            assert!(
+                error.message.contains("no signed call within 3s"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected a deadline goodbye, got {other:?}"),
+    }
+    // Every flood socket is closed by now (made room for, or timed out).
+    for raw in &mut flood {
+        assert!(raw.closed_within(Duration::from_secs(5)).await);
+    }
+    fresh.call(&Request::ListPools).await.unwrap();
+}

@@ -425,6 +425,38 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// A new start task and packages: the spec they make must be valid.
+    fn decide_update(
+        &self,
+        start_task: &Option<StartTaskUpdate>,
+        application_packages: &Option<Vec<crate::domain::spec::PackageRef>>,
+        ctx: &Ctx,
+        at: Timestamp,
+    ) -> Result<Vec<PoolEvent>, Rejection> {
+        let mut after = self.live(ctx)?.clone();
+        ensure(
+            start_task.is_some() || application_packages.is_some(),
+            RejectionCode::InvalidValue,
+            || {
+                "a pool update changes the start task, the application packages or both; it named neither".into()
+            },
+        )?;
+        match start_task {
+            Some(StartTaskUpdate::Set(task)) => after.start_task = Some(task.clone()),
+            Some(StartTaskUpdate::Remove) => after.start_task = None,
+            None => {}
+        }
+        if let Some(packages) = application_packages {
+            after.application_packages = packages.clone();
+        }
+        after.validate()?;
+        Ok(vec![PoolEvent::PoolUpdated {
+            start_task: after.start_task,
+            application_packages: after.application_packages,
+            at,
+        }])
+    }
+
     fn live(&self, ctx: &Ctx) -> Result<&PoolSpec, Rejection> {
         let spec = match (&self.status, &self.spec) {
             (PoolStatus::Active | PoolStatus::Deleting, Some(spec)) => spec,
@@ -548,30 +580,7 @@ impl Aggregate for Pool {
             PoolCommand::UpdatePool {
                 start_task,
                 application_packages,
-            } => {
-                let mut after = self.live(ctx)?.clone();
-                ensure(
-                    start_task.is_some() || application_packages.is_some(),
-                    RejectionCode::InvalidValue,
-                    || {
-                        "a pool update changes the start task, the application packages or both; it named neither".into()
-                    },
-                )?;
-                match start_task {
-                    Some(StartTaskUpdate::Set(task)) => after.start_task = Some(task.clone()),
-                    Some(StartTaskUpdate::Remove) => after.start_task = None,
-                    None => {}
-                }
-                if let Some(packages) = application_packages {
-                    after.application_packages = packages.clone();
-                }
-                after.validate()?;
-                Ok(vec![PoolEvent::PoolUpdated {
-                    start_task: after.start_task,
-                    application_packages: after.application_packages,
-                    at,
-                }])
-            }
+            } => self.decide_update(start_task, application_packages, ctx, at),
             PoolCommand::FinishDeletion => {
                 let spec = match (&self.status, &self.spec) {
                     (PoolStatus::Deleting, Some(spec)) => spec,

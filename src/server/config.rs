@@ -18,6 +18,16 @@ pub const DEFAULT_CALLS_IN_FLIGHT_MAX: usize = 256;
 pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 300;
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+/// Connections that have not yet made a signed call: past this many, the
+/// oldest is closed to make room (so that idle sockets never fill the
+/// connection cap).
+pub const DEFAULT_UNAUTHENTICATED_MAX: usize = 256;
+/// The same, per source address: one address's flood closes only its own
+/// oldest.
+pub const DEFAULT_UNAUTHENTICATED_PER_SOURCE_MAX: usize = 64;
+/// Seconds a connection has from its first byte to its first call that
+/// authenticates.
+pub const DEFAULT_AUTH_DEADLINE_SECS: u64 = 10;
 /// A node whose agent is silent this long is lost; agents call at least
 /// once a second (their long poll).
 pub const DEFAULT_NODE_LOST_AFTER_SECS: u64 = 5;
@@ -72,6 +82,18 @@ pub struct ServerFlags {
     /// Seconds to let calls in flight finish at shutdown. [default: 30]
     #[arg(long, env = "LOTE_DRAIN_TIMEOUT_SECS")]
     pub drain_timeout_secs: Option<u64>,
+    /// Most connections waiting to authenticate (hello sent, no signed
+    /// call yet); past it the oldest is closed. Keeps idle or slow sockets
+    /// from filling --max-connections. [default: 256]
+    #[arg(long, env = "LOTE_MAX_UNAUTHENTICATED")]
+    pub max_unauthenticated: Option<usize>,
+    /// The same, per source address. [default: 64]
+    #[arg(long, env = "LOTE_MAX_UNAUTHENTICATED_PER_SOURCE")]
+    pub max_unauthenticated_per_source: Option<usize>,
+    /// Seconds a new connection has to make its first signed call.
+    /// [default: 10]
+    #[arg(long, env = "LOTE_AUTH_DEADLINE_SECS")]
+    pub auth_deadline_secs: Option<u64>,
     /// Seconds without a call from a node's agent after which the node is
     /// lost: marked unusable, its tasks requeued (no retry used) and, in a
     /// local pool, the node replaced. [default: 5]
@@ -102,6 +124,9 @@ pub struct ServerConfigFile {
     pub read_timeout_secs: Option<u64>,
     pub idle_timeout_secs: Option<u64>,
     pub drain_timeout_secs: Option<u64>,
+    pub max_unauthenticated: Option<usize>,
+    pub max_unauthenticated_per_source: Option<usize>,
+    pub auth_deadline_secs: Option<u64>,
     pub autoscale_sample_secs: Option<u64>,
     pub autoscale_min_interval_secs: Option<u64>,
     pub node_lost_after_secs: Option<u64>,
@@ -121,6 +146,9 @@ pub struct ServerConfig {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub drain_timeout: Duration,
+    pub unauthenticated_max: usize,
+    pub unauthenticated_per_source_max: usize,
+    pub auth_deadline: Duration,
     pub autoscale_sample: Duration,
     pub autoscale_min_interval_secs: u64,
     pub node_lost_after: Duration,
@@ -155,6 +183,16 @@ impl ServerConfig {
         if config.connections_max == 0 || config.calls_in_flight_max == 0 {
             return Err(ServerError::Config(
                 "max-connections and max-calls-in-flight must be at least 1".into(),
+            ));
+        }
+        if config.unauthenticated_max == 0 || config.unauthenticated_per_source_max == 0 {
+            return Err(ServerError::Config(
+                "max-unauthenticated and max-unauthenticated-per-source must be at least 1".into(),
+            ));
+        }
+        if config.auth_deadline.is_zero() {
+            return Err(ServerError::Config(
+                "auth-deadline-secs must be at least 1".into(),
             ));
         }
         if config.node_lost_after < Duration::from_secs(2) {
@@ -223,6 +261,19 @@ impl ServerConfig {
                 flags.drain_timeout_secs,
                 file.drain_timeout_secs,
                 DEFAULT_DRAIN_TIMEOUT_SECS,
+            ),
+            unauthenticated_max: flags
+                .max_unauthenticated
+                .or(file.max_unauthenticated)
+                .unwrap_or(DEFAULT_UNAUTHENTICATED_MAX),
+            unauthenticated_per_source_max: flags
+                .max_unauthenticated_per_source
+                .or(file.max_unauthenticated_per_source)
+                .unwrap_or(DEFAULT_UNAUTHENTICATED_PER_SOURCE_MAX),
+            auth_deadline: secs(
+                flags.auth_deadline_secs,
+                file.auth_deadline_secs,
+                DEFAULT_AUTH_DEADLINE_SECS,
             ),
             autoscale_sample: secs(
                 flags.autoscale_sample_secs,

@@ -5,17 +5,20 @@
 //! the calls answer, in the order they finish. A bad frame gets a goodbye
 //! naming the problem and closes this connection only.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
+use super::gate::{Evicted, Gate, Waiting};
 use super::{ServerConfig, Service};
 use crate::api::frame::frame_bytes;
 use crate::api::{
@@ -28,11 +31,28 @@ use crate::codec;
 /// turn stops the reader taking more (backpressure on a slow reader).
 const OUTBOX_FRAMES_MAX: usize = 1024;
 
+/// Largest hello: nothing bigger is read before it.
+pub const HELLO_BYTES_MAX: usize = 4 * 1024;
+
+/// Bytes of frame bodies all connections together may hold at once,
+/// from the first byte read to the end of the call. A frame's body is
+/// taken from this budget as its bytes arrive, never as its prefix claims:
+/// a socket that announces 4 MiB and sends five bytes holds five bytes.
+pub const FRAME_BUDGET_BYTES: usize = 512 * 1024 * 1024;
+
+/// A frame body is read (and charged to the budget) this much at a time.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
 pub(super) struct Limits {
     pub connections_max: usize,
     pub calls_in_flight_max: usize,
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub auth_deadline: Duration,
+    /// Connections that have not authenticated yet.
+    pub gate: Rc<Gate>,
+    /// Bytes of frames in flight, across connections.
+    pub budget: Arc<Semaphore>,
 }
 
 impl From<&ServerConfig> for Limits {
@@ -42,8 +62,18 @@ impl From<&ServerConfig> for Limits {
             calls_in_flight_max: c.calls_in_flight_max,
             read_timeout: c.read_timeout,
             idle_timeout: c.idle_timeout,
+            auth_deadline: c.auth_deadline,
+            gate: Gate::new(c.unauthenticated_max, c.unauthenticated_per_source_max),
+            budget: Arc::new(Semaphore::new(FRAME_BUDGET_BYTES)),
         }
     }
+}
+
+/// A frame's body and its share of the byte budget, given back when the
+/// frame (and the call it carries) is done.
+struct Frame {
+    body: Vec<u8>,
+    _budget: Option<OwnedSemaphorePermit>,
 }
 
 /// Why the reader stopped.
@@ -55,13 +85,16 @@ enum ReadEnd {
     Goodbye(ApiError),
 }
 
-/// Reads one frame: waits up to `idle` for it to start, then up to `read`
-/// for all of it. The length is checked before the body is allocated.
+/// Reads one frame of at most `max` bytes: waits up to `idle` for it to
+/// start, then up to `read` for all of it. The body grows as its bytes
+/// arrive, each chunk charged to `budget` first.
 async fn next_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     idle: Duration,
     read: Duration,
-) -> Result<Vec<u8>, ReadEnd> {
+    max: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<Frame, ReadEnd> {
     let mut prefix = [0u8; 4];
     match tokio::time::timeout(idle, reader.read(&mut prefix[..1])).await {
         Err(_) => return Err(ReadEnd::Idle),
@@ -71,12 +104,28 @@ async fn next_frame<R: AsyncRead + Unpin>(
     let rest = async {
         reader.read_exact(&mut prefix[1..]).await?;
         let len = u32::from_be_bytes(prefix) as usize;
-        if len == 0 || len > FRAME_BYTES_MAX {
+        if len == 0 || len > max {
             return Ok(Err(len));
         }
-        let mut body = vec![0u8; len];
-        reader.read_exact(&mut body).await?;
-        Ok::<_, std::io::Error>(Ok(body))
+        let mut body = Vec::new();
+        let mut held: Option<OwnedSemaphorePermit> = None;
+        while body.len() < len {
+            let n = (len - body.len()).min(READ_CHUNK_BYTES);
+            let Ok(permit) = budget.clone().acquire_many_owned(n as u32).await else {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            };
+            match held.as_mut() {
+                Some(h) => h.merge(permit),
+                None => held = Some(permit),
+            }
+            let start = body.len();
+            body.resize(start + n, 0);
+            reader.read_exact(&mut body[start..]).await?;
+        }
+        Ok::<_, std::io::Error>(Ok(Frame {
+            body,
+            _budget: held,
+        }))
     };
     match tokio::time::timeout(read, rest).await {
         Err(_) => Err(ReadEnd::Goodbye(ApiError::new(
@@ -89,7 +138,7 @@ async fn next_frame<R: AsyncRead + Unpin>(
         Ok(Err(_)) => Err(ReadEnd::Closed),
         Ok(Ok(Err(len))) => Err(ReadEnd::Goodbye(ApiError::new(
             ErrorKind::TooLarge,
-            format!("frame length {len} is outside 1..={FRAME_BYTES_MAX} bytes"),
+            format!("frame length {len} is outside 1..={max} bytes"),
         ))),
         Ok(Ok(Ok(body))) => Ok(body),
     }
@@ -123,7 +172,17 @@ pub(super) async fn serve(
         let _ = writer_task.await;
         return;
     }
-    let end = match handshake(&mut reader, &limits, peer).await {
+    // Hostile until a signed call verifies: a short deadline, and a place
+    // at the gate that a flood of newer connections can take.
+    let waiting = limits.gate.enter(peer.ip());
+    let deadline = Instant::now() + limits.auth_deadline;
+    let shook = tokio::select! {
+        biased;
+        why = waiting.evicted() => Err(Some(evicted(why, &limits, peer))),
+        _ = tokio::time::sleep_until(deadline) => Err(Some(too_slow(&limits))),
+        shook = handshake(&mut reader, &limits, peer) => shook,
+    };
+    let end = match shook {
         Ok(()) => {
             let _ = tx
                 .send(ServerFrame::Welcome {
@@ -132,7 +191,17 @@ pub(super) async fn serve(
                     frame_bytes_max: FRAME_BYTES_MAX as u32,
                 })
                 .await;
-            serve_calls(&mut reader, &service, &limits, &tx, stop).await
+            let unauthenticated = Some((waiting, deadline));
+            serve_calls(
+                &mut reader,
+                &service,
+                &limits,
+                &tx,
+                stop,
+                peer,
+                unauthenticated,
+            )
+            .await
         }
         Err(refusal) => refusal,
     };
@@ -144,6 +213,51 @@ pub(super) async fn serve(
     let _ = writer_task.await;
 }
 
+/// The goodbye of a connection closed to make room at the gate.
+fn evicted(why: Evicted, limits: &Limits, peer: SocketAddr) -> ApiError {
+    let whose = match why {
+        Evicted::Source => format!("from {}", peer.ip()),
+        Evicted::All => "in all".to_string(),
+    };
+    ApiError::new(
+        ErrorKind::Overloaded,
+        format!(
+            "closed to make room: too many connections {whose} were waiting to authenticate; \
+             a client signs its first call right after the hello (deadline {}s)",
+            limits.auth_deadline.as_secs()
+        ),
+    )
+}
+
+/// The goodbye of a connection that did not authenticate in time.
+fn too_slow(limits: &Limits) -> ApiError {
+    ApiError::new(
+        ErrorKind::Timeout,
+        format!(
+            "no signed call within {}s of connecting; closing",
+            limits.auth_deadline.as_secs()
+        ),
+    )
+}
+
+/// Resolves when the waiting connection is evicted; never once it has
+/// authenticated.
+async fn evicted_while(waiting: &Option<(Waiting, Instant)>) -> Evicted {
+    match waiting {
+        Some((w, _)) => w.evicted().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at the waiting connection's deadline; never once it has
+/// authenticated.
+async fn deadline_while(waiting: &Option<(Waiting, Instant)>) {
+    match waiting {
+        Some((_, deadline)) => tokio::time::sleep_until(*deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Reads and checks the client's hello: `Err(None)` if the peer left
 /// without one, `Err(Some(refusal))` to say goodbye with.
 async fn handshake(
@@ -151,8 +265,9 @@ async fn handshake(
     limits: &Limits,
     peer: SocketAddr,
 ) -> Result<(), Option<ApiError>> {
-    let hello = match next_frame(reader, limits.read_timeout, limits.read_timeout).await {
-        Ok(body) => codec::decode_message::<ClientFrame>(&body)
+    let read = limits.read_timeout;
+    let hello = match next_frame(reader, read, read, HELLO_BYTES_MAX, &limits.budget).await {
+        Ok(frame) => codec::decode_message::<ClientFrame>(&frame.body)
             .map_err(|e| ApiError::new(ErrorKind::Malformed, format!("not a lote hello: {e}"))),
         Err(ReadEnd::Closed) => return Err(None),
         Err(ReadEnd::Goodbye(e)) => Err(e),
@@ -192,41 +307,74 @@ async fn handshake(
     }
 }
 
+/// What the calls of one connection share with its reader.
+struct Calls {
+    in_flight: Arc<Semaphore>,
+    subscriptions: Rc<RefCell<HashMap<u64, tokio::task::AbortHandle>>>,
+    /// A call that found its own body malformed ends the connection here.
+    fatal: Rc<RefCell<Option<ApiError>>>,
+    fatal_set: Rc<Notify>,
+    /// A call has verified: the connection is authenticated.
+    authenticated: Rc<Cell<bool>>,
+    /// A call ended (its permit is back).
+    settled: Rc<Notify>,
+}
+
 /// Reads calls until the peer leaves, misbehaves, idles or the server
-/// stops; each call runs as a task of its own. Returns the goodbye to
-/// send, once every call in flight has replied.
+/// stops; each call runs as a task of its own. Until a call verifies,
+/// `waiting` holds the connection's place at the gate and its deadline,
+/// and one call at a time is read. Returns the goodbye to send, once
+/// every call in flight has replied.
 async fn serve_calls(
     reader: &mut BufReader<OwnedReadHalf>,
     service: &Rc<Service>,
     limits: &Limits,
     tx: &mpsc::Sender<ServerFrame>,
     mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+    mut waiting: Option<(Waiting, Instant)>,
 ) -> Option<ApiError> {
-    let in_flight = std::sync::Arc::new(Semaphore::new(limits.calls_in_flight_max));
-    let subscriptions: Rc<RefCell<HashMap<u64, tokio::task::AbortHandle>>> = Rc::default();
-    // A call that found its own body malformed ends the connection here.
-    let fatal: Rc<RefCell<Option<ApiError>>> = Rc::default();
-    let fatal_set = Rc::new(tokio::sync::Notify::new());
+    let calls = Calls {
+        in_flight: Arc::new(Semaphore::new(limits.calls_in_flight_max)),
+        subscriptions: Rc::default(),
+        fatal: Rc::default(),
+        fatal_set: Rc::new(Notify::new()),
+        authenticated: Rc::new(Cell::new(false)),
+        settled: Rc::new(Notify::new()),
+    };
     let end = loop {
+        let idle = calls.in_flight.available_permits() == limits.calls_in_flight_max;
+        // Before it authenticates, a connection has one call in flight.
+        let may_read = waiting.is_none() || idle;
         let frame = tokio::select! {
-            _ = fatal_set.notified() => break fatal.borrow_mut().take(),
-            frame = next_frame(reader, limits.idle_timeout, limits.read_timeout) => frame,
+            biased;
+            _ = calls.fatal_set.notified() => break calls.fatal.borrow_mut().take(),
+            why = evicted_while(&waiting) => break Some(evicted(why, limits, peer)),
+            _ = deadline_while(&waiting) => break Some(too_slow(limits)),
+            _ = calls.settled.notified(), if waiting.is_some() => {
+                if calls.authenticated.get() {
+                    waiting = None;
+                }
+                continue;
+            }
             _ = stop.wait_for(|s| *s) => break Some(ApiError::new(
                 ErrorKind::ShuttingDown,
                 "the server is shutting down; calls in flight were finished",
             )),
+            frame = next_frame(
+                reader,
+                limits.idle_timeout,
+                limits.read_timeout,
+                FRAME_BYTES_MAX,
+                &limits.budget,
+            ), if may_read => frame,
         };
-        let body = match frame {
-            Ok(body) => body,
+        let frame = match frame {
+            Ok(frame) => frame,
             Err(ReadEnd::Closed) => break None,
             Err(ReadEnd::Goodbye(e)) => break Some(e),
             // Quiet is not idle while calls run or events stream out.
-            Err(ReadEnd::Idle)
-                if !subscriptions.borrow().is_empty()
-                    || in_flight.available_permits() < limits.calls_in_flight_max =>
-            {
-                continue
-            }
+            Err(ReadEnd::Idle) if !calls.subscriptions.borrow().is_empty() || !idle => continue,
             Err(ReadEnd::Idle) => {
                 break Some(ApiError::new(
                     ErrorKind::Timeout,
@@ -234,7 +382,7 @@ async fn serve_calls(
                 ))
             }
         };
-        match codec::decode_message::<ClientFrame>(&body) {
+        match codec::decode_message::<ClientFrame>(&frame.body) {
             Err(e) => {
                 break Some(ApiError::new(
                     ErrorKind::Malformed,
@@ -248,12 +396,12 @@ async fn serve_calls(
                 ))
             }
             Ok(ClientFrame::Cancel { id }) => {
-                if let Some(handle) = subscriptions.borrow_mut().remove(&id) {
+                if let Some(handle) = calls.subscriptions.borrow_mut().remove(&id) {
                     handle.abort();
                 }
             }
             Ok(ClientFrame::Call(call)) => {
-                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                let Ok(permit) = calls.in_flight.clone().try_acquire_owned() else {
                     let _ = tx
                         .send(ServerFrame::Reply {
                             id: call.id,
@@ -268,47 +416,69 @@ async fn serve_calls(
                         .await;
                     continue;
                 };
-                let service = service.clone();
-                let tx = tx.clone();
-                let subs = subscriptions.clone();
-                let stop = stop.clone();
-                let fatal = fatal.clone();
-                let fatal_set = fatal_set.clone();
-                tokio::task::spawn_local(async move {
-                    let id = call.id;
-                    let outcome = service.call(call, &tx, stop).await;
-                    match outcome {
-                        super::service::CallOutcome::Reply {
-                            result,
-                            fatal: None,
-                        } => {
-                            let _ = tx.send(ServerFrame::Reply { id, result }).await;
-                        }
-                        super::service::CallOutcome::Reply {
-                            result,
-                            fatal: Some(error),
-                        } => {
-                            let _ = tx.send(ServerFrame::Reply { id, result }).await;
-                            *fatal.borrow_mut() = Some(error);
-                            fatal_set.notify_one();
-                        }
-                        super::service::CallOutcome::Subscription(handle) => {
-                            subs.borrow_mut().insert(id, handle);
-                        }
-                    }
-                    drop(permit);
-                });
+                spawn_call(&calls, service, tx, &stop, call, (permit, frame));
             }
         }
     };
     // Let the calls in flight finish and reply before saying goodbye.
-    let _ = in_flight
+    let _ = calls
+        .in_flight
         .acquire_many(limits.calls_in_flight_max as u32)
         .await;
-    for (_, handle) in subscriptions.borrow_mut().drain() {
+    for (_, handle) in calls.subscriptions.borrow_mut().drain() {
         handle.abort();
     }
     end
+}
+
+/// Runs one call as a task of its own; `held` (its in-flight permit and
+/// its frame's bytes) is given back when it has replied.
+fn spawn_call(
+    calls: &Calls,
+    service: &Rc<Service>,
+    tx: &mpsc::Sender<ServerFrame>,
+    stop: &watch::Receiver<bool>,
+    call: crate::api::Call,
+    held: (OwnedSemaphorePermit, Frame),
+) {
+    let service = service.clone();
+    let tx = tx.clone();
+    let stop = stop.clone();
+    let subs = calls.subscriptions.clone();
+    let fatal = calls.fatal.clone();
+    let fatal_set = calls.fatal_set.clone();
+    let authenticated = calls.authenticated.clone();
+    let settled = calls.settled.clone();
+    tokio::task::spawn_local(async move {
+        let id = call.id;
+        let outcome = service.call(call, &tx, stop).await;
+        match outcome {
+            super::service::CallOutcome::Reply {
+                result,
+                fatal: None,
+                verified,
+            } => {
+                authenticated.set(authenticated.get() || verified);
+                let _ = tx.send(ServerFrame::Reply { id, result }).await;
+            }
+            super::service::CallOutcome::Reply {
+                result,
+                fatal: Some(error),
+                verified,
+            } => {
+                authenticated.set(authenticated.get() || verified);
+                let _ = tx.send(ServerFrame::Reply { id, result }).await;
+                *fatal.borrow_mut() = Some(error);
+                fatal_set.notify_one();
+            }
+            super::service::CallOutcome::Subscription(handle) => {
+                authenticated.set(true);
+                subs.borrow_mut().insert(id, handle);
+            }
+        }
+        drop(held);
+        settled.notify_one();
+    });
 }
 
 /// Encodes and writes the connection's outgoing frames, gathering

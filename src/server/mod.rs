@@ -9,6 +9,7 @@ mod blobs;
 mod config;
 mod connection;
 mod embedded;
+mod gate;
 mod service;
 pub mod supervisors;
 

@@ -29,6 +29,17 @@ pub fn lote_bin() -> &'static str {
 }
 
 impl ServerProcess {
+    /// The server's resident memory, from the kernel, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS in /proc/PID/status")
+            * 1024
+    }
+
     /// A server on a fresh temporary data directory.
     pub fn start(extra: &[&str]) -> Self {
         let temp = tempfile::tempdir().unwrap();

@@ -496,10 +496,7 @@ impl Parser {
         let (first, first_depth) = self.unary()?;
         let mut rest = Vec::new();
         let mut depth = first_depth;
-        loop {
-            let Some((op, prec)) = binop(self.peek()) else {
-                break;
-            };
+        while let Some((op, prec)) = binop(self.peek()) {
             if prec < min_prec {
                 break;
             }

@@ -60,6 +60,9 @@ pub enum CallOutcome {
     Reply {
         result: Result<Response, ApiError>,
         fatal: Option<ApiError>,
+        /// The call's signature verified: its connection is no longer
+        /// unauthenticated.
+        verified: bool,
     },
     /// A subscription runs on; the handle ends it.
     Subscription(tokio::task::AbortHandle),
@@ -214,10 +217,17 @@ impl Service {
         let reply = |result| CallOutcome::Reply {
             result,
             fatal: None,
+            verified: true,
         };
         let caller = match self.authenticate(&call).await {
             Ok(c) => c,
-            Err(e) => return reply(Err(e)),
+            Err(e) => {
+                return CallOutcome::Reply {
+                    result: Err(e),
+                    fatal: None,
+                    verified: false,
+                }
+            }
         };
         let decoded = codec::decode_message::<Request>(&call.body)
             .map_err(|e| format!("undecodable request: {e}"))
@@ -232,6 +242,7 @@ impl Service {
                 return CallOutcome::Reply {
                     result: Err(error.clone()),
                     fatal: Some(error),
+                    verified: true,
                 };
             }
         };
