@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::auth::{sign, Signed};
+use crate::api::auth::{sign, Challenge, Signed};
 use crate::api::frame::frame_bytes;
 use crate::api::{
     read_frame, ApiError, CallRef, ClientFrame, ClientFrameRef, Credential, EventView, Hello,
@@ -99,6 +99,8 @@ enum Waiter {
 type Waiters = Arc<Mutex<HashMap<u64, Waiter>>>;
 
 struct Connection {
+    /// From the server's welcome: every call on this connection signs it.
+    challenge: Challenge,
     out: mpsc::Sender<Vec<u8>>,
     waiters: Waiters,
     alive: Arc<AtomicBool>,
@@ -129,12 +131,14 @@ pub fn hello_frame(client: &str) -> Vec<u8> {
     out
 }
 
-/// A signed call for `request` (length prefix included).
+/// A signed call for `request` (length prefix included), for the
+/// connection whose welcome gave `challenge`.
 pub fn call_frame(
     id: u64,
     credential: &Credential,
     key: &str,
     timestamp: i64,
+    challenge: &Challenge,
     request: &Request,
 ) -> Result<Vec<u8>, ClientError> {
     let body = codec::encode_message(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -145,6 +149,7 @@ pub fn call_frame(
     };
     let auth = sign(
         key,
+        challenge,
         id,
         credential.clone(),
         timestamp,
@@ -228,8 +233,8 @@ impl Client {
         .await
         .map_err(|_| connect_err("no welcome from the server".into()))?
         .map_err(|e| connect_err(format!("during the handshake: {e}")))?;
-        match codec::decode_message::<ServerFrame>(&welcome) {
-            Ok(ServerFrame::Welcome { .. }) => {}
+        let challenge = match codec::decode_message::<ServerFrame>(&welcome) {
+            Ok(ServerFrame::Welcome { challenge, .. }) => challenge,
             Ok(ServerFrame::Goodbye { error }) => return Err(ClientError::Refused(error)),
             Ok(other) => {
                 return Err(ClientError::Protocol(format!(
@@ -237,7 +242,7 @@ impl Client {
                 )))
             }
             Err(e) => return Err(ClientError::Protocol(format!("undecodable welcome: {e}"))),
-        }
+        };
 
         let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
         let waiters: Waiters = Arc::default();
@@ -327,18 +332,25 @@ impl Client {
             }
         });
         Ok(Connection {
+            challenge,
             out,
             waiters,
             alive,
         })
     }
 
-    fn frame(&self, id: u64, request: &Request) -> Result<Vec<u8>, ClientError> {
+    fn frame(
+        &self,
+        id: u64,
+        connection: &Connection,
+        request: &Request,
+    ) -> Result<Vec<u8>, ClientError> {
         call_frame(
             id,
             &self.config.credential,
             &self.config.key,
             self.clock.now().as_micros(),
+            &connection.challenge,
             request,
         )
     }
@@ -346,9 +358,9 @@ impl Client {
     /// Sends one request and waits for its reply.
     pub async fn call(&self, request: &Request) -> Result<Response, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = self.frame(id, request)?;
-        let (tx, rx) = oneshot::channel();
         let connection = self.live_connection().await?;
+        let frame = self.frame(id, &connection, request)?;
+        let (tx, rx) = oneshot::channel();
         lock(&connection.waiters).insert(id, Waiter::Call(tx));
         if connection.out.send(frame).await.is_err() {
             lock(&connection.waiters).remove(&id);
@@ -373,9 +385,9 @@ impl Client {
         from: u64,
     ) -> Result<mpsc::Receiver<Result<EventView, ClientError>>, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = self.frame(id, &Request::TailEvents { from })?;
-        let (tx, rx) = mpsc::channel(1024);
         let connection = self.live_connection().await?;
+        let frame = self.frame(id, &connection, &Request::TailEvents { from })?;
+        let (tx, rx) = mpsc::channel(1024);
         lock(&connection.waiters).insert(id, Waiter::Stream(tx));
         if connection.out.send(frame).await.is_err() {
             lock(&connection.waiters).remove(&id);

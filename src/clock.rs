@@ -105,6 +105,12 @@ impl RandomPool {
 }
 
 /// A fresh random id (version 4).
+/// 16 bytes from the operating system's random source (a connection's
+/// challenge).
+pub fn random16() -> [u8; 16] {
+    RANDOM_POOL.with(|pool| pool.borrow_mut().take16())
+}
+
 pub fn new_uuid() -> uuid::Uuid {
     let bytes = RANDOM_POOL.with(|pool| pool.borrow_mut().take16());
     uuid::Builder::from_random_bytes(bytes).into_uuid()

@@ -68,6 +68,14 @@ fn task(id: &str) -> TaskSpec {
     )
 }
 
+/// The token a join-token request (show or rotate) answers with.
+async fn join_token_of(client: &lote::client::Client, request: Request) -> String {
+    match client.call(&request).await.unwrap() {
+        Response::JoinToken { token, .. } => token,
+        other => panic!("expected a join token, got {other:?}"),
+    }
+}
+
 /// Joins the joiner's pool as `host-1`: the node and its credential.
 async fn join_pool(joiner: &lote::client::Client) -> (NodeId, String) {
     let Response::Joined { node, credential } = joiner
@@ -101,6 +109,18 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
         Response::Pools(p) if p.is_empty()
     ));
     let acme = account_cred("acme");
+    // A ListPools call signed with `key` for `raw`'s connection.
+    let list_pools = |id: u64, key: &str, raw: &Raw| {
+        call_frame(
+            id,
+            &acme,
+            key,
+            now_micros(),
+            &raw.challenge,
+            &Request::ListPools,
+        )
+        .unwrap()
+    };
     let request = Request::CreatePool {
         spec: pool_spec("p1"),
         request_id: None,
@@ -109,12 +129,16 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
     // Every single-bit change of a valid call, and appended bytes: none is
     // accepted. (A change that breaks decoding ends the connection; a
     // change inside the signed parts fails the signature.)
-    let valid = call_frame(1, &acme, &primary, now_micros(), &request).unwrap();
-    let body = &valid[4..];
+    let valid_for = |raw: &Raw| {
+        call_frame(1, &acme, &primary, now_micros(), &raw.challenge, &request).unwrap()[4..]
+            .to_vec()
+    };
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
     let mut raw = Raw::ready(&server.addr).await;
-    for bit in 0..body.len() * 8 {
-        let mut copy = body.to_vec();
+    let bits = valid_for(&raw).len() * 8;
+    for bit in 0..bits {
+        // Signed for this connection (a new one has a new challenge).
+        let mut copy = valid_for(&raw);
         copy[bit / 8] ^= 1 << (bit % 8);
         let result = raw.exchange(&framed(&copy)).await;
         assert!(
@@ -136,20 +160,22 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
         "{refused:?}"
     );
     // Bytes appended after the message, inside the frame.
-    let mut longer = body.to_vec();
-    longer.extend_from_slice(b"\0\0\0\0");
     let mut raw = Raw::ready(&server.addr).await;
+    let body = valid_for(&raw);
+    let mut longer = body.clone();
+    longer.extend_from_slice(b"\0\0\0\0");
     assert_eq!(
         kind(&raw.exchange(&framed(&longer)).await),
         Some(ErrorKind::Malformed)
     );
     // Bytes appended to the signed body: the signature no longer matches.
-    let ClientFrame::Call(call) = lote::codec::decode_message::<ClientFrame>(body).unwrap() else {
+    let mut raw = Raw::ready(&server.addr).await;
+    let body = valid_for(&raw);
+    let ClientFrame::Call(call) = lote::codec::decode_message::<ClientFrame>(&body).unwrap() else {
         panic!()
     };
     let mut padded = call.clone();
     padded.body.push(0);
-    let mut raw = Raw::ready(&server.addr).await;
     assert_eq!(
         kind(
             &raw.exchange(&encode_frame(&ClientFrame::Call(padded)))
@@ -159,9 +185,14 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
     );
     // Bulk bytes (an upload chunk's) are outside the signature, but their
     // length is inside it: bytes added beside a call fail it.
+    let mut raw = Raw::ready(&server.addr).await;
+    let ClientFrame::Call(call) =
+        lote::codec::decode_message::<ClientFrame>(&valid_for(&raw)).unwrap()
+    else {
+        panic!()
+    };
     let mut bulky = call.clone();
     bulky.bulk = vec![1, 2, 3];
-    let mut raw = Raw::ready(&server.addr).await;
     assert_eq!(
         kind(
             &raw.exchange(&encode_frame(&ClientFrame::Call(bulky.clone())))
@@ -170,8 +201,10 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
         Some(ErrorKind::BadSignature)
     );
     // Signed with them, on a request that takes none: malformed.
+    let mut raw = Raw::ready(&server.addr).await;
     bulky.auth = sign(
         &primary,
+        &raw.challenge,
         bulky.id,
         acme.clone(),
         now_micros(),
@@ -181,7 +214,6 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
             bulk_len: 3,
         },
     );
-    let mut raw = Raw::ready(&server.addr).await;
     assert_eq!(
         kind(&raw.exchange(&encode_frame(&ClientFrame::Call(bulky))).await),
         Some(ErrorKind::Malformed)
@@ -194,7 +226,16 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
 
     // Wrong key; unknown account.
     let mut raw = Raw::ready(&server.addr).await;
-    let wrong = call_frame(2, &acme, "not-the-key", now_micros(), &Request::ListPools).unwrap();
+    let c = raw.challenge;
+    let wrong = call_frame(
+        2,
+        &acme,
+        "not-the-key",
+        now_micros(),
+        &c,
+        &Request::ListPools,
+    )
+    .unwrap();
     assert_eq!(
         kind(&raw.exchange(&wrong).await),
         Some(ErrorKind::BadSignature)
@@ -204,6 +245,7 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
         &account_cred("nobody"),
         &primary,
         now_micros(),
+        &c,
         &Request::ListPools,
     )
     .unwrap();
@@ -213,24 +255,32 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
     );
 
     // Replay: the same frame twice.
-    let once = call_frame(4, &acme, &primary, now_micros(), &Request::ListPools).unwrap();
+    let once = call_frame(4, &acme, &primary, now_micros(), &c, &Request::ListPools).unwrap();
     assert!(raw.exchange(&once).await.is_ok());
     assert_eq!(
         kind(&raw.exchange(&once).await),
         Some(ErrorKind::NonceReplayed)
     );
-    // And on another connection.
+    // On another connection it does not even verify: its signature covers
+    // the first connection's challenge.
     let mut other = Raw::ready(&server.addr).await;
     assert_eq!(
         kind(&other.exchange(&once).await),
-        Some(ErrorKind::NonceReplayed)
+        Some(ErrorKind::BadSignature)
     );
 
     // Timestamps outside the 15-minute window, either side.
     let minute = 60 * 1_000_000;
     for skew in [-16 * minute, 16 * minute] {
-        let stale =
-            call_frame(5, &acme, &primary, now_micros() + skew, &Request::ListPools).unwrap();
+        let stale = call_frame(
+            5,
+            &acme,
+            &primary,
+            now_micros() + skew,
+            &c,
+            &Request::ListPools,
+        )
+        .unwrap();
         assert_eq!(
             kind(&raw.exchange(&stale).await),
             Some(ErrorKind::ClockSkew)
@@ -241,6 +291,7 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
         &acme,
         &primary,
         now_micros() - 14 * minute,
+        &c,
         &Request::ListPools,
     )
     .unwrap();
@@ -271,14 +322,14 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
     };
     assert_ne!(new_primary, primary);
     assert_eq!(same_secondary, secondary);
-    let old = call_frame(7, &acme, &primary, now_micros(), &Request::ListPools).unwrap();
+    let old = list_pools(7, &primary, &raw);
     assert_eq!(
         kind(&raw.exchange(&old).await),
         Some(ErrorKind::BadSignature)
     );
-    let sec = call_frame(8, &acme, &secondary, now_micros(), &Request::ListPools).unwrap();
+    let sec = list_pools(8, &secondary, &raw);
     assert!(raw.exchange(&sec).await.is_ok());
-    let new = call_frame(9, &acme, &new_primary, now_micros(), &Request::ListPools).unwrap();
+    let new = list_pools(9, &new_primary, &raw);
     assert!(raw.exchange(&new).await.is_ok());
 
     // An account key is not the admin key, and the admin key is no
@@ -288,6 +339,7 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
         &Credential::Admin,
         &new_primary,
         now_micros(),
+        &raw.challenge,
         &Request::ListAccounts,
     )
     .unwrap();
@@ -298,15 +350,43 @@ async fn signatures_refuse_tampering_wrong_and_old_keys_replays_and_stale_times(
     let err = client.call(&Request::ListAccounts).await;
     assert!(err.is_err());
 
+    // A call captured before a restart: accepted once before it, refused
+    // after it (its signature covers a challenge no new connection has).
+    let captured = call_frame(
+        13,
+        &acme,
+        &secondary,
+        now_micros(),
+        &raw.challenge,
+        &Request::ResizePool {
+            pool: PoolId::new("p1").unwrap(),
+            target_nodes: 0,
+            deallocation: Deallocation::Requeue,
+        },
+    )
+    .unwrap();
+    let before = raw.exchange(&captured).await;
+    assert!(
+        !matches!(
+            kind(&before),
+            Some(ErrorKind::BadSignature | ErrorKind::NonceReplayed | ErrorKind::ClockSkew)
+        ),
+        "{before:?}"
+    );
+
     // The regeneration survives a restart.
     let again = server.restart();
     let mut raw = Raw::ready(&again.addr).await;
-    let old = call_frame(11, &acme, &primary, now_micros(), &Request::ListPools).unwrap();
+    assert_eq!(
+        kind(&raw.exchange(&captured).await),
+        Some(ErrorKind::BadSignature)
+    );
+    let old = list_pools(11, &primary, &raw);
     assert_eq!(
         kind(&raw.exchange(&old).await),
         Some(ErrorKind::BadSignature)
     );
-    let new = call_frame(12, &acme, &new_primary, now_micros(), &Request::ListPools).unwrap();
+    let new = list_pools(12, &new_primary, &raw);
     assert!(raw.exchange(&new).await.is_ok());
 }
 
@@ -668,8 +748,18 @@ async fn hostile_connections_hurt_only_themselves() {
     }
     // A call before the hello.
     let mut rude = Raw::connect(&server.addr).await;
-    rude.send(&call_frame(1, &Credential::Admin, "x", now_micros(), &Request::Ping).unwrap())
-        .await;
+    rude.send(
+        &call_frame(
+            1,
+            &Credential::Admin,
+            "x",
+            now_micros(),
+            &[0; 16],
+            &Request::Ping,
+        )
+        .unwrap(),
+    )
+    .await;
     assert!(
         matches!(rude.frame().await, Some(ServerFrame::Goodbye { error }) if error.kind == ErrorKind::HandshakeRequired)
     );
@@ -680,6 +770,7 @@ async fn hostile_connections_hurt_only_themselves() {
     let body = b"\xff\xff\xff not a request".to_vec();
     let auth = sign(
         &server.admin_key,
+        &odd.challenge,
         5,
         Credential::Admin,
         now_micros(),
@@ -737,15 +828,13 @@ async fn agents_join_with_a_token_and_credentials_do_not_cross() {
     let server = ServerProcess::start(&[]);
     let (client, primary, _) = server.account("acme").await;
     create_pool(&client, "farm").await;
-    let Response::JoinToken { token, .. } = client
-        .call(&Request::ShowJoinToken {
+    let token = join_token_of(
+        &client,
+        Request::ShowJoinToken {
             pool: PoolId::new("farm").unwrap(),
-        })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+        },
+    )
+    .await;
     let join_cred = Credential::Join {
         account: AccountName::new("acme").unwrap(),
         pool: PoolId::new("farm").unwrap(),
@@ -759,7 +848,7 @@ async fn agents_join_with_a_token_and_credentials_do_not_cross() {
     );
     let (node, credential) = join_pool(&joiner).await;
     // A wrong token does not join.
-    let bad = server.client(join_cred, "0000");
+    let bad = server.client(join_cred.clone(), "0000");
     assert_eq!(
         error_kind(bad.call(&Request::JoinPool { name: "x".into() }).await).unwrap(),
         ErrorKind::BadSignature
@@ -776,6 +865,21 @@ async fn agents_join_with_a_token_and_credentials_do_not_cross() {
             principal: lote::types::Principal::Node { .. }
         }
     ));
+    // A rotated join token: the old one joins no more, the new one does,
+    // and the node that joined keeps its own credential.
+    let farm = || PoolId::new("farm").unwrap();
+    let rotated = join_token_of(&client, Request::RotateJoinToken { pool: farm() }).await;
+    assert_ne!(rotated, token);
+    let shown = join_token_of(&client, Request::ShowJoinToken { pool: farm() }).await;
+    assert_eq!(shown, rotated, "show gives the rotated token");
+    let stale = server.client(join_cred.clone(), &token);
+    assert_eq!(
+        error_kind(stale.call(&Request::JoinPool { name: "y".into() }).await).unwrap(),
+        ErrorKind::BadSignature
+    );
+    let fresh = server.client(join_cred.clone(), &rotated);
+    join_pool(&fresh).await;
+    assert!(agent.call(&Request::Whoami).await.is_ok());
     // The node credential cannot act as the account...
     assert_eq!(
         rejection(agent.call(&Request::ListPools).await),
@@ -809,8 +913,9 @@ async fn agents_join_with_a_token_and_credentials_do_not_cross() {
     else {
         panic!()
     };
-    assert_eq!(nodes.len(), 1);
-    assert_eq!(nodes[0].state.id.as_ref(), Some(&node));
+    // Its first node, and the one that joined with the rotated token.
+    assert_eq!(nodes.len(), 2);
+    assert!(nodes.iter().any(|n| n.state.id.as_ref() == Some(&node)));
 }
 
 /// An agent's completions travel in batches: each is answered on its own,

@@ -52,6 +52,7 @@ const EVENT_TYPES: &[&str] = &[
     "PoolSampled",
     "PoolAutoscaleEvaluated",
     "PoolUpdated",
+    "PoolJoinTokenRotated",
     "NodeCreating",
     "NodeStarting",
     "NodeWaitingForStartTask",
@@ -173,6 +174,9 @@ async fn record_scenario(core: &Core) {
     .await
     .unwrap();
     core.execute::<Pool>(&pool, PoolCommand::StopResize, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Pool>(&pool, PoolCommand::RotateJoinToken, ctx(user()))
         .await
         .unwrap();
     core.execute::<Pool>(
@@ -639,6 +643,7 @@ fn same_state(recorded: &serde_json::Value, rebuilt: &serde_json::Value) -> bool
                     // A field added since, at its default.
                     r.contains_key(k)
                         || matches!(v, Value::Null | Value::Bool(false))
+                        || v.as_u64() == Some(0)
                         || v.as_array().is_some_and(|a| a.is_empty())
                 })
         }

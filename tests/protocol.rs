@@ -121,7 +121,7 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
                     body: &body,
                     bulk_len: bulk.len() as u64,
                 };
-                let auth = sign("key", id, cred, ts, nonce, signed);
+                let auth = sign("key", &[5; 16], id, cred, ts, nonce, signed);
                 ClientFrame::Call(Call {
                     id,
                     auth,
@@ -165,7 +165,7 @@ proptest! {
             request.attach_bulk(call.bulk.clone()).unwrap();
             prop_assert_eq!(request.bulk(), &call.bulk[..]);
             // What the client library sends is this very frame.
-            let sent = call_frame(call.id, &call.auth.credential, "key", call.auth.timestamp, &request).unwrap();
+            let sent = call_frame(call.id, &call.auth.credential, "key", call.auth.timestamp, &[5; 16], &request).unwrap();
             let sent = decode_message::<ClientFrame>(&sent[4..]).unwrap();
             let ClientFrame::Call(sent) = sent else { panic!("a call") };
             prop_assert_eq!((&sent.body, &sent.bulk), (&call.body, &call.bulk));

@@ -11,7 +11,7 @@ use crate::types::{AccountName, NodeId, PoolId};
 
 /// Version of this protocol. A server speaks exactly its own version and
 /// says so in its refusal, so an old client knows to upgrade.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// First bytes of every hello, so that a stray client of another protocol
 /// is told so instead of getting a decode error.
@@ -131,6 +131,9 @@ pub enum ServerFrame {
         version: u16,
         server: String,
         frame_bytes_max: u32,
+        /// Random, new for this connection: every call's signature covers
+        /// it (see `auth::string_to_sign`).
+        challenge: [u8; 16],
     },
     Reply {
         id: u64,

@@ -123,6 +123,11 @@ pub enum Request {
         force: bool,
     },
     /// The token agents use to join this pool.
+    /// A new join token for the pool: the old one joins no more nodes;
+    /// nodes already in keep working. Answers with the new token.
+    RotateJoinToken {
+        pool: PoolId,
+    },
     ShowJoinToken {
         pool: PoolId,
     },
@@ -545,6 +550,7 @@ impl Request {
             | R::DeletePool { .. }
             | R::UpdatePool { .. }
             | R::ShowJoinToken { .. }
+            | R::RotateJoinToken { .. }
             | R::EvaluateAutoscale { .. }
             | R::AutoscaleHistory { .. }
             | R::ReplayAutoscale { .. } => Family::Pools,
@@ -676,6 +682,7 @@ impl Request {
             DeletePool,
             UpdatePool,
             ShowJoinToken,
+            RotateJoinToken,
             ListNodes,
             ShowNode,
             DisableNode,

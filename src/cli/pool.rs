@@ -120,7 +120,16 @@ pub enum PoolCmd {
         force: bool,
     },
     /// The token a remote agent needs to join this pool.
-    JoinToken { id: PoolId },
+    ///
+    /// With --rotate, a new token replaces it: the old one joins no more
+    /// nodes (a leaked token is revoked), while nodes already in keep
+    /// their own credentials.
+    JoinToken {
+        id: PoolId,
+        /// Replace the token with a new one and print it.
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Size the pool by formula (Azure Batch's language): enable, disable,
     /// evaluate without applying, see past runs, replay over history.
     #[command(subcommand)]
@@ -422,7 +431,12 @@ pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, Clien
         }
         PoolCmd::StopResize { id } => call(Request::StopResize { pool: id }).await?,
         PoolCmd::Delete { id, force } => call(Request::DeletePool { pool: id, force }).await?,
-        PoolCmd::JoinToken { id } => call(Request::ShowJoinToken { pool: id }).await?,
+        PoolCmd::JoinToken { id, rotate: false } => {
+            call(Request::ShowJoinToken { pool: id }).await?
+        }
+        PoolCmd::JoinToken { id, rotate: true } => {
+            call(Request::RotateJoinToken { pool: id }).await?
+        }
         PoolCmd::Autoscale(cmd) => match cmd {
             AutoscaleCmd::Enable {
                 pool,

@@ -280,6 +280,9 @@ pub enum PoolCommand {
         /// The new list, replacing the old; `None` keeps it.
         application_packages: Option<Vec<crate::domain::spec::PackageRef>>,
     },
+    /// A new join token; the old one joins no more node (nodes that
+    /// joined keep their own credentials).
+    RotateJoinToken,
 }
 
 /// What a pool update does to the start task.
@@ -368,6 +371,11 @@ pub enum PoolEvent {
         application_packages: Vec<crate::domain::spec::PackageRef>,
         at: Timestamp,
     },
+    /// The join token's new generation (added last).
+    PoolJoinTokenRotated {
+        generation: u32,
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for PoolEvent {
@@ -384,6 +392,7 @@ impl DomainEvent for PoolEvent {
             PoolEvent::PoolSampled { .. } => "PoolSampled",
             PoolEvent::PoolAutoscaleEvaluated { .. } => "PoolAutoscaleEvaluated",
             PoolEvent::PoolUpdated { .. } => "PoolUpdated",
+            PoolEvent::PoolJoinTokenRotated { .. } => "PoolJoinTokenRotated",
         }
     }
     fn schema_version(&self) -> u16 {
@@ -422,6 +431,9 @@ pub struct Pool {
     pub autoscale: Option<(String, u64)>,
     pub created_at: Option<Timestamp>,
     pub resized_at: Option<Timestamp>,
+    /// How many times the join token was rotated: each rotation derives a
+    /// new token and the old one stops joining.
+    pub join_token_generation: u32,
 }
 
 impl Pool {
@@ -486,7 +498,7 @@ impl Aggregate for Pool {
     type Command = PoolCommand;
     type Event = PoolEvent;
     const KIND: StreamKind = StreamKind::Pool;
-    const STATE_SCHEMA: u32 = 2;
+    const STATE_SCHEMA: u32 = 3;
 
     fn decide(&self, command: &PoolCommand, ctx: &Ctx) -> Result<Vec<PoolEvent>, Rejection> {
         let at = ctx.now;
@@ -581,6 +593,13 @@ impl Aggregate for Pool {
                 start_task,
                 application_packages,
             } => self.decide_update(start_task, application_packages, ctx, at),
+            PoolCommand::RotateJoinToken => {
+                self.live(ctx)?;
+                Ok(vec![PoolEvent::PoolJoinTokenRotated {
+                    generation: self.join_token_generation.saturating_add(1),
+                    at,
+                }])
+            }
             PoolCommand::FinishDeletion => {
                 let spec = match (&self.status, &self.spec) {
                     (PoolStatus::Deleting, Some(spec)) => spec,
@@ -676,6 +695,9 @@ impl Aggregate for Pool {
                 self.autoscale = Some((formula.clone(), *evaluation_interval_secs));
             }
             (PoolStatus::Active, PoolEvent::PoolAutoscaleDisabled { .. }) => self.autoscale = None,
+            (PoolStatus::Active, PoolEvent::PoolJoinTokenRotated { generation, .. }) => {
+                self.join_token_generation = *generation;
+            }
             (
                 PoolStatus::Active,
                 PoolEvent::PoolUpdated {

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::gate::{Evicted, Gate, Waiting};
+use super::service::authenticate::Session;
 use super::{ServerConfig, Service};
 use crate::api::frame::frame_bytes;
 use crate::api::{
@@ -184,24 +185,27 @@ pub(super) async fn serve(
     };
     let end = match shook {
         Ok(()) => {
+            // Every signature on this connection covers it: a call
+            // captured here verifies on no other connection, now or after
+            // a restart.
+            let session = Rc::new(Session::new(crate::clock::random16()));
             let _ = tx
                 .send(ServerFrame::Welcome {
                     version: PROTOCOL_VERSION,
                     server: format!("lote/{}", env!("CARGO_PKG_VERSION")),
                     frame_bytes_max: FRAME_BYTES_MAX as u32,
+                    challenge: session.challenge,
                 })
                 .await;
             let unauthenticated = Some((waiting, deadline));
-            serve_calls(
-                &mut reader,
-                &service,
-                &limits,
-                &tx,
-                stop,
+            let conn = Conn {
+                service: &service,
+                session: &session,
+                limits: &limits,
+                tx: &tx,
                 peer,
-                unauthenticated,
-            )
-            .await
+            };
+            serve_calls(&mut reader, &conn, stop, unauthenticated).await
         }
         Err(refusal) => refusal,
     };
@@ -325,15 +329,22 @@ struct Calls {
 /// `waiting` holds the connection's place at the gate and its deadline,
 /// and one call at a time is read. Returns the goodbye to send, once
 /// every call in flight has replied.
+/// One connection past its hello.
+struct Conn<'a> {
+    service: &'a Rc<Service>,
+    session: &'a Rc<Session>,
+    limits: &'a Limits,
+    tx: &'a mpsc::Sender<ServerFrame>,
+    peer: SocketAddr,
+}
+
 async fn serve_calls(
     reader: &mut BufReader<OwnedReadHalf>,
-    service: &Rc<Service>,
-    limits: &Limits,
-    tx: &mpsc::Sender<ServerFrame>,
+    conn: &Conn<'_>,
     mut stop: watch::Receiver<bool>,
-    peer: SocketAddr,
     mut waiting: Option<(Waiting, Instant)>,
 ) -> Option<ApiError> {
+    let (limits, tx, peer) = (conn.limits, conn.tx, conn.peer);
     let calls = Calls {
         in_flight: Arc::new(Semaphore::new(limits.calls_in_flight_max)),
         subscriptions: Rc::default(),
@@ -416,7 +427,7 @@ async fn serve_calls(
                         .await;
                     continue;
                 };
-                spawn_call(&calls, service, tx, &stop, call, (permit, frame));
+                spawn_call(&calls, conn, &stop, call, (permit, frame));
             }
         }
     };
@@ -435,14 +446,14 @@ async fn serve_calls(
 /// its frame's bytes) is given back when it has replied.
 fn spawn_call(
     calls: &Calls,
-    service: &Rc<Service>,
-    tx: &mpsc::Sender<ServerFrame>,
+    conn: &Conn<'_>,
     stop: &watch::Receiver<bool>,
     call: crate::api::Call,
     held: (OwnedSemaphorePermit, Frame),
 ) {
-    let service = service.clone();
-    let tx = tx.clone();
+    let service = conn.service.clone();
+    let session = conn.session.clone();
+    let tx = conn.tx.clone();
     let stop = stop.clone();
     let subs = calls.subscriptions.clone();
     let fatal = calls.fatal.clone();
@@ -451,7 +462,7 @@ fn spawn_call(
     let settled = calls.settled.clone();
     tokio::task::spawn_local(async move {
         let id = call.id;
-        let outcome = service.call(call, &tx, stop).await;
+        let outcome = service.call(call, &session, &tx, stop).await;
         match outcome {
             super::service::CallOutcome::Reply {
                 result,

@@ -260,12 +260,15 @@ pub fn stop_local_agents(data_dir: &Path) {
 /// A raw connection: bytes in, frames out.
 pub struct Raw {
     pub stream: TcpStream,
+    /// The challenge of this connection's welcome (zeros before it).
+    pub challenge: [u8; 16],
 }
 
 impl Raw {
     pub async fn connect(addr: &str) -> Raw {
         Raw {
             stream: TcpStream::connect(addr).await.unwrap(),
+            challenge: [0; 16],
         }
     }
 
@@ -274,7 +277,10 @@ impl Raw {
         let mut raw = Raw::connect(addr).await;
         raw.send(&lote::client::hello_frame("raw-test")).await;
         match raw.frame().await {
-            Some(ServerFrame::Welcome { .. }) => raw,
+            Some(ServerFrame::Welcome { challenge, .. }) => {
+                raw.challenge = challenge;
+                raw
+            }
             other => panic!("expected welcome, got {other:?}"),
         }
     }

@@ -1,8 +1,12 @@
-//! Who a call comes from: the signature against the credential's keys,
-//! then the time window, then the nonce.
+//! Who a call comes from: the signature (over the connection's challenge)
+//! against the credential's keys, then the time window, then the call id,
+//! which a connection may use once.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 
 use super::{Caller, Service};
-use crate::api::auth::{self, NonceRefusal, Signed, CLOCK_SKEW_SECS_MAX};
+use crate::api::auth::{self, Challenge, Signed, CLOCK_SKEW_SECS_MAX};
 use crate::api::{ApiError, Call, Credential, ErrorKind};
 use crate::domain::account::Account;
 use crate::domain::node::Node;
@@ -17,10 +21,64 @@ fn bad_signature() -> ApiError {
     )
 }
 
+/// Call ids a connection may still use: past this many below the highest
+/// seen, an id is refused as a replay.
+pub const CALL_ID_WINDOW: u64 = 4096;
+
+/// One connection as authentication sees it: the challenge its welcome
+/// gave, and the call ids it has used. Its memory is bounded by the
+/// window, and it goes with the connection: there is no record shared by
+/// every client to fill, and nothing to lose at a restart (a new
+/// connection has a new challenge that no captured call covers).
+pub struct Session {
+    pub challenge: Challenge,
+    ids: RefCell<CallIds>,
+}
+
+impl Session {
+    pub fn new(challenge: Challenge) -> Self {
+        Session {
+            challenge,
+            ids: RefCell::default(),
+        }
+    }
+}
+
+/// The ids used within the window below the highest one seen.
+#[derive(Default)]
+struct CallIds {
+    highest: u64,
+    used: BTreeSet<u64>,
+}
+
+impl CallIds {
+    /// Takes `id` once; false for an id used before or too old to tell.
+    fn take(&mut self, id: u64) -> bool {
+        if id + CALL_ID_WINDOW <= self.highest {
+            return false;
+        }
+        if !self.used.insert(id) {
+            return false;
+        }
+        if id > self.highest {
+            self.highest = id;
+            let floor = self.highest.saturating_sub(CALL_ID_WINDOW);
+            while self.used.first().is_some_and(|first| *first <= floor) {
+                self.used.pop_first();
+            }
+        }
+        true
+    }
+}
+
 impl Service {
-    /// Checks the signature, the time window and the nonce, in that order
-    /// (nothing unsigned may fill the nonce cache).
-    pub(super) async fn authenticate(&self, call: &Call) -> Result<Caller, ApiError> {
+    /// Checks the signature, the time window and the call id, in that
+    /// order (nothing unsigned is recorded).
+    pub(super) async fn authenticate(
+        &self,
+        call: &Call,
+        session: &Session,
+    ) -> Result<Caller, ApiError> {
         let cred = &call.auth.credential;
         let (keys, caller): (Vec<String>, Caller) = match cred {
             Credential::Admin => (vec![self.admin_key.clone()], Caller::Admin),
@@ -39,14 +97,14 @@ impl Service {
                 (keys, Caller::Account(account.clone(), Box::new(state)))
             }
             Credential::Join { account, pool } => {
-                let live = self
+                let state = self
                     .existing::<Pool>(&StreamId::pool(account, pool))
                     .await?
-                    .is_some_and(|p| p.state.status == PoolStatus::Active);
-                let keys = if live {
-                    vec![self.join_token(account, pool)]
-                } else {
-                    Vec::new()
+                    .map(|p| p.state)
+                    .filter(|p| p.status == PoolStatus::Active);
+                let keys = match state {
+                    Some(p) => vec![self.join_token(account, pool, p.join_token_generation)],
+                    None => Vec::new(),
                 };
                 (
                     keys,
@@ -82,15 +140,22 @@ impl Service {
         };
         // An unknown account costs an HMAC too, so timing does not tell
         // whether it exists.
+        let challenge = &session.challenge;
         let ok = if keys.is_empty() {
-            auth::verify(&self.admin_key, call.id, &call.auth, Signed::body(b""));
+            auth::verify(
+                &self.admin_key,
+                challenge,
+                call.id,
+                &call.auth,
+                Signed::body(b""),
+            );
             false
         } else {
             let signed = Signed {
                 body: &call.body,
                 bulk_len: call.bulk.len() as u64,
             };
-            auth::verify_any(&keys, call.id, &call.auth, signed)
+            auth::verify_any(&keys, challenge, call.id, &call.auth, signed)
         };
         if !ok {
             return Err(bad_signature());
@@ -106,21 +171,42 @@ impl Service {
                 ),
             ));
         }
-        match self.nonces.borrow_mut().check_and_insert(
-            cred,
-            call.auth.nonce,
-            call.auth.timestamp,
-            now,
-        ) {
-            Ok(()) => Ok(caller),
-            Err(NonceRefusal::Replayed) => Err(ApiError::new(
+        if !session.ids.borrow_mut().take(call.id) {
+            return Err(ApiError::new(
                 ErrorKind::NonceReplayed,
-                "this nonce was already used: a replayed request is refused",
-            )),
-            Err(NonceRefusal::Full) => Err(ApiError::new(
-                ErrorKind::Overloaded,
-                "too many requests in the replay window; try again shortly",
-            )),
+                format!(
+                    "call id {} was already used on this connection (or is more than {CALL_ID_WINDOW} below its newest): a replayed request is refused",
+                    call.id
+                ),
+            ));
         }
+        Ok(caller)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_takes_each_call_id_once_within_its_window() {
+        let mut ids = CallIds::default();
+        assert!(ids.take(1));
+        assert!(!ids.take(1), "the same id twice");
+        assert!(ids.take(3));
+        assert!(ids.take(2), "out of order, once");
+        assert!(!ids.take(2));
+        assert!(ids.take(10_000));
+        assert!(!ids.take(3), "below the window: refused, not forgotten");
+        assert!(ids.take(10_000 - CALL_ID_WINDOW + 1));
+        assert!(!ids.take(10_000 - CALL_ID_WINDOW));
+        assert!(ids.used.len() <= CALL_ID_WINDOW as usize);
+        for id in 10_001..30_000 {
+            assert!(ids.take(id));
+        }
+        assert!(
+            ids.used.len() <= CALL_ID_WINDOW as usize,
+            "memory stays bounded"
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 mod accounts;
 mod agents;
-mod authenticate;
+pub(super) mod authenticate;
 mod blobs;
 mod entities;
 mod events;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::actors::{Core, CoreError};
-use crate::api::auth::{self, NonceCache};
+use crate::api::auth;
 use crate::api::{ApiError, Call, ErrorKind, Family, Request, Response, ServerFrame};
 use crate::clock::{new_uuid, Clock};
 use crate::codec;
@@ -74,7 +74,6 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     admin_key: String,
     server_secret: String,
-    nonces: RefCell<NonceCache>,
     /// The load each node last reported, and when.
     loads: RefCell<std::collections::HashMap<StreamId, (u32, std::time::Instant)>>,
     blobs: Rc<super::blobs::Blobs>,
@@ -175,7 +174,6 @@ impl Service {
             clock,
             admin_key,
             server_secret,
-            nonces: RefCell::new(NonceCache::default()),
             loads: RefCell::default(),
             blobs,
         }
@@ -185,9 +183,14 @@ impl Service {
         &self.core
     }
 
-    /// The token agents use to join `pool` of `account`.
-    pub fn join_token(&self, account: &AccountName, pool: &PoolId) -> String {
-        auth::derive_secret(&self.server_secret, &format!("join:{account}/{pool}"))
+    /// The token agents use to join `pool` of `account`, in its
+    /// `generation` (0 until the first rotation, derived as it always was).
+    pub fn join_token(&self, account: &AccountName, pool: &PoolId, generation: u32) -> String {
+        let purpose = match generation {
+            0 => format!("join:{account}/{pool}"),
+            g => format!("join:{account}/{pool}#{g}"),
+        };
+        auth::derive_secret(&self.server_secret, &purpose)
     }
 
     pub(super) fn node_credential(
@@ -211,6 +214,7 @@ impl Service {
     pub async fn call(
         self: Rc<Self>,
         mut call: Call,
+        session: &authenticate::Session,
         tx: &mpsc::Sender<ServerFrame>,
         stop: watch::Receiver<bool>,
     ) -> CallOutcome {
@@ -219,7 +223,7 @@ impl Service {
             fatal: None,
             verified: true,
         };
-        let caller = match self.authenticate(&call).await {
+        let caller = match self.authenticate(&call, session).await {
             Ok(c) => c,
             Err(e) => {
                 return CallOutcome::Reply {

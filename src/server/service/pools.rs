@@ -77,11 +77,23 @@ impl Service {
                     .await?,
             )),
             Request::ShowJoinToken { pool } => {
-                self.show::<Pool>(&call.pool_stream(pool), pool.as_str())
+                let state = self
+                    .show::<Pool>(&call.pool_stream(pool), pool.as_str())
+                    .await?
+                    .state;
+                Ok(Response::JoinToken {
+                    pool: pool.clone(),
+                    token: self.join_token(account, pool, state.join_token_generation),
+                })
+            }
+            Request::RotateJoinToken { pool } => {
+                let outcome = self
+                    .core
+                    .execute::<Pool>(&call.pool_stream(pool), PoolCommand::RotateJoinToken, ctx())
                     .await?;
                 Ok(Response::JoinToken {
                     pool: pool.clone(),
-                    token: self.join_token(account, pool),
+                    token: self.join_token(account, pool, outcome.state.join_token_generation),
                 })
             }
             Request::ResizePool {
