@@ -96,6 +96,13 @@ enum Command {
         /// Name shown for this node [default: the host name].
         #[arg(long)]
         name: Option<String>,
+        /// Run tasks and the start task as root, as the agent. By default an
+        /// agent running as root runs them as an unprivileged user of the
+        /// pool, which cannot read the agent's credential, its cache or
+        /// other nodes' files. Only for pools whose every task is trusted
+        /// with the whole machine.
+        #[arg(long)]
+        run_tasks_as_root: bool,
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -197,6 +204,7 @@ fn main() -> ExitCode {
             root,
             slots,
             name,
+            run_tasks_as_root,
         } => {
             let config = lote::agent::AgentConfig {
                 server: cli
@@ -209,6 +217,7 @@ fn main() -> ExitCode {
                 pool,
                 join_token,
                 task_slots: slots,
+                tasks_as_root: run_tasks_as_root,
                 name: name.unwrap_or_else(|| {
                     std::fs::read_to_string("/etc/hostname")
                         .map(|h| h.trim().to_string())

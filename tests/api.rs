@@ -1137,7 +1137,7 @@ async fn sigterm_drains_calls_in_flight_and_keeps_every_acknowledged_write() {
 #[test]
 fn a_taken_port_and_a_locked_data_dir_get_clear_messages() {
     let server = ServerProcess::start(&[]);
-    let other = tempfile::tempdir().unwrap();
+    let other = open_tempdir();
     let out = std::process::Command::new(lote_bin())
         .args(["server", "--listen", &server.addr, "--data-dir"])
         .arg(other.path())

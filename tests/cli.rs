@@ -19,7 +19,7 @@ impl<'a> Cli<'a> {
         Cli {
             server,
             env: vec![("LOTE_SERVER".into(), server.addr.clone())],
-            config_home: tempfile::tempdir().unwrap(),
+            config_home: open_tempdir(),
         }
     }
 
@@ -622,7 +622,7 @@ fn help_teaches() {
 #[tokio::test]
 async fn server_settings_come_from_flag_then_environment_then_file() {
     use lote::api::{Credential, Request};
-    let data = tempfile::tempdir().unwrap();
+    let data = open_tempdir();
     let config = data.path().join("server.toml");
     std::fs::write(
         &config,

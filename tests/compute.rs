@@ -21,8 +21,8 @@ async fn remote_agents_run_tasks_with_retries_launch_failures_and_timeouts() {
     let (client, _, _) = server.account("acme").await;
     let token = remote_pool(&client, "farm", 2, SchedulingPolicy::Spread).await;
     create_job(&client, "j", "farm").await;
-    let nodes = tempfile::tempdir().unwrap();
-    let runs = tempfile::tempdir().unwrap();
+    let nodes = open_tempdir();
+    let runs = open_tempdir();
     let roots = [nodes.path().join("n0"), nodes.path().join("n1")];
     let _agents = start_agents(&server, "farm", &token, &[&roots[0], &roots[1]], 2);
     // Both nodes up before the work comes: a node that registers late
@@ -140,7 +140,7 @@ async fn pack_fills_one_node_before_the_next_and_oversized_tasks_are_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("slots"), "{err}");
 
-    let nodes = tempfile::tempdir().unwrap();
+    let nodes = open_tempdir();
     let roots = [nodes.path().join("a"), nodes.path().join("b")];
     let _agents = start_agents(&server, "packed", &token, &[&roots[0], &roots[1]], 3);
     // Wait for both nodes to be up before adding work.
@@ -169,13 +169,13 @@ async fn pack_fills_one_node_before_the_next_and_oversized_tasks_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_pool_starts_its_agents_runs_tasks_and_deleting_it_stops_everything() {
     // The nodes live apart from the log (--nodes-dir).
-    let nodes = tempfile::tempdir().unwrap();
+    let nodes = open_tempdir();
     let server = ServerProcess::start(&["--nodes-dir", nodes.path().to_str().unwrap()]);
     let (client, _, _) = server.account("acme").await;
     let env = Env::new(&client);
     env.pool("local").nodes(2).slots(2).without_waiting().await;
     env.job("j").on("local").await;
-    let marks = tempfile::tempdir().unwrap();
+    let marks = open_tempdir();
     let mut tasks: Vec<TaskSpec> = (0..20)
         .map(|i| shell(&format!("t{i}"), "sha256sum /etc/hostname > digest.txt"))
         .collect();
@@ -249,7 +249,7 @@ async fn a_failed_start_task_keeps_its_node_out_of_placement() {
         )
         .await;
     }
-    let roots = tempfile::tempdir().unwrap();
+    let roots = open_tempdir();
     let good_root = roots.path().join("good");
     let bad_root = roots.path().join("bad");
     let _good = start_agents(
@@ -300,7 +300,7 @@ async fn a_failed_start_task_keeps_its_node_out_of_placement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_and_local_agents_get_none_of_the_servers_environment() {
     const SECRET: &str = "lote-test-secret-that-must-not-leak";
-    let temp = tempfile::tempdir().unwrap();
+    let temp = open_tempdir();
     let mut cmd = std::process::Command::new(lote_bin());
     cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(temp.path())
@@ -391,7 +391,7 @@ async fn a_refused_agent_says_why() {
     let server = ServerProcess::start(&[]);
     let (client, _, _) = server.account("acme").await;
     let token = remote_pool(&client, "far", 1, SchedulingPolicy::Pack).await;
-    let root = tempfile::tempdir().unwrap();
+    let root = open_tempdir();
     let agent = |token: &str| {
         std::process::Command::new(lote_bin())
             .args(["agent", "--server", &server.addr])
@@ -432,4 +432,111 @@ async fn a_refused_agent_says_why() {
         said.contains("no longer accepts this node's credential"),
         "{said}"
     );
+}
+
+/// Tasks run as their pool's unprivileged user: a corpus of attempts to
+/// read the server's keys and log, another node's credential, the agent's
+/// log, another tenant's running task, or to write outside their own
+/// directories, each of which must fail; their own working directory and
+/// the node's shared directory stay theirs. Needs root (an agent that is
+/// not root runs tasks as itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cannot_read_the_servers_keys_other_nodes_or_other_tenants() {
+    if !lote::agent::user::is_root() {
+        eprintln!("skipped: tasks switch users only under an agent running as root");
+        return;
+    }
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let (other, _, _) = server.account("other").await;
+    // Another tenant's task, running, with a file of its own.
+    Env::new(&other).pool("q").nodes(1).slots(1).await;
+    Env::new(&other)
+        .job("theirs")
+        .on("q")
+        .tasks([shell("secret", "echo othersecret > mine.txt; sleep 120")])
+        .await;
+    eventually(Duration::from_secs(30), "their task running", || async {
+        match task(&other, "theirs", "secret").await.state.status {
+            TaskStatus::Running => Ok(()),
+            s => Err(format!("{s:?}")),
+        }
+    })
+    .await;
+    Env::new(&client).pool("p").nodes(2).slots(1).await;
+    let data = server.data_dir.display().to_string();
+    let nodes = format!("{data}/nodes");
+    let theirs = format!("{nodes}/other/q/node-0");
+    let reads = [
+        ("admin-key", format!("{data}/admin.key")),
+        ("server-secret", format!("{data}/server.secret")),
+        ("log-current", format!("{data}/CURRENT")),
+        ("blob-index", format!("{data}/blobs/index/CURRENT")),
+        (
+            "other-node-credential",
+            format!("{nodes}/acme/p/node-1/node.toml"),
+        ),
+        (
+            "own-node-credential",
+            format!("{nodes}/acme/p/node-0/node.toml"),
+        ),
+        ("own-agent-log", format!("{nodes}/acme/p/node-0/agent.log")),
+        ("other-tenant-credential", format!("{theirs}/node.toml")),
+        (
+            "other-tenant-task-file",
+            format!("{theirs}/tasks/theirs/secret/1/wd/mine.txt"),
+        ),
+    ];
+    let lists = [
+        ("list-data-dir", data.clone()),
+        ("list-nodes", nodes.clone()),
+        ("list-other-tenant-tasks", format!("{theirs}/tasks")),
+        ("list-other-tenant-job", format!("{theirs}/tasks/theirs")),
+        (
+            "list-other-tenant-attempt",
+            format!("{theirs}/tasks/theirs/secret/1"),
+        ),
+        ("list-cache", format!("{nodes}/acme/p/node-0/cache")),
+    ];
+    let writes = [
+        ("write-data-dir", format!("{data}/pwned")),
+        ("write-node-root", format!("{nodes}/acme/p/node-0/pwned")),
+        ("write-etc", "/etc/lote-pwned".to_string()),
+        ("write-other-shared", format!("{theirs}/shared/pwned")),
+    ];
+    let mut script = String::from("id -u; ");
+    for (name, path) in &reads {
+        script += &format!("cat '{path}' >/dev/null 2>&1 && echo LEAK:{name}; ");
+    }
+    for (name, path) in &lists {
+        script += &format!("ls '{path}' >/dev/null 2>&1 && echo LEAK:{name}; ");
+    }
+    for (name, path) in &writes {
+        script += &format!("touch '{path}' 2>/dev/null && echo LEAK:{name}; ");
+    }
+    script += "echo mine > own.txt && echo CAN:own; ";
+    script += "echo ours > \"$LOTE_NODE_SHARED_DIR/ours\" && echo CAN:shared; ";
+    script += "cat \"$LOTE_TASK_WORKING_DIR/own.txt\" >/dev/null && echo CAN:own-by-path";
+    Env::new(&client)
+        .job("probe")
+        .on("p")
+        .tasks([shell("attack", &script)])
+        .await;
+    wait_job(&client, "probe", Duration::from_secs(60)).await;
+    let t = task(&client, "probe", "attack").await.state;
+    let node = t.placement.as_ref().map(|p| p.node.to_string()).unwrap();
+    let out = std::fs::read_to_string(format!(
+        "{nodes}/acme/p/{node}/tasks/probe/attack/1/stdout.txt"
+    ))
+    .unwrap();
+    let leaks: Vec<&str> = out.lines().filter(|l| l.starts_with("LEAK:")).collect();
+    assert!(leaks.is_empty(), "a task got through: {leaks:?}\n{out}");
+    for can in ["CAN:own", "CAN:shared", "CAN:own-by-path"] {
+        assert!(out.lines().any(|l| l == can), "{can} missing:\n{out}");
+    }
+    let uid: u32 = out.lines().next().unwrap().trim().parse().unwrap();
+    let range = lote::agent::user::TASK_UID_BASE
+        ..lote::agent::user::TASK_UID_BASE + lote::agent::user::TASK_UID_SPAN;
+    assert!(range.contains(&uid), "the task ran as uid {uid}");
+    assert!(!Path::new("/etc/lote-pwned").exists());
 }

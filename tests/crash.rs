@@ -51,7 +51,7 @@ async fn ten_crashes_lose_nothing_and_run_nothing_twice() {
         });
     println!("seed {seed} (LOTE_TEST_SEED={seed} repeats this run)");
     let mut rng = Rng(seed);
-    let marks = tempfile::tempdir().unwrap();
+    let marks = open_tempdir();
     let mut server = ServerProcess::start(&[]);
     let (mut client, key, _) = server.account("acme").await;
     Env::new(&client).pool("p").nodes(2).slots(2).await;
@@ -135,7 +135,7 @@ fn reconnect(server: &ServerProcess, key: &str) -> lote::client::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_that_ends_while_the_server_is_down_is_recorded_once_and_not_run_again() {
-    let marks = tempfile::tempdir().unwrap();
+    let marks = open_tempdir();
     let mark = marks.path().join("t");
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;

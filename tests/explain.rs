@@ -206,7 +206,7 @@ async fn every_wait_reason_from_a_real_situation() {
     };
     create_pool_spec(&client, spec).await;
     let token = join_token(&client, "small").await;
-    let root = tempfile::tempdir().unwrap();
+    let root = open_tempdir();
     let _agents = start_agents(&server, "small", &token, &[root.path()], 2);
     nodes_up(&client, "small", 1).await;
     create_job(&client, "js", "small").await;

@@ -119,8 +119,8 @@ async fn a_silent_remote_agent_is_lost_then_rejoins_and_its_stale_attempt_is_ref
     let server = ServerProcess::start(LOST_AFTER);
     let (client, _, _) = server.account("acme").await;
     let token = remote_pool(&client, "r", 1, SchedulingPolicy::Spread).await;
-    let roots = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let marks = tempfile::tempdir().unwrap();
+    let roots = [open_tempdir(), open_tempdir()];
+    let marks = open_tempdir();
     let paths: Vec<&std::path::Path> = roots.iter().map(|r| r.path()).collect();
     let agents = start_agents(&server, "r", &token, &paths, 1);
     nodes_up(&client, "r", 2).await;

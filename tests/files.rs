@@ -102,7 +102,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 async fn a_200_mib_blob_round_trips_with_its_checksum_in_bounded_memory() {
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;
-    let work = tempfile::tempdir().unwrap();
+    let work = open_tempdir();
     let src = work.path().join("big.bin");
     const SIZE: usize = 200 << 20;
     random_file(&src, SIZE, 7);
@@ -347,7 +347,7 @@ fn http_server(body: Vec<u8>) -> String {
 async fn inputs_are_fetched_once_per_node_and_outputs_uploaded_per_condition() {
     let server = ServerProcess::start(&[]);
     let (client, _key, _) = server.account("acme").await;
-    let work = tempfile::tempdir().unwrap();
+    let work = open_tempdir();
     let shared = work.path().join("shared.bin");
     random_file(&shared, 3 << 20, 11);
     let shared_sha = sha256_file(&shared);
@@ -795,7 +795,7 @@ async fn upload_package(
 async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;
-    let work = tempfile::tempdir().unwrap();
+    let work = open_tempdir();
     let z = |name: &str| work.path().join(name);
     let tool = |v: &str| format!("#!/bin/sh\necho tool {v}\n").into_bytes();
     zip_file(&z("v1.zip"), &[("bin/tool", &tool("1.0"), 0o755)], None);
@@ -961,7 +961,7 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
 async fn the_blob_and_file_commands_work_from_the_cli() {
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;
-    let work = tempfile::tempdir().unwrap();
+    let work = open_tempdir();
     let dir = work.path().join("frames");
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     std::fs::write(dir.join("a.txt"), "a").unwrap();
@@ -1063,7 +1063,7 @@ async fn the_blob_and_file_commands_work_from_the_cli() {
 async fn a_pools_packages_are_unpacked_as_its_nodes_join() {
     let server = ServerProcess::start(&[]);
     let (client, _, _) = server.account("acme").await;
-    let work = tempfile::tempdir().unwrap();
+    let work = open_tempdir();
     let zip = work.path().join("tool.zip");
     zip_file(
         &zip,

@@ -110,7 +110,7 @@ async fn pool_with_job(
     let env = Env::new(&client);
     env.pool(pool).nodes(nodes).slots(slots).await;
     env.job("j").on(pool).await;
-    (server, client, key, tempfile::tempdir().unwrap())
+    (server, client, key, open_tempdir())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +141,7 @@ async fn a_local_pool_grows_and_shrinks_and_terminating_a_job_kills_its_tasks() 
 
     // One sleeper per node.
     create_job(&client, "j", "elastic").await;
-    let marks = tempfile::tempdir().unwrap();
+    let marks = open_tempdir();
     add(
         &client,
         "j",
@@ -308,7 +308,7 @@ async fn a_rebooted_node_requeues_its_task_reruns_its_start_task_and_carries_on(
     create_pool(&client, "rb", NodeProvider::Local, 1, 1, Some(boot)).await;
     nodes_up(&client, "rb", 1).await;
     create_job(&client, "j", "rb").await;
-    let marks = tempfile::tempdir().unwrap();
+    let marks = open_tempdir();
     add(
         &client,
         "j",
@@ -394,7 +394,7 @@ async fn task_output_is_read_from_the_node_and_add_many_submits_in_idempotent_ba
     let env = Env::new(&client);
     env.pool("out").nodes(1).slots(2).without_waiting().await;
     env.job("j").on("out").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = open_tempdir();
     let file = dir.path().join("tasks.jsonl");
     std::fs::write(
         &file,
@@ -531,7 +531,7 @@ async fn wall_clock_limits_retention_and_detached_children() {
     let server = ServerProcess::start(&[]);
     let (client, key, _) = server.account("acme").await;
     local_pool(&client, "w", 1, 2).await;
-    let marks = tempfile::tempdir().unwrap();
+    let marks = open_tempdir();
 
     // A job past its wall-clock time is terminated with its tasks.
     let spec = JobSpec {
@@ -665,7 +665,7 @@ async fn reading_output_from_a_silent_node_fails_clearly() {
     )
     .await;
     create_job(&client, "j", "far").await;
-    let root = tempfile::tempdir().unwrap();
+    let root = open_tempdir();
     let mut agents = start_agents(&server, "far", &token, &[root.path()], 1);
     add(&client, "j", vec![shell("t", "echo hello")]).await;
     wait_job(&client, "j", Duration::from_secs(30)).await;
@@ -830,7 +830,7 @@ async fn leftovers_of_a_finished_task_die_and_the_agent_reaps_what_it_adopts() {
     let env = Env::new(&client);
     env.pool("w").nodes(1).slots(1).without_waiting().await;
     env.job("j").on("w").await;
-    let marks = tempfile::tempdir().unwrap();
+    let marks = open_tempdir();
     let m = marks.path().display();
     add(
         &client,

@@ -142,6 +142,8 @@ pub(super) struct TaskEnv {
     pub(super) reports: Reporter,
     /// The pool's packages, as registration said.
     pub(super) pool_packages: std::sync::Mutex<Vec<PackageRef>>,
+    /// Who tasks run as (`None`: the agent's own user).
+    pub(super) user: Option<super::user::TaskUser>,
 }
 
 impl TaskEnv {
@@ -206,7 +208,17 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             "cannot create {}: {e}",
             wd.display()
         ))),
-        Ok(()) => env.stage_inputs(&a, &wd).await.map_err(resource_failure),
+        Ok(()) => match env.stage_inputs(&a, &wd).await {
+            // The attempt's directory and its inputs are the task's; the
+            // rest of the node is not.
+            Ok(apps) => super::user::give(&dir, env.user, 0o700)
+                .and_then(|_| super::user::give_tree(&wd, env.user))
+                .map(|_| apps)
+                .map_err(|e| {
+                    launch_failure(format!("cannot hand {} to the task: {e}", dir.display()))
+                }),
+            Err(why) => Err(resource_failure(why)),
+        },
     };
     let child = staged.and_then(|apps| {
         let mut vars = vec![
@@ -303,14 +315,20 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
 /// Creates `tasks/JOB/TASK/ATTEMPT/wd`, parents first: the usual case (the
 /// job's directory exists) costs three mkdir calls, not the five of
 /// `create_dir_all` failing down from the leaf.
+/// The job's and task's directories let a task through to its own
+/// attempt (0711) but list nothing: no task learns another's ids.
 pub(super) fn make_attempt_dirs(dir: &Path) -> std::io::Result<()> {
-    let mkdir = |d: &Path| match std::fs::create_dir(d) {
+    use std::os::unix::fs::DirBuilderExt;
+    let mkdir = |d: &Path| match std::fs::DirBuilder::new().mode(0o711).create(d) {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         other => other,
     };
     let task_dir = dir.parent().expect("an attempt directory has a parent");
     match mkdir(task_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(task_dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(task_dir)?,
         other => other?,
     }
     mkdir(dir)?;

@@ -24,6 +24,7 @@ mod retention;
 pub mod staging;
 mod start_task;
 pub mod usage;
+pub mod user;
 
 use crate::api::agent::NodeCredential;
 use crate::api::{Assignment, AttemptRef, Completion, Credential, Request, Response};
@@ -57,6 +58,8 @@ pub struct AgentConfig {
     pub join_token: Option<String>,
     pub task_slots: u32,
     pub name: String,
+    /// Run tasks as root even when the agent is root (`--run-tasks-as-root`).
+    pub tasks_as_root: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +172,14 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     let shared_dir = config.root.join("shared");
     std::fs::create_dir_all(&shared_dir)
         .map_err(FileError::new("shared directory", &shared_dir))?;
+    // The directories on the way to a task's own (tasks/JOB/TASK) must
+    // let its user through whatever mask the agent was started with (a
+    // local agent inherits the server's 077); what is private is made so
+    // by its own mode (the credential, the cache, each attempt's 0700).
+    // SAFETY: umask only sets this process's file creation mask.
+    unsafe { libc::umask(0o022) };
+    let task_user = user::decide(&cred.account, &cred.pool, config.tasks_as_root);
+    close_node_root(&config.root, task_user)?;
     let info = AgentInfo {
         hostname: host_name().unwrap_or_else(|| config.name.clone()),
         address: local_address(&config.server),
@@ -185,6 +196,7 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         shared: shared_dir.clone(),
         stager: Stager::new(client.clone(), config.root.clone()),
         pool_packages: std::sync::Mutex::default(),
+        user: task_user,
         slots: Arc::new(tokio::sync::Semaphore::new(info.task_slots as usize)),
         slot_count: info.task_slots,
         reports: Reporter::start(client.clone(), RETRY_PAUSE),
@@ -234,10 +246,12 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if reimage {
-            let root = config.root.clone();
-            tokio::task::spawn_blocking(move || wipe(&root))
-                .await
-                .map_err(|e| AgentError::Setup(format!("the reimage failed: {e}")))??;
+            let (root, task_user) = (config.root.clone(), env.user);
+            tokio::task::spawn_blocking(move || {
+                wipe(&root).and_then(|_| node_dirs(&root, task_user))
+            })
+            .await
+            .map_err(|e| AgentError::Setup(format!("the reimage failed: {e}")))??;
         }
     }
 }
@@ -246,7 +260,7 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
 /// (`node.toml`) and its log.
 const WIPED_BY_REIMAGE: &[&str] = &["tasks", "starttask", "shared", "apps", "cache"];
 
-/// Wipes the node's directories, leaving an empty shared directory.
+/// Wipes the node's directories (`node_dirs` makes them anew).
 fn wipe(root: &Path) -> Result<(), AgentError> {
     for name in WIPED_BY_REIMAGE {
         let dir = root.join(name);
@@ -256,8 +270,43 @@ fn wipe(root: &Path) -> Result<(), AgentError> {
             Err(e) => return Err(FileError::new("a directory to reimage", &dir)(e).into()),
         }
     }
+    Ok(())
+}
+
+/// The node's directory as tasks may see it: the root traversable only,
+/// the shared directory the task user's, the cache root's alone.
+fn node_dirs(root: &Path, task_user: Option<user::TaskUser>) -> Result<(), AgentError> {
     let shared = root.join("shared");
-    std::fs::create_dir_all(&shared).map_err(FileError::new("shared directory", &shared))?;
+    let cache = root.join("cache");
+    let tasks = root.join("tasks");
+    for dir in [&shared, &cache, &tasks] {
+        std::fs::create_dir_all(dir).map_err(FileError::new("node directory", dir))?;
+    }
+    user::close(root, 0o711).map_err(FileError::new("node root", root))?;
+    user::close(&tasks, 0o711).map_err(FileError::new("tasks directory", &tasks))?;
+    user::close(&cache, 0o700).map_err(FileError::new("cache directory", &cache))?;
+    user::give(&shared, task_user, 0o770).map_err(FileError::new("shared directory", &shared))?;
+    Ok(())
+}
+
+/// Prepares the node's directories and says who tasks run as.
+fn close_node_root(root: &Path, task_user: Option<user::TaskUser>) -> Result<(), AgentError> {
+    node_dirs(root, task_user)?;
+    match task_user {
+        Some(u) => tracing::info!(
+            uid = u.uid,
+            gid = u.gid,
+            "tasks run as the pool's unprivileged user"
+        ),
+        None if user::is_root() => tracing::warn!(
+            "tasks run as root (--run-tasks-as-root): every task can read this node's credential and anything else on the machine"
+        ),
+        // SAFETY: geteuid takes nothing and cannot fail.
+        None => tracing::info!(
+            uid = unsafe { libc::geteuid() },
+            "the agent is not root: tasks run as the agent's own user and can read what it can"
+        ),
+    }
     Ok(())
 }
 

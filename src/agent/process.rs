@@ -75,7 +75,8 @@ pub(super) fn spawn(
         CommandLine::Shell(_) => format!("cannot start /bin/sh: {e}"),
     };
     let stdin = dev_null_file();
-    if let Some(stdin) = stdin {
+    // posix_spawn cannot change the user: a task user takes `Command`.
+    if let Some(stdin) = stdin.filter(|_| env.user.is_none()) {
         let (stdout, stderr) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
         let spec = launch::Launch {
             program,
@@ -114,6 +115,10 @@ pub(super) fn spawn(
         .env_clear()
         .envs(launch::BASE_ENV)
         .envs(vars);
+    if let Some(user) = env.user {
+        // As root, std also drops every supplementary group.
+        cmd.uid(user.uid).gid(user.gid);
+    }
     proc_tree::spawn_owned(&mut cmd)
         .map(|(child, _owned)| Proc::Command { child, _owned })
         .map_err(cannot)

@@ -55,6 +55,14 @@ pub(super) async fn run_start_task_once(
         Ok(apps) => apps,
         Err(why) => return resource_failure(why),
     };
+    let handed = super::user::give(&dir, env.user, 0o700)
+        .and_then(|_| super::user::give_tree(&wd, env.user));
+    if let Err(e) = handed {
+        return launch_failure(format!(
+            "cannot hand {} to the start task: {e}",
+            dir.display()
+        ));
+    }
     let spawned = {
         let mut vars = vec![(
             "LOTE_START_TASK_ATTEMPT".to_string(),

@@ -118,13 +118,43 @@ pub async fn run(
     result
 }
 
+/// The data directory as tasks of local pools may see it: they pass
+/// through it to the nodes directory (0711) and can open nothing else,
+/// also what an older version left readable.
+fn close_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let data = &config.data_dir;
+    let set = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(FileError::new("data directory", path))
+    };
+    let nodes_inside = config.nodes_dir.parent() == Some(data.as_path());
+    set(data, if nodes_inside { 0o711 } else { 0o700 })?;
+    for entry in std::fs::read_dir(data).map_err(FileError::new("data directory", data))? {
+        let Ok(entry) = entry else { continue };
+        let path = entry.path();
+        if path == config.nodes_dir {
+            continue;
+        }
+        let dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        set(&path, if dir { 0o700 } else { 0o600 })?;
+    }
+    Ok(())
+}
+
 async fn serve(
     config: ServerConfig,
     on_started: impl FnOnce(&Started),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    // Everything the server writes is its own: the log (account keys are
+    // in it), the blobs, the keys. Tasks of local pools run as other users
+    // and must not read any of it.
+    // SAFETY: umask only sets this process's file creation mask.
+    unsafe { libc::umask(0o077) };
     std::fs::create_dir_all(&config.data_dir)
         .map_err(FileError::new("data directory", &config.data_dir))?;
+    close_data_dir(&config)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = EventStore::open(
         &config.data_dir,

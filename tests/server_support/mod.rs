@@ -42,7 +42,7 @@ impl ServerProcess {
 
     /// A server on a fresh temporary data directory.
     pub fn start(extra: &[&str]) -> Self {
-        let temp = tempfile::tempdir().unwrap();
+        let temp = open_tempdir();
         let mut server = Self::start_in(temp.path(), extra).unwrap();
         server._temp = Some(temp);
         server
@@ -398,4 +398,15 @@ impl ServerProcess {
         again._temp = temp;
         again
     }
+}
+
+/// A temporary directory that tasks can enter and write: an agent running
+/// as root runs tasks as the pool's unprivileged user, which a private
+/// (0700) directory would shut out of the node directories and markers
+/// below it.
+pub fn open_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
 }

@@ -47,6 +47,12 @@ pub fn start_agent(
         )
     };
     std::fs::create_dir_all(&root).map_err(|e| fail("node directory", &e))?;
+    // Tasks run as their pool's user: they may pass through the nodes
+    // directory to their own node's, and list nothing on the way.
+    let pool = root.parent().expect("a node directory is in its pool's");
+    for dir in [nodes_dir, pool.parent().unwrap_or(pool), pool, &root] {
+        traversable(dir).map_err(|e| fail("node directory", &e))?;
+    }
     let text = toml::to_string(cred).map_err(|e| fail("credential", &e))?;
     write_owner_only(&root.join("node.toml"), &text, "node credential", true)
         .map_err(|e| fail("credential", &e))?;
@@ -93,6 +99,12 @@ pub fn start_agent(
         let _ = child.wait();
     });
     Ok(pid)
+}
+
+/// Lets others pass through a directory (0711) without listing it.
+pub fn traversable(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
 }
 
 /// Removes a deleted pool's directory, and its account's when that is left
