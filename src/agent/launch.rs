@@ -38,6 +38,9 @@ pub struct Launch<'a> {
     pub stderr: &'a Path,
     /// Set over [`BASE_ENV`], later entries winning.
     pub env: &'a [(&'a OsStr, &'a OsStr)],
+    /// Run as this uid and gid, with no supplementary groups (the agent is
+    /// root and the task is not); `None`: as the agent.
+    pub user: Option<(u32, u32)>,
 }
 
 /// A started process: its pid, a pidfd that becomes readable when it
@@ -233,14 +236,31 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
         // Marked as the agent's own before any other code on this thread
         // can look at its children.
         let mut owned = proc_tree::owned();
-        check(spawn(
-            &mut pid,
-            program.as_ptr(),
-            actions.0,
-            attr.0,
-            argv.as_ptr(),
-            envp.as_ptr(),
-        ))?;
+        match spec.user {
+            None => check(spawn(
+                &mut pid,
+                program.as_ptr(),
+                actions.0,
+                attr.0,
+                argv.as_ptr(),
+                envp.as_ptr(),
+            ))?,
+            Some((uid, gid)) => {
+                let child = ChildSpec {
+                    program: program.as_ptr(),
+                    argv: argv.as_ptr(),
+                    envp: envp.as_ptr(),
+                    dir: dir.as_ptr(),
+                    outputs: [stdout.as_ptr(), stderr.as_ptr()],
+                    stdin: spec.stdin.as_raw_fd(),
+                    uid,
+                    gid,
+                    looks_up,
+                    report: -1,
+                };
+                pid = spawn_as(child)?;
+            }
+        }
         let pid = pid as u32;
         let mark = proc_tree::Owned::mark(&mut owned, pid);
         drop(owned);
@@ -264,6 +284,135 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
             status: None,
             _owned: mark,
         })
+    }
+}
+
+/// What the child of [`spawn_as`] needs, prepared by the parent: the child
+/// shares the parent's memory until it execs and must not allocate.
+struct ChildSpec {
+    program: *const libc::c_char,
+    argv: *const *mut libc::c_char,
+    envp: *const *mut libc::c_char,
+    dir: *const libc::c_char,
+    outputs: [*const libc::c_char; 2],
+    stdin: libc::c_int,
+    uid: u32,
+    gid: u32,
+    looks_up: bool,
+    /// Where the child writes its errno when it cannot exec (close-on-exec).
+    report: libc::c_int,
+}
+
+/// Bytes of stack for the child of [`spawn_as`]: it calls a dozen system
+/// calls and exec, nothing deeper.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// Starts a process as another user the way posix_spawn starts one (a
+/// child sharing the agent's memory, the agent paused until it execs),
+/// which posix_spawn itself cannot do: the child drops to the user with
+/// raw system calls (glibc's setuid would signal the agent's threads),
+/// then opens its output files as that user, enters its working directory
+/// and execs. Forking instead cost the compute benchmark a quarter of its
+/// rate. Errors before the exec come back through a close-on-exec pipe.
+///
+/// # Safety
+/// Every pointer in `child` must point to live, NUL-terminated data (the
+/// arrays NULL-terminated) for the whole call.
+unsafe fn spawn_as(mut child: ChildSpec) -> io::Result<libc::pid_t> {
+    let mut report = [0 as libc::c_int; 2];
+    if libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (read_end, write_end) = (
+        OwnedFd::from_raw_fd(report[0]),
+        OwnedFd::from_raw_fd(report[1]),
+    );
+    child.report = write_end.as_raw_fd();
+    let mut stack = vec![0u8; CHILD_STACK_BYTES];
+    let top = stack.as_mut_ptr().add(CHILD_STACK_BYTES) as usize & !15;
+    // No signal handler of the agent may run in the child, which shares
+    // its memory: all are blocked across the clone (the child empties its
+    // mask before exec).
+    let mut all: libc::sigset_t = std::mem::zeroed();
+    let mut before: libc::sigset_t = std::mem::zeroed();
+    libc::sigfillset(&mut all);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
+    let pid = libc::clone(
+        child_main,
+        top as *mut libc::c_void,
+        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+        &mut child as *mut ChildSpec as *mut libc::c_void,
+    );
+    let cloned = io::Error::last_os_error();
+    libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+    drop(stack);
+    if pid < 0 {
+        return Err(cloned);
+    }
+    drop(write_end);
+    let mut errno = [0u8; 4];
+    let n = libc::read(read_end.as_raw_fd(), errno.as_mut_ptr().cast(), 4);
+    if n == 4 {
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+    }
+    Ok(pid)
+}
+
+/// The child of [`spawn_as`]: system calls only, then exec or exit.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the parent's ChildSpec, alive and unchanged while
+    // the parent waits (CLONE_VFORK); every call below is a system call
+    // that touches no shared state of the parent's.
+    unsafe {
+        let c = &*(arg as *const ChildSpec);
+        let fail = |report: libc::c_int| -> libc::c_int {
+            let errno = *libc::__errno_location();
+            libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
+            libc::_exit(127)
+        };
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        if libc::setpgid(0, 0) != 0 || libc::dup2(c.stdin, 0) < 0 {
+            return fail(c.report);
+        }
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            || libc::syscall(libc::SYS_setgid, c.gid) != 0
+            || libc::syscall(libc::SYS_setuid, c.uid) != 0
+        {
+            return fail(c.report);
+        }
+        for (fd, path) in [(1, c.outputs[0]), (2, c.outputs[1])] {
+            let opened = libc::open(
+                path,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
+                0o666,
+            );
+            if opened < 0 || libc::dup2(opened, fd) < 0 {
+                return fail(c.report);
+            }
+            libc::close(opened);
+        }
+        if libc::chdir(c.dir) != 0 {
+            return fail(c.report);
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if c.looks_up {
+            libc::execvpe(
+                c.program,
+                c.argv as *const *const libc::c_char,
+                c.envp as *const *const libc::c_char,
+            );
+        } else {
+            libc::execve(
+                c.program,
+                c.argv as *const *const libc::c_char,
+                c.envp as *const *const libc::c_char,
+            );
+        }
+        fail(c.report)
     }
 }
 
@@ -336,6 +485,7 @@ mod tests {
                 ("LOTE_X".as_ref(), "first".as_ref()),
                 ("LOTE_X".as_ref(), "last".as_ref()),
             ],
+            user: None,
         };
         let mut child = launch(&spec).expect("pidfds here").unwrap();
         assert!(!child.ended());
@@ -371,6 +521,7 @@ mod tests {
             stdout: &out,
             stderr: &err,
             env: &[("LOTE_TASK_ID".as_ref(), "t1".as_ref())],
+            user: None,
         };
         let mut child = launch(&spec).expect("pidfds here").unwrap();
         assert_eq!(child.wait().await.unwrap().code(), Some(0));
@@ -406,6 +557,7 @@ mod tests {
                 stdout: null,
                 stderr: null,
                 env,
+                user: None,
             })
             .map(|r| r.map(|_| ()).map_err(|e| e.kind()))
         };
@@ -419,6 +571,7 @@ mod tests {
             stdout: &nowhere,
             stderr: null,
             env: &[],
+            user: None,
         })
         .map(|r| r.map(|_| ()).map_err(|e| e.kind()));
         assert_eq!(unwritable, Some(Err(io::ErrorKind::NotFound)));
@@ -440,5 +593,55 @@ mod tests {
         assert_eq!(run(looked_up, &path), None);
         let (absolute, path) = spec("/bin/true", &[("PATH", "/usr/bin:/bin")]);
         assert_eq!(run(absolute, &path), Some(Ok(())));
+    }
+
+    /// As root, a launch with a user runs as that user, its output files
+    /// that user's; a directory the user cannot enter fails the launch
+    /// with why, and the child is reaped.
+    #[tokio::test]
+    async fn a_launch_as_another_user_runs_as_it() {
+        use std::os::unix::fs::MetadataExt;
+        if !crate::agent::user::is_root() {
+            eprintln!("skipped: switching users needs root");
+            return;
+        }
+        let id = crate::agent::user::TASK_UID_BASE + 7;
+        let dir = tempfile::tempdir().unwrap();
+        crate::agent::user::give(
+            dir.path(),
+            Some(crate::agent::user::TaskUser { uid: id, gid: id }),
+            0o700,
+        )
+        .unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+        let spec = Launch {
+            program: "/bin/sh".as_ref(),
+            args: &["-c".as_ref(), "id -u; id -g; id -G".as_ref()],
+            dir: dir.path(),
+            stdin: &null,
+            stdout: &out,
+            stderr: &err,
+            env: &[],
+            user: Some((id, id)),
+        };
+        let mut child = launch(&spec).expect("pidfds here").unwrap();
+        assert!(child.wait().await.unwrap().success());
+        let printed = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(
+            printed,
+            format!("{id}\n{id}\n{id}\n"),
+            "no other group kept"
+        );
+        assert_eq!(std::fs::metadata(&out).unwrap().uid(), id);
+        // Root's private directory: the user cannot enter it.
+        let private = tempfile::tempdir().unwrap();
+        crate::agent::user::close(private.path(), 0o700).unwrap();
+        let shut = Launch {
+            dir: private.path(),
+            ..spec
+        };
+        let e = launch(&shut).expect("pidfds here").err().expect("refused");
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
     }
 }

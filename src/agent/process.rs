@@ -75,8 +75,7 @@ pub(super) fn spawn(
         CommandLine::Shell(_) => format!("cannot start /bin/sh: {e}"),
     };
     let stdin = dev_null_file();
-    // posix_spawn cannot change the user: a task user takes `Command`.
-    if let Some(stdin) = stdin.filter(|_| env.user.is_none()) {
+    if let Some(stdin) = stdin {
         let (stdout, stderr) = (dir.join("stdout.txt"), dir.join("stderr.txt"));
         let spec = launch::Launch {
             program,
@@ -86,6 +85,7 @@ pub(super) fn spawn(
             stdout: &stdout,
             stderr: &stderr,
             env: &vars,
+            user: env.user.map(|u| (u.uid, u.gid)),
         };
         if let Some(started) = launch::launch(&spec) {
             // The child creates its output files; when the launch fails,
