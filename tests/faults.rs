@@ -45,10 +45,17 @@ async fn a_killed_local_agent_is_lost_its_task_requeued_and_its_node_replaced() 
     let (client, _, _) = server.account("acme").await;
     Env::new(&client).pool("p").nodes(2).slots(1).await;
     create_job(&client, "j", "p").await;
+    // The first attempt of t1 would run on for a minute: it must die with
+    // its agent, not outlive it beside its requeued attempt.
+    let marks = open_tempdir();
+    let first = format!(
+        "if [ \"$LOTE_TASK_ATTEMPT\" = 1 ]; then echo $$ > {}/t1.pid; exec sleep 60; fi; sleep 5",
+        marks.path().display()
+    );
     add(
         &client,
         "j",
-        vec![shell("t1", "sleep 5"), shell("t2", "sleep 5")],
+        vec![shell("t1", &first), shell("t2", "sleep 5")],
     )
     .await;
     let victim = eventually(Duration::from_secs(30), "t1 running", || async {
@@ -67,8 +74,23 @@ async fn a_killed_local_agent_is_lost_its_task_requeued_and_its_node_replaced() 
         .trim()
         .parse()
         .unwrap();
+    let first_attempt = pid_in(&marks.path().join("t1.pid")).await;
     signal(pid, libc::SIGKILL);
     let killed = Instant::now();
+    if lote::agent::user::is_root() {
+        // Its tasks run as the pool's user and die with it.
+        eventually(
+            Duration::from_secs(3),
+            "the attempt dead with its agent",
+            || async {
+                match alive(&first_attempt) {
+                    true => Err(format!("pid {first_attempt} still runs")),
+                    false => Ok(()),
+                }
+            },
+        )
+        .await;
+    }
 
     // Within the timeout and a second it is no longer a working node.
     eventually(Duration::from_secs(10), "node lost", || async {

@@ -257,6 +257,7 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
                     gid,
                     looks_up,
                     report: -1,
+                    agent: libc::getpid(),
                 };
                 pid = spawn_as(child)?;
             }
@@ -301,6 +302,8 @@ struct ChildSpec {
     looks_up: bool,
     /// Where the child writes its errno when it cannot exec (close-on-exec).
     report: libc::c_int,
+    /// The agent's pid: the child dies with it.
+    agent: libc::pid_t,
 }
 
 /// Bytes of stack for the child of [`spawn_as`]: it calls a dozen system
@@ -380,6 +383,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             || libc::syscall(libc::SYS_setgid, c.gid) != 0
             || libc::syscall(libc::SYS_setuid, c.uid) != 0
         {
+            return fail(c.report);
+        }
+        // Dies with the agent (a killed agent leaves no task running that
+        // the server has requeued elsewhere). Set after the user change,
+        // which clears it; an agent gone meanwhile is caught by its pid.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != c.agent {
             return fail(c.report);
         }
         for (fd, path) in [(1, c.outputs[0]), (2, c.outputs[1])] {
