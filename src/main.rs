@@ -103,6 +103,11 @@ enum Command {
         /// with the whole machine.
         #[arg(long)]
         run_tasks_as_root: bool,
+        /// Most processes the pool's task user may have at once on this
+        /// machine (all its tasks and their children): a fork bomb stops
+        /// there. Applies when tasks run as the pool's user.
+        #[arg(long, default_value_t = lote::agent::user::TASK_PROCESSES_MAX, value_parser = clap::value_parser!(u64).range(1..))]
+        task_processes_max: u64,
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -205,6 +210,7 @@ fn main() -> ExitCode {
             slots,
             name,
             run_tasks_as_root,
+            task_processes_max,
         } => {
             let config = lote::agent::AgentConfig {
                 server: cli
@@ -218,6 +224,7 @@ fn main() -> ExitCode {
                 join_token,
                 task_slots: slots,
                 tasks_as_root: run_tasks_as_root,
+                task_processes_max,
                 name: name.unwrap_or_else(|| {
                     std::fs::read_to_string("/etc/hostname")
                         .map(|h| h.trim().to_string())

@@ -540,3 +540,75 @@ async fn a_task_cannot_read_the_servers_keys_other_nodes_or_other_tenants() {
     assert!(range.contains(&uid), "the task ran as uid {uid}");
     assert!(!Path::new("/etc/lote-pwned").exists());
 }
+
+/// A fork bomb stops at the pool user's process limit: the agent, the
+/// machine and the node's next task are untouched, and everything the
+/// bomb started dies with its attempt. Needs root (the limit comes with
+/// the switch to the pool's user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_stops_at_the_pool_users_process_limit() {
+    if !lote::agent::user::is_root() {
+        eprintln!("skipped: the process limit comes with the pool's user, which needs root");
+        return;
+    }
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let token = remote_pool(&client, "bomb", 1, SchedulingPolicy::Pack).await;
+    let nodes = open_tempdir();
+    let root = nodes.path().join("n0");
+    let _agents = start_agents_with(
+        &server,
+        "bomb",
+        &token,
+        &[&root],
+        1,
+        &["--task-processes-max", "64"],
+    );
+    nodes_ready(&client, &PoolId::new("bomb").unwrap(), 1).await;
+    create_job(&client, "j", "bomb").await;
+    let mut bomb = shell(
+        "bomb",
+        "i=0; while [ $i -lt 500 ]; do sleep 60 & i=$((i+1)); done; echo started; wait",
+    );
+    bomb.constraints.max_wall_clock_secs = Some(5);
+    add(&client, "j", vec![bomb, shell("after", "echo fine")]).await;
+    wait_job(&client, "j", Duration::from_secs(60)).await;
+    let user = lote::agent::user::pool_user(
+        &lote::types::AccountName::new("acme").unwrap(),
+        &PoolId::new("bomb").unwrap(),
+    );
+    let err = std::fs::read_to_string(root.join("tasks/j/bomb/1/stderr.txt")).unwrap();
+    assert!(
+        err.to_lowercase().contains("fork"),
+        "the limit was not hit:\n{err}"
+    );
+    let after = task(&client, "j", "after").await.state;
+    assert!(
+        after.last_result.unwrap().succeeded(),
+        "the node's next task failed"
+    );
+    // Nothing of the bomb's is left running as the pool's user.
+    let left = eventually(
+        Duration::from_secs(10),
+        "the bomb's processes gone",
+        || async {
+            let mut n = 0;
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let status =
+                    std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+                let uid = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok());
+                n += usize::from(uid == Some(user.uid));
+            }
+            if n == 0 {
+                Ok(n)
+            } else {
+                Err(format!("{n} processes left"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(left, 0);
+}

@@ -38,9 +38,10 @@ pub struct Launch<'a> {
     pub stderr: &'a Path,
     /// Set over [`BASE_ENV`], later entries winning.
     pub env: &'a [(&'a OsStr, &'a OsStr)],
-    /// Run as this uid and gid, with no supplementary groups (the agent is
-    /// root and the task is not); `None`: as the agent.
-    pub user: Option<(u32, u32)>,
+    /// Run as this uid and gid, with no supplementary groups and at most
+    /// this many processes of the user (the agent is root and the task is
+    /// not); `None`: as the agent.
+    pub user: Option<(u32, u32, u64)>,
 }
 
 /// A started process: its pid, a pidfd that becomes readable when it
@@ -136,13 +137,19 @@ pub fn launch(spec: &Launch<'_>) -> Option<io::Result<Launched>> {
     Some(spawn(spec, looks_up))
 }
 
-fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
-    let program = c_string(spec.program)?;
-    let mut argv_owned = Vec::with_capacity(spec.args.len() + 1);
-    argv_owned.push(program.clone());
+/// The program and its arguments as C strings.
+fn c_args(spec: &Launch<'_>) -> io::Result<Vec<CString>> {
+    let mut argv = Vec::with_capacity(spec.args.len() + 1);
+    argv.push(c_string(spec.program)?);
     for arg in spec.args {
-        argv_owned.push(c_string(arg)?);
+        argv.push(c_string(arg)?);
     }
+    Ok(argv)
+}
+
+fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
+    let argv_owned = c_args(spec)?;
+    let program = &argv_owned[0];
     let mut argv: Vec<*mut libc::c_char> = argv_owned
         .iter()
         .map(|a| a.as_ptr() as *mut libc::c_char)
@@ -245,7 +252,7 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
                 argv.as_ptr(),
                 envp.as_ptr(),
             ))?,
-            Some((uid, gid)) => {
+            Some((uid, gid, processes_max)) => {
                 let child = ChildSpec {
                     program: program.as_ptr(),
                     argv: argv.as_ptr(),
@@ -255,6 +262,7 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
                     stdin: spec.stdin.as_raw_fd(),
                     uid,
                     gid,
+                    processes_max,
                     looks_up,
                     report: -1,
                     agent: libc::getpid(),
@@ -299,6 +307,7 @@ struct ChildSpec {
     stdin: libc::c_int,
     uid: u32,
     gid: u32,
+    processes_max: u64,
     looks_up: bool,
     /// Where the child writes its errno when it cannot exec (close-on-exec).
     report: libc::c_int,
@@ -379,7 +388,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 || libc::dup2(c.stdin, 0) < 0 {
             return fail(c.report);
         }
-        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+        let processes = libc::rlimit {
+            rlim_cur: c.processes_max as libc::rlim_t,
+            rlim_max: c.processes_max as libc::rlim_t,
+        };
+        if libc::setrlimit(libc::RLIMIT_NPROC, &processes) != 0
+            || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
             || libc::syscall(libc::SYS_setgid, c.gid) != 0
             || libc::syscall(libc::SYS_setuid, c.uid) != 0
         {
@@ -618,7 +632,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         crate::agent::user::give(
             dir.path(),
-            Some(crate::agent::user::TaskUser { uid: id, gid: id }),
+            Some(crate::agent::user::TaskUser {
+                uid: id,
+                gid: id,
+                processes_max: 64,
+            }),
             0o700,
         )
         .unwrap();
@@ -632,7 +650,7 @@ mod tests {
             stdout: &out,
             stderr: &err,
             env: &[],
-            user: Some((id, id)),
+            user: Some((id, id, 64)),
         };
         let mut child = launch(&spec).expect("pidfds here").unwrap();
         assert!(child.wait().await.unwrap().success());

@@ -60,6 +60,8 @@ pub struct AgentConfig {
     pub name: String,
     /// Run tasks as root even when the agent is root (`--run-tasks-as-root`).
     pub tasks_as_root: bool,
+    /// Most processes of the pool's task user (`--task-processes-max`).
+    pub task_processes_max: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +180,12 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     // by its own mode (the credential, the cache, each attempt's 0700).
     // SAFETY: umask only sets this process's file creation mask.
     unsafe { libc::umask(0o022) };
-    let task_user = user::decide(&cred.account, &cred.pool, config.tasks_as_root);
+    let task_user = user::decide(
+        &cred.account,
+        &cred.pool,
+        config.tasks_as_root,
+        config.task_processes_max,
+    );
     close_node_root(&config.root, task_user)?;
     let info = AgentInfo {
         hostname: host_name().unwrap_or_else(|| config.name.clone()),

@@ -85,7 +85,7 @@ pub(super) fn spawn(
             stdout: &stdout,
             stderr: &stderr,
             env: &vars,
-            user: env.user.map(|u| (u.uid, u.gid)),
+            user: env.user.map(|u| (u.uid, u.gid, u.processes_max)),
         };
         if let Some(started) = launch::launch(&spec) {
             // The child creates its output files; when the launch fails,
@@ -118,6 +118,21 @@ pub(super) fn spawn(
     if let Some(user) = env.user {
         // As root, std also drops every supplementary group.
         cmd.uid(user.uid).gid(user.gid);
+        // SAFETY: setrlimit is async-signal-safe and touches only the
+        // child's own limits.
+        let max = user.processes_max as libc::rlim_t;
+        unsafe {
+            cmd.pre_exec(move || {
+                let processes = libc::rlimit {
+                    rlim_cur: max,
+                    rlim_max: max,
+                };
+                if libc::setrlimit(libc::RLIMIT_NPROC, &processes) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     proc_tree::spawn_owned(&mut cmd)
         .map(|(child, _owned)| Proc::Command { child, _owned })

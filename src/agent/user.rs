@@ -24,11 +24,18 @@ pub const TASK_UID_BASE: u32 = 0x4000_0000;
 /// Size of the range: distinct pools collide with odds of 1 in 16 million.
 pub const TASK_UID_SPAN: u32 = 0x0100_0000;
 
-/// A uid and gid tasks run as.
+/// Most processes a pool's user may have at once on a machine (all its
+/// tasks and their children): a fork bomb stops there, with the agent
+/// (root) and the rest of the machine untouched. Without a cgroup per
+/// attempt this is per user, not per task.
+pub const TASK_PROCESSES_MAX: u64 = 4096;
+
+/// A uid and gid tasks run as, and the most processes they may have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TaskUser {
     pub uid: u32,
     pub gid: u32,
+    pub processes_max: u64,
 }
 
 /// The pool's task user: the same on every node of the pool.
@@ -44,7 +51,11 @@ pub fn pool_user(account: &AccountName, pool: &PoolId) -> TaskUser {
         h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
     }
     let id = TASK_UID_BASE + h % TASK_UID_SPAN;
-    TaskUser { uid: id, gid: id }
+    TaskUser {
+        uid: id,
+        gid: id,
+        processes_max: TASK_PROCESSES_MAX,
+    }
 }
 
 /// Whether this process runs as root.
@@ -56,8 +67,16 @@ pub fn is_root() -> bool {
 /// Who the tasks of this node run as: the pool's user when the agent is
 /// root (unless told to run them as root), else the agent's own user
 /// (`None`: nothing to switch).
-pub fn decide(account: &AccountName, pool: &PoolId, tasks_as_root: bool) -> Option<TaskUser> {
-    (is_root() && !tasks_as_root).then(|| pool_user(account, pool))
+pub fn decide(
+    account: &AccountName,
+    pool: &PoolId,
+    tasks_as_root: bool,
+    processes_max: u64,
+) -> Option<TaskUser> {
+    (is_root() && !tasks_as_root).then(|| TaskUser {
+        processes_max,
+        ..pool_user(account, pool)
+    })
 }
 
 /// Hands a directory (or file) to the task user with `mode`; with no task

@@ -76,6 +76,18 @@ pub fn start_agents(
     roots: &[&Path],
     slots: u32,
 ) -> Agents {
+    start_agents_with(server, pool, token, roots, slots, &[])
+}
+
+/// [`start_agents`] with more `lote agent` flags.
+pub fn start_agents_with(
+    server: &ServerProcess,
+    pool: &str,
+    token: &str,
+    roots: &[&Path],
+    slots: u32,
+    extra: &[&str],
+) -> Agents {
     Agents(
         roots
             .iter()
@@ -93,6 +105,7 @@ pub fn start_agents(
                     ])
                     .args(["--join-token", token, "--slots", &slots.to_string()])
                     .args(["--name", &format!("agent-{i}")])
+                    .args(extra)
                     .arg("--root")
                     .arg(root)
                     .stdout(Stdio::null())
