@@ -5,7 +5,7 @@
 //! the calls answer, in the order they finish. A bad frame gets a goodbye
 //! naming the problem and closes this connection only.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -318,8 +318,6 @@ struct Calls {
     /// A call that found its own body malformed ends the connection here.
     fatal: Rc<RefCell<Option<ApiError>>>,
     fatal_set: Rc<Notify>,
-    /// A call has verified: the connection is authenticated.
-    authenticated: Rc<Cell<bool>>,
     /// A call ended (its permit is back).
     settled: Rc<Notify>,
 }
@@ -350,7 +348,6 @@ async fn serve_calls(
         subscriptions: Rc::default(),
         fatal: Rc::default(),
         fatal_set: Rc::new(Notify::new()),
-        authenticated: Rc::new(Cell::new(false)),
         settled: Rc::new(Notify::new()),
     };
     let end = loop {
@@ -362,12 +359,13 @@ async fn serve_calls(
             _ = calls.fatal_set.notified() => break calls.fatal.borrow_mut().take(),
             why = evicted_while(&waiting) => break Some(evicted(why, limits, peer)),
             _ = deadline_while(&waiting) => break Some(too_slow(limits)),
-            _ = calls.settled.notified(), if waiting.is_some() => {
-                if calls.authenticated.get() {
-                    waiting = None;
-                }
+            // Authenticated as soon as a call verifies, also while that
+            // call runs on (a long first call is not cut at the deadline).
+            _ = conn.session.verified(), if waiting.is_some() => {
+                waiting = None;
                 continue;
             }
+            _ = calls.settled.notified(), if waiting.is_some() => continue,
             _ = stop.wait_for(|s| *s) => break Some(ApiError::new(
                 ErrorKind::ShuttingDown,
                 "the server is shutting down; calls in flight were finished",
@@ -458,7 +456,6 @@ fn spawn_call(
     let subs = calls.subscriptions.clone();
     let fatal = calls.fatal.clone();
     let fatal_set = calls.fatal_set.clone();
-    let authenticated = calls.authenticated.clone();
     let settled = calls.settled.clone();
     tokio::task::spawn_local(async move {
         let id = call.id;
@@ -467,23 +464,18 @@ fn spawn_call(
             super::service::CallOutcome::Reply {
                 result,
                 fatal: None,
-                verified,
             } => {
-                authenticated.set(authenticated.get() || verified);
                 let _ = tx.send(ServerFrame::Reply { id, result }).await;
             }
             super::service::CallOutcome::Reply {
                 result,
                 fatal: Some(error),
-                verified,
             } => {
-                authenticated.set(authenticated.get() || verified);
                 let _ = tx.send(ServerFrame::Reply { id, result }).await;
                 *fatal.borrow_mut() = Some(error);
                 fatal_set.notify_one();
             }
             super::service::CallOutcome::Subscription(handle) => {
-                authenticated.set(true);
                 subs.borrow_mut().insert(id, handle);
             }
         }

@@ -33,6 +33,10 @@ pub const CALL_ID_WINDOW: u64 = 4096;
 pub struct Session {
     pub challenge: Challenge,
     ids: RefCell<CallIds>,
+    /// A call on this connection has verified; told at once, before the
+    /// call itself runs (which may take long).
+    verified: std::cell::Cell<bool>,
+    on_verified: tokio::sync::Notify,
 }
 
 impl Session {
@@ -40,6 +44,15 @@ impl Session {
         Session {
             challenge,
             ids: RefCell::default(),
+            verified: std::cell::Cell::new(false),
+            on_verified: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Resolves once a call on this connection has verified.
+    pub async fn verified(&self) {
+        while !self.verified.get() {
+            self.on_verified.notified().await;
         }
     }
 }
@@ -179,6 +192,9 @@ impl Service {
                     call.id
                 ),
             ));
+        }
+        if !session.verified.replace(true) {
+            session.on_verified.notify_waiters();
         }
         Ok(caller)
     }

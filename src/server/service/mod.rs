@@ -60,9 +60,6 @@ pub enum CallOutcome {
     Reply {
         result: Result<Response, ApiError>,
         fatal: Option<ApiError>,
-        /// The call's signature verified: its connection is no longer
-        /// unauthenticated.
-        verified: bool,
     },
     /// A subscription runs on; the handle ends it.
     Subscription(tokio::task::AbortHandle),
@@ -221,17 +218,10 @@ impl Service {
         let reply = |result| CallOutcome::Reply {
             result,
             fatal: None,
-            verified: true,
         };
         let caller = match self.authenticate(&call, session).await {
             Ok(c) => c,
-            Err(e) => {
-                return CallOutcome::Reply {
-                    result: Err(e),
-                    fatal: None,
-                    verified: false,
-                }
-            }
+            Err(e) => return reply(Err(e)),
         };
         let decoded = codec::decode_message::<Request>(&call.body)
             .map_err(|e| format!("undecodable request: {e}"))
@@ -246,7 +236,6 @@ impl Service {
                 return CallOutcome::Reply {
                     result: Err(error.clone()),
                     fatal: Some(error),
-                    verified: true,
                 };
             }
         };
