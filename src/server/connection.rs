@@ -357,14 +357,15 @@ async fn serve_calls(
         let frame = tokio::select! {
             biased;
             _ = calls.fatal_set.notified() => break calls.fatal.borrow_mut().take(),
-            why = evicted_while(&waiting) => break Some(evicted(why, limits, peer)),
-            _ = deadline_while(&waiting) => break Some(too_slow(limits)),
             // Authenticated as soon as a call verifies, also while that
-            // call runs on (a long first call is not cut at the deadline).
+            // call runs on (a long first call is not cut at the deadline):
+            // checked before the deadline and the gate.
             _ = conn.session.verified(), if waiting.is_some() => {
                 waiting = None;
                 continue;
             }
+            why = evicted_while(&waiting) => break Some(evicted(why, limits, peer)),
+            _ = deadline_while(&waiting) => break Some(too_slow(limits)),
             _ = calls.settled.notified(), if waiting.is_some() => continue,
             _ = stop.wait_for(|s| *s) => break Some(ApiError::new(
                 ErrorKind::ShuttingDown,
