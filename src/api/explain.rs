@@ -66,6 +66,41 @@ fn node_states(counts: [u32; 7]) -> String {
 }
 
 impl WaitReason {
+    /// The nodes that take no work, by state, as [`node_states`] reads
+    /// them (zeros for the other reasons).
+    fn not_working(&self) -> [u32; 7] {
+        match *self {
+            WaitReason::NodesNotReady {
+                starting,
+                waiting_for_start_task,
+                start_task_failed,
+                offline,
+                unusable,
+                rebooting,
+                leaving,
+            }
+            | WaitReason::SomeNodesNotWorking {
+                starting,
+                waiting_for_start_task,
+                start_task_failed,
+                offline,
+                unusable,
+                rebooting,
+                leaving,
+                ..
+            } => [
+                starting,
+                waiting_for_start_task,
+                start_task_failed,
+                offline,
+                unusable,
+                rebooting,
+                leaving,
+            ],
+            _ => [0; 7],
+        }
+    }
+
     /// The reason in words, with its numbers.
     pub fn words(&self, pool: &PoolContext, job: &str) -> String {
         let p = &pool.pool;
@@ -89,55 +124,15 @@ impl WaitReason {
                     format!("pool {p} has no nodes (target {})", pool.target_nodes)
                 }
             }
-            WaitReason::NodesNotReady {
-                starting,
-                waiting_for_start_task,
-                start_task_failed,
-                offline,
-                unusable,
-                rebooting,
-                leaving,
-            } => {
-                let states = [
-                    *starting,
-                    *waiting_for_start_task,
-                    *start_task_failed,
-                    *offline,
-                    *unusable,
-                    *rebooting,
-                    *leaving,
-                ];
-                format!(
-                    "no node of pool {p} takes work now: {}",
-                    node_states(states)
-                )
-            }
-            WaitReason::SomeNodesNotWorking {
-                nodes,
-                of,
-                starting,
-                waiting_for_start_task,
-                start_task_failed,
-                offline,
-                unusable,
-                rebooting,
-                leaving,
-            } => {
-                let states = [
-                    *starting,
-                    *waiting_for_start_task,
-                    *start_task_failed,
-                    *offline,
-                    *unusable,
-                    *rebooting,
-                    *leaving,
-                ];
-                format!(
-                    "{nodes} of pool {p}'s {of} nodes {} no work now: {} (lote node list {p})",
-                    if *nodes == 1 { "takes" } else { "take" },
-                    node_states(states)
-                )
-            }
+            WaitReason::NodesNotReady { .. } => format!(
+                "no node of pool {p} takes work now: {}",
+                node_states(self.not_working())
+            ),
+            WaitReason::SomeNodesNotWorking { nodes, of, .. } => format!(
+                "{nodes} of pool {p}'s {of} nodes {} no work now: {} (lote node list {p})",
+                if *nodes == 1 { "takes" } else { "take" },
+                node_states(self.not_working())
+            ),
             WaitReason::StartTaskFailedEverywhere { nodes } => format!(
                 "the start task failed on {} of pool {p} (lote node list {p})",
                 if *nodes == 1 {

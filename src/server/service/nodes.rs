@@ -33,24 +33,13 @@ impl Service {
                 self.show::<Node>(&StreamId::node(account, pool, node), node.as_str())
                     .await?,
             )),
-            Request::DisableNode { pool, node } => {
-                self.exec::<Node>(
-                    StreamId::node(account, pool, node),
-                    NodeCommand::DisableScheduling,
-                    ctx(),
-                )
-                .await
-            }
-            Request::EnableNode { pool, node } => {
-                self.exec::<Node>(
-                    StreamId::node(account, pool, node),
-                    NodeCommand::EnableScheduling,
-                    ctx(),
-                )
-                .await
-            }
-            Request::RebootNode { pool, node } | Request::ReimageNode { pool, node } => {
+            Request::DisableNode { pool, node }
+            | Request::EnableNode { pool, node }
+            | Request::RebootNode { pool, node }
+            | Request::ReimageNode { pool, node } => {
                 let command = match request {
+                    Request::DisableNode { .. } => NodeCommand::DisableScheduling,
+                    Request::EnableNode { .. } => NodeCommand::EnableScheduling,
                     Request::ReimageNode { .. } => NodeCommand::Reimage,
                     _ => NodeCommand::Reboot,
                 };

@@ -59,7 +59,6 @@ impl Scheduler {
         job: &StreamId,
         slots: u32,
     ) -> Vec<WaitReason> {
-        use crate::domain::node::NodeState as S;
         let mut reasons = Vec::new();
         if self
             .jobs
@@ -83,38 +82,35 @@ impl Scheduler {
             return reasons;
         }
         let working: Vec<&&NodeState> = nodes.iter().filter(|n| n.schedulable).collect();
-        let count = |f: &dyn Fn(S) -> bool| {
-            nodes
-                .iter()
-                .filter(|n| !n.schedulable && f(n.state()))
-                .count() as u32
-        };
+        let [starting, waiting_for_start_task, start_task_failed, offline, unusable, rebooting, leaving] =
+            not_working(&nodes);
         if !working.is_empty() && working.len() < nodes.len() {
             reasons.push(WaitReason::SomeNodesNotWorking {
                 nodes: (nodes.len() - working.len()) as u32,
                 of: nodes.len() as u32,
-                starting: count(&|s| matches!(s, S::Creating | S::Starting)),
-                waiting_for_start_task: count(&|s| s == S::WaitingForStartTask),
-                start_task_failed: count(&|s| s == S::StartTaskFailed),
-                offline: count(&|s| s == S::Offline),
-                unusable: count(&|s| s == S::Unusable),
-                rebooting: count(&|s| s == S::Rebooting),
-                leaving: count(&|s| s == S::LeavingPool),
+                starting,
+                waiting_for_start_task,
+                start_task_failed,
+                offline,
+                unusable,
+                rebooting,
+                leaving,
             });
         }
         if working.is_empty() {
-            let failed = count(&|s| s == S::StartTaskFailed);
-            if failed as usize == nodes.len() {
-                reasons.push(WaitReason::StartTaskFailedEverywhere { nodes: failed });
+            if start_task_failed as usize == nodes.len() {
+                reasons.push(WaitReason::StartTaskFailedEverywhere {
+                    nodes: start_task_failed,
+                });
             } else {
                 reasons.push(WaitReason::NodesNotReady {
-                    starting: count(&|s| matches!(s, S::Creating | S::Starting)),
-                    waiting_for_start_task: count(&|s| s == S::WaitingForStartTask),
-                    start_task_failed: failed,
-                    offline: count(&|s| s == S::Offline),
-                    unusable: count(&|s| s == S::Unusable),
-                    rebooting: count(&|s| s == S::Rebooting),
-                    leaving: count(&|s| s == S::LeavingPool),
+                    starting,
+                    waiting_for_start_task,
+                    start_task_failed,
+                    offline,
+                    unusable,
+                    rebooting,
+                    leaving,
                 });
             }
             return reasons;
@@ -213,4 +209,26 @@ impl Scheduler {
     pub fn queued_len(&self) -> usize {
         self.queued.len()
     }
+}
+
+/// How many of the nodes that take no work are in each state, in the order
+/// of [`WaitReason::NodesNotReady`]'s fields: starting, running the start
+/// task, start task failed, offline, unusable, rebooting, leaving.
+fn not_working(nodes: &[&NodeState]) -> [u32; 7] {
+    use crate::domain::node::NodeState as S;
+    let mut counts = [0u32; 7];
+    for n in nodes.iter().filter(|n| !n.schedulable) {
+        let i = match n.state() {
+            S::Creating | S::Starting => 0,
+            S::WaitingForStartTask => 1,
+            S::StartTaskFailed => 2,
+            S::Offline => 3,
+            S::Unusable => 4,
+            S::Rebooting => 5,
+            S::LeavingPool => 6,
+            _ => continue,
+        };
+        counts[i] += 1;
+    }
+    counts
 }
