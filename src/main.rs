@@ -108,6 +108,17 @@ enum Command {
         /// there. Applies when tasks run as the pool's user.
         #[arg(long, default_value_t = lote::agent::user::TASK_PROCESSES_MAX, value_parser = clap::value_parser!(u64).range(1..))]
         task_processes_max: u64,
+        /// MiB of memory (and swap) one attempt's processes may hold
+        /// together; past it the kernel kills one of them and the attempt
+        /// fails as out_of_memory. 0: no limit of the attempt's own.
+        /// [default: 90% of the machine's memory]
+        #[arg(long, value_name = "MIB")]
+        task_memory_max: Option<u64>,
+        /// An attempt's share of CPU against the node's other attempts when
+        /// they compete, 1..=10000 (a task of weight 200 gets twice the CPU
+        /// of one of 100).
+        #[arg(long, default_value_t = lote::agent::cgroup::CPU_WEIGHT_DEFAULT, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        task_cpu_weight: u32,
     },
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -211,7 +222,13 @@ fn main() -> ExitCode {
             name,
             run_tasks_as_root,
             task_processes_max,
+            task_memory_max,
+            task_cpu_weight,
         } => {
+            let limits =
+                lote::agent::attempt_limits(task_memory_max, task_cpu_weight, task_processes_max);
+            // Before the runtime: the watchdog is forked.
+            let (groups, _watchdog) = lote::agent::attempt_groups(&root, limits);
             let config = lote::agent::AgentConfig {
                 server: cli
                     .connection
@@ -225,6 +242,8 @@ fn main() -> ExitCode {
                 task_slots: slots,
                 tasks_as_root: run_tasks_as_root,
                 task_processes_max,
+                limits,
+                groups,
                 name: name.unwrap_or_else(|| {
                     std::fs::read_to_string("/etc/hostname")
                         .map(|h| h.trim().to_string())

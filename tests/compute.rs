@@ -612,3 +612,237 @@ async fn a_fork_bomb_stops_at_the_pool_users_process_limit() {
     .await;
     assert_eq!(left, 0);
 }
+
+/// Skips a test that needs root and cgroups, saying which is missing.
+fn cgroups_here() -> bool {
+    if !lote::agent::user::is_root() {
+        eprintln!("skipped: attempt cgroups need an agent running as root");
+        return false;
+    }
+    if let Err(why) = lote::agent::cgroup::available() {
+        eprintln!("skipped: no cgroups for attempts here: {why}");
+        return false;
+    }
+    true
+}
+
+/// The cgroup files of the group a task's `cat /proc/self/cgroup` named
+/// for `controller`, v1 or v2.
+fn group_file(cgroups: &str, controller: &str, file: &str) -> std::path::PathBuf {
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let line = cgroups
+        .lines()
+        .find(|l| {
+            let list = l.split(':').nth(1).unwrap_or("");
+            if unified {
+                list.is_empty()
+            } else {
+                list.split(',').any(|c| c == controller)
+            }
+        })
+        .unwrap_or_else(|| panic!("no {controller} line in:\n{cgroups}"));
+    let path = line.splitn(3, ':').nth(2).unwrap().trim_start_matches('/');
+    let mount = if unified {
+        "/sys/fs/cgroup".to_string()
+    } else {
+        format!("/sys/fs/cgroup/{controller}")
+    };
+    Path::new(&mount).join(path).join(file)
+}
+
+fn pid_alive(pid: u32) -> bool {
+    alive(&pid.to_string())
+}
+
+/// Each attempt runs in a cgroup of its own with the node's limits: a
+/// memory hog is killed there and reported as out of memory, a process
+/// that leaves the attempt's session with a cleared environment dies
+/// at the attempt's end, the node's next task runs, and the groups are
+/// gone when the agent stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempts_cgroup_holds_its_memory_cpu_share_and_escaped_processes() {
+    if !cgroups_here() {
+        return;
+    }
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let token = remote_pool(&client, "caged", 1, SchedulingPolicy::Pack).await;
+    let nodes = open_tempdir();
+    let root = nodes.path().join("n0");
+    let agents = start_agents_with(
+        &server,
+        "caged",
+        &token,
+        &[&root],
+        1,
+        &[
+            "--task-memory-max",
+            "64",
+            "--task-cpu-weight",
+            "250",
+            "--task-processes-max",
+            "77",
+        ],
+    );
+    nodes_ready(&client, &PoolId::new("caged").unwrap(), 1).await;
+    create_job(&client, "j", "caged").await;
+    // One at a time, so each runs alone in the node's one slot.
+    for (id, line) in [
+        ("where", "cat /proc/self/cgroup"),
+        // tail keeps a line it has not seen the end of: 400 MB of zeros.
+        ("hog", "head -c 400000000 /dev/zero | tail -n 1 > /dev/null"),
+        (
+            "escape",
+            "env -i setsid sh -c 'echo $$ > escaped.pid; exec sleep 300' & sleep 1; echo left",
+        ),
+        ("after", "echo fine"),
+    ] {
+        add(&client, "j", vec![shell(id, line)]).await;
+        eventually(Duration::from_secs(60), "the task done", || async {
+            let t = task(&client, "j", id).await.state;
+            match t.status {
+                TaskStatus::Completed => Ok(()),
+                other => Err(format!("{id} is {other:?}")),
+            }
+        })
+        .await;
+    }
+
+    let cgroups = std::fs::read_to_string(root.join("tasks/j/where/1/stdout.txt")).unwrap();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (memory, pids, cpu) = if unified {
+        ("memory.max", "pids.max", "cpu.weight")
+    } else {
+        ("memory.limit_in_bytes", "pids.max", "cpu.shares")
+    };
+    let read = |controller: &str, file: &str| {
+        std::fs::read_to_string(group_file(&cgroups, controller, file))
+            .unwrap_or_else(|e| panic!("{controller}/{file}: {e}"))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("memory", memory), (64u64 << 20).to_string());
+    assert_eq!(read("pids", pids), "77");
+    let weight = read("cpu", cpu);
+    assert!(
+        weight == "250" || weight == (250 * 1024 / 100).to_string(),
+        "cpu weight 250 set as {weight}"
+    );
+
+    let hog = task(&client, "j", "hog").await.state;
+    let failure = hog.last_result.unwrap().failure.expect("the hog failed");
+    assert_eq!(failure.0, FailureCategory::OutOfMemory, "{failure:?}");
+    assert!(failure.1.contains("64 MiB"), "{failure:?}");
+
+    let escape = task(&client, "j", "escape").await.state;
+    assert!(escape.last_result.unwrap().succeeded());
+    let escaped: u32 = std::fs::read_to_string(root.join("tasks/j/escape/1/wd/escaped.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the escaped process dead",
+        || async {
+            match pid_alive(escaped) {
+                true => Err(format!("pid {escaped} still runs")),
+                false => Ok(()),
+            }
+        },
+    )
+    .await;
+    let after = task(&client, "j", "after").await.state;
+    assert!(after.last_result.unwrap().succeeded());
+
+    // The agent gone, its watchdog removes the node's groups.
+    let group = group_file(&cgroups, "pids", "");
+    assert!(group.exists(), "{}", group.display());
+    drop(agents);
+    eventually(Duration::from_secs(5), "the groups removed", || async {
+        match group.parent().unwrap().exists() {
+            true => Err(format!("{} is still there", group.display())),
+            false => Ok(()),
+        }
+    })
+    .await;
+}
+
+/// An agent killed with its watchdog (nothing left to sweep for it)
+/// leaves its attempt's processes behind; the next agent on the same
+/// root kills them before it runs anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_kills_what_its_previous_life_left_running() {
+    if !cgroups_here() {
+        return;
+    }
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let token = remote_pool(&client, "again", 1, SchedulingPolicy::Pack).await;
+    let nodes = open_tempdir();
+    let root = nodes.path().join("n0");
+    let first = start_agents_with(&server, "again", &token, &[&root], 1, &[]);
+    nodes_ready(&client, &PoolId::new("again").unwrap(), 1).await;
+    create_job(&client, "j", "again").await;
+    add(
+        &client,
+        "j",
+        vec![shell(
+            "long",
+            "env -i setsid sh -c 'echo $$ > left.pid; exec sleep 300' & exec sleep 300",
+        )],
+    )
+    .await;
+    let left_file = root.join("tasks/j/long/1/wd/left.pid");
+    let left = eventually(Duration::from_secs(30), "the task running", || async {
+        std::fs::read_to_string(&left_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .ok_or_else(|| "no pid yet".to_string())
+    })
+    .await;
+    // The agent and its watchdog (the agent's child that is no task)
+    // killed at once, as a machine's OOM killer or an operator might.
+    let agent = first.pids()[0];
+    let watchdogs: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s[s.rfind(')')? + 1..]
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse()
+                        .ok()
+                })
+                == Some(agent)
+                && std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+                    == std::fs::read_link(format!("/proc/{agent}/exe")).ok()
+        })
+        .collect();
+    assert_eq!(watchdogs.len(), 1, "one watchdog: {watchdogs:?}");
+    signal(watchdogs[0], libc::SIGKILL);
+    signal(agent, libc::SIGKILL);
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        pid_alive(left),
+        "the leftover should outlive a dead watchdog"
+    );
+
+    let _second = start_agents_with(&server, "again", &token, &[&root], 1, &[]);
+    eventually(
+        Duration::from_secs(10),
+        "the leftover killed by the next agent",
+        || async {
+            match pid_alive(left) {
+                true => Err(format!("pid {left} still runs")),
+                false => Ok(()),
+            }
+        },
+    )
+    .await;
+}

@@ -19,11 +19,6 @@ use server_support::*;
 /// Nodes are lost after 3 s of silence.
 const LOST_AFTER: &[&str] = &["--node-lost-after-secs", "3"];
 
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: sending a signal to a process this test started.
-    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
-}
-
 /// Waits until the node is in `state`.
 async fn node_in(client: &lote::client::Client, pool: &str, node: &NodeId, state: NodeState) {
     eventually(Duration::from_secs(20), "node state", || async {
@@ -49,8 +44,8 @@ async fn a_killed_local_agent_is_lost_its_task_requeued_and_its_node_replaced() 
     // its agent, not outlive it beside its requeued attempt.
     let marks = open_tempdir();
     let first = format!(
-        "if [ \"$LOTE_TASK_ATTEMPT\" = 1 ]; then echo $$ > {}/t1.pid; exec sleep 60; fi; sleep 5",
-        marks.path().display()
+        "if [ \"$LOTE_TASK_ATTEMPT\" = 1 ]; then env -i setsid sleep 61 & echo $! > {m}/t1.child; echo $$ > {m}/t1.pid; exec sleep 60; fi; sleep 5",
+        m = marks.path().display()
     );
     add(
         &client,
@@ -75,17 +70,22 @@ async fn a_killed_local_agent_is_lost_its_task_requeued_and_its_node_replaced() 
         .parse()
         .unwrap();
     let first_attempt = pid_in(&marks.path().join("t1.pid")).await;
+    let escaped = pid_in(&marks.path().join("t1.child")).await;
     signal(pid, libc::SIGKILL);
     let killed = Instant::now();
     if lote::agent::user::is_root() {
-        // Its tasks run as the pool's user and die with it.
+        // Its tasks run as the pool's user and die with it: the first
+        // process by its death signal, one that left its session with a
+        // cleared environment by the agent's watchdog killing its cgroup.
         eventually(
             Duration::from_secs(3),
             "the attempt dead with its agent",
             || async {
-                match alive(&first_attempt) {
-                    true => Err(format!("pid {first_attempt} still runs")),
-                    false => Ok(()),
+                match (alive(&first_attempt), alive(&escaped)) {
+                    (false, false) => Ok(()),
+                    _ => Err(format!(
+                        "pid {first_attempt} or its escaped child {escaped} still runs"
+                    )),
                 }
             },
         )

@@ -819,10 +819,10 @@ async fn a_pool_deleted_while_its_nodes_start_leaves_nothing_behind() {
 }
 
 /// What a task leaves behind when it ends by itself dies with it, whether
-/// it stayed in its group or left it (setsid). The agent adopts orphans:
-/// one that escapes the sweep (its environment cleared, so untagged) is
-/// the agent's child once its task ends, and is reaped when it ends, so no
-/// zombie piles up.
+/// it stayed in its group or left it (setsid). With an attempt cgroup
+/// (root, controllers mounted) so does one that also cleared its
+/// environment; without, that one escapes the tag sweep and outlives its
+/// task. Either way the agent adopts and reaps it, so no zombie piles up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leftovers_of_a_finished_task_die_and_the_agent_reaps_what_it_adopts() {
     let server = ServerProcess::start(&[]);
@@ -865,28 +865,45 @@ async fn leftovers_of_a_finished_task_die_and_the_agent_reaps_what_it_adopts() {
         }
     })
     .await;
-    // The untagged one outlived its task, adopted by the agent.
-    let parent = |pid: &str| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit(')')
-            .next()
-            .and_then(|rest| rest.split_whitespace().nth(1))
-            .map(str::to_string)
-    };
-    assert!(alive(&untagged), "the untagged leftover died early");
-    assert_eq!(parent(&untagged).as_deref(), Some(agent.as_str()));
-    eventually(
-        Duration::from_secs(10),
-        "untagged leftover ended",
-        || async {
-            if alive(&untagged) {
-                Err("alive".to_string())
-            } else {
-                Ok(())
-            }
-        },
-    )
-    .await;
+    if lote::agent::user::is_root() && lote::agent::cgroup::available().is_ok() {
+        // The attempt's cgroup holds it, environment or not: it dies with
+        // the rest.
+        eventually(
+            Duration::from_secs(5),
+            "untagged leftover killed",
+            || async {
+                match alive(&untagged) {
+                    true => Err("alive".to_string()),
+                    false => Ok(()),
+                }
+            },
+        )
+        .await;
+    } else {
+        // Without cgroups the untagged one outlives its task, adopted by
+        // the agent.
+        let parent = |pid: &str| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .map(str::to_string)
+        };
+        assert!(alive(&untagged), "the untagged leftover died early");
+        assert_eq!(parent(&untagged).as_deref(), Some(agent.as_str()));
+        eventually(
+            Duration::from_secs(10),
+            "untagged leftover ended",
+            || async {
+                if alive(&untagged) {
+                    Err("alive".to_string())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+    }
     // The next attempt's end reaps it: gone, not a zombie.
     add(&client, "j", vec![shell("next", "true")]).await;
     wait_job(&client, "j", Duration::from_secs(30)).await;

@@ -128,6 +128,11 @@ pub(super) fn kill_all_attempts() {
     for process in all {
         process.kill();
     }
+    // What the start task left running, and anything else in the node's
+    // groups.
+    if let Some(groups) = super::NODE_GROUPS.get() {
+        groups.kill_all();
+    }
 }
 
 pub(super) struct TaskEnv {
@@ -144,6 +149,55 @@ pub(super) struct TaskEnv {
     pub(super) pool_packages: std::sync::Mutex<Vec<PackageRef>>,
     /// Who tasks run as (`None`: the agent's own user).
     pub(super) user: Option<super::user::TaskUser>,
+    /// The node's attempt groups (`None`: no cgroups here; rlimits only).
+    pub(super) groups: Option<Arc<cgroup::Groups>>,
+    pub(super) limits: cgroup::Limits,
+}
+
+impl TaskEnv {
+    /// A cgroup for one attempt, when the node has them.
+    pub(super) fn attempt_group(&self) -> Result<Option<cgroup::Lease>, TaskResult> {
+        self.groups
+            .as_ref()
+            .map(|g| g.take())
+            .transpose()
+            .map_err(|e| launch_failure(format!("cannot make the attempt's cgroup: {e}")))
+    }
+}
+
+/// What the attempt's group says of a failed attempt: an out-of-memory
+/// kill in it makes the failure its own category, whatever the first
+/// process's end (a shell reports its killed child as exit code 137).
+pub(super) fn out_of_memory(
+    mut result: TaskResult,
+    group: Option<&cgroup::Lease>,
+    limits: cgroup::Limits,
+) -> TaskResult {
+    let (Some(group), Some((category, _))) = (group, &result.failure) else {
+        return result;
+    };
+    if matches!(
+        category,
+        FailureCategory::Timeout | FailureCategory::Terminated
+    ) {
+        return result;
+    }
+    if group.group().oom_killed() {
+        let limit = limits
+            .memory_bytes
+            .map(|b| format!("its memory limit of {} MiB", b >> 20))
+            .unwrap_or_else(|| "the memory the node's agent may give".into());
+        let how = match (result.exit_code, result.signal) {
+            (Some(code), _) => format!("exit code {code}"),
+            (None, Some(signal)) => format!("signal {signal}"),
+            _ => "no status".into(),
+        };
+        result.failure = Some((
+            FailureCategory::OutOfMemory,
+            format!("ran out of memory: its processes reached {limit} and the kernel killed one ({how})"),
+        ));
+    }
+    result
 }
 
 impl TaskEnv {
@@ -220,7 +274,8 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             Err(why) => Err(resource_failure(why)),
         },
     };
-    let child = staged.and_then(|apps| {
+    let group = staged.and_then(|apps| env.attempt_group().map(|g| (apps, g)));
+    let child = group.and_then(|(apps, lease)| {
         let mut vars = vec![
             ("LOTE_JOB_ID".to_string(), a.job.to_string()),
             ("LOTE_TASK_ID".to_string(), a.task.to_string()),
@@ -228,14 +283,24 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             (proc_tree::TAG_VAR.to_string(), tag.clone()),
         ];
         vars.extend(apps);
-        spawn(env, &a.spec.command_line, &a.spec.env, &vars, &dir, &wd).map_err(launch_failure)
+        spawn(
+            env,
+            &a.spec.command_line,
+            &a.spec.env,
+            &vars,
+            &dir,
+            &wd,
+            lease.as_ref(),
+        )
+        .map(|child| (child, lease))
+        .map_err(launch_failure)
     });
     let mut result = match child {
         Err(failed) => failed,
-        Ok(mut child) => {
+        Ok((mut child, lease)) => {
             let tracked = child
                 .id()
-                .map(|pid| proc_tree::Tracked::new(pid, tag.clone(), since));
+                .map(|pid| proc_tree::Tracked::new(pid, tag.clone(), since, lease.as_ref()));
             let cancelled = {
                 let mut running = attempts();
                 let entry = running.entry(key.clone()).or_default();
@@ -261,7 +326,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
                 entry.process = None;
             }
             match result {
-                Some(result) => result,
+                Some(result) => out_of_memory(result, lease.as_ref(), env.limits),
                 None => return,
             }
         }

@@ -14,7 +14,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -42,6 +42,12 @@ pub struct Launch<'a> {
     /// this many processes of the user (the agent is root and the task is
     /// not); `None`: as the agent.
     pub user: Option<(u32, u32, u64)>,
+    /// `cgroup.procs` descriptors of the attempt's group, one per
+    /// hierarchy: the child joins the group before anything else runs.
+    pub cgroup: &'a [RawFd],
+    /// Bytes of address space the process may map, where no cgroup limits
+    /// its memory (see `cgroup`).
+    pub address_space_max: Option<u64>,
 }
 
 /// A started process: its pid, a pidfd that becomes readable when it
@@ -147,16 +153,8 @@ fn c_args(spec: &Launch<'_>) -> io::Result<Vec<CString>> {
     Ok(argv)
 }
 
-fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
-    let argv_owned = c_args(spec)?;
-    let program = &argv_owned[0];
-    let mut argv: Vec<*mut libc::c_char> = argv_owned
-        .iter()
-        .map(|a| a.as_ptr() as *mut libc::c_char)
-        .collect();
-    argv.push(std::ptr::null_mut());
-
-    // The variables set here, the last of a name winning.
+/// The variables set for the process, the last of a name winning.
+fn assignments<'a>(spec: &Launch<'a>) -> io::Result<Vec<(&'a OsStr, CString)>> {
     let mut set: Vec<(&OsStr, CString)> = Vec::with_capacity(spec.env.len());
     for (name, value) in spec.env {
         let Some(entry) = assignment(name, value) else {
@@ -170,6 +168,19 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
             None => set.push((name, entry)),
         }
     }
+    Ok(set)
+}
+
+fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
+    let argv_owned = c_args(spec)?;
+    let program = &argv_owned[0];
+    let mut argv: Vec<*mut libc::c_char> = argv_owned
+        .iter()
+        .map(|a| a.as_ptr() as *mut libc::c_char)
+        .collect();
+    argv.push(std::ptr::null_mut());
+
+    let set = assignments(spec)?;
     let mut envp: Vec<*mut libc::c_char> = base()
         .iter()
         .filter(|(name, _)| !set.iter().any(|(n, _)| *n == name.as_os_str()))
@@ -243,32 +254,35 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
         // Marked as the agent's own before any other code on this thread
         // can look at its children.
         let mut owned = proc_tree::owned();
-        match spec.user {
-            None => check(spawn(
+        // posix_spawn where the child needs nothing posix_spawn cannot do.
+        let plain =
+            spec.user.is_none() && spec.cgroup.is_empty() && spec.address_space_max.is_none();
+        if plain {
+            check(spawn(
                 &mut pid,
                 program.as_ptr(),
                 actions.0,
                 attr.0,
                 argv.as_ptr(),
                 envp.as_ptr(),
-            ))?,
-            Some((uid, gid, processes_max)) => {
-                let child = ChildSpec {
-                    program: program.as_ptr(),
-                    argv: argv.as_ptr(),
-                    envp: envp.as_ptr(),
-                    dir: dir.as_ptr(),
-                    outputs: [stdout.as_ptr(), stderr.as_ptr()],
-                    stdin: spec.stdin.as_raw_fd(),
-                    uid,
-                    gid,
-                    processes_max,
-                    looks_up,
-                    report: -1,
-                    agent: libc::getpid(),
-                };
-                pid = spawn_as(child)?;
-            }
+            ))?;
+        } else {
+            let child = ChildSpec {
+                program: program.as_ptr(),
+                argv: argv.as_ptr(),
+                envp: envp.as_ptr(),
+                dir: dir.as_ptr(),
+                outputs: [stdout.as_ptr(), stderr.as_ptr()],
+                stdin: spec.stdin.as_raw_fd(),
+                user: spec.user,
+                cgroup: spec.cgroup.as_ptr(),
+                cgroups: spec.cgroup.len(),
+                address_space_max: spec.address_space_max,
+                looks_up,
+                report: -1,
+                agent: libc::getpid(),
+            };
+            pid = spawn_as(child)?;
         }
         let pid = pid as u32;
         let mark = proc_tree::Owned::mark(&mut owned, pid);
@@ -305,9 +319,12 @@ struct ChildSpec {
     dir: *const libc::c_char,
     outputs: [*const libc::c_char; 2],
     stdin: libc::c_int,
-    uid: u32,
-    gid: u32,
-    processes_max: u64,
+    /// uid, gid and most processes of the user to drop to; None: stay.
+    user: Option<(u32, u32, u64)>,
+    /// `cgroups` descriptors to write 0 to (joins the groups).
+    cgroup: *const RawFd,
+    cgroups: usize,
+    address_space_max: Option<u64>,
     looks_up: bool,
     /// Where the child writes its errno when it cannot exec (close-on-exec).
     report: libc::c_int,
@@ -319,9 +336,10 @@ struct ChildSpec {
 /// calls and exec, nothing deeper.
 const CHILD_STACK_BYTES: usize = 64 * 1024;
 
-/// Starts a process as another user the way posix_spawn starts one (a
-/// child sharing the agent's memory, the agent paused until it execs),
-/// which posix_spawn itself cannot do: the child drops to the user with
+/// Starts a process the way posix_spawn starts one (a child sharing the
+/// agent's memory, the agent paused until it execs), doing what
+/// posix_spawn cannot: the child joins the attempt's cgroup, sets its
+/// limits and drops to the task's user (if any) with
 /// raw system calls (glibc's setuid would signal the agent's threads),
 /// then opens its output files as that user, enters its working directory
 /// and execs. Forking instead cost the compute benchmark a quarter of its
@@ -388,20 +406,39 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 || libc::dup2(c.stdin, 0) < 0 {
             return fail(c.report);
         }
-        let processes = libc::rlimit {
-            rlim_cur: c.processes_max as libc::rlim_t,
-            rlim_max: c.processes_max as libc::rlim_t,
-        };
-        if libc::setrlimit(libc::RLIMIT_NPROC, &processes) != 0
-            || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
-            || libc::syscall(libc::SYS_setgid, c.gid) != 0
-            || libc::syscall(libc::SYS_setuid, c.uid) != 0
-        {
-            return fail(c.report);
+        // Into the attempt's group first: everything it starts is inside.
+        for i in 0..c.cgroups {
+            if libc::write(*c.cgroup.add(i), b"0".as_ptr().cast(), 1) != 1 {
+                return fail(c.report);
+            }
+        }
+        if let Some(bytes) = c.address_space_max {
+            let space = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &space) != 0 {
+                return fail(c.report);
+            }
+        }
+        if let Some((uid, gid, processes_max)) = c.user {
+            let processes = libc::rlimit {
+                rlim_cur: processes_max as libc::rlim_t,
+                rlim_max: processes_max as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_NPROC, &processes) != 0
+                || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+                || libc::syscall(libc::SYS_setgid, gid) != 0
+                || libc::syscall(libc::SYS_setuid, uid) != 0
+            {
+                return fail(c.report);
+            }
         }
         // Dies with the agent (a killed agent leaves no task running that
         // the server has requeued elsewhere). Set after the user change,
         // which clears it; an agent gone meanwhile is caught by its pid.
+        // (What it starts is in its cgroup, which the agent's watchdog
+        // kills; without one, only this first process dies with the agent.)
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != c.agent {
             return fail(c.report);
         }
@@ -509,6 +546,8 @@ mod tests {
                 ("LOTE_X".as_ref(), "last".as_ref()),
             ],
             user: None,
+            cgroup: &[],
+            address_space_max: None,
         };
         let mut child = launch(&spec).expect("pidfds here").unwrap();
         assert!(!child.ended());
@@ -545,6 +584,8 @@ mod tests {
             stderr: &err,
             env: &[("LOTE_TASK_ID".as_ref(), "t1".as_ref())],
             user: None,
+            cgroup: &[],
+            address_space_max: None,
         };
         let mut child = launch(&spec).expect("pidfds here").unwrap();
         assert_eq!(child.wait().await.unwrap().code(), Some(0));
@@ -581,6 +622,8 @@ mod tests {
                 stderr: null,
                 env,
                 user: None,
+                cgroup: &[],
+                address_space_max: None,
             })
             .map(|r| r.map(|_| ()).map_err(|e| e.kind()))
         };
@@ -595,6 +638,8 @@ mod tests {
             stderr: null,
             env: &[],
             user: None,
+            cgroup: &[],
+            address_space_max: None,
         })
         .map(|r| r.map(|_| ()).map_err(|e| e.kind()));
         assert_eq!(unwritable, Some(Err(io::ErrorKind::NotFound)));
@@ -651,6 +696,8 @@ mod tests {
             stderr: &err,
             env: &[],
             user: Some((id, id, 64)),
+            cgroup: &[],
+            address_space_max: None,
         };
         let mut child = launch(&spec).expect("pidfds here").unwrap();
         assert!(child.wait().await.unwrap().success());

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod attempt;
+pub mod cgroup;
 pub mod files;
 mod launch;
 mod proc_tree;
@@ -62,7 +63,17 @@ pub struct AgentConfig {
     pub tasks_as_root: bool,
     /// Most processes of the pool's task user (`--task-processes-max`).
     pub task_processes_max: u64,
+    /// What each attempt may use (`--task-memory-max`, `--task-cpu-weight`,
+    /// and the process count above).
+    pub limits: cgroup::Limits,
+    /// The node's attempt groups, made before the runtime started (with
+    /// the watchdog that kills them if the agent dies); None: rlimits only.
+    pub groups: Option<Arc<cgroup::Groups>>,
 }
+
+/// The node's groups, for the kills that have no `TaskEnv` at hand (the
+/// SIGTERM handler, the end of `run`).
+static NODE_GROUPS: std::sync::OnceLock<Arc<cgroup::Groups>> = std::sync::OnceLock::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -187,6 +198,9 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         config.task_processes_max,
     );
     close_node_root(&config.root, task_user)?;
+    if let Some(groups) = &config.groups {
+        let _ = NODE_GROUPS.set(groups.clone());
+    }
     let info = AgentInfo {
         hostname: host_name().unwrap_or_else(|| config.name.clone()),
         address: local_address(&config.server),
@@ -204,6 +218,8 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         stager: Stager::new(client.clone(), config.root.clone()),
         pool_packages: std::sync::Mutex::default(),
         user: task_user,
+        groups: config.groups.clone(),
+        limits: config.limits,
         slots: Arc::new(tokio::sync::Semaphore::new(info.task_slots as usize)),
         slot_count: info.task_slots,
         reports: Reporter::start(client.clone(), RETRY_PAUSE),
@@ -324,6 +340,65 @@ fn host_name() -> Option<String> {
 }
 
 /// The machine's memory, from the kernel (0 when it cannot be read).
+/// Share of the machine's memory one attempt may take unless
+/// `--task-memory-max` says otherwise: the rest keeps the agent and the
+/// machine answering while a task runs out.
+pub const TASK_MEMORY_SHARE_PERCENT: u64 = 90;
+
+/// The limits an attempt runs under, from the agent's flags.
+pub fn attempt_limits(
+    memory_max_mib: Option<u64>,
+    cpu_weight: u32,
+    processes_max: u64,
+) -> cgroup::Limits {
+    let default_mib = memory_mib() * TASK_MEMORY_SHARE_PERCENT / 100;
+    let mib = memory_max_mib.unwrap_or(default_mib);
+    cgroup::Limits {
+        memory_bytes: (mib > 0).then_some(mib << 20),
+        processes_max,
+        cpu_weight,
+    }
+}
+
+/// The node's attempt groups and their watchdog, made while the process
+/// has one thread (the watchdog is forked). Without cgroups, says what
+/// is lost and returns none.
+pub fn attempt_groups(
+    root: &Path,
+    limits: cgroup::Limits,
+) -> (Option<Arc<cgroup::Groups>>, Option<cgroup::Watchdog>) {
+    if let Err(e) = std::fs::create_dir_all(root) {
+        tracing::warn!(root = %root.display(), error = %e, "cannot create the node's root");
+    }
+    match cgroup::Groups::open(root, limits) {
+        Ok(groups) => match cgroup::Watchdog::start(groups.bases()) {
+            Ok(watchdog) => {
+                // The agent's own child, never taken for what an attempt left.
+                proc_tree::owned().push(watchdog.pid);
+                tracing::info!(
+                    groups = %groups.describe(),
+                    memory_mib = limits.memory_bytes.map(|b| b >> 20),
+                    processes_max = limits.processes_max,
+                    cpu_weight = limits.cpu_weight,
+                    "each attempt runs in a cgroup of its own"
+                );
+                (Some(groups), Some(watchdog))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the cgroup watchdog; tasks run with rlimits only");
+                (None, None)
+            }
+        },
+        Err(why) => {
+            tracing::warn!(
+                why = %why,
+                "tasks run without cgroups: memory is limited per process (address space), not per attempt; there is no CPU weight and no out-of-memory report; a process that leaves the attempt's session and clears its environment escapes the kill at the attempt's end"
+            );
+            (None, None)
+        }
+    }
+}
+
 fn memory_mib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()

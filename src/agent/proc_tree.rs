@@ -193,21 +193,29 @@ pub struct Tracked {
     /// A time in clock ticks since boot no later than the leader's start
     /// (so no later than any descendant's).
     started: u64,
+    /// The attempt's cgroup, which holds every process it started.
+    group: Option<std::sync::Arc<super::cgroup::Group>>,
 }
 
 impl Tracked {
     /// `since`: [`boot_ticks`] read before the leader was started.
-    pub fn new(pid: u32, tag: String, since: u64) -> Self {
+    pub fn new(pid: u32, tag: String, since: u64, group: Option<&super::cgroup::Lease>) -> Self {
         Tracked {
             pid,
             tag,
             started: since,
+            group: group.map(|g| g.group()),
         }
     }
 
-    /// SIGKILLs the group, then every tagged process that left it.
+    /// SIGKILLs the process group, then every tagged process that left
+    /// it, then whatever is left in the attempt's cgroup (a process that
+    /// cleared its environment and left the session).
     pub fn kill(&self) {
         self.sweep(last_pid());
+        if let Some(group) = &self.group {
+            group.kill();
+        }
     }
 
     /// [`Tracked::kill`] of an attempt whose leader was reaped, done here
@@ -225,6 +233,11 @@ impl Tracked {
     pub fn kill_if_cheap(&self) -> bool {
         if !maybe_left_behind() {
             return true;
+        }
+        // With a cgroup, one read of its list tells whether anything of
+        // the attempt is alive; a task user cannot leave the group.
+        if let Some(group) = &self.group {
+            return group.is_empty();
         }
         let last = last_pid();
         if !last.is_some_and(|l| l >= self.pid && l - self.pid <= PROBE_PIDS_CHEAP) {

@@ -42,7 +42,12 @@ pub(super) fn spawn(
     vars: &[(String, String)],
     dir: &Path,
     wd: &Path,
+    group: Option<&cgroup::Lease>,
 ) -> Result<Proc, String> {
+    let cgroup_fds = group.map(|g| g.join_fds()).unwrap_or_default();
+    // Without a group, the memory limit falls back to an address-space
+    // rlimit of the first process (see `cgroup`).
+    let address_space_max = env.limits.memory_bytes.filter(|_| group.is_none());
     let open = |name: &str| {
         std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
     };
@@ -86,6 +91,8 @@ pub(super) fn spawn(
             stderr: &stderr,
             env: &vars,
             user: env.user.map(|u| (u.uid, u.gid, u.processes_max)),
+            cgroup: &cgroup_fds,
+            address_space_max,
         };
         if let Some(started) = launch::launch(&spec) {
             // The child creates its output files; when the launch fails,
@@ -118,21 +125,37 @@ pub(super) fn spawn(
     if let Some(user) = env.user {
         // As root, std also drops every supplementary group.
         cmd.uid(user.uid).gid(user.gid);
-        // SAFETY: setrlimit is async-signal-safe and touches only the
-        // child's own limits.
-        let max = user.processes_max as libc::rlim_t;
-        unsafe {
-            cmd.pre_exec(move || {
-                let processes = libc::rlimit {
+    }
+    let processes_max = env.user.map(|u| u.processes_max as libc::rlim_t);
+    // SAFETY: write and setrlimit are async-signal-safe and touch only the
+    // child's own membership and limits; the descriptors stay open (the
+    // lease outlives the spawn).
+    unsafe {
+        cmd.pre_exec(move || {
+            for fd in &cgroup_fds {
+                if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            let limits = [
+                (
+                    libc::RLIMIT_AS,
+                    address_space_max.map(|b| b as libc::rlim_t),
+                ),
+                (libc::RLIMIT_NPROC, processes_max),
+            ];
+            for (resource, max) in limits {
+                let Some(max) = max else { continue };
+                let limit = libc::rlimit {
                     rlim_cur: max,
                     rlim_max: max,
                 };
-                if libc::setrlimit(libc::RLIMIT_NPROC, &processes) != 0 {
+                if libc::setrlimit(resource, &limit) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
+            }
+            Ok(())
+        });
     }
     proc_tree::spawn_owned(&mut cmd)
         .map(|(child, _owned)| Proc::Command { child, _owned })

@@ -63,6 +63,13 @@ pub(super) async fn run_start_task_once(
             dir.display()
         ));
     }
+    // Its own group, not emptied when it ends: a start task may leave a
+    // service running for the node's tasks. The agent's stop, a reboot or
+    // the watchdog kills what is left.
+    let lease = match env.attempt_group() {
+        Ok(lease) => lease,
+        Err(failed) => return failed,
+    };
     let spawned = {
         let mut vars = vec![(
             "LOTE_START_TASK_ATTEMPT".to_string(),
@@ -76,10 +83,14 @@ pub(super) async fn run_start_task_once(
             &vars,
             &dir,
             &wd,
+            lease.as_ref(),
         )
     };
     match spawned {
-        Ok(mut child) => wait(&mut child, None, started).await,
+        Ok(mut child) => {
+            let result = wait(&mut child, None, started).await;
+            out_of_memory(result, lease.as_ref(), env.limits)
+        }
         Err(why) => launch_failure(why),
     }
 }

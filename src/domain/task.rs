@@ -139,6 +139,9 @@ pub enum FailureCategory {
     OutputFile,
     /// A user or the job terminated it.
     Terminated,
+    /// Its processes reached the attempt's memory limit and the kernel
+    /// killed one (added last: recorded categories keep their encoding).
+    OutOfMemory,
 }
 
 /// How one attempt ended.

@@ -208,6 +208,18 @@ pub fn alive(pid: &str) -> bool {
         .unwrap_or(false)
 }
 
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a process this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+impl Agents {
+    /// The agents' pids, in the order of their roots.
+    pub fn pids(&self) -> Vec<u32> {
+        self.0.iter().map(|c| c.id()).collect()
+    }
+}
+
 /// Polls `check` every 100 ms until it returns Some, or panics with
 /// `what` and the last value seen after `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
