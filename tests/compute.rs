@@ -353,6 +353,7 @@ async fn tasks_and_local_agents_get_none_of_the_servers_environment() {
             "LOTE_NODE_ID",
             "LOTE_NODE_SHARED_DIR",
             "LOTE_POOL_ID",
+            "LOTE_SECRETS_DIR",
             "LOTE_TASK_ATTEMPT",
             "LOTE_TASK_ID",
             "LOTE_TASK_WORKING_DIR",

@@ -53,6 +53,8 @@ const EVENT_TYPES: &[&str] = &[
     "PoolAutoscaleEvaluated",
     "PoolUpdated",
     "PoolJoinTokenRotated",
+    "PoolSecretSet",
+    "PoolSecretRemoved",
     "NodeCreating",
     "NodeStarting",
     "NodeWaitingForStartTask",
@@ -89,7 +91,7 @@ const EVENT_TYPES: &[&str] = &[
 
 /// The newest golden folder. Bump the minor number when event types are
 /// added without a layout change, and record it.
-const LATEST: &str = "v2.1";
+const LATEST: &str = "v3";
 
 /// Rebuilds every entity of a store into JSON, keyed by entity name.
 fn rebuild_all(store: &EventStore) -> BTreeMap<String, serde_json::Value> {
@@ -156,6 +158,19 @@ async fn record_scenario(core: &Core) {
                     id: "tool".into(),
                     version: Some("1.0".into()),
                 }],
+                secrets: vec![lote::domain::pool::PoolSecret {
+                    name: "db".into(),
+                    value: lote::types::Secret::new("sealed:v1:00"),
+                    start_task_env: true,
+                }],
+                task_settings: lote::domain::pool::TaskSettings {
+                    user_scope: lote::domain::pool::UserScope::Pool,
+                    elevation: lote::domain::pool::Elevation::NonAdmin,
+                    start_task_elevation: lote::domain::pool::Elevation::Admin,
+                    memory_mib: Some(512),
+                    processes_max: Some(100),
+                    cpu_weight: Some(200),
+                },
                 ..pool_spec(2)
             },
         },
@@ -179,6 +194,26 @@ async fn record_scenario(core: &Core) {
     core.execute::<Pool>(&pool, PoolCommand::RotateJoinToken, ctx(user()))
         .await
         .unwrap();
+    core.execute::<Pool>(
+        &pool,
+        PoolCommand::SetSecret {
+            secret: lote::domain::pool::PoolSecret {
+                name: "tls-key".into(),
+                value: lote::types::Secret::new("sealed:v1:01"),
+                start_task_env: false,
+            },
+        },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
+    core.execute::<Pool>(
+        &pool,
+        PoolCommand::RemoveSecret { name: "db".into() },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
     core.execute::<Pool>(
         &pool,
         PoolCommand::UpdatePool {
@@ -630,6 +665,19 @@ async fn record_scenario(core: &Core) {
     .unwrap();
 }
 
+/// Fields that came with a layout change, at the value its lift gives
+/// events recorded before it.
+const LIFTED_DEFAULTS: &[(&str, fn() -> serde_json::Value)] = &[(
+    // PoolCreated 2 → 3: one user for the pool, as before; nothing else set.
+    "task_settings",
+    || {
+        serde_json::json!({
+            "user_scope": "pool", "elevation": "non_admin", "start_task_elevation": "non_admin",
+            "memory_mib": null, "processes_max": null, "cpu_weight": null
+        })
+    },
+)];
+
 /// Whether a rebuilt state matches a recorded one. States grow fields as
 /// lote grows (a task's output manifest, a spec's packages): a field the
 /// recording lacks must rebuild to its empty default, never to a value.
@@ -640,11 +688,15 @@ fn same_state(recorded: &serde_json::Value, rebuilt: &serde_json::Value) -> bool
             r.iter()
                 .all(|(k, v)| b.get(k).is_some_and(|got| same_state(v, got)))
                 && b.iter().all(|(k, v)| {
-                    // A field added since, at its default.
+                    // A field added since, at its default, or at the value
+                    // its upcaster gives recordings that lack it.
                     r.contains_key(k)
                         || matches!(v, Value::Null | Value::Bool(false))
                         || v.as_u64() == Some(0)
                         || v.as_array().is_some_and(|a| a.is_empty())
+                        || LIFTED_DEFAULTS
+                            .iter()
+                            .any(|(name, lifted)| k == name && *v == lifted())
                 })
         }
         (Value::Array(r), Value::Array(b)) => {

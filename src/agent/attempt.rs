@@ -151,10 +151,60 @@ pub(super) struct TaskEnv {
     pub(super) user: Option<super::user::TaskUser>,
     /// The node's attempt groups (`None`: no cgroups here; rlimits only).
     pub(super) groups: Option<Arc<cgroup::Groups>>,
-    pub(super) limits: cgroup::Limits,
+    /// The agent's own limits (its flags): a pool may ask for less.
+    pub(super) node_limits: cgroup::Limits,
+    /// The pool's settings for its tasks, as registration said.
+    pub(super) settings: std::sync::Mutex<crate::domain::pool::TaskSettings>,
 }
 
 impl TaskEnv {
+    pub(super) fn settings(&self) -> crate::domain::pool::TaskSettings {
+        self.settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The limits an attempt runs under: the pool's where it asks for
+    /// less than the node gives, the pool's CPU weight where it sets one.
+    pub(super) fn limits(&self) -> cgroup::Limits {
+        effective_limits(self.node_limits, &self.settings())
+    }
+
+    /// Takes the pool's settings (at registration): new attempt groups get
+    /// the limits they make.
+    pub(super) fn apply_settings(&self, settings: crate::domain::pool::TaskSettings) {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = settings;
+        if let Some(groups) = &self.groups {
+            groups.set_limits(self.limits());
+        }
+    }
+
+    /// Who a task (`Some((job, task))`) or the start task (`None`) runs
+    /// as: the agent itself when it is not root or runs tasks as root, or
+    /// when the pool elevates them; else the pool's user, or the task's
+    /// own in the pool's group.
+    pub(super) fn run_as(&self, task: Option<(&str, &str)>) -> Option<super::user::TaskUser> {
+        use crate::domain::pool::{Elevation, UserScope};
+        let pool_user = self.user?;
+        let settings = self.settings();
+        let elevation = match task {
+            Some(_) => settings.elevation,
+            None => settings.start_task_elevation,
+        };
+        match (elevation, settings.user_scope, task) {
+            (Elevation::Admin, _, _) => None,
+            (_, UserScope::Task, Some((job, task))) => Some(super::user::task_user(
+                pool_user,
+                &self.cred.account,
+                &self.cred.pool,
+                job,
+                task,
+            )),
+            _ => Some(pool_user),
+        }
+    }
+
     /// A cgroup for one attempt, when the node has them.
     pub(super) fn attempt_group(&self) -> Result<Option<cgroup::Lease>, TaskResult> {
         self.groups
@@ -162,6 +212,25 @@ impl TaskEnv {
             .map(|g| g.take())
             .transpose()
             .map_err(|e| launch_failure(format!("cannot make the attempt's cgroup: {e}")))
+    }
+}
+
+/// The node's limits, lowered (memory, processes) or set (CPU weight) by
+/// the pool's settings.
+pub(super) fn effective_limits(
+    node: cgroup::Limits,
+    pool: &crate::domain::pool::TaskSettings,
+) -> cgroup::Limits {
+    let lower = |node: Option<u64>, pool: Option<u64>| match (node, pool) {
+        (Some(n), Some(p)) => Some(n.min(p)),
+        (n, p) => n.or(p),
+    };
+    cgroup::Limits {
+        memory_bytes: lower(node.memory_bytes, pool.memory_mib.map(|m| m << 20)),
+        processes_max: node
+            .processes_max
+            .min(pool.processes_max.map_or(u64::MAX, u64::from)),
+        cpu_weight: pool.cpu_weight.unwrap_or(node.cpu_weight),
     }
 }
 
@@ -257,6 +326,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     let started = Instant::now();
     let tag = proc_tree::new_tag();
     let since = proc_tree::boot_ticks();
+    let user = env.run_as(Some((a.job.as_str(), a.task.as_str())));
     let staged = match make_attempt_dirs(&dir) {
         Err(e) => Err(launch_failure(format!(
             "cannot create {}: {e}",
@@ -265,8 +335,8 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
         Ok(()) => match env.stage_inputs(&a, &wd).await {
             // The attempt's directory and its inputs are the task's; the
             // rest of the node is not.
-            Ok(apps) => super::user::give(&dir, env.user, 0o700)
-                .and_then(|_| super::user::give_tree(&wd, env.user))
+            Ok(apps) => super::user::give(&dir, user, 0o700)
+                .and_then(|_| super::user::give_tree(&wd, user))
                 .map(|_| apps)
                 .map_err(|e| {
                     launch_failure(format!("cannot hand {} to the task: {e}", dir.display()))
@@ -283,17 +353,18 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             (proc_tree::TAG_VAR.to_string(), tag.clone()),
         ];
         vars.extend(apps);
-        spawn(
-            env,
-            &a.spec.command_line,
-            &a.spec.env,
-            &vars,
-            &dir,
-            &wd,
-            lease.as_ref(),
-        )
-        .map(|child| (child, lease))
-        .map_err(launch_failure)
+        let run = Run {
+            command_line: &a.spec.command_line,
+            own: &a.spec.env,
+            vars: &vars,
+            dir: &dir,
+            wd: &wd,
+            group: lease.as_ref(),
+            user,
+        };
+        spawn(env, run)
+            .map(|child| (child, lease))
+            .map_err(launch_failure)
     });
     let mut result = match child {
         Err(failed) => failed,
@@ -326,7 +397,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
                 entry.process = None;
             }
             match result {
-                Some(result) => out_of_memory(result, lease.as_ref(), env.limits),
+                Some(result) => out_of_memory(result, lease.as_ref(), env.limits()),
                 None => return,
             }
         }

@@ -85,7 +85,10 @@ impl Layout {
 /// A node's attempt groups.
 pub struct Groups {
     layout: Layout,
-    limits: Limits,
+    limits: Mutex<Limits>,
+    /// Moves with every change of limits: groups made before are not
+    /// lent again.
+    generation: AtomicU64,
     free: Mutex<Vec<Arc<Group>>>,
     next: AtomicU32,
 }
@@ -110,6 +113,8 @@ pub struct Group {
     oom_counter: PathBuf,
     oom_seen: AtomicU64,
     v2: bool,
+    /// The limits' generation it was made with.
+    generation: u64,
 }
 
 /// A group lent to one attempt; it goes back to the node's free list when
@@ -142,7 +147,8 @@ impl Groups {
         remove_children(&layout.bases());
         let groups = Arc::new(Groups {
             layout,
-            limits,
+            limits: Mutex::new(limits),
+            generation: AtomicU64::new(0),
             free: Mutex::default(),
             next: AtomicU32::new(0),
         });
@@ -164,7 +170,24 @@ impl Groups {
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// New limits for the attempts to come (the pool's settings, at
+    /// registration): the free groups, made with the old, are removed.
+    pub fn set_limits(&self, limits: Limits) {
+        {
+            let mut current = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+            if *current == limits {
+                return;
+            }
+            *current = limits;
+            self.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        let old: Vec<Arc<Group>> = std::mem::take(&mut *self.lock_free());
+        for group in old {
+            group.remove();
+        }
     }
 
     /// The node's directories in every hierarchy: what the watchdog sweeps.
@@ -191,14 +214,28 @@ impl Groups {
     fn make(&self) -> io::Result<Group> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let leaf = format!("a{n}");
-        let dirs: Vec<PathBuf> = self.layout.bases().iter().map(|b| b.join(&leaf)).collect();
+        // v1 puts a process in each hierarchy by a write of its own, about
+        // 25 µs each: the cpu hierarchy only when a weight other than the
+        // default is asked for (the default would change nothing).
+        let with_cpu = self.limits().cpu_weight != CPU_WEIGHT_DEFAULT;
+        let dirs: Vec<PathBuf> = match &self.layout {
+            Layout::V1 { memory, pids, cpu } => {
+                [Some(memory), Some(pids), cpu.as_ref().filter(|_| with_cpu)]
+                    .into_iter()
+                    .flatten()
+                    .map(|b| b.join(&leaf))
+                    .collect()
+            }
+            Layout::V2(dir) => vec![dir.join(&leaf)],
+        };
         for dir in &dirs {
             match std::fs::create_dir(dir) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 other => other?,
             }
         }
-        let l = self.limits;
+        let l = self.limits();
+        let generation = self.generation.load(Ordering::Relaxed);
         let v2 = matches!(self.layout, Layout::V2(_));
         let (memory_dir, pids_dir, cpu_dir) =
             (&dirs[0], &dirs[if v2 { 0 } else { 1 }], dirs.get(2));
@@ -240,6 +277,7 @@ impl Groups {
             "memory.oom_control"
         });
         let group = Group {
+            generation,
             oom_seen: AtomicU64::new(read_oom_kills(&oom_counter).unwrap_or(0)),
             dirs,
             join,
@@ -271,9 +309,15 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         // A group something still runs in is not lent again: it is
-        // swept when the agent next starts on this root.
-        if self.group.is_empty() {
+        // swept when the agent next starts on this root. One made with
+        // old limits goes.
+        if !self.group.is_empty() {
+            return;
+        }
+        if self.group.generation == self.groups.generation.load(Ordering::Relaxed) {
             self.groups.lock_free().push(self.group.clone());
+        } else {
+            self.group.remove();
         }
     }
 }
@@ -304,6 +348,14 @@ impl Group {
     /// how many there can be.
     pub fn kill(&self) {
         kill_dir(&self.dirs[0], self.v2, || self.pids());
+    }
+
+    /// Removes its directories (it must be empty; a process in it keeps
+    /// it, to be swept when the agent next starts).
+    fn remove(&self) {
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 
     /// Whether the kernel's out-of-memory killer acted in it since the

@@ -22,6 +22,7 @@ mod proc_tree;
 mod process;
 mod reports;
 mod retention;
+mod secrets;
 pub mod staging;
 mod start_task;
 pub mod usage;
@@ -219,7 +220,8 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         pool_packages: std::sync::Mutex::default(),
         user: task_user,
         groups: config.groups.clone(),
-        limits: config.limits,
+        node_limits: config.limits,
+        settings: std::sync::Mutex::default(),
         slots: Arc::new(tokio::sync::Semaphore::new(info.task_slots as usize)),
         slot_count: info.task_slots,
         reports: Reporter::start(client.clone(), RETRY_PAUSE),
@@ -256,9 +258,13 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
             }
         });
     }
+    let mut watching_secrets = false;
     loop {
         register(&client, &env, &info).await?;
         tracing::info!(node = %cred.node, "agent registered");
+        if !std::mem::replace(&mut watching_secrets, true) {
+            secrets::keep_fresh(client.clone(), env.clone());
+        }
         let reimage = work(&client, &env, &config).await?;
         // Rebooting: everything stops, then the node registers afresh and
         // runs its start task again.
@@ -444,8 +450,10 @@ async fn register(
             Ok(Response::Registered {
                 start_task,
                 application_packages,
+                task_settings,
             }) => {
                 *env.pool_packages.lock().unwrap_or_else(|p| p.into_inner()) = application_packages;
+                env.apply_settings(task_settings);
                 break start_task;
             }
             Ok(_) => break None,
@@ -453,6 +461,14 @@ async fn register(
             Err(e) => return Err(e.into()),
         }
     };
+    // The secrets are in place before the start task or any task runs.
+    loop {
+        match secrets::refresh(client, env).await {
+            Ok(()) => break,
+            Err(AgentError::Client(e)) if e.is_transient() => tokio::time::sleep(RETRY_PAUSE).await,
+            Err(e) => return Err(e),
+        }
+    }
     // The pool's packages are unpacked as the node joins; a start task
     // that is waited for unpacks them itself before it runs. (The stager
     // unpacks a version once, whoever asks first.)

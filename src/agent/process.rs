@@ -31,23 +31,39 @@ impl Proc {
     }
 }
 
+/// What one process of a task or start task is started with.
+pub(super) struct Run<'a> {
+    pub command_line: &'a CommandLine,
+    /// The task's or start task's own variables.
+    pub own: &'a [crate::domain::EnvVar],
+    /// The attempt's variables.
+    pub vars: &'a [(String, String)],
+    /// The attempt's directory (its output files go there) and working
+    /// directory.
+    pub dir: &'a Path,
+    pub wd: &'a Path,
+    pub group: Option<&'a cgroup::Lease>,
+    /// Who it runs as; None: as the agent.
+    pub user: Option<super::user::TaskUser>,
+}
+
 /// Starts a command in `wd` with its output beside it, in a process group
-/// of its own, with the node's `LOTE_*` variables, `vars` and `own` (the
-/// task's or start task's variables), marked as the agent's own while it
-/// is kept.
-pub(super) fn spawn(
-    env: &TaskEnv,
-    command_line: &CommandLine,
-    own: &[crate::domain::EnvVar],
-    vars: &[(String, String)],
-    dir: &Path,
-    wd: &Path,
-    group: Option<&cgroup::Lease>,
-) -> Result<Proc, String> {
+/// of its own, with the node's `LOTE_*` variables, `vars` and `own`,
+/// marked as the agent's own while it is kept.
+pub(super) fn spawn(env: &TaskEnv, run: Run<'_>) -> Result<Proc, String> {
+    let Run {
+        command_line,
+        own,
+        vars,
+        dir,
+        wd,
+        group,
+        user,
+    } = run;
     let cgroup_fds = group.map(|g| g.join_fds()).unwrap_or_default();
     // Without a group, the memory limit falls back to an address-space
     // rlimit of the first process (see `cgroup`).
-    let address_space_max = env.limits.memory_bytes.filter(|_| group.is_none());
+    let address_space_max = env.limits().memory_bytes.filter(|_| group.is_none());
     let open = |name: &str| {
         std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
     };
@@ -58,7 +74,9 @@ pub(super) fn spawn(
             argv[1..].iter().map(|a| a.as_ref()).collect(),
         ),
     };
-    let fixed: [(&OsStr, &OsStr); 5] = [
+    let secrets_dir = env.root.join(super::secrets::SECRETS_DIR);
+    let fixed: [(&OsStr, &OsStr); 6] = [
+        ("LOTE_SECRETS_DIR".as_ref(), secrets_dir.as_os_str()),
         ("LOTE_ACCOUNT".as_ref(), env.cred.account.as_str().as_ref()),
         ("LOTE_POOL_ID".as_ref(), env.cred.pool.as_str().as_ref()),
         ("LOTE_NODE_ID".as_ref(), env.cred.node.as_str().as_ref()),
@@ -90,7 +108,7 @@ pub(super) fn spawn(
             stdout: &stdout,
             stderr: &stderr,
             env: &vars,
-            user: env.user.map(|u| (u.uid, u.gid, u.processes_max)),
+            user: user.map(|u| (u.uid, u.gid, u.processes_max)),
             cgroup: &cgroup_fds,
             address_space_max,
         };
@@ -122,11 +140,11 @@ pub(super) fn spawn(
         .env_clear()
         .envs(launch::BASE_ENV)
         .envs(vars);
-    if let Some(user) = env.user {
+    if let Some(user) = user {
         // As root, std also drops every supplementary group.
         cmd.uid(user.uid).gid(user.gid);
     }
-    let processes_max = env.user.map(|u| u.processes_max as libc::rlim_t);
+    let processes_max = user.map(|u| u.processes_max as libc::rlim_t);
     // SAFETY: write and setrlimit are async-signal-safe and touch only the
     // child's own membership and limits; the descriptors stay open (the
     // lease outlives the spawn).

@@ -55,8 +55,9 @@ pub(super) async fn run_start_task_once(
         Ok(apps) => apps,
         Err(why) => return resource_failure(why),
     };
-    let handed = super::user::give(&dir, env.user, 0o700)
-        .and_then(|_| super::user::give_tree(&wd, env.user));
+    let user = env.run_as(None);
+    let handed =
+        super::user::give(&dir, user, 0o700).and_then(|_| super::user::give_tree(&wd, user));
     if let Err(e) = handed {
         return launch_failure(format!(
             "cannot hand {} to the start task: {e}",
@@ -76,20 +77,23 @@ pub(super) async fn run_start_task_once(
             (attempt + 1).to_string(),
         )];
         vars.extend(apps);
-        spawn(
-            env,
-            &start_task.command_line,
-            &start_task.env,
-            &vars,
-            &dir,
-            &wd,
-            lease.as_ref(),
-        )
+        // Secrets the pool marked for it, under their own names.
+        vars.extend(super::secrets::start_task_vars());
+        let run = Run {
+            command_line: &start_task.command_line,
+            own: &start_task.env,
+            vars: &vars,
+            dir: &dir,
+            wd: &wd,
+            group: lease.as_ref(),
+            user,
+        };
+        spawn(env, run)
     };
     match spawned {
         Ok(mut child) => {
             let result = wait(&mut child, None, started).await;
-            out_of_memory(result, lease.as_ref(), env.limits)
+            out_of_memory(result, lease.as_ref(), env.limits())
         }
         Err(why) => launch_failure(why),
     }

@@ -38,23 +38,42 @@ pub struct TaskUser {
     pub processes_max: u64,
 }
 
+/// An id in the task users' range for `parts` joined by '/'. FNV-1a:
+/// stable across builds and machines, which std's hasher is not.
+fn id_of(parts: &[&str]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for (i, part) in parts.iter().enumerate() {
+        let sep: &[u8] = if i == 0 { b"" } else { b"/" };
+        for b in sep.iter().chain(part.as_bytes()) {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+    }
+    TASK_UID_BASE + h % TASK_UID_SPAN
+}
+
 /// The pool's task user: the same on every node of the pool.
 pub fn pool_user(account: &AccountName, pool: &PoolId) -> TaskUser {
-    // FNV-1a: stable across builds and machines, which std's hasher is not.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in account
-        .as_str()
-        .bytes()
-        .chain([b'/'])
-        .chain(pool.as_str().bytes())
-    {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    let id = TASK_UID_BASE + h % TASK_UID_SPAN;
+    let id = id_of(&[account.as_str(), pool.as_str()]);
     TaskUser {
         uid: id,
         gid: id,
         processes_max: TASK_PROCESSES_MAX,
+    }
+}
+
+/// A task's own user (the pool's `task` user scope): a uid of the task's,
+/// in the pool's group, so it shares what the pool's group may (the
+/// node's shared directory, the secrets) and no task's working directory.
+pub fn task_user(
+    pool_user: TaskUser,
+    account: &AccountName,
+    pool: &PoolId,
+    job: &str,
+    task: &str,
+) -> TaskUser {
+    TaskUser {
+        uid: id_of(&[account.as_str(), pool.as_str(), job, task]),
+        ..pool_user
     }
 }
 
@@ -128,5 +147,12 @@ mod tests {
         assert_ne!(a, pool_user(&other, &PoolId::new("render").unwrap()));
         assert!((TASK_UID_BASE..TASK_UID_BASE + TASK_UID_SPAN).contains(&a.uid));
         assert_eq!(a.uid, a.gid);
+        let render = PoolId::new("render").unwrap();
+        let t1 = task_user(a, &acme, &render, "j", "t1");
+        assert_eq!(t1, task_user(a, &acme, &render, "j", "t1"));
+        assert_ne!(t1.uid, task_user(a, &acme, &render, "j", "t2").uid);
+        assert_ne!(t1.uid, a.uid);
+        assert_eq!(t1.gid, a.gid);
+        assert!((TASK_UID_BASE..TASK_UID_BASE + TASK_UID_SPAN).contains(&t1.uid));
     }
 }

@@ -422,6 +422,21 @@ pub enum Request {
         offset: u64,
         max_bytes: u32,
     },
+    /// Adds a secret to a pool or replaces the one of its name; the
+    /// pool's nodes get it within seconds.
+    SetPoolSecret {
+        pool: PoolId,
+        secret: crate::domain::pool::PoolSecret,
+    },
+    RemovePoolSecret {
+        pool: PoolId,
+        name: String,
+    },
+    /// An agent asking for its pool's secrets when they changed since
+    /// `generation` (and at registration, with `None`).
+    AgentSecrets {
+        generation: Option<u32>,
+    },
 }
 
 /// The families requests fall into; the server handles each family in a
@@ -448,6 +463,15 @@ pub enum Family {
     Agents,
 }
 
+/// A secret's value, before it is sealed, within its bound.
+fn secret_size(secret: &crate::domain::pool::PoolSecret) -> Result<(), String> {
+    within(
+        &format!("secret {}", secret.name),
+        secret.value.expose(),
+        crate::domain::pool_tasks::SECRET_BYTES_MAX,
+    )
+}
+
 impl Request {
     /// Checks the free-text fields of a request whose own types do not
     /// bound them (ids, names and specs check themselves): refused up
@@ -458,6 +482,8 @@ impl Request {
                 within("the reason", reason, REASON_BYTES_MAX)
             }
             Request::JoinPool { name } => within("the node's name", name, AGENT_LABEL_BYTES_MAX),
+            Request::CreatePool { spec, .. } => spec.secrets.iter().try_for_each(secret_size),
+            Request::SetPoolSecret { secret, .. } => secret_size(secret),
             Request::AgentRegister { agent } => {
                 within("the host name", &agent.hostname, AGENT_LABEL_BYTES_MAX)?;
                 within("the address", &agent.address, AGENT_LABEL_BYTES_MAX)?;
@@ -551,6 +577,8 @@ impl Request {
             | R::UpdatePool { .. }
             | R::ShowJoinToken { .. }
             | R::RotateJoinToken { .. }
+            | R::SetPoolSecret { .. }
+            | R::RemovePoolSecret { .. }
             | R::EvaluateAutoscale { .. }
             | R::AutoscaleHistory { .. }
             | R::ReplayAutoscale { .. } => Family::Pools,
@@ -603,7 +631,8 @@ impl Request {
             | R::AgentStarted { .. }
             | R::AgentCompleted { .. }
             | R::AgentFileData { .. }
-            | R::AgentUsage { .. } => Family::Agents,
+            | R::AgentUsage { .. }
+            | R::AgentSecrets { .. } => Family::Agents,
         }
     }
 
@@ -735,7 +764,10 @@ impl Request {
             ListTaskFiles,
             ReadTaskFile,
             ListNodeFiles,
-            ReadNodeFile
+            ReadNodeFile,
+            SetPoolSecret,
+            RemovePoolSecret,
+            AgentSecrets
         )
     }
 }

@@ -124,6 +124,8 @@ pub enum Response {
         start_task: Option<StartTask>,
         /// The pool's packages, unpacked before the start task runs.
         application_packages: Vec<crate::domain::spec::PackageRef>,
+        /// As whom and within what the pool's tasks run.
+        task_settings: crate::domain::pool::TaskSettings,
     },
     /// A task's status and, while it is queued, why it waits.
     TaskExplanation {
@@ -174,5 +176,12 @@ pub enum Response {
         /// For a task's files: its attempt has ended (nothing more will be
         /// written).
         completed: bool,
+    },
+    /// A pool's secrets for its node, their values in clear (for the
+    /// node only), when they changed since the generation it had; None:
+    /// unchanged.
+    Secrets {
+        generation: u32,
+        secrets: Option<Vec<crate::domain::pool::PoolSecret>>,
     },
 }

@@ -15,6 +15,7 @@ mod job;
 mod node;
 mod output;
 mod pool;
+mod pool_tasks;
 mod render;
 mod task;
 mod views;

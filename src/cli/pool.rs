@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use super::files::{parse_app, parse_input};
+use super::pool_tasks::{SecretArgs, SecretCmd, TaskSettingsArgs};
 use super::render::render;
 use super::{placeholder_account, Rendered};
 use lote::api::{ApiError, Request};
@@ -61,6 +62,10 @@ pub enum PoolCmd {
         apps: Vec<String>,
         #[command(flatten)]
         start_task: StartTaskArgs,
+        #[command(flatten)]
+        tasks: TaskSettingsArgs,
+        #[command(flatten)]
+        secrets: SecretArgs,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
@@ -134,6 +139,11 @@ pub enum PoolCmd {
     /// evaluate without applying, see past runs, replay over history.
     #[command(subcommand)]
     Autoscale(AutoscaleCmd),
+    /// The pool's secrets: set (add or replace) and remove. Their names
+    /// show in `lote pool show`; their values never leave the server but
+    /// to the pool's nodes, and are stored sealed.
+    #[command(subcommand)]
+    Secret(SecretCmd),
 }
 
 /// A formula given inline or from a file.
@@ -358,9 +368,12 @@ pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, Clien
             inter_node_communication,
             apps,
             start_task,
+            tasks,
+            secrets,
             request_id,
         } => {
             let start_task = start_task.spec()?;
+            let secrets = secrets.secrets()?;
             let application_packages = app_refs(&apps)?;
             let scale = match autoscale {
                 Some(formula) => ScaleSettings::Autoscale {
@@ -386,6 +399,8 @@ pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, Clien
                 provider,
                 application_packages,
                 start_task,
+                secrets,
+                task_settings: tasks.settings(),
                 // The server puts the caller's account in.
                 ..PoolSpec::fixed(id, placeholder_account(), nodes, slots)
             };
@@ -437,6 +452,7 @@ pub(super) async fn run(cmd: PoolCmd, client: &Client) -> Result<Rendered, Clien
         PoolCmd::JoinToken { id, rotate: true } => {
             call(Request::RotateJoinToken { pool: id }).await?
         }
+        PoolCmd::Secret(cmd) => call(cmd.request()?).await?,
         PoolCmd::Autoscale(cmd) => match cmd {
             AutoscaleCmd::Enable {
                 pool,

@@ -88,6 +88,33 @@ pub(super) fn pool(p: &Pool, version: u64) -> String {
             }
         );
     }
+    let t = &spec.task_settings;
+    let limit = |v: Option<String>| v.unwrap_or_else(|| "the node's".into());
+    let _ = writeln!(
+        out,
+        "  tasks run:  as {}, {}; start task {}; memory {}, processes {}, CPU weight {}",
+        match t.user_scope {
+            lote::domain::pool::UserScope::Task => "a user per task",
+            lote::domain::pool::UserScope::Pool => "the pool's user",
+        },
+        word(&t.elevation),
+        word(&t.start_task_elevation),
+        limit(t.memory_mib.map(|m| format!("{m} MiB"))),
+        limit(t.processes_max.map(|n| n.to_string())),
+        limit(t.cpu_weight.map(|w| w.to_string())),
+    );
+    for secret in &spec.secrets {
+        let _ = writeln!(
+            out,
+            "  secret:     {}{}",
+            secret.name,
+            if secret.start_task_env {
+                " (also in the start task's environment)"
+            } else {
+                ""
+            }
+        );
+    }
     for app in &spec.application_packages {
         let _ = writeln!(
             out,

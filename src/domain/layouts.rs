@@ -34,6 +34,11 @@ pub const CHANGES: &[LayoutChange] = &[
         event_type: "PoolCreated",
         from: 1,
     },
+    LayoutChange {
+        kind: StreamKind::Pool,
+        event_type: "PoolCreated",
+        from: 2,
+    },
 ];
 
 /// The layout version written today for `event_type`: one more than the

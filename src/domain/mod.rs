@@ -12,6 +12,7 @@ pub mod job;
 pub mod layouts;
 pub mod node;
 pub mod pool;
+pub mod pool_tasks;
 pub mod rejection;
 pub mod request;
 pub mod spec;

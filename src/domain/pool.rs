@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::spec::{authorize_account, StartTask};
 use super::{ensure, validate_display_name, Aggregate, Ctx, DomainEvent, Rejection, RejectionCode};
 use crate::store::StreamKind;
-use crate::types::{AccountName, PoolId, Secret, Timestamp};
+use crate::types::{AccountName, PoolId, Timestamp};
 
 /// Most nodes one pool may have.
 pub const POOL_NODES_MAX: u32 = 10_000;
@@ -17,8 +17,6 @@ pub const FORMULA_BYTES_MAX: usize = 8 * 1024;
 /// Shortest and longest autoscale evaluation intervals.
 pub const AUTOSCALE_INTERVAL_SECS_MIN: u64 = 5;
 pub const AUTOSCALE_INTERVAL_SECS_MAX: u64 = 7 * 24 * 3600;
-/// Most secrets installed on a pool's nodes.
-pub const POOL_SECRETS_MAX: usize = 64;
 
 /// The size of every node of a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -70,12 +68,7 @@ pub enum SchedulingPolicy {
 
 pub use super::spec::Deallocation;
 
-/// A named secret installed on every node of a pool.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct PoolSecret {
-    pub name: String,
-    pub value: Secret,
-}
+pub use super::pool_tasks::{Elevation, PoolSecret, TaskSettings, UserScope, POOL_SECRETS_MAX};
 
 /// Everything a pool is created with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -95,6 +88,8 @@ pub struct PoolSpec {
     pub provider: NodeProvider,
     /// Unpacked on every node as it joins, before its start task.
     pub application_packages: Vec<crate::domain::spec::PackageRef>,
+    /// As whom and within what its tasks run.
+    pub task_settings: TaskSettings,
 }
 
 fn validate_formula(formula: &str, interval_secs: u64) -> Result<(), Rejection> {
@@ -152,6 +147,7 @@ impl PoolSpec {
             scheduling: SchedulingPolicy::Pack,
             provider: NodeProvider::Local,
             application_packages: vec![],
+            task_settings: TaskSettings::default(),
         }
     }
 
@@ -215,27 +211,8 @@ impl PoolSpec {
                 evaluation_interval_secs,
             } => validate_formula(formula, *evaluation_interval_secs)?,
         }
-        ensure(
-            self.secrets.len() <= POOL_SECRETS_MAX,
-            RejectionCode::InvalidValue,
-            || format!("at most {POOL_SECRETS_MAX} secrets per pool"),
-        )?;
-        let mut names = std::collections::HashSet::new();
-        for s in &self.secrets {
-            ensure(
-                crate::types::validate_id("secret", &s.name).is_ok(),
-                RejectionCode::InvalidValue,
-                || {
-                    format!(
-                        "secret name {:?} must be letters, digits, '-' or '_'",
-                        s.name
-                    )
-                },
-            )?;
-            ensure(names.insert(&s.name), RejectionCode::InvalidValue, || {
-                format!("secret {} is named twice", s.name)
-            })?;
-        }
+        super::pool_tasks::validate_secrets(&self.secrets)?;
+        self.task_settings.validate()?;
         if let Some(start) = &self.start_task {
             start.validate()?;
         }
@@ -283,6 +260,13 @@ pub enum PoolCommand {
     /// A new join token; the old one joins no more node (nodes that
     /// joined keep their own credentials).
     RotateJoinToken,
+    /// Adds a secret or replaces the one of its name (its value sealed).
+    SetSecret {
+        secret: PoolSecret,
+    },
+    RemoveSecret {
+        name: String,
+    },
 }
 
 /// What a pool update does to the start task.
@@ -376,6 +360,15 @@ pub enum PoolEvent {
         generation: u32,
         at: Timestamp,
     },
+    /// A secret added or replaced; its value sealed (added last).
+    PoolSecretSet {
+        secret: PoolSecret,
+        at: Timestamp,
+    },
+    PoolSecretRemoved {
+        name: String,
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for PoolEvent {
@@ -393,6 +386,8 @@ impl DomainEvent for PoolEvent {
             PoolEvent::PoolAutoscaleEvaluated { .. } => "PoolAutoscaleEvaluated",
             PoolEvent::PoolUpdated { .. } => "PoolUpdated",
             PoolEvent::PoolJoinTokenRotated { .. } => "PoolJoinTokenRotated",
+            PoolEvent::PoolSecretSet { .. } => "PoolSecretSet",
+            PoolEvent::PoolSecretRemoved { .. } => "PoolSecretRemoved",
         }
     }
     fn schema_version(&self) -> u16 {
@@ -434,6 +429,9 @@ pub struct Pool {
     /// How many times the join token was rotated: each rotation derives a
     /// new token and the old one stops joining.
     pub join_token_generation: u32,
+    /// How many times its secrets changed since creation: nodes fetch
+    /// them again when it moves.
+    pub secrets_generation: u32,
 }
 
 impl Pool {
@@ -498,7 +496,7 @@ impl Aggregate for Pool {
     type Command = PoolCommand;
     type Event = PoolEvent;
     const KIND: StreamKind = StreamKind::Pool;
-    const STATE_SCHEMA: u32 = 3;
+    const STATE_SCHEMA: u32 = 4;
 
     fn decide(&self, command: &PoolCommand, ctx: &Ctx) -> Result<Vec<PoolEvent>, Rejection> {
         let at = ctx.now;
@@ -600,6 +598,33 @@ impl Aggregate for Pool {
                     at,
                 }])
             }
+            PoolCommand::SetSecret { secret } => {
+                let spec = self.live(ctx)?;
+                let mut after: Vec<PoolSecret> = spec
+                    .secrets
+                    .iter()
+                    .filter(|s| s.name != secret.name)
+                    .cloned()
+                    .collect();
+                after.push(secret.clone());
+                super::pool_tasks::validate_secrets(&after)?;
+                Ok(vec![PoolEvent::PoolSecretSet {
+                    secret: secret.clone(),
+                    at,
+                }])
+            }
+            PoolCommand::RemoveSecret { name } => {
+                let spec = self.live(ctx)?;
+                ensure(
+                    spec.secrets.iter().any(|s| &s.name == name),
+                    RejectionCode::InvalidValue,
+                    || format!("pool {} has no secret {name}", spec.id),
+                )?;
+                Ok(vec![PoolEvent::PoolSecretRemoved {
+                    name: name.clone(),
+                    at,
+                }])
+            }
             PoolCommand::FinishDeletion => {
                 let spec = match (&self.status, &self.spec) {
                     (PoolStatus::Deleting, Some(spec)) => spec,
@@ -697,6 +722,21 @@ impl Aggregate for Pool {
             (PoolStatus::Active, PoolEvent::PoolAutoscaleDisabled { .. }) => self.autoscale = None,
             (PoolStatus::Active, PoolEvent::PoolJoinTokenRotated { generation, .. }) => {
                 self.join_token_generation = *generation;
+            }
+            (PoolStatus::Active, PoolEvent::PoolSecretSet { secret, .. }) => {
+                if let Some(spec) = self.spec.as_mut() {
+                    match spec.secrets.iter_mut().find(|s| s.name == secret.name) {
+                        Some(old) => *old = secret.clone(),
+                        None => spec.secrets.push(secret.clone()),
+                    }
+                }
+                self.secrets_generation += 1;
+            }
+            (PoolStatus::Active, PoolEvent::PoolSecretRemoved { name, .. }) => {
+                if let Some(spec) = self.spec.as_mut() {
+                    spec.secrets.retain(|s| &s.name != name);
+                }
+                self.secrets_generation += 1;
             }
             (
                 PoolStatus::Active,

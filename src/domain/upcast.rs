@@ -32,6 +32,7 @@ pub fn lift_for(change: &LayoutChange) -> Option<Lift> {
         (StreamKind::Task, "TaskAdded", 1) => Some(v1::task_added),
         (StreamKind::Job, "JobCreated", 1) => Some(v1::job_created),
         (StreamKind::Pool, "PoolCreated", 1) => Some(v1::pool_created),
+        (StreamKind::Pool, "PoolCreated", 2) => Some(v2::pool_created),
         _ => None,
     }
 }
@@ -60,11 +61,10 @@ fn steps() -> Vec<Step> {
 mod v1 {
     use serde::{Deserialize, Serialize};
 
+    use super::v2::{PoolSecretV2, PoolSpecV2};
     use crate::codec::{self, CodecError};
     use crate::domain::job::{JobEvent, JobSpec, OnAllTasksComplete, OnTaskFailure};
-    use crate::domain::pool::{
-        NodeProvider, NodeSize, PoolEvent, PoolSecret, PoolSpec, ScaleSettings, SchedulingPolicy,
-    };
+    use crate::domain::pool::{NodeProvider, NodeSize, ScaleSettings, SchedulingPolicy};
     use crate::domain::spec::{CommandLine, OutputFile, ResourceFile, StartTask};
     use crate::domain::task::{TaskConstraints, TaskEvent, TaskSpec};
     use crate::domain::EnvVar;
@@ -157,14 +157,78 @@ mod v1 {
         scale: ScaleSettings,
         node_count_max: u32,
         inter_node_communication: bool,
-        secrets: Vec<PoolSecret>,
+        secrets: Vec<PoolSecretV2>,
         start_task: Option<StartTask>,
         scheduling: SchedulingPolicy,
         provider: NodeProvider,
     }
 
+    /// To layout 2: the variant's index (PoolCreated is the first), then
+    /// its fields.
     pub fn pool_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let (_, (s, at)): (u32, (PoolSpecV1, Timestamp)) = codec::decode(bytes)?;
+        let (index, (s, at)): (u32, (PoolSpecV1, Timestamp)) = codec::decode(bytes)?;
+        codec::encode(&(
+            index,
+            (
+                PoolSpecV2 {
+                    id: s.id,
+                    account: s.account,
+                    display_name: s.display_name,
+                    node_size: s.node_size,
+                    os: s.os,
+                    scale: s.scale,
+                    node_count_max: s.node_count_max,
+                    inter_node_communication: s.inter_node_communication,
+                    secrets: s.secrets,
+                    start_task: s.start_task,
+                    scheduling: s.scheduling,
+                    provider: s.provider,
+                    application_packages: vec![],
+                },
+                at,
+            ),
+        ))
+    }
+}
+
+/// Layout 2, before pools said how their tasks run (user scope,
+/// elevation, limits) and before secrets could be start task variables.
+mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::codec::{self, CodecError};
+    use crate::domain::pool::{
+        NodeProvider, NodeSize, PoolEvent, PoolSecret, PoolSpec, ScaleSettings, SchedulingPolicy,
+        TaskSettings,
+    };
+    use crate::domain::spec::{PackageRef, StartTask};
+    use crate::types::{AccountName, PoolId, Secret, Timestamp};
+
+    #[derive(Serialize, Deserialize)]
+    pub struct PoolSecretV2 {
+        pub name: String,
+        pub value: Secret,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub struct PoolSpecV2 {
+        pub id: PoolId,
+        pub account: AccountName,
+        pub display_name: String,
+        pub node_size: NodeSize,
+        pub os: String,
+        pub scale: ScaleSettings,
+        pub node_count_max: u32,
+        pub inter_node_communication: bool,
+        pub secrets: Vec<PoolSecretV2>,
+        pub start_task: Option<StartTask>,
+        pub scheduling: SchedulingPolicy,
+        pub provider: NodeProvider,
+        pub application_packages: Vec<PackageRef>,
+    }
+
+    pub fn pool_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let (_, (s, at)): (u32, (PoolSpecV2, Timestamp)) = codec::decode(bytes)?;
         codec::encode(&PoolEvent::PoolCreated {
             spec: PoolSpec {
                 id: s.id,
@@ -175,11 +239,25 @@ mod v1 {
                 scale: s.scale,
                 node_count_max: s.node_count_max,
                 inter_node_communication: s.inter_node_communication,
-                secrets: s.secrets,
+                secrets: s
+                    .secrets
+                    .into_iter()
+                    .map(|old| PoolSecret {
+                        name: old.name,
+                        value: old.value,
+                        start_task_env: false,
+                    })
+                    .collect(),
                 start_task: s.start_task,
                 scheduling: s.scheduling,
                 provider: s.provider,
-                application_packages: vec![],
+                application_packages: s.application_packages,
+                // What every pool before layout 3 did: one user for the
+                // pool, unprivileged, the node's limits.
+                task_settings: TaskSettings {
+                    user_scope: crate::domain::pool::UserScope::Pool,
+                    ..TaskSettings::default()
+                },
             },
             at,
         })

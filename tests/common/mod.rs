@@ -100,6 +100,7 @@ pub fn pool_spec(target_nodes: u32) -> PoolSpec {
         scheduling: SchedulingPolicy::Pack,
         provider: NodeProvider::Local,
         application_packages: vec![],
+        task_settings: Default::default(),
     }
 }
 

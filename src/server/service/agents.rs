@@ -93,6 +93,9 @@ impl Service {
                 });
                 Ok(Response::Recorded)
             }
+            Request::AgentSecrets { generation } => {
+                self.agent_secrets(account, pool, generation).await
+            }
             Request::AgentStartTaskBegin => {
                 self.core
                     .execute::<Node>(node_stream, NodeCommand::BeginStartTask, ctx())
@@ -278,10 +281,10 @@ impl Service {
         let pool_state = self
             .show::<Pool>(&StreamId::pool(account, pool), pool.as_str())
             .await?;
-        let (start_task, application_packages) = pool_state
+        let (start_task, application_packages, task_settings) = pool_state
             .state
             .spec
-            .map(|p| (p.start_task, p.application_packages))
+            .map(|p| (p.start_task, p.application_packages, p.task_settings))
             .unwrap_or_default();
         // A start task not waited for runs while the node works.
         let command = NodeCommand::RegisterAgent {
@@ -292,12 +295,14 @@ impl Service {
             Ok(_) => Ok(Response::Registered {
                 start_task,
                 application_packages,
+                task_settings,
             }),
             // An agent restarting on a node that is already up.
             Err(CoreError::Rejected(r)) if r.code == RejectionCode::NodeStateConflict => {
                 Ok(Response::Registered {
                     start_task: None,
                     application_packages,
+                    task_settings,
                 })
             }
             Err(e) => Err(e.into()),

@@ -16,6 +16,7 @@ mod idempotency;
 mod jobs;
 mod nodes;
 mod pools;
+mod secrets;
 mod tasks;
 
 use std::cell::RefCell;
@@ -71,6 +72,8 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     admin_key: String,
     server_secret: String,
+    /// Seals pool secrets before they are written.
+    sealer: secrets::Sealer,
     /// The load each node last reported, and when.
     loads: RefCell<std::collections::HashMap<StreamId, (u32, std::time::Instant)>>,
     blobs: Rc<super::blobs::Blobs>,
@@ -170,6 +173,7 @@ impl Service {
             core,
             clock,
             admin_key,
+            sealer: secrets::Sealer::new(&server_secret),
             server_secret,
             loads: RefCell::default(),
             blobs,

@@ -47,6 +47,7 @@ impl Service {
                 }
                 let mut spec = spec.clone();
                 spec.account = account.clone();
+                spec.secrets = self.seal_all(account, &spec.id, &spec.secrets)?;
                 self.blobs
                     .check_refs(account, &spec.application_packages)
                     .await?;
@@ -68,6 +69,9 @@ impl Service {
                     Ok(())
                 })
                 .await
+            }
+            Request::SetPoolSecret { .. } | Request::RemovePoolSecret { .. } => {
+                self.pool_secrets(call, request).await
             }
             Request::ListPools => Ok(Response::Pools(
                 self.list::<Pool>(&format!("pool/{account}/"))?,
