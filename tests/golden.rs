@@ -667,7 +667,8 @@ async fn record_scenario(core: &Core) {
 
 /// Fields that came with a layout change, at the value its lift gives
 /// events recorded before it.
-const LIFTED_DEFAULTS: &[(&str, fn() -> serde_json::Value)] = &[(
+type Lifted = fn() -> serde_json::Value;
+const LIFTED_DEFAULTS: &[(&str, Lifted)] = &[(
     // PoolCreated 2 → 3: one user for the pool, as before; nothing else set.
     "task_settings",
     || {

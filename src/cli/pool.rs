@@ -16,6 +16,8 @@ use lote::domain::spec::{CommandLine, StartTask};
 use lote::domain::RejectionCode;
 use lote::types::{PoolId, Timestamp};
 
+// Parsed once per process: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum PoolCmd {
     /// Create a pool with a fixed node count (or --autoscale FORMULA).

@@ -220,6 +220,9 @@ impl PoolSpec {
     }
 }
 
+// Commands and events of pools are few (one per change of a pool): boxing
+// the spec would change every constructor for no measurable gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum PoolCommand {
     CreatePool {
@@ -311,6 +314,7 @@ pub struct AutoscaleRun {
     pub inputs: String,
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum PoolEvent {
     PoolCreated {
@@ -467,6 +471,48 @@ impl Pool {
         }])
     }
 
+    /// A secret set or removed: the secrets it leaves must be valid.
+    fn decide_secret(
+        &self,
+        command: &PoolCommand,
+        ctx: &Ctx,
+        at: Timestamp,
+    ) -> Result<Vec<PoolEvent>, Rejection> {
+        match command {
+            PoolCommand::SetSecret { secret } => {
+                let spec = self.live(ctx)?;
+                let mut after: Vec<PoolSecret> = spec
+                    .secrets
+                    .iter()
+                    .filter(|s| s.name != secret.name)
+                    .cloned()
+                    .collect();
+                after.push(secret.clone());
+                super::pool_tasks::validate_secrets(&after)?;
+                Ok(vec![PoolEvent::PoolSecretSet {
+                    secret: secret.clone(),
+                    at,
+                }])
+            }
+            PoolCommand::RemoveSecret { name } => {
+                let spec = self.live(ctx)?;
+                ensure(
+                    spec.secrets.iter().any(|s| &s.name == name),
+                    RejectionCode::InvalidValue,
+                    || format!("pool {} has no secret {name}", spec.id),
+                )?;
+                Ok(vec![PoolEvent::PoolSecretRemoved {
+                    name: name.clone(),
+                    at,
+                }])
+            }
+            _ => Err(Rejection::new(
+                RejectionCode::InvalidValue,
+                "not a secret command",
+            )),
+        }
+    }
+
     fn live(&self, ctx: &Ctx) -> Result<&PoolSpec, Rejection> {
         let spec = match (&self.status, &self.spec) {
             (PoolStatus::Active | PoolStatus::Deleting, Some(spec)) => spec,
@@ -598,32 +644,8 @@ impl Aggregate for Pool {
                     at,
                 }])
             }
-            PoolCommand::SetSecret { secret } => {
-                let spec = self.live(ctx)?;
-                let mut after: Vec<PoolSecret> = spec
-                    .secrets
-                    .iter()
-                    .filter(|s| s.name != secret.name)
-                    .cloned()
-                    .collect();
-                after.push(secret.clone());
-                super::pool_tasks::validate_secrets(&after)?;
-                Ok(vec![PoolEvent::PoolSecretSet {
-                    secret: secret.clone(),
-                    at,
-                }])
-            }
-            PoolCommand::RemoveSecret { name } => {
-                let spec = self.live(ctx)?;
-                ensure(
-                    spec.secrets.iter().any(|s| &s.name == name),
-                    RejectionCode::InvalidValue,
-                    || format!("pool {} has no secret {name}", spec.id),
-                )?;
-                Ok(vec![PoolEvent::PoolSecretRemoved {
-                    name: name.clone(),
-                    at,
-                }])
+            PoolCommand::SetSecret { .. } | PoolCommand::RemoveSecret { .. } => {
+                self.decide_secret(command, ctx, at)
             }
             PoolCommand::FinishDeletion => {
                 let spec = match (&self.status, &self.spec) {
