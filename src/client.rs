@@ -37,6 +37,11 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Longest wait for one reply.
     pub call_timeout: Duration,
+    /// How the server's certificate is trusted; None: plaintext, allowed
+    /// only to this machine unless `insecure_plaintext`.
+    pub trust: Option<crate::api::tls::Trust>,
+    /// Plaintext to a server on another machine (keys and data in clear).
+    pub insecure_plaintext: bool,
 }
 
 impl ClientConfig {
@@ -48,6 +53,38 @@ impl ClientConfig {
             name: format!("lote-client/{}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(60),
+            trust: None,
+            insecure_plaintext: false,
+        }
+    }
+
+    /// The same, trusting the server's certificate as `trust` says.
+    pub fn with_trust(mut self, trust: Option<crate::api::tls::Trust>) -> Self {
+        self.trust = trust;
+        self
+    }
+}
+
+type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// A connected stream, over TLS when the transport says so, in halves.
+async fn connect_stream(
+    addr: &str,
+    transport: &crate::api::tls::Transport,
+) -> std::io::Result<(BoxRead, BoxWrite)> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    match transport {
+        crate::api::tls::Transport::Plain => {
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r), Box::new(w)))
+        }
+        crate::api::tls::Transport::Tls { config, name } => {
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let tls = connector.connect(name.clone(), stream).await?;
+            let (r, w) = tokio::io::split(tls);
+            Ok((Box::new(r), Box::new(w)))
         }
     }
 }
@@ -215,12 +252,19 @@ impl Client {
             addr: addr.clone(),
             reason,
         };
-        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| connect_err("timed out".into()))?
-            .map_err(|e| connect_err(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (reader, mut writer) = stream.into_split();
+        let transport = crate::api::tls::Transport::choose(
+            addr,
+            self.config.trust.as_ref(),
+            self.config.insecure_plaintext,
+        )
+        .map_err(connect_err)?;
+        let (reader, mut writer) = tokio::time::timeout(
+            self.config.connect_timeout,
+            connect_stream(addr, &transport),
+        )
+        .await
+        .map_err(|_| connect_err("timed out".into()))?
+        .map_err(|e| connect_err(e.to_string()))?;
         let mut reader = tokio::io::BufReader::with_capacity(crate::api::READ_BUFFER_BYTES, reader);
         writer
             .write_all(&hello_frame(&self.config.name))

@@ -229,7 +229,19 @@ fn main() -> ExitCode {
                 lote::agent::attempt_limits(task_memory_max, task_cpu_weight, task_processes_max);
             // Before the runtime: the watchdog is forked.
             let (groups, _watchdog) = lote::agent::attempt_groups(&root, limits);
+            let trust = match lote::api::tls::Trust::from_flags(
+                cli.connection.tls_fingerprint.as_deref(),
+                cli.connection.tls_ca.clone(),
+            ) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("lote agent: --tls-fingerprint: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let config = lote::agent::AgentConfig {
+                trust,
+                insecure_plaintext: cli.connection.insecure_plaintext,
                 server: cli
                     .connection
                     .server
@@ -321,6 +333,15 @@ fn serve(flags: lote::server::ServerFlags) -> ExitCode {
             ),
             AdminKeySource::Existing(path) => println!("admin key in {}", path.display()),
             AdminKeySource::Configured => println!("admin key taken from the configuration"),
+        }
+        println!(
+            "TLS certificate {} ({}); clients off this machine pin it with --tls-fingerprint {}",
+            s.tls_fingerprint,
+            s.tls_certificate.display(),
+            s.tls_fingerprint
+        );
+        if s.plaintext == server::tls::Plaintext::InsecureAny {
+            println!("warning: plaintext is accepted from any address (--plaintext insecure-any): keys and data may cross the network in clear");
         }
         let _ = std::io::stdout().flush();
     };

@@ -68,10 +68,19 @@ fn task(id: &str) -> TaskSpec {
     )
 }
 
-/// The token a join-token request (show or rotate) answers with.
+/// The token a join-token request (show or rotate) answers with, without
+/// the server certificate's fingerprint it carries (checked here).
 async fn join_token_of(client: &lote::client::Client, request: Request) -> String {
     match client.call(&request).await.unwrap() {
-        Response::JoinToken { token, .. } => token,
+        Response::JoinToken { token, .. } => {
+            let (token, fingerprint) = lote::api::tls::split_join_token(&token);
+            let fingerprint = fingerprint.expect("a join token carries the fingerprint");
+            assert!(
+                lote::api::tls::parse_fingerprint(fingerprint).is_ok(),
+                "{fingerprint}"
+            );
+            token.to_string()
+        }
         other => panic!("expected a join token, got {other:?}"),
     }
 }
@@ -927,13 +936,7 @@ async fn a_batch_of_completions_is_answered_one_by_one() {
     let (client, _, _) = server.account("acme").await;
     create_pool(&client, "farm").await;
     let pool = PoolId::new("farm").unwrap();
-    let Response::JoinToken { token, .. } = client
-        .call(&Request::ShowJoinToken { pool: pool.clone() })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let token = join_token_of(&client, Request::ShowJoinToken { pool: pool.clone() }).await;
     let acme = AccountName::new("acme").unwrap();
     let joiner = server.client(
         Credential::Join {

@@ -70,6 +70,35 @@ pub struct AgentConfig {
     /// The node's attempt groups, made before the runtime started (with
     /// the watchdog that kills them if the agent dies); None: rlimits only.
     pub groups: Option<Arc<cgroup::Groups>>,
+    /// How the server's certificate is trusted (`--tls-fingerprint`,
+    /// `--tls-ca`); None: the fingerprint the join token carried, kept in
+    /// node.toml, or plaintext to a server on this machine.
+    pub trust: Option<crate::api::tls::Trust>,
+    /// `--insecure-plaintext`.
+    pub insecure_plaintext: bool,
+}
+
+impl AgentConfig {
+    /// The client settings for `credential` signed with `key`, trusting
+    /// the server as the flags say, else as `pinned` (from node.toml or
+    /// the join token) says.
+    fn client_config(
+        &self,
+        credential: Credential,
+        key: String,
+        pinned: Option<&str>,
+    ) -> Result<ClientConfig, AgentError> {
+        let trust = match (&self.trust, pinned) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(fp)) => Some(crate::api::tls::Trust::Fingerprint(
+                crate::api::tls::parse_fingerprint(fp).map_err(AgentError::Setup)?,
+            )),
+            (None, None) => None,
+        };
+        let mut config = ClientConfig::new(self.server.clone(), credential, key).with_trust(trust);
+        config.insecure_plaintext = self.insecure_plaintext;
+        Ok(config)
+    }
 }
 
 /// The node's groups, for the kills that have no `TaskEnv` at hand (the
@@ -105,14 +134,15 @@ pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentErr
             config.pool
         ))
     })?;
-    let joiner = Client::new(ClientConfig::new(
-        config.server.clone(),
+    let (token, pinned) = crate::api::tls::split_join_token(&token);
+    let joiner = Client::new(config.client_config(
         Credential::Join {
             account: config.account.clone(),
             pool: config.pool.clone(),
         },
-        token,
-    ));
+        token.to_string(),
+        pinned,
+    )?);
     let joined = joiner
         .call(&Request::JoinPool {
             name: config.name.clone(),
@@ -133,6 +163,7 @@ pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentErr
         pool: config.pool.clone(),
         node,
         credential,
+        tls_fingerprint: pinned.map(str::to_string),
     };
     std::fs::create_dir_all(&config.root).map_err(FileError::new("node root", &config.root))?;
     let text = toml::to_string(&cred).map_err(|e| AgentError::Setup(e.to_string()))?;
@@ -174,15 +205,15 @@ fn refused_credential(e: AgentError, root: &Path, pool: &PoolId) -> AgentError {
 
 async fn serve(config: AgentConfig) -> Result<(), AgentError> {
     let cred = credential(&config).await?;
-    let client = Arc::new(Client::new(ClientConfig::new(
-        config.server.clone(),
+    let client = Arc::new(Client::new(config.client_config(
         Credential::Node {
             account: cred.account.clone(),
             pool: cred.pool.clone(),
             node: cred.node.clone(),
         },
         cred.credential.clone(),
-    )));
+        cred.tls_fingerprint.as_deref(),
+    )?));
     let shared_dir = config.root.join("shared");
     std::fs::create_dir_all(&shared_dir)
         .map_err(FileError::new("shared directory", &shared_dir))?;

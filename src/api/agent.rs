@@ -146,4 +146,8 @@ pub struct NodeCredential {
     pub pool: PoolId,
     pub node: NodeId,
     pub credential: String,
+    /// The server certificate's fingerprint (`sha256:HEX`), from the join
+    /// token: the agent reaches the server over TLS pinned to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_fingerprint: Option<String>,
 }

@@ -30,6 +30,7 @@ pub mod explain;
 pub mod frame;
 mod request;
 mod response;
+pub mod tls;
 
 pub use agent::*;
 pub use call::*;

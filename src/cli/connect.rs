@@ -20,6 +20,8 @@ pub(super) struct Profile {
     key: Option<String>,
     admin_key: Option<String>,
     admin_key_file: Option<PathBuf>,
+    tls_fingerprint: Option<String>,
+    tls_ca: Option<PathBuf>,
 }
 
 /// A failure with the next thing to try.
@@ -163,11 +165,40 @@ pub(super) fn credentials(
             "pass --account NAME --key KEY (or LOTE_ACCOUNT / LOTE_KEY, or a profile); an administrator gets the keys with: lote account keys show NAME",
         ));
     };
-    Ok(ClientConfig::new(server, credential, key))
+    let trust = trust(
+        conn.tls_fingerprint.clone().or(profile.tls_fingerprint),
+        conn.tls_ca.clone().or(profile.tls_ca),
+    )?;
+    let mut config = ClientConfig::new(server, credential, key).with_trust(trust);
+    config.insecure_plaintext = conn.insecure_plaintext;
+    Ok(config)
+}
+
+/// How the server's certificate is trusted, from the flags or profile.
+pub(crate) fn trust(
+    fingerprint: Option<String>,
+    ca: Option<PathBuf>,
+) -> Result<Option<lote::api::tls::Trust>, Failure> {
+    lote::api::tls::Trust::from_flags(fingerprint.as_deref(), ca).map_err(|e| {
+        usage(
+            format!("--tls-fingerprint: {e}"),
+            "copy it from the server's start message or `lote pool join-token`",
+        )
+    })
 }
 
 pub(super) fn hint_for(e: &ClientError, addr: &str) -> Option<String> {
     match e {
+        ClientError::Connect { reason, .. }
+            if reason.contains("not on this machine") =>
+        {
+            None
+        }
+        ClientError::Connect { reason, .. }
+            if reason.contains("certificate") || reason.contains("TLS") || reason.contains("tls") =>
+        {
+            Some("compare --tls-fingerprint with the one the server printed at start (or the one `lote pool join-token` carries)".into())
+        }
         ClientError::Connect { .. } => Some(format!(
             "is a server listening on {addr}? Start one with: lote server --listen {addr} (or pass --server)"
         )),

@@ -83,6 +83,26 @@ pub struct Connection {
     /// (~/.config/lote/profiles.toml). [default: "default" if present]
     #[arg(long, global = true, help_heading = "Connection", env = "LOTE_PROFILE")]
     pub profile: Option<String>,
+    /// Reach the server over TLS and trust exactly the certificate with
+    /// this SHA-256 fingerprint (sha256:HEX, printed by the server at
+    /// start). Needed for a server on another machine, unless --tls-ca.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "LOTE_TLS_FINGERPRINT",
+        conflicts_with = "tls_ca"
+    )]
+    pub tls_fingerprint: Option<String>,
+    /// Reach the server over TLS and trust certificates this CA (PEM
+    /// file) signed for the server's host name.
+    #[arg(long, global = true, help_heading = "Connection", env = "LOTE_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Talk to a server on another machine without TLS: keys and data
+    /// cross the network in clear. (A server on this machine is reached
+    /// in plaintext without it.)
+    #[arg(long, global = true, help_heading = "Connection")]
+    pub insecure_plaintext: bool,
     /// table for people, json for scripts (exactly one JSON value on stdout,
     /// errors included).
     #[arg(

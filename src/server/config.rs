@@ -107,6 +107,20 @@ pub struct ServerFlags {
     /// (down to 5) for tests and demos. [default: 300]
     #[arg(long, env = "LOTE_AUTOSCALE_MIN_INTERVAL_SECS")]
     pub autoscale_min_interval_secs: Option<u64>,
+    /// The server's TLS certificate (PEM; the chain, leaf first). Without
+    /// it the server makes a self-signed one at first start, keeps it in
+    /// DATA_DIR/tls and prints its SHA-256 fingerprint, which clients pin
+    /// (--tls-fingerprint) and join tokens carry.
+    #[arg(long, env = "LOTE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "LOTE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Who may connect without TLS: loopback (clients on this machine,
+    /// such as local agents), never, or insecure-any (keys and data in
+    /// clear over the network). [default: loopback]
+    #[arg(long, env = "LOTE_PLAINTEXT", value_enum)]
+    pub plaintext: Option<super::tls::Plaintext>,
 }
 
 /// The config file's contents. Unknown keys are an error, so a typo does
@@ -130,6 +144,9 @@ pub struct ServerConfigFile {
     pub autoscale_sample_secs: Option<u64>,
     pub autoscale_min_interval_secs: Option<u64>,
     pub node_lost_after_secs: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub plaintext: Option<super::tls::Plaintext>,
 }
 
 /// Settings after precedence is applied.
@@ -152,6 +169,11 @@ pub struct ServerConfig {
     pub autoscale_sample: Duration,
     pub autoscale_min_interval_secs: u64,
     pub node_lost_after: Duration,
+    /// A given certificate and key; None: the server's own, made once.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Only one of the two was given (refused at load).
+    tls_half: bool,
+    pub plaintext: super::tls::Plaintext,
 }
 
 impl ServerConfig {
@@ -211,6 +233,11 @@ impl ServerConfig {
                 "autoscale-min-interval-secs must be at least {min}"
             )));
         }
+        if config.tls_half {
+            return Err(ServerError::Config(
+                "tls_cert and tls_key go together: give both, or neither for a certificate the server makes".into(),
+            ));
+        }
         if config.admin_key.as_deref().is_some_and(|k| k.len() < 16) {
             return Err(ServerError::Config(
                 "the admin key must be at least 16 characters".into(),
@@ -220,6 +247,9 @@ impl ServerConfig {
     }
 
     fn resolve(flags: ServerFlags, file: ServerConfigFile) -> Self {
+        let tls_cert = flags.tls_cert.or(file.tls_cert);
+        let tls_key = flags.tls_key.or(file.tls_key);
+        let tls_half = tls_cert.is_some() != tls_key.is_some();
         let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
             Duration::from_secs(flag.or(file).unwrap_or(default))
         };
@@ -289,6 +319,9 @@ impl ServerConfig {
                 .autoscale_min_interval_secs
                 .or(file.autoscale_min_interval_secs)
                 .unwrap_or(DEFAULT_AUTOSCALE_MIN_INTERVAL_SECS),
+            tls_files: tls_cert.zip(tls_key),
+            tls_half,
+            plaintext: flags.plaintext.or(file.plaintext).unwrap_or_default(),
         }
     }
 }

@@ -12,8 +12,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::tls::{BoxRead, BoxWrite};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -54,6 +54,9 @@ pub(super) struct Limits {
     pub gate: Rc<Gate>,
     /// Bytes of frames in flight, across connections.
     pub budget: Arc<Semaphore>,
+    /// The server's TLS; None: plaintext only (tests of the connection
+    /// alone).
+    pub tls: Option<Arc<super::tls::ServerTls>>,
 }
 
 impl From<&ServerConfig> for Limits {
@@ -66,6 +69,7 @@ impl From<&ServerConfig> for Limits {
             auth_deadline: c.auth_deadline,
             gate: Gate::new(c.unauthenticated_max, c.unauthenticated_per_source_max),
             budget: Arc::new(Semaphore::new(FRAME_BUDGET_BYTES)),
+            tls: None,
         }
     }
 }
@@ -145,6 +149,18 @@ async fn next_frame<R: AsyncRead + Unpin>(
     }
 }
 
+/// A goodbye written straight to a stream that never got a writer task
+/// (over the cap, or plaintext where only TLS is taken).
+async fn goodbye_now(mut stream: TcpStream, error: ApiError) {
+    use tokio::io::AsyncWriteExt;
+    let mut out = Vec::new();
+    if let Ok(body) = codec::encode_message(&ServerFrame::Goodbye { error }) {
+        frame_bytes(&body, &mut out);
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+        let _ = stream.shutdown().await;
+    }
+}
+
 pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -153,30 +169,47 @@ pub(super) async fn serve(
     stop: watch::Receiver<bool>,
     over_cap: bool,
 ) {
-    let (reader, writer) = stream.into_split();
+    if over_cap {
+        let error = ApiError::new(
+            ErrorKind::Overloaded,
+            format!(
+                "the server has its maximum of {} connections; try again shortly",
+                limits.connections_max
+            ),
+        );
+        goodbye_now(stream, error).await;
+        return;
+    }
+    // Hostile until a signed call verifies: a short deadline, and a place
+    // at the gate that a flood of newer connections can take. The TLS
+    // handshake is inside both.
+    let waiting = limits.gate.enter(peer.ip());
+    let deadline = Instant::now() + limits.auth_deadline;
+    let negotiated = match &limits.tls {
+        None => {
+            let (r, w) = stream.into_split();
+            Ok((Box::new(r) as BoxRead, Box::new(w) as BoxWrite))
+        }
+        Some(tls) => tokio::select! {
+            biased;
+            _ = waiting.evicted() => Err(None),
+            _ = tokio::time::sleep_until(deadline) => Err(None),
+            n = tls.negotiate(stream, peer) => n,
+        },
+    };
+    let (reader, writer) = match negotiated {
+        Ok(halves) => halves,
+        Err(Some((stream, why))) => {
+            goodbye_now(stream, ApiError::new(ErrorKind::PermissionDenied, why)).await;
+            return;
+        }
+        Err(None) => return,
+    };
     // Cancelling a read of it (idle timeout) keeps what it buffered.
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, reader);
     let (tx, rx) = mpsc::channel::<ServerFrame>(OUTBOX_FRAMES_MAX);
     let writer_task = tokio::task::spawn_local(write_frames(writer, rx));
     let goodbye = |error: ApiError| ServerFrame::Goodbye { error };
-    if over_cap {
-        let _ = tx
-            .send(goodbye(ApiError::new(
-                ErrorKind::Overloaded,
-                format!(
-                    "the server has its maximum of {} connections; try again shortly",
-                    limits.connections_max
-                ),
-            )))
-            .await;
-        drop(tx);
-        let _ = writer_task.await;
-        return;
-    }
-    // Hostile until a signed call verifies: a short deadline, and a place
-    // at the gate that a flood of newer connections can take.
-    let waiting = limits.gate.enter(peer.ip());
-    let deadline = Instant::now() + limits.auth_deadline;
     let shook = tokio::select! {
         biased;
         why = waiting.evicted() => Err(Some(evicted(why, &limits, peer))),
@@ -265,7 +298,7 @@ async fn deadline_while(waiting: &Option<(Waiting, Instant)>) {
 /// Reads and checks the client's hello: `Err(None)` if the peer left
 /// without one, `Err(Some(refusal))` to say goodbye with.
 async fn handshake(
-    reader: &mut BufReader<OwnedReadHalf>,
+    reader: &mut BufReader<BoxRead>,
     limits: &Limits,
     peer: SocketAddr,
 ) -> Result<(), Option<ApiError>> {
@@ -337,7 +370,7 @@ struct Conn<'a> {
 }
 
 async fn serve_calls(
-    reader: &mut BufReader<OwnedReadHalf>,
+    reader: &mut BufReader<BoxRead>,
     conn: &Conn<'_>,
     mut stop: watch::Receiver<bool>,
     mut waiting: Option<(Waiting, Instant)>,
@@ -487,7 +520,7 @@ fn spawn_call(
 
 /// Encodes and writes the connection's outgoing frames, gathering
 /// whatever is queued into one write; ends after a goodbye.
-async fn write_frames(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<ServerFrame>) {
+async fn write_frames(mut writer: BoxWrite, mut rx: mpsc::Receiver<ServerFrame>) {
     let mut out = Vec::with_capacity(64 * 1024);
     let mut said_goodbye = false;
     while let Some(first) = rx.recv().await {

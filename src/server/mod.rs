@@ -12,6 +12,7 @@ mod embedded;
 mod gate;
 mod service;
 pub mod supervisors;
+pub mod tls;
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -86,6 +87,10 @@ fn secret_file(path: &Path, what: &'static str) -> Result<(String, bool), Server
 pub struct Started {
     pub addr: SocketAddr,
     pub admin_key: AdminKeySource,
+    /// The TLS certificate's fingerprint and file.
+    pub tls_fingerprint: String,
+    pub tls_certificate: PathBuf,
+    pub plaintext: tls::Plaintext,
 }
 
 /// Runs the server until `shutdown` resolves, then drains: stops
@@ -142,6 +147,31 @@ fn close_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// The listening socket, with a hint for the usual reasons it cannot be.
+async fn bind(listen: &str) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            hint: match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "; the port is taken (another lote server?). Pick another with --listen, e.g. --listen 127.0.0.1:0 for any free port"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "; ports below 1024 need privileges; use a higher one"
+                }
+                _ => "",
+            },
+            addr: listen.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: listen.to_string(),
+        source,
+        hint: "",
+    })?;
+    Ok((listener, addr))
+}
+
 async fn serve(
     config: ServerConfig,
     on_started: impl FnOnce(&Started),
@@ -181,26 +211,13 @@ async fn serve(
         &config.data_dir.join(SERVER_SECRET_FILE),
         "server secret file",
     )?;
-    let listener = TcpListener::bind(&config.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            hint: match source.kind() {
-                std::io::ErrorKind::AddrInUse => {
-                    "; the port is taken (another lote server?). Pick another with --listen, e.g. --listen 127.0.0.1:0 for any free port"
-                }
-                std::io::ErrorKind::PermissionDenied => {
-                    "; ports below 1024 need privileges; use a higher one"
-                }
-                _ => "",
-            },
-            addr: config.listen.clone(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.listen.clone(),
-        source,
-        hint: "",
-    })?;
+    let (listener, addr) = bind(&config.listen).await?;
+    let server_tls = Arc::new(tls::ServerTls::load_or_create(
+        &config.data_dir,
+        config.tls_files.clone(),
+        tls::certificate_names(&addr),
+        config.plaintext,
+    )?);
     let blob_store = crate::blob::local::LocalBlobStore::open(&config.data_dir, config.durability)
         .map_err(|e| ServerError::Config(format!("cannot open the blob store: {e}")))?;
     let blobs = Rc::new(blobs::Blobs::new(Arc::new(crate::blob::local::Shared(
@@ -213,6 +230,8 @@ async fn serve(
         supervisors::SupervisorSettings {
             nodes_dir: config.nodes_dir.clone(),
             server_addr: addr.to_string(),
+            tls_fingerprint: (server_tls.plaintext == tls::Plaintext::Never)
+                .then(|| server_tls.fingerprint.clone()),
             server_secret: server_secret.clone(),
             node_lost_after: config.node_lost_after,
             autoscale: supervisors::autoscale::AutoscaleSettings {
@@ -229,12 +248,19 @@ async fn serve(
         server_secret,
         supervisors,
         blobs,
+        server_tls.fingerprint.clone(),
     ));
-    let limits = Rc::new(connection::Limits::from(&config));
+    let limits = Rc::new(connection::Limits {
+        tls: Some(server_tls.clone()),
+        ..connection::Limits::from(&config)
+    });
     let open = Rc::new(OpenConnections::default());
     on_started(&Started {
         addr,
         admin_key: admin_source,
+        tls_fingerprint: server_tls.fingerprint.clone(),
+        tls_certificate: server_tls.certificate.clone(),
+        plaintext: server_tls.plaintext,
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "lote server listening");
 

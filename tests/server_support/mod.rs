@@ -22,6 +22,9 @@ pub struct ServerProcess {
     _temp: Option<tempfile::TempDir>,
     /// Local agents outlive this process (it crashed; another takes over).
     handed_over: bool,
+    /// How `admin()` and `client()` trust the server; None: plaintext
+    /// (loopback).
+    pub trust: Option<lote::api::tls::Trust>,
 }
 
 pub fn lote_bin() -> &'static str {
@@ -94,6 +97,7 @@ impl ServerProcess {
             admin_key,
             _temp: None,
             handed_over: false,
+            trust: None,
         })
     }
 
@@ -172,15 +176,24 @@ impl ServerProcess {
     }
 
     pub fn admin(&self) -> Client {
-        Client::new(ClientConfig::new(
-            self.addr.clone(),
-            Credential::Admin,
-            self.admin_key.clone(),
-        ))
+        self.client(Credential::Admin, &self.admin_key.clone())
     }
 
     pub fn client(&self, credential: Credential, key: &str) -> Client {
-        Client::new(ClientConfig::new(self.addr.clone(), credential, key))
+        Client::new(
+            ClientConfig::new(self.addr.clone(), credential, key).with_trust(self.trust.clone()),
+        )
+    }
+
+    /// The fingerprint of the certificate the server made at first start.
+    pub fn tls_fingerprint(&self) -> String {
+        lote::server::tls::certificate_fingerprint(&self.data_dir.join("tls/cert.pem")).unwrap()
+    }
+
+    /// From now on `admin()` and `client()` reach it over TLS, pinned.
+    pub fn pin_tls(&mut self) {
+        let fp = lote::api::tls::parse_fingerprint(&self.tls_fingerprint()).unwrap();
+        self.trust = Some(lote::api::tls::Trust::Fingerprint(fp));
     }
 
     /// Creates an account; returns its client (primary key) and both keys.

@@ -74,6 +74,8 @@ pub struct Service {
     server_secret: String,
     /// Seals pool secrets before they are written.
     sealer: secrets::Sealer,
+    /// The TLS certificate's fingerprint, which join tokens carry.
+    tls_fingerprint: String,
     /// The load each node last reported, and when.
     loads: RefCell<std::collections::HashMap<StreamId, (u32, std::time::Instant)>>,
     blobs: Rc<super::blobs::Blobs>,
@@ -167,8 +169,10 @@ impl Service {
         server_secret: String,
         supervisors: super::supervisors::Supervisors,
         blobs: Rc<super::blobs::Blobs>,
+        tls_fingerprint: String,
     ) -> Self {
         Service {
+            tls_fingerprint,
             supervisors,
             core,
             clock,
@@ -192,6 +196,23 @@ impl Service {
             g => format!("join:{account}/{pool}#{g}"),
         };
         auth::derive_secret(&self.server_secret, &purpose)
+    }
+
+    /// The join token as handed to people: the token and the server
+    /// certificate's fingerprint, so `lote agent --join-token` needs
+    /// nothing else to reach the server over TLS.
+    pub fn join_token_to_print(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        generation: u32,
+    ) -> String {
+        format!(
+            "{}{}{}",
+            self.join_token(account, pool, generation),
+            crate::api::tls::TOKEN_FINGERPRINT_SEPARATOR,
+            self.tls_fingerprint
+        )
     }
 
     pub(super) fn node_credential(

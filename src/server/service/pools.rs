@@ -25,6 +25,44 @@ fn ensure_formula_size(text: &str) -> Result<(), ApiError> {
 }
 
 impl Service {
+    /// A new pool: its formula's interval checked, its secrets sealed, its
+    /// packages resolved, then created once per request id.
+    async fn create_pool(
+        &self,
+        call: &AccountCall<'_>,
+        request: &Request,
+        spec: &crate::domain::pool::PoolSpec,
+    ) -> Result<Response, ApiError> {
+        let account = call.account;
+        let ctx = || call.ctx(self);
+        if let crate::domain::pool::ScaleSettings::Autoscale {
+            evaluation_interval_secs,
+            ..
+        } = &spec.scale
+        {
+            self.check_autoscale_interval(*evaluation_interval_secs)?;
+        }
+        let mut spec = spec.clone();
+        spec.account = account.clone();
+        spec.secrets = self.seal_all(account, &spec.id, &spec.secrets)?;
+        self.blobs
+            .check_refs(account, &spec.application_packages)
+            .await?;
+        let stream = call.pool_stream(&spec.id);
+        let reply = Response::Created {
+            entity: stream.to_string(),
+        };
+        // A local pool's nodes are started by the pool supervisor
+        // once `PoolCreated` is in the log, as for any resize.
+        self.idempotent(account, request, call.body, reply, |extra| async move {
+            self.core
+                .execute_with::<Pool>(&stream, PoolCommand::CreatePool { spec }, ctx(), extra)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// A pool request of an account.
     pub(super) async fn pools(
         &self,
@@ -37,39 +75,7 @@ impl Service {
             Request::EvaluateAutoscale { .. }
             | Request::AutoscaleHistory { .. }
             | Request::ReplayAutoscale { .. } => self.autoscale_reads(call, request).await,
-            Request::CreatePool { spec, .. } => {
-                if let crate::domain::pool::ScaleSettings::Autoscale {
-                    evaluation_interval_secs,
-                    ..
-                } = &spec.scale
-                {
-                    self.check_autoscale_interval(*evaluation_interval_secs)?;
-                }
-                let mut spec = spec.clone();
-                spec.account = account.clone();
-                spec.secrets = self.seal_all(account, &spec.id, &spec.secrets)?;
-                self.blobs
-                    .check_refs(account, &spec.application_packages)
-                    .await?;
-                let stream = call.pool_stream(&spec.id);
-                let reply = Response::Created {
-                    entity: stream.to_string(),
-                };
-                // A local pool's nodes are started by the pool supervisor
-                // once `PoolCreated` is in the log, as for any resize.
-                self.idempotent(account, request, call.body, reply, |extra| async move {
-                    self.core
-                        .execute_with::<Pool>(
-                            &stream,
-                            PoolCommand::CreatePool { spec },
-                            ctx(),
-                            extra,
-                        )
-                        .await?;
-                    Ok(())
-                })
-                .await
-            }
+            Request::CreatePool { spec, .. } => self.create_pool(call, request, spec).await,
             Request::SetPoolSecret { .. } | Request::RemovePoolSecret { .. } => {
                 self.pool_secrets(call, request).await
             }
@@ -87,7 +93,7 @@ impl Service {
                     .state;
                 Ok(Response::JoinToken {
                     pool: pool.clone(),
-                    token: self.join_token(account, pool, state.join_token_generation),
+                    token: self.join_token_to_print(account, pool, state.join_token_generation),
                 })
             }
             Request::RotateJoinToken { pool } => {
@@ -97,7 +103,11 @@ impl Service {
                     .await?;
                 Ok(Response::JoinToken {
                     pool: pool.clone(),
-                    token: self.join_token(account, pool, outcome.state.join_token_generation),
+                    token: self.join_token_to_print(
+                        account,
+                        pool,
+                        outcome.state.join_token_generation,
+                    ),
                 })
             }
             Request::ResizePool {

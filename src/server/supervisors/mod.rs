@@ -36,6 +36,8 @@ use crate::types::{AccountName, PoolId};
 pub struct SupervisorSettings {
     pub nodes_dir: PathBuf,
     pub server_addr: String,
+    /// Local agents pin it when the server takes no plaintext.
+    pub tls_fingerprint: Option<String>,
     pub server_secret: String,
     pub node_lost_after: Duration,
     pub autoscale: autoscale::AutoscaleSettings,
@@ -66,6 +68,7 @@ impl Supervisors {
             sagas::Local {
                 nodes_dir: settings.nodes_dir,
                 server_addr: settings.server_addr,
+                tls_fingerprint: settings.tls_fingerprint,
             },
             settings.server_secret,
         )

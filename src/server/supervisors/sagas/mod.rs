@@ -50,6 +50,8 @@ pub struct Local {
     /// The nodes directory (`--nodes-dir`).
     pub nodes_dir: std::path::PathBuf,
     pub server_addr: String,
+    /// Given to local agents when the server takes no plaintext at all.
+    pub tls_fingerprint: Option<String>,
 }
 
 /// Most nodes one reconciliation starts at once; a resize to more goes on

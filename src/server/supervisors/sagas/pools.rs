@@ -134,6 +134,7 @@ impl Sagas {
                         &format!("node:{account}/{pool_id}/{node}"),
                     ),
                     node: node.clone(),
+                    tls_fingerprint: self.local.tls_fingerprint.clone(),
                 };
                 added.push(node.clone());
                 if let Err(e) = provider::start_agent(
