@@ -3,6 +3,7 @@
 //!
 //!   cargo bench --bench api            # the figures
 //!   cargo bench --bench api -- --clients 32 --seconds 5 --tasks 10000 --batch 500
+//!   cargo bench --bench api -- --tls   # the same over TLS (pinned certificate)
 //!
 //! Without `--bench` (as `cargo test --all-targets` runs it) it is a quick
 //! smoke run of the benchmark itself; its figures mean nothing.
@@ -51,6 +52,21 @@ fn main() {
         .expect("server starts");
     let addr = server.addr.to_string();
     let admin_key = server.admin_key.clone();
+    // Loopback is plaintext unless a client pins the certificate.
+    let tls = std::env::args().any(|a| a == "--tls");
+    let trust = tls.then(|| {
+        let fp = lote::server::tls::certificate_fingerprint(&data.path().join("tls/cert.pem"))
+            .expect("the server's certificate");
+        lote::api::tls::Trust::Fingerprint(lote::api::tls::parse_fingerprint(&fp).unwrap())
+    });
+    println!(
+        "transport: {}",
+        if tls {
+            "TLS 1.3, pinned certificate"
+        } else {
+            "plaintext (loopback)"
+        }
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -59,9 +75,9 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         let account = AccountName::new("bench").unwrap();
-        let primary = common::new_account(&addr, &admin_key, &account).await;
+        let primary = common::new_account(&addr, &admin_key, &account, trust.clone()).await;
         let cred = Credential::Account { account: account.clone() };
-        let setup = Client::new(ClientConfig::new(addr.clone(), cred.clone(), primary.clone()));
+        let setup = Client::new(ClientConfig::new(addr.clone(), cred.clone(), primary.clone()).with_trust(trust.clone()));
         let pool = PoolId::new("bench-pool").unwrap();
         setup
             .call(&Request::CreatePool {
@@ -76,7 +92,7 @@ fn main() {
         let mut readers = Vec::new();
         let until = Instant::now() + Duration::from_secs(seconds);
         for _ in 0..clients {
-            let client = Client::new(ClientConfig::new(addr.clone(), cred.clone(), primary.clone()));
+            let client = Client::new(ClientConfig::new(addr.clone(), cred.clone(), primary.clone()).with_trust(trust.clone()));
             let pool = pool.clone();
             readers.push(tokio::spawn(async move {
                 client.connect().await.unwrap();
@@ -125,7 +141,7 @@ fn main() {
         let batches: Vec<Vec<TaskSpec>> = specs.chunks(batch).map(|c| c.to_vec()).collect();
         let queue = Arc::new(std::sync::Mutex::new(batches));
         let sender_clients: Vec<Arc<Client>> = (0..senders)
-            .map(|_| Arc::new(Client::new(ClientConfig::new(addr.clone(), cred.clone(), primary.clone()))))
+            .map(|_| Arc::new(Client::new(ClientConfig::new(addr.clone(), cred.clone(), primary.clone()).with_trust(trust.clone()))))
             .collect();
         for c in &sender_clients {
             c.connect().await.unwrap();

@@ -12,6 +12,7 @@
 //!   cargo bench --bench compute -- --repeat 5         # 5 jobs, each between raw loops, and their median
 //!   cargo bench --bench compute -- --nodes-dir /dev/shm   # log on disk, nodes there
 //!   cargo bench --bench compute -- --dir /dev/shm         # data and node directories there
+//!   cargo bench --bench compute -- --tls       # a server that takes no plaintext: agents over TLS
 //!
 //! Each attempt creates three directories and two files under its node's
 //! directory. On a filesystem that makes creating files dear (this VM's
@@ -129,6 +130,12 @@ fn main() {
     let data = common::scratch_dir();
     println!("data directory: {}", data.path().display());
     let mut config = ServerConfig::new(data.path(), "127.0.0.1:0");
+    if std::env::args().any(|a| a == "--tls") {
+        // Local agents are then given the certificate's fingerprint and
+        // speak TLS, as remote ones do.
+        config.plaintext = server::tls::Plaintext::Never;
+        println!("transport: TLS only (agents and this client pin the certificate)");
+    }
     let nodes = common::scratch_dir_in("--nodes-dir");
     if let Some(nodes) = &nodes {
         println!("nodes directory: {}", nodes.path().display());
@@ -137,20 +144,25 @@ fn main() {
     let server = server::Embedded::start(config).expect("server starts");
     let addr = server.addr.to_string();
     let admin_key = server.admin_key.clone();
+    let data_path = data.path().to_path_buf();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async move {
         let account = AccountName::new("bench").unwrap();
-        let primary = common::new_account(&addr, &admin_key, &account).await;
-        let client = Client::new(ClientConfig::new(
-            addr.clone(),
-            Credential::Account {
-                account: account.clone(),
-            },
-            primary,
-        ));
+        let trust = common::tls_trust(data_path.as_path());
+        let primary = common::new_account(&addr, &admin_key, &account, trust.clone()).await;
+        let client = Client::new(
+            ClientConfig::new(
+                addr.clone(),
+                Credential::Account {
+                    account: account.clone(),
+                },
+                primary,
+            )
+            .with_trust(trust),
+        );
         if tasks > 0 {
             run_true_tasks(&client, tasks, raw, repeat).await;
         }

@@ -177,7 +177,7 @@ fn transfers(scratch: &Path, src: &Path, bytes: u64, durability: Durability) -> 
     let back = scratch.join("back.bin");
     let result = runtime.block_on(async {
         let account = AccountName::new("bench").unwrap();
-        let key = common::new_account(&addr, &server.admin_key, &account).await;
+        let key = common::new_account(&addr, &server.admin_key, &account, None).await;
         let client = Client::new(ClientConfig::new(
             addr.clone(),
             Credential::Account { account },

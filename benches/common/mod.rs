@@ -40,15 +40,33 @@ pub fn scratch_dir() -> tempfile::TempDir {
     scratch_dir_in("--dir").unwrap_or_else(|| tempfile::tempdir().expect("a scratch directory"))
 }
 
+/// With `--tls`: trust in the certificate the server in `data_dir` made
+/// (clients pin it); None: plaintext on loopback.
+#[allow(dead_code)]
+pub fn tls_trust(data_dir: &std::path::Path) -> Option<lote::api::tls::Trust> {
+    if !std::env::args().any(|a| a == "--tls") {
+        return None;
+    }
+    let fp = lote::server::tls::certificate_fingerprint(&data_dir.join("tls/cert.pem"))
+        .expect("the server's certificate");
+    Some(lote::api::tls::Trust::Fingerprint(
+        lote::api::tls::parse_fingerprint(&fp).unwrap(),
+    ))
+}
+
 /// Creates account `name` with the admin key; returns its primary key.
-pub async fn new_account(addr: &str, admin_key: &str, name: &lote::types::AccountName) -> String {
+pub async fn new_account(
+    addr: &str,
+    admin_key: &str,
+    name: &lote::types::AccountName,
+    trust: Option<lote::api::tls::Trust>,
+) -> String {
     use lote::api::{Credential, Request, Response};
     use lote::client::{Client, ClientConfig};
-    let admin = Client::new(ClientConfig::new(
-        addr.to_string(),
-        Credential::Admin,
-        admin_key.to_string(),
-    ));
+    let admin = Client::new(
+        ClientConfig::new(addr.to_string(), Credential::Admin, admin_key.to_string())
+            .with_trust(trust),
+    );
     admin
         .call(&Request::CreateAccount {
             name: name.clone(),
