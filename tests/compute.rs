@@ -351,10 +351,13 @@ async fn tasks_and_local_agents_get_none_of_the_servers_environment() {
             "LOTE_ATTEMPT_TAG",
             "LOTE_JOB_ID",
             "LOTE_NODE_ID",
+            "LOTE_NODE_ROOT_DIR",
             "LOTE_NODE_SHARED_DIR",
+            "LOTE_NODE_STARTUP_DIR",
             "LOTE_POOL_ID",
             "LOTE_SECRETS_DIR",
             "LOTE_TASK_ATTEMPT",
+            "LOTE_TASK_DIR",
             "LOTE_TASK_ID",
             "LOTE_TASK_WORKING_DIR",
             "MINE",
@@ -370,6 +373,17 @@ async fn tasks_and_local_agents_get_none_of_the_servers_environment() {
             .to_string()
     };
     assert_eq!(value("HOME"), value("LOTE_TASK_WORKING_DIR"));
+    // The node's directories, as the agent lays them out.
+    let root = value("LOTE_NODE_ROOT_DIR");
+    assert!(!root.is_empty());
+    assert_eq!(value("LOTE_TASK_DIR"), format!("{root}/tasks/j/t/1"));
+    assert_eq!(
+        value("LOTE_TASK_WORKING_DIR"),
+        format!("{root}/tasks/j/t/1/wd")
+    );
+    assert_eq!(value("LOTE_NODE_SHARED_DIR"), format!("{root}/shared"));
+    assert_eq!(value("LOTE_NODE_STARTUP_DIR"), format!("{root}/starttask"));
+    assert_eq!(value("LOTE_SECRETS_DIR"), format!("{root}/secrets"));
     assert_eq!(
         value("PATH"),
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -139,6 +139,10 @@ pub(super) struct TaskEnv {
     pub(super) cred: NodeCredential,
     pub(super) root: PathBuf,
     pub(super) shared: PathBuf,
+    /// The start task's directory (`ROOT/starttask`).
+    pub(super) startup: PathBuf,
+    /// Where the pool's secrets are (`ROOT/secrets`).
+    pub(super) secrets: PathBuf,
     /// The node's task slots: the server may place more attempts here than
     /// slots (prefetch); they start as slots free.
     pub(super) slots: Arc<tokio::sync::Semaphore>,
@@ -242,7 +246,14 @@ pub(super) fn out_of_memory(
     group: Option<&cgroup::Lease>,
     limits: cgroup::Limits,
 ) -> TaskResult {
-    let (Some(group), Some((category, _))) = (group, &result.failure) else {
+    let Some(group) = group else {
+        return result;
+    };
+    // Read after every attempt, failed or not: the group's counter only
+    // grows, and a kill in an attempt that still succeeded must not be
+    // blamed on the group's next one.
+    let killed = group.group().oom_killed();
+    let Some((category, _)) = &result.failure else {
         return result;
     };
     if matches!(
@@ -251,7 +262,7 @@ pub(super) fn out_of_memory(
     ) {
         return result;
     }
-    if group.group().oom_killed() {
+    if killed {
         let limit = limits
             .memory_bytes
             .map(|b| format!("its memory limit of {} MiB", b >> 20))

@@ -109,8 +109,9 @@ pub struct Group {
     dirs: Vec<PathBuf>,
     join: Vec<File>,
     listing: File,
-    /// `memory.oom_control` (v1) or `memory.events` (v2).
-    oom_counter: PathBuf,
+    /// `memory.oom_control` (v1) or `memory.events` (v2), open: read
+    /// after every attempt.
+    oom_counter: File,
     oom_seen: AtomicU64,
     v2: bool,
     /// The limits' generation it was made with.
@@ -271,11 +272,11 @@ impl Groups {
             .collect::<io::Result<Vec<_>>>()?;
         let listing_dir = self.layout.listing().join(&leaf);
         let listing = File::open(listing_dir.join("cgroup.procs"))?;
-        let oom_counter = memory_dir.join(if v2 {
+        let oom_counter = File::open(memory_dir.join(if v2 {
             "memory.events"
         } else {
             "memory.oom_control"
-        });
+        }))?;
         let group = Group {
             generation,
             oom_seen: AtomicU64::new(read_oom_kills(&oom_counter).unwrap_or(0)),
@@ -486,9 +487,12 @@ fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
 }
 
 /// The `oom_kill N` line of a v1 `memory.oom_control` or v2
-/// `memory.events`.
-fn read_oom_kills(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
+/// `memory.events` (read from the start, so an open file is current).
+fn read_oom_kills(file: &File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 512];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("oom_kill "))
         .and_then(|n| n.trim().parse().ok())
@@ -722,13 +726,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let v1 = dir.path().join("memory.oom_control");
         std::fs::write(&v1, "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n").unwrap();
-        assert_eq!(read_oom_kills(&v1), Some(3));
+        assert_eq!(read_oom_kills(&File::open(&v1).unwrap()), Some(3));
         let v2 = dir.path().join("memory.events");
         std::fs::write(
             &v2,
             "low 0\nhigh 0\nmax 7\noom 2\noom_kill 2\noom_group_kill 0\n",
         )
         .unwrap();
-        assert_eq!(read_oom_kills(&v2), Some(2));
+        assert_eq!(read_oom_kills(&File::open(&v2).unwrap()), Some(2));
     }
 }

@@ -247,6 +247,8 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         cred: cred.clone(),
         root: config.root.clone(),
         shared: shared_dir.clone(),
+        startup: config.root.join("starttask"),
+        secrets: config.root.join(secrets::SECRETS_DIR),
         stager: Stager::new(client.clone(), config.root.clone()),
         pool_packages: std::sync::Mutex::default(),
         user: task_user,

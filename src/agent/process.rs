@@ -74,14 +74,16 @@ pub(super) fn spawn(env: &TaskEnv, run: Run<'_>) -> Result<Proc, String> {
             argv[1..].iter().map(|a| a.as_ref()).collect(),
         ),
     };
-    let secrets_dir = env.root.join(super::secrets::SECRETS_DIR);
-    let fixed: [(&OsStr, &OsStr); 6] = [
-        ("LOTE_SECRETS_DIR".as_ref(), secrets_dir.as_os_str()),
+    let fixed: [(&OsStr, &OsStr); 9] = [
         ("LOTE_ACCOUNT".as_ref(), env.cred.account.as_str().as_ref()),
         ("LOTE_POOL_ID".as_ref(), env.cred.pool.as_str().as_ref()),
         ("LOTE_NODE_ID".as_ref(), env.cred.node.as_str().as_ref()),
+        ("LOTE_TASK_DIR".as_ref(), dir.as_os_str()),
         ("LOTE_TASK_WORKING_DIR".as_ref(), wd.as_os_str()),
+        ("LOTE_NODE_ROOT_DIR".as_ref(), env.root.as_os_str()),
         ("LOTE_NODE_SHARED_DIR".as_ref(), env.shared.as_os_str()),
+        ("LOTE_NODE_STARTUP_DIR".as_ref(), env.startup.as_os_str()),
+        ("LOTE_SECRETS_DIR".as_ref(), env.secrets.as_os_str()),
     ];
     // Over the base environment (never the agent's), later entries win:
     // HOME (the working directory unless the task sets its own), the

@@ -52,7 +52,7 @@ pub(super) async fn refresh(client: &Client, env: &TaskEnv) -> Result<(), AgentE
     let Some(secrets) = secrets else {
         return Ok(());
     };
-    let dir = env.root.join(SECRETS_DIR);
+    let dir = env.secrets.clone();
     let group = env.user.map(|u| u.gid);
     let names: Vec<String> = secrets.iter().map(|s| s.name.clone()).collect();
     let written = tokio::task::spawn_blocking(move || write_all(&dir, group, &secrets))
@@ -73,8 +73,13 @@ pub(super) fn keep_fresh(client: Arc<Client>, env: Arc<TaskEnv>) {
         every.tick().await;
         loop {
             every.tick().await;
-            if let Err(e) = refresh(&client, &env).await {
-                tracing::warn!(error = %e, "the pool's secrets were not refreshed");
+            match refresh(&client, &env).await {
+                Ok(()) => {}
+                // The server away: the poll loop says so already.
+                Err(AgentError::Client(e)) if e.is_transient() => {
+                    tracing::debug!(error = %e, "the pool's secrets were not refreshed")
+                }
+                Err(e) => tracing::warn!(error = %e, "the pool's secrets were not refreshed"),
             }
         }
     });

@@ -36,7 +36,7 @@ pub(super) async fn run_start_task_once(
     start_task: &crate::domain::spec::StartTask,
     attempt: u32,
 ) -> TaskResult {
-    let dir = env.root.join("starttask");
+    let dir = env.startup.clone();
     let wd = dir.join("wd");
     let started = Instant::now();
     if let Err(e) = std::fs::create_dir_all(&wd) {
