@@ -21,6 +21,7 @@ use crate::domain::job::Job;
 use crate::domain::node::Node;
 use crate::domain::pool::Pool;
 use crate::domain::request::RequestRecord;
+use crate::domain::schedule::Schedule;
 use crate::domain::task::{Task, TaskBucket};
 use crate::domain::{decode_event, Aggregate};
 use crate::store::{Envelope, EventStore, Snapshot, StoreError, StreamId, StreamKind};
@@ -35,6 +36,7 @@ pub enum AnyState {
     Job(Job),
     Task(Task),
     Request(RequestRecord),
+    Schedule(Schedule),
 }
 
 /// Why an envelope could not be folded.
@@ -56,6 +58,7 @@ impl AnyState {
             StreamKind::Job => AnyState::Job(Job::default()),
             StreamKind::Task => AnyState::Task(Task::default()),
             StreamKind::Request => AnyState::Request(RequestRecord::default()),
+            StreamKind::Schedule => AnyState::Schedule(Schedule::default()),
         }
     }
 
@@ -75,6 +78,7 @@ impl AnyState {
             AnyState::Job(s) => step(s, envelope),
             AnyState::Task(s) => step(s, envelope),
             AnyState::Request(s) => step(s, envelope),
+            AnyState::Schedule(s) => step(s, envelope),
         };
         result.map_err(|why| FoldError {
             stream: envelope.stream.clone(),
@@ -93,6 +97,7 @@ impl AnyState {
             AnyState::Job(s) => serde_json::to_value(s),
             AnyState::Task(s) => serde_json::to_value(s),
             AnyState::Request(s) => serde_json::to_value(s),
+            AnyState::Schedule(s) => serde_json::to_value(s),
         };
         // Plain data structs always serialize.
         value.expect("state serializes to JSON")
@@ -106,6 +111,7 @@ impl AnyState {
             AnyState::Job(s) => s.sanity_check(),
             AnyState::Task(s) => s.sanity_check(),
             AnyState::Request(s) => s.sanity_check(),
+            AnyState::Schedule(s) => s.sanity_check(),
         }
     }
 
@@ -117,6 +123,7 @@ impl AnyState {
             AnyState::Job(_) => Job::STATE_SCHEMA,
             AnyState::Task(_) => Task::STATE_SCHEMA,
             AnyState::Request(_) => RequestRecord::STATE_SCHEMA,
+            AnyState::Schedule(_) => Schedule::STATE_SCHEMA,
         }
     }
 
@@ -128,6 +135,7 @@ impl AnyState {
             StreamKind::Job => AnyState::Job(codec::decode(&snapshot.state)?),
             StreamKind::Task => AnyState::Task(codec::decode(&snapshot.state)?),
             StreamKind::Request => AnyState::Request(codec::decode(&snapshot.state)?),
+            StreamKind::Schedule => AnyState::Schedule(codec::decode(&snapshot.state)?),
         })
     }
 
@@ -140,6 +148,7 @@ impl AnyState {
             AnyState::Job(s) => serde_json::to_value(s.status),
             AnyState::Task(s) => serde_json::to_value(s.status),
             AnyState::Request(s) => serde_json::to_value(s.status),
+            AnyState::Schedule(s) => serde_json::to_value(s.status),
         };
         status
             .ok()
@@ -416,6 +425,7 @@ pub fn event_json(kind: StreamKind, envelope: &Envelope) -> serde_json::Value {
         StreamKind::Job => go::<Job>(envelope),
         StreamKind::Task => go::<Task>(envelope),
         StreamKind::Request => go::<RequestRecord>(envelope),
+        StreamKind::Schedule => go::<Schedule>(envelope),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::domain::account::Account;
 use crate::domain::job::Job;
 use crate::domain::node::Node;
 use crate::domain::pool::Pool;
+use crate::domain::schedule::Schedule;
 use crate::domain::task::{self, Task, TaskSpec};
 use crate::domain::{self, Aggregate, Ctx, Rejection, RejectionCode, Versioned};
 use crate::store::{EventStore, ExpectedVersion, StoreError, StreamAppend, StreamId};
@@ -188,7 +189,7 @@ macro_rules! registered {
     )*};
 }
 
-registered!(Account => accounts, Pool => pools, Node => nodes, Job => jobs, Task => tasks);
+registered!(Account => accounts, Pool => pools, Node => nodes, Job => jobs, Task => tasks, Schedule => schedules);
 
 struct CoreInner {
     store: EventStore,
@@ -199,6 +200,7 @@ struct CoreInner {
     nodes: Registry<Node>,
     jobs: Registry<Job>,
     tasks: Registry<Task>,
+    schedules: Registry<Schedule>,
 }
 
 /// The front door to every entity. Cheap to clone. Must be used inside a
@@ -230,6 +232,7 @@ impl Core {
                 nodes: Registry::default(),
                 jobs: Registry::default(),
                 tasks: Registry::default(),
+                schedules: Registry::default(),
             }),
         }
     }

@@ -15,6 +15,7 @@ pub mod pool;
 pub mod pool_tasks;
 pub mod rejection;
 pub mod request;
+pub mod schedule;
 pub mod spec;
 pub mod task;
 pub mod upcast;

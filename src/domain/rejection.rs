@@ -130,6 +130,12 @@ rejection_codes! {
     PoolInUse = 36, retry: false;
     /// The account still owns pools, jobs or blobs; delete them first.
     AccountNotEmpty = 37, retry: false;
+    /// No such job schedule in this account (or it was deleted).
+    ScheduleNotFound = 38, retry: false;
+    /// A job schedule with this id exists in this account.
+    ScheduleExists = 39, retry: false;
+    /// The schedule's state does not allow this; the detail says which.
+    ScheduleStateConflict = 40, retry: false;
 }
 
 /// A refused command: a stable code and a sentence with the specifics.

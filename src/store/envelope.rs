@@ -21,16 +21,19 @@ pub enum StreamKind {
     /// An idempotency record: which request (by its client request id)
     /// already did its work, and a hash of its body.
     Request,
+    /// A job schedule (added last: stored kinds keep their encoding).
+    Schedule,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 6] = [
+    pub const ALL: [StreamKind; 7] = [
         StreamKind::Account,
         StreamKind::Pool,
         StreamKind::Node,
         StreamKind::Job,
         StreamKind::Task,
         StreamKind::Request,
+        StreamKind::Schedule,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -41,6 +44,7 @@ impl StreamKind {
             StreamKind::Job => "job",
             StreamKind::Task => "task",
             StreamKind::Request => "request",
+            StreamKind::Schedule => "schedule",
         }
     }
 
@@ -48,7 +52,7 @@ impl StreamKind {
     fn id_segments(self) -> usize {
         match self {
             StreamKind::Account => 1,
-            StreamKind::Pool | StreamKind::Job | StreamKind::Request => 2,
+            StreamKind::Pool | StreamKind::Job | StreamKind::Request | StreamKind::Schedule => 2,
             StreamKind::Node | StreamKind::Task => 3,
         }
     }
@@ -86,7 +90,7 @@ impl std::borrow::Borrow<str> for StreamId {
 
 /// Why a text is not a stream id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not an entity name: expected account/NAME, pool/ACCOUNT/POOL, node/ACCOUNT/POOL/NODE, job/ACCOUNT/JOB, task/ACCOUNT/JOB/TASK or request/ACCOUNT/ID ({why})")]
+#[error("{text:?} is not an entity name: expected account/NAME, pool/ACCOUNT/POOL, node/ACCOUNT/POOL/NODE, job/ACCOUNT/JOB, task/ACCOUNT/JOB/TASK, schedule/ACCOUNT/SCHEDULE or request/ACCOUNT/ID ({why})")]
 pub struct StreamIdError {
     pub text: String,
     pub why: String,
@@ -122,6 +126,9 @@ impl StreamId {
             "task",
             &[account.as_str(), job.as_str(), task.as_str()],
         );
+    }
+    pub fn schedule(account: &AccountName, schedule: &JobId) -> Self {
+        StreamId(joined("schedule", &[account.as_str(), schedule.as_str()]))
     }
     /// The idempotency record of client request `id` in `account`.
     pub fn request(account: &AccountName, id: &uuid::Uuid) -> Self {

@@ -107,7 +107,7 @@ impl Scheduler {
                 node.leaving = leaving;
             }
             StreamKind::Task => self.observe_task(envelope),
-            StreamKind::Account | StreamKind::Request => {}
+            StreamKind::Account | StreamKind::Request | StreamKind::Schedule => {}
         }
     }
 
