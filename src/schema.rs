@@ -11,6 +11,7 @@ use crate::domain::node::{Node, NodeEvent};
 use crate::domain::pool::{Pool, PoolEvent};
 use crate::domain::rejection::Rejection;
 use crate::domain::request::{RequestEvent, RequestRecord};
+use crate::domain::schedule::{Schedule, ScheduleEvent};
 use crate::domain::task::{Task, TaskEvent};
 use crate::store::Envelope;
 
@@ -33,11 +34,13 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("events/job.json", render::<JobEvent>()),
         ("events/task.json", render::<TaskEvent>()),
         ("events/request.json", render::<RequestEvent>()),
+        ("events/schedule.json", render::<ScheduleEvent>()),
         ("state/account.json", render::<Account>()),
         ("state/pool.json", render::<Pool>()),
         ("state/node.json", render::<Node>()),
         ("state/job.json", render::<Job>()),
         ("state/task.json", render::<Task>()),
         ("state/request.json", render::<RequestRecord>()),
+        ("state/schedule.json", render::<Schedule>()),
     ]
 }

@@ -849,6 +849,80 @@ fn request_records_are_written_once() {
 }
 
 #[test]
+fn schedule_lifecycle_and_rejections() {
+    use lote::domain::schedule::{
+        Overlap, Recurrence, Schedule, ScheduleCommand, ScheduleEvent, ScheduleSpec, ScheduleStatus,
+    };
+    let spec = ScheduleSpec {
+        id: lote::types::JobId::new("nightly").unwrap(),
+        account: acme(),
+        display_name: String::new(),
+        recurrence: Recurrence::Every { secs: 3600 },
+        not_before: None,
+        not_after: None,
+        start_window_secs: None,
+        overlap: Overlap::Wait,
+        job: job_spec(),
+        tasks: vec![],
+    };
+    let create = |spec: ScheduleSpec| ScheduleCommand::Create {
+        spec,
+        interval_floor_secs: 60,
+    };
+    let s: Schedule = given(&[]);
+    then_rejected(
+        &s,
+        ScheduleCommand::Disable,
+        &ctx(user()),
+        RejectionCode::ScheduleNotFound,
+    );
+    then_rejected(
+        &s,
+        create(ScheduleSpec {
+            recurrence: Recurrence::Every { secs: 10 },
+            ..spec.clone()
+        }),
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
+    let (_, s) = then_ok(&s, create(spec.clone()), &ctx(user()));
+    assert_eq!(s.status, ScheduleStatus::Active);
+    then_rejected(
+        &s,
+        create(spec.clone()),
+        &ctx(user()),
+        RejectionCode::ScheduleExists,
+    );
+    then_rejected(
+        &s,
+        ScheduleCommand::Enable,
+        &ctx(user()),
+        RejectionCode::ScheduleStateConflict,
+    );
+    // Another account's schedule is not there for it.
+    then_rejected(
+        &s,
+        ScheduleCommand::Disable,
+        &ctx(Principal::Account {
+            account: lote::types::AccountName::new("other").unwrap(),
+        }),
+        RejectionCode::ScheduleNotFound,
+    );
+    let (events, s) = then_ok(&s, ScheduleCommand::Terminate, &ctx(user()));
+    assert!(matches!(
+        events[0],
+        ScheduleEvent::ScheduleTerminating { .. }
+    ));
+    let (_, s) = then_ok(&s, ScheduleCommand::Complete, &ctx(system()));
+    assert_eq!(s.status, ScheduleStatus::Completed);
+    let (_, s) = then_ok(&s, ScheduleCommand::Delete, &ctx(user()));
+    let (_, s) = then_ok(&s, ScheduleCommand::FinishDeletion, &ctx(system()));
+    assert_eq!(s.status, ScheduleStatus::Deleted);
+    // A deleted schedule's id can be used again.
+    then_ok(&s, create(spec), &ctx(user()));
+}
+
+#[test]
 fn zz_every_decide_rejection_is_covered() {
     // Run the others first (names sort; tests in one binary share SEEN).
     account_lifecycle_and_rejections();
@@ -857,6 +931,7 @@ fn zz_every_decide_rejection_is_covered() {
     job_lifecycle_and_rejections();
     task_lifecycle_retries_requeues_and_rejections();
     request_records_are_written_once();
+    schedule_lifecycle_and_rejections();
     let seen: HashSet<RejectionCode> = SEEN.lock().unwrap().iter().copied().collect();
     // TooBusy comes from the actor layer's bounded conflict retries, not
     // from decide; the blob store's and the files API's codes come from

@@ -55,6 +55,17 @@ const EVENT_TYPES: &[&str] = &[
     "PoolJoinTokenRotated",
     "PoolSecretSet",
     "PoolSecretRemoved",
+    "ScheduleCreated",
+    "ScheduleUpdated",
+    "ScheduleDisabled",
+    "ScheduleEnabled",
+    "ScheduleTerminating",
+    "ScheduleCompleted",
+    "ScheduleDeleting",
+    "ScheduleDeleted",
+    "ScheduleRunStarted",
+    "ScheduleRunsSkipped",
+    "ScheduleRunEnded",
     "NodeCreating",
     "NodeStarting",
     "NodeWaitingForStartTask",
@@ -91,7 +102,7 @@ const EVENT_TYPES: &[&str] = &[
 
 /// The newest golden folder. Bump the minor number when event types are
 /// added without a layout change, and record it.
-const LATEST: &str = "v3";
+const LATEST: &str = "v3.1";
 
 /// Rebuilds every entity of a store into JSON, keyed by entity name.
 fn rebuild_all(store: &EventStore) -> BTreeMap<String, serde_json::Value> {
@@ -641,6 +652,8 @@ async fn record_scenario(core: &Core) {
         .await
         .unwrap();
 
+    record_schedules(core).await;
+
     // A create with a client request id: its idempotency record commits
     // with it (as the server writes it).
     let mut spec = pool_spec(1);
@@ -663,6 +676,100 @@ async fn record_scenario(core: &Core) {
     )
     .await
     .unwrap();
+}
+
+/// Two job schedules through every event of theirs.
+async fn record_schedules(core: &Core) {
+    use lote::domain::schedule::{
+        Overlap, Recurrence, Schedule, ScheduleCommand, ScheduleSpec, SkipReason,
+    };
+    let c = core.clock().clone();
+    let ctx = |p: Principal| live_ctx(c.as_ref(), p);
+    let spec = |id: &str, recurrence| ScheduleSpec {
+        id: lote::types::JobId::new(id).unwrap(),
+        account: acme(),
+        display_name: "golden".into(),
+        recurrence,
+        not_before: None,
+        not_after: None,
+        start_window_secs: Some(30),
+        overlap: Overlap::Skip,
+        job: lote::domain::job::JobSpec::on_pool(
+            lote::types::JobId::new(id).unwrap(),
+            acme(),
+            pool_id(),
+        ),
+        tasks: vec![],
+    };
+    let nightly = spec(
+        "nightly",
+        Recurrence::Cron {
+            expression: "0 2 * * *".into(),
+            time_zone: "Europe/Madrid".into(),
+        },
+    );
+    let stream = StreamId::schedule(&acme(), &nightly.id);
+    let run = |command: ScheduleCommand, by: Principal| {
+        let (stream, ctx) = (stream.clone(), ctx(by));
+        async move {
+            core.execute::<Schedule>(&stream, command, ctx)
+                .await
+                .unwrap();
+        }
+    };
+    run(
+        ScheduleCommand::Create {
+            spec: nightly.clone(),
+            interval_floor_secs: 60,
+        },
+        user(),
+    )
+    .await;
+    run(ScheduleCommand::StartRun { run: 1, due: None }, user()).await;
+    run(
+        ScheduleCommand::SkipRuns {
+            first: 2,
+            count: 3,
+            due: c.now(),
+            reason: SkipReason::StartWindowPassed,
+        },
+        system(),
+    )
+    .await;
+    run(ScheduleCommand::RunEnded { run: 1 }, system()).await;
+    run(
+        ScheduleCommand::Update {
+            spec: ScheduleSpec {
+                recurrence: Recurrence::Every { secs: 3600 },
+                ..nightly
+            },
+            interval_floor_secs: 60,
+        },
+        user(),
+    )
+    .await;
+    run(ScheduleCommand::Disable, user()).await;
+    run(ScheduleCommand::Enable, user()).await;
+    run(ScheduleCommand::Terminate, user()).await;
+    run(ScheduleCommand::Complete, system()).await;
+
+    let once = spec("once", Recurrence::Once);
+    let stream = StreamId::schedule(&acme(), &once.id);
+    for (command, by) in [
+        (
+            ScheduleCommand::Create {
+                spec: once,
+                interval_floor_secs: 60,
+            },
+            user(),
+        ),
+        (ScheduleCommand::Delete, user()),
+        (ScheduleCommand::FinishDeletion, system()),
+    ] {
+        core.execute::<Schedule>(&stream, command, ctx(by))
+            .await
+            .unwrap();
+    }
 }
 
 /// Fields that came with a layout change, at the value its lift gives

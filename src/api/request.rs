@@ -437,6 +437,38 @@ pub enum Request {
     AgentSecrets {
         generation: Option<u32>,
     },
+
+    // Job schedules (the seed's work items).
+    CreateSchedule {
+        spec: crate::domain::schedule::ScheduleSpec,
+        request_id: Option<uuid::Uuid>,
+    },
+    /// New template and timing for the runs to come.
+    UpdateSchedule {
+        spec: crate::domain::schedule::ScheduleSpec,
+    },
+    ListSchedules,
+    ShowSchedule {
+        schedule: JobId,
+    },
+    DisableSchedule {
+        schedule: JobId,
+    },
+    EnableSchedule {
+        schedule: JobId,
+    },
+    /// No more runs; the active job is terminated.
+    TerminateSchedule {
+        schedule: JobId,
+    },
+    /// The schedule and every job it created.
+    DeleteSchedule {
+        schedule: JobId,
+    },
+    /// One run now, outside the recurrence.
+    RunScheduleNow {
+        schedule: JobId,
+    },
 }
 
 /// The families requests fall into; the server handles each family in a
@@ -453,6 +485,8 @@ pub enum Family {
     Nodes,
     /// Jobs.
     Jobs,
+    /// Job schedules.
+    Schedules,
     /// Tasks, their output and files.
     Tasks,
     /// The blob store and application packages.
@@ -547,6 +581,7 @@ impl Request {
             Request::CreateAccount { request_id, .. }
             | Request::CreatePool { request_id, .. }
             | Request::CreateJob { request_id, .. }
+            | Request::CreateSchedule { request_id, .. }
             | Request::AddTasks { request_id, .. } => *request_id,
             _ => None,
         }
@@ -599,6 +634,15 @@ impl Request {
             | R::TerminateJob { .. }
             | R::DeleteJob { .. }
             | R::ExplainJob { .. } => Family::Jobs,
+            R::CreateSchedule { .. }
+            | R::UpdateSchedule { .. }
+            | R::ListSchedules
+            | R::ShowSchedule { .. }
+            | R::DisableSchedule { .. }
+            | R::EnableSchedule { .. }
+            | R::TerminateSchedule { .. }
+            | R::DeleteSchedule { .. }
+            | R::RunScheduleNow { .. } => Family::Schedules,
             R::AddTasks { .. }
             | R::ListTasks { .. }
             | R::ShowTask { .. }
@@ -665,6 +709,8 @@ impl Request {
                 | Request::ReadTaskFile { .. }
                 | Request::ListNodeFiles { .. }
                 | Request::ReadNodeFile { .. }
+                | Request::ListSchedules
+                | Request::ShowSchedule { .. }
         )
     }
 
@@ -767,7 +813,16 @@ impl Request {
             ReadNodeFile,
             SetPoolSecret,
             RemovePoolSecret,
-            AgentSecrets
+            AgentSecrets,
+            CreateSchedule,
+            UpdateSchedule,
+            ListSchedules,
+            ShowSchedule,
+            DisableSchedule,
+            EnableSchedule,
+            TerminateSchedule,
+            DeleteSchedule,
+            RunScheduleNow
         )
     }
 }

@@ -17,6 +17,7 @@ mod output;
 mod pool;
 mod pool_tasks;
 mod render;
+mod schedule;
 mod task;
 mod views;
 
@@ -37,6 +38,7 @@ use lote::client::{Client, ClientError};
 use lote::types::AccountName;
 use node::NodeCmd;
 use pool::PoolCmd;
+use schedule::ScheduleCmd;
 use task::TaskCmd;
 
 /// Where and as whom to connect. Each flag also reads an environment
@@ -154,6 +156,15 @@ pub enum ClientCommand {
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Job(JobCmd),
+    /// Job schedules (work items): a job template run once, every so
+    /// often, or by cron in a time zone.
+    ///
+    /// Examples:
+    ///   lote schedule create nightly --pool render --cron '0 2 * * *' --time-zone Europe/Madrid --tasks-file frames.jsonl
+    ///   lote schedule show nightly
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
     /// Tasks of a job.
     ///
     /// Examples:
@@ -284,6 +295,7 @@ async fn execute(
         ClientCommand::Pool(cmd) => pool::run(cmd, &client).await,
         ClientCommand::Node(cmd) => node::run(cmd, &client).await,
         ClientCommand::Job(cmd) => job::run(cmd, &client).await,
+        ClientCommand::Schedule(cmd) => schedule::run(cmd, &client).await,
         ClientCommand::Task(cmd) => task::run(cmd, &client, output).await,
         ClientCommand::Blob(cmd) => Ok(Some(blob::blob(&client, cmd).await?)),
         ClientCommand::App(cmd) => Ok(Some(render::render(app::app(&client, cmd).await?))),

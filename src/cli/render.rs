@@ -29,6 +29,8 @@ pub fn render(response: Response) -> (Value, String) {
         | R::Nodes(_)
         | R::Job(_)
         | R::Jobs(_)
+        | R::Schedule(_)
+        | R::Schedules(_)
         | R::Task(_)
         | R::Tasks { .. }
         | R::TaskOutput { .. }) => entities(r),
@@ -170,6 +172,31 @@ fn entities(response: Response) -> (Value, String) {
             (value, table(&["id", "state", "name"], rows))
         }
         Response::Job(j) => (with_version(&j), views::job(&j.state, j.version)),
+        Response::Schedule(s) => (with_version(&s), views::schedule(&s.state, s.version)),
+        Response::Schedules(list) => {
+            let value = Value::Array(list.iter().map(with_version).collect());
+            let rows = list
+                .iter()
+                .map(|s| {
+                    let st = &s.state;
+                    vec![
+                        st.spec
+                            .as_ref()
+                            .map(|s| s.id.to_string())
+                            .unwrap_or_default(),
+                        word(&st.status),
+                        opt(&st.next_due),
+                        st.runs_started.to_string(),
+                        (st.skipped_previous_active + st.missed_start_window + st.skipped_disabled)
+                            .to_string(),
+                    ]
+                })
+                .collect();
+            (
+                value,
+                table(&["id", "status", "next run", "runs", "skipped"], rows),
+            )
+        }
         Response::Jobs(list) => {
             let value = Value::Array(list.iter().map(with_version).collect());
             let rows = list

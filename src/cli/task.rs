@@ -363,13 +363,10 @@ const ADD_MANY_BATCH_BYTES_MAX: usize = 2 << 20;
 
 /// `task add-many`: the whole file is checked before anything is sent, so
 /// a bad line adds nothing.
-async fn add_many(
-    client: &Client,
-    job: JobId,
-    path: &std::path::Path,
-    batch: usize,
-) -> Result<Response, ClientError> {
-    use sha2::Digest;
+/// Tasks from a JSON Lines file (`-` for stdin), one per line (see
+/// `task add-many`), checked whole: a bad line or a repeated id is an
+/// error naming its line.
+pub(super) fn read_task_lines(path: &std::path::Path) -> Result<Vec<TaskSpec>, ClientError> {
     use std::io::BufRead;
     let usage = |m: String| ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, m));
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
@@ -404,6 +401,17 @@ async fn add_many(
     if specs.is_empty() {
         return Err(usage(format!("{} holds no task", path.display())));
     }
+    Ok(specs)
+}
+
+async fn add_many(
+    client: &Client,
+    job: JobId,
+    path: &std::path::Path,
+    batch: usize,
+) -> Result<Response, ClientError> {
+    use sha2::Digest;
+    let specs = read_task_lines(path)?;
     let batch = batch.clamp(1, lote::api::ADD_TASKS_BATCH_MAX);
     let mut added = 0u32;
     let mut rest = specs.as_slice();

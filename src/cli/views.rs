@@ -130,6 +130,60 @@ pub(super) fn pool(p: &Pool, version: u64) -> String {
     out
 }
 
+pub(super) fn schedule(s: &lote::domain::schedule::Schedule, version: u64) -> String {
+    use lote::domain::schedule::Recurrence;
+    let mut out = String::new();
+    let Some(spec) = &s.spec else {
+        return format!("schedule (none): {}\n", word(&s.status));
+    };
+    let _ = writeln!(
+        out,
+        "schedule {} ({}), version {version}",
+        spec.id,
+        word(&s.status)
+    );
+    let when = match &spec.recurrence {
+        Recurrence::Once => "once".to_string(),
+        Recurrence::Every { secs } => format!("every {secs}s"),
+        Recurrence::Cron {
+            expression,
+            time_zone,
+        } => format!("cron '{expression}' in {time_zone}"),
+    };
+    let _ = writeln!(
+        out,
+        "  runs:       {when}; overlap {}; next {} (run {})",
+        word(&spec.overlap),
+        opt(&s.next_due),
+        s.next_run
+    );
+    let _ = writeln!(
+        out,
+        "  jobs:       on pool {}, {} task(s) each; {} started",
+        spec.job.pool,
+        spec.tasks.len(),
+        s.runs_started
+    );
+    let _ = writeln!(
+        out,
+        "  not run:    {} skipped (previous job active), {} missed (start window), {} while disabled",
+        s.skipped_previous_active, s.missed_start_window, s.skipped_disabled
+    );
+    for r in s.recent.iter().rev() {
+        let _ = writeln!(
+            out,
+            "  run {:<6}  {} started {}{}",
+            r.run,
+            r.job,
+            r.started,
+            r.ended
+                .map(|e| format!(", ended {e}"))
+                .unwrap_or_else(|| ", active".into())
+        );
+    }
+    out
+}
+
 pub(super) fn node(n: &Node, version: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(

@@ -329,8 +329,10 @@ pub(crate) fn validate_env(what: &str, env: &[EnvVar]) -> Result<(), Rejection> 
         ensure(ok, RejectionCode::InvalidValue, || {
             format!("{what} environment variable name {:?} must be letters, digits and '_', not starting with a digit", var.name)
         })?;
+        // The one lote sets in a task's own variables: the schedule of a
+        // job a schedule made (nothing depends on it being true).
         ensure(
-            !var.name.starts_with("LOTE_"),
+            !var.name.starts_with("LOTE_") || var.name == SCHEDULE_ID_VAR,
             RejectionCode::InvalidValue,
             || {
                 format!(
@@ -357,6 +359,9 @@ pub(crate) fn validate_env(what: &str, env: &[EnvVar]) -> Result<(), Rejection> 
     })?;
     Ok(())
 }
+
+/// The variable a scheduled job's tasks carry: their schedule's id.
+pub const SCHEDULE_ID_VAR: &str = "LOTE_SCHEDULE_ID";
 
 pub(crate) fn validate_display_name(name: &str) -> Result<(), Rejection> {
     ensure(

@@ -38,7 +38,10 @@ pub enum Recurrence {
     Every { secs: u64 },
     /// At the times a 5-field cron expression (minute, hour, day of month,
     /// month, day of week) matches in an IANA time zone.
-    Cron { expression: String, time_zone: String },
+    Cron {
+        expression: String,
+        time_zone: String,
+    },
 }
 
 /// What a run that falls due does while the previous run's job is still
@@ -87,11 +90,15 @@ impl ScheduleSpec {
         let bad = |m: String| Rejection::new(RejectionCode::InvalidValue, m);
         match &self.recurrence {
             Recurrence::Once => {}
-            Recurrence::Every { secs } => ensure(
-                *secs >= interval_floor_secs,
-                RejectionCode::InvalidValue,
-                || format!("a schedule recurs at least {interval_floor_secs}s apart; {secs}s asked"),
-            )?,
+            Recurrence::Every { secs } => {
+                ensure(
+                    *secs >= interval_floor_secs,
+                    RejectionCode::InvalidValue,
+                    || {
+                        format!("a schedule recurs at least {interval_floor_secs}s apart; {secs}s asked")
+                    },
+                )?
+            }
             Recurrence::Cron {
                 expression,
                 time_zone,
@@ -150,9 +157,9 @@ impl ScheduleSpec {
     pub fn next_due(&self, due: Timestamp) -> Option<Timestamp> {
         match &self.recurrence {
             Recurrence::Once => None,
-            Recurrence::Every { secs } => {
-                Some(Timestamp::from_micros(due.as_micros() + (*secs as i64) * 1_000_000))
-            }
+            Recurrence::Every { secs } => Some(Timestamp::from_micros(
+                due.as_micros() + (*secs as i64) * 1_000_000,
+            )),
             Recurrence::Cron { .. } => self.next_cron(due, false),
         }
         .filter(|t| self.not_after.is_none_or(|end| *t <= end))
@@ -237,7 +244,10 @@ pub enum ScheduleCommand {
     Delete,
     /// The schedule supervisor starting run `run` (due at `due`; None: run
     /// now, outside the recurrence).
-    StartRun { run: u64, due: Option<Timestamp> },
+    StartRun {
+        run: u64,
+        due: Option<Timestamp>,
+    },
     /// Runs `first..first + count` did not start.
     SkipRuns {
         first: u64,
@@ -246,20 +256,40 @@ pub enum ScheduleCommand {
         reason: SkipReason,
     },
     /// A run's job ended (the supervisor saw it).
-    RunEnded { run: u64 },
+    RunEnded {
+        run: u64,
+    },
     /// No run is left and no job is active.
     Complete,
+    /// Every job of a deleting schedule is gone.
+    FinishDeletion,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ScheduleEvent {
-    ScheduleCreated { spec: ScheduleSpec, at: Timestamp },
-    ScheduleUpdated { spec: ScheduleSpec, at: Timestamp },
-    ScheduleDisabled { at: Timestamp },
-    ScheduleEnabled { at: Timestamp },
-    ScheduleTerminating { at: Timestamp },
-    ScheduleCompleted { at: Timestamp },
-    ScheduleDeleting { at: Timestamp },
+    ScheduleCreated {
+        spec: ScheduleSpec,
+        at: Timestamp,
+    },
+    ScheduleUpdated {
+        spec: ScheduleSpec,
+        at: Timestamp,
+    },
+    ScheduleDisabled {
+        at: Timestamp,
+    },
+    ScheduleEnabled {
+        at: Timestamp,
+    },
+    ScheduleTerminating {
+        at: Timestamp,
+    },
+    ScheduleCompleted {
+        at: Timestamp,
+    },
+    ScheduleDeleting {
+        at: Timestamp,
+    },
     ScheduleRunStarted {
         run: u64,
         job: JobId,
@@ -274,7 +304,13 @@ pub enum ScheduleEvent {
         reason: SkipReason,
         at: Timestamp,
     },
-    ScheduleRunEnded { run: u64, at: Timestamp },
+    ScheduleRunEnded {
+        run: u64,
+        at: Timestamp,
+    },
+    ScheduleDeleted {
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for ScheduleEvent {
@@ -290,6 +326,7 @@ impl DomainEvent for ScheduleEvent {
             ScheduleEvent::ScheduleRunStarted { .. } => "ScheduleRunStarted",
             ScheduleEvent::ScheduleRunsSkipped { .. } => "ScheduleRunsSkipped",
             ScheduleEvent::ScheduleRunEnded { .. } => "ScheduleRunEnded",
+            ScheduleEvent::ScheduleDeleted { .. } => "ScheduleDeleted",
         }
     }
 }
@@ -304,6 +341,7 @@ pub enum ScheduleStatus {
     Terminating,
     Completed,
     Deleting,
+    Deleted,
 }
 
 /// One run of a schedule that started.
@@ -338,7 +376,7 @@ pub struct Schedule {
 impl Schedule {
     fn live(&self, ctx: &Ctx) -> Result<&ScheduleSpec, Rejection> {
         let spec = match (&self.status, &self.spec) {
-            (ScheduleStatus::Absent, _) | (_, None) => {
+            (ScheduleStatus::Absent | ScheduleStatus::Deleted, _) | (_, None) => {
                 return Err(Rejection::new(
                     RejectionCode::ScheduleNotFound,
                     "no such job schedule",
@@ -363,85 +401,24 @@ impl Schedule {
 
     /// Whether it may start runs: active (or a run by hand while disabled).
     fn running(&self) -> bool {
-        matches!(self.status, ScheduleStatus::Active | ScheduleStatus::Disabled)
+        matches!(
+            self.status,
+            ScheduleStatus::Active | ScheduleStatus::Disabled
+        )
     }
 }
 
-impl Aggregate for Schedule {
-    type Command = ScheduleCommand;
-    type Event = ScheduleEvent;
-    const KIND: StreamKind = StreamKind::Schedule;
-    const STATE_SCHEMA: u32 = 1;
-
-    fn decide(&self, command: &ScheduleCommand, ctx: &Ctx) -> Result<Vec<ScheduleEvent>, Rejection> {
+impl Schedule {
+    /// What the supervisor records of a run: started, skipped, ended.
+    fn decide_run(
+        &self,
+        command: &ScheduleCommand,
+        ctx: &Ctx,
+    ) -> Result<Vec<ScheduleEvent>, Rejection> {
         let at = ctx.now;
         use ScheduleCommand as C;
         use ScheduleEvent as E;
         match command {
-            C::Create {
-                spec,
-                interval_floor_secs,
-            } => {
-                authorize_account(&ctx.principal, &spec.account, RejectionCode::PermissionDenied)?;
-                ensure(
-                    self.status == ScheduleStatus::Absent,
-                    RejectionCode::ScheduleExists,
-                    || format!("job schedule {} exists", spec.id),
-                )?;
-                spec.validate(*interval_floor_secs)?;
-                Ok(vec![E::ScheduleCreated {
-                    spec: spec.clone(),
-                    at,
-                }])
-            }
-            C::Update {
-                spec,
-                interval_floor_secs,
-            } => {
-                let old = self.live(ctx)?;
-                ensure(self.running(), RejectionCode::ScheduleStateConflict, || {
-                    self.conflict("only an active or disabled schedule is updated")
-                        .detail
-                })?;
-                ensure(spec.id == old.id && spec.account == old.account, RejectionCode::InvalidValue, || {
-                    "an update keeps the schedule's id".into()
-                })?;
-                spec.validate(*interval_floor_secs)?;
-                Ok(vec![E::ScheduleUpdated {
-                    spec: spec.clone(),
-                    at,
-                }])
-            }
-            C::Disable => {
-                self.live(ctx)?;
-                match self.status {
-                    ScheduleStatus::Active => Ok(vec![E::ScheduleDisabled { at }]),
-                    _ => Err(self.conflict("only an active schedule is disabled")),
-                }
-            }
-            C::Enable => {
-                self.live(ctx)?;
-                match self.status {
-                    ScheduleStatus::Disabled => Ok(vec![E::ScheduleEnabled { at }]),
-                    _ => Err(self.conflict("only a disabled schedule is enabled")),
-                }
-            }
-            C::Terminate => {
-                self.live(ctx)?;
-                ensure(self.running(), RejectionCode::ScheduleStateConflict, || {
-                    self.conflict("it has ended already").detail
-                })?;
-                Ok(vec![E::ScheduleTerminating { at }])
-            }
-            C::Delete => {
-                self.live(ctx)?;
-                ensure(
-                    self.status != ScheduleStatus::Deleting,
-                    RejectionCode::ScheduleStateConflict,
-                    || "the schedule is being deleted".into(),
-                )?;
-                Ok(vec![E::ScheduleDeleting { at }])
-            }
             C::StartRun { run, due } => {
                 let spec = self.live(ctx)?;
                 ensure(self.running(), RejectionCode::ScheduleStateConflict, || {
@@ -488,6 +465,114 @@ impl Aggregate for Schedule {
                 )?;
                 Ok(vec![E::ScheduleRunEnded { run: *run, at }])
             }
+            _ => Err(Rejection::new(
+                RejectionCode::InvalidValue,
+                "not a run command",
+            )),
+        }
+    }
+}
+
+impl Aggregate for Schedule {
+    type Command = ScheduleCommand;
+    type Event = ScheduleEvent;
+    const KIND: StreamKind = StreamKind::Schedule;
+    const STATE_SCHEMA: u32 = 1;
+
+    fn decide(
+        &self,
+        command: &ScheduleCommand,
+        ctx: &Ctx,
+    ) -> Result<Vec<ScheduleEvent>, Rejection> {
+        let at = ctx.now;
+        use ScheduleCommand as C;
+        use ScheduleEvent as E;
+        match command {
+            C::Create {
+                spec,
+                interval_floor_secs,
+            } => {
+                authorize_account(
+                    &ctx.principal,
+                    &spec.account,
+                    RejectionCode::PermissionDenied,
+                )?;
+                ensure(
+                    matches!(
+                        self.status,
+                        ScheduleStatus::Absent | ScheduleStatus::Deleted
+                    ),
+                    RejectionCode::ScheduleExists,
+                    || format!("job schedule {} exists", spec.id),
+                )?;
+                spec.validate(*interval_floor_secs)?;
+                Ok(vec![E::ScheduleCreated {
+                    spec: spec.clone(),
+                    at,
+                }])
+            }
+            C::Update {
+                spec,
+                interval_floor_secs,
+            } => {
+                let old = self.live(ctx)?;
+                ensure(self.running(), RejectionCode::ScheduleStateConflict, || {
+                    self.conflict("only an active or disabled schedule is updated")
+                        .detail
+                })?;
+                ensure(
+                    spec.id == old.id && spec.account == old.account,
+                    RejectionCode::InvalidValue,
+                    || "an update keeps the schedule's id".into(),
+                )?;
+                spec.validate(*interval_floor_secs)?;
+                Ok(vec![E::ScheduleUpdated {
+                    spec: spec.clone(),
+                    at,
+                }])
+            }
+            C::Disable => {
+                self.live(ctx)?;
+                match self.status {
+                    ScheduleStatus::Active => Ok(vec![E::ScheduleDisabled { at }]),
+                    _ => Err(self.conflict("only an active schedule is disabled")),
+                }
+            }
+            C::Enable => {
+                self.live(ctx)?;
+                match self.status {
+                    ScheduleStatus::Disabled => Ok(vec![E::ScheduleEnabled { at }]),
+                    _ => Err(self.conflict("only a disabled schedule is enabled")),
+                }
+            }
+            C::Terminate => {
+                self.live(ctx)?;
+                ensure(self.running(), RejectionCode::ScheduleStateConflict, || {
+                    self.conflict("it has ended already").detail
+                })?;
+                Ok(vec![E::ScheduleTerminating { at }])
+            }
+            C::Delete => {
+                self.live(ctx)?;
+                ensure(
+                    self.status != ScheduleStatus::Deleting,
+                    RejectionCode::ScheduleStateConflict,
+                    || "the schedule is being deleted".into(),
+                )?;
+                Ok(vec![E::ScheduleDeleting { at }])
+            }
+            C::StartRun { .. } | C::SkipRuns { .. } | C::RunEnded { .. } => {
+                self.decide_run(command, ctx)
+            }
+            C::FinishDeletion => {
+                self.live(ctx)?;
+                ensure(
+                    self.status == ScheduleStatus::Deleting,
+                    RejectionCode::ScheduleStateConflict,
+                    || "the schedule is not being deleted".into(),
+                )?;
+                Ok(vec![E::ScheduleDeleted { at }])
+            }
             C::Complete => {
                 self.live(ctx)?;
                 ensure(
@@ -507,7 +592,10 @@ impl Aggregate for Schedule {
 
     fn is_finished(&self) -> bool {
         // A deleting schedule still has its jobs deleted by the supervisor.
-        self.status == ScheduleStatus::Completed
+        matches!(
+            self.status,
+            ScheduleStatus::Completed | ScheduleStatus::Deleted
+        )
     }
 
     fn apply(&mut self, event: &ScheduleEvent) {
@@ -584,6 +672,10 @@ impl Aggregate for Schedule {
                 self.next_run = first + count;
                 self.next_due = self.spec.as_ref().and_then(|s| s.next_due(*due));
             }
+            E::ScheduleDeleted { .. } => {
+                self.status = ScheduleStatus::Deleted;
+                self.active.clear();
+            }
             E::ScheduleRunEnded { run, at } => {
                 self.active.retain(|r| r.run != *run);
                 if let Some(r) = self.recent.iter_mut().find(|r| r.run == *run) {
@@ -601,7 +693,11 @@ pub enum Due {
     Nothing,
     /// Start the next run, after terminating the active jobs when
     /// `replace`.
-    Start { run: u64, due: Timestamp, replace: bool },
+    Start {
+        run: u64,
+        due: Timestamp,
+        replace: bool,
+    },
     /// Record runs that did not start.
     Skip {
         first: u64,

@@ -107,6 +107,10 @@ pub struct ServerFlags {
     /// (down to 5) for tests and demos. [default: 300]
     #[arg(long, env = "LOTE_AUTOSCALE_MIN_INTERVAL_SECS")]
     pub autoscale_min_interval_secs: Option<u64>,
+    /// Shortest recurrence a job schedule may ask for; lower it (down to 1)
+    /// for tests and demos. [default: 60]
+    #[arg(long, env = "LOTE_SCHEDULE_MIN_INTERVAL_SECS")]
+    pub schedule_min_interval_secs: Option<u64>,
     /// The server's TLS certificate (PEM; the chain, leaf first). Without
     /// it the server makes a self-signed one at first start, keeps it in
     /// DATA_DIR/tls and prints its SHA-256 fingerprint, which clients pin
@@ -147,6 +151,7 @@ pub struct ServerConfigFile {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub plaintext: Option<super::tls::Plaintext>,
+    pub schedule_min_interval_secs: Option<u64>,
 }
 
 /// Settings after precedence is applied.
@@ -169,6 +174,7 @@ pub struct ServerConfig {
     pub autoscale_sample: Duration,
     pub autoscale_min_interval_secs: u64,
     pub node_lost_after: Duration,
+    pub schedule_min_interval_secs: u64,
     /// A given certificate and key; None: the server's own, made once.
     pub tls_files: Option<(PathBuf, PathBuf)>,
     /// Only one of the two was given (refused at load).
@@ -232,6 +238,11 @@ impl ServerConfig {
             return Err(ServerError::Config(format!(
                 "autoscale-min-interval-secs must be at least {min}"
             )));
+        }
+        if config.schedule_min_interval_secs == 0 {
+            return Err(ServerError::Config(
+                "schedule-min-interval-secs must be at least 1".into(),
+            ));
         }
         if config.tls_half {
             return Err(ServerError::Config(
@@ -319,6 +330,10 @@ impl ServerConfig {
                 .autoscale_min_interval_secs
                 .or(file.autoscale_min_interval_secs)
                 .unwrap_or(DEFAULT_AUTOSCALE_MIN_INTERVAL_SECS),
+            schedule_min_interval_secs: flags
+                .schedule_min_interval_secs
+                .or(file.schedule_min_interval_secs)
+                .unwrap_or(crate::domain::schedule::INTERVAL_SECS_MIN),
             tls_files: tls_cert.zip(tls_key),
             tls_half,
             plaintext: flags.plaintext.or(file.plaintext).unwrap_or_default(),

@@ -232,6 +232,7 @@ async fn serve(
             server_addr: addr.to_string(),
             tls_fingerprint: (server_tls.plaintext == tls::Plaintext::Never)
                 .then(|| server_tls.fingerprint.clone()),
+            schedule_min_interval_secs: config.schedule_min_interval_secs,
             server_secret: server_secret.clone(),
             node_lost_after: config.node_lost_after,
             autoscale: supervisors::autoscale::AutoscaleSettings {

@@ -96,7 +96,10 @@ fn a_fixed_interval_runs_from_its_anchor_and_waits_for_the_active_job() {
         at: t(1125),
     });
     assert_eq!((s.next_run, s.next_due), (3, Some(t(1120))));
-    s.apply(&ScheduleEvent::ScheduleRunEnded { run: 1, at: t(1126) });
+    s.apply(&ScheduleEvent::ScheduleRunEnded {
+        run: 1,
+        at: t(1126),
+    });
     assert_eq!(
         s.due_at(t(1126)),
         Due::Start {
@@ -212,7 +215,10 @@ fn a_disabled_schedule_skips_its_runs_and_a_one_shot_completes_after_its_job() {
     started(&mut once, 1, t(1000));
     assert_eq!(once.next_due, None);
     assert_eq!(once.due_at(t(5000)), Due::Nothing, "its job is active");
-    once.apply(&ScheduleEvent::ScheduleRunEnded { run: 1, at: t(5000) });
+    once.apply(&ScheduleEvent::ScheduleRunEnded {
+        run: 1,
+        at: t(5000),
+    });
     assert_eq!(once.due_at(t(5000)), Due::Complete);
 }
 
@@ -249,18 +255,12 @@ fn cron_in_a_time_zone_across_daylight_saving_changes() {
     let half_two = daily("30 2 * * *");
     let spring = half_two.next_due(at("2026-03-28T01:30:00Z")).unwrap();
     assert_eq!(spring, at("2026-03-29T01:00:00Z"));
-    assert_eq!(
-        half_two.next_due(spring),
-        Some(at("2026-03-30T00:30:00Z"))
-    );
+    assert_eq!(half_two.next_due(spring), Some(at("2026-03-30T00:30:00Z")));
     // 02:30 happens twice on the fall-back day: it runs at the first
     // (00:30 UTC), not again at the second (01:30 UTC).
     let fall = half_two.next_due(at("2026-10-24T00:30:00Z")).unwrap();
     assert_eq!(fall, at("2026-10-25T00:30:00Z"));
-    assert_eq!(
-        half_two.next_due(fall),
-        Some(at("2026-10-26T01:30:00Z"))
-    );
+    assert_eq!(half_two.next_due(fall), Some(at("2026-10-26T01:30:00Z")));
 }
 
 #[test]
@@ -315,21 +315,31 @@ fn commands_keep_the_run_numbers_in_order_and_the_states_apart() {
     // Run by hand: takes the next number, leaves the recurrence's time.
     let due_before = s.next_due;
     let events = s
-        .decide(&ScheduleCommand::StartRun { run: 2, due: None }, &ctx(t(1010)))
+        .decide(
+            &ScheduleCommand::StartRun { run: 2, due: None },
+            &ctx(t(1010)),
+        )
         .unwrap();
     for e in &events {
         s.apply(e);
     }
     assert_eq!((s.next_run, s.next_due), (3, due_before));
-    assert!(s
-        .decide(&ScheduleCommand::Enable, &ctx(t(1)))
-        .is_err());
-    for e in s.decide(&ScheduleCommand::Terminate, &ctx(t(1020))).unwrap() {
+    assert!(s.decide(&ScheduleCommand::Enable, &ctx(t(1))).is_err());
+    for e in s
+        .decide(&ScheduleCommand::Terminate, &ctx(t(1020)))
+        .unwrap()
+    {
         s.apply(&e);
     }
     assert_eq!(s.status, ScheduleStatus::Terminating);
     assert!(s
-        .decide(&ScheduleCommand::StartRun { run: 3, due: None }, &ctx(t(1030)))
+        .decide(
+            &ScheduleCommand::StartRun { run: 3, due: None },
+            &ctx(t(1030))
+        )
         .is_err());
-    assert!(s.decide(&ScheduleCommand::Complete, &ctx(t(1030))).is_err(), "jobs active");
+    assert!(
+        s.decide(&ScheduleCommand::Complete, &ctx(t(1030))).is_err(),
+        "jobs active"
+    );
 }

@@ -43,6 +43,18 @@ impl Visible for Node {
         self.state.is_live()
     }
 }
+impl Visible for crate::domain::schedule::Schedule {
+    const NOT_FOUND: RejectionCode = RejectionCode::ScheduleNotFound;
+    const NOUN: &'static str = "job schedule";
+    fn visible(&self) -> bool {
+        use crate::domain::schedule::ScheduleStatus;
+        !matches!(
+            self.status,
+            ScheduleStatus::Absent | ScheduleStatus::Deleted
+        )
+    }
+}
+
 impl Visible for Job {
     const NOT_FOUND: RejectionCode = RejectionCode::JobNotFound;
     const NOUN: &'static str = "job";

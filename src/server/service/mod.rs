@@ -16,6 +16,7 @@ mod idempotency;
 mod jobs;
 mod nodes;
 mod pools;
+mod schedules;
 mod secrets;
 mod tasks;
 
@@ -362,6 +363,7 @@ impl Service {
             Family::Pools => self.pools(&call, &request).await,
             Family::Nodes => self.nodes(&call, &request).await,
             Family::Jobs => self.jobs(&call, &request).await,
+            Family::Schedules => self.schedules(&call, &request).await,
             Family::Tasks => self.tasks(&call, &request).await,
             Family::Blobs => self.packages(&call, &request).await,
             Family::Agents if matches!(request, Request::JoinPool { .. }) => Err(permission(

@@ -21,6 +21,7 @@ pub mod placement;
 pub mod provider;
 pub mod sagas;
 pub mod scheduler;
+pub mod schedules;
 pub mod waits;
 
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ pub struct SupervisorSettings {
     pub server_addr: String,
     /// Local agents pin it when the server takes no plaintext.
     pub tls_fingerprint: Option<String>,
+    pub schedule_min_interval_secs: u64,
     pub server_secret: String,
     pub node_lost_after: Duration,
     pub autoscale: autoscale::AutoscaleSettings,
@@ -50,9 +52,12 @@ pub struct Supervisors {
     pub sagas: Addr<sagas::SagaSupervisor>,
     pub autoscaler: Addr<autoscale::Autoscaler>,
     pub liveness: Addr<liveness::Liveness>,
+    pub schedules: Addr<schedules::ScheduleSupervisor>,
     /// Where local nodes live (`--nodes-dir`).
     pub nodes_dir: PathBuf,
     pub autoscale: autoscale::AutoscaleSettings,
+    /// Shortest recurrence a job schedule may ask for.
+    pub schedule_min_interval_secs: u64,
 }
 
 impl Supervisors {
@@ -92,12 +97,16 @@ impl Supervisors {
         )
         .start();
         placement.subscribe(autoscaler.clone().recipient());
+        let schedules = schedules::ScheduleSupervisor::new(core.clone(), stop.clone()).start();
+        placement.subscribe(schedules.clone().recipient());
         placement.start_feed(core.store().clone(), stop);
         Supervisors {
             placement,
             sagas,
             autoscaler,
             liveness,
+            schedules,
+            schedule_min_interval_secs: settings.schedule_min_interval_secs,
             nodes_dir,
             autoscale,
         }
