@@ -221,4 +221,26 @@ async fn overlap_skip_records_held_back_runs_and_terminate_ends_the_active_job()
     // A run by hand is refused once the schedule has ended.
     let out = cli(&server, &key, &["schedule", "run-now", "slow"]);
     assert!(!out.status.success(), "{out:?}");
+
+    // The schedule's history is in the log, for the audit.
+    let data_dir = server.data_dir.clone();
+    let mut server = server;
+    assert!(server.terminate().success());
+    let audit = std::process::Command::new(lote_bin())
+        .args(["audit", "--data-dir"])
+        .arg(&data_dir)
+        .arg("schedule/acme/slow")
+        .output()
+        .unwrap();
+    assert!(audit.status.success(), "{audit:?}");
+    let text = String::from_utf8_lossy(&audit.stdout);
+    for event in [
+        "ScheduleCreated",
+        "ScheduleRunStarted",
+        "ScheduleRunsSkipped",
+        "ScheduleTerminating",
+        "ScheduleCompleted",
+    ] {
+        assert!(text.contains(event), "{event} missing from:\n{text}");
+    }
 }
