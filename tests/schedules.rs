@@ -156,16 +156,31 @@ async fn a_schedule_makes_numbered_jobs_survives_a_crash_and_deletes_them() {
         }
     })
     .await;
-    let err = client
-        .call(&Request::ShowSchedule {
-            schedule: JobId::new("tick").unwrap(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.api().unwrap().rejection,
-        Some(lote::domain::RejectionCode::ScheduleNotFound)
-    );
+    // Then the schedule itself, once all its jobs are gone.
+    eventually(Duration::from_secs(20), "the schedule deleted", || async {
+        let shown = client
+            .call(&Request::ShowSchedule {
+                schedule: JobId::new("tick").unwrap(),
+            })
+            .await;
+        match shown {
+            Err(e)
+                if e.api().and_then(|a| a.rejection)
+                    == Some(lote::domain::RejectionCode::ScheduleNotFound) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    for run in 1..s.next_run {
+        let job = job_status(&client, &format!("tick-job-{run}")).await;
+        assert!(
+            matches!(job, None | Some(JobStatus::Deleted)),
+            "tick-job-{run}: {job:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,7 +205,10 @@ fn pool_key(account: &AccountName, pool: &PoolId) -> String {
 
 /// Whether an aggregate kind's events can change placement.
 pub fn relevant(kind: StreamKind) -> bool {
-    !matches!(kind, StreamKind::Account | StreamKind::Request)
+    !matches!(
+        kind,
+        StreamKind::Account | StreamKind::Request | StreamKind::Schedule
+    )
 }
 
 /// A node as the node supervisor sees it.
