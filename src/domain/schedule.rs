@@ -144,10 +144,23 @@ impl ScheduleSpec {
     /// The first run's due time: `not_before` or `created`, and for cron
     /// the first match at or after it.
     pub fn first_due(&self, created: Timestamp) -> Option<Timestamp> {
-        let anchor = self.not_before.unwrap_or(created);
+        self.due_at_or_after(created)
+    }
+
+    /// The first due time at or after `t` (and `not_before`): for a fixed
+    /// interval, in step with its anchor.
+    pub fn due_at_or_after(&self, t: Timestamp) -> Option<Timestamp> {
+        let from = self.not_before.map_or(t, |nb| nb.max(t));
         match &self.recurrence {
-            Recurrence::Once | Recurrence::Every { .. } => Some(anchor),
-            Recurrence::Cron { .. } => self.next_cron(anchor, true),
+            Recurrence::Once => Some(from),
+            Recurrence::Every { secs } => {
+                let anchor = self.not_before.unwrap_or(t).as_micros();
+                let step = (*secs as i64).max(1) * 1_000_000;
+                let behind = from.as_micros() - anchor;
+                let steps = (behind + step - 1).div_euclid(step).max(0);
+                Some(Timestamp::from_micros(anchor + steps * step))
+            }
+            Recurrence::Cron { .. } => self.next_cron(from, true),
         }
         .filter(|t| self.not_after.is_none_or(|end| *t <= end))
     }
@@ -612,11 +625,10 @@ impl Aggregate for Schedule {
                 };
             }
             E::ScheduleUpdated { spec, at } => {
-                // Runs to come follow the new timing, from now on.
-                let after = self.next_due.map_or(*at, |d| d.max(*at));
+                // Runs to come follow the new timing, from the update on.
                 self.next_due = match spec.recurrence {
                     Recurrence::Once if self.runs_started > 0 => None,
-                    _ => spec.first_due(after),
+                    _ => spec.due_at_or_after(*at),
                 };
                 self.spec = Some(spec.clone());
             }

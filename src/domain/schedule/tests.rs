@@ -223,6 +223,27 @@ fn a_disabled_schedule_skips_its_runs_and_a_one_shot_completes_after_its_job() {
 }
 
 #[test]
+fn an_update_times_the_runs_to_come_from_the_update_in_step_with_the_anchor() {
+    let mut s = created(spec(Recurrence::Every { secs: 60 }));
+    started(&mut s, 1, t(1000));
+    // Updated at 1250 to every 100 s from the same anchor (1000): the
+    // next run is at 1300, not at the anchor with runs missed since.
+    s.apply(&ScheduleEvent::ScheduleUpdated {
+        spec: spec(Recurrence::Every { secs: 100 }),
+        at: t(1250),
+    });
+    assert_eq!(s.next_due, Some(t(1300)));
+    // A future anchor stays the first due time.
+    let later = ScheduleSpec {
+        not_before: Some(t(5000)),
+        ..spec(Recurrence::Every { secs: 100 })
+    };
+    assert_eq!(later.due_at_or_after(t(1250)), Some(t(5000)));
+    assert_eq!(later.due_at_or_after(t(5000)), Some(t(5000)));
+    assert_eq!(later.due_at_or_after(t(5001)), Some(t(5100)));
+}
+
+#[test]
 fn not_after_ends_the_runs() {
     let s = created(ScheduleSpec {
         not_after: Some(t(1100)),
