@@ -197,6 +197,7 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
                 on_all_tasks_complete: Default::default(),
                 on_task_failure: Default::default(),
                 common_resource_files: vec![],
+                job_manager: Default::default(),
             };
             store
                 .append_blocking(

@@ -373,6 +373,11 @@ async fn record_scenario(core: &Core) {
                     path: "bin/render".into(),
                     mode: Some(0o755),
                 }],
+                job_manager: Some(Box::new(lote::domain::job::JobManager {
+                    task: task_spec("jobmanager"),
+                    kill_job_on_completion: false,
+                    run_exclusive: true,
+                })),
                 ..job_spec()
             },
         },

@@ -143,6 +143,10 @@ pub(super) struct TaskEnv {
     pub(super) startup: PathBuf,
     /// Where the pool's secrets are (`ROOT/secrets`).
     pub(super) secrets: PathBuf,
+    /// How a job manager task reaches the server: the agent's address and
+    /// the certificate fingerprint it pins, if any.
+    pub(super) server: String,
+    pub(super) server_fingerprint: Option<String>,
     /// The node's task slots: the server may place more attempts here than
     /// slots (prefetch); they start as slots free.
     pub(super) slots: Arc<tokio::sync::Semaphore>,
@@ -217,6 +221,22 @@ impl TaskEnv {
             .transpose()
             .map_err(|e| launch_failure(format!("cannot make the attempt's cgroup: {e}")))
     }
+}
+
+/// A job manager's variables: the key of its own job and the way to the
+/// server, for `lote` run inside it (none for other tasks).
+fn manager_vars(env: &TaskEnv, a: &Assignment) -> Vec<(String, String)> {
+    let Some(key) = &a.job_key else {
+        return Vec::new();
+    };
+    let mut vars = vec![
+        ("LOTE_JOB_KEY".to_string(), key.expose().to_string()),
+        ("LOTE_SERVER".to_string(), env.server.clone()),
+    ];
+    if let Some(fp) = &env.server_fingerprint {
+        vars.push(("LOTE_TLS_FINGERPRINT".to_string(), fp.clone()));
+    }
+    vars
 }
 
 /// The node's limits, lowered (memory, processes) or set (CPU weight) by
@@ -363,6 +383,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             ("LOTE_TASK_ATTEMPT".to_string(), a.attempt.to_string()),
             (proc_tree::TAG_VAR.to_string(), tag.clone()),
         ];
+        vars.extend(manager_vars(env, &a));
         vars.extend(apps);
         let run = Run {
             command_line: &a.spec.command_line,

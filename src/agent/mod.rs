@@ -249,6 +249,15 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         shared: shared_dir.clone(),
         startup: config.root.join("starttask"),
         secrets: config.root.join(secrets::SECRETS_DIR),
+        server: config.server.clone(),
+        server_fingerprint: match &config.trust {
+            Some(crate::api::tls::Trust::Fingerprint(fp)) => Some(format!(
+                "{}{}",
+                crate::api::tls::FINGERPRINT_PREFIX,
+                crate::api::auth::hex(fp)
+            )),
+            _ => cred.tls_fingerprint.clone(),
+        },
         stager: Stager::new(client.clone(), config.root.clone()),
         pool_packages: std::sync::Mutex::default(),
         user: task_user,

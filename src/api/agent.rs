@@ -121,6 +121,9 @@ pub struct Assignment {
     pub spec: TaskSpec,
     /// The job's resource files, fetched before the task's own.
     pub job_resource_files: Vec<crate::domain::spec::ResourceFile>,
+    /// For the job's manager task: the job-scoped key it signs with (in
+    /// `LOTE_JOB_KEY`), good for its own job's tasks only.
+    pub job_key: Option<crate::types::Secret>,
 }
 
 /// One report: levels now, and counter changes since the last report.

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
 use super::response::{EventView, Response};
-use crate::types::{AccountName, NodeId, PoolId};
+use crate::types::{AccountName, JobId, NodeId, PoolId};
 
 /// Version of this protocol. A server speaks exactly its own version and
 /// says so in its refusal, so an old client knows to upgrade.
-pub const PROTOCOL_VERSION: u16 = 10;
+pub const PROTOCOL_VERSION: u16 = 11;
 
 /// First bytes of every hello, so that a stray client of another protocol
 /// is told so instead of getting a decode error.
@@ -104,6 +104,8 @@ pub enum Credential {
         pool: PoolId,
         node: NodeId,
     },
+    /// A job manager task's key: its own job's tasks only.
+    Job { account: AccountName, job: JobId },
 }
 
 impl fmt::Display for Credential {
@@ -117,6 +119,7 @@ impl fmt::Display for Credential {
                 pool,
                 node,
             } => write!(f, "node:{account}/{pool}/{node}"),
+            Credential::Job { account, job } => write!(f, "job:{account}/{job}"),
         }
     }
 }

@@ -77,7 +77,7 @@ pub enum Response {
     Nodes(Vec<Versioned<Node>>),
     Job(Versioned<Job>),
     Jobs(Vec<Versioned<Job>>),
-    Schedule(Versioned<crate::domain::schedule::Schedule>),
+    Schedule(Box<Versioned<crate::domain::schedule::Schedule>>),
     Schedules(Vec<Versioned<crate::domain::schedule::Schedule>>),
     Task(Versioned<Task>),
     Tasks {

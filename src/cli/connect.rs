@@ -145,7 +145,31 @@ pub(super) fn credentials(
             }),
         _ => Ok(None),
     };
-    let (credential, key) = if needs_admin(command, conn) {
+    let job_key = match (
+        &conn.job_key,
+        &conn.job_key_job,
+        conn.account.clone().or(profile.account.clone()),
+    ) {
+        (Some(key), Some(job), Some(account)) if !conn.admin => {
+            let bad = |e: lote::types::IdError| {
+                usage(
+                    e.to_string(),
+                    "a job manager task has LOTE_ACCOUNT and LOTE_JOB_ID set",
+                )
+            };
+            Some((
+                Credential::Job {
+                    account: AccountName::new(account).map_err(bad)?,
+                    job: lote::types::JobId::new(job.clone()).map_err(bad)?,
+                },
+                key.clone(),
+            ))
+        }
+        _ => None,
+    };
+    let (credential, key) = if let Some(job) = job_key {
+        job
+    } else if needs_admin(command, conn) {
         match admin_key()? {
             Some(k) => (Credential::Admin, k),
             None => {

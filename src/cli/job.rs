@@ -12,6 +12,43 @@ use lote::domain::job::{DisableTasks, JobSpec, OnAllTasksComplete, OnTaskFailure
 use lote::domain::RejectionCode;
 use lote::types::{JobId, PoolId};
 
+/// A job's manager task.
+#[derive(clap::Args, Debug, Clone)]
+pub struct JobManagerArgs {
+    /// A task created with the job and placed before its others, run with
+    /// /bin/sh -c: it gets LOTE_JOB_KEY, a key good for its own job's
+    /// tasks only, so `lote task add` / `add-many` inside it splits the
+    /// job. When it completes, the job completes and its other tasks are
+    /// terminated, unless --job-manager-keeps-job.
+    #[arg(long = "job-manager", value_name = "LINE")]
+    line: Option<String>,
+    /// The manager task's id.
+    #[arg(long, default_value = "jobmanager", requires = "line")]
+    job_manager_id: lote::types::TaskId,
+    /// The job goes on when its manager completes (it only adds tasks;
+    /// end the job with --on-all-tasks-complete terminate-job).
+    #[arg(long, requires = "line")]
+    job_manager_keeps_job: bool,
+    /// Let other tasks share the manager's node (by default it takes every
+    /// slot of its node while it runs).
+    #[arg(long, requires = "line")]
+    job_manager_shares_node: bool,
+}
+
+impl JobManagerArgs {
+    pub(super) fn spec(&self) -> Option<Box<lote::domain::job::JobManager>> {
+        let line = self.line.as_ref()?;
+        Some(Box::new(lote::domain::job::JobManager {
+            task: lote::domain::task::TaskSpec::simple(
+                self.job_manager_id.clone(),
+                lote::domain::spec::CommandLine::Shell(line.clone()),
+            ),
+            kill_job_on_completion: !self.job_manager_keeps_job,
+            run_exclusive: !self.job_manager_shares_node,
+        }))
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum JobCmd {
     /// Create a job on a pool (tasks are added with `lote task add`).
@@ -40,6 +77,8 @@ pub enum JobCmd {
         /// Every blob under a prefix, for every task: CONTAINER/PREFIX=DIR.
         #[arg(long = "input-prefix", value_name = "CONTAINER/PREFIX=DIR", value_parser = super::files::input_prefix_arg)]
         input_prefixes: Vec<String>,
+        #[command(flatten)]
+        manager: JobManagerArgs,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
@@ -90,6 +129,7 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
             on_task_failure,
             inputs,
             input_prefixes,
+            manager,
             request_id,
         } => {
             let bad =
@@ -109,6 +149,7 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
                 on_all_tasks_complete,
                 on_task_failure,
                 common_resource_files,
+                job_manager: manager.spec(),
                 ..JobSpec::on_pool(id, placeholder_account(), pool)
             };
             call(Request::CreateJob { spec, request_id }).await?

@@ -100,6 +100,19 @@ pub struct Connection {
     /// file) signed for the server's host name.
     #[arg(long, global = true, help_heading = "Connection", env = "LOTE_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// A job manager's key (set for a job manager task in LOTE_JOB_KEY):
+    /// signs as that job, which may add and read its own tasks only.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "LOTE_JOB_KEY",
+        hide_env_values = true
+    )]
+    pub job_key: Option<String>,
+    /// The job --job-key belongs to (in a job manager task: LOTE_JOB_ID).
+    #[arg(long, global = true, help_heading = "Connection", env = "LOTE_JOB_ID")]
+    pub job_key_job: Option<String>,
     /// Talk to a server on another machine without TLS: keys and data
     /// cross the network in clear. (A server on this machine is reached
     /// in plaintext without it.)

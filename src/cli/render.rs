@@ -172,7 +172,7 @@ fn entities(response: Response) -> (Value, String) {
             (value, table(&["id", "state", "name"], rows))
         }
         Response::Job(j) => (with_version(&j), views::job(&j.state, j.version)),
-        Response::Schedule(s) => (with_version(&s), views::schedule(&s.state, s.version)),
+        Response::Schedule(s) => (with_version(&*s), views::schedule(&s.state, s.version)),
         Response::Schedules(list) => {
             let value = Value::Array(list.iter().map(with_version).collect());
             let rows = list

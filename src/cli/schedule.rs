@@ -72,6 +72,8 @@ pub struct ScheduleArgs {
     /// Lines: {"id": "t1", "command": "..."} per line).
     #[arg(long, value_name = "FILE")]
     tasks_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    manager: super::job::JobManagerArgs,
 }
 
 impl ScheduleArgs {
@@ -104,6 +106,7 @@ impl ScheduleArgs {
                 max_wall_clock_secs: self.max_wall_clock_secs,
                 on_all_tasks_complete: self.on_all_tasks_complete,
                 on_task_failure: self.on_task_failure,
+                job_manager: self.manager.spec(),
                 ..JobSpec::on_pool(self.id.clone(), placeholder_account(), self.pool.clone())
             },
             tasks,

@@ -75,9 +75,35 @@ pub struct JobSpec {
     pub on_task_failure: OnTaskFailure,
     /// Fetched into every task's working directory before the task's own.
     pub common_resource_files: Vec<crate::domain::spec::ResourceFile>,
+    /// A task created with the job, placed before its others, that may
+    /// add tasks to its own job (a job that splits itself).
+    pub job_manager: Option<Box<JobManager>>,
+}
+
+/// A job's manager task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobManager {
+    pub task: super::task_spec::TaskSpec,
+    /// When it completes (success or failure for good), the job completes
+    /// and its other tasks are terminated ("job manager complete").
+    pub kill_job_on_completion: bool,
+    /// Nothing else runs on its node while it runs (it takes every slot).
+    pub run_exclusive: bool,
 }
 
 impl JobSpec {
+    /// The job manager's task as added: taking every slot of its node
+    /// (`node_slots`) when it runs exclusive.
+    pub fn manager_task(&self, node_slots: u32) -> Option<super::task_spec::TaskSpec> {
+        self.job_manager.as_ref().map(|m| {
+            let mut task = m.task.clone();
+            if m.run_exclusive {
+                task.required_slots = node_slots.max(1);
+            }
+            task
+        })
+    }
+
     /// A job on `pool` with default priority, no retries and no automatic
     /// completion; change fields with struct update syntax.
     pub fn on_pool(id: JobId, account: AccountName, pool: PoolId) -> Self {
@@ -92,6 +118,7 @@ impl JobSpec {
             on_all_tasks_complete: OnAllTasksComplete::NoAction,
             on_task_failure: OnTaskFailure::NoAction,
             common_resource_files: vec![],
+            job_manager: None,
         }
     }
 
@@ -121,6 +148,9 @@ impl JobSpec {
             ensure(secs >= 1, RejectionCode::InvalidValue, || {
                 "max_wall_clock_secs must be at least 1".into()
             })?;
+        }
+        if let Some(jm) = &self.job_manager {
+            jm.task.validate()?;
         }
         crate::domain::spec::validate_files("job common", &self.common_resource_files, &[])
     }

@@ -39,6 +39,11 @@ pub const CHANGES: &[LayoutChange] = &[
         event_type: "PoolCreated",
         from: 2,
     },
+    LayoutChange {
+        kind: StreamKind::Job,
+        event_type: "JobCreated",
+        from: 2,
+    },
 ];
 
 /// The layout version written today for `event_type`: one more than the

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::job::JobSpec;
 use super::spec::authorize_account;
-use super::task::TaskSpec;
+use super::task_spec::TaskSpec;
 use super::{ensure, validate_display_name, Aggregate, Ctx, DomainEvent, Rejection, RejectionCode};
 use crate::store::StreamKind;
 use crate::types::{AccountName, JobId, Timestamp};

@@ -33,6 +33,7 @@ pub fn lift_for(change: &LayoutChange) -> Option<Lift> {
         (StreamKind::Job, "JobCreated", 1) => Some(v1::job_created),
         (StreamKind::Pool, "PoolCreated", 1) => Some(v1::pool_created),
         (StreamKind::Pool, "PoolCreated", 2) => Some(v2::pool_created),
+        (StreamKind::Job, "JobCreated", 2) => Some(v2::job_created),
         _ => None,
     }
 }
@@ -63,7 +64,7 @@ mod v1 {
 
     use super::v2::{PoolSecretV2, PoolSpecV2};
     use crate::codec::{self, CodecError};
-    use crate::domain::job::{JobEvent, JobSpec, OnAllTasksComplete, OnTaskFailure};
+    use crate::domain::job::{OnAllTasksComplete, OnTaskFailure};
     use crate::domain::pool::{NodeProvider, NodeSize, ScaleSettings, SchedulingPolicy};
     use crate::domain::spec::{CommandLine, OutputFile, ResourceFile, StartTask};
     use crate::domain::task::{TaskConstraints, TaskEvent, TaskSpec};
@@ -128,23 +129,27 @@ mod v1 {
         on_task_failure: OnTaskFailure,
     }
 
+    /// To layout 2 (the variant's index, then its fields).
     pub fn job_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let (_, (s, at)): (u32, (JobSpecV1, Timestamp)) = codec::decode(bytes)?;
-        codec::encode(&JobEvent::JobCreated {
-            spec: JobSpec {
-                id: s.id,
-                account: s.account,
-                pool: s.pool,
-                display_name: s.display_name,
-                priority: s.priority,
-                max_wall_clock_secs: s.max_wall_clock_secs,
-                max_task_retries: s.max_task_retries,
-                on_all_tasks_complete: s.on_all_tasks_complete,
-                on_task_failure: s.on_task_failure,
-                common_resource_files: vec![],
-            },
-            at,
-        })
+        let (index, (s, at)): (u32, (JobSpecV1, Timestamp)) = codec::decode(bytes)?;
+        codec::encode(&(
+            index,
+            (
+                super::v2::JobSpecV2 {
+                    id: s.id,
+                    account: s.account,
+                    pool: s.pool,
+                    display_name: s.display_name,
+                    priority: s.priority,
+                    max_wall_clock_secs: s.max_wall_clock_secs,
+                    max_task_retries: s.max_task_retries,
+                    on_all_tasks_complete: s.on_all_tasks_complete,
+                    on_task_failure: s.on_task_failure,
+                    common_resource_files: vec![],
+                },
+                at,
+            ),
+        ))
     }
 
     #[derive(Serialize, Deserialize)]
@@ -225,6 +230,41 @@ mod v2 {
         pub scheduling: SchedulingPolicy,
         pub provider: NodeProvider,
         pub application_packages: Vec<PackageRef>,
+    }
+
+    /// Layout 2 of a job's spec: before job managers.
+    #[derive(Serialize, Deserialize)]
+    pub struct JobSpecV2 {
+        pub id: crate::types::JobId,
+        pub account: AccountName,
+        pub pool: PoolId,
+        pub display_name: String,
+        pub priority: i32,
+        pub max_wall_clock_secs: Option<u64>,
+        pub max_task_retries: u32,
+        pub on_all_tasks_complete: crate::domain::job::OnAllTasksComplete,
+        pub on_task_failure: crate::domain::job::OnTaskFailure,
+        pub common_resource_files: Vec<crate::domain::spec::ResourceFile>,
+    }
+
+    pub fn job_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let (_, (s, at)): (u32, (JobSpecV2, Timestamp)) = codec::decode(bytes)?;
+        codec::encode(&crate::domain::job::JobEvent::JobCreated {
+            spec: crate::domain::job::JobSpec {
+                id: s.id,
+                account: s.account,
+                pool: s.pool,
+                display_name: s.display_name,
+                priority: s.priority,
+                max_wall_clock_secs: s.max_wall_clock_secs,
+                max_task_retries: s.max_task_retries,
+                on_all_tasks_complete: s.on_all_tasks_complete,
+                on_task_failure: s.on_task_failure,
+                common_resource_files: s.common_resource_files,
+                job_manager: None,
+            },
+            at,
+        })
     }
 
     pub fn pool_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {

@@ -116,6 +116,7 @@ pub fn job_spec() -> JobSpec {
         on_all_tasks_complete: OnAllTasksComplete::NoAction,
         on_task_failure: OnTaskFailure::NoAction,
         common_resource_files: vec![],
+        job_manager: Default::default(),
     }
 }
 

@@ -181,26 +181,29 @@ impl Service {
     /// A job's resource files, which its creation fixed: from placement's
     /// picture (which placed the attempt, so has folded the job), else
     /// from the job's actor.
-    pub(super) async fn job_resource_files(
+    /// A job's resource files and its manager task, from placement's
+    /// picture (no actor asked), else from the job.
+    pub(super) async fn job_facts(
         &self,
         account: &AccountName,
         job: &crate::types::JobId,
-    ) -> Result<Vec<ResourceFile>, ApiError> {
+    ) -> Result<(Vec<ResourceFile>, Option<crate::types::TaskId>), ApiError> {
         let stream = StreamId::job(account, job);
         let of = stream.clone();
         let known = self
             .supervisors
             .placement
-            .inspect(move |s| s.job_resource_files(&of))
+            .inspect(move |s| {
+                s.job_resource_files(&of)
+                    .map(|files| (files, s.job_manager(&of)))
+            })
             .await?;
-        if let Some(files) = known {
-            return Ok(files.as_ref().clone());
+        if let Some((files, manager)) = known {
+            return Ok((files.as_ref().clone(), manager));
         }
-        let job_state = self.core.state::<Job>(&stream).await?;
-        Ok(job_state
-            .state
-            .spec
-            .map(|j| j.common_resource_files)
+        let spec = self.core.state::<Job>(&stream).await?.state.spec;
+        Ok(spec
+            .map(|j| (j.common_resource_files, j.job_manager.map(|m| m.task.id)))
             .unwrap_or_default())
     }
 
@@ -367,13 +370,16 @@ impl Service {
                 }
             };
             if let Some(spec) = spec {
-                let job_resource_files = self.job_resource_files(account, &job).await?;
+                let (job_resource_files, manager) = self.job_facts(account, &job).await?;
+                let job_key = (manager.as_ref() == Some(&task))
+                    .then(|| crate::types::Secret::new(self.job_key(account, &job)));
                 assignments.push(crate::api::Assignment {
                     job,
                     task,
                     attempt,
                     spec,
                     job_resource_files,
+                    job_key,
                 });
             }
         }

@@ -150,6 +150,31 @@ impl Service {
                     }),
                 )
             }
+            Credential::Job { account, job } => {
+                // Good while the job, which has a manager, has not ended.
+                use crate::domain::job::{Job, JobStatus};
+                let live = self
+                    .existing::<Job>(&StreamId::job(account, job))
+                    .await?
+                    .is_some_and(|j| {
+                        !matches!(
+                            j.state.status,
+                            JobStatus::Absent | JobStatus::Completed | JobStatus::Deleted
+                        ) && j.state.spec.is_some_and(|s| s.job_manager.is_some())
+                    });
+                let keys = if live {
+                    vec![self.job_key(account, job)]
+                } else {
+                    Vec::new()
+                };
+                (
+                    keys,
+                    Caller::Job {
+                        account: account.clone(),
+                        job: job.clone(),
+                    },
+                )
+            }
         };
         // An unknown account costs an HMAC too, so timing does not tell
         // whether it exists.

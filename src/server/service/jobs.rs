@@ -21,7 +21,8 @@ impl Service {
             Request::CreateJob { spec, .. } => {
                 let mut spec = spec.clone();
                 spec.account = account.clone();
-                self.show::<Pool>(&call.pool_stream(&spec.pool), spec.pool.as_str())
+                let pool = self
+                    .show::<Pool>(&call.pool_stream(&spec.pool), spec.pool.as_str())
                     .await
                     .map_err(|mut e| {
                         e.message = format!(
@@ -30,17 +31,43 @@ impl Service {
                         );
                         e
                     })?;
+                let slots = pool.state.spec.map_or(1, |p| p.node_size.task_slots);
+                let manager = spec.manager_task(slots);
                 let stream = call.job_stream(&spec.id);
                 let reply = Response::Created {
                     entity: stream.to_string(),
                 };
-                self.idempotent(account, request, call.body, reply, |extra| async move {
-                    self.core
-                        .execute_with::<Job>(&stream, JobCommand::CreateJob { spec }, ctx(), extra)
-                        .await?;
-                    Ok(())
-                })
-                .await
+                let job_id = spec.id.clone();
+                let created = self
+                    .idempotent(account, request, call.body, reply, |extra| async move {
+                        self.core
+                            .execute_with::<Job>(
+                                &stream,
+                                JobCommand::CreateJob { spec },
+                                ctx(),
+                                extra,
+                            )
+                            .await?;
+                        Ok(())
+                    })
+                    .await?;
+                // Its manager right after, before any other task can be
+                // added by anyone but the job's creator (a retry of this
+                // request finds it added).
+                if let Some(task) = manager {
+                    match self
+                        .core
+                        .add_tasks(account, &job_id, vec![task], ctx(), Vec::new())
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e)
+                            if e.rejection_code()
+                                == Some(crate::domain::RejectionCode::TaskExists) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(created)
             }
             Request::ListJobs => Ok(Response::Jobs(
                 self.list::<Job>(&format!("job/{account}/"))?,

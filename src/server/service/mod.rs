@@ -51,6 +51,11 @@ pub(super) enum Caller {
         pool: PoolId,
     },
     Node(Principal),
+    /// A job manager task, for its own job only.
+    Job {
+        account: AccountName,
+        job: crate::types::JobId,
+    },
 }
 
 /// How a call ended.
@@ -111,6 +116,7 @@ pub(super) fn permission(what: &str, caller: &Caller) -> ApiError {
         Caller::Account(a, _) => format!("account {a}'s key"),
         Caller::Join { account, pool } => format!("the join token of pool {account}/{pool}"),
         Caller::Node(p) => format!("the credential of {p}"),
+        Caller::Job { account, job } => format!("the job manager key of job {account}/{job}"),
     };
     ApiError::rejected(
         RejectionCode::PermissionDenied,
@@ -316,7 +322,62 @@ impl Service {
                 request,
             ) => self.agent(account, pool, node, request).await,
             (Caller::Node(_), _) => Err(permission("not a node", &caller)),
+            (Caller::Job { account, job }, request) => {
+                self.job_scoped(account, job, request, body).await
+            }
         }
+    }
+
+    /// A job manager's request: its own job and its tasks, nothing else.
+    async fn job_scoped(
+        &self,
+        account: &AccountName,
+        own: &crate::types::JobId,
+        request: Request,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let job = match &request {
+            Request::AddTasks { job, .. }
+            | Request::ShowJob { job }
+            | Request::ExplainJob { job }
+            | Request::ListTasks { job, .. }
+            | Request::ShowTask { job, .. }
+            | Request::ReadTaskOutput { job, .. }
+            | Request::ExplainTask { job, .. }
+            | Request::ListTaskFiles { job, .. }
+            | Request::ReadTaskFile { job, .. } => Some(job),
+            _ => None,
+        };
+        if job != Some(own) {
+            let caller = Caller::Job {
+                account: account.clone(),
+                job: own.clone(),
+            };
+            return Err(permission(
+                &format!(
+                    "a job manager's key reaches its own job ({own}) and its tasks only: adding, listing and reading them; {} is not that",
+                    request.name()
+                ),
+                &caller,
+            ));
+        }
+        let call = AccountCall {
+            account,
+            principal: Principal::Account {
+                account: account.clone(),
+            },
+            request_id: request.idempotency_key(),
+            body,
+        };
+        match request.family() {
+            Family::Jobs => self.jobs(&call, &request).await,
+            _ => self.tasks(&call, &request).await,
+        }
+    }
+
+    /// The key of job `job`'s manager task, derived like every other.
+    pub(super) fn job_key(&self, account: &AccountName, job: &crate::types::JobId) -> String {
+        auth::derive_secret(&self.server_secret, &format!("jobkey:{account}/{job}"))
     }
 
     fn principal(&self, caller: &Caller) -> Principal {
@@ -329,6 +390,9 @@ impl Service {
                 component: format!("join:{account}"),
             },
             Caller::Node(p) => p.clone(),
+            Caller::Job { account, .. } => Principal::Account {
+                account: account.clone(),
+            },
         }
     }
 

@@ -49,10 +49,10 @@ impl Service {
             Request::ListSchedules => Ok(Response::Schedules(
                 self.list::<Schedule>(&format!("schedule/{account}/"))?,
             )),
-            Request::ShowSchedule { schedule } => Ok(Response::Schedule(
+            Request::ShowSchedule { schedule } => Ok(Response::Schedule(Box::new(
                 self.show::<Schedule>(&stream(schedule), schedule.as_str())
                     .await?,
-            )),
+            ))),
             Request::DisableSchedule { schedule } => {
                 self.exec::<Schedule>(stream(schedule), ScheduleCommand::Disable, ctx())
                     .await

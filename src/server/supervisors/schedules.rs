@@ -242,16 +242,24 @@ async fn create_job(core: &Core, schedule: &Schedule, run: u64) -> Result<(), Co
         Err(e) if e.rejection_code() == Some(RejectionCode::JobExists) => {}
         Err(e) => return Err(e),
     }
-    if spec.tasks.is_empty() {
+    let slots = core
+        .state::<crate::domain::pool::Pool>(&StreamId::pool(&spec.account, &job.pool))
+        .await?
+        .state
+        .spec
+        .map_or(1, |p| p.node_size.task_slots);
+    let manager = job.manager_task(slots);
+    if spec.tasks.is_empty() && manager.is_none() {
         return Ok(());
     }
     let state = core.state::<Job>(&job_stream).await?.state;
     if state.task_counts.values().sum::<u64>() > 0 {
         return Ok(());
     }
-    let tasks = spec
-        .tasks
+    // The manager first, then the template's tasks, in one append.
+    let tasks = manager
         .iter()
+        .chain(spec.tasks.iter())
         .map(|t| {
             let mut t = t.clone();
             t.env.push(crate::domain::EnvVar {

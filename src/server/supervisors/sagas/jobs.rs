@@ -110,6 +110,46 @@ impl Sagas {
         });
     }
 
+    /// Notes a new job's manager task when its completion is to complete
+    /// the job.
+    pub(super) fn learn_manager(&self, envelope: &Envelope) {
+        if envelope.event_type != "JobCreated" {
+            return;
+        }
+        let Ok(JobEvent::JobCreated { spec, .. }) =
+            decode_event::<JobEvent>(StreamKind::Job, envelope)
+        else {
+            return;
+        };
+        if let Some(m) = spec.job_manager.filter(|m| m.kill_job_on_completion) {
+            let task = StreamId::task(&spec.account, &spec.id, &m.task.id);
+            self.managers
+                .borrow_mut()
+                .insert(task, envelope.stream.clone());
+        }
+    }
+
+    /// A job manager's attempt completed: if the task is done for good
+    /// (no retry follows), its job completes and its other tasks are
+    /// terminated.
+    pub(super) fn manager_completed(self: Rc<Self>, task: &StreamId) {
+        let Some(job) = self.managers.borrow().get(task).cloned() else {
+            return;
+        };
+        let (this, task) = (self.clone(), task.clone());
+        self.spawn("ending a job whose manager completed", async move {
+            let state = this.core.state::<Task>(&task).await?.state;
+            if state.status != crate::domain::task::TaskStatus::Completed {
+                return Ok(());
+            }
+            this.managers.borrow_mut().remove(&task);
+            let command = JobCommand::TerminateJob {
+                reason: "job manager complete".into(),
+            };
+            this.run::<Job>(&job, command, "job-supervisor").await
+        });
+    }
+
     /// Terminates each job whose task failed and whose spec says
     /// `on_task_failure: terminate_job`, with that task as the reason.
     pub(super) fn terminate_failed_jobs(self: &Rc<Self>) {

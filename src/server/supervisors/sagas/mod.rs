@@ -79,6 +79,9 @@ pub struct Sagas {
     /// Local pools with a lost node being replaced: brought back to their
     /// target once it is gone, even when no resize is under way.
     heal: RefCell<HashSet<String>>,
+    /// Job manager tasks whose completion completes their job (task
+    /// stream → job stream).
+    managers: RefCell<std::collections::HashMap<StreamId, StreamId>>,
 }
 
 /// A refusal that means the step was done already (or made moot).
@@ -117,6 +120,7 @@ impl Sagas {
             removing: RefCell::default(),
             timers: RefCell::default(),
             heal: RefCell::default(),
+            managers: RefCell::default(),
         }
     }
 
@@ -201,6 +205,7 @@ impl Handler<Feed> for SagaSupervisor {
             Feed::History(events) => {
                 for envelope in events.iter() {
                     self.sagas.unfinished.fold(envelope);
+                    self.sagas.learn_manager(envelope);
                 }
             }
             Feed::CaughtUp => self.sagas.clone().on_ready(),
@@ -312,9 +317,11 @@ impl Sagas {
         for envelope in events {
             match envelope.event_type.as_str() {
                 "TaskAssigned" => assigned.push(envelope.stream.clone()),
-                "TaskCompleted" | "TaskTerminated" | "TaskRequeued" | "TaskDeleted" => {
-                    drained = true
+                "TaskCompleted" => {
+                    drained = true;
+                    self.clone().manager_completed(&envelope.stream);
                 }
+                "TaskTerminated" | "TaskRequeued" | "TaskDeleted" => drained = true,
                 "NodeLeavingPool" | "NodeRebooting" | "NodeReimaging" => {
                     drained = true;
                     self.clone().on_event(envelope);
@@ -409,6 +416,7 @@ impl Sagas {
             }
             "JobCreated" => {
                 self.unfinished.fold(envelope);
+                self.learn_manager(envelope);
                 let this = self.clone();
                 self.spawn("setting a job's wall-clock timer", async move {
                     let job = stream.clone();

@@ -156,6 +156,8 @@ struct JobInfo {
     /// assignment without asking the job's actor (whose stream every
     /// task count change lengthens).
     resource_files: std::sync::Arc<Vec<crate::domain::spec::ResourceFile>>,
+    /// Its job manager task, whose assignment carries the job's key.
+    manager: Option<crate::types::TaskId>,
 }
 
 /// Where a task's slots are held.
@@ -275,6 +277,11 @@ impl Scheduler {
         job: &StreamId,
     ) -> Option<std::sync::Arc<Vec<crate::domain::spec::ResourceFile>>> {
         self.jobs.get(job).map(|j| j.resource_files.clone())
+    }
+
+    /// The job's manager task, if it has one.
+    pub fn job_manager(&self, job: &StreamId) -> Option<crate::types::TaskId> {
+        self.jobs.get(job).and_then(|j| j.manager.clone())
     }
 
     /// A node's state in the picture.
