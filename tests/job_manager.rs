@@ -143,6 +143,14 @@ async fn a_job_managers_completion_ends_its_job() {
         ],
     );
     assert!(out.status.success(), "{out:?}");
+    let shown = cli(&server, &key, &["job", "show", "led"]);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(
+        shown.contains(
+            "manager:    task jobmanager; ends the job when it completes; alone on its node"
+        ),
+        "{shown}"
+    );
     add(&client, "led", vec![shell("long", "sleep 120")]).await;
     wait_job(&client, "led", Duration::from_secs(60)).await;
     assert_eq!(job_status(&client, "led").await, JobStatus::Completed);

@@ -51,7 +51,13 @@ impl JobManagerArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum JobCmd {
-    /// Create a job on a pool (tasks are added with `lote task add`).
+    /// Create a job on a pool (tasks are added with `lote task add`, or by
+    /// the job's own manager task).
+    ///
+    /// Examples:
+    ///   lote job create frames --pool render --on-all-tasks-complete terminate-job
+    ///   lote job create split --pool render --job-manager './split.sh input.csv' --job-manager-keeps-job --on-all-tasks-complete terminate-job
+    #[command(verbatim_doc_comment)]
     Create {
         id: JobId,
         #[arg(long)]

@@ -251,6 +251,23 @@ pub(super) fn job(j: &Job, version: u64) -> String {
         word(&spec.on_all_tasks_complete),
         word(&spec.on_task_failure)
     );
+    if let Some(m) = &spec.job_manager {
+        let _ = writeln!(
+            out,
+            "  manager:    task {}{}{}",
+            m.task.id,
+            if m.kill_job_on_completion {
+                "; ends the job when it completes"
+            } else {
+                ""
+            },
+            if m.run_exclusive {
+                "; alone on its node"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(secs) = spec.max_wall_clock_secs {
         let _ = writeln!(out, "  wall clock: at most {secs}s");
     }
