@@ -139,7 +139,7 @@ async fn a_job_managers_completion_ends_its_job() {
             "--pool",
             "p",
             "--job-manager",
-            "sleep 2",
+            "printf %s \"$LOTE_JOB_KEY\" > key.txt; sleep 2",
         ],
     );
     assert!(out.status.success(), "{out:?}");
@@ -159,4 +159,28 @@ async fn a_job_managers_completion_ends_its_job() {
     let failure = long.last_result.unwrap().failure.unwrap();
     assert_eq!(failure.0, FailureCategory::Terminated, "{failure:?}");
     assert!(failure.1.contains("job manager complete"), "{failure:?}");
+
+    // The manager's key worked for its job while it ran, and stops when
+    // the job has ended.
+    let key_text =
+        std::fs::read_to_string(manager_wd(&server, "p", "led").join("key.txt")).unwrap();
+    assert!(!key_text.is_empty());
+    let as_job = server.client(
+        lote::api::Credential::Job {
+            account: lote::types::AccountName::new("acme").unwrap(),
+            job: JobId::new("led").unwrap(),
+        },
+        &key_text,
+    );
+    let err = as_job
+        .call(&Request::ShowJob {
+            job: JobId::new("led").unwrap(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.api().map(|a| a.kind),
+        Some(lote::api::ErrorKind::BadSignature),
+        "{err:?}"
+    );
 }

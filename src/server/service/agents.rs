@@ -187,7 +187,13 @@ impl Service {
         &self,
         account: &AccountName,
         job: &crate::types::JobId,
-    ) -> Result<(Vec<ResourceFile>, Option<crate::types::TaskId>), ApiError> {
+    ) -> Result<
+        (
+            Vec<ResourceFile>,
+            Option<(crate::types::TaskId, crate::types::Timestamp)>,
+        ),
+        ApiError,
+    > {
         let stream = StreamId::job(account, job);
         let of = stream.clone();
         let known = self
@@ -201,9 +207,14 @@ impl Service {
         if let Some((files, manager)) = known {
             return Ok((files.as_ref().clone(), manager));
         }
-        let spec = self.core.state::<Job>(&stream).await?.state.spec;
-        Ok(spec
-            .map(|j| (j.common_resource_files, j.job_manager.map(|m| m.task.id)))
+        let state = self.core.state::<Job>(&stream).await?.state;
+        let created = state.created_at.unwrap_or(crate::types::Timestamp::EPOCH);
+        Ok(state
+            .spec
+            .map(|j| {
+                let manager = j.job_manager.map(|m| (m.task.id, created));
+                (j.common_resource_files, manager)
+            })
             .unwrap_or_default())
     }
 
@@ -371,8 +382,9 @@ impl Service {
             };
             if let Some(spec) = spec {
                 let (job_resource_files, manager) = self.job_facts(account, &job).await?;
-                let job_key = (manager.as_ref() == Some(&task))
-                    .then(|| crate::types::Secret::new(self.job_key(account, &job)));
+                let job_key = manager.filter(|(id, _)| id == &task).map(|(_, created)| {
+                    crate::types::Secret::new(self.job_key(account, &job, created))
+                });
                 assignments.push(crate::api::Assignment {
                     job,
                     task,

@@ -153,19 +153,23 @@ impl Service {
             Credential::Job { account, job } => {
                 // Good while the job, which has a manager, has not ended.
                 use crate::domain::job::{Job, JobStatus};
-                let live = self
+                let created = self
                     .existing::<Job>(&StreamId::job(account, job))
                     .await?
-                    .is_some_and(|j| {
+                    .filter(|j| {
                         !matches!(
                             j.state.status,
                             JobStatus::Absent | JobStatus::Completed | JobStatus::Deleted
-                        ) && j.state.spec.is_some_and(|s| s.job_manager.is_some())
-                    });
-                let keys = if live {
-                    vec![self.job_key(account, job)]
-                } else {
-                    Vec::new()
+                        ) && j
+                            .state
+                            .spec
+                            .as_ref()
+                            .is_some_and(|s| s.job_manager.is_some())
+                    })
+                    .and_then(|j| j.state.created_at);
+                let keys = match created {
+                    Some(created) => vec![self.job_key(account, job, created)],
+                    None => Vec::new(),
                 };
                 (
                     keys,

@@ -375,9 +375,19 @@ impl Service {
         }
     }
 
-    /// The key of job `job`'s manager task, derived like every other.
-    pub(super) fn job_key(&self, account: &AccountName, job: &crate::types::JobId) -> String {
-        auth::derive_secret(&self.server_secret, &format!("jobkey:{account}/{job}"))
+    /// The key of job `job`'s manager task, derived like every other, and
+    /// from the job's creation time: a job deleted and made again under
+    /// the same id gets a new key, so an old manager's key is dead.
+    pub(super) fn job_key(
+        &self,
+        account: &AccountName,
+        job: &crate::types::JobId,
+        created: crate::types::Timestamp,
+    ) -> String {
+        auth::derive_secret(
+            &self.server_secret,
+            &format!("jobkey:{account}/{job}@{}", created.as_micros()),
+        )
     }
 
     fn principal(&self, caller: &Caller) -> Principal {

@@ -156,8 +156,9 @@ struct JobInfo {
     /// assignment without asking the job's actor (whose stream every
     /// task count change lengthens).
     resource_files: std::sync::Arc<Vec<crate::domain::spec::ResourceFile>>,
-    /// Its job manager task, whose assignment carries the job's key.
-    manager: Option<crate::types::TaskId>,
+    /// Its job manager task, whose assignment carries the job's key, and
+    /// when the job was created (the key is derived from it).
+    manager: Option<(crate::types::TaskId, Timestamp)>,
 }
 
 /// Where a task's slots are held.
@@ -279,8 +280,8 @@ impl Scheduler {
         self.jobs.get(job).map(|j| j.resource_files.clone())
     }
 
-    /// The job's manager task, if it has one.
-    pub fn job_manager(&self, job: &StreamId) -> Option<crate::types::TaskId> {
+    /// The job's manager task, if it has one, and the job's creation time.
+    pub fn job_manager(&self, job: &StreamId) -> Option<(crate::types::TaskId, Timestamp)> {
         self.jobs.get(job).and_then(|j| j.manager.clone())
     }
 

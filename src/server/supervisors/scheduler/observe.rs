@@ -40,7 +40,7 @@ impl Scheduler {
                                 state: JobState::Active,
                                 deadline: spec.max_wall_clock_secs.map(|s| at.plus_secs(s)),
                                 terminating: false,
-                                manager: spec.job_manager.map(|m| m.task.id),
+                                manager: spec.job_manager.map(|m| (m.task.id, at)),
                                 resource_files: std::sync::Arc::new(spec.common_resource_files),
                             },
                         );
