@@ -167,10 +167,7 @@ pub(super) struct TaskEnv {
 
 impl TaskEnv {
     pub(super) fn settings(&self) -> crate::domain::pool::TaskSettings {
-        self.settings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The limits an attempt runs under: the pool's where it asks for
@@ -264,7 +261,7 @@ pub(super) fn effective_limits(
 pub(super) fn out_of_memory(
     mut result: TaskResult,
     group: Option<&cgroup::Lease>,
-    limits: cgroup::Limits,
+    env: &TaskEnv,
 ) -> TaskResult {
     let Some(group) = group else {
         return result;
@@ -283,7 +280,8 @@ pub(super) fn out_of_memory(
         return result;
     }
     if killed {
-        let limit = limits
+        let limit = env
+            .limits()
             .memory_bytes
             .map(|b| format!("its memory limit of {} MiB", b >> 20))
             .unwrap_or_else(|| "the memory the node's agent may give".into());
@@ -429,7 +427,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
                 entry.process = None;
             }
             match result {
-                Some(result) => out_of_memory(result, lease.as_ref(), env.limits()),
+                Some(result) => out_of_memory(result, lease.as_ref(), env),
                 None => return,
             }
         }

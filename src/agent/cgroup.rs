@@ -379,7 +379,11 @@ fn kill_dir(dir: &Path, v2: bool, pids: impl Fn() -> Vec<u32>) {
     let whole = v2 && write(dir, "cgroup.kill", "1").is_ok();
     let deadline = std::time::Instant::now() + KILL_PATIENCE;
     loop {
-        let left: Vec<u32> = pids().into_iter().filter(|p| !is_zombie(*p)).collect();
+        // A killed process not reaped yet still shows in v1 lists.
+        let left: Vec<u32> = pids()
+            .into_iter()
+            .filter(|p| super::procfs::alive(*p))
+            .collect();
         if left.is_empty() || std::time::Instant::now() > deadline {
             return;
         }
@@ -394,17 +398,6 @@ fn kill_dir(dir: &Path, v2: bool, pids: impl Fn() -> Vec<u32>) {
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-}
-
-/// A killed process the agent has not reaped yet still shows in v1 lists.
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let state = s[s.rfind(')')? + 1..].trim_start().chars().next()?;
-            Some(state == 'Z' || state == 'X')
-        })
-        .unwrap_or(true)
 }
 
 /// Kills every process in every group below `bases` (not the bases'

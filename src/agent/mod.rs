@@ -20,6 +20,7 @@ pub mod files;
 mod launch;
 mod proc_tree;
 mod process;
+mod procfs;
 mod reports;
 mod retention;
 mod secrets;

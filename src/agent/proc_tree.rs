@@ -115,7 +115,7 @@ fn maybe_left_behind() -> bool {
             if owned.contains(&pid) {
                 continue;
             }
-            if !matches!(process_state(pid), Some(state) if state != 'Z' && state != 'X') {
+            if !super::procfs::alive(pid) {
                 // A leftover that died (a zombie, or already gone): reap
                 // it, since nobody else will.
                 let mut status = 0;
@@ -352,12 +352,6 @@ fn all_pids() -> Vec<u32> {
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
         .collect()
-}
-
-/// Field 3 of `/proc/PID/stat` (`R`, `S`, `Z`, ...); None when it is gone.
-fn process_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 /// Field 22 of `/proc/PID/stat`: when the process started. None for a

@@ -63,7 +63,7 @@ pub(super) fn spawn(env: &TaskEnv, run: Run<'_>) -> Result<Proc, String> {
     let cgroup_fds = group.map(|g| g.join_fds()).unwrap_or_default();
     // Without a group, the memory limit falls back to an address-space
     // rlimit of the first process (see `cgroup`).
-    let address_space_max = env.limits().memory_bytes.filter(|_| group.is_none());
+    let address_space_max = group.is_none().then(|| env.limits().memory_bytes).flatten();
     let open = |name: &str| {
         std::fs::File::create(dir.join(name)).map_err(|e| format!("cannot create {name}: {e}"))
     };

@@ -93,7 +93,7 @@ pub(super) async fn run_start_task_once(
     match spawned {
         Ok(mut child) => {
             let result = wait(&mut child, None, started).await;
-            out_of_memory(result, lease.as_ref(), env.limits())
+            out_of_memory(result, lease.as_ref(), env)
         }
         Err(why) => launch_failure(why),
     }

@@ -150,9 +150,28 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// The bytes of lower- or upper-case hex text; None when it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_reads_back() {
+        assert_eq!(unhex(&hex(&[0, 10, 255])), Some(vec![0, 10, 255]));
+        assert_eq!(unhex("0aFF"), Some(vec![10, 255]));
+        assert_eq!(unhex("0g"), None);
+        assert_eq!(unhex("abc"), None);
+    }
     use crate::types::AccountName;
 
     fn account() -> Credential {

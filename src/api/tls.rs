@@ -45,17 +45,10 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], String> {
         .trim_start_matches(FINGERPRINT_PREFIX)
         .chars()
         .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let bad = || format!("{text:?} is not a SHA-256 fingerprint (sha256: and 64 hex digits)");
-    if hex.len() != 64 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+        .collect::<String>();
+    super::auth::unhex(&hex)
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| format!("{text:?} is not a SHA-256 fingerprint (sha256: and 64 hex digits)"))
 }
 
 /// A join token and the server certificate's fingerprint it may carry

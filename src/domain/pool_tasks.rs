@@ -43,7 +43,7 @@ pub const CPU_WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
 
 /// A pool's settings for how its tasks run. Limits are per attempt; a
 /// node's agent may cap them lower (its own flags), never higher.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub struct TaskSettings {
     pub user_scope: UserScope,
     pub elevation: Elevation,

@@ -141,12 +141,6 @@ impl ScheduleSpec {
         .validate()
     }
 
-    /// The first run's due time: `not_before` or `created`, and for cron
-    /// the first match at or after it.
-    pub fn first_due(&self, created: Timestamp) -> Option<Timestamp> {
-        self.due_at_or_after(created)
-    }
-
     /// The first due time at or after `t` (and `not_before`): for a fixed
     /// interval, in step with its anchor.
     pub fn due_at_or_after(&self, t: Timestamp) -> Option<Timestamp> {
@@ -619,7 +613,9 @@ impl Aggregate for Schedule {
                     status: ScheduleStatus::Active,
                     created_at: Some(*at),
                     next_run: 1,
-                    next_due: spec.first_due(*at),
+                    // The first run: at `not_before` or creation (for cron,
+                    // the first match at or after it).
+                    next_due: spec.due_at_or_after(*at),
                     spec: Some(spec.clone()),
                     ..Schedule::default()
                 };
@@ -742,20 +738,23 @@ impl Schedule {
             return Due::Nothing;
         }
         // Runs due since, beyond the next one: all missed but the latest.
-        let mut latest = (self.next_run, due);
+        // `last_missed` is the due time of the last of them, which the skip
+        // event ends at so that the next due time is the latest's.
+        let (mut latest, mut last_missed) = (due, due);
         let mut missed = 0u64;
-        while let Some(next) = spec.next_due(latest.1) {
+        while let Some(next) = spec.next_due(latest) {
             if next > now || missed > 1_000_000 {
                 break;
             }
             missed += 1;
-            latest = (latest.0 + 1, next);
+            last_missed = latest;
+            latest = next;
         }
         if missed > 0 {
             return Due::Skip {
                 first: self.next_run,
                 count: missed,
-                due: spec_due_before(spec, due, missed),
+                due: last_missed,
                 reason: if self.status == ScheduleStatus::Disabled {
                     SkipReason::Disabled
                 } else if !self.active.is_empty() {
@@ -805,19 +804,6 @@ impl Schedule {
             },
         }
     }
-}
-
-/// The due time of the last of `count` runs from `due` (the one a skip
-/// event ends at, so the next due follows it).
-fn spec_due_before(spec: &ScheduleSpec, due: Timestamp, count: u64) -> Timestamp {
-    let mut at = due;
-    for _ in 1..count {
-        match spec.next_due(at) {
-            Some(next) => at = next,
-            None => break,
-        }
-    }
-    at
 }
 
 #[cfg(test)]

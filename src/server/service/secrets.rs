@@ -76,7 +76,8 @@ impl Sealer {
         let Some(hex) = secret.value.expose().strip_prefix(SEALED_PREFIX) else {
             return Ok(secret.clone());
         };
-        let bytes = unhex(hex).ok_or_else(|| internal("a sealed secret is not hex"))?;
+        let bytes =
+            crate::api::auth::unhex(hex).ok_or_else(|| internal("a sealed secret is not hex"))?;
         if bytes.len() < 12 {
             return Err(internal("a sealed secret is too short"));
         }
@@ -100,16 +101,6 @@ impl Sealer {
             ..secret.clone()
         })
     }
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 impl Service {
@@ -227,8 +218,5 @@ mod tests {
                 .expose(),
             "plain"
         );
-        assert_eq!(unhex("0aff"), Some(vec![10, 255]));
-        assert_eq!(unhex("0g"), None);
-        assert_eq!(unhex("abc"), None);
     }
 }

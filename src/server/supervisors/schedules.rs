@@ -148,11 +148,23 @@ async fn step(core: &Core, stream: &StreamId) -> Result<bool, CoreError> {
         }
         ScheduleStatus::Active | ScheduleStatus::Disabled => {}
     }
-    // The active runs: a job still to create (a crash after its run was
-    // recorded), or one that has ended.
+    // The active runs: a job or its tasks still to make (a crash after
+    // the run was recorded, or between the job and its tasks), or a job
+    // that has ended.
+    let mut ended = false;
+    let has_tasks = !spec.tasks.is_empty() || spec.job.job_manager.is_some();
     for run in &schedule.active {
-        match job_status(core, &spec.account, &run.job).await? {
-            JobStatus::Absent if schedule.status != ScheduleStatus::Terminating => {
+        let job = core
+            .state::<Job>(&StreamId::job(&spec.account, &run.job))
+            .await?
+            .state;
+        let unmade = match job.status {
+            JobStatus::Absent => true,
+            JobStatus::Active => has_tasks && job.tasks_added == 0,
+            _ => false,
+        };
+        match job.status {
+            _ if unmade && schedule.status != ScheduleStatus::Terminating => {
                 create_job(core, &schedule, run.run).await?
             }
             JobStatus::Completed | JobStatus::Deleted | JobStatus::Absent => {
@@ -164,11 +176,15 @@ async fn step(core: &Core, stream: &StreamId) -> Result<bool, CoreError> {
                     )
                     .await,
                 )?;
+                ended = true;
             }
             _ => {}
         }
     }
-    let schedule: Schedule = core.state::<Schedule>(stream).await?.state;
+    let schedule = match ended {
+        true => core.state::<Schedule>(stream).await?.state,
+        false => schedule,
+    };
     let now = core.clock().now();
     match schedule.due_at(now) {
         Due::Nothing => {}
@@ -242,6 +258,12 @@ async fn create_job(core: &Core, schedule: &Schedule, run: u64) -> Result<(), Co
         Err(e) if e.rejection_code() == Some(RejectionCode::JobExists) => {}
         Err(e) => return Err(e),
     }
+    if spec.tasks.is_empty() && job.job_manager.is_none() {
+        return Ok(());
+    }
+    if core.state::<Job>(&job_stream).await?.state.tasks_added > 0 {
+        return Ok(());
+    }
     let slots = core
         .state::<crate::domain::pool::Pool>(&StreamId::pool(&spec.account, &job.pool))
         .await?
@@ -249,13 +271,6 @@ async fn create_job(core: &Core, schedule: &Schedule, run: u64) -> Result<(), Co
         .spec
         .map_or(1, |p| p.node_size.task_slots);
     let manager = job.manager_task(slots);
-    if spec.tasks.is_empty() && manager.is_none() {
-        return Ok(());
-    }
-    let state = core.state::<Job>(&job_stream).await?.state;
-    if state.task_counts.values().sum::<u64>() > 0 {
-        return Ok(());
-    }
     // The manager first, then the template's tasks, in one append.
     let tasks = manager
         .iter()
