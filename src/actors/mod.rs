@@ -347,6 +347,65 @@ impl Core {
     /// Adds tasks to a job in one atomic, durable append: every task's
     /// creation, the job's count changes and `extra`, or nothing. A task id
     /// that exists (or appears twice) refuses the whole batch.
+    /// A batch's dependencies checked against its job: the job uses
+    /// them, no cycle, every parent named by id is in the batch or already
+    /// in the job. Returns the batch parents first, the order it is
+    /// appended in (the scheduler's picture meets parents first).
+    async fn check_dependencies(
+        &self,
+        account: &AccountName,
+        job_id: &JobId,
+        specs: Vec<TaskSpec>,
+    ) -> Result<Vec<TaskSpec>, CoreError> {
+        if specs.iter().all(|s| s.depends_on.is_empty()) {
+            return Ok(specs);
+        }
+        let job: Versioned<Job> = self.state(&StreamId::job(account, job_id)).await?;
+        if job.state.spec.as_ref().is_some_and(|s| s.dependencies.is_none()) {
+            let t = specs.iter().find(|s| !s.depends_on.is_empty()).map(|s| s.id.as_str());
+            return Err(Rejection::new(
+                RejectionCode::DependenciesNotEnabled,
+                format!(
+                    "task {} has parents, but job {job_id} was created without task dependencies; \
+                     create the job with --dependencies (it cannot be turned on later)",
+                    t.unwrap_or("?")
+                ),
+            )
+            .into());
+        }
+        let order = crate::domain::task_deps::order_batch(&specs)?;
+        let in_batch: std::collections::HashSet<&str> =
+            specs.iter().map(|s| s.id.as_str()).collect();
+        let mut known: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for spec in &specs {
+            for parent in &spec.depends_on.task_ids {
+                if in_batch.contains(parent.as_str()) || known.contains(parent.as_str()) {
+                    continue;
+                }
+                let state: Versioned<Task> =
+                    self.state(&StreamId::task(account, job_id, parent)).await?;
+                let live = !matches!(
+                    state.state.status,
+                    crate::domain::task::TaskStatus::Absent | crate::domain::task::TaskStatus::Deleted
+                );
+                if !live {
+                    return Err(Rejection::new(
+                        RejectionCode::DependencyNotFound,
+                        format!(
+                            "task {} depends on {parent}, which is neither in job {job_id} nor in this batch; \
+                             add parents first or in the same batch",
+                            spec.id
+                        ),
+                    )
+                    .into());
+                }
+                known.insert(parent.as_str());
+            }
+        }
+        let mut slots: Vec<Option<TaskSpec>> = specs.into_iter().map(Some).collect();
+        Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
+    }
+
     pub async fn add_tasks(
         &self,
         account: &AccountName,
@@ -362,6 +421,7 @@ impl Core {
             );
         }
         let job_stream = StreamId::job(account, job_id);
+        let specs = self.check_dependencies(account, job_id, specs).await?;
         for attempt in 0..APPEND_CONFLICT_RETRIES_MAX {
             let job_state: Versioned<Job> = self.state(&job_stream).await?;
             let mut appends = Vec::with_capacity(specs.len() + 1 + extra.len());

@@ -183,6 +183,30 @@ impl WaitReason {
                 plural(*tasks, "task", "tasks"),
                 if *tasks == 1 { "waits" } else { "wait" }
             ),
+            WaitReason::WaitsForParents { waiting, of, first } => {
+                let named: Vec<String> = first
+                    .iter()
+                    .map(|(task, state)| format!("{task} ({state})"))
+                    .collect();
+                let more = (*waiting as usize).saturating_sub(first.len());
+                format!(
+                    "waits for {waiting} of {}: {}{}",
+                    plural(u64::from(*of), "parent", "parents"),
+                    named.join(", "),
+                    if more > 0 {
+                        format!(", and {} more", grouped(more as u64))
+                    } else {
+                        String::new()
+                    }
+                )
+            }
+            WaitReason::BlockedByParent { parent, outcome } => format!(
+                "blocked: parent {parent} failed ({outcome}) and the policy is block; it never runs \
+                 unless you act (lote task terminate {job} TASK ends it)"
+            ),
+            WaitReason::CancelledByParent { parent, outcome } => format!(
+                "parent {parent} failed ({outcome}) and the policy is cancel: it is being cancelled"
+            ),
         }
     }
 

@@ -57,6 +57,7 @@ pub enum JobCmd {
     /// Examples:
     ///   lote job create frames --pool render --on-all-tasks-complete terminate-job
     ///   lote job create split --pool render --job-manager './split.sh input.csv' --job-manager-keeps-job --on-all-tasks-complete terminate-job
+    ///   lote job create dag --pool render --dependencies --on-all-tasks-complete terminate-job
     #[command(verbatim_doc_comment)]
     Create {
         id: JobId,
@@ -85,6 +86,8 @@ pub enum JobCmd {
         input_prefixes: Vec<String>,
         #[command(flatten)]
         manager: JobManagerArgs,
+        #[command(flatten)]
+        dependencies: super::deps::JobDependencyArgs,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
@@ -136,6 +139,7 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
             inputs,
             input_prefixes,
             manager,
+            dependencies,
             request_id,
         } => {
             let bad =
@@ -156,6 +160,7 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
                 on_task_failure,
                 common_resource_files,
                 job_manager: manager.spec(),
+                dependencies: dependencies.spec(),
                 ..JobSpec::on_pool(id, placeholder_account(), pool)
             };
             call(Request::CreateJob { spec, request_id }).await?

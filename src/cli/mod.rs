@@ -9,6 +9,7 @@ mod account;
 mod app;
 mod blob;
 mod connect;
+mod deps;
 mod events;
 mod files;
 mod job;

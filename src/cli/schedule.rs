@@ -74,6 +74,8 @@ pub struct ScheduleArgs {
     tasks_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     manager: super::job::JobManagerArgs,
+    #[command(flatten)]
+    dependencies: super::deps::JobDependencyArgs,
 }
 
 impl ScheduleArgs {
@@ -107,6 +109,7 @@ impl ScheduleArgs {
                 on_all_tasks_complete: self.on_all_tasks_complete,
                 on_task_failure: self.on_task_failure,
                 job_manager: self.manager.spec(),
+                dependencies: self.dependencies.spec(),
                 ..JobSpec::on_pool(self.id.clone(), placeholder_account(), self.pool.clone())
             },
             tasks,

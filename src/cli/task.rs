@@ -67,7 +67,8 @@ pub enum TaskCmd {
     Show { job: JobId, id: TaskId },
     /// Why the task is not running yet: every reason at once, with the
     /// numbers behind each (job disabled, no nodes, nodes full, too few
-    /// slots, start task failed, tasks ahead of it in the queue).
+    /// slots, start task failed, tasks ahead of it in the queue, parents
+    /// it waits for, a failed parent that blocks it).
     ///
     /// Example:
     ///   lote task explain frames frame-7
@@ -90,8 +91,10 @@ pub enum TaskCmd {
     /// A line: {"id": "frame-1", "command": "./render 1"} with optional
     /// "argv": ["./render", "1"] instead of "command", "display_name",
     /// "env": {"NAME": "value"}, "required_slots", "max_wall_clock_secs",
-    /// "max_task_retries", "retention_secs". Blank lines and lines starting
-    /// with // are skipped.
+    /// "max_task_retries", "retention_secs", "depends_on": ["a", "b"],
+    /// "depends_on_range": ["1-100"], "on_exit": ["3=satisfy"]. Parents
+    /// must come before their dependents in the file (or in one batch).
+    /// Blank lines and lines starting with // are skipped.
     AddMany {
         job: JobId,
         #[arg(long, value_name = "FILE")]
@@ -176,6 +179,8 @@ pub struct TaskOptions {
     /// Task slots it occupies on its node.
     #[arg(long = "slots", value_name = "N", default_value_t = 1)]
     required_slots: u32,
+    #[command(flatten)]
+    dependencies: super::deps::TaskDependencyArgs,
 }
 
 impl TaskOptions {
@@ -201,6 +206,13 @@ impl TaskOptions {
         spec.constraints.max_task_retries = self.max_task_retries;
         spec.constraints.retention_secs = self.retention_secs;
         spec.required_slots = self.required_slots;
+        if !self.dependencies.is_empty() {
+            let (deps, exit) = self.dependencies.parse(i).map_err(|e| {
+                ClientError::Api(ApiError::rejected(RejectionCode::InvalidValue, e))
+            })?;
+            spec.depends_on = deps;
+            spec.exit_conditions = exit;
+        }
         Ok(())
     }
 }
@@ -320,6 +332,13 @@ struct TaskLine {
     upload_when: UploadWhen,
     #[serde(default)]
     apps: Vec<String>,
+    /// As `--depends-on`, `--depends-on-range` and `--on-exit` take them.
+    #[serde(default)]
+    depends_on: Vec<String>,
+    #[serde(default)]
+    depends_on_range: Vec<String>,
+    #[serde(default)]
+    on_exit: Vec<String>,
 }
 
 impl TaskLine {
@@ -353,6 +372,14 @@ impl TaskLine {
             apps: self.apps,
         };
         files.apply(&mut spec, None).map_err(|e| e.to_string())?;
+        let (deps, exit) = super::deps::parse(
+            &self.depends_on,
+            &self.depends_on_range,
+            &self.on_exit,
+            None,
+        )?;
+        spec.depends_on = deps;
+        spec.exit_conditions = exit;
         spec.validate().map_err(|r| r.detail)?;
         Ok(spec)
     }

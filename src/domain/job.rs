@@ -42,6 +42,9 @@ pub enum OnTaskFailure {
     #[default]
     NoAction,
     TerminateJob,
+    /// Each failed task's exit conditions say (default: terminate; added
+    /// last so recorded values keep their encoding).
+    PerformExitOptionsJobAction,
 }
 
 /// What happens to running tasks when a job is disabled.
@@ -78,6 +81,17 @@ pub struct JobSpec {
     /// A task created with the job, placed before its others, that may
     /// add tasks to its own job (a job that splits itself).
     pub job_manager: Option<Box<JobManager>>,
+    /// Its tasks may depend on each other; none: a task with parents is
+    /// refused.
+    pub dependencies: Option<JobDependencies>,
+}
+
+/// A job's task dependency settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobDependencies {
+    /// What a failed parent does to its dependents when its own exit
+    /// conditions do not say.
+    pub on_failed_parent: super::task_spec::DependencyAction,
 }
 
 /// A job's manager task.
@@ -119,6 +133,7 @@ impl JobSpec {
             on_task_failure: OnTaskFailure::NoAction,
             common_resource_files: vec![],
             job_manager: None,
+            dependencies: None,
         }
     }
 
@@ -151,6 +166,11 @@ impl JobSpec {
         }
         if let Some(jm) = &self.job_manager {
             jm.task.validate()?;
+            ensure(
+                jm.task.depends_on.is_empty(),
+                RejectionCode::InvalidValue,
+                || "a job manager runs first: it cannot depend on other tasks".into(),
+            )?;
         }
         crate::domain::spec::validate_files("job common", &self.common_resource_files, &[])
     }
@@ -207,6 +227,18 @@ pub enum WaitReason {
         rebooting: u32,
         leaving: u32,
     },
+    /// It waits for tasks it depends on: how many of how many, the first
+    /// few named with their state ("running on node-1").
+    WaitsForParents {
+        waiting: u32,
+        of: u32,
+        first: Vec<(String, String)>,
+    },
+    /// A parent failed and the policy is block: it never runs unless a
+    /// user acts.
+    BlockedByParent { parent: String, outcome: String },
+    /// A parent failed and the policy is cancel: it is being cancelled.
+    CancelledByParent { parent: String, outcome: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -390,7 +422,7 @@ impl Aggregate for Job {
     type Command = JobCommand;
     type Event = JobEvent;
     const KIND: StreamKind = StreamKind::Job;
-    const STATE_SCHEMA: u32 = 2;
+    const STATE_SCHEMA: u32 = 3;
 
     fn decide(&self, command: &JobCommand, ctx: &Ctx) -> Result<Vec<JobEvent>, Rejection> {
         let at = ctx.now;

@@ -44,6 +44,28 @@ pub const CHANGES: &[LayoutChange] = &[
         event_type: "JobCreated",
         from: 2,
     },
+    // Task dependencies and exit conditions in task specs (and so in job
+    // managers and schedule templates), dependency settings in job specs.
+    LayoutChange {
+        kind: StreamKind::Task,
+        event_type: "TaskAdded",
+        from: 2,
+    },
+    LayoutChange {
+        kind: StreamKind::Job,
+        event_type: "JobCreated",
+        from: 3,
+    },
+    LayoutChange {
+        kind: StreamKind::Schedule,
+        event_type: "ScheduleCreated",
+        from: 1,
+    },
+    LayoutChange {
+        kind: StreamKind::Schedule,
+        event_type: "ScheduleUpdated",
+        from: 1,
+    },
 ];
 
 /// The layout version written today for `event_type`: one more than the

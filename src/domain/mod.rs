@@ -18,6 +18,7 @@ pub mod request;
 pub mod schedule;
 pub mod spec;
 pub mod task;
+pub mod task_deps;
 pub mod task_spec;
 pub mod upcast;
 

@@ -136,6 +136,15 @@ rejection_codes! {
     ScheduleExists = 39, retry: false;
     /// The schedule's state does not allow this; the detail says which.
     ScheduleStateConflict = 40, retry: false;
+    /// A task depends on a task id that is neither in its job nor in the
+    /// same batch (or was deleted).
+    DependencyNotFound = 41, retry: false;
+    /// A task depends on itself, or the batch's dependencies form a cycle;
+    /// the detail names it.
+    DependencyCycle = 42, retry: false;
+    /// The job was created without task dependencies; create it with
+    /// `job create --dependencies`.
+    DependenciesNotEnabled = 43, retry: false;
 }
 
 /// A refused command: a stable code and a sentence with the specifics.

@@ -484,7 +484,7 @@ impl Aggregate for Schedule {
     type Command = ScheduleCommand;
     type Event = ScheduleEvent;
     const KIND: StreamKind = StreamKind::Schedule;
-    const STATE_SCHEMA: u32 = 1;
+    const STATE_SCHEMA: u32 = 2;
 
     fn decide(
         &self,

@@ -46,6 +46,9 @@ pub enum FailureCategory {
     /// Its processes reached the attempt's memory limit and the kernel
     /// killed one (added last: recorded categories keep their encoding).
     OutOfMemory,
+    /// A task it depends on failed and the policy is to cancel: it never
+    /// ran.
+    ParentFailed,
 }
 
 /// How one attempt ended.
@@ -62,7 +65,28 @@ impl TaskResult {
     pub fn succeeded(&self) -> bool {
         self.failure.is_none()
     }
+
+    /// The outcome as exit conditions read it.
+    pub fn outcome(&self) -> Outcome {
+        use FailureCategory as F;
+        match (&self.failure, self.exit_code) {
+            (None, _) => Outcome::Succeeded,
+            (Some((F::ParentFailed, _)), _) => Outcome::ParentFailed,
+            (Some((F::ResourceFile | F::LaunchFailure, _)), _) => Outcome::PreProcessing,
+            (Some((F::OutputFile, _)), Some(code)) => Outcome::Exited {
+                code,
+                upload_failed: true,
+            },
+            (Some((F::NonZeroExit, _)), Some(code)) => Outcome::Exited {
+                code,
+                upload_failed: false,
+            },
+            _ => Outcome::Other,
+        }
+    }
 }
+
+pub use super::task_deps::Outcome;
 
 /// One output file an attempt uploaded: the manifest entry recorded with
 /// its completion.
@@ -116,6 +140,10 @@ pub enum TaskCommand {
         reason: String,
     },
     TerminateTask {
+        reason: String,
+    },
+    /// A queued task whose parent failed under the cancel policy.
+    CancelTask {
         reason: String,
     },
     DeleteTask,
@@ -173,6 +201,12 @@ pub enum TaskEvent {
         files: Vec<OutputManifestEntry>,
         at: Timestamp,
     },
+    /// It will never run: a parent failed and the policy is to cancel
+    /// (completes as failed, `parent_failed`).
+    TaskCancelled {
+        reason: String,
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for TaskEvent {
@@ -187,6 +221,7 @@ impl DomainEvent for TaskEvent {
             TaskEvent::TaskTerminated { .. } => "TaskTerminated",
             TaskEvent::TaskDeleted { .. } => "TaskDeleted",
             TaskEvent::TaskOutputsUploaded { .. } => "TaskOutputsUploaded",
+            TaskEvent::TaskCancelled { .. } => "TaskCancelled",
         }
     }
     fn schema_version(&self) -> u16 {
@@ -304,7 +339,7 @@ impl Aggregate for Task {
     type Command = TaskCommand;
     type Event = TaskEvent;
     const KIND: StreamKind = StreamKind::Task;
-    const STATE_SCHEMA: u32 = 2;
+    const STATE_SCHEMA: u32 = 3;
 
     fn decide(&self, command: &TaskCommand, ctx: &Ctx) -> Result<Vec<TaskEvent>, Rejection> {
         let at = ctx.now;
@@ -438,6 +473,24 @@ impl Aggregate for Task {
                     at,
                 }])
             }
+            TaskCommand::CancelTask { reason } => {
+                forbid_agents(ctx, "cancel tasks")?;
+                ensure(
+                    self.status == TaskStatus::Active,
+                    RejectionCode::TaskStateConflict,
+                    || {
+                        format!(
+                            "task {} is {:?}; only a queued task is cancelled",
+                            self.id(),
+                            self.status
+                        )
+                    },
+                )?;
+                Ok(vec![TaskEvent::TaskCancelled {
+                    reason: reason.clone(),
+                    at,
+                }])
+            }
             TaskCommand::DeleteTask => {
                 forbid_agents(ctx, "delete tasks")?;
                 Ok(vec![TaskEvent::TaskDeleted { at }])
@@ -532,6 +585,16 @@ impl Aggregate for Task {
                     signal: None,
                     duration_ms: ran,
                     failure: Some((FailureCategory::Terminated, reason.clone())),
+                });
+                self.completed_at = Some(*at);
+            }
+            (S::Active, TaskEvent::TaskCancelled { reason, at }) => {
+                self.status = S::Completed;
+                self.last_result = Some(TaskResult {
+                    exit_code: None,
+                    signal: None,
+                    duration_ms: 0,
+                    failure: Some((FailureCategory::ParentFailed, reason.clone())),
                 });
                 self.completed_at = Some(*at);
             }

@@ -34,6 +34,10 @@ pub fn lift_for(change: &LayoutChange) -> Option<Lift> {
         (StreamKind::Pool, "PoolCreated", 1) => Some(v1::pool_created),
         (StreamKind::Pool, "PoolCreated", 2) => Some(v2::pool_created),
         (StreamKind::Job, "JobCreated", 2) => Some(v2::job_created),
+        (StreamKind::Task, "TaskAdded", 2) => Some(v3::task_added),
+        (StreamKind::Job, "JobCreated", 3) => Some(v3::job_created),
+        (StreamKind::Schedule, "ScheduleCreated", 1) => Some(v3::schedule_spec),
+        (StreamKind::Schedule, "ScheduleUpdated", 1) => Some(v3::schedule_spec),
         _ => None,
     }
 }
@@ -59,6 +63,8 @@ fn steps() -> Vec<Step> {
 /// `common_resource_files` (jobs). An event payload is the event enum: the
 /// variant's index, then its fields, so an old variant decodes as
 /// `(index, fields)`.
+mod v3;
+
 mod v1 {
     use serde::{Deserialize, Serialize};
 
@@ -67,7 +73,7 @@ mod v1 {
     use crate::domain::job::{OnAllTasksComplete, OnTaskFailure};
     use crate::domain::pool::{NodeProvider, NodeSize, ScaleSettings, SchedulingPolicy};
     use crate::domain::spec::{CommandLine, OutputFile, ResourceFile, StartTask};
-    use crate::domain::task::{TaskConstraints, TaskEvent, TaskSpec};
+    use crate::domain::task::TaskConstraints;
     use crate::domain::EnvVar;
     use crate::types::{AccountName, JobId, PoolId, TaskId, Timestamp};
 
@@ -93,27 +99,31 @@ mod v1 {
         at: Timestamp,
     }
 
+    /// To layout 2 (TaskAdded is the first variant).
     pub fn task_added(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let (_, old): (u32, TaskAddedV1) = codec::decode(bytes)?;
+        let (index, old): (u32, TaskAddedV1) = codec::decode(bytes)?;
         let s = old.spec;
-        codec::encode(&TaskEvent::TaskAdded {
-            account: old.account,
-            job: old.job,
-            pool: old.pool,
-            spec: TaskSpec {
-                id: s.id,
-                display_name: s.display_name,
-                command_line: s.command_line,
-                env: s.env,
-                resource_files: s.resource_files,
-                output_files: s.output_files,
-                constraints: s.constraints,
-                required_slots: s.required_slots,
-                application_packages: vec![],
+        codec::encode(&(
+            index,
+            super::v3::TaskAddedV2 {
+                account: old.account,
+                job: old.job,
+                pool: old.pool,
+                spec: super::v3::TaskSpecV2 {
+                    id: s.id,
+                    display_name: s.display_name,
+                    command_line: s.command_line,
+                    env: s.env,
+                    resource_files: s.resource_files,
+                    output_files: s.output_files,
+                    constraints: s.constraints,
+                    required_slots: s.required_slots,
+                    application_packages: vec![],
+                },
+                max_task_retries: old.max_task_retries,
+                at: old.at,
             },
-            max_task_retries: old.max_task_retries,
-            at: old.at,
-        })
+        ))
     }
 
     #[derive(Serialize, Deserialize)]
@@ -247,24 +257,28 @@ mod v2 {
         pub common_resource_files: Vec<crate::domain::spec::ResourceFile>,
     }
 
+    /// To layout 3 (the variant's index kept).
     pub fn job_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let (_, (s, at)): (u32, (JobSpecV2, Timestamp)) = codec::decode(bytes)?;
-        codec::encode(&crate::domain::job::JobEvent::JobCreated {
-            spec: crate::domain::job::JobSpec {
-                id: s.id,
-                account: s.account,
-                pool: s.pool,
-                display_name: s.display_name,
-                priority: s.priority,
-                max_wall_clock_secs: s.max_wall_clock_secs,
-                max_task_retries: s.max_task_retries,
-                on_all_tasks_complete: s.on_all_tasks_complete,
-                on_task_failure: s.on_task_failure,
-                common_resource_files: s.common_resource_files,
-                job_manager: None,
-            },
-            at,
-        })
+        let (index, (s, at)): (u32, (JobSpecV2, Timestamp)) = codec::decode(bytes)?;
+        codec::encode(&(
+            index,
+            (
+                super::v3::JobSpecV3 {
+                    id: s.id,
+                    account: s.account,
+                    pool: s.pool,
+                    display_name: s.display_name,
+                    priority: s.priority,
+                    max_wall_clock_secs: s.max_wall_clock_secs,
+                    max_task_retries: s.max_task_retries,
+                    on_all_tasks_complete: s.on_all_tasks_complete,
+                    on_task_failure: s.on_task_failure,
+                    common_resource_files: s.common_resource_files,
+                    job_manager: None,
+                },
+                at,
+            ),
+        ))
     }
 
     pub fn pool_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {

@@ -117,6 +117,23 @@ impl StreamId {
         Self::write_task(&mut id, account, job, task);
         StreamId(id)
     }
+    /// A task's stream from its job's stream (none if `self` is not a
+    /// job's).
+    pub fn task_of_job(&self, task: &str) -> Option<Self> {
+        let rest = self.0.strip_prefix("job")?;
+        let mut id = String::with_capacity(self.0.len() + task.len() + 2);
+        id.push_str("task");
+        id.push_str(rest);
+        id.push('/');
+        id.push_str(task);
+        Some(StreamId(id))
+    }
+    /// The job stream of a task's stream (none if `self` is not a task's).
+    pub fn job_of_task(&self) -> Option<Self> {
+        let rest = self.0.strip_prefix("task")?;
+        let cut = rest.rfind('/')?;
+        Some(StreamId(format!("job{}", &rest[..cut])))
+    }
     /// Writes a task's stream id into `buf` (cleared first): a lookup in a
     /// map keyed by stream ids (which borrow as `str`) needs no new string.
     pub fn write_task(buf: &mut String, account: &AccountName, job: &JobId, task: &TaskId) {

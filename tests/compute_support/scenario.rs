@@ -214,6 +214,15 @@ impl<'a> JobPlan<'a> {
         self
     }
 
+    /// Its tasks may depend on each other; a failed parent does `action`
+    /// to its dependents unless its exit conditions say otherwise.
+    pub fn dependencies(mut self, action: lote::domain::task_spec::DependencyAction) -> Self {
+        self.spec.dependencies = Some(lote::domain::job::JobDependencies {
+            on_failed_parent: action,
+        });
+        self
+    }
+
     /// The job completes (terminates) once all its tasks have.
     pub fn ends_with_its_tasks(mut self) -> Self {
         self.spec.on_all_tasks_complete = OnAllTasksComplete::TerminateJob;

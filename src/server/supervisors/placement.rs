@@ -510,6 +510,9 @@ impl Placement {
         for (stream, attempt) in self.scheduler.steals() {
             tokio::task::spawn_local(requeue_stolen(self.core.clone(), stream, attempt));
         }
+        for (stream, reason) in self.scheduler.take_cancels() {
+            tokio::task::spawn_local(cancel_dependent(self.core.clone(), stream, reason));
+        }
         let me = ctx.address();
         for p in self.scheduler.plan() {
             tokio::task::spawn_local(assign(self.core.clone(), me.clone(), p));
@@ -570,6 +573,22 @@ async fn requeue_stolen(core: Core, stream: StreamId, attempt: u32) {
     if let Err(e) = core.execute::<Task>(&stream, command, ctx).await {
         // Started meanwhile: it stays where it is.
         tracing::debug!(%stream, error = %e, "no move");
+    }
+}
+
+/// Records that a task will never run: a parent failed under the cancel
+/// policy. Refused when it ended meanwhile (terminated, deleted).
+async fn cancel_dependent(core: Core, stream: StreamId, reason: String) {
+    let ctx = Ctx::live(
+        core.clock().as_ref(),
+        Principal::System {
+            component: "placement:dependencies".into(),
+        },
+        new_request_id(),
+    );
+    let command = TaskCommand::CancelTask { reason };
+    if let Err(e) = core.execute::<Task>(&stream, command, ctx).await {
+        tracing::debug!(%stream, error = %e, "no cancellation");
     }
 }
 

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::domain::decode_event;
-use crate::domain::job::JobEvent;
+use crate::domain::job::{JobEvent, OnTaskFailure};
 use crate::store::{Envelope, StreamId, StreamKind};
 use crate::types::TaskId;
 
@@ -21,8 +21,8 @@ struct JobCount {
     added: u64,
     /// Its spec says to complete it when all its tasks have.
     completes_when_done: bool,
-    /// Its spec says a failed task terminates it.
-    terminates_on_failure: bool,
+    /// What its spec says a failed task does to it.
+    on_failure: OnTaskFailure,
     terminating: bool,
 }
 
@@ -38,7 +38,7 @@ pub(super) struct JobCounts(
     RefCell<HashMap<StreamId, JobCount>>,
     /// Tasks that failed in jobs that terminate on a task's failure, not
     /// yet acted on.
-    RefCell<Vec<(StreamId, TaskId)>>,
+    RefCell<Vec<(StreamId, TaskId, OnTaskFailure)>>,
 );
 
 impl JobCounts {
@@ -62,12 +62,16 @@ impl JobCounts {
             let count = JobCount {
                 completes_when_done: spec.on_all_tasks_complete
                     == crate::domain::job::OnAllTasksComplete::TerminateJob,
-                terminates_on_failure: spec.on_task_failure
-                    == crate::domain::job::OnTaskFailure::TerminateJob,
+                on_failure: spec.on_task_failure,
                 ..JobCount::default()
             };
             counts.insert(envelope.stream.clone(), count);
             return false;
+        }
+        if event == "JobDisabled" {
+            // A failure before the job was disabled has been acted on (or
+            // made moot): a restart must not disable it again.
+            self.1.borrow_mut().retain(|(job, _, _)| job != &envelope.stream);
         }
         if matches!(event, "JobCompleted" | "JobDeleted") {
             counts.remove(&envelope.stream);
@@ -93,8 +97,11 @@ impl JobCounts {
                 else {
                     return false;
                 };
-                if to == Some(B::Failed) && from != to && count.terminates_on_failure {
-                    self.1.borrow_mut().push((envelope.stream.clone(), task));
+                if to == Some(B::Failed) && from != to && count.on_failure != OnTaskFailure::NoAction
+                {
+                    self.1
+                        .borrow_mut()
+                        .push((envelope.stream.clone(), task, count.on_failure));
                 }
                 let unfinished = |b: &Option<B>| matches!(b, Some(B::Active | B::Running));
                 match (unfinished(&from), unfinished(&to)) {
@@ -113,14 +120,16 @@ impl JobCounts {
         }
     }
 
-    /// The failed tasks whose jobs are to terminate for it, once each; a
-    /// job already terminating (or gone) is left out.
-    pub(super) fn take_failures(&self) -> Vec<(StreamId, TaskId)> {
+    /// The failed tasks whose jobs act on a failure: once per job that
+    /// terminates on any, each task's for jobs that read its exit
+    /// conditions; a job already terminating (or gone) is left out.
+    pub(super) fn take_failures(&self) -> Vec<(StreamId, TaskId, OnTaskFailure)> {
         let counts = self.0.borrow();
         let mut failures = std::mem::take(&mut *self.1.borrow_mut());
         let mut seen = std::collections::HashSet::new();
-        failures.retain(|(job, _)| {
-            counts.get(job).is_some_and(|c| !c.terminating) && seen.insert(job.clone())
+        failures.retain(|(job, _, on)| {
+            counts.get(job).is_some_and(|c| !c.terminating)
+                && (*on != OnTaskFailure::TerminateJob || seen.insert(job.clone()))
         });
         failures
     }

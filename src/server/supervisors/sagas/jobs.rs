@@ -2,7 +2,8 @@
 //! limits, and completion once the last task ends.
 
 use super::*;
-use crate::domain::job::JobStatus;
+use crate::domain::job::{JobStatus, OnTaskFailure};
+use crate::domain::task_spec::{DependencyAction, JobAction};
 
 impl Sagas {
     /// Terminates every unfinished task of a job (running ones are killed
@@ -150,16 +151,49 @@ impl Sagas {
         });
     }
 
-    /// Terminates each job whose task failed and whose spec says
-    /// `on_task_failure: terminate_job`, with that task as the reason.
+    /// Acts on each failed task of a job that acts on failures: with
+    /// `terminate_job` the job terminates, naming the task; with
+    /// `perform_exit_options_job_action` the task's exit conditions say
+    /// (terminate by default, disable with requeue, or nothing).
     pub(super) fn terminate_failed_jobs(self: &Rc<Self>) {
-        for (job, task) in self.unfinished.take_failures() {
+        for (job, task, on) in self.unfinished.take_failures() {
             let this = self.clone();
-            self.spawn("terminating a job after a task's failure", async move {
-                let command = JobCommand::TerminateJob {
-                    reason: format!(
-                        "task {task} failed, and the job terminates on a task's failure (--on-task-failure terminate-job)"
-                    ),
+            self.spawn("acting on a task's failure", async move {
+                let command = if on == OnTaskFailure::TerminateJob {
+                    JobCommand::TerminateJob {
+                        reason: format!(
+                            "task {task} failed, and the job terminates on a task's failure (--on-task-failure terminate-job)"
+                        ),
+                    }
+                } else {
+                    let Some(stream) = job.task_of_job(task.as_str()) else {
+                        return Ok(());
+                    };
+                    let state = this.core.state::<Task>(&stream).await?.state;
+                    let (Some(spec), Some(result)) = (state.spec, state.last_result) else {
+                        return Ok(());
+                    };
+                    let outcome = result.outcome();
+                    let (action, _) = crate::domain::task_deps::resolve(
+                        spec.exit_conditions.as_deref(),
+                        outcome,
+                        DependencyAction::Block,
+                    );
+                    let words = crate::server::supervisors::scheduler::deps::outcome_words(
+                        outcome,
+                        result.failure.as_ref().map(|(c, _)| *c),
+                    );
+                    match action {
+                        JobAction::None => return Ok(()),
+                        JobAction::Terminate => JobCommand::TerminateJob {
+                            reason: format!(
+                                "task {task} failed ({words}) and its exit conditions terminate the job"
+                            ),
+                        },
+                        JobAction::Disable => JobCommand::DisableJob {
+                            disable_tasks: crate::domain::job::DisableTasks::Requeue,
+                        },
+                    }
                 };
                 this.run::<Job>(&job, command, "job-supervisor").await
             });

@@ -8,6 +8,7 @@
 //! the `TaskAssigned` event comes back; a refused assignment gives them back.
 //! Agents see an assignment only once its event is durable.
 
+pub mod deps;
 mod observe;
 mod rounds;
 #[cfg(test)]
@@ -200,6 +201,11 @@ pub struct Scheduler {
     just_completed: Option<(StreamId, Holding)>,
     /// Tasks proposed by [`steals`](Self::steals) and not yet moved.
     stealing: std::collections::HashSet<StreamId>,
+    /// The dependency graphs of open jobs that use dependencies.
+    deps: HashMap<StreamId, deps::Graph>,
+    /// Tasks to cancel (a parent failed under the cancel policy) and why,
+    /// until their end is folded.
+    cancels: BTreeMap<StreamId, String>,
 }
 
 fn pool_key(account: &AccountName, pool: &PoolId) -> String {
@@ -302,8 +308,19 @@ impl Scheduler {
         out
     }
 
-    /// A job's unfinished tasks: queued ones, and held ones with their
-    /// attempt.
+    /// Cancellations to record now (each handed out once; one that fails
+    /// is found again after a restart).
+    pub fn take_cancels(&mut self) -> Vec<(StreamId, String)> {
+        std::mem::take(&mut self.cancels).into_iter().collect()
+    }
+
+    /// Why a task waits for its parents, if it does.
+    pub fn dependency_wait(&self, job: &StreamId, task: &TaskId) -> Option<deps::DependencyWait> {
+        self.deps.get(job)?.wait_of(task.as_str(), 5)
+    }
+
+    /// A job's unfinished tasks: queued ones (those waiting for their
+    /// parents too), and held ones with their attempt.
     pub fn tasks_of_job(&self, job: &StreamId) -> (Vec<StreamId>, Vec<HeldTask>) {
         let of_job = |t: &QueuedTask| &StreamId::job(&t.account, &t.job) == job;
         let mut queued: Vec<StreamId> = self
@@ -317,6 +334,9 @@ impl Scheduler {
             })
             .map(|(s, _)| s.clone())
             .collect();
+        if let Some(graph) = self.deps.get(job) {
+            queued.extend(graph.held_streams().cloned());
+        }
         let mut held: Vec<HeldTask> = self
             .holding
             .iter()

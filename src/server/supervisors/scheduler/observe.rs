@@ -2,6 +2,13 @@
 //! placed tasks.
 
 use super::*;
+use crate::domain::task::{FailureCategory, Outcome};
+
+/// A task stream's job stream and task id.
+fn job_and_task(stream: &StreamId) -> Option<(StreamId, String)> {
+    let task = stream.as_str().rsplit('/').next()?.to_string();
+    Some((stream.job_of_task()?, task))
+}
 
 impl Scheduler {
     /// Folds one event into the picture. Undecodable events are skipped
@@ -33,6 +40,10 @@ impl Scheduler {
                 };
                 let state = match event {
                     JobEvent::JobCreated { spec, at } => {
+                        if let Some(d) = spec.dependencies {
+                            self.deps
+                                .insert(stream.clone(), deps::Graph::new(d.on_failed_parent));
+                        }
                         self.jobs.insert(
                             stream.clone(),
                             JobInfo {
@@ -48,9 +59,19 @@ impl Scheduler {
                     }
                     JobEvent::JobDisabled { .. } => JobState::Held,
                     JobEvent::JobEnabled { .. } => JobState::Active,
-                    JobEvent::JobTerminating { .. }
-                    | JobEvent::JobCompleted { .. }
-                    | JobEvent::JobDeleted { .. } => JobState::Closed,
+                    JobEvent::JobTerminating { .. } => JobState::Closed,
+                    JobEvent::JobCompleted { .. } | JobEvent::JobDeleted { .. } => {
+                        self.deps.remove(stream);
+                        JobState::Closed
+                    }
+                    JobEvent::JobTaskCountsChanged { task, from, to } => {
+                        use crate::domain::task::TaskBucket as B;
+                        let open = |b: &Option<B>| matches!(b, Some(B::Active | B::Running));
+                        if open(&from) && !open(&to) {
+                            self.parent_finished(stream, &task);
+                        }
+                        return;
+                    }
                     _ => return,
                 };
                 if let Some(job) = self.jobs.get_mut(stream) {
@@ -128,23 +149,33 @@ impl Scheduler {
                 spec,
                 ..
             } => {
-                let priority = self
-                    .jobs
-                    .get(&StreamId::job(&account, &job))
-                    .map(|j| j.priority)
-                    .unwrap_or(0);
+                let job_stream = StreamId::job(&account, &job);
+                let priority = self.jobs.get(&job_stream).map(|j| j.priority).unwrap_or(0);
                 let task = QueuedTask {
                     account: account.clone(),
                     job,
                     task: spec.id,
                     slots: spec.required_slots.max(1),
                 };
-                self.enqueue(
-                    stream,
-                    pool_key(&account, &pool),
-                    (Reverse(priority), envelope.position),
+                let held = deps::Held {
+                    stream: stream.clone(),
+                    pool: pool_key(&account, &pool),
+                    key: (Reverse(priority), envelope.position),
                     task,
-                );
+                };
+                let ready = match self.deps.get_mut(&job_stream) {
+                    Some(graph) => {
+                        let mut effects = deps::Effects::default();
+                        let ready =
+                            graph.add(&spec.depends_on, spec.exit_conditions, held, &mut effects);
+                        self.apply_effects(&job_stream, effects);
+                        ready
+                    }
+                    None => Some(held),
+                };
+                if let Some(h) = ready {
+                    self.enqueue(&h.stream, h.pool, h.key, h.task);
+                }
             }
             TaskEvent::TaskAssigned {
                 placement, attempt, ..
@@ -182,6 +213,8 @@ impl Scheduler {
                 }
             }
             TaskEvent::TaskCompleted { result, .. } => {
+                let category = result.failure.as_ref().map(|(c, _)| *c);
+                self.attempt_ended(stream, result.outcome(), category);
                 self.just_completed = self.release(stream).map(|h| (stream.clone(), h));
                 if let Some((_, h)) = &self.just_completed {
                     if let Some(p) = self.pools.get_mut(&h.pool_key) {
@@ -193,12 +226,25 @@ impl Scheduler {
                     }
                 }
             }
-            TaskEvent::TaskTerminated { .. } | TaskEvent::TaskDeleted { .. } => {
+            TaskEvent::TaskTerminated { .. }
+            | TaskEvent::TaskDeleted { .. }
+            | TaskEvent::TaskCancelled { .. } => {
+                let (outcome, category) = match &event {
+                    TaskEvent::TaskTerminated { .. } => {
+                        (Outcome::Other, Some(FailureCategory::Terminated))
+                    }
+                    TaskEvent::TaskCancelled { .. } => {
+                        (Outcome::ParentFailed, Some(FailureCategory::ParentFailed))
+                    }
+                    _ => (Outcome::Other, None),
+                };
+                self.attempt_ended(stream, outcome, category);
                 let pool = self
                     .release(stream)
                     .map(|h| h.pool_key)
                     .or_else(|| self.queued.get(stream).map(|(p, _)| p.clone()));
-                if let (TaskEvent::TaskTerminated { .. }, Some(p)) = (&event, pool) {
+                let failed = !matches!(event, TaskEvent::TaskDeleted { .. });
+                if let (true, Some(p)) = (failed, pool) {
                     if let Some(p) = self.pools.get_mut(&p) {
                         p.failed += 1;
                     }
@@ -212,6 +258,13 @@ impl Scheduler {
             // Recorded just before its completion; holds nothing.
             TaskEvent::TaskOutputsUploaded { .. } => {}
             TaskEvent::TaskRetried { .. } | TaskEvent::TaskRequeued { .. } => {
+                if matches!(event, TaskEvent::TaskRetried { .. }) && !self.deps.is_empty() {
+                    if let Some((job, task)) = job_and_task(stream) {
+                        if let Some(g) = self.deps.get_mut(&job) {
+                            g.retried(&task);
+                        }
+                    }
+                }
                 let completed = match self.just_completed.take() {
                     Some((s, h)) if &s == stream => Some(h),
                     _ => None,
@@ -226,6 +279,50 @@ impl Scheduler {
                     // Back in the queue at its original place.
                     self.enqueue(stream, h.pool_key, h.queue_key, h.task);
                 }
+            }
+        }
+    }
+
+    /// An attempt's outcome, for the graph of its job if it has one.
+    fn attempt_ended(
+        &mut self,
+        stream: &StreamId,
+        outcome: Outcome,
+        category: Option<FailureCategory>,
+    ) {
+        if self.deps.is_empty() {
+            return;
+        }
+        if let Some((job, task)) = job_and_task(stream) {
+            if let Some(g) = self.deps.get_mut(&job) {
+                g.attempt_ended(&task, outcome, category);
+            }
+        }
+    }
+
+    /// A task of `job` ended for good (its job's counts say so).
+    fn parent_finished(&mut self, job: &StreamId, task: &TaskId) {
+        let Some(graph) = self.deps.get_mut(job) else {
+            return;
+        };
+        let mut effects = deps::Effects::default();
+        graph.finished(task.as_str(), &mut effects);
+        if let Some(stream) = job.task_of_job(task.as_str()) {
+            self.cancels.remove(&stream);
+        }
+        self.apply_effects(job, effects);
+    }
+
+    fn apply_effects(&mut self, job: &StreamId, effects: deps::Effects) {
+        for h in effects.ready {
+            self.enqueue(&h.stream, h.pool, h.key, h.task);
+        }
+        if effects.cancel.is_empty() {
+            return;
+        }
+        for (task, why) in effects.cancel {
+            if let Some(stream) = job.task_of_job(&task) {
+                self.cancels.insert(stream, why);
             }
         }
     }

@@ -143,7 +143,9 @@ impl Scheduler {
     /// Why a queued task is not running: every reason, with its numbers.
     /// `None` when the task is not queued.
     pub fn explain(&self, stream: &StreamId) -> Option<(String, u32, Vec<WaitReason>)> {
-        let (pool_key, key) = self.queued.get(stream)?;
+        let Some((pool_key, key)) = self.queued.get(stream) else {
+            return self.explain_dependent(stream);
+        };
         let pool = self.pools.get(pool_key)?;
         let task = pool.queue.get(key)?;
         let job = StreamId::job(&task.account, &task.job);
@@ -163,6 +165,53 @@ impl Scheduler {
             reasons.push(WaitReason::EarlierAhead { tasks: earlier });
         }
         Some((pool_key.clone(), task.slots, reasons))
+    }
+
+    /// A task held out of the queue by its parents.
+    fn explain_dependent(&self, stream: &StreamId) -> Option<(String, u32, Vec<WaitReason>)> {
+        use super::deps::{DependencyWait, ParentState};
+        let job = stream.job_of_task()?;
+        let task = stream.as_str().rsplit('/').next()?;
+        let graph = self.deps.get(&job)?;
+        let (pool, slots) = graph.held_where(task)?;
+        let reason = match graph.wait_of(task, 5)? {
+            DependencyWait::Waiting { waiting, of, first } => WaitReason::WaitsForParents {
+                waiting,
+                of,
+                first: first
+                    .into_iter()
+                    .map(|(parent, state)| {
+                        let words = match state {
+                            ParentState::Waiting => "waiting for its own parents".to_string(),
+                            ParentState::Failed(..) => "failed".to_string(),
+                            ParentState::Unfinished => job
+                                .task_of_job(&parent)
+                                .map(|s| self.where_is(&s))
+                                .unwrap_or_default(),
+                        };
+                        (parent, words)
+                    })
+                    .collect(),
+            },
+            DependencyWait::Blocked { parent, outcome } => {
+                WaitReason::BlockedByParent { parent, outcome }
+            }
+            DependencyWait::Cancelling { parent, outcome } => {
+                WaitReason::CancelledByParent { parent, outcome }
+            }
+        };
+        Some((pool, slots, vec![reason]))
+    }
+
+    /// "queued", "running on node-1", "assigned to node-2": an unfinished
+    /// task as the picture holds it.
+    fn where_is(&self, stream: &StreamId) -> String {
+        match self.holding.get(stream) {
+            Some(h) if h.started => format!("running on {}", h.node),
+            Some(h) => format!("assigned to {}", h.node),
+            None if self.queued.contains_key(stream) => "queued".into(),
+            None => "ending".into(),
+        }
     }
 
     /// Every group of queued tasks that waits for the same reasons (one
