@@ -198,6 +198,7 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
                 on_task_failure: Default::default(),
                 common_resource_files: vec![],
                 job_manager: Default::default(),
+                dependencies: None,
             };
             store
                 .append_blocking(

@@ -923,6 +923,69 @@ fn schedule_lifecycle_and_rejections() {
 }
 
 #[test]
+fn task_dependency_rules() {
+    let job: Job = given(&job_created(OnAllTasksComplete::TerminateJob));
+    let t: Task = given(&[]);
+    let add = |spec: lote::domain::task::TaskSpec| TaskCommand::AddTask {
+        account: acme(),
+        job: job_id(),
+        pool: pool_id(),
+        spec,
+        max_task_retries: 0,
+    };
+    // Given a task that names itself, by id or through a range.
+    let mut selfish = task_spec("7");
+    selfish.depends_on.task_ids = vec![lote::types::TaskId::new("7").unwrap()];
+    let r = then_rejected(&t, add(selfish), &ctx(user()), RejectionCode::DependencyCycle);
+    assert!(r.detail.contains("depends on itself"), "{r}");
+    let mut ranged = task_spec("007");
+    ranged.depends_on.ranges = vec![lote::domain::task_spec::TaskIdRange { start: 1, end: 9 }];
+    then_rejected(&t, add(ranged), &ctx(user()), RejectionCode::DependencyCycle);
+    let mut backwards = task_spec("b");
+    backwards.depends_on.ranges = vec![lote::domain::task_spec::TaskIdRange { start: 9, end: 1 }];
+    then_rejected(&t, add(backwards), &ctx(user()), RejectionCode::InvalidValue);
+    // A dependency list too long for one task: a range is the way.
+    let mut long = task_spec("long");
+    long.depends_on.task_ids = (0..7_000)
+        .map(|i| lote::types::TaskId::new(format!("parent-{i:05}")).unwrap())
+        .collect();
+    let r = then_rejected(&t, add(long), &ctx(user()), RejectionCode::InvalidValue);
+    assert!(r.detail.contains("--depends-on-range"), "{r}");
+
+    // When a queued task is cancelled (a parent failed), it completes as
+    // failed without an attempt; a running one cannot be cancelled.
+    let (job_events, added) = task::add_task(&job, &t, &task_spec("child"), &ctx(user())).unwrap();
+    assert_eq!(job_events.len(), 1);
+    let queued: Task = given(&added);
+    let cancel = || TaskCommand::CancelTask {
+        reason: "a parent failed: p, exit code 3".into(),
+    };
+    let agent = ctx(Principal::Node {
+        account: acme(),
+        pool: pool_id(),
+        node: NodeId::new("n1").unwrap(),
+    });
+    then_rejected(&queued, cancel(), &agent, RejectionCode::PermissionDenied);
+    let (events, done) = then_ok(&queued, cancel(), &ctx(system()));
+    assert!(matches!(events[0], TaskEvent::TaskCancelled { .. }));
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.attempt, 0);
+    let result = done.last_result.clone().unwrap();
+    assert_eq!(result.failure.as_ref().unwrap().0, FailureCategory::ParentFailed);
+    assert_eq!(done.bucket(), Some(TaskBucket::Failed));
+    assert_eq!(result.outcome(), lote::domain::task::Outcome::ParentFailed);
+    then_rejected(&done, cancel(), &ctx(system()), RejectionCode::TaskStateConflict);
+    let (_, placed) = then_ok(
+        &queued,
+        TaskCommand::AssignTask {
+            node: NodeId::new("n1").unwrap(),
+        },
+        &ctx(system()),
+    );
+    then_rejected(&placed, cancel(), &ctx(system()), RejectionCode::TaskStateConflict);
+}
+
+#[test]
 fn zz_every_decide_rejection_is_covered() {
     // Run the others first (names sort; tests in one binary share SEEN).
     account_lifecycle_and_rejections();
@@ -932,6 +995,7 @@ fn zz_every_decide_rejection_is_covered() {
     task_lifecycle_retries_requeues_and_rejections();
     request_records_are_written_once();
     schedule_lifecycle_and_rejections();
+    task_dependency_rules();
     let seen: HashSet<RejectionCode> = SEEN.lock().unwrap().iter().copied().collect();
     // TooBusy comes from the actor layer's bounded conflict retries, not
     // from decide; the blob store's and the files API's codes come from
@@ -949,6 +1013,10 @@ fn zz_every_decide_rejection_is_covered() {
         RejectionCode::FileNotFound,
         RejectionCode::PoolInUse,
         RejectionCode::AccountNotEmpty,
+        // Checked against the job and its other tasks when a batch is
+        // added (tests/dependencies.rs).
+        RejectionCode::DependencyNotFound,
+        RejectionCode::DependenciesNotEnabled,
     ];
     let missing: Vec<_> = RejectionCode::ALL
         .iter()

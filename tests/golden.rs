@@ -97,12 +97,13 @@ const EVENT_TYPES: &[&str] = &[
     "TaskTerminated",
     "TaskDeleted",
     "TaskOutputsUploaded",
+    "TaskCancelled",
     "RequestRecorded",
 ];
 
 /// The newest golden folder. Bump the minor number when event types are
 /// added without a layout change, and record it.
-const LATEST: &str = "v3.1";
+const LATEST: &str = "v4";
 
 /// Rebuilds every entity of a store into JSON, keyed by entity name.
 fn rebuild_all(store: &EventStore) -> BTreeMap<String, serde_json::Value> {
@@ -378,6 +379,9 @@ async fn record_scenario(core: &Core) {
                     kill_job_on_completion: false,
                     run_exclusive: true,
                 })),
+                dependencies: Some(lote::domain::job::JobDependencies {
+                    on_failed_parent: lote::domain::task_spec::DependencyAction::Block,
+                }),
                 ..job_spec()
             },
         },
@@ -563,6 +567,41 @@ async fn record_scenario(core: &Core) {
     core.execute::<Task>(&task(4), TaskCommand::DeleteTask, ctx(user()))
         .await
         .unwrap();
+    // t5 waits for t3 (terminated) and the range 0-9 (none numeric), with
+    // exit conditions; a parent's failure under cancel ends it unrun.
+    let mut t5 = task_spec("t5");
+    t5.depends_on = lote::domain::task_spec::TaskDependencies {
+        task_ids: vec![TaskId::new("t3").unwrap()],
+        ranges: vec![lote::domain::task_spec::TaskIdRange { start: 0, end: 9 }],
+    };
+    t5.exit_conditions = Some(Box::new(lote::domain::task_spec::ExitConditions {
+        exit_codes: vec![(
+            3,
+            lote::domain::task_spec::ExitOptions {
+                job_action: Some(lote::domain::task_spec::JobAction::Disable),
+                dependency_action: Some(lote::domain::task_spec::DependencyAction::Satisfy),
+            },
+        )],
+        exit_code_ranges: vec![(10, 20, Default::default())],
+        pre_processing_error: None,
+        file_upload_error: None,
+        default: Some(lote::domain::task_spec::ExitOptions {
+            job_action: None,
+            dependency_action: Some(lote::domain::task_spec::DependencyAction::Cancel),
+        }),
+    }));
+    core.add_task(&acme(), &job_id(), t5, ctx(user()))
+        .await
+        .unwrap();
+    core.execute::<Task>(
+        &task(5),
+        TaskCommand::CancelTask {
+            reason: "a parent failed: t3, terminated".into(),
+        },
+        ctx(system()),
+    )
+    .await
+    .unwrap();
     core.execute::<Job>(
         &job,
         JobCommand::DisableJob {
@@ -780,16 +819,20 @@ async fn record_schedules(core: &Core) {
 /// Fields that came with a layout change, at the value its lift gives
 /// events recorded before it.
 type Lifted = fn() -> serde_json::Value;
-const LIFTED_DEFAULTS: &[(&str, Lifted)] = &[(
-    // PoolCreated 2 → 3: one user for the pool, as before; nothing else set.
-    "task_settings",
-    || {
-        serde_json::json!({
-            "user_scope": "pool", "elevation": "non_admin", "start_task_elevation": "non_admin",
-            "memory_mib": null, "processes_max": null, "cpu_weight": null
-        })
-    },
-)];
+const LIFTED_DEFAULTS: &[(&str, Lifted)] = &[
+    (
+        // PoolCreated 2 → 3: one user for the pool, as before; nothing else set.
+        "task_settings",
+        || {
+            serde_json::json!({
+                "user_scope": "pool", "elevation": "non_admin", "start_task_elevation": "non_admin",
+                "memory_mib": null, "processes_max": null, "cpu_weight": null
+            })
+        },
+    ),
+    // TaskAdded 2 → 3 (and the specs in jobs and schedules): no parents.
+    ("depends_on", || serde_json::json!({"task_ids": [], "ranges": []})),
+];
 
 /// Whether a rebuilt state matches a recorded one. States grow fields as
 /// lote grows (a task's output manifest, a spec's packages): a field the

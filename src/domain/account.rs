@@ -51,6 +51,7 @@ pub enum AccountEvent {
 }
 
 impl DomainEvent for AccountEvent {
+    const KIND: crate::store::StreamKind = crate::store::StreamKind::Account;
     fn event_type(&self) -> &'static str {
         match self {
             AccountEvent::AccountCreated { .. } => "AccountCreated",

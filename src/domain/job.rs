@@ -313,6 +313,7 @@ pub enum JobEvent {
 }
 
 impl DomainEvent for JobEvent {
+    const KIND: crate::store::StreamKind = crate::store::StreamKind::Job;
     fn event_type(&self) -> &'static str {
         match self {
             JobEvent::JobCreated { .. } => "JobCreated",
@@ -325,9 +326,6 @@ impl DomainEvent for JobEvent {
             JobEvent::JobTaskCountsChanged { .. } => "JobTaskCountsChanged",
             JobEvent::JobTasksWaiting { .. } => "JobTasksWaiting",
         }
-    }
-    fn schema_version(&self) -> u16 {
-        super::layouts::current_schema(crate::store::StreamKind::Job, self.event_type())
     }
 }
 

@@ -90,11 +90,14 @@ impl Ctx {
 pub trait DomainEvent:
     Serialize + DeserializeOwned + JsonSchema + Clone + Debug + PartialEq + Send + Sync + 'static
 {
+    /// The kind of stream its events belong to.
+    const KIND: crate::store::StreamKind;
     /// The variant's name, stored in the envelope.
     fn event_type(&self) -> &'static str;
-    /// Layout version of this variant's payload (see [`layouts`]).
+    /// Layout version of this variant's payload, read from the list of
+    /// layout changes (see [`layouts`]): no event type can forget it.
     fn schema_version(&self) -> u16 {
-        layouts::CURRENT_EVENT_SCHEMA
+        layouts::current_schema(Self::KIND, self.event_type())
     }
 }
 

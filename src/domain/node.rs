@@ -125,6 +125,7 @@ pub enum NodeEvent {
 }
 
 impl DomainEvent for NodeEvent {
+    const KIND: crate::store::StreamKind = crate::store::StreamKind::Node;
     fn event_type(&self) -> &'static str {
         match self {
             NodeEvent::NodeCreating { .. } => "NodeCreating",

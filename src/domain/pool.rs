@@ -376,6 +376,7 @@ pub enum PoolEvent {
 }
 
 impl DomainEvent for PoolEvent {
+    const KIND: crate::store::StreamKind = crate::store::StreamKind::Pool;
     fn event_type(&self) -> &'static str {
         match self {
             PoolEvent::PoolCreated { .. } => "PoolCreated",
@@ -393,9 +394,6 @@ impl DomainEvent for PoolEvent {
             PoolEvent::PoolSecretSet { .. } => "PoolSecretSet",
             PoolEvent::PoolSecretRemoved { .. } => "PoolSecretRemoved",
         }
-    }
-    fn schema_version(&self) -> u16 {
-        super::layouts::current_schema(crate::store::StreamKind::Pool, self.event_type())
     }
 }
 

@@ -33,6 +33,7 @@ pub enum RequestEvent {
 }
 
 impl DomainEvent for RequestEvent {
+    const KIND: crate::store::StreamKind = crate::store::StreamKind::Request;
     fn event_type(&self) -> &'static str {
         match self {
             RequestEvent::RequestRecorded { .. } => "RequestRecorded",

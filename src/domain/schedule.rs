@@ -321,6 +321,7 @@ pub enum ScheduleEvent {
 }
 
 impl DomainEvent for ScheduleEvent {
+    const KIND: crate::store::StreamKind = crate::store::StreamKind::Schedule;
     fn event_type(&self) -> &'static str {
         match self {
             ScheduleEvent::ScheduleCreated { .. } => "ScheduleCreated",

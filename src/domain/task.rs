@@ -210,6 +210,7 @@ pub enum TaskEvent {
 }
 
 impl DomainEvent for TaskEvent {
+    const KIND: crate::store::StreamKind = crate::store::StreamKind::Task;
     fn event_type(&self) -> &'static str {
         match self {
             TaskEvent::TaskAdded { .. } => "TaskAdded",
@@ -223,9 +224,6 @@ impl DomainEvent for TaskEvent {
             TaskEvent::TaskOutputsUploaded { .. } => "TaskOutputsUploaded",
             TaskEvent::TaskCancelled { .. } => "TaskCancelled",
         }
-    }
-    fn schema_version(&self) -> u16 {
-        super::layouts::current_schema(StreamKind::Task, self.event_type())
     }
 }
 

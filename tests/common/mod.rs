@@ -117,6 +117,7 @@ pub fn job_spec() -> JobSpec {
         on_task_failure: OnTaskFailure::NoAction,
         common_resource_files: vec![],
         job_manager: Default::default(),
+        dependencies: None,
     }
 }
 
