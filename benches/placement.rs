@@ -9,8 +9,17 @@
 //!   cargo bench --bench placement -- --nodes 100 --slots 4 --tasks 100000
 //!
 //! Prints placements per second counting planning only, and counting the
-//! whole loop (planning plus folding the assignments and completions).
-//! Without `--bench` it is a quick smoke run of itself.
+//! whole loop (planning plus folding the assignments, completions and the
+//! job's count changes). Without `--bench` it is a quick smoke run of
+//! itself.
+//!
+//! With dependencies (`--deps fan-in`): the tasks are numbered and a merge
+//! task depends on the range of all of them. `--deps chains`: `--tasks`
+//! chains of two, each second task waiting for its first. Also prints the
+//! dependency graph's bytes per edge.
+//!
+//!   cargo bench --bench placement -- --deps fan-in
+//!   cargo bench --bench placement -- --deps chains
 
 mod common;
 
@@ -47,11 +56,20 @@ impl Log {
     }
 }
 
+fn simple(id: &str) -> TaskSpec {
+    TaskSpec::simple(TaskId::new(id).unwrap(), CommandLine::Shell("true".into()))
+}
+
 fn main() {
     let smoke = smoke();
     let nodes = arg("--nodes", 100) as u32;
     let slots = arg("--slots", 4) as u32;
     let tasks = arg("--tasks", if smoke { 5_000 } else { 100_000 });
+    let deps = common::arg_value("--deps").unwrap_or_else(|| "none".into());
+    assert!(
+        matches!(deps.as_str(), "none" | "fan-in" | "chains"),
+        "--deps is none, fan-in or chains"
+    );
     let system = Principal::System {
         component: "bench".into(),
     };
@@ -111,7 +129,12 @@ fn main() {
     }
     let job_stream = StreamId::job(&account, &job_id);
     let (mut job, mut v) = (Job::default(), 0);
-    let spec = JobSpec::on_pool(job_id.clone(), account.clone(), pool_id.clone());
+    let mut spec = JobSpec::on_pool(job_id.clone(), account.clone(), pool_id.clone());
+    if deps != "none" {
+        spec.dependencies = Some(lote::domain::job::JobDependencies {
+            on_failed_parent: lote::domain::task_spec::DependencyAction::Cancel,
+        });
+    }
     for e in log.run(
         &mut job,
         &mut v,
@@ -122,18 +145,39 @@ fn main() {
         scheduler.observe(&e);
     }
 
-    // The queue.
-    let mut states: Vec<(StreamId, Task, u64)> = Vec::with_capacity(tasks as usize);
+    // The queue: with dependencies, the specs say what waits for what.
+    let specs: Vec<TaskSpec> = match deps.as_str() {
+        "fan-in" => {
+            let mut specs: Vec<TaskSpec> = (0..tasks).map(|i| simple(&i.to_string())).collect();
+            let mut merge = simple("merge");
+            merge.depends_on.ranges = vec![lote::domain::task_spec::TaskIdRange {
+                start: 0,
+                end: tasks - 1,
+            }];
+            specs.push(merge);
+            specs
+        }
+        "chains" => (0..tasks)
+            .flat_map(|i| {
+                let first = simple(&format!("a{i:07}"));
+                let mut second = simple(&format!("b{i:07}"));
+                second.depends_on.task_ids = vec![first.id.clone()];
+                [first, second]
+            })
+            .collect(),
+        _ => (0..tasks).map(|i| simple(&format!("t{i:07}"))).collect(),
+    };
+    let total = specs.len() as u64;
+    let mut states: Vec<(StreamId, Task, u64)> = Vec::with_capacity(specs.len());
     let started = Instant::now();
-    for i in 0..tasks {
-        let id = TaskId::new(format!("t{i:07}")).unwrap();
-        let stream = StreamId::task(&account, &job_id, &id);
+    for spec in specs {
+        let stream = StreamId::task(&account, &job_id, &spec.id);
         let (mut state, mut v) = (Task::default(), 0);
         let add = TaskCommand::AddTask {
             account: account.clone(),
             job: job_id.clone(),
             pool: pool_id.clone(),
-            spec: TaskSpec::simple(id, CommandLine::Shell("true".into())),
+            spec,
             max_task_retries: 0,
         };
         for e in log.run(&mut state, &mut v, &stream, add, system.clone()) {
@@ -142,7 +186,7 @@ fn main() {
         states.push((stream, state, v));
     }
     let queued_in = started.elapsed();
-    assert_eq!(scheduler.queued_len() as u64, tasks);
+    let (edges, graph_bytes) = scheduler.dependency_footprint();
     let index: std::collections::HashMap<StreamId, usize> = states
         .iter()
         .enumerate()
@@ -156,23 +200,30 @@ fn main() {
         duration_ms: 1,
         failure: None,
     };
+    let counts_ctx = lote::domain::Ctx::live(
+        &lote::clock::SystemClock,
+        system.clone(),
+        lote::clock::new_request_id(),
+    );
     let mut planning = Duration::ZERO;
     let mut placed = 0u64;
     let mut rounds = 0u64;
     let whole = Instant::now();
-    while placed < tasks {
+    let mut job_version = v;
+    while placed < total {
         let t = Instant::now();
         let plan = scheduler.plan();
         planning += t.elapsed();
         assert!(
             !plan.is_empty(),
-            "a round placed nothing with {placed} of {tasks} placed"
+            "a round placed nothing with {placed} of {total} placed"
         );
         rounds += 1;
         placed += plan.len() as u64;
         for p in plan {
             let stream = StreamId::task(&p.account, &p.job, &p.task);
             let (_, state, v) = &mut states[index[&stream]];
+            let before = state.clone();
             let assigned = log.run(
                 state,
                 v,
@@ -191,16 +242,36 @@ fn main() {
                 },
                 system.clone(),
             );
-            for e in assigned.iter().chain(&done) {
+            // The job's count change, appended with the completion (what
+            // ends a parent for its dependents).
+            let id = state.spec.as_ref().unwrap().id.clone();
+            let change = lote::domain::task::counts_change(&id, &before, state).unwrap();
+            job_version += 1;
+            log.position += 1;
+            let counted = lote::domain::to_envelope(
+                &change,
+                &job_stream,
+                (job_version, log.position),
+                &counts_ctx,
+            )
+            .unwrap();
+            for e in assigned.iter().chain(&done).chain([&counted]) {
                 scheduler.observe(e);
             }
         }
     }
     let whole = whole.elapsed();
     println!(
-        "placement: {nodes} nodes x {slots} slots, {tasks} queued tasks (queued in {:.2}s)",
+        "placement: {nodes} nodes x {slots} slots, {total} tasks, dependencies: {deps} (queued in {:.2}s)",
         queued_in.as_secs_f64()
     );
+    if edges > 0 {
+        println!(
+            "  dependency graph:     {edges} edges, {graph_bytes} bytes: {:.1} bytes per edge, {:.1} per task [goal: <= 64 per edge]",
+            graph_bytes as f64 / edges as f64,
+            graph_bytes as f64 / total as f64
+        );
+    }
     println!(
         "  planning only:        {:>10.0} placements/s ({placed} in {:.3}s, {rounds} rounds; {} slots, each also holding prefetched work) [goal: >= 100000]",
         placed as f64 / planning.as_secs_f64(),

@@ -46,7 +46,16 @@ async fn chains_and_ranges_run_in_order_and_a_failed_parent_cancels_its_line() {
         assert!(out.status.success(), "{args:?}: {}", stdout(&out));
         stdout(&out)
     };
-    cli_ok(&["job", "create", "dag", "--pool", "p", "--dependencies", "--on-all-tasks-complete", "terminate-job"]);
+    cli_ok(&[
+        "job",
+        "create",
+        "dag",
+        "--pool",
+        "p",
+        "--dependencies",
+        "--on-all-tasks-complete",
+        "terminate-job",
+    ]);
     // Each task leaves a mark when it ends; a dependent checks its
     // parents' marks before anything else (so it fails if it ran early).
     let marks = open_tempdir();
@@ -66,9 +75,14 @@ async fn chains_and_ranges_run_in_order_and_a_failed_parent_cancels_its_line() {
     // Twelve numbered frames (one zero-padded), a merge over 1-12 added
     // in the same batch as its last parents (and before them), a chain
     // a -> b -> c.
-    let frames: Vec<_> = (1..=10).map(|i| mark(&i.to_string(), "sleep 0.2")).collect();
+    let frames: Vec<_> = (1..=10)
+        .map(|i| mark(&i.to_string(), "sleep 0.2"))
+        .collect();
     add(&client, "dag", frames).await;
-    let all: Vec<String> = (1..=10).map(|i| i.to_string()).chain(["011".into(), "12".into()]).collect();
+    let all: Vec<String> = (1..=10)
+        .map(|i| i.to_string())
+        .chain(["011".into(), "12".into()])
+        .collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let mut merge = shell("merge", &check(&all));
     merge.depends_on.ranges = vec![TaskIdRange { start: 1, end: 12 }];
@@ -78,19 +92,65 @@ async fn chains_and_ranges_run_in_order_and_a_failed_parent_cancels_its_line() {
         vec![merge, mark("011", "sleep 0.3"), mark("12", "sleep 0.1")],
     )
     .await;
-    cli_ok(&["task", "add", "dag", "a", "--command", &format!("sleep 0.3 && touch {dir}/a")]);
-    cli_ok(&["task", "add", "dag", "b", "--depends-on", "a", "--command", &format!("{} && touch {dir}/b", check(&["a"]))]);
-    cli_ok(&["task", "add", "dag", "c", "--depends-on", "b,a", "--command", &check(&["a", "b"])]);
+    cli_ok(&[
+        "task",
+        "add",
+        "dag",
+        "a",
+        "--command",
+        &format!("sleep 0.3 && touch {dir}/a"),
+    ]);
+    cli_ok(&[
+        "task",
+        "add",
+        "dag",
+        "b",
+        "--depends-on",
+        "a",
+        "--command",
+        &format!("{} && touch {dir}/b", check(&["a"])),
+    ]);
+    cli_ok(&[
+        "task",
+        "add",
+        "dag",
+        "c",
+        "--depends-on",
+        "b,a",
+        "--command",
+        &check(&["a", "b"]),
+    ]);
     // A failing parent under the job's default (cancel): its dependents
     // and theirs fail at once, and the job can end.
     cli_ok(&["task", "add", "dag", "bad", "--command", "exit 3"]);
-    cli_ok(&["task", "add", "dag", "child", "--depends-on", "bad", "--", "true"]);
-    cli_ok(&["task", "add", "dag", "grandchild", "--depends-on", "child,a", "--", "true"]);
+    cli_ok(&[
+        "task",
+        "add",
+        "dag",
+        "child",
+        "--depends-on",
+        "bad",
+        "--",
+        "true",
+    ]);
+    cli_ok(&[
+        "task",
+        "add",
+        "dag",
+        "grandchild",
+        "--depends-on",
+        "child,a",
+        "--",
+        "true",
+    ]);
     let job = env.existing_job("dag").wait(Duration::from_secs(120)).await;
     assert_eq!(job.state.status, JobStatus::Completed, "{job:?}");
     for id in ["merge", "b", "c"] {
         let t = task(&client, "dag", id).await.state;
-        assert!(t.last_result.as_ref().unwrap().succeeded(), "{id} ran before its parents ended: {t:?}");
+        assert!(
+            t.last_result.as_ref().unwrap().succeeded(),
+            "{id} ran before its parents ended: {t:?}"
+        );
     }
     for (id, parent) in [("child", "bad"), ("grandchild", "child")] {
         let t = task(&client, "dag", id).await.state;
@@ -100,7 +160,14 @@ async fn chains_and_ranges_run_in_order_and_a_failed_parent_cancels_its_line() {
         assert_eq!(category, FailureCategory::ParentFailed);
         assert!(why.contains(&format!("a parent failed: {parent}")), "{why}");
     }
-    let why = task(&client, "dag", "child").await.state.last_result.unwrap().failure.unwrap().1;
+    let why = task(&client, "dag", "child")
+        .await
+        .state
+        .last_result
+        .unwrap()
+        .failure
+        .unwrap()
+        .1;
     assert!(why.contains("exit code 3"), "{why}");
     stop_and_replay(server);
 }
@@ -111,7 +178,10 @@ async fn block_waits_with_its_reason_satisfy_runs_and_explain_names_parents() {
     let (client, key, _) = server.account("acme").await;
     let env = Env::new(&client);
     env.pool("one").nodes(1).slots(1).await;
-    env.job("blocking").on("one").dependencies(DependencyAction::Block).await;
+    env.job("blocking")
+        .on("one")
+        .dependencies(DependencyAction::Block)
+        .await;
     // A parent that exits 3: under block its dependent waits for good; a
     // parent whose exit conditions map 3 to satisfy lets its own run.
     let mut lenient = shell("lenient", "exit 3");
@@ -138,7 +208,9 @@ async fn block_waits_with_its_reason_satisfy_runs_and_explain_names_parents() {
     .await;
     let runs = eventually(Duration::from_secs(60), "runs completes", || async {
         let t = task(&client, "blocking", "runs").await.state;
-        (t.status == TaskStatus::Completed).then_some(t).ok_or_else(|| "not yet".to_string())
+        (t.status == TaskStatus::Completed)
+            .then_some(t)
+            .ok_or_else(|| "not yet".to_string())
     })
     .await;
     assert!(runs.last_result.unwrap().succeeded());
@@ -153,21 +225,39 @@ async fn block_waits_with_its_reason_satisfy_runs_and_explain_names_parents() {
 
     // Waiting reasons name the parents and where they are: with one slot,
     // `long` runs while `queued` waits behind it, and `done` has ended.
-    env.job("waits").on("one").dependencies(DependencyAction::Cancel).await;
+    env.job("waits")
+        .on("one")
+        .dependencies(DependencyAction::Cancel)
+        .await;
     add(
         &client,
         "waits",
-        vec![shell("done", "true"), shell("long", "sleep 60"), shell("queued", "true")],
+        vec![
+            shell("done", "true"),
+            shell("long", "sleep 60"),
+            shell("queued", "true"),
+        ],
     )
     .await;
     eventually(Duration::from_secs(30), "long runs", || async {
-        (task(&client, "waits", "long").await.state.status == TaskStatus::Running).then_some(()).ok_or_else(|| "not yet".to_string())
+        (task(&client, "waits", "long").await.state.status == TaskStatus::Running)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
     })
     .await;
     let out = cli(
         &server,
         &key,
-        &["task", "add", "waits", "fan-in", "--depends-on", "done,long,queued", "--", "true"],
+        &[
+            "task",
+            "add",
+            "waits",
+            "fan-in",
+            "--depends-on",
+            "done,long,queued",
+            "--",
+            "true",
+        ],
     );
     assert!(out.status.success(), "{}", stdout(&out));
     let out = cli(&server, &key, &["task", "explain", "waits", "fan-in"]);
@@ -184,7 +274,9 @@ async fn block_waits_with_its_reason_satisfy_runs_and_explain_names_parents() {
     for (job, id) in [("waits", "fan-in"), ("blocking", "stuck")] {
         eventually(Duration::from_secs(30), "terminated", || async {
             let t = task(&client, job, id).await.state;
-            (t.status == TaskStatus::Completed).then_some(()).ok_or_else(|| "not yet".to_string())
+            (t.status == TaskStatus::Completed)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
         })
         .await;
     }
@@ -198,36 +290,87 @@ async fn impossible_work_is_refused_at_submission_with_its_reason() {
     let env = Env::new(&client);
     env.pool("p").nodes(0).slots(1).without_waiting().await;
     env.job("plain").on("p").await;
-    env.job("dag").on("p").dependencies(DependencyAction::Cancel).await;
+    env.job("dag")
+        .on("p")
+        .dependencies(DependencyAction::Cancel)
+        .await;
     add(&client, "dag", vec![shell("x", "true")]).await;
     let refused = |args: &[&str], code: &str, words: &str| {
         let out = cli(&server, &key, args);
         let text = stdout(&out);
         assert!(!out.status.success(), "{args:?} was accepted");
-        assert!(text.contains(code) && text.contains(words), "{args:?}: {text}");
+        assert!(
+            text.contains(code) && text.contains(words),
+            "{args:?}: {text}"
+        );
     };
     refused(
-        &["task", "add", "plain", "t", "--depends-on", "x", "--", "true"],
+        &[
+            "task",
+            "add",
+            "plain",
+            "t",
+            "--depends-on",
+            "x",
+            "--",
+            "true",
+        ],
         "DependenciesNotEnabled",
         "--dependencies",
     );
     refused(
-        &["task", "add", "dag", "self", "--depends-on", "self", "--", "true"],
+        &[
+            "task",
+            "add",
+            "dag",
+            "self",
+            "--depends-on",
+            "self",
+            "--",
+            "true",
+        ],
         "DependencyCycle",
         "depends on itself",
     );
     refused(
-        &["task", "add", "dag", "orphan", "--depends-on", "x,nobody", "--", "true"],
+        &[
+            "task",
+            "add",
+            "dag",
+            "orphan",
+            "--depends-on",
+            "x,nobody",
+            "--",
+            "true",
+        ],
         "DependencyNotFound",
         "nobody",
     );
     refused(
-        &["task", "add", "dag", "r", "--depends-on-range", "9-1", "--", "true"],
+        &[
+            "task",
+            "add",
+            "dag",
+            "r",
+            "--depends-on-range",
+            "9-1",
+            "--",
+            "true",
+        ],
         "InvalidValue",
         "ends before it starts",
     );
     refused(
-        &["task", "add", "dag", "e", "--on-exit", "3=later", "--", "true"],
+        &[
+            "task",
+            "add",
+            "dag",
+            "e",
+            "--on-exit",
+            "3=later",
+            "--",
+            "true",
+        ],
         "",
         "satisfy, block, cancel",
     );
@@ -247,7 +390,11 @@ async fn impossible_work_is_refused_at_submission_with_its_reason() {
     let err = result.unwrap_err();
     let api = err.api().unwrap();
     assert_eq!(api.rejection, Some(RejectionCode::DependencyCycle));
-    assert!(api.message.contains("c1") && api.message.contains("c3"), "{}", api.message);
+    assert!(
+        api.message.contains("c1") && api.message.contains("c3"),
+        "{}",
+        api.message
+    );
     let Response::Job(job) = client
         .call(&Request::ShowJob {
             job: JobId::new("dag").unwrap(),
@@ -257,7 +404,10 @@ async fn impossible_work_is_refused_at_submission_with_its_reason() {
     else {
         panic!()
     };
-    assert_eq!(job.state.tasks_added, 1, "nothing of the refused batch was added");
+    assert_eq!(
+        job.state.tasks_added, 1,
+        "nothing of the refused batch was added"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,11 +438,16 @@ async fn exit_conditions_disable_or_terminate_the_job() {
         add(&client, job, vec![t, shell("ok", "true")]).await;
     }
     // Exit 5 maps to disable; exit 9 takes a failure's default, terminate.
-    let wanted = [("disables", JobStatus::Disabled), ("terminates", JobStatus::Completed)];
+    let wanted = [
+        ("disables", JobStatus::Disabled),
+        ("terminates", JobStatus::Completed),
+    ];
     for (job, status) in wanted {
         let state = eventually(Duration::from_secs(60), "the job acts", || async {
             let j = show_job(&client, job).await;
-            (j.state.status == status).then_some(j).ok_or_else(|| "not yet".to_string())
+            (j.state.status == status)
+                .then_some(j)
+                .ok_or_else(|| "not yet".to_string())
         })
         .await;
         if status == JobStatus::Completed {
@@ -308,10 +463,23 @@ async fn a_restarted_server_keeps_dependents_waiting_until_their_parents_end() {
     let (client, key, _) = server.account("acme").await;
     let env = Env::new(&client);
     env.pool("p").nodes(1).slots(2).await;
-    env.job("dag").on("p").dependencies(DependencyAction::Cancel).ends_with_its_tasks().await;
+    env.job("dag")
+        .on("p")
+        .dependencies(DependencyAction::Cancel)
+        .ends_with_its_tasks()
+        .await;
     let gate = open_tempdir();
     let go = gate.path().join("go");
-    let wait_line = format!("while [ ! -e {} ]; do sleep 0.1; done", go.display());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(gate.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    let done = gate.path().join("gated-done");
+    let wait_line = format!(
+        "while [ ! -e {} ]; do sleep 0.1; done; touch {}",
+        go.display(),
+        done.display()
+    );
     let mut fan_in = shell("fan-in", "true");
     fan_in.depends_on = TaskDependencies {
         task_ids: vec![TaskId::new("gated").unwrap()],
@@ -328,9 +496,21 @@ async fn a_restarted_server_keeps_dependents_waiting_until_their_parents_end() {
         ],
     )
     .await;
-    add(&client, "dag", vec![fan_in, after("after-3", "true", &["3"])]).await;
+    let after_gated = after(
+        "after-gated",
+        &format!("test -e {}", done.display()),
+        &["gated"],
+    );
+    add(
+        &client,
+        "dag",
+        vec![fan_in, after("after-3", "true", &["3"]), after_gated],
+    )
+    .await;
     eventually(Duration::from_secs(30), "3 fails", || async {
-        (task(&client, "dag", "after-3").await.state.status == TaskStatus::Completed).then_some(()).ok_or_else(|| "not yet".to_string())
+        (task(&client, "dag", "after-3").await.state.status == TaskStatus::Completed)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
     })
     .await;
     let server = server.crash_restart(&[]);
@@ -345,7 +525,9 @@ async fn a_restarted_server_keeps_dependents_waiting_until_their_parents_end() {
     // agrees; fan-in never ran.
     let fan_in = eventually(Duration::from_secs(30), "fan-in cancelled", || async {
         let t = task(&client, "dag", "fan-in").await.state;
-        (t.status == TaskStatus::Completed).then_some(t).ok_or_else(|| "not yet".to_string())
+        (t.status == TaskStatus::Completed)
+            .then_some(t)
+            .ok_or_else(|| "not yet".to_string())
     })
     .await;
     assert_eq!(fan_in.attempt, 0);
@@ -356,11 +538,19 @@ async fn a_restarted_server_keeps_dependents_waiting_until_their_parents_end() {
     std::fs::write(&go, b"").unwrap();
     let gated = eventually(Duration::from_secs(60), "gated ends", || async {
         let t = task(&client, "dag", "gated").await.state;
-        (t.status == TaskStatus::Completed).then_some(t).ok_or_else(|| "not yet".to_string())
+        (t.status == TaskStatus::Completed)
+            .then_some(t)
+            .ok_or_else(|| "not yet".to_string())
     })
     .await;
     assert!(gated.last_result.unwrap().succeeded());
     let job = env_wait(&client).await;
+    // Held across the restart, released by its parent's end after it.
+    let released = task(&client, "dag", "after-gated").await.state;
+    assert!(
+        released.last_result.unwrap().succeeded(),
+        "after-gated ran early"
+    );
     assert_eq!(job, JobStatus::Completed);
     stop_and_replay(server);
 }
@@ -368,7 +558,9 @@ async fn a_restarted_server_keeps_dependents_waiting_until_their_parents_end() {
 async fn env_wait(client: &lote::client::Client) -> JobStatus {
     eventually(Duration::from_secs(60), "the job completes", || async {
         let j = show_job(client, "dag").await;
-        (j.state.status == JobStatus::Completed).then_some(j.state.status).ok_or_else(|| "not yet".to_string())
+        (j.state.status == JobStatus::Completed)
+            .then_some(j.state.status)
+            .ok_or_else(|| "not yet".to_string())
     })
     .await
 }

@@ -936,14 +936,29 @@ fn task_dependency_rules() {
     // Given a task that names itself, by id or through a range.
     let mut selfish = task_spec("7");
     selfish.depends_on.task_ids = vec![lote::types::TaskId::new("7").unwrap()];
-    let r = then_rejected(&t, add(selfish), &ctx(user()), RejectionCode::DependencyCycle);
+    let r = then_rejected(
+        &t,
+        add(selfish),
+        &ctx(user()),
+        RejectionCode::DependencyCycle,
+    );
     assert!(r.detail.contains("depends on itself"), "{r}");
     let mut ranged = task_spec("007");
     ranged.depends_on.ranges = vec![lote::domain::task_spec::TaskIdRange { start: 1, end: 9 }];
-    then_rejected(&t, add(ranged), &ctx(user()), RejectionCode::DependencyCycle);
+    then_rejected(
+        &t,
+        add(ranged),
+        &ctx(user()),
+        RejectionCode::DependencyCycle,
+    );
     let mut backwards = task_spec("b");
     backwards.depends_on.ranges = vec![lote::domain::task_spec::TaskIdRange { start: 9, end: 1 }];
-    then_rejected(&t, add(backwards), &ctx(user()), RejectionCode::InvalidValue);
+    then_rejected(
+        &t,
+        add(backwards),
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
     // A dependency list too long for one task: a range is the way.
     let mut long = task_spec("long");
     long.depends_on.task_ids = (0..7_000)
@@ -971,10 +986,18 @@ fn task_dependency_rules() {
     assert_eq!(done.status, TaskStatus::Completed);
     assert_eq!(done.attempt, 0);
     let result = done.last_result.clone().unwrap();
-    assert_eq!(result.failure.as_ref().unwrap().0, FailureCategory::ParentFailed);
+    assert_eq!(
+        result.failure.as_ref().unwrap().0,
+        FailureCategory::ParentFailed
+    );
     assert_eq!(done.bucket(), Some(TaskBucket::Failed));
     assert_eq!(result.outcome(), lote::domain::task::Outcome::ParentFailed);
-    then_rejected(&done, cancel(), &ctx(system()), RejectionCode::TaskStateConflict);
+    then_rejected(
+        &done,
+        cancel(),
+        &ctx(system()),
+        RejectionCode::TaskStateConflict,
+    );
     let (_, placed) = then_ok(
         &queued,
         TaskCommand::AssignTask {
@@ -982,7 +1005,12 @@ fn task_dependency_rules() {
         },
         &ctx(system()),
     );
-    then_rejected(&placed, cancel(), &ctx(system()), RejectionCode::TaskStateConflict);
+    then_rejected(
+        &placed,
+        cancel(),
+        &ctx(system()),
+        RejectionCode::TaskStateConflict,
+    );
 }
 
 #[test]

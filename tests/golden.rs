@@ -831,7 +831,10 @@ const LIFTED_DEFAULTS: &[(&str, Lifted)] = &[
         },
     ),
     // TaskAdded 2 → 3 (and the specs in jobs and schedules): no parents.
-    ("depends_on", || serde_json::json!({"task_ids": [], "ranges": []})),
+    (
+        "depends_on",
+        || serde_json::json!({"task_ids": [], "ranges": []}),
+    ),
 ];
 
 /// Whether a rebuilt state matches a recorded one. States grow fields as

@@ -361,8 +361,16 @@ impl Core {
             return Ok(specs);
         }
         let job: Versioned<Job> = self.state(&StreamId::job(account, job_id)).await?;
-        if job.state.spec.as_ref().is_some_and(|s| s.dependencies.is_none()) {
-            let t = specs.iter().find(|s| !s.depends_on.is_empty()).map(|s| s.id.as_str());
+        if job
+            .state
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.dependencies.is_none())
+        {
+            let t = specs
+                .iter()
+                .find(|s| !s.depends_on.is_empty())
+                .map(|s| s.id.as_str());
             return Err(Rejection::new(
                 RejectionCode::DependenciesNotEnabled,
                 format!(
@@ -386,7 +394,8 @@ impl Core {
                     self.state(&StreamId::task(account, job_id, parent)).await?;
                 let live = !matches!(
                     state.state.status,
-                    crate::domain::task::TaskStatus::Absent | crate::domain::task::TaskStatus::Deleted
+                    crate::domain::task::TaskStatus::Absent
+                        | crate::domain::task::TaskStatus::Deleted
                 );
                 if !live {
                     return Err(Rejection::new(

@@ -171,11 +171,20 @@ mod tests {
         .unwrap();
         let ids: Vec<&str> = d.task_ids.iter().map(|t| t.as_str()).collect();
         assert_eq!(ids, ["a", "b", "frame-7"]);
-        assert_eq!(d.ranges, [TaskIdRange { start: 1, end: 1000 }]);
+        assert_eq!(
+            d.ranges,
+            [TaskIdRange {
+                start: 1,
+                end: 1000
+            }]
+        );
         let c = c.unwrap();
         assert_eq!(c.exit_codes[0].0, 3);
         assert_eq!(c.exit_code_ranges[0].0, 10);
-        assert_eq!(c.exit_code_ranges[0].2.job_action, Some(JobAction::Terminate));
+        assert_eq!(
+            c.exit_code_ranges[0].2.job_action,
+            Some(JobAction::Terminate)
+        );
         assert_eq!((c.exit_code_ranges[1].0, c.exit_code_ranges[1].1), (-5, -1));
         assert!(c.default.is_some() && c.file_upload_error.is_some());
         for bad in ["3", "x=satisfy", "3=maybe"] {

@@ -15,7 +15,10 @@ pub enum Outcome {
     Succeeded,
     /// The process exited with this code (non-zero), or exited 0 and its
     /// outputs could not be uploaded (`upload_failed`).
-    Exited { code: i32, upload_failed: bool },
+    Exited {
+        code: i32,
+        upload_failed: bool,
+    },
     /// It never ran: an input could not be fetched, or the command could
     /// not be started.
     PreProcessing,
@@ -205,9 +208,18 @@ mod tests {
             task("1", &[], &[]),
         ];
         let order = order_batch(&batch).unwrap();
-        let pos = |id: &str| order.iter().position(|i| batch[*i].id.as_str() == id).unwrap();
+        let pos = |id: &str| {
+            order
+                .iter()
+                .position(|i| batch[*i].id.as_str() == id)
+                .unwrap()
+        };
         assert!(pos("2") < pos("3") && pos("3") < pos("merge") && pos("1") < pos("merge"));
-        let cyclic = [task("a", &["c"], &[]), task("b", &["a"], &[]), task("c", &["b"], &[])];
+        let cyclic = [
+            task("a", &["c"], &[]),
+            task("b", &["a"], &[]),
+            task("c", &["b"], &[]),
+        ];
         let refused = order_batch(&cyclic).unwrap_err();
         assert_eq!(refused.code, RejectionCode::DependencyCycle);
         assert!(refused.detail.contains("cycle"), "{}", refused.detail);
@@ -257,23 +269,41 @@ mod tests {
             code,
             upload_failed,
         };
-        assert_eq!(resolve(Some(&c), exited(3, false), Cancel), (JobAction::None, Satisfy));
-        assert_eq!(resolve(Some(&c), exited(12, false), Block), (JobAction::Terminate, Cancel));
+        assert_eq!(
+            resolve(Some(&c), exited(3, false), Cancel),
+            (JobAction::None, Satisfy)
+        );
+        assert_eq!(
+            resolve(Some(&c), exited(12, false), Block),
+            (JobAction::Terminate, Cancel)
+        );
         // An exit code entry wins over the upload failure.
         assert_eq!(resolve(Some(&c), exited(3, true), Cancel).1, Satisfy);
         assert_eq!(resolve(Some(&c), exited(0, true), Cancel).1, Block);
-        assert_eq!(resolve(Some(&c), Outcome::PreProcessing, Cancel), (JobAction::Disable, Cancel));
+        assert_eq!(
+            resolve(Some(&c), Outcome::PreProcessing, Cancel),
+            (JobAction::Disable, Cancel)
+        );
         assert_eq!(resolve(Some(&c), exited(99, false), Cancel).1, Block);
         // The default never covers success.
-        assert_eq!(resolve(Some(&c), Outcome::Succeeded, Cancel), (JobAction::None, Satisfy));
+        assert_eq!(
+            resolve(Some(&c), Outcome::Succeeded, Cancel),
+            (JobAction::None, Satisfy)
+        );
         // Without conditions: the job's default for failures.
-        assert_eq!(resolve(None, exited(1, false), Block), (JobAction::Terminate, Block));
+        assert_eq!(
+            resolve(None, exited(1, false), Block),
+            (JobAction::Terminate, Block)
+        );
         assert_eq!(resolve(None, Outcome::Other, Cancel).1, Cancel);
         // A cancelled task cancels its own dependents whatever it says.
         let lenient = ExitConditions {
             default: Some(opts(None, Some(Satisfy))),
             ..ExitConditions::default()
         };
-        assert_eq!(resolve(Some(&lenient), Outcome::ParentFailed, Satisfy).1, Cancel);
+        assert_eq!(
+            resolve(Some(&lenient), Outcome::ParentFailed, Satisfy).1,
+            Cancel
+        );
     }
 }

@@ -115,7 +115,8 @@ impl TaskDependencies {
                 )
             })?;
         }
-        let itself = self.task_ids.iter().any(|t| t == own) || self.ranges.iter().any(|r| r.contains(own.as_str()));
+        let itself = self.task_ids.iter().any(|t| t == own)
+            || self.ranges.iter().any(|r| r.contains(own.as_str()));
         ensure(!itself, RejectionCode::DependencyCycle, || {
             format!("task {own} depends on itself")
         })

@@ -71,7 +71,9 @@ impl JobCounts {
         if event == "JobDisabled" {
             // A failure before the job was disabled has been acted on (or
             // made moot): a restart must not disable it again.
-            self.1.borrow_mut().retain(|(job, _, _)| job != &envelope.stream);
+            self.1
+                .borrow_mut()
+                .retain(|(job, _, _)| job != &envelope.stream);
         }
         if matches!(event, "JobCompleted" | "JobDeleted") {
             counts.remove(&envelope.stream);
@@ -97,7 +99,9 @@ impl JobCounts {
                 else {
                     return false;
                 };
-                if to == Some(B::Failed) && from != to && count.on_failure != OnTaskFailure::NoAction
+                if to == Some(B::Failed)
+                    && from != to
+                    && count.on_failure != OnTaskFailure::NoAction
                 {
                     self.1
                         .borrow_mut()

@@ -7,12 +7,18 @@
 //! dependents in the log (a batch is added parents first), so a
 //! dependent's parents are known when it is folded.
 //!
-//! Memory: a task of such a job costs one entry (`Node`) and its id once
-//! (shared by the index and the entry); an edge costs 8 bytes (`Edge`,
-//! a dependent list kept as linked entries in one vector).
+//! Memory is what bounds a job of a million tasks, so every task of such
+//! a job costs only its id (in one string of all ids, with its end
+//! offset), a slot in an index over that string, 8 bytes of state and, if
+//! its id is an integer, an entry in the numeric index; an edge costs 8
+//! bytes (dependents are linked lists in one vector). What few tasks need
+//! more (exit conditions, a failed outcome, a held queue entry) is kept
+//! beside, by task number.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use super::{QueueKey, QueuedTask};
 use crate::domain::task::FailureCategory;
@@ -22,39 +28,78 @@ use crate::store::StreamId;
 
 const NONE: u32 = u32::MAX;
 
-/// Where a held task goes once ready.
+/// Where a held task goes once ready, and what holds it.
 #[derive(Debug)]
 pub(super) struct Held {
     pub stream: StreamId,
     pub pool: String,
     pub key: QueueKey,
     pub task: QueuedTask,
-}
-
-/// How a task stands toward its dependents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resolution {
-    Unfinished,
-    Final(DependencyAction),
-}
-
-#[derive(Debug)]
-struct Node {
-    id: Arc<str>,
-    /// First entry of its dependents' list in `edges`.
-    first_dependent: u32,
-    /// Parents not resolved yet.
-    waiting: u32,
-    /// Every parent it was given.
+    /// Parents it was given, and those not resolved yet.
     parents: u32,
-    resolution: Resolution,
-    /// The parent that blocked or cancelled it, first one only.
+    waiting: u32,
+    /// The parent whose failure blocked or cancelled it, if one did.
     stopped_by: u32,
-    /// Its last attempt's outcome, until it is final.
-    last: Option<(Outcome, Option<FailureCategory>)>,
-    exit: Option<Box<ExitConditions>>,
-    /// Out of the queue until its parents allow it.
-    held: Option<Box<Held>>,
+}
+
+impl Held {
+    pub fn new(stream: StreamId, pool: String, key: QueueKey, task: QueuedTask) -> Self {
+        Held {
+            stream,
+            pool,
+            key,
+            task,
+            parents: 0,
+            waiting: 0,
+            stopped_by: NONE,
+        }
+    }
+}
+
+/// A task's 4 bytes: its first dependent's edge (lower 30 bits) and its
+/// resolution (upper 2: unfinished, satisfy, block, cancel).
+#[derive(Debug, Clone, Copy)]
+struct Node(u32);
+
+/// No edge (also the most edges one job's graph holds, a billion).
+const NO_EDGE: u32 = (1 << 30) - 1;
+
+fn code(action: DependencyAction) -> u32 {
+    match action {
+        DependencyAction::Satisfy => 1,
+        DependencyAction::Block => 2,
+        DependencyAction::Cancel => 3,
+    }
+}
+
+impl Node {
+    const NEW: Node = Node(NO_EDGE);
+
+    fn resolution(self) -> Option<DependencyAction> {
+        match self.0 >> 30 {
+            1 => Some(DependencyAction::Satisfy),
+            2 => Some(DependencyAction::Block),
+            3 => Some(DependencyAction::Cancel),
+            _ => None,
+        }
+    }
+    fn first_dependent(self) -> u32 {
+        self.0 & NO_EDGE
+    }
+    fn set_first_dependent(&mut self, edge: u32) {
+        self.0 = (self.0 & !NO_EDGE) | (edge & NO_EDGE);
+    }
+    fn resolve(&mut self, a: DependencyAction) {
+        self.0 = (self.0 & NO_EDGE) | (code(a) << 30);
+    }
+}
+
+/// Grows a vector by an eighth at a time past a few thousand entries, not
+/// by doubling: a graph's vectors are most of its memory.
+fn make_room<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 8).max(4096));
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +115,6 @@ pub enum ParentState {
     Waiting,
     /// Queued, placed or running (the picture says which).
     Unfinished,
-    /// Ended, and its outcome blocks or cancels.
-    Failed(DependencyAction, String),
 }
 
 /// Why a held task does not run yet.
@@ -100,11 +143,30 @@ pub(super) struct Effects {
 #[derive(Debug)]
 pub(super) struct Graph {
     on_failed_parent: DependencyAction,
-    ids: HashMap<Arc<str>, u32>,
+    /// Every task's id end to end; task i's ends at `ends[i]`.
+    names: String,
+    ends: Vec<u32>,
+    /// Task numbers by id, hashed with `hasher`, compared in `names`.
+    index: HashTable<u32>,
+    hasher: std::hash::RandomState,
     nodes: Vec<Node>,
     edges: Vec<Edge>,
-    /// Tasks whose ids are integers, for ranges.
-    numeric: BTreeSet<(u64, u32)>,
+    /// Tasks whose ids are integers, for ranges: the number's first task,
+    /// and the rare others (`7` and `07`).
+    numeric: BTreeMap<u64, u32>,
+    numeric_more: Vec<(u64, u32)>,
+    exits: HashMap<u32, Box<ExitConditions>>,
+    /// The last failed outcome of a task (none: it succeeded or is
+    /// unfinished).
+    failures: HashMap<u32, (Outcome, Option<FailureCategory>)>,
+    held: HashMap<u32, Box<Held>>,
+}
+
+/// Task `i`'s id in the string of all ids.
+fn name_at<'a>(names: &'a str, ends: &[u32], i: u32) -> &'a str {
+    let i = i as usize;
+    let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+    &names[start..ends[i] as usize]
 }
 
 /// "exit code 3", "could not start", ... : an outcome in a few words.
@@ -132,11 +194,37 @@ impl Graph {
     pub fn new(on_failed_parent: DependencyAction) -> Self {
         Graph {
             on_failed_parent,
-            ids: HashMap::new(),
+            names: String::new(),
+            ends: Vec::new(),
+            index: HashTable::new(),
+            hasher: std::hash::RandomState::new(),
             nodes: Vec::new(),
             edges: Vec::new(),
-            numeric: BTreeSet::new(),
+            numeric: BTreeMap::new(),
+            numeric_more: Vec::new(),
+            exits: HashMap::new(),
+            failures: HashMap::new(),
+            held: HashMap::new(),
         }
+    }
+
+    fn name(&self, i: u32) -> &str {
+        name_at(&self.names, &self.ends, i)
+    }
+
+    fn find(&self, id: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.index.find(hash, |&i| self.name(i) == id).copied()
+    }
+
+    /// The tasks numbered `start..=end`, in the job now.
+    fn in_range(&self, start: u64, end: u64) -> impl Iterator<Item = u32> + '_ {
+        self.numeric.range(start..=end).map(|(_, i)| *i).chain(
+            self.numeric_more
+                .iter()
+                .filter(move |(n, _)| (start..=end).contains(n))
+                .map(|(_, i)| *i),
+        )
     }
 
     /// Folds a task's addition. Its held entry is kept when it must wait;
@@ -146,142 +234,185 @@ impl Graph {
         &mut self,
         depends_on: &TaskDependencies,
         exit: Option<Box<ExitConditions>>,
-        held: Held,
+        mut held: Held,
         effects: &mut Effects,
     ) -> Option<Held> {
-        let id: Arc<str> = Arc::from(held.task.task.as_str());
         let me = self.nodes.len() as u32;
         let mut parents: Vec<u32> = depends_on
             .task_ids
             .iter()
-            .filter_map(|t| self.ids.get(t.as_str()).copied())
+            .filter_map(|t| self.find(t.as_str()))
             .collect();
         for r in &depends_on.ranges {
-            parents.extend(
-                self.numeric
-                    .range((r.start, 0)..=(r.end, u32::MAX))
-                    .map(|(_, i)| *i),
-            );
+            parents.extend(self.in_range(r.start, r.end));
         }
         parents.sort_unstable();
         parents.dedup();
-        let mut node = Node {
-            id: id.clone(),
-            first_dependent: NONE,
-            waiting: 0,
-            parents: parents.len() as u32,
-            resolution: Resolution::Unfinished,
-            stopped_by: NONE,
-            last: None,
-            exit,
-            held: None,
-        };
+        held.parents = parents.len() as u32;
+        let mut waiting = 0;
         for &p in &parents {
-            match self.nodes[p as usize].resolution {
-                Resolution::Unfinished => {
-                    node.waiting += 1;
-                    let edge = Edge {
+            match self.nodes[p as usize].resolution() {
+                None if self.edges.len() < NO_EDGE as usize => {
+                    waiting += 1;
+                    make_room(&mut self.edges);
+                    self.edges.push(Edge {
                         dependent: me,
-                        next: self.nodes[p as usize].first_dependent,
-                    };
-                    self.nodes[p as usize].first_dependent = self.edges.len() as u32;
-                    self.edges.push(edge);
+                        next: self.nodes[p as usize].first_dependent(),
+                    });
+                    self.nodes[p as usize].set_first_dependent(self.edges.len() as u32 - 1);
                 }
-                Resolution::Final(DependencyAction::Satisfy) => {}
-                Resolution::Final(DependencyAction::Block) => {
-                    if node.stopped_by == NONE {
-                        node.stopped_by = p;
+                // A billion edges in one job: more would not be tracked,
+                // so the dependent is held for good (and says so).
+                None => {
+                    if held.stopped_by == NONE {
+                        held.stopped_by = p;
                     }
                 }
-                Resolution::Final(DependencyAction::Cancel) => {
-                    if node.stopped_by == NONE {
-                        node.stopped_by = p;
-                        effects
-                            .cancel
-                            .push((id.to_string(), self.cancel_reason(p)));
+                Some(DependencyAction::Satisfy) => {}
+                Some(a) => {
+                    if held.stopped_by == NONE {
+                        held.stopped_by = p;
+                        if a == DependencyAction::Cancel {
+                            let why = self.cancel_reason(p);
+                            effects.cancel.push((held.task.task.to_string(), why));
+                        }
                     }
                 }
             }
         }
-        if let Some(n) = crate::domain::task_spec::numeric_id(&id) {
-            self.numeric.insert((n, me));
+        held.waiting = waiting;
+        let id = held.task.task.as_str();
+        if self.names.len() == self.names.capacity() {
+            self.names.reserve_exact((self.names.len() / 8).max(65_536));
         }
+        self.names.push_str(id);
+        make_room(&mut self.ends);
+        self.ends.push(self.names.len() as u32);
+        let hash = self.hasher.hash_one(id);
         // A re-added id (its first task deleted) names the new task from
         // now on; dependents of the old one keep theirs.
-        self.ids.insert(id, me);
-        let ready = node.waiting == 0 && node.stopped_by == NONE;
-        if !ready {
-            node.held = Some(Box::new(held));
-            self.nodes.push(node);
-            return None;
+        let (names, ends, hasher) = (&self.names, &self.ends, &self.hasher);
+        if let Ok(old) = self
+            .index
+            .find_entry(hash, |&i| name_at(names, ends, i) == id)
+        {
+            old.remove();
         }
-        self.nodes.push(node);
-        Some(held)
+        self.index
+            .insert_unique(hash, me, |&i| hasher.hash_one(name_at(names, ends, i)));
+        if let Some(n) = crate::domain::task_spec::numeric_id(id) {
+            if self.numeric.contains_key(&n) {
+                self.numeric_more.push((n, me));
+            } else {
+                self.numeric.insert(n, me);
+            }
+        }
+        if let Some(e) = exit {
+            self.exits.insert(me, e);
+        }
+        make_room(&mut self.nodes);
+        self.nodes.push(Node::NEW);
+        if waiting == 0 && held.stopped_by == NONE {
+            return Some(held);
+        }
+        self.held.insert(me, Box::new(held));
+        None
+    }
+
+    fn outcome_of(&self, task: u32) -> (Outcome, Option<FailureCategory>) {
+        self.failures
+            .get(&task)
+            .copied()
+            .unwrap_or((Outcome::Succeeded, None))
     }
 
     fn cancel_reason(&self, parent: u32) -> String {
-        let p = &self.nodes[parent as usize];
-        let words = p
-            .last
-            .map(|(o, c)| outcome_words(o, c))
-            .unwrap_or_else(|| "failed".into());
-        format!("a parent failed: {}, {words}", p.id)
+        let (o, c) = self.outcome_of(parent);
+        format!(
+            "a parent failed: {}, {}",
+            self.name(parent),
+            outcome_words(o, c)
+        )
     }
 
     /// Records an attempt's outcome (final only once the job's counts say
     /// so: a retry follows a failure with retries left).
-    pub fn attempt_ended(&mut self, task: &str, outcome: Outcome, category: Option<FailureCategory>) {
-        if let Some(&i) = self.ids.get(task) {
-            self.nodes[i as usize].last = Some((outcome, category));
+    pub fn attempt_ended(
+        &mut self,
+        task: &str,
+        outcome: Outcome,
+        category: Option<FailureCategory>,
+    ) {
+        let Some(i) = self.find(task) else {
+            return;
+        };
+        if self.nodes[i as usize].resolution().is_some() {
+            return;
+        }
+        if outcome == Outcome::Succeeded {
+            self.failures.remove(&i);
+        } else {
+            self.failures.insert(i, (outcome, category));
         }
     }
 
     /// The last attempt is not final after all (retried).
     pub fn retried(&mut self, task: &str) {
-        if let Some(&i) = self.ids.get(task) {
-            self.nodes[i as usize].last = None;
+        if let Some(i) = self.find(task) {
+            self.failures.remove(&i);
         }
     }
 
     /// A task ended for good: resolves what it means for its dependents.
     /// Its held entry (a task ended while it waited) is dropped.
     pub fn finished(&mut self, task: &str, effects: &mut Effects) {
-        let Some(&i) = self.ids.get(task) else {
+        let Some(i) = self.find(task) else {
             return;
         };
-        let node = &mut self.nodes[i as usize];
-        if node.resolution != Resolution::Unfinished {
+        if self.nodes[i as usize].resolution().is_some() {
             return;
         }
-        node.held = None;
-        let (outcome, _) = node.last.unwrap_or((Outcome::Other, None));
-        let (_, action) = resolve(node.exit.as_deref(), outcome, self.on_failed_parent);
-        node.resolution = Resolution::Final(action);
-        let mut e = node.first_dependent;
-        let mut reason = None;
-        while e != NONE {
+        self.held.remove(&i);
+        let (outcome, _) = self.outcome_of(i);
+        let exit = self.exits.remove(&i);
+        let (_, action) = resolve(exit.as_deref(), outcome, self.on_failed_parent);
+        self.nodes[i as usize].resolve(action);
+        if action == DependencyAction::Satisfy {
+            // Its outcome is never asked again.
+            self.failures.remove(&i);
+        }
+        let mut e = self.nodes[i as usize].first_dependent();
+        let mut reason: Option<String> = None;
+        while e != NO_EDGE {
             let Edge { dependent, next } = self.edges[e as usize];
             e = next;
-            let d = &mut self.nodes[dependent as usize];
-            d.waiting = d.waiting.saturating_sub(1);
+            // A dependent no longer held has ended (terminated, deleted).
+            let Some(h) = self.held.get_mut(&dependent) else {
+                continue;
+            };
+            h.waiting = h.waiting.saturating_sub(1);
+            let ready = h.waiting == 0;
             match action {
                 DependencyAction::Satisfy => {
-                    if d.waiting == 0 && d.stopped_by == NONE {
-                        if let Some(h) = d.held.take() {
+                    if ready && h.stopped_by == NONE {
+                        if let Some(h) = self.held.remove(&dependent) {
                             effects.ready.push(*h);
                         }
                     }
                 }
                 DependencyAction::Block => {
-                    if d.stopped_by == NONE {
-                        d.stopped_by = i;
+                    if h.stopped_by == NONE {
+                        h.stopped_by = i;
                     }
                 }
                 DependencyAction::Cancel => {
-                    if d.stopped_by == NONE && d.resolution == Resolution::Unfinished {
-                        d.stopped_by = i;
-                        let id = d.id.to_string();
-                        let why = reason.get_or_insert_with(|| self.cancel_reason(i)).clone();
+                    if h.stopped_by == NONE {
+                        h.stopped_by = i;
+                        let id = h.task.task.to_string();
+                        let why = match &reason {
+                            Some(r) => r.clone(),
+                            None => reason.insert(self.cancel_reason(i)).clone(),
+                        };
                         effects.cancel.push((id, why));
                     }
                 }
@@ -291,93 +422,85 @@ impl Graph {
 
     /// Whether the task is held out of the queue, and why.
     pub fn wait_of(&self, task: &str, limit: usize) -> Option<DependencyWait> {
-        let &i = self.ids.get(task)?;
-        let node = &self.nodes[i as usize];
-        if node.held.is_none() || node.resolution != Resolution::Unfinished {
-            return None;
-        }
-        if node.stopped_by != NONE {
-            let p = &self.nodes[node.stopped_by as usize];
-            let outcome = p
-                .last
-                .map(|(o, c)| outcome_words(o, c))
-                .unwrap_or_else(|| "failed".into());
-            let parent = p.id.to_string();
-            return Some(match p.resolution {
-                Resolution::Final(DependencyAction::Cancel) => {
-                    DependencyWait::Cancelling { parent, outcome }
-                }
+        let i = self.find(task)?;
+        let held = self.held.get(&i)?;
+        if held.stopped_by != NONE {
+            let p = held.stopped_by;
+            let (o, c) = self.outcome_of(p);
+            let (parent, outcome) = (self.name(p).to_string(), outcome_words(o, c));
+            return Some(match self.nodes[p as usize].resolution() {
+                Some(DependencyAction::Cancel) => DependencyWait::Cancelling { parent, outcome },
                 _ => DependencyWait::Blocked { parent, outcome },
             });
         }
         Some(DependencyWait::Waiting {
-            waiting: node.waiting,
-            of: node.parents,
-            first: Vec::new(),
+            waiting: held.waiting,
+            of: held.parents,
+            first: self.unfinished_parents(i, limit),
         })
-        .map(|w| self.name_parents(i, w, limit))
     }
 
-    /// Fills in the first unfinished parents of a waiting task: the graph
-    /// keeps edges from parent to dependent only, so they are found by
-    /// walking the tasks added before it (an explanation, not a hot path).
-    fn name_parents(&self, me: u32, wait: DependencyWait, limit: usize) -> DependencyWait {
-        let DependencyWait::Waiting { waiting, of, .. } = wait else {
-            return wait;
-        };
+    /// The first unfinished parents of a waiting task: the graph keeps
+    /// edges from parent to dependent only, so they are found by walking
+    /// the tasks added before it (an explanation, not a hot path).
+    fn unfinished_parents(&self, me: u32, limit: usize) -> Vec<(String, ParentState)> {
         let mut first = Vec::new();
-        for (p, node) in self.nodes[..me as usize].iter().enumerate() {
+        for p in 0..me {
             if first.len() >= limit {
                 break;
             }
-            if node.resolution != Resolution::Unfinished {
+            let node = self.nodes[p as usize];
+            if node.resolution().is_some() {
                 continue;
             }
-            let mut e = node.first_dependent;
-            while e != NONE {
+            let mut e = node.first_dependent();
+            while e != NO_EDGE {
                 let edge = self.edges[e as usize];
                 if edge.dependent == me {
-                    let state = if node.held.is_some() {
+                    let state = if self.held.contains_key(&p) {
                         ParentState::Waiting
                     } else {
                         ParentState::Unfinished
                     };
-                    first.push((self.nodes[p].id.to_string(), state));
+                    first.push((self.name(p).to_string(), state));
                     break;
                 }
                 e = edge.next;
             }
         }
-        DependencyWait::Waiting {
-            waiting,
-            of,
-            first,
-        }
+        first
     }
 
     /// The pool and slots of a held task.
     pub fn held_where(&self, task: &str) -> Option<(String, u32)> {
-        let &i = self.ids.get(task)?;
-        let h = self.nodes[i as usize].held.as_ref()?;
+        let h = self.held.get(&self.find(task)?)?;
         Some((h.pool.clone(), h.task.slots))
     }
 
     /// Held tasks (for a job's terminate or delete, which reach every
     /// unfinished task).
     pub fn held_streams(&self) -> impl Iterator<Item = &StreamId> {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.held.as_ref().map(|h| &h.stream))
+        self.held.values().map(|h| &h.stream)
     }
 
-    /// Bytes the graph holds, roughly (for the benchmark's per-edge
-    /// figure): its vectors, its index and the ids.
+    /// Edges recorded.
+    pub fn edges(&self) -> usize {
+        self.edges.len()
+    }
+
+    /// Bytes the graph holds for every task of its job and every edge (its
+    /// vectors at their capacity, its index, the numeric index at a B-tree
+    /// entry's 12 bytes with a third of slack); the held queue entries are
+    /// left out (a queued task holds the same).
     pub fn approx_bytes(&self) -> usize {
-        let ids: usize = self.nodes.iter().map(|n| n.id.len() + 16).sum();
-        self.nodes.capacity() * std::mem::size_of::<Node>()
+        self.names.capacity()
+            + self.ends.capacity() * 4
+            + self.index.allocation_size()
+            + self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.edges.capacity() * std::mem::size_of::<Edge>()
-            + self.ids.capacity() * (std::mem::size_of::<(Arc<str>, u32)>() + 1)
-            + self.numeric.len() * 24
-            + ids
+            + self.numeric.len() * 16
+            + self.numeric_more.capacity() * 16
+            + self.exits.capacity() * 24
+            + self.failures.capacity() * 24
     }
 }

@@ -157,12 +157,12 @@ impl Scheduler {
                     task: spec.id,
                     slots: spec.required_slots.max(1),
                 };
-                let held = deps::Held {
-                    stream: stream.clone(),
-                    pool: pool_key(&account, &pool),
-                    key: (Reverse(priority), envelope.position),
+                let held = deps::Held::new(
+                    stream.clone(),
+                    pool_key(&account, &pool),
+                    (Reverse(priority), envelope.position),
                     task,
-                };
+                );
                 let ready = match self.deps.get_mut(&job_stream) {
                     Some(graph) => {
                         let mut effects = deps::Effects::default();

@@ -183,7 +183,6 @@ impl Scheduler {
                     .map(|(parent, state)| {
                         let words = match state {
                             ParentState::Waiting => "waiting for its own parents".to_string(),
-                            ParentState::Failed(..) => "failed".to_string(),
                             ParentState::Unfinished => job
                                 .task_of_job(&parent)
                                 .map(|s| self.where_is(&s))
@@ -257,6 +256,14 @@ impl Scheduler {
 
     pub fn queued_len(&self) -> usize {
         self.queued.len()
+    }
+
+    /// Dependency edges ever recorded in open jobs, and the bytes their
+    /// graphs hold (for the placement benchmark's per-edge figure).
+    pub fn dependency_footprint(&self) -> (u64, usize) {
+        self.deps.values().fold((0, 0), |(e, b), g| {
+            (e + g.edges() as u64, b + g.approx_bytes())
+        })
     }
 }
 
