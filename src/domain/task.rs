@@ -313,6 +313,27 @@ impl Task {
         Ok(())
     }
 
+    /// A queued task whose parent failed under the cancel policy ends
+    /// without running.
+    fn cancel(&self, reason: &str, ctx: &Ctx) -> Result<Vec<TaskEvent>, Rejection> {
+        forbid_agents(ctx, "cancel tasks")?;
+        ensure(
+            self.status == TaskStatus::Active,
+            RejectionCode::TaskStateConflict,
+            || {
+                format!(
+                    "task {} is {:?}; only a queued task is cancelled",
+                    self.id(),
+                    self.status
+                )
+            },
+        )?;
+        Ok(vec![TaskEvent::TaskCancelled {
+            reason: reason.to_string(),
+            at: ctx.now,
+        }])
+    }
+
     fn terminal_rejection(&self) -> Rejection {
         if self.status == TaskStatus::Completed {
             Rejection::new(
@@ -471,24 +492,7 @@ impl Aggregate for Task {
                     at,
                 }])
             }
-            TaskCommand::CancelTask { reason } => {
-                forbid_agents(ctx, "cancel tasks")?;
-                ensure(
-                    self.status == TaskStatus::Active,
-                    RejectionCode::TaskStateConflict,
-                    || {
-                        format!(
-                            "task {} is {:?}; only a queued task is cancelled",
-                            self.id(),
-                            self.status
-                        )
-                    },
-                )?;
-                Ok(vec![TaskEvent::TaskCancelled {
-                    reason: reason.clone(),
-                    at,
-                }])
-            }
+            TaskCommand::CancelTask { reason } => self.cancel(reason, ctx),
             TaskCommand::DeleteTask => {
                 forbid_agents(ctx, "delete tasks")?;
                 Ok(vec![TaskEvent::TaskDeleted { at }])

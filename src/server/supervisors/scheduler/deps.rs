@@ -301,10 +301,11 @@ impl Graph {
         self.index
             .insert_unique(hash, me, |&i| hasher.hash_one(name_at(names, ends, i)));
         if let Some(n) = crate::domain::task_spec::numeric_id(id) {
-            if self.numeric.contains_key(&n) {
-                self.numeric_more.push((n, me));
-            } else {
-                self.numeric.insert(n, me);
+            match self.numeric.entry(n) {
+                std::collections::btree_map::Entry::Occupied(_) => self.numeric_more.push((n, me)),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(me);
+                }
             }
         }
         if let Some(e) = exit {
