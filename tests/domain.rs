@@ -885,6 +885,37 @@ fn schedule_lifecycle_and_rejections() {
         &ctx(user()),
         RejectionCode::InvalidValue,
     );
+    // A template whose tasks have parents: the job must use dependencies,
+    // and parents must be in the template.
+    let mut child = task_spec("child");
+    child.depends_on.task_ids = vec![lote::types::TaskId::new("parent").unwrap()];
+    let with_child = |dependencies| ScheduleSpec {
+        job: lote::domain::job::JobSpec {
+            dependencies,
+            ..job_spec()
+        },
+        tasks: vec![child.clone()],
+        ..spec.clone()
+    };
+    let r = then_rejected(
+        &s,
+        create(with_child(None)),
+        &ctx(user()),
+        RejectionCode::DependenciesNotEnabled,
+    );
+    assert!(r.detail.contains("--dependencies"), "{r}");
+    let on = Some(lote::domain::job::JobDependencies {
+        on_failed_parent: lote::domain::task_spec::DependencyAction::Cancel,
+    });
+    then_rejected(
+        &s,
+        create(with_child(on)),
+        &ctx(user()),
+        RejectionCode::DependencyNotFound,
+    );
+    let mut complete = with_child(on);
+    complete.tasks.push(task_spec("parent"));
+    then_ok(&s, create(complete), &ctx(user()));
     let (_, s) = then_ok(&s, create(spec.clone()), &ctx(user()));
     assert_eq!(s.status, ScheduleStatus::Active);
     then_rejected(
@@ -1041,10 +1072,6 @@ fn zz_every_decide_rejection_is_covered() {
         RejectionCode::FileNotFound,
         RejectionCode::PoolInUse,
         RejectionCode::AccountNotEmpty,
-        // Checked against the job and its other tasks when a batch is
-        // added (tests/dependencies.rs).
-        RejectionCode::DependencyNotFound,
-        RejectionCode::DependenciesNotEnabled,
     ];
     let missing: Vec<_> = RejectionCode::ALL
         .iter()

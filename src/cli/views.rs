@@ -268,6 +268,13 @@ pub(super) fn job(j: &Job, version: u64) -> String {
             }
         );
     }
+    if let Some(d) = &spec.dependencies {
+        let _ = writeln!(
+            out,
+            "  depends:    tasks may depend on others; a failed parent's dependents: {}",
+            word(&d.on_failed_parent)
+        );
+    }
     if let Some(secs) = spec.max_wall_clock_secs {
         let _ = writeln!(out, "  wall clock: at most {secs}s");
     }

@@ -134,11 +134,52 @@ impl ScheduleSpec {
                 format!("task {} is in the template twice", t.id)
             })?;
         }
+        self.validate_dependencies(&ids)?;
         JobSpec {
             id: job_id(&self.id, 1),
             ..self.job.clone()
         }
         .validate()
+    }
+
+    /// Each job starts empty but for its manager, so a template task's
+    /// parents are other template tasks or the manager: checked now, not
+    /// at every run.
+    fn validate_dependencies(
+        &self,
+        ids: &std::collections::HashSet<&crate::types::TaskId>,
+    ) -> Result<(), Rejection> {
+        let Some(t) = self.tasks.iter().find(|t| !t.depends_on.is_empty()) else {
+            return Ok(());
+        };
+        ensure(
+            self.job.dependencies.is_some(),
+            RejectionCode::DependenciesNotEnabled,
+            || {
+                format!(
+                    "template task {} has parents; give the schedule --dependencies",
+                    t.id
+                )
+            },
+        )?;
+        let manager = self.job.job_manager.as_ref().map(|m| &m.task.id);
+        for t in &self.tasks {
+            if let Some(p) = t
+                .depends_on
+                .task_ids
+                .iter()
+                .find(|p| !ids.contains(p) && Some(*p) != manager)
+            {
+                return Err(Rejection::new(
+                    RejectionCode::DependencyNotFound,
+                    format!(
+                        "template task {} depends on {p}, which is not in the template",
+                        t.id
+                    ),
+                ));
+            }
+        }
+        super::task_deps::order_batch(&self.tasks).map(|_| ())
     }
 
     /// The first due time at or after `t` (and `not_before`): for a fixed
