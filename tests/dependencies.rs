@@ -280,7 +280,29 @@ async fn block_waits_with_its_reason_satisfy_runs_and_explain_names_parents() {
         })
         .await;
     }
-    stop_and_replay(server);
+    // A deleted job's tasks that wait for parents are ended too.
+    env.job("gone")
+        .on("one")
+        .dependencies(DependencyAction::Block)
+        .await;
+    add(
+        &client,
+        "gone",
+        vec![shell("fails", "exit 2"), after("held", "true", &["fails"])],
+    )
+    .await;
+    eventually(Duration::from_secs(30), "fails ends", || async {
+        let t = task(&client, "gone", "fails").await.state;
+        (t.status == TaskStatus::Completed)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    let out = cli(&server, &key, &["job", "delete", "gone"]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let history = stop_and_audit(server, &["task/acme/gone/held"]);
+    assert!(history[0].contains("TaskTerminated"), "{}", history[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

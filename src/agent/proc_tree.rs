@@ -231,13 +231,18 @@ impl Tracked {
     /// and at worst, the group's id being free again, hit whatever group
     /// took the number since.
     pub fn kill_if_cheap(&self) -> bool {
-        if !maybe_left_behind() {
-            return true;
-        }
         // With a cgroup, one read of its list tells whether anything of
-        // the attempt is alive; a task user cannot leave the group.
+        // the attempt is alive; a task user cannot leave the group. It is
+        // asked first: the agent's list of children can miss an orphan
+        // the kernel gave to another of its threads (an escaped process
+        // outlived its attempt that way, once, under load). The list is
+        // still read: it reaps leftovers that died.
+        let maybe = maybe_left_behind();
         if let Some(group) = &self.group {
             return group.is_empty();
+        }
+        if !maybe {
+            return true;
         }
         let last = last_pid();
         if !last.is_some_and(|l| l >= self.pid && l - self.pid <= PROBE_PIDS_CHEAP) {

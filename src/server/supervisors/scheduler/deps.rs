@@ -478,6 +478,11 @@ impl Graph {
         Some((h.pool.clone(), h.task.slots))
     }
 
+    /// How many tasks it holds out of the queue.
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
+
     /// Held tasks (for a job's terminate or delete, which reach every
     /// unfinished task).
     pub fn held_streams(&self) -> impl Iterator<Item = &StreamId> {

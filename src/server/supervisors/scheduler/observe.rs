@@ -61,7 +61,12 @@ impl Scheduler {
                     JobEvent::JobEnabled { .. } => JobState::Active,
                     JobEvent::JobTerminating { .. } => JobState::Closed,
                     JobEvent::JobCompleted { .. } | JobEvent::JobDeleted { .. } => {
-                        self.deps.remove(stream);
+                        // A deleted job's held tasks are still to be
+                        // terminated (its saga asks for them): the graph
+                        // goes with the last of them.
+                        if self.deps.get(stream).is_some_and(|g| g.held_count() == 0) {
+                            self.deps.remove(stream);
+                        }
                         JobState::Closed
                     }
                     JobEvent::JobTaskCountsChanged { task, from, to } => {
@@ -307,10 +312,18 @@ impl Scheduler {
         };
         let mut effects = deps::Effects::default();
         graph.finished(task.as_str(), &mut effects);
+        let emptied = graph.held_count() == 0;
         if let Some(stream) = job.task_of_job(task.as_str()) {
             self.cancels.remove(&stream);
         }
         self.apply_effects(job, effects);
+        let ended = self
+            .jobs
+            .get(job)
+            .is_some_and(|j| j.state == JobState::Closed && !j.terminating);
+        if emptied && ended {
+            self.deps.remove(job);
+        }
     }
 
     fn apply_effects(&mut self, job: &StreamId, effects: deps::Effects) {
