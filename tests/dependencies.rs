@@ -222,6 +222,12 @@ async fn block_waits_with_its_reason_satisfy_runs_and_explain_names_parents() {
         text.contains("blocked: parent strict failed (exit code 3) and the policy is block"),
         "{text}"
     );
+    let out = cli(&server, &key, &["job", "show", "blocking"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("1 task waits: for their parents to end; 1 blocked for good"),
+        "{text}"
+    );
 
     // Waiting reasons name the parents and where they are: with one slot,
     // `long` runs while `queued` waits behind it, and `done` has ended.

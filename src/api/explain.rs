@@ -207,6 +207,14 @@ impl WaitReason {
             WaitReason::CancelledByParent { parent, outcome } => format!(
                 "parent {parent} failed ({outcome}) and the policy is cancel: it is being cancelled"
             ),
+            WaitReason::HeldByParents { blocked: 0 } => {
+                format!("for their parents to end (lote task explain {job} TASK names them)")
+            }
+            WaitReason::HeldByParents { blocked } => format!(
+                "for their parents to end; {} blocked for good by a failed parent \
+                 (lote task explain {job} TASK; lote task terminate ends one)",
+                grouped(*blocked)
+            ),
         }
     }
 

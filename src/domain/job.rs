@@ -239,6 +239,9 @@ pub enum WaitReason {
     BlockedByParent { parent: String, outcome: String },
     /// A parent failed and the policy is cancel: it is being cancelled.
     CancelledByParent { parent: String, outcome: String },
+    /// A job's tasks held for their parents, `blocked` of them by a failed
+    /// one for good (the group form of the three above).
+    HeldByParents { blocked: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

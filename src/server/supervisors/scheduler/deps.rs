@@ -478,6 +478,14 @@ impl Graph {
         Some((h.pool.clone(), h.task.slots))
     }
 
+    /// Tasks held, those of them stopped by a failed parent, and the pool
+    /// they would queue in.
+    pub fn held_summary(&self) -> (u64, u64, Option<String>) {
+        let blocked = self.held.values().filter(|h| h.stopped_by != NONE).count();
+        let pool = self.held.values().next().map(|h| h.pool.clone());
+        (self.held.len() as u64, blocked as u64, pool)
+    }
+
     /// How many tasks it holds out of the queue.
     pub fn held_count(&self) -> usize {
         self.held.len()

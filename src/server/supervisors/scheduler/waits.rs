@@ -251,6 +251,19 @@ impl Scheduler {
             }
         }
         out.sort_by_key(|(_, g)| g.slots);
+        if let Some(graph) = self.deps.get(job) {
+            let (held, blocked, pool) = graph.held_summary();
+            if let (true, Some(pool)) = (held > 0, pool) {
+                out.push((
+                    pool,
+                    WaitGroup {
+                        tasks: held,
+                        slots: 1,
+                        reasons: vec![WaitReason::HeldByParents { blocked }],
+                    },
+                ));
+            }
+        }
         out
     }
 
