@@ -184,3 +184,51 @@ async fn a_job_managers_completion_ends_its_job() {
         "{err:?}"
     );
 }
+
+/// A job and its manager are one write: the audit shows both recorded in
+/// the same round (one time stamp), so no crash can leave the job without
+/// its manager.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_and_its_manager_are_recorded_together() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    Env::new(&client)
+        .pool("idle")
+        .nodes(0)
+        .slots(1)
+        .without_waiting()
+        .await;
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "job",
+            "create",
+            "one",
+            "--pool",
+            "idle",
+            "--job-manager",
+            "true",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let history = stop_and_audit(server, &["job/acme/one", "task/acme/one/jobmanager"]);
+    let stamp = |text: &str, event: &str| -> String {
+        let line = text
+            .lines()
+            .find(|l| l.contains(event))
+            .unwrap_or_else(|| panic!("no {event} in {text}"));
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(
+        stamp(&history[0], "JobCreated"),
+        stamp(&history[1], "TaskAdded"),
+        "{}\n{}",
+        history[0],
+        history[1]
+    );
+    assert_eq!(
+        stamp(&history[0], "JobCreated"),
+        stamp(&history[0], "JobTaskAdded")
+    );
+}

@@ -347,6 +347,53 @@ impl Core {
     /// Adds tasks to a job in one atomic, durable append: every task's
     /// creation, the job's count changes and `extra`, or nothing. A task id
     /// that exists (or appears twice) refuses the whole batch.
+    /// Creates a job and adds `tasks` to it (its manager) in one atomic
+    /// append: a crash can leave the job with all of them or not at all,
+    /// never a job without its manager.
+    pub async fn create_job_with_tasks(
+        &self,
+        spec: crate::domain::job::JobSpec,
+        tasks: Vec<TaskSpec>,
+        ctx: Ctx,
+        extra: Vec<StreamAppend>,
+    ) -> Result<(), CoreError> {
+        let job_stream = StreamId::job(&spec.account, &spec.id);
+        let create = crate::domain::job::JobCommand::CreateJob { spec: spec.clone() };
+        if tasks.is_empty() {
+            return self
+                .execute_with::<Job>(&job_stream, create, ctx, extra)
+                .await
+                .map(|_| ());
+        }
+        for attempt in 0..APPEND_CONFLICT_RETRIES_MAX {
+            let current: Versioned<Job> = self.state(&job_stream).await?;
+            let mut job = current.state.clone();
+            let mut job_events = job.decide(&create, &ctx)?;
+            for e in &job_events {
+                job.apply(e);
+            }
+            let (more, mut appends, _) = new_tasks(&spec.account, &spec.id, &job, &tasks, &ctx)?;
+            job_events.extend(more);
+            let expected = match current.version {
+                0 => ExpectedVersion::NoStream,
+                v => ExpectedVersion::Exact(v),
+            };
+            appends.insert(0, append_of(&job_stream, expected, &job_events)?);
+            appends.extend(extra.iter().cloned());
+            // Someone else made the job (or its task) meanwhile: the next
+            // decision says so.
+            match self.inner.store.append(appends, ctx.causation()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => after_conflict(e, &extra, attempt).await?,
+            }
+        }
+        Err(Rejection::new(
+            RejectionCode::TooBusy,
+            format!("job {} changed too often while it was made", spec.id),
+        )
+        .into())
+    }
+
     /// A batch's dependencies checked against its job: the job uses
     /// them, no cycle, every parent named by id is in the batch or already
     /// in the job. Returns the batch parents first, the order it is
@@ -433,44 +480,12 @@ impl Core {
         let specs = self.check_dependencies(account, job_id, specs).await?;
         for attempt in 0..APPEND_CONFLICT_RETRIES_MAX {
             let job_state: Versioned<Job> = self.state(&job_stream).await?;
-            let mut appends = Vec::with_capacity(specs.len() + 1 + extra.len());
-            let mut job_events = Vec::with_capacity(specs.len());
-            let mut outcomes = Vec::with_capacity(specs.len());
-            for spec in &specs {
-                // A new task has no stream: the store's NoStream check
-                // catches an existing one without a read per task here.
-                let (job_part, task_events) =
-                    task::add_task(&job_state.state, &Task::default(), spec, &ctx)?;
-                job_events.extend(job_part);
-                let mut state = Task::default();
-                for e in &task_events {
-                    state.apply(e);
-                }
-                appends.push(StreamAppend {
-                    stream: StreamId::task(account, job_id, &spec.id),
-                    expected: ExpectedVersion::NoStream,
-                    events: task_events
-                        .iter()
-                        .map(domain::to_new_event)
-                        .collect::<Result<_, _>>()?,
-                });
-                outcomes.push(Outcome {
-                    version: task_events.len() as u64,
-                    events: task_events,
-                    state,
-                });
-            }
+            let (job_events, mut appends, outcomes) =
+                new_tasks(account, job_id, &job_state.state, &specs, &ctx)?;
             // Only the job actor changes a job's lifecycle, and only
             // lifecycle decides whether tasks may be added, so the count
             // change needs no expected version (it commutes).
-            appends.push(StreamAppend {
-                stream: job_stream.clone(),
-                expected: ExpectedVersion::Any,
-                events: job_events
-                    .iter()
-                    .map(domain::to_new_event)
-                    .collect::<Result<_, _>>()?,
-            });
+            appends.push(append_of(&job_stream, ExpectedVersion::Any, &job_events)?);
             appends.extend(extra.iter().cloned());
             match self.inner.store.append(appends, ctx.causation()).await {
                 Ok(_) => return Ok(outcomes),
@@ -489,11 +504,7 @@ impl Core {
                     )
                     .into());
                 }
-                Err(e @ StoreError::Conflict { .. }) if e_is_extra(&e, &extra) => {
-                    return Err(e.into())
-                }
-                Err(StoreError::Conflict { .. }) => conflict_backoff(attempt).await,
-                Err(e) => return Err(e.into()),
+                Err(e) => after_conflict(e, &extra, attempt).await?,
             }
         }
         Err(Rejection::new(
@@ -512,6 +523,81 @@ fn e_is_extra(e: &StoreError, extra: &[StreamAppend]) -> bool {
 
 /// Waits a little longer after each conflict: the competing append is
 /// usually waiting for its fsync, and becomes readable once it is durable.
+/// A task's append for each spec (its stream must not exist: the store's
+/// check catches an existing one without a read per task), the job's
+/// `JobTaskAdded` events, and each task's outcome.
+#[allow(clippy::type_complexity)]
+fn new_tasks(
+    account: &AccountName,
+    job_id: &JobId,
+    job: &Job,
+    specs: &[TaskSpec],
+    ctx: &Ctx,
+) -> Result<
+    (
+        Vec<crate::domain::job::JobEvent>,
+        Vec<StreamAppend>,
+        Vec<Outcome<Task>>,
+    ),
+    CoreError,
+> {
+    let mut appends = Vec::with_capacity(specs.len() + 2);
+    let mut job_events = Vec::with_capacity(specs.len());
+    let mut outcomes = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (job_part, task_events) = task::add_task(job, &Task::default(), spec, ctx)?;
+        job_events.extend(job_part);
+        let mut state = Task::default();
+        for e in &task_events {
+            state.apply(e);
+        }
+        appends.push(append_of(
+            &StreamId::task(account, job_id, &spec.id),
+            ExpectedVersion::NoStream,
+            &task_events,
+        )?);
+        outcomes.push(Outcome {
+            version: task_events.len() as u64,
+            events: task_events,
+            state,
+        });
+    }
+    Ok((job_events, appends, outcomes))
+}
+
+/// One stream's events, encoded for an append.
+fn append_of<E: domain::DomainEvent>(
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: &[E],
+) -> Result<StreamAppend, CoreError> {
+    Ok(StreamAppend {
+        stream: stream.clone(),
+        expected,
+        events: events
+            .iter()
+            .map(domain::to_new_event)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// After a refused append: Ok to decide again (after a pause), or the
+/// error to return (an extra append's conflict is the caller's to name).
+async fn after_conflict(
+    e: StoreError,
+    extra: &[StreamAppend],
+    attempt: usize,
+) -> Result<(), CoreError> {
+    match e {
+        e @ StoreError::Conflict { .. } if e_is_extra(&e, extra) => Err(e.into()),
+        StoreError::Conflict { .. } => {
+            conflict_backoff(attempt).await;
+            Ok(())
+        }
+        e => Err(e.into()),
+    }
+}
+
 async fn conflict_backoff(attempt: usize) {
     tokio::time::sleep(Duration::from_micros(100 << attempt.min(6))).await;
 }

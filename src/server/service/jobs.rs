@@ -37,36 +37,17 @@ impl Service {
                 let reply = Response::Created {
                     entity: stream.to_string(),
                 };
-                let job_id = spec.id.clone();
+                // The job and its manager in one append: a job is never
+                // left without the manager it was created with.
+                let tasks: Vec<_> = manager.into_iter().collect();
                 let created = self
                     .idempotent(account, request, call.body, reply, |extra| async move {
                         self.core
-                            .execute_with::<Job>(
-                                &stream,
-                                JobCommand::CreateJob { spec },
-                                ctx(),
-                                extra,
-                            )
+                            .create_job_with_tasks(spec, tasks, ctx(), extra)
                             .await?;
                         Ok(())
                     })
                     .await?;
-                // Its manager right after, before any other task can be
-                // added by anyone but the job's creator (a retry of this
-                // request finds it added).
-                if let Some(task) = manager {
-                    match self
-                        .core
-                        .add_tasks(account, &job_id, vec![task], ctx(), Vec::new())
-                        .await
-                    {
-                        Ok(_) => {}
-                        Err(e)
-                            if e.rejection_code()
-                                == Some(crate::domain::RejectionCode::TaskExists) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
                 Ok(created)
             }
             Request::ListJobs => Ok(Response::Jobs(
