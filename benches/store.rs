@@ -199,6 +199,8 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
                 common_resource_files: vec![],
                 job_manager: Default::default(),
                 dependencies: None,
+                preparation: None,
+                release: None,
             };
             store
                 .append_blocking(

@@ -350,6 +350,13 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     if attempts().get(&key).is_some_and(|e| e.cancelled) {
         return;
     }
+    // The job's preparation first; where it failed (and the job waits for
+    // it), the task does not run here and the server places it elsewhere.
+    if let Some(prep) = &a.preparation {
+        if !super::job_prep::prepared(client, env, &a.job, prep).await {
+            return;
+        }
+    }
     let dir = attempt_dir(&env.root, &key);
     let wd = dir.join("wd");
     let started = Instant::now();
@@ -382,6 +389,9 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             (proc_tree::TAG_VAR.to_string(), tag.clone()),
         ];
         vars.extend(manager_vars(env, &a));
+        if a.preparation.is_some() {
+            vars.extend(super::job_prep::prep_vars(&env.root, &a.job));
+        }
         vars.extend(apps);
         let run = Run {
             command_line: &a.spec.command_line,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 mod attempt;
 pub mod cgroup;
 pub mod files;
+mod job_prep;
 mod launch;
 mod proc_tree;
 mod process;
@@ -313,6 +314,7 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
         // runs its start task again.
         tracing::info!(node = %cred.node, reimage, "rebooting");
         kill_all_attempts();
+        job_prep::forget_all();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !attempts().is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -562,6 +564,7 @@ async fn work(
             .call(&Request::AgentPoll {
                 running,
                 wait_ms: POLL_WAIT_MS,
+                releases_running: job_prep::releases_running(),
             })
             .await
         {
@@ -571,7 +574,13 @@ async fn work(
                 reads,
                 reboot,
                 reimage,
-            }) => (assignments, cancel, reads, reboot, reimage),
+                releases,
+            }) => {
+                for (job, release) in releases {
+                    job_prep::start_release(client, env, job, release);
+                }
+                (assignments, cancel, reads, reboot, reimage)
+            }
             Ok(_) => Default::default(),
             Err(e) if e.is_transient() => {
                 // A node whose directory is gone was removed while the

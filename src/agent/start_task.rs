@@ -36,7 +36,41 @@ pub(super) async fn run_start_task_once(
     start_task: &crate::domain::spec::StartTask,
     attempt: u32,
 ) -> TaskResult {
-    let dir = env.startup.clone();
+    let mut vars = vec![(
+        "LOTE_START_TASK_ATTEMPT".to_string(),
+        (attempt + 1).to_string(),
+    )];
+    // Secrets the pool marked for it, under their own names.
+    vars.extend(super::secrets::start_task_vars());
+    let task = NodeTask {
+        dir: env.startup.clone(),
+        command_line: &start_task.command_line,
+        own: &start_task.env,
+        resource_files: &start_task.resource_files,
+        vars,
+        limit: None,
+        mode: 0o700,
+    };
+    run_node_task(env, task).await
+}
+
+/// A task of the node rather than of a job's queue: the start task, a
+/// job's preparation or release. It runs as the pool's user in a
+/// directory of its own (`DIR/wd`), with the pool's packages.
+pub(super) struct NodeTask<'a> {
+    pub dir: PathBuf,
+    pub command_line: &'a crate::domain::spec::CommandLine,
+    pub own: &'a [crate::domain::EnvVar],
+    pub resource_files: &'a [crate::domain::spec::ResourceFile],
+    pub vars: Vec<(String, String)>,
+    pub limit: Option<Duration>,
+    /// The directory's mode: 0o750 lets the pool's other users (its
+    /// tasks) read what a preparation leaves.
+    pub mode: u32,
+}
+
+pub(super) async fn run_node_task(env: &TaskEnv, task: NodeTask<'_>) -> TaskResult {
+    let dir = task.dir;
     let wd = dir.join("wd");
     let started = Instant::now();
     if let Err(e) = std::fs::create_dir_all(&wd) {
@@ -46,7 +80,7 @@ pub(super) async fn run_start_task_once(
     let staged = match env.stager.packages(&packages).await {
         Ok(apps) => env
             .stager
-            .fetch_resources(&start_task.resource_files, &wd)
+            .fetch_resources(task.resource_files, &wd)
             .await
             .map(|_| apps),
         Err(why) => Err(why),
@@ -57,12 +91,9 @@ pub(super) async fn run_start_task_once(
     };
     let user = env.run_as(None);
     let handed =
-        super::user::give(&dir, user, 0o700).and_then(|_| super::user::give_tree(&wd, user));
+        super::user::give(&dir, user, task.mode).and_then(|_| super::user::give_tree(&wd, user));
     if let Err(e) = handed {
-        return launch_failure(format!(
-            "cannot hand {} to the start task: {e}",
-            dir.display()
-        ));
+        return launch_failure(format!("cannot hand {} to its task: {e}", dir.display()));
     }
     // Its own group, not emptied when it ends: a start task may leave a
     // service running for the node's tasks. The agent's stop, a reboot or
@@ -72,16 +103,11 @@ pub(super) async fn run_start_task_once(
         Err(failed) => return failed,
     };
     let spawned = {
-        let mut vars = vec![(
-            "LOTE_START_TASK_ATTEMPT".to_string(),
-            (attempt + 1).to_string(),
-        )];
+        let mut vars = task.vars;
         vars.extend(apps);
-        // Secrets the pool marked for it, under their own names.
-        vars.extend(super::secrets::start_task_vars());
         let run = Run {
-            command_line: &start_task.command_line,
-            own: &start_task.env,
+            command_line: task.command_line,
+            own: task.own,
             vars: &vars,
             dir: &dir,
             wd: &wd,
@@ -92,7 +118,7 @@ pub(super) async fn run_start_task_once(
     };
     match spawned {
         Ok(mut child) => {
-            let result = wait(&mut child, None, started).await;
+            let result = wait(&mut child, task.limit, started).await;
             out_of_memory(result, lease.as_ref(), env)
         }
         Err(why) => launch_failure(why),

@@ -124,6 +124,8 @@ pub struct Assignment {
     /// For the job's manager task: the job-scoped key it signs with (in
     /// `LOTE_JOB_KEY`), good for its own job's tasks only.
     pub job_key: Option<crate::types::Secret>,
+    /// The job's preparation, run on the node before its first task there.
+    pub preparation: Option<crate::domain::job_prep::JobPreparation>,
 }
 
 /// One report: levels now, and counter changes since the last report.

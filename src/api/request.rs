@@ -252,6 +252,18 @@ pub enum Request {
     AgentPoll {
         running: Vec<AttemptRef>,
         wait_ms: u32,
+        /// Jobs whose release this agent runs now (not handed out again).
+        releases_running: Vec<JobId>,
+    },
+    /// A job's preparation ended on this node (for good: after its tries).
+    AgentJobPreparationEnded {
+        job: JobId,
+        status: crate::domain::job_prep::NodeTaskStatus,
+    },
+    /// A job's release ended on this node.
+    AgentJobReleaseEnded {
+        job: JobId,
+        status: crate::domain::job_prep::NodeTaskStatus,
     },
     /// The pool's start task begins on this node (again, after a failure).
     AgentStartTaskBegin,
@@ -670,6 +682,8 @@ impl Request {
             R::JoinPool { .. }
             | R::AgentRegister { .. }
             | R::AgentPoll { .. }
+            | R::AgentJobPreparationEnded { .. }
+            | R::AgentJobReleaseEnded { .. }
             | R::AgentStartTaskBegin
             | R::AgentStartTaskFinished { .. }
             | R::AgentStarted { .. }
@@ -822,7 +836,9 @@ impl Request {
             EnableSchedule,
             TerminateSchedule,
             DeleteSchedule,
-            RunScheduleNow
+            RunScheduleNow,
+            AgentJobPreparationEnded,
+            AgentJobReleaseEnded
         )
     }
 }

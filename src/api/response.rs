@@ -105,6 +105,8 @@ pub enum Response {
         /// With `reboot`: wipe the node's directories before registering
         /// again (`lote node reimage`).
         reimage: bool,
+        /// Jobs that ended, whose release this node is to run.
+        releases: Vec<(JobId, crate::domain::job_prep::JobRelease)>,
     },
     /// Part of an attempt's output. `completed`: the attempt has ended, so
     /// nothing more will be written.

@@ -58,6 +58,7 @@ pub enum JobCmd {
     ///   lote job create frames --pool render --on-all-tasks-complete terminate-job
     ///   lote job create split --pool render --job-manager './split.sh input.csv' --job-manager-keeps-job --on-all-tasks-complete terminate-job
     ///   lote job create dag --pool render --dependencies --on-all-tasks-complete terminate-job
+    ///   lote job create frames --pool render --prep 'cp -r /srv/assets .' --release 'echo done >> /var/tmp/frames.log'
     #[command(verbatim_doc_comment)]
     Create {
         id: JobId,
@@ -88,9 +89,14 @@ pub enum JobCmd {
         manager: JobManagerArgs,
         #[command(flatten)]
         dependencies: super::deps::JobDependencyArgs,
+        #[command(flatten)]
+        prep: super::job_prep::JobPrepArgs,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
+    /// Per node, how the job's preparation and release tasks ended (state,
+    /// exit code, retries, why they failed).
+    PrepStatus { id: JobId },
     /// The account's jobs: status, pool, tasks, unfinished.
     List,
     /// One job, and why its queued tasks wait.
@@ -140,6 +146,7 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
             input_prefixes,
             manager,
             dependencies,
+            prep,
             request_id,
         } => {
             let bad =
@@ -161,11 +168,19 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
                 common_resource_files,
                 job_manager: manager.spec(),
                 dependencies: dependencies.spec(),
+                preparation: prep.specs().0,
+                release: prep.specs().1,
                 ..JobSpec::on_pool(id, placeholder_account(), pool)
             };
             call(Request::CreateJob { spec, request_id }).await?
         }
         JobCmd::List => call(Request::ListJobs).await?,
+        JobCmd::PrepStatus { id } => {
+            return match call(Request::ShowJob { job: id }).await? {
+                Response::Job(job) => Ok(Some(super::job_prep::prep_status(&job.state))),
+                other => Ok(Some(render(other))),
+            };
+        }
         JobCmd::Show { id } => {
             // The job, then why its queued tasks wait, in one view.
             let (mut value, mut text) = render(call(Request::ShowJob { job: id.clone() }).await?);

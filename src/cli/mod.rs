@@ -13,6 +13,7 @@ mod deps;
 mod events;
 mod files;
 mod job;
+mod job_prep;
 mod node;
 mod output;
 mod pool;

@@ -76,6 +76,8 @@ pub struct ScheduleArgs {
     manager: super::job::JobManagerArgs,
     #[command(flatten)]
     dependencies: super::deps::JobDependencyArgs,
+    #[command(flatten)]
+    prep: super::job_prep::JobPrepArgs,
 }
 
 impl ScheduleArgs {
@@ -110,6 +112,8 @@ impl ScheduleArgs {
                 on_task_failure: self.on_task_failure,
                 job_manager: self.manager.spec(),
                 dependencies: self.dependencies.spec(),
+                preparation: self.prep.specs().0,
+                release: self.prep.specs().1,
                 ..JobSpec::on_pool(self.id.clone(), placeholder_account(), self.pool.clone())
             },
             tasks,

@@ -84,6 +84,11 @@ pub struct JobSpec {
     /// Its tasks may depend on each other; none: a task with parents is
     /// refused.
     pub dependencies: Option<JobDependencies>,
+    /// Runs on each node before the job's first task there.
+    pub preparation: Option<Box<super::job_prep::JobPreparation>>,
+    /// Runs on each node where the preparation ran, when the job ends;
+    /// the job completes after every one ended.
+    pub release: Option<Box<super::job_prep::JobRelease>>,
 }
 
 /// A job's task dependency settings.
@@ -134,6 +139,8 @@ impl JobSpec {
             common_resource_files: vec![],
             job_manager: None,
             dependencies: None,
+            preparation: None,
+            release: None,
         }
     }
 
@@ -170,6 +177,17 @@ impl JobSpec {
                 jm.task.depends_on.is_empty(),
                 RejectionCode::InvalidValue,
                 || "a job manager runs first: it cannot depend on other tasks".into(),
+            )?;
+        }
+        if let Some(p) = &self.preparation {
+            p.validate()?;
+        }
+        if let Some(r) = &self.release {
+            r.validate()?;
+            ensure(
+                self.preparation.is_some(),
+                RejectionCode::InvalidValue,
+                || "a job release runs where the preparation ran: give a preparation too".into(),
             )?;
         }
         crate::domain::spec::validate_files("job common", &self.common_resource_files, &[])
@@ -262,6 +280,17 @@ pub enum JobCommand {
         reason: String,
     },
     DeleteJob,
+    /// A node's agent: the job's preparation ended there (for good).
+    RecordPreparation {
+        node: crate::types::NodeId,
+        status: super::job_prep::NodeTaskStatus,
+    },
+    /// A node's agent (or the job supervisor for a node that is gone):
+    /// the job's release ended there.
+    RecordRelease {
+        node: crate::types::NodeId,
+        status: super::job_prep::NodeTaskStatus,
+    },
     /// Sent by the wait recorder when the reasons a group of the job's
     /// queued tasks wait change.
     RecordWaiting {
@@ -313,6 +342,17 @@ pub enum JobEvent {
         reasons: Vec<WaitReason>,
         at: Timestamp,
     },
+    /// The job's preparation ended on a node (added last, as is the next).
+    JobPreparationEnded {
+        node: crate::types::NodeId,
+        status: super::job_prep::NodeTaskStatus,
+        at: Timestamp,
+    },
+    JobReleaseEnded {
+        node: crate::types::NodeId,
+        status: super::job_prep::NodeTaskStatus,
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for JobEvent {
@@ -328,6 +368,8 @@ impl DomainEvent for JobEvent {
             JobEvent::JobTaskAdded { .. } => "JobTaskAdded",
             JobEvent::JobTaskCountsChanged { .. } => "JobTaskCountsChanged",
             JobEvent::JobTasksWaiting { .. } => "JobTasksWaiting",
+            JobEvent::JobPreparationEnded { .. } => "JobPreparationEnded",
+            JobEvent::JobReleaseEnded { .. } => "JobReleaseEnded",
         }
     }
 }
@@ -355,9 +397,50 @@ pub struct Job {
     pub completion_reason: Option<String>,
     pub created_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
+    /// Per node where it ran: how the preparation ended, and the release.
+    pub preparations:
+        std::collections::BTreeMap<crate::types::NodeId, super::job_prep::NodeTaskStatus>,
+    pub releases: std::collections::BTreeMap<crate::types::NodeId, super::job_prep::NodeTaskStatus>,
 }
 
 impl Job {
+    /// A preparation or release report: from the agent of that node of the
+    /// job's pool, or lote itself (a node that is gone).
+    fn allow_node_report(&self, node: &crate::types::NodeId, ctx: &Ctx) -> Result<(), Rejection> {
+        let spec = match (&self.status, &self.spec) {
+            (JobStatus::Absent, _) | (_, None) => {
+                return Err(Rejection::new(RejectionCode::JobNotFound, "no such job"))
+            }
+            (_, Some(spec)) => spec,
+        };
+        let allowed = match &ctx.principal {
+            Principal::Node {
+                account,
+                pool,
+                node: n,
+            } => account == &spec.account && pool == &spec.pool && n == node,
+            Principal::System { .. } | Principal::Admin => true,
+            _ => false,
+        };
+        ensure(allowed, RejectionCode::PermissionDenied, || {
+            format!(
+                "only node {node} of pool {} reports on its own job tasks",
+                spec.pool
+            )
+        })
+    }
+
+    /// Nodes whose release has yet to run (the job completes after).
+    pub fn releases_pending(&self) -> Vec<&crate::types::NodeId> {
+        if self.spec.as_ref().is_none_or(|s| s.release.is_none()) {
+            return Vec::new();
+        }
+        self.preparations
+            .keys()
+            .filter(|n| !self.releases.contains_key(*n))
+            .collect()
+    }
+
     pub fn count(&self, bucket: TaskBucket) -> u64 {
         self.task_counts.get(&bucket).copied().unwrap_or(0)
     }
@@ -475,7 +558,9 @@ impl Aggregate for Job {
                     reason: reason.clone(),
                     at,
                 }];
-                if self.unfinished() == 0 {
+                // With nothing left to stop it completes at once, unless
+                // releases are to run first.
+                if self.unfinished() == 0 && self.releases_pending().is_empty() {
                     events.push(JobEvent::JobCompleted {
                         reason: reason.clone(),
                         at,
@@ -494,8 +579,45 @@ impl Aggregate for Job {
                         self.unfinished()
                     )
                 })?;
-                Ok(vec![JobEvent::JobCompleted {
+                let pending = self.releases_pending();
+                if pending.is_empty() {
+                    return Ok(vec![JobEvent::JobCompleted {
+                        reason: reason.clone(),
+                        at,
+                    }]);
+                }
+                // Its releases run when it ends: it terminates, and
+                // completes once they have.
+                ensure(
+                    self.status == JobStatus::Active,
+                    RejectionCode::JobNotActive,
+                    || {
+                        let nodes: Vec<String> = pending.iter().map(|n| n.to_string()).collect();
+                        format!(
+                            "job {} waits for its release task on {}",
+                            spec.id,
+                            nodes.join(", ")
+                        )
+                    },
+                )?;
+                Ok(vec![JobEvent::JobTerminating {
                     reason: reason.clone(),
+                    at,
+                }])
+            }
+            JobCommand::RecordPreparation { node, status } => {
+                self.allow_node_report(node, ctx)?;
+                Ok(vec![JobEvent::JobPreparationEnded {
+                    node: node.clone(),
+                    status: status.clone(),
+                    at,
+                }])
+            }
+            JobCommand::RecordRelease { node, status } => {
+                self.allow_node_report(node, ctx)?;
+                Ok(vec![JobEvent::JobReleaseEnded {
+                    node: node.clone(),
+                    status: status.clone(),
                     at,
                 }])
             }
@@ -580,6 +702,13 @@ impl Aggregate for Job {
             // History for `lote audit`; the reasons themselves are read
             // live from placement's picture.
             (s, JobEvent::JobTasksWaiting { .. }) if !matches!(s, S::Absent | S::Deleted) => {}
+            // A deleted job's releases still run and are recorded.
+            (s, JobEvent::JobPreparationEnded { node, status, .. }) if s != S::Absent => {
+                self.preparations.insert(node.clone(), status.clone());
+            }
+            (s, JobEvent::JobReleaseEnded { node, status, .. }) if s != S::Absent => {
+                self.releases.insert(node.clone(), status.clone());
+            }
             (status, event) => panic!(
                 "job {:?} in state {status:?} cannot apply {event:?}",
                 self.spec.as_ref().map(|s| &s.id)

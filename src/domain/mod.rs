@@ -9,6 +9,7 @@
 pub mod account;
 pub mod autoscale;
 pub mod job;
+pub mod job_prep;
 pub mod layouts;
 pub mod node;
 pub mod pool;

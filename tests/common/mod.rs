@@ -118,6 +118,8 @@ pub fn job_spec() -> JobSpec {
         common_resource_files: vec![],
         job_manager: Default::default(),
         dependencies: None,
+        preparation: None,
+        release: None,
     }
 }
 

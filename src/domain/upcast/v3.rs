@@ -1,7 +1,8 @@
 //! Layout 3 of jobs (2 of tasks, 1 of schedules): before task
-//! dependencies and exit conditions. A task spec lacks `depends_on` and
-//! `exit_conditions`, a job spec lacks `dependencies`; a schedule's
-//! template holds both.
+//! dependencies, exit conditions and preparation and release tasks. A
+//! task spec lacks `depends_on` and `exit_conditions`, a job spec
+//! `dependencies`, `preparation` and `release`; a schedule's template
+//! holds both.
 
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +112,8 @@ impl JobSpecV3 {
                 })
             }),
             dependencies: None,
+            preparation: None,
+            release: None,
         }
     }
 }

@@ -37,6 +37,13 @@ impl NodeCall<'_> {
     }
 }
 
+/// What an assignment carries of its job.
+type JobFacts = (
+    Vec<ResourceFile>,
+    Option<(crate::types::TaskId, crate::types::Timestamp)>,
+    Option<crate::domain::job_prep::JobPreparation>,
+);
+
 impl Service {
     /// Waits until placement has folded everything recorded so far, so an
     /// agent told "recorded" is never handed the same attempt again (its
@@ -117,7 +124,32 @@ impl Service {
                     .await?;
                 Ok(Response::Recorded)
             }
-            Request::AgentPoll { running, wait_ms } => self.agent_poll(&me, running, wait_ms).await,
+            Request::AgentPoll {
+                running,
+                wait_ms,
+                releases_running,
+            } => {
+                self.agent_poll(&me, running, wait_ms, releases_running)
+                    .await
+            }
+            Request::AgentJobPreparationEnded { job, status } => {
+                let command = crate::domain::job::JobCommand::RecordPreparation {
+                    node: node.clone(),
+                    status,
+                };
+                self.exec::<Job>(StreamId::job(account, &job), command, ctx())
+                    .await?;
+                Ok(Response::Recorded)
+            }
+            Request::AgentJobReleaseEnded { job, status } => {
+                let command = crate::domain::job::JobCommand::RecordRelease {
+                    node: node.clone(),
+                    status,
+                };
+                self.exec::<Job>(StreamId::job(account, &job), command, ctx())
+                    .await?;
+                Ok(Response::Recorded)
+            }
             Request::AgentFileData { read, result } => {
                 // An answer nobody waits for any more (timed out) is dropped.
                 self.supervisors
@@ -182,30 +214,27 @@ impl Service {
     /// picture (which placed the attempt, so has folded the job), else
     /// from the job's actor.
     /// A job's resource files and its manager task, from placement's
-    /// picture (no actor asked), else from the job.
+    /// picture (no actor asked), else from the job: its common resource
+    /// files, its manager (and creation time), its preparation.
     pub(super) async fn job_facts(
         &self,
         account: &AccountName,
         job: &crate::types::JobId,
-    ) -> Result<
-        (
-            Vec<ResourceFile>,
-            Option<(crate::types::TaskId, crate::types::Timestamp)>,
-        ),
-        ApiError,
-    > {
+    ) -> Result<JobFacts, ApiError> {
         let stream = StreamId::job(account, job);
         let of = stream.clone();
         let known = self
             .supervisors
             .placement
             .inspect(move |s| {
-                s.job_resource_files(&of)
-                    .map(|files| (files, s.job_manager(&of)))
+                s.job_resource_files(&of).map(|files| {
+                    let prep = s.job_preparation(&of).map(|p| (*p).clone());
+                    (files, s.job_manager(&of), prep)
+                })
             })
             .await?;
-        if let Some((files, manager)) = known {
-            return Ok((files.as_ref().clone(), manager));
+        if let Some((files, manager, prep)) = known {
+            return Ok((files.as_ref().clone(), manager, prep));
         }
         let state = self.core.state::<Job>(&stream).await?.state;
         let created = state.created_at.unwrap_or(crate::types::Timestamp::EPOCH);
@@ -213,7 +242,7 @@ impl Service {
             .spec
             .map(|j| {
                 let manager = j.job_manager.map(|m| (m.task.id, created));
-                (j.common_resource_files, manager)
+                (j.common_resource_files, manager, j.preparation.map(|p| *p))
             })
             .unwrap_or_default())
     }
@@ -330,6 +359,7 @@ impl Service {
         me: &NodeCall<'_>,
         running: Vec<crate::api::AttemptRef>,
         wait_ms: u32,
+        releases_running: Vec<crate::types::JobId>,
     ) -> Result<Response, ApiError> {
         let (account, pool, node, node_stream) = (me.account, me.pool, me.node, &me.stream);
         let ctx = || me.ctx(self);
@@ -362,7 +392,7 @@ impl Service {
         let work = self
             .supervisors
             .placement
-            .work_for(account, pool, node, running, wait)
+            .work_for(account, pool, node, running, releases_running, wait)
             .await?;
         let mut assignments = Vec::with_capacity(work.to_start.len());
         for (job, task, attempt) in work.to_start {
@@ -381,7 +411,8 @@ impl Service {
                 }
             };
             if let Some(spec) = spec {
-                let (job_resource_files, manager) = self.job_facts(account, &job).await?;
+                let (job_resource_files, manager, preparation) =
+                    self.job_facts(account, &job).await?;
                 let job_key = manager.filter(|(id, _)| id == &task).map(|(_, created)| {
                     crate::types::Secret::new(self.job_key(account, &job, created))
                 });
@@ -392,6 +423,7 @@ impl Service {
                     spec,
                     job_resource_files,
                     job_key,
+                    preparation,
                 });
             }
         }
@@ -401,6 +433,7 @@ impl Service {
             reads: work.reads,
             reboot: work.reboot,
             reimage: work.reimage,
+            releases: work.releases,
         })
     }
 }

@@ -74,11 +74,16 @@ pub struct AgentWork {
     pub reads: Vec<FileRead>,
     pub reboot: bool,
     pub reimage: bool,
+    pub releases: Vec<(JobId, crate::domain::job_prep::JobRelease)>,
 }
 
 impl AgentWork {
     fn is_empty(&self) -> bool {
-        self.to_start.is_empty() && self.cancel.is_empty() && self.reads.is_empty() && !self.reboot
+        self.to_start.is_empty()
+            && self.cancel.is_empty()
+            && self.reads.is_empty()
+            && !self.reboot
+            && self.releases.is_empty()
     }
 }
 
@@ -208,6 +213,7 @@ impl PlacementHandle {
         pool: &PoolId,
         node: &NodeId,
         running: Vec<AttemptRef>,
+        releases_running: Vec<JobId>,
         wait: Duration,
     ) -> Result<AgentWork, CoreError> {
         let poll = Poll {
@@ -215,6 +221,7 @@ impl PlacementHandle {
             account: account.clone(),
             pool: pool.clone(),
             running,
+            releases_running,
             wait,
         };
         self.addr.send(poll).await.map_err(gone)
@@ -312,6 +319,7 @@ pub struct Poll {
     account: AccountName,
     pool: PoolId,
     running: Vec<AttemptRef>,
+    releases_running: Vec<JobId>,
     wait: Duration,
 }
 
@@ -467,6 +475,15 @@ impl Placement {
         }
         if matches!(
             envelope.event_type.as_str(),
+            "JobTerminating" | "JobCompleted" | "JobDeleted" | "JobPreparationEnded"
+        ) {
+            // Agents that have a release to run now.
+            for key in self.scheduler.release_nodes(&envelope.stream) {
+                self.wake(&key);
+            }
+        }
+        if matches!(
+            envelope.event_type.as_str(),
             "NodeRebooting" | "NodeReimaging" | "NodeLeavingPool"
         ) {
             let ids = envelope.stream.segments();
@@ -508,7 +525,12 @@ impl Placement {
     /// off the actor's turn.
     fn round(&mut self, ctx: &mut Context<Self>) {
         for (stream, attempt) in self.scheduler.steals() {
-            tokio::task::spawn_local(requeue_stolen(self.core.clone(), stream, attempt));
+            let why = "moved to a node with a free slot";
+            tokio::task::spawn_local(requeue(self.core.clone(), stream, attempt, why));
+        }
+        for (stream, attempt) in self.scheduler.take_prep_requeues() {
+            let why = "its job's preparation failed on its node";
+            tokio::task::spawn_local(requeue(self.core.clone(), stream, attempt, why));
         }
         for (stream, reason) in self.scheduler.take_cancels() {
             tokio::task::spawn_local(cancel_dependent(self.core.clone(), stream, reason));
@@ -547,18 +569,21 @@ impl Placement {
         let to_start = scheduler.to_start_except(account, pool, node, |job, task, attempt| {
             listed.contains(&(job, task, attempt))
         });
+        let releases = scheduler.releases_for(&key.0, node, &poll.releases_running);
         AgentWork {
             to_start,
             cancel,
             reads: self.reads.remove(key).unwrap_or_default(),
             reboot,
             reimage,
+            releases,
         }
     }
 }
 
-/// Requeues a task waiting behind a busy slot, for a node gone idle.
-async fn requeue_stolen(core: Core, stream: StreamId, attempt: u32) {
+/// Requeues a task not started on its node (waiting behind a busy slot,
+/// for a node gone idle; or where its job's preparation failed).
+async fn requeue(core: Core, stream: StreamId, attempt: u32, why: &'static str) {
     let ctx = Ctx::live(
         core.clock().as_ref(),
         Principal::System {
@@ -568,7 +593,7 @@ async fn requeue_stolen(core: Core, stream: StreamId, attempt: u32) {
     );
     let command = TaskCommand::RequeueTask {
         attempt,
-        reason: "moved to a node with a free slot".into(),
+        reason: why.into(),
     };
     if let Err(e) = core.execute::<Task>(&stream, command, ctx).await {
         // Started meanwhile: it stays where it is.

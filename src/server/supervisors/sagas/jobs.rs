@@ -69,6 +69,13 @@ impl Sagas {
         if state.state.completion_due().is_none() {
             return Ok(());
         }
+        // Terminating, it completes once every release has ended (each
+        // one's record asks again).
+        if state.state.status == JobStatus::Terminating
+            && !state.state.releases_pending().is_empty()
+        {
+            return Ok(());
+        }
         // A terminated job keeps the reason that ended it (a user, its
         // wall clock, a failed task); only one that ran out of tasks is
         // complete because they all finished.
@@ -78,6 +85,32 @@ impl Sagas {
         };
         let command = JobCommand::CompleteJob { reason };
         self.run::<Job>(job, command, "job-completion").await
+    }
+
+    /// A removed node will run no release: each job whose preparation ran
+    /// there records its release as failed, so the job can complete.
+    pub(super) fn releases_of_removed(self: &Rc<Self>, pool_key: String, node: NodeId) {
+        let this = self.clone();
+        self.spawn("recording the releases of a removed node", async move {
+            let (key, n) = (pool_key.clone(), node.clone());
+            let jobs = this
+                .placement
+                .inspect(move |s| s.unreleased_on(&key, &n))
+                .await?;
+            for job in jobs {
+                let command = JobCommand::RecordRelease {
+                    node: node.clone(),
+                    status: crate::domain::job_prep::NodeTaskStatus {
+                        succeeded: false,
+                        exit_code: None,
+                        retries: 0,
+                        failure: Some("the node was removed before its release ran".into()),
+                    },
+                };
+                this.run::<Job>(&job, command, "job-supervisor").await?;
+            }
+            Ok(())
+        });
     }
 
     /// Terminates a job when it runs past its maximum wall-clock time.

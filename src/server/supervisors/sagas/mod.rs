@@ -368,7 +368,19 @@ impl Sagas {
         let ids = stream.segments();
         match envelope.event_type.as_str() {
             "PoolCreated" | "PoolResized" | "PoolResizeStopped" | "NodeRemoved" => {
+                if envelope.event_type == "NodeRemoved" {
+                    if let Ok(node) = NodeId::new(ids[2]) {
+                        self.releases_of_removed(ids[..2].join("/"), node);
+                    }
+                }
                 self.reconcile(ids[..2].join("/"));
+            }
+            "JobReleaseEnded" => {
+                self.unfinished.fold(envelope);
+                let this = self.clone();
+                self.spawn("completing a job after its releases", async move {
+                    this.complete_if_due(&stream).await
+                });
             }
             "PoolDeleted" => {
                 // Any node the deletion did not see (started as it ran).

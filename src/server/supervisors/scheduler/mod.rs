@@ -10,6 +10,7 @@
 
 pub mod deps;
 mod observe;
+mod prep;
 mod rounds;
 #[cfg(test)]
 mod tests;
@@ -160,6 +161,8 @@ struct JobInfo {
     /// Its job manager task, whose assignment carries the job's key, and
     /// when the job was created (the key is derived from it).
     manager: Option<(crate::types::TaskId, Timestamp)>,
+    /// Its preparation and release tasks, and where they ran.
+    prep: Option<Box<prep::JobPrep>>,
 }
 
 /// Where a task's slots are held.
@@ -206,6 +209,11 @@ pub struct Scheduler {
     /// Tasks to cancel (a parent failed under the cancel policy) and why,
     /// until their end is folded.
     cancels: BTreeMap<StreamId, String>,
+    /// Jobs whose release is to run on a node, per (ACCOUNT/POOL, node).
+    releases_due: HashMap<(String, NodeId), BTreeSet<StreamId>>,
+    /// Tasks placed on a node where their job's preparation failed: to be
+    /// requeued (placed elsewhere).
+    prep_requeues: Vec<HeldTask>,
 }
 
 fn pool_key(account: &AccountName, pool: &PoolId) -> String {

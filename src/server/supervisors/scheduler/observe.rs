@@ -44,9 +44,11 @@ impl Scheduler {
                             self.deps
                                 .insert(stream.clone(), deps::Graph::new(d.on_failed_parent));
                         }
+                        let prep = prep::JobPrep::of(&spec);
                         self.jobs.insert(
                             stream.clone(),
                             JobInfo {
+                                prep,
                                 priority: spec.priority,
                                 state: JobState::Active,
                                 deadline: spec.max_wall_clock_secs.map(|s| at.plus_secs(s)),
@@ -69,6 +71,14 @@ impl Scheduler {
                         }
                         JobState::Closed
                     }
+                    JobEvent::JobPreparationEnded { node, status, .. } => {
+                        self.preparation_ended(stream, node, status.succeeded);
+                        return;
+                    }
+                    JobEvent::JobReleaseEnded { node, .. } => {
+                        self.release_ended(stream, &node);
+                        return;
+                    }
                     JobEvent::JobTaskCountsChanged { task, from, to } => {
                         use crate::domain::task::TaskBucket as B;
                         let open = |b: &Option<B>| matches!(b, Some(B::Active | B::Running));
@@ -82,6 +92,9 @@ impl Scheduler {
                 if let Some(job) = self.jobs.get_mut(stream) {
                     job.state = state;
                     job.terminating = matches!(event, JobEvent::JobTerminating { .. });
+                }
+                if state == JobState::Closed {
+                    self.job_ended(stream);
                 }
             }
             StreamKind::Node => {

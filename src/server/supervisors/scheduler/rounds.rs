@@ -125,10 +125,12 @@ impl Scheduler {
                 continue;
             }
             let job = StreamId::job(&task.account, &task.job);
-            if self.jobs.get(&job).map(|j| j.state) != Some(JobState::Active) {
+            let Some(info) = self.jobs.get(&job).filter(|j| j.state == JobState::Active) else {
                 continue;
-            }
-            let fits = free.iter_mut().filter(|(_, f)| *f >= task.slots);
+            };
+            let fits = free
+                .iter_mut()
+                .filter(|(n, f)| *f >= task.slots && self.prep_allows(info, n));
             // Pack: the fullest node that fits (fill one, free others for
             // scale-down). Spread: the emptiest.
             let choice = match policy {

@@ -1,0 +1,189 @@
+//! Job preparation and release tasks with real agents: the preparation
+//! runs once per node before the job's tasks there (which see its working
+//! directory), the release runs on each such node when the job is
+//! terminated and the job completes only after it; a node where the
+//! preparation failed gets none of the job's tasks and still runs other
+//! jobs'; `job prep-status` says how each ended.
+
+mod compute_support;
+mod server_support;
+
+use std::time::Duration;
+
+use compute_support::*;
+use lote::domain::job::JobStatus;
+use lote::domain::task::TaskStatus;
+use server_support::*;
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn shared_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = open_tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    let mut l: Vec<String> = std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    l.sort();
+    l
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preparation_gates_tasks_and_release_runs_before_the_job_completes() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    Env::new(&client).pool("p").nodes(2).slots(2).await;
+    let marks = shared_dir();
+    let m = marks.path().display().to_string();
+    let prep = format!("sleep 0.5; echo ok > ready; echo $LOTE_JOB_PREP_DIR >> {m}/prepared");
+    let release = format!("echo $LOTE_JOB_PREP_DIR >> {m}/released");
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "job",
+            "create",
+            "frames",
+            "--pool",
+            "p",
+            "--prep",
+            &prep,
+            "--release",
+            &release,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // Each task fails unless the preparation finished on its node first.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            shell(
+                &format!("f{i}"),
+                "test -e \"$LOTE_JOB_PREP_WORKING_DIR/ready\" && sleep 0.2",
+            )
+        })
+        .collect();
+    add(&client, "frames", tasks).await;
+    wait_job(&client, "frames", Duration::from_secs(120)).await;
+    for i in 0..8 {
+        let t = task(&client, "frames", &format!("f{i}")).await.state;
+        assert!(t.last_result.as_ref().unwrap().succeeded(), "f{i}: {t:?}");
+    }
+    let prepared = lines(&marks.path().join("prepared"));
+    let mut distinct = prepared.clone();
+    distinct.dedup();
+    assert_eq!(prepared, distinct, "a preparation ran twice on a node");
+    let job = show_job(&client, "frames").await;
+    assert_eq!(job.state.preparations.len(), prepared.len());
+    assert!(job.state.preparations.values().all(|s| s.succeeded));
+    assert!(lines(&marks.path().join("released")).is_empty());
+    let out = cli(&server, &key, &["job", "prep-status", "frames"]);
+    assert!(
+        text(&out).contains("runs when the job ends"),
+        "{}",
+        text(&out)
+    );
+
+    let out = cli(&server, &key, &["job", "terminate", "frames"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let job = eventually(Duration::from_secs(60), "the job completes", || async {
+        let j = show_job(&client, "frames").await;
+        (j.state.status == JobStatus::Completed)
+            .then_some(j)
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    assert_eq!(
+        lines(&marks.path().join("released")),
+        prepared,
+        "{:?}",
+        job.state.releases
+    );
+    assert_eq!(job.state.releases.len(), prepared.len());
+    let out = cli(&server, &key, &["job", "prep-status", "frames"]);
+    let status = text(&out);
+    assert_eq!(
+        status.matches("succeeded (exit 0)").count(),
+        prepared.len(),
+        "{status}"
+    );
+    // The job completed after the last release ended, not before.
+    let history = stop_and_audit(server, &["job/acme/frames"]);
+    let at = |what: &str| {
+        history[0]
+            .lines()
+            .collect::<Vec<_>>()
+            .iter()
+            .rposition(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what}: {}", history[0]))
+    };
+    assert!(at("JobReleaseEnded") < at("JobCompleted"), "{}", history[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_preparation_keeps_the_jobs_tasks_off_its_node() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    Env::new(&client).pool("one").nodes(1).slots(1).await;
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "job",
+            "create",
+            "bad",
+            "--pool",
+            "one",
+            "--prep",
+            "exit 4",
+            "--prep-retries",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    add(&client, "bad", vec![shell("t", "true")]).await;
+    let failed = eventually(Duration::from_secs(60), "the preparation fails", || async {
+        let j = show_job(&client, "bad").await;
+        j.state
+            .preparations
+            .values()
+            .next()
+            .cloned()
+            .ok_or_else(|| "not yet".to_string())
+    })
+    .await;
+    assert!(!failed.succeeded);
+    assert_eq!((failed.exit_code, failed.retries), (Some(4), 1));
+    // The node runs another job's task; the first job's stays queued.
+    create_job(&client, "good", "one").await;
+    add(&client, "good", vec![shell("g", "true")]).await;
+    wait_job(&client, "good", Duration::from_secs(60)).await;
+    assert!(task(&client, "good", "g")
+        .await
+        .state
+        .last_result
+        .unwrap()
+        .succeeded());
+    let t = task(&client, "bad", "t").await.state;
+    assert_eq!(t.status, TaskStatus::Active, "{t:?}");
+    assert_eq!(t.retry_count, 0, "the task itself did not fail: {t:?}");
+    let out = cli(&server, &key, &["job", "prep-status", "bad"]);
+    let status = text(&out);
+    assert!(
+        status.contains("failed: exit code 4") || status.contains("failed"),
+        "{status}"
+    );
+    assert!(status.contains(" 4 "), "{status}");
+    stop_and_replay(server);
+}
