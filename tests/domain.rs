@@ -1045,6 +1045,113 @@ fn task_dependency_rules() {
 }
 
 #[test]
+fn job_preparation_and_release_rules() {
+    use lote::domain::job_prep::{JobPreparation, JobRelease, NodeTaskStatus};
+    let prep = JobPreparation {
+        command_line: lote::domain::spec::CommandLine::Shell("true".into()),
+        env: vec![],
+        resource_files: vec![],
+        max_wall_clock_secs: None,
+        retry_count_max: 0,
+        wait_for_success: true,
+        rerun_on_reboot_after_success: true,
+    };
+    let release = JobRelease {
+        command_line: lote::domain::spec::CommandLine::Shell("true".into()),
+        env: vec![],
+        max_wall_clock_secs: 900,
+    };
+    let j: Job = given(&[]);
+    // A release without a preparation, or longer than 15 minutes: refused.
+    let create =
+        |prep: Option<JobPreparation>, release: Option<JobRelease>| JobCommand::CreateJob {
+            spec: lote::domain::job::JobSpec {
+                preparation: prep.map(Box::new),
+                release: release.map(Box::new),
+                ..job_spec()
+            },
+        };
+    let r = then_rejected(
+        &j,
+        create(None, Some(release.clone())),
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
+    assert!(r.detail.contains("preparation"), "{r}");
+    let long = JobRelease {
+        max_wall_clock_secs: 901,
+        ..release.clone()
+    };
+    then_rejected(
+        &j,
+        create(Some(prep.clone()), Some(long)),
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
+    let (_, j) = then_ok(&j, create(Some(prep), Some(release)), &ctx(user()));
+
+    // Only that node's agent (or lote) reports on it.
+    let node = |n: &str| {
+        ctx(Principal::Node {
+            account: acme(),
+            pool: pool_id(),
+            node: NodeId::new(n).unwrap(),
+        })
+    };
+    let ok = NodeTaskStatus {
+        succeeded: true,
+        exit_code: Some(0),
+        retries: 0,
+        failure: None,
+    };
+    let record = |n: &str| JobCommand::RecordPreparation {
+        node: NodeId::new(n).unwrap(),
+        status: ok.clone(),
+    };
+    then_rejected(
+        &j,
+        record("n1"),
+        &node("n2"),
+        RejectionCode::PermissionDenied,
+    );
+    then_rejected(
+        &j,
+        record("n1"),
+        &ctx(user()),
+        RejectionCode::PermissionDenied,
+    );
+    let (_, j) = then_ok(&j, record("n1"), &node("n1"));
+    assert_eq!(j.releases_pending().len(), 1);
+
+    // With nothing left to run, the job terminates but completes only
+    // after the release on n1 ended.
+    let (events, j) = then_ok(
+        &j,
+        JobCommand::TerminateJob {
+            reason: "done".into(),
+        },
+        &ctx(user()),
+    );
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(j.status, JobStatus::Terminating);
+    let complete = || JobCommand::CompleteJob {
+        reason: "done".into(),
+    };
+    let r = then_rejected(&j, complete(), &ctx(system()), RejectionCode::JobNotActive);
+    assert!(r.detail.contains("release task on n1"), "{r}");
+    let (_, j) = then_ok(
+        &j,
+        JobCommand::RecordRelease {
+            node: NodeId::new("n1").unwrap(),
+            status: ok,
+        },
+        &node("n1"),
+    );
+    let (_, j) = then_ok(&j, complete(), &ctx(system()));
+    assert_eq!(j.status, JobStatus::Completed);
+}
+
+#[test]
 fn zz_every_decide_rejection_is_covered() {
     // Run the others first (names sort; tests in one binary share SEEN).
     account_lifecycle_and_rejections();
@@ -1055,6 +1162,7 @@ fn zz_every_decide_rejection_is_covered() {
     request_records_are_written_once();
     schedule_lifecycle_and_rejections();
     task_dependency_rules();
+    job_preparation_and_release_rules();
     let seen: HashSet<RejectionCode> = SEEN.lock().unwrap().iter().copied().collect();
     // TooBusy comes from the actor layer's bounded conflict retries, not
     // from decide; the blob store's and the files API's codes come from

@@ -98,6 +98,8 @@ const EVENT_TYPES: &[&str] = &[
     "TaskDeleted",
     "TaskOutputsUploaded",
     "TaskCancelled",
+    "JobPreparationEnded",
+    "JobReleaseEnded",
     "RequestRecorded",
 ];
 
@@ -382,6 +384,20 @@ async fn record_scenario(core: &Core) {
                 dependencies: Some(lote::domain::job::JobDependencies {
                     on_failed_parent: lote::domain::task_spec::DependencyAction::Block,
                 }),
+                preparation: Some(Box::new(lote::domain::job_prep::JobPreparation {
+                    command_line: lote::domain::spec::CommandLine::Shell("./fetch".into()),
+                    env: vec![],
+                    resource_files: vec![],
+                    max_wall_clock_secs: Some(600),
+                    retry_count_max: 2,
+                    wait_for_success: true,
+                    rerun_on_reboot_after_success: false,
+                })),
+                release: Some(Box::new(lote::domain::job_prep::JobRelease {
+                    command_line: lote::domain::spec::CommandLine::Shell("./clean".into()),
+                    env: vec![],
+                    max_wall_clock_secs: 300,
+                })),
                 ..job_spec()
             },
         },
@@ -567,6 +583,31 @@ async fn record_scenario(core: &Core) {
     core.execute::<Task>(&task(4), TaskCommand::DeleteTask, ctx(user()))
         .await
         .unwrap();
+    // The job's preparation ran on n0 (after a retry) and its release.
+    for command in [
+        JobCommand::RecordPreparation {
+            node: NodeId::new("n0").unwrap(),
+            status: lote::domain::job_prep::NodeTaskStatus {
+                succeeded: true,
+                exit_code: Some(0),
+                retries: 1,
+                failure: None,
+            },
+        },
+        JobCommand::RecordRelease {
+            node: NodeId::new("n0").unwrap(),
+            status: lote::domain::job_prep::NodeTaskStatus {
+                succeeded: false,
+                exit_code: Some(2),
+                retries: 0,
+                failure: Some("exit code 2".into()),
+            },
+        },
+    ] {
+        core.execute::<Job>(&job, command, ctx(system()))
+            .await
+            .unwrap();
+    }
     // t5 waits for t3 (terminated) and the range 0-9 (none numeric), with
     // exit conditions; a parent's failure under cancel ends it unrun.
     let mut t5 = task_spec("t5");
@@ -853,6 +894,7 @@ fn same_state(recorded: &serde_json::Value, rebuilt: &serde_json::Value) -> bool
                         || matches!(v, Value::Null | Value::Bool(false))
                         || v.as_u64() == Some(0)
                         || v.as_array().is_some_and(|a| a.is_empty())
+                        || v.as_object().is_some_and(|o| o.is_empty())
                         || LIFTED_DEFAULTS
                             .iter()
                             .any(|(name, lifted)| k == name && *v == lifted())
