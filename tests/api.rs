@@ -988,6 +988,7 @@ async fn a_batch_of_completions_is_answered_one_by_one() {
             .call(&Request::AgentPoll {
                 running: vec![],
                 wait_ms: 500,
+                releases_running: vec![],
             })
             .await
             .unwrap()

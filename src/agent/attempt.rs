@@ -220,6 +220,22 @@ impl TaskEnv {
     }
 }
 
+/// What lote tells an attempt: its ids, its tag, a manager's key, the
+/// job's preparation directories.
+fn attempt_vars(env: &TaskEnv, a: &Assignment, tag: &str) -> Vec<(String, String)> {
+    let mut vars = vec![
+        ("LOTE_JOB_ID".to_string(), a.job.to_string()),
+        ("LOTE_TASK_ID".to_string(), a.task.to_string()),
+        ("LOTE_TASK_ATTEMPT".to_string(), a.attempt.to_string()),
+        (proc_tree::TAG_VAR.to_string(), tag.to_string()),
+    ];
+    vars.extend(manager_vars(env, a));
+    if a.preparation.is_some() {
+        vars.extend(super::job_prep::prep_vars(&env.root, &a.job));
+    }
+    vars
+}
+
 /// A job manager's variables: the key of its own job and the way to the
 /// server, for `lote` run inside it (none for other tasks).
 fn manager_vars(env: &TaskEnv, a: &Assignment) -> Vec<(String, String)> {
@@ -382,16 +398,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     };
     let group = staged.and_then(|apps| env.attempt_group().map(|g| (apps, g)));
     let child = group.and_then(|(apps, lease)| {
-        let mut vars = vec![
-            ("LOTE_JOB_ID".to_string(), a.job.to_string()),
-            ("LOTE_TASK_ID".to_string(), a.task.to_string()),
-            ("LOTE_TASK_ATTEMPT".to_string(), a.attempt.to_string()),
-            (proc_tree::TAG_VAR.to_string(), tag.clone()),
-        ];
-        vars.extend(manager_vars(env, &a));
-        if a.preparation.is_some() {
-            vars.extend(super::job_prep::prep_vars(&env.root, &a.job));
-        }
+        let mut vars = attempt_vars(env, &a, &tag);
         vars.extend(apps);
         let run = Run {
             command_line: &a.spec.command_line,

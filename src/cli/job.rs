@@ -49,6 +49,8 @@ impl JobManagerArgs {
     }
 }
 
+// Parsed once per process: a large variant costs nothing that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum JobCmd {
     /// Create a job on a pool (tasks are added with `lote task add`, or by

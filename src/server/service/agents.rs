@@ -133,22 +133,14 @@ impl Service {
                     .await
             }
             Request::AgentJobPreparationEnded { job, status } => {
-                let command = crate::domain::job::JobCommand::RecordPreparation {
-                    node: node.clone(),
-                    status,
-                };
-                self.exec::<Job>(StreamId::job(account, &job), command, ctx())
-                    .await?;
-                Ok(Response::Recorded)
+                let node = node.clone();
+                let command = crate::domain::job::JobCommand::RecordPreparation { node, status };
+                self.record_on_job(&me, &job, command).await
             }
             Request::AgentJobReleaseEnded { job, status } => {
-                let command = crate::domain::job::JobCommand::RecordRelease {
-                    node: node.clone(),
-                    status,
-                };
-                self.exec::<Job>(StreamId::job(account, &job), command, ctx())
-                    .await?;
-                Ok(Response::Recorded)
+                let node = node.clone();
+                let command = crate::domain::job::JobCommand::RecordRelease { node, status };
+                self.record_on_job(&me, &job, command).await
             }
             Request::AgentFileData { read, result } => {
                 // An answer nobody waits for any more (timed out) is dropped.
@@ -354,6 +346,18 @@ impl Service {
 
     /// An agent's long poll: its load recorded when it changed, then the
     /// attempts to start, the ones to cancel, file reads, a reboot.
+    /// A preparation's or release's end, recorded on its job by the node.
+    async fn record_on_job(
+        &self,
+        me: &NodeCall<'_>,
+        job: &crate::types::JobId,
+        command: crate::domain::job::JobCommand,
+    ) -> Result<Response, ApiError> {
+        self.exec::<Job>(StreamId::job(me.account, job), command, me.ctx(self))
+            .await?;
+        Ok(Response::Recorded)
+    }
+
     pub(super) async fn agent_poll(
         &self,
         me: &NodeCall<'_>,
