@@ -187,3 +187,74 @@ async fn a_failed_preparation_keeps_the_jobs_tasks_off_its_node() {
     assert!(status.contains(" 4 "), "{status}");
     stop_and_replay(server);
 }
+
+/// After a reboot the preparation runs again before the job's next task
+/// on the node, unless `--prep-once` and it had succeeded; a job that
+/// completes when its tasks do terminates, runs its release, then
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_reruns_the_preparation_unless_told_once_and_a_finished_job_releases() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    Env::new(&client).pool("rb").nodes(1).slots(1).await;
+    let marks = shared_dir();
+    let m = marks.path().display().to_string();
+    for (job, once) in [("again", false), ("once", true)] {
+        let prep = format!("echo run >> {m}/{job}");
+        let mut args = vec!["job", "create", job, "--pool", "rb", "--prep", &prep];
+        if once {
+            args.push("--prep-once");
+        }
+        let out = cli(&server, &key, &args);
+        assert!(out.status.success(), "{}", text(&out));
+        add(&client, job, vec![shell("before", "true")]).await;
+        wait_job(&client, job, Duration::from_secs(60)).await;
+    }
+    let out = cli(&server, &key, &["node", "reboot", "rb", "node-0"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Wait for the reboot to be over: the node takes work again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes_up(&client, "rb", 1).await;
+    for job in ["again", "once"] {
+        add(&client, job, vec![shell("after", "true")]).await;
+        wait_job(&client, job, Duration::from_secs(60)).await;
+    }
+    let runs = |job: &str| lines(&marks.path().join(job)).len();
+    assert_eq!(runs("again"), 2, "the preparation did not run again");
+    assert_eq!(runs("once"), 1, "--prep-once ran it again");
+
+    let release = format!("echo released >> {m}/ended");
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "job",
+            "create",
+            "ends",
+            "--pool",
+            "rb",
+            "--prep",
+            "true",
+            "--release",
+            &release,
+            "--on-all-tasks-complete",
+            "terminate-job",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    add(&client, "ends", vec![shell("only", "true")]).await;
+    let job = eventually(Duration::from_secs(60), "the job completes", || async {
+        let j = show_job(&client, "ends").await;
+        let status = j.state.status;
+        (status == JobStatus::Completed)
+            .then_some(j)
+            .ok_or_else(|| format!("{status:?}"))
+    })
+    .await;
+    assert_eq!(lines(&marks.path().join("ended")), ["released"]);
+    assert_eq!(job.state.releases.len(), 1);
+    assert_eq!(
+        job.state.completion_reason.as_deref(),
+        Some("all tasks finished")
+    );
+}
