@@ -258,4 +258,29 @@ async fn overlap_skip_records_held_back_runs_and_terminate_ends_the_active_job()
     ] {
         assert!(text.contains(event), "{event} missing from:\n{text}");
     }
+    // And its state at a past moment: --at the first run's start, the
+    // schedule was active with run 1 under way.
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(lote_bin())
+            .args(["audit", "--data-dir"])
+            .arg(&data_dir)
+            .arg("schedule/acme/slow")
+            .args(extra)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let whole = json(&[]);
+    let started = whole["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "ScheduleRunStarted")
+        .expect("a run started");
+    let at = started["recorded_at"].as_str().unwrap().to_string();
+    let then = json(&["--at", &at]);
+    assert_eq!(then["state"]["status"], "active", "{then}");
+    assert_eq!(whole["state"]["status"], "completed");
 }
