@@ -201,6 +201,8 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
                 dependencies: None,
                 preparation: None,
                 release: None,
+                common_env: vec![],
+                metadata: vec![],
             };
             store
                 .append_blocking(

@@ -398,6 +398,14 @@ async fn record_scenario(core: &Core) {
                     env: vec![],
                     max_wall_clock_secs: 300,
                 })),
+                common_env: vec![lote::domain::EnvVar {
+                    name: "SCENE".into(),
+                    value: "forest".into(),
+                }],
+                metadata: vec![lote::domain::job_prep::MetadataItem {
+                    name: "owner".into(),
+                    value: "render-team".into(),
+                }],
                 ..job_spec()
             },
         },

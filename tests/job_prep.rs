@@ -62,16 +62,29 @@ async fn preparation_gates_tasks_and_release_runs_before_the_job_completes() {
             &prep,
             "--release",
             &release,
+            "--env",
+            "SCENE=forest",
+            "--env",
+            "QUALITY=draft",
+            "--metadata",
+            "owner=render-team",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    // Each task fails unless the preparation finished on its node first.
+    // Each task fails unless the preparation finished on its node first,
+    // and unless it sees the job's variables (its own QUALITY wins).
     let tasks: Vec<_> = (0..8)
         .map(|i| {
-            shell(
+            let mut t = shell(
                 &format!("f{i}"),
-                "test -e \"$LOTE_JOB_PREP_WORKING_DIR/ready\" && sleep 0.2",
-            )
+                "test -e \"$LOTE_JOB_PREP_WORKING_DIR/ready\" && [ \"$SCENE\" = forest ] \
+                 && [ \"$QUALITY\" = final ] && sleep 0.2",
+            );
+            t.env.push(lote::domain::EnvVar {
+                name: "QUALITY".into(),
+                value: "final".into(),
+            });
+            t
         })
         .collect();
     add(&client, "frames", tasks).await;

@@ -402,6 +402,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
         vars.extend(apps);
         let run = Run {
             command_line: &a.spec.command_line,
+            job: &a.job_env,
             own: &a.spec.env,
             vars: &vars,
             dir: &dir,

@@ -34,7 +34,8 @@ impl Proc {
 /// What one process of a task or start task is started with.
 pub(super) struct Run<'a> {
     pub command_line: &'a CommandLine,
-    /// The task's or start task's own variables.
+    /// Its job's common variables, then its own (which win).
+    pub job: &'a [crate::domain::EnvVar],
     pub own: &'a [crate::domain::EnvVar],
     /// The attempt's variables.
     pub vars: &'a [(String, String)],
@@ -53,6 +54,7 @@ pub(super) struct Run<'a> {
 pub(super) fn spawn(env: &TaskEnv, run: Run<'_>) -> Result<Proc, String> {
     let Run {
         command_line,
+        job,
         own,
         vars,
         dir,
@@ -87,10 +89,12 @@ pub(super) fn spawn(env: &TaskEnv, run: Run<'_>) -> Result<Proc, String> {
     ];
     // Over the base environment (never the agent's), later entries win:
     // HOME (the working directory unless the task sets its own), the
-    // task's own, then the attempt's, then the node's.
+    // job's common variables, the task's own, then the attempt's, then
+    // the node's.
     let home: [(&OsStr, &OsStr); 1] = [("HOME".as_ref(), wd.as_os_str())];
     let vars: Vec<(&OsStr, &OsStr)> = home
         .into_iter()
+        .chain(job.iter().map(|v| (v.name.as_ref(), v.value.as_ref())))
         .chain(own.iter().map(|v| (v.name.as_ref(), v.value.as_ref())))
         .chain(vars.iter().map(|(n, v)| (n.as_ref(), v.as_ref())))
         .chain(fixed)

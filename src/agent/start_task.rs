@@ -107,6 +107,7 @@ pub(super) async fn run_node_task(env: &TaskEnv, task: NodeTask<'_>) -> TaskResu
         vars.extend(apps);
         let run = Run {
             command_line: task.command_line,
+            job: &[],
             own: task.own,
             vars: &vars,
             dir: &dir,

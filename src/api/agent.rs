@@ -126,6 +126,8 @@ pub struct Assignment {
     pub job_key: Option<crate::types::Secret>,
     /// The job's preparation, run on the node before its first task there.
     pub preparation: Option<crate::domain::job_prep::JobPreparation>,
+    /// The job's common variables (the task's own win).
+    pub job_env: Vec<crate::domain::EnvVar>,
 }
 
 /// One report: levels now, and counter changes since the last report.

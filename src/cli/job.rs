@@ -93,6 +93,8 @@ pub enum JobCmd {
         dependencies: super::deps::JobDependencyArgs,
         #[command(flatten)]
         prep: super::job_prep::JobPrepArgs,
+        #[command(flatten)]
+        common: super::job_prep::JobEnvArgs,
         #[arg(long)]
         request_id: Option<uuid::Uuid>,
     },
@@ -149,6 +151,7 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
             manager,
             dependencies,
             prep,
+            common,
             request_id,
         } => {
             let bad =
@@ -160,7 +163,10 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
             for t in &input_prefixes {
                 common_resource_files.push(parse_input_prefix(t).map_err(bad)?);
             }
+            let (common_env, metadata) = common.specs().map_err(bad)?;
             let spec = JobSpec {
+                common_env,
+                metadata,
                 display_name,
                 priority,
                 max_wall_clock_secs,

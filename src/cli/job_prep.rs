@@ -1,4 +1,5 @@
-//! `job create --prep/--release` and `job prep-status`.
+//! `job create --prep/--release`, `job prep-status`, and a job's common
+//! variables and metadata (`--env`, `--metadata`).
 
 use clap::Args;
 use serde_json::{json, Value};
@@ -6,6 +7,48 @@ use serde_json::{json, Value};
 use lote::domain::job::Job;
 use lote::domain::job_prep::{JobPreparation, JobRelease, NodeTaskStatus, RELEASE_SECS_MAX};
 use lote::domain::spec::CommandLine;
+
+/// A job's common variables and metadata.
+#[derive(Args, Debug, Clone, Default)]
+pub struct JobEnvArgs {
+    /// A variable every task of the job gets: NAME=VALUE (repeatable; a
+    /// task's own --env of the same name wins).
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// A name and value the job carries for its users (repeatable; lote
+    /// does not read them): NAME=VALUE.
+    #[arg(long = "metadata", value_name = "NAME=VALUE")]
+    metadata: Vec<String>,
+}
+
+impl JobEnvArgs {
+    pub fn specs(
+        &self,
+    ) -> Result<
+        (
+            Vec<lote::domain::EnvVar>,
+            Vec<lote::domain::job_prep::MetadataItem>,
+        ),
+        String,
+    > {
+        let pair = |flag: &str, text: &str| -> Result<(String, String), String> {
+            text.split_once('=')
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .ok_or_else(|| format!("--{flag} {text:?}: expected NAME=VALUE"))
+        };
+        let mut env = Vec::new();
+        for e in &self.env {
+            let (name, value) = pair("env", e)?;
+            env.push(lote::domain::EnvVar { name, value });
+        }
+        let mut metadata = Vec::new();
+        for m in &self.metadata {
+            let (name, value) = pair("metadata", m)?;
+            metadata.push(lote::domain::job_prep::MetadataItem { name, value });
+        }
+        Ok((env, metadata))
+    }
+}
 
 /// A job's preparation and release tasks.
 #[derive(Args, Debug, Clone, Default)]

@@ -78,10 +78,18 @@ pub struct ScheduleArgs {
     dependencies: super::deps::JobDependencyArgs,
     #[command(flatten)]
     prep: super::job_prep::JobPrepArgs,
+    #[command(flatten)]
+    common: super::job_prep::JobEnvArgs,
 }
 
 impl ScheduleArgs {
     fn spec(&self) -> Result<ScheduleSpec, ClientError> {
+        let (common_env, metadata) = self.common.specs().map_err(|e| {
+            ClientError::Api(lote::api::ApiError::rejected(
+                lote::domain::RejectionCode::InvalidValue,
+                e,
+            ))
+        })?;
         let recurrence = match (&self.every, &self.cron, self.once) {
             (Some(secs), _, _) => Recurrence::Every { secs: *secs },
             (_, Some(expression), _) => Recurrence::Cron {
@@ -114,6 +122,8 @@ impl ScheduleArgs {
                 dependencies: self.dependencies.spec(),
                 preparation: self.prep.specs().0,
                 release: self.prep.specs().1,
+                common_env,
+                metadata,
                 ..JobSpec::on_pool(self.id.clone(), placeholder_account(), self.pool.clone())
             },
             tasks,

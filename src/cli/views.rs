@@ -268,6 +268,29 @@ pub(super) fn job(j: &Job, version: u64) -> String {
             }
         );
     }
+    if !spec.common_env.is_empty() {
+        let names: Vec<&str> = spec.common_env.iter().map(|v| v.name.as_str()).collect();
+        let _ = writeln!(out, "  env:        {} (every task)", names.join(", "));
+    }
+    for m in &spec.metadata {
+        let _ = writeln!(out, "  metadata:   {} = {}", m.name, m.value);
+    }
+    if let Some(p) = &spec.preparation {
+        let _ = writeln!(
+            out,
+            "  prepare:    {} on each node first{}; lote job prep-status {}",
+            match &p.command_line {
+                lote::domain::spec::CommandLine::Shell(line) => line.clone(),
+                lote::domain::spec::CommandLine::Argv(argv) => argv.join(" "),
+            },
+            if spec.release.is_some() {
+                ", released at the end"
+            } else {
+                ""
+            },
+            spec.id
+        );
+    }
     if let Some(d) = &spec.dependencies {
         let _ = writeln!(
             out,

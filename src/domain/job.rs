@@ -89,6 +89,10 @@ pub struct JobSpec {
     /// Runs on each node where the preparation ran, when the job ends;
     /// the job completes after every one ended.
     pub release: Option<Box<super::job_prep::JobRelease>>,
+    /// Variables every task of the job gets (a task's own win).
+    pub common_env: Vec<super::EnvVar>,
+    /// Name and value pairs for the job's users; lote does not read them.
+    pub metadata: Vec<super::job_prep::MetadataItem>,
 }
 
 /// A job's task dependency settings.
@@ -141,6 +145,8 @@ impl JobSpec {
             dependencies: None,
             preparation: None,
             release: None,
+            common_env: vec![],
+            metadata: vec![],
         }
     }
 
@@ -179,6 +185,8 @@ impl JobSpec {
                 || "a job manager runs first: it cannot depend on other tasks".into(),
             )?;
         }
+        super::validate_env("job", &self.common_env)?;
+        super::job_prep::validate_metadata(&self.metadata)?;
         if let Some(p) = &self.preparation {
             p.validate()?;
         }

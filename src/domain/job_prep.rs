@@ -1,5 +1,6 @@
 //! A job's preparation and release tasks: what runs on a node before the
-//! job's first task there, and on each such node when the job ends.
+//! job's first task there, and on each such node when the job ends; and
+//! the job's metadata.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -81,4 +82,42 @@ impl JobRelease {
             },
         )
     }
+}
+
+/// One name and value a job carries for its users.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MetadataItem {
+    pub name: String,
+    pub value: String,
+}
+
+/// Most metadata items on a job, and their sizes.
+pub const METADATA_ITEMS_MAX: usize = 64;
+pub const METADATA_NAME_MAX: usize = 128;
+pub const METADATA_VALUE_MAX: usize = 1024;
+
+pub fn validate_metadata(items: &[MetadataItem]) -> Result<(), Rejection> {
+    ensure(
+        items.len() <= METADATA_ITEMS_MAX,
+        RejectionCode::InvalidValue,
+        || format!("a job has at most {METADATA_ITEMS_MAX} metadata items"),
+    )?;
+    for m in items {
+        ensure(
+            !m.name.is_empty() && m.name.len() <= METADATA_NAME_MAX,
+            RejectionCode::InvalidValue,
+            || {
+                format!(
+                    "a metadata name is 1 to {METADATA_NAME_MAX} bytes: {:?}",
+                    m.name
+                )
+            },
+        )?;
+        ensure(
+            m.value.len() <= METADATA_VALUE_MAX,
+            RejectionCode::InvalidValue,
+            || format!("metadata {} is over {METADATA_VALUE_MAX} bytes", m.name),
+        )?;
+    }
+    Ok(())
 }

@@ -120,6 +120,8 @@ pub fn job_spec() -> JobSpec {
         dependencies: None,
         preparation: None,
         release: None,
+        common_env: vec![],
+        metadata: vec![],
     }
 }
 

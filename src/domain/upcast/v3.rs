@@ -114,6 +114,8 @@ impl JobSpecV3 {
             dependencies: None,
             preparation: None,
             release: None,
+            common_env: vec![],
+            metadata: vec![],
         }
     }
 }

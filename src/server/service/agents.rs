@@ -38,11 +38,13 @@ impl NodeCall<'_> {
 }
 
 /// What an assignment carries of its job.
-type JobFacts = (
-    Vec<ResourceFile>,
-    Option<(crate::types::TaskId, crate::types::Timestamp)>,
-    Option<crate::domain::job_prep::JobPreparation>,
-);
+#[derive(Default)]
+pub(super) struct JobFacts {
+    files: Vec<ResourceFile>,
+    manager: Option<(crate::types::TaskId, crate::types::Timestamp)>,
+    preparation: Option<crate::domain::job_prep::JobPreparation>,
+    env: Vec<crate::domain::EnvVar>,
+}
 
 impl Service {
     /// Waits until placement has folded everything recorded so far, so an
@@ -219,22 +221,29 @@ impl Service {
             .supervisors
             .placement
             .inspect(move |s| {
-                s.job_resource_files(&of).map(|files| {
-                    let prep = s.job_preparation(&of).map(|p| (*p).clone());
-                    (files, s.job_manager(&of), prep)
+                s.job_resource_files(&of).map(|files| JobFacts {
+                    files: files.as_ref().clone(),
+                    manager: s.job_manager(&of),
+                    preparation: s.job_preparation(&of).map(|p| (*p).clone()),
+                    env: s
+                        .job_env(&of)
+                        .map(|e| e.as_ref().clone())
+                        .unwrap_or_default(),
                 })
             })
             .await?;
-        if let Some((files, manager, prep)) = known {
-            return Ok((files.as_ref().clone(), manager, prep));
+        if let Some(facts) = known {
+            return Ok(facts);
         }
         let state = self.core.state::<Job>(&stream).await?.state;
         let created = state.created_at.unwrap_or(crate::types::Timestamp::EPOCH);
         Ok(state
             .spec
-            .map(|j| {
-                let manager = j.job_manager.map(|m| (m.task.id, created));
-                (j.common_resource_files, manager, j.preparation.map(|p| *p))
+            .map(|j| JobFacts {
+                manager: j.job_manager.map(|m| (m.task.id, created)),
+                files: j.common_resource_files,
+                preparation: j.preparation.map(|p| *p),
+                env: j.common_env,
             })
             .unwrap_or_default())
     }
@@ -415,19 +424,22 @@ impl Service {
                 }
             };
             if let Some(spec) = spec {
-                let (job_resource_files, manager, preparation) =
-                    self.job_facts(account, &job).await?;
-                let job_key = manager.filter(|(id, _)| id == &task).map(|(_, created)| {
-                    crate::types::Secret::new(self.job_key(account, &job, created))
-                });
+                let facts = self.job_facts(account, &job).await?;
+                let job_key = facts
+                    .manager
+                    .filter(|(id, _)| id == &task)
+                    .map(|(_, created)| {
+                        crate::types::Secret::new(self.job_key(account, &job, created))
+                    });
                 assignments.push(crate::api::Assignment {
                     job,
                     task,
                     attempt,
                     spec,
-                    job_resource_files,
+                    job_resource_files: facts.files,
                     job_key,
-                    preparation,
+                    preparation: facts.preparation,
+                    job_env: facts.env,
                 });
             }
         }

@@ -163,6 +163,8 @@ struct JobInfo {
     manager: Option<(crate::types::TaskId, Timestamp)>,
     /// Its preparation and release tasks, and where they ran.
     prep: Option<Box<prep::JobPrep>>,
+    /// Its common variables, handed out with each assignment.
+    common_env: std::sync::Arc<Vec<crate::domain::EnvVar>>,
 }
 
 /// Where a task's slots are held.
@@ -292,6 +294,11 @@ impl Scheduler {
         job: &StreamId,
     ) -> Option<std::sync::Arc<Vec<crate::domain::spec::ResourceFile>>> {
         self.jobs.get(job).map(|j| j.resource_files.clone())
+    }
+
+    /// A job's common variables, once its creation is folded.
+    pub fn job_env(&self, job: &StreamId) -> Option<std::sync::Arc<Vec<crate::domain::EnvVar>>> {
+        self.jobs.get(job).map(|j| j.common_env.clone())
     }
 
     /// The job's manager task, if it has one, and the job's creation time.

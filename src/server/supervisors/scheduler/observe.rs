@@ -49,6 +49,7 @@ impl Scheduler {
                             stream.clone(),
                             JobInfo {
                                 prep,
+                                common_env: std::sync::Arc::new(spec.common_env),
                                 priority: spec.priority,
                                 state: JobState::Active,
                                 deadline: spec.max_wall_clock_secs.map(|s| at.plus_secs(s)),
