@@ -47,8 +47,10 @@ async fn preparation_gates_tasks_and_release_runs_before_the_job_completes() {
     Env::new(&client).pool("p").nodes(2).slots(2).await;
     let marks = shared_dir();
     let m = marks.path().display().to_string();
-    let prep = format!("sleep 0.5; echo ok > ready; echo $LOTE_JOB_PREP_DIR >> {m}/prepared");
-    let release = format!("echo $LOTE_JOB_PREP_DIR >> {m}/released");
+    // Both see the job's common variables ($SCENE) and its directories.
+    let prep =
+        format!("sleep 0.5; echo ok > ready; echo $SCENE:$LOTE_JOB_PREP_DIR >> {m}/prepared");
+    let release = format!("echo $SCENE:$LOTE_JOB_PREP_DIR >> {m}/released");
     let out = cli(
         &server,
         &key,
@@ -94,6 +96,10 @@ async fn preparation_gates_tasks_and_release_runs_before_the_job_completes() {
         assert!(t.last_result.as_ref().unwrap().succeeded(), "f{i}: {t:?}");
     }
     let prepared = lines(&marks.path().join("prepared"));
+    assert!(
+        !prepared.is_empty() && prepared.iter().all(|l| l.starts_with("forest:/")),
+        "{prepared:?}"
+    );
     let mut distinct = prepared.clone();
     distinct.dedup();
     assert_eq!(prepared, distinct, "a preparation ran twice on a node");
@@ -191,6 +197,12 @@ async fn a_failed_preparation_keeps_the_jobs_tasks_off_its_node() {
     let t = task(&client, "bad", "t").await.state;
     assert_eq!(t.status, TaskStatus::Active, "{t:?}");
     assert_eq!(t.retry_count, 0, "the task itself did not fail: {t:?}");
+    let out = cli(&server, &key, &["task", "explain", "bad", "t"]);
+    let why = text(&out);
+    assert!(
+        why.contains("the job's preparation failed on all of pool one's 1 nodes"),
+        "{why}"
+    );
     let out = cli(&server, &key, &["job", "prep-status", "bad"]);
     let status = text(&out);
     assert!(

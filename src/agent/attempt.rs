@@ -369,7 +369,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     // The job's preparation first; where it failed (and the job waits for
     // it), the task does not run here and the server places it elsewhere.
     if let Some(prep) = &a.preparation {
-        if !super::job_prep::prepared(client, env, &a.job, prep).await {
+        if !super::job_prep::prepared(client, env, &a.job, prep, &a.job_env).await {
             return;
         }
     }

@@ -69,11 +69,12 @@ pub(super) async fn prepared(
     env: &TaskEnv,
     job: &JobId,
     prep: &JobPreparation,
+    job_env: &[crate::domain::EnvVar],
 ) -> bool {
     let cell = prepared_map().entry(job.clone()).or_default().clone();
     *cell
         .get_or_init(|| async {
-            let ok = run_preparation(client, env, job, prep).await;
+            let ok = run_preparation(client, env, job, prep, job_env).await;
             ok || !prep.wait_for_success
         })
         .await
@@ -84,6 +85,7 @@ async fn run_preparation(
     env: &TaskEnv,
     job: &JobId,
     prep: &JobPreparation,
+    job_env: &[crate::domain::EnvVar],
 ) -> bool {
     let marker = job_dir(&env.root, job).join("preparation.succeeded");
     if !prep.rerun_on_reboot_after_success && marker.exists() {
@@ -98,6 +100,7 @@ async fn run_preparation(
         let task = NodeTask {
             dir: job_dir(&env.root, job).join("preparation"),
             command_line: &prep.command_line,
+            job: job_env,
             own: &prep.env,
             resource_files: &prep.resource_files,
             vars,
@@ -143,6 +146,7 @@ pub(super) fn start_release(
     env: &Arc<TaskEnv>,
     job: JobId,
     release: JobRelease,
+    job_env: Vec<crate::domain::EnvVar>,
 ) {
     if !releasing().insert(job.clone()) {
         return;
@@ -154,6 +158,7 @@ pub(super) fn start_release(
         let task = NodeTask {
             dir: job_dir(&env.root, &job).join("release"),
             command_line: &release.command_line,
+            job: &job_env,
             own: &release.env,
             resource_files: &[],
             vars,

@@ -576,8 +576,8 @@ async fn work(
                 reimage,
                 releases,
             }) => {
-                for (job, release) in releases {
-                    job_prep::start_release(client, env, job, release);
+                for (job, release, job_env) in releases {
+                    job_prep::start_release(client, env, job, release, job_env);
                 }
                 (assignments, cancel, reads, reboot, reimage)
             }

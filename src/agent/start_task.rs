@@ -45,6 +45,7 @@ pub(super) async fn run_start_task_once(
     let task = NodeTask {
         dir: env.startup.clone(),
         command_line: &start_task.command_line,
+        job: &[],
         own: &start_task.env,
         resource_files: &start_task.resource_files,
         vars,
@@ -60,6 +61,8 @@ pub(super) async fn run_start_task_once(
 pub(super) struct NodeTask<'a> {
     pub dir: PathBuf,
     pub command_line: &'a crate::domain::spec::CommandLine,
+    /// Its job's common variables (none for the start task).
+    pub job: &'a [crate::domain::EnvVar],
     pub own: &'a [crate::domain::EnvVar],
     pub resource_files: &'a [crate::domain::spec::ResourceFile],
     pub vars: Vec<(String, String)>,
@@ -107,7 +110,7 @@ pub(super) async fn run_node_task(env: &TaskEnv, task: NodeTask<'_>) -> TaskResu
         vars.extend(apps);
         let run = Run {
             command_line: task.command_line,
-            job: &[],
+            job: task.job,
             own: task.own,
             vars: &vars,
             dir: &dir,

@@ -207,6 +207,14 @@ impl WaitReason {
             WaitReason::CancelledByParent { parent, outcome } => format!(
                 "parent {parent} failed ({outcome}) and the policy is cancel: it is being cancelled"
             ),
+            WaitReason::PreparationFailed { nodes, of } => format!(
+                "the job's preparation failed on {} of pool {p}'s {of} nodes, which take none of its tasks (lote job prep-status {job})",
+                if nodes == of {
+                    "all".to_string()
+                } else {
+                    nodes.to_string()
+                }
+            ),
             WaitReason::HeldByParents { blocked: 0 } => {
                 format!("for their parents to end (lote task explain {job} TASK names them)")
             }

@@ -105,8 +105,13 @@ pub enum Response {
         /// With `reboot`: wipe the node's directories before registering
         /// again (`lote node reimage`).
         reimage: bool,
-        /// Jobs that ended, whose release this node is to run.
-        releases: Vec<(JobId, crate::domain::job_prep::JobRelease)>,
+        /// Jobs that ended, whose release this node is to run, with their
+        /// common variables.
+        releases: Vec<(
+            JobId,
+            crate::domain::job_prep::JobRelease,
+            Vec<crate::domain::EnvVar>,
+        )>,
     },
     /// Part of an attempt's output. `completed`: the attempt has ended, so
     /// nothing more will be written.

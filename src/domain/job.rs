@@ -268,6 +268,9 @@ pub enum WaitReason {
     /// A job's tasks held for their parents, `blocked` of them by a failed
     /// one for good (the group form of the three above).
     HeldByParents { blocked: u64 },
+    /// The job's preparation failed on `nodes` of the pool's `of` nodes,
+    /// which take none of its tasks.
+    PreparationFailed { nodes: u32, of: u32 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -74,7 +74,7 @@ pub struct AgentWork {
     pub reads: Vec<FileRead>,
     pub reboot: bool,
     pub reimage: bool,
-    pub releases: Vec<(JobId, crate::domain::job_prep::JobRelease)>,
+    pub releases: Vec<crate::server::supervisors::scheduler::prep::DueRelease>,
 }
 
 impl AgentWork {

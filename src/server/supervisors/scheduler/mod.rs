@@ -10,7 +10,7 @@
 
 pub mod deps;
 mod observe;
-mod prep;
+pub mod prep;
 mod rounds;
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,9 @@ use super::*;
 use crate::domain::job::JobSpec;
 use crate::domain::job_prep::{JobPreparation, JobRelease};
 
+/// A release for a node's agent: its job, itself, the job's variables.
+pub type DueRelease = (JobId, JobRelease, Vec<crate::domain::EnvVar>);
+
 /// A job's preparation and release, and where they ran.
 #[derive(Debug)]
 pub(super) struct JobPrep {
@@ -49,15 +52,17 @@ impl Scheduler {
         pool_key: &str,
         node: &NodeId,
         running: &[JobId],
-    ) -> Vec<(JobId, JobRelease)> {
+    ) -> Vec<DueRelease> {
         let Some(jobs) = self.releases_due.get(&(pool_key.to_string(), node.clone())) else {
             return Vec::new();
         };
         jobs.iter()
             .filter_map(|job| {
                 let id = JobId::new(*job.segments().get(1)?).ok()?;
-                let release = self.jobs.get(job)?.prep.as_ref()?.release.as_ref()?;
-                (!running.contains(&id)).then(|| (id, (**release).clone()))
+                let info = self.jobs.get(job)?;
+                let release = info.prep.as_ref()?.release.as_ref()?;
+                (!running.contains(&id))
+                    .then(|| (id, (**release).clone(), info.common_env.as_ref().clone()))
             })
             .collect()
     }
@@ -94,6 +99,19 @@ impl Scheduler {
     /// Tasks to move off nodes where their job's preparation failed.
     pub fn take_prep_requeues(&mut self) -> Vec<HeldTask> {
         std::mem::take(&mut self.prep_requeues)
+    }
+
+    /// How many of the pool's nodes refuse the job's tasks because its
+    /// preparation failed there (none when no node does).
+    pub(super) fn prep_refused(&self, pool_key: &str, job: &StreamId) -> Option<u32> {
+        let prep = self.jobs.get(job)?.prep.as_ref()?;
+        let pool = self.pools.get(pool_key)?;
+        let n = pool
+            .nodes
+            .iter()
+            .filter(|n| prep.refused.contains(*n))
+            .count() as u32;
+        (n > 0).then_some(n)
     }
 
     /// Whether `job`'s tasks may go to `node`.

@@ -81,6 +81,12 @@ impl Scheduler {
             reasons.push(WaitReason::NoNodes);
             return reasons;
         }
+        if let Some(refused) = self.prep_refused(pool_key, job) {
+            reasons.push(WaitReason::PreparationFailed {
+                nodes: refused,
+                of: nodes.len() as u32,
+            });
+        }
         let working: Vec<&&NodeState> = nodes.iter().filter(|n| n.schedulable).collect();
         let [starting, waiting_for_start_task, start_task_failed, offline, unusable, rebooting, leaving] =
             not_working(&nodes);
