@@ -130,6 +130,13 @@ async fn preparation_gates_tasks_and_release_runs_before_the_job_completes() {
         job.state.releases
     );
     assert_eq!(job.state.releases.len(), prepared.len());
+    // Each node marked the job released: its directory goes a retention
+    // later.
+    for line in &prepared {
+        let prep_dir = std::path::Path::new(line.trim_start_matches("forest:"));
+        let marker = prep_dir.parent().unwrap().join("released_at");
+        assert!(marker.exists(), "{}", marker.display());
+    }
     let out = cli(&server, &key, &["job", "prep-status", "frames"]);
     let status = text(&out);
     assert_eq!(

@@ -170,6 +170,9 @@ pub(super) fn start_release(
             mode: 0o750,
         };
         let result = run_node_task(&env, task).await;
+        // Marked before the report: once the server has it, the job may
+        // complete, and its directory is on the retention clock already.
+        super::retention::job_released(&job_dir(&env.root, &job));
         let report = Request::AgentJobReleaseEnded {
             job: job.clone(),
             status: status_of(&result, 0),

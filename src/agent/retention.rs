@@ -121,10 +121,37 @@ async fn delete_when_due() {
     }
 }
 
+/// Records that a job's release ended on this node: its directory
+/// (`ROOT/jobs/JOB`, the preparation's files) goes after the default
+/// retention.
+pub fn job_released(job_dir: &Path) {
+    let path = job_dir.join(RELEASED);
+    if let Err(e) = std::fs::write(&path, now_secs().to_string()) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot mark a job released");
+    }
+}
+
+const RELEASED: &str = "released_at";
+
 /// Deletes every attempt directory under `ROOT/tasks` whose deadline has
-/// passed, and holds those due before the next sweep.
+/// passed, and holds those due before the next sweep; and each job's
+/// directory under `ROOT/jobs` whose release ended that long ago.
 pub fn sweep(root: &Path) {
     let now = now_secs();
+    for job in std::fs::read_dir(root.join("jobs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let released = std::fs::read_to_string(job.path().join(RELEASED))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok());
+        if released.is_some_and(|at| at.saturating_add(DEFAULT_SECS) <= now) {
+            if let Err(e) = std::fs::remove_dir_all(job.path()) {
+                tracing::warn!(dir = %job.path().display(), error = %e, "cannot delete a released job's directory");
+            }
+        }
+    }
     let horizon = now.saturating_add(SWEEP_EVERY.as_secs());
     for_each_attempt(&root.join("tasks"), |attempt| {
         let until = std::fs::read_to_string(attempt.join(MARKER))
@@ -225,6 +252,24 @@ mod tests {
         let (passed, _) = take_due(now_ms() + 2_000);
         assert!(passed.contains(&second));
         assert!(!held(&second));
+    }
+
+    #[test]
+    fn a_jobs_directory_goes_a_retention_after_its_release() {
+        let _alone = alone();
+        let root = tempfile::tempdir().unwrap();
+        let jobs = root.path().join("jobs");
+        let (old, recent, unreleased) = (jobs.join("old"), jobs.join("recent"), jobs.join("open"));
+        for d in [&old, &recent, &unreleased] {
+            std::fs::create_dir_all(d.join("preparation/wd")).unwrap();
+        }
+        job_released(&recent);
+        let long_ago = now_secs() - DEFAULT_SECS - 1;
+        std::fs::write(old.join(RELEASED), long_ago.to_string()).unwrap();
+        sweep(root.path());
+        assert!(!old.exists());
+        assert!(recent.join("preparation/wd").exists());
+        assert!(unreleased.exists());
     }
 
     #[test]
