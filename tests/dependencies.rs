@@ -374,6 +374,21 @@ async fn impossible_work_is_refused_at_submission_with_its_reason() {
         "DependencyNotFound",
         "nobody",
     );
+    // A range that selects nothing (add-range names tasks task-1, ...).
+    refused(
+        &[
+            "task",
+            "add",
+            "dag",
+            "m",
+            "--depends-on-range",
+            "1-5",
+            "--",
+            "true",
+        ],
+        "DependencyNotFound",
+        "selects no task of job dag",
+    );
     refused(
         &[
             "task",

@@ -915,6 +915,18 @@ fn schedule_lifecycle_and_rejections() {
     );
     let mut complete = with_child(on);
     complete.tasks.push(task_spec("parent"));
+    // A range over no template task (its tasks are not numbered).
+    let mut ranged = complete.clone();
+    let mut merge = task_spec("merge");
+    merge.depends_on.ranges = vec![lote::domain::task_spec::TaskIdRange { start: 1, end: 9 }];
+    ranged.tasks.push(merge);
+    let r = then_rejected(
+        &s,
+        create(ranged),
+        &ctx(user()),
+        RejectionCode::DependencyNotFound,
+    );
+    assert!(r.detail.contains("selects no template task"), "{r}");
     then_ok(&s, create(complete), &ctx(user()));
     let (_, s) = then_ok(&s, create(spec.clone()), &ctx(user()));
     assert_eq!(s.status, ScheduleStatus::Active);

@@ -179,6 +179,17 @@ impl ScheduleSpec {
                 ));
             }
         }
+        for t in &self.tasks {
+            for r in &t.depends_on.ranges {
+                let selects = self.tasks.iter().any(|p| r.contains(p.id.as_str()));
+                ensure(selects, RejectionCode::DependencyNotFound, || {
+                    format!(
+                        "template task {} depends on the range {}-{}, which selects no template task",
+                        t.id, r.start, r.end
+                    )
+                })?;
+            }
+        }
         super::task_deps::order_batch(&self.tasks).map(|_| ())
     }
 

@@ -214,6 +214,7 @@ impl Service {
                 .into());
             }
         }
+        self.ranges_select_tasks(call, job, tasks).await?;
         let reply = Response::TasksAdded {
             job: job.clone(),
             count: tasks.len() as u32,
@@ -226,6 +227,57 @@ impl Service {
             Ok(())
         })
         .await
+    }
+
+    /// A dependency range that selects no task (in the job or the batch)
+    /// is refused: the dependent would run at once, which is never what
+    /// its writer meant (`add-range` names tasks `task-1`, not `1`).
+    async fn ranges_select_tasks(
+        &self,
+        call: &AccountCall<'_>,
+        job: &crate::types::JobId,
+        tasks: &[crate::domain::task::TaskSpec],
+    ) -> Result<(), ApiError> {
+        use crate::domain::task_spec::numeric_id;
+        let mut in_batch: Vec<u64> = tasks
+            .iter()
+            .filter_map(|t| numeric_id(t.id.as_str()))
+            .collect();
+        in_batch.sort_unstable();
+        let mut asked = Vec::new();
+        for t in tasks {
+            // A backwards range is refused by name when the spec is checked.
+            for r in t.depends_on.ranges.iter().filter(|r| r.start <= r.end) {
+                let from = in_batch.partition_point(|n| *n < r.start);
+                if in_batch.get(from).is_none_or(|n| *n > r.end) {
+                    asked.push((t.id.clone(), *r));
+                }
+            }
+        }
+        if asked.is_empty() {
+            return Ok(());
+        }
+        // The picture must include every task added so far.
+        let placement = &self.supervisors.placement;
+        placement.caught_up(self.core.store().head()).await;
+        let stream = call.job_stream(job);
+        let ranges: Vec<_> = asked.iter().map(|(_, r)| *r).collect();
+        let found = placement
+            .inspect(move |s| s.ranges_select(&stream, &ranges))
+            .await?;
+        if let Some((task, r)) = asked.iter().zip(found).find(|(_, f)| !f).map(|(a, _)| a) {
+            return Err(Rejection::new(
+                crate::domain::RejectionCode::DependencyNotFound,
+                format!(
+                    "task {task} depends on the range {}-{}, which selects no task of job {job}: \
+                     a range covers tasks whose ids are integers (1, 07), not task-1; \
+                     `lote task add-range JOB 1 N --prefix ''` names them 1 to N",
+                    r.start, r.end
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// An attempt's output and files, read by its node's agent.

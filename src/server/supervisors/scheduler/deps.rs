@@ -227,6 +227,11 @@ impl Graph {
         )
     }
 
+    /// Whether a range selects any of the job's tasks.
+    pub fn selects(&self, start: u64, end: u64) -> bool {
+        self.in_range(start, end).next().is_some()
+    }
+
     /// Folds a task's addition. Its held entry is kept when it must wait;
     /// otherwise it is given back to be enqueued now. A parent that
     /// already failed under the cancel policy marks it to cancel.

@@ -329,6 +329,20 @@ impl Scheduler {
         std::mem::take(&mut self.cancels).into_iter().collect()
     }
 
+    /// For each range, whether it selects a task of the job now.
+    pub fn ranges_select(
+        &self,
+        job: &StreamId,
+        ranges: &[crate::domain::task_spec::TaskIdRange],
+    ) -> Vec<bool> {
+        // A job without dependencies is refused for it by name later.
+        let graph = self.deps.get(job);
+        ranges
+            .iter()
+            .map(|r| graph.is_none_or(|g| g.selects(r.start, r.end)))
+            .collect()
+    }
+
     /// Why a task waits for its parents, if it does.
     pub fn dependency_wait(&self, job: &StreamId, task: &TaskId) -> Option<deps::DependencyWait> {
         self.deps.get(job)?.wait_of(task.as_str(), 5)
