@@ -395,9 +395,10 @@ impl Core {
     }
 
     /// A batch's dependencies checked against its job: the job uses
-    /// them, no cycle, every parent named by id is in the batch or already
-    /// in the job. Returns the batch parents first, the order it is
-    /// appended in (the scheduler's picture meets parents first).
+    /// them, and no cycle. (That each parent exists is asked of placement's
+    /// picture by the service, which holds the job's tasks by id.) Returns
+    /// the batch parents first, the order it is appended in (the
+    /// scheduler's picture meets parents first).
     async fn check_dependencies(
         &self,
         account: &AccountName,
@@ -429,35 +430,6 @@ impl Core {
             .into());
         }
         let order = crate::domain::task_deps::order_batch(&specs)?;
-        let in_batch: std::collections::HashSet<&str> =
-            specs.iter().map(|s| s.id.as_str()).collect();
-        let mut known: std::collections::HashSet<&str> = std::collections::HashSet::new();
-        for spec in &specs {
-            for parent in &spec.depends_on.task_ids {
-                if in_batch.contains(parent.as_str()) || known.contains(parent.as_str()) {
-                    continue;
-                }
-                let state: Versioned<Task> =
-                    self.state(&StreamId::task(account, job_id, parent)).await?;
-                let live = !matches!(
-                    state.state.status,
-                    crate::domain::task::TaskStatus::Absent
-                        | crate::domain::task::TaskStatus::Deleted
-                );
-                if !live {
-                    return Err(Rejection::new(
-                        RejectionCode::DependencyNotFound,
-                        format!(
-                            "task {} depends on {parent}, which is neither in job {job_id} nor in this batch; \
-                             add parents first or in the same batch",
-                            spec.id
-                        ),
-                    )
-                    .into());
-                }
-                known.insert(parent.as_str());
-            }
-        }
         let mut slots: Vec<Option<TaskSpec>> = specs.into_iter().map(Some).collect();
         Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
     }

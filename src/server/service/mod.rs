@@ -141,7 +141,20 @@ pub(super) struct AccountCall<'a> {
     pub body: &'a [u8],
 }
 
-impl AccountCall<'_> {
+impl<'a> AccountCall<'a> {
+    /// A call of `account` (its own key, or a job key of one of its jobs:
+    /// recorded as the account either way).
+    fn new(account: &'a AccountName, request: &Request, body: &'a [u8]) -> Self {
+        AccountCall {
+            account,
+            principal: Principal::Account {
+                account: account.clone(),
+            },
+            request_id: request.idempotency_key(),
+            body,
+        }
+    }
+
     /// The causation of what this request records.
     pub fn ctx(&self, service: &Service) -> Ctx {
         service.ctx(self.principal.clone(), self.request_id)
@@ -361,14 +374,7 @@ impl Service {
                 &caller,
             ));
         }
-        let call = AccountCall {
-            account,
-            principal: Principal::Account {
-                account: account.clone(),
-            },
-            request_id: request.idempotency_key(),
-            body,
-        };
+        let call = AccountCall::new(account, &request, body);
         match request.family() {
             Family::Jobs => self.jobs(&call, &request).await,
             _ => self.tasks(&call, &request).await,
@@ -424,14 +430,7 @@ impl Service {
         if request.is_blob() {
             return self.blob_request(account, request).await;
         }
-        let call = AccountCall {
-            account,
-            principal: Principal::Account {
-                account: account.clone(),
-            },
-            request_id: request.idempotency_key(),
-            body,
-        };
+        let call = AccountCall::new(account, &request, body);
         let me = || Caller::Account(account.clone(), Box::default());
         match request.family() {
             Family::Pools => self.pools(&call, &request).await,

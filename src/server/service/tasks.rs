@@ -214,7 +214,7 @@ impl Service {
                 .into());
             }
         }
-        self.ranges_select_tasks(call, job, tasks).await?;
+        self.parents_exist(call, job, tasks).await?;
         let reply = Response::TasksAdded {
             job: job.clone(),
             count: tasks.len() as u32,
@@ -229,53 +229,80 @@ impl Service {
         .await
     }
 
-    /// A dependency range that selects no task (in the job or the batch)
-    /// is refused: the dependent would run at once, which is never what
-    /// its writer meant (`add-range` names tasks `task-1`, not `1`).
-    async fn ranges_select_tasks(
+    /// Every parent a batch names must be in the batch or in the job (not
+    /// deleted), and every range must select a task: asked of placement's
+    /// picture, which holds each job's tasks by id, once per batch (a read
+    /// of each parent's actor cost a task actor per parent). A range over
+    /// nothing would let its dependent run at once, never what its writer
+    /// meant (`add-range` names tasks `task-1`, not `1`).
+    async fn parents_exist(
         &self,
         call: &AccountCall<'_>,
         job: &crate::types::JobId,
         tasks: &[crate::domain::task::TaskSpec],
     ) -> Result<(), ApiError> {
         use crate::domain::task_spec::numeric_id;
-        let mut in_batch: Vec<u64> = tasks
+        let in_batch: std::collections::HashSet<&str> =
+            tasks.iter().map(|t| t.id.as_str()).collect();
+        let mut numbered: Vec<u64> = tasks
             .iter()
             .filter_map(|t| numeric_id(t.id.as_str()))
             .collect();
-        in_batch.sort_unstable();
-        let mut asked = Vec::new();
+        numbered.sort_unstable();
+        let mut ids = Vec::new();
+        let mut ranges = Vec::new();
         for t in tasks {
+            for p in &t.depends_on.task_ids {
+                if !in_batch.contains(p.as_str()) {
+                    ids.push((t.id.clone(), p.clone()));
+                }
+            }
             // A backwards range is refused by name when the spec is checked.
             for r in t.depends_on.ranges.iter().filter(|r| r.start <= r.end) {
-                let from = in_batch.partition_point(|n| *n < r.start);
-                if in_batch.get(from).is_none_or(|n| *n > r.end) {
-                    asked.push((t.id.clone(), *r));
+                let from = numbered.partition_point(|n| *n < r.start);
+                if numbered.get(from).is_none_or(|n| *n > r.end) {
+                    ranges.push((t.id.clone(), *r));
                 }
             }
         }
-        if asked.is_empty() {
+        if ids.is_empty() && ranges.is_empty() {
             return Ok(());
         }
         // The picture must include every task added so far.
         let placement = &self.supervisors.placement;
         placement.caught_up(self.core.store().head()).await;
         let stream = call.job_stream(job);
-        let ranges: Vec<_> = asked.iter().map(|(_, r)| *r).collect();
-        let found = placement
-            .inspect(move |s| s.ranges_select(&stream, &ranges))
+        let asked_ids: Vec<_> = ids.iter().map(|(_, p)| p.clone()).collect();
+        let asked_ranges: Vec<_> = ranges.iter().map(|(_, r)| *r).collect();
+        let (ids_found, ranges_found) = placement
+            .inspect(move |s| {
+                (
+                    s.parents_known(&stream, &asked_ids),
+                    s.ranges_select(&stream, &asked_ranges),
+                )
+            })
             .await?;
-        if let Some((task, r)) = asked.iter().zip(found).find(|(_, f)| !f).map(|(a, _)| a) {
-            return Err(Rejection::new(
-                crate::domain::RejectionCode::DependencyNotFound,
-                format!(
-                    "task {task} depends on the range {}-{}, which selects no task of job {job}: \
-                     a range covers tasks whose ids are integers (1, 07), not task-1; \
-                     `lote task add-range JOB 1 N --prefix ''` names them 1 to N",
-                    r.start, r.end
-                ),
-            )
-            .into());
+        let refuse = |detail: String| -> ApiError {
+            Rejection::new(crate::domain::RejectionCode::DependencyNotFound, detail).into()
+        };
+        if let Some((task, parent)) = ids.iter().zip(ids_found).find(|(_, f)| !f).map(|(a, _)| a) {
+            return Err(refuse(format!(
+                "task {task} depends on {parent}, which is neither in job {job} nor in this batch \
+                 (or was deleted); add parents first or in the same batch"
+            )));
+        }
+        if let Some((task, r)) = ranges
+            .iter()
+            .zip(ranges_found)
+            .find(|(_, f)| !f)
+            .map(|(a, _)| a)
+        {
+            return Err(refuse(format!(
+                "task {task} depends on the range {}-{}, which selects no task of job {job}: \
+                 a range covers tasks whose ids are integers (1, 07), not task-1; \
+                 `lote task add-range JOB 1 N --prefix ''` names them 1 to N",
+                r.start, r.end
+            )));
         }
         Ok(())
     }

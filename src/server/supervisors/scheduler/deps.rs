@@ -21,6 +21,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 
 use super::{QueueKey, QueuedTask};
+use crate::api::explain::WaitReason;
 use crate::domain::task::FailureCategory;
 use crate::domain::task_deps::{resolve, Outcome};
 use crate::domain::task_spec::{DependencyAction, ExitConditions, TaskDependencies};
@@ -108,30 +109,6 @@ struct Edge {
     next: u32,
 }
 
-/// A parent's state as a waiting task's explanation names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParentState {
-    /// Waiting for its own parents.
-    Waiting,
-    /// Queued, placed or running (the picture says which).
-    Unfinished,
-}
-
-/// Why a held task does not run yet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DependencyWait {
-    /// Parents not done: how many of how many, and the first few of them.
-    Waiting {
-        waiting: u32,
-        of: u32,
-        first: Vec<(String, ParentState)>,
-    },
-    /// A parent failed and the policy keeps it waiting for good.
-    Blocked { parent: String, outcome: String },
-    /// A parent failed and the policy cancels it (being recorded).
-    Cancelling { parent: String, outcome: String },
-}
-
 /// What ending a task did to its dependents.
 #[derive(Debug, Default)]
 pub(super) struct Effects {
@@ -160,6 +137,8 @@ pub(super) struct Graph {
     /// unfinished).
     failures: HashMap<u32, (Outcome, Option<FailureCategory>)>,
     held: HashMap<u32, Box<Held>>,
+    /// Tasks deleted (rare).
+    deleted: std::collections::HashSet<u32>,
 }
 
 /// Task `i`'s id in the string of all ids.
@@ -205,6 +184,7 @@ impl Graph {
             exits: HashMap::new(),
             failures: HashMap::new(),
             held: HashMap::new(),
+            deleted: std::collections::HashSet::new(),
         }
     }
 
@@ -225,6 +205,18 @@ impl Graph {
                 .filter(move |(n, _)| (start..=end).contains(n))
                 .map(|(_, i)| *i),
         )
+    }
+
+    /// Whether a task of this id is in the job and was not deleted.
+    pub fn holds(&self, task: &str) -> bool {
+        self.find(task).is_some_and(|i| !self.deleted.contains(&i))
+    }
+
+    /// The task was deleted: no longer a parent a new task may name.
+    pub fn deleted(&mut self, task: &str) {
+        if let Some(i) = self.find(task) {
+            self.deleted.insert(i);
+        }
     }
 
     /// Whether a range selects any of the job's tasks.
@@ -426,8 +418,15 @@ impl Graph {
         }
     }
 
-    /// Whether the task is held out of the queue, and why.
-    pub fn wait_of(&self, task: &str, limit: usize) -> Option<DependencyWait> {
+    /// Why a held task does not run yet, in a wait reason. `place` words
+    /// where an unfinished parent that is not itself held is ("queued",
+    /// "running on node-1"): the picture knows, the graph does not.
+    pub fn wait_of(
+        &self,
+        task: &str,
+        limit: usize,
+        place: impl Fn(&str) -> String,
+    ) -> Option<WaitReason> {
         let i = self.find(task)?;
         let held = self.held.get(&i)?;
         if held.stopped_by != NONE {
@@ -435,21 +434,27 @@ impl Graph {
             let (o, c) = self.outcome_of(p);
             let (parent, outcome) = (self.name(p).to_string(), outcome_words(o, c));
             return Some(match self.nodes[p as usize].resolution() {
-                Some(DependencyAction::Cancel) => DependencyWait::Cancelling { parent, outcome },
-                _ => DependencyWait::Blocked { parent, outcome },
+                Some(DependencyAction::Cancel) => WaitReason::CancelledByParent { parent, outcome },
+                _ => WaitReason::BlockedByParent { parent, outcome },
             });
         }
-        Some(DependencyWait::Waiting {
+        Some(WaitReason::WaitsForParents {
             waiting: held.waiting,
             of: held.parents,
-            first: self.unfinished_parents(i, limit),
+            first: self.unfinished_parents(i, limit, place),
         })
     }
 
-    /// The first unfinished parents of a waiting task: the graph keeps
-    /// edges from parent to dependent only, so they are found by walking
-    /// the tasks added before it (an explanation, not a hot path).
-    fn unfinished_parents(&self, me: u32, limit: usize) -> Vec<(String, ParentState)> {
+    /// The first unfinished parents of a waiting task, with where each is:
+    /// the graph keeps edges from parent to dependent only, so they are
+    /// found by walking the tasks added before it (an explanation, not a
+    /// hot path).
+    fn unfinished_parents(
+        &self,
+        me: u32,
+        limit: usize,
+        place: impl Fn(&str) -> String,
+    ) -> Vec<(String, String)> {
         let mut first = Vec::new();
         for p in 0..me {
             if first.len() >= limit {
@@ -463,12 +468,13 @@ impl Graph {
             while e != NO_EDGE {
                 let edge = self.edges[e as usize];
                 if edge.dependent == me {
+                    let name = self.name(p);
                     let state = if self.held.contains_key(&p) {
-                        ParentState::Waiting
+                        "waiting for its own parents".to_string()
                     } else {
-                        ParentState::Unfinished
+                        place(name)
                     };
-                    first.push((self.name(p).to_string(), state));
+                    first.push((name.to_string(), state));
                     break;
                 }
                 e = edge.next;

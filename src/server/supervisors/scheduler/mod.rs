@@ -329,6 +329,16 @@ impl Scheduler {
         std::mem::take(&mut self.cancels).into_iter().collect()
     }
 
+    /// For each parent id, whether the job holds it (and it was not
+    /// deleted).
+    pub fn parents_known(&self, job: &StreamId, ids: &[TaskId]) -> Vec<bool> {
+        // A job without dependencies is refused for it by name later.
+        let graph = self.deps.get(job);
+        ids.iter()
+            .map(|id| graph.is_none_or(|g| g.holds(id.as_str())))
+            .collect()
+    }
+
     /// For each range, whether it selects a task of the job now.
     pub fn ranges_select(
         &self,
@@ -341,11 +351,6 @@ impl Scheduler {
             .iter()
             .map(|r| graph.is_none_or(|g| g.selects(r.start, r.end)))
             .collect()
-    }
-
-    /// Why a task waits for its parents, if it does.
-    pub fn dependency_wait(&self, job: &StreamId, task: &TaskId) -> Option<deps::DependencyWait> {
-        self.deps.get(job)?.wait_of(task.as_str(), 5)
     }
 
     /// A job's unfinished tasks: queued ones (those waiting for their

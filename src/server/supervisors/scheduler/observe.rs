@@ -248,16 +248,7 @@ impl Scheduler {
             TaskEvent::TaskTerminated { .. }
             | TaskEvent::TaskDeleted { .. }
             | TaskEvent::TaskCancelled { .. } => {
-                let (outcome, category) = match &event {
-                    TaskEvent::TaskTerminated { .. } => {
-                        (Outcome::Other, Some(FailureCategory::Terminated))
-                    }
-                    TaskEvent::TaskCancelled { .. } => {
-                        (Outcome::ParentFailed, Some(FailureCategory::ParentFailed))
-                    }
-                    _ => (Outcome::Other, None),
-                };
-                self.attempt_ended(stream, outcome, category);
+                self.ended_by_others(stream, &event);
                 let pool = self
                     .release(stream)
                     .map(|h| h.pool_key)
@@ -277,12 +268,10 @@ impl Scheduler {
             // Recorded just before its completion; holds nothing.
             TaskEvent::TaskOutputsUploaded { .. } => {}
             TaskEvent::TaskRetried { .. } | TaskEvent::TaskRequeued { .. } => {
-                if matches!(event, TaskEvent::TaskRetried { .. }) && !self.deps.is_empty() {
-                    if let Some((job, task)) = job_and_task(stream) {
-                        if let Some(g) = self.deps.get_mut(&job) {
-                            g.retried(&task);
-                        }
-                    }
+                if let (TaskEvent::TaskRetried { .. }, Some((g, task))) =
+                    (&event, self.task_graph(stream))
+                {
+                    g.retried(&task);
                 }
                 let completed = match self.just_completed.take() {
                     Some((s, h)) if &s == stream => Some(h),
@@ -302,6 +291,35 @@ impl Scheduler {
         }
     }
 
+    /// The dependency graph of a task's job, with the task's id (none when
+    /// its job has none: the common case costs one emptiness check).
+    fn task_graph(&mut self, stream: &StreamId) -> Option<(&mut deps::Graph, String)> {
+        if self.deps.is_empty() {
+            return None;
+        }
+        let (job, task) = job_and_task(stream)?;
+        Some((self.deps.get_mut(&job)?, task))
+    }
+
+    /// A task ended by a user, its job or its parents (terminated,
+    /// cancelled, deleted), for the graph of its job if it has one.
+    fn ended_by_others(&mut self, stream: &StreamId, event: &TaskEvent) {
+        let Some((g, task)) = self.task_graph(stream) else {
+            return;
+        };
+        let (outcome, category) = match event {
+            TaskEvent::TaskTerminated { .. } => (Outcome::Other, Some(FailureCategory::Terminated)),
+            TaskEvent::TaskCancelled { .. } => {
+                (Outcome::ParentFailed, Some(FailureCategory::ParentFailed))
+            }
+            _ => {
+                g.deleted(&task);
+                (Outcome::Other, None)
+            }
+        };
+        g.attempt_ended(&task, outcome, category);
+    }
+
     /// An attempt's outcome, for the graph of its job if it has one.
     fn attempt_ended(
         &mut self,
@@ -309,13 +327,8 @@ impl Scheduler {
         outcome: Outcome,
         category: Option<FailureCategory>,
     ) {
-        if self.deps.is_empty() {
-            return;
-        }
-        if let Some((job, task)) = job_and_task(stream) {
-            if let Some(g) = self.deps.get_mut(&job) {
-                g.attempt_ended(&task, outcome, category);
-            }
+        if let Some((g, task)) = self.task_graph(stream) {
+            g.attempt_ended(&task, outcome, category);
         }
     }
 

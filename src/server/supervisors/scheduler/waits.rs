@@ -175,36 +175,16 @@ impl Scheduler {
 
     /// A task held out of the queue by its parents.
     fn explain_dependent(&self, stream: &StreamId) -> Option<(String, u32, Vec<WaitReason>)> {
-        use super::deps::{DependencyWait, ParentState};
         let job = stream.job_of_task()?;
         let task = stream.as_str().rsplit('/').next()?;
         let graph = self.deps.get(&job)?;
         let (pool, slots) = graph.held_where(task)?;
-        let reason = match graph.wait_of(task, 5)? {
-            DependencyWait::Waiting { waiting, of, first } => WaitReason::WaitsForParents {
-                waiting,
-                of,
-                first: first
-                    .into_iter()
-                    .map(|(parent, state)| {
-                        let words = match state {
-                            ParentState::Waiting => "waiting for its own parents".to_string(),
-                            ParentState::Unfinished => job
-                                .task_of_job(&parent)
-                                .map(|s| self.where_is(&s))
-                                .unwrap_or_default(),
-                        };
-                        (parent, words)
-                    })
-                    .collect(),
-            },
-            DependencyWait::Blocked { parent, outcome } => {
-                WaitReason::BlockedByParent { parent, outcome }
-            }
-            DependencyWait::Cancelling { parent, outcome } => {
-                WaitReason::CancelledByParent { parent, outcome }
-            }
+        let place = |parent: &str| {
+            job.task_of_job(parent)
+                .map(|s| self.where_is(&s))
+                .unwrap_or_default()
         };
+        let reason = graph.wait_of(task, 5, place)?;
         Some((pool, slots, vec![reason]))
     }
 
