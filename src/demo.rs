@@ -92,7 +92,12 @@ fn bar(done: u64, total: u64, running: u64) -> String {
 }
 
 /// Runs the demo; blocks until it is over and nothing is left running.
-pub fn run(data_dir: &Path, tasks: u32, durability: Durability) -> Result<DemoSummary, String> {
+pub fn run(
+    data_dir: &Path,
+    tasks: u32,
+    durability: Durability,
+    stay: bool,
+) -> Result<DemoSummary, String> {
     let inputs = data_dir.join("inputs");
     let outputs = data_dir.join("results");
     generate_inputs(&inputs, tasks).map_err(|e| format!("cannot write the inputs: {e}"))?;
@@ -101,13 +106,28 @@ pub fn run(data_dir: &Path, tasks: u32, durability: Durability) -> Result<DemoSu
 
     let mut config = ServerConfig::new(data_dir, "127.0.0.1:0");
     config.durability = durability;
+    // The console where a person expects it, unless another server has
+    // that port: then any free one (printed either way).
+    let usual = "127.0.0.1:7071";
+    config.http_listen = Some(match std::net::TcpListener::bind(usual) {
+        Ok(_) => usual.to_string(),
+        Err(_) => "127.0.0.1:0".to_string(),
+    });
     let server = server::Embedded::start(config).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let addr = server.addr.to_string();
-    let result = runtime.block_on(drive(&server.admin_key, &addr, tasks, &inputs, &outputs));
+    let console = server.console;
+    let result = runtime.block_on(async {
+        let result = drive(&server.admin_key, &addr, console, tasks, &inputs, &outputs).await;
+        if let (true, Some(console)) = (stay, console) {
+            println!("the console stays up on http://{console}/ui/ until Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        result
+    });
     server.stop().map_err(|e| format!("server: {e}"))?;
     result
 }
@@ -115,12 +135,18 @@ pub fn run(data_dir: &Path, tasks: u32, durability: Durability) -> Result<DemoSu
 async fn drive(
     admin_key: &str,
     addr: &str,
+    console: Option<std::net::SocketAddr>,
     tasks: u32,
     inputs: &Path,
     outputs: &Path,
 ) -> Result<DemoSummary, String> {
     let err = |e: crate::client::ClientError| e.to_string();
-    let (account, client) = demo_account(admin_key, addr).await?;
+    let (account, client, key) = demo_account(admin_key, addr).await?;
+    if let Some(console) = console {
+        println!(
+            "watch it in the console: http://{console}/ui/ (account {account}, key {key}); add --stay to keep it up after the job"
+        );
+    }
 
     // Figure 4, steps 1 and 2: the inputs and the program to the store,
     // eight uploads at a time.
@@ -255,7 +281,10 @@ async fn drive(
 }
 
 /// A fresh account for the demo, and a client signed with its key.
-async fn demo_account(admin_key: &str, addr: &str) -> Result<(AccountName, Client), String> {
+async fn demo_account(
+    admin_key: &str,
+    addr: &str,
+) -> Result<(AccountName, Client, String), String> {
     let err = |e: crate::client::ClientError| e.to_string();
     let admin = Client::new(ClientConfig::new(addr, Credential::Admin, admin_key));
     let suffix = format!("{:08x}", crate::clock::new_uuid().as_u128() as u32);
@@ -281,9 +310,9 @@ async fn demo_account(admin_key: &str, addr: &str) -> Result<(AccountName, Clien
         Credential::Account {
             account: account.clone(),
         },
-        primary,
+        primary.clone(),
     ));
-    Ok((account, client))
+    Ok((account, client, primary))
 }
 
 /// Figure 4, steps 1 and 2: the inputs and the program to the store,

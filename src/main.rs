@@ -148,6 +148,11 @@ enum Command {
         /// When appends are acknowledged.
         #[arg(long, value_enum, default_value = "sync")]
         durability: Durability,
+        /// Keep the server and its console up after the job, until Ctrl-C,
+        /// to look around (http://127.0.0.1:7071/ui/ unless that port is
+        /// taken; the address is printed).
+        #[arg(long)]
+        stay: bool,
     },
     /// Rebuild every entity from the log alone and check it against the
     /// snapshots, the aggregates' invariants and the jobs' task counts.
@@ -340,6 +345,12 @@ fn serve(flags: lote::server::ServerFlags) -> ExitCode {
             s.tls_certificate.display(),
             s.tls_fingerprint
         );
+        match s.console {
+            Some(addr) => println!(
+                "console on http://{addr}/ui/ (sign in with an account's key, or the admin key); /metrics, /healthz, /readyz beside it"
+            ),
+            None => println!("no console (--no-http)"),
+        }
         if s.plaintext == server::tls::Plaintext::InsecureAny {
             println!("warning: plaintext is accepted from any address (--plaintext insecure-any): keys and data may cross the network in clear");
         }
@@ -368,12 +379,13 @@ fn run(command: Command) -> Result<ExitCode, Fail> {
             data_dir,
             tasks,
             durability,
+            stay,
         } => {
             println!(
                 "lote demo: data directory {}; an in-process server, a local pool of 2 nodes (2 agent processes), a job of {tasks} frames",
                 data_dir.display()
             );
-            let summary = lote::demo::run(&data_dir, tasks, durability)?;
+            let summary = lote::demo::run(&data_dir, tasks, durability, stay)?;
             println!(
                 "{}: {} tasks, {} succeeded, {} failed, {} attempts retried; job is {} ({:.1}s)",
                 summary.job,

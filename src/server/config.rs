@@ -125,6 +125,18 @@ pub struct ServerFlags {
     /// clear over the network). [default: loopback]
     #[arg(long, env = "LOTE_PLAINTEXT", value_enum)]
     pub plaintext: Option<super::tls::Plaintext>,
+    /// Where the admin console, /metrics, /healthz and /readyz are served
+    /// (HTTP; HTTPS with the server's certificate for whom --plaintext
+    /// does not allow plaintext). [default: 127.0.0.1:7071; port 0 when
+    /// --listen's port is 0]
+    #[arg(long, env = "LOTE_HTTP_LISTEN", conflicts_with = "no_http")]
+    pub http_listen: Option<String>,
+    /// Serve no console, metrics or health endpoints.
+    #[arg(long, env = "LOTE_NO_HTTP")]
+    pub no_http: bool,
+    /// Hours a console sign-in lasts. [default: 12]
+    #[arg(long, env = "LOTE_CONSOLE_SESSION_HOURS")]
+    pub console_session_hours: Option<u64>,
 }
 
 /// The config file's contents. Unknown keys are an error, so a typo does
@@ -152,6 +164,9 @@ pub struct ServerConfigFile {
     pub tls_key: Option<PathBuf>,
     pub plaintext: Option<super::tls::Plaintext>,
     pub schedule_min_interval_secs: Option<u64>,
+    pub http_listen: Option<String>,
+    pub no_http: Option<bool>,
+    pub console_session_hours: Option<u64>,
 }
 
 /// Settings after precedence is applied.
@@ -180,6 +195,23 @@ pub struct ServerConfig {
     /// Only one of the two was given (refused at load).
     tls_half: bool,
     pub plaintext: super::tls::Plaintext,
+    /// The console's address; None: no console.
+    pub http_listen: Option<String>,
+    pub console_session: Duration,
+}
+
+/// The console's port unless another is given.
+const DEFAULT_HTTP_PORT: u16 = 7071;
+
+/// The console's default address: --listen's host on port 7071, or on
+/// port 0 when --listen asks for any free port (tests, several servers on
+/// one machine), so two servers never fight over the console's port.
+fn default_http_listen(listen: &str) -> String {
+    match listen.rsplit_once(':') {
+        Some((host, "0")) => format!("{host}:0"),
+        Some((host, _)) => format!("{host}:{DEFAULT_HTTP_PORT}"),
+        None => format!("127.0.0.1:{DEFAULT_HTTP_PORT}"),
+    }
 }
 
 impl ServerConfig {
@@ -264,6 +296,10 @@ impl ServerConfig {
         let secs = |flag: Option<u64>, file: Option<u64>, default: u64| {
             Duration::from_secs(flag.or(file).unwrap_or(default))
         };
+        let listen = flags
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let data_dir = flags
             .data_dir
             .or(file.data_dir)
@@ -274,10 +310,6 @@ impl ServerConfig {
                 .or(file.nodes_dir)
                 .unwrap_or_else(|| data_dir.join("nodes")),
             data_dir,
-            listen: flags
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
             durability: flags.durability.or(file.durability).unwrap_or_default(),
             admin_key: flags.admin_key.or(file.admin_key),
             connections_max: flags
@@ -337,6 +369,20 @@ impl ServerConfig {
             tls_files: tls_cert.zip(tls_key),
             tls_half,
             plaintext: flags.plaintext.or(file.plaintext).unwrap_or_default(),
+            console_session: Duration::from_secs(
+                3600 * flags
+                    .console_session_hours
+                    .or(file.console_session_hours)
+                    .unwrap_or(12)
+                    .max(1),
+            ),
+            http_listen: (!(flags.no_http || file.no_http.unwrap_or(false))).then(|| {
+                flags
+                    .http_listen
+                    .or(file.http_listen)
+                    .unwrap_or_else(|| default_http_listen(&listen))
+            }),
+            listen,
         }
     }
 }

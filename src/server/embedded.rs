@@ -10,6 +10,8 @@ use crate::private_file::FileError;
 /// (`lote demo`) and the benchmarks use it.
 pub struct Embedded {
     pub addr: SocketAddr,
+    /// Where its console is served, if it serves one.
+    pub console: Option<SocketAddr>,
     /// The admin key it uses (from its data directory).
     pub admin_key: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -27,14 +29,14 @@ impl Embedded {
             actix::System::new().block_on(run(
                 config,
                 |s| {
-                    let _ = addr_tx.send(s.addr);
+                    let _ = addr_tx.send((s.addr, s.console));
                 },
                 async move {
                     let _ = stop_rx.await;
                 },
             ))
         });
-        let Ok(addr) = addr_rx.recv() else {
+        let Ok((addr, console)) = addr_rx.recv() else {
             return Err(match thread.join() {
                 Ok(Err(e)) => e,
                 _ => ServerError::Config("the in-process server did not start".into()),
@@ -47,6 +49,7 @@ impl Embedded {
             .to_string();
         Ok(Embedded {
             addr,
+            console,
             admin_key,
             stop: Some(stop_tx),
             thread: Some(thread),

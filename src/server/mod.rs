@@ -8,8 +8,10 @@
 mod blobs;
 mod config;
 mod connection;
+mod console;
 mod embedded;
 mod gate;
+mod metrics;
 mod service;
 pub mod supervisors;
 pub mod tls;
@@ -91,6 +93,8 @@ pub struct Started {
     pub tls_fingerprint: String,
     pub tls_certificate: PathBuf,
     pub plaintext: tls::Plaintext,
+    /// Where the console, /metrics and the health checks are served.
+    pub console: Option<SocketAddr>,
 }
 
 /// Runs the server until `shutdown` resolves, then drains: stops
@@ -148,15 +152,18 @@ fn close_data_dir(config: &ServerConfig) -> Result<(), ServerError> {
 }
 
 /// The listening socket, with a hint for the usual reasons it cannot be.
-async fn bind(listen: &str) -> Result<(TcpListener, SocketAddr), ServerError> {
+async fn bind(listen: &str, flag: &'static str) -> Result<(TcpListener, SocketAddr), ServerError> {
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| ServerError::Bind {
-            hint: match source.kind() {
-                std::io::ErrorKind::AddrInUse => {
+            hint: match (source.kind(), flag) {
+                (std::io::ErrorKind::AddrInUse, "--http-listen") => {
+                    "; the port is taken (another lote server?). Pick another with --http-listen, e.g. 127.0.0.1:0 for any free port, or serve no console with --no-http"
+                }
+                (std::io::ErrorKind::AddrInUse, _) => {
                     "; the port is taken (another lote server?). Pick another with --listen, e.g. --listen 127.0.0.1:0 for any free port"
                 }
-                std::io::ErrorKind::PermissionDenied => {
+                (std::io::ErrorKind::PermissionDenied, _) => {
                     "; ports below 1024 need privileges; use a higher one"
                 }
                 _ => "",
@@ -211,7 +218,11 @@ async fn serve(
         &config.data_dir.join(SERVER_SECRET_FILE),
         "server secret file",
     )?;
-    let (listener, addr) = bind(&config.listen).await?;
+    let (listener, addr) = bind(&config.listen, "--listen").await?;
+    let console = match &config.http_listen {
+        Some(listen) => Some(console::bind(listen).await?),
+        None => None,
+    };
     let server_tls = Arc::new(tls::ServerTls::load_or_create(
         &config.data_dir,
         config.tls_files.clone(),
@@ -250,7 +261,19 @@ async fn serve(
         supervisors,
         blobs,
         server_tls.fingerprint.clone(),
+        metrics::Metrics::default(),
     ));
+    let console_addr = console.map(|listening| {
+        let addr = listening.addr;
+        console::start(
+            listening,
+            service.clone(),
+            server_tls.clone(),
+            config.console_session,
+            stop_rx.clone(),
+        );
+        addr
+    });
     let limits = Rc::new(connection::Limits {
         tls: Some(server_tls.clone()),
         ..connection::Limits::from(&config)
@@ -262,6 +285,7 @@ async fn serve(
         tls_fingerprint: server_tls.fingerprint.clone(),
         tls_certificate: server_tls.certificate.clone(),
         plaintext: server_tls.plaintext,
+        console: console_addr,
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "lote server listening");
 

@@ -215,6 +215,8 @@ pub struct StoreStats {
     /// WAL fsyncs (sync mode); one covers every round written before it.
     pub fsyncs: AtomicU64,
     pub conflicts: AtomicU64,
+    /// Bytes of the write batches written.
+    pub bytes_written: AtomicU64,
 }
 
 /// A snapshot of [`StoreStats`].
@@ -225,6 +227,7 @@ pub struct StatsView {
     pub write_batches: u64,
     pub fsyncs: u64,
     pub conflicts: u64,
+    pub bytes_written: u64,
 }
 
 struct Inner {
@@ -416,6 +419,7 @@ impl EventStore {
             write_batches: s.write_batches.load(Ordering::Relaxed),
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             conflicts: s.conflicts.load(Ordering::Relaxed),
+            bytes_written: s.bytes_written.load(Ordering::Relaxed),
         }
     }
 

@@ -611,6 +611,8 @@ struct Done {
     barriers: Vec<oneshot::Sender<()>>,
     error: Option<StoreError>,
     recent: Option<RecentRound>,
+    /// Bytes of the round's write batch (records and index entries).
+    bytes: u64,
 }
 
 impl Done {
@@ -649,6 +651,7 @@ fn publish(
             recent.publish(d.events, d.recent.take());
             head = Some(h);
             stats.write_batches.fetch_add(1, Ordering::Relaxed);
+            stats.bytes_written.fetch_add(d.bytes, Ordering::Relaxed);
             stats.events_appended.fetch_add(d.events, Ordering::Relaxed);
             stats
                 .appends
@@ -680,6 +683,7 @@ impl Committer {
         } = staged;
         let previous = self.shared.committed_head.load(Ordering::Acquire);
         let mut done = Done {
+            bytes: batch.size_in_bytes() as u64,
             head: None,
             events,
             accepted,

@@ -25,6 +25,8 @@ pub struct ServerProcess {
     /// How `admin()` and `client()` trust the server; None: plaintext
     /// (loopback).
     pub trust: Option<lote::api::tls::Trust>,
+    /// The console's address (`--http-listen`), if it serves one.
+    pub console: Option<String>,
 }
 
 pub fn lote_bin() -> &'static str {
@@ -85,6 +87,18 @@ impl ServerProcess {
                 return Err(String::from_utf8_lossy(&out.stderr).into_owned());
             }
         };
+        // The start-up lines end with where the console is (or that there
+        // is none).
+        let mut console = None;
+        for line in lines.by_ref().take(8).map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("console on http://") {
+                console = rest.split('/').next().map(str::to_string);
+                break;
+            }
+            if line.starts_with("no console") {
+                break;
+            }
+        }
         // Keep draining stdout so later prints never block the server.
         std::thread::spawn(move || for _ in lines {});
         let admin_key = std::fs::read_to_string(data_dir.join("admin.key"))
@@ -98,6 +112,7 @@ impl ServerProcess {
             _temp: None,
             handed_over: false,
             trust: None,
+            console,
         })
     }
 

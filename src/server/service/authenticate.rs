@@ -37,6 +37,8 @@ pub struct Session {
     /// call itself runs (which may take long).
     verified: std::cell::Cell<bool>,
     on_verified: tokio::sync::Notify,
+    /// Held while a node's agent speaks on this connection (/metrics).
+    pub(super) agent: RefCell<Option<crate::server::metrics::AgentConnected>>,
 }
 
 impl Session {
@@ -46,6 +48,7 @@ impl Session {
             ids: RefCell::default(),
             verified: std::cell::Cell::new(false),
             on_verified: tokio::sync::Notify::new(),
+            agent: RefCell::default(),
         }
     }
 

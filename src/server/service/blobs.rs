@@ -63,7 +63,10 @@ impl Service {
                 upload,
                 offset,
                 data,
-            } => blobs.chunk(account, upload, offset, data).await,
+            } => {
+                self.metrics.blob_bytes(true, data.len() as u64);
+                blobs.chunk(account, upload, offset, data).await
+            }
             Request::FinishUpload {
                 upload,
                 size,
@@ -77,9 +80,13 @@ impl Service {
                 offset,
                 max_bytes,
             } => {
-                blobs
+                let read = blobs
                     .read(account, container, name, sha256, offset, max_bytes)
-                    .await
+                    .await;
+                if let Ok(Response::BlobData { data }) = &read {
+                    self.metrics.blob_bytes(false, data.len() as u64);
+                }
+                read
             }
             Request::ResolvePackage { id, version } => {
                 let (version, blob) = blobs.resolve(account, id.clone(), version).await?;

@@ -61,22 +61,26 @@ impl Service {
                 if !mine {
                     continue;
                 }
-                let kind = envelope.stream.kind();
-                let event = EventView {
-                    position: envelope.position,
-                    entity: envelope.stream.to_string(),
-                    version: envelope.stream_version,
-                    recorded_at: envelope.recorded_at,
-                    event_type: envelope.event_type.clone(),
-                    principal: envelope.causation.principal.clone(),
-                    request_id: envelope.causation.request_id.to_string(),
-                    data: crate::replay::event_json(kind, &envelope).to_string(),
-                };
+                let event = event_view(&envelope);
                 if tx.send(ServerFrame::Event { id, event }).await.is_err() {
                     return;
                 }
             }
         });
         Ok(task.abort_handle())
+    }
+}
+
+/// An event as the tail and the console show it.
+pub(in crate::server) fn event_view(envelope: &crate::store::Envelope) -> EventView {
+    EventView {
+        position: envelope.position,
+        entity: envelope.stream.to_string(),
+        version: envelope.stream_version,
+        recorded_at: envelope.recorded_at,
+        event_type: envelope.event_type.clone(),
+        principal: envelope.causation.principal.clone(),
+        request_id: envelope.causation.request_id.to_string(),
+        data: crate::replay::event_json(envelope.stream.kind(), envelope).to_string(),
     }
 }

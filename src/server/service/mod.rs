@@ -10,8 +10,9 @@ mod accounts;
 mod agents;
 pub(super) mod authenticate;
 mod blobs;
+pub(super) mod console;
 mod entities;
-mod events;
+pub(super) mod events;
 mod idempotency;
 mod jobs;
 mod nodes;
@@ -85,6 +86,7 @@ pub struct Service {
     /// The load each node last reported, and when.
     loads: RefCell<std::collections::HashMap<StreamId, (u32, std::time::Instant)>>,
     blobs: Rc<super::blobs::Blobs>,
+    pub(super) metrics: super::metrics::Metrics,
 }
 
 pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -190,8 +192,10 @@ impl Service {
         supervisors: super::supervisors::Supervisors,
         blobs: Rc<super::blobs::Blobs>,
         tls_fingerprint: String,
+        metrics: super::metrics::Metrics,
     ) -> Self {
         Service {
+            metrics,
             tls_fingerprint,
             supervisors,
             core,
@@ -285,6 +289,9 @@ impl Service {
             }
         };
         tracing::debug!(caller = ?caller, request = request.name(), "call");
+        if matches!(caller, Caller::Node(_)) && session.agent.borrow().is_none() {
+            *session.agent.borrow_mut() = Some(self.metrics.agent_connected());
+        }
         if let Request::TailEvents { from } = request {
             return match self
                 .clone()
@@ -295,7 +302,12 @@ impl Service {
                 Err(e) => reply(Err(e)),
             };
         }
-        reply(self.dispatch(caller, request, &call.body).await)
+        let started = std::time::Instant::now();
+        let name = request.name();
+        let result = self.dispatch(caller, request, &call.body).await;
+        self.metrics
+            .call(name, result.is_ok(), started.elapsed().as_secs_f64());
+        reply(result)
     }
 
     async fn dispatch(

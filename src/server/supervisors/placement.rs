@@ -536,7 +536,10 @@ impl Placement {
             tokio::task::spawn_local(cancel_dependent(self.core.clone(), stream, reason));
         }
         let me = ctx.address();
-        for p in self.scheduler.plan() {
+        let plan = self.scheduler.plan();
+        self.scheduler.stats.rounds += 1;
+        self.scheduler.stats.placements += plan.len() as u64;
+        for p in plan {
             tokio::task::spawn_local(assign(self.core.clone(), me.clone(), p));
         }
     }
@@ -654,6 +657,7 @@ impl Handler<CaughtUp> for Placement {
 
     fn handle(&mut self, _: CaughtUp, ctx: &mut Context<Self>) {
         self.ready = true;
+        self.scheduler.stats.caught_up = true;
         for to in &self.subscribers {
             to.do_send(Feed::CaughtUp);
         }

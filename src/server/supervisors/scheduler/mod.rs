@@ -216,6 +216,17 @@ pub struct Scheduler {
     /// Tasks placed on a node where their job's preparation failed: to be
     /// requeued (placed elsewhere).
     prep_requeues: Vec<HeldTask>,
+    /// What placement has done since the server started, for /metrics.
+    pub stats: PlacementStats,
+}
+
+/// Placement's own counters, read through `Inspect` like the rest.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PlacementStats {
+    /// Whether the picture holds the whole log as it was at start.
+    pub caught_up: bool,
+    pub rounds: u64,
+    pub placements: u64,
 }
 
 fn pool_key(account: &AccountName, pool: &PoolId) -> String {

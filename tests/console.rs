@@ -1,0 +1,316 @@
+//! The admin console, `/metrics` and the health checks, against the real
+//! server binary: sessions and their defences over raw HTTP, the metrics
+//! parsed by a Prometheus parser and checked against the API, and the
+//! console itself in a real headless Chromium (`console_browser.rs`).
+
+mod compute_support;
+mod console_support;
+mod server_support;
+
+use std::time::Duration;
+
+use compute_support::*;
+use console_support::*;
+use lote::types::AccountName;
+use server_support::*;
+
+fn console(server: &ServerProcess) -> String {
+    server
+        .console
+        .clone()
+        .expect("the server prints its console address")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_cookies_that_only_the_consoles_own_page_can_use() {
+    let server = ServerProcess::start(&[]);
+    let addr = console(&server);
+    let (_, key_a, _) = server.account("alpha").await;
+    let (b, _, _) = server.account("beta").await;
+    local_pool(&b, "bp", 0, 1).await;
+    create_job(&b, "secret-job", "bp").await;
+
+    // A wrong key, an unknown account and a wrong admin key: the same 401.
+    for (account, key) in [
+        (Some("alpha"), "0".repeat(64)),
+        (Some("nobody"), key_a.clone()),
+        (None, key_a.clone()),
+    ] {
+        let refused = Session::sign_in(&addr, account, &key)
+            .err()
+            .expect("refused");
+        assert_eq!(refused.status, 401, "{}", refused.text());
+        assert!(refused.header("set-cookie").is_none());
+    }
+    let a = Session::sign_in(&addr, Some("alpha"), &key_a).expect("signed in");
+
+    // The cookie: HttpOnly, SameSite=Strict, with an expiry; no key in it.
+    let r = http(
+        &addr,
+        "POST",
+        "/api/session",
+        &[("content-type", "application/json")],
+        serde_json::json!({ "account": "alpha", "key": key_a })
+            .to_string()
+            .as_bytes(),
+    );
+    let cookie = r.header("set-cookie").unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Max-Age=", "Path=/"] {
+        assert!(cookie.contains(part), "{cookie}");
+    }
+    assert!(!cookie.contains(&key_a));
+    assert!(!r.text().contains(&key_a), "the key is never sent back");
+
+    // Another site's page cannot sign a browser in: a form post (not
+    // JSON) and a foreign Origin are both refused.
+    let form = format!("account=alpha&key={key_a}");
+    let r = http(
+        &addr,
+        "POST",
+        "/api/session",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = http(
+        &addr,
+        "POST",
+        "/api/session",
+        &[
+            ("content-type", "application/json"),
+            ("origin", "http://evil.example"),
+        ],
+        serde_json::json!({ "account": "alpha", "key": key_a })
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // Reads need the cookie; changes need the CSRF token too, and an
+    // origin of this host when the browser names one.
+    let pool = serde_json::json!({ "CreatePool": { "spec": pool_spec("alpha", "p1"), "request_id": null } });
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/api/call",
+            &[("content-type", "application/json")],
+            pool.to_string().as_bytes()
+        )
+        .status,
+        401
+    );
+    let no_token = http(
+        &addr,
+        "POST",
+        "/api/call",
+        &[("cookie", &a.cookie), ("content-type", "application/json")],
+        pool.to_string().as_bytes(),
+    );
+    assert_eq!(no_token.status, 403, "{}", no_token.text());
+    let wrong_token = http(
+        &addr,
+        "POST",
+        "/api/call",
+        &[
+            ("cookie", &a.cookie),
+            ("x-lote-csrf", &"f".repeat(64)),
+            ("content-type", "application/json"),
+        ],
+        pool.to_string().as_bytes(),
+    );
+    assert_eq!(wrong_token.status, 403);
+    let foreign = http(
+        &addr,
+        "POST",
+        "/api/call",
+        &[
+            ("cookie", &a.cookie),
+            ("x-lote-csrf", &a.csrf),
+            ("origin", "http://evil.example"),
+            ("content-type", "application/json"),
+        ],
+        pool.to_string().as_bytes(),
+    );
+    assert_eq!(foreign.status, 403);
+    let created = a.call(pool.clone());
+    assert_eq!(created.status, 200, "{}", created.text());
+    let listed = a.call(serde_json::json!("ListPools")).json();
+    assert_eq!(listed["Pools"][0]["state"]["spec"]["id"], "p1");
+
+    // An account sees only its own: beta's job is "not found", in the
+    // API and in the audit trail alike.
+    let theirs = a.call(serde_json::json!({ "ShowJob": { "job": "secret-job" } }));
+    assert_eq!(theirs.status, 404, "{}", theirs.text());
+    assert!(!theirs.text().contains("beta"));
+    let audit = a.get("/api/audit?entity=job/beta/secret-job");
+    assert_eq!(audit.status, 404, "{}", audit.text());
+    let own = a.get("/api/audit?entity=pool/alpha/p1");
+    assert_eq!(own.status, 200, "{}", own.text());
+    assert_eq!(own.json()["history"][0]["event_type"], "PoolCreated");
+    // What only the operator, a node or a live connection may do.
+    let accounts = a.call(serde_json::json!("ListAccounts"));
+    assert_eq!(accounts.status, 403, "{}", accounts.text());
+    let tail = a.call(serde_json::json!({ "TailEvents": { "from": 0 } }));
+    assert_eq!(tail.status, 403, "{}", tail.text());
+
+    // Bad input: a clear error, nothing changed.
+    let garbage = http(
+        &addr,
+        "POST",
+        "/api/call",
+        &[("cookie", &a.cookie), ("x-lote-csrf", &a.csrf)],
+        b"{not json",
+    );
+    assert_eq!(garbage.status, 400);
+    assert!(
+        garbage.text().contains("not a request"),
+        "{}",
+        garbage.text()
+    );
+    let huge = vec![b' '; 5 * 1024 * 1024];
+    let too_big = http(
+        &addr,
+        "POST",
+        "/api/call",
+        &[("cookie", &a.cookie), ("x-lote-csrf", &a.csrf)],
+        &huge,
+    );
+    assert_eq!(too_big.status, 413);
+    let odd = a.get("/api/audit?entity=task/alpha/%3Cscript%3E/x");
+    assert_eq!(odd.status, 400, "{}", odd.text());
+
+    // The operator signs in with the admin key and sees accounts.
+    let op = Session::sign_in(&addr, None, &server.admin_key).expect("operator");
+    let list = op.call(serde_json::json!("ListAccounts")).json();
+    assert_eq!(list["Accounts"].as_array().unwrap().len(), 2);
+
+    // A regenerated key ends the sessions opened with it.
+    let regen =
+        op.call(serde_json::json!({ "RegenerateKey": { "name": "alpha", "key": "primary" } }));
+    assert_eq!(regen.status, 200, "{}", regen.text());
+    let after = a.get("/api/session");
+    assert_eq!(after.status, 401, "{}", after.text());
+
+    // Sign-out ends the session on the server, not only in the browser.
+    let r = http(
+        &addr,
+        "DELETE",
+        "/api/session",
+        &[("cookie", &op.cookie), ("x-lote-csrf", &op.csrf)],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert_eq!(op.get("/api/session").status, 401);
+}
+
+fn pool_spec(account: &str, id: &str) -> serde_json::Value {
+    let spec = lote::domain::pool::PoolSpec::fixed(
+        lote::types::PoolId::new(id).unwrap(),
+        AccountName::new(account).unwrap(),
+        0,
+        1,
+    );
+    serde_json::to_value(spec).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_match_the_api() {
+    let server = ServerProcess::start(&[]);
+    let addr = console(&server);
+    assert_eq!(http(&addr, "GET", "/healthz", &[], b"").status, 200);
+    let ready = eventually(Duration::from_secs(10), "ready", || async {
+        let r = http(&addr, "GET", "/readyz", &[], b"");
+        if r.status == 200 {
+            Ok(r)
+        } else {
+            Err(r.text())
+        }
+    })
+    .await;
+    assert!(ready.text().starts_with("ready"));
+
+    let (client, _, _) = server.account("acme").await;
+    local_pool(&client, "render", 2, 2).await;
+    nodes_up(&client, "render", 2).await;
+    create_job(&client, "frames", "render").await;
+    let tasks: Vec<_> = (1..=6)
+        .map(|i| shell(&format!("t{i}"), if i == 6 { "exit 3" } else { "true" }))
+        .collect();
+    add(&client, "frames", tasks).await;
+    wait_job(&client, "frames", Duration::from_secs(60)).await;
+    let job = show_job(&client, "frames").await;
+
+    let text = http(&addr, "GET", "/metrics", &[], b"");
+    assert_eq!(text.status, 200);
+    assert!(text
+        .header("content-type")
+        .unwrap()
+        .contains("openmetrics-text"));
+    let lines: Vec<String> = text.text().lines().map(str::to_string).collect();
+    let scrape =
+        prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("Prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let counts = &job.state.task_counts;
+    for (bucket, state) in [
+        (lote::domain::job::TaskBucket::Succeeded, "succeeded"),
+        (lote::domain::job::TaskBucket::Failed, "failed"),
+    ] {
+        let api = counts.get(&bucket).copied().unwrap_or(0) as f64;
+        assert_eq!(
+            value("lote_job_tasks", &[("job", "frames"), ("state", state)]),
+            api,
+            "{state}"
+        );
+        assert_eq!(
+            value("lote_pool_tasks", &[("pool", "render"), ("state", state)]),
+            api,
+            "{state}"
+        );
+    }
+    assert_eq!(
+        value(
+            "lote_job_tasks",
+            &[("job", "frames"), ("state", "succeeded")]
+        ),
+        5.0
+    );
+    let nodes = list_nodes(&client, "render").await;
+    assert_eq!(
+        value("lote_nodes", &[("account", "acme"), ("pool", "render")]),
+        nodes.len() as f64
+    );
+    assert!(
+        value("lote_agents_connected", &[]) >= 2.0,
+        "both agents are connected"
+    );
+    assert!(value("lote_placements_total", &[]) >= 6.0);
+    assert!(value("lote_placement_rounds_total", &[]) >= 1.0);
+    assert!(value("lote_log_events_total", &[]) > 0.0);
+    assert!(value("lote_log_bytes_total", &[]) > 0.0);
+    assert!(value("lote_log_fsyncs_total", &[]) > 0.0);
+    // One AddTasks call, counted in the latency histogram.
+    assert_eq!(
+        value(
+            "lote_api_call_seconds_count",
+            &[("kind", "AddTasks"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+    // Never a series per task.
+    assert!(!text.text().contains("task=\""), "no per-task label");
+}
