@@ -210,10 +210,17 @@ async function signOut() {
   start();
 }
 
-/** The live feed: one stream of "what changed" for the whole console. */
+/**
+ * The live feed: one stream of "what changed" for the whole console, one
+ * connection per tab (browsers allow six per server). A page that wants
+ * the events themselves (the events page) asks for them with
+ * `liveEvents(true)`; the stream is reopened with them, and without them
+ * when that page is left.
+ */
+let liveWithEvents = false;
 function openLive() {
   if (live) live.close();
-  live = new EventSource("/api/live");
+  live = new EventSource(liveWithEvents ? "/api/live?events=1" : "/api/live");
   const dot = document.getElementById("live");
   live.addEventListener("hello", () => dot.classList.add("on"));
   live.onerror = () => dot.classList.remove("on");
@@ -223,6 +230,16 @@ function openLive() {
     if (current) current.changed(change);
   });
 }
+
+export function liveEvents(on) {
+  if (liveWithEvents === on) return;
+  liveWithEvents = on;
+  if (session) openLive();
+}
+
+// A page put aside (another page loaded in the tab) holds no connection.
+window.addEventListener("pagehide", () => { if (live) { live.close(); live = null; } });
+window.addEventListener("pageshow", (e) => { if (e.persisted && session) openLive(); });
 
 /** One page on screen: its view's handle and a refresh that never overlaps. */
 class Page {

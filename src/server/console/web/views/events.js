@@ -1,5 +1,5 @@
 // The account's live event tail, filtered by entity and event type.
-import { h, setQuery, fmtTime } from "../app.js";
+import { h, setQuery, fmtTime, liveEvents } from "../app.js";
 
 const KEEP = 500;
 
@@ -17,11 +17,10 @@ export function render({ root, query }) {
   const keepFilters = () => setQuery({ entity: entity.value, type: type.value });
   entity.addEventListener("input", keepFilters);
   type.addEventListener("input", keepFilters);
-  const source = new EventSource("/api/live?events=1");
-  source.addEventListener("change", (e) => {
-    const change = JSON.parse(e.data);
+  liveEvents(true);
+  function show(change) {
     skipped += change.skipped;
-    for (const ev of change.events) {
+    for (const ev of change.events || []) {
       seen += 1;
       if (entity.value && !ev.entity.startsWith(entity.value)) continue;
       if (type.value && !ev.event_type.toLowerCase().includes(type.value.toLowerCase())) continue;
@@ -31,6 +30,6 @@ export function render({ root, query }) {
     }
     while (body.children.length > KEEP) body.lastChild.remove();
     status.textContent = `${seen} events since this page opened${skipped ? `, ${skipped} not shown (faster than a page can show)` : ""}`;
-  });
-  return { dispose: () => source.close() };
+  }
+  return { refresh: show, dispose: () => liveEvents(false) };
 }

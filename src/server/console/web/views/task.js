@@ -70,7 +70,11 @@ export async function render({ root, params, session }) {
     try {
       const o = await get("/api/output", { job, task, stream, offset });
       if (o.offset < offset) { out.textContent = ""; }
-      if (o.text) out.textContent = (out.textContent + o.text).slice(-TAIL_MAX);
+      if (o.text) {
+        const atEnd = out.scrollTop + out.clientHeight >= out.scrollHeight - 4;
+        out.textContent = (out.textContent + o.text).slice(-TAIL_MAX);
+        if (atEnd) out.scrollTop = out.scrollHeight;
+      }
       offset = o.next;
     } catch (e) {
       if (!out.textContent) out.textContent = `(no ${stream} yet: ${e.message})`;
@@ -120,8 +124,10 @@ export async function render({ root, params, session }) {
   // rebuilt by the server from the log (lote audit --at).
   async function showAt() {
     if (!history.length) return;
-    const t0 = new Date(history[0].recorded_at).getTime();
-    const t1 = Math.max(new Date(history[history.length - 1].recorded_at).getTime(), t0 + 1);
+    // Milliseconds here, microseconds in the log: the first instant shown
+    // is the millisecond after the first event, so it includes it.
+    const t0 = new Date(history[0].recorded_at).getTime() + 1;
+    const t1 = Math.max(new Date(history[history.length - 1].recorded_at).getTime() + 1, t0 + 1);
     const when = new Date(t0 + ((t1 - t0) * Number(slider.value)) / 1000);
     at.textContent = `state at ${when.toISOString()}`;
     const a = await get("/api/audit", { entity, at: when.toISOString() });

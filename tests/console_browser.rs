@@ -1,0 +1,420 @@
+//! The console in a real headless Chromium (Debian's, through
+//! chromedriver), against the real server binary, with state made through
+//! the real message API while the pages are open: nothing mocked.
+//!
+//! Needs `chromium` and `chromium-driver` (scripts/test.sh installs them).
+//! Where they are missing the test says so and passes, except under CI
+//! (`CI` set), where a missing browser is a failure.
+
+mod compute_support;
+mod console_support;
+mod server_support;
+
+use std::time::{Duration, Instant};
+
+use compute_support::*;
+use console_support::*;
+use fantoccini::{Client as Browser, Locator};
+use lote::api::Request;
+use lote::types::PoolId;
+use server_support::*;
+
+/// Polls `check` (a JavaScript expression's value) until `ok` holds.
+async fn until(
+    b: &Browser,
+    what: &str,
+    script: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let value = b
+            .execute(script, vec![])
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        if ok(&value) {
+            return value;
+        }
+        if Instant::now() > deadline {
+            let page = b
+                .find(Locator::Css("body"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap_or_default();
+            panic!("{what}: still {value} after 30 s; the page says:\n{page}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The text of the elements matching `css`, joined.
+fn texts(css: &str) -> String {
+    format!("return [...document.querySelectorAll({css:?})].map(e => e.textContent).join('\\n');")
+}
+
+async fn shot(b: &Browser, name: &str) {
+    eprintln!(
+        "{} screenshot {name}",
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
+    let png = b.screenshot().await.expect("a screenshot");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn sign_in(b: &Browser, console: &str, account: &str, key: &str) {
+    b.goto(&format!("http://{console}/ui/")).await.unwrap();
+    let form = b
+        .wait()
+        .for_element(Locator::Css("[data-testid=signin]"))
+        .await
+        .unwrap();
+    form.find(Locator::Css("[data-testid=account]"))
+        .await
+        .unwrap()
+        .send_keys(account)
+        .await
+        .unwrap();
+    form.find(Locator::Css("[data-testid=key]"))
+        .await
+        .unwrap()
+        .send_keys(key)
+        .await
+        .unwrap();
+    form.find(Locator::Css("[data-testid=signin-submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// A page on another origin that posts a form to the console, as a
+/// malicious site would: served on a port of its own.
+fn attacker_site(console: &str) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let page = format!(
+        r#"<!doctype html><form id="f" method="POST" enctype="text/plain" action="http://{console}/api/call"><input name='{{"CreatePool":{{"spec":{{"id":"forged"' value='"}}}}'></form><script>document.getElementById("f").submit()</script>"#
+    );
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in listener.incoming().take(4) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_in_a_real_browser() {
+    let driver = match Driver::start() {
+        Ok(d) => d,
+        Err(why) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        Err(why) => panic!("{why}"),
+    };
+    let server = ServerProcess::start(&[]);
+    let console = server.console.clone().expect("a console");
+    let (client, key, _) = server.account("acme").await;
+    let (other, other_key, _) = server.account("rival").await;
+    local_pool(&other, "rival-pool", 0, 1).await;
+    create_job(&other, "rival-job", "rival-pool").await;
+
+    let b = driver.browser().await;
+
+    // A wrong key cannot sign in.
+    sign_in(&b, &console, "acme", &"0".repeat(64)).await;
+    until(
+        &b,
+        "the sign-in error",
+        &texts("[data-testid=signin-error]"),
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("wrong account name or key"))
+        },
+    )
+    .await;
+    shot(&b, "signin-refused").await;
+
+    sign_in(&b, &console, "acme", &key).await;
+    until(&b, "the overview", &texts("h1"), |v| v == "Overview").await;
+    // Marks this document: a reload would lose it.
+    b.execute("window.__same = 'page'; return 1;", vec![])
+        .await
+        .unwrap();
+    let same_page = || async {
+        b.execute("return window.__same || null;", vec![])
+            .await
+            .unwrap()
+            == "page"
+    };
+
+    // A pool made through the API: its heatmap grows and turns to running
+    // without a reload.
+    local_pool(&client, "render", 1, 2).await;
+    nodes_up(&client, "render", 1).await;
+    b.execute("history.pushState(null, '', '/ui/pools/render'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    until(
+        &b,
+        "one idle tile",
+        "return document.querySelectorAll('[data-testid=tile][data-state=idle]').length;",
+        |v| v == 1,
+    )
+    .await;
+    client
+        .call(&Request::ResizePool {
+            pool: PoolId::new("render").unwrap(),
+            target_nodes: 2,
+            deallocation: Default::default(),
+        })
+        .await
+        .unwrap();
+    until(
+        &b,
+        "two tiles",
+        "return document.querySelectorAll('[data-testid=tile]').length;",
+        |v| v == 2,
+    )
+    .await;
+    create_job(&client, "frames", "render").await;
+    let ticker = "for i in $(seq 1 40); do echo tick-$i; sleep 0.25; done";
+    let mut tasks = vec![shell("ticker", ticker)];
+    tasks.extend((1..=5).map(|i| shell(&format!("f{i}"), "sleep 2")));
+    tasks.push(shell(
+        "markup",
+        "echo '<script>window.__pwned=1</script><b>bold</b>'; exit 0",
+    ));
+    add(&client, "frames", tasks).await;
+    until(
+        &b,
+        "a running tile",
+        "return document.querySelectorAll('[data-testid=tile][data-state=running]').length;",
+        |v| v.as_u64().is_some_and(|n| n >= 1),
+    )
+    .await;
+    shot(&b, "pool").await;
+    assert!(same_page().await, "the heatmap changed without a reload");
+
+    // The job's page: its progress bar moves to the end by itself.
+    b.execute("history.pushState(null, '', '/ui/jobs/frames'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    let first = until(
+        &b,
+        "the progress",
+        &texts("[data-testid=job-info] [data-testid=progress-text]"),
+        |v| v.as_str().is_some_and(|t| t.ends_with("/ 7")),
+    )
+    .await;
+    shot(&b, "job-running").await;
+    // The markup in a command is text on the page, never run.
+    let commands = until(&b, "commands", &texts("[data-testid=tasks] code"), |v| {
+        v.as_str().is_some_and(|t| t.contains("<script>"))
+    })
+    .await;
+    assert!(commands
+        .as_str()
+        .unwrap()
+        .contains("<script>window.__pwned=1</script>"));
+
+    // The ticking task: its stdout grows while it runs.
+    b.execute("history.pushState(null, '', '/ui/jobs/frames/tasks/ticker'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    let early = until(&b, "some output", &texts("[data-testid=output]"), |v| {
+        v.as_str().is_some_and(|t| t.contains("tick-2"))
+    })
+    .await;
+    let later = until(&b, "more output", &texts("[data-testid=output]"), |v| {
+        v.as_str()
+            .is_some_and(|t| t.len() > early.as_str().unwrap().len() + 20)
+    })
+    .await;
+    assert!(later.as_str().unwrap().starts_with("tick-1"), "{later}");
+    shot(&b, "task-tailing").await;
+    until(
+        &b,
+        "the ticker's end",
+        &texts("[data-testid=task-info] [data-testid=state]"),
+        |v| v == "completed",
+    )
+    .await;
+
+    // Its audit trail: at the slider's start it was queued, at its end done.
+    b.execute("const s = document.querySelector('[data-testid=audit-slider]'); s.value = 0; s.dispatchEvent(new Event('input')); return 1;", vec![]).await.unwrap();
+    until(
+        &b,
+        "the earliest state",
+        &texts("[data-testid=audit-state] [data-testid=state]"),
+        |v| v == "active",
+    )
+    .await;
+    b.execute(
+        "document.querySelector('[data-testid=audit-slider]').scrollIntoView(); return 1;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    shot(&b, "task-audit-past").await;
+    b.execute("const s = document.querySelector('[data-testid=audit-slider]'); s.value = 1000; s.dispatchEvent(new Event('input')); return 1;", vec![]).await.unwrap();
+    until(
+        &b,
+        "the latest state",
+        &texts("[data-testid=audit-state] [data-testid=state]"),
+        |v| v == "completed",
+    )
+    .await;
+    let attempts = until(
+        &b,
+        "the attempts",
+        &texts("[data-testid=attempts] td"),
+        |v| v.as_str().is_some_and(|t| t.contains("node-")),
+    )
+    .await;
+    assert!(
+        attempts.as_str().unwrap().contains('0'),
+        "exit code 0: {attempts}"
+    );
+
+    // The markup task's output is text too.
+    b.execute("history.pushState(null, '', '/ui/jobs/frames/tasks/markup'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    until(&b, "markup output", &texts("[data-testid=output]"), |v| {
+        v.as_str().is_some_and(|t| t.contains("<b>bold</b>"))
+    })
+    .await;
+    assert_eq!(
+        b.execute("return window.__pwned === undefined;", vec![])
+            .await
+            .unwrap(),
+        true
+    );
+
+    // The job ends; its page shows it without a reload.
+    wait_job(&client, "frames", Duration::from_secs(60)).await;
+    b.execute("history.pushState(null, '', '/ui/jobs/frames'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    let done = until(
+        &b,
+        "all done",
+        &texts("[data-testid=job-info] [data-testid=progress-text]"),
+        |v| v == "7 / 7",
+    )
+    .await;
+    assert_ne!(first, done);
+    assert!(same_page().await);
+    shot(&b, "job-done").await;
+
+    // A waiting task: its reasons, in words.
+    local_pool(&client, "empty", 0, 1).await;
+    create_job(&client, "stuck", "empty").await;
+    add(
+        &client,
+        "stuck",
+        vec![shell("w1", "true"), shell("w2", "true")],
+    )
+    .await;
+    b.execute("history.pushState(null, '', '/ui/jobs/stuck'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    until(
+        &b,
+        "the job's wait",
+        &texts("[data-testid=wait-group]"),
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.starts_with("2 tasks wait") && t.contains("empty"))
+        },
+    )
+    .await;
+    shot(&b, "job-waiting").await;
+    b.find(Locator::Css("[data-testid=task-link]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let reasons = until(
+        &b,
+        "the task's reasons",
+        &texts("[data-testid=reason]"),
+        |v| v.as_str().is_some_and(|t| t.contains("empty")),
+    )
+    .await;
+    assert!(
+        reasons.as_str().unwrap().contains("target is 0 nodes"),
+        "{reasons}"
+    );
+    shot(&b, "task-waiting").await;
+
+    // The other views open, and show nothing of the rival account.
+    for (path, name) in [
+        ("/ui/", "overview"),
+        ("/ui/pools", "pools"),
+        ("/ui/jobs", "jobs"),
+        ("/ui/events", "events"),
+        ("/ui/blobs", "blobs"),
+        ("/ui/packages", "packages"),
+        ("/ui/schedules", "schedules"),
+        ("/ui/pools/render/nodes/node-0", "node"),
+    ] {
+        b.goto(&format!("http://{console}{path}")).await.unwrap();
+        until(&b, name, "return document.querySelector('h1') ? document.querySelector('h1').textContent : null;", |v| v.is_string()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let page = b
+            .find(Locator::Css("body"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            !page.contains("rival"),
+            "{name} shows the other account:\n{page}"
+        );
+        assert!(!page.contains("Cannot show this page"), "{name}:\n{page}");
+        shot(&b, name).await;
+    }
+    b.goto(&format!("http://{console}/ui/jobs/rival-job"))
+        .await
+        .unwrap();
+    until(&b, "not found", &texts("[data-testid=error]"), |v| {
+        v.as_str().is_some_and(|t| t.contains("no job rival-job"))
+    })
+    .await;
+
+    // A forged cross-site POST: the browser sends the form, the server
+    // refuses it, and nothing was created.
+    let evil = attacker_site(&console);
+    b.goto(&format!("http://{evil}/")).await.unwrap();
+    until(
+        &b,
+        "the refusal",
+        "return document.body ? document.body.innerText : null;",
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("refused") || t.contains("sign in first"))
+        },
+    )
+    .await;
+    let pools = list_pools(&client).await;
+    assert!(pools
+        .iter()
+        .all(|p| p.state.spec.as_ref().unwrap().id.as_str() != "forged"));
+
+    // The operator's view.
+    let op = driver.browser().await;
+    sign_in(&op, &console, "", &server.admin_key).await;
+    until(&op, "accounts", &texts("[data-testid=accounts] td"), |v| {
+        v.as_str()
+            .is_some_and(|t| t.contains("acme") && t.contains("rival"))
+    })
+    .await;
+    shot(&op, "accounts").await;
+    let _ = other_key;
+    op.close().await.ok();
+    b.close().await.ok();
+}
