@@ -17,9 +17,15 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 # Agents fetch http(s) resource files with curl.
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The console's tests drive a real headless Chromium through chromedriver
+# (`scripts/deps.sh --browser`, which scripts/test.sh passes).
+if [ "${1:-}" = "--browser" ]; then
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
-  echo "lote: installing ${need[*]} (needed to build RocksDB)" >&2
+  echo "lote: installing ${need[*]} (to build RocksDB and test the console)" >&2
   sudo_cmd=()
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || { echo "lote: run as root or install sudo, or install: ${need[*]}" >&2; exit 1; }

@@ -314,3 +314,76 @@ async fn metrics_parse_as_prometheus_text_and_match_the_api() {
     // Never a series per task.
     assert!(!text.text().contains("task=\""), "no per-task label");
 }
+
+/// Reads the live feed for `secs`: each change message's arrival and its
+/// JSON.
+fn read_live(addr: &str, cookie: &str, secs: u64) -> Vec<(std::time::Instant, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        s,
+        "GET /api/live HTTP/1.1\r\nhost: {addr}\r\ncookie: {cookie}\r\n\r\n"
+    )
+    .unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    let mut text = String::new();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    while std::time::Instant::now() < end {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Err(_) => {}
+        }
+        while let Some(at) = text.find("event: change\ndata: ") {
+            let rest = &text[at + 20..];
+            let Some(nl) = rest.find('\n') else { break };
+            seen.push((
+                std::time::Instant::now(),
+                serde_json::from_str(&rest[..nl]).unwrap(),
+            ));
+            text = rest[nl..].to_string();
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_job_updates_a_page_a_few_times_a_second_not_per_task() {
+    let server = ServerProcess::start(&[]);
+    let addr = console(&server);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, "render", 2, 4).await;
+    nodes_up(&client, "render", 2).await;
+    create_job(&client, "busy", "render").await;
+    let session = Session::sign_in(&addr, Some("acme"), &key).unwrap();
+    let cookie = session.cookie.clone();
+    let reader = std::thread::spawn(move || read_live(&addr, &cookie, 8));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for batch in 0..2 {
+        let tasks: Vec<_> = (0..1000)
+            .map(|i| shell(&format!("t{batch}-{i}"), "true"))
+            .collect();
+        add(&client, "busy", tasks).await;
+    }
+    wait_job(&client, "busy", Duration::from_secs(60)).await;
+    let seen = reader.join().unwrap();
+    assert!(!seen.is_empty(), "the feed said nothing");
+    let events: u64 = seen.iter().map(|(_, m)| m["count"].as_u64().unwrap()).sum();
+    // Each task is added, assigned, started and completed: thousands of
+    // events, in a handful of messages.
+    assert!(events >= 4 * 2000, "{events} events counted");
+    let span = seen.last().unwrap().0 - seen.first().unwrap().0;
+    let per_sec = seen.len() as f64 / span.as_secs_f64().max(1.0);
+    assert!(per_sec <= 5.0, "{} messages in {span:?}", seen.len());
+    // Bounded messages: entity lists are capped, with "more" past the cap.
+    assert!(seen
+        .iter()
+        .all(|(_, m)| m["entities"].as_array().unwrap().len() <= 500));
+    assert!(
+        seen.iter().any(|(_, m)| m["more"] == true),
+        "a busy tick names no more than its cap"
+    );
+}

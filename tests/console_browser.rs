@@ -232,6 +232,30 @@ async fn the_console_in_a_real_browser() {
         v.as_str().is_some_and(|t| t.contains("tick-2"))
     })
     .await;
+    // Its node's page lists it among what the node runs.
+    let node = client
+        .call(&Request::ShowTask {
+            job: lote::types::JobId::new("frames").unwrap(),
+            task: lote::types::TaskId::new("ticker").unwrap(),
+        })
+        .await
+        .unwrap();
+    let lote::api::Response::Task(t) = node else {
+        panic!("a task")
+    };
+    let on = t.state.placement.expect("placed").node;
+    b.execute(&format!("history.pushState(null, '', '/ui/pools/render/nodes/{on}'); dispatchEvent(new PopStateEvent('popstate')); return 1;"), vec![]).await.unwrap();
+    until(
+        &b,
+        "the node's tasks",
+        &texts("[data-testid=node-tasks] td"),
+        |v| v.as_str().is_some_and(|t| t.contains("ticker")),
+    )
+    .await;
+    shot(&b, "node-running").await;
+    b.execute("history.back(); return 1;", vec![])
+        .await
+        .unwrap();
     let later = until(&b, "more output", &texts("[data-testid=output]"), |v| {
         v.as_str()
             .is_some_and(|t| t.len() > early.as_str().unwrap().len() + 20)

@@ -12,7 +12,7 @@ use super::Console;
 use crate::api::{Request as ApiRequest, Response as ApiResponse};
 use crate::domain::task::Task;
 use crate::domain::Versioned;
-use crate::types::{JobId, PoolId, TaskId, Timestamp};
+use crate::types::{JobId, NodeId, PoolId, TaskId, Timestamp};
 
 /// Largest request body the console takes for a call (a batch of
 /// `AddTasks` fits well within it).
@@ -176,6 +176,41 @@ impl Console {
                 )
             }
             _ => Reply::error(500, "unexpected reply to an explanation"),
+        }
+    }
+
+    /// `GET /api/node-tasks?pool=&node=`: what a node runs now.
+    pub(super) async fn node_tasks(&self, req: &Request<Incoming>, who: &SignedIn) -> Reply {
+        let Some(account) = who.user.account() else {
+            return Reply::error(
+                403,
+                "nodes belong to accounts: sign in with an account's key",
+            );
+        };
+        let q = http::query(req);
+        let (pool, node) = match (
+            param(&q, "pool", PoolId::new),
+            param(&q, "node", NodeId::new),
+        ) {
+            (Ok(p), Ok(n)) => (p, n),
+            (Err(r), _) | (_, Err(r)) => return r,
+        };
+        let show = ApiRequest::ShowNode {
+            pool: pool.clone(),
+            node: node.clone(),
+        };
+        if let Err(e) = self.service.console_call(who.caller.clone(), show).await {
+            return Reply::api_error(&e);
+        }
+        match self.service.console_node_tasks(account, &pool, &node).await {
+            Ok(tasks) => {
+                let tasks: Vec<serde_json::Value> = tasks
+                    .into_iter()
+                    .map(|(job, task, attempt)| serde_json::json!({ "job": job, "task": task, "attempt": attempt }))
+                    .collect();
+                Reply::json(200, &serde_json::json!({ "tasks": tasks }))
+            }
+            Err(e) => Reply::api_error(&e),
         }
     }
 

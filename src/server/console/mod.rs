@@ -233,6 +233,7 @@ impl Console {
             (Method::GET, "/api/audit") => self.audit(&req, &who),
             (Method::GET, "/api/tasks") => self.tasks(&req, &who).await,
             (Method::GET, "/api/waits") => self.waits(&req, &who).await,
+            (Method::GET, "/api/node-tasks") => self.node_tasks(&req, &who).await,
             (Method::GET, "/api/output") => self.output(&req, &who).await,
             (Method::GET, "/api/pool-samples") => self.pool_samples(&req, &who).await,
             (Method::GET, "/api/live") => self.live(&req, &who),

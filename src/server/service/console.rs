@@ -220,6 +220,29 @@ impl Service {
         Ok(samples.into())
     }
 
+    /// The tasks placement has on a node now: (job, task, attempt).
+    pub(in crate::server) async fn console_node_tasks(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &crate::types::NodeId,
+    ) -> Result<Vec<(String, String, u32)>, ApiError> {
+        let key = format!("{account}/{pool}");
+        let node = node.clone();
+        let held = self
+            .supervisors
+            .placement
+            .inspect(move |s| s.held_on(&key, &node))
+            .await?;
+        Ok(held
+            .into_iter()
+            .filter_map(|(stream, attempt)| {
+                let ids = stream.segments();
+                Some((ids.get(1)?.to_string(), ids.get(2)?.to_string(), attempt))
+            })
+            .collect())
+    }
+
     /// Placement's counters (and whether it has caught up with the log).
     pub(in crate::server) async fn placement_stats(&self) -> Result<PlacementStats, ApiError> {
         Ok(self.supervisors.placement.inspect(|s| s.stats).await?)

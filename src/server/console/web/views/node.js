@@ -1,9 +1,10 @@
 // One node: its state, what it runs, its start task's output and files.
-import { h, call, unwrap, badge, fmtTime, num, act, throttled, touches } from "../app.js";
+import { h, call, get, link, unwrap, badge, fmtTime, num, act, throttled } from "../app.js";
 
-export async function render({ root, params, session }) {
+export async function render({ root, params }) {
   const { pool, node } = params;
   const info = h("div");
+  const running = h("div");
   const files = h("div");
   const output = h("div");
   root.append(h("h1", {}, "Node ", node, h("span", { class: "muted" }, ` in pool ${pool}`)), info,
@@ -12,6 +13,7 @@ export async function render({ root, params, session }) {
       h("button", { onclick: () => act("Disable scheduling", () => call({ DisableNode: { pool, node } }).then(update)) }, "Disable scheduling"),
       h("button", { onclick: () => act("Enable scheduling", () => call({ EnableNode: { pool, node } }).then(update)) }, "Enable scheduling"),
       h("button", { class: "danger", onclick: () => act("Remove", () => call({ RemoveNode: { pool, node, deallocation: "requeue" } }).then(update)) }, "Remove")),
+    h("h2", {}, "Running tasks"), running,
     h("h2", {}, "Start task output"), output, h("h2", {}, "Files"), files);
 
   async function update() {
@@ -22,6 +24,12 @@ export async function render({ root, params, session }) {
       h("dt", {}, "Agent"), h("dd", {}, n.agent ? `${n.agent.hostname} (${n.agent.address}), ${n.agent.cores} cores, ${num(n.agent.memory_mib)} MiB, lote ${n.agent.agent_version}` : "not registered"),
       h("dt", {}, "Start task failures"), h("dd", {}, num(n.start_task_failures), n.last_start_task_message ? `: ${n.last_start_task_message}` : ""),
       n.unusable_reason ? [h("dt", {}, "Unusable"), h("dd", {}, n.unusable_reason)] : null));
+    const held = await get("/api/node-tasks", { pool, node });
+    running.replaceChildren(held.tasks.length === 0 ? h("p", { class: "muted" }, "nothing running") :
+      h("table", { "data-testid": "node-tasks" }, h("tr", {}, h("th", {}, "Job"), h("th", {}, "Task"), h("th", { class: "num" }, "Attempt")),
+        held.tasks.map((t) => h("tr", {}, h("td", {}, link(`/ui/jobs/${encodeURIComponent(t.job)}`, t.job)),
+          h("td", {}, link(`/ui/jobs/${encodeURIComponent(t.job)}/tasks/${encodeURIComponent(t.task)}`, t.task)),
+          h("td", { class: "num" }, t.attempt)))));
   }
 
   async function readFile(path) {
@@ -55,6 +63,6 @@ export async function render({ root, params, session }) {
 
   await update();
   await browse();
-  const prefix = `node/${session.account}/${pool}/${node}`;
-  return { refresh: throttled(1000, async (change) => { if (!change || touches(change, [prefix])) await update(); }) };
+  // What a node runs changes with its tasks' events, not its own.
+  return { refresh: throttled(1000, update) };
 }
