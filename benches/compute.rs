@@ -333,13 +333,15 @@ async fn queued_memory(client: &Client, account: &AccountName, count: u64) {
         .await
         .unwrap();
     let job = JobId::new("waiting").unwrap();
-    client
-        .call(&Request::CreateJob {
-            spec: JobSpec::on_pool(job.clone(), account.clone(), pool.clone()),
+    let spec = JobSpec::on_pool(job.clone(), account.clone(), pool.clone());
+    common::must(
+        client,
+        Request::CreateJob {
+            spec,
             request_id: None,
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     let before = resident_bytes();
     let started = Instant::now();
     let batch = lote::api::ADD_TASKS_BATCH_MAX as u64;

@@ -387,3 +387,58 @@ async fn a_busy_job_updates_a_page_a_few_times_a_second_not_per_task() {
         "a busy tick names no more than its cap"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_and_task_files_go_up_and_down_through_the_console() {
+    let server = ServerProcess::start(&[]);
+    let addr = console(&server);
+    let (client, key, _) = server.account("acme").await;
+    let (_, other_key, _) = server.account("rival").await;
+    let a = Session::sign_in(&addr, Some("acme"), &key).unwrap();
+    // 2.5 MiB: more than two of the store's chunks, not a multiple of one.
+    let data: Vec<u8> = (0..(5u32 << 19)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let up = http(
+        &addr,
+        "PUT",
+        "/api/upload?container=inputs&name=scene%2Fa.bin",
+        &[("cookie", &a.cookie), ("x-lote-csrf", &a.csrf)],
+        &data,
+    );
+    assert_eq!(up.status, 200, "{}", up.text());
+    let down = a.get("/api/download?kind=blob&container=inputs&name=scene%2Fa.bin");
+    assert_eq!(down.status, 200);
+    assert_eq!(down.body.len(), data.len());
+    assert!(down.body == data, "the same bytes back");
+    assert!(down.header("content-disposition").unwrap().contains("a.bin"));
+    // Listed through the API as the CLI sees it.
+    let listed = a.call(serde_json::json!({ "ListBlobs": { "container": "inputs", "prefix": "", "after": null, "limit": 10 } })).json();
+    assert_eq!(listed["Blobs"]["blobs"][0]["size"], data.len());
+    // Without the CSRF token nothing is written.
+    let forged = http(&addr, "PUT", "/api/upload?container=inputs&name=x", &[("cookie", &a.cookie)], b"x");
+    assert_eq!(forged.status, 403);
+    // Another account cannot read it.
+    let b = Session::sign_in(&addr, Some("rival"), &other_key).unwrap();
+    assert_eq!(b.get("/api/download?kind=blob&container=inputs&name=scene%2Fa.bin").status, 404);
+
+    // A task's files and output, from its node.
+    local_pool(&client, "render", 1, 1).await;
+    nodes_up(&client, "render", 1).await;
+    create_job(&client, "frames", "render").await;
+    add(&client, "frames", vec![shell("t1", "echo hello-out; echo oops >&2; printf 'result' > r.txt")]).await;
+    wait_job(&client, "frames", Duration::from_secs(60)).await;
+    let out = a.get("/api/output?job=frames&task=t1&stream=stdout").json();
+    assert_eq!(out["text"], "hello-out\n");
+    assert_eq!(out["completed"], true);
+    let err = a.get("/api/output?job=frames&task=t1&stream=stderr").json();
+    assert_eq!(err["text"], "oops\n");
+    let file = a.get("/api/download?kind=task&job=frames&task=t1&path=wd%2Fr.txt");
+    assert_eq!(file.status, 200, "{}", file.text());
+    assert_eq!(file.text(), "result");
+    let outside = a.get("/api/download?kind=task&job=frames&task=t1&path=..%2F..%2F..%2Fcredential");
+    assert!(outside.status >= 400, "{}", outside.text());
+    let csv = a.get("/api/tasks.csv?job=frames");
+    assert_eq!(csv.status, 200);
+    let csv = csv.text();
+    assert!(csv.starts_with("id,state,exit_code"), "{csv}");
+    assert!(csv.contains("\nt1,completed,0,"), "{csv}");
+}

@@ -83,3 +83,14 @@ pub async fn new_account(
     };
     primary
 }
+
+/// A request of a benchmark's set-up, which must succeed.
+pub async fn must(
+    client: &lote::client::Client,
+    request: lote::api::Request,
+) -> lote::api::Response {
+    match client.call(&request).await {
+        Ok(response) => response,
+        Err(e) => panic!("{}: {e}", request.name()),
+    }
+}

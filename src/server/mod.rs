@@ -219,10 +219,7 @@ async fn serve(
         "server secret file",
     )?;
     let (listener, addr) = bind(&config.listen, "--listen").await?;
-    let console = match &config.http_listen {
-        Some(listen) => Some(console::bind(listen).await?),
-        None => None,
-    };
+    let console = console::bind(config.http_listen.as_deref()).await?;
     let server_tls = Arc::new(tls::ServerTls::load_or_create(
         &config.data_dir,
         config.tls_files.clone(),
@@ -263,16 +260,15 @@ async fn serve(
         server_tls.fingerprint.clone(),
         metrics::Metrics::default(),
     ));
-    let console_addr = console.map(|listening| {
-        let addr = listening.addr;
+    let session = config.console_session;
+    let console_addr = console.map(|l| {
         console::start(
-            listening,
+            l,
             service.clone(),
             server_tls.clone(),
-            config.console_session,
+            session,
             stop_rx.clone(),
-        );
-        addr
+        )
     });
     let limits = Rc::new(connection::Limits {
         tls: Some(server_tls.clone()),

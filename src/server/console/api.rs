@@ -228,10 +228,13 @@ impl Console {
         let mut out = Vec::new();
         let mut scanned = 0;
         loop {
+            // Unfiltered, a page is exactly a page of the listing; filtered,
+            // the listing is read in its largest pages.
+            let unfiltered = state.is_empty() && search.is_empty();
             let request = ApiRequest::ListTasks {
                 job: job.clone(),
                 after: after.clone(),
-                limit: 1000,
+                limit: if unfiltered { limit as u32 } else { 1000 },
             };
             let (items, next) = match self.service.console_call(who.caller.clone(), request).await {
                 Ok(ApiResponse::Tasks { items, next }) => (items, next),

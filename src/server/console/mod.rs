@@ -58,26 +58,30 @@ pub(super) struct Listening {
     pub addr: SocketAddr,
 }
 
-/// Binds the console's address.
-pub(super) async fn bind(listen: &str) -> Result<Listening, super::ServerError> {
+/// Binds the console's address, if it has one.
+pub(super) async fn bind(listen: Option<&str>) -> Result<Option<Listening>, super::ServerError> {
+    let Some(listen) = listen else {
+        return Ok(None);
+    };
     let (listener, addr) = super::bind(listen, "--http-listen").await?;
-    Ok(Listening { listener, addr })
+    Ok(Some(Listening { listener, addr }))
 }
 
-/// Serves the console until `stop`.
+/// Serves the console until `stop`; returns its address.
 pub(super) fn start(
     listening: Listening,
     service: Rc<Service>,
     tls: Arc<ServerTls>,
     session_ttl: Duration,
     stop: watch::Receiver<bool>,
-) {
+) -> SocketAddr {
     let console = Rc::new(Console {
         service,
         sessions: session::Sessions::new(session_ttl),
         stop: stop.clone(),
     });
     tokio::task::spawn_local(accept_loop(listening.listener, console, tls, stop));
+    listening.addr
 }
 
 async fn accept_loop(
