@@ -396,7 +396,9 @@ async fn blobs_and_task_files_go_up_and_down_through_the_console() {
     let (_, other_key, _) = server.account("rival").await;
     let a = Session::sign_in(&addr, Some("acme"), &key).unwrap();
     // 2.5 MiB: more than two of the store's chunks, not a multiple of one.
-    let data: Vec<u8> = (0..(5u32 << 19)).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let data: Vec<u8> = (0..(5u32 << 19))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     let up = http(
         &addr,
         "PUT",
@@ -409,22 +411,43 @@ async fn blobs_and_task_files_go_up_and_down_through_the_console() {
     assert_eq!(down.status, 200);
     assert_eq!(down.body.len(), data.len());
     assert!(down.body == data, "the same bytes back");
-    assert!(down.header("content-disposition").unwrap().contains("a.bin"));
+    assert!(down
+        .header("content-disposition")
+        .unwrap()
+        .contains("a.bin"));
     // Listed through the API as the CLI sees it.
     let listed = a.call(serde_json::json!({ "ListBlobs": { "container": "inputs", "prefix": "", "after": null, "limit": 10 } })).json();
     assert_eq!(listed["Blobs"]["blobs"][0]["size"], data.len());
     // Without the CSRF token nothing is written.
-    let forged = http(&addr, "PUT", "/api/upload?container=inputs&name=x", &[("cookie", &a.cookie)], b"x");
+    let forged = http(
+        &addr,
+        "PUT",
+        "/api/upload?container=inputs&name=x",
+        &[("cookie", &a.cookie)],
+        b"x",
+    );
     assert_eq!(forged.status, 403);
     // Another account cannot read it.
     let b = Session::sign_in(&addr, Some("rival"), &other_key).unwrap();
-    assert_eq!(b.get("/api/download?kind=blob&container=inputs&name=scene%2Fa.bin").status, 404);
+    assert_eq!(
+        b.get("/api/download?kind=blob&container=inputs&name=scene%2Fa.bin")
+            .status,
+        404
+    );
 
     // A task's files and output, from its node.
     local_pool(&client, "render", 1, 1).await;
     nodes_up(&client, "render", 1).await;
     create_job(&client, "frames", "render").await;
-    add(&client, "frames", vec![shell("t1", "echo hello-out; echo oops >&2; printf 'result' > r.txt")]).await;
+    add(
+        &client,
+        "frames",
+        vec![shell(
+            "t1",
+            "echo hello-out; echo oops >&2; printf 'result' > r.txt",
+        )],
+    )
+    .await;
     wait_job(&client, "frames", Duration::from_secs(60)).await;
     let out = a.get("/api/output?job=frames&task=t1&stream=stdout").json();
     assert_eq!(out["text"], "hello-out\n");
@@ -434,11 +457,84 @@ async fn blobs_and_task_files_go_up_and_down_through_the_console() {
     let file = a.get("/api/download?kind=task&job=frames&task=t1&path=wd%2Fr.txt");
     assert_eq!(file.status, 200, "{}", file.text());
     assert_eq!(file.text(), "result");
-    let outside = a.get("/api/download?kind=task&job=frames&task=t1&path=..%2F..%2F..%2Fcredential");
+    let outside =
+        a.get("/api/download?kind=task&job=frames&task=t1&path=..%2F..%2F..%2Fcredential");
     assert!(outside.status >= 400, "{}", outside.text());
     let csv = a.get("/api/tasks.csv?job=frames");
     assert_eq!(csv.status, 200);
     let csv = csv.text();
     assert!(csv.starts_with("id,state,exit_code"), "{csv}");
     assert!(csv.contains("\nt1,completed,0,"), "{csv}");
+}
+
+/// One request over TLS, the server's certificate pinned.
+async fn https(server: &ServerProcess, addr: &str, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fp = lote::api::tls::parse_fingerprint(&server.tls_fingerprint()).unwrap();
+    let trust = lote::api::tls::Trust::Fingerprint(fp);
+    let lote::api::tls::Transport::Tls { config, name } =
+        lote::api::tls::Transport::choose(addr, Some(&trust), false).unwrap()
+    else {
+        panic!("TLS")
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_speaks_https_where_plaintext_is_not_allowed() {
+    let mut server = ServerProcess::start(&["--plaintext", "never"]);
+    server.pin_tls();
+    let addr = console(&server);
+    let plain = http(&addr, "GET", "/healthz", &[], b"");
+    assert_eq!(plain.status, 400);
+    assert!(
+        plain.text().contains("only TLS") && plain.text().contains("HTTPS"),
+        "{}",
+        plain.text()
+    );
+    let ok = https(
+        &server,
+        &addr,
+        format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let (_, key, _) = server.account("acme").await;
+    let body = serde_json::json!({ "account": "acme", "key": key }).to_string();
+    let signed = https(
+        &server,
+        &addr,
+        format!("POST /api/session HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()),
+    )
+    .await;
+    assert!(signed.starts_with("HTTP/1.1 200"), "{signed}");
+    let cookie = signed
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie"))
+        .unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
+#[test]
+fn no_http_serves_no_console_and_a_taken_port_is_named() {
+    let server = ServerProcess::start(&["--no-http"]);
+    assert!(server.console.is_none());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let err = ServerProcess::start_in(&dir.path().join("d"), &["--http-listen", &port])
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("--http-listen") && err.contains("--no-http"),
+        "{err}"
+    );
 }
