@@ -538,3 +538,65 @@ fn no_http_serves_no_console_and_a_taken_port_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn hostile_connections_are_answered_or_closed_and_the_console_stays_up() {
+    use std::io::{Read, Write};
+    let server = ServerProcess::start(&[]);
+    let addr = console(&server);
+    let exchange = |bytes: &[u8]| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // Garbage instead of a request line.
+    let r = exchange(b"\x00\x01\x02 not http at all\r\n\r\n");
+    assert!(r.is_empty() || r.starts_with("HTTP/1.1 400"), "{r}");
+    // A head far over the bound.
+    let mut huge = b"GET /healthz HTTP/1.1\r\nx-pad: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    huge.extend(b"\r\n\r\n");
+    let r = exchange(&huge);
+    assert!(
+        r.is_empty() || r.starts_with("HTTP/1.1 431") || r.starts_with("HTTP/1.1 400"),
+        "{}",
+        &r[..r.len().min(200)]
+    );
+    // A head that never ends is closed after the header deadline.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let _ = slow.read_to_end(&mut out);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // A session cookie that is not one, and an unknown page.
+    let r = http(
+        &addr,
+        "GET",
+        "/api/session",
+        &[("cookie", "lote_session=forged")],
+        b"",
+    );
+    assert_eq!(r.status, 401);
+    assert_eq!(http(&addr, "GET", "/nowhere", &[], b"").status, 404);
+    assert_eq!(http(&addr, "GET", "/ui/missing.js", &[], b"").status, 404);
+    // Still serving, and a console route deep-links to the page.
+    let page = http(&addr, "GET", "/ui/jobs/frames?state=failed", &[], b"");
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("/ui/app.js"));
+    assert!(page
+        .header("content-security-policy")
+        .unwrap()
+        .contains("script-src 'self'"));
+    assert_eq!(page.header("x-frame-options"), Some("DENY"));
+}
