@@ -27,6 +27,9 @@ use lote::server::{Embedded, ServerConfig};
 use lote::store::Durability;
 use lote::types::{AccountName, JobId, PoolId, TaskId};
 
+/// One of a page's requests, timed: (status, body, milliseconds).
+type Timed<'a> = Box<dyn Fn() -> (u16, String, f64) + 'a>;
+
 /// One request over a fresh connection; (status, body, milliseconds).
 fn http(
     addr: &str,
@@ -185,7 +188,7 @@ fn main() {
     let call = |body: &str| http(&console, "POST", "/api/call", &cookie, &csrf, body);
     let get = |path: &str| http(&console, "GET", path, &cookie, &csrf, "");
 
-    let pages: Vec<(&str, Vec<(String, Box<dyn Fn() -> (u16, String, f64)>)>)> = vec![
+    let pages: Vec<(&str, Vec<(String, Timed)>)> = vec![
         (
             "pool page",
             vec![

@@ -55,10 +55,7 @@ fn texts(css: &str) -> String {
 }
 
 async fn shot(b: &Browser, name: &str) {
-    eprintln!(
-        "{} screenshot {name}",
-        chrono::Utc::now().format("%H:%M:%S%.3f")
-    );
+    eprintln!("screenshot {name}");
     let png = b.screenshot().await.expect("a screenshot");
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
 }

@@ -258,7 +258,6 @@ async fn serve(
         supervisors,
         blobs,
         server_tls.fingerprint.clone(),
-        metrics::Metrics::default(),
     ));
     let session = config.console_session;
     let console_addr = console.map(|l| {

@@ -192,10 +192,9 @@ impl Service {
         supervisors: super::supervisors::Supervisors,
         blobs: Rc<super::blobs::Blobs>,
         tls_fingerprint: String,
-        metrics: super::metrics::Metrics,
     ) -> Self {
         Service {
-            metrics,
+            metrics: super::metrics::Metrics::default(),
             tls_fingerprint,
             supervisors,
             core,
