@@ -339,3 +339,12 @@ mod tests {
         assert_eq!(back, at);
     }
 }
+
+/// The name a value takes in JSON (`"completed"`, `"non_zero_exit"`), or
+/// nothing for a value that is not a plain name.
+pub fn json_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}

@@ -442,10 +442,13 @@ async fn blobs_and_task_files_go_up_and_down_through_the_console() {
     add(
         &client,
         "frames",
-        vec![shell(
-            "t1",
-            "echo hello-out; echo oops >&2; printf 'result' > r.txt",
-        )],
+        vec![
+            shell(
+                "t1",
+                "echo hello-out; echo oops >&2; printf 'result' > r.txt",
+            ),
+            shell("t2", "exit 4"),
+        ],
     )
     .await;
     wait_job(&client, "frames", Duration::from_secs(60)).await;
@@ -464,7 +467,8 @@ async fn blobs_and_task_files_go_up_and_down_through_the_console() {
     assert_eq!(csv.status, 200);
     let csv = csv.text();
     assert!(csv.starts_with("id,state,exit_code"), "{csv}");
-    assert!(csv.contains("\nt1,completed,0,"), "{csv}");
+    assert!(csv.contains("\nt1,completed,0,,"), "{csv}");
+    assert!(csv.contains("\nt2,completed,4,non_zero_exit,"), "{csv}");
 }
 
 /// One request over TLS, the server's certificate pinned.

@@ -188,6 +188,7 @@ async fn the_console_in_a_real_browser() {
     let ticker = "for i in $(seq 1 40); do echo tick-$i; sleep 0.25; done";
     let mut tasks = vec![shell("ticker", ticker)];
     tasks.extend((1..=5).map(|i| shell(&format!("f{i}"), "sleep 2")));
+    tasks.push(shell("bad", "echo failing >&2; exit 3"));
     tasks.push(shell(
         "markup",
         "echo '<script>window.__pwned=1</script><b>bold</b>'; exit 0",
@@ -209,7 +210,7 @@ async fn the_console_in_a_real_browser() {
         &b,
         "the progress",
         &texts("[data-testid=job-info] [data-testid=progress-text]"),
-        |v| v.as_str().is_some_and(|t| t.ends_with("/ 7")),
+        |v| v.as_str().is_some_and(|t| t.ends_with("/ 8")),
     )
     .await;
     shot(&b, "job-running").await;
@@ -324,12 +325,34 @@ async fn the_console_in_a_real_browser() {
         &b,
         "all done",
         &texts("[data-testid=job-info] [data-testid=progress-text]"),
-        |v| v == "7 / 7",
+        |v| v == "8 / 8",
     )
     .await;
     assert_ne!(first, done);
     assert!(same_page().await);
     shot(&b, "job-done").await;
+
+    // A failed task: its exit code and failure category, and its stderr.
+    b.execute("history.pushState(null, '', '/ui/jobs/frames/tasks/bad'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    let result = until(&b, "the failure", &texts("[data-testid=result]"), |v| {
+        v.as_str().is_some_and(|t| t.contains("exit code 3"))
+    })
+    .await;
+    assert!(
+        result.as_str().unwrap().contains("non_zero_exit"),
+        "{result}"
+    );
+    b.find(Locator::Css("[data-testid=tab-stderr]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&b, "its stderr", &texts("[data-testid=output]"), |v| {
+        v.as_str().is_some_and(|t| t.contains("failing"))
+    })
+    .await;
+    shot(&b, "task-failed").await;
 
     // A waiting task: its reasons, in words.
     local_pool(&client, "empty", 0, 1).await;

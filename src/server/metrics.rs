@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 use super::service::console::Census;
 use super::supervisors::scheduler::PlacementStats;
 use crate::store::StatsView;
+use crate::types::json_name;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
@@ -182,13 +183,6 @@ impl Metrics {
     }
 }
 
-fn label<T: serde::Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        other => format!("{other:?}"),
-    }
-}
-
 /// Tasks by state per job and per pool, nodes by state per pool.
 fn state_figures(r: &mut Registry, census: &Census) {
     let nodes: Family<PoolStateLabels, Gauge> = Family::default();
@@ -200,7 +194,7 @@ fn state_figures(r: &mut Registry, census: &Census) {
             .get_or_create(&PoolStateLabels {
                 account: account.to_string(),
                 pool: pool.to_string(),
-                state: label(&n.state.state),
+                state: json_name(&n.state.state),
             })
             .inc();
     }
@@ -219,7 +213,7 @@ fn state_figures(r: &mut Registry, census: &Census) {
     for j in &census.jobs {
         let Some(spec) = &j.state.spec else { continue };
         for (bucket, count) in &j.state.task_counts {
-            let state = label(bucket);
+            let state = json_name(bucket);
             let count = i64::try_from(*count).unwrap_or(i64::MAX);
             job_tasks
                 .get_or_create(&JobStateLabels {

@@ -12,7 +12,7 @@ use super::Console;
 use crate::api::{Request as ApiRequest, Response as ApiResponse};
 use crate::domain::task::Task;
 use crate::domain::Versioned;
-use crate::types::{JobId, NodeId, PoolId, TaskId, Timestamp};
+use crate::types::{json_name, JobId, NodeId, PoolId, TaskId, Timestamp};
 
 /// Largest request body the console takes for a call (a batch of
 /// `AddTasks` fits well within it).
@@ -39,12 +39,9 @@ pub(super) fn param<T>(
     parse(raw.clone()).map_err(bad)
 }
 
-/// The state word a page filters by: the task's status as its JSON says.
+/// The state word a page filters by.
 fn state_word(task: &Task) -> String {
-    match serde_json::to_value(task.status) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
-    }
+    json_name(&task.status)
 }
 
 impl Console {
@@ -366,7 +363,11 @@ fn csv_row(out: &mut String, t: &Task) {
         pick(&["spec", "id"]),
         state_word(t),
         pick(&["last_result", "exit_code"]),
-        pick(&["last_result", "failure", "category"]),
+        t.last_result
+            .as_ref()
+            .and_then(|r| r.failure.as_ref())
+            .map(|(category, _)| json_name(category))
+            .unwrap_or_default(),
         t.attempt.to_string(),
         t.retry_count.to_string(),
         pick(&["placement", "node"]),

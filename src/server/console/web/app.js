@@ -65,6 +65,12 @@ export function badge(state) {
   return h("span", { class: `badge ${state}`, "data-testid": "state" }, state);
 }
 
+/** A task's state, saying "failed" for a completed task that failed. */
+export function taskBadge(task) {
+  const failed = task.status === "completed" && task.last_result && task.last_result.failure;
+  return failed ? h("span", { class: "badge failed", "data-testid": "state", title: "completed, failed" }, "failed") : badge(task.status);
+}
+
 export function fmtTime(t) {
   if (!t) return "";
   const d = new Date(t);

@@ -1,6 +1,6 @@
 // One job: counts and progress, every reason its tasks wait, the task
 // table (paged and filtered on the server, exportable as CSV), actions.
-import { h, call, get, unwrap, link, num, badge, act, fmtTime, setQuery, throttled, touches, navigate } from "../app.js";
+import { h, call, get, unwrap, link, num, badge, taskBadge, act, fmtTime, setQuery, throttled, touches, navigate } from "../app.js";
 import { progress } from "./jobs.js";
 
 const PAGE = 50;
@@ -67,7 +67,7 @@ export async function render({ root, params, query, session }) {
           const result = t.state.last_result;
           return h("tr", { "data-testid": "task-row" },
             h("td", {}, link(`/ui/jobs/${enc}/tasks/${encodeURIComponent(id)}`, id, { "data-testid": "task-link" })),
-            h("td", {}, badge(t.state.status)),
+            h("td", {}, taskBadge(t.state)),
             h("td", { class: "num" }, result && result.exit_code !== null ? result.exit_code : ""),
             h("td", {}, t.state.placement ? t.state.placement.node : ""),
             h("td", { class: "num" }, t.state.attempt),

@@ -2,7 +2,7 @@
 // codes and failure categories), why it waits, its stdout / stderr tailing
 // while it runs, its files and output manifest, and its audit trail with a
 // time slider that shows its state at any past instant.
-import { h, call, get, unwrap, link, num, badge, fmtTime, throttled, touches } from "../app.js";
+import { h, call, get, unwrap, link, num, badge, taskBadge, fmtTime, throttled, touches } from "../app.js";
 
 const TAIL_MAX = 512 * 1024;
 
@@ -46,10 +46,10 @@ export async function render({ root, params, session }) {
     running = !["completed"].includes(t.status);
     info.replaceChildren(h("dl", { class: "kv", "data-testid": "task-info" },
       h("dt", {}, "Command"), h("dd", {}, h("code", { "data-testid": "command" }, cmd)),
-      h("dt", {}, "State"), h("dd", {}, badge(t.status)),
+      h("dt", {}, "State"), h("dd", {}, taskBadge(t)),
       h("dt", {}, "Node"), h("dd", {}, t.placement ? link(`/ui/pools/${encodeURIComponent(t.placement.pool)}/nodes/${encodeURIComponent(t.placement.node)}`, t.placement.node) : "–"),
       h("dt", {}, "Attempt"), h("dd", {}, `${t.attempt} (${t.retry_count} retries, ${t.requeue_count} requeues)`),
-      h("dt", {}, "Result"), h("dd", { "data-testid": "result" }, r ? `exit code ${r.exit_code ?? "–"}${r.signal ? `, signal ${r.signal}` : ""}${r.failure ? `, ${r.failure.category}: ${r.failure.message}` : ""} in ${num(r.duration_ms)} ms` : "–"),
+      h("dt", {}, "Result"), h("dd", { "data-testid": "result" }, r ? `exit code ${r.exit_code ?? "–"}${r.signal ? `, signal ${r.signal}` : ""}${r.failure ? `, ${r.failure[0]}: ${r.failure[1]}` : ""} in ${num(r.duration_ms)} ms` : "–"),
       h("dt", {}, "Added"), h("dd", {}, fmtTime(t.added_at)),
       h("dt", {}, "Started"), h("dd", {}, fmtTime(t.started_at)),
       h("dt", {}, "Completed"), h("dd", {}, fmtTime(t.completed_at))));
@@ -106,7 +106,7 @@ export async function render({ root, params, session }) {
         const row = tries.get(ev.attempt) || { attempt: ev.attempt };
         if (ev.placement) row.node = ev.placement.node;
         if (e.event_type === "TaskStarted") row.started = e.recorded_at;
-        if (ev.result) { row.exit = ev.result.exit_code; row.failure = ev.result.failure ? ev.result.failure.category : ""; row.ended = e.recorded_at; }
+        if (ev.result) { row.exit = ev.result.exit_code; row.failure = ev.result.failure ? `${ev.result.failure[0]}: ${ev.result.failure[1]}` : ""; row.ended = e.recorded_at; }
         tries.set(ev.attempt, row);
       }
       rows.push(h("tr", {}, h("td", {}, fmtTime(e.recorded_at)), h("td", {}, e.event_type), h("td", {}, e.principal),
