@@ -60,6 +60,14 @@ async fn shot(b: &Browser, name: &str) {
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Moves to a console page without reloading (as a click on a link does).
+async fn navigate(b: &Browser, path: &str) {
+    let script = "history.pushState(null, '', arguments[0]); dispatchEvent(new PopStateEvent('popstate')); return 1;";
+    b.execute(script, vec![serde_json::json!(path)])
+        .await
+        .unwrap();
+}
+
 async fn sign_in(b: &Browser, console: &str, account: &str, key: &str) {
     b.goto(&format!("http://{console}/ui/")).await.unwrap();
     let form = b
@@ -161,7 +169,7 @@ async fn the_console_in_a_real_browser() {
     // without a reload.
     local_pool(&client, "render", 1, 2).await;
     nodes_up(&client, "render", 1).await;
-    b.execute("history.pushState(null, '', '/ui/pools/render'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    navigate(&b, "/ui/pools/render").await;
     until(
         &b,
         "one idle tile",
@@ -205,7 +213,7 @@ async fn the_console_in_a_real_browser() {
     assert!(same_page().await, "the heatmap changed without a reload");
 
     // The job's page: its progress bar moves to the end by itself.
-    b.execute("history.pushState(null, '', '/ui/jobs/frames'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    navigate(&b, "/ui/jobs/frames").await;
     let first = until(
         &b,
         "the progress",
@@ -225,7 +233,7 @@ async fn the_console_in_a_real_browser() {
         .contains("<script>window.__pwned=1</script>"));
 
     // The ticking task: its stdout grows while it runs.
-    b.execute("history.pushState(null, '', '/ui/jobs/frames/tasks/ticker'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    navigate(&b, "/ui/jobs/frames/tasks/ticker").await;
     let early = until(&b, "some output", &texts("[data-testid=output]"), |v| {
         v.as_str().is_some_and(|t| t.contains("tick-2"))
     })
@@ -242,7 +250,7 @@ async fn the_console_in_a_real_browser() {
         panic!("a task")
     };
     let on = t.state.placement.expect("placed").node;
-    b.execute(&format!("history.pushState(null, '', '/ui/pools/render/nodes/{on}'); dispatchEvent(new PopStateEvent('popstate')); return 1;"), vec![]).await.unwrap();
+    navigate(&b, &format!("/ui/pools/render/nodes/{on}")).await;
     until(
         &b,
         "the node's tasks",
@@ -306,7 +314,7 @@ async fn the_console_in_a_real_browser() {
     );
 
     // The markup task's output is text too.
-    b.execute("history.pushState(null, '', '/ui/jobs/frames/tasks/markup'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    navigate(&b, "/ui/jobs/frames/tasks/markup").await;
     until(&b, "markup output", &texts("[data-testid=output]"), |v| {
         v.as_str().is_some_and(|t| t.contains("<b>bold</b>"))
     })
@@ -320,7 +328,7 @@ async fn the_console_in_a_real_browser() {
 
     // The job ends; its page shows it without a reload.
     wait_job(&client, "frames", Duration::from_secs(60)).await;
-    b.execute("history.pushState(null, '', '/ui/jobs/frames'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    navigate(&b, "/ui/jobs/frames").await;
     let done = until(
         &b,
         "all done",
@@ -333,7 +341,7 @@ async fn the_console_in_a_real_browser() {
     shot(&b, "job-done").await;
 
     // A failed task: its exit code and failure category, and its stderr.
-    b.execute("history.pushState(null, '', '/ui/jobs/frames/tasks/bad'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    navigate(&b, "/ui/jobs/frames/tasks/bad").await;
     let result = until(&b, "the failure", &texts("[data-testid=result]"), |v| {
         v.as_str().is_some_and(|t| t.contains("exit code 3"))
     })
@@ -363,7 +371,7 @@ async fn the_console_in_a_real_browser() {
         vec![shell("w1", "true"), shell("w2", "true")],
     )
     .await;
-    b.execute("history.pushState(null, '', '/ui/jobs/stuck'); dispatchEvent(new PopStateEvent('popstate')); return 1;", vec![]).await.unwrap();
+    navigate(&b, "/ui/jobs/stuck").await;
     until(
         &b,
         "the job's wait",
@@ -375,12 +383,14 @@ async fn the_console_in_a_real_browser() {
     )
     .await;
     shot(&b, "job-waiting").await;
-    b.find(Locator::Css("[data-testid=task-link]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    // The table is redrawn as the log moves: the link is clicked where it
+    // is at that instant, not through a handle a redraw may have replaced.
+    b.execute(
+        "document.querySelector('[data-testid=task-link]').click(); return 1;",
+        vec![],
+    )
+    .await
+    .unwrap();
     let reasons = until(
         &b,
         "the task's reasons",
