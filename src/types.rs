@@ -301,6 +301,15 @@ pub struct Causation {
     pub principal: Principal,
 }
 
+/// The name a value takes in JSON (`"completed"`, `"non_zero_exit"`), or
+/// nothing for a value that is not a plain name.
+pub fn json_name(value: &impl Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,14 +346,5 @@ mod tests {
         );
         let back: Timestamp = crate::codec::decode(&crate::codec::encode(&at).unwrap()).unwrap();
         assert_eq!(back, at);
-    }
-}
-
-/// The name a value takes in JSON (`"completed"`, `"non_zero_exit"`), or
-/// nothing for a value that is not a plain name.
-pub fn json_name(value: &impl Serialize) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => s,
-        _ => String::new(),
     }
 }
