@@ -404,6 +404,76 @@ async fn the_console_in_a_real_browser() {
     );
     shot(&b, "task-waiting").await;
 
+    // A pool whose start task fails: the banner, and the output one click
+    // away.
+    let spec = lote::domain::pool::PoolSpec {
+        start_task: Some(start_task("echo broken-setup >&2; exit 1", true, 0)),
+        ..lote::domain::pool::PoolSpec::fixed(
+            PoolId::new("setup").unwrap(),
+            lote::types::AccountName::new("acme").unwrap(),
+            1,
+            1,
+        )
+    };
+    create_pool_spec(&client, spec).await;
+    navigate(&b, "/ui/pools/setup").await;
+    until(
+        &b,
+        "the start-task banner",
+        &texts("[data-testid=start-task-banner]"),
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("1 of 1 nodes failed their start task"))
+        },
+    )
+    .await;
+    until(&b, "an error tile", "return document.querySelectorAll('[data-testid=tile][data-state=startTaskFailed]').length;", |v| v == 1).await;
+    shot(&b, "pool-start-task-failed").await;
+    // Autoscale's evaluation with its trace, nothing changed.
+    b.find(Locator::Css("[data-testid=formula]"))
+        .await
+        .unwrap()
+        .send_keys("$TargetDedicatedNodes = max(2, $PendingTasks.GetSample(1));")
+        .await
+        .unwrap();
+    b.execute(
+        "document.querySelector('[data-testid=evaluate]').click(); return 1;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let trace = until(&b, "the trace", &texts("[data-testid=trace]"), |v| {
+        v.as_str()
+            .is_some_and(|t| t.contains("$TargetDedicatedNodes"))
+    })
+    .await;
+    assert!(trace.as_str().unwrap().contains("assign"), "{trace}");
+    until(
+        &b,
+        "the results",
+        &texts("[data-testid=evaluation] p"),
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("$TargetDedicatedNodes=2"))
+        },
+    )
+    .await;
+    shot(&b, "pool-autoscale-evaluated").await;
+    b.execute(
+        "document.querySelector('[data-testid=start-task-banner] a').click(); return 1;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(
+        &b,
+        "the start task's stderr",
+        &texts("[data-testid='starttask-stderr.txt']"),
+        |v| v.as_str().is_some_and(|t| t.contains("broken-setup")),
+    )
+    .await;
+    shot(&b, "node-start-task-output").await;
+
     // The other views open, and show nothing of the rival account.
     for (path, name) in [
         ("/ui/", "overview"),

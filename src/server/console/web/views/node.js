@@ -46,14 +46,15 @@ export async function render({ root, params }) {
         .then((x) => unwrap(x, "Files").answer.Listing || []).catch(() => []);
       files.replaceChildren(h("table", { "data-testid": "node-files" },
         h("tr", {}, h("th", {}, "Path"), h("th", { class: "num" }, "Size"), h("th", {}, "Modified")),
-        [...entries, ...start.map((e) => ({ ...e, path: `starttask/${e.path}` }))].map((e) => h("tr", {},
+        // Listings name paths from the node's directory (`starttask/stderr.txt`).
+        [...entries, ...start].map((e) => h("tr", {},
           h("td", {}, e.kind === "file"
             ? h("a", { href: `/api/download?kind=node&pool=${encodeURIComponent(pool)}&node=${encodeURIComponent(node)}&path=${encodeURIComponent(e.path)}` }, e.path)
             : `${e.path}/`),
           h("td", { class: "num" }, num(e.size)), h("td", {}, fmtTime(e.modified))))));
       const outs = [];
       for (const name of ["stdout.txt", "stderr.txt"]) {
-        if (start.some((e) => e.path === name)) outs.push(h("div", { class: "muted" }, name), h("pre", { "data-testid": `starttask-${name}` }, await readFile(`starttask/${name}`)));
+        if (start.some((e) => e.path === `starttask/${name}`)) outs.push(h("div", { class: "muted" }, name), h("pre", { "data-testid": `starttask-${name}` }, await readFile(`starttask/${name}`)));
       }
       output.replaceChildren(...(outs.length ? outs : [h("p", { class: "muted" }, "no start task output on this node")]));
     } catch (e) {
