@@ -502,6 +502,56 @@ async fn the_console_in_a_real_browser() {
         assert!(!page.contains("Cannot show this page"), "{name}:\n{page}");
         shot(&b, name).await;
     }
+    // The events page tails what is written while it is open.
+    b.goto(&format!("http://{console}/ui/events?type=JobCreated"))
+        .await
+        .unwrap();
+    until(&b, "the events page", &texts("h1"), |v| v == "Events").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    create_job(&client, "late", "render").await;
+    until(
+        &b,
+        "the new job's event",
+        &texts("[data-testid=event-row]"),
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("job/acme/late") && t.contains("JobCreated"))
+        },
+    )
+    .await;
+    shot(&b, "events-tail").await;
+
+    // A file uploaded from the browser lands in the blob store.
+    let upload = driver.profile.join("upload-me.txt");
+    std::fs::write(&upload, "uploaded from a browser\n").unwrap();
+    b.goto(&format!("http://{console}/ui/blobs")).await.unwrap();
+    let file = b
+        .wait()
+        .for_element(Locator::Css("[data-testid=upload-file]"))
+        .await
+        .unwrap();
+    file.send_keys(&upload.display().to_string()).await.unwrap();
+    b.find(Locator::Css("[data-testid=upload-container]"))
+        .await
+        .unwrap()
+        .send_keys("inbox")
+        .await
+        .unwrap();
+    b.execute(
+        "document.querySelector('[data-testid=upload]').click(); return 1;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(
+        &b,
+        "the uploaded blob",
+        &texts("[data-testid=blobs] td"),
+        |v| v.as_str().is_some_and(|t| t.contains("upload-me.txt")),
+    )
+    .await;
+    shot(&b, "blobs-uploaded").await;
+
     b.goto(&format!("http://{console}/ui/jobs/rival-job"))
         .await
         .unwrap();
