@@ -129,7 +129,7 @@ async fn the_console_in_a_real_browser() {
         }
         Err(why) => panic!("{why}"),
     };
-    let server = ServerProcess::start(&[]);
+    let server = ServerProcess::start(&["--autoscale-sample-secs", "1"]);
     let console = server.console.clone().expect("a console");
     let (client, key, _) = server.account("acme").await;
     let (other, other_key, _) = server.account("rival").await;
@@ -459,6 +459,29 @@ async fn the_console_in_a_real_browser() {
     )
     .await;
     shot(&b, "pool-autoscale-evaluated").await;
+    // The replay of that formula over the pool's history, and the pool's
+    // recorded samples as charts (sampled every second here).
+    b.execute(
+        "document.querySelector('[data-testid=replay-button]').click(); return 1;",
+        vec![],
+    )
+    .await
+    .unwrap();
+    until(
+        &b,
+        "the replay chart",
+        "return document.querySelectorAll('[data-testid=replay-chart] path').length;",
+        |v| v.as_u64().is_some_and(|n| n >= 1),
+    )
+    .await;
+    until(
+        &b,
+        "the nodes chart",
+        "return document.querySelectorAll('[data-testid=nodes-chart] path').length;",
+        |v| v.as_u64().is_some_and(|n| n >= 1),
+    )
+    .await;
+    shot(&b, "pool-charts").await;
     b.execute(
         "document.querySelector('[data-testid=start-task-banner] a').click(); return 1;",
         vec![],
