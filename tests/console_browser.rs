@@ -49,6 +49,12 @@ async fn until(
     }
 }
 
+/// Waits until at least one element matches `css`.
+async fn some(b: &Browser, what: &str, css: &str) {
+    let script = format!("return document.querySelectorAll({css:?}).length;");
+    until(b, what, &script, |v| v.as_u64().is_some_and(|n| n >= 1)).await;
+}
+
 /// The text of the elements matching `css`, joined.
 fn texts(css: &str) -> String {
     format!("return [...document.querySelectorAll({css:?})].map(e => e.textContent).join('\\n');")
@@ -202,11 +208,10 @@ async fn the_console_in_a_real_browser() {
         "echo '<script>window.__pwned=1</script><b>bold</b>'; exit 0",
     ));
     add(&client, "frames", tasks).await;
-    until(
+    some(
         &b,
         "a running tile",
-        "return document.querySelectorAll('[data-testid=tile][data-state=running]').length;",
-        |v| v.as_u64().is_some_and(|n| n >= 1),
+        "[data-testid=tile][data-state=running]",
     )
     .await;
     shot(&b, "pool").await;
@@ -467,20 +472,8 @@ async fn the_console_in_a_real_browser() {
     )
     .await
     .unwrap();
-    until(
-        &b,
-        "the replay chart",
-        "return document.querySelectorAll('[data-testid=replay-chart] path').length;",
-        |v| v.as_u64().is_some_and(|n| n >= 1),
-    )
-    .await;
-    until(
-        &b,
-        "the nodes chart",
-        "return document.querySelectorAll('[data-testid=nodes-chart] path').length;",
-        |v| v.as_u64().is_some_and(|n| n >= 1),
-    )
-    .await;
+    some(&b, "the replay chart", "[data-testid=replay-chart] path").await;
+    some(&b, "the nodes chart", "[data-testid=nodes-chart] path").await;
     shot(&b, "pool-charts").await;
     b.execute(
         "document.querySelector('[data-testid=start-task-banner] a').click(); return 1;",
