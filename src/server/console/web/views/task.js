@@ -51,7 +51,9 @@ export async function render({ root, params, session }) {
       h("dt", {}, "Attempt"), h("dd", {}, `${t.attempt} (${t.retry_count} retries, ${t.requeue_count} requeues)`),
       h("dt", {}, "Result"), h("dd", { "data-testid": "result" }, r ? `exit code ${r.exit_code ?? "–"}${r.signal ? `, signal ${r.signal}` : ""}${r.failure ? `, ${r.failure[0]}: ${r.failure[1]}` : ""} in ${num(r.duration_ms)} ms` : "–"),
       h("dt", {}, "Added"), h("dd", {}, fmtTime(t.added_at)),
-      h("dt", {}, "Started"), h("dd", {}, fmtTime(t.started_at)),
+      h("dt", {}, "Started"), h("dd", {}, t.started_at ? fmtTime(t.started_at)
+        // An attempt that ends within 20 ms reports its start with its end.
+        : (t.completed_at && r ? `${fmtTime(new Date(new Date(t.completed_at).getTime() - r.duration_ms))} (from its duration: its start was reported with its end)` : "–")),
       h("dt", {}, "Completed"), h("dd", {}, fmtTime(t.completed_at))));
     manifest.replaceChildren(t.outputs.length === 0 ? h("p", { class: "muted" }, "no outputs recorded") :
       h("table", {}, h("tr", {}, h("th", {}, "Path"), h("th", {}, "Destination"), h("th", { class: "num" }, "Size"), h("th", {}, "SHA-256")),
@@ -106,7 +108,13 @@ export async function render({ root, params, session }) {
         const row = tries.get(ev.attempt) || { attempt: ev.attempt };
         if (ev.placement) row.node = ev.placement.node;
         if (e.event_type === "TaskStarted") row.started = e.recorded_at;
-        if (ev.result) { row.exit = ev.result.exit_code; row.failure = ev.result.failure ? `${ev.result.failure[0]}: ${ev.result.failure[1]}` : ""; row.ended = e.recorded_at; }
+        if (ev.result) {
+          row.exit = ev.result.exit_code;
+          row.failure = ev.result.failure ? `${ev.result.failure[0]}: ${ev.result.failure[1]}` : "";
+          row.ended = e.recorded_at;
+          // A start within 20 ms of the end is reported with the end.
+          if (!row.started) row.started = new Date(new Date(e.recorded_at).getTime() - ev.result.duration_ms).toISOString();
+        }
         tries.set(ev.attempt, row);
       }
       rows.push(h("tr", {}, h("td", {}, fmtTime(e.recorded_at)), h("td", {}, e.event_type), h("td", {}, e.principal),
