@@ -107,13 +107,18 @@ pub fn run(
     let mut config = ServerConfig::new(data_dir, "127.0.0.1:0");
     config.durability = durability;
     // The console where a person expects it, unless another server has
-    // that port: then any free one (printed either way).
+    // that port (asked, not probed: two demos starting at once must not
+    // both find it free): then any free one (printed either way).
     let usual = "127.0.0.1:7071";
-    config.http_listen = Some(match std::net::TcpListener::bind(usual) {
-        Ok(_) => usual.to_string(),
-        Err(_) => "127.0.0.1:0".to_string(),
-    });
-    let server = server::Embedded::start(config).map_err(|e| e.to_string())?;
+    config.http_listen = Some(usual.to_string());
+    let server = match server::Embedded::start(config.clone()) {
+        Err(server::ServerError::Bind { addr, .. }) if addr == usual => {
+            config.http_listen = Some("127.0.0.1:0".to_string());
+            server::Embedded::start(config)
+        }
+        started => started,
+    }
+    .map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,7 +126,15 @@ pub fn run(
     let addr = server.addr.to_string();
     let console = server.console;
     let result = runtime.block_on(async {
-        let result = drive(&server.admin_key, &addr, console, tasks, &inputs, &outputs).await;
+        let result = drive(
+            &server.admin_key,
+            &addr,
+            (console, stay),
+            tasks,
+            &inputs,
+            &outputs,
+        )
+        .await;
         if let (true, Some(console)) = (stay, console) {
             println!("the console stays up on http://{console}/ui/ until Ctrl-C");
             let _ = tokio::signal::ctrl_c().await;
@@ -135,7 +148,7 @@ pub fn run(
 async fn drive(
     admin_key: &str,
     addr: &str,
-    console: Option<std::net::SocketAddr>,
+    (console, stay): (Option<std::net::SocketAddr>, bool),
     tasks: u32,
     inputs: &Path,
     outputs: &Path,
@@ -143,8 +156,13 @@ async fn drive(
     let err = |e: crate::client::ClientError| e.to_string();
     let (account, client, key) = demo_account(admin_key, addr).await?;
     if let Some(console) = console {
+        let hint = if stay {
+            ""
+        } else {
+            "; add --stay to keep it up after the job"
+        };
         println!(
-            "watch it in the console: http://{console}/ui/ (account {account}, key {key}); add --stay to keep it up after the job"
+            "watch it in the console: http://{console}/ui/ (account {account}, key {key}){hint}"
         );
     }
 
