@@ -155,16 +155,7 @@ async fn drive(
 ) -> Result<DemoSummary, String> {
     let err = |e: crate::client::ClientError| e.to_string();
     let (account, client, key) = demo_account(admin_key, addr).await?;
-    if let Some(console) = console {
-        let hint = if stay {
-            ""
-        } else {
-            "; add --stay to keep it up after the job"
-        };
-        println!(
-            "watch it in the console: http://{console}/ui/ (account {account}, key {key}){hint}"
-        );
-    }
+    announce_console(console, stay, &account, &key);
 
     // Figure 4, steps 1 and 2: the inputs and the program to the store,
     // eight uploads at a time.
@@ -296,6 +287,22 @@ async fn drive(
         manifest_entries: manifests,
         uploaded_bytes,
     })
+}
+
+/// Where to watch the demo, and as whom.
+fn announce_console(
+    console: Option<std::net::SocketAddr>,
+    stay: bool,
+    account: &AccountName,
+    key: &str,
+) {
+    let Some(console) = console else { return };
+    let hint = if stay {
+        ""
+    } else {
+        "; add --stay to keep it up after the job"
+    };
+    println!("watch it in the console: http://{console}/ui/ (account {account}, key {key}){hint}");
 }
 
 /// A fresh account for the demo, and a client signed with its key.
