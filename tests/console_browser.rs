@@ -55,6 +55,16 @@ async fn some(b: &Browser, what: &str, css: &str) {
     until(b, what, &script, |v| v.as_u64().is_some_and(|n| n >= 1)).await;
 }
 
+/// Waits until the text of the elements matching `css` holds `needle`;
+/// returns that text.
+async fn shows(b: &Browser, what: &str, css: &str, needle: &str) -> String {
+    let text = until(b, what, &texts(css), |v| {
+        v.as_str().is_some_and(|t| t.contains(needle))
+    })
+    .await;
+    text.as_str().unwrap_or_default().to_string()
+}
+
 /// The text of the elements matching `css`, joined.
 fn texts(css: &str) -> String {
     format!("return [...document.querySelectorAll({css:?})].map(e => e.textContent).join('\\n');")
@@ -146,14 +156,11 @@ async fn the_console_in_a_real_browser() {
 
     // A wrong key cannot sign in.
     sign_in(&b, &console, "acme", &"0".repeat(64)).await;
-    until(
+    shows(
         &b,
         "the sign-in error",
-        &texts("[data-testid=signin-error]"),
-        |v| {
-            v.as_str()
-                .is_some_and(|t| t.contains("wrong account name or key"))
-        },
+        "[data-testid=signin-error]",
+        "wrong account name or key",
     )
     .await;
     shot(&b, "signin-refused").await;
@@ -228,21 +235,14 @@ async fn the_console_in_a_real_browser() {
     .await;
     shot(&b, "job-running").await;
     // The markup in a command is text on the page, never run.
-    let commands = until(&b, "commands", &texts("[data-testid=tasks] code"), |v| {
-        v.as_str().is_some_and(|t| t.contains("<script>"))
-    })
-    .await;
+    let commands = shows(&b, "commands", "[data-testid=tasks] code", "<script>").await;
     assert!(commands
         .as_str()
-        .unwrap()
         .contains("<script>window.__pwned=1</script>"));
 
     // The ticking task: its stdout grows while it runs.
     navigate(&b, "/ui/jobs/frames/tasks/ticker").await;
-    let early = until(&b, "some output", &texts("[data-testid=output]"), |v| {
-        v.as_str().is_some_and(|t| t.contains("tick-2"))
-    })
-    .await;
+    let early = shows(&b, "some output", "[data-testid=output]", "tick-2").await;
     // Its node's page lists it among what the node runs.
     let node = client
         .call(&Request::ShowTask {
@@ -256,11 +256,11 @@ async fn the_console_in_a_real_browser() {
     };
     let on = t.state.placement.expect("placed").node;
     navigate(&b, &format!("/ui/pools/render/nodes/{on}")).await;
-    until(
+    shows(
         &b,
         "the node's tasks",
-        &texts("[data-testid=node-tasks] td"),
-        |v| v.as_str().is_some_and(|t| t.contains("ticker")),
+        "[data-testid=node-tasks] td",
+        "ticker",
     )
     .await;
     shot(&b, "node-running").await;
@@ -269,7 +269,7 @@ async fn the_console_in_a_real_browser() {
         .unwrap();
     let later = until(&b, "more output", &texts("[data-testid=output]"), |v| {
         v.as_str()
-            .is_some_and(|t| t.len() > early.as_str().unwrap().len() + 20)
+            .is_some_and(|t| t.len() > early.as_str().len() + 20)
     })
     .await;
     assert!(later.as_str().unwrap().starts_with("tick-1"), "{later}");
@@ -306,24 +306,12 @@ async fn the_console_in_a_real_browser() {
         |v| v == "completed",
     )
     .await;
-    let attempts = until(
-        &b,
-        "the attempts",
-        &texts("[data-testid=attempts] td"),
-        |v| v.as_str().is_some_and(|t| t.contains("node-")),
-    )
-    .await;
-    assert!(
-        attempts.as_str().unwrap().contains('0'),
-        "exit code 0: {attempts}"
-    );
+    let attempts = shows(&b, "the attempts", "[data-testid=attempts] td", "node-").await;
+    assert!(attempts.as_str().contains('0'), "exit code 0: {attempts}");
 
     // The markup task's output is text too.
     navigate(&b, "/ui/jobs/frames/tasks/markup").await;
-    until(&b, "markup output", &texts("[data-testid=output]"), |v| {
-        v.as_str().is_some_and(|t| t.contains("<b>bold</b>"))
-    })
-    .await;
+    shows(&b, "markup output", "[data-testid=output]", "<b>bold</b>").await;
     assert_eq!(
         b.execute("return window.__pwned === undefined;", vec![])
             .await
@@ -347,24 +335,15 @@ async fn the_console_in_a_real_browser() {
 
     // A failed task: its exit code and failure category, and its stderr.
     navigate(&b, "/ui/jobs/frames/tasks/bad").await;
-    let result = until(&b, "the failure", &texts("[data-testid=result]"), |v| {
-        v.as_str().is_some_and(|t| t.contains("exit code 3"))
-    })
-    .await;
-    assert!(
-        result.as_str().unwrap().contains("non_zero_exit"),
-        "{result}"
-    );
+    let result = shows(&b, "the failure", "[data-testid=result]", "exit code 3").await;
+    assert!(result.as_str().contains("non_zero_exit"), "{result}");
     b.find(Locator::Css("[data-testid=tab-stderr]"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
-    until(&b, "its stderr", &texts("[data-testid=output]"), |v| {
-        v.as_str().is_some_and(|t| t.contains("failing"))
-    })
-    .await;
+    shows(&b, "its stderr", "[data-testid=output]", "failing").await;
     shot(&b, "task-failed").await;
 
     // A waiting task: its reasons, in words.
@@ -396,17 +375,8 @@ async fn the_console_in_a_real_browser() {
     )
     .await
     .unwrap();
-    let reasons = until(
-        &b,
-        "the task's reasons",
-        &texts("[data-testid=reason]"),
-        |v| v.as_str().is_some_and(|t| t.contains("empty")),
-    )
-    .await;
-    assert!(
-        reasons.as_str().unwrap().contains("target is 0 nodes"),
-        "{reasons}"
-    );
+    let reasons = shows(&b, "the task's reasons", "[data-testid=reason]", "empty").await;
+    assert!(reasons.as_str().contains("target is 0 nodes"), "{reasons}");
     shot(&b, "task-waiting").await;
 
     // A pool whose start task fails: the banner, and the output one click
@@ -422,14 +392,11 @@ async fn the_console_in_a_real_browser() {
     };
     create_pool_spec(&client, spec).await;
     navigate(&b, "/ui/pools/setup").await;
-    until(
+    shows(
         &b,
         "the start-task banner",
-        &texts("[data-testid=start-task-banner]"),
-        |v| {
-            v.as_str()
-                .is_some_and(|t| t.contains("1 of 1 nodes failed their start task"))
-        },
+        "[data-testid=start-task-banner]",
+        "1 of 1 nodes failed their start task",
     )
     .await;
     until(&b, "an error tile", "return document.querySelectorAll('[data-testid=tile][data-state=startTaskFailed]').length;", |v| v == 1).await;
@@ -447,20 +414,19 @@ async fn the_console_in_a_real_browser() {
     )
     .await
     .unwrap();
-    let trace = until(&b, "the trace", &texts("[data-testid=trace]"), |v| {
-        v.as_str()
-            .is_some_and(|t| t.contains("$TargetDedicatedNodes"))
-    })
+    let trace = shows(
+        &b,
+        "the trace",
+        "[data-testid=trace]",
+        "$TargetDedicatedNodes",
+    )
     .await;
-    assert!(trace.as_str().unwrap().contains("assign"), "{trace}");
-    until(
+    assert!(trace.as_str().contains("assign"), "{trace}");
+    shows(
         &b,
         "the results",
-        &texts("[data-testid=evaluation] p"),
-        |v| {
-            v.as_str()
-                .is_some_and(|t| t.contains("$TargetDedicatedNodes=2"))
-        },
+        "[data-testid=evaluation] p",
+        "$TargetDedicatedNodes=2",
     )
     .await;
     shot(&b, "pool-autoscale-evaluated").await;
@@ -481,11 +447,11 @@ async fn the_console_in_a_real_browser() {
     )
     .await
     .unwrap();
-    until(
+    shows(
         &b,
         "the start task's stderr",
-        &texts("[data-testid='starttask-stderr.txt']"),
-        |v| v.as_str().is_some_and(|t| t.contains("broken-setup")),
+        "[data-testid='starttask-stderr.txt']",
+        "broken-setup",
     )
     .await;
     shot(&b, "node-start-task-output").await;
@@ -559,11 +525,11 @@ async fn the_console_in_a_real_browser() {
     )
     .await
     .unwrap();
-    until(
+    shows(
         &b,
         "the uploaded blob",
-        &texts("[data-testid=blobs] td"),
-        |v| v.as_str().is_some_and(|t| t.contains("upload-me.txt")),
+        "[data-testid=blobs] td",
+        "upload-me.txt",
     )
     .await;
     shot(&b, "blobs-uploaded").await;
@@ -571,10 +537,7 @@ async fn the_console_in_a_real_browser() {
     b.goto(&format!("http://{console}/ui/jobs/rival-job"))
         .await
         .unwrap();
-    until(&b, "not found", &texts("[data-testid=error]"), |v| {
-        v.as_str().is_some_and(|t| t.contains("no job rival-job"))
-    })
-    .await;
+    shows(&b, "not found", "[data-testid=error]", "no job rival-job").await;
 
     // A forged cross-site POST: the browser sends the form, the server
     // refuses it, and nothing was created.

@@ -188,7 +188,7 @@ pub(super) async fn serve(
     let negotiated = match &limits.tls {
         None => {
             let (r, w) = stream.into_split();
-            Ok((Box::new(r) as BoxRead, Box::new(w) as BoxWrite))
+            Ok((Box::new(r) as BoxRead, Box::new(w) as BoxWrite, false))
         }
         Some(tls) => tokio::select! {
             biased;
@@ -198,7 +198,7 @@ pub(super) async fn serve(
         },
     };
     let (reader, writer) = match negotiated {
-        Ok(halves) => halves,
+        Ok((reader, writer, _tls)) => (reader, writer),
         Err(Some((stream, why))) => {
             goodbye_now(stream, ApiError::new(ErrorKind::PermissionDenied, why)).await;
             return;

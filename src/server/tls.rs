@@ -115,15 +115,15 @@ impl ServerTls {
         }
     }
 
-    /// The connection's halves once its first byte says what it speaks:
-    /// a TLS handshake done, or plaintext where allowed. Err: the stream
-    /// (for a plaintext goodbye) and why it is refused; None when the
-    /// peer went away or the handshake failed.
+    /// The connection's halves once its first byte says what it speaks,
+    /// and whether that is TLS: a handshake done, or plaintext where
+    /// allowed. Err: the stream (for a plaintext goodbye) and why it is
+    /// refused; None when the peer went away or the handshake failed.
     pub async fn negotiate(
         &self,
         stream: TcpStream,
         peer: SocketAddr,
-    ) -> Result<(BoxRead, BoxWrite), Option<(TcpStream, String)>> {
+    ) -> Result<(BoxRead, BoxWrite, bool), Option<(TcpStream, String)>> {
         let mut first = [0u8; 1];
         match stream.peek(&mut first).await {
             Ok(1) => {}
@@ -133,7 +133,7 @@ impl ServerTls {
             return match self.acceptor.accept(stream).await {
                 Ok(tls) => {
                     let (r, w) = tokio::io::split(tls);
-                    Ok((Box::new(r), Box::new(w)))
+                    Ok((Box::new(r), Box::new(w), true))
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -150,7 +150,7 @@ impl ServerTls {
             return Err(Some((stream, why)));
         }
         let (r, w) = stream.into_split();
-        Ok((Box::new(r), Box::new(w)))
+        Ok((Box::new(r), Box::new(w), false))
     }
 }
 

@@ -343,10 +343,6 @@ impl Console {
                 offset += len;
             }
         }
-        Ok((offset, hex(&hash.finalize())))
+        Ok((offset, crate::blob::hex(&hash.finalize())))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -40,8 +40,6 @@ use http::{Body, Reply};
 const CONNECTIONS_MAX: usize = 256;
 /// How long a request's headers may take to arrive.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// A TLS client's first byte (a handshake record).
-const TLS_HANDSHAKE: u8 = 0x16;
 /// Largest request head hyper buffers.
 const HEAD_BYTES_MAX: usize = 64 * 1024;
 
@@ -123,15 +121,10 @@ async fn serve_connection(
     tls: Arc<ServerTls>,
 ) {
     let _ = stream.set_nodelay(true);
-    let negotiated = tokio::time::timeout(HEADER_TIMEOUT, async {
-        let mut first = [0u8; 1];
-        let secure = matches!(stream.peek(&mut first).await, Ok(1)) && first[0] == TLS_HANDSHAKE;
-        (secure, tls.negotiate(stream, peer).await)
-    })
-    .await;
+    let negotiated = tokio::time::timeout(HEADER_TIMEOUT, tls.negotiate(stream, peer)).await;
     let (read, write, secure) = match negotiated {
-        Ok((secure, Ok((r, w)))) => (r, w, secure),
-        Ok((_, Err(Some((mut stream, why))))) => {
+        Ok(Ok(halves)) => halves,
+        Ok(Err(Some((mut stream, why)))) => {
             let body = format!("{why}\n(the console is served over HTTPS for this address)\n");
             let head = format!(
                 "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -248,7 +241,7 @@ impl Console {
         };
         match (req.method().clone(), path.as_str()) {
             (Method::POST, "/api/call") => self.call(req, &who).await,
-            (Method::GET, "/api/audit") => self.audit(&req, &who),
+            (Method::GET, "/api/audit") => self.audit(&req, &who).await,
             (Method::GET, "/api/tasks") => self.tasks(&req, &who).await,
             (Method::GET, "/api/waits") => self.waits(&req, &who).await,
             (Method::GET, "/api/node-tasks") => self.node_tasks(&req, &who).await,

@@ -47,6 +47,7 @@ pub struct Sessions {
 pub struct SignedIn {
     pub user: ConsoleUser,
     pub caller: Caller,
+    pub csrf: String,
 }
 
 fn token_digest(token: &str) -> [u8; 32] {
@@ -133,13 +134,7 @@ impl Console {
         match *req.method() {
             Method::POST => self.sign_in(req, secure).await,
             Method::GET => match self.signed_in(&req, false).await {
-                Ok(who) => {
-                    let csrf = http::cookie(&req, COOKIE)
-                        .and_then(|t| self.sessions.find(t))
-                        .map(|(_, _, csrf)| csrf)
-                        .unwrap_or_default();
-                    Reply::json(200, &session_json(&who.user, &csrf))
-                }
+                Ok(who) => Reply::json(200, &session_json(&who.user, &who.csrf)),
                 Err(reply) => reply,
             },
             Method::DELETE => match self.signed_in(&req, true).await {
@@ -222,7 +217,7 @@ impl Console {
             }
         }
         match self.service.console_caller(&user, &key).await {
-            Ok(caller) => Ok(SignedIn { user, caller }),
+            Ok(caller) => Ok(SignedIn { user, caller, csrf }),
             Err(_) => {
                 self.sessions.close(token);
                 Err(unauthorised(

@@ -25,6 +25,46 @@ use crate::store::StreamId;
 use crate::store::StreamKind;
 use crate::types::{AccountName, PoolId, Timestamp};
 
+/// Runs a read of the log that may be long (an entity's whole stream) on
+/// the blocking pool, not on the control plane's thread.
+async fn off_thread<T: Send + 'static>(
+    read: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(super::internal)
+}
+
+/// The newest `limit` of a pool's recorded samples, oldest first: its
+/// stream read in batches, only `PoolSampled` events decoded.
+fn newest_samples(
+    store: &crate::store::EventStore,
+    stream: &StreamId,
+    limit: usize,
+) -> Result<Vec<PoolSample>, crate::store::StoreError> {
+    let mut samples = std::collections::VecDeque::with_capacity(limit.min(4096));
+    let mut from = 1;
+    loop {
+        let batch = store.read_stream(stream, from, 1024)?;
+        let Some(last) = batch.last() else { break };
+        from = last.stream_version + 1;
+        for envelope in batch.iter().filter(|e| e.event_type == "PoolSampled") {
+            if let Ok(PoolEvent::PoolSampled { sample }) =
+                decode_event::<PoolEvent>(StreamKind::Pool, envelope)
+            {
+                if samples.len() == limit {
+                    samples.pop_front();
+                }
+                samples.push_back(sample);
+            }
+        }
+        if batch.len() < 1024 {
+            break;
+        }
+    }
+    Ok(samples.into())
+}
+
 /// Every pool, node and job the log holds now.
 pub struct Census {
     pub pools: Vec<Versioned<Pool>>,
@@ -156,7 +196,7 @@ impl Service {
 
     /// An entity's audit trail, if the caller may see it: the operator any
     /// entity, an account its own (another's is "not found", as anywhere).
-    pub(in crate::server) fn console_audit(
+    pub(in crate::server) async fn console_audit(
         &self,
         user: &ConsoleUser,
         entity: &str,
@@ -180,7 +220,9 @@ impl Service {
                 return Err(unknown());
             }
         }
-        crate::replay::audit(self.core.store(), &stream, at).map_err(|e| match e {
+        let store = self.core.store().clone();
+        let audit = off_thread(move || crate::replay::audit(&store, &stream, at)).await?;
+        audit.map_err(|e| match e {
             AuditError::Unknown(_) => unknown(),
             other => super::internal(other),
         })
@@ -196,28 +238,8 @@ impl Service {
     ) -> Result<Vec<PoolSample>, ApiError> {
         let stream = StreamId::pool(account, pool);
         self.show::<Pool>(&stream, pool.as_str()).await?;
-        let store = self.core.store();
-        let mut samples = std::collections::VecDeque::with_capacity(limit.min(4096));
-        let mut from = 1;
-        loop {
-            let batch = store.read_stream(&stream, from, 1024)?;
-            let Some(last) = batch.last() else { break };
-            from = last.stream_version + 1;
-            for envelope in batch.iter().filter(|e| e.event_type == "PoolSampled") {
-                if let Ok(PoolEvent::PoolSampled { sample }) =
-                    decode_event::<PoolEvent>(StreamKind::Pool, envelope)
-                {
-                    if samples.len() == limit {
-                        samples.pop_front();
-                    }
-                    samples.push_back(sample);
-                }
-            }
-            if batch.len() < 1024 {
-                break;
-            }
-        }
-        Ok(samples.into())
+        let store = self.core.store().clone();
+        Ok(off_thread(move || newest_samples(&store, &stream, limit)).await??)
     }
 
     /// The tasks placement has on a node now: (job, task, attempt).

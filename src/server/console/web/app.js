@@ -148,6 +148,20 @@ export async function act(label, fn) {
   }
 }
 
+/**
+ * Each pool's nodes counted by state, in the pools' order, and in words
+ * ("2 idle, 1 running"; "" for none).
+ */
+export async function nodeStates(pools) {
+  const lists = await Promise.all(pools.map((p) =>
+    call({ ListNodes: { pool: p.state.spec.id } }).then((r) => unwrap(r, "Nodes")).catch(() => [])));
+  return lists.map((nodes) => {
+    const by = {};
+    for (const n of nodes) by[n.state.state] = (by[n.state.state] || 0) + 1;
+    return { count: nodes.length, words: Object.entries(by).map(([s, c]) => `${c} ${s}`).join(", ") };
+  });
+}
+
 /** `fn` at most once per `ms`; a call in between runs once when due. */
 export function throttled(ms, fn) {
   let last = 0;

@@ -1,6 +1,6 @@
 // The account at a glance: pools and their nodes by state, jobs by state,
 // tasks queued / running / done, and how fast the log moves.
-import { h, call, unwrap, link, num, throttled } from "../app.js";
+import { h, call, unwrap, link, num, throttled, nodeStates } from "../app.js";
 
 function card(title, value, sub, testid) {
   return h("div", { class: "card", "data-testid": testid }, h("div", { class: "muted" }, title),
@@ -17,23 +17,18 @@ export async function render({ root }) {
   async function update() {
     const pools = unwrap(await call("ListPools"), "Pools");
     const jobs = unwrap(await call("ListJobs"), "Jobs");
-    const nodesByPool = await Promise.all(pools.map((p) =>
-      call({ ListNodes: { pool: p.state.spec.id } }).then((r) => unwrap(r, "Nodes")).catch(() => [])));
+    const nodes = await nodeStates(pools);
     const jobStates = {};
     const tasks = { active: 0, running: 0, succeeded: 0, failed: 0 };
     for (const j of jobs) {
       jobStates[j.state.status] = (jobStates[j.state.status] || 0) + 1;
       for (const [k, v] of Object.entries(j.state.task_counts || {})) tasks[k] = (tasks[k] || 0) + v;
     }
-    const nodeCount = nodesByPool.reduce((a, n) => a + n.length, 0);
-    const rows = pools.map((p, i) => {
-      const byState = {};
-      for (const n of nodesByPool[i]) byState[n.state.state] = (byState[n.state.state] || 0) + 1;
-      return h("tr", { "data-testid": `pool-row-${p.state.spec.id}` },
+    const nodeCount = nodes.reduce((a, n) => a + n.count, 0);
+    const rows = pools.map((p, i) => h("tr", { "data-testid": `pool-row-${p.state.spec.id}` },
         h("td", {}, link(`/ui/pools/${encodeURIComponent(p.state.spec.id)}`, p.state.spec.id)),
         h("td", { class: "num" }, num(p.state.target_nodes)),
-        h("td", {}, Object.entries(byState).map(([s, c]) => `${c} ${s}`).join(", ") || "no nodes"));
-    });
+        h("td", {}, nodes[i].words || "no nodes")));
     body.replaceChildren(
       h("div", { class: "cards" },
         card("Pools", num(pools.length), `${num(nodeCount)} nodes`, "card-pools"),
