@@ -203,6 +203,7 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
                 release: None,
                 common_env: vec![],
                 metadata: vec![],
+                auto_pool: None,
             };
             store
                 .append_blocking(

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::codec;
 use crate::domain::account::Account;
+use crate::domain::app::App;
 use crate::domain::job::Job;
 use crate::domain::node::Node;
 use crate::domain::pool::Pool;
@@ -37,6 +38,7 @@ pub enum AnyState {
     Task(Task),
     Request(RequestRecord),
     Schedule(Schedule),
+    App(App),
 }
 
 /// Why an envelope could not be folded.
@@ -59,6 +61,7 @@ impl AnyState {
             StreamKind::Task => AnyState::Task(Task::default()),
             StreamKind::Request => AnyState::Request(RequestRecord::default()),
             StreamKind::Schedule => AnyState::Schedule(Schedule::default()),
+            StreamKind::App => AnyState::App(App::default()),
         }
     }
 
@@ -79,6 +82,7 @@ impl AnyState {
             AnyState::Task(s) => step(s, envelope),
             AnyState::Request(s) => step(s, envelope),
             AnyState::Schedule(s) => step(s, envelope),
+            AnyState::App(s) => step(s, envelope),
         };
         result.map_err(|why| FoldError {
             stream: envelope.stream.clone(),
@@ -98,6 +102,7 @@ impl AnyState {
             AnyState::Task(s) => serde_json::to_value(s),
             AnyState::Request(s) => serde_json::to_value(s),
             AnyState::Schedule(s) => serde_json::to_value(s),
+            AnyState::App(s) => serde_json::to_value(s),
         };
         // Plain data structs always serialize.
         value.expect("state serializes to JSON")
@@ -112,6 +117,7 @@ impl AnyState {
             AnyState::Task(s) => s.sanity_check(),
             AnyState::Request(s) => s.sanity_check(),
             AnyState::Schedule(s) => s.sanity_check(),
+            AnyState::App(s) => s.sanity_check(),
         }
     }
 
@@ -124,6 +130,7 @@ impl AnyState {
             AnyState::Task(_) => Task::STATE_SCHEMA,
             AnyState::Request(_) => RequestRecord::STATE_SCHEMA,
             AnyState::Schedule(_) => Schedule::STATE_SCHEMA,
+            AnyState::App(_) => App::STATE_SCHEMA,
         }
     }
 
@@ -136,6 +143,7 @@ impl AnyState {
             StreamKind::Task => AnyState::Task(codec::decode(&snapshot.state)?),
             StreamKind::Request => AnyState::Request(codec::decode(&snapshot.state)?),
             StreamKind::Schedule => AnyState::Schedule(codec::decode(&snapshot.state)?),
+            StreamKind::App => AnyState::App(codec::decode(&snapshot.state)?),
         })
     }
 
@@ -149,6 +157,7 @@ impl AnyState {
             AnyState::Task(s) => serde_json::to_value(s.status),
             AnyState::Request(s) => serde_json::to_value(s.status),
             AnyState::Schedule(s) => serde_json::to_value(s.status),
+            AnyState::App(_) => Ok(serde_json::Value::String("published".into())),
         };
         status
             .ok()
@@ -426,6 +435,7 @@ pub fn event_json(kind: StreamKind, envelope: &Envelope) -> serde_json::Value {
         StreamKind::Task => go::<Task>(envelope),
         StreamKind::Request => go::<RequestRecord>(envelope),
         StreamKind::Schedule => go::<Schedule>(envelope),
+        StreamKind::App => go::<App>(envelope),
     }
 }
 

@@ -6,6 +6,7 @@
 use schemars::{schema_for, JsonSchema};
 
 use crate::domain::account::{Account, AccountEvent};
+use crate::domain::app::{App, AppEvent};
 use crate::domain::job::{Job, JobEvent};
 use crate::domain::node::{Node, NodeEvent};
 use crate::domain::pool::{Pool, PoolEvent};
@@ -35,6 +36,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("events/task.json", render::<TaskEvent>()),
         ("events/request.json", render::<RequestEvent>()),
         ("events/schedule.json", render::<ScheduleEvent>()),
+        ("events/app.json", render::<AppEvent>()),
         ("state/account.json", render::<Account>()),
         ("state/pool.json", render::<Pool>()),
         ("state/node.json", render::<Node>()),
@@ -42,5 +44,6 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("state/task.json", render::<Task>()),
         ("state/request.json", render::<RequestRecord>()),
         ("state/schedule.json", render::<Schedule>()),
+        ("state/app.json", render::<App>()),
     ]
 }

@@ -595,6 +595,8 @@ fn help_teaches() {
         &["task"],
         &["blob"],
         &["app"],
+        &["app", "job"],
+        &["package"],
         &["events"],
     ] {
         let out = Command::new(lote_bin())

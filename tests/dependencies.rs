@@ -198,6 +198,7 @@ async fn block_waits_with_its_reason_satisfy_runs_and_explain_names_parents() {
             ExitOptions {
                 job_action: None,
                 dependency_action: Some(DependencyAction::Satisfy),
+                retry: None,
             },
         )],
         ..ExitConditions::default()
@@ -502,6 +503,7 @@ async fn exit_conditions_disable_or_terminate_the_job() {
                 ExitOptions {
                     job_action: Some(lote::domain::task_spec::JobAction::Disable),
                     dependency_action: None,
+                    retry: None,
                 },
             )],
             ..ExitConditions::default()

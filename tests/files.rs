@@ -836,7 +836,7 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
         &server,
         &key,
         &[
-            "app",
+            "package",
             "upload",
             "tool",
             "2.0",
@@ -848,13 +848,13 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cli(&server, &key, &["app", "set-default", "tool", "1.0"]);
+    let out = cli(&server, &key, &["package", "set-default", "tool", "1.0"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = cli(&server, &key, &["--output", "json", "app", "list"]);
+    let out = cli(&server, &key, &["--output", "json", "package", "list"]);
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed["packages"][0]["default_version"], "1.0", "{listed}");
     assert_eq!(
@@ -950,7 +950,7 @@ async fn packages_refuse_bad_archives_and_resolve_versions_and_the_default() {
     .unwrap();
     assert_eq!(start, "tool 2.0\n");
     // Deleting the default version takes the default with it.
-    let out = cli(&server, &key, &["app", "delete", "tool", "1.0"]);
+    let out = cli(&server, &key, &["package", "delete", "tool", "1.0"]);
     assert!(out.status.success());
     let r = client
         .call(&Request::AddTasks {

@@ -101,11 +101,13 @@ const EVENT_TYPES: &[&str] = &[
     "JobPreparationEnded",
     "JobReleaseEnded",
     "RequestRecorded",
+    "AppVersionPublished",
+    "AppDefaultVersionSet",
 ];
 
 /// The newest golden folder. Bump the minor number when event types are
 /// added without a layout change, and record it.
-const LATEST: &str = "v4";
+const LATEST: &str = "v5";
 
 /// Rebuilds every entity of a store into JSON, keyed by entity name.
 fn rebuild_all(store: &EventStore) -> BTreeMap<String, serde_json::Value> {
@@ -629,6 +631,7 @@ async fn record_scenario(core: &Core) {
             lote::domain::task_spec::ExitOptions {
                 job_action: Some(lote::domain::task_spec::JobAction::Disable),
                 dependency_action: Some(lote::domain::task_spec::DependencyAction::Satisfy),
+                retry: Some(false),
             },
         )],
         exit_code_ranges: vec![(10, 20, Default::default())],
@@ -637,6 +640,7 @@ async fn record_scenario(core: &Core) {
         default: Some(lote::domain::task_spec::ExitOptions {
             job_action: None,
             dependency_action: Some(lote::domain::task_spec::DependencyAction::Cancel),
+            retry: Some(true),
         }),
     }));
     core.add_task(&acme(), &job_id(), t5, ctx(user()))
@@ -746,6 +750,7 @@ async fn record_scenario(core: &Core) {
         .unwrap();
 
     record_schedules(core).await;
+    record_apps(core).await;
 
     // A create with a client request id: its idempotency record commits
     // with it (as the server writes it).
@@ -769,6 +774,86 @@ async fn record_scenario(core: &Core) {
     )
     .await
     .unwrap();
+}
+
+/// Two versions of an app, its default moved; a run of it on an auto
+/// pool (the job and its pool made in one append).
+async fn record_apps(core: &Core) {
+    use lote::domain::app::{definition, submit, App, AppCommand};
+    let c = core.clock().clone();
+    let ctx = |p: Principal| live_ctx(c.as_ref(), p);
+    let text = r#"
+name = "zoom"
+version = "1.0"
+description = "frames of a zoom"
+[parameters.frames]
+type = "integer"
+default = 4
+min = 1
+[parameters.palette]
+type = "choice"
+choices = ["fire", "ice"]
+default = "fire"
+[split]
+range = { from = "frames", to = "frames", chunk = 2 }
+[[stages]]
+command = "{app}/zoom {range.from} {range.to}"
+outputs = [{ pattern = "*.pgm", kind = "output" }, { pattern = "log", kind = "log" }]
+[outcomes]
+retry_exit_codes = [75]
+[merge]
+command = "{app}/zoom merge --palette {palette}"
+output = "zoom.png"
+preview = "preview.png"
+"#;
+    let v1 = definition::parse(text).unwrap();
+    let v2 = definition::parse(&text.replace("version = \"1.0\"", "version = \"2.0\"")).unwrap();
+    let app = StreamId::app(&acme(), "zoom");
+    for (def, make_default) in [(v1.clone(), false), (v2, true)] {
+        core.execute::<App>(
+            &app,
+            AppCommand::Publish {
+                account: acme(),
+                definition: def,
+                make_default,
+            },
+            ctx(user()),
+        )
+        .await
+        .unwrap();
+    }
+    core.execute::<App>(
+        &app,
+        AppCommand::SetDefault {
+            version: "1.0".into(),
+        },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
+    let job = lote::types::JobId::new("zoom-run").unwrap();
+    let pool = lote::types::PoolId::new("zoom-run").unwrap();
+    let values = submit::check_run(&v1, &[("frames".into(), "3".into())], &[]).unwrap();
+    let run = submit::expand(
+        &v1,
+        &values,
+        submit::RunTarget {
+            account: &acme(),
+            job: &job,
+            pool: &pool,
+            inputs: &[],
+            lines: None,
+        },
+    )
+    .unwrap();
+    let mut spec = run.job;
+    spec.auto_pool = Some(Box::new(lote::domain::job::AutoPool {
+        pool: lote::domain::pool::PoolSpec::fixed(pool, acme(), 1, 2),
+        keep_alive: false,
+    }));
+    core.create_job_with_tasks(spec, run.tasks, ctx(user()), vec![])
+        .await
+        .unwrap();
 }
 
 /// Two job schedules through every event of theirs.

@@ -17,6 +17,7 @@ pub use entity::{catch_up, load, Entity, Execute, GetState};
 use crate::clock::Clock;
 use crate::codec::CodecError;
 use crate::domain::account::Account;
+use crate::domain::app::App;
 use crate::domain::job::Job;
 use crate::domain::node::Node;
 use crate::domain::pool::Pool;
@@ -189,7 +190,7 @@ macro_rules! registered {
     )*};
 }
 
-registered!(Account => accounts, Pool => pools, Node => nodes, Job => jobs, Task => tasks, Schedule => schedules);
+registered!(Account => accounts, Pool => pools, Node => nodes, Job => jobs, Task => tasks, Schedule => schedules, App => apps);
 
 struct CoreInner {
     store: EventStore,
@@ -201,6 +202,7 @@ struct CoreInner {
     jobs: Registry<Job>,
     tasks: Registry<Task>,
     schedules: Registry<Schedule>,
+    apps: Registry<App>,
 }
 
 /// The front door to every entity. Cheap to clone. Must be used inside a
@@ -233,6 +235,7 @@ impl Core {
                 jobs: Registry::default(),
                 tasks: Registry::default(),
                 schedules: Registry::default(),
+                apps: Registry::default(),
             }),
         }
     }
@@ -359,7 +362,7 @@ impl Core {
     ) -> Result<(), CoreError> {
         let job_stream = StreamId::job(&spec.account, &spec.id);
         let create = crate::domain::job::JobCommand::CreateJob { spec: spec.clone() };
-        if tasks.is_empty() {
+        if tasks.is_empty() && spec.auto_pool.is_none() {
             return self
                 .execute_with::<Job>(&job_stream, create, ctx, extra)
                 .await
@@ -374,11 +377,33 @@ impl Core {
             }
             let (more, mut appends, _) = new_tasks(&spec.account, &spec.id, &job, &tasks, &ctx)?;
             job_events.extend(more);
-            let expected = match current.version {
-                0 => ExpectedVersion::NoStream,
-                v => ExpectedVersion::Exact(v),
-            };
-            appends.insert(0, append_of(&job_stream, expected, &job_events)?);
+            appends.insert(
+                0,
+                append_of(&job_stream, expected_after(current.version), &job_events)?,
+            );
+            // A job's own pool is made in the same append: never a job
+            // without its pool, nor a pool left by a job that was refused.
+            if let Some(auto) = &spec.auto_pool {
+                let pool_stream = StreamId::pool(&spec.account, &spec.pool);
+                let pool: Versioned<crate::domain::pool::Pool> = self.state(&pool_stream).await?;
+                let command = crate::domain::pool::PoolCommand::CreatePool {
+                    spec: auto.pool.clone(),
+                };
+                let events = pool.state.decide(&command, &ctx).map_err(|mut r| {
+                    if r.code == RejectionCode::PoolExists {
+                        r.detail = format!(
+                            "{}; an auto pool takes its job's id, so choose another job id",
+                            r.detail
+                        );
+                    }
+                    r
+                })?;
+                appends.push(append_of(
+                    &pool_stream,
+                    expected_after(pool.version),
+                    &events,
+                )?);
+            }
             appends.extend(extra.iter().cloned());
             // Someone else made the job (or its task) meanwhile: the next
             // decision says so.
@@ -538,6 +563,14 @@ fn new_tasks(
 }
 
 /// One stream's events, encoded for an append.
+/// What a stream's version must be for an append after reading it.
+fn expected_after(version: u64) -> ExpectedVersion {
+    match version {
+        0 => ExpectedVersion::NoStream,
+        v => ExpectedVersion::Exact(v),
+    }
+}
+
 fn append_of<E: domain::DomainEvent>(
     stream: &StreamId,
     expected: ExpectedVersion,

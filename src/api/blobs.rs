@@ -16,7 +16,7 @@ pub struct BlobMeta {
     pub uploaded_at: Timestamp,
 }
 
-/// One package with its versions, as `lote app list` shows it.
+/// One package with its versions, as `lote package list` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageView {
     pub id: String,

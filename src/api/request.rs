@@ -481,6 +481,44 @@ pub enum Request {
     RunScheduleNow {
         schedule: JobId,
     },
+
+    // Apps: programs published with a definition (app.toml), run with
+    // parameters and input files.
+    /// Publishes a version of an app from its definition's text; its
+    /// application package (same id and version) is uploaded first.
+    PublishApp {
+        definition: String,
+        make_default: bool,
+    },
+    ListApps,
+    ShowApp {
+        app: String,
+    },
+    SetDefaultAppVersion {
+        app: String,
+        version: String,
+    },
+    /// A run: checked whole against the definition (every problem named),
+    /// then one job with its tasks. Inputs are blobs of `lote-app-inputs`
+    /// named by their SHA-256, uploaded first.
+    RunApp {
+        app: String,
+        /// None: the app's default version.
+        version: Option<String>,
+        /// None: `APP-` and a random suffix.
+        job: Option<JobId>,
+        params: Vec<(String, String)>,
+        inputs: Vec<crate::domain::app::submit::AppInput>,
+        /// The pool to run on, or `auto_pool` (exactly one).
+        pool: Option<PoolId>,
+        auto_pool: Option<crate::domain::job::AutoPool>,
+        request_id: Option<uuid::Uuid>,
+    },
+    /// Runs the failed tasks of a finished run again, then its merge, as a
+    /// new job of the same run (`JOB-rN`); what succeeded is kept.
+    ReprocessAppRun {
+        job: JobId,
+    },
 }
 
 /// The families requests fall into; the server handles each family in a
@@ -499,6 +537,8 @@ pub enum Family {
     Jobs,
     /// Job schedules.
     Schedules,
+    /// Apps and their runs.
+    Apps,
     /// Tasks, their output and files.
     Tasks,
     /// The blob store and application packages.
@@ -594,6 +634,7 @@ impl Request {
             | Request::CreatePool { request_id, .. }
             | Request::CreateJob { request_id, .. }
             | Request::CreateSchedule { request_id, .. }
+            | Request::RunApp { request_id, .. }
             | Request::AddTasks { request_id, .. } => *request_id,
             _ => None,
         }
@@ -655,6 +696,12 @@ impl Request {
             | R::TerminateSchedule { .. }
             | R::DeleteSchedule { .. }
             | R::RunScheduleNow { .. } => Family::Schedules,
+            R::PublishApp { .. }
+            | R::ListApps
+            | R::ShowApp { .. }
+            | R::SetDefaultAppVersion { .. }
+            | R::RunApp { .. }
+            | R::ReprocessAppRun { .. } => Family::Apps,
             R::AddTasks { .. }
             | R::ListTasks { .. }
             | R::ShowTask { .. }
@@ -725,6 +772,8 @@ impl Request {
                 | Request::ReadNodeFile { .. }
                 | Request::ListSchedules
                 | Request::ShowSchedule { .. }
+                | Request::ListApps
+                | Request::ShowApp { .. }
         )
     }
 
@@ -838,7 +887,13 @@ impl Request {
             DeleteSchedule,
             RunScheduleNow,
             AgentJobPreparationEnded,
-            AgentJobReleaseEnded
+            AgentJobReleaseEnded,
+            PublishApp,
+            ListApps,
+            ShowApp,
+            SetDefaultAppVersion,
+            RunApp,
+            ReprocessAppRun
         )
     }
 }

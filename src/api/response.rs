@@ -79,6 +79,8 @@ pub enum Response {
     Jobs(Vec<Versioned<Job>>),
     Schedule(Box<Versioned<crate::domain::schedule::Schedule>>),
     Schedules(Vec<Versioned<crate::domain::schedule::Schedule>>),
+    App(Box<Versioned<crate::domain::app::App>>),
+    Apps(Vec<Versioned<crate::domain::app::App>>),
     Task(Versioned<Task>),
     Tasks {
         items: Vec<Versioned<Task>>,

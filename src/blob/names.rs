@@ -10,6 +10,21 @@ pub const BLOB_NAME_BYTES_MAX: usize = 1024;
 /// (application packages); accounts cannot write them directly.
 pub const RESERVED_CONTAINER_PREFIX: &str = "lote-";
 
+/// App runs' input files, each named by its content's SHA-256 (an upload
+/// under another name is refused).
+pub const APP_INPUTS_CONTAINER: &str = "lote-app-inputs";
+/// What app runs' tasks leave.
+pub const APP_JOBS_CONTAINER: &str = "lote-app-jobs";
+
+/// Whether accounts (and their tasks) are kept from writing `container`:
+/// lote's prefix, except the app layer's two containers, which the
+/// account's own uploads and tasks fill.
+pub fn reserved_for_lote(container: &str) -> bool {
+    container.starts_with(RESERVED_CONTAINER_PREFIX)
+        && container != APP_INPUTS_CONTAINER
+        && container != APP_JOBS_CONTAINER
+}
+
 /// 3 to 63 characters of lower-case letters, digits and single dashes,
 /// starting and ending with a letter or digit (Azure's rule).
 pub fn validate_container(name: &str) -> Result<(), BlobError> {

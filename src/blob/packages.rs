@@ -205,6 +205,81 @@ fn unpack_into(
     })
 }
 
+/// Zips every file under `dir` (names relative to it, modes kept) into
+/// `dest`: how a directory becomes a package.
+pub fn zip_dir(dir: &Path, dest: &Path) -> Result<usize, String> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let file = std::fs::File::create(dest)
+        .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let mut w = zip::ZipWriter::new(file);
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = vec![];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+        for e in entries {
+            let e = e.map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+            let kind = e
+                .file_type()
+                .map_err(|err| format!("cannot read {}: {err}", e.path().display()))?;
+            if kind.is_dir() {
+                stack.push(e.path());
+            } else if kind.is_file() {
+                files.push(e.path());
+            } else {
+                return Err(format!(
+                    "{} is a link or special file; a package holds plain files",
+                    e.path().display()
+                ));
+            }
+        }
+    }
+    files.sort();
+    for path in &files {
+        let rel = path.strip_prefix(dir).unwrap_or(path);
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(mode & 0o777)
+            .large_file(true);
+        w.start_file(rel.to_string_lossy(), options)
+            .map_err(|e| format!("cannot zip {}: {e}", rel.display()))?;
+        let mut src = std::fs::File::open(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        std::io::copy(&mut src, &mut w)
+            .map_err(|e| format!("cannot zip {}: {e}", rel.display()))?;
+    }
+    w.flush()
+        .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    w.finish()
+        .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
+    Ok(files.len())
+}
+
+/// One file of a zip as text (at most `max` bytes), if the zip has it.
+pub fn read_entry(zip_path: &Path, name: &str, max: u64) -> Result<Option<String>, String> {
+    let file = std::fs::File::open(zip_path)
+        .map_err(|e| format!("cannot open {}: {e}", zip_path.display()))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| format!("{} is not a zip archive: {e}", zip_path.display()))?;
+    let Ok(entry) = archive.by_name(name) else {
+        return Ok(None);
+    };
+    let mut text = String::new();
+    entry
+        .take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read {name} in {}: {e}", zip_path.display()))?;
+    if text.len() as u64 > max {
+        return Err(format!("{name} is over {max} bytes"));
+    }
+    Ok(Some(text))
+}
+
 /// The environment variable names a package's directory is exposed in:
 /// `LOTE_APP_<ID>` and `LOTE_APP_<ID>_<VERSION>`, upper-cased, with every
 /// character that may not appear in a shell variable name as `_`.

@@ -94,7 +94,7 @@ fn files_under(root: &Path) -> Result<Vec<(String, PathBuf)>, ClientError> {
     Ok(out)
 }
 
-async fn upload_one(
+pub(super) async fn upload_one(
     client: &Client,
     container: &str,
     name: &str,
@@ -116,7 +116,11 @@ async fn upload_one(
     meta
 }
 
-async fn download_one(client: &Client, meta: &BlobMeta, dest: &Path) -> Result<(), ClientError> {
+pub(super) async fn download_one(
+    client: &Client,
+    meta: &BlobMeta,
+    dest: &Path,
+) -> Result<(), ClientError> {
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| refused(format!("cannot create {}: {e}", dir.display())))?;

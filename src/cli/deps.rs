@@ -50,8 +50,9 @@ pub struct TaskDependencyArgs {
     /// failed), upload (outputs failed) or default (any other failure).
     /// ACTIONS: satisfy | block | cancel for its dependents, and/or
     /// job:none | job:disable | job:terminate (the job acts on it with
-    /// --on-task-failure perform-exit-options-job-action).
-    /// Example: --on-exit 3=satisfy --on-exit default=block,job:terminate
+    /// --on-task-failure perform-exit-options-job-action), and/or no-retry
+    /// (a permanent failure: not run again even with retries left) or
+    /// retry. Example: --on-exit 3=satisfy --on-exit default=block,no-retry
     #[arg(long, value_name = "WHEN=ACTIONS")]
     on_exit: Vec<String>,
 }
@@ -140,9 +141,11 @@ fn exit_options(text: &str) -> Result<ExitOptions, String> {
             "job:none" => options.job_action = Some(JobAction::None),
             "job:disable" => options.job_action = Some(JobAction::Disable),
             "job:terminate" => options.job_action = Some(JobAction::Terminate),
+            "retry" => options.retry = Some(true),
+            "no-retry" => options.retry = Some(false),
             other => {
                 return Err(format!(
-                    "unknown action {other:?}: satisfy, block, cancel, job:none, job:disable or job:terminate"
+                    "unknown action {other:?}: satisfy, block, cancel, job:none, job:disable, job:terminate, retry or no-retry"
                 ))
             }
         }

@@ -7,6 +7,7 @@
 
 mod account;
 mod app;
+mod app_jobs;
 mod blob;
 mod connect;
 mod deps;
@@ -16,6 +17,7 @@ mod job;
 mod job_prep;
 mod node;
 mod output;
+mod package;
 mod pool;
 mod pool_tasks;
 mod render;
@@ -39,6 +41,7 @@ use lote::api::Request;
 use lote::client::{Client, ClientError};
 use lote::types::AccountName;
 use node::NodeCmd;
+use package::PackageCmd;
 use pool::PoolCmd;
 use schedule::ScheduleCmd;
 use task::TaskCmd;
@@ -205,15 +208,27 @@ pub enum ClientCommand {
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
     Blob(BlobCmd),
+    /// Apps: a program published with its definition (app.toml: typed
+    /// parameters, how a run splits into tasks, stages, outputs, merge),
+    /// run with parameters and files; each run is one job.
+    ///
+    /// Examples:
+    ///   lote app publish ./mandelzoom --default
+    ///   lote app show mandelzoom
+    ///   lote app run mandelzoom --param frames=60 --auto-pool nodes=2,slots=2 --wait --progress
+    ///   lote app job download mandelzoom-1a2b3c4d --dest ./out
+    #[command(verbatim_doc_comment)]
+    #[command(subcommand)]
+    App(AppCmd),
     /// Application packages: versioned zips of a program, unpacked once on
     /// each node that uses them (LOTE_APP_<ID> names the directory).
     ///
     /// Examples:
-    ///   lote app upload blender 4.2 ./blender-4.2.zip --default
+    ///   lote package upload blender 4.2 ./blender-4.2.zip --default
     ///   lote task add frames --app blender --command '$LOTE_APP_BLENDER/blender -f 1'
     #[command(verbatim_doc_comment)]
     #[command(subcommand)]
-    App(AppCmd),
+    Package(PackageCmd),
     /// Who the server takes you for (checks address and credentials).
     Whoami,
 }
@@ -224,6 +239,9 @@ pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
     // `job wait` succeeds as a call but exits 1 when a task failed.
     let waiting = match &command {
         ClientCommand::Job(JobCmd::Wait { id, .. }) => Some(id.to_string()),
+        // An app run's wait names its job in its answer.
+        ClientCommand::App(AppCmd::Run { wait: true, .. })
+        | ClientCommand::App(AppCmd::Job(app_jobs::AppJobCmd::Wait { .. })) => Some(String::new()),
         _ => None,
     };
     let result = credentials(&command, &conn).and_then(|config| {
@@ -255,6 +273,11 @@ pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
             }
             let failed = json_value["task_counts"]["failed"].as_u64().unwrap_or(0);
             if let (Some(job), true) = (&waiting, failed > 0) {
+                let job = if job.is_empty() {
+                    json_value["job"].as_str().unwrap_or_default()
+                } else {
+                    job
+                };
                 if output == Output::Table {
                     eprintln!(
                         "lote: {failed} task(s) failed; see them with: lote task list {job} --state failed"
@@ -313,7 +336,10 @@ async fn execute(
         ClientCommand::Schedule(cmd) => schedule::run(cmd, &client).await,
         ClientCommand::Task(cmd) => task::run(cmd, &client, output).await,
         ClientCommand::Blob(cmd) => Ok(Some(blob::blob(&client, cmd).await?)),
-        ClientCommand::App(cmd) => Ok(Some(render::render(app::app(&client, cmd).await?))),
+        ClientCommand::App(cmd) => app::run(cmd, &client).await,
+        ClientCommand::Package(cmd) => {
+            Ok(Some(render::render(package::package(&client, cmd).await?)))
+        }
         ClientCommand::Events(cmd) => events::run(cmd, &client, output).await,
     }
 }

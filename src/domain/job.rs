@@ -93,6 +93,19 @@ pub struct JobSpec {
     pub common_env: Vec<super::EnvVar>,
     /// Name and value pairs for the job's users; lote does not read them.
     pub metadata: Vec<super::job_prep::MetadataItem>,
+    /// A pool made for this job alone (Azure's auto pool): created with
+    /// the job, under the job's id, and deleted when the job ends unless
+    /// `keep_alive`.
+    pub auto_pool: Option<Box<AutoPool>>,
+}
+
+/// The pool a job makes for itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AutoPool {
+    /// Its id and account are the job's.
+    pub pool: super::pool::PoolSpec,
+    /// Keep the pool after the job ends (delete it by hand).
+    pub keep_alive: bool,
 }
 
 /// A job's task dependency settings.
@@ -127,6 +140,18 @@ impl JobSpec {
         })
     }
 
+    /// Points an auto pool at this job: the pool takes the job's id and
+    /// account (the job runs on it).
+    pub fn bind_auto_pool(&mut self) {
+        if let Some(auto) = self.auto_pool.as_mut() {
+            if let Ok(pool) = crate::types::PoolId::new(self.id.as_str()) {
+                self.pool = pool;
+            }
+            auto.pool.id = self.pool.clone();
+            auto.pool.account = self.account.clone();
+        }
+    }
+
     /// A job on `pool` with default priority, no retries and no automatic
     /// completion; change fields with struct update syntax.
     pub fn on_pool(id: JobId, account: AccountName, pool: PoolId) -> Self {
@@ -147,6 +172,7 @@ impl JobSpec {
             release: None,
             common_env: vec![],
             metadata: vec![],
+            auto_pool: None,
         }
     }
 
@@ -197,6 +223,16 @@ impl JobSpec {
                 RejectionCode::InvalidValue,
                 || "a job release runs where the preparation ran: give a preparation too".into(),
             )?;
+        }
+        if let Some(auto) = &self.auto_pool {
+            ensure(
+                auto.pool.id.as_str() == self.pool.as_str()
+                    && auto.pool.id.as_str() == self.id.as_str()
+                    && auto.pool.account == self.account,
+                RejectionCode::InvalidValue,
+                || "an auto pool takes its job's id and runs that job".into(),
+            )?;
+            auto.pool.validate()?;
         }
         crate::domain::spec::validate_files("job common", &self.common_resource_files, &[])
     }

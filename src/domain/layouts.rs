@@ -66,6 +66,28 @@ pub const CHANGES: &[LayoutChange] = &[
         event_type: "ScheduleUpdated",
         from: 1,
     },
+    // Apps: `retry` in exit options (so in task specs, job managers and
+    // schedule templates), `auto_pool` in job specs.
+    LayoutChange {
+        kind: StreamKind::Task,
+        event_type: "TaskAdded",
+        from: 3,
+    },
+    LayoutChange {
+        kind: StreamKind::Job,
+        event_type: "JobCreated",
+        from: 4,
+    },
+    LayoutChange {
+        kind: StreamKind::Schedule,
+        event_type: "ScheduleCreated",
+        from: 2,
+    },
+    LayoutChange {
+        kind: StreamKind::Schedule,
+        event_type: "ScheduleUpdated",
+        from: 2,
+    },
 ];
 
 /// The layout version written today for `event_type`: one more than the

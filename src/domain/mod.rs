@@ -7,6 +7,7 @@
 //! through [`Ctx`] and never reads a clock.
 
 pub mod account;
+pub mod app;
 pub mod autoscale;
 pub mod job;
 pub mod job_prep;

@@ -145,6 +145,18 @@ rejection_codes! {
     /// The job was created without task dependencies; create it with
     /// `job create --dependencies`.
     DependenciesNotEnabled = 43, retry: false;
+    /// No such app (or app version) in this account; `lote app list`
+    /// shows the published ones.
+    AppNotFound = 44, retry: false;
+    /// This version of the app is published already; versions never
+    /// change once published, so publish a new one.
+    AppVersionExists = 45, retry: false;
+    /// The app definition (app.toml) is invalid; the detail lists every
+    /// problem with its line.
+    InvalidAppDefinition = 46, retry: false;
+    /// The parameters or input files of an app run are invalid; the detail
+    /// lists every problem.
+    InvalidAppParameters = 47, retry: false;
 }
 
 /// A refused command: a stable code and a sentence with the specifics.

@@ -135,11 +135,7 @@ impl ScheduleSpec {
             })?;
         }
         self.validate_dependencies(&ids)?;
-        JobSpec {
-            id: job_id(&self.id, 1),
-            ..self.job.clone()
-        }
-        .validate()
+        self.job_of_run(1).validate()
     }
 
     /// Each job starts empty but for its manager, so a template task's
@@ -241,11 +237,14 @@ impl ScheduleSpec {
 
     /// The job of run `run`, as created.
     pub fn job_of_run(&self, run: u64) -> JobSpec {
-        JobSpec {
+        let mut job = JobSpec {
             id: job_id(&self.id, run),
             account: self.account.clone(),
             ..self.job.clone()
-        }
+        };
+        // Each run's job gets a pool of its own, under its own id.
+        job.bind_auto_pool();
+        job
     }
 }
 

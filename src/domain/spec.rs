@@ -211,8 +211,7 @@ pub fn validate_files(
             .and_then(|_| crate::blob::validate_prefix(&o.path_prefix))
             .map_err(|e| Rejection::invalid(format!("{what} output file: {e}")))?;
         ensure(
-            !o.container
-                .starts_with(crate::blob::names::RESERVED_CONTAINER_PREFIX),
+            !crate::blob::names::reserved_for_lote(&o.container),
             RejectionCode::InvalidValue,
             || {
                 format!(

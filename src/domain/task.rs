@@ -459,7 +459,16 @@ impl Aggregate for Task {
                 // fail the same way again: not retried.
                 let launch_failed =
                     matches!(result.failure, Some((FailureCategory::LaunchFailure, _)));
-                if !result.succeeded() && !launch_failed && self.retry_count < self.max_task_retries
+                // An exit condition may call the failure permanent.
+                let conditions = self
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.exit_conditions.as_deref());
+                let retryable = super::task_deps::retry_allowed(conditions, result.outcome());
+                if !result.succeeded()
+                    && !launch_failed
+                    && retryable
+                    && self.retry_count < self.max_task_retries
                 {
                     events.push(TaskEvent::TaskRetried {
                         retry_count: self.retry_count + 1,

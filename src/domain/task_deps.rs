@@ -59,6 +59,15 @@ pub fn resolve(
     }
 }
 
+/// Whether a failed attempt with this outcome may be retried: not when
+/// the exit condition it matches says `retry: false`.
+pub fn retry_allowed(conditions: Option<&ExitConditions>, outcome: Outcome) -> bool {
+    conditions
+        .and_then(|c| matching(c, outcome))
+        .and_then(|o| o.retry)
+        .unwrap_or(true)
+}
+
 fn matching(c: &ExitConditions, outcome: Outcome) -> Option<ExitOptions> {
     let by_code = |code: i32| {
         c.exit_codes
@@ -257,6 +266,7 @@ mod tests {
         let opts = |job, dep| ExitOptions {
             job_action: job,
             dependency_action: dep,
+            retry: None,
         };
         let c = ExitConditions {
             exit_codes: vec![(3, opts(Some(JobAction::None), Some(Satisfy)))],

@@ -156,6 +156,10 @@ pub enum JobAction {
 pub struct ExitOptions {
     pub job_action: Option<JobAction>,
     pub dependency_action: Option<DependencyAction>,
+    /// `false`: a failure this matches is permanent and not retried
+    /// (Batch Apps' third outcome, which Azure Batch lacks); none or
+    /// `true`: retried while the task has retries left.
+    pub retry: Option<bool>,
 }
 
 /// Outcomes mapped to actions, Azure's shape: an exact exit code first,

@@ -38,6 +38,10 @@ pub fn lift_for(change: &LayoutChange) -> Option<Lift> {
         (StreamKind::Job, "JobCreated", 3) => Some(v3::job_created),
         (StreamKind::Schedule, "ScheduleCreated", 1) => Some(v3::schedule_spec),
         (StreamKind::Schedule, "ScheduleUpdated", 1) => Some(v3::schedule_spec),
+        (StreamKind::Task, "TaskAdded", 3) => Some(v4::task_added),
+        (StreamKind::Job, "JobCreated", 4) => Some(v4::job_created),
+        (StreamKind::Schedule, "ScheduleCreated", 2) => Some(v4::schedule_spec),
+        (StreamKind::Schedule, "ScheduleUpdated", 2) => Some(v4::schedule_spec),
         _ => None,
     }
 }
@@ -64,6 +68,7 @@ fn steps() -> Vec<Step> {
 /// variant's index, then its fields, so an old variant decodes as
 /// `(index, fields)`.
 mod v3;
+mod v4;
 
 mod v1 {
     use serde::{Deserialize, Serialize};

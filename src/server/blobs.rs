@@ -49,6 +49,8 @@ struct Upload {
     touched: Instant,
     /// Set for a package version: the archive is checked before commit.
     package: Option<(String, String)>,
+    /// Set for an app input: the name its content's SHA-256 must equal.
+    content_name: Option<String>,
 }
 
 /// The blob side of the service.
@@ -73,9 +75,9 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn reserved(container: &str) -> Result<(), ApiError> {
-    if container.starts_with(crate::blob::names::RESERVED_CONTAINER_PREFIX) {
+    if crate::blob::names::reserved_for_lote(container) {
         return Err(Rejection::invalid(format!(
-            "container {container:?} is reserved for lote (application packages: lote app upload)"
+            "container {container:?} is reserved for lote (application packages: lote package upload)"
         ))
         .into());
     }
@@ -241,6 +243,8 @@ impl Blobs {
                 format!("{UPLOADS_MAX} uploads are in progress; try again shortly"),
             ));
         }
+        let content_name =
+            (container == crate::blob::names::APP_INPUTS_CONTAINER).then(|| name.clone());
         let (store, acc) = (self.store.clone(), account.clone());
         let writer = blocking(move || store.begin(&acc, &container, &name, at)).await?;
         let id = loop {
@@ -260,6 +264,7 @@ impl Blobs {
                     pending: BTreeMap::new(),
                     touched: Instant::now(),
                     package,
+                    content_name,
                 })),
             ),
         );
@@ -362,6 +367,13 @@ impl Blobs {
         }
         let writer = u.writer.take().ok_or_else(|| no_upload(upload))?;
         let package = u.package.clone();
+        if let Some(name) = u.content_name.as_ref().filter(|n| **n != sha256) {
+            return Err(Rejection::invalid(format!(
+                "{} holds each file under its SHA-256; {sha256} was uploaded as {name}",
+                crate::blob::names::APP_INPUTS_CONTAINER
+            ))
+            .into());
+        }
         drop(u);
         self.uploads.borrow_mut().remove(&upload);
         let meta = blocking(move || {
@@ -440,7 +452,7 @@ impl Blobs {
                         store.stat(&account, PACKAGES_CONTAINER, &packages::default_blob(&id))?
                     else {
                         return Ok(Err(format!(
-                            "application package {id} has no default version; name one ({id}:VERSION) or set one with lote app set-default"
+                            "application package {id} has no default version; name one ({id}:VERSION) or set one with lote package set-default"
                         )));
                     };
                     let data = store.read(
@@ -457,7 +469,7 @@ impl Blobs {
             let meta =
                 store.stat(&account, PACKAGES_CONTAINER, &packages::version_blob(&id, &version))?;
             Ok(meta.map(|m| (version.clone(), m)).ok_or_else(|| {
-                format!("application package {id} has no version {version} (lote app list)")
+                format!("application package {id} has no version {version} (lote package list)")
             }))
         })
         .await?;

@@ -23,10 +23,13 @@ pub enum StreamKind {
     Request,
     /// A job schedule (added last: stored kinds keep their encoding).
     Schedule,
+    /// An app's published versions (added after schedules, for the same
+    /// reason).
+    App,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 7] = [
+    pub const ALL: [StreamKind; 8] = [
         StreamKind::Account,
         StreamKind::Pool,
         StreamKind::Node,
@@ -34,6 +37,7 @@ impl StreamKind {
         StreamKind::Task,
         StreamKind::Request,
         StreamKind::Schedule,
+        StreamKind::App,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -45,6 +49,7 @@ impl StreamKind {
             StreamKind::Task => "task",
             StreamKind::Request => "request",
             StreamKind::Schedule => "schedule",
+            StreamKind::App => "app",
         }
     }
 
@@ -52,7 +57,11 @@ impl StreamKind {
     fn id_segments(self) -> usize {
         match self {
             StreamKind::Account => 1,
-            StreamKind::Pool | StreamKind::Job | StreamKind::Request | StreamKind::Schedule => 2,
+            StreamKind::Pool
+            | StreamKind::Job
+            | StreamKind::Request
+            | StreamKind::Schedule
+            | StreamKind::App => 2,
             StreamKind::Node | StreamKind::Task => 3,
         }
     }
@@ -90,7 +99,7 @@ impl std::borrow::Borrow<str> for StreamId {
 
 /// Why a text is not a stream id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not an entity name: expected account/NAME, pool/ACCOUNT/POOL, node/ACCOUNT/POOL/NODE, job/ACCOUNT/JOB, task/ACCOUNT/JOB/TASK, schedule/ACCOUNT/SCHEDULE or request/ACCOUNT/ID ({why})")]
+#[error("{text:?} is not an entity name: expected account/NAME, pool/ACCOUNT/POOL, node/ACCOUNT/POOL/NODE, job/ACCOUNT/JOB, task/ACCOUNT/JOB/TASK, schedule/ACCOUNT/SCHEDULE, app/ACCOUNT/APP or request/ACCOUNT/ID ({why})")]
 pub struct StreamIdError {
     pub text: String,
     pub why: String,
@@ -146,6 +155,10 @@ impl StreamId {
     }
     pub fn schedule(account: &AccountName, schedule: &JobId) -> Self {
         StreamId(joined("schedule", &[account.as_str(), schedule.as_str()]))
+    }
+    /// An app's stream: its published versions.
+    pub fn app(account: &AccountName, app: &str) -> Self {
+        StreamId(joined("app", &[account.as_str(), app]))
     }
     /// The idempotency record of client request `id` in `account`.
     pub fn request(account: &AccountName, id: &uuid::Uuid) -> Self {

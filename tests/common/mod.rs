@@ -122,6 +122,7 @@ pub fn job_spec() -> JobSpec {
         release: None,
         common_env: vec![],
         metadata: vec![],
+        auto_pool: None,
     }
 }
 

@@ -6,11 +6,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::v4::{JobManagerV4, JobSpecV4, ScheduleSpecV2, TaskAddedV3, TaskSpecV3};
 use crate::codec::{self, CodecError};
-use crate::domain::job::{JobEvent, JobManager, JobSpec, OnAllTasksComplete, OnTaskFailure};
-use crate::domain::schedule::{Overlap, Recurrence, ScheduleSpec};
+use crate::domain::job::{OnAllTasksComplete, OnTaskFailure};
+use crate::domain::schedule::{Overlap, Recurrence};
 use crate::domain::spec::{CommandLine, OutputFile, PackageRef, ResourceFile};
-use crate::domain::task::{TaskConstraints, TaskEvent, TaskSpec};
+use crate::domain::task::TaskConstraints;
 use crate::domain::task_spec::TaskDependencies;
 use crate::domain::EnvVar;
 use crate::types::{AccountName, JobId, PoolId, TaskId, Timestamp};
@@ -29,8 +30,8 @@ pub struct TaskSpecV2 {
 }
 
 impl TaskSpecV2 {
-    fn lift(self) -> TaskSpec {
-        TaskSpec {
+    fn lift(self) -> TaskSpecV3 {
+        TaskSpecV3 {
             id: self.id,
             display_name: self.display_name,
             command_line: self.command_line,
@@ -58,15 +59,18 @@ pub struct TaskAddedV2 {
 }
 
 pub fn task_added(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let (_, old): (u32, TaskAddedV2) = codec::decode(bytes)?;
-    codec::encode(&TaskEvent::TaskAdded {
-        account: old.account,
-        job: old.job,
-        pool: old.pool,
-        spec: old.spec.lift(),
-        max_task_retries: old.max_task_retries,
-        at: old.at,
-    })
+    let (index, old): (u32, TaskAddedV2) = codec::decode(bytes)?;
+    codec::encode(&(
+        index,
+        TaskAddedV3 {
+            account: old.account,
+            job: old.job,
+            pool: old.pool,
+            spec: old.spec.lift(),
+            max_task_retries: old.max_task_retries,
+            at: old.at,
+        },
+    ))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -92,8 +96,8 @@ pub struct JobSpecV3 {
 }
 
 impl JobSpecV3 {
-    fn lift(self) -> JobSpec {
-        JobSpec {
+    fn lift(self) -> JobSpecV4 {
+        JobSpecV4 {
             id: self.id,
             account: self.account,
             pool: self.pool,
@@ -105,7 +109,7 @@ impl JobSpecV3 {
             on_task_failure: self.on_task_failure,
             common_resource_files: self.common_resource_files,
             job_manager: self.job_manager.map(|m| {
-                Box::new(JobManager {
+                Box::new(JobManagerV4 {
                     task: m.task.lift(),
                     kill_job_on_completion: m.kill_job_on_completion,
                     run_exclusive: m.run_exclusive,
@@ -121,11 +125,8 @@ impl JobSpecV3 {
 }
 
 pub fn job_created(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let (_, (spec, at)): (u32, (JobSpecV3, Timestamp)) = codec::decode(bytes)?;
-    codec::encode(&JobEvent::JobCreated {
-        spec: spec.lift(),
-        at,
-    })
+    let (index, (spec, at)): (u32, (JobSpecV3, Timestamp)) = codec::decode(bytes)?;
+    codec::encode(&(index, (spec.lift(), at)))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -149,7 +150,7 @@ pub fn schedule_spec(bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
     codec::encode(&(
         index,
         (
-            ScheduleSpec {
+            ScheduleSpecV2 {
                 id: s.id,
                 account: s.account,
                 display_name: s.display_name,

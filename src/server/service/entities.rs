@@ -55,6 +55,13 @@ impl Visible for crate::domain::schedule::Schedule {
     }
 }
 
+impl Visible for crate::domain::app::App {
+    const NOT_FOUND: RejectionCode = RejectionCode::AppNotFound;
+    const NOUN: &'static str = "app";
+    fn visible(&self) -> bool {
+        !self.versions.is_empty()
+    }
+}
 impl Visible for Job {
     const NOT_FOUND: RejectionCode = RejectionCode::JobNotFound;
     const NOUN: &'static str = "job";

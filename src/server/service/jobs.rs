@@ -19,19 +19,7 @@ impl Service {
         let ctx = || call.ctx(self);
         match request {
             Request::CreateJob { spec, .. } => {
-                let mut spec = spec.clone();
-                spec.account = account.clone();
-                let pool = self
-                    .show::<Pool>(&call.pool_stream(&spec.pool), spec.pool.as_str())
-                    .await
-                    .map_err(|mut e| {
-                        e.message = format!(
-                            "{}: a job runs on an existing pool; create it first (lote pool create)",
-                            e.message
-                        );
-                        e
-                    })?;
-                let slots = pool.state.spec.map_or(1, |p| p.node_size.task_slots);
+                let (spec, slots) = self.job_spec_ready(call, spec.clone()).await?;
                 let manager = spec.manager_task(slots);
                 let stream = call.job_stream(&spec.id);
                 let reply = Response::Created {
@@ -105,6 +93,46 @@ impl Service {
             }
             other => Err(misrouted(other)),
         }
+    }
+
+    /// A job spec with the caller's account in it, and the slots of a node
+    /// of its pool: an existing pool, or its auto pool (under the job's
+    /// id, its secrets sealed and packages checked), made with the job.
+    pub(super) async fn job_spec_ready(
+        &self,
+        call: &AccountCall<'_>,
+        mut spec: crate::domain::job::JobSpec,
+    ) -> Result<(crate::domain::job::JobSpec, u32), ApiError> {
+        let account = call.account;
+        spec.account = account.clone();
+        spec.bind_auto_pool();
+        if let Some(auto) = spec.auto_pool.as_mut() {
+            if let crate::domain::pool::ScaleSettings::Autoscale {
+                evaluation_interval_secs,
+                ..
+            } = &auto.pool.scale
+            {
+                self.check_autoscale_interval(*evaluation_interval_secs)?;
+            }
+            auto.pool.secrets = self.seal_all(account, &auto.pool.id, &auto.pool.secrets)?;
+            self.blobs
+                .check_refs(account, &auto.pool.application_packages)
+                .await?;
+            let slots = auto.pool.node_size.task_slots;
+            return Ok((spec, slots));
+        }
+        let pool = self
+            .show::<Pool>(&call.pool_stream(&spec.pool), spec.pool.as_str())
+            .await
+            .map_err(|mut e| {
+                e.message = format!(
+                    "{}: a job runs on an existing pool; create it first (lote pool create), or give the job an auto pool",
+                    e.message
+                );
+                e
+            })?;
+        let slots = pool.state.spec.map_or(1, |p| p.node_size.task_slots);
+        Ok((spec, slots))
     }
 
     /// A pool's size and scaling, for the words of a wait reason.

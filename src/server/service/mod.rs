@@ -8,6 +8,7 @@
 
 mod accounts;
 mod agents;
+mod apps;
 pub(super) mod authenticate;
 mod blobs;
 pub(super) mod console;
@@ -448,6 +449,7 @@ impl Service {
             Family::Nodes => self.nodes(&call, &request).await,
             Family::Jobs => self.jobs(&call, &request).await,
             Family::Schedules => self.schedules(&call, &request).await,
+            Family::Apps => self.apps(&call, &request).await,
             Family::Tasks => self.tasks(&call, &request).await,
             Family::Blobs => self.packages(&call, &request).await,
             Family::Agents if matches!(request, Request::JoinPool { .. }) => Err(permission(

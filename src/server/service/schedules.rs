@@ -93,6 +93,20 @@ impl Service {
         let mut spec = spec.clone();
         spec.account = call.account.clone();
         spec.job.account = call.account.clone();
+        if let Some(auto) = spec.job.auto_pool.as_ref() {
+            // Each run's job makes its own pool from this template; a
+            // secret is sealed to one pool's id, so none can be given here.
+            if !auto.pool.secrets.is_empty() {
+                return Err(crate::domain::Rejection::invalid(
+                    "a schedule's auto pool cannot carry secrets (each run's pool is new); use a pool of its own",
+                )
+                .into());
+            }
+            self.blobs
+                .check_refs(call.account, &auto.pool.application_packages)
+                .await?;
+            return Ok(spec);
+        }
         self.show::<Pool>(&call.pool_stream(&spec.job.pool), spec.job.pool.as_str())
             .await
             .map_err(|mut e| {

@@ -246,14 +246,20 @@ async fn create_job(core: &Core, schedule: &Schedule, run: u64) -> Result<(), Co
     };
     let job = spec.job_of_run(run);
     let job_stream = StreamId::job(&spec.account, &job.id);
-    match core
-        .execute::<Job>(
+    // A job with a pool of its own is made with it, in one append.
+    let created = if job.auto_pool.is_some() {
+        core.create_job_with_tasks(job.clone(), vec![], system(), vec![])
+            .await
+    } else {
+        core.execute::<Job>(
             &job_stream,
             JobCommand::CreateJob { spec: job.clone() },
             system(),
         )
         .await
-    {
+        .map(|_| ())
+    };
+    match created {
         Ok(_) => {}
         Err(e) if e.rejection_code() == Some(RejectionCode::JobExists) => {}
         Err(e) => return Err(e),

@@ -14,6 +14,7 @@
 //! Every step tolerates having been done already, since a reaction and a
 //! restart (or two events) may ask for the same step twice.
 
+mod auto_pools;
 mod coalesce;
 mod jobs;
 mod nodes;
@@ -262,6 +263,9 @@ impl Sagas {
                     (pools, nodes, deadlines, scheduler.terminating_jobs())
                 })
                 .await?;
+            if let Err(e) = this.sweep_auto_pools(&pools).await {
+                tracing::warn!(error = %e, "auto pools of jobs that ended: retried at the next restart");
+            }
             for key in pools {
                 this.reconcile(key);
             }
@@ -455,11 +459,18 @@ impl Sagas {
                     }
                     _ => "its job was deleted".to_string(),
                 };
+                if envelope.event_type == "JobDeleted" {
+                    self.end_auto_pool(stream.clone());
+                }
                 let this = self.clone();
                 self.spawn("terminating a job's tasks", async move {
                     this.terminate_job_tasks(&stream, reason).await?;
                     this.complete_if_due(&stream).await
                 });
+            }
+            "JobCompleted" => {
+                self.unfinished.fold(envelope);
+                self.end_auto_pool(stream);
             }
             "JobDisabled" => {
                 let Ok(JobEvent::JobDisabled { disable_tasks, .. }) =

@@ -237,7 +237,7 @@ fn pool_key(account: &AccountName, pool: &PoolId) -> String {
 pub fn relevant(kind: StreamKind) -> bool {
     !matches!(
         kind,
-        StreamKind::Account | StreamKind::Request | StreamKind::Schedule
+        StreamKind::Account | StreamKind::Request | StreamKind::Schedule | StreamKind::App
     )
 }
 

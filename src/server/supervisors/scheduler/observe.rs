@@ -148,7 +148,7 @@ impl Scheduler {
                 node.leaving = leaving;
             }
             StreamKind::Task => self.observe_task(envelope),
-            StreamKind::Account | StreamKind::Request | StreamKind::Schedule => {}
+            StreamKind::Account | StreamKind::Request | StreamKind::Schedule | StreamKind::App => {}
         }
     }
 

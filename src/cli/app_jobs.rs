@@ -1,0 +1,358 @@
+//! `lote app jobs` and `lote app job ...`: an app's runs as their users
+//! see them (state, percent complete, result and preview, per-task
+//! outputs), downloads, cancel and reprocess.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+use super::output::{refused, table};
+use super::Rendered;
+use lote::api::{Request, Response};
+use lote::blob::transfer;
+use lote::blob::BlobMeta;
+use lote::client::{Client, ClientError};
+use lote::domain::app::submit::{
+    result_prefix, result_preview_prefix, META_APP, META_PARAM, META_VERSION,
+};
+use lote::domain::app::{percent_complete, RunStatus, CANCEL_REASON, JOBS_CONTAINER};
+use lote::domain::job::{Job, TaskBucket};
+use lote::domain::Versioned;
+use lote::types::JobId;
+
+#[derive(Subcommand, Debug)]
+pub enum AppJobCmd {
+    /// A run: state, percent complete, tasks by state, parameters, its
+    /// result and preview when ready, and what each task left.
+    Show { id: JobId },
+    /// Download a run's result (--result, the default), its preview
+    /// (--preview), or everything its tasks left (--all), into --dest.
+    ///
+    /// Example: lote app job download zoom-1a2b3c4d --dest ./out
+    #[command(verbatim_doc_comment)]
+    Download {
+        id: JobId,
+        #[arg(long, conflicts_with_all = ["preview", "all"])]
+        result: bool,
+        #[arg(long, conflicts_with = "all")]
+        preview: bool,
+        #[arg(long)]
+        all: bool,
+        /// Directory to write into [default: the current directory].
+        #[arg(long)]
+        dest: Option<PathBuf>,
+    },
+    /// Wait until a run ends; exit 1 if it failed or was cancelled.
+    Wait {
+        id: JobId,
+        #[arg(long)]
+        progress: bool,
+        #[arg(long)]
+        timeout_secs: Option<u64>,
+    },
+    /// Cancel a run: its tasks are stopped and nothing more starts.
+    Cancel { id: JobId },
+    /// Run the failed tasks of a finished run again (and then its merge);
+    /// what succeeded is kept.
+    Reprocess { id: JobId },
+}
+
+pub(super) async fn run(cmd: AppJobCmd, client: &Client) -> Result<Rendered, ClientError> {
+    match cmd {
+        AppJobCmd::Show { id } => {
+            let job = app_job(client, &id).await?;
+            let blobs = transfer::list_all(client, JOBS_CONTAINER, &format!("{id}/"))
+                .await
+                .unwrap_or_default();
+            Ok(Some(show_view(&job.state, &blobs)))
+        }
+        AppJobCmd::Download {
+            id,
+            result: _,
+            preview,
+            all,
+            dest,
+        } => {
+            let job = app_job(client, &id).await?;
+            let status = RunStatus::of(&job.state);
+            let (prefix, what) = if all {
+                (format!("{id}/"), "everything")
+            } else if preview {
+                (result_preview_prefix(&id), "preview")
+            } else {
+                (result_prefix(&id), "result")
+            };
+            let blobs = transfer::list_all(client, JOBS_CONTAINER, &prefix)
+                .await
+                .map_err(super::output::from_transfer)?;
+            if blobs.is_empty() {
+                return Err(refused(format!(
+                    "run {id} has no {what} to download (it is {}){}",
+                    super::output::word(&status),
+                    if status == RunStatus::Failed {
+                        "; lote app job show lists what its tasks left, and lote app job reprocess runs the failed ones again"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            let dir = dest.unwrap_or_else(|| PathBuf::from("."));
+            let mut files = vec![];
+            for meta in &blobs {
+                let rel = meta.name[prefix.len()..].trim_start_matches('/');
+                let path = dir.join(rel);
+                super::blob::download_one(client, meta, &path).await?;
+                files.push(path.display().to_string());
+            }
+            Ok(Some((
+                json!({ "job": id, "files": files }),
+                files.iter().map(|f| format!("{f}\n")).collect(),
+            )))
+        }
+        AppJobCmd::Wait {
+            id,
+            progress,
+            timeout_secs,
+        } => {
+            app_job(client, &id).await?;
+            wait(client, &id, progress, timeout_secs).await
+        }
+        AppJobCmd::Cancel { id } => {
+            app_job(client, &id).await?;
+            let r = client
+                .call(&Request::TerminateJob {
+                    job: id.clone(),
+                    reason: CANCEL_REASON.into(),
+                })
+                .await?;
+            Ok(Some(super::render::render(r)))
+        }
+        AppJobCmd::Reprocess { id } => {
+            app_job(client, &id).await?;
+            let r = client.call(&Request::ReprocessAppRun { job: id }).await?;
+            Ok(Some(super::render::render(r)))
+        }
+    }
+}
+
+/// The job, refused when it is not an app's run.
+async fn app_job(client: &Client, id: &JobId) -> Result<Versioned<Job>, ClientError> {
+    let Response::Job(job) = client.call(&Request::ShowJob { job: id.clone() }).await? else {
+        return Err(ClientError::Protocol("expected a job".into()));
+    };
+    if meta(&job.state, META_APP).is_none() {
+        return Err(refused(format!(
+            "job {id} is not an app's run (lote job show {id} shows it)"
+        )));
+    }
+    Ok(job)
+}
+
+fn meta<'a>(job: &'a Job, name: &str) -> Option<&'a str> {
+    job.spec
+        .as_ref()?
+        .metadata
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.value.as_str())
+}
+
+/// Waits for a run to end, with a progress line on stderr if asked.
+pub(super) async fn wait(
+    client: &Client,
+    id: &JobId,
+    progress: bool,
+    timeout_secs: Option<u64>,
+) -> Result<Rendered, ClientError> {
+    let started = std::time::Instant::now();
+    loop {
+        let Response::Job(job) = client.call(&Request::ShowJob { job: id.clone() }).await? else {
+            return Err(ClientError::Protocol("expected a job".into()));
+        };
+        let status = RunStatus::of(&job.state);
+        if progress {
+            eprint!("\r{}   ", progress_line(&job.state));
+        }
+        if matches!(
+            status,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
+        ) {
+            if progress {
+                eprintln!();
+            }
+            let blobs = transfer::list_all(client, JOBS_CONTAINER, &format!("{id}/"))
+                .await
+                .unwrap_or_default();
+            return Ok(Some(show_view(&job.state, &blobs)));
+        }
+        if timeout_secs.is_some_and(|t| started.elapsed().as_secs() >= t) {
+            return Err(ClientError::Timeout(started.elapsed()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+fn progress_line(job: &Job) -> String {
+    format!(
+        "{}: {}% ({} of {} tasks done: {} succeeded, {} failed, {} running, {} queued)",
+        super::output::word(&RunStatus::of(job)),
+        percent_complete(job),
+        job.count(TaskBucket::Succeeded) + job.count(TaskBucket::Failed),
+        job.tasks_added,
+        job.count(TaskBucket::Succeeded),
+        job.count(TaskBucket::Failed),
+        job.count(TaskBucket::Running),
+        job.count(TaskBucket::Active),
+    )
+}
+
+/// `lote app jobs [APP]`.
+pub(super) async fn list(client: &Client, app: Option<&str>) -> Result<Rendered, ClientError> {
+    let Response::Jobs(jobs) = client.call(&Request::ListJobs).await? else {
+        return Err(ClientError::Protocol("expected jobs".into()));
+    };
+    let mut rows = vec![];
+    let mut values = vec![];
+    for j in &jobs {
+        let s = &j.state;
+        let Some(name) = meta(s, META_APP) else {
+            continue;
+        };
+        if app.is_some_and(|a| a != name) {
+            continue;
+        }
+        let id = s
+            .spec
+            .as_ref()
+            .map(|x| x.id.to_string())
+            .unwrap_or_default();
+        let version = meta(s, META_VERSION).unwrap_or("");
+        let status = RunStatus::of(s);
+        rows.push(vec![
+            id.clone(),
+            format!("{name} {version}"),
+            super::output::word(&status),
+            format!("{}%", percent_complete(s)),
+            super::output::opt(&s.created_at),
+        ]);
+        values.push(json!({
+            "job": id, "app": name, "version": version, "status": status,
+            "percent_complete": percent_complete(s), "created_at": s.created_at,
+        }));
+    }
+    let text = if rows.is_empty() {
+        "no app runs yet: lote app run APP ...\n".to_string()
+    } else {
+        table(&["job", "app", "status", "done", "created"], rows)
+    };
+    Ok(Some((json!({ "runs": values }), text)))
+}
+
+fn show_view(job: &Job, blobs: &[BlobMeta]) -> (Value, String) {
+    let id = job
+        .spec
+        .as_ref()
+        .map(|s| s.id.to_string())
+        .unwrap_or_default();
+    let status = RunStatus::of(job);
+    let params: Vec<(String, String)> = job
+        .spec
+        .iter()
+        .flat_map(|s| s.metadata.iter())
+        .filter_map(|m| {
+            m.name
+                .strip_prefix(META_PARAM)
+                .map(|p| (p.to_string(), m.value.clone()))
+        })
+        .collect();
+    let under = |prefix: &str| -> Vec<&BlobMeta> {
+        blobs
+            .iter()
+            .filter(|b| b.name.starts_with(prefix))
+            .collect()
+    };
+    let job_id = JobId::new(id.clone()).ok();
+    let result = job_id
+        .as_ref()
+        .map(|j| under(&result_prefix(j)))
+        .unwrap_or_default();
+    let preview = job_id
+        .as_ref()
+        .map(|j| under(&result_preview_prefix(j)))
+        .unwrap_or_default();
+    let outputs = under(&format!("{id}/output/"));
+    let intermediate = under(&format!("{id}/intermediate/"));
+    let task_files = under(&format!("{id}/tasks/"));
+    let mut text = format!(
+        "run {id}: {} {}\nstatus: {}, {}% complete\n",
+        meta(job, META_APP).unwrap_or(""),
+        meta(job, META_VERSION).unwrap_or(""),
+        super::output::word(&status),
+        percent_complete(job),
+    );
+    text.push_str(&format!("{}\n", progress_line(job)));
+    if let Some(reason) = &job.completion_reason {
+        text.push_str(&format!("ended: {reason}\n"));
+    }
+    if !params.is_empty() {
+        let list: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        text.push_str(&format!("parameters: {}\n", list.join(" ")));
+    }
+    let name = |b: &BlobMeta| b.name.rsplit('/').next().unwrap_or(&b.name).to_string();
+    match result.first() {
+        Some(r) => text.push_str(&format!(
+            "result: {} ({} bytes): lote app job download {id}\n",
+            name(r),
+            r.size
+        )),
+        None => text.push_str("result: not yet\n"),
+    }
+    if let Some(p) = preview.first() {
+        text.push_str(&format!(
+            "preview: {} ({} bytes): lote app job download {id} --preview\n",
+            name(p),
+            p.size
+        ));
+    }
+    text.push_str(&format!(
+        "task outputs: {} output, {} intermediate, {} preview and log files (lote app job download {id} --all)\n",
+        outputs.len(),
+        intermediate.len(),
+        task_files.len()
+    ));
+    if status == RunStatus::Failed {
+        text.push_str(&format!(
+            "failed tasks: lote task list {id} --state failed; run them again: lote app job reprocess {id}\n"
+        ));
+    }
+    let files = |list: &[&BlobMeta]| -> Value {
+        Value::Array(
+            list.iter()
+                .map(|b| json!({ "name": b.name, "size": b.size, "sha256": b.sha256 }))
+                .collect(),
+        )
+    };
+    let value = json!({
+        "job": id,
+        "app": meta(job, META_APP),
+        "version": meta(job, META_VERSION),
+        "status": status,
+        "percent_complete": percent_complete(job),
+        "tasks": job.tasks_added,
+        "task_counts": {
+            "queued": job.count(TaskBucket::Active),
+            "running": job.count(TaskBucket::Running),
+            "succeeded": job.count(TaskBucket::Succeeded),
+            "failed": job.count(TaskBucket::Failed),
+        },
+        "parameters": params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
+        "completion_reason": job.completion_reason,
+        "result": files(&result),
+        "preview": files(&preview),
+        "outputs": files(&outputs),
+        "intermediate": files(&intermediate),
+        "task_files": files(&task_files),
+    });
+    (value, text)
+}
