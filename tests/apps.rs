@@ -116,11 +116,6 @@ fn wait_run(server: &ServerProcess, key: &str, job: &str) -> Value {
     })
 }
 
-async fn task_attempts(client: &lote::client::Client, job: &str, task: &str) -> u32 {
-    let t = compute_support::task(client, job, task).await;
-    t.state.attempt
-}
-
 /// The same frames rendered and merged on this machine, in one go.
 fn local_zoom(frames: u32, width: u32, height: u32, palette: &str) -> (Vec<u8>, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
@@ -297,4 +292,449 @@ async fn a_bad_definition_is_refused_with_its_lines_and_bad_parameters_all_at_on
         panic!()
     };
     assert!(jobs.is_empty(), "a refused run made a job: {jobs:?}");
+}
+
+/// One task per input file, a second stage that reads the first's
+/// intermediate files, a merge; a retryable failure and a permanent one.
+const WORDS: &str = r#"
+name = "words"
+version = "1.0"
+description = "counts the words of text files"
+
+[parameters.mode]
+type = "choice"
+choices = ["upper", "lower"]
+default = "upper"
+
+[split]
+files = "*.txt"
+
+[[stages]]
+name = "count"
+command = "{app}/count.sh {file} {mode}"
+outputs = [
+  { pattern = "*.count", kind = "intermediate" },
+  { pattern = "*.out", kind = "output" },
+  { pattern = "thumb.txt", kind = "preview" },
+  { pattern = "count.log", kind = "log" },
+]
+
+[[stages]]
+name = "sum"
+single = true
+command = "cat intermediate/*.count | paste -sd+ | bc > total.out"
+outputs = [{ pattern = "total.out", kind = "output" }]
+
+[outcomes]
+retry_exit_codes = [75]
+max_retries = 3
+
+[merge]
+command = "cat *.out > all.txt && echo merged > preview.txt"
+output = "all.txt"
+preview = "preview.txt"
+"#;
+
+/// `flaky.txt` fails retryably on its first attempt; `bad.txt` fails for
+/// good, except in a reprocessing job (`-r1`).
+const COUNT_SH: &str = r#"#!/bin/sh
+name=$1
+echo "counting $name (attempt $LOTE_TASK_ATTEMPT)" > count.log
+if [ "$name" = flaky.txt ] && [ "$LOTE_TASK_ATTEMPT" = 1 ]; then exit 75; fi
+case "$name:$LOTE_JOB_ID" in bad.txt:*-r1) ;; bad.txt:*) exit 3 ;; esac
+base=${name%.txt}
+wc -w < "$name" | tr -d ' ' > "$base.count"
+if [ "$2" = upper ]; then tr a-z A-Z < "$name"; else cat "$name"; fi > "$base.out"
+echo "$base" > thumb.txt
+"#;
+
+fn words_app(version: &str) -> tempfile::TempDir {
+    script_app(
+        &WORDS.replace("version = \"1.0\"", &format!("version = \"{version}\"")),
+        &[("count.sh", COUNT_SH)],
+    )
+}
+
+fn text_files(names: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (n, t) in names {
+        std::fs::write(dir.path().join(n), t).unwrap();
+    }
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_stages_outcomes_and_reprocess() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, "p", 2, 2).await;
+    publish(&server, &key, words_app("1.0").path(), false);
+    let files = text_files(&[
+        ("a.txt", "one two three\n"),
+        ("flaky.txt", "four five\n"),
+        ("bad.txt", "six\n"),
+        ("notes.md", "shared by every task, split by none\n"),
+    ]);
+    let input = |n: &str| files.path().join(n).display().to_string();
+    let (a, flaky, bad, notes) = (
+        input("a.txt"),
+        input("flaky.txt"),
+        input("bad.txt"),
+        input("notes.md"),
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "words", "--input", &a, "--input", &flaky, "--input", &bad, "--input", &notes,
+            "--pool", "p",
+        ];
+        args.extend_from_slice(extra);
+        let mut all = vec!["app", "run"];
+        all.extend_from_slice(&args);
+        ok_json(&server, &key, &all)
+    };
+    let first = run(&[]);
+    let job = first["job"].as_str().unwrap().to_string();
+    assert_eq!(first["inputs_uploaded"], 4, "{first}");
+    let failed = wait_run(&server, &key, &job);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    // Tasks: count a, bad, flaky (files sorted by the run's order), sum, merge.
+    let tasks = lote_tasks(&client, &job).await;
+    let by_name = |display: &str| {
+        tasks
+            .iter()
+            .find(|t| t.state.spec.as_ref().unwrap().display_name == display)
+            .unwrap_or_else(|| panic!("no task {display}"))
+            .clone()
+    };
+    assert_eq!(
+        by_name("count flaky.txt").state.attempt,
+        2,
+        "a retryable failure runs again"
+    );
+    assert_eq!(
+        by_name("count bad.txt").state.attempt,
+        1,
+        "a permanent failure is not retried though retries are left"
+    );
+    let sum = by_name("sum");
+    assert_eq!(
+        sum.state
+            .last_result
+            .as_ref()
+            .unwrap()
+            .failure
+            .as_ref()
+            .unwrap()
+            .0,
+        lote::domain::task::FailureCategory::ParentFailed
+    );
+    // The log of the failed task was kept; its output was not.
+    assert!(failed["task_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"].as_str().unwrap().ends_with("/log/count.log")));
+    let err = refused(&server, &key, &["app", "job", "download", &job]);
+    assert!(
+        err.contains("has no result") && err.contains("reprocess"),
+        "{err}"
+    );
+
+    // The same files again: nothing is uploaded twice.
+    let second = run(&["--param", "mode=lower"]);
+    assert_eq!(second["inputs_uploaded"], 0, "{second}");
+    let Response::Blobs { blobs: items, .. } = client
+        .call(&Request::ListBlobs {
+            container: "lote-app-inputs".into(),
+            prefix: String::new(),
+            after: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(items.len(), 4);
+    ok_json(
+        &server,
+        &key,
+        &["app", "job", "cancel", second["job"].as_str().unwrap()],
+    );
+
+    // Reprocess: only the failed tasks (bad's count, then sum and merge).
+    let again = ok_json(&server, &key, &["app", "job", "reprocess", &job]);
+    assert_eq!(again["created"], format!("job/acme/{job}-r1"), "{again}");
+    let done = wait_run(&server, &key, &job);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["jobs"].as_array().unwrap().len(), 2, "{done}");
+    let rerun = lote_tasks(&client, &format!("{job}-r1")).await;
+    let names: Vec<String> = rerun
+        .iter()
+        .map(|t| t.state.spec.as_ref().unwrap().display_name.clone())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    for n in ["count bad.txt", "sum", "merge"] {
+        assert!(names.iter().any(|x| x == n), "{names:?}");
+    }
+    let (_d, dest) = dest_dir();
+    ok_json(
+        &server,
+        &key,
+        &[
+            "app",
+            "job",
+            "download",
+            &job,
+            "--dest",
+            dest.to_str().unwrap(),
+        ],
+    );
+    let all = std::fs::read_to_string(dest.join("all.txt")).unwrap();
+    assert_eq!(all, "ONE TWO THREE\nSIX\nFOUR FIVE\n6\n", "{all}");
+    let err = refused(&server, &key, &["app", "job", "reprocess", &job]);
+    assert!(err.contains("succeeded"), "{err}");
+    stop_and_replay(server);
+}
+
+async fn lote_tasks(
+    client: &lote::client::Client,
+    job: &str,
+) -> Vec<lote::domain::Versioned<lote::domain::task::Task>> {
+    match client
+        .call(&Request::ListTasks {
+            job: JobId::new(job).unwrap(),
+            after: None,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+    {
+        Response::Tasks { items, .. } => items,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_versions_defaults_cancel_and_an_auto_pool() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    let lines = r#"
+name = "shout"
+version = "1.0"
+[parameters.list]
+type = "file"
+required = true
+[parameters.pause]
+type = "integer"
+default = 0
+min = 0
+[split]
+lines = "list"
+[[stages]]
+command = "sleep {pause}; echo {line} | tr a-z A-Z > out-{index}.txt"
+outputs = [{ pattern = "out-*.txt", kind = "output" }]
+[merge]
+command = "cat out-*.txt > all.txt"
+output = "all.txt"
+"#;
+    let v1 = script_app(lines, &[]);
+    let v2 = script_app(
+        &lines.replace("1.0", "2.0").replace("tr a-z A-Z", "rev"),
+        &[],
+    );
+    publish(&server, &key, v1.path(), false);
+    publish(&server, &key, v2.path(), false);
+    let list = files_of(&[("names.txt", "ana\n\n  bob  \ncarla\n")]);
+    let path = list.path().join("names.txt").display().to_string();
+    let param = format!("list={path}");
+
+    // The first version published is the default; a run on an auto pool.
+    let job = run_app(
+        &server,
+        &key,
+        &["shout", "--param", &param, "--auto-pool", "nodes=1,slots=2"],
+    );
+    let Response::Pool(pool) = client
+        .call(&Request::ShowPool {
+            pool: lote::types::PoolId::new(&job).unwrap(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(pool.state.spec.unwrap().node_size.task_slots, 2);
+    let done = wait_run(&server, &key, &job);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["version"], "1.0");
+    assert_eq!(done["tasks"], 4, "three lines and the merge: {done}");
+    let (_d, dest) = dest_dir();
+    ok_json(
+        &server,
+        &key,
+        &[
+            "app",
+            "job",
+            "download",
+            &job,
+            "--dest",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("all.txt")).unwrap(),
+        "ANA\nBOB\nCARLA\n"
+    );
+    // The run's pool goes with it, nodes and all.
+    eventually(
+        Duration::from_secs(60),
+        "the auto pool is deleted",
+        || async {
+            let left = list_pools(&client).await;
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} pool(s) left", left.len()))
+            }
+        },
+    )
+    .await;
+    assert!(!server.data_dir.join(format!("nodes/acme/{job}")).exists());
+
+    // A named version, then the default moved to it.
+    local_pool(&client, "p", 1, 2).await;
+    let job2 = run_app(
+        &server,
+        &key,
+        &["shout:2.0", "--param", &param, "--pool", "p"],
+    );
+    let done = wait_run(&server, &key, &job2);
+    assert_eq!(done["version"], "2.0", "{done}");
+    let (_d2, dest2) = dest_dir();
+    ok_json(
+        &server,
+        &key,
+        &[
+            "app",
+            "job",
+            "download",
+            &job2,
+            "--dest",
+            dest2.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest2.join("all.txt")).unwrap(),
+        "ana\nbob\nalrac\n"
+    );
+    ok_json(&server, &key, &["app", "set-default", "shout", "2.0"]);
+    let show = ok_json(&server, &key, &["app", "show", "shout"]);
+    assert_eq!(show["definition"]["version"], "2.0", "{show}");
+    let err = refused(
+        &server,
+        &key,
+        &["app", "run", "shout:3.0", "--param", &param, "--pool", "p"],
+    );
+    assert!(
+        err.contains("no version 3.0 (published: 1.0, 2.0)"),
+        "{err}"
+    );
+    let err = refused(
+        &server,
+        &key,
+        &["app", "publish", v1.path().to_str().unwrap()],
+    );
+    assert!(err.contains("published already"), "{err}");
+
+    // Cancel: a slow run stops, and says so.
+    let slow = run_app(
+        &server,
+        &key,
+        &[
+            "shout",
+            "--param",
+            &param,
+            "--param",
+            "pause=600",
+            "--pool",
+            "p",
+        ],
+    );
+    eventually(Duration::from_secs(60), "a task runs", || async {
+        let v = ok_json(&server, &key, &["app", "job", "show", &slow]);
+        if v["task_counts"]["running"].as_u64() > Some(0) {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    ok_json(&server, &key, &["app", "job", "cancel", &slow]);
+    let done = wait_run(&server, &key, &slow);
+    assert_eq!(done["status"], "cancelled", "{done}");
+    let runs = ok_json(&server, &key, &["app", "jobs", "shout"]);
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 3, "{runs}");
+    stop_and_replay(server);
+}
+
+fn files_of(names: &[(&str, &str)]) -> tempfile::TempDir {
+    text_files(names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_splitter_adds_the_tasks_as_the_runs_job_manager() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, "p", 1, 2).await;
+    // The lote CLI where the task's user can run it.
+    let bin = open_tempdir();
+    let lote = bin.path().join("lote");
+    std::fs::copy(lote_bin(), &lote).unwrap();
+    let app = script_app(
+        r#"
+name = "fanout"
+version = "1"
+[parameters.lote]
+type = "string"
+required = true
+[parameters.parts]
+type = "integer"
+default = 3
+[split]
+splitter = "{app}/split.sh {lote} {parts}"
+"#,
+        &[(
+            "split.sh",
+            "#!/bin/sh\ni=1; while [ $i -le $2 ]; do echo \"{\\\"id\\\": \\\"$i\\\", \\\"command\\\": \\\"echo part $i\\\"}\"; i=$((i+1)); done > tasks.jsonl\nexec $1 task add-many $LOTE_JOB_ID --from-file tasks.jsonl\n",
+        )],
+    );
+    publish(&server, &key, app.path(), false);
+    let lote_param = format!("lote={}", lote.display());
+    let job = run_app(
+        &server,
+        &key,
+        &["fanout", "--param", &lote_param, "--pool", "p"],
+    );
+    let done = wait_run(&server, &key, &job);
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["tasks"], 4, "the splitter and its 3 tasks: {done}");
+    let tasks = lote_tasks(&client, &job).await;
+    assert!(tasks
+        .iter()
+        .any(|t| t.state.spec.as_ref().unwrap().id.as_str() == "splitter"));
+    // A splitter's app declares no merge: refused at publish with its line.
+    let bad = script_app(
+        "name = \"fanout\"\nversion = \"2\"\n[split]\nsplitter = \"x\"\n[merge]\ncommand = \"y\"\noutput = \"o\"\n",
+        &[],
+    );
+    let err = refused(
+        &server,
+        &key,
+        &["app", "publish", bad.path().to_str().unwrap()],
+    );
+    assert!(
+        err.contains("line 5") && err.contains("declares no [merge]"),
+        "{err}"
+    );
 }

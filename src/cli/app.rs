@@ -189,7 +189,7 @@ pub(super) async fn run(cmd: AppCmd, client: &Client) -> Result<Rendered, Client
         } => {
             let (name, version) = name_version(&app);
             let auto_pool = auto_pool.as_deref().map(auto_pool_arg).transpose()?;
-            let (params, inputs) = prepare_inputs(client, &name, params, inputs).await?;
+            let (params, inputs, uploaded) = prepare_inputs(client, &name, params, inputs).await?;
             let created = client
                 .call(&Request::RunApp {
                     app: name,
@@ -209,8 +209,13 @@ pub(super) async fn run(cmd: AppCmd, client: &Client) -> Result<Rendered, Client
             let job = JobId::new(job).map_err(|e| ClientError::Protocol(e.to_string()))?;
             if !wait {
                 return Ok(Some((
-                    json!({ "job": job }),
-                    format!("{job}\nwatch it: lote app job show {job}\n"),
+                    json!({ "job": job, "inputs": uploaded.0 + uploaded.1, "inputs_uploaded": uploaded.0 }),
+                    format!(
+                        "{job}\n{} input file(s), {} uploaded, {} already stored\nwatch it: lote app job show {job}\n",
+                        uploaded.0 + uploaded.1,
+                        uploaded.0,
+                        uploaded.1
+                    ),
                 )));
             }
             app_jobs::wait(client, &job, progress, timeout_secs).await
@@ -313,13 +318,14 @@ async fn publish_zip(
 
 /// The run's parameters and inputs: each local file (an --input, or the
 /// value of a file parameter) hashed, and uploaded when the store does
-/// not hold it yet.
+/// not hold it yet. Also how many files were uploaded and how many were
+/// stored already.
 async fn prepare_inputs(
     client: &Client,
     app: &str,
     params: Vec<String>,
     paths: Vec<PathBuf>,
-) -> Result<(Vec<(String, String)>, Vec<AppInput>), ClientError> {
+) -> Result<(Vec<(String, String)>, Vec<AppInput>, (usize, usize)), ClientError> {
     let file_params: Vec<String> = match client.call(&Request::ShowApp { app: app.into() }).await {
         Ok(Response::App(a)) => a
             .state
@@ -347,19 +353,23 @@ async fn prepare_inputs(
         }
         pairs.push((k.to_string(), value));
     }
-    let mut inputs = vec![];
+    let mut inputs: Vec<AppInput> = vec![];
+    let mut counts = (0, 0);
     for path in paths {
         let name = file_name(&path)?;
         let (_, sha) = transfer::file_sha256(&path).await.map_err(from_transfer)?;
         match transfer::stat(client, INPUTS_CONTAINER, &sha).await {
-            Ok(meta) if meta.sha256 == sha => {}
+            Ok(meta) if meta.sha256 == sha => counts.1 += 1,
+            // Two files of this run with the same content: sent once.
+            _ if inputs.iter().any(|i| i.sha256 == sha) => counts.1 += 1,
             _ => {
                 super::blob::upload_one(client, INPUTS_CONTAINER, &sha, &path).await?;
+                counts.0 += 1;
             }
         }
         inputs.push(AppInput { name, sha256: sha });
     }
-    Ok((pairs, inputs))
+    Ok((pairs, inputs, counts))
 }
 
 fn file_name(path: &Path) -> Result<String, ClientError> {

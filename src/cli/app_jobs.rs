@@ -14,9 +14,10 @@ use lote::blob::transfer;
 use lote::blob::BlobMeta;
 use lote::client::{Client, ClientError};
 use lote::domain::app::submit::{
-    result_prefix, result_preview_prefix, META_APP, META_PARAM, META_VERSION,
+    reprocess_id, result_prefix, result_preview_prefix, META_APP, META_PARAM, META_RUN,
+    META_VERSION,
 };
-use lote::domain::app::{percent_complete, RunStatus, CANCEL_REASON, JOBS_CONTAINER};
+use lote::domain::app::{RunStatus, CANCEL_REASON, JOBS_CONTAINER};
 use lote::domain::job::{Job, TaskBucket};
 use lote::domain::Versioned;
 use lote::types::JobId;
@@ -61,11 +62,11 @@ pub enum AppJobCmd {
 pub(super) async fn run(cmd: AppJobCmd, client: &Client) -> Result<Rendered, ClientError> {
     match cmd {
         AppJobCmd::Show { id } => {
-            let job = app_job(client, &id).await?;
-            let blobs = transfer::list_all(client, JOBS_CONTAINER, &format!("{id}/"))
+            let run = run_of(client, &id).await?;
+            let blobs = transfer::list_all(client, JOBS_CONTAINER, &format!("{}/", run.id()))
                 .await
                 .unwrap_or_default();
-            Ok(Some(show_view(&job.state, &blobs)))
+            Ok(Some(show_view(&run, &blobs)))
         }
         AppJobCmd::Download {
             id,
@@ -74,8 +75,9 @@ pub(super) async fn run(cmd: AppJobCmd, client: &Client) -> Result<Rendered, Cli
             all,
             dest,
         } => {
-            let job = app_job(client, &id).await?;
-            let status = RunStatus::of(&job.state);
+            let run = run_of(client, &id).await?;
+            let status = run.status();
+            let id = JobId::new(run.id()).map_err(|e| ClientError::Protocol(e.to_string()))?;
             let (prefix, what) = if all {
                 (format!("{id}/"), "everything")
             } else if preview {
@@ -115,14 +117,18 @@ pub(super) async fn run(cmd: AppJobCmd, client: &Client) -> Result<Rendered, Cli
             progress,
             timeout_secs,
         } => {
-            app_job(client, &id).await?;
-            wait(client, &id, progress, timeout_secs).await
+            let run = run_of(client, &id).await?;
+            let latest = JobId::new(job_id_of(run.latest()))
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            wait(client, &latest, progress, timeout_secs).await
         }
         AppJobCmd::Cancel { id } => {
-            app_job(client, &id).await?;
+            let run = run_of(client, &id).await?;
+            let latest = JobId::new(job_id_of(run.latest()))
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
             let r = client
                 .call(&Request::TerminateJob {
-                    job: id.clone(),
+                    job: latest,
                     reason: CANCEL_REASON.into(),
                 })
                 .await?;
@@ -134,6 +140,72 @@ pub(super) async fn run(cmd: AppJobCmd, client: &Client) -> Result<Rendered, Cli
             Ok(Some(super::render::render(r)))
         }
     }
+}
+
+/// A run: its first job and the jobs that reprocessed it, in order.
+struct Run {
+    jobs: Vec<Versioned<Job>>,
+}
+
+impl Run {
+    fn root(&self) -> &Job {
+        &self.jobs[0].state
+    }
+    fn latest(&self) -> &Job {
+        &self.jobs[self.jobs.len() - 1].state
+    }
+    fn id(&self) -> String {
+        job_id_of(self.root())
+    }
+    fn status(&self) -> RunStatus {
+        RunStatus::of(self.latest())
+    }
+    /// Counts over the run: what succeeded in any of its jobs, and the
+    /// latest job's failed, running and queued tasks.
+    fn count(&self, bucket: TaskBucket) -> u64 {
+        match bucket {
+            TaskBucket::Succeeded => self.jobs.iter().map(|j| j.state.count(bucket)).sum(),
+            _ => self.latest().count(bucket),
+        }
+    }
+    fn percent(&self) -> u64 {
+        let done = self.count(TaskBucket::Succeeded) + self.count(TaskBucket::Failed);
+        (done * 100)
+            .checked_div(self.root().tasks_added)
+            .unwrap_or(0)
+            .min(100)
+    }
+}
+
+fn job_id_of(job: &Job) -> String {
+    job.spec
+        .as_ref()
+        .map(|s| s.id.to_string())
+        .unwrap_or_default()
+}
+
+/// The run a job belongs to (any of its jobs names it).
+async fn run_of(client: &Client, id: &JobId) -> Result<Run, ClientError> {
+    let first = app_job(client, id).await?;
+    let root = match meta(&first.state, META_RUN) {
+        Some(r) => JobId::new(r).map_err(|e| ClientError::Protocol(e.to_string()))?,
+        None => id.clone(),
+    };
+    let mut jobs = vec![if root == *id {
+        first
+    } else {
+        app_job(client, &root).await?
+    }];
+    for generation in 1.. {
+        let Ok(next) = reprocess_id(&root, generation) else {
+            break;
+        };
+        match client.call(&Request::ShowJob { job: next }).await {
+            Ok(Response::Job(j)) => jobs.push(j),
+            _ => break,
+        }
+    }
+    Ok(Run { jobs })
 }
 
 /// The job, refused when it is not an app's run.
@@ -167,12 +239,10 @@ pub(super) async fn wait(
 ) -> Result<Rendered, ClientError> {
     let started = std::time::Instant::now();
     loop {
-        let Response::Job(job) = client.call(&Request::ShowJob { job: id.clone() }).await? else {
-            return Err(ClientError::Protocol("expected a job".into()));
-        };
-        let status = RunStatus::of(&job.state);
+        let run = run_of(client, id).await?;
+        let status = run.status();
         if progress {
-            eprint!("\r{}   ", progress_line(&job.state));
+            eprint!("\r{}   ", progress_line(&run));
         }
         if matches!(
             status,
@@ -181,10 +251,10 @@ pub(super) async fn wait(
             if progress {
                 eprintln!();
             }
-            let blobs = transfer::list_all(client, JOBS_CONTAINER, &format!("{id}/"))
+            let blobs = transfer::list_all(client, JOBS_CONTAINER, &format!("{}/", run.id()))
                 .await
                 .unwrap_or_default();
-            return Ok(Some(show_view(&job.state, &blobs)));
+            return Ok(Some(show_view(&run, &blobs)));
         }
         if timeout_secs.is_some_and(|t| started.elapsed().as_secs() >= t) {
             return Err(ClientError::Timeout(started.elapsed()));
@@ -193,52 +263,62 @@ pub(super) async fn wait(
     }
 }
 
-fn progress_line(job: &Job) -> String {
+fn progress_line(run: &Run) -> String {
     format!(
         "{}: {}% ({} of {} tasks done: {} succeeded, {} failed, {} running, {} queued)",
-        super::output::word(&RunStatus::of(job)),
-        percent_complete(job),
-        job.count(TaskBucket::Succeeded) + job.count(TaskBucket::Failed),
-        job.tasks_added,
-        job.count(TaskBucket::Succeeded),
-        job.count(TaskBucket::Failed),
-        job.count(TaskBucket::Running),
-        job.count(TaskBucket::Active),
+        super::output::word(&run.status()),
+        run.percent(),
+        run.count(TaskBucket::Succeeded) + run.count(TaskBucket::Failed),
+        run.root().tasks_added,
+        run.count(TaskBucket::Succeeded),
+        run.count(TaskBucket::Failed),
+        run.count(TaskBucket::Running),
+        run.count(TaskBucket::Active),
     )
 }
 
-/// `lote app jobs [APP]`.
+/// `lote app jobs [APP]`: one line per run (its reprocessing jobs folded
+/// into it).
 pub(super) async fn list(client: &Client, app: Option<&str>) -> Result<Rendered, ClientError> {
     let Response::Jobs(jobs) = client.call(&Request::ListJobs).await? else {
         return Err(ClientError::Protocol("expected jobs".into()));
     };
+    let app_jobs: Vec<Versioned<Job>> = jobs
+        .into_iter()
+        .filter(|j| meta(&j.state, META_APP).is_some_and(|name| app.is_none_or(|a| a == name)))
+        .collect();
+    let mut runs: Vec<Run> = vec![];
+    for j in app_jobs
+        .iter()
+        .filter(|j| meta(&j.state, META_RUN).is_none())
+    {
+        let root = job_id_of(&j.state);
+        let mut chain: Vec<Versioned<Job>> = vec![j.clone()];
+        let mut later: Vec<&Versioned<Job>> = app_jobs
+            .iter()
+            .filter(|x| meta(&x.state, META_RUN) == Some(root.as_str()))
+            .collect();
+        later.sort_by_key(|x| x.state.created_at);
+        chain.extend(later.into_iter().cloned());
+        runs.push(Run { jobs: chain });
+    }
     let mut rows = vec![];
     let mut values = vec![];
-    for j in &jobs {
-        let s = &j.state;
-        let Some(name) = meta(s, META_APP) else {
-            continue;
-        };
-        if app.is_some_and(|a| a != name) {
-            continue;
-        }
-        let id = s
-            .spec
-            .as_ref()
-            .map(|x| x.id.to_string())
-            .unwrap_or_default();
-        let version = meta(s, META_VERSION).unwrap_or("");
-        let status = RunStatus::of(s);
+    for run in &runs {
+        let root = run.root();
+        let name = meta(root, META_APP).unwrap_or("");
+        let version = meta(root, META_VERSION).unwrap_or("");
         rows.push(vec![
-            id.clone(),
+            run.id(),
             format!("{name} {version}"),
-            super::output::word(&status),
-            format!("{}%", percent_complete(s)),
-            super::output::opt(&s.created_at),
+            super::output::word(&run.status()),
+            format!("{}%", run.percent()),
+            super::output::opt(&root.created_at),
         ]);
         values.push(json!({
-            "job": id, "app": name, "version": version, "status": status,
-            "percent_complete": percent_complete(s), "created_at": s.created_at,
+            "job": run.id(), "app": name, "version": version, "status": run.status(),
+            "percent_complete": run.percent(), "created_at": root.created_at,
+            "reprocessed": run.jobs.len() - 1,
         }));
     }
     let text = if rows.is_empty() {
@@ -249,13 +329,14 @@ pub(super) async fn list(client: &Client, app: Option<&str>) -> Result<Rendered,
     Ok(Some((json!({ "runs": values }), text)))
 }
 
-fn show_view(job: &Job, blobs: &[BlobMeta]) -> (Value, String) {
+fn show_view(run: &Run, blobs: &[BlobMeta]) -> (Value, String) {
+    let job = run.root();
     let id = job
         .spec
         .as_ref()
         .map(|s| s.id.to_string())
         .unwrap_or_default();
-    let status = RunStatus::of(job);
+    let status = run.status();
     let params: Vec<(String, String)> = job
         .spec
         .iter()
@@ -289,10 +370,17 @@ fn show_view(job: &Job, blobs: &[BlobMeta]) -> (Value, String) {
         meta(job, META_APP).unwrap_or(""),
         meta(job, META_VERSION).unwrap_or(""),
         super::output::word(&status),
-        percent_complete(job),
+        run.percent(),
     );
-    text.push_str(&format!("{}\n", progress_line(job)));
-    if let Some(reason) = &job.completion_reason {
+    text.push_str(&format!("{}\n", progress_line(run)));
+    for j in &run.jobs[1..] {
+        text.push_str(&format!(
+            "reprocessed as {}: {}\n",
+            job_id_of(&j.state),
+            super::output::word(&RunStatus::of(&j.state))
+        ));
+    }
+    if let Some(reason) = &run.latest().completion_reason {
         text.push_str(&format!("ended: {reason}\n"));
     }
     if !params.is_empty() {
@@ -338,16 +426,17 @@ fn show_view(job: &Job, blobs: &[BlobMeta]) -> (Value, String) {
         "app": meta(job, META_APP),
         "version": meta(job, META_VERSION),
         "status": status,
-        "percent_complete": percent_complete(job),
+        "percent_complete": run.percent(),
         "tasks": job.tasks_added,
         "task_counts": {
-            "queued": job.count(TaskBucket::Active),
-            "running": job.count(TaskBucket::Running),
-            "succeeded": job.count(TaskBucket::Succeeded),
-            "failed": job.count(TaskBucket::Failed),
+            "queued": run.count(TaskBucket::Active),
+            "running": run.count(TaskBucket::Running),
+            "succeeded": run.count(TaskBucket::Succeeded),
+            "failed": run.count(TaskBucket::Failed),
         },
+        "jobs": run.jobs.iter().map(|j| job_id_of(&j.state)).collect::<Vec<_>>(),
         "parameters": params.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<_, _>>(),
-        "completion_reason": job.completion_reason,
+        "completion_reason": run.latest().completion_reason,
         "result": files(&result),
         "preview": files(&preview),
         "outputs": files(&outputs),

@@ -391,6 +391,12 @@ pub fn parse(text: &str) -> Result<AppDefinition, Vec<Problem>> {
     };
     let merge = raw.merge.map(|m| {
         let span = m.span();
+        if matches!(split, Split::Splitter { .. }) {
+            c.at(
+                span.clone(),
+                "a splitter adds its tasks, and so its merge too (a task that depends on them); an app with a splitter declares no [merge]",
+            );
+        }
         let m = m.into_inner();
         let known = placeholders(&parameters, &Split::Single, true);
         check_command(&mut c, &m.command, &known);

@@ -259,13 +259,6 @@ impl RunStatus {
     }
 }
 
-/// Percent of a run's tasks that have ended.
-pub fn percent_complete(job: &crate::domain::job::Job) -> u32 {
-    use crate::domain::job::TaskBucket;
-    let done = job.count(TaskBucket::Succeeded) + job.count(TaskBucket::Failed);
-    (done * 100).checked_div(job.tasks_added).unwrap_or(0) as u32
-}
-
 /// The environment variable naming the directory of an app version's
 /// package on a node.
 pub fn package_env(def: &AppDefinition) -> String {
