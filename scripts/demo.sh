@@ -6,4 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 data_dir="${LOTE_DATA_DIR:-$(mktemp -d -t lote-demo.XXXXXX)}"
-cargo run --release --quiet -- demo --data-dir "$data_dir" "$@"
+# Both binaries: lote, and the example app's program (mandelzoom), which
+# the demo publishes as an app in its second half.
+cargo build --release --quiet --bins
+cargo run --release --quiet --bin lote -- demo --data-dir "$data_dir" "$@"

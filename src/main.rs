@@ -134,8 +134,9 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Run the demo workload in-process on a local data directory: an
-    /// account, a pool of two nodes, a job of frames, retries; then replay
-    /// the log and audit one task.
+    /// account, a pool of two nodes, a job of frames, retries; then the
+    /// example app (mandelzoom) published and run on a pool of its own;
+    /// then replay the log and audit one task.
     ///
     /// Example: lote demo --data-dir /tmp/lote-demo --tasks 500
     Demo {
@@ -382,7 +383,7 @@ fn run(command: Command) -> Result<ExitCode, Fail> {
             stay,
         } => {
             println!(
-                "lote demo: data directory {}; an in-process server, a local pool of 2 nodes (2 agent processes), a job of {tasks} frames",
+                "lote demo: data directory {}; an in-process server, a local pool of 2 nodes (2 agent processes), a job of {tasks} frames, then an app",
                 data_dir.display()
             );
             let summary = lote::demo::run(&data_dir, tasks, durability, stay)?;
@@ -403,6 +404,20 @@ fn run(command: Command) -> Result<ExitCode, Fail> {
                 summary.outputs_downloaded,
                 summary.outputs.display()
             );
+            if let Some(app) = &summary.app_run {
+                println!(
+                    "job/{}/{}: app {} run {}: {} tasks (one per 8 frames, then the merge) on a pool made for it and deleted after ({:.1}s); the animation {} ({} bytes) and its preview {} downloaded",
+                    summary.account,
+                    app.job,
+                    app.app,
+                    app.status,
+                    app.tasks,
+                    app.elapsed_secs,
+                    app.result.display(),
+                    app.result_bytes,
+                    app.preview.display()
+                );
+            }
             let store = EventStore::open_read_only(&data_dir).map_err(|e| e.to_string())?;
             let report = replay(&store).map_err(|e| e.to_string())?;
             print_replay(&report);

@@ -1164,6 +1164,74 @@ fn job_preparation_and_release_rules() {
 }
 
 #[test]
+fn app_versions_and_rejections() {
+    use lote::domain::app::{definition, App, AppCommand, AppEvent};
+    let def = |version: &str| {
+        Box::new(
+            definition::parse(&format!(
+                "name = \"zoom\"\nversion = \"{version}\"\n[[stages]]\ncommand = \"true\"\n"
+            ))
+            .unwrap(),
+        )
+    };
+    let publish = |version: &str, make_default| AppCommand::Publish {
+        account: acme(),
+        definition: def(version),
+        make_default,
+    };
+    let a: App = given(&[]);
+    then_rejected(
+        &a,
+        AppCommand::SetDefault {
+            version: "1".into(),
+        },
+        &ctx(user()),
+        RejectionCode::AppNotFound,
+    );
+    // Another account's principal cannot publish into acme.
+    let other = Principal::Account {
+        account: lote::types::AccountName::new("other").unwrap(),
+    };
+    then_rejected(
+        &a,
+        publish("1", false),
+        &ctx(other),
+        RejectionCode::AppNotFound,
+    );
+    let (events, a) = then_ok(&a, publish("1", false), &ctx(user()));
+    // The first version is the default.
+    assert!(matches!(events[1], AppEvent::AppDefaultVersionSet { .. }));
+    then_rejected(
+        &a,
+        publish("1", true),
+        &ctx(user()),
+        RejectionCode::AppVersionExists,
+    );
+    let (events, a) = then_ok(&a, publish("2", false), &ctx(user()));
+    assert_eq!(
+        events.len(),
+        1,
+        "a later version is not the default unless asked"
+    );
+    then_rejected(
+        &a,
+        AppCommand::SetDefault {
+            version: "3".into(),
+        },
+        &ctx(user()),
+        RejectionCode::AppNotFound,
+    );
+    let (_, a) = then_ok(
+        &a,
+        AppCommand::SetDefault {
+            version: "2".into(),
+        },
+        &ctx(user()),
+    );
+    assert_eq!(a.resolve(None).unwrap().version, "2");
+}
+
+#[test]
 fn zz_every_decide_rejection_is_covered() {
     // Run the others first (names sort; tests in one binary share SEEN).
     account_lifecycle_and_rejections();
@@ -1175,6 +1243,7 @@ fn zz_every_decide_rejection_is_covered() {
     schedule_lifecycle_and_rejections();
     task_dependency_rules();
     job_preparation_and_release_rules();
+    app_versions_and_rejections();
     let seen: HashSet<RejectionCode> = SEEN.lock().unwrap().iter().copied().collect();
     // TooBusy comes from the actor layer's bounded conflict retries, not
     // from decide; the blob store's and the files API's codes come from
@@ -1192,6 +1261,10 @@ fn zz_every_decide_rejection_is_covered() {
         RejectionCode::FileNotFound,
         RejectionCode::PoolInUse,
         RejectionCode::AccountNotEmpty,
+        // A definition and a run are checked by the server before any
+        // command (tests/apps.rs).
+        RejectionCode::InvalidAppDefinition,
+        RejectionCode::InvalidAppParameters,
     ];
     let missing: Vec<_> = RejectionCode::ALL
         .iter()

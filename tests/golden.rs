@@ -814,7 +814,7 @@ preview = "preview.png"
             &app,
             AppCommand::Publish {
                 account: acme(),
-                definition: def,
+                definition: Box::new(def),
                 make_default,
             },
             ctx(user()),

@@ -75,6 +75,16 @@ fn demo_then_replay_and_audit_from_the_log() {
         lote::blob::hex(&sha2::Sha256::digest(&input))
     );
     assert!(out.contains("no mismatch"), "{out}");
+    // Figure 5: the example app's run, merged into an animation with a
+    // preview.
+    assert!(
+        out.contains("app mandelzoom 1.0 run succeeded: 7 tasks"),
+        "{out}"
+    );
+    for png in ["zoom.png", "preview.png"] {
+        let bytes = std::fs::read(data.join("results-app").join(png)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{png}");
+    }
 
     // Replay on a copy of the directory, as an auditor would.
     let copy = dir.path().join("copy");
@@ -83,10 +93,13 @@ fn demo_then_replay_and_audit_from_the_log() {
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["mismatches"].as_array().unwrap().len(), 0);
-    assert_eq!(report["entities"]["task"]["completed"], 60);
-    assert_eq!(report["entities"]["job"]["completed"], 1);
-    // The demo deletes its pool at the end: both nodes were removed.
-    assert_eq!(report["entities"]["node"]["removed"], 2);
+    // The frames, then the app's run: 6 render tasks and the merge.
+    assert_eq!(report["entities"]["task"]["completed"], 67);
+    assert_eq!(report["entities"]["job"]["completed"], 2);
+    assert_eq!(report["entities"]["app"]["published"], 1);
+    // The demo deletes its pool at the end, and the run's pool goes with
+    // its run: the 2 nodes of each were removed.
+    assert_eq!(report["entities"]["node"]["removed"], 4);
     assert!(report["events"].as_u64().unwrap() > 60 * 4);
     assert!(
         report["snapshots_checked"].as_u64().unwrap() >= 1,

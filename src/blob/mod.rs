@@ -11,6 +11,7 @@
 //! visible under the blob's name until [`BlobWriter::commit`] checked the
 //! SHA-256 the uploader computed. A dropped writer leaves nothing behind.
 
+pub mod app_files;
 pub mod local;
 pub mod names;
 pub mod packages;

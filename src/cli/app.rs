@@ -11,10 +11,9 @@ use super::app_jobs::{self, AppJobCmd};
 use super::output::{from_transfer, opt, refused, table, Progress};
 use super::Rendered;
 use lote::api::{Request, Response};
-use lote::blob::packages;
-use lote::blob::transfer;
+use lote::blob::app_files;
 use lote::client::{Client, ClientError};
-use lote::domain::app::definition::{self, AppDefinition, ParamKind, Split};
+use lote::domain::app::definition::{AppDefinition, ParamKind, Split};
 use lote::domain::app::submit::AppInput;
 use lote::domain::app::{App, INPUTS_CONTAINER};
 use lote::domain::job::AutoPool;
@@ -147,6 +146,14 @@ pub(super) fn auto_pool_arg(text: &str) -> Result<AutoPool, ClientError> {
     Ok(AutoPool { pool, keep_alive })
 }
 
+/// A job's pool: the one named, or (with an auto pool) the job's own id,
+/// which the server also gives the pool.
+pub(super) fn pool_or_own(pool: Option<PoolId>, job: &JobId) -> PoolId {
+    pool.unwrap_or_else(|| {
+        PoolId::new(job.as_str()).unwrap_or_else(|_| PoolId::new("auto").expect("a valid id"))
+    })
+}
+
 pub(super) async fn run(cmd: AppCmd, client: &Client) -> Result<Rendered, ClientError> {
     match cmd {
         AppCmd::Publish { path, default } => publish(client, &path, default).await,
@@ -225,88 +232,14 @@ pub(super) async fn run(cmd: AppCmd, client: &Client) -> Result<Rendered, Client
     }
 }
 
-/// The definition's text and the package to upload: a directory is
-/// zipped (into a temporary file, removed after), a zip is sent as is.
-fn package_of(path: &Path) -> Result<(String, PathBuf, bool), ClientError> {
-    let max = definition::DEFINITION_BYTES_MAX as u64;
-    if path.is_dir() {
-        let toml = path.join("app.toml");
-        let text = std::fs::read_to_string(&toml)
-            .map_err(|e| refused(format!("cannot read {}: {e}", toml.display())))?;
-        let zip =
-            std::env::temp_dir().join(format!("lote-app-{}.zip", lote::clock::new_uuid().simple()));
-        packages::zip_dir(path, &zip).map_err(refused)?;
-        return Ok((text, zip, true));
-    }
-    let text = packages::read_entry(path, "app.toml", max)
-        .map_err(refused)?
-        .ok_or_else(|| {
-            refused(format!(
-                "{} has no app.toml at its top; an app's definition goes beside its program",
-                path.display()
-            ))
-        })?;
-    Ok((text, path.to_path_buf(), false))
-}
-
 async fn publish(client: &Client, path: &Path, default: bool) -> Result<Rendered, ClientError> {
-    let (text, zip, temporary) = package_of(path)?;
-    let result = publish_zip(client, &text, &zip, default).await;
-    if temporary {
-        let _ = std::fs::remove_file(&zip);
-    }
-    result
-}
-
-async fn publish_zip(
-    client: &Client,
-    text: &str,
-    zip: &Path,
-    default: bool,
-) -> Result<Rendered, ClientError> {
-    // Checked here first, so a bad definition costs no upload; the server
-    // checks again.
-    let def = definition::parse(text).map_err(|p| refused(definition::problems_text(&p)))?;
-    if let Ok(Response::App(app)) = client
-        .call(&Request::ShowApp {
-            app: def.name.clone(),
-        })
-        .await
-    {
-        if app.state.resolve(Some(&def.version)).is_ok() {
-            return Err(refused(format!(
-                "{} {} is published already; a version never changes, so raise `version` in app.toml",
-                def.name, def.version
-            )));
-        }
-    }
-    let mut bar = Progress::new(format!("{} {}", def.name, def.version));
-    transfer::upload_file(
-        client,
-        Request::BeginPackageUpload {
-            id: def.name.clone(),
-            version: def.version.clone(),
-        },
-        zip,
-        |d, t| bar.update(d, t),
-    )
-    .await
-    .map_err(from_transfer)?;
+    let mut bar = Progress::new(path.display().to_string());
+    let published = app_files::publish(client, path, default, |d, t| bar.update(d, t)).await;
     bar.finish();
-    client
-        .call(&Request::PublishApp {
-            definition: text.to_string(),
-            make_default: default,
-        })
-        .await?;
-    if default {
-        client
-            .call(&Request::SetDefaultPackageVersion {
-                id: def.name.clone(),
-                version: def.version.clone(),
-            })
-            .await?;
-    }
+    let def = published.map_err(|e| match e {
+        app_files::PublishError::Refused(why) => refused(why),
+        app_files::PublishError::Transfer(t) => from_transfer(t),
+    })?;
     Ok(Some((
         json!({ "app": def.name, "version": def.version }),
         format!(
@@ -356,18 +289,27 @@ async fn prepare_inputs(
     let mut inputs: Vec<AppInput> = vec![];
     let mut counts = (0, 0);
     for path in paths {
-        let name = file_name(&path)?;
-        let (_, sha) = transfer::file_sha256(&path).await.map_err(from_transfer)?;
-        match transfer::stat(client, INPUTS_CONTAINER, &sha).await {
-            Ok(meta) if meta.sha256 == sha => counts.1 += 1,
-            // Two files of this run with the same content: sent once.
-            _ if inputs.iter().any(|i| i.sha256 == sha) => counts.1 += 1,
-            _ => {
-                super::blob::upload_one(client, INPUTS_CONTAINER, &sha, &path).await?;
-                counts.0 += 1;
-            }
+        let file = &path;
+        let (input, sent) = app_files::input(client, &path, &inputs, |sha| async move {
+            let mut bar = Progress::new(file.display().to_string());
+            let begin = Request::BeginUpload {
+                container: INPUTS_CONTAINER.into(),
+                name: sha,
+            };
+            let sent =
+                lote::blob::transfer::upload_file(client, begin, file, |d, t| bar.update(d, t))
+                    .await;
+            bar.finish();
+            sent.map(|_| ())
+        })
+        .await
+        .map_err(from_transfer)?;
+        if sent {
+            counts.0 += 1;
+        } else {
+            counts.1 += 1;
         }
-        inputs.push(AppInput { name, sha256: sha });
+        inputs.push(input);
     }
     Ok((pairs, inputs, counts))
 }

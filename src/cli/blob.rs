@@ -94,7 +94,7 @@ fn files_under(root: &Path) -> Result<Vec<(String, PathBuf)>, ClientError> {
     Ok(out)
 }
 
-pub(super) async fn upload_one(
+async fn upload_one(
     client: &Client,
     container: &str,
     name: &str,

@@ -61,11 +61,18 @@ pub enum JobCmd {
     ///   lote job create split --pool render --job-manager './split.sh input.csv' --job-manager-keeps-job --on-all-tasks-complete terminate-job
     ///   lote job create dag --pool render --dependencies --on-all-tasks-complete terminate-job
     ///   lote job create frames --pool render --prep 'cp -r /srv/assets .' --release 'echo done >> /var/tmp/frames.log'
+    ///   lote job create burst --auto-pool nodes=4,slots=2 --on-all-tasks-complete terminate-job
     #[command(verbatim_doc_comment)]
     Create {
         id: JobId,
-        #[arg(long)]
-        pool: PoolId,
+        /// The pool to run on...
+        #[arg(long, required_unless_present = "auto_pool")]
+        pool: Option<PoolId>,
+        /// ...or a pool made for this job alone, under the job's id, and
+        /// deleted when the job ends:
+        /// nodes=N,slots=S[,cores=C,memory-mib=M,keep-alive].
+        #[arg(long, conflicts_with = "pool", value_name = "nodes=N,slots=S")]
+        auto_pool: Option<String>,
         #[arg(long, default_value = "")]
         display_name: String,
         /// -1000 (lowest) to 1000 (highest).
@@ -140,6 +147,7 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
         JobCmd::Create {
             id,
             pool,
+            auto_pool,
             display_name,
             priority,
             max_task_retries,
@@ -178,7 +186,16 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
                 dependencies: dependencies.spec(),
                 preparation: prep.specs().0,
                 release: prep.specs().1,
-                ..JobSpec::on_pool(id, placeholder_account(), pool)
+                auto_pool: auto_pool
+                    .as_deref()
+                    .map(super::app::auto_pool_arg)
+                    .transpose()?
+                    .map(Box::new),
+                ..JobSpec::on_pool(
+                    id.clone(),
+                    placeholder_account(),
+                    super::app::pool_or_own(pool, &id),
+                )
             };
             call(Request::CreateJob { spec, request_id }).await?
         }

@@ -15,9 +15,13 @@ use lote::types::{JobId, PoolId, Timestamp};
 #[derive(clap::Args, Debug, Clone)]
 pub struct ScheduleArgs {
     pub id: JobId,
-    /// The pool every job runs on.
-    #[arg(long)]
-    pool: PoolId,
+    /// The pool every job runs on...
+    #[arg(long, required_unless_present = "auto_pool")]
+    pool: Option<PoolId>,
+    /// ...or a pool made for each run's job, under its id, and deleted
+    /// when it ends: nodes=N,slots=S[,cores=C,memory-mib=M,keep-alive].
+    #[arg(long, conflicts_with = "pool", value_name = "nodes=N,slots=S")]
+    auto_pool: Option<String>,
     /// A run every DURATION (90s, 15m, 2h, 1d) from --not-before or now.
     #[arg(
         long,
@@ -102,6 +106,14 @@ impl ScheduleArgs {
             Some(path) => super::task::read_task_lines(path)?,
             None => Vec::new(),
         };
+        let auto_pool = self
+            .auto_pool
+            .as_deref()
+            .map(super::app::auto_pool_arg)
+            .transpose()?
+            .map(Box::new);
+        // With an auto pool, each run's job takes its own id as its pool's.
+        let pool = super::app::pool_or_own(self.pool.clone(), &self.id);
         Ok(ScheduleSpec {
             id: self.id.clone(),
             // The server puts the caller's account in.
@@ -124,7 +136,8 @@ impl ScheduleArgs {
                 release: self.prep.specs().1,
                 common_env,
                 metadata,
-                ..JobSpec::on_pool(self.id.clone(), placeholder_account(), self.pool.clone())
+                auto_pool,
+                ..JobSpec::on_pool(self.id.clone(), placeholder_account(), pool)
             },
             tasks,
         })

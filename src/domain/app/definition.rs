@@ -544,7 +544,7 @@ fn parameters(c: &mut Checker, raw: BTreeMap<String, Spanned<RawParam>>) -> Vec<
             description: p.description,
         };
         if let Some(d) = &param.default {
-            if let Err(why) = super::submit::check_value(&param, d) {
+            if let Err(why) = check_value(&param, d) {
                 c.at(
                     span.clone(),
                     format!("parameter {name}: default {d:?} {why}"),
@@ -554,6 +554,59 @@ fn parameters(c: &mut Checker, raw: BTreeMap<String, Spanned<RawParam>>) -> Vec<
         out.push(param);
     }
     out
+}
+
+/// Whether `value` is a valid value of `param`; the reason if not.
+pub fn check_value(param: &Parameter, value: &str) -> Result<(), String> {
+    match &param.kind {
+        ParamKind::Integer { min, max } => {
+            let v: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| "is not an integer".to_string())?;
+            bounds(v as f64, min.map(|m| m as f64), max.map(|m| m as f64))
+        }
+        ParamKind::Number { min, max } => {
+            let v: f64 = value
+                .trim()
+                .parse()
+                .map_err(|_| "is not a number".to_string())?;
+            if !v.is_finite() {
+                return Err("is not a finite number".into());
+            }
+            bounds(v, *min, *max)
+        }
+        ParamKind::String { max_len } => {
+            let max = max_len.map_or(STRING_VALUE_MAX, |m| (m as usize).min(STRING_VALUE_MAX));
+            if value.len() > max {
+                Err(format!("is {} bytes; at most {max}", value.len()))
+            } else if value.contains('\0') {
+                Err("contains a NUL byte".into())
+            } else {
+                Ok(())
+            }
+        }
+        ParamKind::Boolean => match value {
+            "true" | "false" => Ok(()),
+            _ => Err("is not true or false".into()),
+        },
+        ParamKind::Choice { choices } => {
+            if choices.iter().any(|c| c == value) {
+                Ok(())
+            } else {
+                Err(format!("is not one of {}", choices.join(", ")))
+            }
+        }
+        ParamKind::File => Ok(()),
+    }
+}
+
+fn bounds(v: f64, min: Option<f64>, max: Option<f64>) -> Result<(), String> {
+    match (min, max) {
+        (Some(lo), _) if v < lo => Err(format!("is below the minimum {lo}")),
+        (_, Some(hi)) if v > hi => Err(format!("is above the maximum {hi}")),
+        _ => Ok(()),
+    }
 }
 
 /// Names placeholders use for themselves.
@@ -720,7 +773,7 @@ fn check_command(c: &mut Checker, command: &Spanned<String>, known: &[String]) {
         return;
     }
     for name in placeholder_names(command.get_ref()) {
-        if !known.iter().any(|k| *k == name) {
+        if !known.contains(&name) {
             c.at(
                 command.span(),
                 format!(

@@ -35,7 +35,7 @@ pub const VERSIONS_MAX: usize = 1000;
 pub enum AppCommand {
     Publish {
         account: AccountName,
-        definition: AppDefinition,
+        definition: Box<AppDefinition>,
         make_default: bool,
     },
     SetDefault {
@@ -47,7 +47,9 @@ pub enum AppCommand {
 pub enum AppEvent {
     AppVersionPublished {
         account: AccountName,
-        definition: AppDefinition,
+        // Boxed: a definition is large beside the other variant (the
+        // encoding is the same as unboxed).
+        definition: Box<AppDefinition>,
         at: Timestamp,
     },
     AppDefaultVersionSet {
@@ -187,7 +189,7 @@ impl Aggregate for App {
             } => {
                 self.account = Some(account.clone());
                 self.versions.push(AppVersion {
-                    definition: definition.clone(),
+                    definition: (**definition).clone(),
                     published_at: *at,
                 });
             }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::definition::{AppDefinition, OutputKind, ParamKind, Parameter, Split, STRING_VALUE_MAX};
+use super::definition::{check_value, AppDefinition, OutputKind, ParamKind, Split};
 use super::{INPUTS_CONTAINER, JOBS_CONTAINER};
 use crate::domain::job::{JobDependencies, JobSpec, OnAllTasksComplete, OnTaskFailure};
 use crate::domain::job_prep::MetadataItem;
@@ -70,59 +70,6 @@ pub fn reprocess_tasks(failed: Vec<TaskSpec>) -> Vec<TaskSpec> {
     // Parents first, as they were added.
     out.sort_by_key(|t| crate::domain::task_spec::numeric_id(t.id.as_str()).unwrap_or(u64::MAX));
     out
-}
-
-/// Whether `value` is a valid value of `param`; the reason if not.
-pub fn check_value(param: &Parameter, value: &str) -> Result<(), String> {
-    match &param.kind {
-        ParamKind::Integer { min, max } => {
-            let v: i64 = value
-                .trim()
-                .parse()
-                .map_err(|_| "is not an integer".to_string())?;
-            bounds(v as f64, min.map(|m| m as f64), max.map(|m| m as f64))
-        }
-        ParamKind::Number { min, max } => {
-            let v: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| "is not a number".to_string())?;
-            if !v.is_finite() {
-                return Err("is not a finite number".into());
-            }
-            bounds(v, *min, *max)
-        }
-        ParamKind::String { max_len } => {
-            let max = max_len.map_or(STRING_VALUE_MAX, |m| (m as usize).min(STRING_VALUE_MAX));
-            if value.len() > max {
-                Err(format!("is {} bytes; at most {max}", value.len()))
-            } else if value.contains('\0') {
-                Err("contains a NUL byte".into())
-            } else {
-                Ok(())
-            }
-        }
-        ParamKind::Boolean => match value {
-            "true" | "false" => Ok(()),
-            _ => Err("is not true or false".into()),
-        },
-        ParamKind::Choice { choices } => {
-            if choices.iter().any(|c| c == value) {
-                Ok(())
-            } else {
-                Err(format!("is not one of {}", choices.join(", ")))
-            }
-        }
-        ParamKind::File => Ok(()),
-    }
-}
-
-fn bounds(v: f64, min: Option<f64>, max: Option<f64>) -> Result<(), String> {
-    match (min, max) {
-        (Some(lo), _) if v < lo => Err(format!("is below the minimum {lo}")),
-        (_, Some(hi)) if v > hi => Err(format!("is above the maximum {hi}")),
-        _ => Ok(()),
-    }
 }
 
 /// Every parameter's value (given or default), or every problem of the
@@ -317,168 +264,24 @@ pub fn expand(
     values: &BTreeMap<String, String>,
     target: RunTarget<'_>,
 ) -> Result<Expansion, Vec<String>> {
-    let input = |i: &AppInput| ResourceFile {
-        source: ResourceSource::Blob {
-            container: INPUTS_CONTAINER.into(),
-            name: i.sha256.to_lowercase(),
+    let b = Builder {
+        def,
+        values,
+        app_dir: format!("\"${}\"", super::package_env(def)),
+        package: PackageRef {
+            id: def.name.clone(),
+            version: Some(def.version.clone()),
         },
-        path: i.name.clone(),
-        mode: None,
+        target,
     };
-    let (items, shared): (Vec<Item>, Vec<ResourceFile>) = match &def.split {
-        Split::Single | Split::Splitter { .. } => (
-            vec![Item {
-                index: 1,
-                label: String::new(),
-                values: vec![],
-                own: vec![],
-            }],
-            target.inputs.iter().map(input).collect(),
-        ),
-        Split::Range { from, to, chunk } => {
-            let (a, b) = (int(values, from).unwrap_or(0), int(values, to).unwrap_or(0));
-            let mut items = vec![];
-            let mut start = a as i128;
-            let mut index = 1;
-            while start <= b as i128 {
-                let end = (start + *chunk as i128 - 1).min(b as i128);
-                items.push(Item {
-                    index,
-                    label: format!("{from} {start}-{end}"),
-                    values: vec![
-                        ("range.from", start.to_string()),
-                        ("range.to", end.to_string()),
-                    ],
-                    own: vec![],
-                });
-                index += 1;
-                start = end + 1;
-            }
-            (items, target.inputs.iter().map(input).collect())
-        }
-        Split::Files { pattern } => {
-            let own = matching(target.inputs, pattern);
-            let items = own
-                .iter()
-                .zip(1..)
-                .map(|(i, index)| Item {
-                    index,
-                    label: i.name.clone(),
-                    values: vec![("file", i.name.clone())],
-                    own: vec![input(i)],
-                })
-                .collect();
-            let shared = target
-                .inputs
-                .iter()
-                .filter(|i| !own.iter().any(|o| o.name == i.name))
-                .map(input)
-                .collect();
-            (items, shared)
-        }
-        Split::Lines { .. } => {
-            let lines = target.lines.clone().unwrap_or_default();
-            if lines.is_empty() {
-                return Err(vec![
-                    "the lines file has no non-empty line: no task to run".into()
-                ]);
-            }
-            let items: Vec<Item> = lines
-                .into_iter()
-                .zip(1..)
-                .map(|(line, index)| Item {
-                    index,
-                    label: format!("line {index}"),
-                    values: vec![("line", line)],
-                    own: vec![],
-                })
-                .collect();
-            let mut problems = vec![];
-            check_count(def, items.len() as u128, &mut problems);
-            if !problems.is_empty() {
-                return Err(problems);
-            }
-            (items, target.inputs.iter().map(input).collect())
-        }
-    };
-    let package = PackageRef {
-        id: def.name.clone(),
-        version: Some(def.version.clone()),
-    };
-    let app_dir = format!("\"${}\"", super::package_env(def));
-    let fill = |command: &str, task: &str, item: &Item| {
-        super::definition::each_placeholder(command, |name| match name {
-            "app" => app_dir.clone(),
-            "index" => item.index.to_string(),
-            "task" => task.to_string(),
-            "job" => quote(target.job.as_str()),
-            other => item
-                .values
-                .iter()
-                .find(|(k, _)| *k == other)
-                .map(|(_, v)| quote(v))
-                .or_else(|| values.get(other).map(|v| quote(v)))
-                .unwrap_or_default(),
-        })
-    };
+    let (items, shared) = b.items()?;
     let mut tasks: Vec<TaskSpec> = vec![];
     let mut previous: Option<TaskIdRange> = None;
     for stage in &def.stages {
         let first = tasks.len() as u64 + 1;
-        let stage_items: Vec<&Item> = if stage.single {
-            items.iter().take(1).collect()
-        } else {
-            items.iter().collect()
-        };
-        for item in stage_items {
-            let id = (tasks.len() + 1).to_string();
-            let mut t = TaskSpec::simple(
-                TaskId::new(id.clone()).map_err(|e| vec![e.to_string()])?,
-                CommandLine::Shell(fill(&stage.command, &id, item)),
-            );
-            t.display_name = if stage.single || item.label.is_empty() {
-                stage.name.clone()
-            } else {
-                format!("{} {}", stage.name, item.label)
-            };
-            t.display_name.truncate(1024);
-            if !stage.single {
-                t.resource_files = item.own.clone();
-            }
-            if previous.is_some() {
-                t.resource_files.push(ResourceFile {
-                    source: ResourceSource::BlobPrefix {
-                        container: JOBS_CONTAINER.into(),
-                        prefix: output_prefix(target.job, OutputKind::Intermediate, &id),
-                    },
-                    path: "intermediate".into(),
-                    mode: None,
-                });
-            }
-            t.output_files = stage
-                .outputs
-                .iter()
-                .map(|o| OutputFile {
-                    pattern: o.pattern.clone(),
-                    container: JOBS_CONTAINER.into(),
-                    path_prefix: output_prefix(target.job, o.kind, &id),
-                    upload_condition: if o.kind == OutputKind::Log {
-                        UploadCondition::Completion
-                    } else {
-                        UploadCondition::Success
-                    },
-                })
-                .collect();
-            t.output_files.extend(std_logs(target.job, &id));
-            t.required_slots = def.slots;
-            t.application_packages = vec![package.clone()];
-            if let Some(p) = previous {
-                t.depends_on = TaskDependencies {
-                    task_ids: vec![],
-                    ranges: vec![p],
-                };
-            }
-            t.exit_conditions = super::outcome_conditions(&def.outcomes);
+        let count = if stage.single { 1 } else { items.len() };
+        for item in items.iter().take(count) {
+            let t = b.stage_task(stage, item, tasks.len() + 1, previous)?;
             tasks.push(t);
         }
         previous = Some(TaskIdRange {
@@ -487,83 +290,266 @@ pub fn expand(
         });
     }
     if let Some(merge) = &def.merge {
-        let id = (tasks.len() + 1).to_string();
+        let t = b.merge_task(merge, tasks.len())?;
+        tasks.push(t);
+    }
+    let job = b.job_spec(shared, &items[0])?;
+    Ok(Expansion { job, tasks })
+}
+
+/// What every task of a run is made with.
+struct Builder<'a> {
+    def: &'a AppDefinition,
+    values: &'a BTreeMap<String, String>,
+    target: RunTarget<'a>,
+    package: PackageRef,
+    app_dir: String,
+}
+
+impl Builder<'_> {
+    fn input(i: &AppInput) -> ResourceFile {
+        ResourceFile {
+            source: ResourceSource::Blob {
+                container: INPUTS_CONTAINER.into(),
+                name: i.sha256.to_lowercase(),
+            },
+            path: i.name.clone(),
+            mode: None,
+        }
+    }
+
+    /// The split's items, and the inputs every task gets.
+    fn items(&self) -> Result<(Vec<Item>, Vec<ResourceFile>), Vec<String>> {
+        let all = || self.target.inputs.iter().map(Self::input).collect();
+        let item = |index, label, values, own| Item {
+            index,
+            label,
+            values,
+            own,
+        };
+        match &self.def.split {
+            Split::Single | Split::Splitter { .. } => {
+                Ok((vec![item(1, String::new(), vec![], vec![])], all()))
+            }
+            Split::Range { from, to, chunk } => {
+                let (a, b) = (
+                    int(self.values, from).unwrap_or(0) as i128,
+                    int(self.values, to).unwrap_or(0) as i128,
+                );
+                let mut items = vec![];
+                let mut start = a;
+                while start <= b {
+                    let end = (start + *chunk as i128 - 1).min(b);
+                    let values = vec![
+                        ("range.from", start.to_string()),
+                        ("range.to", end.to_string()),
+                    ];
+                    let label = format!("{from} {start}-{end}");
+                    items.push(item(items.len() as u64 + 1, label, values, vec![]));
+                    start = end + 1;
+                }
+                Ok((items, all()))
+            }
+            Split::Files { pattern } => {
+                let own = matching(self.target.inputs, pattern);
+                let items = own
+                    .iter()
+                    .zip(1..)
+                    .map(|(i, index)| {
+                        let values = vec![("file", i.name.clone())];
+                        item(index, i.name.clone(), values, vec![Self::input(i)])
+                    })
+                    .collect();
+                let shared = self
+                    .target
+                    .inputs
+                    .iter()
+                    .filter(|i| !own.iter().any(|o| o.name == i.name))
+                    .map(Self::input)
+                    .collect();
+                Ok((items, shared))
+            }
+            Split::Lines { .. } => {
+                let lines = self.target.lines.clone().unwrap_or_default();
+                if lines.is_empty() {
+                    return Err(vec![
+                        "the lines file has no non-empty line: no task to run".into()
+                    ]);
+                }
+                let mut problems = vec![];
+                check_count(self.def, lines.len() as u128, &mut problems);
+                if !problems.is_empty() {
+                    return Err(problems);
+                }
+                let items = lines
+                    .into_iter()
+                    .zip(1..)
+                    .map(|(line, index)| {
+                        item(index, format!("line {index}"), vec![("line", line)], vec![])
+                    })
+                    .collect();
+                Ok((items, all()))
+            }
+        }
+    }
+
+    /// A command with its placeholders filled, each value one shell word.
+    fn fill(&self, command: &str, task: &str, item: &Item) -> String {
+        super::definition::each_placeholder(command, |name| match name {
+            "app" => self.app_dir.clone(),
+            "index" => item.index.to_string(),
+            "task" => task.to_string(),
+            "job" => quote(self.target.job.as_str()),
+            other => item
+                .values
+                .iter()
+                .find(|(k, _)| *k == other)
+                .map(|(_, v)| quote(v))
+                .or_else(|| self.values.get(other).map(|v| quote(v)))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// A task with what every task of the run has: its package, slots,
+    /// outcomes and logs.
+    fn task(&self, id: &str, command: String, display: String) -> Result<TaskSpec, Vec<String>> {
+        let mut t = TaskSpec::simple(
+            TaskId::new(id).map_err(|e| vec![e.to_string()])?,
+            CommandLine::Shell(command),
+        );
+        t.display_name = display;
+        t.display_name.truncate(1024);
+        t.output_files = std_logs(self.target.job, id);
+        t.required_slots = self.def.slots;
+        t.application_packages = vec![self.package.clone()];
+        t.exit_conditions = super::outcome_conditions(&self.def.outcomes);
+        Ok(t)
+    }
+
+    fn stage_task(
+        &self,
+        stage: &super::definition::Stage,
+        item: &Item,
+        number: usize,
+        previous: Option<TaskIdRange>,
+    ) -> Result<TaskSpec, Vec<String>> {
+        let id = number.to_string();
+        let display = if stage.single || item.label.is_empty() {
+            stage.name.clone()
+        } else {
+            format!("{} {}", stage.name, item.label)
+        };
+        let mut t = self.task(&id, self.fill(&stage.command, &id, item), display)?;
+        if !stage.single {
+            t.resource_files = item.own.clone();
+        }
+        if let Some(p) = previous {
+            t.resource_files.push(ResourceFile {
+                source: ResourceSource::BlobPrefix {
+                    container: JOBS_CONTAINER.into(),
+                    prefix: output_prefix(self.target.job, OutputKind::Intermediate, &id),
+                },
+                path: "intermediate".into(),
+                mode: None,
+            });
+            t.depends_on = TaskDependencies {
+                task_ids: vec![],
+                ranges: vec![p],
+            };
+        }
+        let outputs = stage.outputs.iter().map(|o| OutputFile {
+            pattern: o.pattern.clone(),
+            container: JOBS_CONTAINER.into(),
+            path_prefix: output_prefix(self.target.job, o.kind, &id),
+            upload_condition: if o.kind == OutputKind::Log {
+                UploadCondition::Completion
+            } else {
+                UploadCondition::Success
+            },
+        });
+        t.output_files.splice(0..0, outputs);
+        Ok(t)
+    }
+
+    /// The merge: after tasks `1..=before`, with their outputs.
+    fn merge_task(
+        &self,
+        merge: &super::definition::Merge,
+        before: usize,
+    ) -> Result<TaskSpec, Vec<String>> {
+        let id = (before + 1).to_string();
         let item = Item {
             index: 1,
             label: String::new(),
             values: vec![],
             own: vec![],
         };
-        let mut t = TaskSpec::simple(
-            TaskId::new(id.clone()).map_err(|e| vec![e.to_string()])?,
-            CommandLine::Shell(fill(&merge.command, &id, &item)),
-        );
-        t.display_name = "merge".into();
+        let job = self.target.job;
+        let mut t = self.task(&id, self.fill(&merge.command, &id, &item), "merge".into())?;
         t.resource_files.push(ResourceFile {
             source: ResourceSource::BlobPrefix {
                 container: JOBS_CONTAINER.into(),
-                prefix: output_prefix(target.job, OutputKind::Output, &id),
+                prefix: output_prefix(job, OutputKind::Output, &id),
             },
             path: ".".into(),
             mode: None,
         });
-        let mut outputs = vec![(merge.output.clone(), result_prefix(target.job))];
+        let mut results = vec![(merge.output.clone(), result_prefix(job))];
         if let Some(p) = &merge.preview {
-            outputs.push((p.clone(), result_preview_prefix(target.job)));
+            results.push((p.clone(), result_preview_prefix(job)));
         }
-        t.output_files = outputs
-            .into_iter()
-            .map(|(pattern, prefix)| OutputFile {
-                pattern,
-                container: JOBS_CONTAINER.into(),
-                path_prefix: prefix,
-                upload_condition: UploadCondition::Success,
-            })
-            .collect();
-        t.output_files.extend(std_logs(target.job, &id));
-        t.required_slots = def.slots;
-        t.application_packages = vec![package.clone()];
-        if !tasks.is_empty() {
+        let results = results.into_iter().map(|(pattern, prefix)| OutputFile {
+            pattern,
+            container: JOBS_CONTAINER.into(),
+            path_prefix: prefix,
+            upload_condition: UploadCondition::Success,
+        });
+        t.output_files.splice(0..0, results);
+        if before > 0 {
             t.depends_on = TaskDependencies {
                 task_ids: vec![],
                 ranges: vec![TaskIdRange {
                     start: 1,
-                    end: tasks.len() as u64,
+                    end: before as u64,
                 }],
             };
         }
-        t.exit_conditions = super::outcome_conditions(&def.outcomes);
-        tasks.push(t);
+        Ok(t)
     }
-    let mut job = JobSpec::on_pool(
-        target.job.clone(),
-        target.account.clone(),
-        target.pool.clone(),
-    );
-    job.display_name = format!("{} {}", def.name, def.version);
-    job.max_task_retries = def.outcomes.max_retries;
-    job.on_all_tasks_complete = OnAllTasksComplete::TerminateJob;
-    job.on_task_failure = OnTaskFailure::NoAction;
-    job.dependencies = Some(JobDependencies {
-        on_failed_parent: DependencyAction::Cancel,
-    });
-    job.common_resource_files = shared;
-    job.metadata = metadata(def, values);
-    if let Split::Splitter { command } = &def.split {
-        let mut manager = TaskSpec::simple(
-            TaskId::new("splitter").map_err(|e| vec![e.to_string()])?,
-            CommandLine::Shell(fill(command, "splitter", &items[0])),
+
+    /// The run's job: ends when its tasks have; a failure cancels what
+    /// depends on it; a splitter is its manager.
+    fn job_spec(&self, shared: Vec<ResourceFile>, first: &Item) -> Result<JobSpec, Vec<String>> {
+        let (def, target) = (self.def, &self.target);
+        let mut job = JobSpec::on_pool(
+            target.job.clone(),
+            target.account.clone(),
+            target.pool.clone(),
         );
-        manager.display_name = "splitter".into();
-        manager.application_packages = vec![package];
-        manager.output_files = std_logs(target.job, "splitter");
-        job.job_manager = Some(Box::new(crate::domain::job::JobManager {
-            task: manager,
-            kill_job_on_completion: false,
-            run_exclusive: false,
-        }));
+        job.display_name = format!("{} {}", def.name, def.version);
+        job.max_task_retries = def.outcomes.max_retries;
+        job.on_all_tasks_complete = OnAllTasksComplete::TerminateJob;
+        job.on_task_failure = OnTaskFailure::NoAction;
+        job.dependencies = Some(JobDependencies {
+            on_failed_parent: DependencyAction::Cancel,
+        });
+        job.common_resource_files = shared;
+        job.metadata = metadata(def, self.values);
+        if let Split::Splitter { command } = &def.split {
+            let mut manager = self.task(
+                "splitter",
+                self.fill(command, "splitter", first),
+                "splitter".into(),
+            )?;
+            manager.exit_conditions = None;
+            job.job_manager = Some(Box::new(crate::domain::job::JobManager {
+                task: manager,
+                kill_job_on_completion: false,
+                run_exclusive: false,
+            }));
+        }
+        Ok(job)
     }
-    Ok(Expansion { job, tasks })
 }
 
 /// Every task's stdout and stderr, kept as its logs whatever its outcome.

@@ -303,7 +303,7 @@ fn versions_and_defaults() {
         app.decide(
             &AppCommand::Publish {
                 account: account.clone(),
-                definition: def.clone(),
+                definition: Box::new(def.clone()),
                 make_default,
             },
             &ctx,

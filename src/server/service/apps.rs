@@ -60,7 +60,7 @@ impl Service {
                 let stream = StreamId::app(account, &def.name);
                 let command = AppCommand::Publish {
                     account: account.clone(),
-                    definition: def,
+                    definition: Box::new(def),
                     make_default: *make_default,
                 };
                 let outcome = self.core.execute::<App>(&stream, command, ctx()).await?;

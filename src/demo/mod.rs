@@ -8,8 +8,13 @@
 //! it with `sha256sum`, and have their output uploaded to the blob store
 //! with a checksummed manifest; a progress bar; a summary; the results
 //! downloaded at the end. Every 17th frame fails on its first attempt to
-//! show retries. Then the pool is deleted (its agents stop) and the server
-//! shuts down.
+//! show retries. Then the pool is deleted (its agents stop). Then figure 5
+//! (`app.rs`): the example app published and run. Then the server shuts
+//! down.
+
+mod app;
+
+pub use app::AppRunSummary;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,6 +53,9 @@ pub struct DemoSummary {
     /// Output files recorded in the tasks' manifests.
     pub manifest_entries: usize,
     pub uploaded_bytes: u64,
+    /// Figure 5: the example app's run (None when its program was not
+    /// built).
+    pub app_run: Option<AppRunSummary>,
 }
 
 /// The program the tasks run, uploaded like any user's program.
@@ -81,7 +89,7 @@ fn generate_inputs(dir: &Path, tasks: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-fn bar(done: u64, total: u64, running: u64) -> String {
+pub(crate) fn bar(done: u64, total: u64, running: u64) -> String {
     const WIDTH: u64 = 30;
     let filled = (done * WIDTH).checked_div(total).unwrap_or(0);
     format!(
@@ -268,6 +276,9 @@ async fn drive(
         .await
         .map_err(err)?;
 
+    let data_dir = outputs.parent().unwrap_or(outputs);
+    let app_run = app::figure5(&client, &account, data_dir).await?;
+
     Ok(DemoSummary {
         account: account.to_string(),
         pool: format!("pool/{account}/{pool}"),
@@ -286,6 +297,7 @@ async fn drive(
         outputs_downloaded: results.len(),
         manifest_entries: manifests,
         uploaded_bytes,
+        app_run,
     })
 }
 
