@@ -738,3 +738,124 @@ splitter = "{app}/split.sh {lote} {parts}"
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_job_and_each_schedule_run_can_have_a_pool_of_its_own() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    // A job with its own pool: made with it, gone when it completes.
+    ok_json(
+        &server,
+        &key,
+        &[
+            "job",
+            "create",
+            "burst",
+            "--auto-pool",
+            "nodes=1,slots=2",
+            "--on-all-tasks-complete",
+            "terminate-job",
+        ],
+    );
+    let pools = list_pools(&client).await;
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0].state.spec.as_ref().unwrap().id.as_str(), "burst");
+    ok_json(&server, &key, &["task", "add", "burst", "t1", "--", "true"]);
+    wait_job(&client, "burst", Duration::from_secs(60)).await;
+    eventually(
+        Duration::from_secs(60),
+        "the job's pool is deleted",
+        || async {
+            match list_pools(&client).await.len() {
+                0 => Ok(()),
+                n => Err(format!("{n} pools")),
+            }
+        },
+    )
+    .await;
+    // A pool that is kept alive stays.
+    ok_json(
+        &server,
+        &key,
+        &[
+            "job",
+            "create",
+            "kept",
+            "--auto-pool",
+            "nodes=1,slots=1,keep-alive",
+            "--on-all-tasks-complete",
+            "terminate-job",
+        ],
+    );
+    ok_json(&server, &key, &["task", "add", "kept", "t1", "--", "true"]);
+    wait_job(&client, "kept", Duration::from_secs(60)).await;
+    // An auto pool takes its job's id: a pool of that name refuses it,
+    // and no job is made.
+    local_pool(&client, "shared", 0, 1).await;
+    let err = refused(
+        &server,
+        &key,
+        &["job", "create", "shared", "--auto-pool", "nodes=1,slots=1"],
+    );
+    assert!(err.contains("takes its job's id"), "{err}");
+    assert!(refused(&server, &key, &["job", "show", "shared"]).contains("JobNotFound"));
+
+    // Each run of a schedule makes its own pool, under its job's id.
+    let tasks = open_tempdir();
+    let file = tasks.path().join("t.jsonl");
+    std::fs::write(&file, "{\"id\": \"t1\", \"command\": \"true\"}\n").unwrap();
+    ok_json(
+        &server,
+        &key,
+        &[
+            "schedule",
+            "create",
+            "nightly",
+            "--once",
+            "--auto-pool",
+            "nodes=1,slots=1",
+            "--on-all-tasks-complete",
+            "terminate-job",
+            "--tasks-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the run's job completes",
+        || async {
+            match client
+                .call(&Request::ShowJob {
+                    job: JobId::new("nightly-job-1").unwrap(),
+                })
+                .await
+            {
+                Ok(Response::Job(j))
+                    if j.state.status == lote::domain::job::JobStatus::Completed =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "the run's pool is deleted",
+        || async {
+            let ids: Vec<String> = list_pools(&client)
+                .await
+                .iter()
+                .map(|p| p.state.spec.as_ref().unwrap().id.to_string())
+                .collect();
+            if ids == ["kept", "shared"] {
+                Ok(())
+            } else {
+                Err(format!("{ids:?}"))
+            }
+        },
+    )
+    .await;
+    stop_and_replay(server);
+}
