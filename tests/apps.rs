@@ -494,6 +494,27 @@ async fn files_stages_outcomes_and_reprocess() {
     assert_eq!(all, "ONE TWO THREE\nSIX\nFOUR FIVE\n6\n", "{all}");
     let err = refused(&server, &key, &["app", "job", "reprocess", &job]);
     assert!(err.contains("succeeded"), "{err}");
+    // Per task: what it left, by kind, from the job that ran it last.
+    let show = ok_json(&server, &key, &["app", "job", "show", &job]);
+    let task = |name: &str| {
+        show["task_outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {show}"))
+            .clone()
+    };
+    let mut kinds: Vec<String> = task("count a.txt")["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_string())
+        .collect();
+    kinds.sort();
+    assert_eq!(kinds, ["intermediate", "log", "output", "preview"]);
+    assert_eq!(task("count bad.txt")["job"], format!("{job}-r1"));
+    assert_eq!(task("merge")["files"][0]["kind"], "result");
     stop_and_replay(server);
 }
 

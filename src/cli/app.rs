@@ -139,6 +139,11 @@ pub(super) fn auto_pool_arg(text: &str) -> Result<AutoPool, ClientError> {
         }
     }
     let nodes = nodes.ok_or_else(|| refused("--auto-pool needs nodes=N (and slots=S)"))?;
+    if nodes == 0 || pool.node_size.task_slots == 0 {
+        return Err(refused(
+            "--auto-pool needs at least 1 node of at least 1 slot: nothing would run on it",
+        ));
+    }
     pool.scale = lote::domain::pool::ScaleSettings::Fixed {
         target_nodes: nodes,
     };

@@ -19,6 +19,7 @@ use lote::domain::app::submit::{
 };
 use lote::domain::app::{RunStatus, CANCEL_REASON, JOBS_CONTAINER};
 use lote::domain::job::{Job, TaskBucket};
+use lote::domain::task::Task;
 use lote::domain::Versioned;
 use lote::types::JobId;
 
@@ -66,7 +67,11 @@ pub(super) async fn run(cmd: AppJobCmd, client: &Client) -> Result<Rendered, Cli
             let blobs = transfer::list_all(client, JOBS_CONTAINER, &format!("{}/", run.id()))
                 .await
                 .unwrap_or_default();
-            Ok(Some(show_view(&run, &blobs)))
+            let (mut value, mut text) = show_view(&run, &blobs);
+            let (tasks, lines) = per_task(client, &run).await?;
+            value["task_outputs"] = tasks;
+            text.push_str(&lines);
+            Ok(Some((value, text)))
         }
         AppJobCmd::Download {
             id,
@@ -228,6 +233,109 @@ fn meta<'a>(job: &'a Job, name: &str) -> Option<&'a str> {
         .iter()
         .find(|m| m.name == name)
         .map(|m| m.value.as_str())
+}
+
+/// Most tasks `app job show` lists in text (JSON has them all).
+const TASKS_SHOWN: usize = 30;
+
+/// Each task of the run (its latest attempt, in whichever job ran it
+/// last) with the files it left, by kind.
+async fn per_task(client: &Client, run: &Run) -> Result<(Value, String), ClientError> {
+    let mut latest: std::collections::BTreeMap<u64, (String, Versioned<Task>)> = Default::default();
+    for job in &run.jobs {
+        let id =
+            JobId::new(job_id_of(&job.state)).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut after = None;
+        loop {
+            let Response::Tasks { items, next } = client
+                .call(&Request::ListTasks {
+                    job: id.clone(),
+                    after: after.take(),
+                    limit: 0,
+                })
+                .await?
+            else {
+                return Err(ClientError::Protocol("expected tasks".into()));
+            };
+            for t in items {
+                let Some(spec) = t.state.spec.as_ref() else {
+                    continue;
+                };
+                // A splitter's is not a numbered task: listed first.
+                let n = lote::domain::task_spec::numeric_id(spec.id.as_str()).unwrap_or(0);
+                latest.insert(n, (id.to_string(), t));
+            }
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+    }
+    let mut rows = vec![];
+    let mut values = vec![];
+    for (job, t) in latest.values() {
+        let spec = t.state.spec.as_ref().expect("listed with a spec");
+        let files: Vec<&lote::domain::task::OutputManifestEntry> = t
+            .state
+            .outputs
+            .iter()
+            .filter(|o| !o.path.starts_with("../"))
+            .collect();
+        let kinds = |o: &&lote::domain::task::OutputManifestEntry| file_kind(&o.name);
+        let mut by_kind: std::collections::BTreeMap<&str, usize> = Default::default();
+        for o in &files {
+            *by_kind.entry(kinds(o)).or_default() += 1;
+        }
+        let summary: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let state = t
+            .state
+            .bucket()
+            .map(|b| super::output::word(&b))
+            .unwrap_or_default();
+        rows.push(vec![
+            spec.id.to_string(),
+            spec.display_name.clone(),
+            state.clone(),
+            if summary.is_empty() {
+                "-".into()
+            } else {
+                summary.join(", ")
+            },
+        ]);
+        values.push(json!({
+            "job": job, "task": spec.id, "name": spec.display_name, "state": state,
+            "attempts": t.state.attempt,
+            "files": files.iter().map(|o| json!({
+                "path": o.path, "blob": o.name, "kind": kinds(o), "size": o.size,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let more = rows.len().saturating_sub(TASKS_SHOWN);
+    rows.truncate(TASKS_SHOWN);
+    let mut text = format!(
+        "\ntasks:\n{}",
+        table(&["task", "name", "state", "left"], rows)
+    );
+    if more > 0 {
+        text.push_str(&format!(
+            "... and {more} more (--output json lists every task)\n"
+        ));
+    }
+    Ok((Value::Array(values), text))
+}
+
+/// A run's file's kind, from where it is kept.
+fn file_kind(blob: &str) -> &'static str {
+    let mut parts = blob.split('/').skip(1);
+    match (parts.next(), parts.nth(1)) {
+        (Some("output"), _) => "output",
+        (Some("intermediate"), _) => "intermediate",
+        (Some("result"), _) => "result",
+        (Some("result-preview"), _) => "result preview",
+        (Some("tasks"), Some("preview")) => "preview",
+        (Some("tasks"), Some("log")) => "log",
+        _ => "other",
+    }
 }
 
 /// Waits for a run to end, with a progress line on stderr if asked.

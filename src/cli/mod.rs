@@ -273,15 +273,19 @@ pub fn run(command: ClientCommand, conn: Connection) -> ExitCode {
             }
             let failed = json_value["task_counts"]["failed"].as_u64().unwrap_or(0);
             if let (Some(job), true) = (&waiting, failed > 0) {
-                let job = if job.is_empty() {
-                    json_value["job"].as_str().unwrap_or_default()
-                } else {
-                    job
-                };
                 if output == Output::Table {
-                    eprintln!(
-                        "lote: {failed} task(s) failed; see them with: lote task list {job} --state failed"
-                    );
+                    if job.is_empty() {
+                        // An app's run: its own words.
+                        let job = json_value["job"].as_str().unwrap_or_default();
+                        let status = json_value["status"].as_str().unwrap_or("failed");
+                        eprintln!(
+                            "lote: the run is {status} ({failed} task(s) failed or stopped); see it with: lote app job show {job}; run those tasks again: lote app job reprocess {job}"
+                        );
+                    } else {
+                        eprintln!(
+                            "lote: {failed} task(s) failed; see them with: lote task list {job} --state failed"
+                        );
+                    }
                 }
                 return ExitCode::FAILURE;
             }
