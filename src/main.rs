@@ -406,6 +406,10 @@ fn run(command: Command) -> Result<ExitCode, Fail> {
             );
             if let Some(app) = &summary.app_run {
                 println!(
+                    "figure 5: the app {} ({}) was published; a user ran it with frames=48 palette=fire on a pool of its own",
+                    app.app, app.description
+                );
+                println!(
                     "job/{}/{}: app {} run {}: {} tasks (one per 8 frames, then the merge) on a pool made for it and deleted after ({:.1}s); the animation {} ({} bytes) and its preview {} downloaded",
                     summary.account,
                     app.job,

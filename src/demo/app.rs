@@ -25,6 +25,7 @@ const APP_TOML: &str = include_str!("../../examples/mandelzoom/app.toml");
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AppRunSummary {
     pub app: String,
+    pub description: String,
     pub job: String,
     pub tasks: u64,
     pub status: String,
@@ -61,10 +62,6 @@ pub(super) async fn figure5(
     let def = app_files::publish(client, &dir, true, |_, _| {})
         .await
         .map_err(|e| e.to_string())?;
-    println!(
-        "figure 5: published the app {} {} ({}); a user runs it with frames=48 palette=fire on a pool of its own",
-        def.name, def.version, def.description
-    );
 
     // What a user does: name the app, give parameters, ask for nodes.
     let suffix = format!(
@@ -161,6 +158,7 @@ pub(super) async fn figure5(
         .map_err(|f| format!("expected a result and a preview, downloaded {}", f.len()))?;
     Ok(Some(AppRunSummary {
         app: format!("{} {}", def.name, def.version),
+        description: def.description.clone(),
         job: job.to_string(),
         tasks: state.tasks_added,
         status: crate::types::json_name(&RunStatus::of(&state)),
