@@ -346,6 +346,12 @@ fn serve(flags: lote::server::ServerFlags) -> ExitCode {
             s.tls_certificate.display(),
             s.tls_fingerprint
         );
+        if let Some(addr) = s.azure {
+            println!(
+                "azure batch api on http://{addr} (api-version {}; SharedKey with an account's key as lote account keys shows it)",
+                server::AZURE_API_VERSION
+            );
+        }
         match s.console {
             Some(addr) => println!(
                 "console on http://{addr}/ui/ (sign in with an account's key, or the admin key); /metrics, /healthz, /readyz beside it"

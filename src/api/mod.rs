@@ -30,6 +30,7 @@ pub mod explain;
 pub mod frame;
 mod request;
 mod response;
+pub mod shared_key;
 pub mod tls;
 
 pub use agent::*;

@@ -123,12 +123,21 @@ fn accounts(response: Response) -> (Value, String) {
             account,
             primary,
             secondary,
-        } => (
-            json!({ "account": account, "primary": primary, "secondary": secondary }),
-            format!(
-                "account {account}\n  primary:   {primary}\n  secondary: {secondary}\nUse one with: lote --account {account} --key KEY ...\n"
-            ),
-        ),
+        } => {
+            // The same keys as Azure clients take them (base64), for the
+            // Azure Batch gateway.
+            let (az1, az2) = (
+                lote::api::shared_key::azure_key(&primary),
+                lote::api::shared_key::azure_key(&secondary),
+            );
+            (
+                json!({ "account": account, "primary": primary, "secondary": secondary,
+                    "azure_primary": az1, "azure_secondary": az2 }),
+                format!(
+                    "account {account}\n  primary:   {primary}\n  secondary: {secondary}\nUse one with: lote --account {account} --key KEY ...\nAs Azure Batch SDKs take them (lote server --azure-listen): {az1} / {az2}\n"
+                ),
+            )
+        }
         other => unshaped(&other),
     }
 }

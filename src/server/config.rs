@@ -137,6 +137,13 @@ pub struct ServerFlags {
     /// Hours a console sign-in lasts. [default: 12]
     #[arg(long, env = "LOTE_CONSOLE_SESSION_HOURS")]
     pub console_session_hours: Option<u64>,
+    /// Serve the Azure Batch REST API here (api-version 2025-06-01,
+    /// SharedKey with the accounts' keys; `lote account keys` shows
+    /// them as Azure clients take them), so Azure's own SDK works
+    /// against lote. Off unless given; HTTPS with the server's certificate
+    /// for whom --plaintext does not allow plaintext.
+    #[arg(long, env = "LOTE_AZURE_LISTEN")]
+    pub azure_listen: Option<String>,
 }
 
 /// The config file's contents. Unknown keys are an error, so a typo does
@@ -167,6 +174,7 @@ pub struct ServerConfigFile {
     pub http_listen: Option<String>,
     pub no_http: Option<bool>,
     pub console_session_hours: Option<u64>,
+    pub azure_listen: Option<String>,
 }
 
 /// Settings after precedence is applied.
@@ -198,6 +206,8 @@ pub struct ServerConfig {
     /// The console's address; None: no console.
     pub http_listen: Option<String>,
     pub console_session: Duration,
+    /// The Azure Batch REST gateway's address; None: none.
+    pub azure_listen: Option<String>,
 }
 
 /// The console's port unless another is given.
@@ -376,6 +386,7 @@ impl ServerConfig {
                     .unwrap_or(12)
                     .max(1),
             ),
+            azure_listen: flags.azure_listen.or(file.azure_listen),
             http_listen: (!(flags.no_http || file.no_http.unwrap_or(false))).then(|| {
                 flags
                     .http_listen

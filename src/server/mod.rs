@@ -5,12 +5,14 @@
 //! One thread keeps the hot path free of locks and cross-thread wake-ups;
 //! the log's writer threads do the slow part (fsync) off it.
 
+mod azure;
 mod blobs;
 mod config;
 mod connection;
 mod console;
 mod embedded;
 mod gate;
+mod http_serve;
 mod metrics;
 mod service;
 pub mod supervisors;
@@ -26,6 +28,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
+pub use azure::API_VERSION as AZURE_API_VERSION;
 pub use config::{ServerConfig, ServerConfigFile, ServerFlags};
 pub use embedded::Embedded;
 pub use service::Service;
@@ -95,6 +98,23 @@ pub struct Started {
     pub plaintext: tls::Plaintext,
     /// Where the console, /metrics and the health checks are served.
     pub console: Option<SocketAddr>,
+    /// Where the Azure Batch REST API is served (`--azure-listen`).
+    pub azure: Option<SocketAddr>,
+}
+
+/// Starts the console and the Azure gateway on their listeners, if
+/// bound; their addresses.
+fn start_http(
+    (console, azure): (Option<console::Listening>, Option<azure::Listening>),
+    service: &Rc<Service>,
+    tls: &Arc<tls::ServerTls>,
+    session: Duration,
+    stop: &watch::Receiver<bool>,
+) -> (Option<SocketAddr>, Option<SocketAddr>) {
+    let console =
+        console.map(|l| console::start(l, service.clone(), tls.clone(), session, stop.clone()));
+    let azure = azure.map(|l| azure::start(l, service.clone(), tls.clone(), stop.clone()));
+    (console, azure)
 }
 
 /// Runs the server until `shutdown` resolves, then drains: stops
@@ -220,6 +240,7 @@ async fn serve(
     )?;
     let (listener, addr) = bind(&config.listen, "--listen").await?;
     let console = console::bind(config.http_listen.as_deref()).await?;
+    let azure = azure::bind(config.azure_listen.as_deref()).await?;
     let server_tls = Arc::new(tls::ServerTls::load_or_create(
         &config.data_dir,
         config.tls_files.clone(),
@@ -259,16 +280,13 @@ async fn serve(
         blobs,
         server_tls.fingerprint.clone(),
     ));
-    let session = config.console_session;
-    let console_addr = console.map(|l| {
-        console::start(
-            l,
-            service.clone(),
-            server_tls.clone(),
-            session,
-            stop_rx.clone(),
-        )
-    });
+    let (console_addr, azure_addr) = start_http(
+        (console, azure),
+        &service,
+        &server_tls,
+        config.console_session,
+        &stop_rx,
+    );
     let limits = Rc::new(connection::Limits {
         tls: Some(server_tls.clone()),
         ..connection::Limits::from(&config)
@@ -281,6 +299,7 @@ async fn serve(
         tls_certificate: server_tls.certificate.clone(),
         plaintext: server_tls.plaintext,
         console: console_addr,
+        azure: azure_addr,
     });
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "lote server listening");
 

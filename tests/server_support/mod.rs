@@ -27,6 +27,8 @@ pub struct ServerProcess {
     pub trust: Option<lote::api::tls::Trust>,
     /// The console's address (`--http-listen`), if it serves one.
     pub console: Option<String>,
+    /// The Azure Batch gateway's address (`--azure-listen`), if any.
+    pub azure: Option<String>,
 }
 
 pub fn lote_bin() -> &'static str {
@@ -90,7 +92,11 @@ impl ServerProcess {
         // The start-up lines end with where the console is (or that there
         // is none).
         let mut console = None;
+        let mut azure = None;
         for line in lines.by_ref().take(8).map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("azure batch api on http://") {
+                azure = rest.split(' ').next().map(str::to_string);
+            }
             if let Some(rest) = line.strip_prefix("console on http://") {
                 console = rest.split('/').next().map(str::to_string);
                 break;
@@ -113,6 +119,7 @@ impl ServerProcess {
             handed_over: false,
             trust: None,
             console,
+            azure,
         })
     }
 

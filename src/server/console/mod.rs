@@ -16,11 +16,10 @@
 mod api;
 mod assets;
 mod files;
-mod http;
+pub(super) mod http;
 mod live;
 mod session;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -28,20 +27,12 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::tls::ServerTls;
 use super::Service;
 use http::{Body, Reply};
-
-/// Most console connections open at once; more are closed at once.
-const CONNECTIONS_MAX: usize = 256;
-/// How long a request's headers may take to arrive.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest request head hyper buffers.
-const HEAD_BYTES_MAX: usize = 64 * 1024;
 
 /// What every request handler shares.
 pub(super) struct Console {
@@ -78,92 +69,21 @@ pub(super) fn start(
         sessions: session::Sessions::new(session_ttl),
         stop: stop.clone(),
     });
-    tokio::task::spawn_local(accept_loop(listening.listener, console, tls, stop));
-    listening.addr
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    console: Rc<Console>,
-    tls: Arc<ServerTls>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let open = Rc::new(Cell::new(0usize));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "console accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        if open.get() >= CONNECTIONS_MAX {
-            drop(stream);
-            continue;
-        }
-        open.set(open.get() + 1);
-        let (console, tls, open) = (console.clone(), tls.clone(), open.clone());
-        tokio::task::spawn_local(async move {
-            serve_connection(stream, peer, console, tls).await;
-            open.set(open.get() - 1);
-        });
-    }
-}
-
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    console: Rc<Console>,
-    tls: Arc<ServerTls>,
-) {
-    let _ = stream.set_nodelay(true);
-    let negotiated = tokio::time::timeout(HEADER_TIMEOUT, tls.negotiate(stream, peer)).await;
-    let (read, write, secure) = match negotiated {
-        Ok(Ok(halves)) => halves,
-        Ok(Err(Some((mut stream, why)))) => {
-            let body = format!("{why}\n(the console is served over HTTPS for this address)\n");
-            let head = format!(
-                "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            // Closing with the request unread would reset the connection
-            // and lose the answer: read (and drop) a little of it first.
-            let _ = stream.shutdown().await;
-            let mut sink = [0u8; 4096];
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                let mut left: usize = 64 * 1024;
-                while left > 0 {
-                    match stream.read(&mut sink).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => left = left.saturating_sub(n),
-                    }
-                }
-            })
-            .await;
-            return;
-        }
-        _ => return,
-    };
-    let io = hyper_util::rt::TokioIo::new(tokio::io::join(read, write));
-    let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let app: super::http_serve::App = Rc::new(move |req, peer, secure| {
         let console = console.clone();
-        async move { Ok::<_, std::convert::Infallible>(console.route(req, peer, secure).await) }
+        Box::pin(async move { console.route(req, peer, secure).await })
     });
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(HEAD_BYTES_MAX)
-        .serve_connection(io, handler)
-        .await;
-    if let Err(e) = served {
-        tracing::debug!(%peer, error = %e, "console connection ended");
-    }
+    let serving = super::http_serve::Serving {
+        what: "the console",
+        tls,
+        stop,
+    };
+    tokio::task::spawn_local(super::http_serve::accept_loop(
+        listening.listener,
+        app,
+        serving,
+    ));
+    listening.addr
 }
 
 impl Console {

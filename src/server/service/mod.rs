@@ -14,6 +14,7 @@ mod blobs;
 pub(super) mod console;
 mod entities;
 pub(super) mod events;
+mod gateway;
 mod idempotency;
 mod jobs;
 mod nodes;

@@ -1,0 +1,771 @@
+//! The gateway's operations: one Azure route, one or a few message-API
+//! requests through the dispatcher, and Azure's reply.
+
+use hyper::header::HeaderName;
+use hyper::Method;
+use serde_json::{json, Value};
+
+use super::model;
+use super::{AzError, Call};
+use crate::api::{Request, Response};
+use crate::domain::job::{DisableTasks, TaskBucket};
+use crate::domain::pool::Deallocation;
+use crate::domain::Versioned;
+use crate::server::console::http::Reply;
+use crate::server::Service;
+use crate::types::{JobId, PoolId, TaskId};
+
+/// Most items of one list page (Azure's cap).
+const PAGE_MAX: usize = 1000;
+
+async fn call(service: &Service, c: &Call, request: Request) -> Result<Response, AzError> {
+    service
+        .console_call(c.caller.clone(), request)
+        .await
+        .map_err(AzError::from)
+}
+
+fn unexpected(what: &str) -> AzError {
+    AzError::new(500, "InternalError", format!("unexpected reply to {what}"))
+}
+
+fn id<T>(
+    text: &str,
+    what: &str,
+    make: impl FnOnce(String) -> Result<T, crate::types::IdError>,
+) -> Result<T, AzError> {
+    make(text.to_string()).map_err(|e| AzError::new(400, "InvalidUri", format!("{what}: {e}")))
+}
+
+/// A reply with no body and Azure's entity headers.
+fn empty(s: &Service, status: u16, url: Option<&str>, etag: Option<String>) -> Reply {
+    let mut r = Reply::bytes(status, "application/json;odata=minimalmetadata", vec![]);
+    if let Some(u) = url {
+        r = r
+            .header(HeaderName::from_static("dataserviceid"), u)
+            .header(hyper::header::LOCATION, u);
+    }
+    if let Some(e) = etag {
+        r = r.header(hyper::header::ETAG, e);
+    }
+    r.header(hyper::header::LAST_MODIFIED, http_date(s))
+}
+
+/// The server's time in RFC 1123, as HTTP dates are.
+fn http_date(s: &Service) -> String {
+    s.now()
+        .to_datetime()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string()
+}
+
+/// An entity: its JSON, with ETag and Last-Modified; `If-None-Match` and
+/// `If-Match` honoured.
+fn entity(c: &Call, value: Value) -> Result<Reply, AzError> {
+    let etag = value["eTag"].as_str().unwrap_or_default().to_string();
+    if c.if_none_match
+        .as_deref()
+        .is_some_and(|m| m == etag || m == "*")
+        && c.method == Method::GET
+    {
+        return Ok(Reply::bytes(304, "application/json", vec![]));
+    }
+    check_if_match(c, &etag)?;
+    let value = select(c, value);
+    Ok(Reply::bytes(
+        200,
+        "application/json;odata=minimalmetadata",
+        value.to_string().into_bytes(),
+    )
+    .header(hyper::header::ETAG, etag))
+}
+
+fn check_if_match(c: &Call, etag: &str) -> Result<(), AzError> {
+    match c.if_match.as_deref() {
+        Some(m) if m != "*" && m != etag => Err(AzError::new(
+            412,
+            "ConditionNotMet",
+            "The condition specified using HTTP conditional header(s) is not met.",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `$select`: only the named top-level properties.
+fn select(c: &Call, value: Value) -> Value {
+    let Some(fields) = c.query.get("$select") else {
+        return value;
+    };
+    let Value::Object(map) = value else {
+        return value;
+    };
+    let keep: Vec<&str> = fields.split(',').map(str::trim).collect();
+    Value::Object(
+        map.into_iter()
+            .filter(|(k, _)| keep.contains(&k.as_str()))
+            .collect(),
+    )
+}
+
+/// `$filter` clauses lote evaluates: `state eq 'x'` and `id eq 'x'`,
+/// joined by `and`. Anything else is refused, not ignored.
+fn filter(c: &Call) -> Result<Vec<(String, String)>, AzError> {
+    let Some(text) = c.query.get("$filter") else {
+        return Ok(vec![]);
+    };
+    text.split(" and ")
+        .map(|clause| {
+            let parts: Vec<&str> = clause.trim().splitn(3, ' ').collect();
+            match parts.as_slice() {
+                [field @ ("state" | "id"), "eq", value] if value.starts_with('\'') && value.ends_with('\'') && value.len() >= 2 => {
+                    Ok((field.to_string(), value[1..value.len() - 1].to_string()))
+                }
+                _ => Err(AzError::new(
+                    400,
+                    "InvalidQueryParameterValue",
+                    format!("$filter {clause:?}: lote filters on state eq '...' and id eq '...', joined by and"),
+                )
+                .value("QueryParameterName", "$filter")),
+            }
+        })
+        .collect()
+}
+
+fn passes(item: &Value, clauses: &[(String, String)]) -> bool {
+    clauses
+        .iter()
+        .all(|(f, v)| item[f.as_str()].as_str() == Some(v.as_str()))
+}
+
+/// One OData page of `items` from `$skiptoken` (an index), with a
+/// `odata.nextLink` carrying every parameter the SDK will not send again.
+fn page(c: &Call, path: &str, items: Vec<Value>) -> Result<Reply, AzError> {
+    let clauses = filter(c)?;
+    let size = c
+        .query
+        .get("maxresults")
+        .and_then(|m| m.parse::<usize>().ok())
+        .unwrap_or(PAGE_MAX)
+        .clamp(1, PAGE_MAX);
+    let from = c
+        .query
+        .get("$skiptoken")
+        .and_then(|t| t.parse::<usize>().ok())
+        .unwrap_or(0);
+    let matching: Vec<Value> = items.into_iter().filter(|i| passes(i, &clauses)).collect();
+    let end = (from + size).min(matching.len());
+    let value: Vec<Value> = matching[from.min(end)..end]
+        .iter()
+        .cloned()
+        .map(|v| select(c, v))
+        .collect();
+    let mut body = json!({ "value": value });
+    if end < matching.len() {
+        let mut link = format!(
+            "{}{path}?api-version={}&maxresults={size}&$skiptoken={end}",
+            c.base,
+            super::API_VERSION
+        );
+        for key in ["$filter", "$select"] {
+            if let Some(v) = c.query.get(key) {
+                link.push_str(&format!("&{key}={}", encode(v)));
+            }
+        }
+        body["odata.nextLink"] = json!(link);
+    }
+    Ok(Reply::bytes(
+        200,
+        "application/json;odata=minimalmetadata",
+        body.to_string().into_bytes(),
+    ))
+}
+
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' | b'$' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Routes one authenticated request.
+pub async fn dispatch(s: &Service, c: &Call) -> Result<Reply, AzError> {
+    let seg: Vec<&str> = c.segments.iter().map(String::as_str).collect();
+    match (&c.method, seg.as_slice()) {
+        (&Method::POST, ["pools"]) => create_pool(s, c).await,
+        (&Method::GET, ["pools"]) => list_pools(s, c).await,
+        (&Method::GET, ["pools", p]) => entity(c, pool_value(s, c, p).await?),
+        (&Method::DELETE, ["pools", p]) => {
+            check_if_match(
+                c,
+                pool_value(s, c, p).await?["eTag"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )?;
+            let pool = id(p, "pool", PoolId::new)?;
+            call(s, c, Request::DeletePool { pool, force: true }).await?;
+            Ok(empty(s, 202, None, None))
+        }
+        (&Method::POST, ["pools", p, action]) => pool_action(s, c, p, action).await,
+        (&Method::GET, ["pools", p, "nodes"]) => list_nodes(s, c, p).await,
+        (&Method::POST, ["jobs"]) => create_job(s, c).await,
+        (&Method::GET, ["jobs"]) => {
+            let Response::Jobs(jobs) = call(s, c, Request::ListJobs).await? else {
+                return Err(unexpected("ListJobs"));
+            };
+            let items = jobs.iter().map(|j| model::job_json(&c.base, j)).collect();
+            page(c, "/jobs", items)
+        }
+        (&Method::GET, ["jobs", j]) => entity(c, job_value(s, c, j).await?),
+        (&Method::DELETE, ["jobs", j]) => {
+            check_if_match(
+                c,
+                job_value(s, c, j).await?["eTag"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )?;
+            call(
+                s,
+                c,
+                Request::DeleteJob {
+                    job: id(j, "job", JobId::new)?,
+                },
+            )
+            .await?;
+            Ok(empty(s, 202, None, None))
+        }
+        (&Method::GET, ["jobs", j, "taskcounts"]) => task_counts(s, c, j).await,
+        (&Method::POST, ["jobs", j, action])
+            if *action != "tasks" && *action != "addtaskcollection" =>
+        {
+            job_action(s, c, j, action).await
+        }
+        (&Method::POST, ["jobs", j, "tasks"]) => {
+            let body = c.json()?;
+            let spec = model::task_spec(&body)?;
+            let url = format!("{}/jobs/{j}/tasks/{}", c.base, spec.id);
+            let job = id(j, "job", JobId::new)?;
+            call(
+                s,
+                c,
+                Request::AddTasks {
+                    job,
+                    tasks: vec![spec],
+                    request_id: c.request_id(),
+                },
+            )
+            .await?;
+            Ok(empty(s, 201, Some(&url), Some(model::etag(1))))
+        }
+        (&Method::POST, ["jobs", j, "addtaskcollection"]) => add_collection(s, c, j).await,
+        (&Method::GET, ["jobs", j, "tasks"]) => list_tasks(s, c, j).await,
+        (&Method::GET, ["jobs", j, "tasks", t]) => entity(c, task_value(s, c, j, t).await?),
+        (&Method::POST, ["jobs", j, "tasks", t, "terminate"]) => {
+            let (job, task) = (id(j, "job", JobId::new)?, id(t, "task", TaskId::new)?);
+            let reason = "terminated through the Azure Batch API".to_string();
+            call(s, c, Request::TerminateTask { job, task, reason }).await?;
+            Ok(empty(s, 204, None, None))
+        }
+        (&Method::DELETE, ["jobs", j, "tasks", t]) => {
+            let (job, task) = (id(j, "job", JobId::new)?, id(t, "task", TaskId::new)?);
+            call(s, c, Request::DeleteTask { job, task }).await?;
+            Ok(empty(s, 200, None, None))
+        }
+        (&Method::GET, ["jobs", j, "tasks", t, "files"]) => list_task_files(s, c, j, t).await,
+        (&Method::GET | &Method::HEAD, ["jobs", j, "tasks", t, "files", path]) => {
+            task_file(s, c, j, t, path).await
+        }
+        _ => Err(AzError::new(
+            404,
+            "ResourceNotFound",
+            format!(
+                "{} /{} is not an operation lote serves (docs/azure-compat.md lists them)",
+                c.method,
+                c.segments.join("/")
+            ),
+        )),
+    }
+}
+
+async fn create_pool(s: &Service, c: &Call) -> Result<Reply, AzError> {
+    let account = match &c.caller {
+        crate::server::service::Caller::Account(a, _) => a.clone(),
+        _ => {
+            return Err(AzError::new(
+                403,
+                "AuthorizationFailure",
+                "an account's key is needed",
+            ))
+        }
+    };
+    let spec = model::pool_spec(&c.json()?, &account)?;
+    let url = format!("{}/pools/{}", c.base, spec.id);
+    call(
+        s,
+        c,
+        Request::CreatePool {
+            spec,
+            request_id: c.request_id(),
+        },
+    )
+    .await?;
+    Ok(empty(s, 201, Some(&url), Some(model::etag(1))))
+}
+
+async fn live_nodes(
+    s: &Service,
+    c: &Call,
+    pool: &PoolId,
+) -> Result<Vec<Versioned<crate::domain::node::Node>>, AzError> {
+    let Response::Nodes(nodes) = call(s, c, Request::ListNodes { pool: pool.clone() }).await?
+    else {
+        return Err(unexpected("ListNodes"));
+    };
+    Ok(nodes
+        .into_iter()
+        .filter(|n| n.state.state.is_live())
+        .collect())
+}
+
+async fn pool_value(s: &Service, c: &Call, p: &str) -> Result<Value, AzError> {
+    let pool = id(p, "pool", PoolId::new)?;
+    let Response::Pool(state) = call(s, c, Request::ShowPool { pool: pool.clone() }).await? else {
+        return Err(unexpected("ShowPool"));
+    };
+    let nodes = live_nodes(s, c, &pool).await?.len() as u32;
+    Ok(model::pool_json(&c.base, &state, nodes))
+}
+
+async fn list_pools(s: &Service, c: &Call) -> Result<Reply, AzError> {
+    let Response::Pools(pools) = call(s, c, Request::ListPools).await? else {
+        return Err(unexpected("ListPools"));
+    };
+    let mut items = vec![];
+    for p in &pools {
+        let Some(spec) = &p.state.spec else { continue };
+        let nodes = live_nodes(s, c, &spec.id).await?.len() as u32;
+        items.push(model::pool_json(&c.base, p, nodes));
+    }
+    page(c, "/pools", items)
+}
+
+async fn list_nodes(s: &Service, c: &Call, p: &str) -> Result<Reply, AzError> {
+    let pool = id(p, "pool", PoolId::new)?;
+    let size = pool_value(s, c, p).await?["vmSize"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let nodes = live_nodes(s, c, &pool).await?;
+    let items = nodes
+        .iter()
+        .map(|n| model::node_json(&c.base, p, n, &size))
+        .collect();
+    page(c, &format!("/pools/{p}/nodes"), items)
+}
+
+/// resize, stopresize (202, the pool `resizing` or back to `steady`);
+/// enableautoscale, disableautoscale (200); evaluateautoscale (200 and
+/// the run).
+async fn pool_action(s: &Service, c: &Call, p: &str, action: &str) -> Result<Reply, AzError> {
+    let pool = id(p, "pool", PoolId::new)?;
+    let body = c.json()?;
+    let request = match action {
+        "resize" => {
+            if body
+                .get("targetLowPriorityNodes")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+                > 0
+            {
+                return Err(model::invalid(
+                    "targetLowPriorityNodes",
+                    "lote's nodes are all dedicated",
+                )
+                .into());
+            }
+            Request::ResizePool {
+                pool,
+                target_nodes: body
+                    .get("targetDedicatedNodes")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0) as u32,
+                deallocation: match body.get("nodeDeallocationOption").and_then(Value::as_str) {
+                    Some("terminate") => Deallocation::Terminate,
+                    // Retained data: a removed node's files go with it.
+                    Some("taskcompletion" | "retaineddata") => Deallocation::TaskCompletion,
+                    _ => Deallocation::Requeue,
+                },
+            }
+        }
+        "stopresize" => Request::StopResize { pool },
+        "enableautoscale" => Request::EnableAutoscale {
+            pool,
+            formula: body
+                .get("autoScaleFormula")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
+            evaluation_interval_secs: body
+                .get("autoScaleEvaluationInterval")
+                .and_then(Value::as_str)
+                .and_then(model::parse_duration)
+                .unwrap_or(900),
+        },
+        "disableautoscale" => Request::DisableAutoscale { pool },
+        "evaluateautoscale" => {
+            let formula = body
+                .get("autoScaleFormula")
+                .and_then(Value::as_str)
+                .map(String::from);
+            let Response::AutoscaleEvaluation(e) =
+                call(s, c, Request::EvaluateAutoscale { pool, formula }).await?
+            else {
+                return Err(unexpected("EvaluateAutoscale"));
+            };
+            let mut run = json!({"timestamp": e.run.at.to_string(), "results": e.run.results});
+            if let Some(err) = &e.run.error {
+                run["error"] = json!({"code": err.code, "message": err.message, "values": []});
+            }
+            return Ok(Reply::bytes(
+                200,
+                "application/json;odata=minimalmetadata",
+                run.to_string().into_bytes(),
+            ));
+        }
+        other => {
+            return Err(AzError::new(
+                404,
+                "ResourceNotFound",
+                format!("no pool action {other}"),
+            ));
+        }
+    };
+    let status = if matches!(action, "resize" | "stopresize") {
+        202
+    } else {
+        200
+    };
+    call(s, c, request).await?;
+    Ok(empty(s, status, None, None))
+}
+
+async fn create_job(s: &Service, c: &Call) -> Result<Reply, AzError> {
+    let account = match &c.caller {
+        crate::server::service::Caller::Account(a, _) => a.clone(),
+        _ => {
+            return Err(AzError::new(
+                403,
+                "AuthorizationFailure",
+                "an account's key is needed",
+            ))
+        }
+    };
+    let body = c.json()?;
+    let job = id(
+        body.get("id").and_then(Value::as_str).unwrap_or_default(),
+        "id",
+        JobId::new,
+    )?;
+    let spec = model::job_spec(&body, job.clone(), &account)?;
+    let url = format!("{}/jobs/{job}", c.base);
+    call(
+        s,
+        c,
+        Request::CreateJob {
+            spec,
+            request_id: c.request_id(),
+        },
+    )
+    .await?;
+    Ok(empty(s, 201, Some(&url), Some(model::etag(1))))
+}
+
+async fn job_value(s: &Service, c: &Call, j: &str) -> Result<Value, AzError> {
+    let Response::Job(job) = call(
+        s,
+        c,
+        Request::ShowJob {
+            job: id(j, "job", JobId::new)?,
+        },
+    )
+    .await?
+    else {
+        return Err(unexpected("ShowJob"));
+    };
+    Ok(model::job_json(&c.base, &job))
+}
+
+/// terminate, disable, enable: 202, the job `terminating` (or
+/// `disabled`) before the answer, as the SDK's pollers expect.
+async fn job_action(s: &Service, c: &Call, j: &str, action: &str) -> Result<Reply, AzError> {
+    let job = id(j, "job", JobId::new)?;
+    let body = c.json()?;
+    let request = match action {
+        "terminate" => Request::TerminateJob {
+            job,
+            reason: body
+                .get("terminateReason")
+                .and_then(Value::as_str)
+                .unwrap_or("UserTerminate")
+                .to_string(),
+        },
+        "disable" => Request::DisableJob {
+            job,
+            disable_tasks: match body.get("disableTasks").and_then(Value::as_str) {
+                Some("terminate") => DisableTasks::Terminate,
+                Some("wait") => DisableTasks::Wait,
+                _ => DisableTasks::Requeue,
+            },
+        },
+        "enable" => Request::EnableJob { job },
+        other => {
+            return Err(AzError::new(
+                404,
+                "ResourceNotFound",
+                format!("no job action {other}"),
+            ))
+        }
+    };
+    call(s, c, request).await?;
+    Ok(empty(s, 202, None, None))
+}
+
+async fn task_counts(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
+    let Response::Job(job) = call(
+        s,
+        c,
+        Request::ShowJob {
+            job: id(j, "job", JobId::new)?,
+        },
+    )
+    .await?
+    else {
+        return Err(unexpected("ShowJob"));
+    };
+    let st = &job.state;
+    let counts = json!({
+        "active": st.count(TaskBucket::Active),
+        "running": st.count(TaskBucket::Running),
+        "completed": st.count(TaskBucket::Succeeded) + st.count(TaskBucket::Failed),
+        "succeeded": st.count(TaskBucket::Succeeded),
+        "failed": st.count(TaskBucket::Failed),
+    });
+    let body = json!({"taskCounts": counts, "taskSlotCounts": counts});
+    Ok(Reply::bytes(
+        200,
+        "application/json;odata=minimalmetadata",
+        body.to_string().into_bytes(),
+    ))
+}
+
+/// Up to 100 tasks: added in one atomic step when they can all be; else
+/// one by one, each with its own result, as Azure answers.
+async fn add_collection(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
+    let job = id(j, "job", JobId::new)?;
+    let body = c.json()?;
+    let list = body
+        .get("value")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if list.len() > 100 {
+        return Err(AzError::new(
+            413,
+            "RequestBodyTooLarge",
+            "at most 100 tasks per addtaskcollection",
+        ));
+    }
+    let mut specs = vec![];
+    let mut results = vec![];
+    for t in &list {
+        let task_id = t
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        match model::task_spec(t) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => results.push(json!({"status": "clienterror", "taskId": task_id,
+                "error": {"code": e.code, "message": {"lang": "en-US", "value": e.message}}})),
+        }
+    }
+    let ok = |t: &crate::domain::task::TaskSpec| {
+        json!({"status": "success", "taskId": t.id, "eTag": model::etag(1),
+            "location": format!("{}/jobs/{j}/tasks/{}", c.base, t.id)})
+    };
+    let batch = Request::AddTasks {
+        job: job.clone(),
+        tasks: specs.clone(),
+        request_id: None,
+    };
+    if !specs.is_empty() && call(s, c, batch).await.is_ok() {
+        results.extend(specs.iter().map(ok));
+    } else {
+        for spec in specs {
+            let one = Request::AddTasks {
+                job: job.clone(),
+                tasks: vec![spec.clone()],
+                request_id: None,
+            };
+            match call(s, c, one).await {
+                Ok(_) => results.push(ok(&spec)),
+                Err(e) => {
+                    let status = if e.status >= 500 {
+                        "servererror"
+                    } else {
+                        "clienterror"
+                    };
+                    results.push(json!({"status": status, "taskId": spec.id,
+                        "error": {"code": e.code, "message": {"lang": "en-US", "value": e.message}}}));
+                }
+            }
+        }
+    }
+    let body = json!({ "value": results });
+    Ok(Reply::bytes(
+        200,
+        "application/json;odata=minimalmetadata",
+        body.to_string().into_bytes(),
+    ))
+}
+
+async fn task_value(s: &Service, c: &Call, j: &str, t: &str) -> Result<Value, AzError> {
+    let (job, task) = (id(j, "job", JobId::new)?, id(t, "task", TaskId::new)?);
+    let Response::Task(task) = call(s, c, Request::ShowTask { job, task }).await? else {
+        return Err(unexpected("ShowTask"));
+    };
+    Ok(model::task_json(&c.base, j, &task))
+}
+
+async fn list_tasks(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
+    let job = id(j, "job", JobId::new)?;
+    let mut items = vec![];
+    let mut after = None;
+    loop {
+        let Response::Tasks {
+            items: page_items,
+            next,
+        } = call(
+            s,
+            c,
+            Request::ListTasks {
+                job: job.clone(),
+                after: after.take(),
+                limit: 0,
+            },
+        )
+        .await?
+        else {
+            return Err(unexpected("ListTasks"));
+        };
+        items.extend(page_items.iter().map(|t| model::task_json(&c.base, j, t)));
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    page(c, &format!("/jobs/{j}/tasks"), items)
+}
+
+async fn list_task_files(s: &Service, c: &Call, j: &str, t: &str) -> Result<Reply, AzError> {
+    let (job, task) = (id(j, "job", JobId::new)?, id(t, "task", TaskId::new)?);
+    let recursive = c.query.get("recursive").is_some_and(|r| r == "true");
+    let listing = Request::ListTaskFiles {
+        job,
+        task,
+        attempt: 0,
+        path: String::new(),
+        recursive,
+    };
+    let Response::Files {
+        answer: crate::api::agent::FileAnswer::Listing(entries),
+        ..
+    } = call(s, c, listing).await?
+    else {
+        return Err(unexpected("ListTaskFiles"));
+    };
+    let items = entries
+        .iter()
+        .map(|e| {
+            let dir = e.kind == crate::api::agent::FileKind::Directory;
+            json!({
+                "name": e.path,
+                "url": format!("{}/jobs/{j}/tasks/{t}/files/{}", c.base, encode(&e.path)),
+                "isDirectory": dir,
+                "properties": {
+                    "lastModified": e.modified.to_string(),
+                    "creationTime": e.modified.to_string(),
+                    "contentLength": e.size,
+                    "contentType": "application/octet-stream",
+                },
+            })
+        })
+        .collect();
+    page(c, &format!("/jobs/{j}/tasks/{t}/files"), items)
+}
+
+/// A task's file, whole or `ocp-range: bytes=a-b`; HEAD: its properties.
+async fn task_file(s: &Service, c: &Call, j: &str, t: &str, path: &str) -> Result<Reply, AzError> {
+    let (job, task) = (id(j, "job", JobId::new)?, id(t, "task", TaskId::new)?);
+    let (mut from, last) = match c
+        .range
+        .as_deref()
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split_once('-'))
+    {
+        Some((a, b)) => (a.parse().unwrap_or(0), b.parse::<u64>().ok()),
+        None => (0u64, None),
+    };
+    let mut data = vec![];
+    let mut size;
+    loop {
+        let want = last.map_or(u64::MAX, |l| l + 1 - from.min(l + 1));
+        let read = Request::ReadTaskFile {
+            job: job.clone(),
+            task: task.clone(),
+            attempt: 0,
+            path: path.to_string(),
+            offset: from,
+            max_bytes: want.min(u32::MAX as u64) as u32,
+        };
+        let Response::Files {
+            answer: crate::api::agent::FileAnswer::Chunk(chunk),
+            ..
+        } = call(s, c, read).await?
+        else {
+            return Err(unexpected("ReadTaskFile"));
+        };
+        size = chunk.size;
+        if c.method == Method::HEAD || chunk.data.is_empty() {
+            break;
+        }
+        from += chunk.data.len() as u64;
+        data.extend_from_slice(&chunk.data);
+        if last.is_some_and(|l| from > l) || from >= size || data.len() > 256 << 20 {
+            break;
+        }
+    }
+    let length = if c.method == Method::HEAD {
+        size
+    } else {
+        data.len() as u64
+    };
+    let reply = Reply::bytes(200, "application/octet-stream", data)
+        .header(
+            HeaderName::from_static("ocp-batch-file-isdirectory"),
+            "false",
+        )
+        .header(
+            HeaderName::from_static("ocp-batch-file-url"),
+            format!("{}/jobs/{j}/tasks/{t}/files/{}", c.base, encode(path)),
+        )
+        .header(hyper::header::LAST_MODIFIED, http_date(s));
+    Ok(if c.method == Method::HEAD {
+        reply.header(hyper::header::CONTENT_LENGTH, length.to_string())
+    } else {
+        reply
+    })
+}
