@@ -22,10 +22,13 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ "${1:-}" = "--browser" ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
   command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+  # The Azure gateway's test runs Azure's own Python SDK in a virtual
+  # environment (pip installs the SDK there from PyPI).
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3 python3-venv)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
-  echo "lote: installing ${need[*]} (to build RocksDB and test the console)" >&2
+  echo "lote: installing ${need[*]} (to build RocksDB, test the console and the Azure gateway)" >&2
   sudo_cmd=()
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || { echo "lote: run as root or install sudo, or install: ${need[*]}" >&2; exit 1; }
