@@ -2,6 +2,7 @@
 gateway: only the endpoint and the key are lote's. Exits non-zero with a
 message on the first thing that is not as Azure would have it."""
 
+import datetime
 import sys
 import time
 
@@ -128,6 +129,74 @@ failed = wait_for(
 )
 assert failed.execution_info.exit_code == 3 and failed.execution_info.result == "failure"
 assert failed.execution_info.failure_info.category == "usererror"
+
+# A job with a preparation and a release task, their status per node.
+client.create_job(
+    models.BatchJobCreateOptions(
+        id="sdk-prep",
+        pool_info=models.BatchPoolInfo(pool_id="sdk-pool"),
+        job_preparation_task=models.BatchJobPreparationTask(command_line="/bin/sh -c 'echo ready'"),
+        job_release_task=models.BatchJobReleaseTask(command_line="/bin/sh -c 'echo bye'"),
+        all_tasks_complete_mode="terminatejob",
+    )
+)
+client.create_task("sdk-prep", models.BatchTaskCreateOptions(id="p1", command_line="true"))
+wait_for("the prepared job to complete", lambda: client.get_job("sdk-prep").state == "completed")
+prep = list(client.list_job_preparation_and_release_task_status("sdk-prep"))
+assert len(prep) >= 1 and prep[0].job_preparation_task_execution_info.result == "success", prep
+assert prep[0].job_release_task_execution_info.exit_code == 0, prep
+
+# Nodes: scheduling off and on, a reboot.
+node_ids = sorted(n.id for n in client.list_nodes("sdk-pool"))
+client.disable_node_scheduling(
+    "sdk-pool",
+    node_ids[0],
+    models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="requeue"),
+)
+assert client.get_node("sdk-pool", node_ids[0]).scheduling_state == "disabled"
+client.enable_node_scheduling("sdk-pool", node_ids[0])
+wait_for("scheduling back on", lambda: client.get_node("sdk-pool", node_ids[0]).scheduling_state == "enabled")
+client.begin_reboot_node(
+    "sdk-pool", node_ids[1], {"nodeRebootKind": "requeue"}, polling_interval=1
+).result()
+wait_for("the rebooted node to be idle", lambda: client.get_node("sdk-pool", node_ids[1]).state == "idle")
+
+# No application packages yet; a missing one is Azure's error.
+assert list(client.list_applications()) == []
+try:
+    client.get_application("blender")
+    raise SystemExit("an application that does not exist was found")
+except ResourceNotFoundError as e:
+    assert e.error.code == "ApplicationNotFound", e.error.code
+
+# A job schedule: a job every hour, the first now.
+client.create_job_schedule(
+    models.BatchJobScheduleCreateOptions(
+        id="sdk-hourly",
+        schedule=models.BatchJobScheduleConfiguration(recurrence_interval=datetime.timedelta(hours=1)),
+        job_specification=models.BatchJobSpecification(
+            pool_info=models.BatchPoolInfo(pool_id="sdk-pool"),
+            job_manager_task=models.BatchJobManagerTask(id="jm", command_line="/bin/sh -c 'echo run'"),
+        ),
+    )
+)
+assert client.job_schedule_exists("sdk-hourly")
+sched = client.get_job_schedule("sdk-hourly")
+assert sched.state == "active" and sched.schedule.recurrence_interval == datetime.timedelta(hours=1), sched
+runs = wait_for("the schedule's first job", lambda: list(client.list_jobs_from_schedule("sdk-hourly")))
+assert runs[0].id == "sdk-hourly-job-1", runs[0].id
+client.disable_job_schedule("sdk-hourly")
+assert client.get_job_schedule("sdk-hourly").state == "disabled"
+client.enable_job_schedule("sdk-hourly")
+assert client.get_job_schedule("sdk-hourly").state == "active"
+client.begin_terminate_job_schedule("sdk-hourly", polling_interval=1).result()
+assert client.get_job_schedule("sdk-hourly").state in ("completed", "terminating")
+client.begin_delete_job_schedule("sdk-hourly", polling_interval=1).result()
+try:
+    client.get_job_schedule("sdk-hourly")
+    raise SystemExit("the schedule is still there")
+except ResourceNotFoundError as e:
+    assert e.error.code == "JobScheduleNotFound", e.error.code
 
 # Long-running operations, polled as the SDK polls them.
 client.begin_terminate_job("sdk-job", {"terminateReason": "done"}, polling_interval=1).result()

@@ -12,7 +12,9 @@
 //! paging, and Azure's error body.
 
 mod model;
+mod nodes;
 mod ops;
+mod schedules;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -25,7 +27,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::console::http::{Body, Reply};
+pub(super) use super::console::http::{Body, Reply};
 use super::service::Caller;
 use super::tls::ServerTls;
 use super::Service;

@@ -442,7 +442,8 @@ pub fn node_json(base: &str, pool: &str, n: &Versioned<Node>, vm_size: &str) -> 
         "id": id,
         "url": format!("{base}/pools/{pool}/nodes/{id}"),
         "state": node_state(s.state),
-        "schedulingState": "enabled",
+        // Azure's offline is lote's: scheduling disabled.
+        "schedulingState": if s.state == NodeState::Offline { "disabled" } else { "enabled" },
         "stateTransitionTime": time(&s.state_since),
         "allocationTime": time(&s.created_at),
         "lastBootTime": time(&s.created_at),
@@ -522,6 +523,36 @@ pub fn job_spec(
     }
     spec.common_env = env_of(&json!({"environmentSettings": v.get("commonEnvironmentSettings")}))?;
     spec.metadata = metadata_of(v)?;
+    if let Some(p) = v.get("jobPreparationTask") {
+        let c = p.get("constraints").cloned().unwrap_or_else(|| json!({}));
+        spec.preparation = Some(Box::new(crate::domain::job_prep::JobPreparation {
+            command_line: CommandLine::Argv(split_words(
+                str_of(p, "commandLine").unwrap_or_default(),
+            )?),
+            env: env_of(p)?,
+            resource_files: resources_of(p)?,
+            max_wall_clock_secs: duration_of(&c, "maxWallClockTime")?,
+            retry_count_max: u32_of(&c, "maxTaskRetryCount")?.unwrap_or(0),
+            wait_for_success: p
+                .get("waitForSuccess")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+            rerun_on_reboot_after_success: p
+                .get("rerunOnNodeRebootAfterSuccess")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
+        }));
+    }
+    if let Some(r) = v.get("jobReleaseTask") {
+        spec.release = Some(Box::new(crate::domain::job_prep::JobRelease {
+            command_line: CommandLine::Argv(split_words(
+                str_of(r, "commandLine").unwrap_or_default(),
+            )?),
+            env: env_of(r)?,
+            max_wall_clock_secs: duration_of(r, "maxWallClockTime")?
+                .unwrap_or(crate::domain::job_prep::RELEASE_SECS_MAX),
+        }));
+    }
     if let Some(m) = v.get("jobManagerTask") {
         let mut task = task_spec(m)?;
         task.constraints.max_task_retries = Some(task.constraints.max_task_retries.unwrap_or(0));
@@ -595,7 +626,12 @@ pub fn job_json(base: &str, j: &Versioned<Job>) -> Value {
             "startTime": time(&s.created_at),
             "endTime": time(&s.completed_at),
             "poolId": spec.pool,
-            "terminateReason": s.completion_reason,
+            // Azure's words for lote's own reasons.
+            "terminateReason": s.completion_reason.as_deref().map(|r| match r {
+                "all tasks completed" | "all tasks finished" => "AllTasksComplete",
+                "job manager complete" => "JMComplete",
+                other => other,
+            }),
         },
     })
 }

@@ -18,18 +18,22 @@ use crate::types::{JobId, PoolId, TaskId};
 /// Most items of one list page (Azure's cap).
 const PAGE_MAX: usize = 1000;
 
-async fn call(service: &Service, c: &Call, request: Request) -> Result<Response, AzError> {
+pub(super) async fn call(
+    service: &Service,
+    c: &Call,
+    request: Request,
+) -> Result<Response, AzError> {
     service
         .console_call(c.caller.clone(), request)
         .await
         .map_err(AzError::from)
 }
 
-fn unexpected(what: &str) -> AzError {
+pub(super) fn unexpected(what: &str) -> AzError {
     AzError::new(500, "InternalError", format!("unexpected reply to {what}"))
 }
 
-fn id<T>(
+pub(super) fn id<T>(
     text: &str,
     what: &str,
     make: impl FnOnce(String) -> Result<T, crate::types::IdError>,
@@ -38,7 +42,7 @@ fn id<T>(
 }
 
 /// A reply with no body and Azure's entity headers.
-fn empty(s: &Service, status: u16, url: Option<&str>, etag: Option<String>) -> Reply {
+pub(super) fn empty(s: &Service, status: u16, url: Option<&str>, etag: Option<String>) -> Reply {
     let mut r = Reply::bytes(status, "application/json;odata=minimalmetadata", vec![]);
     if let Some(u) = url {
         r = r
@@ -61,7 +65,7 @@ fn http_date(s: &Service) -> String {
 
 /// An entity: its JSON, with ETag and Last-Modified; `If-None-Match` and
 /// `If-Match` honoured.
-fn entity(c: &Call, value: Value) -> Result<Reply, AzError> {
+pub(super) fn entity(c: &Call, value: Value) -> Result<Reply, AzError> {
     let etag = value["eTag"].as_str().unwrap_or_default().to_string();
     if c.if_none_match
         .as_deref()
@@ -80,7 +84,7 @@ fn entity(c: &Call, value: Value) -> Result<Reply, AzError> {
     .header(hyper::header::ETAG, etag))
 }
 
-fn check_if_match(c: &Call, etag: &str) -> Result<(), AzError> {
+pub(super) fn check_if_match(c: &Call, etag: &str) -> Result<(), AzError> {
     match c.if_match.as_deref() {
         Some(m) if m != "*" && m != etag => Err(AzError::new(
             412,
@@ -139,7 +143,7 @@ fn passes(item: &Value, clauses: &[(String, String)]) -> bool {
 
 /// One OData page of `items` from `$skiptoken` (an index), with a
 /// `odata.nextLink` carrying every parameter the SDK will not send again.
-fn page(c: &Call, path: &str, items: Vec<Value>) -> Result<Reply, AzError> {
+pub(super) fn page(c: &Call, path: &str, items: Vec<Value>) -> Result<Reply, AzError> {
     let clauses = filter(c)?;
     let size = c
         .query
@@ -196,6 +200,9 @@ pub async fn dispatch(s: &Service, c: &Call) -> Result<Reply, AzError> {
     let seg: Vec<&str> = c.segments.iter().map(String::as_str).collect();
     match (&c.method, seg.as_slice()) {
         (&Method::POST, ["pools"]) => create_pool(s, c).await,
+        (_, ["pools", _, "nodes", _, ..] | ["pools", _, "removenodes"]) => {
+            super::nodes::route(s, c, &seg).await
+        }
         (&Method::GET, ["pools"]) => list_pools(s, c).await,
         (&Method::GET, ["pools", p]) => entity(c, pool_value(s, c, p).await?),
         (&Method::DELETE, ["pools", p]) => {
@@ -278,16 +285,27 @@ pub async fn dispatch(s: &Service, c: &Call) -> Result<Reply, AzError> {
         (&Method::GET | &Method::HEAD, ["jobs", j, "tasks", t, "files", path]) => {
             task_file(s, c, j, t, path).await
         }
-        _ => Err(AzError::new(
-            404,
-            "ResourceNotFound",
-            format!(
-                "{} /{} is not an operation lote serves (docs/azure-compat.md lists them)",
-                c.method,
-                c.segments.join("/")
-            ),
-        )),
+        (_, ["jobschedules", ..]) => super::schedules::route(s, c, &seg).await,
+        (&Method::GET, ["jobs", j, "jobpreparationandreleasetaskstatus"]) => {
+            super::nodes::prep_status(s, c, j).await
+        }
+        (&Method::GET, ["applications"]) => super::nodes::applications(s, c, None).await,
+        (&Method::GET, ["applications", a]) => super::nodes::applications(s, c, Some(a)).await,
+        _ => Err(no_route(c)),
     }
+}
+
+/// A route lote does not serve: Azure's 404, naming it.
+pub(super) fn no_route(c: &Call) -> AzError {
+    AzError::new(
+        404,
+        "ResourceNotFound",
+        format!(
+            "{} /{} is not an operation lote serves (docs/azure-compat.md lists them)",
+            c.method,
+            c.segments.join("/")
+        ),
+    )
 }
 
 async fn create_pool(s: &Service, c: &Call) -> Result<Reply, AzError> {
@@ -330,7 +348,7 @@ async fn live_nodes(
         .collect())
 }
 
-async fn pool_value(s: &Service, c: &Call, p: &str) -> Result<Value, AzError> {
+pub(super) async fn pool_value(s: &Service, c: &Call, p: &str) -> Result<Value, AzError> {
     let pool = id(p, "pool", PoolId::new)?;
     let Response::Pool(state) = call(s, c, Request::ShowPool { pool: pool.clone() }).await? else {
         return Err(unexpected("ShowPool"));
