@@ -7,6 +7,7 @@ import sys
 import time
 
 from azure.batch import BatchClient, models
+from azure.core import MatchConditions
 from azure.core.credentials import AzureNamedKeyCredential
 from azure.core.exceptions import (
     HttpResponseError,
@@ -61,6 +62,19 @@ nodes = wait_for(
     ),
 )
 wait_for("the pool to be steady", lambda: client.get_pool("sdk-pool").current_dedicated_nodes == 2)
+
+# Conditional requests on the pool's ETag.
+etag = client.get_pool("sdk-pool").etag
+try:
+    client.get_pool("sdk-pool", etag=etag, match_condition=MatchConditions.IfModified)
+    raise SystemExit("a conditional get of an unchanged pool returned it")
+except HttpResponseError as e:
+    assert e.status_code == 304, e.status_code
+try:
+    client.begin_delete_pool("sdk-pool", etag="0xBAD", match_condition=MatchConditions.IfNotModified).result()
+    raise SystemExit("a delete with a stale ETag went through")
+except HttpResponseError as e:
+    assert e.status_code == 412, e.status_code
 
 try:
     client.get_pool("no-such-pool")
@@ -120,6 +134,11 @@ out = b"".join(client.download_task_file("sdk-job", "t3", "stdout.txt"))
 assert out == b"hello 3\n", out
 names = [f.name for f in client.list_task_files("sdk-job", "t3")]
 assert "stdout.txt" in names, names
+props = client.get_task_file_properties("sdk-job", "t3", "stdout.txt")
+assert props.content_length == 8, props.content_length
+assert b"".join(client.download_task_file("sdk-job", "t3", "stdout.txt", ocp_range="bytes=0-4")) == b"hello"
+node_files = list(client.list_node_files("sdk-pool", one.node_info.node_id, recursive=True))
+assert node_files, "a node lists no files"
 
 # A failing task: its exit code and Azure's failure category.
 client.create_task("sdk-job", models.BatchTaskCreateOptions(id="fails", command_line="/bin/sh -c 'exit 3'"))

@@ -11,6 +11,7 @@
 //! `ETag`, `Last-Modified`, `DataServiceId`), lowercase states, OData
 //! paging, and Azure's error body.
 
+mod files;
 mod model;
 mod nodes;
 mod ops;
@@ -123,6 +124,9 @@ pub struct Call {
     pub base: String,
     pub if_match: Option<String>,
     pub if_none_match: Option<String>,
+    /// `If-Modified-Since` / `If-Unmodified-Since`, in seconds.
+    pub if_modified_since: Option<i64>,
+    pub if_unmodified_since: Option<i64>,
     pub range: Option<String>,
     pub client_request_id: Option<String>,
 }
@@ -272,6 +276,13 @@ impl Gateway {
             header(&req, "if-none-match").map(|v| v.trim_matches('"').to_string()),
             header(&req, "ocp-range").map(String::from),
         );
+        let since = |name| {
+            header(&req, name)
+                .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+                .map(|t| t.timestamp())
+        };
+        let (if_modified_since, if_unmodified_since) =
+            (since("if-modified-since"), since("if-unmodified-since"));
         let declared = header(&req, "content-length").and_then(|v| v.parse::<usize>().ok());
         let body = super::console::http::body(req, BODY_BYTES_MAX)
             .await
@@ -304,6 +315,8 @@ impl Gateway {
             base,
             if_match,
             if_none_match,
+            if_modified_since,
+            if_unmodified_since,
             range,
             client_request_id,
         };

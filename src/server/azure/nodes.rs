@@ -37,6 +37,12 @@ pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, 
             value["eTag"] = json!(model::etag(state.version));
             entity(c, value)
         }
+        (&Method::GET, ["pools", p, "nodes", n, "files"]) => {
+            super::files::list(s, c, &super::files::Owner::node(p, n)?).await
+        }
+        (&Method::GET | &Method::HEAD, ["pools", p, "nodes", n, "files", path]) => {
+            super::files::read(s, c, &super::files::Owner::node(p, n)?, path).await
+        }
         (&Method::POST, ["pools", p, "nodes", n, action]) => {
             let (pool, node) = (id(p, "pool", PoolId::new)?, id(n, "node", NodeId::new)?);
             let (request, status) = match *action {

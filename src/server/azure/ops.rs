@@ -56,7 +56,7 @@ pub(super) fn empty(s: &Service, status: u16, url: Option<&str>, etag: Option<St
 }
 
 /// The server's time in RFC 1123, as HTTP dates are.
-fn http_date(s: &Service) -> String {
+pub(super) fn http_date(s: &Service) -> String {
     s.now()
         .to_datetime()
         .format("%a, %d %b %Y %H:%M:%S GMT")
@@ -67,14 +67,24 @@ fn http_date(s: &Service) -> String {
 /// `If-Match` honoured.
 pub(super) fn entity(c: &Call, value: Value) -> Result<Reply, AzError> {
     let etag = value["eTag"].as_str().unwrap_or_default().to_string();
-    if c.if_none_match
+    let modified = value["lastModified"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.timestamp());
+    let unchanged = c
+        .if_none_match
         .as_deref()
         .is_some_and(|m| m == etag || m == "*")
-        && c.method == Method::GET
-    {
+        || matches!((c.if_modified_since, modified), (Some(since), Some(m)) if m <= since);
+    if unchanged && c.method == Method::GET {
         return Ok(Reply::bytes(304, "application/json", vec![]));
     }
     check_if_match(c, &etag)?;
+    if let (Some(since), Some(m)) = (c.if_unmodified_since, modified) {
+        if m > since {
+            return Err(condition_not_met());
+        }
+    }
     let value = select(c, value);
     Ok(Reply::bytes(
         200,
@@ -84,13 +94,17 @@ pub(super) fn entity(c: &Call, value: Value) -> Result<Reply, AzError> {
     .header(hyper::header::ETAG, etag))
 }
 
+fn condition_not_met() -> AzError {
+    AzError::new(
+        412,
+        "ConditionNotMet",
+        "The condition specified using HTTP conditional header(s) is not met.",
+    )
+}
+
 pub(super) fn check_if_match(c: &Call, etag: &str) -> Result<(), AzError> {
     match c.if_match.as_deref() {
-        Some(m) if m != "*" && m != etag => Err(AzError::new(
-            412,
-            "ConditionNotMet",
-            "The condition specified using HTTP conditional header(s) is not met.",
-        )),
+        Some(m) if m != "*" && m != etag => Err(condition_not_met()),
         _ => Ok(()),
     }
 }
@@ -184,7 +198,7 @@ pub(super) fn page(c: &Call, path: &str, items: Vec<Value>) -> Result<Reply, AzE
     ))
 }
 
-fn encode(text: &str) -> String {
+pub(super) fn encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' | b'$' => {
@@ -281,9 +295,11 @@ pub async fn dispatch(s: &Service, c: &Call) -> Result<Reply, AzError> {
             call(s, c, Request::DeleteTask { job, task }).await?;
             Ok(empty(s, 200, None, None))
         }
-        (&Method::GET, ["jobs", j, "tasks", t, "files"]) => list_task_files(s, c, j, t).await,
+        (&Method::GET, ["jobs", j, "tasks", t, "files"]) => {
+            super::files::list(s, c, &super::files::Owner::task(j, t)?).await
+        }
         (&Method::GET | &Method::HEAD, ["jobs", j, "tasks", t, "files", path]) => {
-            task_file(s, c, j, t, path).await
+            super::files::read(s, c, &super::files::Owner::task(j, t)?, path).await
         }
         (_, ["jobschedules", ..]) => super::schedules::route(s, c, &seg).await,
         (&Method::GET, ["jobs", j, "jobpreparationandreleasetaskstatus"]) => {
@@ -686,104 +702,4 @@ async fn list_tasks(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
         }
     }
     page(c, &format!("/jobs/{j}/tasks"), items)
-}
-
-async fn list_task_files(s: &Service, c: &Call, j: &str, t: &str) -> Result<Reply, AzError> {
-    let (job, task) = (id(j, "job", JobId::new)?, id(t, "task", TaskId::new)?);
-    let recursive = c.query.get("recursive").is_some_and(|r| r == "true");
-    let listing = Request::ListTaskFiles {
-        job,
-        task,
-        attempt: 0,
-        path: String::new(),
-        recursive,
-    };
-    let Response::Files {
-        answer: crate::api::agent::FileAnswer::Listing(entries),
-        ..
-    } = call(s, c, listing).await?
-    else {
-        return Err(unexpected("ListTaskFiles"));
-    };
-    let items = entries
-        .iter()
-        .map(|e| {
-            let dir = e.kind == crate::api::agent::FileKind::Directory;
-            json!({
-                "name": e.path,
-                "url": format!("{}/jobs/{j}/tasks/{t}/files/{}", c.base, encode(&e.path)),
-                "isDirectory": dir,
-                "properties": {
-                    "lastModified": e.modified.to_string(),
-                    "creationTime": e.modified.to_string(),
-                    "contentLength": e.size,
-                    "contentType": "application/octet-stream",
-                },
-            })
-        })
-        .collect();
-    page(c, &format!("/jobs/{j}/tasks/{t}/files"), items)
-}
-
-/// A task's file, whole or `ocp-range: bytes=a-b`; HEAD: its properties.
-async fn task_file(s: &Service, c: &Call, j: &str, t: &str, path: &str) -> Result<Reply, AzError> {
-    let (job, task) = (id(j, "job", JobId::new)?, id(t, "task", TaskId::new)?);
-    let (mut from, last) = match c
-        .range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.split_once('-'))
-    {
-        Some((a, b)) => (a.parse().unwrap_or(0), b.parse::<u64>().ok()),
-        None => (0u64, None),
-    };
-    let mut data = vec![];
-    let mut size;
-    loop {
-        let want = last.map_or(u64::MAX, |l| l + 1 - from.min(l + 1));
-        let read = Request::ReadTaskFile {
-            job: job.clone(),
-            task: task.clone(),
-            attempt: 0,
-            path: path.to_string(),
-            offset: from,
-            max_bytes: want.min(u32::MAX as u64) as u32,
-        };
-        let Response::Files {
-            answer: crate::api::agent::FileAnswer::Chunk(chunk),
-            ..
-        } = call(s, c, read).await?
-        else {
-            return Err(unexpected("ReadTaskFile"));
-        };
-        size = chunk.size;
-        if c.method == Method::HEAD || chunk.data.is_empty() {
-            break;
-        }
-        from += chunk.data.len() as u64;
-        data.extend_from_slice(&chunk.data);
-        if last.is_some_and(|l| from > l) || from >= size || data.len() > 256 << 20 {
-            break;
-        }
-    }
-    let length = if c.method == Method::HEAD {
-        size
-    } else {
-        data.len() as u64
-    };
-    let reply = Reply::bytes(200, "application/octet-stream", data)
-        .header(
-            HeaderName::from_static("ocp-batch-file-isdirectory"),
-            "false",
-        )
-        .header(
-            HeaderName::from_static("ocp-batch-file-url"),
-            format!("{}/jobs/{j}/tasks/{t}/files/{}", c.base, encode(path)),
-        )
-        .header(hyper::header::LAST_MODIFIED, http_date(s));
-    Ok(if c.method == Method::HEAD {
-        reply.header(hyper::header::CONTENT_LENGTH, length.to_string())
-    } else {
-        reply
-    })
 }
