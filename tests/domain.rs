@@ -1232,6 +1232,51 @@ fn app_versions_and_rejections() {
 }
 
 #[test]
+fn a_job_takes_new_settings_while_it_runs_and_no_others() {
+    use lote::domain::job::{Job, JobCommand, JobEvent, OnAllTasksComplete};
+    let spec = job_spec();
+    let j: Job = given(&[JobEvent::JobCreated {
+        spec: spec.clone(),
+        at: lote::types::Timestamp::from_micros(1),
+    }]);
+    let changed = lote::domain::job::JobSpec {
+        priority: 500,
+        max_task_retries: 3,
+        on_all_tasks_complete: OnAllTasksComplete::TerminateJob,
+        ..spec.clone()
+    };
+    let (_, j2) = then_ok(
+        &j,
+        JobCommand::UpdateJob {
+            spec: changed.clone(),
+        },
+        &ctx(user()),
+    );
+    assert_eq!(j2.spec.as_ref().unwrap().priority, 500);
+    // What a job was made with stays.
+    let moved = lote::domain::job::JobSpec {
+        pool: lote::types::PoolId::new("elsewhere").unwrap(),
+        ..changed.clone()
+    };
+    then_rejected(
+        &j2,
+        JobCommand::UpdateJob { spec: moved },
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
+    let bad = lote::domain::job::JobSpec {
+        priority: 5000,
+        ..changed
+    };
+    then_rejected(
+        &j2,
+        JobCommand::UpdateJob { spec: bad },
+        &ctx(user()),
+        RejectionCode::InvalidValue,
+    );
+}
+
+#[test]
 fn zz_every_decide_rejection_is_covered() {
     // Run the others first (names sort; tests in one binary share SEEN).
     account_lifecycle_and_rejections();

@@ -103,11 +103,12 @@ const EVENT_TYPES: &[&str] = &[
     "RequestRecorded",
     "AppVersionPublished",
     "AppDefaultVersionSet",
+    "JobUpdated",
 ];
 
 /// The newest golden folder. Bump the minor number when event types are
 /// added without a layout change, and record it.
-const LATEST: &str = "v5";
+const LATEST: &str = "v5.1";
 
 /// Rebuilds every entity of a store into JSON, keyed by entity name.
 fn rebuild_all(store: &EventStore) -> BTreeMap<String, serde_json::Value> {
@@ -851,9 +852,22 @@ preview = "preview.png"
         pool: lote::domain::pool::PoolSpec::fixed(pool, acme(), 1, 2),
         keep_alive: false,
     }));
-    core.create_job_with_tasks(spec, run.tasks, ctx(user()), vec![])
+    core.create_job_with_tasks(spec.clone(), run.tasks, ctx(user()), vec![])
         .await
         .unwrap();
+    // New settings while it runs.
+    let updated = lote::domain::job::JobSpec {
+        priority: 300,
+        max_wall_clock_secs: Some(3600),
+        ..spec
+    };
+    core.execute::<Job>(
+        &StreamId::job(&acme(), &job),
+        JobCommand::UpdateJob { spec: updated },
+        ctx(user()),
+    )
+    .await
+    .unwrap();
 }
 
 /// Two job schedules through every event of theirs.

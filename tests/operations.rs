@@ -1113,3 +1113,106 @@ async fn deleting_a_pool_in_use_is_refused_unless_forced_and_then_ends_its_jobs(
         assert!(why.contains("pool busy was deleted"), "{id}: {why}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_jobs_settings_change_and_take_effect() {
+    let server = ServerProcess::start(&[]);
+    let (client, key, _) = server.account("acme").await;
+    local_pool(&client, "p", 1, 1).await;
+    create_job(&client, "slow", "p").await;
+    add(&client, "slow", vec![shell("s1", "sleep 600")]).await;
+    // Both queued behind the first: the later job's task is raised
+    // above the earlier one's by its new priority.
+    create_job(&client, "early", "p").await;
+    add(&client, "early", vec![shell("e1", "true")]).await;
+    create_job(&client, "late", "p").await;
+    add(&client, "late", vec![shell("l1", "true")]).await;
+    let out = cli(
+        &server,
+        &key,
+        &["job", "update", "late", "--priority", "900"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    // A wall-clock limit set now ends the slow job (counted from its
+    // creation, so at once).
+    let out = cli(
+        &server,
+        &key,
+        &["job", "update", "slow", "--max-wall-clock-secs", "1"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    eventually(
+        Duration::from_secs(60),
+        "the slow job is terminated",
+        || async {
+            let j = show_job(&client, "slow").await;
+            match (&j.state.status, &j.state.completion_reason) {
+                (JobStatus::Completed, Some(r)) if r.contains("wall-clock") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(60), "both queued tasks ran", || async {
+        let (e, l) = (
+            task(&client, "early", "e1").await,
+            task(&client, "late", "l1").await,
+        );
+        match (
+            e.state.started_at.or(e.state.completed_at),
+            l.state.started_at.or(l.state.completed_at),
+        ) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (e, l) = (
+        task(&client, "early", "e1").await,
+        task(&client, "late", "l1").await,
+    );
+    let placed = |t: &lote::domain::Versioned<lote::domain::task::Task>| t.state.completed_at;
+    assert!(
+        placed(&l) <= placed(&e),
+        "the raised job's task ran first: {:?} {:?}",
+        placed(&l),
+        placed(&e)
+    );
+    // Ending when its tasks have: a job whose tasks are done completes now.
+    let out = cli(
+        &server,
+        &key,
+        &[
+            "job",
+            "update",
+            "early",
+            "--on-all-tasks-complete",
+            "terminate-job",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    eventually(
+        Duration::from_secs(30),
+        "the early job completes",
+        || async {
+            match show_job(&client, "early").await.state.status {
+                JobStatus::Completed => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    // What a job was made with does not change; a completed job takes
+    // nothing.
+    let out = cli(
+        &server,
+        &key,
+        &["job", "update", "early", "--priority", "1"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("completed"),
+        "{out:?}"
+    );
+    stop_and_replay(server);
+}

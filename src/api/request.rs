@@ -189,6 +189,12 @@ pub enum Request {
     DeleteJob {
         job: JobId,
     },
+    /// New settings for a job: the whole spec, of which only priority,
+    /// the wall-clock limit, task retries, `on_all_tasks_complete`,
+    /// `on_task_failure` and metadata may differ.
+    UpdateJob {
+        spec: crate::domain::job::JobSpec,
+    },
     /// Adds up to [`ADD_TASKS_BATCH_MAX`] tasks in one atomic, durable step.
     AddTasks {
         job: JobId,
@@ -686,6 +692,7 @@ impl Request {
             | R::EnableJob { .. }
             | R::TerminateJob { .. }
             | R::DeleteJob { .. }
+            | R::UpdateJob { .. }
             | R::ExplainJob { .. } => Family::Jobs,
             R::CreateSchedule { .. }
             | R::UpdateSchedule { .. }
@@ -893,7 +900,8 @@ impl Request {
             ShowApp,
             SetDefaultAppVersion,
             RunApp,
-            ReprocessAppRun
+            ReprocessAppRun,
+            UpdateJob
         )
     }
 }

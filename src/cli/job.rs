@@ -128,6 +128,19 @@ pub enum JobCmd {
     },
     /// Delete a job and its tasks (their history stays in the log).
     Delete { id: JobId },
+    /// Change a job's settings while it runs: priority, wall-clock limit,
+    /// task retries, what happens when its tasks end or fail, metadata.
+    /// What is not given stays as it is.
+    ///
+    /// Examples:
+    ///   lote job update frames --priority 500
+    ///   lote job update frames --on-all-tasks-complete terminate-job   # after the last task was added
+    #[command(verbatim_doc_comment)]
+    Update {
+        id: JobId,
+        #[command(flatten)]
+        changes: JobUpdateArgs,
+    },
     /// Wait until no task of the job is queued or running; with --progress
     /// a live bar on stderr. Exits 1 if any task failed.
     Wait {
@@ -138,6 +151,60 @@ pub enum JobCmd {
         #[arg(long)]
         timeout_secs: Option<u64>,
     },
+}
+
+/// What `lote job update` changes; what is not given stays.
+#[derive(clap::Args, Debug)]
+pub struct JobUpdateArgs {
+    /// -1000 (lowest) to 1000 (highest); queued tasks move at once.
+    #[arg(long, allow_negative_numbers = true)]
+    priority: Option<i32>,
+    /// Longest the job may run, seconds from its creation (0: no limit).
+    #[arg(long)]
+    max_wall_clock_secs: Option<u64>,
+    /// Retries for tasks added from now on.
+    #[arg(long)]
+    max_task_retries: Option<u32>,
+    #[arg(long, value_enum)]
+    on_all_tasks_complete: Option<OnAllTasksComplete>,
+    #[arg(long, value_enum)]
+    on_task_failure: Option<OnTaskFailure>,
+    /// NAME=VALUE, replacing the job's metadata (repeatable).
+    #[arg(long = "metadata", value_name = "NAME=VALUE")]
+    metadata: Vec<String>,
+}
+
+impl JobUpdateArgs {
+    fn apply(self, mut spec: JobSpec) -> Result<JobSpec, ClientError> {
+        spec.priority = self.priority.unwrap_or(spec.priority);
+        if let Some(secs) = self.max_wall_clock_secs {
+            spec.max_wall_clock_secs = (secs > 0).then_some(secs);
+        }
+        spec.max_task_retries = self.max_task_retries.unwrap_or(spec.max_task_retries);
+        spec.on_all_tasks_complete = self
+            .on_all_tasks_complete
+            .unwrap_or(spec.on_all_tasks_complete);
+        spec.on_task_failure = self.on_task_failure.unwrap_or(spec.on_task_failure);
+        if !self.metadata.is_empty() {
+            spec.metadata = self
+                .metadata
+                .iter()
+                .map(|m| {
+                    let (name, value) = m.split_once('=').ok_or_else(|| {
+                        ClientError::Api(ApiError::rejected(
+                            RejectionCode::InvalidValue,
+                            format!("--metadata {m:?}: expected NAME=VALUE"),
+                        ))
+                    })?;
+                    Ok(lote::domain::job_prep::MetadataItem {
+                        name: name.into(),
+                        value: value.into(),
+                    })
+                })
+                .collect::<Result<_, ClientError>>()?;
+        }
+        Ok(spec)
+    }
 }
 
 /// Runs one `lote job` command.
@@ -198,6 +265,19 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
                 )
             };
             call(Request::CreateJob { spec, request_id }).await?
+        }
+        JobCmd::Update { id, changes } => {
+            let Response::Job(job) = call(Request::ShowJob { job: id.clone() }).await? else {
+                return Err(ClientError::Protocol("expected a job".into()));
+            };
+            let spec = job
+                .state
+                .spec
+                .ok_or_else(|| ClientError::Protocol(format!("job {id} has no spec")))?;
+            call(Request::UpdateJob {
+                spec: changes.apply(spec)?,
+            })
+            .await?
         }
         JobCmd::List => call(Request::ListJobs).await?,
         JobCmd::PrepStatus { id } => {

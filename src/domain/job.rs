@@ -314,6 +314,11 @@ pub enum JobCommand {
     CreateJob {
         spec: JobSpec,
     },
+    /// The job's settings that may change while it runs: priority,
+    /// limits, retries, what its tasks' ending and failures do, metadata.
+    UpdateJob {
+        spec: JobSpec,
+    },
     DisableJob {
         disable_tasks: DisableTasks,
     },
@@ -400,6 +405,12 @@ pub enum JobEvent {
         status: super::job_prep::NodeTaskStatus,
         at: Timestamp,
     },
+    /// New settings (see `JobCommand::UpdateJob`; added last, as the
+    /// two before it).
+    JobUpdated {
+        spec: JobSpec,
+        at: Timestamp,
+    },
 }
 
 impl DomainEvent for JobEvent {
@@ -417,6 +428,7 @@ impl DomainEvent for JobEvent {
             JobEvent::JobTasksWaiting { .. } => "JobTasksWaiting",
             JobEvent::JobPreparationEnded { .. } => "JobPreparationEnded",
             JobEvent::JobReleaseEnded { .. } => "JobReleaseEnded",
+            JobEvent::JobUpdated { .. } => "JobUpdated",
         }
     }
 }
@@ -512,6 +524,33 @@ impl Job {
                 Ok(spec)
             }
         }
+    }
+
+    /// New settings: only those that may change while the job runs.
+    fn decide_update(&self, spec: &JobSpec, ctx: &Ctx) -> Result<Vec<JobEvent>, Rejection> {
+        let at = ctx.now;
+        let old = self.live(ctx)?;
+        self.refuse_finished(old)?;
+        let fixed = JobSpec {
+            priority: old.priority,
+            max_wall_clock_secs: old.max_wall_clock_secs,
+            max_task_retries: old.max_task_retries,
+            on_all_tasks_complete: old.on_all_tasks_complete,
+            on_task_failure: old.on_task_failure,
+            metadata: old.metadata.clone(),
+            ..spec.clone()
+        };
+        ensure(fixed == *old, RejectionCode::InvalidValue, || {
+            format!(
+                "job {}: only its priority, wall-clock limit, task retries, --on-all-tasks-complete, --on-task-failure and metadata change after it is created",
+                old.id
+            )
+        })?;
+        spec.validate()?;
+        Ok(vec![JobEvent::JobUpdated {
+            spec: spec.clone(),
+            at,
+        }])
     }
 
     pub(super) fn refuse_finished(&self, spec: &JobSpec) -> Result<(), Rejection> {
@@ -672,6 +711,7 @@ impl Aggregate for Job {
                 self.live(ctx)?;
                 Ok(vec![JobEvent::JobDeleted { at }])
             }
+            JobCommand::UpdateJob { spec } => self.decide_update(spec, ctx),
             JobCommand::RecordWaiting {
                 slots,
                 tasks,
@@ -718,6 +758,9 @@ impl Aggregate for Job {
             }
             (s, JobEvent::JobDeleted { .. }) if !matches!(s, S::Absent | S::Deleted) => {
                 self.status = S::Deleted
+            }
+            (S::Active | S::Disabled, JobEvent::JobUpdated { spec, .. }) => {
+                self.spec = Some(spec.clone());
             }
             (S::Active | S::Disabled, JobEvent::JobTaskAdded { .. }) => {
                 self.tasks_added += 1;

@@ -149,6 +149,25 @@ failed = wait_for(
 assert failed.execution_info.exit_code == 3 and failed.execution_info.result == "failure"
 assert failed.execution_info.failure_info.category == "usererror"
 
+# Azure's own advice: make a job that waits, add its tasks, then tell it
+# to end when they have.
+client.create_job(
+    models.BatchJobCreateOptions(id="sdk-update", pool_info=models.BatchPoolInfo(pool_id="sdk-pool"), priority=10)
+)
+client.create_task("sdk-update", models.BatchTaskCreateOptions(id="u1", command_line="true"))
+wait_for("u1", lambda: client.get_task("sdk-update", "u1").state == "completed")
+assert client.get_job("sdk-update").state == "active"
+client.update_job("sdk-update", models.BatchJobUpdateOptions(priority=100, all_tasks_complete_mode="terminatejob"))
+wait_for("the updated job to complete", lambda: client.get_job("sdk-update").state == "completed")
+updated = client.get_job("sdk-update")
+assert updated.priority == 100, updated.priority
+assert updated.execution_info.termination_reason == "AllTasksComplete", updated.execution_info
+try:
+    client.update_job("sdk-update", models.BatchJobUpdateOptions(priority=1))
+    raise SystemExit("a completed job took new settings")
+except ResourceExistsError as e:
+    assert e.error.code == "JobCompleted", e.error.code
+
 # A job with a preparation and a release task, their status per node.
 client.create_job(
     models.BatchJobCreateOptions(

@@ -456,6 +456,15 @@ pub fn node_json(base: &str, pool: &str, n: &Versioned<Node>, vm_size: &str) -> 
     })
 }
 
+/// Job properties lote has no use for, refused when set.
+const JOB_UNSUPPORTED: [(&str, &str); 2] = [
+    ("allowTaskPreemption", "lote does not preempt tasks"),
+    (
+        "networkConfiguration",
+        "lote's pools have no virtual networks",
+    ),
+];
+
 /// `BatchJobCreateOptions` (or a schedule's `jobSpecification`) into the
 /// job spec's fields. The pool: `poolInfo.poolId`, or an auto pool.
 pub fn job_spec(
@@ -463,16 +472,7 @@ pub fn job_spec(
     id: crate::types::JobId,
     account: &crate::types::AccountName,
 ) -> Result<crate::domain::job::JobSpec, Invalid> {
-    refuse_present(
-        v,
-        &[
-            ("allowTaskPreemption", "lote does not preempt tasks"),
-            (
-                "networkConfiguration",
-                "lote's pools have no virtual networks",
-            ),
-        ],
-    )?;
+    refuse_present(v, &JOB_UNSUPPORTED)?;
     let info = v
         .get("poolInfo")
         .ok_or_else(|| invalid("poolInfo", "is missing"))?;
@@ -567,6 +567,50 @@ pub fn job_spec(
                 .and_then(Value::as_bool)
                 .unwrap_or(true),
         }));
+    }
+    Ok(spec)
+}
+
+/// A job's spec after Azure's update (`replace`: PUT, absent properties
+/// back to their defaults) of the properties lote lets change.
+pub fn job_update(
+    v: &Value,
+    mut spec: crate::domain::job::JobSpec,
+    replace: bool,
+) -> Result<crate::domain::job::JobSpec, Invalid> {
+    refuse_present(v, &JOB_UNSUPPORTED)?;
+    if let Some(pool) = v
+        .get("poolInfo")
+        .and_then(|p| p.get("poolId"))
+        .and_then(Value::as_str)
+    {
+        if pool != spec.pool.as_str() {
+            return Err(invalid("poolInfo", "lote moves no job to another pool"));
+        }
+    }
+    let given = |key: &str| v.get(key).is_some_and(|x| !x.is_null());
+    if given("priority") || replace {
+        spec.priority = v.get("priority").and_then(Value::as_i64).unwrap_or(0) as i32;
+    }
+    if given("constraints") || replace {
+        let c = v.get("constraints").cloned().unwrap_or_else(|| json!({}));
+        spec.max_wall_clock_secs = duration_of(&c, "maxWallClockTime")?;
+        spec.max_task_retries = u32_of(&c, "maxTaskRetryCount")?.unwrap_or(0);
+    }
+    if given("onAllTasksComplete") || replace {
+        spec.on_all_tasks_complete = match str_of(v, "onAllTasksComplete") {
+            Some("terminatejob") => OnAllTasksComplete::TerminateJob,
+            _ => OnAllTasksComplete::NoAction,
+        };
+    }
+    if given("onTaskFailure") || replace {
+        spec.on_task_failure = match str_of(v, "onTaskFailure") {
+            Some("performexitoptionsjobaction") => OnTaskFailure::PerformExitOptionsJobAction,
+            _ => OnTaskFailure::NoAction,
+        };
+    }
+    if given("metadata") || replace {
+        spec.metadata = metadata_of(v)?;
     }
     Ok(spec)
 }

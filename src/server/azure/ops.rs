@@ -258,6 +258,7 @@ pub async fn dispatch(s: &Service, c: &Call) -> Result<Reply, AzError> {
             .await?;
             Ok(empty(s, 202, None, None))
         }
+        (&Method::PATCH | &Method::PUT, ["jobs", j]) => update_job(s, c, j).await,
         (&Method::GET, ["jobs", j, "taskcounts"]) => task_counts(s, c, j).await,
         (&Method::POST, ["jobs", j, action])
             if *action != "tasks" && *action != "addtaskcollection" =>
@@ -702,4 +703,21 @@ async fn list_tasks(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
         }
     }
     page(c, &format!("/jobs/{j}/tasks"), items)
+}
+
+/// `PATCH /jobs/{id}` (the given properties) or `PUT` (all of them, the
+/// absent ones back to their defaults): priority, constraints, what the
+/// job does when its tasks end or fail, metadata.
+async fn update_job(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
+    let job = id(j, "job", JobId::new)?;
+    let Response::Job(current) = call(s, c, Request::ShowJob { job }).await? else {
+        return Err(unexpected("ShowJob"));
+    };
+    check_if_match(c, &model::etag(current.version))?;
+    let Some(old) = current.state.spec.clone() else {
+        return Err(unexpected("ShowJob"));
+    };
+    let spec = model::job_update(&c.json()?, old, c.method == Method::PUT)?;
+    call(s, c, Request::UpdateJob { spec }).await?;
+    Ok(empty(s, 200, Some(&format!("{}/jobs/{j}", c.base)), None))
 }

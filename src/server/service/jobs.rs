@@ -69,6 +69,16 @@ impl Service {
                 )
                 .await
             }
+            Request::UpdateJob { spec } => {
+                let mut spec = spec.clone();
+                spec.account = account.clone();
+                self.exec::<Job>(
+                    call.job_stream(&spec.id),
+                    JobCommand::UpdateJob { spec },
+                    ctx(),
+                )
+                .await
+            }
             Request::DeleteJob { job } => {
                 self.exec::<Job>(call.job_stream(job), JobCommand::DeleteJob, ctx())
                     .await

@@ -93,6 +93,19 @@ impl JobCounts {
                 false
             }
             "JobEnabled" => count.may_be_due(),
+            // New settings: it may now complete when its tasks have, and
+            // may already have none left.
+            "JobUpdated" => {
+                let Ok(JobEvent::JobUpdated { spec, .. }) =
+                    decode_event::<JobEvent>(StreamKind::Job, envelope)
+                else {
+                    return false;
+                };
+                count.completes_when_done = spec.on_all_tasks_complete
+                    == crate::domain::job::OnAllTasksComplete::TerminateJob;
+                count.on_failure = spec.on_task_failure;
+                count.may_be_due()
+            }
             "JobTaskCountsChanged" => {
                 let Ok(JobEvent::JobTaskCountsChanged { task, from, to }) =
                     decode_event::<JobEvent>(StreamKind::Job, envelope)

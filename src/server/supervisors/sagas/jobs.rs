@@ -114,8 +114,32 @@ impl Sagas {
     }
 
     /// Terminates a job when it runs past its maximum wall-clock time.
+    /// Arms the job's wall-clock timer at its deadline in placement's
+    /// picture (after its creation, or an update that changed its limit).
+    pub(super) fn arm_deadline(self: &Rc<Self>, stream: StreamId) {
+        let this = self.clone();
+        self.spawn("setting a job's wall-clock timer", async move {
+            let job = stream.clone();
+            let deadline = this
+                .placement
+                .inspect(move |s| {
+                    s.job_deadlines()
+                        .into_iter()
+                        .find(|(s, _)| s == &job)
+                        .map(|(_, d)| d)
+                })
+                .await?;
+            if let Some(deadline) = deadline {
+                this.set_deadline(stream, deadline);
+            }
+            Ok(())
+        });
+    }
+
+    /// Terminates the job at `deadline` unless a later call moved it (a
+    /// timer per job; the newest deadline wins) or its limit is gone.
     pub(super) fn set_deadline(self: &Rc<Self>, job: StreamId, deadline: Timestamp) {
-        if !self.timers.borrow_mut().insert(job.clone()) {
+        if self.timers.borrow_mut().insert(job.clone(), deadline) == Some(deadline) {
             return;
         }
         let this = self.clone();
@@ -123,7 +147,13 @@ impl Sagas {
             let now = this.core.clock().now();
             let wait = deadline.as_micros().saturating_sub(now.as_micros()).max(0) as u64;
             tokio::time::sleep(std::time::Duration::from_micros(wait)).await;
-            this.timers.borrow_mut().remove(&job);
+            {
+                let mut timers = this.timers.borrow_mut();
+                if timers.get(&job) != Some(&deadline) {
+                    return;
+                }
+                timers.remove(&job);
+            }
             let Ok(state) = this.core.state::<Job>(&job).await else {
                 return;
             };

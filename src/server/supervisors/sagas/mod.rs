@@ -76,7 +76,7 @@ pub struct Sagas {
     /// Nodes whose removal is under way.
     removing: RefCell<HashSet<(String, NodeId)>>,
     /// Jobs with a wall-clock timer set.
-    timers: RefCell<HashSet<StreamId>>,
+    timers: RefCell<std::collections::HashMap<StreamId, Timestamp>>,
     /// Local pools with a lost node being replaced: brought back to their
     /// target once it is gone, even when no resize is under way.
     heal: RefCell<HashSet<String>>,
@@ -433,23 +433,7 @@ impl Sagas {
             "JobCreated" => {
                 self.unfinished.fold(envelope);
                 self.learn_manager(envelope);
-                let this = self.clone();
-                self.spawn("setting a job's wall-clock timer", async move {
-                    let job = stream.clone();
-                    let deadline = this
-                        .placement
-                        .inspect(move |s| {
-                            s.job_deadlines()
-                                .into_iter()
-                                .find(|(s, _)| s == &job)
-                                .map(|(_, d)| d)
-                        })
-                        .await?;
-                    if let Some(deadline) = deadline {
-                        this.set_deadline(stream, deadline);
-                    }
-                    Ok(())
-                });
+                self.arm_deadline(stream);
             }
             "JobTerminating" | "JobDeleted" => {
                 self.unfinished.fold(envelope);
@@ -482,6 +466,13 @@ impl Sagas {
                 self.spawn("releasing a disabled job's tasks", async move {
                     this.disable_job_tasks(&stream, disable_tasks).await
                 });
+            }
+            "JobUpdated" => {
+                if self.unfinished.fold(envelope) {
+                    self.complete_job(stream.clone());
+                }
+                // Its wall-clock limit may have changed.
+                self.arm_deadline(stream);
             }
             "JobTaskCountsChanged" | "JobEnabled" => {
                 if self.unfinished.fold(envelope) {

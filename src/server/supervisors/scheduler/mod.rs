@@ -150,6 +150,8 @@ enum JobState {
 struct JobInfo {
     priority: i32,
     state: JobState,
+    /// When it was created: its wall-clock limit counts from then.
+    created: Timestamp,
     /// When the job runs past its maximum wall-clock time.
     deadline: Option<Timestamp>,
     /// Terminating and not yet completed: its tasks are being stopped.
@@ -366,6 +368,25 @@ impl Scheduler {
 
     /// A job's unfinished tasks: queued ones (those waiting for their
     /// parents too), and held ones with their attempt.
+    /// A job's queued tasks moved to its new priority, keeping their
+    /// submission order. Tasks still held for their parents keep the
+    /// priority they were added with.
+    fn requeue_at_priority(&mut self, job: &StreamId, priority: i32) {
+        let of_job = |t: &QueuedTask| &StreamId::job(&t.account, &t.job) == job;
+        for (_, (pool, key)) in self.queued.iter_mut() {
+            let Some(p) = self.pools.get_mut(pool.as_str()) else {
+                continue;
+            };
+            if !p.queue.get(key).is_some_and(of_job) {
+                continue;
+            }
+            if let Some(task) = p.queue.remove(key) {
+                key.0 = Reverse(priority);
+                p.queue.insert(*key, task);
+            }
+        }
+    }
+
     pub fn tasks_of_job(&self, job: &StreamId) -> (Vec<StreamId>, Vec<HeldTask>) {
         let of_job = |t: &QueuedTask| &StreamId::job(&t.account, &t.job) == job;
         let mut queued: Vec<StreamId> = self

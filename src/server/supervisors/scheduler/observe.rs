@@ -52,12 +52,17 @@ impl Scheduler {
                                 common_env: std::sync::Arc::new(spec.common_env),
                                 priority: spec.priority,
                                 state: JobState::Active,
+                                created: at,
                                 deadline: spec.max_wall_clock_secs.map(|s| at.plus_secs(s)),
                                 terminating: false,
                                 manager: spec.job_manager.map(|m| (m.task.id, at)),
                                 resource_files: std::sync::Arc::new(spec.common_resource_files),
                             },
                         );
+                        return;
+                    }
+                    JobEvent::JobUpdated { spec, .. } => {
+                        self.job_updated(stream, &spec);
                         return;
                     }
                     JobEvent::JobDisabled { .. } => JobState::Held,
@@ -419,5 +424,22 @@ impl Scheduler {
                 .remove(&(h.task.job.clone(), h.task.task.clone()));
         }
         Some(h)
+    }
+}
+
+impl Scheduler {
+    /// New settings of a job: priority orders placement from the next
+    /// round (its queued tasks move); the wall clock still counts from
+    /// creation.
+    fn job_updated(&mut self, stream: &StreamId, spec: &crate::domain::job::JobSpec) {
+        let Some(job) = self.jobs.get_mut(stream) else {
+            return;
+        };
+        let moved = job.priority != spec.priority;
+        job.priority = spec.priority;
+        job.deadline = spec.max_wall_clock_secs.map(|s| job.created.plus_secs(s));
+        if moved {
+            self.requeue_at_priority(stream, spec.priority);
+        }
     }
 }
