@@ -51,6 +51,25 @@ fn venv() -> Option<PathBuf> {
     Some(python)
 }
 
+/// Runs Python with `args`; it must succeed and print `expected`.
+async fn run_python(python: PathBuf, args: Vec<String>, expected: &'static str) {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(&args)
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(expected),
+        "the SDK's Python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 async fn azure_key(server: &ServerProcess) -> String {
     let Ok(lote::api::Response::Keys { primary, .. }) = server
         .admin()
@@ -75,22 +94,8 @@ async fn azures_own_sdk_runs_unchanged_against_lote() {
     );
     let key = azure_key(&server).await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/azure_sdk/batch_user.py");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([endpoint.as_str(), "acme", key.as_str()])
-            .env("NO_PROXY", "127.0.0.1,localhost")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
-        "the SDK script failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let script = script.display().to_string();
+    run_python(python, vec![script, endpoint, "acme".into(), key], "ok").await;
     // Every change it made is in the log, by the account.
     let trail = stop_and_audit(server, &["pool/acme/sdk-pool", "job/acme/sdk-job"]);
     assert!(trail.iter().any(|l| l.contains("PoolCreated")), "{trail:?}");
@@ -251,4 +256,31 @@ async fn signatures_are_checked_as_azure_checks_them() {
     let text = String::from_utf8_lossy(&lying).replace("content-length: 2", "content-length: 4");
     let (status, _) = send(&addr, text.as_bytes()).await;
     assert_eq!(status, 403, "a changed length breaks the signature");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_speaks_https_where_plaintext_is_not_allowed() {
+    let Some(python) = venv() else { return };
+    let mut server =
+        ServerProcess::start(&["--plaintext", "never", "--azure-listen", "127.0.0.1:0"]);
+    server.pin_tls();
+    server.account("acme").await;
+    let addr = server.azure.clone().expect("the gateway's address");
+    // Plain HTTP is answered, readably, that HTTPS is needed.
+    let (status, body) = send(
+        &addr,
+        b"GET /pools?api-version=2025-06-01 HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("HTTPS"), "{body}");
+    let key = azure_key(&server).await;
+    let cert = server.data_dir.join("tls/cert.pem");
+    let code = format!(
+        "from azure.batch import BatchClient\nfrom azure.core.credentials import AzureNamedKeyCredential\n\
+         c = BatchClient('https://{addr}', AzureNamedKeyCredential('acme', '{key}'), connection_verify='{}')\n\
+         print('pools', len(list(c.list_pools())))\n",
+        cert.display()
+    );
+    run_python(python, vec!["-c".into(), code], "pools 0").await;
 }

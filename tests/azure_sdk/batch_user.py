@@ -189,8 +189,15 @@ node_ids = sorted(n.id for n in client.list_nodes("sdk-pool"))
 client.disable_node_scheduling(
     "sdk-pool",
     node_ids[0],
-    models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="requeue"),
+    models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="taskcompletion"),
 )
+try:
+    client.disable_node_scheduling(
+        "sdk-pool", node_ids[1], models.BatchNodeDisableSchedulingOptions(node_disable_scheduling_option="terminate")
+    )
+    raise SystemExit("an option lote does not honour was taken")
+except HttpResponseError as e:
+    assert e.status_code == 400 and e.error.code == "InvalidPropertyValue", e.error.code
 assert client.get_node("sdk-pool", node_ids[0]).scheduling_state == "disabled"
 client.enable_node_scheduling("sdk-pool", node_ids[0])
 wait_for("scheduling back on", lambda: client.get_node("sdk-pool", node_ids[0]).scheduling_state == "enabled")

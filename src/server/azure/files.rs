@@ -7,7 +7,7 @@ use hyper::header::HeaderName;
 use hyper::Method;
 use serde_json::json;
 
-use super::ops::{call, encode, http_date, id, page, unexpected};
+use super::common::{call, encode, http_date, id, page, unexpected};
 use super::{AzError, Call, Reply};
 use crate::api::agent::{FileAnswer, FileKind};
 use crate::api::{Request, Response};

@@ -11,6 +11,7 @@
 //! `ETag`, `Last-Modified`, `DataServiceId`), lowercase states, OData
 //! paging, and Azure's error body.
 
+mod common;
 mod files;
 mod model;
 mod nodes;

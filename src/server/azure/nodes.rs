@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
+use super::common::{call, empty, entity, id, page, unexpected};
 use super::model;
-use super::ops::{call, empty, entity, id, page, unexpected};
 use super::{AzError, Call};
 use crate::api::{Request, Response};
 use crate::domain::pool::Deallocation;
@@ -20,6 +20,36 @@ fn deallocation(body: &Value) -> Deallocation {
     }
 }
 
+/// What lote does with a rebooting node's tasks (requeues them) and a
+/// node whose scheduling is turned off (lets its tasks finish): another
+/// option asked for is refused, not ignored.
+fn honoured(body: &Value, action: &str) -> Result<(), AzError> {
+    let (field, only, what) = match action {
+        "reboot" | "reimage" => (
+            "nodeRebootKind",
+            "requeue",
+            "lote requeues a rebooting node's tasks",
+        ),
+        "disablescheduling" => (
+            "nodeDisableSchedulingOption",
+            "taskcompletion",
+            "lote lets the tasks running on a node whose scheduling is off finish",
+        ),
+        _ => return Ok(()),
+    };
+    let field = if action == "reimage" {
+        "nodeReimageOption"
+    } else {
+        field
+    };
+    match body.get(field).and_then(Value::as_str) {
+        Some(asked) if asked != only => {
+            Err(model::invalid(field, format!("{asked}: {what} ({only})")).into())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Routes `/pools/{id}/nodes/{id}...` and `/pools/{id}/removenodes`.
 pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, AzError> {
     use hyper::Method;
@@ -29,7 +59,7 @@ pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, 
             let Response::Node(state) = call(s, c, Request::ShowNode { pool, node }).await? else {
                 return Err(unexpected("ShowNode"));
             };
-            let size = super::ops::pool_value(s, c, p).await?["vmSize"]
+            let size = super::common::pool_value(s, c, p).await?["vmSize"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
@@ -45,6 +75,7 @@ pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, 
         }
         (&Method::POST, ["pools", p, "nodes", n, action]) => {
             let (pool, node) = (id(p, "pool", PoolId::new)?, id(n, "node", NodeId::new)?);
+            honoured(&c.json()?, action)?;
             let (request, status) = match *action {
                 "reboot" => (Request::RebootNode { pool, node }, 202),
                 "reimage" => (Request::ReimageNode { pool, node }, 202),
@@ -92,7 +123,7 @@ pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, 
             }
             Ok(empty(s, 202, None, None))
         }
-        _ => Err(super::ops::no_route(c)),
+        _ => Err(super::common::no_route(c)),
     }
 }
 

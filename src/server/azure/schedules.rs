@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 
+use super::common::{call, empty, entity, id, page, unexpected};
 use super::model::{self, duration, etag, invalid, Invalid};
-use super::ops::{call, empty, entity, id, page, unexpected};
 use super::{AzError, Call};
 use crate::api::{Request, Response};
 use crate::domain::schedule::{Overlap, Recurrence, Schedule, ScheduleSpec, ScheduleStatus};
@@ -203,7 +203,7 @@ pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, 
         }
         (&Method::PATCH | &Method::PUT, ["jobschedules", sid]) => {
             let current = show(s, c, sid).await?;
-            super::ops::check_if_match(c, &etag(current.version))?;
+            super::common::check_if_match(c, &etag(current.version))?;
             let body = c.json()?;
             let base = if c.method == Method::PUT {
                 None
@@ -265,6 +265,6 @@ pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, 
                 .collect();
             page(c, &format!("/jobschedules/{sid}/jobs"), items)
         }
-        _ => Err(super::ops::no_route(c)),
+        _ => Err(super::common::no_route(c)),
     }
 }
