@@ -173,7 +173,12 @@ fn now_rfc1123() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signatures_are_checked_as_azure_checks_them() {
-    let server = ServerProcess::start(&["--azure-listen", "127.0.0.1:0"]);
+    let server = ServerProcess::start(&[
+        "--azure-listen",
+        "127.0.0.1:0",
+        "--azure-vm-size",
+        "tiny=1:512",
+    ]);
     let (client, _key, _) = server.account("acme").await;
     server.account("other").await;
     local_pool(&client, "mine", 0, 1).await;
@@ -241,6 +246,23 @@ async fn signatures_are_checked_as_azure_checks_them() {
     assert!(
         body.contains("InvalidQueryParameterValue") && body.contains("2025-06-01"),
         "{body}"
+    );
+
+    // VM sizes are the server's: a configured one makes that node size,
+    // another is refused with the list.
+    let body = br#"{"id": "t1", "vmSize": "tiny", "targetDedicatedNodes": 0}"#;
+    let post = "/pools?api-version=2025-06-01";
+    let (status, text) = send(&addr, &signed("POST", post, "acme", &key, &date, body)).await;
+    assert_eq!(status, 201, "{text}");
+    let one = "/pools/t1?api-version=2025-06-01";
+    let (_, text) = send(&addr, &signed("GET", one, "acme", &key, &date, b"")).await;
+    assert!(text.contains("\"vmSize\":\"tiny\""), "{text}");
+    let body = br#"{"id": "t2", "vmSize": "standard_d2s_v3"}"#;
+    let (status, text) = send(&addr, &signed("POST", post, "acme", &key, &date, body)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("InvalidPropertyValue") && text.contains("tiny"),
+        "{text}"
     );
 
     // A body longer than its signed length is refused.

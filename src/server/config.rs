@@ -144,6 +144,17 @@ pub struct ServerFlags {
     /// for whom --plaintext does not allow plaintext.
     #[arg(long, env = "LOTE_AZURE_LISTEN")]
     pub azure_listen: Option<String>,
+    /// A VM size the Azure gateway knows, NAME=CORES:MEMORY_MIB
+    /// (repeatable; e.g. standard_d2s_v3=2:8192). A pool asked for with
+    /// `vmSize` gets nodes of that size. [default: eight common Azure
+    /// sizes, docs/azure-compat.md]
+    #[arg(
+        long = "azure-vm-size",
+        env = "LOTE_AZURE_VM_SIZES",
+        value_delimiter = ',',
+        value_name = "NAME=CORES:MEMORY_MIB"
+    )]
+    pub azure_vm_sizes: Vec<String>,
 }
 
 /// The config file's contents. Unknown keys are an error, so a typo does
@@ -175,6 +186,7 @@ pub struct ServerConfigFile {
     pub no_http: Option<bool>,
     pub console_session_hours: Option<u64>,
     pub azure_listen: Option<String>,
+    pub azure_vm_sizes: Option<Vec<String>>,
 }
 
 /// Settings after precedence is applied.
@@ -208,6 +220,8 @@ pub struct ServerConfig {
     pub console_session: Duration,
     /// The Azure Batch REST gateway's address; None: none.
     pub azure_listen: Option<String>,
+    /// Its VM sizes (`NAME=CORES:MEMORY_MIB`); empty: lote's defaults.
+    pub azure_vm_sizes: Vec<String>,
 }
 
 /// The console's port unless another is given.
@@ -387,6 +401,11 @@ impl ServerConfig {
                     .max(1),
             ),
             azure_listen: flags.azure_listen.or(file.azure_listen),
+            azure_vm_sizes: if flags.azure_vm_sizes.is_empty() {
+                file.azure_vm_sizes.unwrap_or_default()
+            } else {
+                flags.azure_vm_sizes
+            },
             http_listen: (!(flags.no_http || file.no_http.unwrap_or(false))).then(|| {
                 flags
                     .http_listen

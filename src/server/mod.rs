@@ -240,7 +240,7 @@ async fn serve(
     )?;
     let (listener, addr) = bind(&config.listen, "--listen").await?;
     let console = console::bind(config.http_listen.as_deref()).await?;
-    let azure = azure::bind(config.azure_listen.as_deref()).await?;
+    let azure = azure::bind(config.azure_listen.as_deref(), &config.azure_vm_sizes).await?;
     let server_tls = Arc::new(tls::ServerTls::load_or_create(
         &config.data_dir,
         config.tls_files.clone(),

@@ -53,6 +53,7 @@ got = client.get_pool("sdk-pool")
 assert got.state == models.BatchPoolState.ACTIVE, got.state
 assert got.vm_size == "standard_d2s_v3", got.vm_size
 assert got.task_slots_per_node == 2
+assert got.virtual_machine_configuration.image_reference.offer == "0001-com-ubuntu-server-jammy"
 assert any(p.id == "sdk-pool" for p in client.list_pools())
 
 nodes = wait_for(

@@ -243,5 +243,5 @@ pub(super) async fn pool_value(s: &Service, c: &Call, p: &str) -> Result<Value, 
         return Err(unexpected("ShowPool"));
     };
     let nodes = live_nodes(s, c, &pool).await?.len() as u32;
-    Ok(model::pool_json(&c.base, &state, nodes))
+    Ok(model::pool_json(&c.base, &state, nodes, &c.sizes))
 }

@@ -130,6 +130,8 @@ pub struct Call {
     pub if_unmodified_since: Option<i64>,
     pub range: Option<String>,
     pub client_request_id: Option<String>,
+    /// The VM sizes this server knows.
+    pub sizes: Rc<Vec<model::VmSize>>,
 }
 
 impl Call {
@@ -158,20 +160,40 @@ impl Call {
 
 pub(super) struct Gateway {
     service: Rc<Service>,
+    sizes: Rc<Vec<model::VmSize>>,
 }
 
-/// The gateway's listener, bound.
+/// The gateway's listener, bound, and the VM sizes it knows.
 pub(super) struct Listening {
     listener: TcpListener,
     pub addr: SocketAddr,
+    sizes: Vec<model::VmSize>,
 }
 
-pub(super) async fn bind(listen: Option<&str>) -> Result<Option<Listening>, super::ServerError> {
+/// Binds the gateway's address, if it has one; its VM sizes are the
+/// configured ones (`--azure-vm-size`), or lote's defaults.
+pub(super) async fn bind(
+    listen: Option<&str>,
+    vm_sizes: &[String],
+) -> Result<Option<Listening>, super::ServerError> {
     let Some(listen) = listen else {
         return Ok(None);
     };
+    let sizes = if vm_sizes.is_empty() {
+        model::default_vm_sizes()
+    } else {
+        vm_sizes
+            .iter()
+            .map(|t| model::parse_vm_size(t))
+            .collect::<Result<_, _>>()
+            .map_err(super::ServerError::Config)?
+    };
     let (listener, addr) = super::bind(listen, "--azure-listen").await?;
-    Ok(Some(Listening { listener, addr }))
+    Ok(Some(Listening {
+        listener,
+        addr,
+        sizes,
+    }))
 }
 
 /// Serves the gateway until `stop`; returns its address.
@@ -181,7 +203,10 @@ pub(super) fn start(
     tls: Arc<ServerTls>,
     stop: watch::Receiver<bool>,
 ) -> SocketAddr {
-    let gateway = Rc::new(Gateway { service });
+    let gateway = Rc::new(Gateway {
+        service,
+        sizes: Rc::new(listening.sizes),
+    });
     let app: super::http_serve::App = Rc::new(move |req, _peer, secure| {
         let gateway = gateway.clone();
         Box::pin(async move { gateway.route(req, secure).await })
@@ -320,6 +345,7 @@ impl Gateway {
             if_unmodified_since,
             range,
             client_request_id,
+            sizes: self.sizes.clone(),
         };
         ops::dispatch(&self.service, &call).await
     }

@@ -31,39 +31,76 @@ pub fn invalid(property: &str, why: impl Into<String>) -> Invalid {
     }
 }
 
-/// VM sizes lote knows: name, cores, memory. A pool's node size is the
-/// size named; an unknown name is refused with this list.
-pub const VM_SIZES: [(&str, u32, u64); 8] = [
-    ("standard_a1_v2", 1, 2048),
-    ("standard_a2_v2", 2, 4096),
-    ("standard_a4_v2", 4, 8192),
-    ("standard_d2s_v3", 2, 8192),
-    ("standard_d4s_v3", 4, 16384),
-    ("standard_d8s_v3", 8, 32768),
-    ("standard_f2s_v2", 2, 4096),
-    ("standard_f4s_v2", 4, 8192),
-];
+/// A VM size's name and the node size it stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmSize {
+    pub name: String,
+    pub cores: u32,
+    pub memory_mib: u64,
+}
 
-pub fn vm_size_of(size: &NodeSize) -> String {
-    VM_SIZES
+/// VM sizes a gateway knows unless the server's configuration names
+/// others (`--azure-vm-size NAME=CORES:MEMORY_MIB`).
+pub fn default_vm_sizes() -> Vec<VmSize> {
+    [
+        ("standard_a1_v2", 1, 2048),
+        ("standard_a2_v2", 2, 4096),
+        ("standard_a4_v2", 4, 8192),
+        ("standard_d2s_v3", 2, 8192),
+        ("standard_d4s_v3", 4, 16384),
+        ("standard_d8s_v3", 8, 32768),
+        ("standard_f2s_v2", 2, 4096),
+        ("standard_f4s_v2", 4, 8192),
+    ]
+    .map(|(name, cores, memory_mib)| VmSize {
+        name: name.into(),
+        cores,
+        memory_mib,
+    })
+    .to_vec()
+}
+
+/// `NAME=CORES:MEMORY_MIB`, as `--azure-vm-size` takes it.
+pub fn parse_vm_size(text: &str) -> Result<VmSize, String> {
+    let bad = || {
+        format!("--azure-vm-size {text:?}: expected NAME=CORES:MEMORY_MIB (standard_d2s_v3=2:8192)")
+    };
+    let (name, size) = text.split_once('=').ok_or_else(bad)?;
+    let (cores, memory) = size.split_once(':').ok_or_else(bad)?;
+    let (cores, memory_mib) = (
+        cores.trim().parse().map_err(|_| bad())?,
+        memory.trim().parse().map_err(|_| bad())?,
+    );
+    if name.trim().is_empty() || cores == 0 || memory_mib == 0 {
+        return Err(bad());
+    }
+    Ok(VmSize {
+        name: name.trim().to_ascii_lowercase(),
+        cores,
+        memory_mib,
+    })
+}
+
+pub fn vm_size_of(sizes: &[VmSize], size: &NodeSize) -> String {
+    sizes
         .iter()
-        .find(|(_, c, m)| *c == size.cores && *m == size.memory_mib)
-        .map(|(n, _, _)| n.to_string())
+        .find(|v| v.cores == size.cores && v.memory_mib == size.memory_mib)
+        .map(|v| v.name.clone())
         .unwrap_or_else(|| format!("lote_{}c_{}m", size.cores, size.memory_mib))
 }
 
-fn node_size_of(vm_size: &str, slots: u32) -> Result<NodeSize, Invalid> {
+fn node_size_of(sizes: &[VmSize], vm_size: &str, slots: u32) -> Result<NodeSize, Invalid> {
     let name = vm_size.to_ascii_lowercase();
-    VM_SIZES
+    sizes
         .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, cores, memory_mib)| NodeSize {
-            cores: *cores,
-            memory_mib: *memory_mib,
+        .find(|v| v.name == name)
+        .map(|v| NodeSize {
+            cores: v.cores,
+            memory_mib: v.memory_mib,
             task_slots: slots,
         })
         .ok_or_else(|| {
-            let known: Vec<&str> = VM_SIZES.iter().map(|(n, _, _)| *n).collect();
+            let known: Vec<&str> = sizes.iter().map(|v| v.name.as_str()).collect();
             invalid(
                 "vmSize",
                 format!(
@@ -320,6 +357,7 @@ fn refuse_present(v: &Value, fields: &[(&str, &str)]) -> Result<(), Invalid> {
 pub fn pool_spec(
     v: &Value,
     account: &crate::types::AccountName,
+    sizes: &[VmSize],
 ) -> Result<crate::domain::pool::PoolSpec, Invalid> {
     refuse_present(
         v,
@@ -338,7 +376,8 @@ pub fn pool_spec(
     let id = str_of(v, "id").ok_or_else(|| invalid("id", "is missing"))?;
     let id = crate::types::PoolId::new(id).map_err(|e| invalid("id", e.to_string()))?;
     let slots = u32_of(v, "taskSlotsPerNode")?.unwrap_or(1);
-    let size = node_size_of(str_of(v, "vmSize").unwrap_or("standard_a1_v2"), slots)?;
+    let default = sizes.first().map_or("standard_a1_v2", |v| v.name.as_str());
+    let size = node_size_of(sizes, str_of(v, "vmSize").unwrap_or(default), slots)?;
     let target = u32_of(v, "targetDedicatedNodes")?.unwrap_or(0);
     let mut spec = crate::domain::pool::PoolSpec::fixed(id, account.clone(), target, slots);
     spec.node_size = size;
@@ -349,6 +388,16 @@ pub fn pool_spec(
             .to_ascii_lowercase();
         if sku.contains("windows") {
             return Err(invalid("nodeAgentSKUId", "lote's nodes run Linux"));
+        }
+        // The image names the pool's OS label: kept, and read back.
+        if let Some(image) = vm.get("imageReference") {
+            let parts: Vec<&str> = ["publisher", "offer", "sku"]
+                .iter()
+                .filter_map(|k| str_of(image, k))
+                .collect();
+            if parts.len() == 3 {
+                spec.os = parts.join(":");
+            }
         }
     }
     if v.get("enableAutoScale").and_then(Value::as_bool) == Some(true) {
@@ -383,7 +432,7 @@ pub fn pool_spec(
     Ok(spec)
 }
 
-pub fn pool_json(base: &str, p: &Versioned<Pool>, current_nodes: u32) -> Value {
+pub fn pool_json(base: &str, p: &Versioned<Pool>, current_nodes: u32, sizes: &[VmSize]) -> Value {
     let s = &p.state;
     let Some(spec) = &s.spec else {
         return Value::Null;
@@ -399,8 +448,8 @@ pub fn pool_json(base: &str, p: &Versioned<Pool>, current_nodes: u32) -> Value {
         "stateTransitionTime": time(&s.created_at),
         "allocationState": match s.resize { ResizeState::Steady => "steady", _ => "resizing" },
         "allocationStateTransitionTime": time(&s.resized_at.or(s.created_at)),
-        "vmSize": vm_size_of(&spec.node_size),
-        "virtualMachineConfiguration": {"nodeAgentSKUId": spec.os},
+        "vmSize": vm_size_of(sizes, &spec.node_size),
+        "virtualMachineConfiguration": vm_configuration(&spec.os),
         "currentDedicatedNodes": current_nodes,
         "currentLowPriorityNodes": 0,
         "targetDedicatedNodes": s.target_nodes,
@@ -418,6 +467,18 @@ pub fn pool_json(base: &str, p: &Versioned<Pool>, current_nodes: u32) -> Value {
         );
     }
     out
+}
+
+/// A pool's OS label as Azure's VM configuration: an image's
+/// `publisher:offer:sku` back as its reference.
+fn vm_configuration(os: &str) -> Value {
+    match os.split(':').collect::<Vec<_>>().as_slice() {
+        [publisher, offer, sku] => json!({
+            "imageReference": {"publisher": publisher, "offer": offer, "sku": sku},
+            "nodeAgentSKUId": "batch.node.lote",
+        }),
+        _ => json!({"nodeAgentSKUId": os}),
+    }
 }
 
 fn node_state(s: NodeState) -> &'static str {
@@ -471,6 +532,7 @@ pub fn job_spec(
     v: &Value,
     id: crate::types::JobId,
     account: &crate::types::AccountName,
+    sizes: &[VmSize],
 ) -> Result<crate::domain::job::JobSpec, Invalid> {
     refuse_present(v, &JOB_UNSUPPORTED)?;
     let info = v
@@ -488,7 +550,7 @@ pub fn job_spec(
         }
         let mut body = auto.get("pool").cloned().unwrap_or_else(|| json!({}));
         body["id"] = json!(id.as_str());
-        let pool = pool_spec(&body, account)?;
+        let pool = pool_spec(&body, account, sizes)?;
         auto_pool = Some(Box::new(crate::domain::job::AutoPool {
             pool,
             keep_alive: auto

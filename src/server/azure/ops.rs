@@ -130,7 +130,7 @@ async fn create_pool(s: &Service, c: &Call) -> Result<Reply, AzError> {
             ))
         }
     };
-    let spec = model::pool_spec(&c.json()?, &account)?;
+    let spec = model::pool_spec(&c.json()?, &account, &c.sizes)?;
     let url = format!("{}/pools/{}", c.base, spec.id);
     call(
         s,
@@ -152,7 +152,7 @@ async fn list_pools(s: &Service, c: &Call) -> Result<Reply, AzError> {
     for p in &pools {
         let Some(spec) = &p.state.spec else { continue };
         let nodes = live_nodes(s, c, &spec.id).await?.len() as u32;
-        items.push(model::pool_json(&c.base, p, nodes));
+        items.push(model::pool_json(&c.base, p, nodes, &c.sizes));
     }
     page(c, "/pools", items)
 }
@@ -274,7 +274,7 @@ async fn create_job(s: &Service, c: &Call) -> Result<Reply, AzError> {
         "id",
         JobId::new,
     )?;
-    let spec = model::job_spec(&body, job.clone(), &account)?;
+    let spec = model::job_spec(&body, job.clone(), &account, &c.sizes)?;
     let url = format!("{}/jobs/{job}", c.base);
     call(
         s,

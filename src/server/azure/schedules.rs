@@ -30,6 +30,7 @@ fn schedule_spec(
     id: &JobId,
     account: &AccountName,
     current: Option<&ScheduleSpec>,
+    sizes: &[model::VmSize],
 ) -> Result<ScheduleSpec, Invalid> {
     let mut spec = match current {
         Some(c) => c.clone(),
@@ -74,7 +75,7 @@ fn schedule_spec(
         };
     }
     if let Some(j) = v.get("jobSpecification") {
-        spec.job = model::job_spec(j, id.clone(), account)?;
+        spec.job = model::job_spec(j, id.clone(), account, sizes)?;
     }
     Ok(spec)
 }
@@ -173,7 +174,7 @@ pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, 
                 "id",
                 JobId::new,
             )?;
-            let spec = schedule_spec(&body, &sid, &caller_account(c)?, None)?;
+            let spec = schedule_spec(&body, &sid, &caller_account(c)?, None, &c.sizes)?;
             let url = format!("{}/jobschedules/{sid}", c.base);
             call(
                 s,
@@ -211,7 +212,7 @@ pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, 
                 current.state.spec.as_ref()
             };
             let sid = id(sid, "job schedule", JobId::new)?;
-            let mut spec = schedule_spec(&body, &sid, &caller_account(c)?, base)?;
+            let mut spec = schedule_spec(&body, &sid, &caller_account(c)?, base, &c.sizes)?;
             if let (None, Some(old)) = (base, current.state.spec.as_ref()) {
                 if body.get("jobSpecification").is_none() {
                     spec.job = old.job.clone();
