@@ -162,7 +162,8 @@ export async function nodeStates(pools) {
   });
 }
 
-/** `fn` at most once per `ms`; a call in between runs once when due. */
+/** `fn` at most once per `ms`; a call in between runs once when due, with
+ * the latest call's arguments (so filter calls before throttling them). */
 export function throttled(ms, fn) {
   let last = 0;
   let timer = null;

@@ -85,11 +85,16 @@ export async function render({ root, params, query, session }) {
   await update();
   await page();
   const prefixes = [`job/${session.account}/${job}`, `task/${session.account}/${job}/`];
+  // Filtered before throttling (a throttled call keeps only the latest
+  // change: an unrelated one must not drop the job's own).
+  const reread = throttled(400, async () => {
+    await update();
+    await page();
+  });
   return {
-    refresh: throttled(400, async (change) => {
+    refresh: async (change) => {
       if (change && !touches(change, prefixes)) return;
-      await update();
-      await page();
-    }),
+      await reread();
+    },
   };
 }

@@ -151,14 +151,19 @@ export async function render({ root, params, session }) {
   await tail();
   await listFiles();
   const timer = setInterval(() => { if (running) tail(); }, 1000);
+  // Filtered before throttling: a throttled call keeps only the latest
+  // change, and an unrelated one after the task's own would drop it.
+  const reread = throttled(500, async () => {
+    await update();
+    await audit();
+    await tail();
+    if (!running) await listFiles();
+  });
   return {
-    refresh: throttled(500, async (change) => {
+    refresh: async (change) => {
       if (change && !touches(change, [entity])) return;
-      await update();
-      await audit();
-      await tail();
-      if (!running) await listFiles();
-    }),
+      await reread();
+    },
     dispose: () => clearInterval(timer),
   };
 }
