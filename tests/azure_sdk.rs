@@ -252,8 +252,21 @@ async fn signatures_are_checked_as_azure_checks_them() {
     // another is refused with the list.
     let body = br#"{"id": "t1", "vmSize": "tiny", "targetDedicatedNodes": 0}"#;
     let post = "/pools?api-version=2025-06-01";
-    let (status, text) = send(&addr, &signed("POST", post, "acme", &key, &date, body)).await;
+    let create_id = "6f1c2a4e-0b7d-11f1-9c3e-0242ac120002";
+    let create = with_client_id(signed("POST", post, "acme", &key, &date, body), create_id);
+    let (status, text) = send(&addr, &create).await;
     assert_eq!(status, 201, "{text}");
+    assert!(
+        text.contains(create_id),
+        "the client's id is echoed: {text}"
+    );
+    // A change that is not a create is recorded under the client's id too.
+    let resize_id = "7a2d3b5f-0b7d-11f1-9c3e-0242ac120002";
+    let resize = br#"{"targetDedicatedNodes": 0}"#;
+    let path = "/pools/t1/resize?api-version=2025-06-01";
+    let request = with_client_id(signed("POST", path, "acme", &key, &date, resize), resize_id);
+    let (status, text) = send(&addr, &request).await;
+    assert_eq!(status, 202, "{text}");
     let one = "/pools/t1?api-version=2025-06-01";
     let (_, text) = send(&addr, &signed("GET", one, "acme", &key, &date, b"")).await;
     assert!(text.contains("\"vmSize\":\"tiny\""), "{text}");
@@ -278,6 +291,20 @@ async fn signatures_are_checked_as_azure_checks_them() {
     let text = String::from_utf8_lossy(&lying).replace("content-length: 2", "content-length: 4");
     let (status, _) = send(&addr, text.as_bytes()).await;
     assert_eq!(status, 403, "a changed length breaks the signature");
+
+    // The audit trail names the client's request ids.
+    let trail = stop_and_audit(server, &["pool/acme/t1"]).join("\n");
+    assert!(
+        trail.contains(create_id) && trail.contains(resize_id),
+        "{trail}"
+    );
+}
+
+/// A request with a `client-request-id` header (not signed, as in Azure).
+fn with_client_id(request: Vec<u8>, id: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(&request).into_owned();
+    let (first, rest) = text.split_once("\r\n").unwrap();
+    format!("{first}\r\nclient-request-id: {id}\r\n{rest}").into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,7 +24,7 @@ pub(super) async fn call(
     request: Request,
 ) -> Result<Response, AzError> {
     service
-        .console_call(c.caller.clone(), request)
+        .http_call(c.caller.clone(), request, c.request_id())
         .await
         .map_err(AzError::from)
 }

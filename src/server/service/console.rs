@@ -176,6 +176,17 @@ impl Service {
         caller: Caller,
         request: Request,
     ) -> Result<Response, ApiError> {
+        self.http_call(caller, request, None).await
+    }
+
+    /// A request from the console or the Azure gateway, through the one
+    /// dispatcher; `request_id` is the client's id for it, if it gave one.
+    pub(in crate::server) async fn http_call(
+        &self,
+        caller: Caller,
+        request: Request,
+        request_id: Option<uuid::Uuid>,
+    ) -> Result<Response, ApiError> {
         if matches!(request.family(), Family::Agents | Family::Events) {
             return Err(permission(
                 &format!(
@@ -188,7 +199,7 @@ impl Service {
         let body = codec::encode_message(&request).map_err(super::internal)?;
         let started = std::time::Instant::now();
         let name = request.name();
-        let result = self.dispatch(caller, request, &body).await;
+        let result = self.dispatch(caller, request, &body, request_id).await;
         self.metrics
             .call(name, result.is_ok(), started.elapsed().as_secs_f64());
         result

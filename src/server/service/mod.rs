@@ -305,17 +305,21 @@ impl Service {
         }
         let started = std::time::Instant::now();
         let name = request.name();
-        let result = self.dispatch(caller, request, &call.body).await;
+        let result = self.dispatch(caller, request, &call.body, None).await;
         self.metrics
             .call(name, result.is_ok(), started.elapsed().as_secs_f64());
         reply(result)
     }
 
+    /// `request_id`: the caller's own id for the call (the Azure gateway's
+    /// `client-request-id`), recorded as the causation of what it changes;
+    /// none: the request's idempotency key, or a fresh id.
     async fn dispatch(
         &self,
         caller: Caller,
         mut request: Request,
         body: &[u8],
+        request_id: Option<uuid::Uuid>,
     ) -> Result<Response, ApiError> {
         request
             .check_sizes()
@@ -330,7 +334,8 @@ impl Service {
             }),
             (Caller::Admin, request) => self.admin(request, body).await,
             (Caller::Account(account, state), request) => {
-                self.account(account, state, request, body).await
+                self.account(account, state, request, body, request_id)
+                    .await
             }
             (Caller::Join { account, pool }, Request::JoinPool { name }) => {
                 self.join(account, pool, name).await
@@ -433,6 +438,7 @@ impl Service {
         me: &Account,
         request: Request,
         body: &[u8],
+        request_id: Option<uuid::Uuid>,
     ) -> Result<Response, ApiError> {
         if me.status == AccountStatus::Disabled && !request.is_read_only() {
             return Err(ApiError::rejected(
@@ -443,7 +449,8 @@ impl Service {
         if request.is_blob() {
             return self.blob_request(account, request).await;
         }
-        let call = AccountCall::new(account, &request, body);
+        let mut call = AccountCall::new(account, &request, body);
+        call.request_id = request_id.or(call.request_id);
         let me = || Caller::Account(account.clone(), Box::default());
         match request.family() {
             Family::Pools => self.pools(&call, &request).await,
