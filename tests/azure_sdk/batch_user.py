@@ -64,6 +64,25 @@ nodes = wait_for(
 )
 wait_for("the pool to be steady", lambda: client.get_pool("sdk-pool").current_dedicated_nodes == 2)
 
+# The pool's start task changed, then its properties replaced (the start
+# task removed); its nodes counted by state.
+client.update_pool(
+    "sdk-pool",
+    models.BatchPoolUpdateOptions(start_task=models.BatchStartTask(command_line="/bin/sh -c 'echo start'")),
+)
+assert "echo start" in client.get_pool("sdk-pool").start_task.command_line
+client.replace_pool_properties(
+    "sdk-pool", models.BatchPoolReplaceOptions(application_package_references=[], metadata=[])
+)
+assert client.get_pool("sdk-pool").start_task is None
+try:
+    client.update_pool("sdk-pool", models.BatchPoolUpdateOptions(vm_size="standard_d8s_v3"))
+    raise SystemExit("a pool's node size changed")
+except HttpResponseError as e:
+    assert e.status_code == 400 and e.error.code == "InvalidPropertyValue", e.error.code
+counts = [c for c in client.list_pool_node_counts() if c.pool_id == "sdk-pool"]
+assert counts and counts[0].dedicated.total == 2 and counts[0].dedicated.idle == 2, counts
+
 # Conditional requests on the pool's ETag.
 etag = client.get_pool("sdk-pool").etag
 try:

@@ -415,21 +415,80 @@ pub fn pool_spec(
         };
     }
     if let Some(st) = v.get("startTask") {
-        spec.start_task = Some(crate::domain::spec::StartTask {
-            command_line: CommandLine::Argv(split_words(
-                str_of(st, "commandLine").unwrap_or_default(),
-            )?),
-            env: env_of(st)?,
-            resource_files: resources_of(st)?,
-            wait_for_success: st
-                .get("waitForSuccess")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            retry_count_max: u32_of(st, "maxTaskRetryCount")?.unwrap_or(0),
-        });
+        spec.start_task = Some(start_task_of(st)?);
     }
     spec.application_packages = packages_of(v);
     Ok(spec)
+}
+
+fn start_task_of(st: &Value) -> Result<crate::domain::spec::StartTask, Invalid> {
+    Ok(crate::domain::spec::StartTask {
+        command_line: CommandLine::Argv(split_words(
+            str_of(st, "commandLine").unwrap_or_default(),
+        )?),
+        env: env_of(st)?,
+        resource_files: resources_of(st)?,
+        wait_for_success: st
+            .get("waitForSuccess")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        retry_count_max: u32_of(st, "maxTaskRetryCount")?.unwrap_or(0),
+    })
+}
+
+/// What a pool update changes: its start task and packages (`replace`:
+/// `updateproperties`, where an absent one is removed). Other properties
+/// are what lote made the pool with; asking to change them is refused.
+pub fn pool_update(
+    v: &Value,
+    current: &crate::domain::pool::PoolSpec,
+    replace: bool,
+    sizes: &[VmSize],
+) -> Result<
+    (
+        Option<crate::domain::pool::StartTaskUpdate>,
+        Option<Vec<PackageRef>>,
+    ),
+    Invalid,
+> {
+    use crate::domain::pool::StartTaskUpdate;
+    if v.get("metadata")
+        .and_then(Value::as_array)
+        .is_some_and(|m| !m.is_empty())
+    {
+        return Err(invalid("metadata", "lote keeps no pool metadata"));
+    }
+    refuse_present(
+        v,
+        &[(
+            "enableInterNodeCommunication",
+            "multi-node tasks are not supported",
+        )],
+    )?;
+    if let Some(name) = str_of(v, "displayName").filter(|n| *n != current.display_name) {
+        return Err(invalid(
+            "displayName",
+            format!("{name:?}: a pool keeps the name it was made with"),
+        ));
+    }
+    if let Some(size) = str_of(v, "vmSize").filter(|s| *s != vm_size_of(sizes, &current.node_size))
+    {
+        return Err(invalid(
+            "vmSize",
+            format!("{size:?}: a pool keeps the node size it was made with"),
+        ));
+    }
+    let start_task = match v.get("startTask").filter(|s| !s.is_null()) {
+        Some(st) => Some(StartTaskUpdate::Set(start_task_of(st)?)),
+        None if replace => Some(StartTaskUpdate::Remove),
+        None => None,
+    };
+    let packages = match v.get("applicationPackageReferences") {
+        Some(_) => Some(packages_of(v)),
+        None if replace => Some(vec![]),
+        None => None,
+    };
+    Ok((start_task, packages))
 }
 
 pub fn pool_json(base: &str, p: &Versioned<Pool>, current_nodes: u32, sizes: &[VmSize]) -> Value {
@@ -459,6 +518,17 @@ pub fn pool_json(base: &str, p: &Versioned<Pool>, current_nodes: u32, sizes: &[V
         "taskSlotsPerNode": spec.node_size.task_slots,
         "taskSchedulingPolicy": {"nodeFillType": match spec.scheduling { crate::domain::pool::SchedulingPolicy::Pack => "pack", _ => "spread" }},
     });
+    if let (Some(st), Value::Object(map)) = (&spec.start_task, &mut out) {
+        map.insert(
+            "startTask".into(),
+            json!({
+                "commandLine": command_text(&st.command_line),
+                "environmentSettings": env_json(&st.env),
+                "waitForSuccess": st.wait_for_success,
+                "maxTaskRetryCount": st.retry_count_max,
+            }),
+        );
+    }
     if let (Some((formula, interval)), Value::Object(map)) = (&s.autoscale, &mut out) {
         map.insert("autoScaleFormula".into(), json!(formula));
         map.insert(
@@ -478,6 +548,16 @@ fn vm_configuration(os: &str) -> Value {
             "nodeAgentSKUId": "batch.node.lote",
         }),
         _ => json!({"nodeAgentSKUId": os}),
+    }
+}
+
+/// A node's state as `/nodecounts` names its counter (camelCase).
+pub fn node_state_key(s: NodeState) -> &'static str {
+    match node_state(s) {
+        "waitingforstarttask" => "waitingForStartTask",
+        "starttaskfailed" => "startTaskFailed",
+        "leavingpool" => "leavingPool",
+        other => other,
     }
 }
 

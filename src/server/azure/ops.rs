@@ -37,7 +37,10 @@ pub async fn dispatch(s: &Service, c: &Call) -> Result<Reply, AzError> {
             call(s, c, Request::DeletePool { pool, force: true }).await?;
             Ok(empty(s, 202, None, None))
         }
+        (&Method::PATCH, ["pools", p]) => update_pool(s, c, p, false).await,
+        (&Method::POST, ["pools", p, "updateproperties"]) => update_pool(s, c, p, true).await,
         (&Method::POST, ["pools", p, action]) => pool_action(s, c, p, action).await,
+        (&Method::GET, ["nodecounts"]) => node_counts(s, c).await,
         (&Method::GET, ["pools", p, "nodes"]) => list_nodes(s, c, p).await,
         (&Method::POST, ["jobs"]) => create_job(s, c).await,
         (&Method::GET, ["jobs"]) => {
@@ -490,4 +493,80 @@ async fn update_job(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
     let spec = model::job_update(&c.json()?, old, c.method == Method::PUT)?;
     call(s, c, Request::UpdateJob { spec }).await?;
     Ok(empty(s, 200, Some(&format!("{}/jobs/{j}", c.base)), None))
+}
+
+/// `PATCH /pools/{id}` (200) and `POST /pools/{id}/updateproperties`
+/// (204, absent start task and packages removed): `pool update`.
+async fn update_pool(s: &Service, c: &Call, p: &str, replace: bool) -> Result<Reply, AzError> {
+    let pool = id(p, "pool", PoolId::new)?;
+    let Response::Pool(current) = call(s, c, Request::ShowPool { pool: pool.clone() }).await?
+    else {
+        return Err(unexpected("ShowPool"));
+    };
+    check_if_match(c, &model::etag(current.version))?;
+    let Some(spec) = current.state.spec.as_ref() else {
+        return Err(unexpected("ShowPool"));
+    };
+    let (start_task, application_packages) =
+        model::pool_update(&c.json()?, spec, replace, &c.sizes)?;
+    if start_task.is_some() || application_packages.is_some() {
+        let update = Request::UpdatePool {
+            pool,
+            start_task,
+            application_packages,
+        };
+        call(s, c, update).await?;
+    }
+    let status = if replace { 204 } else { 200 };
+    Ok(empty(
+        s,
+        status,
+        Some(&format!("{}/pools/{p}", c.base)),
+        None,
+    ))
+}
+
+/// `GET /nodecounts`: each pool's nodes by state (all dedicated).
+async fn node_counts(s: &Service, c: &Call) -> Result<Reply, AzError> {
+    let Response::Pools(pools) = call(s, c, Request::ListPools).await? else {
+        return Err(unexpected("ListPools"));
+    };
+    let mut items = vec![];
+    for p in &pools {
+        let Some(spec) = &p.state.spec else { continue };
+        let nodes = live_nodes(s, c, &spec.id).await?;
+        let mut dedicated = serde_json::Map::new();
+        for key in [
+            "creating",
+            "idle",
+            "offline",
+            "preempted",
+            "rebooting",
+            "reimaging",
+            "running",
+            "starting",
+            "startTaskFailed",
+            "leavingPool",
+            "unknown",
+            "unusable",
+            "waitingForStartTask",
+            "deallocated",
+            "deallocating",
+            "upgradingOS",
+        ] {
+            dedicated.insert(key.into(), json!(0));
+        }
+        for n in &nodes {
+            let state = model::node_state_key(n.state.state);
+            let count = dedicated[state].as_u64().unwrap_or(0) + 1;
+            dedicated.insert(state.into(), json!(count));
+        }
+        dedicated.insert("total".into(), json!(nodes.len()));
+        let mut low = dedicated.clone();
+        for v in low.values_mut() {
+            *v = json!(0);
+        }
+        items.push(json!({"poolId": spec.id, "dedicated": dedicated, "lowPriority": low}));
+    }
+    page(c, "/nodecounts", items)
 }
