@@ -880,3 +880,86 @@ async fn any_job_and_each_schedule_run_can_have_a_pool_of_its_own() {
     .await;
     stop_and_replay(server);
 }
+
+/// A job that ended while its server was down (here: written to the log
+/// with no server running, so no supervisor saw it end) has its auto pool
+/// deleted when a server starts on the log.
+#[test]
+fn a_restart_deletes_the_pools_of_jobs_that_ended_while_it_was_down() {
+    use lote::actors::{Core, CoreConfig};
+    use lote::domain::account::{Account, AccountCommand};
+    use lote::domain::job::{AutoPool, Job, JobCommand, JobSpec};
+    use lote::domain::pool::PoolSpec;
+    use lote::store::{EventStore, StoreOptions, StreamId};
+    use lote::types::{AccountName, PoolId, Principal};
+    let data = open_tempdir();
+    {
+        let clock = std::sync::Arc::new(lote::clock::SystemClock);
+        let store = EventStore::open(data.path(), StoreOptions::default(), clock.clone()).unwrap();
+        let core = Core::new(store, clock.clone(), CoreConfig::default());
+        actix::System::new().block_on(async move {
+            let ctx = || {
+                lote::domain::Ctx::live(
+                    clock.as_ref(),
+                    Principal::Admin,
+                    lote::clock::new_request_id(),
+                )
+            };
+            let acme = AccountName::new("acme").unwrap();
+            core.execute::<Account>(
+                &StreamId::account(&acme),
+                AccountCommand::CreateAccount { name: acme.clone() },
+                ctx(),
+            )
+            .await
+            .unwrap();
+            let (job, pool) = (JobId::new("gone").unwrap(), PoolId::new("gone").unwrap());
+            let mut spec = JobSpec::on_pool(job.clone(), acme.clone(), pool.clone());
+            spec.auto_pool = Some(Box::new(AutoPool {
+                pool: PoolSpec::fixed(pool, acme.clone(), 0, 1),
+                keep_alive: false,
+            }));
+            core.create_job_with_tasks(spec, vec![], ctx(), vec![])
+                .await
+                .unwrap();
+            let reason = "ended while no server ran".to_string();
+            core.execute::<Job>(
+                &StreamId::job(&acme, &job),
+                JobCommand::TerminateJob { reason },
+                ctx(),
+            )
+            .await
+            .unwrap();
+        });
+    }
+    let server = ServerProcess::start_in(data.path(), &[]).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let deleted = runtime.block_on(async {
+        let Ok(Response::Keys { primary, .. }) = server
+            .admin()
+            .call(&Request::ShowKeys {
+                name: AccountName::new("acme").unwrap(),
+            })
+            .await
+        else {
+            panic!("no keys")
+        };
+        let account = lote::api::Credential::Account {
+            account: AccountName::new("acme").unwrap(),
+        };
+        let client = server.client(account, &primary);
+        eventually(
+            Duration::from_secs(30),
+            "the ended job's pool is deleted",
+            || async {
+                match list_pools(&client).await.len() {
+                    0 => Ok(true),
+                    n => Err(format!("{n} pool(s) left")),
+                }
+            },
+        )
+        .await
+    });
+    let trail = stop_and_audit(server, &["pool/acme/gone"]).join("\n");
+    assert!(deleted && trail.contains("PoolDeleted"), "{trail}");
+}
