@@ -16,7 +16,7 @@ use compute_support::*;
 use console_support::*;
 use fantoccini::{Client as Browser, Locator};
 use lote::api::Request;
-use lote::types::PoolId;
+use lote::types::{JobId, PoolId};
 use server_support::*;
 
 /// Polls `check` (a JavaScript expression's value) until `ok` holds.
@@ -456,6 +456,44 @@ async fn the_console_in_a_real_browser() {
     .await;
     shot(&b, "node-start-task-output").await;
 
+    // An app and a run of it: the apps page lists both, the run's status
+    // following it without a reload.
+    let app = open_tempdir();
+    std::fs::write(
+        app.path().join("app.toml"),
+        "name = \"tiny-app\"\nversion = \"1.0\"\ndescription = \"says hello\"\n\
+         [parameters.who]\ntype = \"string\"\ndefault = \"world\"\n\
+         [[stages]]\ncommand = \"echo hello {who}\"\n",
+    )
+    .unwrap();
+    lote::blob::app_files::publish(&client, app.path(), true, |_, _| {})
+        .await
+        .unwrap();
+    navigate(&b, "/ui/apps").await;
+    shows(&b, "the app", "[data-testid=apps]", "who (string) = world").await;
+    client
+        .call(&Request::RunApp {
+            app: "tiny-app".into(),
+            version: None,
+            job: Some(JobId::new("tiny-run").unwrap()),
+            params: vec![],
+            inputs: vec![],
+            pool: Some(PoolId::new("render").unwrap()),
+            auto_pool: None,
+            request_id: None,
+        })
+        .await
+        .unwrap();
+    shows(
+        &b,
+        "the run, succeeded",
+        "[data-testid=run-row-tiny-run]",
+        "succeeded",
+    )
+    .await;
+    assert!(same_page().await, "the apps page reloaded");
+    shot(&b, "apps").await;
+
     // The other views open, and show nothing of the rival account.
     for (path, name) in [
         ("/ui/", "overview"),
@@ -465,6 +503,7 @@ async fn the_console_in_a_real_browser() {
         ("/ui/blobs", "blobs"),
         ("/ui/packages", "packages"),
         ("/ui/schedules", "schedules"),
+        ("/ui/apps", "apps"),
         ("/ui/pools/render/nodes/node-0", "node"),
     ] {
         b.goto(&format!("http://{console}{path}")).await.unwrap();

@@ -16,6 +16,7 @@ const routes = [
   { path: /^\/ui\/jobs\/([^/]+)\/?$/, view: "job", keys: ["job"] },
   { path: /^\/ui\/jobs\/([^/]+)\/tasks\/([^/]+)\/?$/, view: "task", keys: ["job", "task"] },
   { path: /^\/ui\/schedules\/?$/, view: "schedules", keys: [] },
+  { path: /^\/ui\/apps\/?$/, view: "apps", keys: [] },
   { path: /^\/ui\/blobs\/?$/, view: "blobs", keys: [] },
   { path: /^\/ui\/packages\/?$/, view: "packages", keys: [] },
   { path: /^\/ui\/events\/?$/, view: "events", keys: [] },
@@ -24,7 +25,7 @@ const routes = [
 
 const accountNav = [
   ["/ui/", "Overview"], ["/ui/pools", "Pools"], ["/ui/jobs", "Jobs"],
-  ["/ui/schedules", "Schedules"], ["/ui/blobs", "Blobs"], ["/ui/packages", "Packages"],
+  ["/ui/schedules", "Schedules"], ["/ui/apps", "Apps"], ["/ui/blobs", "Blobs"], ["/ui/packages", "Packages"],
   ["/ui/events", "Events"],
 ];
 const operatorNav = [["/ui/accounts", "Accounts"]];
