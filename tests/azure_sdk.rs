@@ -278,6 +278,19 @@ async fn signatures_are_checked_as_azure_checks_them() {
         "{text}"
     );
 
+    // What lote cannot keep is refused, naming it, not dropped.
+    let body =
+        br#"{"id": "t3", "vmSize": "tiny", "metadata": [{"name": "team", "value": "render"}]}"#;
+    let (status, text) = send(&addr, &signed("POST", post, "acme", &key, &date, body)).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("metadata") && text.contains("no pool metadata"),
+        "{text}"
+    );
+    let body = br#"{"id": "t4", "vmSize": "tiny", "metadata": [], "userAccounts": []}"#;
+    let (status, text) = send(&addr, &signed("POST", post, "acme", &key, &date, body)).await;
+    assert_eq!(status, 201, "empty lists ask for nothing: {text}");
+
     // A body longer than its signed length is refused.
     let mut lying = signed(
         "POST",

@@ -265,6 +265,8 @@ fn refuse_present(v: &Value, fields: &[(&str, &str)]) -> Result<(), Invalid> {
         match v.get(*field) {
             None | Some(Value::Null) | Some(Value::Bool(false)) => {}
             Some(Value::Number(n)) if n.as_u64() == Some(0) => {}
+            Some(Value::Array(a)) if a.is_empty() => {}
+            Some(Value::Object(o)) if o.is_empty() => {}
             Some(_) => return Err(invalid(field, *why)),
         }
     }

@@ -104,6 +104,22 @@ pub fn pool_spec(
                 "enableInterNodeCommunication",
                 "multi-node tasks are not supported",
             ),
+            (
+                "networkConfiguration",
+                "lote's pools have no virtual networks",
+            ),
+            (
+                "userAccounts",
+                "tasks run as users lote makes for them (pool create --task-user-scope)",
+            ),
+            (
+                "certificateReferences",
+                "lote installs no certificates on nodes; use pool secrets",
+            ),
+            ("metadata", "lote keeps no pool metadata"),
+            ("identity", "lote's nodes have no managed identity"),
+            ("upgradePolicy", "lote's nodes are not upgraded in place"),
+            ("resourceTags", "lote keeps no resource tags"),
             ("mountConfiguration", "lote mounts no file systems"),
         ],
     )?;
@@ -123,6 +139,21 @@ pub fn pool_spec(
         if sku.contains("windows") {
             return Err(invalid("nodeAgentSKUId", "lote's nodes run Linux"));
         }
+        refuse_present(
+            vm,
+            &[
+                ("containerConfiguration", "lote runs no containers"),
+                (
+                    "extensions",
+                    "lote installs no VM extensions; use a start task",
+                ),
+                (
+                    "dataDisks",
+                    "lote attaches no disks; nodes use their machine's",
+                ),
+                ("osDisk", "lote's nodes use their machine's disk"),
+            ],
+        )?;
         // The image names the pool's OS label: kept, and read back.
         if let Some(image) = vm.get("imageReference") {
             let parts: Vec<&str> = ["publisher", "offer", "sku"]
