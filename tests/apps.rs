@@ -292,6 +292,29 @@ async fn a_bad_definition_is_refused_with_its_lines_and_bad_parameters_all_at_on
         panic!()
     };
     assert!(jobs.is_empty(), "a refused run made a job: {jobs:?}");
+
+    // A run sent twice with one request id is one run, named alike.
+    let run = Request::RunApp {
+        app: "mandelzoom".into(),
+        version: None,
+        job: None,
+        params: vec![
+            ("frames".into(), "1".into()),
+            ("width".into(), "16".into()),
+            ("height".into(), "16".into()),
+        ],
+        inputs: vec![],
+        pool: Some(lote::types::PoolId::new("render").unwrap()),
+        auto_pool: None,
+        request_id: Some(uuid::Uuid::from_u128(0x1234_5678_9abc)),
+    };
+    let first = client.call(&run).await.unwrap();
+    let again = client.call(&run).await.unwrap();
+    assert_eq!(format!("{first:?}"), format!("{again:?}"));
+    let Response::Jobs(jobs) = client.call(&Request::ListJobs).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
 }
 
 /// One task per input file, a second stage that reads the first's

@@ -119,10 +119,15 @@ impl Service {
             }
             _ => None,
         };
-        let job_id = match job {
-            Some(j) => j.clone(),
-            None => {
-                let suffix = crate::clock::new_uuid().simple().to_string();
+        // A run sent again with its request id must name the same job, as
+        // the first answer did: the id is then derived from it.
+        let job_id = match (job, request.idempotency_key()) {
+            (Some(j), _) => j.clone(),
+            (None, key) => {
+                let suffix = key
+                    .unwrap_or_else(crate::clock::new_uuid)
+                    .simple()
+                    .to_string();
                 JobId::new(format!("{}-{}", def.name, &suffix[..8]))
                     .map_err(|e| Rejection::invalid(e.to_string()))?
             }
