@@ -39,3 +39,29 @@ pub use error::*;
 pub use frame::{read_frame, write_frame, FrameError, FRAME_BYTES_MAX, READ_BUFFER_BYTES};
 pub use request::*;
 pub use response::*;
+
+/// `%XX` decoded (a malformed escape stays as written); with
+/// `plus_is_space`, `+` is a space, as in query strings and forms (not in
+/// paths).
+pub fn percent_decode(text: &str, plus_is_space: bool) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).and_then(|b| hex(*b)),
+            bytes.get(i + 2).and_then(|b| hex(*b)),
+        ) {
+            (b'+', _, _) if plus_is_space => out.push(b' '),
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi * 16 + lo);
+                i += 2;
+            }
+            (b, _, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -103,14 +103,6 @@ pub enum AppCmd {
     Job(AppJobCmd),
 }
 
-/// `NAME[:VERSION]`.
-fn name_version(text: &str) -> (String, Option<String>) {
-    match text.split_once(':') {
-        Some((n, v)) => (n.to_string(), Some(v.to_string())),
-        None => (text.to_string(), None),
-    }
-}
-
 /// `nodes=N,slots=S[,cores=C,memory-mib=M,keep-alive]` as an auto pool.
 pub(super) fn auto_pool_arg(text: &str) -> Result<AutoPool, ClientError> {
     let placeholder = PoolId::new("auto").expect("a valid id");
@@ -169,7 +161,8 @@ pub(super) async fn run(cmd: AppCmd, client: &Client) -> Result<Rendered, Client
             Ok(Some(list_view(&apps)))
         }
         AppCmd::Show { app } => {
-            let (name, version) = name_version(&app);
+            let lote::domain::spec::PackageRef { id: name, version } =
+                super::files::parse_app(&app).map_err(refused)?;
             let Response::App(app) = client.call(&Request::ShowApp { app: name }).await? else {
                 return Err(ClientError::Protocol("expected an app".into()));
             };
@@ -199,7 +192,8 @@ pub(super) async fn run(cmd: AppCmd, client: &Client) -> Result<Rendered, Client
             timeout_secs,
             request_id,
         } => {
-            let (name, version) = name_version(&app);
+            let lote::domain::spec::PackageRef { id: name, version } =
+                super::files::parse_app(&app).map_err(refused)?;
             let auto_pool = auto_pool.as_deref().map(auto_pool_arg).transpose()?;
             let (params, inputs, uploaded) = prepare_inputs(client, &name, params, inputs).await?;
             let created = client

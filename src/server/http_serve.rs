@@ -45,7 +45,13 @@ pub(super) struct Serving {
     pub stop: watch::Receiver<bool>,
 }
 
-pub(super) async fn accept_loop(listener: TcpListener, app: App, serving: Serving) {
+/// Serves `listener` with `app` on the control plane's thread until
+/// `serving.stop`.
+pub(super) fn spawn(listener: TcpListener, app: App, serving: Serving) {
+    tokio::task::spawn_local(accept_loop(listener, app, serving));
+}
+
+async fn accept_loop(listener: TcpListener, app: App, serving: Serving) {
     let open = Rc::new(Cell::new(0usize));
     let mut stop = serving.stop.clone();
     let serving = Rc::new(serving);

@@ -13,7 +13,7 @@ use crate::api::{Request, Response};
 use crate::domain::Versioned;
 use crate::server::console::http::Reply;
 use crate::server::Service;
-use crate::types::PoolId;
+use crate::types::{AccountName, PoolId};
 
 /// Most items of one list page (Azure's cap).
 const PAGE_MAX: usize = 1000;
@@ -237,11 +237,46 @@ pub(super) async fn live_nodes(
         .collect())
 }
 
-pub(super) async fn pool_value(s: &Service, c: &Call, p: &str) -> Result<Value, AzError> {
+/// The caller's pool `p`.
+pub(super) async fn show_pool(
+    s: &Service,
+    c: &Call,
+    p: &str,
+) -> Result<Versioned<crate::domain::pool::Pool>, AzError> {
     let pool = id(p, "pool", PoolId::new)?;
-    let Response::Pool(state) = call(s, c, Request::ShowPool { pool: pool.clone() }).await? else {
-        return Err(unexpected("ShowPool"));
-    };
+    match call(s, c, Request::ShowPool { pool }).await? {
+        Response::Pool(state) => Ok(state),
+        _ => Err(unexpected("ShowPool")),
+    }
+}
+
+/// The VM size a pool's nodes are reported with (no node is read).
+pub(super) async fn pool_vm_size(s: &Service, c: &Call, p: &str) -> Result<String, AzError> {
+    let pool = show_pool(s, c, p).await?;
+    Ok(pool
+        .state
+        .spec
+        .as_ref()
+        .map(|spec| model::vm_size_of(&c.sizes, &spec.node_size))
+        .unwrap_or_default())
+}
+
+/// A pool's JSON, with its live nodes counted.
+pub(super) async fn pool_value(s: &Service, c: &Call, p: &str) -> Result<Value, AzError> {
+    let state = show_pool(s, c, p).await?;
+    let pool = id(p, "pool", PoolId::new)?;
     let nodes = live_nodes(s, c, &pool).await?.len() as u32;
     Ok(model::pool_json(&c.base, &state, nodes, &c.sizes))
+}
+
+/// The account a signed call acts as.
+pub(super) fn caller_account(c: &Call) -> Result<AccountName, AzError> {
+    match &c.caller {
+        crate::server::service::Caller::Account(a, _) => Ok(a.clone()),
+        _ => Err(AzError::new(
+            403,
+            "AuthorizationFailure",
+            "an account's key is needed",
+        )),
+    }
 }

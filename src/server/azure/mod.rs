@@ -29,6 +29,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::console::http::header;
 pub(super) use super::console::http::{Body, Reply};
 use super::service::Caller;
 use super::tls::ServerTls;
@@ -216,11 +217,7 @@ pub(super) fn start(
         tls,
         stop,
     };
-    tokio::task::spawn_local(super::http_serve::accept_loop(
-        listening.listener,
-        app,
-        serving,
-    ));
+    super::http_serve::spawn(listening.listener, app, serving);
     listening.addr
 }
 
@@ -330,7 +327,7 @@ impl Gateway {
         let segments = raw_path
             .split('/')
             .filter(|s| !s.is_empty())
-            .map(percent_decode)
+            .map(|segment| crate::api::percent_decode(segment, false))
             .collect();
         let call = Call {
             caller,
@@ -403,33 +400,4 @@ impl Gateway {
                 denied("no such account, or the signature does not verify with either of its keys")
             })
     }
-}
-
-fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-/// `%XX` decoded (a path segment; `+` stays).
-fn percent_decode(text: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (
-            bytes[i],
-            bytes.get(i + 1).and_then(|b| hex(*b)),
-            bytes.get(i + 2).and_then(|b| hex(*b)),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h * 16 + l);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

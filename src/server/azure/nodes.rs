@@ -59,10 +59,7 @@ pub async fn route(s: &Service, c: &Call, seg: &[&str]) -> Result<super::Reply, 
             let Response::Node(state) = call(s, c, Request::ShowNode { pool, node }).await? else {
                 return Err(unexpected("ShowNode"));
             };
-            let size = super::common::pool_value(s, c, p).await?["vmSize"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
+            let size = super::common::pool_vm_size(s, c, p).await?;
             let mut value = model::node_json(&c.base, p, &state, &size);
             value["eTag"] = json!(model::etag(state.version));
             entity(c, value)

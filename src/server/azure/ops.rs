@@ -5,13 +5,15 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::common::{
-    call, check_if_match, empty, entity, id, live_nodes, no_route, page, pool_value, unexpected,
+    call, caller_account, check_if_match, empty, entity, id, live_nodes, no_route, page,
+    pool_value, pool_vm_size, show_pool, unexpected,
 };
 use super::model;
 use super::{AzError, Call};
 use crate::api::{Request, Response};
-use crate::domain::job::{DisableTasks, TaskBucket};
+use crate::domain::job::{DisableTasks, Job, TaskBucket};
 use crate::domain::pool::Deallocation;
+use crate::domain::Versioned;
 use crate::server::console::http::Reply;
 use crate::server::Service;
 use crate::types::{JobId, PoolId, TaskId};
@@ -27,12 +29,7 @@ pub async fn dispatch(s: &Service, c: &Call) -> Result<Reply, AzError> {
         (&Method::GET, ["pools"]) => list_pools(s, c).await,
         (&Method::GET, ["pools", p]) => entity(c, pool_value(s, c, p).await?),
         (&Method::DELETE, ["pools", p]) => {
-            check_if_match(
-                c,
-                pool_value(s, c, p).await?["eTag"]
-                    .as_str()
-                    .unwrap_or_default(),
-            )?;
+            check_if_match(c, &model::etag(show_pool(s, c, p).await?.version))?;
             let pool = id(p, "pool", PoolId::new)?;
             call(s, c, Request::DeletePool { pool, force: true }).await?;
             Ok(empty(s, 202, None, None))
@@ -123,16 +120,7 @@ pub async fn dispatch(s: &Service, c: &Call) -> Result<Reply, AzError> {
 }
 
 async fn create_pool(s: &Service, c: &Call) -> Result<Reply, AzError> {
-    let account = match &c.caller {
-        crate::server::service::Caller::Account(a, _) => a.clone(),
-        _ => {
-            return Err(AzError::new(
-                403,
-                "AuthorizationFailure",
-                "an account's key is needed",
-            ))
-        }
-    };
+    let account = caller_account(c)?;
     let spec = model::pool_spec(&c.json()?, &account, &c.sizes)?;
     let url = format!("{}/pools/{}", c.base, spec.id);
     call(
@@ -162,10 +150,7 @@ async fn list_pools(s: &Service, c: &Call) -> Result<Reply, AzError> {
 
 async fn list_nodes(s: &Service, c: &Call, p: &str) -> Result<Reply, AzError> {
     let pool = id(p, "pool", PoolId::new)?;
-    let size = pool_value(s, c, p).await?["vmSize"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let size = pool_vm_size(s, c, p).await?;
     let nodes = live_nodes(s, c, &pool).await?;
     let items = nodes
         .iter()
@@ -261,16 +246,7 @@ async fn pool_action(s: &Service, c: &Call, p: &str, action: &str) -> Result<Rep
 }
 
 async fn create_job(s: &Service, c: &Call) -> Result<Reply, AzError> {
-    let account = match &c.caller {
-        crate::server::service::Caller::Account(a, _) => a.clone(),
-        _ => {
-            return Err(AzError::new(
-                403,
-                "AuthorizationFailure",
-                "an account's key is needed",
-            ))
-        }
-    };
+    let account = caller_account(c)?;
     let body = c.json()?;
     let job = id(
         body.get("id").and_then(Value::as_str).unwrap_or_default(),
@@ -291,19 +267,17 @@ async fn create_job(s: &Service, c: &Call) -> Result<Reply, AzError> {
     Ok(empty(s, 201, Some(&url), Some(model::etag(1))))
 }
 
+/// The caller's job `j`.
+async fn show_job(s: &Service, c: &Call, j: &str) -> Result<Versioned<Job>, AzError> {
+    let job = id(j, "job", JobId::new)?;
+    match call(s, c, Request::ShowJob { job }).await? {
+        Response::Job(job) => Ok(job),
+        _ => Err(unexpected("ShowJob")),
+    }
+}
+
 async fn job_value(s: &Service, c: &Call, j: &str) -> Result<Value, AzError> {
-    let Response::Job(job) = call(
-        s,
-        c,
-        Request::ShowJob {
-            job: id(j, "job", JobId::new)?,
-        },
-    )
-    .await?
-    else {
-        return Err(unexpected("ShowJob"));
-    };
-    Ok(model::job_json(&c.base, &job))
+    Ok(model::job_json(&c.base, &show_job(s, c, j).await?))
 }
 
 /// terminate, disable, enable: 202, the job `terminating` (or
@@ -342,17 +316,7 @@ async fn job_action(s: &Service, c: &Call, j: &str, action: &str) -> Result<Repl
 }
 
 async fn task_counts(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
-    let Response::Job(job) = call(
-        s,
-        c,
-        Request::ShowJob {
-            job: id(j, "job", JobId::new)?,
-        },
-    )
-    .await?
-    else {
-        return Err(unexpected("ShowJob"));
-    };
+    let job = show_job(s, c, j).await?;
     let st = &job.state;
     let counts = json!({
         "active": st.count(TaskBucket::Active),
@@ -482,10 +446,7 @@ async fn list_tasks(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
 /// absent ones back to their defaults): priority, constraints, what the
 /// job does when its tasks end or fail, metadata.
 async fn update_job(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
-    let job = id(j, "job", JobId::new)?;
-    let Response::Job(current) = call(s, c, Request::ShowJob { job }).await? else {
-        return Err(unexpected("ShowJob"));
-    };
+    let current = show_job(s, c, j).await?;
     check_if_match(c, &model::etag(current.version))?;
     let Some(old) = current.state.spec.clone() else {
         return Err(unexpected("ShowJob"));
@@ -499,10 +460,7 @@ async fn update_job(s: &Service, c: &Call, j: &str) -> Result<Reply, AzError> {
 /// (204, absent start task and packages removed): `pool update`.
 async fn update_pool(s: &Service, c: &Call, p: &str, replace: bool) -> Result<Reply, AzError> {
     let pool = id(p, "pool", PoolId::new)?;
-    let Response::Pool(current) = call(s, c, Request::ShowPool { pool: pool.clone() }).await?
-    else {
-        return Err(unexpected("ShowPool"));
-    };
+    let current = show_pool(s, c, p).await?;
     check_if_match(c, &model::etag(current.version))?;
     let Some(spec) = current.state.spec.as_ref() else {
         return Err(unexpected("ShowPool"));

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::common::{call, empty, entity, id, page, unexpected};
+use super::common::{call, caller_account, empty, entity, id, page, unexpected};
 use super::model::{self, duration, etag, invalid, Invalid};
 use super::{AzError, Call};
 use crate::api::{Request, Response};
@@ -142,17 +142,6 @@ fn schedule_json(base: &str, s: &Versioned<Schedule>) -> Value {
             "recentJob": recent,
         },
     })
-}
-
-fn caller_account(c: &Call) -> Result<AccountName, AzError> {
-    match &c.caller {
-        crate::server::service::Caller::Account(a, _) => Ok(a.clone()),
-        _ => Err(AzError::new(
-            403,
-            "AuthorizationFailure",
-            "an account's key is needed",
-        )),
-    }
 }
 
 async fn show(s: &Service, c: &Call, sid: &str) -> Result<Versioned<Schedule>, AzError> {

@@ -167,35 +167,12 @@ pub fn query(req: &Request<Incoming>) -> HashMap<String, String> {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
+            (
+                crate::api::percent_decode(k, true),
+                crate::api::percent_decode(v, true),
+            )
         })
         .collect()
-}
-
-/// Percent-decoding, `+` as a space (form encoding, as URLSearchParams).
-fn decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
 }
 
 /// A cookie's value.
@@ -216,7 +193,10 @@ pub fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use super::decode;
+    /// Form encoding, as URLSearchParams writes it.
+    fn decode(text: &str) -> String {
+        crate::api::percent_decode(text, true)
+    }
 
     #[test]
     fn query_values_are_percent_decoded() {

@@ -78,11 +78,7 @@ pub(super) fn start(
         tls,
         stop,
     };
-    tokio::task::spawn_local(super::http_serve::accept_loop(
-        listening.listener,
-        app,
-        serving,
-    ));
+    super::http_serve::spawn(listening.listener, app, serving);
     listening.addr
 }
 

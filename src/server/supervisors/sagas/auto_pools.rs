@@ -24,8 +24,11 @@ impl Sagas {
             let Ok(job) = crate::types::JobId::new(pool.as_str()) else {
                 continue;
             };
-            self.delete_auto_pool(&StreamId::job(&account, &job))
-                .await?;
+            // Most pools are no job's: no actor is woken for them.
+            let stream = StreamId::job(&account, &job);
+            if self.core.exists::<Job>(&stream)? {
+                self.delete_auto_pool(&stream).await?;
+            }
         }
         Ok(())
     }
