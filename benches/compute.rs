@@ -92,13 +92,7 @@ fn cpu_ms_per(busy: f64, items: u64) -> f64 {
 
 /// This process's resident memory, bytes.
 fn resident_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .unwrap_or(0)
+    common::server_process::resident_of("/proc/self/status")
 }
 
 fn main() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use compute_support::*;
-use lote::api::Request;
+use lote::api::{Request, Response};
 use lote::domain::pool::{NodeProvider, SchedulingPolicy};
 use lote::domain::spec::CommandLine;
 use lote::domain::task::{FailureCategory, TaskSpec, TaskStatus};
@@ -860,4 +860,55 @@ async fn a_restarted_agent_kills_what_its_previous_life_left_running() {
         },
     )
     .await;
+}
+
+/// `WaitJob` (what `lote job wait` sends) is answered when the job's last
+/// task ends, not on a poll: a short wait comes back at its deadline with
+/// the task unfinished; a long one comes back with the job done, long
+/// before its deadline; another account's job is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_wait_is_answered_when_the_job_ends() {
+    let server = ServerProcess::start(&[]);
+    let (client, _, _) = server.account("acme").await;
+    let env = Env::new(&client);
+    env.pool("local").nodes(1).slots(1).await;
+    env.job("j").on("local").await;
+    let gate = open_tempdir();
+    let go = gate.path().join("go");
+    let line = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    add(&client, "j", vec![shell("t", &line)]).await;
+    let wait = |wait_ms| Request::WaitJob {
+        job: JobId::new("j").unwrap(),
+        wait_ms,
+    };
+    let Response::Job(job) = client.call(&wait(300)).await.unwrap() else {
+        panic!("a job")
+    };
+    assert_eq!(job.state.unfinished(), 1, "{:?}", job.state.task_counts);
+
+    let asked = Instant::now();
+    let open_gate = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::fs::write(&go, b"").unwrap();
+    };
+    let long_wait = wait(lote::api::WAIT_JOB_MS_MAX);
+    let (answer, ()) = tokio::join!(client.call(&long_wait), open_gate);
+    let Response::Job(job) = answer.unwrap() else {
+        panic!("a job")
+    };
+    assert_eq!(job.state.unfinished(), 0, "{:?}", job.state.task_counts);
+    // Its deadline was 20 s: an answer well before it came from the end.
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+
+    let (other, _, _) = server.account("other").await;
+    let refused = other.call(&wait(100)).await.unwrap_err();
+    assert_eq!(
+        refused.api().and_then(|a| a.rejection),
+        Some(lote::domain::RejectionCode::JobNotFound),
+        "{refused}"
+    );
 }

@@ -94,3 +94,6 @@ pub async fn must(
         Err(e) => panic!("{}: {e}", request.name()),
     }
 }
+
+pub mod instant_agent;
+pub mod server_process;

@@ -14,6 +14,10 @@ use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId, Timestamp};
 /// Most tasks in one [`Request::AddTasks`].
 pub const ADD_TASKS_BATCH_MAX: usize = 1000;
 
+/// Longest a [`Request::WaitJob`] waits, milliseconds (within every
+/// client's call timeout).
+pub const WAIT_JOB_MS_MAX: u32 = 20_000;
+
 /// Most bytes of a reason given to terminate a job or a task.
 pub const REASON_BYTES_MAX: usize = 4096;
 
@@ -174,6 +178,14 @@ pub enum Request {
     ListJobs,
     ShowJob {
         job: JobId,
+    },
+    /// Answers the job as soon as none of its tasks is unfinished, else
+    /// after `wait_ms` (at most [`WAIT_JOB_MS_MAX`]) as it is then: a
+    /// client waits for a job without polling, and learns of its end
+    /// within a log round.
+    WaitJob {
+        job: JobId,
+        wait_ms: u32,
     },
     DisableJob {
         job: JobId,
@@ -688,6 +700,7 @@ impl Request {
             R::CreateJob { .. }
             | R::ListJobs
             | R::ShowJob { .. }
+            | R::WaitJob { .. }
             | R::DisableJob { .. }
             | R::EnableJob { .. }
             | R::TerminateJob { .. }
@@ -759,6 +772,7 @@ impl Request {
                 | Request::ShowNode { .. }
                 | Request::ListJobs
                 | Request::ShowJob { .. }
+                | Request::WaitJob { .. }
                 | Request::ListTasks { .. }
                 | Request::ShowTask { .. }
                 | Request::ReadTaskOutput { .. }
@@ -838,6 +852,7 @@ impl Request {
             CreateJob,
             ListJobs,
             ShowJob,
+            WaitJob,
             DisableJob,
             EnableJob,
             TerminateJob,

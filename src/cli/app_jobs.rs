@@ -367,7 +367,10 @@ pub(super) async fn wait(
         if timeout_secs.is_some_and(|t| started.elapsed().as_secs() >= t) {
             return Err(ClientError::Timeout(started.elapsed()));
         }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        // A run ends when its job has no unfinished task: the server
+        // answers then (or in a second, to redraw the progress line).
+        let request = super::job::wait_request(id, progress, started, timeout_secs);
+        client.call(&request).await?;
     }
 }
 

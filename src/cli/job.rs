@@ -310,38 +310,73 @@ pub(super) async fn run(cmd: JobCmd, client: &Client) -> Result<Rendered, Client
             id,
             progress,
             timeout_secs,
-        } => {
-            use lote::domain::task::TaskBucket;
-            let started = std::time::Instant::now();
-            let job = loop {
-                let Response::Job(job) = call(Request::ShowJob { job: id.clone() }).await? else {
-                    return Err(ClientError::Protocol("expected a job".into()));
-                };
-                let s = &job.state;
-                if progress {
-                    let done = s.count(TaskBucket::Succeeded) + s.count(TaskBucket::Failed);
-                    eprint!(
-                        "\r{done}/{} done: {} succeeded, {} failed, {} running, {} queued   ",
-                        s.tasks_added,
-                        s.count(TaskBucket::Succeeded),
-                        s.count(TaskBucket::Failed),
-                        s.count(TaskBucket::Running),
-                        s.count(TaskBucket::Active)
-                    );
-                }
-                if s.unfinished() == 0 {
-                    if progress {
-                        eprintln!();
-                    }
-                    break job;
-                }
-                if timeout_secs.is_some_and(|t| started.elapsed().as_secs() >= t) {
-                    return Err(ClientError::Timeout(started.elapsed()));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-            };
-            Response::Job(job)
-        }
+        } => wait_for_job(client, &id, progress, timeout_secs).await?,
     };
     Ok(Some(render(response)))
+}
+
+/// Waits until the job has no unfinished task; the job as it then is.
+async fn wait_for_job(
+    client: &Client,
+    id: &JobId,
+    progress: bool,
+    timeout_secs: Option<u64>,
+) -> Result<Response, ClientError> {
+    use lote::domain::task::TaskBucket;
+    let started = std::time::Instant::now();
+    let job = loop {
+        // The server answers the moment the job has no unfinished
+        // task (pushed, not polled); with --progress at least once
+        // a second, to redraw the line.
+        let request = wait_request(id, progress, started, timeout_secs);
+        let Response::Job(job) = client.call(&request).await? else {
+            return Err(ClientError::Protocol("expected a job".into()));
+        };
+        let s = &job.state;
+        if progress {
+            let done = s.count(TaskBucket::Succeeded) + s.count(TaskBucket::Failed);
+            eprint!(
+                "\r{done}/{} done: {} succeeded, {} failed, {} running, {} queued   ",
+                s.tasks_added,
+                s.count(TaskBucket::Succeeded),
+                s.count(TaskBucket::Failed),
+                s.count(TaskBucket::Running),
+                s.count(TaskBucket::Active)
+            );
+        }
+        if s.unfinished() == 0 {
+            if progress {
+                eprintln!();
+            }
+            break job;
+        }
+        if timeout_secs.is_some_and(|t| started.elapsed().as_secs() >= t) {
+            return Err(ClientError::Timeout(started.elapsed()));
+        }
+    };
+    Ok(Response::Job(job))
+}
+
+/// One `WaitJob` of a wait begun at `started`: answered when the job has
+/// no unfinished task, or within a second with `progress` (to redraw its
+/// line), and never past the wait's own timeout.
+pub(super) fn wait_request(
+    id: &JobId,
+    progress: bool,
+    started: std::time::Instant,
+    timeout_secs: Option<u64>,
+) -> Request {
+    let mut wait_ms = if progress {
+        1000
+    } else {
+        lote::api::WAIT_JOB_MS_MAX
+    };
+    if let Some(t) = timeout_secs {
+        let left = std::time::Duration::from_secs(t).saturating_sub(started.elapsed());
+        wait_ms = wait_ms.min(left.as_millis().min(u128::from(u32::MAX)) as u32);
+    }
+    Request::WaitJob {
+        job: id.clone(),
+        wait_ms,
+    }
 }

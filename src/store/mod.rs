@@ -404,6 +404,11 @@ impl EventStore {
         *self.inner.head.borrow()
     }
 
+    /// Changes whenever the log grows (once per written round).
+    pub fn head_watch(&self) -> watch::Receiver<u64> {
+        self.inner.head.clone()
+    }
+
     /// Whether an event of `stream` may have been written after log
     /// position `position`. "No" is certain; "yes" may be a neighbour's
     /// write (see [`WriteMark`]). Costs an atomic load, not a read.

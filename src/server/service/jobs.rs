@@ -9,6 +9,42 @@ use crate::server::supervisors;
 use crate::store::StreamId;
 
 impl Service {
+    /// The job once it has no unfinished task, or when `wait_ms` is up.
+    /// It looks again only when the log grew past what it read and the
+    /// job's stream may be among what grew (a write mark: an atomic load),
+    /// so a thousand waiting clients cost nothing between a job's changes.
+    async fn wait_job(
+        &self,
+        stream: &StreamId,
+        job: &crate::types::JobId,
+        wait_ms: u32,
+    ) -> Result<Response, ApiError> {
+        let wait = u64::from(wait_ms.min(crate::api::WAIT_JOB_MS_MAX));
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+        let store = self.core.store();
+        let mark = crate::store::WriteMark::of(stream);
+        let mut head = store.head_watch();
+        loop {
+            let seen = store.head();
+            let state = self.show::<Job>(stream, job.as_str()).await?;
+            if state.state.unfinished() == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(Response::Job(state));
+            }
+            loop {
+                tokio::select! {
+                    changed = head.changed() => if changed.is_err() {
+                        // The store is closing: answer what was read.
+                        return Ok(Response::Job(state));
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+                if store.written_since(&mark, seen) {
+                    break;
+                }
+            }
+        }
+    }
+
     /// A job request of an account.
     pub(super) async fn jobs(
         &self,
@@ -45,6 +81,9 @@ impl Service {
                 self.show::<Job>(&call.job_stream(job), job.as_str())
                     .await?,
             )),
+            Request::WaitJob { job, wait_ms } => {
+                self.wait_job(&call.job_stream(job), job, *wait_ms).await
+            }
             Request::DisableJob { job, disable_tasks } => {
                 self.exec::<Job>(
                     call.job_stream(job),

@@ -370,6 +370,7 @@ impl Service {
         let job = match &request {
             Request::AddTasks { job, .. }
             | Request::ShowJob { job }
+            | Request::WaitJob { job, .. }
             | Request::ExplainJob { job }
             | Request::ListTasks { job, .. }
             | Request::ShowTask { job, .. }
