@@ -56,7 +56,12 @@ pub struct QueuedTask {
 #[derive(Debug, Default)]
 struct PoolState {
     policy: SchedulingPolicy,
+    /// Queued tasks of active jobs: what rounds walk, in order.
     queue: BTreeMap<QueueKey, QueuedTask>,
+    /// Queued tasks of jobs that are not active (disabled, terminating),
+    /// kept in their place but out of the rounds' way: a round walks only
+    /// what it may place, however many tasks a disabled job holds.
+    parked: BTreeMap<QueueKey, QueuedTask>,
     nodes: BTreeSet<NodeId>,
     /// One past the highest `node-N` index ever created in the pool, so a
     /// new node never takes the id (and so the credential) of an old one.
@@ -74,9 +79,19 @@ struct PoolState {
 }
 
 impl PoolState {
-    /// Takes a task out of the queue.
+    /// A queued task, placeable or parked.
+    fn get(&self, key: &QueueKey) -> Option<&QueuedTask> {
+        self.queue.get(key).or_else(|| self.parked.get(key))
+    }
+
+    /// Tasks queued, placeable or parked.
+    fn queued_len(&self) -> usize {
+        self.queue.len() + self.parked.len()
+    }
+
+    /// Takes a task out of the queue (or out of the parked ones).
     fn take(&mut self, key: &QueueKey) -> Option<QueuedTask> {
-        let task = self.queue.remove(key)?;
+        let task = self.queue.remove(key).or_else(|| self.parked.remove(key))?;
         let class = (StreamId::job(&task.account, &task.job), task.slots);
         if let Some(n) = self.classes.get_mut(&class) {
             *n -= 1;
@@ -377,12 +392,43 @@ impl Scheduler {
             let Some(p) = self.pools.get_mut(pool.as_str()) else {
                 continue;
             };
-            if !p.queue.get(key).is_some_and(of_job) {
-                continue;
+            let PoolState { queue, parked, .. } = p;
+            for map in [queue, parked] {
+                if !map.get(key).is_some_and(of_job) {
+                    continue;
+                }
+                if let Some(task) = map.remove(key) {
+                    key.0 = Reverse(priority);
+                    map.insert(*key, task);
+                }
+                break;
             }
-            if let Some(task) = p.queue.remove(key) {
-                key.0 = Reverse(priority);
-                p.queue.insert(*key, task);
+        }
+    }
+
+    /// Moves a job's queued tasks out of the rounds' way (`park`) or back
+    /// into them, keeping their keys. Once per change of the job's state.
+    fn park_job(&mut self, job: &StreamId, park: bool) {
+        let of_job = |t: &QueuedTask| &StreamId::job(&t.account, &t.job) == job;
+        for (pool, key) in self.queued.values() {
+            let Some(p) = self.pools.get_mut(pool.as_str()) else {
+                continue;
+            };
+            let PoolState { queue, parked, .. } = p;
+            let (from, to) = if park {
+                (queue, parked)
+            } else {
+                (parked, queue)
+            };
+            if from.get(key).is_some_and(of_job) {
+                if let Some(task) = from.remove(key) {
+                    to.insert(*key, task);
+                }
+            }
+        }
+        for p in self.pools.values_mut() {
+            if p.queue.is_empty() {
+                p.draining = false;
             }
         }
     }
@@ -395,7 +441,7 @@ impl Scheduler {
             .filter(|(_, (pool, key))| {
                 self.pools
                     .get(pool)
-                    .and_then(|p| p.queue.get(key))
+                    .and_then(|p| p.get(key))
                     .is_some_and(of_job)
             })
             .map(|(s, _)| s.clone())

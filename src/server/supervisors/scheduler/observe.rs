@@ -95,9 +95,15 @@ impl Scheduler {
                     }
                     _ => return,
                 };
+                let mut was_active = None;
                 if let Some(job) = self.jobs.get_mut(stream) {
+                    was_active = Some(job.state == JobState::Active);
                     job.state = state;
                     job.terminating = matches!(event, JobEvent::JobTerminating { .. });
+                }
+                let active = state == JobState::Active;
+                if was_active.is_some_and(|was| was != active) {
+                    self.park_job(stream, !active);
                 }
                 if state == JobState::Closed {
                     self.job_ended(stream);
@@ -379,9 +385,20 @@ impl Scheduler {
         key: QueueKey,
         task: QueuedTask,
     ) {
-        let p = self.pools.entry(pool.clone()).or_default();
         let class = (StreamId::job(&task.account, &task.job), task.slots);
-        if p.queue.insert(key, task).is_none() {
+        // A job not yet seen is placeable as before: rounds skip it until
+        // its creation is folded.
+        let placeable = self
+            .jobs
+            .get(&class.0)
+            .is_none_or(|j| j.state == JobState::Active);
+        let p = self.pools.entry(pool.clone()).or_default();
+        let map = if placeable {
+            &mut p.queue
+        } else {
+            &mut p.parked
+        };
+        if map.insert(key, task).is_none() {
             *p.classes.entry(class).or_default() += 1;
         }
         self.queued.insert(stream.clone(), (pool, key));

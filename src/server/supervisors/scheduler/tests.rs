@@ -15,6 +15,7 @@ struct Feed {
     account: AccountName,
     pool: PoolId,
     job: JobId,
+    job_state: (Job, u64),
     tasks: HashMap<StreamId, (Task, u64)>,
 }
 
@@ -42,6 +43,7 @@ impl Feed {
             account: AccountName::new("acme").unwrap(),
             pool: PoolId::new("p").unwrap(),
             job: JobId::new("j").unwrap(),
+            job_state: (Job::default(), 0),
             tasks: HashMap::new(),
         };
         let (account, pool, job) = (feed.account.clone(), feed.pool.clone(), feed.job.clone());
@@ -56,16 +58,15 @@ impl Feed {
             Principal::Admin,
         );
         let spec = JobSpec::on_pool(job.clone(), account.clone(), pool.clone());
-        let (mut j, mut v) = (Job::default(), 0);
-        let create = JobCommand::CreateJob { spec };
-        feed.run(
-            &StreamId::job(&account, &job),
-            &mut j,
-            &mut v,
-            create,
-            Principal::Admin,
-        );
+        feed.job_command(JobCommand::CreateJob { spec });
         feed
+    }
+
+    fn job_command(&mut self, command: JobCommand) {
+        let stream = StreamId::job(&self.account, &self.job);
+        let (mut state, mut v) = std::mem::take(&mut self.job_state);
+        self.run(&stream, &mut state, &mut v, command, Principal::Admin);
+        self.job_state = (state, v);
     }
 
     /// A registered, idle node with 2 slots.
@@ -200,5 +201,37 @@ fn a_long_queue_is_prefetched_to_its_end_and_a_short_one_never() {
     feed.node(21);
     feed.tasks(1000, 10);
     assert_eq!(feed.plan().len(), 4);
+    assert_eq!(feed.scheduler.queued_len(), 6);
+}
+
+#[test]
+fn a_disabled_jobs_tasks_wait_out_of_the_rounds_way_and_come_back_in_order() {
+    let mut feed = Feed::new();
+    feed.tasks(0, 5);
+    feed.job_command(JobCommand::DisableJob {
+        disable_tasks: crate::domain::job::DisableTasks::Wait,
+    });
+    // Added while disabled: parked from the start.
+    feed.tasks(5, 3);
+    feed.node(0);
+    assert!(feed.plan().is_empty());
+    assert_eq!(feed.scheduler.queued_len(), 8);
+    let pool_key = format!("{}/{}", feed.account, feed.pool);
+    let figures = feed.scheduler.pool_figures(&pool_key);
+    assert_eq!((figures.active_tasks, figures.active_slots), (8, 8));
+    let first = StreamId::task(&feed.account, &feed.job, &TaskId::new("t0").unwrap());
+    assert!(feed.scheduler.explain(&first).is_some());
+
+    feed.job_command(JobCommand::EnableJob);
+    let placed: Vec<String> = feed
+        .plan()
+        .iter()
+        .map(|p| p.task.as_str().to_string())
+        .collect();
+    assert_eq!(
+        placed,
+        ["t0", "t1"],
+        "in submission order, across the parking"
+    );
     assert_eq!(feed.scheduler.queued_len(), 6);
 }

@@ -27,8 +27,10 @@ impl Scheduler {
             return PoolFigures::default();
         };
         let mut f = PoolFigures {
-            active_tasks: pool.queue.len() as u64,
-            active_slots: pool.queue.values().map(|t| u64::from(t.slots)).sum(),
+            active_tasks: pool.queued_len() as u64,
+            active_slots: (pool.queue.values().chain(pool.parked.values()))
+                .map(|t| u64::from(t.slots))
+                .sum(),
             succeeded_tasks: pool.succeeded,
             failed_tasks: pool.failed,
             nodes: pool.nodes.len() as u64,
@@ -153,7 +155,7 @@ impl Scheduler {
             return self.explain_dependent(stream);
         };
         let pool = self.pools.get(pool_key)?;
-        let task = pool.queue.get(key)?;
+        let task = pool.get(key)?;
         let job = StreamId::job(&task.account, &task.job);
         let mut reasons = self.shared_reasons(pool_key, &job, task.slots);
         let (mut higher, mut earlier) = (0u64, 0u64);
