@@ -369,7 +369,7 @@ pub(super) async fn wait(
         }
         // A run ends when its job has no unfinished task: the server
         // answers then (or in a second, to redraw the progress line).
-        let request = super::job::wait_request(id, progress, started, timeout_secs);
+        let request = super::job_wait::wait_request(id, progress, started, timeout_secs);
         client.call(&request).await?;
     }
 }

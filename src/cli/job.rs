@@ -328,7 +328,7 @@ async fn wait_for_job(
         // The server answers the moment the job has no unfinished
         // task (pushed, not polled); with --progress at least once
         // a second, to redraw the line.
-        let request = wait_request(id, progress, started, timeout_secs);
+        let request = super::job_wait::wait_request(id, progress, started, timeout_secs);
         let Response::Job(job) = client.call(&request).await? else {
             return Err(ClientError::Protocol("expected a job".into()));
         };
@@ -355,28 +355,4 @@ async fn wait_for_job(
         }
     };
     Ok(Response::Job(job))
-}
-
-/// One `WaitJob` of a wait begun at `started`: answered when the job has
-/// no unfinished task, or within a second with `progress` (to redraw its
-/// line), and never past the wait's own timeout.
-pub(super) fn wait_request(
-    id: &JobId,
-    progress: bool,
-    started: std::time::Instant,
-    timeout_secs: Option<u64>,
-) -> Request {
-    let mut wait_ms = if progress {
-        1000
-    } else {
-        lote::api::WAIT_JOB_MS_MAX
-    };
-    if let Some(t) = timeout_secs {
-        let left = std::time::Duration::from_secs(t).saturating_sub(started.elapsed());
-        wait_ms = wait_ms.min(left.as_millis().min(u128::from(u32::MAX)) as u32);
-    }
-    Request::WaitJob {
-        job: id.clone(),
-        wait_ms,
-    }
 }

@@ -15,6 +15,7 @@ mod events;
 mod files;
 mod job;
 mod job_prep;
+mod job_wait;
 mod node;
 mod output;
 mod package;
