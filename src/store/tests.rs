@@ -118,3 +118,60 @@ fn the_log_read_from_memory_is_the_log_read_from_rocksdb() {
     assert!(recent(11, 13).is_none());
     assert_eq!(store.read_all(13, 1).unwrap(), [imported]);
 }
+
+/// More streams than the writer's version cache holds: its generations
+/// rotate, and every expected version is still checked right, for streams
+/// in the newer generation, in the older one, and dropped from both.
+#[test]
+fn expected_versions_stay_right_as_the_version_cache_rotates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = buffered_store(dir.path());
+    let causation = Causation {
+        request_id: RequestId(uuid::Uuid::from_u128(8)),
+        principal: Principal::Admin,
+    };
+    let event = || NewEvent {
+        event_type: "Test".into(),
+        schema_version: 1,
+        payload: Vec::new(),
+    };
+    let stream = |i: usize| StreamId::parse(&format!("job/acme/s{i}")).unwrap();
+    let create = |i: usize| StreamAppend {
+        stream: stream(i),
+        expected: ExpectedVersion::NoStream,
+        events: vec![event()],
+    };
+    // Enough new streams for two rotations, in rounds of 8,192.
+    let total = super::writer::VERSION_CACHE_MAX + 20_000;
+    for first in (0..total).step_by(8192) {
+        let batch = (first..(first + 8192).min(total)).map(create).collect();
+        store.append_blocking(batch, causation.clone()).unwrap();
+    }
+    // The first (dropped from both generations), one from the middle (the
+    // older generation) and the last (the newer one): each at version 1.
+    for i in [0, total / 2, total - 1] {
+        let again = store.append_blocking(vec![create(i)], causation.clone());
+        assert!(
+            matches!(again, Err(StoreError::Conflict { actual: 1, .. })),
+            "stream {i} created twice: {again:?}"
+        );
+        let next = StreamAppend {
+            stream: stream(i),
+            expected: ExpectedVersion::Exact(1),
+            events: vec![event()],
+        };
+        store
+            .append_blocking(vec![next], causation.clone())
+            .unwrap();
+        let stale = StreamAppend {
+            stream: stream(i),
+            expected: ExpectedVersion::Exact(1),
+            events: vec![event()],
+        };
+        let refused = store.append_blocking(vec![stale], causation.clone());
+        assert!(
+            matches!(refused, Err(StoreError::Conflict { actual: 2, .. })),
+            "stream {i}: {refused:?}"
+        );
+    }
+}

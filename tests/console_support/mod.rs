@@ -57,9 +57,16 @@ pub fn http(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
+    // A server that refuses a body (too large) may answer and close before
+    // all of it is sent: the write then fails, and the answer is still
+    // there to read (followed, maybe, by a reset).
+    let sent = stream.write_all(body);
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
+    let read = stream.read_to_end(&mut raw);
+    if raw.is_empty() {
+        sent.unwrap();
+        read.unwrap();
+    }
     parse(&raw)
 }
 
