@@ -94,10 +94,8 @@ pub async fn run(joined: Joined, slots: u32, counters: Arc<Counters>, stop: Arc<
         let assignments = match client.call(&poll).await {
             Ok(Response::Work { assignments, .. }) => assignments,
             Ok(_) => panic!("a poll answers Work"),
-            Err(e) if stop.load(Ordering::Relaxed) => {
-                let _ = e;
-                return;
-            }
+            // Stopped meanwhile: the connection may be gone.
+            Err(_) if stop.load(Ordering::Relaxed) => return,
             Err(e) => panic!("poll: {e}"),
         };
         if assignments.is_empty() {

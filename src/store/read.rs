@@ -257,6 +257,25 @@ impl EventStore {
         }
     }
 
+    /// Events from position `from` through `to` (a position the log has
+    /// reached), at most `limit` and at least one: a log with no event
+    /// where its head says there is one is damaged.
+    pub fn read_range(
+        &self,
+        from: u64,
+        to: u64,
+        limit: usize,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let mut batch = self.read_all(from, limit)?;
+        batch.truncate(batch.partition_point(|e| e.position <= to));
+        if batch.is_empty() {
+            return Err(self.corrupted(format!(
+                "position {from} is below the head but not readable"
+            )));
+        }
+        Ok(batch)
+    }
+
     /// A live tail of the log from `from_position` (inclusive): every event,
     /// in order, first the recorded ones, then new ones as they commit.
     pub fn subscribe(&self, from_position: u64) -> Subscription {
@@ -288,14 +307,10 @@ impl Subscription {
             }
             let head = *self.head.borrow_and_update();
             if head >= self.next {
-                self.buffer
-                    .extend(self.store.read_all(self.next, SUBSCRIPTION_READ_BATCH)?);
-                if self.buffer.is_empty() {
-                    return Err(self.store.corrupted(format!(
-                        "position {} is below the head but not readable",
-                        self.next
-                    )));
-                }
+                let read = self
+                    .store
+                    .read_range(self.next, head, SUBSCRIPTION_READ_BATCH)?;
+                self.buffer.extend(read);
                 continue;
             }
             if self.head.changed().await.is_err() {

@@ -438,22 +438,12 @@ fn read_history(
     let reader = move || {
         let mut next = 1;
         while next <= to {
-            let want = FEED_BATCH_MAX.min((to - next + 1) as usize);
-            let mut batch = match store.read_all(next, want) {
-                Ok(batch) => batch,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            };
-            batch.retain(|e| e.position <= to);
-            let Some(last) = batch.last() else {
-                let what = format!("position {next} is below the head but not readable");
-                let _ = tx.blocking_send(Err(crate::store::StoreError::Storage(what)));
-                return;
-            };
-            next = last.position + 1;
-            if tx.blocking_send(Ok(batch)).is_err() {
+            let batch = store.read_range(next, to, FEED_BATCH_MAX);
+            let failed = batch.is_err();
+            if let Ok(read) = &batch {
+                next = read.last().map_or(to, |e| e.position) + 1;
+            }
+            if tx.blocking_send(batch).is_err() || failed {
                 return;
             }
         }

@@ -46,10 +46,7 @@ pub fn job_spec(
         let pool = pool_spec(&body, account, sizes)?;
         auto_pool = Some(Box::new(crate::domain::job::AutoPool {
             pool,
-            keep_alive: auto
-                .get("keepAlive")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            keep_alive: flag(auto, "keepAlive", false),
         }));
         crate::types::PoolId::new(id.as_str()).map_err(|e| invalid("id", e.to_string()))?
     } else {
@@ -71,7 +68,7 @@ pub fn job_spec(
         Some("performexitoptionsjobaction") => OnTaskFailure::PerformExitOptionsJobAction,
         _ => OnTaskFailure::NoAction,
     };
-    if v.get("usesTaskDependencies").and_then(Value::as_bool) == Some(true) {
+    if flag(v, "usesTaskDependencies", false) {
         spec.dependencies = Some(crate::domain::job::JobDependencies {
             on_failed_parent: DependencyAction::Block,
         });
@@ -88,14 +85,8 @@ pub fn job_spec(
             resource_files: resources_of(p)?,
             max_wall_clock_secs: duration_of(&c, "maxWallClockTime")?,
             retry_count_max: u32_of(&c, "maxTaskRetryCount")?.unwrap_or(0),
-            wait_for_success: p
-                .get("waitForSuccess")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            rerun_on_reboot_after_success: p
-                .get("rerunOnNodeRebootAfterSuccess")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
+            wait_for_success: flag(p, "waitForSuccess", true),
+            rerun_on_reboot_after_success: flag(p, "rerunOnNodeRebootAfterSuccess", true),
         }));
     }
     if let Some(r) = v.get("jobReleaseTask") {
@@ -113,14 +104,8 @@ pub fn job_spec(
         task.constraints.max_task_retries = Some(task.constraints.max_task_retries.unwrap_or(0));
         spec.job_manager = Some(Box::new(crate::domain::job::JobManager {
             task,
-            kill_job_on_completion: m
-                .get("killJobOnCompletion")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
-            run_exclusive: m
-                .get("runExclusive")
-                .and_then(Value::as_bool)
-                .unwrap_or(true),
+            kill_job_on_completion: flag(m, "killJobOnCompletion", true),
+            run_exclusive: flag(m, "runExclusive", true),
         }));
     }
     Ok(spec)

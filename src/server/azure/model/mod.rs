@@ -89,6 +89,11 @@ fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
+/// A boolean property; `default` when absent (or not a boolean).
+fn flag(v: &Value, key: &str, default: bool) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(default)
+}
+
 fn u32_of(v: &Value, key: &str) -> Result<Option<u32>, Invalid> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),

@@ -165,7 +165,7 @@ pub fn pool_spec(
             }
         }
     }
-    if v.get("enableAutoScale").and_then(Value::as_bool) == Some(true) {
+    if flag(v, "enableAutoScale", false) {
         spec.scale = ScaleSettings::Autoscale {
             formula: str_of(v, "autoScaleFormula")
                 .ok_or_else(|| invalid("autoScaleFormula", "is needed with enableAutoScale"))?
@@ -193,10 +193,7 @@ fn start_task_of(st: &Value) -> Result<crate::domain::spec::StartTask, Invalid> 
         )?),
         env: env_of(st)?,
         resource_files: resources_of(st)?,
-        wait_for_success: st
-            .get("waitForSuccess")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
+        wait_for_success: flag(st, "waitForSuccess", true),
         retry_count_max: u32_of(st, "maxTaskRetryCount")?.unwrap_or(0),
     })
 }
