@@ -346,3 +346,130 @@ async fn the_sdk_speaks_https_where_plaintext_is_not_allowed() {
     );
     run_python(python, vec!["-c".into(), code], "pools 0").await;
 }
+
+/// A header's value in a raw HTTP response.
+fn response_header<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let head = text.split("\r\n\r\n").next()?;
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Polls a pool with fresh signatures until its GET answers `status`.
+async fn wait_pool_status(addr: &str, key: &[u8], pool: &str, status: u16) {
+    let path = format!("/pools/{pool}?api-version=2025-06-01");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let request = signed("GET", &path, "acme", key, &now_rfc1123(), b"");
+        let (got, text) = send(addr, &request).await;
+        if got == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pool {pool} still answers {got}: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_change_gets_its_first_answer_and_is_done_once() {
+    let flags = [
+        "--azure-listen",
+        "127.0.0.1:0",
+        "--azure-vm-size",
+        "tiny=1:512",
+    ];
+    let server = ServerProcess::start(&flags);
+    let (client, _, _) = server.account("acme").await;
+    let addr = server.azure.clone().unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(azure_key(&server).await).unwrap();
+    let date = now_rfc1123();
+    let post = "/pools?api-version=2025-06-01";
+    let body = br#"{"id": "again", "vmSize": "tiny", "targetDedicatedNodes": 0}"#;
+    let create = signed("POST", post, "acme", &key, &date, body);
+    let first_id = "0a6e1f52-0b7d-11f1-9c3e-0242ac120002";
+    let (status, first) = send(&addr, &with_client_id(create.clone(), first_id)).await;
+    assert_eq!(status, 201, "{first}");
+    let first_request = response_header(&first, "request-id").unwrap().to_string();
+    assert_eq!(response_header(&first, "lote-answer-of"), None, "{first}");
+
+    // The SDK's retry keeps its client id: the first answer, nothing made.
+    let (status, retry) = send(&addr, &with_client_id(create.clone(), first_id)).await;
+    assert_eq!(status, 201, "{retry}");
+    assert_eq!(
+        response_header(&retry, "lote-answer-of"),
+        Some(first_request.as_str())
+    );
+    // Another call in the same second (a new client id) signs the same: it
+    // runs, as a setup script that creates twice expects.
+    let second_id = "3d914285-0b7d-11f1-9c3e-0242ac120002";
+    let (status, text) = send(&addr, &with_client_id(create.clone(), second_id)).await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("PoolExists"), "{text}");
+
+    // Its owner deletes the pool; later, a copy of the create, sent with a
+    // client id of the sender's choosing, gets the first answer and makes
+    // nothing.
+    let delete = "/pools/again?api-version=2025-06-01";
+    let (status, text) = send(&addr, &signed("DELETE", delete, "acme", &key, &date, b"")).await;
+    assert_eq!(status, 202, "{text}");
+    wait_pool_status(&addr, &key, "again", 404).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let replayer_id = "1b7f2063-0b7d-11f1-9c3e-0242ac120002";
+    let (status, again) = send(&addr, &with_client_id(create.clone(), replayer_id)).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(
+        response_header(&again, "lote-answer-of"),
+        Some(first_request.as_str()),
+        "{again}"
+    );
+    assert_eq!(
+        response_header(&again, "client-request-id"),
+        Some(replayer_id)
+    );
+    wait_pool_status(&addr, &key, "again", 404).await;
+
+    // Two different bodies of the same length under one signature (the
+    // signature covers the length only) are two requests.
+    let a = br#"{"id": "pa", "vmSize": "tiny", "targetDedicatedNodes": 0}"#;
+    let b = br#"{"id": "pb", "vmSize": "tiny", "targetDedicatedNodes": 0}"#;
+    for body in [a, b] {
+        let (status, text) = send(&addr, &signed("POST", post, "acme", &key, &date, body)).await;
+        assert_eq!(status, 201, "{text}");
+        assert_eq!(response_header(&text, "lote-answer-of"), None, "{text}");
+    }
+    wait_pool_status(&addr, &key, "pb", 200).await;
+
+    // A refused change is not kept: once what refused it is gone, the same
+    // request runs.
+    local_pool(&client, "pe", 0, 1).await;
+    let e = br#"{"id": "pe", "vmSize": "tiny", "targetDedicatedNodes": 0}"#;
+    let (status, text) = send(&addr, &signed("POST", post, "acme", &key, &date, e)).await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("PoolExists"), "{text}");
+    let delete = "/pools/pe?api-version=2025-06-01";
+    let (status, text) = send(&addr, &signed("DELETE", delete, "acme", &key, &date, b"")).await;
+    assert_eq!(status, 202, "{text}");
+    wait_pool_status(&addr, &key, "pe", 404).await;
+    let (status, text) = send(&addr, &signed("POST", post, "acme", &key, &date, e)).await;
+    assert_eq!(status, 201, "{text}");
+    assert_eq!(response_header(&text, "lote-answer-of"), None, "{text}");
+    wait_pool_status(&addr, &key, "pe", 200).await;
+
+    // A restart keeps the answers: the copy still makes nothing.
+    let server = server.restart_with(&flags);
+    let addr = server.azure.clone().unwrap();
+    let (status, again) = send(&addr, &with_client_id(create, replayer_id)).await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(
+        response_header(&again, "lote-answer-of"),
+        Some(first_request.as_str()),
+        "{again}"
+    );
+    wait_pool_status(&addr, &key, "again", 404).await;
+    drop(server);
+}

@@ -175,3 +175,25 @@ fn expected_versions_stay_right_as_the_version_cache_rotates() {
         );
     }
 }
+
+#[test]
+fn side_records_are_kept_by_kind_beside_the_log_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = buffered_store(dir.path());
+        append_events(&store, "p", 3);
+        store.put_side("answer", b"k1", b"one").unwrap();
+        store.put_side("answer", b"k2", b"two").unwrap();
+        store.put_side("answers", b"k1", b"other kind").unwrap();
+        store.delete_side("answer", b"k2").unwrap();
+        store.flush_blocking().unwrap();
+    }
+    let store = buffered_store(dir.path());
+    assert_eq!(
+        store.side_records("answer").unwrap(),
+        vec![(b"k1".to_vec(), b"one".to_vec())]
+    );
+    assert_eq!(store.side_records("answers").unwrap().len(), 1);
+    assert!(store.side_records("none").unwrap().is_empty());
+    assert_eq!(store.head(), 3, "side records are not events");
+}

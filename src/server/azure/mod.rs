@@ -16,6 +16,7 @@ mod files;
 mod model;
 mod nodes;
 mod ops;
+mod repeats;
 mod schedules;
 
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ pub struct AzError {
     pub code: String,
     pub message: String,
     pub values: Vec<(String, String)>,
+    /// Seconds for `Retry-After` on a 503 (1 if not said).
+    pub retry_after: Option<i64>,
 }
 
 impl AzError {
@@ -60,7 +63,12 @@ impl AzError {
             code: code.into(),
             message: message.into(),
             values: vec![],
+            retry_after: None,
         }
+    }
+    fn retry_after(mut self, secs: i64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
     fn value(mut self, key: &str, value: impl Into<String>) -> Self {
         self.values.push((key.into(), value.into()));
@@ -159,9 +167,18 @@ impl Call {
     }
 }
 
+/// What a request's signature proved, for `repeats`.
+struct Proof {
+    account: String,
+    signature: String,
+    /// When the signature stops being accepted (Unix seconds).
+    expires: i64,
+}
+
 pub(super) struct Gateway {
     service: Rc<Service>,
     sizes: Rc<Vec<model::VmSize>>,
+    repeats: repeats::Repeats,
 }
 
 /// The gateway's listener, bound, and the VM sizes it knows.
@@ -205,6 +222,7 @@ pub(super) fn start(
     stop: watch::Receiver<bool>,
 ) -> SocketAddr {
     let gateway = Rc::new(Gateway {
+        repeats: repeats::Repeats::load(&service),
         service,
         sizes: Rc::new(listening.sizes),
     });
@@ -234,7 +252,8 @@ fn error_reply(e: &AzError, request_id: &str) -> Reply {
         body.to_string().into_bytes(),
     );
     if e.status == 503 {
-        reply = reply.header(hyper::header::RETRY_AFTER, "1");
+        let secs = e.retry_after.unwrap_or(1);
+        reply = reply.header(hyper::header::RETRY_AFTER, secs.to_string());
     }
     reply
 }
@@ -243,7 +262,10 @@ impl Gateway {
     async fn route(&self, req: Request<Incoming>, secure: bool) -> Response<Body> {
         let request_id = crate::clock::new_uuid().to_string();
         let client_request_id = header(&req, "client-request-id").map(String::from);
-        let reply = match self.handle(req, secure, client_request_id.clone()).await {
+        let reply = match self
+            .handle(req, secure, client_request_id.clone(), &request_id)
+            .await
+        {
             Ok(reply) => reply,
             Err(e) => error_reply(&e, &request_id),
         };
@@ -265,6 +287,7 @@ impl Gateway {
         req: Request<Incoming>,
         secure: bool,
         client_request_id: Option<String>,
+        request_id: &str,
     ) -> Result<Reply, AzError> {
         let raw_path = req.uri().path().to_string();
         let raw_query = req.uri().query().unwrap_or_default().to_string();
@@ -290,7 +313,7 @@ impl Gateway {
                 .value("QueryParameterName", "api-version"))
             }
         }
-        let caller = self.authenticate(&req, &raw_path, &raw_query).await?;
+        let (caller, proof) = self.authenticate(&req, &raw_path, &raw_query).await?;
         let method = req.method().clone();
         let host = header(&req, "host").unwrap_or("localhost").to_string();
         let base = format!("{}://{host}", if secure { "https" } else { "http" });
@@ -329,6 +352,29 @@ impl Gateway {
             .filter(|s| !s.is_empty())
             .map(|segment| crate::api::percent_decode(segment, false))
             .collect();
+        let changing = !matches!(method, Method::GET | Method::HEAD);
+        let signed = repeats::Signed {
+            account: &proof.account,
+            signature: &proof.signature,
+            method: method.as_str(),
+            path: &raw_path,
+            query: &raw_query,
+            body: &body,
+            client_request_id: client_request_id.as_deref(),
+        };
+        let running = if changing {
+            match self
+                .repeats
+                .begin(&self.service, &signed, proof.expires)
+                .await?
+            {
+                repeats::Begin::Again(answer) => return Ok(answer),
+                repeats::Begin::First(running) => Some(running),
+                repeats::Begin::Anew => None,
+            }
+        } else {
+            None
+        };
         let call = Call {
             caller,
             method,
@@ -344,7 +390,13 @@ impl Gateway {
             client_request_id,
             sizes: self.sizes.clone(),
         };
-        ops::dispatch(&self.service, &call).await
+        let reply = ops::dispatch(&self.service, &call).await;
+        match (running, reply) {
+            (Some(running), Ok(reply)) => {
+                Ok(running.finish(&self.service, reply, request_id).await)
+            }
+            (_, reply) => reply,
+        }
     }
 
     /// The account a SharedKey signature proves, within the clock window.
@@ -353,7 +405,7 @@ impl Gateway {
         req: &Request<Incoming>,
         path: &str,
         query: &str,
-    ) -> Result<Caller, AzError> {
+    ) -> Result<(Caller, Proof), AzError> {
         let denied = |why: &str| {
             AzError::new(
                 403,
@@ -391,13 +443,20 @@ impl Gateway {
             query,
             headers: &headers,
         };
-        self.service
+        let caller = self
+            .service
             .gateway_caller(&name, |key| {
                 shared_key::verify(account, key, &signed, signature)
             })
             .await
             .map_err(|_| {
                 denied("no such account, or the signature does not verify with either of its keys")
-            })
+            })?;
+        let proof = Proof {
+            account: account.to_string(),
+            signature: signature.to_string(),
+            expires: at.timestamp() + CLOCK_SKEW_SECS + 1,
+        };
+        Ok((caller, proof))
     }
 }

@@ -104,6 +104,38 @@ impl Reply {
         }
     }
 
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The reply's status, headers and whole body, for keeping it; `None`
+    /// if the body fails or is over `max` bytes (a stream is not kept).
+    pub async fn buffered(self, max: usize) -> Option<(u16, Vec<(String, String)>, Bytes)> {
+        let body = Limited::new(self.body, max)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
+        let headers = self
+            .headers
+            .into_iter()
+            .map(|(n, v)| (n.as_str().to_string(), v))
+            .collect();
+        Some((self.status, headers, body))
+    }
+
+    /// A reply made again from what `buffered` kept.
+    pub fn from_parts(status: u16, headers: &[(String, String)], body: Bytes) -> Reply {
+        Reply {
+            status,
+            headers: headers
+                .iter()
+                .filter_map(|(n, v)| Some((HeaderName::from_bytes(n.as_bytes()).ok()?, v.clone())))
+                .collect(),
+            body: full(body),
+        }
+    }
+
     pub fn header(mut self, name: HeaderName, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self
