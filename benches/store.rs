@@ -13,14 +13,12 @@ use std::time::{Duration, Instant};
 use lote::clock::SystemClock;
 use lote::domain::job::JobEvent;
 use lote::domain::spec::CommandLine;
-use lote::domain::task::{Placement, TaskBucket, TaskEvent, TaskResult, TaskSpec};
+use lote::domain::task::{TaskBucket, TaskSpec};
 use lote::domain::to_new_event;
 use lote::store::{
     Durability, EventStore, ExpectedVersion, NewEvent, StoreOptions, StreamAppend, StreamId,
 };
-use lote::types::{
-    AccountName, Causation, JobId, NodeId, PoolId, Principal, RequestId, TaskId, Timestamp,
-};
+use lote::types::{AccountName, Causation, JobId, PoolId, Principal, RequestId, TaskId, Timestamp};
 
 const APPENDERS: usize = 256;
 /// Appenders in the buffered phase's second run.
@@ -218,35 +216,7 @@ fn build_finished_tasks_log(dir: &Path, tasks: u64) -> u64 {
         }
         let spec = task_spec(i);
         let id = spec.id.clone();
-        let task_events = [
-            TaskEvent::TaskAdded {
-                account: account.clone(),
-                job: job.clone(),
-                pool: pool.clone(),
-                spec,
-                max_task_retries: 0,
-                at,
-            },
-            TaskEvent::TaskAssigned {
-                placement: Placement {
-                    pool: pool.clone(),
-                    node: NodeId::new("n1").unwrap(),
-                },
-                attempt: 1,
-                at,
-            },
-            TaskEvent::TaskStarted { attempt: 1, at },
-            TaskEvent::TaskCompleted {
-                attempt: 1,
-                result: TaskResult {
-                    exit_code: Some(0),
-                    signal: None,
-                    duration_ms: 1000,
-                    failure: None,
-                },
-                at,
-            },
-        ];
+        let task_events = common::finished_task_events(&account, &job, &pool, spec, "n1", at);
         let job_events = [
             JobEvent::JobTaskAdded {
                 task: id.clone(),

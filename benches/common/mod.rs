@@ -97,3 +97,45 @@ pub async fn must(
 
 pub mod instant_agent;
 pub mod server_process;
+
+/// A task's whole life as a busy log records it: added, assigned to
+/// `node`, started and succeeded, all at `at`.
+pub fn finished_task_events(
+    account: &lote::types::AccountName,
+    job: &lote::types::JobId,
+    pool: &lote::types::PoolId,
+    spec: lote::domain::task::TaskSpec,
+    node: &str,
+    at: lote::types::Timestamp,
+) -> [lote::domain::task::TaskEvent; 4] {
+    use lote::domain::task::{Placement, TaskEvent, TaskResult};
+    [
+        TaskEvent::TaskAdded {
+            account: account.clone(),
+            job: job.clone(),
+            pool: pool.clone(),
+            spec,
+            max_task_retries: 0,
+            at,
+        },
+        TaskEvent::TaskAssigned {
+            placement: Placement {
+                pool: pool.clone(),
+                node: lote::types::NodeId::new(node).unwrap(),
+            },
+            attempt: 1,
+            at,
+        },
+        TaskEvent::TaskStarted { attempt: 1, at },
+        TaskEvent::TaskCompleted {
+            attempt: 1,
+            result: TaskResult {
+                exit_code: Some(0),
+                signal: None,
+                duration_ms: 1000,
+                failure: None,
+            },
+            at,
+        },
+    ]
+}

@@ -341,8 +341,25 @@ async fn serve(
             "drain timeout passed; closing the remaining connections"
         );
     }
-    store.flush().await?;
+    close_log(&store).await?;
     tracing::info!("log flushed; bye");
+    Ok(())
+}
+
+/// A clean stop's end: every append durable, then the memtables written
+/// out, so the next start has no write-ahead log to replay before it can
+/// place (`EventStore::flush_memtables_blocking`).
+async fn close_log(store: &EventStore) -> Result<(), ServerError> {
+    store.flush().await?;
+    let tables = store.clone();
+    match tokio::task::spawn_blocking(move || tables.flush_memtables_blocking()).await {
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            "memtables not written out; the next start replays the write-ahead log"
+        ),
+        Err(e) => tracing::warn!(error = %e, "memtables not written out"),
+        Ok(Ok(())) => {}
+    }
     Ok(())
 }
 

@@ -342,3 +342,60 @@ impl Subscription {
         self.next
     }
 }
+
+impl EventStore {
+    /// The log from `from` through `to`, in order, handed to `each` in
+    /// batches of at most `batch` events until it returns false: the long
+    /// sequential read a restart's catch-up makes. Two iterators walk it:
+    /// one down the log's positions, one through the events, which mostly
+    /// steps to the next record (a round's events of one stream sit side by
+    /// side, as do streams made together) and seeks only when the log
+    /// jumps. Fetching every event by key instead (`read_all`) spent four
+    /// fifths of a million-event restart in RocksDB's multi-get.
+    pub fn read_log_in_batches(
+        &self,
+        from: u64,
+        to: u64,
+        batch: usize,
+        mut each: impl FnMut(Vec<Envelope>) -> bool,
+    ) -> Result<(), StoreError> {
+        let db = &self.inner.db;
+        let mut log = db.raw_iterator_cf(cf(db, CF_LOG));
+        log.seek(from.max(1).to_be_bytes());
+        let mut options = ReadOptions::default();
+        options.set_readahead_size(1 << 20);
+        let mut events = db.raw_iterator_cf_opt(cf(db, CF_EVENTS), options);
+        let mut out = Vec::with_capacity(batch.max(1));
+        loop {
+            let (Some(position), Some(key)) = (log.key(), log.value()) else {
+                log.status()?;
+                break;
+            };
+            let position = be_u64(position)
+                .ok_or_else(|| self.corrupted("a log key is not a position".into()))?;
+            if position > to {
+                break;
+            }
+            if events.key() != Some(key) {
+                events.seek(key);
+            }
+            let Some(value) = events.value().filter(|_| events.key() == Some(key)) else {
+                events.status()?;
+                return Err(self.corrupted(format!(
+                    "log position {position} points at missing event {}",
+                    String::from_utf8_lossy(key).replace('\0', "@")
+                )));
+            };
+            out.push(self.decode_envelope(key, value)?);
+            events.next();
+            log.next();
+            if out.len() >= batch.max(1) && !each(std::mem::take(&mut out)) {
+                return Ok(());
+            }
+        }
+        if !out.is_empty() {
+            each(out);
+        }
+        Ok(())
+    }
+}

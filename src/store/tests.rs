@@ -197,3 +197,54 @@ fn side_records_are_kept_by_kind_beside_the_log_and_survive_a_reopen() {
     assert!(store.side_records("none").unwrap().is_empty());
     assert_eq!(store.head(), 3, "side records are not events");
 }
+
+#[test]
+fn the_log_read_in_batches_is_the_log_read_by_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = buffered_store(dir.path());
+    // Streams interleaved across appends, so the events' walk both steps
+    // and seeks.
+    for round in 0..20 {
+        append_events(&store, &format!("s{}", round % 3), 1 + round % 4);
+        append_events(&store, "z", 2);
+    }
+    let head = store.head();
+    let whole = store.read_all(1, head as usize).unwrap();
+    let read = |from, to, batch| {
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        store
+            .read_log_in_batches(from, to, batch, |b| {
+                sizes.push(b.len());
+                got.extend(b);
+                true
+            })
+            .unwrap();
+        (got, sizes)
+    };
+    let (got, sizes) = read(1, head, 7);
+    assert_eq!(got, whole);
+    assert!(sizes.iter().all(|n| *n <= 7) && sizes.len() as u64 == head.div_ceil(7));
+    let (got, _) = read(5, 9, 100);
+    assert_eq!(got, whole[4..9].to_vec());
+    // Stopping early stops.
+    let mut batches = 0;
+    store
+        .read_log_in_batches(1, head, 3, |_| {
+            batches += 1;
+            batches < 2
+        })
+        .unwrap();
+    assert_eq!(batches, 2);
+    // An event the log points at that is gone is damage, said as such.
+    let db = &store.inner.db;
+    let key = db
+        .get_cf(cf(db, CF_LOG), 4u64.to_be_bytes())
+        .unwrap()
+        .unwrap();
+    db.delete_cf(cf(db, CF_EVENTS), &key).unwrap();
+    let err = store
+        .read_log_in_batches(1, head, 10, |_| true)
+        .unwrap_err();
+    assert!(err.to_string().contains("position 4"), "{err}");
+}

@@ -429,6 +429,15 @@ impl ServerProcess {
     pub fn restart_with(mut self, extra: &[&str]) -> ServerProcess {
         let temp = self.take_temp();
         assert!(self.terminate().success());
+        // A clean stop writes the memtables out: the next start has no
+        // write-ahead log to replay before it places anything.
+        let to_replay: u64 = std::fs::read_dir(&self.data_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .map(|p| std::fs::metadata(p).unwrap().len())
+            .sum();
+        assert_eq!(to_replay, 0, "a clean stop left write-ahead log to replay");
         let mut again = ServerProcess::start_in(&self.data_dir, extra).unwrap();
         again._temp = temp;
         again

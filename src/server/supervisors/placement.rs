@@ -436,16 +436,11 @@ fn read_history(
 ) -> tokio::sync::mpsc::Receiver<Result<Vec<Envelope>, crate::store::StoreError>> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let reader = move || {
-        let mut next = 1;
-        while next <= to {
-            let batch = store.read_range(next, to, FEED_BATCH_MAX);
-            let failed = batch.is_err();
-            if let Ok(read) = &batch {
-                next = read.last().map_or(to, |e| e.position) + 1;
-            }
-            if tx.blocking_send(batch).is_err() || failed {
-                return;
-            }
+        let read = store.read_log_in_batches(1, to, FEED_BATCH_MAX, |batch| {
+            tx.blocking_send(Ok(batch)).is_ok()
+        });
+        if let Err(e) = read {
+            let _ = tx.blocking_send(Err(e));
         }
     };
     tokio::task::spawn_blocking(reader);
