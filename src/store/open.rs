@@ -189,6 +189,19 @@ pub(super) fn db_options(recovery: WalRecovery) -> Options {
 pub(super) fn cf_descriptors() -> Vec<ColumnFamilyDescriptor> {
     [CF_EVENTS, CF_LOG, CF_SNAPSHOTS, CF_META]
         .into_iter()
-        .map(|name| ColumnFamilyDescriptor::new(name, db_options(WalRecovery::Strict)))
+        .map(|name| {
+            let mut options = db_options(WalRecovery::Strict);
+            if name == CF_EVENTS {
+                // Whole-key bloom filters: whether a new stream exists is a
+                // point read of its first event's key, and a miss is the
+                // common answer (every task added); the filter answers it
+                // without reading a table. Tables written before had none
+                // and are read as before.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                options.set_block_based_table_factory(&table);
+            }
+            ColumnFamilyDescriptor::new(name, options)
+        })
         .collect()
 }

@@ -248,3 +248,36 @@ fn the_log_read_in_batches_is_the_log_read_by_position() {
         .unwrap_err();
     assert!(err.to_string().contains("position 4"), "{err}");
 }
+
+#[test]
+fn a_stream_expected_new_is_found_on_disk_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = buffered_store(dir.path());
+        append_events(&store, "old", 3);
+        store.flush_memtables_blocking().unwrap();
+    }
+    // A fresh store: no version is cached, so the check reads the disk.
+    let store = buffered_store(dir.path());
+    let causation = Causation {
+        request_id: RequestId(uuid::Uuid::from_u128(8)),
+        principal: Principal::Admin,
+    };
+    let new = |name: &str| StreamAppend {
+        stream: StreamId::parse(&format!("job/acme/{name}")).unwrap(),
+        expected: ExpectedVersion::NoStream,
+        events: vec![NewEvent {
+            event_type: "Test".into(),
+            schema_version: 1,
+            payload: vec![],
+        }],
+    };
+    match store.append_blocking(vec![new("old")], causation.clone()) {
+        Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, 3),
+        other => panic!("an existing stream taken as new: {other:?}"),
+    }
+    store
+        .append_blocking(vec![new("fresh")], causation)
+        .unwrap();
+    assert_eq!(store.head(), 4);
+}

@@ -45,16 +45,53 @@ pub const PREFETCH_QUEUE_MIN: u64 = 100;
 /// on this VM's disk, in bursts that matched its stolen time; with 16, 1%.
 pub const PREFETCH_PER_SLOT: u32 = 16;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedTask {
+/// A job as its queued tasks name it: made once per job and shared, so a
+/// million queued tasks of one job do not hold a million copies of its
+/// account and id (three strings a task was most of a queued task's
+/// memory).
+#[derive(Debug, PartialEq, Eq)]
+pub struct JobRef {
     pub account: AccountName,
     pub job: JobId,
+    pub stream: StreamId,
+}
+
+impl JobRef {
+    pub fn new(account: AccountName, job: JobId) -> std::sync::Arc<JobRef> {
+        let stream = StreamId::job(&account, &job);
+        std::sync::Arc::new(JobRef {
+            account,
+            job,
+            stream,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedTask {
+    pub of: std::sync::Arc<JobRef>,
     pub task: TaskId,
     pub slots: u32,
 }
 
+impl QueuedTask {
+    pub fn account(&self) -> &AccountName {
+        &self.of.account
+    }
+
+    pub fn job(&self) -> &JobId {
+        &self.of.job
+    }
+
+    pub fn job_stream(&self) -> &StreamId {
+        &self.of.stream
+    }
+}
+
 #[derive(Debug, Default)]
 struct PoolState {
+    /// `ACCOUNT/POOL`, shared by the entries of `Scheduler::queued`.
+    key: std::sync::Arc<str>,
     policy: SchedulingPolicy,
     /// Queued tasks of active jobs: what rounds walk, in order.
     queue: BTreeMap<QueueKey, QueuedTask>,
@@ -92,7 +129,7 @@ impl PoolState {
     /// Takes a task out of the queue (or out of the parked ones).
     fn take(&mut self, key: &QueueKey) -> Option<QueuedTask> {
         let task = self.queue.remove(key).or_else(|| self.parked.remove(key))?;
-        let class = (StreamId::job(&task.account, &task.job), task.slots);
+        let class = (task.job_stream().clone(), task.slots);
         if let Some(n) = self.classes.get_mut(&class) {
             *n -= 1;
             if *n == 0 {
@@ -182,6 +219,8 @@ struct JobInfo {
     prep: Option<Box<prep::JobPrep>>,
     /// Its common variables, handed out with each assignment.
     common_env: std::sync::Arc<Vec<crate::domain::EnvVar>>,
+    /// What its queued tasks share.
+    of: std::sync::Arc<JobRef>,
 }
 
 /// Where a task's slots are held.
@@ -214,8 +253,9 @@ pub struct Scheduler {
     pools: HashMap<String, PoolState>,
     nodes: HashMap<(String, NodeId), NodeState>,
     jobs: HashMap<StreamId, JobInfo>,
-    /// Queued tasks: task stream → where in which pool's queue.
-    queued: HashMap<StreamId, (String, QueueKey)>,
+    /// Queued tasks: task stream → where in which pool's queue (the pool's
+    /// key shared with its `PoolState`, not a string per task).
+    queued: HashMap<StreamId, (std::sync::Arc<str>, QueueKey)>,
     /// Tasks holding slots (planned, assigned or running).
     holding: HashMap<StreamId, Holding>,
     /// The task whose attempt just completed: a `TaskRetried` right after
@@ -244,6 +284,20 @@ pub struct PlacementStats {
     pub caught_up: bool,
     pub rounds: u64,
     pub placements: u64,
+}
+
+impl Scheduler {
+    /// A pool's state, made (with its shared key) if it is not known yet.
+    fn pool_mut(&mut self, key: &str) -> &mut PoolState {
+        if !self.pools.contains_key(key) {
+            let state = PoolState {
+                key: std::sync::Arc::from(key),
+                ..PoolState::default()
+            };
+            self.pools.insert(key.to_string(), state);
+        }
+        self.pools.get_mut(key).expect("inserted above")
+    }
 }
 
 fn pool_key(account: &AccountName, pool: &PoolId) -> String {
@@ -387,9 +441,9 @@ impl Scheduler {
     /// submission order. Tasks still held for their parents keep the
     /// priority they were added with.
     fn requeue_at_priority(&mut self, job: &StreamId, priority: i32) {
-        let of_job = |t: &QueuedTask| &StreamId::job(&t.account, &t.job) == job;
+        let of_job = |t: &QueuedTask| t.job_stream() == job;
         for (_, (pool, key)) in self.queued.iter_mut() {
-            let Some(p) = self.pools.get_mut(pool.as_str()) else {
+            let Some(p) = self.pools.get_mut(&**pool) else {
                 continue;
             };
             let PoolState { queue, parked, .. } = p;
@@ -409,9 +463,9 @@ impl Scheduler {
     /// Moves a job's queued tasks out of the rounds' way (`park`) or back
     /// into them, keeping their keys. Once per change of the job's state.
     fn park_job(&mut self, job: &StreamId, park: bool) {
-        let of_job = |t: &QueuedTask| &StreamId::job(&t.account, &t.job) == job;
+        let of_job = |t: &QueuedTask| t.job_stream() == job;
         for (pool, key) in self.queued.values() {
-            let Some(p) = self.pools.get_mut(pool.as_str()) else {
+            let Some(p) = self.pools.get_mut(&**pool) else {
                 continue;
             };
             let PoolState { queue, parked, .. } = p;
@@ -434,13 +488,13 @@ impl Scheduler {
     }
 
     pub fn tasks_of_job(&self, job: &StreamId) -> (Vec<StreamId>, Vec<HeldTask>) {
-        let of_job = |t: &QueuedTask| &StreamId::job(&t.account, &t.job) == job;
+        let of_job = |t: &QueuedTask| t.job_stream() == job;
         let mut queued: Vec<StreamId> = self
             .queued
             .iter()
             .filter(|(_, (pool, key))| {
                 self.pools
-                    .get(pool)
+                    .get(&**pool)
                     .and_then(|p| p.get(key))
                     .is_some_and(of_job)
             })

@@ -24,7 +24,7 @@ impl Scheduler {
                 let key = ids[..2].join("/");
                 match event {
                     PoolEvent::PoolCreated { spec, .. } => {
-                        let pool = self.pools.entry(key).or_default();
+                        let pool = self.pool_mut(&key);
                         pool.policy = spec.scheduling;
                         pool.slots_per_node = spec.node_size.task_slots;
                     }
@@ -48,6 +48,7 @@ impl Scheduler {
                         self.jobs.insert(
                             stream.clone(),
                             JobInfo {
+                                of: JobRef::new(spec.account.clone(), spec.id.clone()),
                                 prep,
                                 common_env: std::sync::Arc::new(spec.common_env),
                                 priority: spec.priority,
@@ -181,9 +182,12 @@ impl Scheduler {
             } => {
                 let job_stream = StreamId::job(&account, &job);
                 let priority = self.jobs.get(&job_stream).map(|j| j.priority).unwrap_or(0);
+                let of = match self.jobs.get(&job_stream) {
+                    Some(j) => j.of.clone(),
+                    None => JobRef::new(account.clone(), job),
+                };
                 let task = QueuedTask {
-                    account: account.clone(),
-                    job,
+                    of,
                     task: spec.id,
                     slots: spec.required_slots.max(1),
                 };
@@ -214,16 +218,16 @@ impl Scheduler {
                 // a restart: reserve them now.
                 if !self.holding.contains_key(stream) {
                     if let Some((pool, key)) = self.queued.remove(stream) {
-                        let task = self.pools.get_mut(&pool).and_then(|p| p.take(&key));
+                        let task = self.pools.get_mut(&*pool).and_then(|p| p.take(&key));
                         if let Some(task) = task {
-                            self.hold(stream, pool, placement.node.clone(), key, task);
+                            self.hold(stream, pool.to_string(), placement.node.clone(), key, task);
                         }
                     }
                 }
                 if let Some(h) = self.holding.get_mut(stream) {
                     h.attempt = attempt;
                     let k = (h.pool_key.clone(), h.node.clone());
-                    let item = (h.task.job.clone(), h.task.task.clone());
+                    let item = (h.task.job().clone(), h.task.task.clone());
                     if let Some(node) = self.nodes.get_mut(&k) {
                         node.to_start.insert(item, attempt);
                     }
@@ -232,7 +236,7 @@ impl Scheduler {
             TaskEvent::TaskStarted { .. } => {
                 if let Some(h) = self.holding.get_mut(stream) {
                     let k = (h.pool_key.clone(), h.node.clone());
-                    let item = (h.task.job.clone(), h.task.task.clone());
+                    let item = (h.task.job().clone(), h.task.task.clone());
                     let newly = !std::mem::replace(&mut h.started, true);
                     if let Some(node) = self.nodes.get_mut(&k) {
                         node.to_start.remove(&item);
@@ -263,7 +267,7 @@ impl Scheduler {
                 let pool = self
                     .release(stream)
                     .map(|h| h.pool_key)
-                    .or_else(|| self.queued.get(stream).map(|(p, _)| p.clone()));
+                    .or_else(|| self.queued.get(stream).map(|(p, _)| p.to_string()));
                 let failed = !matches!(event, TaskEvent::TaskDeleted { .. });
                 if let (true, Some(p)) = (failed, pool) {
                     if let Some(p) = self.pools.get_mut(&p) {
@@ -271,7 +275,7 @@ impl Scheduler {
                     }
                 }
                 if let Some((pool, key)) = self.queued.remove(stream) {
-                    if let Some(p) = self.pools.get_mut(&pool) {
+                    if let Some(p) = self.pools.get_mut(&*pool) {
                         p.take(&key);
                     }
                 }
@@ -385,14 +389,14 @@ impl Scheduler {
         key: QueueKey,
         task: QueuedTask,
     ) {
-        let class = (StreamId::job(&task.account, &task.job), task.slots);
+        let class = (task.job_stream().clone(), task.slots);
         // A job not yet seen is placeable as before: rounds skip it until
         // its creation is folded.
         let placeable = self
             .jobs
             .get(&class.0)
             .is_none_or(|j| j.state == JobState::Active);
-        let p = self.pools.entry(pool.clone()).or_default();
+        let p = self.pool_mut(&pool);
         let map = if placeable {
             &mut p.queue
         } else {
@@ -401,7 +405,8 @@ impl Scheduler {
         if map.insert(key, task).is_none() {
             *p.classes.entry(class).or_default() += 1;
         }
-        self.queued.insert(stream.clone(), (pool, key));
+        let shared = p.key.clone();
+        self.queued.insert(stream.clone(), (shared, key));
     }
 
     pub(super) fn hold(
@@ -438,7 +443,7 @@ impl Scheduler {
                 n.started_slots = n.started_slots.saturating_sub(h.slots);
             }
             n.to_start
-                .remove(&(h.task.job.clone(), h.task.task.clone()));
+                .remove(&(h.task.job().clone(), h.task.task.clone()));
         }
         Some(h)
     }

@@ -140,7 +140,7 @@ impl Scheduler {
                     h.pool_key == pool_key
                         && h.node == node
                         && !h.started
-                        && &StreamId::job(&h.task.account, &h.task.job) == job
+                        && h.task.job_stream() == job
                 })
                 .map(|(s, h)| (s.clone(), h.attempt))
                 .collect();

@@ -90,12 +90,12 @@ impl Scheduler {
                 };
                 let pool_id = key.split('/').nth(1).and_then(|p| PoolId::new(p).ok());
                 let Some(pool_id) = pool_id else { continue };
-                let stream = StreamId::task(&task.account, &task.job, &task.task);
+                let stream = StreamId::task(task.account(), task.job(), &task.task);
                 self.queued.remove(&stream);
                 out.push(Planned {
-                    account: task.account.clone(),
+                    account: task.account().clone(),
                     pool: pool_id,
-                    job: task.job.clone(),
+                    job: task.job().clone(),
                     task: task.task.clone(),
                     node: node.clone(),
                 });
@@ -124,8 +124,8 @@ impl Scheduler {
             if skip.contains(qkey) {
                 continue;
             }
-            let job = StreamId::job(&task.account, &task.job);
-            let Some(info) = self.jobs.get(&job).filter(|j| j.state == JobState::Active) else {
+            let job = task.job_stream();
+            let Some(info) = self.jobs.get(job).filter(|j| j.state == JobState::Active) else {
                 continue;
             };
             let fits = free

@@ -154,9 +154,9 @@ impl Scheduler {
         let Some((pool_key, key)) = self.queued.get(stream) else {
             return self.explain_dependent(stream);
         };
-        let pool = self.pools.get(pool_key)?;
+        let pool = self.pools.get(&**pool_key)?;
         let task = pool.get(key)?;
-        let job = StreamId::job(&task.account, &task.job);
+        let job = task.job_stream().clone();
         let mut reasons = self.shared_reasons(pool_key, &job, task.slots);
         let (mut higher, mut earlier) = (0u64, 0u64);
         for (k, _) in pool.queue.range(..*key) {
@@ -172,7 +172,7 @@ impl Scheduler {
         if earlier > 0 {
             reasons.push(WaitReason::EarlierAhead { tasks: earlier });
         }
-        Some((pool_key.clone(), task.slots, reasons))
+        Some((pool_key.to_string(), task.slots, reasons))
     }
 
     /// A task held out of the queue by its parents.
