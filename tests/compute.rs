@@ -396,6 +396,21 @@ async fn tasks_and_local_agents_get_none_of_the_servers_environment() {
     let environ = String::from_utf8_lossy(&environ);
     assert!(!environ.contains(SECRET), "{environ}");
     assert!(!environ.contains("LOTE_TEST_SERVER_SECRET"), "{environ}");
+    // The server keeps transparent huge pages off for itself; its agent,
+    // and so its tasks, have the machine's setting back.
+    let thp = |pid: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("THP_enabled:").map(|v| v.trim().to_string()))
+    };
+    match thp(&server.pid().to_string()) {
+        None => eprintln!("skipped: this kernel does not report THP_enabled"),
+        Some(server_thp) => {
+            assert_eq!(server_thp, "0", "the server's transparent huge pages");
+            assert_eq!(thp(pid.trim()).as_deref(), Some("1"), "the agent's");
+        }
+    }
 }
 
 /// A remote agent says what happened when the server refuses it: a wrong

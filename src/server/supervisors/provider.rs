@@ -64,7 +64,8 @@ pub fn start_agent(
     };
     let log = std::fs::File::create(root.join("agent.log")).map_err(|e| fail("agent log", &e))?;
     let err_log = log.try_clone().map_err(|e| fail("agent log", &e))?;
-    let child = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         // The agent gets none of the server's environment (an admin key
         // in LOTE_ADMIN_KEY, cloud credentials...): its tasks could read
         // it in /proc. Only what the agent itself reads is passed.
@@ -88,9 +89,18 @@ pub fn start_agent(
         .stdout(log)
         .stderr(err_log)
         // Its own group: Ctrl-C on the server's terminal does not reach it.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| fail("spawn", &e))?;
+        .process_group(0);
+    // The server turned transparent huge pages off for itself, and that is
+    // inherited: the agent, and so its tasks, get the machine's setting
+    // back.
+    // SAFETY: prctl is async-signal-safe and changes only the child.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|e| fail("spawn", &e))?;
     let pid = child.id();
     std::fs::write(root.join("agent.pid"), format!("{pid}\n")).map_err(|e| fail("pid file", &e))?;
     // Reap it when it exits, so no zombie is left while the server runs.
