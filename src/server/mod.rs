@@ -199,11 +199,8 @@ async fn bind(listen: &str, flag: &'static str) -> Result<(TcpListener, SocketAd
     Ok((listener, addr))
 }
 
-async fn serve(
-    config: ServerConfig,
-    on_started: impl FnOnce(&Started),
-    shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), ServerError> {
+/// What the server sets for its whole process before it writes anything.
+fn process_settings() {
     // Everything the server writes is its own: the log (account keys are
     // in it), the blobs, the keys. Tasks of local pools run as other users
     // and must not read any of it.
@@ -213,14 +210,22 @@ async fn serve(
     // hands freed pages back and takes fresh ones all the time, and with
     // THP each fresh page was a 2 MiB huge page the kernel zeroed whole.
     // That zeroing was 39% of the server's CPU in a dispatch profile, and
-    // dispatch ran 16,200 - 17,300 tasks/s with it, 20,000 - 21,000
-    // without. Local agents get the machine's setting back
+    // dispatch ran 13,900 - 21,600 tasks/s with it, 18,900 - 20,300
+    // without, at any queue depth. Local agents get the machine's setting back
     // (`supervisors::provider`), so tasks keep it.
     // SAFETY: PR_SET_THP_DISABLE takes one integer and changes only this
     // process's memory policy.
     if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
         tracing::debug!("transparent huge pages left as the machine sets them");
     }
+}
+
+async fn serve(
+    config: ServerConfig,
+    on_started: impl FnOnce(&Started),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    process_settings();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(FileError::new("data directory", &config.data_dir))?;
     close_data_dir(&config)?;
