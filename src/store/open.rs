@@ -166,6 +166,9 @@ pub(super) fn verify_tail(db: &DB, path: &Path) -> Result<u64, StoreError> {
     Ok(meta_head)
 }
 
+/// Most write-ahead log kept before old memtables are flushed.
+const WAL_REPLAY_MAX_BYTES: u64 = 64 << 20;
+
 pub(super) fn db_options(recovery: WalRecovery) -> Options {
     let mut opts = Options::default();
     opts.create_if_missing(true);
@@ -181,6 +184,12 @@ pub(super) fn db_options(recovery: WalRecovery) -> Options {
     opts.set_max_background_jobs(2);
     opts.set_write_buffer_size(64 * 1024 * 1024);
     opts.set_max_write_buffer_number(4);
+    // The write-ahead log a crash leaves to replay is bounded: past this
+    // much, RocksDB flushes the families whose memtables keep old log files
+    // alive (the log and meta families fill their memtables slowly, so
+    // without a bound every log file since their last flush was kept and
+    // replayed: most of a million-event restart after a crash).
+    opts.set_max_total_wal_size(WAL_REPLAY_MAX_BYTES);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_keep_log_file_num(4);
     opts
