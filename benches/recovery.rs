@@ -195,6 +195,9 @@ fn main() {
         let (key, store) = write_log(std::path::Path::new(&dir), events);
         store.flush_blocking().unwrap();
         println!("key {key}");
+        // Killed by the parent; and with it, should it die first.
+        // SAFETY: PR_SET_PDEATHSIG takes one signal number.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
         std::thread::sleep(std::time::Duration::from_secs(3600));
         return;
     }

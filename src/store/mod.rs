@@ -494,16 +494,17 @@ impl EventStore {
         Ok(())
     }
 
-    /// Writes the memtables out as tables, once every append submitted so
-    /// far is written: what a clean stop does, so the next open has no
-    /// write-ahead log to replay into them (about half a second for a
-    /// million events on this VM, the most of a restart's time to its first
-    /// placement). A crash skips it, and the open replays, as it must.
+    /// Writes the memtables out as tables: what a clean stop does after its
+    /// last [`flush`](Self::flush), so the next open has no write-ahead log
+    /// to replay into them (about half a second for a million events on
+    /// this VM, the most of a restart's time to its first placement). An
+    /// append answered before this is in the tables; one still in flight
+    /// stays in the write-ahead log. A crash skips it, and the open
+    /// replays, as it must.
     pub fn flush_memtables_blocking(&self) -> Result<(), StoreError> {
         if self.inner.read_only {
             return Ok(());
         }
-        self.flush_blocking()?;
         let db = &self.inner.db;
         for name in [CF_EVENTS, CF_LOG, CF_SNAPSHOTS, CF_META] {
             db.flush_cf(cf(db, name))?;

@@ -266,10 +266,17 @@ impl Stager {
     /// appends and those of rounds in flight are all in the cache, so a
     /// miss means what is on disk is current).
     fn current_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-        match self.versions.get(stream).or_else(|| self.older.get(stream)) {
-            Some(v) => Ok(*v),
+        match self.cached(stream) {
+            Some(v) => Ok(v),
             None => stream_version(&self.db, stream),
         }
+    }
+
+    fn cached(&self, stream: &StreamId) -> Option<u64> {
+        self.versions
+            .get(stream)
+            .or_else(|| self.older.get(stream))
+            .copied()
     }
 
     /// The version an append expecting `expected` is checked against. A
@@ -279,18 +286,17 @@ impl Stager {
     /// tables, where finding the last version takes an iterator over every
     /// table (which a deep log made slower).
     fn version_for(&self, stream: &StreamId, expected: ExpectedVersion) -> Result<u64, StoreError> {
-        let cached = self.versions.get(stream).or_else(|| self.older.get(stream));
-        match (cached, expected) {
-            (Some(v), _) => Ok(*v),
-            (None, ExpectedVersion::NoStream) => {
-                let first = event_key(stream, 1);
-                match self.db.get_pinned_cf(cf(&self.db, CF_EVENTS), &first)? {
-                    None => Ok(0),
-                    Some(_) => stream_version(&self.db, stream),
-                }
+        if matches!(expected, ExpectedVersion::NoStream) && self.cached(stream).is_none() {
+            let first = event_key(stream, 1);
+            if self
+                .db
+                .get_pinned_cf(cf(&self.db, CF_EVENTS), &first)?
+                .is_none()
+            {
+                return Ok(0);
             }
-            (None, _) => stream_version(&self.db, stream),
         }
+        self.current_version(stream)
     }
 
     fn remember(&mut self, stream: &StreamId, version: u64) {

@@ -288,15 +288,11 @@ pub struct PlacementStats {
 
 impl Scheduler {
     /// A pool's state, made (with its shared key) if it is not known yet.
-    fn pool_mut(&mut self, key: &str) -> &mut PoolState {
-        if !self.pools.contains_key(key) {
-            let state = PoolState {
-                key: std::sync::Arc::from(key),
-                ..PoolState::default()
-            };
-            self.pools.insert(key.to_string(), state);
-        }
-        self.pools.get_mut(key).expect("inserted above")
+    fn pool_mut(&mut self, key: String) -> &mut PoolState {
+        self.pools.entry(key).or_insert_with_key(|key| PoolState {
+            key: std::sync::Arc::from(key.as_str()),
+            ..PoolState::default()
+        })
     }
 }
 

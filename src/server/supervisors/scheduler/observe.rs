@@ -24,7 +24,7 @@ impl Scheduler {
                 let key = ids[..2].join("/");
                 match event {
                     PoolEvent::PoolCreated { spec, .. } => {
-                        let pool = self.pool_mut(&key);
+                        let pool = self.pool_mut(key);
                         pool.policy = spec.scheduling;
                         pool.slots_per_node = spec.node_size.task_slots;
                     }
@@ -181,10 +181,9 @@ impl Scheduler {
                 ..
             } => {
                 let job_stream = StreamId::job(&account, &job);
-                let priority = self.jobs.get(&job_stream).map(|j| j.priority).unwrap_or(0);
-                let of = match self.jobs.get(&job_stream) {
-                    Some(j) => j.of.clone(),
-                    None => JobRef::new(account.clone(), job),
+                let (priority, of) = match self.jobs.get(&job_stream) {
+                    Some(j) => (j.priority, j.of.clone()),
+                    None => (0, JobRef::new(account.clone(), job)),
                 };
                 let task = QueuedTask {
                     of,
@@ -396,7 +395,7 @@ impl Scheduler {
             .jobs
             .get(&class.0)
             .is_none_or(|j| j.state == JobState::Active);
-        let p = self.pool_mut(&pool);
+        let p = self.pool_mut(pool);
         let map = if placeable {
             &mut p.queue
         } else {

@@ -156,8 +156,7 @@ impl Scheduler {
         };
         let pool = self.pools.get(&**pool_key)?;
         let task = pool.get(key)?;
-        let job = task.job_stream().clone();
-        let mut reasons = self.shared_reasons(pool_key, &job, task.slots);
+        let mut reasons = self.shared_reasons(pool_key, task.job_stream(), task.slots);
         let (mut higher, mut earlier) = (0u64, 0u64);
         for (k, _) in pool.queue.range(..*key) {
             if k.0 < key.0 {
