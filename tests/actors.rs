@@ -248,3 +248,132 @@ async fn commands_to_the_wrong_kind_or_account_are_refused() {
         "{err}"
     );
 }
+
+fn task_stream(id: &str) -> StreamId {
+    StreamId::task(&acme(), &job_id(), &TaskId::new(id).unwrap())
+}
+
+fn assign_to_n0(id: &str) -> (StreamId, TaskCommand) {
+    let node = NodeId::new("n0").unwrap();
+    (task_stream(id), TaskCommand::AssignTask { node })
+}
+
+fn succeeded(attempt: u32) -> TaskCommand {
+    let result = TaskResult {
+        exit_code: Some(0),
+        signal: None,
+        duration_ms: 1,
+        failure: None,
+    };
+    TaskCommand::CompleteTask {
+        attempt,
+        result,
+        outputs: vec![],
+    }
+}
+
+async fn add_tasks(core: &Core, ids: &[&str]) {
+    for id in ids {
+        let ctx = live_ctx(core.clock().as_ref(), user());
+        core.add_task(&acme(), &job_id(), task_spec(id), ctx)
+            .await
+            .unwrap();
+    }
+}
+
+#[actix::test]
+async fn a_batch_answers_each_command_alone_and_appends_once() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let core = Core::new(store.clone(), Arc::new(clock()), config(60_000));
+    setup(&core).await;
+    add_tasks(&core, &["t0", "t1", "t3"]).await;
+    let appends = store.stats().appends;
+    let ctx = live_ctx(core.clock().as_ref(), system());
+    // t1 twice (the second is refused: assigned already), t9 never added.
+    let batch = ["t0", "t1", "t1", "t9", "t3"].map(assign_to_n0).to_vec();
+    let outcomes = core.execute_batch::<Task>(batch, ctx).await;
+    let codes: Vec<_> = outcomes
+        .iter()
+        .map(|o| o.as_ref().err().and_then(|e| e.rejection_code()))
+        .collect();
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok() && outcomes[4].is_ok());
+    assert!(codes[2].is_some() && codes[3].is_some(), "{codes:?}");
+    assert_eq!(
+        store.stats().appends - appends,
+        1,
+        "three assignments in one append, the refusals in none"
+    );
+    for id in ["t0", "t1", "t3"] {
+        let task = load::<Task>(&store, &task_stream(id), true).unwrap();
+        assert_eq!((task.version, task.state.status), (2, TaskStatus::Assigned));
+        assert_eq!(task.state.attempt, 1);
+    }
+    let job = core
+        .state::<Job>(&StreamId::job(&acme(), &job_id()))
+        .await
+        .unwrap();
+    assert_eq!(job.state.count(TaskBucket::Running), 3);
+    assert_eq!(job.state.count(TaskBucket::Active), 0);
+    // Their ends, batched too: no task actor was ever started for them.
+    let ctx = live_ctx(core.clock().as_ref(), agent("n0"));
+    let ends = ["t0", "t1", "t3"].map(|id| (task_stream(id), succeeded(1)));
+    let outcomes = core.execute_batch::<Task>(ends.to_vec(), ctx).await;
+    assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+    assert_eq!(core.actor_counts().tasks, 0);
+    let job = core
+        .state::<Job>(&StreamId::job(&acme(), &job_id()))
+        .await
+        .unwrap();
+    assert_eq!(job.state.count(TaskBucket::Succeeded), 3);
+}
+
+#[actix::test]
+async fn a_batch_never_decides_on_a_state_another_writer_changed() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let core = Core::new(store.clone(), Arc::new(clock()), config(60_000));
+    setup(&core).await;
+    add_tasks(&core, &["a", "b"]).await;
+    let ctx = live_ctx(core.clock().as_ref(), system());
+    let batch = vec![assign_to_n0("a"), assign_to_n0("b")];
+    assert!(core
+        .execute_batch::<Task>(batch, ctx)
+        .await
+        .iter()
+        .all(|o| o.is_ok()));
+    // Another writer (no actor, no batch) requeues `a` behind the batch's
+    // back; the batch kept `a`'s state as it left it.
+    let requeued = lote::domain::task::TaskEvent::TaskRequeued {
+        attempt: 1,
+        reason: "test".into(),
+        at: core.clock().now(),
+    };
+    let append = lote::store::StreamAppend {
+        stream: task_stream("a"),
+        expected: lote::store::ExpectedVersion::Exact(2),
+        events: vec![lote::domain::to_new_event(&requeued).unwrap()],
+    };
+    let causation = live_ctx(core.clock().as_ref(), system()).causation();
+    store.append(vec![append], causation).await.unwrap();
+    let conflicts = store.stats().conflicts;
+    // Attempt 1 of `a` is over: its end is refused from the stream as the
+    // log has it, and `b`'s, in the same batch, recorded.
+    let ctx = live_ctx(core.clock().as_ref(), agent("n0"));
+    let ends = vec![
+        (task_stream("a"), succeeded(1)),
+        (task_stream("b"), succeeded(1)),
+    ];
+    let outcomes = core.execute_batch::<Task>(ends, ctx).await;
+    let refused = outcomes[0].as_ref().err().and_then(|e| e.rejection_code());
+    assert_eq!(refused, Some(RejectionCode::StaleAttempt));
+    assert_eq!(
+        outcomes[1].as_ref().unwrap().state.status,
+        TaskStatus::Completed
+    );
+    assert_eq!(
+        store.stats().conflicts,
+        conflicts,
+        "the kept state of `a` was taken for current: its append conflicted"
+    );
+    let a = load::<Task>(&store, &task_stream("a"), true).unwrap();
+    assert_eq!((a.version, a.state.status), (3, TaskStatus::Active));
+}

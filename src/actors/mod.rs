@@ -4,6 +4,7 @@
 //! and sends it the command, retrying a bounded number of times when an
 //! optimistic-concurrency conflict says the entity moved underneath.
 
+mod batch;
 mod entity;
 
 use std::collections::HashMap;
@@ -90,10 +91,23 @@ struct Slot<A: Aggregate> {
     addr: Addr<Entity<A>>,
 }
 
-/// Live actors of one aggregate kind.
+/// States kept for entities without a live actor at most: past this many
+/// all are dropped (each is only a saved read).
+const RESTING_MAX: usize = 65_536;
+
+/// An entity's state as a batch left it, with the log position through
+/// which it is known (see [`Registry::take_resting`]).
+struct Resting<A> {
+    known: Versioned<A>,
+    known_at: u64,
+}
+
+/// Live actors of one aggregate kind, and the states batches left for
+/// entities without one.
 pub struct Registry<A: Aggregate> {
     slots: Arc<Mutex<HashMap<StreamId, Slot<A>>>>,
     next_generation: Arc<std::sync::atomic::AtomicU64>,
+    resting: Mutex<HashMap<StreamId, Resting<A>>>,
 }
 
 impl<A: Aggregate> Default for Registry<A> {
@@ -101,6 +115,7 @@ impl<A: Aggregate> Default for Registry<A> {
         Registry {
             slots: Arc::default(),
             next_generation: Arc::default(),
+            resting: Mutex::default(),
         }
     }
 }
@@ -138,9 +153,53 @@ impl<A: Aggregate> Registry<A> {
                 return Ok(slot.addr.clone());
             }
         }
-        // Read before the load: every event up to it is in what is loaded.
-        let loaded_at = store.head();
-        let current: Versioned<A> = load(store, stream, true)?;
+        // A state a batch left is as good as a load: the actor catches up
+        // past its position like any other (see `Entity::catch_up`).
+        let (current, loaded_at) = match self.take_resting(stream, store) {
+            Some(r) => (r.known, r.known_at),
+            None => {
+                // Read before the load: every event up to it is in what
+                // is loaded.
+                let loaded_at = store.head();
+                (load(store, stream, true)?, loaded_at)
+            }
+        };
+        Ok(self.start(&mut slots, stream, store, config, current, loaded_at))
+    }
+
+    /// Keeps the state a batch just appended for an entity with no live
+    /// actor, `known` through log position `known_at`: its next batched
+    /// command (an attempt's end after its assignment) needs no read and
+    /// no actor.
+    fn rest(&self, stream: &StreamId, known: Versioned<A>, known_at: u64) {
+        let Ok(mut resting) = self.resting.lock() else {
+            return;
+        };
+        if resting.len() >= RESTING_MAX {
+            resting.clear();
+        }
+        resting.insert(stream.clone(), Resting { known, known_at });
+    }
+
+    /// The state kept for `stream`, if any; dropped when another writer
+    /// may have appended to the stream since (the store's write mark says
+    /// so), for the caller to read the stream instead. Taken, not copied:
+    /// whoever takes it decides the entity's next command.
+    fn take_resting(&self, stream: &StreamId, store: &EventStore) -> Option<Resting<A>> {
+        let resting = self.resting.lock().ok()?.remove(stream)?;
+        let moved = store.written_since(&crate::store::WriteMark::of(stream), resting.known_at);
+        (!moved).then_some(resting)
+    }
+
+    fn start(
+        &self,
+        slots: &mut HashMap<StreamId, Slot<A>>,
+        stream: &StreamId,
+        store: &EventStore,
+        config: &CoreConfig,
+        current: Versioned<A>,
+        loaded_at: u64,
+    ) -> Addr<Entity<A>> {
         let generation = self
             .next_generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -171,7 +230,7 @@ impl<A: Aggregate> Registry<A> {
                 addr: addr.clone(),
             },
         );
-        Ok(addr)
+        addr
     }
 }
 

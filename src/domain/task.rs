@@ -249,7 +249,9 @@ pub struct Task {
     pub account: Option<AccountName>,
     pub job: Option<JobId>,
     pub pool: Option<PoolId>,
-    pub spec: Option<TaskSpec>,
+    // Never changed after the add: shared, so that the state's copies (an
+    // actor's outcome, each read) do not copy the spec.
+    pub spec: Option<std::sync::Arc<TaskSpec>>,
     pub max_task_retries: u32,
     /// Attempts started so far, counting requeued ones; the current one.
     pub attempt: u32,
@@ -528,7 +530,7 @@ impl Aggregate for Task {
                     account: Some(account.clone()),
                     job: Some(job.clone()),
                     pool: Some(pool.clone()),
-                    spec: Some(spec.clone()),
+                    spec: Some(std::sync::Arc::new(spec.clone())),
                     max_task_retries: *max_task_retries,
                     added_at: Some(*at),
                     ..Task::default()

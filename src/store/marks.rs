@@ -41,8 +41,12 @@ impl Hasher for Fnv {
     }
 }
 
-/// Slots in the table: 512 KiB, so that two busy streams rarely share one.
-const WRITE_MARK_SLOTS: usize = 1 << 16;
+/// Slots in the table: 8 MiB. A batch keeps a task's state from its
+/// assignment to its attempt's end (see `actors::batch`), up to a second or
+/// two at full dispatch while some 70,000 stream writes a second land in
+/// other slots; with 65,536 slots most of those states were taken for
+/// changed and read again, with 2^20 about one in twenty.
+const WRITE_MARK_SLOTS: usize = 1 << 20;
 
 /// A stream's slot, computed once by whoever asks about it often.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,12 +9,11 @@ use crate::clock::new_uuid;
 use crate::domain::job::Job;
 use crate::domain::node::{Node, NodeCommand};
 use crate::domain::pool::Pool;
-use crate::domain::spec::ResourceFile;
 use crate::domain::task::{Task, TaskCommand, TaskStatus};
 use crate::domain::{Ctx, RejectionCode};
 use crate::server::supervisors::autoscale::ReportUsage;
 use crate::server::supervisors::liveness::Heartbeat;
-use crate::server::supervisors::placement::node_key;
+use crate::server::supervisors::placement::{node_key, JobFacts};
 use crate::store::StreamId;
 use crate::types::{AccountName, NodeId, PoolId, Principal};
 
@@ -35,15 +34,6 @@ impl NodeCall<'_> {
     fn ctx(&self, service: &Service) -> Ctx {
         service.ctx(self.principal.clone(), None)
     }
-}
-
-/// What an assignment carries of its job.
-#[derive(Default)]
-pub(super) struct JobFacts {
-    files: Vec<ResourceFile>,
-    manager: Option<(crate::types::TaskId, crate::types::Timestamp)>,
-    preparation: Option<crate::domain::job_prep::JobPreparation>,
-    env: Vec<crate::domain::EnvVar>,
 }
 
 impl Service {
@@ -171,31 +161,7 @@ impl Service {
                 }
             }
             Request::AgentCompleted { completions } => {
-                if completions.is_empty() || completions.len() > crate::api::AGENT_COMPLETIONS_MAX {
-                    return Err(ApiError::rejected(
-                        RejectionCode::InvalidValue,
-                        format!(
-                            "a completion report carries 1 to {} completions, not {}",
-                            crate::api::AGENT_COMPLETIONS_MAX,
-                            completions.len()
-                        ),
-                    ));
-                }
-                // Each goes through its task's actor; appended together,
-                // they share the store's rounds and fsyncs.
-                let ctx = ctx();
-                let results = futures_util::future::join_all(
-                    completions
-                        .into_iter()
-                        .map(|c| self.complete_attempt(account, c, ctx.clone())),
-                )
-                .await;
-                if results.iter().any(|r| matches!(r, Ok(true))) {
-                    self.placement_saw_it().await;
-                }
-                Ok(Response::Reported {
-                    results: results.into_iter().map(|r| r.map(|_| ())).collect(),
-                })
+                self.agent_completed(account, completions, ctx()).await
             }
             _ => Err(permission(
                 "node agents may only register, poll and report",
@@ -204,71 +170,91 @@ impl Service {
         }
     }
 
-    /// A job's resource files, which its creation fixed: from placement's
-    /// picture (which placed the attempt, so has folded the job), else
-    /// from the job's actor.
-    /// A job's resource files and its manager task, from placement's
-    /// picture (no actor asked), else from the job: its common resource
-    /// files, its manager (and creation time), its preparation.
-    pub(super) async fn job_facts(
+    /// What an assignment carries of a job the picture has not folded
+    /// yet, from the job's actor: its common resource files, its manager
+    /// (and creation time), its preparation, its variables.
+    async fn job_facts_of_actor(
         &self,
         account: &AccountName,
         job: &crate::types::JobId,
     ) -> Result<JobFacts, ApiError> {
         let stream = StreamId::job(account, job);
-        let of = stream.clone();
-        let known = self
-            .supervisors
-            .placement
-            .inspect(move |s| {
-                s.job_resource_files(&of).map(|files| JobFacts {
-                    files: files.as_ref().clone(),
-                    manager: s.job_manager(&of),
-                    preparation: s.job_preparation(&of).map(|p| (*p).clone()),
-                    env: s
-                        .job_env(&of)
-                        .map(|e| e.as_ref().clone())
-                        .unwrap_or_default(),
-                })
-            })
-            .await?;
-        if let Some(facts) = known {
-            return Ok(facts);
-        }
         let state = self.core.state::<Job>(&stream).await?.state;
         let created = state.created_at.unwrap_or(crate::types::Timestamp::EPOCH);
         Ok(state
             .spec
             .map(|j| JobFacts {
                 manager: j.job_manager.map(|m| (m.task.id, created)),
-                files: j.common_resource_files,
-                preparation: j.preparation.map(|p| *p),
-                env: j.common_env,
+                files: std::sync::Arc::new(j.common_resource_files),
+                preparation: j.preparation.map(|p| std::sync::Arc::new(*p)),
+                env: std::sync::Arc::new(j.common_env),
             })
             .unwrap_or_default())
     }
 
-    /// Records one ended attempt: Ok(true) if recorded now, Ok(false) if
-    /// it had been (a resend after a lost reply).
-    pub(super) async fn complete_attempt(
+    /// Ended attempts an agent reports, decided together and appended as
+    /// one where the tasks' actors are not running (see
+    /// `Core::execute_batch`); each gets its own answer.
+    async fn agent_completed(
         &self,
         account: &AccountName,
-        c: crate::api::Completion,
+        completions: Vec<crate::api::Completion>,
         ctx: Ctx,
+    ) -> Result<Response, ApiError> {
+        if completions.is_empty() || completions.len() > crate::api::AGENT_COMPLETIONS_MAX {
+            return Err(ApiError::rejected(
+                RejectionCode::InvalidValue,
+                format!(
+                    "a completion report carries 1 to {} completions, not {}",
+                    crate::api::AGENT_COMPLETIONS_MAX,
+                    completions.len()
+                ),
+            ));
+        }
+        let attempts: Vec<(StreamId, u32)> = completions
+            .iter()
+            .map(|c| (StreamId::task(account, &c.job, &c.task), c.attempt))
+            .collect();
+        let commands = completions
+            .into_iter()
+            .zip(&attempts)
+            .map(|(c, (stream, _))| {
+                let command = TaskCommand::CompleteTask {
+                    attempt: c.attempt,
+                    result: c.result,
+                    outputs: c.outputs,
+                };
+                (stream.clone(), command)
+            })
+            .collect();
+        let outcomes = self.core.execute_batch::<Task>(commands, ctx).await;
+        let mut results = Vec::with_capacity(outcomes.len());
+        for ((stream, attempt), outcome) in attempts.iter().zip(outcomes) {
+            results.push(self.recorded(stream, *attempt, outcome).await);
+        }
+        if results.iter().any(|r| matches!(r, Ok(true))) {
+            self.placement_saw_it().await;
+        }
+        Ok(Response::Reported {
+            results: results.into_iter().map(|r| r.map(|_| ())).collect(),
+        })
+    }
+
+    /// What recording one ended attempt came to: Ok(true) if recorded
+    /// now, Ok(false) if it had been (a resend after a lost reply).
+    async fn recorded(
+        &self,
+        stream: &StreamId,
+        attempt: u32,
+        outcome: Result<crate::actors::Outcome<Task>, CoreError>,
     ) -> Result<bool, ApiError> {
-        let stream = StreamId::task(account, &c.job, &c.task);
-        let command = TaskCommand::CompleteTask {
-            attempt: c.attempt,
-            result: c.result,
-            outputs: c.outputs,
-        };
-        match self.core.execute::<Task>(&stream, command, ctx).await {
+        match outcome {
             Ok(_) => Ok(true),
             Err(CoreError::Rejected(r)) if r.code == RejectionCode::StaleAttempt => {
                 // Recorded before (same attempt, no longer running): a
                 // resend. Otherwise the attempt was superseded.
-                let now = self.core.state::<Task>(&stream).await?;
-                let recorded = now.state.attempt == c.attempt
+                let now = self.core.state::<Task>(stream).await?;
+                let recorded = now.state.attempt == attempt
                     && !matches!(now.state.status, TaskStatus::Assigned | TaskStatus::Running);
                 if recorded {
                     Ok(false)
@@ -407,41 +393,47 @@ impl Service {
             .placement
             .work_for(account, pool, node, running, releases_running, wait)
             .await?;
+        let mut jobs = work.jobs;
         let mut assignments = Vec::with_capacity(work.to_start.len());
-        for (job, task, attempt) in work.to_start {
-            let kept = self
-                .supervisors
-                .placement
-                .take_spec(account, &job, &task, attempt);
-            let spec = match kept.await {
+        for start in work.to_start {
+            let (job, task, attempt) = (start.job, start.task, start.attempt);
+            let spec = match start.spec {
                 Some(spec) => Some(spec),
-                // From the task's actor, live since it was
-                // assigned, which knows from the store's write
-                // marks that its stream has not changed.
+                // From the task's actor, live since it was assigned,
+                // which knows from the store's write marks that its
+                // stream has not changed.
                 None => {
                     let stream = StreamId::task(account, &job, &task);
                     self.core.state::<Task>(&stream).await?.state.spec
                 }
             };
-            if let Some(spec) = spec {
-                let facts = self.job_facts(account, &job).await?;
-                let job_key = facts
-                    .manager
-                    .filter(|(id, _)| id == &task)
-                    .map(|(_, created)| {
-                        crate::types::Secret::new(self.job_key(account, &job, created))
-                    });
-                assignments.push(crate::api::Assignment {
-                    job,
-                    task,
-                    attempt,
-                    spec,
-                    job_resource_files: facts.files,
-                    job_key,
-                    preparation: facts.preparation,
-                    job_env: facts.env,
+            let Some(spec) = spec.map(std::sync::Arc::unwrap_or_clone) else {
+                continue;
+            };
+            let facts = match jobs.get(&job) {
+                Some(facts) => facts.clone(),
+                None => {
+                    let facts = self.job_facts_of_actor(account, &job).await?;
+                    jobs.insert(job.clone(), facts.clone());
+                    facts
+                }
+            };
+            let job_key = facts
+                .manager
+                .filter(|(id, _)| id == &task)
+                .map(|(_, created)| {
+                    crate::types::Secret::new(self.job_key(account, &job, created))
                 });
-            }
+            assignments.push(crate::api::Assignment {
+                job,
+                task,
+                attempt,
+                spec,
+                job_resource_files: facts.files.as_ref().clone(),
+                job_key,
+                preparation: facts.preparation.map(|p| p.as_ref().clone()),
+                job_env: facts.env.as_ref().clone(),
+            });
         }
         Ok(Response::Work {
             assignments,

@@ -240,7 +240,7 @@ impl Service {
             .list::<crate::domain::task::Task>(&format!("task/{account}/{latest}/"))?
             .into_iter()
             .filter(|t| t.state.bucket() == Some(TaskBucket::Failed))
-            .filter_map(|t| t.state.spec)
+            .filter_map(|t| t.state.spec.map(std::sync::Arc::unwrap_or_clone))
             .filter(|s| {
                 state
                     .spec

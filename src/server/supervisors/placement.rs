@@ -5,7 +5,7 @@
 //! each folded batch as a [`Feed`] message and ask the picture with
 //! [`Inspect`]; nothing else reads it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use crate::api::{AttemptRef, FileAnswer, FileRead};
 use crate::clock::new_request_id;
 use crate::domain::task::{Task, TaskCommand, TaskSpec};
 use crate::domain::Ctx;
+pub use crate::server::supervisors::scheduler::JobFacts;
 use crate::server::supervisors::scheduler::{relevant, Planned, Scheduler};
 use crate::store::{Envelope, EventStore, StreamId, StreamKind};
 use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
@@ -66,10 +67,25 @@ pub enum ReadFailure {
     Unreachable(String),
 }
 
+/// An attempt for a polling agent to start.
+#[derive(Debug)]
+pub struct Start {
+    pub job: JobId,
+    pub task: TaskId,
+    pub attempt: u32,
+    /// Its spec, from the assignment's outcome; `None` when this server
+    /// did not keep it (assigned before a restart, or dropped), and the
+    /// task's actor is asked instead.
+    pub spec: Option<Arc<TaskSpec>>,
+}
+
 /// What a polling agent gets.
 #[derive(Debug, Default)]
 pub struct AgentWork {
-    pub to_start: Vec<(JobId, TaskId, u32)>,
+    pub to_start: Vec<Start>,
+    /// The facts of `to_start`'s jobs that the picture has (all of them
+    /// but a job not folded yet).
+    pub jobs: HashMap<JobId, JobFacts>,
     pub cancel: Vec<AttemptRef>,
     pub reads: Vec<FileRead>,
     pub reboot: bool,
@@ -132,9 +148,13 @@ pub struct Placement {
     pending: HashMap<u64, (NodeKey, AnswerSender)>,
     next_read: u64,
     /// The spec of each attempt this server assigned, from the assignment's
-    /// outcome, until its agent is handed it (see [`TakeSpec`]): per task
+    /// outcome, until its agent's poll is handed it: per task
     /// stream, the attempt and its spec.
-    handoff: HashMap<StreamId, (u32, TaskSpec)>,
+    handoff: HashMap<StreamId, (u32, Arc<TaskSpec>)>,
+    /// Tasks planned whose assignment's outcome has not come back yet: a
+    /// poll that sees such an assignment folded waits for its spec (the
+    /// outcome wakes it) rather than ask the task's actor for it.
+    awaiting: HashSet<StreamId>,
     stop: watch::Receiver<bool>,
 }
 
@@ -168,6 +188,7 @@ impl PlacementHandle {
             pending: HashMap::new(),
             next_read: 1,
             handoff: HashMap::new(),
+            awaiting: HashSet::new(),
             stop,
         }
         .start();
@@ -225,25 +246,6 @@ impl PlacementHandle {
             wait,
         };
         self.addr.send(poll).await.map_err(gone)
-    }
-
-    /// The spec of an attempt this server assigned, for its agent, once:
-    /// a task's spec never changes after it is added, so the assignment's
-    /// outcome is as good as asking the task's actor, which costs a message
-    /// round trip and a copy of the task's whole state per attempt. None
-    /// when it is not kept (assigned before a restart, or dropped).
-    pub async fn take_spec(
-        &self,
-        account: &AccountName,
-        job: &JobId,
-        task: &TaskId,
-        attempt: u32,
-    ) -> Option<TaskSpec> {
-        let take = TakeSpec {
-            stream: StreamId::task(account, job, task),
-            attempt,
-        };
-        self.addr.send(take).await.ok().flatten()
     }
 
     /// Asks a node's agent for a file operation (part of a file, a listing)
@@ -327,15 +329,6 @@ impl Message for Poll {
     type Result = AgentWork;
 }
 
-struct TakeSpec {
-    stream: StreamId,
-    attempt: u32,
-}
-
-impl Message for TakeSpec {
-    type Result = Option<TaskSpec>;
-}
-
 /// A file operation for a node's agent, handed out at its next poll.
 struct ReadFile {
     key: NodeKey,
@@ -372,8 +365,9 @@ impl Message for DeliverRead {
 enum Assignment {
     Made {
         stream: StreamId,
+        node: NodeKey,
         attempt: u32,
-        spec: Box<TaskSpec>,
+        spec: Option<Arc<TaskSpec>>,
     },
     Refused(StreamId),
 }
@@ -447,34 +441,41 @@ fn read_history(
     rx
 }
 
-/// Commits one planned assignment through the task's actor and tells
-/// placement how it went.
-async fn assign(core: Core, placement: Addr<Placement>, p: Planned) {
-    let stream = StreamId::task(&p.account, &p.job, &p.task);
+/// Commits a round's assignments in one pool, in one append where the
+/// tasks have no live actor (see `Core::execute_batch`), and tells
+/// placement how each went (always, so that it stops awaiting them).
+async fn assign(core: Core, placement: Addr<Placement>, planned: Vec<(Planned, StreamId)>) {
+    let Some((first, _)) = planned.first() else {
+        return;
+    };
     let ctx = Ctx::live(
         core.clock().as_ref(),
         Principal::System {
-            component: format!("placement:{}/{}", p.account, p.pool),
+            component: format!("placement:{}/{}", first.account, first.pool),
         },
         new_request_id(),
     );
-    let command = TaskCommand::AssignTask {
-        node: p.node.clone(),
-    };
-    match core.execute::<Task>(&stream, command, ctx).await {
-        Ok(outcome) => {
-            if let Some(spec) = outcome.state.spec {
-                placement.do_send(Assignment::Made {
-                    stream,
-                    attempt: outcome.state.attempt,
-                    spec: Box::new(spec),
-                });
+    let commands = planned
+        .iter()
+        .map(|(p, stream)| {
+            let node = p.node.clone();
+            (stream.clone(), TaskCommand::AssignTask { node })
+        })
+        .collect();
+    let outcomes = core.execute_batch::<Task>(commands, ctx).await;
+    for ((p, stream), outcome) in planned.into_iter().zip(outcomes) {
+        match outcome {
+            Ok(outcome) => placement.do_send(Assignment::Made {
+                stream,
+                node: node_key(&p.account, &p.pool, &p.node),
+                attempt: outcome.state.attempt,
+                spec: outcome.state.spec,
+            }),
+            Err(e) => {
+                // Terminated, deleted or moved meanwhile.
+                tracing::debug!(%stream, error = %e, "assignment refused");
+                placement.do_send(Assignment::Refused(stream));
             }
-        }
-        Err(e) => {
-            // Terminated, deleted or moved meanwhile.
-            tracing::debug!(%stream, error = %e, "assignment refused");
-            placement.do_send(Assignment::Refused(stream));
         }
     }
 }
@@ -566,8 +567,16 @@ impl Placement {
         let plan = self.scheduler.plan();
         self.scheduler.stats.rounds += 1;
         self.scheduler.stats.placements += plan.len() as u64;
+        // One batch per pool: its assignments share a causation.
+        let mut by_pool: HashMap<(AccountName, PoolId), Vec<(Planned, StreamId)>> = HashMap::new();
         for p in plan {
-            tokio::task::spawn_local(assign(self.core.clone(), me.clone(), p));
+            let stream = StreamId::task(&p.account, &p.job, &p.task);
+            self.awaiting.insert(stream.clone());
+            let pool = (p.account.clone(), p.pool.clone());
+            by_pool.entry(pool).or_default().push((p, stream));
+        }
+        for (_, planned) in by_pool {
+            tokio::task::spawn_local(assign(self.core.clone(), me.clone(), planned));
         }
     }
 
@@ -599,15 +608,52 @@ impl Placement {
         let to_start = scheduler.to_start_except(account, pool, node, |job, task, attempt| {
             listed.contains(&(job, task, attempt))
         });
-        let releases = scheduler.releases_for(&key.0, node, &poll.releases_running);
+        let (to_start, jobs) = self.with_specs(account, to_start);
+        let releases = self
+            .scheduler
+            .releases_for(&key.0, node, &poll.releases_running);
         AgentWork {
             to_start,
+            jobs,
             cancel,
             reads: self.reads.remove(key).unwrap_or_default(),
             reboot,
             reimage,
             releases,
         }
+    }
+
+    /// Each attempt to start with its spec kept from its assignment, and
+    /// the facts of their jobs: one turn of this actor, not a message per
+    /// attempt. An attempt whose assignment's outcome has not come back
+    /// yet is left for the poll that outcome wakes.
+    fn with_specs(
+        &mut self,
+        account: &AccountName,
+        to_start: Vec<(JobId, TaskId, u32)>,
+    ) -> (Vec<Start>, HashMap<JobId, JobFacts>) {
+        let mut starts = Vec::with_capacity(to_start.len());
+        let mut jobs: HashMap<JobId, JobFacts> = HashMap::new();
+        for (job, task, attempt) in to_start {
+            let stream = StreamId::task(account, &job, &task);
+            let spec = match self.handoff.remove(&stream) {
+                Some((kept, spec)) if kept == attempt => Some(spec),
+                None if self.awaiting.contains(&stream) => continue,
+                _ => None,
+            };
+            if !jobs.contains_key(&job) {
+                if let Some(facts) = self.scheduler.job_facts(&StreamId::job(account, &job)) {
+                    jobs.insert(job.clone(), facts);
+                }
+            }
+            starts.push(Start {
+                job,
+                task,
+                attempt,
+                spec,
+            });
+        }
+        (starts, jobs)
     }
 }
 
@@ -737,17 +783,6 @@ impl Handler<Poll> for Placement {
     }
 }
 
-impl Handler<TakeSpec> for Placement {
-    type Result = Option<TaskSpec>;
-
-    fn handle(&mut self, take: TakeSpec, _: &mut Context<Self>) -> Option<TaskSpec> {
-        match self.handoff.remove(&take.stream) {
-            Some((kept, spec)) if kept == take.attempt => Some(spec),
-            _ => None,
-        }
-    }
-}
-
 impl Handler<Assignment> for Placement {
     type Result = ();
 
@@ -755,15 +790,22 @@ impl Handler<Assignment> for Placement {
         match outcome {
             Assignment::Made {
                 stream,
+                node,
                 attempt,
                 spec,
             } => {
-                if self.handoff.len() >= HANDOFF_MAX {
-                    self.handoff.clear();
+                self.awaiting.remove(&stream);
+                if let Some(spec) = spec {
+                    if self.handoff.len() >= HANDOFF_MAX {
+                        self.handoff.clear();
+                    }
+                    self.handoff.insert(stream, (attempt, spec));
                 }
-                self.handoff.insert(stream, (attempt, *spec));
+                // A poll that saw the assignment folded first waits for this.
+                self.wake(&node);
             }
             Assignment::Refused(stream) => {
+                self.awaiting.remove(&stream);
                 self.scheduler.unplan(&stream);
                 self.want_round(ctx);
             }

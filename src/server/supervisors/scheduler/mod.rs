@@ -247,6 +247,16 @@ pub struct Planned {
     pub node: NodeId,
 }
 
+/// What an assignment carries of its job, as the picture has it.
+#[derive(Debug, Clone, Default)]
+pub struct JobFacts {
+    pub files: std::sync::Arc<Vec<crate::domain::spec::ResourceFile>>,
+    /// The job's manager task and the job's creation time.
+    pub manager: Option<(TaskId, Timestamp)>,
+    pub preparation: Option<std::sync::Arc<crate::domain::job_prep::JobPreparation>>,
+    pub env: std::sync::Arc<Vec<crate::domain::EnvVar>>,
+}
+
 /// The scheduler's whole picture.
 #[derive(Debug, Default)]
 pub struct Scheduler {
@@ -372,6 +382,18 @@ impl Scheduler {
         job: &StreamId,
     ) -> Option<std::sync::Arc<Vec<crate::domain::spec::ResourceFile>>> {
         self.jobs.get(job).map(|j| j.resource_files.clone())
+    }
+
+    /// What an assignment carries of its job, once its creation is
+    /// folded: shared, not copied.
+    pub fn job_facts(&self, job: &StreamId) -> Option<JobFacts> {
+        let info = self.jobs.get(job)?;
+        Some(JobFacts {
+            files: info.resource_files.clone(),
+            manager: info.manager.clone(),
+            preparation: self.job_preparation(job),
+            env: info.common_env.clone(),
+        })
     }
 
     /// A job's common variables, once its creation is folded.

@@ -1,0 +1,180 @@
+//! Many commands of one kind in one append: a placement round's
+//! assignments.
+//!
+//! Sent one by one, each command costs its entity actor a start, a read of
+//! its stream, a mailbox round trip and an append of its own: on the
+//! dispatch benchmark that was two fifths of the control plane's thread.
+//! A batch decides the commands of entities that have no live actor right
+//! here, from their streams as the log has them, and appends every
+//! outcome at once; the log's expected versions are the same guard an
+//! actor's append has, so a writer that got in between makes the batch's
+//! append fail whole, and its commands go through their actors instead.
+//! An entity with a live actor always goes through it: that actor may
+//! hold an append in flight.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{append_of, check_kind, expected_after, load, Core, CoreError, Outcome, Registered};
+use crate::domain::{Aggregate, Ctx, Versioned};
+use crate::store::{ExpectedVersion, StoreError, StreamAppend, StreamId};
+
+/// One command decided here, waiting for the batch's append.
+struct Decided<A: Aggregate> {
+    index: usize,
+    stream: StreamId,
+    events: Vec<A::Event>,
+    after: A,
+}
+
+impl Core {
+    /// Runs each `(stream, command)` as [`Core::execute`] would, and
+    /// answers each in order. One causation (`ctx`) covers the batch.
+    pub async fn execute_batch<A: Registered>(
+        &self,
+        commands: Vec<(StreamId, A::Command)>,
+        ctx: Ctx,
+    ) -> Vec<Result<Outcome<A>, CoreError>> {
+        let mut results: Vec<Option<Result<Outcome<A>, CoreError>>> =
+            commands.iter().map(|_| None).collect();
+        let mut decided = Vec::new();
+        let mut appends = Vec::new();
+        let mut linked = Vec::new();
+        let mut seen = HashSet::with_capacity(commands.len());
+        for (index, (stream, command)) in commands.iter().enumerate() {
+            // A stream named twice goes through its actor the second time.
+            if A::registry(self).is_live(stream) || !seen.insert(stream) {
+                continue;
+            }
+            match self.decide_here::<A>(stream, command, &ctx) {
+                Ok((current, events, after)) if events.is_empty() => {
+                    results[index] = Some(Ok(Outcome {
+                        events,
+                        version: current.version,
+                        state: after,
+                    }));
+                }
+                Ok((current, events, after)) => {
+                    let own = append_of(stream, expected_after(current.version), &events).and_then(
+                        |own| {
+                            let more = A::linked_appends(&current.state, &after)?;
+                            Ok((own, more))
+                        },
+                    );
+                    match own {
+                        Ok((own, more)) => {
+                            appends.push(own);
+                            linked.extend(more);
+                            decided.push(Decided {
+                                index,
+                                stream: stream.clone(),
+                                events,
+                                after,
+                            });
+                        }
+                        Err(e) => results[index] = Some(Err(e)),
+                    }
+                }
+                Err(e) => results[index] = Some(Err(e)),
+            }
+        }
+        appends.extend(merge_unconditional(linked));
+        if !decided.is_empty() && names_each_stream_once(&appends) {
+            match self.store().append(appends, ctx.causation()).await {
+                Ok(written) => {
+                    for (d, version) in decided.into_iter().zip(written.stream_versions) {
+                        if !d.after.is_finished() {
+                            let known = Versioned {
+                                version,
+                                state: d.after.clone(),
+                            };
+                            A::registry(self).rest(&d.stream, known, written.last_position);
+                        }
+                        results[d.index] = Some(Ok(Outcome {
+                            events: d.events,
+                            version,
+                            state: d.after,
+                        }));
+                    }
+                }
+                // Someone wrote one of the streams meanwhile: each command
+                // is decided again by its actor, which retries.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => {
+                    for d in decided {
+                        results[d.index] = Some(Err(e.clone().into()));
+                    }
+                }
+            }
+        }
+        let rest = commands
+            .into_iter()
+            .zip(results.iter())
+            .filter(|(_, done)| done.is_none())
+            .map(|((stream, command), _)| {
+                let ctx = ctx.clone();
+                async move { self.execute::<A>(&stream, command, ctx).await }
+            });
+        let mut rest = futures_util::future::join_all(rest).await.into_iter();
+        results
+            .into_iter()
+            .map(|done| match done {
+                Some(result) => result,
+                None => rest.next().unwrap_or_else(|| {
+                    Err(CoreError::Unavailable(
+                        "a batched command got no answer".into(),
+                    ))
+                }),
+            })
+            .collect()
+    }
+
+    /// A command decided on the entity as the log has it, for an entity
+    /// with no live actor: its state before, the events, its state after.
+    #[allow(clippy::type_complexity)]
+    fn decide_here<A: Registered>(
+        &self,
+        stream: &StreamId,
+        command: &A::Command,
+        ctx: &Ctx,
+    ) -> Result<(Versioned<A>, Vec<A::Event>, A), CoreError> {
+        check_kind::<A>(stream)?;
+        let current = match A::registry(self).take_resting(stream, self.store()) {
+            Some(resting) => resting.known,
+            None => load::<A>(self.store(), stream, true)?,
+        };
+        let events = current.state.decide(command, ctx)?;
+        let mut after = current.state.clone();
+        for event in &events {
+            after.apply(event);
+        }
+        Ok((current, events, after))
+    }
+}
+
+/// Whether no stream has two appends (their versions would collide): else
+/// every command goes through its actor.
+fn names_each_stream_once(appends: &[StreamAppend]) -> bool {
+    let mut streams = HashSet::with_capacity(appends.len());
+    appends.iter().all(|a| streams.insert(&a.stream))
+}
+
+/// Appends that expect nothing of their stream (a job's task counts, which
+/// commute), one per stream: an append names each stream once.
+fn merge_unconditional(appends: Vec<StreamAppend>) -> Vec<StreamAppend> {
+    let mut merged: Vec<StreamAppend> = Vec::with_capacity(appends.len().min(4));
+    let mut at: HashMap<StreamId, usize> = HashMap::new();
+    for append in appends {
+        if append.expected != ExpectedVersion::Any {
+            merged.push(append);
+            continue;
+        }
+        match at.get(&append.stream) {
+            Some(&i) => merged[i].events.extend(append.events),
+            None => {
+                at.insert(append.stream.clone(), merged.len());
+                merged.push(append);
+            }
+        }
+    }
+    merged
+}
