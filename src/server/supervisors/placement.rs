@@ -766,16 +766,20 @@ impl Handler<Poll> for Placement {
             return Box::pin(async move { work });
         }
         // Parked: woken when the picture changes for this node, or at the
-        // end of its wait, then asked again without waiting.
+        // end of its wait, then asked again for what is left of the wait.
+        // A change may bring nothing to hand out yet (an assignment folded
+        // before its outcome is back): answering empty then would send
+        // the agent to sleep before it polls again.
         let (wake, woken) = oneshot::channel();
         let waiting = self.parked.entry(poll.key.clone()).or_default();
         waiting.retain(|w| !w.is_closed());
         waiting.push(wake);
         let me = ctx.address();
+        let deadline = tokio::time::Instant::now() + poll.wait;
         Box::pin(async move {
-            let _ = tokio::time::timeout(poll.wait, woken).await;
+            let _ = tokio::time::timeout_at(deadline, woken).await;
             let again = Poll {
-                wait: Duration::ZERO,
+                wait: deadline.saturating_duration_since(tokio::time::Instant::now()),
                 ..poll
             };
             me.send(again).await.unwrap_or_default()
