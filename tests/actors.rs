@@ -377,3 +377,40 @@ async fn a_batch_never_decides_on_a_state_another_writer_changed() {
     let a = load::<Task>(&store, &task_stream("a"), true).unwrap();
     assert_eq!((a.version, a.state.status), (3, TaskStatus::Active));
 }
+
+#[actix::test]
+async fn a_batch_larger_than_one_append_holds_is_appended_in_parts() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let core = Core::new(store.clone(), Arc::new(clock()), config(60_000));
+    setup(&core).await;
+    // Three events per assignment with its job's count: 6,000 of them are
+    // more than one append's 10,000 events.
+    let ids: Vec<String> = (0..6_000).map(|i| format!("t{i}")).collect();
+    for part in ids.chunks(2_000) {
+        let specs = part.iter().map(|id| task_spec(id)).collect();
+        let ctx = live_ctx(core.clock().as_ref(), user());
+        core.add_tasks(&acme(), &job_id(), specs, ctx, vec![])
+            .await
+            .unwrap();
+    }
+    let ctx = live_ctx(core.clock().as_ref(), system());
+    let batch = ids.iter().map(|id| assign_to_n0(id)).collect();
+    let outcomes = core.execute_batch::<Task>(batch, ctx).await;
+    let refused: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {:?}",
+        refused.len(),
+        refused.first()
+    );
+    assert_eq!(
+        core.actor_counts().tasks,
+        0,
+        "appended as batches, not by actors"
+    );
+    let job = core
+        .state::<Job>(&StreamId::job(&acme(), &job_id()))
+        .await
+        .unwrap();
+    assert_eq!(job.state.count(TaskBucket::Running), 6_000);
+}

@@ -26,10 +26,32 @@ struct Decided<A: Aggregate> {
     after: A,
 }
 
+/// Commands appended together at most. An append holds at most
+/// `APPEND_EVENTS_MAX` (10,000) events, and a task's command writes two or
+/// three with its job's count; a round over a thousand nodes plans tens of
+/// thousands of assignments (their prefetch too), and one append of them
+/// all was refused whole, round after round.
+const BATCH_COMMANDS_MAX: usize = 1024;
+
 impl Core {
     /// Runs each `(stream, command)` as [`Core::execute`] would, and
-    /// answers each in order. One causation (`ctx`) covers the batch.
+    /// answers each in order. One causation (`ctx`) covers the batch,
+    /// appended in chunks of [`BATCH_COMMANDS_MAX`] commands.
     pub async fn execute_batch<A: Registered>(
+        &self,
+        mut commands: Vec<(StreamId, A::Command)>,
+        ctx: Ctx,
+    ) -> Vec<Result<Outcome<A>, CoreError>> {
+        let mut outcomes = Vec::with_capacity(commands.len());
+        while !commands.is_empty() {
+            let rest = commands.split_off(commands.len().min(BATCH_COMMANDS_MAX));
+            outcomes.extend(self.execute_chunk::<A>(commands, ctx.clone()).await);
+            commands = rest;
+        }
+        outcomes
+    }
+
+    async fn execute_chunk<A: Registered>(
         &self,
         commands: Vec<(StreamId, A::Command)>,
         ctx: Ctx,
@@ -96,9 +118,11 @@ impl Core {
                         }));
                     }
                 }
-                // Someone wrote one of the streams meanwhile: each command
-                // is decided again by its actor, which retries.
-                Err(StoreError::Conflict { .. }) => {}
+                // Someone wrote one of the streams meanwhile (each command
+                // is decided again by its actor, which retries), or the
+                // commands' events are more than one append holds (each
+                // actor appends its own).
+                Err(StoreError::Conflict { .. } | StoreError::TooLarge(_)) => {}
                 Err(e) => {
                     for d in decided {
                         results[d.index] = Some(Err(e.clone().into()));

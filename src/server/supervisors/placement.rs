@@ -777,11 +777,13 @@ impl Handler<Poll> for Placement {
         let me = ctx.address();
         let deadline = tokio::time::Instant::now() + poll.wait;
         Box::pin(async move {
-            let _ = tokio::time::timeout_at(deadline, woken).await;
-            let again = Poll {
-                wait: deadline.saturating_duration_since(tokio::time::Instant::now()),
-                ..poll
+            let woken = tokio::time::timeout_at(deadline, woken).await.is_ok();
+            let wait = match woken {
+                true => deadline.saturating_duration_since(tokio::time::Instant::now()),
+                // Its wait is over: whatever there is, at once.
+                false => Duration::ZERO,
             };
+            let again = Poll { wait, ..poll };
             me.send(again).await.unwrap_or_default()
         })
     }
