@@ -47,6 +47,13 @@ async fn setup(core: &Core) {
     .unwrap();
 }
 
+/// The job's state, from its actor.
+async fn job_state(core: &Core) -> lote::domain::Versioned<Job> {
+    core.state::<Job>(&StreamId::job(&acme(), &job_id()))
+        .await
+        .unwrap()
+}
+
 async fn run_task_to_completion(core: &Core, i: u32) {
     let c = core.clock().clone();
     let id = TaskId::new(format!("t{i}")).unwrap();
@@ -120,10 +127,7 @@ async fn finished_tasks_hold_no_actor_and_idle_actors_stop() {
         "idle actors must stop: {counts:?}"
     );
     // A passivated entity comes back from its snapshot and later events.
-    let job = core
-        .state::<Job>(&StreamId::job(&acme(), &job_id()))
-        .await
-        .unwrap();
+    let job = job_state(&core).await;
     assert_eq!(job.state.count(TaskBucket::Succeeded), 50);
     assert!(
         core.store()
@@ -150,9 +154,7 @@ fn state_survives_a_restart_of_the_store() {
             for i in 0..5 {
                 run_task_to_completion(&core, i).await;
             }
-            core.state::<Job>(&StreamId::job(&acme(), &job_id()))
-                .await
-                .unwrap()
+            job_state(&core).await
         })
     };
     let store = EventStore::open(dir.path(), StoreOptions::default(), Arc::new(clock())).unwrap();
@@ -169,9 +171,7 @@ fn state_survives_a_restart_of_the_store() {
             .await
             .unwrap_err();
         assert_eq!(again.rejection_code(), Some(RejectionCode::TaskExists));
-        core.state::<Job>(&StreamId::job(&acme(), &job_id()))
-            .await
-            .unwrap()
+        job_state(&core).await
     });
     assert_eq!(before, after);
     assert_eq!(after.state.count(TaskBucket::Succeeded), 5);
@@ -192,11 +192,7 @@ async fn concurrent_task_updates_of_one_job_never_conflict() {
     for h in handles {
         h.await.unwrap();
     }
-    let job = core
-        .state::<Job>(&StreamId::job(&acme(), &job_id()))
-        .await
-        .unwrap()
-        .state;
+    let job = job_state(&core).await.state;
     assert_eq!(job.count(TaskBucket::Succeeded), 40);
     assert_eq!(job.unfinished(), 0);
     assert_eq!(lote::replay::replay(&store).unwrap().mismatches, vec![]);
@@ -308,10 +304,7 @@ async fn a_batch_answers_each_command_alone_and_appends_once() {
         assert_eq!((task.version, task.state.status), (2, TaskStatus::Assigned));
         assert_eq!(task.state.attempt, 1);
     }
-    let job = core
-        .state::<Job>(&StreamId::job(&acme(), &job_id()))
-        .await
-        .unwrap();
+    let job = job_state(&core).await;
     assert_eq!(job.state.count(TaskBucket::Running), 3);
     assert_eq!(job.state.count(TaskBucket::Active), 0);
     // Their ends, batched too: no task actor was ever started for them.
@@ -320,10 +313,7 @@ async fn a_batch_answers_each_command_alone_and_appends_once() {
     let outcomes = core.execute_batch::<Task>(ends.to_vec(), ctx).await;
     assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
     assert_eq!(core.actor_counts().tasks, 0);
-    let job = core
-        .state::<Job>(&StreamId::job(&acme(), &job_id()))
-        .await
-        .unwrap();
+    let job = job_state(&core).await;
     assert_eq!(job.state.count(TaskBucket::Succeeded), 3);
 }
 
@@ -408,9 +398,6 @@ async fn a_batch_larger_than_one_append_holds_is_appended_in_parts() {
         0,
         "appended as batches, not by actors"
     );
-    let job = core
-        .state::<Job>(&StreamId::job(&acme(), &job_id()))
-        .await
-        .unwrap();
+    let job = job_state(&core).await;
     assert_eq!(job.state.count(TaskBucket::Running), 6_000);
 }

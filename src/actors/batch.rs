@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{append_of, check_kind, expected_after, load, Core, CoreError, Outcome, Registered};
+use super::{check_kind, decide, load, Core, CoreError, Decision, Outcome, Registered};
 use crate::domain::{Aggregate, Ctx, Versioned};
 use crate::store::{ExpectedVersion, StoreError, StreamAppend, StreamId};
 
@@ -68,33 +68,24 @@ impl Core {
                 continue;
             }
             match self.decide_here::<A>(stream, command, &ctx) {
-                Ok((current, events, after)) if events.is_empty() => {
+                Ok((version, d)) if d.appends.is_empty() => {
                     results[index] = Some(Ok(Outcome {
-                        events,
-                        version: current.version,
-                        state: after,
+                        events: d.events,
+                        version,
+                        state: d.after,
                     }));
                 }
-                Ok((current, events, after)) => {
-                    let own = append_of(stream, expected_after(current.version), &events).and_then(
-                        |own| {
-                            let more = A::linked_appends(&current.state, &after)?;
-                            Ok((own, more))
-                        },
-                    );
-                    match own {
-                        Ok((own, more)) => {
-                            appends.push(own);
-                            linked.extend(more);
-                            decided.push(Decided {
-                                index,
-                                stream: stream.clone(),
-                                events,
-                                after,
-                            });
-                        }
-                        Err(e) => results[index] = Some(Err(e)),
-                    }
+                Ok((_, d)) => {
+                    // The entity's own append first, then its linked ones.
+                    let mut own = d.appends.into_iter();
+                    appends.extend(own.next());
+                    linked.extend(own);
+                    decided.push(Decided {
+                        index,
+                        stream: stream.clone(),
+                        events: d.events,
+                        after: d.after,
+                    });
                 }
                 Err(e) => results[index] = Some(Err(e)),
             }
@@ -152,26 +143,21 @@ impl Core {
             .collect()
     }
 
-    /// A command decided on the entity as the log has it, for an entity
-    /// with no live actor: its state before, the events, its state after.
-    #[allow(clippy::type_complexity)]
+    /// A command decided on the entity as the log has it (or as a batch
+    /// left it), for an entity with no live actor: the version it was
+    /// decided on, and the decision.
     fn decide_here<A: Registered>(
         &self,
         stream: &StreamId,
         command: &A::Command,
         ctx: &Ctx,
-    ) -> Result<(Versioned<A>, Vec<A::Event>, A), CoreError> {
+    ) -> Result<(u64, Decision<A>), CoreError> {
         check_kind::<A>(stream)?;
         let current = match A::registry(self).take_resting(stream, self.store()) {
             Some(resting) => resting.known,
             None => load::<A>(self.store(), stream, true)?,
         };
-        let events = current.state.decide(command, ctx)?;
-        let mut after = current.state.clone();
-        for event in &events {
-            after.apply(event);
-        }
-        Ok((current, events, after))
+        Ok((current.version, decide(stream, &current, command, ctx)?))
     }
 }
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::{CoreConfig, CoreError, Outcome};
+use super::{decide, CoreConfig, CoreError, Decision, Outcome};
 use crate::domain::{self, Aggregate, Ctx, Versioned};
-use crate::store::{EventStore, ExpectedVersion, Snapshot, StreamAppend, StreamId, WriteMark};
+use crate::store::{EventStore, Snapshot, StreamAppend, StreamId, WriteMark};
 
 /// A stream with fewer events than this is rebuilt from its events alone.
 const SHORT_STREAM_EVENTS: usize = 32;
@@ -246,37 +246,20 @@ impl<A: Aggregate> Handler<Execute<A>> for Entity<A> {
 
     fn handle(&mut self, msg: Execute<A>, _: &mut Context<Self>) -> Self::Result {
         self.last_used = Instant::now();
-        let prepared = (|| {
-            self.catch_up()?;
-            let events = self.current.state.decide(&msg.command, &msg.ctx)?;
-            let mut after = self.current.state.clone();
-            for event in &events {
-                after.apply(event);
-            }
-            let mut appends = Vec::new();
-            if !events.is_empty() {
-                let expected = match self.current.version {
-                    0 => ExpectedVersion::NoStream,
-                    v => ExpectedVersion::Exact(v),
-                };
-                let encoded = events
-                    .iter()
-                    .map(domain::to_new_event)
-                    .collect::<Result<Vec<_>, _>>()?;
-                appends.push(StreamAppend {
-                    stream: self.stream.clone(),
-                    expected,
-                    events: encoded,
-                });
-                appends.extend(A::linked_appends(&self.current.state, &after)?);
-                appends.extend(msg.extra);
-            }
-            Ok::<_, CoreError>((events, after, appends))
-        })();
-        let (events, after, appends) = match prepared {
-            Ok(p) => p,
+        let prepared = self
+            .catch_up()
+            .and_then(|()| decide(&self.stream, &self.current, &msg.command, &msg.ctx));
+        let Decision {
+            events,
+            after,
+            mut appends,
+        } = match prepared {
+            Ok(d) => d,
             Err(e) => return AtomicResponse::new(Box::pin(fut::ready(Err(e)))),
         };
+        if !appends.is_empty() {
+            appends.extend(msg.extra);
+        }
         if appends.is_empty() {
             let outcome = Outcome {
                 events,

@@ -621,7 +621,40 @@ fn new_tasks(
     Ok((job_events, appends, outcomes))
 }
 
-/// One stream's events, encoded for an append.
+/// A command decided on an entity's state: its events, the state after
+/// them, and the appends that record them (the entity's own stream first,
+/// then what the aggregate links to it; none when nothing happened).
+pub(crate) struct Decision<A: Aggregate> {
+    pub events: Vec<A::Event>,
+    pub after: A,
+    pub appends: Vec<StreamAppend>,
+}
+
+/// Decides `command` on `current`, the state of `stream`: what an entity
+/// actor does with a command, and a batch with each of its commands.
+pub(crate) fn decide<A: Aggregate>(
+    stream: &StreamId,
+    current: &Versioned<A>,
+    command: &A::Command,
+    ctx: &Ctx,
+) -> Result<Decision<A>, CoreError> {
+    let events = current.state.decide(command, ctx)?;
+    let mut after = current.state.clone();
+    for event in &events {
+        after.apply(event);
+    }
+    let mut appends = Vec::new();
+    if !events.is_empty() {
+        appends.push(append_of(stream, expected_after(current.version), &events)?);
+        appends.extend(A::linked_appends(&current.state, &after)?);
+    }
+    Ok(Decision {
+        events,
+        after,
+        appends,
+    })
+}
+
 /// What a stream's version must be for an append after reading it.
 fn expected_after(version: u64) -> ExpectedVersion {
     match version {
@@ -630,6 +663,7 @@ fn expected_after(version: u64) -> ExpectedVersion {
     }
 }
 
+/// One stream's events, encoded for an append.
 fn append_of<E: domain::DomainEvent>(
     stream: &StreamId,
     expected: ExpectedVersion,

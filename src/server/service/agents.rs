@@ -399,9 +399,9 @@ impl Service {
             let (job, task, attempt) = (start.job, start.task, start.attempt);
             let spec = match start.spec {
                 Some(spec) => Some(spec),
-                // From the task's actor, live since it was assigned,
-                // which knows from the store's write marks that its
-                // stream has not changed.
+                // Not kept (assigned before a restart, or dropped): from
+                // the task's actor, started from the state the assignment's
+                // batch kept when it can be.
                 None => {
                     let stream = StreamId::task(account, &job, &task);
                     self.core.state::<Task>(&stream).await?.state.spec

@@ -444,8 +444,8 @@ fn read_history(
 /// Commits a round's assignments in one pool, in one append where the
 /// tasks have no live actor (see `Core::execute_batch`), and tells
 /// placement how each went (always, so that it stops awaiting them).
-async fn assign(core: Core, placement: Addr<Placement>, planned: Vec<(Planned, StreamId)>) {
-    let Some((first, _)) = planned.first() else {
+async fn assign(core: Core, placement: Addr<Placement>, planned: Vec<Planned>) {
+    let Some(first) = planned.first() else {
         return;
     };
     let ctx = Ctx::live(
@@ -457,13 +457,14 @@ async fn assign(core: Core, placement: Addr<Placement>, planned: Vec<(Planned, S
     );
     let commands = planned
         .iter()
-        .map(|(p, stream)| {
+        .map(|p| {
             let node = p.node.clone();
-            (stream.clone(), TaskCommand::AssignTask { node })
+            (p.stream.clone(), TaskCommand::AssignTask { node })
         })
         .collect();
     let outcomes = core.execute_batch::<Task>(commands, ctx).await;
-    for ((p, stream), outcome) in planned.into_iter().zip(outcomes) {
+    for (p, outcome) in planned.into_iter().zip(outcomes) {
+        let stream = p.stream;
         match outcome {
             Ok(outcome) => placement.do_send(Assignment::Made {
                 stream,
@@ -568,12 +569,11 @@ impl Placement {
         self.scheduler.stats.rounds += 1;
         self.scheduler.stats.placements += plan.len() as u64;
         // One batch per pool: its assignments share a causation.
-        let mut by_pool: HashMap<(AccountName, PoolId), Vec<(Planned, StreamId)>> = HashMap::new();
+        let mut by_pool: HashMap<(AccountName, PoolId), Vec<Planned>> = HashMap::new();
         for p in plan {
-            let stream = StreamId::task(&p.account, &p.job, &p.task);
-            self.awaiting.insert(stream.clone());
+            self.awaiting.insert(p.stream.clone());
             let pool = (p.account.clone(), p.pool.clone());
-            by_pool.entry(pool).or_default().push((p, stream));
+            by_pool.entry(pool).or_default().push(p);
         }
         for (_, planned) in by_pool {
             tokio::task::spawn_local(assign(self.core.clone(), me.clone(), planned));

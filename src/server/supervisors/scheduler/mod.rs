@@ -240,6 +240,8 @@ struct Holding {
 /// One planned assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
+    /// The task's stream (placement's key for it everywhere).
+    pub stream: StreamId,
     pub account: AccountName,
     pub pool: PoolId,
     pub job: JobId,
@@ -376,14 +378,6 @@ impl Scheduler {
         self.pools.get(pool_key).map(|p| p.next_index).unwrap_or(0)
     }
 
-    /// A job's resource files, once its creation is folded.
-    pub fn job_resource_files(
-        &self,
-        job: &StreamId,
-    ) -> Option<std::sync::Arc<Vec<crate::domain::spec::ResourceFile>>> {
-        self.jobs.get(job).map(|j| j.resource_files.clone())
-    }
-
     /// What an assignment carries of its job, once its creation is
     /// folded: shared, not copied.
     pub fn job_facts(&self, job: &StreamId) -> Option<JobFacts> {
@@ -394,16 +388,6 @@ impl Scheduler {
             preparation: self.job_preparation(job),
             env: info.common_env.clone(),
         })
-    }
-
-    /// A job's common variables, once its creation is folded.
-    pub fn job_env(&self, job: &StreamId) -> Option<std::sync::Arc<Vec<crate::domain::EnvVar>>> {
-        self.jobs.get(job).map(|j| j.common_env.clone())
-    }
-
-    /// The job's manager task, if it has one, and the job's creation time.
-    pub fn job_manager(&self, job: &StreamId) -> Option<(crate::types::TaskId, Timestamp)> {
-        self.jobs.get(job).and_then(|j| j.manager.clone())
     }
 
     /// A node's state in the picture.

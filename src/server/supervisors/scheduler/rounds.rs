@@ -93,6 +93,7 @@ impl Scheduler {
                 let stream = StreamId::task(task.account(), task.job(), &task.task);
                 self.queued.remove(&stream);
                 out.push(Planned {
+                    stream: stream.clone(),
                     account: task.account().clone(),
                     pool: pool_id,
                     job: task.job().clone(),
