@@ -214,6 +214,50 @@ pub fn call_frame(
     Ok(out)
 }
 
+/// The connection's writer: sends queued frames until the queue closes or
+/// the socket fails (then marks the connection dead).
+async fn send_frames<W: tokio::io::AsyncWrite + Unpin>(
+    mut writer: W,
+    mut out_rx: mpsc::Receiver<Vec<u8>>,
+    alive: Arc<AtomicBool>,
+) {
+    // Small frames queued together go out in one write; a large
+    // one (an upload chunk) goes out as it is, not copied first.
+    const LARGE: usize = 64 * 1024;
+    let mut batch = Vec::with_capacity(LARGE);
+    let mut next = None;
+    'frames: loop {
+        let Some(frame) = next.take() else {
+            match out_rx.recv().await {
+                Some(f) => next = Some(f),
+                None => break,
+            }
+            continue;
+        };
+        let out: &[u8] = if frame.len() >= LARGE {
+            &frame
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&frame);
+            while batch.len() < 256 * 1024 {
+                match out_rx.try_recv() {
+                    Ok(more) if more.len() >= LARGE => {
+                        next = Some(more);
+                        break;
+                    }
+                    Ok(more) => batch.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            &batch
+        };
+        if writer.write_all(out).await.is_err() {
+            alive.store(false, Ordering::Release);
+            break 'frames;
+        }
+    }
+}
+
 impl Client {
     pub fn new(config: ClientConfig) -> Self {
         Client {
@@ -288,28 +332,11 @@ impl Client {
             Err(e) => return Err(ClientError::Protocol(format!("undecodable welcome: {e}"))),
         };
 
-        let (out, mut out_rx) = mpsc::channel::<Vec<u8>>(1024);
+        let (out, out_rx) = mpsc::channel::<Vec<u8>>(1024);
         let waiters: Waiters = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
 
-        let writer_alive = alive.clone();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(64 * 1024);
-            while let Some(first) = out_rx.recv().await {
-                batch.clear();
-                batch.extend_from_slice(&first);
-                while batch.len() < 256 * 1024 {
-                    match out_rx.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                if writer.write_all(&batch).await.is_err() {
-                    writer_alive.store(false, Ordering::Release);
-                    break;
-                }
-            }
-        });
+        tokio::spawn(send_frames(writer, out_rx, alive.clone()));
 
         let reader_waiters = waiters.clone();
         let reader_alive = alive.clone();

@@ -14,13 +14,13 @@
 //! store's table of contents, not a history of facts.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rocksdb::{IteratorMode, Options, WriteBatch, DB};
 use sha2::{Digest, Sha256};
 
+use super::direct::{self, DirectWriter};
 use super::{hex, is_sha256_hex, BlobError, BlobMeta, BlobStore, BlobWriter};
 use crate::store::Durability;
 use crate::types::{AccountName, Timestamp};
@@ -181,48 +181,61 @@ struct LocalWriter {
     name: String,
     at: Timestamp,
     tmp: PathBuf,
-    file: Option<File>,
+    /// None once committed.
+    spool: Option<Spool>,
     hasher: Sha256,
     written: u64,
-    /// Bytes before this offset have been handed to the disk already.
-    flushed: u64,
 }
 
-/// Bytes an upload writes before the kernel is asked to start writing
-/// them to disk, so the fsync at commit waits for little.
-const WRITEBACK_BYTES: u64 = 32 << 20;
+/// The upload's file: still taking bytes, or complete on disk.
+enum Spool {
+    Writing(DirectWriter),
+    Written(File),
+}
+
+impl LocalWriter {
+    /// The complete file: every staged write done.
+    fn written_file(&mut self) -> Result<&File, BlobError> {
+        let spool = self
+            .spool
+            .take()
+            .ok_or_else(|| BlobError::Io("upload already finished".into()))?;
+        let file = match spool {
+            Spool::Writing(w) => w
+                .finish()
+                .map_err(|e| BlobError::io("writing the upload", e))?,
+            Spool::Written(f) => f,
+        };
+        match self.spool.insert(Spool::Written(file)) {
+            Spool::Written(f) => Ok(f),
+            Spool::Writing(_) => unreachable!("just inserted"),
+        }
+    }
+}
 
 impl Drop for LocalWriter {
     fn drop(&mut self) {
         // Not committed (or committed: then the file was renamed away).
+        // The writer's thread is stopped first, so no write lands after.
+        drop(self.spool.take());
         let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
 impl BlobWriter for LocalWriter {
     fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| BlobError::Io("upload already finished".into()))?;
-        file.write_all(data)
-            .map_err(|e| BlobError::io("writing the upload", e))?;
-        self.hasher.update(data);
-        self.written += data.len() as u64;
-        if self.store.syncs() && self.written - self.flushed >= WRITEBACK_BYTES {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a plain syscall on our own open descriptor; it only
-            // starts writeback of the range and never blocks on it.
-            unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    self.flushed as i64,
-                    (self.written - self.flushed) as i64,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-            self.flushed = self.written;
+        let Some(Spool::Writing(file)) = self.spool.as_mut() else {
+            return Err(BlobError::Io("upload already finished".into()));
+        };
+        // Hashed here while the writer's thread has the disk take the
+        // block before; a piece at a time, so the copy into the block
+        // reads what the hash just brought into the cache.
+        for piece in data.chunks(super::HASH_PIECE_BYTES) {
+            self.hasher.update(piece);
+            file.write(piece)
+                .map_err(|e| BlobError::io("writing the upload", e))?;
         }
+        self.written += data.len() as u64;
         Ok(())
     }
 
@@ -230,10 +243,9 @@ impl BlobWriter for LocalWriter {
         self.written
     }
 
-    fn spool_file(&self) -> Option<&Path> {
-        // Writes go straight to the file (no user-space buffer), so a
-        // reader opening the path sees every byte written.
-        Some(&self.tmp)
+    fn spool_file(&mut self) -> Result<Option<&Path>, BlobError> {
+        self.written_file()?;
+        Ok(Some(&self.tmp))
     }
 
     fn commit(mut self: Box<Self>, size: u64, sha256: &str) -> Result<BlobMeta, BlobError> {
@@ -250,16 +262,15 @@ impl BlobWriter for LocalWriter {
                 actual,
             });
         }
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| BlobError::Io("upload already finished".into()))?;
         let sync = self.store.syncs();
+        let file = self.written_file()?;
         if sync {
+            // Direct writes are on the device but perhaps in its cache,
+            // and the file's size and blocks are metadata: both need this.
             file.sync_all()
                 .map_err(|e| BlobError::io("flushing the upload", e))?;
         }
-        drop(file);
+        self.spool = None;
         let object = self.store.object_path(&self.account, &actual);
         if !object.exists() {
             let dir = object.parent().expect("object paths have a parent");
@@ -302,7 +313,8 @@ impl BlobStore for Shared {
             .root
             .join("tmp")
             .join(crate::clock::new_uuid().to_string());
-        let file = File::create(&tmp).map_err(|e| BlobError::io("starting the upload", e))?;
+        let file = DirectWriter::create(&tmp, self.0.syncs())
+            .map_err(|e| BlobError::io("starting the upload", e))?;
         Ok(Box::new(LocalWriter {
             store: self.0.clone(),
             account: account.clone(),
@@ -310,10 +322,9 @@ impl BlobStore for Shared {
             name: name.to_string(),
             at,
             tmp,
-            file: Some(file),
+            spool: Some(Spool::Writing(file)),
             hasher: Sha256::new(),
             written: 0,
-            flushed: 0,
         }))
     }
 
@@ -340,8 +351,9 @@ impl BlobStore for Shared {
                 "{sha256:?} is not a SHA-256 in lower-case hex"
             )));
         }
-        let mut file = match File::open(self.0.object_path(account, sha256)) {
-            Ok(f) => f,
+        let path = self.0.object_path(account, sha256);
+        let size = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(match self.stat(account, container, name)? {
                     None => BlobError::NotFound {
@@ -353,17 +365,18 @@ impl BlobStore for Shared {
             }
             Err(e) => return Err(BlobError::io("opening the blob", e)),
         };
-        let size = file
-            .metadata()
-            .map_err(|e| BlobError::io("reading the blob", e))?
-            .len();
         let offset = offset.min(size);
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| BlobError::io("reading the blob", e))?;
         let want = (size - offset).min(max_bytes as u64) as usize;
-        let mut data = vec![0u8; want];
-        file.read_exact(&mut data)
-            .map_err(|e| BlobError::io("reading the blob", e))?;
+        let data = direct::read_at(&path, offset, want).map_err(|e| match e.kind() {
+            // Deleted between the two calls: replaced under the reader.
+            std::io::ErrorKind::NotFound => BlobError::Changed,
+            _ => BlobError::io("reading the blob", e),
+        })?;
+        if data.len() != want {
+            // Objects are never rewritten in place; a short read means the
+            // file is not what its size said a moment ago.
+            return Err(BlobError::Changed);
+        }
         Ok(data)
     }
 

@@ -12,6 +12,7 @@
 //! SHA-256 the uploader computed. A dropped writer leaves nothing behind.
 
 pub mod app_files;
+pub mod direct;
 pub mod local;
 pub mod names;
 pub mod packages;
@@ -26,6 +27,10 @@ pub use names::{validate_blob_name, validate_container, validate_prefix};
 /// frame limit, large enough that a round trip per chunk costs little.
 pub const BLOB_CHUNK_BYTES: usize = 1 << 20;
 const _: () = assert!(BLOB_CHUNK_BYTES + 64 * 1024 <= crate::api::FRAME_BYTES_MAX);
+
+/// Bytes hashed before the same bytes are copied on: small enough that
+/// the second pass finds them in the CPU's cache.
+pub const HASH_PIECE_BYTES: usize = 64 * 1024;
 
 /// Chunks an uploader or downloader keeps in flight on one connection.
 pub const BLOB_WINDOW_CHUNKS: usize = 8;
@@ -69,8 +74,9 @@ pub trait BlobWriter: Send {
     /// The local file the bytes are spooled to before commit, for checks
     /// that need the whole content (application packages). A remote
     /// backend spools to a local file too, or returns None and packages
-    /// are then checked only on the nodes.
-    fn spool_file(&self) -> Option<&std::path::Path>;
+    /// are then checked only on the nodes. Every byte written so far is in
+    /// the file when it returns; nothing may be written after.
+    fn spool_file(&mut self) -> Result<Option<&std::path::Path>, BlobError>;
     /// Checks size and SHA-256 against what the uploader computed, then
     /// makes the blob visible under its name, replacing any earlier one.
     fn commit(self: Box<Self>, size: u64, sha256: &str) -> Result<BlobMeta, BlobError>;

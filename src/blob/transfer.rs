@@ -12,9 +12,9 @@ use std::path::Path;
 
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 
-use super::{hex, BlobMeta, BLOB_CHUNK_BYTES, BLOB_WINDOW_CHUNKS};
+use super::direct::DirectWriter;
+use super::{hex, BlobMeta, BLOB_CHUNK_BYTES, BLOB_WINDOW_CHUNKS, HASH_PIECE_BYTES};
 use crate::api::{Request, Response};
 use crate::client::{Client, ClientError};
 
@@ -61,24 +61,6 @@ fn unexpected(what: &str, r: Response) -> TransferError {
     TransferError::Protocol(format!("unexpected answer to {what}: {r:?}"))
 }
 
-/// Reads up to a chunk, filling it unless the file ends.
-async fn read_chunk(file: &mut tokio::fs::File, path: &Path) -> Result<Vec<u8>, TransferError> {
-    let mut buf = vec![0u8; BLOB_CHUNK_BYTES];
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = file
-            .read(&mut buf[filled..])
-            .await
-            .map_err(TransferError::file(path))?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    buf.truncate(filled);
-    Ok(buf)
-}
-
 /// Uploads `path` through an upload that `begin` starts (a
 /// [`Request::BeginUpload`] or [`Request::BeginPackageUpload`]).
 /// `progress(done, total)` is called as chunks are acknowledged.
@@ -88,19 +70,32 @@ pub async fn upload_file(
     path: &Path,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<BlobMeta, TransferError> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(TransferError::file(path))?;
-    let total = file
-        .metadata()
+    let file = tokio::fs::File::open(path)
         .await
         .map_err(TransferError::file(path))?
-        .len();
+        .into_std()
+        .await;
+    let total = file.metadata().map_err(TransferError::file(path))?.len();
     let upload = match client.call(&begin).await? {
         Response::UploadStarted { upload } => upload,
         other => return Err(unexpected("BeginUpload", other)),
     };
-    let result = send_chunks(client, upload, &mut file, path, total, &mut progress).await;
+    // Reading and hashing run on a thread of their own, beside the calls:
+    // on this loop the hashing would stall the window. Two chunks of
+    // slack, as for downloads.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let reader = tokio::task::spawn_blocking(move || read_and_hash(file, tx));
+    let result = send_chunks(client, upload, rx, total, &mut progress).await;
+    let read = reader
+        .await
+        .map_err(|e| TransferError::Protocol(format!("the reader stopped: {e}")))
+        .and_then(|r| r.map_err(TransferError::file(path)));
+    let result = match (result, read) {
+        // A read error explains more than the calls that lost their feed.
+        (_, Err(e)) => Err(e),
+        (Err(e), _) => Err(e),
+        (Ok(()), Ok((size, sha256))) => finish(client, upload, size, sha256).await,
+    };
     if result.is_err() {
         // Best effort: the server also drops abandoned uploads itself.
         let _ = client.call(&Request::AbortUpload { upload }).await;
@@ -108,28 +103,76 @@ pub async fn upload_file(
     result
 }
 
+/// Reads `file` a chunk at a time into `tx`, hashing it; its size and
+/// SHA-256 (hex). Stops early, without error, if the receiver is gone.
+fn read_and_hash(
+    mut file: std::fs::File,
+    tx: tokio::sync::mpsc::Sender<Vec<u8>>,
+) -> std::io::Result<(u64, String)> {
+    use std::io::Read;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        // Read a piece at a time and hashed while the piece is in the
+        // cache; into spare capacity, not over zeros written first.
+        let mut buf = Vec::with_capacity(BLOB_CHUNK_BYTES);
+        while buf.len() < BLOB_CHUNK_BYTES {
+            let start = buf.len();
+            let want = HASH_PIECE_BYTES.min(BLOB_CHUNK_BYTES - start) as u64;
+            if (&mut file).take(want).read_to_end(&mut buf)? == 0 {
+                break;
+            }
+            hasher.update(&buf[start..]);
+        }
+        let filled = buf.len();
+        if filled == 0 {
+            return Ok((size, hex(&hasher.finalize())));
+        }
+        size += filled as u64;
+        let last = filled < BLOB_CHUNK_BYTES;
+        if tx.blocking_send(buf).is_err() {
+            return Ok((size, String::new()));
+        }
+        if last {
+            return Ok((size, hex(&hasher.finalize())));
+        }
+    }
+}
+
+/// Sends what arrives on `rx` as the upload's chunks, a window at a time.
 async fn send_chunks(
     client: &Client,
     upload: u64,
-    file: &mut tokio::fs::File,
-    path: &Path,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
     total: u64,
     mut progress: impl FnMut(u64, u64) + Send,
-) -> Result<BlobMeta, TransferError> {
-    let mut hasher = Sha256::new();
+) -> Result<(), TransferError> {
     let mut offset = 0u64;
     let mut done = 0u64;
     let mut eof = false;
     let mut inflight = FuturesOrdered::new();
     loop {
         while !eof && inflight.len() < BLOB_WINDOW_CHUNKS {
-            let data = read_chunk(file, path).await?;
-            if data.is_empty() {
+            // With a window in flight, wait for whichever comes first: the
+            // next chunk read or an answer.
+            let data = if inflight.is_empty() {
+                rx.recv().await
+            } else {
+                tokio::select! {
+                    biased;
+                    data = rx.recv() => data,
+                    answer = inflight.next() => {
+                        let Some((len, answer)) = answer else { unreachable!("not empty") };
+                        done += acknowledged(len, answer)?;
+                        progress(done, total.max(done));
+                        continue;
+                    }
+                }
+            };
+            let Some(data) = data else {
                 eof = true;
                 break;
-            }
-            eof = data.len() < BLOB_CHUNK_BYTES;
-            hasher.update(&data);
+            };
             let len = data.len() as u64;
             let request = Request::UploadChunk {
                 upload,
@@ -140,20 +183,31 @@ async fn send_chunks(
             inflight.push_back(async move { (len, client.call(&request).await) });
         }
         let Some((len, answer)) = inflight.next().await else {
-            break;
+            return Ok(());
         };
-        match answer? {
-            Response::ChunkReceived => {}
-            other => return Err(unexpected("UploadChunk", other)),
-        }
-        done += len;
+        done += acknowledged(len, answer)?;
         progress(done, total.max(done));
     }
+}
+
+fn acknowledged(len: u64, answer: Result<Response, ClientError>) -> Result<u64, TransferError> {
+    match answer? {
+        Response::ChunkReceived => Ok(len),
+        other => Err(unexpected("UploadChunk", other)),
+    }
+}
+
+async fn finish(
+    client: &Client,
+    upload: u64,
+    size: u64,
+    sha256: String,
+) -> Result<BlobMeta, TransferError> {
     match client
         .call(&Request::FinishUpload {
             upload,
-            size: offset,
-            sha256: hex(&hasher.finalize()),
+            size,
+            sha256,
         })
         .await?
     {
@@ -211,10 +265,21 @@ async fn receive(
     part: &Path,
     mut progress: impl FnMut(u64, u64) + Send,
 ) -> Result<(), TransferError> {
-    let out = std::fs::File::create(part).map_err(TransferError::file(part))?;
-    // Hashing and writing run on a thread of their own, beside the calls:
-    // on this loop they would stall the window while a chunk is hashed.
-    // Two chunks of slack: more would only hold memory.
+    // The part file is written past the page cache where it can be (see
+    // `direct`): the copy into fresh cache pages cost more than the
+    // hashing, and a node staging a large input keeps its memory for the
+    // tasks.
+    let out = {
+        let owned = part.to_path_buf();
+        tokio::task::spawn_blocking(move || DirectWriter::create(&owned, false))
+            .await
+            .map_err(|e| TransferError::Protocol(format!("creating the file failed: {e}")))?
+            .map_err(TransferError::file(part))?
+    };
+    // Hashing runs on a thread of its own, beside the calls (on this loop
+    // it would stall the window while a chunk is hashed), and the writes
+    // on the writer's own. Two chunks of slack: more would only hold
+    // memory.
     let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
     let writer = tokio::task::spawn_blocking(move || hash_and_write(out, rx));
     let sent = fetch_chunks(client, meta, &tx, &mut progress).await;
@@ -238,16 +303,19 @@ async fn receive(
 
 /// Writes what arrives on `rx` to `out`, hashing it; the SHA-256 (hex).
 fn hash_and_write(
-    mut out: std::fs::File,
+    mut out: DirectWriter,
     mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
 ) -> std::io::Result<String> {
-    use std::io::Write;
     let mut hasher = Sha256::new();
     while let Some(data) = rx.blocking_recv() {
-        hasher.update(&data);
-        out.write_all(&data)?;
+        // A piece at a time: the copy finds what the hash just read in the
+        // cache.
+        for piece in data.chunks(HASH_PIECE_BYTES) {
+            hasher.update(piece);
+            out.write(piece)?;
+        }
     }
-    out.flush()?;
+    out.finish()?;
     Ok(hex(&hasher.finalize()))
 }
 

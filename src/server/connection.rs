@@ -112,6 +112,9 @@ async fn next_frame<R: AsyncRead + Unpin>(
         if len == 0 || len > max {
             return Ok(Err(len));
         }
+        // Grown as bytes arrive (never reserved whole: a stalled sender
+        // must hold no more than it sent), and read into spare capacity,
+        // not into zeros written first.
         let mut body = Vec::new();
         let mut held: Option<OwnedSemaphorePermit> = None;
         while body.len() < len {
@@ -123,9 +126,18 @@ async fn next_frame<R: AsyncRead + Unpin>(
                 Some(h) => h.merge(permit),
                 None => held = Some(permit),
             }
-            let start = body.len();
-            body.resize(start + n, 0);
-            reader.read_exact(&mut body[start..]).await?;
+            let end = body.len() + n;
+            if body.capacity() < end {
+                // Doubling, as a Vec grows, but never past the frame.
+                let want = end.max(body.capacity() * 2).min(len);
+                body.reserve_exact(want - body.len());
+            }
+            while body.len() < end {
+                let mut part = (&mut *reader).take((end - body.len()) as u64);
+                if part.read_buf(&mut body).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
         }
         Ok::<_, std::io::Error>(Ok(Frame {
             body,
