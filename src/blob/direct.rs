@@ -11,12 +11,16 @@
 //!
 //! Writes are staged in aligned blocks and handed to a thread of their own,
 //! so the disk's time overlaps the caller's hashing of the next bytes.
+//! A file no larger than one block ([`DIRECT_MIN_BYTES`]) never goes past
+//! the cache: for the many small inputs and outputs of a batch job a direct
+//! write would wait for the disk where the cache answers at once, and a
+//! direct read of a file just written would first wait for its writeback.
 
 use std::alloc::Layout;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::ptr::NonNull;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
@@ -29,6 +33,10 @@ pub const ALIGN: usize = 4096;
 /// Bytes staged before they go to the disk in one write.
 const STAGE_BYTES: usize = 1 << 20;
 
+/// Files larger than this are written and read past the page cache;
+/// smaller ones through it.
+pub const DIRECT_MIN_BYTES: u64 = STAGE_BYTES as u64;
+
 /// Bytes a buffered (fallback) writer writes before it asks the kernel to
 /// start writing them out, so a final fsync waits for little.
 const WRITEBACK_BYTES: u64 = 32 << 20;
@@ -37,7 +45,9 @@ fn round_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
 }
 
-/// A heap buffer aligned for direct I/O.
+/// A heap buffer aligned for direct I/O. Its bytes past `len` are not
+/// initialised (a 1 MiB buffer per small file zeroed first cost more than
+/// the file), so it is only ever read up to `len`.
 struct Aligned {
     ptr: NonNull<u8>,
     cap: usize,
@@ -51,28 +61,72 @@ impl Aligned {
     fn new(cap: usize) -> Self {
         let cap = round_up(cap.max(1));
         let layout = Layout::from_size_align(cap, ALIGN).expect("a valid layout");
-        // SAFETY: the layout has a non-zero size; zeroed so that padding
-        // past the content is never uninitialised memory.
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         Aligned { ptr, cap, len: 0 }
     }
 
-    fn whole(&mut self) -> &mut [u8] {
-        // SAFETY: `cap` bytes were allocated (and initialised) for `ptr`.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) }
+    /// Appends as much of `data` as fits; how much that was.
+    fn push(&mut self, data: &[u8]) -> usize {
+        let n = (self.cap - self.len).min(data.len());
+        // SAFETY: `len + n <= cap` bytes are allocated; the source is
+        // another allocation.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(self.len), n);
+        }
+        self.len += n;
+        n
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == self.cap
     }
 
     fn filled(&self) -> &[u8] {
-        // SAFETY: `len <= cap`, initialised.
+        // SAFETY: the first `len` bytes are initialised.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
     /// The content followed by zeros up to the next aligned length.
     fn padded(&mut self) -> &[u8] {
-        let (len, end) = (self.len, round_up(self.len));
-        self.whole()[len..end].fill(0);
-        &self.whole()[..end]
+        let end = round_up(self.len);
+        // SAFETY: `end <= cap` (cap is aligned); the tail is set before it
+        // is read.
+        unsafe {
+            std::ptr::write_bytes(self.ptr.as_ptr().add(self.len), 0, end - self.len);
+            std::slice::from_raw_parts(self.ptr.as_ptr(), end)
+        }
+    }
+
+    /// Reads into the buffer from `offset` until it is full or the file
+    /// ends.
+    fn fill_from(&mut self, file: &File, offset: u64) -> io::Result<()> {
+        self.len = 0;
+        while self.len < self.cap {
+            // SAFETY: `pread` writes at most `cap - len` bytes into the
+            // allocation past `len`; no reference to the unwritten bytes
+            // is ever made.
+            let n = unsafe {
+                libc::pread(
+                    file.as_raw_fd(),
+                    self.ptr.as_ptr().add(self.len).cast(),
+                    self.cap - self.len,
+                    (offset + self.len as u64) as libc::off_t,
+                )
+            };
+            match n {
+                0 => break,
+                n if n > 0 => self.len += n as usize,
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -84,23 +138,21 @@ impl Drop for Aligned {
     }
 }
 
-/// Opens `path` with `options` for direct I/O, or without it where the
-/// filesystem refuses; whether direct I/O is on.
-fn open(path: &Path, options: &mut std::fs::OpenOptions) -> io::Result<(File, bool)> {
-    match options.clone().custom_flags(libc::O_DIRECT).open(path) {
-        Ok(f) => Ok((f, true)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((options.open(path)?, false)),
-        Err(e) => Err(e),
-    }
-}
-
-/// Turns direct I/O off on an open file (a filesystem that took the flag
-/// at open and then refuses the I/O).
-fn drop_direct(file: &File) -> io::Result<()> {
+/// Turns direct I/O on or off for an open file; Err where the filesystem
+/// refuses it.
+fn set_direct(file: &File, on: bool) -> io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: plain fcntl calls on a descriptor we own.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let flags = match on {
+        true => flags | libc::O_DIRECT,
+        false => flags & !libc::O_DIRECT,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -111,7 +163,7 @@ fn drop_direct(file: &File) -> io::Result<()> {
 fn write_at(file: &File, data: &[u8], offset: u64, direct: &mut bool) -> io::Result<()> {
     match file.write_all_at(data, offset) {
         Err(e) if *direct && e.raw_os_error() == Some(libc::EINVAL) => {
-            drop_direct(file)?;
+            set_direct(file, false)?;
             *direct = false;
             file.write_all_at(data, offset)
         }
@@ -119,27 +171,25 @@ fn write_at(file: &File, data: &[u8], offset: u64, direct: &mut bool) -> io::Res
     }
 }
 
-/// Up to `want` bytes of `path` from `offset` (fewer at its end).
+/// Up to `want` bytes of `path` from `offset` (fewer at its end), past
+/// the page cache if the file is larger than [`DIRECT_MIN_BYTES`].
 pub fn read_at(path: &Path, offset: u64, want: usize) -> io::Result<Vec<u8>> {
-    let (file, mut direct) = open(path, std::fs::OpenOptions::new().read(true))?;
-    if direct {
+    let file = File::open(path)?;
+    if file.metadata()?.len() > DIRECT_MIN_BYTES && set_direct(&file, true).is_ok() {
         let start = offset - offset % ALIGN as u64;
         let skip = (offset - start) as usize;
         let mut buf = Aligned::new(skip + want);
-        match fill(&file, buf.whole(), start) {
-            Ok(n) => {
-                buf.len = n;
-                let end = n.min(skip + want);
-                return Ok(buf.filled()[skip.min(end)..end].to_vec());
+        match buf.fill_from(&file, start) {
+            Ok(()) => {
+                let got = buf.filled();
+                let end = got.len().min(skip + want);
+                return Ok(got[skip.min(end)..end].to_vec());
             }
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                drop_direct(&file)?;
-                direct = false;
-            }
+            // Took the flag, refused the read: read through the cache.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => set_direct(&file, false)?,
             Err(e) => return Err(e),
         }
     }
-    debug_assert!(!direct);
     let mut data = vec![0u8; want];
     let n = fill(&file, &mut data, offset)?;
     data.truncate(n);
@@ -185,13 +235,14 @@ impl DirectWriter {
     /// fsynced at its end, so start writing it out early if the page cache
     /// holds it.
     pub fn create(path: &Path, writeback: bool) -> io::Result<Self> {
-        let (file, direct) = open(
-            path,
-            std::fs::OpenOptions::new().write(true).create_new(true),
-        )?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)?;
         Ok(DirectWriter {
             file: Some(file),
-            direct,
+            // On once the file outgrows one block.
+            direct: false,
             writeback,
             stage: None,
             written: 0,
@@ -206,14 +257,12 @@ impl DirectWriter {
     pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let stage = self.stage.get_or_insert_with(|| Aligned::new(STAGE_BYTES));
-            let room = stage.cap - stage.len;
-            let n = room.min(data.len());
-            let at = stage.len;
-            stage.whole()[at..at + n].copy_from_slice(&data[..n]);
-            stage.len += n;
+            let n = stage.push(data);
             self.written += n as u64;
             data = &data[n..];
-            if stage.len == stage.cap {
+            if stage.is_full() && !data.is_empty() {
+                // More than a block: from here on past the cache. (A file
+                // of exactly one block is written at the finish.)
                 self.hand_off()?;
             }
         }
@@ -228,6 +277,11 @@ impl DirectWriter {
         };
         let offset = self.written - stage.len as u64;
         if self.thread.is_none() {
+            if let Some(file) = &self.file {
+                // A filesystem that refuses the flag is written through
+                // the cache, as before.
+                self.direct = set_direct(file, true).is_ok();
+            }
             self.thread = Some(self.start()?);
         }
         let worker = self.thread.as_ref().expect("started above");
@@ -297,9 +351,14 @@ impl DirectWriter {
         let file = self.file.take().expect("the file is back from the thread");
         if let Some(mut tail) = tail {
             let offset = self.written - tail.len as u64;
-            write_at(&file, tail.padded(), offset, &mut self.direct)?;
+            if self.direct {
+                write_at(&file, tail.padded(), offset, &mut self.direct)?;
+                // The last block went out padded.
+                file.set_len(self.written)?;
+            } else {
+                file.write_all_at(tail.filled(), offset)?;
+            }
         }
-        file.set_len(self.written)?;
         Ok(file)
     }
 }
@@ -338,7 +397,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Empty, under a block, a block exactly, a stage and a bit, several
         // stages with a ragged end.
-        for size in [0, 3, ALIGN, STAGE_BYTES + 5, 3 * STAGE_BYTES + 12_345] {
+        for size in [
+            0,
+            3,
+            ALIGN,
+            STAGE_BYTES,
+            STAGE_BYTES + 5,
+            2 * STAGE_BYTES,
+            3 * STAGE_BYTES + 12_345,
+        ] {
             let data = pattern(size);
             let path = dir.path().join(format!("f{size}"));
             let mut w = DirectWriter::create(&path, true).unwrap();
@@ -361,6 +428,67 @@ mod tests {
                 assert_eq!(got, &data[offset.min(end)..end], "size {size} at {offset}");
             }
         }
+    }
+
+    /// Pages of `path` in the page cache.
+    fn resident_pages(path: &Path) -> usize {
+        let file = File::open(path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: a read-only shared mapping of a file we do not change,
+        // unmapped below; mincore only reports on it.
+        unsafe {
+            let map = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(map, libc::MAP_FAILED);
+            let mut pages = vec![0u8; len.div_ceil(4096)];
+            assert_eq!(libc::mincore(map, len, pages.as_mut_ptr()), 0);
+            libc::munmap(map, len);
+            pages.iter().filter(|p| **p & 1 == 1).count()
+        }
+    }
+
+    #[test]
+    fn a_large_file_goes_past_the_page_cache_and_a_small_one_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // SAFETY: statfs fills the struct it is given.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        let c = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut fs) }, 0);
+        if fs.f_type == libc::TMPFS_MAGIC {
+            eprintln!("skipped: the temporary directory is tmpfs, whose files are all in memory");
+            return;
+        }
+        let write = |name: &str, size: usize| {
+            let path = dir.path().join(name);
+            let mut w = DirectWriter::create(&path, false).unwrap();
+            w.write(&pattern(size)).unwrap();
+            drop(w.finish().unwrap());
+            path
+        };
+        let big = write("big", 4 * STAGE_BYTES + 100);
+        let small = write("small", 64 << 10);
+        assert_eq!(
+            resident_pages(&big),
+            0,
+            "the large file went through the cache"
+        );
+        assert_eq!(
+            resident_pages(&small),
+            16,
+            "the small file skipped the cache"
+        );
+        // Reading the large one leaves nothing cached either.
+        assert_eq!(
+            read_at(&big, 5, STAGE_BYTES).unwrap(),
+            &pattern(STAGE_BYTES + 5)[5..]
+        );
+        assert_eq!(resident_pages(&big), 0);
     }
 
     #[test]
