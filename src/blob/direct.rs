@@ -284,7 +284,9 @@ impl DirectWriter {
             }
             self.thread = Some(self.start()?);
         }
-        let worker = self.thread.as_ref().expect("started above");
+        let Some(worker) = self.thread.as_ref() else {
+            return Err(io::Error::other("the blob writer did not start"));
+        };
         if worker.tx.send((stage, offset)).is_err() {
             // The thread stopped on an error; it is the one to report.
             return Err(self
@@ -300,7 +302,7 @@ impl DirectWriter {
     }
 
     fn start(&mut self) -> io::Result<Worker> {
-        let file = self.file.take().expect("the file until the thread starts");
+        let file = self.file.take().ok_or_else(gone)?;
         let (mut direct, writeback) = (self.direct, self.writeback);
         // One block queued beside the one being written: the caller runs
         // at most a block ahead of the disk.
@@ -348,7 +350,8 @@ impl DirectWriter {
     pub fn finish(mut self) -> io::Result<File> {
         let tail = self.stage.take();
         self.join()??;
-        let file = self.file.take().expect("the file is back from the thread");
+        // Gone only after a failure already reported.
+        let file = self.file.take().ok_or_else(gone)?;
         if let Some(mut tail) = tail {
             let offset = self.written - tail.len as u64;
             if self.direct {
@@ -369,6 +372,11 @@ impl Drop for DirectWriter {
         // file.
         let _ = self.join();
     }
+}
+
+/// The file is not here: its writer failed (and said so) earlier.
+fn gone() -> io::Error {
+    io::Error::other("the file's writer stopped on an earlier error")
 }
 
 fn start_writeback(file: &File, from: u64, len: u64) {

@@ -196,19 +196,17 @@ enum Spool {
 impl LocalWriter {
     /// The complete file: every staged write done.
     fn written_file(&mut self) -> Result<&File, BlobError> {
-        let spool = self
-            .spool
-            .take()
-            .ok_or_else(|| BlobError::Io("upload already finished".into()))?;
-        let file = match spool {
-            Spool::Writing(w) => w
-                .finish()
-                .map_err(|e| BlobError::io("writing the upload", e))?,
-            Spool::Written(f) => f,
-        };
-        match self.spool.insert(Spool::Written(file)) {
-            Spool::Written(f) => Ok(f),
-            Spool::Writing(_) => unreachable!("just inserted"),
+        if matches!(self.spool, Some(Spool::Writing(_))) {
+            if let Some(Spool::Writing(w)) = self.spool.take() {
+                let file = w
+                    .finish()
+                    .map_err(|e| BlobError::io("writing the upload", e))?;
+                self.spool = Some(Spool::Written(file));
+            }
+        }
+        match &self.spool {
+            Some(Spool::Written(f)) => Ok(f),
+            _ => Err(BlobError::Io("upload already finished".into())),
         }
     }
 }

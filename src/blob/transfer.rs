@@ -161,8 +161,7 @@ async fn send_chunks(
                 tokio::select! {
                     biased;
                     data = rx.recv() => data,
-                    answer = inflight.next() => {
-                        let Some((len, answer)) = answer else { unreachable!("not empty") };
+                    Some((len, answer)) = inflight.next() => {
                         done += acknowledged(len, answer)?;
                         progress(done, total.max(done));
                         continue;

@@ -4,9 +4,9 @@
 //! Store calls block (disk), so each runs on tokio's blocking pool; the
 //! server's one thread only routes. An upload session feeds its writer,
 //! which runs on a thread of its own (see [`Feed`]); chunks that arrive
-//! ahead of the next expected offset
-//! wait in the session (at most [`PENDING_CHUNKS_MAX`]), so a client may
-//! keep a window of chunks in flight without ordering them itself.
+//! ahead of the next expected offset wait in the session (at most
+//! [`PENDING_CHUNKS_MAX`]), so a client may keep a window of chunks in
+//! flight without ordering them itself.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
