@@ -330,15 +330,7 @@ impl Group {
     /// Its processes now (one small read).
     pub fn pids(&self) -> Vec<u32> {
         let mut text = String::new();
-        let read = match self.v2 {
-            true => {
-                let mut listing = &self.listing;
-                listing
-                    .rewind()
-                    .and_then(|_| listing.read_to_string(&mut text))
-            }
-            false => File::open(&self.listing_path).and_then(|mut f| f.read_to_string(&mut text)),
-        };
+        let read = self.read_listing(|mut f| f.rewind().and_then(|_| f.read_to_string(&mut text)));
         if read.is_err() {
             return Vec::new();
         }
@@ -347,21 +339,26 @@ impl Group {
             .collect()
     }
 
-    /// Whether nothing runs in it. With cgroup v2 one read of the open
-    /// file. Version 1 keeps a list of pids per open file and hands the
-    /// same one out again for a second after a read: read through the
-    /// open file, a group that was empty a moment ago (before an escaped
-    /// process forked) still looked empty at the attempt's end, and the
-    /// process was never killed (the escaped-process test failed that way
-    /// in CI). So v1 opens the list afresh, which makes a new one.
+    /// Whether nothing runs in it (one byte read).
     pub fn is_empty(&self) -> bool {
         use std::os::unix::fs::FileExt;
         let mut byte = [0u8; 1];
-        let read = match self.v2 {
-            true => self.listing.read_at(&mut byte, 0),
-            false => File::open(&self.listing_path).and_then(|f| f.read_at(&mut byte, 0)),
-        };
-        matches!(read, Ok(0))
+        matches!(self.read_listing(|f| f.read_at(&mut byte, 0)), Ok(0))
+    }
+
+    /// Runs `read` on the group's current `cgroup.procs`. With cgroup v2
+    /// that is the file kept open. Version 1 keeps a list of pids per open
+    /// file and hands the same one out again for a second after a read:
+    /// read through the open file, a group that was empty a moment ago
+    /// (before an escaped process forked) still looked empty at the
+    /// attempt's end, and the process was never killed (the
+    /// escaped-process test failed that way in CI). So v1 opens the list
+    /// afresh, which makes a new one.
+    fn read_listing<T>(&self, read: impl FnOnce(&File) -> io::Result<T>) -> io::Result<T> {
+        match self.v2 {
+            true => read(&self.listing),
+            false => read(&File::open(&self.listing_path)?),
+        }
     }
 
     /// SIGKILLs everything in it until it is empty (or a few seconds pass:

@@ -171,27 +171,27 @@ fn write_at(file: &File, data: &[u8], offset: u64, direct: &mut bool) -> io::Res
     }
 }
 
-/// Up to `want` bytes of `path` from `offset` (fewer at its end), past
-/// the page cache if the file is larger than [`DIRECT_MIN_BYTES`].
-pub fn read_at(path: &Path, offset: u64, want: usize) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
-    if file.metadata()?.len() > DIRECT_MIN_BYTES && set_direct(&file, true).is_ok() {
+/// Up to `want` bytes of `file` (`size` bytes long) from `offset` (fewer
+/// at its end), past the page cache if the file is larger than
+/// [`DIRECT_MIN_BYTES`].
+pub fn read_at(file: &File, size: u64, offset: u64, want: usize) -> io::Result<Vec<u8>> {
+    if size > DIRECT_MIN_BYTES && set_direct(file, true).is_ok() {
         let start = offset - offset % ALIGN as u64;
         let skip = (offset - start) as usize;
         let mut buf = Aligned::new(skip + want);
-        match buf.fill_from(&file, start) {
+        match buf.fill_from(file, start) {
             Ok(()) => {
                 let got = buf.filled();
                 let end = got.len().min(skip + want);
                 return Ok(got[skip.min(end)..end].to_vec());
             }
             // Took the flag, refused the read: read through the cache.
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => set_direct(&file, false)?,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => set_direct(file, false)?,
             Err(e) => return Err(e),
         }
     }
     let mut data = vec![0u8; want];
-    let n = fill(&file, &mut data, offset)?;
+    let n = fill(file, &mut data, offset)?;
     data.truncate(n);
     Ok(data)
 }
@@ -396,6 +396,12 @@ fn start_writeback(file: &File, from: u64, len: u64) {
 mod tests {
     use super::*;
 
+    fn read_file(path: &Path, offset: u64, want: usize) -> Vec<u8> {
+        let file = File::open(path).unwrap();
+        let size = file.metadata().unwrap().len();
+        read_at(&file, size, offset, want).unwrap()
+    }
+
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + i / 4099) as u8).collect()
     }
@@ -431,7 +437,7 @@ mod tests {
                 (size / 2, 100_000),
                 (size, 5),
             ] {
-                let got = read_at(&path, offset as u64, want).unwrap();
+                let got = read_file(&path, offset as u64, want);
                 let end = (offset + want).min(size);
                 assert_eq!(got, &data[offset.min(end)..end], "size {size} at {offset}");
             }
@@ -493,7 +499,7 @@ mod tests {
         );
         // Reading the large one leaves nothing cached either.
         assert_eq!(
-            read_at(&big, 5, STAGE_BYTES).unwrap(),
+            read_file(&big, 5, STAGE_BYTES),
             &pattern(STAGE_BYTES + 5)[5..]
         );
         assert_eq!(resident_pages(&big), 0);

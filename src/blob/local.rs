@@ -349,9 +349,10 @@ impl BlobStore for Shared {
                 "{sha256:?} is not a SHA-256 in lower-case hex"
             )));
         }
-        let path = self.0.object_path(account, sha256);
-        let size = match std::fs::metadata(&path) {
-            Ok(m) => m.len(),
+        // One open and one stat per read: the size bounds the read, and a
+        // missing object says the name moved on (or never was).
+        let file = match File::open(self.0.object_path(account, sha256)) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(match self.stat(account, container, name)? {
                     None => BlobError::NotFound {
@@ -363,13 +364,14 @@ impl BlobStore for Shared {
             }
             Err(e) => return Err(BlobError::io("opening the blob", e)),
         };
+        let size = file
+            .metadata()
+            .map_err(|e| BlobError::io("reading the blob", e))?
+            .len();
         let offset = offset.min(size);
         let want = (size - offset).min(max_bytes as u64) as usize;
-        let data = direct::read_at(&path, offset, want).map_err(|e| match e.kind() {
-            // Deleted between the two calls: replaced under the reader.
-            std::io::ErrorKind::NotFound => BlobError::Changed,
-            _ => BlobError::io("reading the blob", e),
-        })?;
+        let data = direct::read_at(&file, size, offset, want)
+            .map_err(|e| BlobError::io("reading the blob", e))?;
         if data.len() != want {
             // Objects are never rewritten in place; a short read means the
             // file is not what its size said a moment ago.
