@@ -318,6 +318,36 @@ async fn a_batch_answers_each_command_alone_and_appends_once() {
 }
 
 #[actix::test]
+async fn tasks_just_added_are_assigned_and_completed_without_reading_their_streams() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let core = Core::new(store.clone(), Arc::new(clock()), config(60_000));
+    setup(&core).await;
+    add_tasks(&core, &["t0", "t1", "t2"]).await;
+    let reads = store.stats().stream_reads;
+    let ctx = live_ctx(core.clock().as_ref(), system());
+    let batch = ["t0", "t1", "t2"].map(assign_to_n0).to_vec();
+    let outcomes = core.execute_batch::<Task>(batch, ctx).await;
+    assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+    assert_eq!(
+        store.stats().stream_reads,
+        reads,
+        "the adds' states were kept for the assignments"
+    );
+    let ctx = live_ctx(core.clock().as_ref(), agent("n0"));
+    let ends = ["t0", "t1", "t2"].map(|id| (task_stream(id), succeeded(1)));
+    let outcomes = core.execute_batch::<Task>(ends.to_vec(), ctx).await;
+    assert!(outcomes.iter().all(|o| o.is_ok()), "{outcomes:?}");
+    assert_eq!(store.stats().stream_reads, reads);
+    // A task the batch never saw is read, once.
+    let ctx = live_ctx(core.clock().as_ref(), system());
+    let outcomes = core
+        .execute_batch::<Task>(vec![assign_to_n0("t9")], ctx)
+        .await;
+    assert!(outcomes[0].is_err());
+    assert_eq!(store.stats().stream_reads, reads + 1);
+}
+
+#[actix::test]
 async fn a_batch_never_decides_on_a_state_another_writer_changed() {
     let (_dir, store) = temp_store(StoreOptions::default());
     let core = Core::new(store.clone(), Arc::new(clock()), config(60_000));

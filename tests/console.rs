@@ -303,6 +303,8 @@ async fn metrics_parse_as_prometheus_text_and_match_the_api() {
     assert!(value("lote_log_events_total", &[]) > 0.0);
     assert!(value("lote_log_bytes_total", &[]) > 0.0);
     assert!(value("lote_log_fsyncs_total", &[]) > 0.0);
+    // Some entity was rebuilt from its stream (the account, the pool).
+    assert!(value("lote_log_stream_reads_total", &[]) > 0.0);
     // One AddTasks call, counted in the latency histogram.
     assert_eq!(
         value(

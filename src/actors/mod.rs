@@ -181,6 +181,24 @@ impl<A: Aggregate> Registry<A> {
         resting.insert(stream.clone(), Resting { known, known_at });
     }
 
+    /// Keeps the states of entities an append just created (a job's new
+    /// tasks, through `known_at`) for their first batched command, the
+    /// assignment, which then reads nothing. Only while fewer than half of
+    /// [`RESTING_MAX`] are kept, and never by dropping others: a large job
+    /// added at once keeps its first tasks, not its last, and never pushes
+    /// out the states of attempts in flight.
+    fn rest_new(&self, created: impl IntoIterator<Item = (StreamId, Versioned<A>)>, known_at: u64) {
+        let Ok(mut resting) = self.resting.lock() else {
+            return;
+        };
+        for (stream, known) in created {
+            if resting.len() >= RESTING_MAX / 2 {
+                return;
+            }
+            resting.insert(stream, Resting { known, known_at });
+        }
+    }
+
     /// The state kept for `stream`, if any; dropped when another writer
     /// may have appended to the stream since (the store's write mark says
     /// so), for the caller to read the stream instead. Taken, not copied:
@@ -544,7 +562,17 @@ impl Core {
             appends.push(append_of(&job_stream, ExpectedVersion::Any, &job_events)?);
             appends.extend(extra.iter().cloned());
             match self.inner.store.append(appends, ctx.causation()).await {
-                Ok(_) => return Ok(outcomes),
+                Ok(written) => {
+                    let created = specs.iter().zip(&outcomes).map(|(spec, o)| {
+                        let known = Versioned {
+                            version: o.version,
+                            state: o.state.clone(),
+                        };
+                        (StreamId::task(account, job_id, &spec.id), known)
+                    });
+                    self.inner.tasks.rest_new(created, written.last_position);
+                    return Ok(outcomes);
+                }
                 Err(StoreError::Conflict { stream, .. })
                     if stream.kind() == crate::store::StreamKind::Task =>
                 {

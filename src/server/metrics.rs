@@ -159,6 +159,12 @@ impl Metrics {
         );
         counter(
             &mut r,
+            "log_stream_reads",
+            "Reads of one stream's events from the log's tables (an entity rebuilt or caught up)",
+            log.stream_reads,
+        );
+        counter(
+            &mut r,
             "placement_rounds",
             "Placement rounds run",
             placement.rounds,

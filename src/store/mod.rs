@@ -217,6 +217,9 @@ pub struct StoreStats {
     pub conflicts: AtomicU64,
     /// Bytes of the write batches written.
     pub bytes_written: AtomicU64,
+    /// Reads of one stream's events from RocksDB: an entity rebuilt (an
+    /// actor started, a batched command with no state kept) or caught up.
+    pub stream_reads: AtomicU64,
 }
 
 /// A snapshot of [`StoreStats`].
@@ -228,6 +231,7 @@ pub struct StatsView {
     pub fsyncs: u64,
     pub conflicts: u64,
     pub bytes_written: u64,
+    pub stream_reads: u64,
 }
 
 struct Inner {
@@ -425,6 +429,7 @@ impl EventStore {
             fsyncs: s.fsyncs.load(Ordering::Relaxed),
             conflicts: s.conflicts.load(Ordering::Relaxed),
             bytes_written: s.bytes_written.load(Ordering::Relaxed),
+            stream_reads: s.stream_reads.load(Ordering::Relaxed),
         }
     }
 

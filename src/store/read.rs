@@ -12,6 +12,10 @@ impl EventStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<Envelope>, StoreError> {
+        self.inner
+            .stats
+            .stream_reads
+            .fetch_add(1, Ordering::Relaxed);
         let db = &self.inner.db;
         let cf = cf(db, CF_EVENTS);
         let from = from_version.max(1);

@@ -15,7 +15,7 @@ use crate::server::supervisors::autoscale::ReportUsage;
 use crate::server::supervisors::liveness::Heartbeat;
 use crate::server::supervisors::placement::{node_key, JobFacts};
 use crate::store::StreamId;
-use crate::types::{AccountName, NodeId, PoolId, Principal};
+use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
 
 /// How often a busy node's changing task count is recorded.
 const LOAD_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -161,7 +161,7 @@ impl Service {
                 }
             }
             Request::AgentCompleted { completions } => {
-                self.agent_completed(account, completions, ctx()).await
+                self.agent_completed(&me, completions, ctx()).await
             }
             _ => Err(permission(
                 "node agents may only register, poll and report",
@@ -197,7 +197,7 @@ impl Service {
     /// `Core::execute_batch`); each gets its own answer.
     async fn agent_completed(
         &self,
-        account: &AccountName,
+        me: &NodeCall<'_>,
         completions: Vec<crate::api::Completion>,
         ctx: Ctx,
     ) -> Result<Response, ApiError> {
@@ -211,9 +211,14 @@ impl Service {
                 ),
             ));
         }
+        let account = me.account;
         let attempts: Vec<(StreamId, u32)> = completions
             .iter()
             .map(|c| (StreamId::task(account, &c.job, &c.task), c.attempt))
+            .collect();
+        let ended: Vec<(JobId, TaskId, u32)> = completions
+            .iter()
+            .map(|c| (c.job.clone(), c.task.clone(), c.attempt))
             .collect();
         let commands = completions
             .into_iter()
@@ -232,6 +237,17 @@ impl Service {
         for ((stream, attempt), outcome) in attempts.iter().zip(outcomes) {
             results.push(self.recorded(stream, *attempt, outcome).await);
         }
+        // Recorded (now or before): placement's picture drops them at once.
+        // Waiting for the fold alone handed them out again whenever the feed
+        // lagged past that wait, as it does while a large job is added.
+        let recorded = ended
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(attempt, _)| attempt)
+            .collect();
+        let placement = &self.supervisors.placement;
+        placement.ended(account, me.pool, me.node, recorded).await;
         if results.iter().any(|r| matches!(r, Ok(true))) {
             self.placement_saw_it().await;
         }

@@ -248,6 +248,26 @@ impl PlacementHandle {
         self.addr.send(poll).await.map_err(gone)
     }
 
+    /// Tells the picture which attempts a node's agent reported ended and
+    /// the log recorded, ahead of their fold: that agent's next poll is
+    /// never handed them again, however far the feed lags.
+    pub async fn ended(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        attempts: Vec<(JobId, TaskId, u32)>,
+    ) {
+        let ended = Ended {
+            account: account.clone(),
+            pool: pool.clone(),
+            node: node.clone(),
+            attempts,
+        };
+        // Gone only when the server stops.
+        let _ = self.addr.send(ended).await;
+    }
+
     /// Asks a node's agent for a file operation (part of a file, a listing)
     /// and waits up to `within` for the answer.
     pub async fn read_output(
@@ -359,6 +379,18 @@ struct DeliverRead {
 
 impl Message for DeliverRead {
     type Result = bool;
+}
+
+/// Attempts an agent reported ended; see [`PlacementHandle::ended`].
+struct Ended {
+    account: AccountName,
+    pool: PoolId,
+    node: NodeId,
+    attempts: Vec<(JobId, TaskId, u32)>,
+}
+
+impl Message for Ended {
+    type Result = ();
 }
 
 /// An assignment's outcome, from the task's actor.
@@ -786,6 +818,21 @@ impl Handler<Poll> for Placement {
             let again = Poll { wait, ..poll };
             me.send(again).await.unwrap_or_default()
         })
+    }
+}
+
+impl Handler<Ended> for Placement {
+    type Result = ();
+
+    fn handle(&mut self, ended: Ended, _: &mut Context<Self>) {
+        let Ended {
+            account,
+            pool,
+            node,
+            attempts,
+        } = ended;
+        self.scheduler
+            .forget_ended(&account, &pool, &node, attempts);
     }
 }
 

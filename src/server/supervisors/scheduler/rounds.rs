@@ -209,6 +209,28 @@ impl Scheduler {
         self.to_start_except(account, pool, node, |_, _, _| false)
     }
 
+    /// Takes off a node's list to start the attempts its agent reported
+    /// ended: recorded in the log, their completions perhaps not folded
+    /// yet. Its next poll must not be handed them again; the fold of each
+    /// completion frees the slot as before.
+    pub fn forget_ended(
+        &mut self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        ended: impl IntoIterator<Item = (JobId, TaskId, u32)>,
+    ) {
+        let Some(n) = self.nodes.get_mut(&(pool_key(account, pool), node.clone())) else {
+            return;
+        };
+        for (job, task, attempt) in ended {
+            let item = (job, task);
+            if n.to_start.get(&item) == Some(&attempt) {
+                n.to_start.remove(&item);
+            }
+        }
+    }
+
     /// [`Scheduler::to_start`] without the attempts `listed` names (those
     /// the agent reports it has), which are never copied.
     pub fn to_start_except(

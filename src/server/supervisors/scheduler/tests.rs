@@ -235,3 +235,60 @@ fn a_disabled_jobs_tasks_wait_out_of_the_rounds_way_and_come_back_in_order() {
     );
     assert_eq!(feed.scheduler.queued_len(), 6);
 }
+
+#[test]
+fn attempts_reported_ended_are_never_handed_out_again_before_their_fold() {
+    let mut feed = Feed::new();
+    feed.node(0);
+    feed.tasks(0, 2);
+    assert_eq!(feed.plan().len(), 2);
+    let node = NodeId::new("node-0").unwrap();
+    let (account, pool) = (feed.account.clone(), feed.pool.clone());
+    let listed = feed.scheduler.to_start(&account, &pool, &node);
+    assert_eq!(listed.len(), 2);
+    // The agent reports the first ended (its completion is recorded but
+    // not folded), and names the second with an attempt it never had.
+    let (job, first, attempt) = listed[0].clone();
+    let (_, second, _) = listed[1].clone();
+    let ended = vec![
+        (job.clone(), first.clone(), attempt),
+        (job.clone(), second.clone(), attempt + 1),
+    ];
+    feed.scheduler.forget_ended(&account, &pool, &node, ended);
+    let left = feed.scheduler.to_start(&account, &pool, &node);
+    assert_eq!(left, vec![(job.clone(), second, attempt)]);
+    // Its slot stays held until the completion is folded.
+    assert_eq!(
+        feed.scheduler
+            .node(&pool_key(&account, &pool), &node)
+            .unwrap()
+            .used,
+        2
+    );
+    let stream = StreamId::task(&account, &job, &first);
+    let agent = Principal::Node {
+        account: account.clone(),
+        pool: pool.clone(),
+        node: node.clone(),
+    };
+    let result = crate::domain::task::TaskResult {
+        exit_code: Some(0),
+        signal: None,
+        duration_ms: 1,
+        failure: None,
+    };
+    let complete = TaskCommand::CompleteTask {
+        attempt,
+        result,
+        outputs: Vec::new(),
+    };
+    feed.task(&stream, complete, agent);
+    assert_eq!(
+        feed.scheduler
+            .node(&pool_key(&account, &pool), &node)
+            .unwrap()
+            .used,
+        1
+    );
+    assert_eq!(feed.scheduler.to_start(&account, &pool, &node).len(), 1);
+}
