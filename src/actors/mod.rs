@@ -95,6 +95,12 @@ struct Slot<A: Aggregate> {
 /// all are dropped (each is only a saved read).
 const RESTING_MAX: usize = 65_536;
 
+/// New entities' states [`Registry::rest_new`] keeps at most: a job's
+/// first 8,192 tasks are assigned without a read. A fresh task's state with
+/// its spec is about 1.2 KiB, and 32,768 of them cost a million queued
+/// tasks 41 bytes each (the queue's bound is 512).
+const RESTING_NEW_MAX: usize = 8_192;
+
 /// An entity's state as a batch left it, with the log position through
 /// which it is known (see [`Registry::take_resting`]).
 struct Resting<A> {
@@ -183,16 +189,16 @@ impl<A: Aggregate> Registry<A> {
 
     /// Keeps the states of entities an append just created (a job's new
     /// tasks, through `known_at`) for their first batched command, the
-    /// assignment, which then reads nothing. Only while fewer than half of
-    /// [`RESTING_MAX`] are kept, and never by dropping others: a large job
-    /// added at once keeps its first tasks, not its last, and never pushes
-    /// out the states of attempts in flight.
+    /// assignment, which then reads nothing. Only while fewer than
+    /// [`RESTING_NEW_MAX`] states are kept, and never by dropping others: a
+    /// large job added at once keeps its first tasks, not its last, and
+    /// never pushes out the states of attempts in flight.
     fn rest_new(&self, created: impl IntoIterator<Item = (StreamId, Versioned<A>)>, known_at: u64) {
         let Ok(mut resting) = self.resting.lock() else {
             return;
         };
         for (stream, known) in created {
-            if resting.len() >= RESTING_MAX / 2 {
+            if resting.len() >= RESTING_NEW_MAX {
                 return;
             }
             resting.insert(stream, Resting { known, known_at });
