@@ -45,7 +45,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async move {
+    let runs = runtime.block_on(async move {
         let account = AccountName::new("bench").unwrap();
         let key = common::new_account(&addr, &admin_key, &account, None).await;
         let client = Client::new(ClientConfig::new(
@@ -56,14 +56,57 @@ fn main() {
         Env::new(&client).pool("idle").nodes(2).slots(2).await;
         Env::new(&client).job("one-by-one").on("idle").await;
         let job = JobId::new("one-by-one").unwrap();
-        measure(&client, &job, tasks).await;
+        measure(&client, &job, tasks).await
     });
     server.stop().expect("server stops cleanly");
+    where_the_time_went(data.path(), &runs);
 }
 
-async fn measure(client: &Client, job: &JobId, tasks: u64) {
+/// One submission's times, on the system clock.
+struct Run {
+    task: TaskId,
+    acknowledged: chrono::DateTime<chrono::Utc>,
+    ran: chrono::DateTime<chrono::Utc>,
+}
+
+/// Splits acknowledged -> started at the moment the log staged the task's
+/// assignment (its `recorded_at`, taken before the round's fsync): the
+/// server's side (feed, placement round, decision) before it, the rest
+/// (the fsync, the poll's answer, the agent's launch, the program's own
+/// start) after.
+fn where_the_time_went(data: &std::path::Path, runs: &[Run]) {
+    let store = lote::store::EventStore::open_read_only(data).expect("the log opens");
+    let account = AccountName::new("bench").unwrap();
+    let job = JobId::new("one-by-one").unwrap();
+    let (mut placed, mut launched) = (Vec::new(), Vec::new());
+    for run in runs {
+        let stream = lote::store::StreamId::task(&account, &job, &run.task);
+        let events = store.read_stream(&stream, 1, 16).expect("its stream reads");
+        let assigned = events.iter().find(|e| e.event_type == "TaskAssigned");
+        let Some(assigned) = assigned else {
+            panic!("task {} has no assignment in the log", run.task)
+        };
+        let at = assigned.recorded_at.to_datetime();
+        placed.push(millis(at - run.acknowledged));
+        launched.push(millis(run.ran - at));
+    }
+    println!(
+        "  of which acknowledged -> assignment staged (feed, round, decision): {}",
+        percentiles(&mut placed)
+    );
+    println!(
+        "  and staged -> started (fsync, poll answer, agent launch, program start): {}",
+        percentiles(&mut launched)
+    );
+}
+
+fn millis(d: chrono::TimeDelta) -> f64 {
+    d.num_microseconds().unwrap_or(0) as f64 / 1000.0
+}
+
+async fn measure(client: &Client, job: &JobId, tasks: u64) -> Vec<Run> {
     let clock = lote::clock::SystemClock;
-    let (mut to_start, mut seen_after) = (Vec::new(), Vec::new());
+    let (mut to_start, mut seen_after, mut runs) = (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();
     for i in 0..tasks {
         let task = TaskId::new(format!("t{i}")).unwrap();
@@ -103,7 +146,7 @@ async fn measure(client: &Client, job: &JobId, tasks: u64) {
         };
         let read = Request::ReadTaskOutput {
             job: job.clone(),
-            task,
+            task: task.clone(),
             attempt: shown.state.attempt,
             stream: lote::api::OutputStream::Stdout,
             offset: 0,
@@ -117,9 +160,13 @@ async fn measure(client: &Client, job: &JobId, tasks: u64) {
             .parse()
             .unwrap_or_else(|_| panic!("task {i} printed no clock: {:?}", chunk.data));
         let ran = chrono::DateTime::from_timestamp_nanos(nanos);
-        let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
-        to_start.push(ms(ran - acknowledged));
-        seen_after.push(ms(seen - end.to_datetime()));
+        to_start.push(millis(ran - acknowledged));
+        seen_after.push(millis(seen - end.to_datetime()));
+        runs.push(Run {
+            task,
+            acknowledged,
+            ran,
+        });
     }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
@@ -133,6 +180,7 @@ async fn measure(client: &Client, job: &JobId, tasks: u64) {
         "completed -> seen by WaitJob (lote job wait): {} (goal: within 5 ms)",
         percentiles(&mut seen_after)
     );
+    runs
 }
 
 /// "p50 X ms, p99 Y ms, max Z ms".
