@@ -98,7 +98,7 @@ const RESTING_MAX: usize = 65_536;
 /// New entities' states [`Registry::rest_new`] keeps at most: a job's
 /// first 8,192 tasks are assigned without a read. A fresh task's state with
 /// its spec is about 1.2 KiB, and 32,768 of them cost a million queued
-/// tasks 41 bytes each (the queue's bound is 512).
+/// tasks about 40 bytes each (the queue's bound is 512).
 const RESTING_NEW_MAX: usize = 8_192;
 
 /// An entity's state as a batch left it, with the log position through
