@@ -103,29 +103,8 @@ impl Aligned {
     /// ends.
     fn fill_from(&mut self, file: &File, offset: u64) -> io::Result<()> {
         self.len = 0;
-        while self.len < self.cap {
-            // SAFETY: `pread` writes at most `cap - len` bytes into the
-            // allocation past `len`; no reference to the unwritten bytes
-            // is ever made.
-            let n = unsafe {
-                libc::pread(
-                    file.as_raw_fd(),
-                    self.ptr.as_ptr().add(self.len).cast(),
-                    self.cap - self.len,
-                    (offset + self.len as u64) as libc::off_t,
-                )
-            };
-            match n {
-                0 => break,
-                n if n > 0 => self.len += n as usize,
-                _ => {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-            }
-        }
+        // SAFETY: `cap` bytes are allocated at `ptr`.
+        self.len = unsafe { pread_full(file, self.ptr.as_ptr(), self.cap, offset)? };
         Ok(())
     }
 }
@@ -190,22 +169,40 @@ pub fn read_at(file: &File, size: u64, offset: u64, want: usize) -> io::Result<V
             Err(e) => return Err(e),
         }
     }
-    let mut data = vec![0u8; want];
-    let n = fill(file, &mut data, offset)?;
-    data.truncate(n);
+    let mut data = Vec::with_capacity(want);
+    // SAFETY: the vector has room for `want` bytes, and holds only those
+    // read.
+    unsafe {
+        let n = pread_full(file, data.as_mut_ptr(), want, offset)?;
+        data.set_len(n);
+    }
     Ok(data)
 }
 
-/// Reads into `buf` from `offset` until it is full or the file ends; the
-/// bytes read.
-fn fill(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+/// Reads `len` bytes into `ptr` from `offset`, fewer where the file ends;
+/// how many. No reference to the bytes not yet read is ever made, so the
+/// memory need not be initialised.
+///
+/// # Safety
+/// `ptr` must be valid for writes of `len` bytes.
+unsafe fn pread_full(file: &File, ptr: *mut u8, len: usize, offset: u64) -> io::Result<usize> {
     let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+    while done < len {
+        let n = libc::pread(
+            file.as_raw_fd(),
+            ptr.add(done).cast(),
+            len - done,
+            (offset + done as u64) as libc::off_t,
+        );
+        match n {
+            0 => break,
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
         }
     }
     Ok(done)

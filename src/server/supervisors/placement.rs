@@ -824,15 +824,9 @@ impl Handler<Poll> for Placement {
 impl Handler<Ended> for Placement {
     type Result = ();
 
-    fn handle(&mut self, ended: Ended, _: &mut Context<Self>) {
-        let Ended {
-            account,
-            pool,
-            node,
-            attempts,
-        } = ended;
-        self.scheduler
-            .forget_ended(&account, &pool, &node, attempts);
+    fn handle(&mut self, e: Ended, _: &mut Context<Self>) {
+        let (account, pool, node) = (&e.account, &e.pool, &e.node);
+        self.scheduler.forget_ended(account, pool, node, e.attempts);
     }
 }
 

@@ -90,15 +90,26 @@ impl Feed {
             },
             has_start_task: false,
         };
-        let agent = Principal::Node {
-            account: account.clone(),
-            pool: pool.clone(),
-            node: node.clone(),
-        };
+        let agent = self.agent(&node);
         let stream = StreamId::node(&account, &pool, &node);
         let (mut state, mut v) = (Node::default(), 0);
         self.run(&stream, &mut state, &mut v, add, Principal::Admin);
         self.run(&stream, &mut state, &mut v, register, agent);
+    }
+
+    /// The agent of a node of this feed's pool.
+    fn agent(&self, node: &NodeId) -> Principal {
+        Principal::Node {
+            account: self.account.clone(),
+            pool: self.pool.clone(),
+            node: node.clone(),
+        }
+    }
+
+    /// Slots held on a node of this feed's pool.
+    fn used(&self, node: &NodeId) -> u32 {
+        let pool = pool_key(&self.account, &self.pool);
+        self.scheduler.node(&pool, node).map_or(0, |n| n.used)
     }
 
     fn tasks(&mut self, from: u32, count: u32) {
@@ -186,11 +197,7 @@ fn a_long_queue_is_prefetched_to_its_end_and_a_short_one_never() {
             .to_start(&feed.account, &feed.pool, &NodeId::new("node-0").unwrap());
     for (job, task, attempt) in to_start.into_iter().take(2) {
         let stream = StreamId::task(&feed.account, &job, &task);
-        let agent = Principal::Node {
-            account: feed.account.clone(),
-            pool: feed.pool.clone(),
-            node: NodeId::new("node-0").unwrap(),
-        };
+        let agent = feed.agent(&NodeId::new("node-0").unwrap());
         feed.task(&stream, TaskCommand::StartTask { attempt }, agent);
     }
     assert_eq!(feed.scheduler.steals().len(), 2);
@@ -258,19 +265,9 @@ fn attempts_reported_ended_are_never_handed_out_again_before_their_fold() {
     let left = feed.scheduler.to_start(&account, &pool, &node);
     assert_eq!(left, vec![(job.clone(), second, attempt)]);
     // Its slot stays held until the completion is folded.
-    assert_eq!(
-        feed.scheduler
-            .node(&pool_key(&account, &pool), &node)
-            .unwrap()
-            .used,
-        2
-    );
+    assert_eq!(feed.used(&node), 2);
     let stream = StreamId::task(&account, &job, &first);
-    let agent = Principal::Node {
-        account: account.clone(),
-        pool: pool.clone(),
-        node: node.clone(),
-    };
+    let agent = feed.agent(&node);
     let result = crate::domain::task::TaskResult {
         exit_code: Some(0),
         signal: None,
@@ -283,12 +280,6 @@ fn attempts_reported_ended_are_never_handed_out_again_before_their_fold() {
         outputs: Vec::new(),
     };
     feed.task(&stream, complete, agent);
-    assert_eq!(
-        feed.scheduler
-            .node(&pool_key(&account, &pool), &node)
-            .unwrap()
-            .used,
-        1
-    );
+    assert_eq!(feed.used(&node), 1);
     assert_eq!(feed.scheduler.to_start(&account, &pool, &node).len(), 1);
 }
