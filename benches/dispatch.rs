@@ -228,7 +228,7 @@ async fn idle_cost(server: &ServerProcess, plan: &Plan) {
     tokio::time::sleep(Duration::from_secs(plan.idle_secs)).await;
     let share = 100.0 * (server.cpu_secs() - cpu) / started.elapsed().as_secs_f64();
     println!(
-        "idle: {} agents polling (a poll waits up to 1 s): server CPU {share:.1}% of one core (goal: <= 10%); resident {:.0} MiB = {:.0} KiB per node",
+        "idle: {} agents polling (a poll is parked up to a third of the 5 s lost-node timeout, and carries the machine figures): server CPU {share:.1}% of one core (goal: <= 10%); resident {:.0} MiB = {:.0} KiB per node",
         plan.agents,
         resident as f64 / (1 << 20) as f64,
         resident as f64 / 1024.0 / plan.agents as f64

@@ -989,6 +989,8 @@ async fn a_batch_of_completions_is_answered_one_by_one() {
                 running: vec![],
                 wait_ms: 500,
                 releases_running: vec![],
+                usage: None,
+                secrets_seen: Some(0),
             })
             .await
             .unwrap()

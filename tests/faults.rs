@@ -214,3 +214,82 @@ async fn a_silent_remote_agent_is_lost_then_rejoins_and_its_stale_attempt_is_ref
     assert_eq!(history.matches("TaskCompleted").count(), 1, "{history}");
     assert_eq!(history.matches("TaskRequeued").count(), 1, "{history}");
 }
+
+/// An agent's calls are its heartbeat, and a working agent's only call is
+/// its poll; while a start task keeps the poll loop away, its usage report
+/// goes alone, once per heartbeat period (a third of the timeout). With
+/// the shortest timeout (2 s) and a start task of 5 s, a missing report
+/// would have the node taken for lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_task_longer_than_the_lost_node_timeout_keeps_its_node_alive() {
+    let server = ServerProcess::start(&["--node-lost-after-secs", "2"]);
+    let (client, _, _) = server.account("acme").await;
+    let start = lote::domain::spec::StartTask {
+        command_line: lote::domain::spec::CommandLine::Shell("sleep 5".into()),
+        env: vec![],
+        resource_files: vec![],
+        wait_for_success: true,
+        retry_count_max: 0,
+    };
+    let provider = lote::domain::pool::NodeProvider::Remote;
+    create_pool(&client, "s", provider, 0, 1, Some(start)).await;
+    let token = join_token(&client, "s").await;
+    let root = open_tempdir();
+    let agents = start_agents(&server, "s", &token, &[root.path()], 1);
+    let began = Instant::now();
+    let node = nodes_up(&client, "s", 1).await.remove(0);
+    assert!(
+        began.elapsed() >= Duration::from_secs(4),
+        "the start task was waited for"
+    );
+    // Idle a while on polls alone: parked for at most 0.67 s each.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let id = node.state.id.clone().unwrap();
+    node_in(&client, "s", &id, NodeState::Idle).await;
+    drop(agents);
+    let history = stop_and_audit(server, &[&format!("node/acme/s/{id}")]).remove(0);
+    assert!(history.contains("NodeWaitingForStartTask"), "{history}");
+    assert!(history.contains("NodeIdle"), "{history}");
+    assert!(!history.contains("NodeUnusable"), "{history}");
+}
+
+/// A pool's changed secrets reach an idle node when they change: the
+/// change wakes the node's parked poll, which answers with the pool's new
+/// secrets epoch. With a 60 s timeout a poll is parked for 20 s, so a node
+/// that learned of it only from its next poll would miss the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_secret_reaches_an_idle_node_at_once_not_at_its_next_poll() {
+    let server = ServerProcess::start(&["--node-lost-after-secs", "60"]);
+    let (client, _, _) = server.account("acme").await;
+    let token = remote_pool(&client, "k", 1, SchedulingPolicy::Spread).await;
+    let root = open_tempdir();
+    let agents = start_agents(&server, "k", &token, &[root.path()], 1);
+    nodes_up(&client, "k", 1).await;
+    // Its first poll was answered at once (no epoch seen yet); the next
+    // is parked.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let on_node = root.path().join("secrets/db");
+    assert!(!on_node.exists());
+    for value in ["first", "second"] {
+        let set = lote::api::Request::SetPoolSecret {
+            pool: lote::types::PoolId::new("k").unwrap(),
+            secret: lote::domain::pool::PoolSecret {
+                name: "db".into(),
+                value: lote::types::Secret::new(value),
+                start_task_env: false,
+            },
+        };
+        client.call(&set).await.unwrap();
+        let asked = Instant::now();
+        eventually(Duration::from_secs(5), "the value on the node", || async {
+            match std::fs::read_to_string(&on_node) {
+                Ok(v) if v == value => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        assert!(asked.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    drop(agents);
+}

@@ -1,7 +1,9 @@
 //! A bench-only node agent: it joins a remote pool with the pool's token,
 //! registers, polls, and reports every attempt it is handed as succeeded
 //! at once, without a process (as `lote agent` reports an attempt that
-//! ends within 20 ms: one completion, no start report). It speaks the real protocol
+//! ends within 20 ms: one completion, no start report). Idle, it calls as
+//! `lote agent` does: one poll per heartbeat period, carrying the
+//! machine's figures, and a secrets call when the pool's epoch moves. It speaks the real protocol
 //! over a real connection (the server cannot tell it from `lote agent`),
 //! so what it measures is the control plane: placement, the actors, the
 //! log and the wire.
@@ -16,8 +18,9 @@ use lote::domain::task::TaskResult;
 use lote::domain::RejectionCode;
 use lote::types::{AccountName, NodeId, PoolId};
 
-/// How long a poll waits for work, as `lote agent`'s does.
-const POLL_WAIT_MS: u32 = 1000;
+/// How long a poll asks to wait for work, as `lote agent`'s does: the
+/// most the protocol allows; the server parks it for its heartbeat period.
+const POLL_WAIT_MS: u32 = lote::api::AGENT_POLL_WAIT_MS_MAX;
 
 /// One joined node, ready to run.
 pub struct Joined {
@@ -82,17 +85,46 @@ pub async fn run(joined: Joined, slots: u32, counters: Arc<Counters>, stop: Arc<
         task_slots: slots,
         agent_version: "bench".into(),
     };
-    super::must(&client, Request::AgentRegister { agent: info }).await;
+    let registered = super::must(&client, Request::AgentRegister { agent: info }).await;
+    let Response::Registered { heartbeat_ms, .. } = registered else {
+        panic!("AgentRegister answers Registered")
+    };
+    let period = std::time::Duration::from_millis(u64::from(heartbeat_ms));
     let mut running: Vec<AttemptRef> = Vec::new();
+    let mut sampled: Option<std::time::Instant> = None;
+    let mut secrets_seen = None;
     while !stop.load(Ordering::Relaxed) {
+        // As `lote agent`: its machine figures ride on a poll once per
+        // heartbeat period (every idle poll), and a changed secrets epoch
+        // is answered with a secrets call.
+        let usage = match sampled {
+            Some(at) if at.elapsed() < period => None,
+            _ => {
+                sampled = Some(std::time::Instant::now());
+                Some(Default::default())
+            }
+        };
         let poll = Request::AgentPoll {
             running: std::mem::take(&mut running),
             wait_ms: POLL_WAIT_MS,
             releases_running: Vec::new(),
+            usage,
+            secrets_seen,
         };
         counters.polls.fetch_add(1, Ordering::Relaxed);
         let assignments = match client.call(&poll).await {
-            Ok(Response::Work { assignments, .. }) => assignments,
+            Ok(Response::Work {
+                assignments,
+                secrets_epoch,
+                ..
+            }) => {
+                if secrets_seen != Some(secrets_epoch) {
+                    let ask = Request::AgentSecrets { generation: None };
+                    super::must(&client, ask).await;
+                    secrets_seen = Some(secrets_epoch);
+                }
+                assignments
+            }
             Ok(_) => panic!("a poll answers Work"),
             // Stopped meanwhile: the connection may be gone.
             Err(_) if stop.load(Ordering::Relaxed) => return,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod attempt;
+mod beat;
 pub mod cgroup;
 pub mod files;
 mod job_prep;
@@ -45,8 +46,10 @@ use reports::{NotRecorded, Reporter};
 use staging::Stager;
 use start_task::*;
 
-/// How long one poll waits on the server for work.
-const POLL_WAIT_MS: u32 = 1_000;
+/// How long one poll may wait on the server for work: as long as the
+/// server allows, which is what keeps the node's heartbeat within its
+/// lost-node timeout. An idle node calls less often the longer that is.
+const POLL_WAIT_MS: u32 = crate::api::AGENT_POLL_WAIT_MS_MAX;
 
 /// Pause between attempts to reach an unreachable server.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -174,11 +177,6 @@ pub async fn credential(config: &AgentConfig) -> Result<NodeCredential, AgentErr
 }
 
 /// Runs the agent until the process is stopped.
-/// How often the agent reports its machine's figures. The report is also
-/// its heartbeat while it is busy elsewhere (a long start task, a
-/// reboot), so it is well inside the server's lost-node timeout.
-const USAGE_REPORT_EVERY: Duration = Duration::from_secs(1);
-
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let (root, pool) = (config.root.clone(), config.pool.clone());
     let outcome = serve(config)
@@ -285,30 +283,12 @@ async fn serve(config: AgentConfig) -> Result<(), AgentError> {
             std::process::exit(0);
         });
     }
-    // Machine figures for autoscale formulas, and a heartbeat, beside the
-    // work.
-    {
-        let client = client.clone();
-        let root = config.root.clone();
-        tokio::spawn(async move {
-            let mut probe = usage::UsageProbe::default();
-            let mut every = tokio::time::interval(USAGE_REPORT_EVERY);
-            loop {
-                every.tick().await;
-                let usage = probe.sample(&root);
-                if let Err(e) = client.call(&Request::AgentUsage { usage }).await {
-                    tracing::debug!(error = %e, "usage report not sent");
-                }
-            }
-        });
-    }
-    let mut watching_secrets = false;
+    // Machine figures for autoscale formulas, riding on the polls, and a
+    // heartbeat while the poll loop is away.
+    beat::start(client.clone(), config.root.clone());
     loop {
         register(&client, &env, &info).await?;
         tracing::info!(node = %cred.node, "agent registered");
-        if !std::mem::replace(&mut watching_secrets, true) {
-            secrets::keep_fresh(client.clone(), env.clone());
-        }
         let reimage = work(&client, &env, &config).await?;
         // Rebooting: everything stops, then the node registers afresh and
         // runs its start task again.
@@ -496,7 +476,9 @@ async fn register(
                 start_task,
                 application_packages,
                 task_settings,
+                heartbeat_ms,
             }) => {
+                beat::set_period(heartbeat_ms);
                 *env.pool_packages.lock().unwrap_or_else(|p| p.into_inner()) = application_packages;
                 env.apply_settings(task_settings);
                 break start_task;
@@ -558,6 +540,9 @@ async fn work(
     env: &Arc<TaskEnv>,
     config: &AgentConfig,
 ) -> Result<bool, AgentError> {
+    // The pool's secrets epoch this loop last saw: none at first, so the
+    // first poll is answered at once and the secrets are checked again.
+    let mut secrets_seen = None;
     loop {
         let running: Vec<AttemptRef> = attempts().keys().cloned().collect();
         let (assignments, cancel, reads, reboot, reimage) = match client
@@ -565,6 +550,8 @@ async fn work(
                 running,
                 wait_ms: POLL_WAIT_MS,
                 releases_running: job_prep::releases_running(),
+                usage: beat::polling(),
+                secrets_seen,
             })
             .await
         {
@@ -575,9 +562,13 @@ async fn work(
                 reboot,
                 reimage,
                 releases,
+                secrets_epoch,
             }) => {
                 for (job, release, job_env) in releases {
                     job_prep::start_release(client, env, job, release, job_env);
+                }
+                if secrets_seen != Some(secrets_epoch) {
+                    secrets_seen = secrets::changed(client, env, secrets_epoch).await;
                 }
                 (assignments, cancel, reads, reboot, reimage)
             }

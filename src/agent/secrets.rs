@@ -11,8 +11,8 @@ use crate::domain::pool::PoolSecret;
 /// The directory under the node's root (also `LOTE_SECRETS_DIR`).
 pub const SECRETS_DIR: &str = "secrets";
 
-/// How often the agent asks whether its pool's secrets changed.
-const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How long a failed fetch waits before the next poll asks again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// The secrets as last fetched: their generation and the ones the start
 /// task takes in its environment.
@@ -66,23 +66,19 @@ pub(super) async fn refresh(client: &Client, env: &TaskEnv) -> Result<(), AgentE
     Ok(())
 }
 
-/// Checks for changed secrets every few seconds, beside the work.
-pub(super) fn keep_fresh(client: Arc<Client>, env: Arc<TaskEnv>) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(CHECK_EVERY);
-        every.tick().await;
-        loop {
-            every.tick().await;
-            match refresh(&client, &env).await {
-                Ok(()) => {}
-                // The server away: the poll loop says so already.
-                Err(AgentError::Client(e)) if e.is_transient() => {
-                    tracing::debug!(error = %e, "the pool's secrets were not refreshed")
-                }
-                Err(e) => tracing::warn!(error = %e, "the pool's secrets were not refreshed"),
-            }
+/// The pool's secrets epoch moved (or this poll loop just began): fetches
+/// them if they changed. Returns the epoch to send from now on; on a
+/// failure none, after a pause, so that the next poll asks again without
+/// turning the loop into a tight one.
+pub(super) async fn changed(client: &Client, env: &TaskEnv, epoch: u64) -> Option<u64> {
+    match refresh(client, env).await {
+        Ok(()) => Some(epoch),
+        Err(e) => {
+            tracing::warn!(error = %e, "the pool's secrets were not refreshed");
+            tokio::time::sleep(RETRY_AFTER).await;
+            None
         }
-    });
+    }
 }
 
 /// Writes each secret to its file (a new file renamed over the old, so a

@@ -18,6 +18,11 @@ pub const ADD_TASKS_BATCH_MAX: usize = 1000;
 /// client's call timeout).
 pub const WAIT_JOB_MS_MAX: u32 = 20_000;
 
+/// Longest an agent may ask its poll to wait, milliseconds (within every
+/// client's call timeout). The server parks it for less: see
+/// `supervisors::poll_wait_max`.
+pub const AGENT_POLL_WAIT_MS_MAX: u32 = 20_000;
+
 /// Most bytes of a reason given to terminate a job or a task.
 pub const REASON_BYTES_MAX: usize = 4096;
 
@@ -264,7 +269,9 @@ pub enum Request {
         agent: AgentInfo,
     },
     /// The attempts placed on this node and not started yet; waits up to
-    /// `wait_ms` for one when there are none (long poll). `running` lists
+    /// `wait_ms` for one when there are none (long poll), and never longer
+    /// than a third of the server's lost-node timeout (the next poll is
+    /// the node's heartbeat). `running` lists
     /// the attempts the agent runs now, so the server can say which of
     /// them to stop.
     AgentPoll {
@@ -272,6 +279,13 @@ pub enum Request {
         wait_ms: u32,
         /// Jobs whose release this agent runs now (not handed out again).
         releases_running: Vec<JobId>,
+        /// The machine's figures, when a report is due: an idle agent's
+        /// poll is its only call.
+        usage: Option<crate::api::agent::NodeUsage>,
+        /// The pool's secrets epoch the agent last saw in a [`Response::Work`]
+        /// (None before its first poll): a poll whose epoch is not the
+        /// pool's is answered at once, and the agent fetches the secrets.
+        secrets_seen: Option<u64>,
     },
     /// A job's preparation ended on this node (for good: after its tries).
     AgentJobPreparationEnded {

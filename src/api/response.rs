@@ -114,6 +114,10 @@ pub enum Response {
             crate::domain::job_prep::JobRelease,
             Vec<crate::domain::EnvVar>,
         )>,
+        /// The pool's secrets epoch: the log position of its last secret
+        /// change (0: none yet). One the agent has not seen means its
+        /// secrets are to be fetched again.
+        secrets_epoch: u64,
     },
     /// Part of an attempt's output. `completed`: the attempt has ended, so
     /// nothing more will be written.
@@ -137,6 +141,11 @@ pub enum Response {
         application_packages: Vec<crate::domain::spec::PackageRef>,
         /// As whom and within what the pool's tasks run.
         task_settings: crate::domain::pool::TaskSettings,
+        /// The longest the agent may go without a call, milliseconds: the
+        /// server parks a poll no longer, and while the poll loop is away
+        /// (a start task, a reboot) the agent's usage report is its
+        /// heartbeat at this period.
+        heartbeat_ms: u32,
     },
     /// A task's status and, while it is queued, why it waits.
     TaskExplanation {

@@ -29,7 +29,7 @@ pub const DEFAULT_UNAUTHENTICATED_PER_SOURCE_MAX: usize = 64;
 /// authenticates.
 pub const DEFAULT_AUTH_DEADLINE_SECS: u64 = 10;
 /// A node whose agent is silent this long is lost; agents call at least
-/// once a second (their long poll).
+/// every third of it (their long poll, parked no longer).
 pub const DEFAULT_NODE_LOST_AFTER_SECS: u64 = 5;
 /// Azure's sample period: 2 samples a minute.
 pub const DEFAULT_AUTOSCALE_SAMPLE_SECS: u64 = 30;
@@ -96,7 +96,8 @@ pub struct ServerFlags {
     pub auth_deadline_secs: Option<u64>,
     /// Seconds without a call from a node's agent after which the node is
     /// lost: marked unusable, its tasks requeued (no retry used) and, in a
-    /// local pool, the node replaced. [default: 5]
+    /// local pool, the node replaced. An idle agent calls every third of
+    /// it (at least 2). [default: 5]
     #[arg(long, env = "LOTE_NODE_LOST_AFTER_SECS")]
     pub node_lost_after_secs: Option<u64>,
     /// Seconds between samples of each pool's load, the data autoscale
@@ -281,7 +282,7 @@ impl ServerConfig {
         }
         if config.node_lost_after < Duration::from_secs(2) {
             return Err(ServerError::Config(
-                "node-lost-after-secs must be at least 2: agents call once a second".into(),
+                "node-lost-after-secs must be at least 2: an idle agent calls every third of it".into(),
             ));
         }
         if config.autoscale_sample.is_zero() {

@@ -13,7 +13,7 @@ use crate::domain::task::{Task, TaskCommand, TaskStatus};
 use crate::domain::{Ctx, RejectionCode};
 use crate::server::supervisors::autoscale::ReportUsage;
 use crate::server::supervisors::liveness::Heartbeat;
-use crate::server::supervisors::placement::{node_key, JobFacts};
+use crate::server::supervisors::placement::{node_key, JobFacts, PollAsk};
 use crate::store::StreamId;
 use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
 
@@ -83,13 +83,7 @@ impl Service {
                     .await
             }
             Request::AgentUsage { usage } => {
-                // Kept in memory until the next sample takes it into the
-                // pool's log; a node removed meanwhile is simply dropped.
-                self.supervisors.autoscaler.do_send(ReportUsage {
-                    pool_key: format!("{account}/{pool}"),
-                    node: node.clone(),
-                    usage,
-                });
+                self.keep_usage(account, pool, node, usage);
                 Ok(Response::Recorded)
             }
             Request::AgentSecrets { generation } => {
@@ -120,9 +114,21 @@ impl Service {
                 running,
                 wait_ms,
                 releases_running,
+                usage,
+                secrets_seen,
             } => {
-                self.agent_poll(&me, running, wait_ms, releases_running)
-                    .await
+                if let Some(usage) = usage {
+                    self.keep_usage(account, pool, node, usage);
+                }
+                let wait = std::time::Duration::from_millis(u64::from(wait_ms))
+                    .min(self.supervisors.poll_wait_max);
+                let ask = PollAsk {
+                    running,
+                    releases_running,
+                    secrets_seen,
+                    wait,
+                };
+                self.agent_poll(&me, ask).await
             }
             Request::AgentJobPreparationEnded { job, status } => {
                 let node = node.clone();
@@ -337,11 +343,13 @@ impl Service {
             agent,
             has_start_task: start_task.as_ref().is_some_and(|s| s.wait_for_success),
         };
+        let heartbeat_ms = self.supervisors.poll_wait_max.as_millis() as u32;
         match self.core.execute::<Node>(node_stream, command, ctx).await {
             Ok(_) => Ok(Response::Registered {
                 start_task,
                 application_packages,
                 task_settings,
+                heartbeat_ms,
             }),
             // An agent restarting on a node that is already up.
             Err(CoreError::Rejected(r)) if r.code == RejectionCode::NodeStateConflict => {
@@ -349,6 +357,7 @@ impl Service {
                     start_task: None,
                     application_packages,
                     task_settings,
+                    heartbeat_ms,
                 })
             }
             Err(e) => Err(e.into()),
@@ -369,12 +378,27 @@ impl Service {
         Ok(Response::Recorded)
     }
 
+    /// A node's machine figures, kept in memory until the next sample
+    /// takes them into the pool's log; a node removed meanwhile is simply
+    /// dropped.
+    fn keep_usage(
+        &self,
+        account: &AccountName,
+        pool: &PoolId,
+        node: &NodeId,
+        usage: crate::api::agent::NodeUsage,
+    ) {
+        self.supervisors.autoscaler.do_send(ReportUsage {
+            pool_key: format!("{account}/{pool}"),
+            node: node.clone(),
+            usage,
+        });
+    }
+
     pub(super) async fn agent_poll(
         &self,
         me: &NodeCall<'_>,
-        running: Vec<crate::api::AttemptRef>,
-        wait_ms: u32,
-        releases_running: Vec<crate::types::JobId>,
+        ask: PollAsk,
     ) -> Result<Response, ApiError> {
         let (account, pool, node, node_stream) = (me.account, me.pool, me.node, &me.stream);
         let ctx = || me.ctx(self);
@@ -382,7 +406,7 @@ impl Service {
         // is a durable append, and work must not wait for it. A
         // busy node's count is recorded at most once a second (it
         // changes with every task); idle ⇄ busy at once.
-        let count = running.len() as u32;
+        let count = ask.running.len() as u32;
         let now = std::time::Instant::now();
         let due = match self.loads.borrow().get(node_stream) {
             None => true,
@@ -403,11 +427,10 @@ impl Service {
                 }
             });
         }
-        let wait = std::time::Duration::from_millis(u64::from(wait_ms.min(30_000)));
         let work = self
             .supervisors
             .placement
-            .work_for(account, pool, node, running, releases_running, wait)
+            .work_for(account, pool, node, ask)
             .await?;
         let mut jobs = work.jobs;
         let mut assignments = Vec::with_capacity(work.to_start.len());
@@ -458,6 +481,7 @@ impl Service {
             reboot: work.reboot,
             reimage: work.reimage,
             releases: work.releases,
+            secrets_epoch: work.secrets_epoch,
         })
     }
 }

@@ -58,6 +58,10 @@ pub struct Supervisors {
     pub autoscale: autoscale::AutoscaleSettings,
     /// Shortest recurrence a job schedule may ask for.
     pub schedule_min_interval_secs: u64,
+    /// Longest an agent's poll is parked: its answer is the agent's cue to
+    /// call again, and a call is its heartbeat, so a third of the time
+    /// after which a silent node counts as lost.
+    pub poll_wait_max: Duration,
 }
 
 impl Supervisors {
@@ -107,10 +111,20 @@ impl Supervisors {
             liveness,
             schedules,
             schedule_min_interval_secs: settings.schedule_min_interval_secs,
+            poll_wait_max: poll_wait_max(settings.node_lost_after),
             nodes_dir,
             autoscale,
         }
     }
+}
+
+/// How long an agent's poll may be parked before it is answered empty.
+/// The next poll is the node's heartbeat: two more such waits fit in the
+/// lost-node timeout before a live node could be taken for lost.
+pub fn poll_wait_max(node_lost_after: Duration) -> Duration {
+    (node_lost_after / 3).min(Duration::from_millis(u64::from(
+        crate::api::AGENT_POLL_WAIT_MS_MAX,
+    )))
 }
 
 /// Runs `then` on the actor once `stop` turns true.

@@ -79,6 +79,16 @@ pub struct Start {
     pub spec: Option<Arc<TaskSpec>>,
 }
 
+/// What an agent's poll asks.
+pub struct PollAsk {
+    /// What the agent runs (or holds, prefetched).
+    pub running: Vec<AttemptRef>,
+    pub releases_running: Vec<JobId>,
+    /// The pool's secrets epoch the agent last saw.
+    pub secrets_seen: Option<u64>,
+    pub wait: Duration,
+}
+
 /// What a polling agent gets.
 #[derive(Debug, Default)]
 pub struct AgentWork {
@@ -91,6 +101,10 @@ pub struct AgentWork {
     pub reboot: bool,
     pub reimage: bool,
     pub releases: Vec<crate::server::supervisors::scheduler::prep::DueRelease>,
+    /// The pool's secrets epoch (see `Placement::secrets`).
+    pub secrets_epoch: u64,
+    /// The poll saw another epoch: it is answered at once.
+    pub secrets_changed: bool,
 }
 
 impl AgentWork {
@@ -100,6 +114,7 @@ impl AgentWork {
             && self.reads.is_empty()
             && !self.reboot
             && self.releases.is_empty()
+            && !self.secrets_changed
     }
 }
 
@@ -155,6 +170,11 @@ pub struct Placement {
     /// poll that sees such an assignment folded waits for its spec (the
     /// outcome wakes it) rather than ask the task's actor for it.
     awaiting: HashSet<StreamId>,
+    /// Per pool (ACCOUNT/POOL), the log position of its last secret set
+    /// or removed: the epoch an agent's poll compares with the one it saw,
+    /// so that idle agents learn of a change in their poll, at once,
+    /// instead of asking every few seconds.
+    secrets: HashMap<String, u64>,
     stop: watch::Receiver<bool>,
 }
 
@@ -189,6 +209,7 @@ impl PlacementHandle {
             next_read: 1,
             handoff: HashMap::new(),
             awaiting: HashSet::new(),
+            secrets: HashMap::new(),
             stop,
         }
         .start();
@@ -226,24 +247,23 @@ impl PlacementHandle {
             .map_err(gone)
     }
 
-    /// What a node's agent is to do now; waits up to `wait` for something
-    /// when there is nothing. `running` is what the agent runs.
+    /// What a node's agent is to do now; waits up to `ask.wait` for
+    /// something when there is nothing.
     pub async fn work_for(
         &self,
         account: &AccountName,
         pool: &PoolId,
         node: &NodeId,
-        running: Vec<AttemptRef>,
-        releases_running: Vec<JobId>,
-        wait: Duration,
+        ask: PollAsk,
     ) -> Result<AgentWork, CoreError> {
         let poll = Poll {
             key: node_key(account, pool, node),
             account: account.clone(),
             pool: pool.clone(),
-            running,
-            releases_running,
-            wait,
+            running: ask.running,
+            releases_running: ask.releases_running,
+            secrets_seen: ask.secrets_seen,
+            wait: ask.wait,
         };
         self.addr.send(poll).await.map_err(gone)
     }
@@ -342,6 +362,7 @@ pub struct Poll {
     pool: PoolId,
     running: Vec<AttemptRef>,
     releases_running: Vec<JobId>,
+    secrets_seen: Option<u64>,
     wait: Duration,
 }
 
@@ -518,6 +539,22 @@ impl Placement {
     /// (an attempt released, a node rebooting or leaving).
     fn fold(&mut self, envelope: &Envelope) {
         let kind = envelope.stream.kind();
+        if matches!(
+            envelope.event_type.as_str(),
+            "PoolSecretSet" | "PoolSecretRemoved"
+        ) {
+            let pool = envelope.stream.segments().join("/");
+            self.secrets.insert(pool.clone(), envelope.position);
+            let nodes: Vec<NodeKey> = self
+                .parked
+                .keys()
+                .filter(|(p, _)| *p == pool)
+                .cloned()
+                .collect();
+            for key in nodes {
+                self.wake(&key);
+            }
+        }
         if kind == StreamKind::Task && envelope.event_type != "TaskAssigned" {
             // The attempt assigned last is over, or running (its
             // agent has its spec): a spec still kept is not needed.
@@ -644,7 +681,10 @@ impl Placement {
         let releases = self
             .scheduler
             .releases_for(&key.0, node, &poll.releases_running);
+        let secrets_epoch = self.secrets.get(&key.0).copied().unwrap_or(0);
         AgentWork {
+            secrets_epoch,
+            secrets_changed: poll.secrets_seen != Some(secrets_epoch),
             to_start,
             jobs,
             cancel,
