@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use lote::api::auth::{sign, Signed};
 use lote::api::{
-    ApiError, Call, ClientFrame, Completion, Credential, ErrorKind, Hello, Request, Response,
-    ServerFrame, MAGIC, PROTOCOL_VERSION,
+    ApiError, AttemptRef, Call, ClientFrame, Completion, Credential, ErrorKind, Hello, Request,
+    Response, ServerFrame, MAGIC, PROTOCOL_VERSION,
 };
 use lote::client::call_frame;
 use lote::domain::account::KeyKind;
@@ -987,6 +987,7 @@ async fn a_batch_of_completions_is_answered_one_by_one() {
         if let Response::Work { assignments, .. } = agent
             .call(&Request::AgentPoll {
                 running: vec![],
+                reporting: vec![],
                 wait_ms: 500,
                 releases_running: vec![],
                 usage: None,
@@ -1082,6 +1083,52 @@ async fn a_batch_of_completions_is_answered_one_by_one() {
         );
     }
     assert_eq!(status("b").await.status, TaskStatus::Assigned);
+
+    // "a" ended and is recorded. Listed as running, it is answered as one
+    // to stop; listed as reporting (its completion on its way, as an agent
+    // lists it until the answer), it is neither that nor handed out, so
+    // the poll is parked until its deadline.
+    let listed = |id: &str| AttemptRef {
+        job: job.clone(),
+        task: TaskId::new(id).unwrap(),
+        attempt: attempt_of(id),
+    };
+    let poll = |running: Vec<AttemptRef>, reporting: Vec<AttemptRef>, wait_ms: u32| {
+        let request = Request::AgentPoll {
+            running,
+            reporting,
+            wait_ms,
+            releases_running: vec![],
+            usage: None,
+            secrets_seen: Some(0),
+        };
+        let agent = &agent;
+        async move { agent.call(&request).await }
+    };
+    let Response::Work { cancel, .. } = poll(vec![listed("a"), listed("b")], vec![], 0)
+        .await
+        .unwrap()
+    else {
+        panic!("a poll answers Work")
+    };
+    assert_eq!(cancel, vec![listed("a")]);
+    let asked = std::time::Instant::now();
+    let Response::Work {
+        cancel,
+        assignments,
+        ..
+    } = poll(vec![listed("b")], vec![listed("a")], 400)
+        .await
+        .unwrap()
+    else {
+        panic!("a poll answers Work")
+    };
+    assert!(cancel.is_empty(), "{cancel:?}");
+    assert!(assignments.is_empty(), "{assignments:?}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(350),
+        "answered at once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

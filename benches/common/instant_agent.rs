@@ -106,6 +106,7 @@ pub async fn run(joined: Joined, slots: u32, counters: Arc<Counters>, stop: Arc<
         };
         let poll = Request::AgentPoll {
             running: std::mem::take(&mut running),
+            reporting: Vec::new(),
             wait_ms: POLL_WAIT_MS,
             releases_running: Vec::new(),
             usage,

@@ -84,6 +84,11 @@ pub(super) struct RunningAttempt {
     cancelled: bool,
     /// Wakes an attempt still waiting for a free slot when it is cancelled.
     cancel: Arc<tokio::sync::Notify>,
+    /// Its process and uploads are done and its completion is on its way
+    /// to the server: polls list it apart from the running ones, so that
+    /// it is neither handed out again nor, once its completion is folded,
+    /// answered as one to stop (an answer that only costs a round trip).
+    pub(super) reporting: bool,
 }
 
 /// The attempts running now. A std mutex: held for a few map operations,
@@ -474,6 +479,9 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     // The slots are free once the process and its uploads are done,
     // before the report.
     drop(slots);
+    if let Some(entry) = attempts().get_mut(&key) {
+        entry.reporting = true;
+    }
     let completion = Completion {
         job: a.job.clone(),
         task: a.task.clone(),

@@ -544,10 +544,17 @@ async fn work(
     // first poll is answered at once and the secrets are checked again.
     let mut secrets_seen = None;
     loop {
-        let running: Vec<AttemptRef> = attempts().keys().cloned().collect();
+        let (mut running, mut reporting) = (Vec::new(), Vec::new());
+        for (attempt, a) in attempts().iter() {
+            match a.reporting {
+                true => reporting.push(attempt.clone()),
+                false => running.push(attempt.clone()),
+            }
+        }
         let (assignments, cancel, reads, reboot, reimage) = match client
             .call(&Request::AgentPoll {
                 running,
+                reporting,
                 wait_ms: POLL_WAIT_MS,
                 releases_running: job_prep::releases_running(),
                 usage: beat::polling(),

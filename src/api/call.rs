@@ -11,7 +11,7 @@ use crate::types::{AccountName, JobId, NodeId, PoolId};
 
 /// Version of this protocol. A server speaks exactly its own version and
 /// says so in its refusal, so an old client knows to upgrade.
-pub const PROTOCOL_VERSION: u16 = 12;
+pub const PROTOCOL_VERSION: u16 = 13;
 
 /// First bytes of every hello, so that a stray client of another protocol
 /// is told so instead of getting a decode error.

@@ -276,6 +276,9 @@ pub enum Request {
     /// them to stop.
     AgentPoll {
         running: Vec<AttemptRef>,
+        /// Attempts that ended here whose completion report is on its way:
+        /// not handed out again, and not answered as ones to stop.
+        reporting: Vec<AttemptRef>,
         wait_ms: u32,
         /// Jobs whose release this agent runs now (not handed out again).
         releases_running: Vec<JobId>,

@@ -282,7 +282,8 @@ impl ServerConfig {
         }
         if config.node_lost_after < Duration::from_secs(2) {
             return Err(ServerError::Config(
-                "node-lost-after-secs must be at least 2: an idle agent calls every third of it".into(),
+                "node-lost-after-secs must be at least 2: an idle agent calls every third of it"
+                    .into(),
             ));
         }
         if config.autoscale_sample.is_zero() {

@@ -112,6 +112,7 @@ impl Service {
             }
             Request::AgentPoll {
                 running,
+                reporting,
                 wait_ms,
                 releases_running,
                 usage,
@@ -124,6 +125,7 @@ impl Service {
                     .min(self.supervisors.poll_wait_max);
                 let ask = PollAsk {
                     running,
+                    reporting,
                     releases_running,
                     secrets_seen,
                     wait,

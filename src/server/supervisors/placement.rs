@@ -83,6 +83,8 @@ pub struct Start {
 pub struct PollAsk {
     /// What the agent runs (or holds, prefetched).
     pub running: Vec<AttemptRef>,
+    /// What ended on the agent, its completion not yet recorded.
+    pub reporting: Vec<AttemptRef>,
     pub releases_running: Vec<JobId>,
     /// The pool's secrets epoch the agent last saw.
     pub secrets_seen: Option<u64>,
@@ -261,6 +263,7 @@ impl PlacementHandle {
             account: account.clone(),
             pool: pool.clone(),
             running: ask.running,
+            reporting: ask.reporting,
             releases_running: ask.releases_running,
             secrets_seen: ask.secrets_seen,
             wait: ask.wait,
@@ -361,6 +364,7 @@ pub struct Poll {
     account: AccountName,
     pool: PoolId,
     running: Vec<AttemptRef>,
+    reporting: Vec<AttemptRef>,
     releases_running: Vec<JobId>,
     secrets_seen: Option<u64>,
     wait: Duration,
@@ -672,6 +676,7 @@ impl Placement {
         // looked up, not scanned for each attempt to start.
         let listed: std::collections::HashSet<(&JobId, &TaskId, u32)> = running
             .iter()
+            .chain(&poll.reporting)
             .map(|r| (&r.job, &r.task, r.attempt))
             .collect();
         let to_start = scheduler.to_start_except(account, pool, node, |job, task, attempt| {
