@@ -479,9 +479,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     // The slots are free once the process and its uploads are done,
     // before the report.
     drop(slots);
-    if let Some(entry) = attempts().get_mut(&key) {
-        entry.reporting = true;
-    }
+    reporting(&key);
     let completion = Completion {
         job: a.job.clone(),
         task: a.task.clone(),
@@ -502,6 +500,13 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
         .retention_secs
         .unwrap_or(retention::DEFAULT_SECS);
     retention::schedule(&dir, retention);
+}
+
+/// The attempt's process and uploads are done; its report is next.
+fn reporting(key: &AttemptRef) {
+    if let Some(entry) = attempts().get_mut(key) {
+        entry.reporting = true;
+    }
 }
 
 /// Creates `tasks/JOB/TASK/ATTEMPT/wd`, parents first: the usual case (the
