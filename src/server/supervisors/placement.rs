@@ -262,11 +262,7 @@ impl PlacementHandle {
             key: node_key(account, pool, node),
             account: account.clone(),
             pool: pool.clone(),
-            running: ask.running,
-            reporting: ask.reporting,
-            releases_running: ask.releases_running,
-            secrets_seen: ask.secrets_seen,
-            wait: ask.wait,
+            ask,
         };
         self.addr.send(poll).await.map_err(gone)
     }
@@ -363,11 +359,7 @@ pub struct Poll {
     key: NodeKey,
     account: AccountName,
     pool: PoolId,
-    running: Vec<AttemptRef>,
-    reporting: Vec<AttemptRef>,
-    releases_running: Vec<JobId>,
-    secrets_seen: Option<u64>,
-    wait: Duration,
+    ask: PollAsk,
 }
 
 impl Message for Poll {
@@ -655,7 +647,7 @@ impl Placement {
 
     fn work_now(&mut self, poll: &Poll) -> AgentWork {
         let (key, node) = (&poll.key, &poll.key.1);
-        let (account, pool, running) = (&poll.account, &poll.pool, &poll.running);
+        let (account, pool, running) = (&poll.account, &poll.pool, &poll.ask.running);
         let scheduler = &self.scheduler;
         let reported = running.iter().map(|a| (&a.job, &a.task, a.attempt));
         let cancel = scheduler
@@ -676,7 +668,7 @@ impl Placement {
         // looked up, not scanned for each attempt to start.
         let listed: std::collections::HashSet<(&JobId, &TaskId, u32)> = running
             .iter()
-            .chain(&poll.reporting)
+            .chain(&poll.ask.reporting)
             .map(|r| (&r.job, &r.task, r.attempt))
             .collect();
         let to_start = scheduler.to_start_except(account, pool, node, |job, task, attempt| {
@@ -685,11 +677,11 @@ impl Placement {
         let (to_start, jobs) = self.with_specs(account, to_start);
         let releases = self
             .scheduler
-            .releases_for(&key.0, node, &poll.releases_running);
+            .releases_for(&key.0, node, &poll.ask.releases_running);
         let secrets_epoch = self.secrets.get(&key.0).copied().unwrap_or(0);
         AgentWork {
             secrets_epoch,
-            secrets_changed: poll.secrets_seen != Some(secrets_epoch),
+            secrets_changed: poll.ask.secrets_seen != Some(secrets_epoch),
             to_start,
             jobs,
             cancel,
@@ -839,7 +831,7 @@ impl Handler<Poll> for Placement {
 
     fn handle(&mut self, poll: Poll, ctx: &mut Context<Self>) -> Self::Result {
         let work = self.work_now(&poll);
-        if !work.is_empty() || poll.wait.is_zero() {
+        if !work.is_empty() || poll.ask.wait.is_zero() {
             return Box::pin(async move { work });
         }
         // Parked: woken when the picture changes for this node, or at the
@@ -852,15 +844,15 @@ impl Handler<Poll> for Placement {
         waiting.retain(|w| !w.is_closed());
         waiting.push(wake);
         let me = ctx.address();
-        let deadline = tokio::time::Instant::now() + poll.wait;
+        let deadline = tokio::time::Instant::now() + poll.ask.wait;
         Box::pin(async move {
+            let mut again = poll;
             let woken = tokio::time::timeout_at(deadline, woken).await.is_ok();
-            let wait = match woken {
+            again.ask.wait = match woken {
                 true => deadline.saturating_duration_since(tokio::time::Instant::now()),
                 // Its wait is over: whatever there is, at once.
                 false => Duration::ZERO,
             };
-            let again = Poll { wait, ..poll };
             me.send(again).await.unwrap_or_default()
         })
     }
