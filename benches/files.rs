@@ -140,6 +140,16 @@ fn main() {
             100.0 * up / bound,
             100.0 * down / bound
         );
+        // CPU per GiB moves less with this VM's swings than the rates do:
+        // it is what a change to the copies and passes shows in.
+        let gib = bytes as f64 / f64::from(1 << 30);
+        println!(
+            "    CPU (client and server together): upload {:.2} s per GiB ({:.2} cores busy), download {:.2} s per GiB ({:.2} cores)",
+            t.up_cpu / gib,
+            t.up_cpu / t.up_secs,
+            t.down_cpu / gib,
+            t.down_cpu / t.down_secs
+        );
         println!(
             "    resident memory: {} MiB before; peak {} MiB during the upload, {} MiB during the download",
             t.before_kib / 1024,
@@ -147,6 +157,10 @@ fn main() {
             t.down_peak_kib / 1024
         );
     }
+}
+
+fn cpu_now() -> f64 {
+    common::server_process::cpu_secs_of("/proc/self/stat")
 }
 
 /// MiB/s of SHA-256 (the crate lote uses) over 256 MiB in memory.
@@ -165,6 +179,9 @@ fn sha256_rate() -> f64 {
 struct Transfers {
     up_secs: f64,
     down_secs: f64,
+    /// CPU seconds (user + system) of the whole process, client and server.
+    up_cpu: f64,
+    down_cpu: f64,
     before_kib: u64,
     up_peak_kib: u64,
     down_peak_kib: u64,
@@ -193,6 +210,7 @@ fn transfers(scratch: &Path, src: &Path, bytes: u64, durability: Durability) -> 
         ));
         let before_kib = status_kib("VmRSS:");
         reset_peak();
+        let cpu = cpu_now();
         let started = Instant::now();
         let meta = transfer::upload_file(
             &client,
@@ -206,19 +224,24 @@ fn transfers(scratch: &Path, src: &Path, bytes: u64, durability: Durability) -> 
         .await
         .unwrap();
         let up_secs = started.elapsed().as_secs_f64();
+        let up_cpu = cpu_now() - cpu;
         let up_peak_kib = status_kib("VmHWM:");
         assert_eq!(meta.size, bytes);
         reset_peak();
+        let cpu = cpu_now();
         let started = Instant::now();
         transfer::download_to(&client, &meta, &back, |_, _| {})
             .await
             .unwrap();
         let down_secs = started.elapsed().as_secs_f64();
+        let down_cpu = cpu_now() - cpu;
         let down_peak_kib = status_kib("VmHWM:");
         assert_eq!(std::fs::metadata(&back).unwrap().len(), bytes);
         Transfers {
             up_secs,
             down_secs,
+            up_cpu,
+            down_cpu,
             before_kib,
             up_peak_kib,
             down_peak_kib,

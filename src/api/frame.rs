@@ -47,8 +47,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    let mut body = vec![0u8; len];
-    reader.read_exact(&mut body).await?;
+    // Into spare capacity, not over zeros written first: zeroing a 1 MiB
+    // blob chunk cost a pass over it.
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let mut rest = (&mut *reader).take((len - body.len()) as u64);
+        if rest.read_buf(&mut body).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
     Ok(body)
 }
 

@@ -91,14 +91,15 @@ enum ReadEnd {
 }
 
 /// Reads one frame of at most `max` bytes: waits up to `idle` for it to
-/// start, then up to `read` for all of it. The body grows as its bytes
-/// arrive, each chunk charged to `budget` first.
+/// start, then up to `read` for all of it. Each chunk of the body is
+/// charged to `budget` before it is read.
 async fn next_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     idle: Duration,
     read: Duration,
     max: usize,
     budget: &Arc<Semaphore>,
+    authenticated: bool,
 ) -> Result<Frame, ReadEnd> {
     let mut prefix = [0u8; 4];
     match tokio::time::timeout(idle, reader.read(&mut prefix[..1])).await {
@@ -112,10 +113,11 @@ async fn next_frame<R: AsyncRead + Unpin>(
         if len == 0 || len > max {
             return Ok(Err(len));
         }
-        // Grown as bytes arrive (never reserved whole: a stalled sender
-        // must hold no more than it sent), and read into spare capacity,
-        // not into zeros written first.
-        let mut body = Vec::new();
+        // Read into spare capacity, not into zeros written first. Before
+        // a call verifies, the body grows as its bytes arrive: a stalled
+        // stranger holds no more than it sent. After, it is reserved whole:
+        // growing a 1 MiB upload chunk by doubling copied it once more.
+        let mut body = Vec::with_capacity(if authenticated { len } else { 0 });
         let mut held: Option<OwnedSemaphorePermit> = None;
         while body.len() < len {
             let n = (len - body.len()).min(READ_CHUNK_BYTES);
@@ -315,7 +317,7 @@ async fn handshake(
     peer: SocketAddr,
 ) -> Result<(), Option<ApiError>> {
     let read = limits.read_timeout;
-    let hello = match next_frame(reader, read, read, HELLO_BYTES_MAX, &limits.budget).await {
+    let hello = match next_frame(reader, read, read, HELLO_BYTES_MAX, &limits.budget, false).await {
         Ok(frame) => codec::decode_message::<ClientFrame>(&frame.body)
             .map_err(|e| ApiError::new(ErrorKind::Malformed, format!("not a lote hello: {e}"))),
         Err(ReadEnd::Closed) => return Err(None),
@@ -422,6 +424,7 @@ async fn serve_calls(
                 limits.read_timeout,
                 FRAME_BYTES_MAX,
                 &limits.budget,
+                waiting.is_none(),
             ), if may_read => frame,
         };
         let frame = match frame {
@@ -541,12 +544,23 @@ async fn write_frames(mut writer: BoxWrite, mut rx: mpsc::Receiver<ServerFrame>)
         while let Some(frame) = next.take() {
             let goodbye = matches!(frame, ServerFrame::Goodbye { .. });
             said_goodbye |= goodbye;
-            match codec::encode_message(&frame) {
-                Ok(body) if body.len() <= FRAME_BYTES_MAX => frame_bytes(&body, &mut out),
-                Ok(body) => {
+            // Encoded in place after its length prefix: a blob's chunk is
+            // copied once, into the frame.
+            let start = out.len();
+            out.extend_from_slice(&[0; 4]);
+            match codec::encode_append(&frame, &mut out) {
+                Ok(()) if out.len() - start - 4 <= FRAME_BYTES_MAX => {
+                    let len = (out.len() - start - 4) as u32;
+                    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+                }
+                Ok(()) => {
                     // A reply that does not fit a frame becomes an error
                     // reply, so the caller is not left waiting.
-                    tracing::warn!(bytes = body.len(), "reply exceeds the frame limit");
+                    let bytes = out.len() - start - 4;
+                    out.truncate(start);
+                    // Not kept for the connection's life.
+                    out.shrink_to(256 * 1024);
+                    tracing::warn!(bytes, "reply exceeds the frame limit");
                     if let ServerFrame::Reply { id, .. } = frame {
                         let error = ServerFrame::Reply {
                             id,
@@ -560,7 +574,10 @@ async fn write_frames(mut writer: BoxWrite, mut rx: mpsc::Receiver<ServerFrame>)
                         }
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
+                Err(e) => {
+                    out.truncate(start);
+                    tracing::error!(error = %e, "cannot encode a reply")
+                }
             }
             if goodbye || out.len() >= 256 * 1024 {
                 break;
@@ -572,4 +589,57 @@ async fn write_frames(mut writer: BoxWrite, mut rx: mpsc::Receiver<ServerFrame>)
         }
     }
     let _ = writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{read_frame, Response};
+
+    fn blob_reply(id: u64, bytes: usize) -> ServerFrame {
+        ServerFrame::Reply {
+            id,
+            result: Ok(Response::BlobData {
+                data: vec![id as u8; bytes],
+            }),
+        }
+    }
+
+    /// Replies are encoded in place in the connection's outgoing buffer;
+    /// one too large for a frame must leave nothing of itself there, and
+    /// become an error reply between the intact ones around it.
+    #[tokio::test]
+    async fn a_reply_over_the_frame_limit_becomes_an_error_and_spoils_no_other() {
+        let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = mpsc::channel(8);
+        let writer = tokio::spawn(write_frames(Box::new(ours), rx));
+        tx.send(blob_reply(1, 3 << 20)).await.unwrap();
+        tx.send(blob_reply(2, FRAME_BYTES_MAX + 1)).await.unwrap();
+        tx.send(blob_reply(3, 10)).await.unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let body = read_frame(&mut theirs, FRAME_BYTES_MAX).await.unwrap();
+            got.push(codec::decode_message::<ServerFrame>(&body).unwrap());
+        }
+        writer.await.unwrap();
+        let data = |frame: &ServerFrame| match frame {
+            ServerFrame::Reply {
+                result: Ok(Response::BlobData { data }),
+                ..
+            } => Some(data.clone()),
+            _ => None,
+        };
+        assert_eq!(data(&got[0]), Some(vec![1u8; 3 << 20]));
+        match &got[1] {
+            ServerFrame::Reply {
+                id: 2,
+                result: Err(e),
+            } => {
+                assert_eq!(e.kind, ErrorKind::TooLarge, "{e:?}")
+            }
+            other => panic!("expected reply 2 as an error, got {other:?}"),
+        }
+        assert_eq!(data(&got[2]), Some(vec![3u8; 10]));
+    }
 }
