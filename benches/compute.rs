@@ -90,6 +90,37 @@ fn cpu_ms_per(busy: f64, items: u64) -> f64 {
     1000.0 * (machine_busy_secs() - busy) / items.max(1) as f64
 }
 
+/// CPU seconds so far of this process (the embedded server and this
+/// client) and of its child processes (the local agents; not the tasks
+/// they start, whose time goes to the agents only once reaped, as
+/// `cutime`). They tell where a task's CPU goes with less noise than the
+/// rate: the machine's swings move all three alike.
+fn server_and_agents_cpu_secs() -> (f64, f64) {
+    use common::server_process::cpu_secs_of;
+    let own = cpu_secs_of("/proc/self/stat");
+    let mut agents = 0.0;
+    for thread in std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let children = std::fs::read_to_string(thread.path().join("children")).unwrap_or_default();
+        for pid in children.split_whitespace() {
+            agents += cpu_secs_of(&format!("/proc/{pid}/stat"));
+        }
+    }
+    (own, agents)
+}
+
+/// What one job cost: its time and CPU milliseconds per task.
+struct JobCost {
+    elapsed: f64,
+    /// The whole machine's.
+    cpu_ms: f64,
+    server_ms: f64,
+    agents_ms: f64,
+}
+
 /// This process's resident memory, bytes.
 fn resident_bytes() -> u64 {
     common::server_process::resident_of("/proc/self/status")
@@ -188,7 +219,12 @@ async fn run_true_tasks(client: &Client, tasks: u64, mut raw: (f64, f64), repeat
         } else {
             JobId::new(format!("true-{run}")).unwrap()
         };
-        let (elapsed, cpu_ms) = one_job(client, &pool, job, tasks).await;
+        let JobCost {
+            elapsed,
+            cpu_ms,
+            server_ms,
+            agents_ms,
+        } = one_job(client, &pool, job, tasks).await;
         let rate = tasks as f64 / elapsed;
         // This VM's spawn rate drifts by a fifth from one minute to the
         // next: measured again right after (the agents idle meanwhile), and
@@ -209,6 +245,10 @@ async fn run_true_tasks(client: &Client, tasks: u64, mut raw: (f64, f64), repeat
         println!(
             "CPU per task: lote {cpu_ms:.3} ms (every process: server, agents, tasks), raw loop {raw_cpu_ms:.3} ms per spawn = {:.0}% efficiency",
             100.0 * raw_cpu_ms / cpu_ms
+        );
+        println!(
+            "  of which: server (and this client) {server_ms:.3} ms, agents {agents_ms:.3} ms, the tasks and the kernel's work for them {:.3} ms",
+            cpu_ms - server_ms - agents_ms
         );
         ratios.push(100.0 * rate / raw_rate);
         efficiencies.push(100.0 * raw_cpu_ms / cpu_ms);
@@ -238,7 +278,7 @@ async fn run_true_tasks(client: &Client, tasks: u64, mut raw: (f64, f64), repeat
 
 /// One job of `tasks` x /bin/true: seconds from the first add to its
 /// completion stamp, and the machine's CPU milliseconds per task.
-async fn one_job(client: &Client, pool: &PoolId, job: JobId, tasks: u64) -> (f64, f64) {
+async fn one_job(client: &Client, pool: &PoolId, job: JobId, tasks: u64) -> JobCost {
     Env::new(client)
         .job(job.as_str())
         .on(pool.as_str())
@@ -253,6 +293,7 @@ async fn one_job(client: &Client, pool: &PoolId, job: JobId, tasks: u64) -> (f64
         })
         .collect();
     let busy = machine_busy_secs();
+    let (server, agents) = server_and_agents_cpu_secs();
     // The server stamps the job's completion with the same clock.
     let started_at = lote::clock::Clock::now(&lote::clock::SystemClock).to_datetime();
     for batch in specs.chunks(lote::api::ADD_TASKS_BATCH_MAX) {
@@ -297,7 +338,15 @@ async fn one_job(client: &Client, pool: &PoolId, job: JobId, tasks: u64) -> (f64
         // depend on when this asks; four asks a second cost next to nothing.
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    (elapsed.as_secs_f64(), cpu_ms_per(busy, tasks))
+    let cpu_ms = cpu_ms_per(busy, tasks);
+    let (server_after, agents_after) = server_and_agents_cpu_secs();
+    let per_task = |secs: f64| 1000.0 * secs / tasks.max(1) as f64;
+    JobCost {
+        elapsed: elapsed.as_secs_f64(),
+        cpu_ms,
+        server_ms: per_task(server_after - server),
+        agents_ms: per_task(agents_after - agents),
+    }
 }
 
 /// The middle value (the mean of the two middle ones for an even count).

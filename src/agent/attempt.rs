@@ -351,6 +351,11 @@ impl TaskEnv {
     }
 }
 
+/// Whether the attempt's working directory gets files staged into it.
+fn inputs_in(a: &Assignment) -> bool {
+    !a.job_resource_files.is_empty() || !a.spec.resource_files.is_empty()
+}
+
 /// Runs one attempt and reports it.
 pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
     let key = AttemptRef {
@@ -393,7 +398,7 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             // The attempt's directory and its inputs are the task's; the
             // rest of the node is not.
             Ok(apps) => super::user::give(&dir, user, 0o700)
-                .and_then(|_| super::user::give_tree(&wd, user))
+                .and_then(|_| super::user::give_tree(&wd, user, inputs_in(&a)))
                 .map(|_| apps)
                 .map_err(|e| {
                     launch_failure(format!("cannot hand {} to the task: {e}", dir.display()))

@@ -194,78 +194,26 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
         c_string(spec.stderr.as_os_str())?,
     );
 
-    // SAFETY: the attribute and file-action objects are initialised before
-    // use and destroyed on every path by the guards; every pointer handed
-    // to posix_spawn (program, argv, envp, the directory) points into
-    // vectors and strings that outlive the call, and the arrays end in
-    // NULL.
+    // SAFETY: every pointer handed to posix_spawn or spawn_as (program,
+    // argv, envp, the directory, the output paths) points into vectors and
+    // strings that outlive the call, and the arrays end in NULL.
     unsafe {
-        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        check(libc::posix_spawn_file_actions_init(&mut actions))?;
-        let actions = Guard(&mut actions, |a| {
-            libc::posix_spawn_file_actions_destroy(a);
-        });
-        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
-        check(libc::posix_spawnattr_init(&mut attr))?;
-        let attr = Guard(&mut attr, |a| {
-            libc::posix_spawnattr_destroy(a);
-        });
-        check(libc::posix_spawn_file_actions_adddup2(
-            actions.0,
-            spec.stdin.as_raw_fd(),
-            0,
-        ))?;
-        // Before the chdir below, so a relative path means what it meant
-        // to the caller.
-        for (target, path) in [(1, &stdout), (2, &stderr)] {
-            check(libc::posix_spawn_file_actions_addopen(
-                actions.0,
-                target,
-                path.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
-                0o666,
-            ))?;
-        }
-        check(libc::posix_spawn_file_actions_addchdir_np(
-            actions.0,
-            dir.as_ptr(),
-        ))?;
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        check(libc::posix_spawnattr_setsigmask(attr.0, &empty))?;
-        let mut defaults: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut defaults);
-        libc::sigaddset(&mut defaults, libc::SIGPIPE);
-        check(libc::posix_spawnattr_setsigdefault(attr.0, &defaults))?;
-        // Its own process group: a timeout or a kill takes every child.
-        check(libc::posix_spawnattr_setpgroup(attr.0, 0))?;
-        check(libc::posix_spawnattr_setflags(
-            attr.0,
-            (libc::POSIX_SPAWN_SETPGROUP
-                | libc::POSIX_SPAWN_SETSIGMASK
-                | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
-        ))?;
-        let mut pid: libc::pid_t = 0;
-        let spawn = if looks_up {
-            libc::posix_spawnp
-        } else {
-            libc::posix_spawn
-        };
         // Marked as the agent's own before any other code on this thread
         // can look at its children.
         let mut owned = proc_tree::owned();
         // posix_spawn where the child needs nothing posix_spawn cannot do.
         let plain =
             spec.user.is_none() && spec.cgroup.is_empty() && spec.address_space_max.is_none();
-        if plain {
-            check(spawn(
-                &mut pid,
-                program.as_ptr(),
-                actions.0,
-                attr.0,
-                argv.as_ptr(),
-                envp.as_ptr(),
-            ))?;
+        let pid = if plain {
+            posix_spawn(
+                spec,
+                looks_up,
+                program,
+                &argv,
+                &envp,
+                &dir,
+                [&stdout, &stderr],
+            )?
         } else {
             let child = ChildSpec {
                 program: program.as_ptr(),
@@ -279,11 +227,11 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
                 cgroups: spec.cgroup.len(),
                 address_space_max: spec.address_space_max,
                 looks_up,
-                report: -1,
-                agent: libc::getpid(),
+                errno: 0,
+                agent: agent_pid(),
             };
-            pid = spawn_as(child)?;
-        }
+            spawn_as(child)?
+        };
         let pid = pid as u32;
         let mark = proc_tree::Owned::mark(&mut owned, pid);
         drop(owned);
@@ -310,6 +258,94 @@ fn spawn(spec: &Launch<'_>, looks_up: bool) -> io::Result<Launched> {
     }
 }
 
+/// Starts the process with posix_spawn (no user, group or limit to set);
+/// its pid. The file actions and attributes are built only here: glibc
+/// checks each action's descriptor against the open-files limit (a
+/// `prlimit` call each), which a spawn through `spawn_as` never needs.
+///
+/// # Safety
+/// `argv` and `envp` must be NULL-terminated arrays of pointers to live
+/// C strings, as must `program`, `dir` and `outputs` be.
+unsafe fn posix_spawn(
+    spec: &Launch<'_>,
+    looks_up: bool,
+    program: &CString,
+    argv: &[*mut libc::c_char],
+    envp: &[*mut libc::c_char],
+    dir: &CString,
+    outputs: [&CString; 2],
+) -> io::Result<libc::pid_t> {
+    // The attribute and file-action objects are initialised before use and
+    // destroyed on every path by the guards.
+    let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+    check(libc::posix_spawn_file_actions_init(&mut actions))?;
+    let actions = Guard(&mut actions, |a| {
+        libc::posix_spawn_file_actions_destroy(a);
+    });
+    let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+    check(libc::posix_spawnattr_init(&mut attr))?;
+    let attr = Guard(&mut attr, |a| {
+        libc::posix_spawnattr_destroy(a);
+    });
+    check(libc::posix_spawn_file_actions_adddup2(
+        actions.0,
+        spec.stdin.as_raw_fd(),
+        0,
+    ))?;
+    // Before the chdir below, so a relative path means what it meant to
+    // the caller.
+    for (target, path) in [(1, outputs[0]), (2, outputs[1])] {
+        check(libc::posix_spawn_file_actions_addopen(
+            actions.0,
+            target,
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o666,
+        ))?;
+    }
+    check(libc::posix_spawn_file_actions_addchdir_np(
+        actions.0,
+        dir.as_ptr(),
+    ))?;
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    check(libc::posix_spawnattr_setsigmask(attr.0, &empty))?;
+    let mut defaults: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut defaults);
+    libc::sigaddset(&mut defaults, libc::SIGPIPE);
+    check(libc::posix_spawnattr_setsigdefault(attr.0, &defaults))?;
+    // Its own process group: a timeout or a kill takes every child.
+    check(libc::posix_spawnattr_setpgroup(attr.0, 0))?;
+    check(libc::posix_spawnattr_setflags(
+        attr.0,
+        (libc::POSIX_SPAWN_SETPGROUP | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF)
+            as libc::c_short,
+    ))?;
+    let mut pid: libc::pid_t = 0;
+    let spawn = if looks_up {
+        libc::posix_spawnp
+    } else {
+        libc::posix_spawn
+    };
+    check(spawn(
+        &mut pid,
+        program.as_ptr(),
+        actions.0,
+        attr.0,
+        argv.as_ptr(),
+        envp.as_ptr(),
+    ))?;
+    Ok(pid)
+}
+
+/// The agent's pid, asked of the kernel once (glibc no longer caches it;
+/// the agent never forks a copy of itself that would need it asked again).
+fn agent_pid() -> libc::pid_t {
+    static PID: std::sync::OnceLock<libc::pid_t> = std::sync::OnceLock::new();
+    // SAFETY: getpid has no preconditions.
+    *PID.get_or_init(|| unsafe { libc::getpid() })
+}
+
 /// What the child of [`spawn_as`] needs, prepared by the parent: the child
 /// shares the parent's memory until it execs and must not allocate.
 struct ChildSpec {
@@ -326,8 +362,10 @@ struct ChildSpec {
     cgroups: usize,
     address_space_max: Option<u64>,
     looks_up: bool,
-    /// Where the child writes its errno when it cannot exec (close-on-exec).
-    report: libc::c_int,
+    /// The child's errno when it could not exec, written before it exits:
+    /// the child shares this memory, and the parent reads it only once the
+    /// child has exec'd or exited (CLONE_VFORK). 0: it exec'd.
+    errno: libc::c_int,
     /// The agent's pid: the child dies with it.
     agent: libc::pid_t,
 }
@@ -349,15 +387,6 @@ const CHILD_STACK_BYTES: usize = 64 * 1024;
 /// Every pointer in `child` must point to live, NUL-terminated data (the
 /// arrays NULL-terminated) for the whole call.
 unsafe fn spawn_as(mut child: ChildSpec) -> io::Result<libc::pid_t> {
-    let mut report = [0 as libc::c_int; 2];
-    if libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let (read_end, write_end) = (
-        OwnedFd::from_raw_fd(report[0]),
-        OwnedFd::from_raw_fd(report[1]),
-    );
-    child.report = write_end.as_raw_fd();
     let mut stack = vec![0u8; CHILD_STACK_BYTES];
     let top = stack.as_mut_ptr().add(CHILD_STACK_BYTES) as usize & !15;
     // No signal handler of the agent may run in the child, which shares
@@ -367,11 +396,12 @@ unsafe fn spawn_as(mut child: ChildSpec) -> io::Result<libc::pid_t> {
     let mut before: libc::sigset_t = std::mem::zeroed();
     libc::sigfillset(&mut all);
     libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut before);
+    let spec: *mut ChildSpec = &mut child;
     let pid = libc::clone(
         child_main,
         top as *mut libc::c_void,
         libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-        &mut child as *mut ChildSpec as *mut libc::c_void,
+        spec.cast(),
     );
     let cloned = io::Error::last_os_error();
     libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
@@ -379,13 +409,13 @@ unsafe fn spawn_as(mut child: ChildSpec) -> io::Result<libc::pid_t> {
     if pid < 0 {
         return Err(cloned);
     }
-    drop(write_end);
-    let mut errno = [0u8; 4];
-    let n = libc::read(read_end.as_raw_fd(), errno.as_mut_ptr().cast(), 4);
-    if n == 4 {
+    // Written by the child through the same pointer; read through it too,
+    // not through a copy the compiler may have kept from before the clone.
+    let errno = std::ptr::read_volatile(&(*spec).errno);
+    if errno != 0 {
         let mut status = 0;
         libc::waitpid(pid, &mut status, 0);
-        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+        return Err(io::Error::from_raw_os_error(errno));
     }
     Ok(pid)
 }
@@ -396,20 +426,25 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // the parent waits (CLONE_VFORK); every call below is a system call
     // that touches no shared state of the parent's.
     unsafe {
-        let c = &*(arg as *const ChildSpec);
-        let fail = |report: libc::c_int| -> libc::c_int {
-            let errno = *libc::__errno_location();
-            libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
+        let spec = arg as *mut ChildSpec;
+        let c = &*spec;
+        let fail = |_: ()| -> libc::c_int {
+            // Never 0 once a call failed; EINVAL if errno was not set.
+            let errno = match *libc::__errno_location() {
+                0 => libc::EINVAL,
+                e => e,
+            };
+            std::ptr::write_volatile(std::ptr::addr_of_mut!((*spec).errno), errno);
             libc::_exit(127)
         };
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         if libc::setpgid(0, 0) != 0 || libc::dup2(c.stdin, 0) < 0 {
-            return fail(c.report);
+            return fail(());
         }
         // Into the attempt's group first: everything it starts is inside.
         for i in 0..c.cgroups {
             if libc::write(*c.cgroup.add(i), b"0".as_ptr().cast(), 1) != 1 {
-                return fail(c.report);
+                return fail(());
             }
         }
         if let Some(bytes) = c.address_space_max {
@@ -418,7 +453,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 rlim_max: bytes as libc::rlim_t,
             };
             if libc::setrlimit(libc::RLIMIT_AS, &space) != 0 {
-                return fail(c.report);
+                return fail(());
             }
         }
         if let Some((uid, gid, processes_max)) = c.user {
@@ -431,7 +466,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 || libc::syscall(libc::SYS_setgid, gid) != 0
                 || libc::syscall(libc::SYS_setuid, uid) != 0
             {
-                return fail(c.report);
+                return fail(());
             }
         }
         // Dies with the agent (a killed agent leaves no task running that
@@ -440,7 +475,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // (What it starts is in its cgroup, which the agent's watchdog
         // kills; without one, only this first process dies with the agent.)
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != c.agent {
-            return fail(c.report);
+            return fail(());
         }
         for (fd, path) in [(1, c.outputs[0]), (2, c.outputs[1])] {
             let opened = libc::open(
@@ -449,12 +484,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 0o666,
             );
             if opened < 0 || libc::dup2(opened, fd) < 0 {
-                return fail(c.report);
+                return fail(());
             }
             libc::close(opened);
         }
         if libc::chdir(c.dir) != 0 {
-            return fail(c.report);
+            return fail(());
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
@@ -472,7 +507,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 c.envp as *const *const libc::c_char,
             );
         }
-        fail(c.report)
+        fail(())
     }
 }
 

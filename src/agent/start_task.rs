@@ -93,8 +93,8 @@ pub(super) async fn run_node_task(env: &TaskEnv, task: NodeTask<'_>) -> TaskResu
         Err(why) => return resource_failure(why),
     };
     let user = env.run_as(None);
-    let handed =
-        super::user::give(&dir, user, task.mode).and_then(|_| super::user::give_tree(&wd, user));
+    let handed = super::user::give(&dir, user, task.mode)
+        .and_then(|_| super::user::give_tree(&wd, user, true));
     if let Err(e) = handed {
         return launch_failure(format!("cannot hand {} to its task: {e}", dir.display()));
     }

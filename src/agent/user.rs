@@ -108,18 +108,23 @@ pub fn give(path: &Path, user: Option<TaskUser>, mode: u32) -> io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// Hands everything under `dir` (the staged inputs of a working
-/// directory) to the task user, links included, never followed.
-pub fn give_tree(dir: &Path, user: Option<TaskUser>) -> io::Result<()> {
+/// Hands `dir` and, if `inputs` (files were staged into it), everything
+/// under it to the task user, links included, never followed. A directory
+/// just made and left empty is not listed: that was five system calls of
+/// every attempt.
+pub fn give_tree(dir: &Path, user: Option<TaskUser>, inputs: bool) -> io::Result<()> {
     let Some(u) = user else {
         return Ok(());
     };
     std::os::unix::fs::lchown(dir, Some(u.uid), Some(u.gid))?;
+    if !inputs {
+        return Ok(());
+    }
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
         if entry.file_type()?.is_dir() {
-            give_tree(&path, user)?;
+            give_tree(&path, user, true)?;
         } else {
             std::os::unix::fs::lchown(&path, Some(u.uid), Some(u.gid))?;
         }
