@@ -27,7 +27,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -106,6 +106,8 @@ impl std::fmt::Debug for Groups {
 /// process list, and the out-of-memory kills counted so far.
 #[derive(Debug)]
 pub struct Group {
+    /// Found empty since a process last could join (see `stays_empty`).
+    found_empty: AtomicBool,
     dirs: Vec<PathBuf>,
     join: Vec<File>,
     listing: File,
@@ -280,6 +282,7 @@ impl Groups {
             "memory.oom_control"
         }))?;
         let group = Group {
+            found_empty: AtomicBool::new(false),
             generation,
             oom_seen: AtomicU64::new(read_oom_kills(&oom_counter).unwrap_or(0)),
             dirs,
@@ -302,6 +305,8 @@ impl Lease {
     /// The descriptors the attempt's first process writes 0 to, one per
     /// hierarchy, to join the group.
     pub fn join_fds(&self) -> Vec<RawFd> {
+        // A process may join through these from now on.
+        self.group.found_empty.store(false, Ordering::Relaxed);
         self.group.join.iter().map(|f| f.as_raw_fd()).collect()
     }
 
@@ -315,7 +320,7 @@ impl Drop for Lease {
         // A group something still runs in is not lent again: it is
         // swept when the agent next starts on this root. One made with
         // old limits goes.
-        if !self.group.is_empty() {
+        if !self.group.stays_empty() {
             return;
         }
         if self.group.generation == self.groups.generation.load(Ordering::Relaxed) {
@@ -343,7 +348,21 @@ impl Group {
     pub fn is_empty(&self) -> bool {
         use std::os::unix::fs::FileExt;
         let mut byte = [0u8; 1];
-        matches!(self.read_listing(|f| f.read_at(&mut byte, 0)), Ok(0))
+        let empty = matches!(self.read_listing(|f| f.read_at(&mut byte, 0)), Ok(0));
+        if empty {
+            self.found_empty.store(true, Ordering::Relaxed);
+        }
+        empty
+    }
+
+    /// [`is_empty`](Self::is_empty), without the read when it was found
+    /// empty since the lease's join descriptors were last handed out: an
+    /// empty group stays empty, since nothing in it can fork and only the
+    /// agent (root) can move a process in. The end of every attempt asks
+    /// twice (its processes, then its lease); the second read was an open,
+    /// a read and a close.
+    fn stays_empty(&self) -> bool {
+        self.found_empty.load(Ordering::Relaxed) || self.is_empty()
     }
 
     /// Runs `read` on the group's current `cgroup.procs`. With cgroup v2

@@ -173,6 +173,13 @@ impl ChildrenList {
         loop {
             match file.read_at(&mut chunk, self.buf.len() as u64) {
                 Ok(0) => return Some(&self.buf),
+                // The kernel fills a read with every whole entry that fits
+                // (a pid and a space: at most 11 bytes), so a read that left
+                // room for more found the end: no second read to hear it.
+                Ok(n) if n + CHILDREN_ENTRY_BYTES_MAX < chunk.len() => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Some(&self.buf);
+                }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => return None,
@@ -180,6 +187,10 @@ impl ChildrenList {
         }
     }
 }
+
+/// Longest entry of a thread's `children` list: a pid (at most 10 digits)
+/// and its separator, with room to spare.
+const CHILDREN_ENTRY_BYTES_MAX: usize = 16;
 
 /// Rounds of sweeping: a process forking while it is being killed can
 /// leave a child that the next round finds.
