@@ -351,7 +351,8 @@ impl TaskEnv {
     }
 }
 
-/// Whether the attempt's working directory gets files staged into it.
+/// Whether the attempt's working directory gets files staged into it (a
+/// directory that was there before is listed whatever this says).
 fn inputs_in(a: &Assignment) -> bool {
     !a.job_resource_files.is_empty() || !a.spec.resource_files.is_empty()
 }
@@ -394,11 +395,11 @@ pub(super) async fn run_attempt(client: &Client, env: &TaskEnv, a: Assignment) {
             "cannot create {}: {e}",
             wd.display()
         ))),
-        Ok(()) => match env.stage_inputs(&a, &wd).await {
+        Ok(fresh) => match env.stage_inputs(&a, &wd).await {
             // The attempt's directory and its inputs are the task's; the
             // rest of the node is not.
             Ok(apps) => super::user::give(&dir, user, 0o700)
-                .and_then(|_| super::user::give_tree(&wd, user, inputs_in(&a)))
+                .and_then(|_| super::user::give_tree(&wd, user, inputs_in(&a) || !fresh))
                 .map(|_| apps)
                 .map_err(|e| {
                     launch_failure(format!("cannot hand {} to the task: {e}", dir.display()))
@@ -519,12 +520,14 @@ fn reporting(key: &AttemptRef) {
 /// `create_dir_all` failing down from the leaf.
 /// The job's and task's directories let a task through to its own
 /// attempt (0711) but list nothing: no task learns another's ids.
-pub(super) fn make_attempt_dirs(dir: &Path) -> std::io::Result<()> {
+/// Whether the working directory was made now (so it is empty).
+pub(super) fn make_attempt_dirs(dir: &Path) -> std::io::Result<bool> {
     use std::os::unix::fs::DirBuilderExt;
-    let mkdir = |d: &Path| match std::fs::DirBuilder::new().mode(0o711).create(d) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
+    let made = |d: &Path| match std::fs::DirBuilder::new().mode(0o711).create(d) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        other => other.map(|_| true),
     };
+    let mkdir = |d: &Path| made(d).map(|_| ());
     let task_dir = dir.parent().expect("an attempt directory has a parent");
     match mkdir(task_dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::DirBuilder::new()
@@ -534,7 +537,7 @@ pub(super) fn make_attempt_dirs(dir: &Path) -> std::io::Result<()> {
         other => other?,
     }
     mkdir(dir)?;
-    mkdir(&dir.join("wd"))
+    made(&dir.join("wd"))
 }
 
 /// How long an attempt may run before its start is reported. One that

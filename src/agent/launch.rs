@@ -381,7 +381,7 @@ const CHILD_STACK_BYTES: usize = 64 * 1024;
 /// raw system calls (glibc's setuid would signal the agent's threads),
 /// then opens its output files as that user, enters its working directory
 /// and execs. Forking instead cost the compute benchmark a quarter of its
-/// rate. Errors before the exec come back through a close-on-exec pipe.
+/// rate. An error before the exec comes back in `child.errno`.
 ///
 /// # Safety
 /// Every pointer in `child` must point to live, NUL-terminated data (the
@@ -424,9 +424,10 @@ unsafe fn spawn_as(mut child: ChildSpec) -> io::Result<libc::pid_t> {
 
 /// The child of [`spawn_as`]: system calls only, then exec or exit.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` is the parent's ChildSpec, alive and unchanged while
-    // the parent waits (CLONE_VFORK); every call below is a system call
-    // that touches no shared state of the parent's.
+    // SAFETY: `arg` is the parent's ChildSpec, alive while the parent
+    // waits (CLONE_VFORK) and unchanged but for the errno the child writes
+    // last; every other call below is a system call that touches no
+    // shared state of the parent's.
     unsafe {
         let spec = arg as *mut ChildSpec;
         let c = &*spec;
