@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::auth::{sign, Challenge, Signed};
-use crate::api::frame::frame_bytes;
+use crate::api::frame::{append_frame, FrameError};
 use crate::api::{
     read_frame, ApiError, CallRef, ClientFrame, ClientFrameRef, Credential, EventView, Hello,
     Request, Response, ServerFrame, FRAME_BYTES_MAX, MAGIC, PROTOCOL_VERSION,
@@ -161,10 +161,7 @@ pub fn hello_frame(client: &str) -> Vec<u8> {
     });
     let mut out = Vec::new();
     // A hello is a few bytes of plain data: it always encodes.
-    frame_bytes(
-        &codec::encode_message(&hello).expect("hello encodes"),
-        &mut out,
-    );
+    append_frame(&hello, &mut out).expect("hello encodes");
     out
 }
 
@@ -193,8 +190,8 @@ pub fn call_frame(
         *new_uuid().as_bytes(),
         signed,
     );
-    // Encoded in place after its length prefix: an upload chunk is copied
-    // once, into the frame.
+    // Encoded in place after its length prefix (`append_frame`): an upload
+    // chunk is copied once, into the frame.
     let call = ClientFrameRef::Call(CallRef {
         id,
         auth: &auth,
@@ -202,16 +199,13 @@ pub fn call_frame(
         bulk,
     });
     let mut out = Vec::with_capacity(4 + body.len() + bulk.len() + 256);
-    out.extend_from_slice(&[0; 4]);
-    codec::encode_append(&call, &mut out).map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let len = out.len() - 4;
-    if len > FRAME_BYTES_MAX {
-        return Err(ClientError::Protocol(format!(
-            "the request is {len} bytes, over the {FRAME_BYTES_MAX}-byte frame limit; send it in smaller batches"
-        )));
+    match append_frame(&call, &mut out) {
+        Ok(()) => Ok(out),
+        Err(FrameError::TooLarge { len, max }) => Err(ClientError::Protocol(format!(
+            "the request is {len} bytes, over the {max}-byte frame limit; send it in smaller batches"
+        ))),
+        Err(e) => Err(ClientError::Protocol(e.to_string())),
     }
-    out[..4].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(out)
 }
 
 /// The connection's writer: sends queued frames until the queue closes or

@@ -3,10 +3,10 @@
 //! at once, without a process (as `lote agent` reports an attempt that
 //! ends within 20 ms: one completion, no start report). Idle, it calls as
 //! `lote agent` does: one poll per heartbeat period, carrying the
-//! machine's figures, and a secrets call when the pool's epoch moves. It speaks the real protocol
-//! over a real connection (the server cannot tell it from `lote agent`),
-//! so what it measures is the control plane: placement, the actors, the
-//! log and the wire.
+//! machine's figures, and a secrets call when the pool's epoch moves. It
+//! speaks the real protocol over a real connection (the server cannot tell
+//! it from `lote agent`), so what it measures is the control plane:
+//! placement, the actors, the log and the wire.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

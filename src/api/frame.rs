@@ -14,7 +14,7 @@ pub const FRAME_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// straight into their own buffer.
 pub const READ_BUFFER_BYTES: usize = 64 * 1024;
 
-/// Why a frame could not be read.
+/// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// The peer closed the connection between frames.
@@ -26,6 +26,8 @@ pub enum FrameError {
     Empty,
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot encode a frame: {0}")]
+    Encode(String),
 }
 
 /// Reads one frame's body. `max` is normally [`FRAME_BYTES_MAX`].
@@ -47,15 +49,8 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    // Into spare capacity, not over zeros written first: zeroing a 1 MiB
-    // blob chunk cost a pass over it.
     let mut body = Vec::with_capacity(len);
-    while body.len() < len {
-        let mut rest = (&mut *reader).take((len - body.len()) as u64);
-        if rest.read_buf(&mut body).await? == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-        }
-    }
+    read_to_len(reader, &mut body, len).await?;
     Ok(body)
 }
 
@@ -77,10 +72,51 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Prefixes a body with its length, for writers that batch frames.
-pub fn frame_bytes(body: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(body);
+/// Appends `message` to `out` as one frame, for writers that batch frames:
+/// its length prefix, then the message encoded in place after it (a blob
+/// chunk is copied once, into the frame). On an error `out` is as it was.
+pub fn append_frame<T: serde::Serialize + ?Sized>(
+    message: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let encoded = crate::codec::encode_append(message, out);
+    let len = out.len() - start - 4;
+    match encoded {
+        Ok(()) if len <= FRAME_BYTES_MAX => {
+            out[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
+            Ok(())
+        }
+        Ok(()) => {
+            out.truncate(start);
+            Err(FrameError::TooLarge {
+                len,
+                max: FRAME_BYTES_MAX,
+            })
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(FrameError::Encode(e.to_string()))
+        }
+    }
+}
+
+/// Reads from `reader` into `body`'s spare capacity (never over zeros
+/// written first: zeroing a 1 MiB blob chunk cost a pass over it) until it
+/// holds `len` bytes; an error if the stream ends before.
+pub async fn read_to_len<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    body: &mut Vec<u8>,
+    len: usize,
+) -> std::io::Result<()> {
+    while body.len() < len {
+        let mut rest = (&mut *reader).take((len - body.len()) as u64);
+        if rest.read_buf(body).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -115,5 +151,24 @@ mod tests {
             read_frame(&mut r, 16).await,
             Err(FrameError::Io(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn appended_frames_read_back_and_one_too_large_leaves_nothing() {
+        let mut out = Vec::new();
+        append_frame("first", &mut out).unwrap();
+        let kept = out.len();
+        let huge = vec![7u8; FRAME_BYTES_MAX];
+        assert!(matches!(
+            append_frame(&huge, &mut out),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert_eq!(out.len(), kept, "nothing of the refused frame stays");
+        append_frame("second", &mut out).unwrap();
+        let mut r = &out[..];
+        for want in ["first", "second"] {
+            let body = read_frame(&mut r, FRAME_BYTES_MAX).await.unwrap();
+            assert_eq!(crate::codec::decode_message::<String>(&body).unwrap(), want);
+        }
     }
 }

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::gate::{Evicted, Gate, Waiting};
 use super::service::authenticate::Session;
 use super::{ServerConfig, Service};
-use crate::api::frame::frame_bytes;
+use crate::api::frame::{append_frame, read_to_len, FrameError};
 use crate::api::{
     ApiError, ClientFrame, ErrorKind, ServerFrame, FRAME_BYTES_MAX, MAGIC, PROTOCOL_VERSION,
     READ_BUFFER_BYTES,
@@ -134,12 +134,7 @@ async fn next_frame<R: AsyncRead + Unpin>(
                 let want = end.max(body.capacity() * 2).min(len);
                 body.reserve_exact(want - body.len());
             }
-            while body.len() < end {
-                let mut part = (&mut *reader).take((end - body.len()) as u64);
-                if part.read_buf(&mut body).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
+            read_to_len(&mut *reader, &mut body, end).await?;
         }
         Ok::<_, std::io::Error>(Ok(Frame {
             body,
@@ -168,8 +163,7 @@ async fn next_frame<R: AsyncRead + Unpin>(
 async fn goodbye_now(mut stream: TcpStream, error: ApiError) {
     use tokio::io::AsyncWriteExt;
     let mut out = Vec::new();
-    if let Ok(body) = codec::encode_message(&ServerFrame::Goodbye { error }) {
-        frame_bytes(&body, &mut out);
+    if append_frame(&ServerFrame::Goodbye { error }, &mut out).is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
         let _ = stream.shutdown().await;
     }
@@ -544,23 +538,14 @@ async fn write_frames(mut writer: BoxWrite, mut rx: mpsc::Receiver<ServerFrame>)
         while let Some(frame) = next.take() {
             let goodbye = matches!(frame, ServerFrame::Goodbye { .. });
             said_goodbye |= goodbye;
-            // Encoded in place after its length prefix: a blob's chunk is
-            // copied once, into the frame.
-            let start = out.len();
-            out.extend_from_slice(&[0; 4]);
-            match codec::encode_append(&frame, &mut out) {
-                Ok(()) if out.len() - start - 4 <= FRAME_BYTES_MAX => {
-                    let len = (out.len() - start - 4) as u32;
-                    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
-                }
-                Ok(()) => {
+            match append_frame(&frame, &mut out) {
+                Ok(()) => {}
+                Err(FrameError::TooLarge { len, .. }) => {
                     // A reply that does not fit a frame becomes an error
-                    // reply, so the caller is not left waiting.
-                    let bytes = out.len() - start - 4;
-                    out.truncate(start);
-                    // Not kept for the connection's life.
+                    // reply, so the caller is not left waiting. Its bytes
+                    // are not kept for the connection's life.
                     out.shrink_to(256 * 1024);
-                    tracing::warn!(bytes, "reply exceeds the frame limit");
+                    tracing::warn!(bytes = len, "reply exceeds the frame limit");
                     if let ServerFrame::Reply { id, .. } = frame {
                         let error = ServerFrame::Reply {
                             id,
@@ -569,15 +554,10 @@ async fn write_frames(mut writer: BoxWrite, mut rx: mpsc::Receiver<ServerFrame>)
                                 "the reply is larger than a frame; ask for less (use --limit / paging)",
                             )),
                         };
-                        if let Ok(body) = codec::encode_message(&error) {
-                            frame_bytes(&body, &mut out);
-                        }
+                        let _ = append_frame(&error, &mut out);
                     }
                 }
-                Err(e) => {
-                    out.truncate(start);
-                    tracing::error!(error = %e, "cannot encode a reply")
-                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a reply"),
             }
             if goodbye || out.len() >= 256 * 1024 {
                 break;

@@ -105,18 +105,18 @@ pub struct AgentWork {
     pub releases: Vec<crate::server::supervisors::scheduler::prep::DueRelease>,
     /// The pool's secrets epoch (see `Placement::secrets`).
     pub secrets_epoch: u64,
-    /// The poll saw another epoch: it is answered at once.
-    pub secrets_changed: bool,
 }
 
 impl AgentWork {
-    fn is_empty(&self) -> bool {
+    /// Nothing to tell an agent that last saw secrets epoch `secrets_seen`
+    /// (another epoch is news: the poll is answered at once).
+    fn is_empty(&self, secrets_seen: Option<u64>) -> bool {
         self.to_start.is_empty()
             && self.cancel.is_empty()
             && self.reads.is_empty()
             && !self.reboot
             && self.releases.is_empty()
-            && !self.secrets_changed
+            && secrets_seen == Some(self.secrets_epoch)
     }
 }
 
@@ -678,10 +678,8 @@ impl Placement {
         let releases = self
             .scheduler
             .releases_for(&key.0, node, &poll.ask.releases_running);
-        let secrets_epoch = self.secrets.get(&key.0).copied().unwrap_or(0);
         AgentWork {
-            secrets_epoch,
-            secrets_changed: poll.ask.secrets_seen != Some(secrets_epoch),
+            secrets_epoch: self.secrets.get(&key.0).copied().unwrap_or(0),
             to_start,
             jobs,
             cancel,
@@ -831,7 +829,7 @@ impl Handler<Poll> for Placement {
 
     fn handle(&mut self, poll: Poll, ctx: &mut Context<Self>) -> Self::Result {
         let work = self.work_now(&poll);
-        if !work.is_empty() || poll.ask.wait.is_zero() {
+        if !work.is_empty(poll.ask.secrets_seen) || poll.ask.wait.is_zero() {
             return Box::pin(async move { work });
         }
         // Parked: woken when the picture changes for this node, or at the
