@@ -43,6 +43,28 @@ pub fn validate_id(kind: &'static str, id: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// An immutable string whose clones share one allocation: the ids and
+/// stream names that the control plane copies into its maps, events and
+/// messages many times per task (a clone was a fresh allocation and a copy,
+/// a tenth of the dispatch path). Equal to `str` in JSON and in the log.
+pub type SharedStr = arcstr::ArcStr;
+
+/// Reads a [`SharedStr`] with one allocation (serde's own goes through a
+/// `Box<str>` first).
+pub fn shared_str<'de, D: Deserializer<'de>>(d: D) -> Result<SharedStr, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = SharedStr;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<SharedStr, E> {
+            Ok(text.into())
+        }
+    }
+    d.deserialize_str(Text)
+}
+
 /// Defines every id newtype the same way: a validated string, transparent
 /// in JSON and in the binary log.
 macro_rules! define_id {
@@ -50,23 +72,24 @@ macro_rules! define_id {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(#[schemars(with = "String")] SharedStr);
 
         // Validated on the way in too: ids arrive from the network, and an
         // unchecked `/` would let a request name another stream.
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let id = String::deserialize(d)?;
-                Self::new(id).map_err(serde::de::Error::custom)
+                let id = shared_str(d)?;
+                validate_id($kind, &id).map_err(serde::de::Error::custom)?;
+                Ok(Self(id))
             }
         }
 
         impl $name {
             /// Validates and wraps an id.
-            pub fn new(id: impl Into<String>) -> Result<Self, IdError> {
-                let id = id.into();
-                validate_id($kind, &id)?;
-                Ok(Self(id))
+            pub fn new(id: impl AsRef<str>) -> Result<Self, IdError> {
+                let id = id.as_ref();
+                validate_id($kind, id)?;
+                Ok(Self(id.into()))
             }
             pub fn as_str(&self) -> &str {
                 &self.0

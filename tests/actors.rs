@@ -277,6 +277,23 @@ async fn add_tasks(core: &Core, ids: &[&str]) {
     }
 }
 
+/// Requeues task `id`, assigned once (version 2), as a writer with no
+/// actor and no batch would: one event appended straight to the log.
+async fn requeue_assigned(core: &Core, store: &EventStore, id: &str) {
+    let requeued = lote::domain::task::TaskEvent::TaskRequeued {
+        attempt: 1,
+        reason: "test".into(),
+        at: core.clock().now(),
+    };
+    let append = lote::store::StreamAppend {
+        stream: task_stream(id),
+        expected: lote::store::ExpectedVersion::Exact(2),
+        events: vec![lote::domain::to_new_event(&requeued).unwrap()],
+    };
+    let causation = live_ctx(core.clock().as_ref(), system()).causation();
+    store.append(vec![append], causation).await.unwrap();
+}
+
 #[actix::test]
 async fn a_batch_answers_each_command_alone_and_appends_once() {
     let (_dir, store) = temp_store(StoreOptions::default());
@@ -348,6 +365,44 @@ async fn tasks_just_added_are_assigned_and_completed_without_reading_their_strea
 }
 
 #[actix::test]
+async fn a_batch_reads_the_streams_it_kept_nothing_of_together_and_decides_each_right() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let core = Core::new(store.clone(), Arc::new(clock()), config(60_000));
+    setup(&core).await;
+    add_tasks(&core, &["t0", "t1", "again", "t2"]).await;
+    // `again` ran once and was requeued: its stream is three events long.
+    let ctx = live_ctx(core.clock().as_ref(), system());
+    let first = core
+        .execute_batch::<Task>(vec![assign_to_n0("again")], ctx)
+        .await;
+    assert!(first[0].is_ok(), "{first:?}");
+    requeue_assigned(&core, &store, "again").await;
+    // A restarted server keeps no state of any of them.
+    let core = Core::new(store.clone(), Arc::new(clock()), config(60_000));
+    let reads = store.stats().stream_reads;
+    let ctx = live_ctx(core.clock().as_ref(), system());
+    let batch = ["t0", "again", "t9", "t1", "t2"].map(assign_to_n0).to_vec();
+    let outcomes = core.execute_batch::<Task>(batch, ctx).await;
+    let refused = outcomes[2].as_ref().err().and_then(|e| e.rejection_code());
+    assert!(refused.is_some(), "t9 was never added: {:?}", outcomes[2]);
+    for (i, attempt) in [(0, 1), (1, 2), (3, 1), (4, 1)] {
+        let state = &outcomes[i].as_ref().unwrap().state;
+        assert_eq!(
+            (state.status, state.attempt),
+            (TaskStatus::Assigned, attempt)
+        );
+    }
+    assert_eq!(
+        store.stats().stream_reads - reads,
+        6,
+        "each stream once in the batched read, and `again` (longer) once more alone"
+    );
+    let again = load::<Task>(&store, &task_stream("again"), true).unwrap();
+    assert_eq!((again.version, again.state.attempt), (4, 2));
+    assert_eq!(core.actor_counts().tasks, 0, "no actor was started");
+}
+
+#[actix::test]
 async fn a_batch_never_decides_on_a_state_another_writer_changed() {
     let (_dir, store) = temp_store(StoreOptions::default());
     let core = Core::new(store.clone(), Arc::new(clock()), config(60_000));
@@ -362,18 +417,7 @@ async fn a_batch_never_decides_on_a_state_another_writer_changed() {
         .all(|o| o.is_ok()));
     // Another writer (no actor, no batch) requeues `a` behind the batch's
     // back; the batch kept `a`'s state as it left it.
-    let requeued = lote::domain::task::TaskEvent::TaskRequeued {
-        attempt: 1,
-        reason: "test".into(),
-        at: core.clock().now(),
-    };
-    let append = lote::store::StreamAppend {
-        stream: task_stream("a"),
-        expected: lote::store::ExpectedVersion::Exact(2),
-        events: vec![lote::domain::to_new_event(&requeued).unwrap()],
-    };
-    let causation = live_ctx(core.clock().as_ref(), system()).causation();
-    store.append(vec![append], causation).await.unwrap();
+    requeue_assigned(&core, &store, "a").await;
     let conflicts = store.stats().conflicts;
     // Attempt 1 of `a` is over: its end is refused from the stream as the
     // log has it, and `b`'s, in the same batch, recorded.

@@ -14,7 +14,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{check_kind, decide, load, Core, CoreError, Decision, Outcome, Registered};
+use super::entity::from_events;
+use super::{check_kind, decide, load, Core, CoreError, Outcome, Registered};
 use crate::domain::{Aggregate, Ctx, Versioned};
 use crate::store::{ExpectedVersion, StoreError, StreamAppend, StreamId};
 
@@ -62,20 +63,48 @@ impl Core {
         let mut appends = Vec::new();
         let mut linked = Vec::new();
         let mut seen = HashSet::with_capacity(commands.len());
-        for (index, (stream, command)) in commands.iter().enumerate() {
+        // Each entity's state: as a batch left it, or read from the log
+        // with the other entities' in one batched read.
+        let mut known: Vec<Option<Versioned<A>>> = commands.iter().map(|_| None).collect();
+        let mut here = Vec::with_capacity(commands.len());
+        let mut unread = Vec::new();
+        for (index, (stream, _)) in commands.iter().enumerate() {
             // A stream named twice goes through its actor the second time.
             if A::registry(self).is_live(stream) || !seen.insert(stream) {
                 continue;
             }
-            match self.decide_here::<A>(stream, command, &ctx) {
-                Ok((version, d)) if d.appends.is_empty() => {
+            if let Err(e) = check_kind::<A>(stream) {
+                results[index] = Some(Err(e));
+                continue;
+            }
+            here.push(index);
+            match A::registry(self).take_resting(stream, self.store()) {
+                Some(resting) => known[index] = Some(resting.known),
+                None => unread.push(index),
+            }
+        }
+        self.read_starts(&commands, &unread, &mut known);
+        for index in here {
+            let (stream, command) = &commands[index];
+            let current = match known[index].take() {
+                Some(current) => current,
+                None => match load::<A>(self.store(), stream, true) {
+                    Ok(current) => current,
+                    Err(e) => {
+                        results[index] = Some(Err(e));
+                        continue;
+                    }
+                },
+            };
+            match decide(stream, &current, command, &ctx) {
+                Ok(d) if d.appends.is_empty() => {
                     results[index] = Some(Ok(Outcome {
                         events: d.events,
-                        version,
+                        version: current.version,
                         state: d.after,
                     }));
                 }
-                Ok((_, d)) => {
+                Ok(d) => {
                     // The entity's own append first, then its linked ones.
                     let mut own = d.appends.into_iter();
                     appends.extend(own.next());
@@ -143,21 +172,29 @@ impl Core {
             .collect()
     }
 
-    /// A command decided on the entity as the log has it (or as a batch
-    /// left it), for an entity with no live actor: the version it was
-    /// decided on, and the decision.
-    fn decide_here<A: Registered>(
+    /// The states of the entities at `unread` (indexes into `commands`)
+    /// whose streams are short, from one batched read of their first
+    /// events (a placement round's tasks past those a batch kept: one
+    /// read for the round, not one per task). A longer stream, or a read
+    /// that failed, is left to `load` one by one.
+    fn read_starts<A: Registered>(
         &self,
-        stream: &StreamId,
-        command: &A::Command,
-        ctx: &Ctx,
-    ) -> Result<(u64, Decision<A>), CoreError> {
-        check_kind::<A>(stream)?;
-        let current = match A::registry(self).take_resting(stream, self.store()) {
-            Some(resting) => resting.known,
-            None => load::<A>(self.store(), stream, true)?,
+        commands: &[(StreamId, A::Command)],
+        unread: &[usize],
+        known: &mut [Option<Versioned<A>>],
+    ) {
+        if unread.len() < 2 {
+            return;
+        }
+        let streams = unread.iter().map(|&i| &commands[i].0);
+        let Ok(starts) = self.store().read_stream_starts(streams) else {
+            return;
         };
-        Ok((current.version, decide(stream, &current, command, ctx)?))
+        for (&index, events) in unread.iter().zip(starts) {
+            if let Some(events) = events {
+                known[index] = from_events(&events).ok();
+            }
+        }
     }
 }
 

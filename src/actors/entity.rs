@@ -91,6 +91,19 @@ pub fn load<A: Aggregate>(
     Ok(current)
 }
 
+/// An aggregate from the whole of a short stream (no snapshot), as
+/// [`load`] rebuilds one.
+pub(super) fn from_events<A: Aggregate>(
+    events: &[crate::store::Envelope],
+) -> Result<Versioned<A>, CoreError> {
+    let mut current = Versioned {
+        version: 0,
+        state: A::default(),
+    };
+    fold_into(&mut current, events)?;
+    Ok(current)
+}
+
 /// Folds `events`, the next ones of the stream, into `current`.
 fn fold_into<A: Aggregate>(
     current: &mut Versioned<A>,

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, CodecError};
-use crate::types::{AccountName, Causation, JobId, NodeId, PoolId, TaskId, Timestamp};
+use crate::types::{AccountName, Causation, JobId, NodeId, PoolId, SharedStr, TaskId, Timestamp};
 
 /// The kinds of aggregate that own streams. The kind is the first segment
 /// of a stream id, so one prefix scan finds every stream of a kind.
@@ -72,14 +72,18 @@ impl StreamKind {
 /// This is also how the CLI names entities (`lote audit job/acme/render`).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
-pub struct StreamId(String);
+pub struct StreamId(
+    #[serde(deserialize_with = "crate::types::shared_str")]
+    #[schemars(with = "String")]
+    SharedStr,
+);
 
 /// `kind/a/b...`: built by hand, as these ids are made on every hot path
 /// and `format!` costs several times the copying.
-fn joined(kind: &str, parts: &[&str]) -> String {
+fn joined(kind: &str, parts: &[&str]) -> SharedStr {
     let mut id = String::new();
     join_into(&mut id, kind, parts);
-    id
+    id.into()
 }
 
 fn join_into(id: &mut String, kind: &str, parts: &[&str]) {
@@ -107,7 +111,7 @@ pub struct StreamIdError {
 
 impl StreamId {
     pub fn account(account: &AccountName) -> Self {
-        StreamId(format!("account/{account}"))
+        StreamId(format!("account/{account}").into())
     }
     pub fn pool(account: &AccountName, pool: &PoolId) -> Self {
         StreamId(joined("pool", &[account.as_str(), pool.as_str()]))
@@ -124,7 +128,7 @@ impl StreamId {
     pub fn task(account: &AccountName, job: &JobId, task: &TaskId) -> Self {
         let mut id = String::new();
         Self::write_task(&mut id, account, job, task);
-        StreamId(id)
+        StreamId(id.into())
     }
     /// A task's stream from its job's stream (none if `self` is not a
     /// job's).
@@ -135,13 +139,13 @@ impl StreamId {
         id.push_str(rest);
         id.push('/');
         id.push_str(task);
-        Some(StreamId(id))
+        Some(StreamId(id.into()))
     }
     /// The job stream of a task's stream (none if `self` is not a task's).
     pub fn job_of_task(&self) -> Option<Self> {
         let rest = self.0.strip_prefix("task")?;
         let cut = rest.rfind('/')?;
-        Some(StreamId(format!("job{}", &rest[..cut])))
+        Some(StreamId(format!("job{}", &rest[..cut]).into()))
     }
     /// Writes a task's stream id into `buf` (cleared first): a lookup in a
     /// map keyed by stream ids (which borrow as `str`) needs no new string.
@@ -162,7 +166,7 @@ impl StreamId {
     }
     /// The idempotency record of client request `id` in `account`.
     pub fn request(account: &AccountName, id: &uuid::Uuid) -> Self {
-        StreamId(format!("request/{account}/{id}"))
+        StreamId(format!("request/{account}/{id}").into())
     }
 
     /// Parses and validates a stream id typed by a person.
@@ -188,7 +192,7 @@ impl StreamId {
         for id in &ids {
             crate::types::validate_id(kind.prefix(), id).map_err(|e| err(e.to_string()))?;
         }
-        Ok(StreamId(text.to_string()))
+        Ok(StreamId(text.into()))
     }
 
     pub fn kind(&self) -> StreamKind {

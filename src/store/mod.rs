@@ -278,6 +278,11 @@ const APPEND_QUEUE_MAX: usize = 65_536;
 /// iterator.
 const STREAM_EVENTS_BY_KEY: u64 = 4;
 
+/// Versions [`EventStore::read_stream_starts`] asks of each stream: a task
+/// about to be assigned has one event (its add) unless it ran before, and
+/// each key asked costs a lookup in every table that may hold it.
+const STREAM_STARTS_BY_KEY: u64 = 2;
+
 /// Key of one event in the `events` family.
 pub(crate) fn event_key(stream: &StreamId, version: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(stream.as_str().len() + 9);

@@ -12,41 +12,26 @@ impl EventStore {
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<Envelope>, StoreError> {
-        self.inner
-            .stats
-            .stream_reads
-            .fetch_add(1, Ordering::Relaxed);
-        let db = &self.inner.db;
-        let cf = cf(db, CF_EVENTS);
         let from = from_version.max(1);
-        // Rounds written but not yet fsynced are invisible until the head
-        // moves past them (positions grow along a stream).
-        let head = self.head();
-        let mut out = Vec::new();
         // Versions are dense (1, 2, 3... with no deletes), so the first
         // events are fetched by key: most reads are an actor activated on a
         // short stream or a catch-up of an event or two, and creating an
         // iterator cost more than the rest of such a read.
         let by_key = STREAM_EVENTS_BY_KEY.min(limit as u64);
-        let keys: Vec<Vec<u8>> = (from..from + by_key)
-            .map(|v| event_key(stream, v))
-            .collect();
-        for (key, value) in keys
-            .iter()
-            .zip(db.multi_get_cf(keys.iter().map(|k| (cf, k))))
-        {
-            let Some(value) = value? else {
-                return Ok(out);
-            };
-            let envelope = self.decode_envelope(key, &value)?;
-            if envelope.position > head {
-                return Ok(out);
-            }
-            out.push(envelope);
-        }
-        if out.len() >= limit {
+        let mut out = self
+            .read_by_key([(stream, from)], by_key)?
+            .pop()
+            .unwrap_or_default();
+        // Fewer than asked: the stream ends there, or its next event is
+        // not durable yet.
+        if (out.len() as u64) < by_key || out.len() >= limit {
             return Ok(out);
         }
+        // Rounds written but not yet fsynced are invisible until the head
+        // moves past them (positions grow along a stream).
+        let head = self.head();
+        let db = &self.inner.db;
+        let cf = cf(db, CF_EVENTS);
         let start = event_key(stream, from + by_key);
         let mut read = ReadOptions::default();
         // Keys of this stream are `stream \0 version`; `stream \1` is past
@@ -64,6 +49,71 @@ impl EventStore {
                 break;
             }
             out.push(envelope);
+        }
+        Ok(out)
+    }
+
+    /// The whole of each of `streams` that has fewer than
+    /// [`STREAM_STARTS_BY_KEY`] events, read in one batch (a placement
+    /// round's tasks: one RocksDB MultiGet, which shares its index and
+    /// block lookups among neighbouring keys, instead of one per task).
+    /// `None` for a stream that may be longer: read it with
+    /// [`EventStore::read_stream`].
+    pub fn read_stream_starts<'s>(
+        &self,
+        streams: impl IntoIterator<Item = &'s StreamId>,
+    ) -> Result<Vec<Option<Vec<Envelope>>>, StoreError> {
+        let read = self.read_by_key(streams.into_iter().map(|s| (s, 1)), STREAM_STARTS_BY_KEY)?;
+        Ok(read
+            .into_iter()
+            .map(|events| ((events.len() as u64) < STREAM_STARTS_BY_KEY).then_some(events))
+            .collect())
+    }
+
+    /// Versions `from .. from + count` of each stream, fetched by key in
+    /// one batch; each stream's list stops before the first version that
+    /// is missing or not durable yet.
+    fn read_by_key<'s>(
+        &self,
+        streams: impl IntoIterator<Item = (&'s StreamId, u64)>,
+        count: u64,
+    ) -> Result<Vec<Vec<Envelope>>, StoreError> {
+        let db = &self.inner.db;
+        let cf = cf(db, CF_EVENTS);
+        // Rounds written but not yet fsynced are invisible until the head
+        // moves past them (positions grow along a stream).
+        let head = self.head();
+        let mut buffer = Vec::new();
+        let mut ends = Vec::new();
+        for (stream, from) in streams {
+            self.inner
+                .stats
+                .stream_reads
+                .fetch_add(1, Ordering::Relaxed);
+            for version in from..from + count {
+                event_key_append(&mut buffer, stream, version);
+                ends.push(buffer.len());
+            }
+        }
+        let keys: Vec<&[u8]> = (0..ends.len())
+            .map(|i| &buffer[if i == 0 { 0 } else { ends[i - 1] }..ends[i]])
+            .collect();
+        let values = db.batched_multi_get_cf(cf, keys.iter().copied(), false);
+        let mut out = Vec::with_capacity(keys.len() / count.max(1) as usize);
+        let per_stream = count.max(1) as usize;
+        for (keys, values) in keys.chunks(per_stream).zip(values.chunks(per_stream)) {
+            let mut events = Vec::new();
+            for (key, value) in keys.iter().zip(values) {
+                let Some(value) = value.as_ref().map_err(|e| StoreError::from(e.clone()))? else {
+                    break;
+                };
+                let envelope = self.decode_envelope(key, value)?;
+                if envelope.position > head {
+                    break;
+                }
+                events.push(envelope);
+            }
+            out.push(events);
         }
         Ok(out)
     }

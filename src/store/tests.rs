@@ -84,6 +84,39 @@ fn a_stream_read_by_key_then_by_iterator_is_whole_and_bounded() {
 }
 
 #[test]
+fn stream_starts_read_together_are_each_stream_whole_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = buffered_store(dir.path());
+    let append = |name: &str, count: u64| append_events(&store, name, count);
+    // Keys of neighbouring streams sort between these ones'.
+    let one = append("a", 1);
+    append("a1", 3);
+    let two = append("b", STREAM_STARTS_BY_KEY);
+    let many = append("c", 3 * STREAM_STARTS_BY_KEY);
+    let never = StreamId::parse("job/acme/none").unwrap();
+    let read = store
+        .read_stream_starts([&many, &one, &never, &two, &one])
+        .unwrap();
+    assert_eq!(read.len(), 5, "one answer per stream asked, in order");
+    assert!(read[0].is_none() && read[3].is_none(), "longer: read alone");
+    assert_eq!(
+        read[2].as_deref(),
+        Some(&[][..]),
+        "no such stream: no events"
+    );
+    for whole in [&read[1], &read[4]] {
+        assert_eq!(
+            whole.as_deref(),
+            Some(&store.read_stream(&one, 1, 100).unwrap()[..])
+        );
+    }
+    let reads = store.stats().stream_reads;
+    let nothing: [&StreamId; 0] = [];
+    assert!(store.read_stream_starts(nothing).unwrap().is_empty());
+    assert_eq!(store.stats().stream_reads, reads);
+}
+
+#[test]
 fn the_log_read_from_memory_is_the_log_read_from_rocksdb() {
     let dir = tempfile::tempdir().unwrap();
     let store = buffered_store(dir.path());

@@ -20,7 +20,7 @@ use crate::domain::Ctx;
 pub use crate::server::supervisors::scheduler::JobFacts;
 use crate::server::supervisors::scheduler::{relevant, Planned, Scheduler};
 use crate::store::{Envelope, EventStore, StreamId, StreamKind};
-use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, TaskId};
+use crate::types::{AccountName, JobId, NodeId, PoolId, Principal, SharedStr, TaskId};
 
 /// What the other supervisors get from placement's feed, in log order,
 /// each batch after the scheduler has folded it.
@@ -121,10 +121,10 @@ impl AgentWork {
 }
 
 /// A node as placement knows it: `(ACCOUNT/POOL, node)`.
-pub type NodeKey = (String, NodeId);
+pub type NodeKey = (SharedStr, NodeId);
 
 pub fn node_key(account: &AccountName, pool: &PoolId, node: &NodeId) -> NodeKey {
-    (format!("{account}/{pool}"), node.clone())
+    (format!("{account}/{pool}").into(), node.clone())
 }
 
 /// Where a node's answer to a file read goes.
@@ -544,7 +544,7 @@ impl Placement {
             let nodes: Vec<NodeKey> = self
                 .parked
                 .keys()
-                .filter(|(p, _)| *p == pool)
+                .filter(|(p, _)| **p == *pool)
                 .cloned()
                 .collect();
             for key in nodes {
@@ -582,7 +582,7 @@ impl Placement {
         ) {
             let ids = envelope.stream.segments();
             if let (3, Ok(node)) = (ids.len(), NodeId::new(ids[2])) {
-                self.wake(&(ids[..2].join("/"), node));
+                self.wake(&(ids[..2].join("/").into(), node));
             }
         }
     }
@@ -679,7 +679,7 @@ impl Placement {
             .scheduler
             .releases_for(&key.0, node, &poll.ask.releases_running);
         AgentWork {
-            secrets_epoch: self.secrets.get(&key.0).copied().unwrap_or(0),
+            secrets_epoch: self.secrets.get(&*key.0).copied().unwrap_or(0),
             to_start,
             jobs,
             cancel,

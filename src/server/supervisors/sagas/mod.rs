@@ -37,7 +37,7 @@ use crate::domain::task::{Task, TaskCommand};
 use crate::domain::{Ctx, RejectionCode};
 use crate::server::supervisors::scheduler::HeldTask;
 use crate::store::{Envelope, StreamId, StreamKind};
-use crate::types::{AccountName, NodeId, PoolId, Timestamp};
+use crate::types::{AccountName, NodeId, PoolId, SharedStr, Timestamp};
 
 use crate::server::supervisors::liveness::LOST_REASON;
 use crate::server::supervisors::placement::{Feed, PlacementHandle};
@@ -74,7 +74,7 @@ pub struct Sagas {
     /// nor deleted, folded from the log as the job's own counts are.
     unfinished: JobCounts,
     /// Nodes whose removal is under way.
-    removing: RefCell<HashSet<(String, NodeId)>>,
+    removing: RefCell<HashSet<(SharedStr, NodeId)>>,
     /// Jobs with a wall-clock timer set.
     timers: RefCell<std::collections::HashMap<StreamId, Timestamp>>,
     /// Local pools with a lost node being replaced: brought back to their
@@ -348,7 +348,7 @@ impl Sagas {
             let affected = this
                 .placement
                 .inspect(move |scheduler| {
-                    let mut nodes: Vec<(String, NodeId)> = assigned
+                    let mut nodes: Vec<(SharedStr, NodeId)> = assigned
                         .iter()
                         .filter_map(|stream| scheduler.holder(stream))
                         .filter(|(key, node)| {

@@ -33,7 +33,7 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug)]
 pub(super) struct Held {
     pub stream: StreamId,
-    pub pool: String,
+    pub pool: crate::types::SharedStr,
     pub key: QueueKey,
     pub task: QueuedTask,
     /// Parents it was given, and those not resolved yet.
@@ -44,7 +44,12 @@ pub(super) struct Held {
 }
 
 impl Held {
-    pub fn new(stream: StreamId, pool: String, key: QueueKey, task: QueuedTask) -> Self {
+    pub fn new(
+        stream: StreamId,
+        pool: crate::types::SharedStr,
+        key: QueueKey,
+        task: QueuedTask,
+    ) -> Self {
         Held {
             stream,
             pool,
@@ -484,14 +489,14 @@ impl Graph {
     }
 
     /// The pool and slots of a held task.
-    pub fn held_where(&self, task: &str) -> Option<(String, u32)> {
+    pub fn held_where(&self, task: &str) -> Option<(crate::types::SharedStr, u32)> {
         let h = self.held.get(&self.find(task)?)?;
         Some((h.pool.clone(), h.task.slots))
     }
 
     /// Tasks held, those of them stopped by a failed parent, and the pool
     /// they would queue in.
-    pub fn held_summary(&self) -> (u64, u64, Option<String>) {
+    pub fn held_summary(&self) -> (u64, u64, Option<crate::types::SharedStr>) {
         let blocked = self.held.values().filter(|h| h.stopped_by != NONE).count();
         let pool = self.held.values().next().map(|h| h.pool.clone());
         (self.held.len() as u64, blocked as u64, pool)

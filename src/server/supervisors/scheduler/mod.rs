@@ -26,7 +26,7 @@ use crate::domain::node::NodeEvent;
 use crate::domain::pool::{Deallocation, PoolEvent, SchedulingPolicy};
 use crate::domain::task::TaskEvent;
 use crate::store::{Envelope, StreamId, StreamKind};
-use crate::types::{AccountName, JobId, NodeId, PoolId, TaskId, Timestamp};
+use crate::types::{AccountName, JobId, NodeId, PoolId, SharedStr, TaskId, Timestamp};
 
 /// Queue order: higher job priority first, then submission order.
 type QueueKey = (Reverse<i32>, u64);
@@ -91,7 +91,7 @@ impl QueuedTask {
 #[derive(Debug, Default)]
 struct PoolState {
     /// `ACCOUNT/POOL`, shared by the entries of `Scheduler::queued`.
-    key: std::sync::Arc<str>,
+    key: SharedStr,
     policy: SchedulingPolicy,
     /// Queued tasks of active jobs: what rounds walk, in order.
     queue: BTreeMap<QueueKey, QueuedTask>,
@@ -226,7 +226,7 @@ struct JobInfo {
 /// Where a task's slots are held.
 #[derive(Debug, Clone)]
 struct Holding {
-    pool_key: String,
+    pool_key: SharedStr,
     node: NodeId,
     slots: u32,
     queue_key: QueueKey,
@@ -262,12 +262,12 @@ pub struct JobFacts {
 /// The scheduler's whole picture.
 #[derive(Debug, Default)]
 pub struct Scheduler {
-    pools: HashMap<String, PoolState>,
-    nodes: HashMap<(String, NodeId), NodeState>,
+    pools: HashMap<SharedStr, PoolState>,
+    nodes: HashMap<(SharedStr, NodeId), NodeState>,
     jobs: HashMap<StreamId, JobInfo>,
     /// Queued tasks: task stream → where in which pool's queue (the pool's
     /// key shared with its `PoolState`, not a string per task).
-    queued: HashMap<StreamId, (std::sync::Arc<str>, QueueKey)>,
+    queued: HashMap<StreamId, (SharedStr, QueueKey)>,
     /// Tasks holding slots (planned, assigned or running).
     holding: HashMap<StreamId, Holding>,
     /// The task whose attempt just completed: a `TaskRetried` right after
@@ -281,7 +281,7 @@ pub struct Scheduler {
     /// until their end is folded.
     cancels: BTreeMap<StreamId, String>,
     /// Jobs whose release is to run on a node, per (ACCOUNT/POOL, node).
-    releases_due: HashMap<(String, NodeId), BTreeSet<StreamId>>,
+    releases_due: HashMap<(SharedStr, NodeId), BTreeSet<StreamId>>,
     /// Tasks placed on a node where their job's preparation failed: to be
     /// requeued (placed elsewhere).
     prep_requeues: Vec<HeldTask>,
@@ -300,16 +300,16 @@ pub struct PlacementStats {
 
 impl Scheduler {
     /// A pool's state, made (with its shared key) if it is not known yet.
-    fn pool_mut(&mut self, key: String) -> &mut PoolState {
+    fn pool_mut(&mut self, key: SharedStr) -> &mut PoolState {
         self.pools.entry(key).or_insert_with_key(|key| PoolState {
-            key: std::sync::Arc::from(key.as_str()),
+            key: key.clone(),
             ..PoolState::default()
         })
     }
 }
 
-fn pool_key(account: &AccountName, pool: &PoolId) -> String {
-    format!("{account}/{pool}")
+fn pool_key(account: &AccountName, pool: &PoolId) -> SharedStr {
+    format!("{account}/{pool}").into()
 }
 
 /// Whether an aggregate kind's events can change placement.
@@ -343,7 +343,7 @@ impl Scheduler {
         pool.nodes
             .iter()
             .filter_map(|n| {
-                let s = self.nodes.get(&(pool_key.to_string(), n.clone()))?;
+                let s = self.nodes.get(&(SharedStr::from(pool_key), n.clone()))?;
                 Some(NodeView {
                     node: n.clone(),
                     used: s.used,
@@ -358,7 +358,7 @@ impl Scheduler {
     /// Every node the picture holds for a pool, even once the pool itself
     /// is gone from it.
     /// Every node of every pool, by (ACCOUNT/POOL, node).
-    pub fn all_nodes(&self) -> impl Iterator<Item = (&(String, NodeId), &NodeState)> {
+    pub fn all_nodes(&self) -> impl Iterator<Item = (&(SharedStr, NodeId), &NodeState)> {
         self.nodes.iter()
     }
 
@@ -366,7 +366,7 @@ impl Scheduler {
         let mut out: Vec<NodeId> = self
             .nodes
             .keys()
-            .filter(|(k, _)| k == pool_key)
+            .filter(|(k, _)| &**k == pool_key)
             .map(|(_, n)| n.clone())
             .collect();
         out.sort();
@@ -392,7 +392,7 @@ impl Scheduler {
 
     /// A node's state in the picture.
     pub fn node(&self, pool_key: &str, node: &NodeId) -> Option<&NodeState> {
-        self.nodes.get(&(pool_key.to_string(), node.clone()))
+        self.nodes.get(&(SharedStr::from(pool_key), node.clone()))
     }
 
     /// The tasks whose slots are held on a node.
@@ -400,7 +400,7 @@ impl Scheduler {
         let mut out: Vec<HeldTask> = self
             .holding
             .iter()
-            .filter(|(_, h)| h.pool_key == pool_key && &h.node == node)
+            .filter(|(_, h)| &*h.pool_key == pool_key && &h.node == node)
             .map(|(s, h)| (s.clone(), h.attempt))
             .collect();
         out.sort();
@@ -517,8 +517,8 @@ impl Scheduler {
     }
 
     /// Leaving nodes that hold no task any more: ready to be removed.
-    pub fn drained_leaving(&self) -> Vec<(String, NodeId)> {
-        let mut out: Vec<(String, NodeId)> = self
+    pub fn drained_leaving(&self) -> Vec<(SharedStr, NodeId)> {
+        let mut out: Vec<(SharedStr, NodeId)> = self
             .nodes
             .iter()
             .filter(|(_, n)| n.leaving.is_some() && n.used == 0 && n.to_start.is_empty())
@@ -551,7 +551,7 @@ impl Scheduler {
 
     /// Pools with live nodes or queued tasks, as ACCOUNT/POOL.
     pub fn pool_keys(&self) -> Vec<String> {
-        self.pools.keys().cloned().collect()
+        self.pools.keys().map(|k| k.to_string()).collect()
     }
 
     /// Which of the attempts an agent reports running it should stop:
@@ -578,7 +578,7 @@ impl Scheduler {
     }
 
     /// The node a task's slots are held on, as (ACCOUNT/POOL, node).
-    pub fn holder(&self, stream: &StreamId) -> Option<(String, NodeId)> {
+    pub fn holder(&self, stream: &StreamId) -> Option<(SharedStr, NodeId)> {
         self.holding
             .get(stream)
             .map(|h| (h.pool_key.clone(), h.node.clone()))

@@ -21,7 +21,7 @@ impl Scheduler {
                 let Ok(event) = decode_event::<PoolEvent>(StreamKind::Pool, envelope) else {
                     return;
                 };
-                let key = ids[..2].join("/");
+                let key: SharedStr = ids[..2].join("/").into();
                 match event {
                     PoolEvent::PoolCreated { spec, .. } => {
                         let pool = self.pool_mut(key);
@@ -114,7 +114,7 @@ impl Scheduler {
                 let Ok(event) = decode_event::<NodeEvent>(StreamKind::Node, envelope) else {
                     return;
                 };
-                let key = ids[..2].join("/");
+                let key: SharedStr = ids[..2].join("/").into();
                 let Ok(node_id) = NodeId::new(ids[2]) else {
                     return;
                 };
@@ -219,7 +219,7 @@ impl Scheduler {
                     if let Some((pool, key)) = self.queued.remove(stream) {
                         let task = self.pools.get_mut(&*pool).and_then(|p| p.take(&key));
                         if let Some(task) = task {
-                            self.hold(stream, pool.to_string(), placement.node.clone(), key, task);
+                            self.hold(stream, pool, placement.node.clone(), key, task);
                         }
                     }
                 }
@@ -266,7 +266,7 @@ impl Scheduler {
                 let pool = self
                     .release(stream)
                     .map(|h| h.pool_key)
-                    .or_else(|| self.queued.get(stream).map(|(p, _)| p.to_string()));
+                    .or_else(|| self.queued.get(stream).map(|(p, _)| p.clone()));
                 let failed = !matches!(event, TaskEvent::TaskDeleted { .. });
                 if let (true, Some(p)) = (failed, pool) {
                     if let Some(p) = self.pools.get_mut(&p) {
@@ -384,7 +384,7 @@ impl Scheduler {
     pub(super) fn enqueue(
         &mut self,
         stream: &StreamId,
-        pool: String,
+        pool: SharedStr,
         key: QueueKey,
         task: QueuedTask,
     ) {
@@ -411,7 +411,7 @@ impl Scheduler {
     pub(super) fn hold(
         &mut self,
         stream: &StreamId,
-        pool: String,
+        pool: SharedStr,
         node: NodeId,
         key: QueueKey,
         task: QueuedTask,

@@ -14,7 +14,7 @@ pub type DueRelease = (JobId, JobRelease, Vec<crate::domain::EnvVar>);
 /// A job's preparation and release, and where they ran.
 #[derive(Debug)]
 pub(super) struct JobPrep {
-    pool_key: String,
+    pool_key: SharedStr,
     pub(super) preparation: Arc<JobPreparation>,
     release: Option<Arc<JobRelease>>,
     /// Nodes where its preparation ended.
@@ -53,7 +53,10 @@ impl Scheduler {
         node: &NodeId,
         running: &[JobId],
     ) -> Vec<DueRelease> {
-        let Some(jobs) = self.releases_due.get(&(pool_key.to_string(), node.clone())) else {
+        let Some(jobs) = self
+            .releases_due
+            .get(&(SharedStr::from(pool_key), node.clone()))
+        else {
             return Vec::new();
         };
         jobs.iter()
@@ -69,7 +72,7 @@ impl Scheduler {
 
     /// The nodes whose agents have a release to run for `job` (to wake
     /// their polls).
-    pub fn release_nodes(&self, job: &StreamId) -> Vec<(String, NodeId)> {
+    pub fn release_nodes(&self, job: &StreamId) -> Vec<(SharedStr, NodeId)> {
         self.releases_due
             .iter()
             .filter(|(_, jobs)| jobs.contains(job))
@@ -85,7 +88,7 @@ impl Scheduler {
             .iter()
             .filter_map(|(s, j)| {
                 let p = j.prep.as_ref()?;
-                (p.pool_key == pool_key
+                (&*p.pool_key == pool_key
                     && p.release.is_some()
                     && p.prepared.contains(node)
                     && !p.released.contains(node))

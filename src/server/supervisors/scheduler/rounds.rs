@@ -26,7 +26,7 @@ impl Scheduler {
     /// with started tasks to nodes that went idle.
     pub fn plan(&mut self) -> Vec<Planned> {
         let mut out = Vec::new();
-        let pool_keys: Vec<String> = self
+        let pool_keys: Vec<SharedStr> = self
             .pools
             .iter()
             .filter(|(_, p)| !p.queue.is_empty())

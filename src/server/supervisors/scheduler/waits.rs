@@ -37,7 +37,7 @@ impl Scheduler {
             slots_per_node: pool.slots_per_node,
             ..PoolFigures::default()
         };
-        for h in self.holding.values().filter(|h| h.pool_key == pool_key) {
+        for h in self.holding.values().filter(|h| &*h.pool_key == pool_key) {
             f.running_tasks += 1;
             f.running_slots += u64::from(h.slots);
         }
@@ -46,7 +46,7 @@ impl Scheduler {
             .iter()
             .filter(|n| {
                 self.nodes
-                    .get(&(pool_key.to_string(), (*n).clone()))
+                    .get(&(SharedStr::from(pool_key), (*n).clone()))
                     .is_some_and(|s| s.schedulable)
             })
             .count() as u64;
@@ -75,7 +75,7 @@ impl Scheduler {
             .map(|p| {
                 p.nodes
                     .iter()
-                    .filter_map(|n| self.nodes.get(&(pool_key.to_string(), n.clone())))
+                    .filter_map(|n| self.nodes.get(&(SharedStr::from(pool_key), n.clone())))
                     .collect()
             })
             .unwrap_or_default();
@@ -186,7 +186,7 @@ impl Scheduler {
                 .unwrap_or_default()
         };
         let reason = graph.wait_of(task, 5, place)?;
-        Some((pool, slots, vec![reason]))
+        Some((pool.to_string(), slots, vec![reason]))
     }
 
     /// "queued", "running on node-1", "assigned to node-2": an unfinished
@@ -227,7 +227,7 @@ impl Scheduler {
             for ((j, slots), tasks) in &pool.classes {
                 if j == job {
                     out.push((
-                        pool_key.clone(),
+                        pool_key.to_string(),
                         WaitGroup {
                             tasks: *tasks,
                             slots: *slots,
@@ -242,7 +242,7 @@ impl Scheduler {
             let (held, blocked, pool) = graph.held_summary();
             if let (true, Some(pool)) = (held > 0, pool) {
                 out.push((
-                    pool,
+                    pool.to_string(),
                     WaitGroup {
                         tasks: held,
                         slots: 1,
