@@ -314,3 +314,46 @@ fn a_stream_expected_new_is_found_on_disk_after_a_reopen() {
         .unwrap();
     assert_eq!(store.head(), 4);
 }
+
+#[test]
+fn a_stream_expected_at_a_version_is_checked_on_disk_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = buffered_store(dir.path());
+        for name in ["behind", "right", "ahead"] {
+            append_events(&store, name, 3);
+        }
+        store.flush_memtables_blocking().unwrap();
+    }
+    // A fresh store: no version is cached, so each check reads the disk
+    // (each stream once: an answer may be cached after).
+    let store = buffered_store(dir.path());
+    let causation = Causation {
+        request_id: RequestId(uuid::Uuid::from_u128(9)),
+        principal: Principal::Admin,
+    };
+    let at = |name: &str, version: u64| StreamAppend {
+        stream: StreamId::parse(&format!("job/acme/{name}")).unwrap(),
+        expected: ExpectedVersion::Exact(version),
+        events: vec![NewEvent {
+            event_type: "Test".into(),
+            schema_version: 1,
+            payload: vec![],
+        }],
+    };
+    for (name, version) in [("behind", 2), ("ahead", 4)] {
+        match store.append_blocking(vec![at(name, version)], causation.clone()) {
+            Err(StoreError::Conflict { actual, .. }) => assert_eq!(actual, 3, "{name}"),
+            other => panic!("{name}: version 3 taken for {version}: {other:?}"),
+        }
+    }
+    store
+        .append_blocking(vec![at("right", 3)], causation)
+        .unwrap();
+    assert_eq!(
+        store
+            .stream_version(&StreamId::parse("job/acme/right").unwrap())
+            .unwrap(),
+        4
+    );
+}

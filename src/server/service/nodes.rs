@@ -155,7 +155,7 @@ impl Service {
         if path.len() > 4096 {
             return Err(Rejection::invalid("a file path is at most 4096 bytes").into());
         }
-        let pool_key = format!("{account}/{pool}");
+        let pool_key: crate::types::SharedStr = format!("{account}/{pool}").into();
         let id = node.clone();
         let known = self
             .supervisors

@@ -252,8 +252,10 @@ impl Sagas {
                     let pools = scheduler.pool_keys();
                     let mut nodes = Vec::new();
                     for key in &pools {
+                        let shared = SharedStr::from(key.as_str());
                         for n in scheduler.pool_nodes(key) {
-                            let unusable = scheduler.node(key, &n.node).is_some_and(|s| s.unusable);
+                            let unusable =
+                                scheduler.node(&shared, &n.node).is_some_and(|s| s.unusable);
                             if n.leaving.is_some() || n.rebooting || unusable {
                                 nodes.push((key.clone(), n.node));
                             }
@@ -348,6 +350,11 @@ impl Sagas {
             let affected = this
                 .placement
                 .inspect(move |scheduler| {
+                    // Mostly none is: then no assignment is looked up.
+                    let any = scheduler.all_nodes().any(|(_, n)| node_needs_release(n));
+                    if !any {
+                        return Vec::new();
+                    }
                     let mut nodes: Vec<(SharedStr, NodeId)> = assigned
                         .iter()
                         .filter_map(|stream| scheduler.holder(stream))

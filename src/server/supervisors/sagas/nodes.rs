@@ -41,7 +41,7 @@ impl Sagas {
 
     /// Applies a leaving or rebooting node's rule to the tasks it holds.
     pub(super) async fn evict(&self, pool_key: &str, node: &NodeId) -> Result<(), CoreError> {
-        let (key, id) = (pool_key.to_string(), node.clone());
+        let (key, id) = (SharedStr::from(pool_key), node.clone());
         let found = self
             .placement
             .inspect(move |scheduler| {

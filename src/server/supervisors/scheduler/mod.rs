@@ -391,8 +391,8 @@ impl Scheduler {
     }
 
     /// A node's state in the picture.
-    pub fn node(&self, pool_key: &str, node: &NodeId) -> Option<&NodeState> {
-        self.nodes.get(&(SharedStr::from(pool_key), node.clone()))
+    pub fn node(&self, pool_key: &SharedStr, node: &NodeId) -> Option<&NodeState> {
+        self.nodes.get(&(pool_key.clone(), node.clone()))
     }
 
     /// The tasks whose slots are held on a node.
