@@ -196,12 +196,24 @@ impl StreamId {
     }
 
     pub fn kind(&self) -> StreamKind {
-        let prefix = self.0.split('/').next().unwrap_or_default();
-        StreamKind::ALL
-            .into_iter()
-            .find(|k| k.prefix() == prefix)
+        // Asked of every event the supervisors fold: a `match`, not a
+        // search of the kinds' prefixes.
+        match self
+            .0
+            .split_once('/')
+            .map_or(&*self.0, |(prefix, _)| prefix)
+        {
+            "task" => StreamKind::Task,
+            "job" => StreamKind::Job,
+            "node" => StreamKind::Node,
+            "pool" => StreamKind::Pool,
+            "account" => StreamKind::Account,
+            "request" => StreamKind::Request,
+            "schedule" => StreamKind::Schedule,
+            "app" => StreamKind::App,
             // Every constructor and `parse` checks the prefix.
-            .expect("stream id with a known kind")
+            other => unreachable!("stream id with an unknown kind {other:?}"),
+        }
     }
 
     /// The ids after the kind, in order.
@@ -343,6 +355,11 @@ mod tests {
         assert!(StreamId::parse("widget/x").is_err());
         assert!(StreamId::parse("job/acme/a b").is_err());
         assert!(StreamId::parse("job/acme/").is_err());
+        for kind in StreamKind::ALL {
+            let ids = vec!["x"; kind.id_segments()].join("/");
+            let parsed = StreamId::parse(&format!("{}/{ids}", kind.prefix())).unwrap();
+            assert_eq!(parsed.kind(), kind, "every kind is told by its prefix");
+        }
     }
 
     #[test]
