@@ -431,7 +431,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let spec = arg as *mut ChildSpec;
         let c = &*spec;
-        let fail = |_: ()| -> libc::c_int {
+        let fail = || -> libc::c_int {
             // Never 0 once a call failed; EINVAL if errno was not set.
             let errno = match *libc::__errno_location() {
                 0 => libc::EINVAL,
@@ -442,12 +442,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         };
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         if libc::setpgid(0, 0) != 0 || libc::dup2(c.stdin, 0) < 0 {
-            return fail(());
+            return fail();
         }
         // Into the attempt's group first: everything it starts is inside.
         for i in 0..c.cgroups {
             if libc::write(*c.cgroup.add(i), b"0".as_ptr().cast(), 1) != 1 {
-                return fail(());
+                return fail();
             }
         }
         if let Some(bytes) = c.address_space_max {
@@ -456,7 +456,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 rlim_max: bytes as libc::rlim_t,
             };
             if libc::setrlimit(libc::RLIMIT_AS, &space) != 0 {
-                return fail(());
+                return fail();
             }
         }
         if let Some((uid, gid, processes_max)) = c.user {
@@ -469,7 +469,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 || libc::syscall(libc::SYS_setgid, gid) != 0
                 || libc::syscall(libc::SYS_setuid, uid) != 0
             {
-                return fail(());
+                return fail();
             }
         }
         // Dies with the agent (a killed agent leaves no task running that
@@ -478,7 +478,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         // (What it starts is in its cgroup, which the agent's watchdog
         // kills; without one, only this first process dies with the agent.)
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 || libc::getppid() != c.agent {
-            return fail(());
+            return fail();
         }
         for (fd, path) in [(1, c.outputs[0]), (2, c.outputs[1])] {
             let opened = libc::open(
@@ -487,12 +487,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 0o666,
             );
             if opened < 0 || libc::dup2(opened, fd) < 0 {
-                return fail(());
+                return fail();
             }
             libc::close(opened);
         }
         if libc::chdir(c.dir) != 0 {
-            return fail(());
+            return fail();
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
@@ -510,7 +510,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 c.envp as *const *const libc::c_char,
             );
         }
-        fail(())
+        fail()
     }
 }
 

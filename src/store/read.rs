@@ -99,8 +99,8 @@ impl EventStore {
             .map(|i| &buffer[if i == 0 { 0 } else { ends[i - 1] }..ends[i]])
             .collect();
         let values = db.batched_multi_get_cf(cf, keys.iter().copied(), false);
-        let mut out = Vec::with_capacity(keys.len() / count.max(1) as usize);
         let per_stream = count.max(1) as usize;
+        let mut out = Vec::with_capacity(keys.len() / per_stream);
         for (keys, values) in keys.chunks(per_stream).zip(values.chunks(per_stream)) {
             let mut events = Vec::new();
             for (key, value) in keys.iter().zip(values) {

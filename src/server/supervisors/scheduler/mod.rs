@@ -343,7 +343,7 @@ impl Scheduler {
         pool.nodes
             .iter()
             .filter_map(|n| {
-                let s = self.nodes.get(&(SharedStr::from(pool_key), n.clone()))?;
+                let s = self.nodes.get(&(pool.key.clone(), n.clone()))?;
                 Some(NodeView {
                     node: n.clone(),
                     used: s.used,

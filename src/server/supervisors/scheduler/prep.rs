@@ -49,14 +49,11 @@ impl Scheduler {
     /// Releases a node's agent is to run now, but those it runs already.
     pub fn releases_for(
         &self,
-        pool_key: &str,
+        pool_key: &SharedStr,
         node: &NodeId,
         running: &[JobId],
     ) -> Vec<DueRelease> {
-        let Some(jobs) = self
-            .releases_due
-            .get(&(SharedStr::from(pool_key), node.clone()))
-        else {
+        let Some(jobs) = self.releases_due.get(&(pool_key.clone(), node.clone())) else {
             return Vec::new();
         };
         jobs.iter()

@@ -46,7 +46,7 @@ impl Scheduler {
             .iter()
             .filter(|n| {
                 self.nodes
-                    .get(&(SharedStr::from(pool_key), (*n).clone()))
+                    .get(&(pool.key.clone(), (*n).clone()))
                     .is_some_and(|s| s.schedulable)
             })
             .count() as u64;
@@ -75,7 +75,7 @@ impl Scheduler {
             .map(|p| {
                 p.nodes
                     .iter()
-                    .filter_map(|n| self.nodes.get(&(SharedStr::from(pool_key), n.clone())))
+                    .filter_map(|n| self.nodes.get(&(p.key.clone(), n.clone())))
                     .collect()
             })
             .unwrap_or_default();
